@@ -1,0 +1,156 @@
+"""The CNI protocol: environment, stdin, the checks the Go ``skel`` library makes, and
+the one place where exceptions become CNI error objects.
+
+Everything a runtime sees is decided here or in :mod:`ipam.result`: the order of the
+checks and their messages follow cni's ``skel`` (v1.0.1, with GC and STATUS as routed
+by later versions), so that a runtime cannot tell us from host-local except where the
+README says so.
+"""
+import json
+import re
+import sys
+
+from ipam import result
+from ipam.config import SUPPORTED_VERSIONS, go_quote, version_tuple
+from ipam.errors import (ConfigError, ContainerUnknown, DecodeError, EnvError, IoFailure,
+                         IpamError, VersionError)
+
+ABOUT = "CNI host-local-sqlite plugin (host-local compatible, SQLite leases)"
+_VARS = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
+_REQUIRED = {
+    "ADD": {"CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"},
+    "CHECK": {"CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"},
+    "DEL": {"CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"},
+    "GC": {"CNI_PATH"},
+    "STATUS": {"CNI_PATH"},
+}
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
+_MAX_STDIN = 64 * 1024 * 1024
+
+
+def _lower_keys(pairs):
+    """Go matches JSON keys to struct fields case-insensitively; the last duplicate wins."""
+    return {k.lower(): v for k, v in pairs}
+
+
+def decode_config(data):
+    """stdin bytes -> dict with lower-cased keys (skel's validateConfig, code 6/7)."""
+    try:
+        text = data.decode("utf-8", "replace")  # Go replaces invalid UTF-8 too
+        conf = json.loads(text, object_pairs_hook=_lower_keys)
+    except (ValueError, RecursionError) as e:
+        raise DecodeError("error unmarshall network config: %s" % e) from None
+    if not isinstance(conf, dict):
+        raise DecodeError("error unmarshall network config: json: cannot unmarshal %s into Go "
+                          "value of type struct { Name string \"json:\\\"name\\\"\" }"
+                          % _json_kind(conf))
+    name = conf.get("name")
+    if name is not None and not isinstance(name, str):
+        raise DecodeError("error unmarshall network config: json: cannot unmarshal %s into Go "
+                          "struct field .name of type string" % _json_kind(name))
+    if not name:
+        raise ConfigError("missing network name")
+    if not _NAME.match(name):
+        raise ConfigError("invalid characters found in network name", name)
+    return conf
+
+
+def _json_kind(value):
+    from ipam.config import json_type
+
+    return json_type(value)
+
+
+def validate_container_id(cid):
+    if not cid:
+        raise ContainerUnknown("missing containerID")
+    if not _NAME.match(cid):
+        raise EnvError("invalid characters in containerID", cid)
+
+
+def validate_ifname(name):
+    if not name:
+        raise EnvError("interface name is empty")
+    if len(name) > 15:
+        raise EnvError("interface name is too long",
+                       "interface name should be less than 16 characters")
+    if name in (".", ".."):
+        raise EnvError("interface name is . or ..")
+    if any(c in "/:" or c.isspace() for c in name):
+        raise EnvError("interface name contains / or : or whitespace characters")
+
+
+def _config_version(conf):
+    version = conf.get("cniversion")
+    if version is not None and not isinstance(version, str):
+        raise DecodeError("json: cannot unmarshal %s into Go struct field .cniVersion of type "
+                          "string" % _json_kind(version))
+    return version or "0.1.0"
+
+
+def check_version(conf, command):
+    """skel's version rules: CHECK needs 0.4.0, GC and STATUS need 1.1.0."""
+    version = _config_version(conf)
+    minimum = {"CHECK": (0, 4, 0), "GC": (1, 1, 0), "STATUS": (1, 1, 0)}.get(command)
+    if minimum is not None:
+        try:
+            too_old = version_tuple(version) < minimum
+        except ValueError as e:
+            raise DecodeError(str(e)) from None
+        if too_old:
+            raise VersionError("config version does not allow %s" % command)
+    if version not in SUPPORTED_VERSIONS:
+        raise VersionError("incompatible CNI versions", "config is %s, plugin supports [%s]" % (
+            go_quote(version), " ".join(go_quote(v) for v in SUPPORTED_VERSIONS)))
+
+
+def dispatch(env, stdin):
+    """Run one invocation; return the text for stdout, or raise IpamError."""
+    command = env.get("CNI_COMMAND", "")
+    missing = [v for v in _VARS
+               if not env.get(v) and (v == "CNI_COMMAND" or v in _REQUIRED.get(command, ()))]
+    if missing:
+        if not command:
+            sys.stderr.write("%s\nCNI protocol versions supported: %s\n"
+                             % (ABOUT, ", ".join(SUPPORTED_VERSIONS)))
+            return ""
+        raise EnvError("required env variables [%s] missing" % ",".join(missing))
+    if command == "VERSION":
+        return result.version_output()
+    try:
+        data = stdin.read(_MAX_STDIN + 1)
+    except OSError as e:
+        raise IoFailure("error reading from stdin: %s" % e) from None
+    if len(data) > _MAX_STDIN:
+        raise IoFailure("error reading from stdin: more than %d bytes" % _MAX_STDIN)
+    conf = decode_config(data)
+    if command not in ("GC", "STATUS"):
+        validate_container_id(env.get("CNI_CONTAINERID", ""))
+        validate_ifname(env.get("CNI_IFNAME", ""))
+    from ipam.commands import HANDLERS
+
+    handler = HANDLERS.get(command)
+    if handler is None:
+        raise EnvError("unknown CNI_COMMAND: %s" % command)
+    check_version(conf, command)
+    return handler(env, conf)
+
+
+def main(env=None, stdin=None, stdout=None):
+    """Entry point: prints a result or a CNI error object; returns the exit status."""
+    env = dict(env) if env is not None else dict(__import__("os").environ)
+    stdin = stdin if stdin is not None else sys.stdin.buffer
+    stdout = stdout if stdout is not None else sys.stdout
+    try:
+        out = dispatch(env, stdin)
+        status = 0
+    except IpamError as e:
+        out, status = result.error_output(e), 1
+    except MemoryError:
+        out, status = result.error_output(IpamError("out of memory")), 1
+    except Exception as e:  # never a traceback on the runtime's stdout
+        sys.stderr.write("host-local-sqlite: internal error: %r\n" % (e,))
+        out, status = result.error_output(IpamError("internal error: %s" % e)), 1
+    stdout.write(out)
+    stdout.flush()
+    return status

@@ -1,0 +1,165 @@
+"""The plugin's commands: load the config, open the store, run the rules, commit, render.
+
+Each command is one store transaction. The mirror is written inside it (under the write
+lock) and the result is returned only after COMMIT: the database is the truth.
+"""
+import sys
+
+from ipam import allocator, config, result
+from ipam.backend import open_store
+from ipam.dns import parse_resolv_conf
+from ipam.errors import ConfigError, IpamError
+from ipam.exporter import Mirror
+
+
+def _open(conf):
+    return open_store(conf.database, conf.busy_timeout), Mirror(conf.data_dir, conf.export)
+
+
+def _commit_changes(store, mirror, network, txn_body):
+    """Run ``txn_body() -> (value, changes)`` and mirror the changes, in one transaction.
+
+    If anything fails once files were touched, the transaction rolls back and the
+    network's files are put back from the database. A command that fails before that
+    still leaves the network directory and ``lock``, as host-local's store open does.
+    """
+    changes = None
+    try:
+        with store.transaction():
+            value, changes = txn_body()
+            mirror.apply(store, changes)
+    except IpamError:
+        if changes:
+            _repair_quietly(store, mirror, network)
+        else:
+            try:
+                mirror.touch(network)
+            except IpamError:
+                pass
+        raise
+    mirror.committed(changes.network)
+    return value, changes
+
+
+def cmd_add(env, conf_obj):
+    conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
+    dns = parse_resolv_conf(conf.resolv_conf) if conf.resolv_conf else {}
+    store, mirror = _open(conf)
+    try:
+        def body():
+            return allocator.add(store, conf.name, conf.range_sets, conf.requested,
+                                 env["CNI_CONTAINERID"], env["CNI_IFNAME"])
+        allocations, _ = _commit_changes(store, mirror, conf.name, body)
+    finally:
+        store.close()
+    return result.render(conf.cni_version, [a.as_tuple() for a in allocations], conf.routes, dns)
+
+
+def cmd_del(env, conf_obj):
+    conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
+    store, mirror = _open(conf)
+    try:
+        def body():
+            return None, allocator.release(store, conf.name, env["CNI_CONTAINERID"],
+                                           env["CNI_IFNAME"], len(conf.range_sets))
+        _commit_changes(store, mirror, conf.name, body)
+    finally:
+        store.close()
+    return ""
+
+
+def cmd_check(env, conf_obj):
+    conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
+    prev_ips = prev_result_ips(conf_obj.get("prevresult"))
+    store, mirror = _open(conf)
+    try:
+        mirror.touch(conf.name)  # host-local's store open creates them, even for CHECK
+        with store.transaction():
+            allocator.check(store, conf.name, env["CNI_CONTAINERID"], env["CNI_IFNAME"],
+                            prev_ips)
+    finally:
+        store.close()
+    return ""
+
+
+def cmd_gc(env, conf_obj):
+    conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
+    valid = valid_attachments(conf_obj)
+    store, mirror = _open(conf)
+    try:
+        _commit_changes(store, mirror, conf.name, lambda: (None, allocator.gc(store, conf.name, valid)))
+    finally:
+        store.close()
+    return ""
+
+
+def cmd_status(env, conf_obj):
+    conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
+    store, _ = _open(conf)
+    try:
+        with store.transaction():
+            full = allocator.exhausted(store, conf.name, conf.range_sets)
+    finally:
+        store.close()
+    if full is not None:
+        from ipam.errors import Unavailable
+
+        idx, rs = full
+        raise Unavailable("no IP addresses available in range set %d: %s" % (idx, rs))
+    return ""
+
+
+def _repair_quietly(store, mirror, network):
+    """After a rollback, put back any file the failed command had already written."""
+    try:
+        with store.transaction():
+            mirror.repair(store, network)
+    except IpamError as e:
+        print("host-local-sqlite: mirror of %s left for repair: %s" % (network, e.msg),
+              file=sys.stderr)
+
+
+def prev_result_ips(prev):
+    """Addresses of a prevResult (0.3.0 and later shape: ``ips[].address``)."""
+    if prev is None:
+        return None
+    if not isinstance(prev, dict):
+        raise ConfigError("invalid prevResult: must be an object")
+    ips = prev.get("ips")
+    if ips is None:
+        return []
+    if not isinstance(ips, list):
+        raise ConfigError("invalid prevResult: ips must be an array")
+    out = []
+    for i, entry in enumerate(ips):
+        text = entry.get("address") if isinstance(entry, dict) else None
+        parsed = config.addr.parse_cidr(text) if isinstance(text, str) else None
+        if parsed is None:
+            raise ConfigError("invalid prevResult: ips[%d].address is not an address/prefix" % i)
+        out.append(parsed[0])
+    return out
+
+
+def valid_attachments(conf_obj):
+    """GC's ``cni.dev/valid-attachments`` (or the older ``cni.dev/attachments``)."""
+    for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
+        if key in conf_obj:
+            items = conf_obj[key]
+            break
+    else:
+        raise ConfigError("GC needs cni.dev/valid-attachments in the config")
+    if not isinstance(items, list):
+        raise ConfigError("invalid config: %s must be an array" % key)
+    valid = set()
+    for i, item in enumerate(items):
+        cid = item.get("containerid") if isinstance(item, dict) else None
+        ifname = item.get("ifname")if isinstance(item, dict) else None
+        if not isinstance(cid, str) or not isinstance(ifname, str):
+            raise ConfigError("invalid config: %s[%d] needs containerID and ifname strings"
+                              % (key, i))
+        valid.add((cid, ifname))
+    return valid
+
+
+HANDLERS = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "GC": cmd_gc,
+            "STATUS": cmd_status}

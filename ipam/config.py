@@ -1,0 +1,305 @@
+"""The network config: every host-local key, validated once, in host-local's order.
+
+Input is the JSON object from stdin, decoded with lower-cased keys (Go's encoding/json
+matches struct fields case-insensitively, the last duplicate winning). Output is an
+:class:`IpamConfig` whose range sets are canonical. Every problem is a
+:class:`~ipam.errors.ConfigError` (code 7) with host-local's message where it has one;
+CNI_ARGS problems are :class:`~ipam.errors.EnvError` (code 4).
+"""
+from ipam import addr, ranges
+from ipam.errors import ConfigError, EnvError
+from ipam.paths import DEFAULT_DATA_DIR, default_database
+
+SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+ROUTE_EXTRAS = ("mtu", "advmss", "priority", "table", "scope")  # CNI 1.1 route fields
+
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean",
+               int: "number", float: "number", type(None): "null"}
+
+
+class IpamConfig:
+    """Everything one invocation needs from the config, already validated."""
+
+    __slots__ = ("name", "cni_version", "range_sets", "routes", "data_dir", "resolv_conf",
+                 "requested", "database", "export", "busy_timeout", "ipam")
+
+    def __init__(self, **kw):
+        for k in self.__slots__:
+            setattr(self, k, kw.get(k))
+
+
+def json_type(value):
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def expect(value, kind, path):
+    """``value`` if it has JSON type ``kind`` (None passes: Go treats null as unset)."""
+    if value is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    want = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            int: "an integer", float: "a number"}.get(kind, str(kind))
+    raise ConfigError("invalid config: %s must be %s, not %s" % (path, want, json_type(value)))
+
+
+def _ip_field(obj, key, path):
+    """An address in a range or route field: Go's net.IP text rules ('' means unset)."""
+    text = expect(obj.get(key), str, path + "." + key)
+    if not text:
+        return None
+    ip = addr.parse_ip(text)
+    if ip is None:
+        raise ConfigError("invalid IP address: %s" % text)
+    return ip
+
+
+def _cidr_field(obj, key, path):
+    text = expect(obj.get(key), str, path + "." + key)
+    if text is None:
+        return None
+    if addr.parse_cidr(text) is None:
+        raise ConfigError("invalid CIDR address: %s" % text)
+    return text
+
+
+def _exclusions(value, path):
+    """``exclude``: addresses or CIDRs, as (first, last, version) integer blocks."""
+    blocks = []
+    for i, item in enumerate(expect(value, list, path) or ()):
+        item = expect(item, str, "%s[%d]" % (path, i))
+        ip = addr.parse_ip(item)
+        if ip is not None:
+            blocks.append((int(ip), int(ip), ip.version))
+            continue
+        parsed = addr.parse_cidr(item or "")
+        if parsed is None:
+            raise ConfigError("invalid exclude entry %r: not an IP address or CIDR" % item)
+        net = addr.network_of(parsed[0], parsed[1])
+        blocks.append((int(net.network_address), int(net.broadcast_address), net.version))
+    return blocks
+
+
+class _RawRange:
+    __slots__ = ("subnet", "start", "end", "gateway", "exclude")
+
+    def __init__(self, obj, path):
+        obj = expect(obj, dict, path)
+        self.subnet = _cidr_field(obj, "subnet", path)
+        self.start = _ip_field(obj, "rangestart", path)
+        self.end = _ip_field(obj, "rangeend", path)
+        self.gateway = _ip_field(obj, "gateway", path)
+        self.exclude = _exclusions(obj.get("exclude"), path + ".exclude")
+
+
+def _raw_sets(value, path):
+    sets = []
+    for i, raw_set in enumerate(expect(value, list, path) or ()):
+        sub = "%s[%d]" % (path, i)
+        raw_set = expect(raw_set, list, sub)
+        if raw_set is None:
+            raw_set = []
+        sets.append([_RawRange(r, "%s[%d]" % (sub, j)) for j, r in enumerate(raw_set)])
+    return sets
+
+
+def _requested_list(value, path):
+    """``args.cni.ips`` / ``runtimeConfig.ips``: ``ip[/prefix]`` strings, prefix ignored."""
+    out = []
+    for i, text in enumerate(expect(value, list, path) or ()):
+        text = expect(text, str, "%s[%d]" % (path, i))
+        if not text:
+            raise ConfigError("cannot understand ip: IP <nil> not v4 nor v6")
+        ip = parse_requested(text)
+        if ip is None:
+            raise ConfigError("invalid IP address %s" % text)
+        out.append(ip)
+    return out
+
+
+def parse_requested(text):
+    """plugins' ``ip.ParseIP``: an address, or an address with a prefix that is ignored."""
+    if "/" in text:
+        parsed = addr.parse_cidr(text)
+        return None if parsed is None or parsed[2] else parsed[0]
+    return addr.parse_ip(text)
+
+
+def go_quote(s):
+    """Go's %q for the strings in CNI_ARGS messages."""
+    out = []
+    for ch in s:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append("\\x%02x" % ord(ch))
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def parse_cni_args(text):
+    """CNI_ARGS as cni's ``types.LoadArgs`` reads it into host-local's IPAMEnvArgs.
+
+    Keys are case-sensitive (``IP``, ``IgnoreUnknown``); unknown keys are an error unless
+    IgnoreUnknown is true. Returns the requested address or None.
+    """
+    if not text:
+        return None
+    requested = None
+    unknown = []
+    ignore = False
+    for pair in text.split(";"):
+        kv = pair.split("=")
+        if len(kv) != 2:
+            raise EnvError("ARGS: invalid pair %s" % go_quote(pair))
+        key, value = kv
+        if key == "IP":
+            if value:
+                requested = parse_requested(value)
+                if requested is None:
+                    raise EnvError("ARGS: error parsing value of pair %s: invalid IP address %s"
+                                   % (go_quote(pair), value))
+            else:
+                requested = None
+        elif key == "IgnoreUnknown":
+            low = value.lower()
+            if low in ("1", "true"):
+                ignore = True
+            elif low in ("0", "false"):
+                ignore = False
+            else:
+                raise EnvError("ARGS: error parsing value of pair %s: boolean unmarshal error: "
+                               "invalid input %s" % (go_quote(pair), value))
+        else:
+            unknown.append(pair)
+    if unknown and not ignore:
+        raise EnvError("ARGS: unknown args [%s]" % " ".join(go_quote(u) for u in unknown))
+    return requested
+
+
+def version_tuple(version):
+    """``"0.3.1"`` -> (0, 3, 1); an empty version is 0.1.0, as in cni's version package."""
+    if not version:
+        return (0, 1, 0)
+    parts = version.split(".")
+    if len(parts) > 3:
+        raise ValueError("invalid version %s: too many parts" % go_quote(version))
+    nums = []
+    for name, part in zip(("major", "minor", "micro"), parts):
+        if not part.isdigit():
+            raise ValueError("failed to convert %s version part %s" % (name, go_quote(part)))
+        nums.append(int(part))
+    return tuple(nums + [0] * (3 - len(nums)))
+
+
+def _routes(value, path):
+    routes = []
+    for i, obj in enumerate(expect(value, list, path) or ()):
+        sub = "%s[%d]" % (path, i)
+        obj = expect(obj, dict, sub)
+        if obj is None:
+            continue
+        dst = _cidr_field(obj, "dst", sub)
+        if dst is None:
+            # host-local prints "dst": "<nil>" here; a route without a destination is a
+            # config mistake, so we say so instead.
+            raise ConfigError("invalid config: %s has no dst" % sub)
+        ip, plen, _ = addr.parse_cidr(dst)
+        route = {"dst": "%s/%d" % (ip, plen), "version": ip.version}
+        gw = _ip_field(obj, "gw", sub)
+        if gw is not None:
+            route["gw"] = str(gw)
+        for key in ROUTE_EXTRAS:
+            if obj.get(key) is not None:
+                route[key] = expect(obj[key], int, sub + "." + key)
+        routes.append(route)
+    return routes
+
+
+def load(conf, env_args=""):
+    """Validate ``conf`` (the whole plugin config) in host-local's LoadIPAMConfig order."""
+    ipam = conf.get("ipam")
+    if ipam is None:
+        raise ConfigError("IPAM config missing 'ipam' key")
+    ipam = expect(ipam, dict, "ipam")
+    version = expect(conf.get("cniversion"), str, "cniVersion") or ""
+
+    # Decoding, as Go's json.Unmarshal would fail first on syntax.
+    legacy = _RawRange(ipam, "ipam")
+    routes = _routes(ipam.get("routes"), "ipam.routes")
+    raw_sets = _raw_sets(ipam.get("ranges"), "ipam.ranges")
+    args = expect(conf.get("args"), dict, "args") or {}
+    cni_args = expect(args.get("cni"), dict, "args.cni") or {}
+    arg_ips = _requested_list(cni_args.get("ips"), "args.cni.ips")
+    runtime = expect(conf.get("runtimeconfig"), dict, "runtimeConfig") or {}
+    runtime_ips = _requested_list(runtime.get("ips"), "runtimeConfig.ips")
+    runtime_sets = _raw_sets(runtime.get("ipranges"), "runtimeConfig.ipRanges")
+    global_exclude = _exclusions(ipam.get("exclude"), "ipam.exclude")
+    data_dir = expect(ipam.get("datadir"), str, "ipam.dataDir") or DEFAULT_DATA_DIR
+    resolv_conf = expect(ipam.get("resolvconf"), str, "ipam.resolvConf") or None
+    database = expect(ipam.get("database"), str, "ipam.database") or default_database(data_dir)
+    export = expect(ipam.get("export"), bool, "ipam.export")
+    busy = ipam.get("busytimeout")
+    if busy is not None and (isinstance(busy, bool) or not isinstance(busy, (int, float))
+                             or busy < 0):
+        raise ConfigError("invalid config: ipam.busyTimeout must be a number of seconds >= 0")
+
+    # Requested addresses: CNI_ARGS IP=, then args.cni.ips, then runtimeConfig.ips.
+    env_ip = parse_cni_args(env_args)
+    requested = []
+    for ip in ([env_ip] if env_ip is not None else []) + arg_ips + runtime_ips:
+        if ip not in requested:
+            requested.append(ip)
+
+    # Range sets: runtime ipRanges, then the legacy single range, then ranges.
+    if legacy.subnet is not None:
+        raw_sets.insert(0, [legacy])
+    raw_sets[0:0] = runtime_sets
+    if not raw_sets:
+        raise ConfigError("no IP ranges specified")
+    range_sets = []
+    for i, raw_set in enumerate(raw_sets):
+        try:
+            range_sets.append(_canonical_set(raw_set, global_exclude))
+        except ConfigError as e:
+            raise ConfigError("invalid range set %d: %s" % (i, e.msg)) from None
+
+    versions = [rs.version for rs in range_sets]
+    if versions.count(4) > 1 or versions.count(6) > 1:
+        try:
+            old = version_tuple(version) < (0, 3, 0)
+        except ValueError:
+            old = True
+        if old:
+            raise ConfigError("CNI version %s does not support more than 1 address per family"
+                              % version)
+    for i, s1 in enumerate(range_sets):
+        for j in range(i + 1, len(range_sets)):
+            if s1.overlaps(range_sets[j]):
+                raise ConfigError("range set %d overlaps with %d" % (i, j))
+
+    return IpamConfig(
+        name=conf.get("name"), cni_version=version, range_sets=tuple(range_sets),
+        routes=routes, data_dir=data_dir, resolv_conf=resolv_conf, requested=requested,
+        database=database, export=True if export is None else export,
+        busy_timeout=busy, ipam=ipam,
+    )
+
+
+def _canonical_set(raw_set, global_exclude):
+    if not raw_set:
+        raise ConfigError("empty range set")
+    canon = []
+    for raw in raw_set:
+        if raw.subnet is None:
+            raise ConfigError("IP <nil> not v4 nor v6")
+        family = addr.parse_cidr(raw.subnet)[0].version
+        blocks = [(a, b) for a, b, v in raw.exclude + global_exclude if v == family]
+        r = ranges.canonicalize(raw.subnet, raw.start, raw.end, raw.gateway, blocks)
+        if canon and r.version != canon[0].version:
+            raise ConfigError("mixed address families")
+        canon.append(r)
+    return ranges.make_set(canon)

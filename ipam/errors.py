@@ -1,0 +1,88 @@
+"""Every failure the plugin can report, each with its CNI error code.
+
+The codes follow the CNI spec's table of well-known errors; ``cni.py`` is the one place
+that turns these into the ``{"code", "msg", "details"}`` object on stdout. Allocation
+failures keep host-local's code 999 (the Go library's ErrInternal) and its message texts,
+so that runtimes and scripts matching on them see no difference.
+"""
+
+
+class IpamError(Exception):
+    """Base class: ``code`` is the CNI error code, ``msg``/``details`` go to the runtime."""
+
+    code = 999
+
+    def __init__(self, msg: str, details: str = "") -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.details = details
+
+
+class VersionError(IpamError):
+    """The config's cniVersion is not one we speak (spec code 1)."""
+
+    code = 1
+
+
+class UnsupportedField(IpamError):
+    """A config field we do not support (spec code 2)."""
+
+    code = 2
+
+
+class ContainerUnknown(IpamError):
+    """Container unknown or missing (spec code 3); the runtime needs no cleanup."""
+
+    code = 3
+
+
+class EnvError(IpamError):
+    """Invalid or missing CNI_* environment variables (spec code 4)."""
+
+    code = 4
+
+
+class IoFailure(IpamError):
+    """Reading stdin, a resolv.conf or the database failed (spec code 5)."""
+
+    code = 5
+
+
+class DecodeError(IpamError):
+    """The config is not decodable JSON (spec code 6)."""
+
+    code = 6
+
+
+class ConfigError(IpamError):
+    """The network config is invalid (spec code 7); host-local reports these as 999."""
+
+    code = 7
+
+
+class SchemaError(ConfigError):
+    """The database's schema is missing, damaged or newer than this version knows."""
+
+
+class TryAgain(IpamError):
+    """Transient: the database stayed locked past the busy timeout (spec code 11)."""
+
+    code = 11
+
+
+class Unavailable(IpamError):
+    """STATUS: the plugin cannot service an ADD, e.g. a range set is exhausted (code 50)."""
+
+    code = 50
+
+
+class AllocationError(IpamError):
+    """No address could be handed out, or a requested one is taken (host-local's 999)."""
+
+    code = 999
+
+
+class NotFound(IpamError):
+    """CHECK found no lease for the attachment (host-local's 999 and message)."""
+
+    code = 999

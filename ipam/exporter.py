@@ -1,0 +1,234 @@
+"""The compatibility mirror: host-local's directory layout, kept from the database.
+
+Other tools read ``<dataDir>/<network>/<ip>`` (``containerID\\r\\nifname``), the
+``last_reserved_ip.N`` cursors and the ``lock`` file, so we keep them byte for byte as
+host-local 1.1.1 would. The database is the truth and the files are never read back,
+except by an explicit ``ipamctl import``.
+
+Crash safety: the changes are written while the command still holds the database's write
+lock (so two processes cannot interleave their files), each file to a temporary name and
+renamed. A marker ``<dataDir>/.host-local-sqlite-pending-<network>`` exists from before
+the first file write until after COMMIT; whoever finds it next resynchronises that whole
+network from the database. All access goes through a directory descriptor opened with
+O_NOFOLLOW: a symlinked network directory or address file is never followed.
+"""
+import os
+import sys
+
+from ipam import addr
+from ipam.errors import IoFailure
+
+TMP_PREFIX = ".host-local-sqlite.tmp."
+PENDING_PREFIX = ".host-local-sqlite-pending-"
+CURSOR_PREFIX = "last_reserved_ip."
+FILE_MODE = 0o600
+DIR_MODE = 0o755
+
+
+def _io(err, what):
+    return IoFailure("mirror %s: %s" % (what, err.strerror or err))
+
+
+class NetworkDir:
+    """An open ``<dataDir>/<network>`` directory; every operation is relative to its fd."""
+
+    def __init__(self, data_dir, network, create=True):
+        self.path = os.path.join(data_dir, network)
+        if create:
+            try:
+                os.makedirs(data_dir, mode=DIR_MODE, exist_ok=True)
+                os.mkdir(self.path, DIR_MODE)
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise _io(e, "cannot create %s" % self.path) from None
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as e:
+            if os.path.islink(self.path):
+                raise IoFailure("mirror directory %s is a symbolic link; refusing to follow it"
+                                % self.path) from None
+            raise _io(e, "cannot open %s" % self.path) from None
+        self._seq = 0
+
+    def close(self):
+        os.close(self.fd)
+
+    def read(self, name):
+        """Bytes of a regular file, or None (missing, a link, a directory)."""
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=self.fd)
+        except OSError:
+            return None
+        try:
+            if not _is_regular(os.fstat(fd)):
+                return None
+            chunks = []
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+
+    def write(self, name, data):
+        """Replace ``name`` atomically: a temporary file, then rename."""
+        self._seq += 1
+        tmp = "%s%s.%d.%d" % (TMP_PREFIX, name, os.getpid(), self._seq)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE,
+                         dir_fd=self.fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except OSError as e:
+            self._discard(tmp)
+            raise _io(e, "cannot write %s/%s" % (self.path, name)) from None
+
+    def remove(self, name):
+        try:
+            os.unlink(name, dir_fd=self.fd)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            pass
+        except OSError as e:
+            raise _io(e, "cannot remove %s/%s" % (self.path, name)) from None
+
+    def _discard(self, name):
+        try:
+            os.unlink(name, dir_fd=self.fd)
+        except OSError:
+            pass
+
+    def ensure_lock(self):
+        """host-local's empty ``lock`` file (it flocks it); created, never rewritten."""
+        try:
+            os.close(os.open("lock", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE,
+                             dir_fd=self.fd))
+        except OSError as e:
+            raise _io(e, "cannot create %s/lock" % self.path) from None
+
+    def names(self):
+        return os.listdir(self.fd)
+
+
+def _is_regular(st):
+    return (st.st_mode & 0o170000) == 0o100000
+
+
+class Mirror:
+    """Writes one command's changes into the mirror, inside the command's transaction."""
+
+    def __init__(self, data_dir, enabled=True):
+        self.data_dir = data_dir
+        self.enabled = enabled
+
+    def _marker(self, network):
+        return os.path.join(self.data_dir, PENDING_PREFIX + network)
+
+    def touch(self, network):
+        """host-local creates the directory and ``lock`` on every DEL and CHECK too."""
+        if self.enabled:
+            d = NetworkDir(self.data_dir, network)
+            try:
+                d.ensure_lock()
+            finally:
+                d.close()
+
+    def apply(self, store, changes):
+        """Mirror ``changes`` (released, reserved, cursors); repair the network if a
+        previous process left its pending marker behind."""
+        if not self.enabled:
+            return
+        network = changes.network
+        d = NetworkDir(self.data_dir, network)
+        try:
+            marker = self._marker(network)
+            stale = os.path.lexists(marker)
+            if changes and not stale:
+                try:
+                    os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW,
+                                     FILE_MODE))
+                except OSError as e:
+                    raise _io(e, "cannot create %s" % marker) from None
+            for lease in changes.released:
+                d.remove(str(lease.ip))
+            for lease in changes.reserved:
+                d.write(str(lease.ip), lease.mirror_content())
+            for idx, ip in sorted(changes.cursors.items()):
+                d.write(CURSOR_PREFIX + str(idx), str(ip).encode())
+            d.ensure_lock()
+            if stale:
+                sync_dir(d, store.leases(network), store.cursors(network))
+        finally:
+            d.close()
+
+    def committed(self, network):
+        """After COMMIT: the files now match the database."""
+        if self.enabled:
+            try:
+                os.unlink(self._marker(network))
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                print("host-local-sqlite: cannot remove %s: %s" % (self._marker(network), e),
+                      file=sys.stderr)
+
+    def repair(self, store, network):
+        """Resynchronise a network from the database (after a failed COMMIT, or on demand)."""
+        if not self.enabled:
+            return []
+        d = NetworkDir(self.data_dir, network)
+        try:
+            diffs = sync_dir(d, store.leases(network), store.cursors(network))
+        finally:
+            d.close()
+        self.committed(network)
+        return diffs
+
+
+def sync_dir(d, leases, cursors, dry_run=False):
+    """Make a network directory equal the database; return the differences found.
+
+    Address-named files without a lease and cursor files without a cursor are removed,
+    wrong contents rewritten, missing files written, our leftover temporary files deleted.
+    Foreign files (names that are no address of ours) are left alone.
+    """
+    want = {str(lease.ip): lease.mirror_content() for lease in leases}
+    want.update({CURSOR_PREFIX + str(idx): str(ip).encode() for idx, ip in cursors.items()})
+    diffs = []
+    for name in sorted(d.names()):
+        if name in want or name == "lock":
+            continue
+        if name.startswith(TMP_PREFIX):
+            diffs.append(("temporary", name))
+        elif _ours(name):
+            diffs.append(("stale", name))
+        else:
+            continue
+        if not dry_run:
+            d.remove(name)
+    for name, data in sorted(want.items()):
+        have = d.read(name)
+        if have == data:
+            continue
+        diffs.append(("missing" if have is None else "wrong", name))
+        if not dry_run:
+            d.write(name, data)
+    if not dry_run:
+        d.ensure_lock()
+    return diffs
+
+
+def _ours(name):
+    """A name the mirror owns: a canonical address or a cursor file."""
+    if name.startswith(CURSOR_PREFIX):
+        return name[len(CURSOR_PREFIX):].isdigit()
+    ip = addr.parse_ip(name)
+    return ip is not None and str(ip) == name

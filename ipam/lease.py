@@ -1,0 +1,58 @@
+"""The values that cross the store boundary. Plain classes: the hot path avoids dataclasses
+(importing them costs more than sqlite3 and json together)."""
+
+
+class Lease:
+    """One address held by one attachment. ``ifname`` is None for a legacy ID-only lease."""
+
+    __slots__ = ("network", "ip", "range_set", "container_id", "ifname", "allocated_at",
+                 "boot_id")
+
+    def __init__(self, network, ip, range_set, container_id, ifname, allocated_at=0.0,
+                 boot_id=None):
+        self.network = network
+        self.ip = ip
+        self.range_set = range_set
+        self.container_id = container_id
+        self.ifname = ifname
+        self.allocated_at = allocated_at
+        self.boot_id = boot_id
+
+    def owned_by(self, container_id, ifname):
+        """host-local's match: ``ID\\r\\nifname``, or a legacy file holding the bare ID."""
+        return self.container_id == container_id and self.ifname in (ifname, None)
+
+    def mirror_content(self):
+        """The bytes host-local keeps in ``<dataDir>/<network>/<ip>``."""
+        if self.ifname is None:
+            return self.container_id.encode()
+        return ("%s\r\n%s" % (self.container_id, self.ifname)).encode()
+
+    def key(self):
+        return (self.network, self.ip)
+
+    def __eq__(self, other):
+        return isinstance(other, Lease) and all(
+            getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __hash__(self):
+        return hash(self.key())
+
+    def __repr__(self):
+        return "Lease(%s %s %s/%s set %s)" % (self.network, self.ip, self.container_id,
+                                              self.ifname, self.range_set)
+
+
+class Changes:
+    """What one command changed in a network: the exporter mirrors exactly these."""
+
+    __slots__ = ("network", "reserved", "released", "cursors")
+
+    def __init__(self, network):
+        self.network = network
+        self.reserved = []
+        self.released = []
+        self.cursors = {}  # range set index -> address
+
+    def __bool__(self):
+        return bool(self.reserved or self.released or self.cursors)

@@ -1,0 +1,90 @@
+"""An in-memory Store: the fake the allocator's unit tests run against.
+
+It keeps the contract's semantics with the plainest data structures, so a contract test
+that passes here and fails on SQLite points at the SQL, not at the rule.
+"""
+import time
+
+from ipam import addr
+from ipam.lease import Lease
+
+
+class _Txn:
+    def __init__(self, store):
+        self.store = store
+
+    def __enter__(self):
+        self.saved = (dict(self.store._leases), dict(self.store._cursors),
+                      list(self.store.history))
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.store._leases, self.store._cursors, self.store.history = self.saved
+        return False
+
+
+class MemoryStore:
+    def __init__(self):
+        self._leases = {}  # (network, ip) -> Lease
+        self._cursors = {}  # (network, range_set) -> ip
+        self.history = []  # (time, event, reason, network, ip, container_id, ifname)
+
+    def transaction(self):
+        return _Txn(self)
+
+    def close(self):
+        pass
+
+    def lease_at(self, network, ip):
+        return self._leases.get((network, ip))
+
+    def leases_of(self, network, container_id, ifname):
+        return sorted((lease for lease in self._leases.values()
+                       if lease.network == network and lease.container_id == container_id
+                       and lease.ifname == ifname), key=_order)
+
+    def leases(self, network=None):
+        return sorted((lease for lease in self._leases.values()
+                       if network is None or lease.network == network), key=_order)
+
+    def reserve(self, lease, reason):
+        if lease.key() in self._leases:
+            return False
+        if not lease.allocated_at:
+            lease = Lease(lease.network, lease.ip, lease.range_set, lease.container_id,
+                          lease.ifname, time.time(), lease.boot_id)
+        self._leases[lease.key()] = lease
+        self._log("allocate", reason, lease)
+        return True
+
+    def release(self, lease, reason):
+        if self._leases.pop(lease.key(), None) is not None:
+            self._log("release", reason, lease)
+
+    def _log(self, event, reason, lease):
+        self.history.append((time.time(), event, reason, lease.network, str(lease.ip),
+                             lease.container_id, lease.ifname))
+
+    def first_free(self, network, lo, hi):
+        ip = lo
+        while ip is not None and ip <= hi:
+            if (network, ip) not in self._leases:
+                return ip
+            ip = addr.add(ip, 1)
+        return None
+
+    def last_reserved(self, network, range_set):
+        return self._cursors.get((network, range_set))
+
+    def set_last_reserved(self, network, range_set, ip):
+        self._cursors[(network, range_set)] = ip
+
+    def cursors(self, network):
+        return {idx: ip for (net, idx), ip in self._cursors.items() if net == network}
+
+    def networks(self):
+        return sorted({n for n, _ in self._leases} | {n for n, _ in self._cursors})
+
+
+def _order(lease):
+    return (lease.network, addr.to_key(lease.ip))

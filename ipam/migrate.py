@@ -1,0 +1,248 @@
+"""Creating and upgrading the database schema with alembic.
+
+The only module that imports alembic, and nothing on the plugin's hot path imports it at
+module level: alembic and SQLAlchemy cost hundreds of milliseconds, which a CNI ADD must
+only pay on the first run against a fresh or older database.
+
+A SQLite database is migrated through the caller's own stdlib connection, inside a
+``BEGIN IMMEDIATE`` that it already holds: SQLite's write lock is what stops two first
+invocations (two pods started at once) from both creating the tables.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+from ipam import paths, sqlite_db
+from ipam.errors import IoFailure, SchemaError
+from ipam.schema_version import HEAD, REVISIONS
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+
+def alembic_config(url: str, connection: Any = None) -> Config:
+    """An alembic ``Config`` built in code, pointing at the installed ``migrations``."""
+    from alembic.config import Config
+
+    import migrations
+
+    config = Config()
+    config.set_main_option(
+        "script_location", os.path.dirname(os.path.abspath(migrations.__file__))
+    )
+    # The ini parser interpolates '%', which URL-encoded passwords contain.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head() -> str:
+    """The single head revision of the shipped migrations."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None, "no migrations shipped"
+    return head
+
+
+class _Borrowed:
+    """The caller's sqlite3 connection, lent to SQLAlchemy without its transaction.
+
+    SQLAlchemy rolls back a new pooled connection after probing it, and again when it is
+    returned to the pool; either would end the caller's ``BEGIN IMMEDIATE`` and so release
+    the write lock halfway through. The transaction stays the caller's to finish.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def commit(self) -> None:
+        pass
+
+    def rollback(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def upgrade_sqlite_connection(conn: sqlite3.Connection) -> None:
+    """Run ``upgrade head`` inside ``conn``'s open ``BEGIN IMMEDIATE``, then COMMIT it.
+
+    ``conn`` comes from :func:`ipam.sqlite_db.connect` (autocommit mode, so every
+    statement runs in the transaction the caller began). On any error the transaction is
+    rolled back and the error re-raised; either way ``conn`` is left outside a
+    transaction. WAL is switched on after the commit: the journal mode cannot change
+    inside a transaction.
+    """
+    if not conn.in_transaction:
+        raise ValueError("upgrade_sqlite_connection needs a connection inside BEGIN IMMEDIATE")
+    from alembic import command
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import StaticPool
+
+    borrowed = _Borrowed(conn)
+    engine = create_engine("sqlite://", creator=lambda: borrowed, poolclass=StaticPool)
+    try:
+        # begin() makes alembic see an external transaction and leave it alone; its
+        # commit reaches only _Borrowed.commit.
+        with engine.connect() as connection, connection.begin():
+            command.upgrade(alembic_config("sqlite://", connection), "head")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        engine.dispose()
+    sqlite_db.enable_wal(conn)
+
+
+def upgrade(database: str) -> str:
+    """Bring ``database`` (a SQLite path or a SQLAlchemy URL) to head; return the revision.
+
+    A database stamped by a newer version is refused with :class:`SchemaError` and left
+    untouched: downgrading would drop what that version relies on.
+    """
+    path = _sqlite_path(database)
+    if path is None:
+        return _upgrade_url(database)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, mode=0o755, exist_ok=True)  # as host-local does for its dataDir
+    conn = sqlite_db.connect(path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            revision = _check(database, _sqlite_revision(conn), _sqlite_tables(conn))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if revision == HEAD:
+            conn.execute("ROLLBACK")  # nothing written
+            # Heals a database whose creator died between its COMMIT and the pragma.
+            sqlite_db.enable_wal(conn)
+        else:
+            upgrade_sqlite_connection(conn)
+    finally:
+        conn.close()
+    return HEAD
+
+
+def current(database: str) -> str | None:
+    """The revision ``database`` is at, or None if it has no schema. Never writes."""
+    path = _sqlite_path(database)
+    if path is None:
+        return _current_url(database)
+    if not os.path.exists(path):
+        raise SchemaError(f"database {path} does not exist")
+    conn = sqlite_db.connect(path, readonly=True)
+    try:
+        return _sqlite_revision(conn)
+    finally:
+        conn.close()
+
+
+def _sqlite_path(database: str) -> str | None:
+    """The file behind a SQLite path or ``sqlite:///`` URL; None for a server database."""
+    if not paths.is_url(database):
+        return database
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database)
+    # sqlite:///file goes through sqlite_db too, for the same 0600 file and WAL.
+    if (
+        url.get_backend_name() == "sqlite"
+        and url.database not in (None, "", ":memory:")
+        and not url.query
+        and not url.database.startswith("file:")
+    ):
+        return url.database
+    return None
+
+
+def _sqlite_revision(conn: sqlite3.Connection) -> str | None:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+    ).fetchone()
+    if not exists:
+        return None
+    rows = [r[0] for r in conn.execute("SELECT version_num FROM alembic_version")]
+    if len(rows) > 1:
+        raise SchemaError(f"database has several alembic revisions: {', '.join(rows)}")
+    return rows[0] if rows else None
+
+
+def _sqlite_tables(conn: sqlite3.Connection) -> list:
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+            " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name != 'alembic_version'"
+        )
+    ]
+
+
+def _check(database: str, revision: str | None, tables: list) -> str | None:
+    """Refuse a database we must not migrate; return its revision otherwise."""
+    if revision is None and tables:
+        raise SchemaError(
+            f"database {database} has tables but no schema revision:"
+            " not a host-local-sqlite database",
+            "tables: " + ", ".join(sorted(tables)),
+        )
+    if revision is not None and revision not in REVISIONS:
+        raise SchemaError(
+            f"database {database} is at schema revision {revision}, which this version"
+            " does not know (written by a newer version?); refusing to touch it",
+            "known revisions: " + ", ".join(REVISIONS),
+        )
+    return revision
+
+
+def _upgrade_url(url: str) -> str:
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine, inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = create_engine(url)
+    try:
+        # One transaction: on engines with transactional DDL (PostgreSQL) a failed
+        # migration leaves nothing behind.
+        with engine.begin() as connection:
+            revision = MigrationContext.configure(connection).get_current_revision()
+            tables = [t for t in inspect(connection).get_table_names() if t != "alembic_version"]
+            if _check(_redacted(url), revision, tables) != HEAD:
+                command.upgrade(alembic_config(url, connection), "head")
+    except SQLAlchemyError as e:
+        raise IoFailure(f"database {_redacted(url)}: {e.__class__.__name__}", str(e)) from e
+    finally:
+        engine.dispose()
+    return HEAD
+
+
+def _current_url(url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    except SQLAlchemyError as e:
+        raise IoFailure(f"database {_redacted(url)}: {e.__class__.__name__}", str(e)) from e
+    finally:
+        engine.dispose()
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,17 @@
+"""Where things live by default. Stdlib only: the plugin's hot path imports it."""
+import os
+
+DEFAULT_DATA_DIR = "/var/lib/cni/networks"
+# A leading dot: network names must start with a letter or digit, so no network
+# directory can ever take this name.
+DB_NAME = ".host-local-sqlite.db"
+
+
+def default_database(data_dir: str) -> str:
+    """The SQLite file the plugin uses when the config names no ``database``."""
+    return os.path.join(data_dir, DB_NAME)
+
+
+def is_url(database: str) -> bool:
+    """A SQLAlchemy URL (``postgresql+psycopg://...``) rather than a SQLite path."""
+    return "://" in database

@@ -1,0 +1,92 @@
+"""The database schema, defined once (SQLAlchemy Core).
+
+This module is the alembic target metadata and the single description of the tables.
+The plugin's hot path never imports it (SQLAlchemy costs 200+ ms); it speaks plain SQL to
+these same tables through :mod:`ipam.sqlite_store`, and a test proves the migrations
+create exactly what is declared here.
+"""
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    UniqueConstraint,
+    text,
+)
+
+# Named constraints, so that migrations can refer to them on every engine.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("network", String, nullable=False),
+    # Canonical text (Go's net.IP String(), which Python's ipaddress also produces).
+    Column("ip", String, nullable=False),
+    # 16 bytes big-endian, IPv4 as ::ffff:a.b.c.d: sortable on every engine, where a
+    # SQLite integer (64 bits) cannot hold an IPv6 address.
+    Column("ip_key", LargeBinary(16), nullable=False),
+    # True when the address right after this one is not leased in this network. The
+    # partial index on it lets "first free address after X" be one index probe
+    # instead of a walk along a run of leases.
+    Column("next_free", Boolean, nullable=False),
+    # Index of the range set in the config that handed it out (the N of last_reserved_ip.N).
+    Column("range_set", Integer, nullable=False),
+    Column("container_id", String, nullable=False),
+    # NULL for a legacy lease imported from a host-local file holding only the ID.
+    Column("ifname", String, nullable=True),
+    Column("allocated_at", Float, nullable=False),  # seconds since the epoch, UTC
+    # The kernel's boot id when the lease was made: netns do not survive a reboot.
+    Column("boot_id", String, nullable=True),
+    UniqueConstraint("network", "ip"),
+    UniqueConstraint("network", "ip_key"),
+    Index("ix_leases_owner", "network", "container_id", "ifname"),
+    Index(
+        "ix_leases_run_end",
+        "network",
+        "ip_key",
+        sqlite_where=text("next_free = 1"),
+        postgresql_where=text("next_free"),
+    ),
+)
+
+# The round-robin cursor: replaces host-local's last_reserved_ip.N file.
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("network", String, nullable=False),
+    Column("range_set", Integer, nullable=False),
+    Column("ip", String, nullable=False),
+    PrimaryKeyConstraint("network", "range_set"),
+)
+
+# Every allocation and release, for forensics ("who had 10.1.2.3 at 14:05?").
+history = Table(
+    "history",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("time", Float, nullable=False),
+    Column("event", String, nullable=False),  # allocate | release
+    Column("reason", String, nullable=False),  # add | del | gc | admin | import
+    Column("network", String, nullable=False),
+    Column("ip", String, nullable=False),
+    Column("container_id", String, nullable=False),
+    Column("ifname", String, nullable=True),
+    Index("ix_history_network_ip_time", "network", "ip", "time"),
+    Index("ix_history_container_id", "container_id"),
+)

@@ -1,0 +1,36 @@
+"""Opening the SQLite database with the pragmas every connection needs.
+
+Stdlib only: used by the plugin's hot path and by the migration code alike, so that a
+database is always created the same way (mode 0600, WAL).
+"""
+import os
+import sqlite3
+
+DEFAULT_BUSY_TIMEOUT = 10.0  # seconds
+
+
+def connect(path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, readonly: bool = False) -> sqlite3.Connection:
+    """Open ``path`` in autocommit mode; transactions are begun explicitly by the caller.
+
+    The file is created with mode 0600 before SQLite sees it: leases name containers, and
+    SQLite would otherwise create it with the process umask. The -wal and -shm files
+    inherit the database file's mode.
+    """
+    if readonly:
+        conn = sqlite3.connect(
+            "file:%s?mode=ro" % path, uri=True, timeout=busy_timeout, isolation_level=None
+        )
+    else:
+        if not os.path.exists(path):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            os.close(fd)
+        conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    # synchronous=FULL: an address we report must survive a power cut.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def enable_wal(conn: sqlite3.Connection) -> None:
+    """WAL lets readers (ipamctl) run beside writers; the mode persists in the file."""
+    conn.execute("PRAGMA journal_mode=WAL")

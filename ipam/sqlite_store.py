@@ -1,0 +1,254 @@
+"""The Store on SQLite through the stdlib ``sqlite3`` module: the plugin's hot path.
+
+It runs against the tables that :mod:`ipam.schema` declares and the alembic migrations
+create, without importing either (they cost 200+ ms): one cheap query reads the schema
+revision, and only a missing or old schema loads :mod:`ipam.migrate`, under the write lock.
+Every command is one ``BEGIN IMMEDIATE`` transaction, so concurrent plugin processes
+serialize on SQLite's lock and a crash before COMMIT leaves no trace.
+"""
+import ipaddress
+import os
+import sqlite3
+import time
+
+from ipam import addr
+from ipam.errors import IoFailure, SchemaError, TryAgain
+from ipam.lease import Lease
+from ipam.schema_version import HEAD, REVISIONS
+from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT, connect
+
+_LEASE_COLS = "network, ip, range_set, container_id, ifname, allocated_at, boot_id"
+_BOOT_ID = []
+
+
+def boot_id():
+    """The kernel's boot id: leases made before the current boot belong to dead netns."""
+    if not _BOOT_ID:
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as f:
+                _BOOT_ID.append(f.read().strip())
+        except OSError:
+            _BOOT_ID.append(None)
+    return _BOOT_ID[0]
+
+
+def translate(err, path):
+    """sqlite3's exceptions as CNI errors naming the file; the store's job, not cni.py's."""
+    code = getattr(err, "sqlite_errorcode", 0) & 0xFF
+    text = str(err)
+    if code in (5, 6) or "locked" in text or "busy" in text:
+        return TryAgain("database %s is locked by another process past the busy timeout; "
+                        "try again later" % path)
+    if code == 26 or "not a database" in text:
+        return IoFailure("database %s is not a SQLite database: %s" % (path, text))
+    if code == 11 or "malformed" in text:
+        return IoFailure("database %s is corrupt: %s" % (path, text))
+    return IoFailure("database %s: %s" % (path, text))
+
+
+def _lease(row):
+    return Lease(row[0], ipaddress.ip_address(row[1]), row[2], row[3], row[4], row[5], row[6])
+
+
+class _Txn:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def __enter__(self):
+        self.store.begin()
+
+    def __exit__(self, exc_type, exc, tb):
+        conn = self.store.conn
+        if exc_type is None:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                self._rollback()
+                raise translate(e, self.store.path) from None
+        else:
+            self._rollback()
+            if isinstance(exc, sqlite3.Error):
+                raise translate(exc, self.store.path) from None
+        return False
+
+    def _rollback(self):
+        if self.store.conn.in_transaction:
+            try:
+                self.store.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+
+class SqliteStore:
+    def __init__(self, path, busy_timeout=None, readonly=False):
+        self.path = path
+        self.readonly = readonly
+        timeout = DEFAULT_BUSY_TIMEOUT if busy_timeout is None else busy_timeout
+        if readonly and not os.path.exists(path):
+            raise IoFailure("database %s does not exist" % path)
+        try:
+            self.conn = connect(path, timeout, readonly=readonly)
+        except sqlite3.Error as e:
+            raise translate(e, path) from None
+        except OSError as e:
+            raise IoFailure("cannot open database %s: %s" % (path, e.strerror or e)) from None
+
+    def close(self):
+        self.conn.close()
+
+    # -- transactions and schema ------------------------------------------------------
+    def transaction(self):
+        return _Txn(self)
+
+    def begin(self):
+        """Take the write lock (or a read snapshot) and make sure the schema is current."""
+        conn = self.conn
+        try:
+            conn.execute("BEGIN" if self.readonly else "BEGIN IMMEDIATE")
+            revision = self._revision()
+            if revision == HEAD:
+                return
+            if revision is not None and revision not in REVISIONS:
+                raise SchemaError("database %s has schema revision %s, newer than this version "
+                                  "of host-local-sqlite knows (%s); refusing to touch it"
+                                  % (self.path, revision, HEAD))
+            if self.readonly:
+                raise SchemaError("database %s has no current schema (revision %s); run "
+                                  "'ipamctl db upgrade'" % (self.path, revision))
+            from ipam import migrate  # lazy: alembic only when creating or upgrading
+
+            migrate.upgrade_sqlite_connection(conn)
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise translate(e, self.path) from None
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _revision(self):
+        try:
+            row = self.conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return None
+            raise
+        return row[0] if row else None
+
+    # -- leases -----------------------------------------------------------------------
+    def lease_at(self, network, ip):
+        row = self.conn.execute(
+            "SELECT %s FROM leases WHERE network = ? AND ip_key = ?" % _LEASE_COLS,
+            (network, addr.to_key(ip))).fetchone()
+        return _lease(row) if row else None
+
+    def leases_of(self, network, container_id, ifname):
+        if ifname is None:
+            sql = ("SELECT %s FROM leases WHERE network = ? AND container_id = ? "
+                   "AND ifname IS NULL ORDER BY ip_key" % _LEASE_COLS)
+            params = (network, container_id)
+        else:
+            sql = ("SELECT %s FROM leases WHERE network = ? AND container_id = ? "
+                   "AND ifname = ? ORDER BY ip_key" % _LEASE_COLS)
+            params = (network, container_id, ifname)
+        return [_lease(r) for r in self.conn.execute(sql, params)]
+
+    def leases(self, network=None):
+        if network is None:
+            rows = self.conn.execute(
+                "SELECT %s FROM leases ORDER BY network, ip_key" % _LEASE_COLS)
+        else:
+            rows = self.conn.execute(
+                "SELECT %s FROM leases WHERE network = ? ORDER BY ip_key" % _LEASE_COLS,
+                (network,))
+        return [_lease(r) for r in rows]
+
+    def reserve(self, lease, reason):
+        key = addr.to_key(lease.ip)
+        conn = self.conn
+        succ = _neighbour(key, 1)
+        taken_after = succ is not None and conn.execute(
+            "SELECT 1 FROM leases WHERE network = ? AND ip_key = ?",
+            (lease.network, succ)).fetchone() is not None
+        now = lease.allocated_at or time.time()
+        cur = conn.execute(
+            "INSERT INTO leases (network, ip, ip_key, next_free, range_set, container_id, "
+            "ifname, allocated_at, boot_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            (lease.network, str(lease.ip), key, not taken_after, lease.range_set,
+             lease.container_id, lease.ifname, now, lease.boot_id or boot_id()))
+        if cur.rowcount != 1:
+            return False
+        pred = _neighbour(key, -1)
+        if pred is not None:
+            conn.execute("UPDATE leases SET next_free = 0 WHERE network = ? AND ip_key = ?",
+                         (lease.network, pred))
+        self._log(now, "allocate", reason, lease)
+        return True
+
+    def release(self, lease, reason):
+        key = addr.to_key(lease.ip)
+        cur = self.conn.execute("DELETE FROM leases WHERE network = ? AND ip_key = ?",
+                                (lease.network, key))
+        if cur.rowcount != 1:
+            return
+        pred = _neighbour(key, -1)
+        if pred is not None:
+            self.conn.execute("UPDATE leases SET next_free = 1 WHERE network = ? AND ip_key = ?",
+                              (lease.network, pred))
+        self._log(time.time(), "release", reason, lease)
+
+    def _log(self, now, event, reason, lease):
+        self.conn.execute(
+            "INSERT INTO history (time, event, reason, network, ip, container_id, ifname) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (now, event, reason, lease.network, str(lease.ip), lease.container_id, lease.ifname))
+
+    def first_free(self, network, lo, hi):
+        """Two index probes whatever the pool size: is ``lo`` free; else where does the run
+        of leases that holds ``lo`` end (the partial index on ``next_free``)."""
+        conn = self.conn
+        key = addr.to_key(lo)
+        if conn.execute("SELECT 1 FROM leases WHERE network = ? AND ip_key = ?",
+                        (network, key)).fetchone() is None:
+            return lo
+        row = conn.execute(
+            "SELECT ip FROM leases WHERE network = ? AND next_free = 1 AND ip_key >= ? "
+            "ORDER BY ip_key LIMIT 1", (network, key)).fetchone()
+        if row is None:
+            return None
+        ip = addr.add(ipaddress.ip_address(row[0]), 1)
+        return ip if ip is not None and ip <= hi else None
+
+    # -- cursors ----------------------------------------------------------------------
+    def last_reserved(self, network, range_set):
+        row = self.conn.execute("SELECT ip FROM cursors WHERE network = ? AND range_set = ?",
+                                (network, range_set)).fetchone()
+        return addr.parse_ip(row[0]) if row else None
+
+    def set_last_reserved(self, network, range_set, ip):
+        self.conn.execute(
+            "INSERT INTO cursors (network, range_set, ip) VALUES (?, ?, ?) "
+            "ON CONFLICT (network, range_set) DO UPDATE SET ip = excluded.ip",
+            (network, range_set, str(ip)))
+
+    def cursors(self, network):
+        rows = self.conn.execute("SELECT range_set, ip FROM cursors WHERE network = ?",
+                                 (network,))
+        return {idx: addr.parse_ip(ip) for idx, ip in rows}
+
+    def networks(self):
+        rows = self.conn.execute(
+            "SELECT network FROM leases UNION SELECT network FROM cursors ORDER BY 1")
+        return [r[0] for r in rows]
+
+
+def _neighbour(key, delta):
+    n = int.from_bytes(key, "big") + delta
+    if n < 0 or n >= 1 << 128:
+        return None
+    return n.to_bytes(16, "big")

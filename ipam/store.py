@@ -1,0 +1,48 @@
+"""The Store contract: every operation the plugin needs, and nothing about SQL.
+
+Implementations: :class:`ipam.sqlite_store.SqliteStore` (the embedded default, stdlib
+sqlite3) and :class:`ipam.memory_store.MemoryStore` (an in-memory fake for the allocator's
+unit tests). Both pass the same contract tests (tests/test_store_contract.py). The hot path
+does not import this module: it exists for type checkers and readers.
+"""
+from contextlib import AbstractContextManager
+from ipaddress import IPv4Address, IPv6Address
+from typing import Iterable, Optional, Protocol, Union
+
+from ipam.lease import Lease
+
+IP = Union[IPv4Address, IPv6Address]
+
+
+class Store(Protocol):
+    def transaction(self) -> AbstractContextManager[None]:
+        """One atomic unit holding the write lock: all of a command or none of it."""
+
+    def lease_at(self, network: str, ip: IP) -> Optional[Lease]:
+        """The lease of ``ip`` in ``network``, if any."""
+
+    def leases_of(self, network: str, container_id: str, ifname: Optional[str]) -> list[Lease]:
+        """Leases with exactly this owner; ``ifname=None`` selects legacy ID-only leases."""
+
+    def leases(self, network: Optional[str] = None) -> list[Lease]:
+        """All leases (of one network), ordered by network and address."""
+
+    def reserve(self, lease: Lease, reason: str) -> bool:
+        """Insert ``lease``; False when the address is already leased. Records history."""
+
+    def release(self, lease: Lease, reason: str) -> None:
+        """Delete ``lease`` and record the release in the history."""
+
+    def first_free(self, network: str, lo: IP, hi: IP) -> Optional[IP]:
+        """The lowest address in [lo, hi] not leased in ``network``, found without a walk."""
+
+    def last_reserved(self, network: str, range_set: int) -> Optional[IP]:
+        """The round-robin cursor of a range set (host-local's last_reserved_ip.N)."""
+
+    def set_last_reserved(self, network: str, range_set: int, ip: IP) -> None: ...
+
+    def cursors(self, network: str) -> dict[int, IP]:
+        """Every cursor of a network, for the exporter."""
+
+    def networks(self) -> Iterable[str]:
+        """Networks with a lease or a cursor."""

@@ -1,0 +1,135 @@
+"""Run a CNI plugin binary the way a runtime does, and look at what it left on disk.
+
+A plain helper module (no pytest fixtures), shared by the reference and bridge tests.
+Both the Go ``host-local`` and ours get exactly the same inputs through :func:`run`; each
+should be given its own ``dataDir``.
+
+``HLS_PLUGIN=/usr/lib/cni/host-local`` points :data:`OURS` at another binary, e.g. the Go
+reference itself, to check that the differential suite agrees with Go when run against Go.
+"""
+from __future__ import annotations
+
+import json as _json
+import os
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+GO_HOST_LOCAL = "/usr/lib/cni/host-local"
+GO_BRIDGE = "/usr/lib/cni/bridge"
+# Tests run under .venv/bin/python, so the console script sits beside the interpreter.
+OURS = os.environ.get("HLS_PLUGIN") or os.path.join(
+    os.path.dirname(sys.executable), "host-local-sqlite"
+)
+
+# The environment variables of the CNI protocol; never inherited from the caller.
+CNI_ENV = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
+
+Config = Union[Mapping[str, Any], str, bytes]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one invocation produced. ``json`` is stdout parsed, or None if it is not JSON."""
+
+    rc: int
+    stdout: bytes
+    stderr: bytes
+    json: Any
+
+    def __str__(self) -> str:
+        return "rc=%d stdout=%r stderr=%r" % (self.rc, self.stdout, self.stderr[-2000:])
+
+
+def run(
+    binary: str,
+    command: Optional[str],
+    config: Config,
+    container_id: Optional[str] = "dummy",
+    ifname: Optional[str] = "eth0",
+    netns: Optional[str] = "/some/where",
+    args: Optional[str] = None,
+    path: Optional[str] = "/usr/lib/cni",
+    extra_env: Optional[Mapping[str, Optional[str]]] = None,
+    timeout: float = 60.0,
+) -> Outcome:
+    """Invoke ``binary`` once with ``config`` on stdin.
+
+    A ``None`` argument leaves that CNI_* variable unset (``args=None``: no CNI_ARGS);
+    an empty string sets it to "". ``extra_env`` is applied last; a ``None`` value in it
+    removes the variable.
+    """
+    if isinstance(config, (str, bytes)):
+        stdin = config.encode() if isinstance(config, str) else config
+    else:
+        stdin = _json.dumps(config).encode()
+    env = {k: v for k, v in os.environ.items() if k not in CNI_ENV}
+    for name, value in zip(CNI_ENV, (command, container_id, netns, ifname, args, path)):
+        if value is not None:
+            env[name] = value
+    for name, value in (extra_env or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    proc = subprocess.run(
+        [binary], input=stdin, capture_output=True, env=env, timeout=timeout, check=False
+    )
+    try:
+        parsed = _json.loads(proc.stdout) if proc.stdout.strip() else None
+    except ValueError:
+        parsed = None
+    return Outcome(proc.returncode, proc.stdout, proc.stderr, parsed)
+
+
+Snapshot = Dict[str, Tuple[Optional[bytes], int]]
+
+
+def snapshot(directory: Union[str, "os.PathLike[str]"]) -> Snapshot:
+    """Every entry under ``directory``: relative path -> (content, permission bits).
+
+    Regular files map to their bytes, directories to ``None``; symlinks are recorded by
+    their target text. A missing ``directory`` gives an empty dict.
+    """
+    out: Snapshot = {}
+    top = os.fspath(directory)
+    if not os.path.isdir(top):
+        return out
+    for root, dirs, files in os.walk(top):
+        dirs.sort()
+        for name in sorted(dirs) + sorted(files):
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, top)
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = (os.readlink(full).encode(), stat.S_IMODE(st.st_mode))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = (None, stat.S_IMODE(st.st_mode))
+            else:
+                with open(full, "rb") as f:
+                    out[rel] = (f.read(), stat.S_IMODE(st.st_mode))
+    return out
+
+
+def snapshot_networks(data_dir: Union[str, "os.PathLike[str]"]) -> Snapshot:
+    """:func:`snapshot` of every network directory in ``data_dir``, paths prefixed by the
+    network name. Top-level files (our ``.host-local-sqlite.db``, ``-wal``, ``-shm``) are
+    left out: only the host-local layout is comparable."""
+    out: Snapshot = {}
+    top = os.fspath(data_dir)
+    if not os.path.isdir(top):
+        return out
+    for name in sorted(os.listdir(top)):
+        full = os.path.join(top, name)
+        if os.path.isdir(full) and not os.path.islink(full):
+            out[name] = (None, stat.S_IMODE(os.lstat(full).st_mode))
+            for rel, entry in snapshot(full).items():
+                out[os.path.join(name, rel)] = entry
+    return out
+
+
+def contents(snap: Snapshot) -> Dict[str, Optional[bytes]]:
+    """A snapshot without the modes: what the differential tests compare."""
+    return {path: content for path, (content, _mode) in snap.items()}

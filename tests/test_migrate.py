@@ -1,0 +1,267 @@
+"""ipam.migrate: the migrations agree with ipam.schema, and upgrades are safe to race."""
+import os
+import pathlib
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+
+from ipam import migrate, schema, schema_version, sqlite_db
+from ipam.errors import SchemaError
+
+
+@pytest.fixture
+def db(tmp_path):
+    return str(tmp_path / "ipam.db")
+
+
+def table_names(path):
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return sorted(r[0] for r in rows)
+    finally:
+        conn.close()
+
+
+def ddl(path):
+    """Every schema object but alembic's own, as SQLite stores it."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master"
+            " WHERE tbl_name != 'alembic_version' ORDER BY name"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def test_single_head_is_schema_version_head():
+    script = ScriptDirectory.from_config(migrate.alembic_config("sqlite://"))
+    assert script.get_heads() == [schema_version.HEAD]
+    assert migrate.head() == schema_version.HEAD
+
+
+def test_revisions_equal_alembic_history():
+    script = ScriptDirectory.from_config(migrate.alembic_config("sqlite://"))
+    history = [rev.revision for rev in script.walk_revisions("base", "heads")]
+    assert tuple(reversed(history)) == schema_version.REVISIONS
+
+
+def test_alembic_config_points_at_installed_migrations():
+    location = migrate.alembic_config("sqlite://").get_main_option("script_location")
+    assert os.path.isabs(location)
+    assert os.path.isfile(os.path.join(location, "versions", "0001_initial.py"))
+    assert os.path.isfile(os.path.join(location, "script.py.mako"))
+
+
+def test_importing_migrate_does_not_import_alembic():
+    code = "import sys, ipam.migrate; print(sorted({'alembic', 'sqlalchemy'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_upgraded_database_matches_schema(db, tmp_path):
+    assert migrate.upgrade(db) == schema_version.HEAD
+    engine = create_engine("sqlite:///" + db)
+    try:
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), schema.metadata) == []
+    finally:
+        engine.dispose()
+    # compare_metadata ignores partial-index predicates and primary key names: compare
+    # the stored DDL with what create_all makes from ipam.schema as well.
+    reference = str(tmp_path / "reference.db")
+    engine = create_engine("sqlite:///" + reference)
+    schema.metadata.create_all(engine)
+    engine.dispose()
+    assert ddl(db) == ddl(reference)
+    assert any("WHERE next_free = 1" in (sql or "") for _, _, _, sql in ddl(db))
+
+
+def test_fresh_database_is_private_and_wal(db):
+    migrate.upgrade(db)
+    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+    finally:
+        conn.close()
+
+
+def test_upgrade_creates_missing_data_dir(tmp_path):
+    path = str(tmp_path / "a" / "b" / "ipam.db")
+    assert migrate.upgrade(path) == "0001"
+    assert migrate.current(path) == "0001"
+
+
+def test_upgrade_at_head_is_a_no_op(db):
+    migrate.upgrade(db)
+    assert migrate.upgrade(db) == "0001"
+    assert table_names(db) == ["alembic_version", "cursors", "history", "leases"]
+
+
+def test_sqlite_url_is_treated_like_a_path(db):
+    assert migrate.upgrade("sqlite:///" + db) == "0001"
+    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
+    assert migrate.current(db) == "0001"
+    assert migrate.current("sqlite:///" + db) == "0001"
+
+
+def test_upgrade_sqlite_connection_holds_the_write_lock(db):
+    conn = sqlite_db.connect(db)
+    conn.execute("BEGIN IMMEDIATE")
+    probes = []
+
+    def probe(connection, cursor, statement, parameters, context, executemany):
+        if not statement.lstrip().upper().startswith(("CREATE", "INSERT", "UPDATE")):
+            return
+        other = sqlite3.connect(db, timeout=0, isolation_level=None)
+        try:
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                locked = False
+                other.execute("ROLLBACK")
+            except sqlite3.OperationalError as e:
+                locked = "locked" in str(e)
+            # Other readers see none of the migration until its single COMMIT.
+            visible = other.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            probes.append((locked, visible))
+        finally:
+            other.close()
+
+    event.listen(Engine, "after_cursor_execute", probe)
+    try:
+        migrate.upgrade_sqlite_connection(conn)
+    finally:
+        event.remove(Engine, "after_cursor_execute", probe)
+    assert not conn.in_transaction
+    # 3 tables, 4 indexes, alembic_version and its row.
+    assert len(probes) == 9
+    assert set(probes) == {(True, 0)}
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    assert migrate.current(db) == "0001"
+
+
+def test_upgrade_sqlite_connection_rolls_back_on_error(db):
+    conn = sqlite_db.connect(db)
+    conn.execute("BEGIN IMMEDIATE")
+
+    def fail(connection, cursor, statement, parameters, context, executemany):
+        if "CREATE TABLE history" in statement:
+            raise RuntimeError("boom")
+
+    event.listen(Engine, "after_cursor_execute", fail)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            migrate.upgrade_sqlite_connection(conn)
+    finally:
+        event.remove(Engine, "after_cursor_execute", fail)
+    assert not conn.in_transaction
+    conn.close()
+    assert table_names(db) == []
+    assert migrate.upgrade(db) == "0001"
+
+
+def test_upgrade_sqlite_connection_needs_a_transaction(db):
+    conn = sqlite_db.connect(db)
+    try:
+        with pytest.raises(ValueError):
+            migrate.upgrade_sqlite_connection(conn)
+    finally:
+        conn.close()
+
+
+RACER = textwrap.dedent(
+    """
+    import logging, os, sys, time
+    from alembic import command  # the slow imports, before the start line
+    from ipam import migrate
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    while not os.path.exists(sys.argv[2]):
+        time.sleep(0.001)
+    print(migrate.upgrade(sys.argv[1]))
+    """
+)
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_racing_first_upgrades_migrate_once(tmp_path, round_):
+    path = str(tmp_path / "ipam.db")
+    go = tmp_path / "go"
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, path, str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    time.sleep(1.5)  # let both finish importing
+    go.touch()
+    results = [(p.wait(timeout=60), *p.communicate()) for p in racers]
+    for code, out, err in results:
+        assert code == 0, err
+        assert out.strip() == "0001"
+    applied = sum(err.count("Running upgrade  -> 0001") for _, _, err in results)
+    assert applied == 1, [err for _, _, err in results]
+    assert migrate.current(path) == "0001"
+    assert table_names(path) == ["alembic_version", "cursors", "history", "leases"]
+
+
+def test_newer_database_is_refused_and_untouched(db, tmp_path):
+    migrate.upgrade(db)
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    conn.close()
+    before = pathlib.Path(db).read_bytes()
+    listing = sorted(os.listdir(tmp_path))
+    with pytest.raises(SchemaError, match="9999"):
+        migrate.upgrade(db)
+    assert pathlib.Path(db).read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == listing
+    assert migrate.current(db) == "9999"
+
+
+def test_foreign_database_is_refused(db):
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE something (x)")
+    conn.close()
+    with pytest.raises(SchemaError, match="not a host-local-sqlite database"):
+        migrate.upgrade(db)
+    assert table_names(db) == ["something"]
+
+
+def test_current_of_missing_database_raises_and_creates_nothing(tmp_path):
+    path = tmp_path / "sub" / "ipam.db"
+    with pytest.raises(SchemaError, match="does not exist"):
+        migrate.current(str(path))
+    assert os.listdir(tmp_path) == []
+
+
+def test_current_of_empty_database_is_none(db):
+    sqlite_db.connect(db).close()
+    assert migrate.current(db) is None
+
+
+def test_downgrade_to_base_then_upgrade(db):
+    migrate.upgrade(db)
+    command.downgrade(migrate.alembic_config("sqlite:///" + db), "base")
+    assert table_names(db) == ["alembic_version"]
+    assert migrate.current(db) is None
+    assert migrate.upgrade(db) == "0001"
+    assert table_names(db) == ["alembic_version", "cursors", "history", "leases"]

@@ -14,8 +14,9 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any
 
 GO_HOST_LOCAL = "/usr/lib/cni/host-local"
 GO_BRIDGE = "/usr/lib/cni/bridge"
@@ -27,7 +28,7 @@ OURS = os.environ.get("HLS_PLUGIN") or os.path.join(
 # The environment variables of the CNI protocol; never inherited from the caller.
 CNI_ENV = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
 
-Config = Union[Mapping[str, Any], str, bytes]
+Config = Mapping[str, Any] | str | bytes
 
 
 @dataclass(frozen=True)
@@ -40,19 +41,19 @@ class Outcome:
     json: Any
 
     def __str__(self) -> str:
-        return "rc=%d stdout=%r stderr=%r" % (self.rc, self.stdout, self.stderr[-2000:])
+        return f"rc={self.rc} stdout={self.stdout!r} stderr={self.stderr[-2000:]!r}"
 
 
 def run(
     binary: str,
-    command: Optional[str],
+    command: str | None,
     config: Config,
-    container_id: Optional[str] = "dummy",
-    ifname: Optional[str] = "eth0",
-    netns: Optional[str] = "/some/where",
-    args: Optional[str] = None,
-    path: Optional[str] = "/usr/lib/cni",
-    extra_env: Optional[Mapping[str, Optional[str]]] = None,
+    container_id: str | None = "dummy",
+    ifname: str | None = "eth0",
+    netns: str | None = "/some/where",
+    args: str | None = None,
+    path: str | None = "/usr/lib/cni",
+    extra_env: Mapping[str, str | None] | None = None,
     timeout: float = 60.0,
 ) -> Outcome:
     """Invoke ``binary`` once with ``config`` on stdin.
@@ -84,10 +85,10 @@ def run(
     return Outcome(proc.returncode, proc.stdout, proc.stderr, parsed)
 
 
-Snapshot = Dict[str, Tuple[Optional[bytes], int]]
+Snapshot = dict[str, tuple[bytes | None, int]]
 
 
-def snapshot(directory: Union[str, "os.PathLike[str]"]) -> Snapshot:
+def snapshot(directory: str | os.PathLike[str]) -> Snapshot:
     """Every entry under ``directory``: relative path -> (content, permission bits).
 
     Regular files map to their bytes, directories to ``None``; symlinks are recorded by
@@ -113,7 +114,7 @@ def snapshot(directory: Union[str, "os.PathLike[str]"]) -> Snapshot:
     return out
 
 
-def snapshot_networks(data_dir: Union[str, "os.PathLike[str]"]) -> Snapshot:
+def snapshot_networks(data_dir: str | os.PathLike[str]) -> Snapshot:
     """:func:`snapshot` of every network directory in ``data_dir``, paths prefixed by the
     network name. Top-level files (our ``.host-local-sqlite.db``, ``-wal``, ``-shm``) are
     left out: only the host-local layout is comparable."""
@@ -130,6 +131,6 @@ def snapshot_networks(data_dir: Union[str, "os.PathLike[str]"]) -> Snapshot:
     return out
 
 
-def contents(snap: Snapshot) -> Dict[str, Optional[bytes]]:
+def contents(snap: Snapshot) -> dict[str, bytes | None]:
     """A snapshot without the modes: what the differential tests compare."""
     return {path: content for path, (content, _mode) in snap.items()}

@@ -18,25 +18,40 @@ import copy
 import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any
 
 import pytest
 
 try:  # tests/ may or may not become a package
-    from .cniexec import (GO_HOST_LOCAL, OURS, Outcome, Snapshot, contents, run,
-                          snapshot_networks)
+    from .cniexec import (
+        GO_HOST_LOCAL,
+        OURS,
+        Outcome,
+        Snapshot,
+        contents,
+        run,
+        snapshot_networks,
+    )
 except ImportError:
-    from cniexec import (GO_HOST_LOCAL, OURS, Outcome, Snapshot, contents, run,
-                         snapshot_networks)
+    from cniexec import (
+        GO_HOST_LOCAL,
+        OURS,
+        Outcome,
+        Snapshot,
+        contents,
+        run,
+        snapshot_networks,
+    )
 
 pytestmark = [
     pytest.mark.reference,
     pytest.mark.skipif(
         not os.access(GO_HOST_LOCAL, os.X_OK),
-        reason="Go reference %s missing: apt-get install containernetworking-plugins"
-        % GO_HOST_LOCAL,
+        reason=f"Go reference {GO_HOST_LOCAL} missing: "
+        "apt-get install containernetworking-plugins",
     ),
 ]
 
@@ -93,7 +108,7 @@ def ours_error_code(go_error: Mapping[str, Any]) -> int:
     return 999  # allocation failures, CHECK's "Failed to find address", anything else
 
 
-def ours_error(go_error: Mapping[str, Any]) -> Dict[str, Any]:
+def ours_error(go_error: Mapping[str, Any]) -> dict[str, Any]:
     """The error object ours must print for the error Go printed."""
     expected = dict(go_error, code=ours_error_code(go_error))
     details = expected.get("details")
@@ -104,7 +119,7 @@ def ours_error(go_error: Mapping[str, Any]) -> Dict[str, Any]:
     return expected
 
 
-def cursor_files(snap: Mapping[str, Any]) -> Dict[str, Any]:
+def cursor_files(snap: Mapping[str, Any]) -> dict[str, Any]:
     return {p: v for p, v in snap.items() if os.path.basename(p).startswith("last_reserved_ip.")}
 
 
@@ -141,23 +156,23 @@ class Step:
     go_files: Snapshot
     ours_files: Snapshot
 
-    def go_error(self, msg: str, code: int = 999, details: Optional[str] = None) -> None:
+    def go_error(self, msg: str, code: int = 999, details: str | None = None) -> None:
         """Assert Go printed exactly this error (documents the fact being compared)."""
-        expected: Dict[str, Any] = {"code": code, "msg": msg}
+        expected: dict[str, Any] = {"code": code, "msg": msg}
         if details is not None:
             expected["details"] = details
-        assert self.go.rc == 1 and self.go.json == expected, "%s\n go: %s" % (self.label, self.go)
+        assert self.go.rc == 1 and self.go.json == expected, f"{self.label}\n go: {self.go}"
 
-    def go_addresses(self) -> List[str]:
-        assert self.go.rc == 0, "%s\n go: %s" % (self.label, self.go)
+    def go_addresses(self) -> list[str]:
+        assert self.go.rc == 0, f"{self.label}\n go: {self.go}"
         return addresses(self.go.json)
 
-    def go_file(self, rel: str) -> Optional[bytes]:
+    def go_file(self, rel: str) -> bytes | None:
         entry = self.go_files.get(rel)
         return None if entry is None else entry[0]
 
 
-def addresses(result: Mapping[str, Any]) -> List[str]:
+def addresses(result: Mapping[str, Any]) -> list[str]:
     """The addresses of a result in any version's format."""
     if "ips" in result:
         return [ip["address"] for ip in result["ips"]]
@@ -177,18 +192,18 @@ def with_data_dir(config: Any, data_dir: Path) -> Any:
 class Diff:
     """One scenario: a Go dataDir and an ours dataDir, driven in lockstep."""
 
-    def __init__(self, tmp_path: Path, version: Optional[str] = "1.0.0") -> None:
+    def __init__(self, tmp_path: Path, version: str | None = "1.0.0") -> None:
         self.version = version
         self.go_dir = tmp_path / "go"
         self.ours_dir = tmp_path / "ours"
         self.tmp_path = tmp_path
         self.count = 0
 
-    def net(self, ipam: Optional[Mapping[str, Any]] = None, name: str = "mynet",
-            **top: Any) -> Dict[str, Any]:
+    def net(self, ipam: Mapping[str, Any] | None = None, name: str = "mynet",
+            **top: Any) -> dict[str, Any]:
         """A full plugin config as a runtime sends it to the delegated IPAM plugin.
         ``type``/``master`` are irrelevant keys, as in host-local's own tests (§7)."""
-        config: Dict[str, Any] = {"name": name, "type": "ipvlan", "master": "foo0"}
+        config: dict[str, Any] = {"name": name, "type": "ipvlan", "master": "foo0"}
         if self.version is not None:
             config["cniVersion"] = self.version
         if ipam is not None:
@@ -198,13 +213,13 @@ class Diff:
 
     def step(
         self,
-        command: Optional[str],
+        command: str | None,
         config: Any,
         *,
         go_config: Any = None,
-        repeat_of: Optional[Step] = None,
+        repeat_of: Step | None = None,
         rollback_cursor: bool = False,
-        leftover: Optional[Leftover] = None,
+        leftover: Leftover | None = None,
         **run_kwargs: Any,
     ) -> Step:
         """Run one step through both plugins and compare.
@@ -215,10 +230,8 @@ class Diff:
         ``last_reserved_ip.N`` may have advanced. ``leftover``: exception (h).
         """
         self.count += 1
-        label = "step %d: %s %s %s" % (
-            self.count, command, {k: v for k, v in run_kwargs.items()},
-            json.dumps(config) if not isinstance(config, str) else config,
-        )
+        shown = json.dumps(config) if not isinstance(config, str) else config
+        label = f"step {self.count}: {command} {run_kwargs} {shown}"
         ours_pre = snapshot_networks(self.ours_dir)
         go = run(GO_HOST_LOCAL, command,
                  with_data_dir(config if go_config is None else go_config, self.go_dir),
@@ -226,14 +239,14 @@ class Diff:
         ours = run(OURS, command, with_data_dir(config, self.ours_dir), **run_kwargs)
         step = Step(label, go, ours, snapshot_networks(self.go_dir),
                     snapshot_networks(self.ours_dir))
-        ctx = "%s\n go:   %s\n ours: %s" % (label, go, ours)
+        ctx = f"{label}\n go:   {go}\n ours: {ours}"
         self._compare_output(step, ctx, repeat_of, leftover)
         self._compare_files(step, ctx, ours_pre, rollback_cursor)
         return step
 
     @staticmethod
-    def _compare_output(step: Step, ctx: str, repeat_of: Optional[Step],
-                        leftover: Optional[Leftover]) -> None:
+    def _compare_output(step: Step, ctx: str, repeat_of: Step | None,
+                        leftover: Leftover | None) -> None:
         go, ours = step.go, step.ours
         if repeat_of is not None and not OURS_IS_GO:
             # (a) A repeated ADD for the same (ID, ifname) in the same network returns the
@@ -425,7 +438,7 @@ def test_custom_ips_two_v4_sets(diff: Diff) -> None:
                       args={"cni": {"ips": ["10.1.2.88", "10.1.3.77"]}})
     s = diff.step("ADD", config)
     if diff.version in LEGACY:
-        s.go_error("CNI version %s does not support more than 1 address per family" % diff.version)
+        s.go_error(f"CNI version {diff.version} does not support more than 1 address per family")
     else:
         assert s.go_addresses() == ["10.1.2.88/24", "10.1.3.77/24"]
     diff.step("DEL", config)
@@ -448,7 +461,7 @@ def test_unused_requested_ip(diff: Diff) -> None:
                       args={"cni": {"ips": ["10.1.2.88", "10.1.2.77"]}})
     if diff.version in LEGACY:
         s = diff.step("ADD", config)
-        s.go_error("CNI version %s does not support more than 1 address per family" % diff.version)
+        s.go_error(f"CNI version {diff.version} does not support more than 1 address per family")
         return
     s = diff.step("ADD", config, rollback_cursor=True,
                   leftover=Leftover(LEFTOVER_PREFIX + "10.1.2.77", ["10.1.2.88", "10.1.2.77"]))
@@ -544,7 +557,7 @@ def test_gateway_outside_subnet(diff: Diff) -> None:
     pytest.param({"subnet": "::ffff:10.1.2.0/24"}, "invalid range set 0: IPNet IP and Mask "
                  "version mismatch", id="v4-mapped-subnet-mask-mismatch"),
 ])
-def test_range_bounds(diff10: Diff, ipam: Dict[str, Any], expected: Any) -> None:
+def test_range_bounds(diff10: Diff, ipam: dict[str, Any], expected: Any) -> None:
     """§1.2 / §1.4 point 8 / §7.8: bounds that are accepted as written."""
     config = diff10.net(ipam)
     s = diff10.step("ADD", config)
@@ -606,7 +619,7 @@ def test_runtime_ip_ranges_order(diff: Diff) -> None:
                                                     "rangeStart": "10.50.0.100"}]]})
     s = diff.step("ADD", config)
     if diff.version in LEGACY:
-        s.go_error("CNI version %s does not support more than 1 address per family" % diff.version)
+        s.go_error(f"CNI version {diff.version} does not support more than 1 address per family")
         return
     assert s.go_addresses() == ["10.50.0.100/24", "10.1.2.2/24", "2001:db8::2/64"]
     assert s.go_file("mynet/last_reserved_ip.0") == b"10.50.0.100"
@@ -624,7 +637,7 @@ def test_mixed_config_order(diff: Diff) -> None:
         runtimeConfig={"irrelevant": "a", "ipRanges": [[{"subnet": "12.1.3.0/24"}]]})
     s = diff.step("ADD", config)
     if diff.version in LEGACY:
-        s.go_error("CNI version %s does not support more than 1 address per family" % diff.version)
+        s.go_error(f"CNI version {diff.version} does not support more than 1 address per family")
         return
     assert s.go_addresses() == ["12.1.3.2/24", "10.1.2.9/24", "11.1.2.9/24"]
     assert s.go.json["ips"][1]["gateway"] == "10.1.2.30"
@@ -648,8 +661,8 @@ ARGS_CASES = [
     ("IP=10.1.2.17;", 'ARGS: invalid pair ""'),
     ("K8S_POD_NAME=x=y", 'ARGS: invalid pair "K8S_POD_NAME=x=y"'),
     ("K8S_POD_NAME=foo", 'ARGS: unknown args ["K8S_POD_NAME=foo"]'),
-    ("IgnoreUnknown=yes", 'ARGS: error parsing value of pair "IgnoreUnknown=yes": '
-                          "boolean unmarshal error: invalid input yes"),
+    ("IgnoreUnknown=yes", ('ARGS: error parsing value of pair "IgnoreUnknown=yes": '
+                          "boolean unmarshal error: invalid input yes")),
     ("IP=10.1.2", 'ARGS: error parsing value of pair "IP=10.1.2": invalid IP address 10.1.2'),
     ("IP=10.1.2.1", "failed to allocate for range 0: requested ip 10.1.2.1 is subnet's gateway"),
 ]
@@ -784,14 +797,14 @@ VALIDATION_CASES = [
     ("bad-route-dst", {"subnet": "10.1.2.0/24", "routes": [{"dst": "10.0.0.0"}]},
      "invalid CIDR address: 10.0.0.0"),
     ("ranges-flat-list", {"ranges": [{"subnet": "10.1.2.0/24"}]},
-     "json: cannot unmarshal object into Go struct field IPAMConfig.ipam.ranges of type "
-     "allocator.RangeSet"),
+     ("json: cannot unmarshal object into Go struct field IPAMConfig.ipam.ranges of type "
+     "allocator.RangeSet")),
 ]
 
 
 @pytest.mark.parametrize("ipam, expected", [c[1:] for c in VALIDATION_CASES],
                          ids=[c[0] for c in VALIDATION_CASES])
-def test_config_validation(diff10: Diff, ipam: Dict[str, Any], expected: str) -> None:
+def test_config_validation(diff10: Diff, ipam: dict[str, Any], expected: str) -> None:
     """ADD, DEL and CHECK all load the config, so all three fail the same way (§1.4)."""
     config = diff10.net(ipam)
     for command in ("ADD", "DEL", "CHECK"):
@@ -814,7 +827,7 @@ TOP_LEVEL_CASES = [
 
 @pytest.mark.parametrize("top, expected", [c[1:] for c in TOP_LEVEL_CASES],
                          ids=[c[0] for c in TOP_LEVEL_CASES])
-def test_config_validation_top_level(diff10: Diff, top: Dict[str, Any], expected: str) -> None:
+def test_config_validation_top_level(diff10: Diff, top: dict[str, Any], expected: str) -> None:
     config = diff10.net({"subnet": "10.1.2.0/24"})
     for key, value in top.items():
         if value is None:
@@ -839,7 +852,7 @@ def test_more_than_one_address_per_family(diff: Diff) -> None:
     config = diff.net({"ranges": [[{"subnet": "10.1.2.0/24"}], [{"subnet": "10.1.3.0/24"}]]})
     s = diff.step("ADD", config)
     if diff.version in LEGACY:
-        s.go_error("CNI version %s does not support more than 1 address per family" % diff.version)
+        s.go_error(f"CNI version {diff.version} does not support more than 1 address per family")
     else:
         assert s.go_addresses() == ["10.1.2.2/24", "10.1.3.2/24"]
     diff.step("DEL", config)
@@ -863,12 +876,12 @@ def test_missing_cni_version(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("written, network, go_msg", [
-    ("203.0.113.1/24", "203.0.113.0/24", "invalid range set 0: Network has host bits set. "
-     "For a subnet mask of length 24 the network address is 203.0.113.0"),
-    ("2001:DB8:1::24:19ff:fee1:c44a/64", "2001:db8:1::/64", "invalid range set 0: Network has "
-     "host bits set. For a subnet mask of length 64 the network address is 2001:db8:1::"),
-    ("192.168.127.0/23", "192.168.126.0/23", "invalid range set 0: Network has host bits set. "
-     "For a subnet mask of length 23 the network address is 192.168.126.0"),
+    ("203.0.113.1/24", "203.0.113.0/24", ("invalid range set 0: Network has host bits set. "
+     "For a subnet mask of length 24 the network address is 203.0.113.0")),
+    ("2001:DB8:1::24:19ff:fee1:c44a/64", "2001:db8:1::/64", ("invalid range set 0: Network has "
+     "host bits set. For a subnet mask of length 64 the network address is 2001:db8:1::")),
+    ("192.168.127.0/23", "192.168.126.0/23", ("invalid range set 0: Network has host bits set. "
+     "For a subnet mask of length 23 the network address is 192.168.126.0")),
 ])
 def test_host_bits(diff: Diff, written: str, network: str, go_msg: str) -> None:
     """(b) Ours accepts a subnet with host bits set as its network: it must behave exactly
@@ -939,20 +952,18 @@ def test_no_routes(diff: Diff) -> None:
 
 def test_resolv_conf(diff: Diff) -> None:
     """§1.7 / §7.6: the full case (comments, indentation, merged search and options)."""
-    resolv = write(diff.tmp_path / "resolv.conf", "\n".join([
-        "   nameserver 192.0.2.0",
-        ";nameserver 192.0.2.1",
-        "# nameserver 192.0.2.9",
-        "nameserver 192.0.2.2",
-        "domain example.com",
-        "search example.net example.org",
-        "search example.gov",
-        "options one two",
-        "options three four",
-        "sortlist 130.155.160.0/255.255.240.0",
-        "nameserver",
-        "",
-    ]))
+    resolv = write(diff.tmp_path / "resolv.conf", (
+        "   nameserver 192.0.2.0\n"
+        ";nameserver 192.0.2.1\n"
+        "# nameserver 192.0.2.9\n"
+        "nameserver 192.0.2.2\n"
+        "domain example.com\n"
+        "search example.net example.org\n"
+        "search example.gov\n"
+        "options one two\n"
+        "options three four\n"
+        "sortlist 130.155.160.0/255.255.240.0\n"
+        "nameserver\n"))
     s = diff.step("ADD", diff.net({"subnet": "10.1.2.0/24", "resolvConf": resolv}))
     assert s.go.json["dns"] == {"nameservers": ["192.0.2.0", "192.0.2.2"],
                                 "domain": "example.com",
@@ -1075,8 +1086,8 @@ SKEL_CASES = [
     ("bad-containerid-beats-bad-ifname", "ADD", {"container_id": "a/b", "ifname": "."}, {},
      (4, "invalid characters in containerID", "a/b")),
     ("version-0.5.0", "ADD", {}, {"cniVersion": "0.5.0"},
-     (1, "incompatible CNI versions", 'config is "0.5.0", plugin supports '
-      '["0.1.0" "0.2.0" "0.3.0" "0.3.1" "0.4.0" "1.0.0"]')),
+     (1, "incompatible CNI versions", ('config is "0.5.0", plugin supports '
+      '["0.1.0" "0.2.0" "0.3.0" "0.3.1" "0.4.0" "1.0.0"]'))),
     ("version-garbage", "DEL", {}, {"cniVersion": "abc"}, (1, "incompatible CNI versions",
      'config is "abc", plugin supports ["0.1.0" "0.2.0" "0.3.0" "0.3.1" "0.4.0" "1.0.0"]')),
     ("check-0.3.1", "CHECK", {}, {"cniVersion": "0.3.1"},
@@ -1088,8 +1099,8 @@ SKEL_CASES = [
 
 @pytest.mark.parametrize("command, kwargs, tweak, expected", [c[1:] for c in SKEL_CASES],
                          ids=[c[0] for c in SKEL_CASES])
-def test_skel_checks(diff10: Diff, command: Optional[str], kwargs: Dict[str, Any],
-                     tweak: Dict[str, Any], expected: Any) -> None:
+def test_skel_checks(diff10: Diff, command: str | None, kwargs: dict[str, Any],
+                     tweak: dict[str, Any], expected: Any) -> None:
     config = diff10.net({"subnet": "10.1.2.0/24"})
     for key, value in tweak.items():
         if value is None:

@@ -1,0 +1,103 @@
+"""What only the SQLite store does: schema handling, history, index use, error mapping."""
+import ipaddress
+import sqlite3
+
+import pytest
+
+from ipam.errors import IoFailure, SchemaError
+from ipam.lease import Lease
+from ipam.schema_version import HEAD
+from ipam.sqlite_store import SqliteStore
+
+ip = ipaddress.ip_address
+
+
+def test_creates_schema_once_and_records_history(tmp_path):
+    path = str(tmp_path / "db")
+    s = SqliteStore(path)
+    with s.transaction():
+        s.reserve(Lease("n", ip("10.0.0.2"), 0, "c", "eth0"), "add")
+        s.release(s.lease_at("n", ip("10.0.0.2")), "del")
+    s.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    rows = db.execute("SELECT event, reason, network, ip, container_id, ifname FROM history "
+                      "ORDER BY id").fetchall()
+    assert rows == [("allocate", "add", "n", "10.0.0.2", "c", "eth0"),
+                    ("release", "del", "n", "10.0.0.2", "c", "eth0")]
+    lease_time = db.execute("SELECT time FROM history").fetchone()[0]
+    assert lease_time > 1.7e9
+
+
+def test_newer_schema_is_refused_and_untouched(tmp_path):
+    path = tmp_path / "db"
+    s = SqliteStore(str(path))
+    with s.transaction():  # creates the schema
+        pass
+    s.close()
+    db = sqlite3.connect(str(path))
+    db.execute("UPDATE alembic_version SET version_num = '9999'")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    s = SqliteStore(str(path))
+    with pytest.raises(SchemaError, match="revision 9999, newer than"):
+        with s.transaction():
+            pass
+    s.close()
+    assert path.read_bytes() == before
+
+
+def test_garbage_file_is_an_io_error_naming_it(tmp_path):
+    path = tmp_path / "db"
+    path.write_bytes(b"this is not a database at all" * 100)
+    before = path.read_bytes()
+    with pytest.raises(IoFailure) as e:
+        s = SqliteStore(str(path))
+        with s.transaction():
+            pass
+    assert str(path) in e.value.msg and "not a SQLite database" in e.value.msg
+    assert path.read_bytes() == before
+
+
+def test_readonly_missing_file_is_not_created(tmp_path):
+    with pytest.raises(IoFailure, match="does not exist"):
+        SqliteStore(str(tmp_path / "nope"), readonly=True)
+    assert not (tmp_path / "nope").exists()
+
+
+def test_next_free_flags_stay_consistent(tmp_path):
+    s = SqliteStore(str(tmp_path / "db"))
+    with s.transaction():
+        for n in (2, 3, 4, 6, 7, 9):
+            s.reserve(Lease("n", ip("10.0.0.%d" % n), 0, "c%d" % n, "eth0"), "add")
+        s.release(s.lease_at("n", ip("10.0.0.6")), "del")
+        s.reserve(Lease("n", ip("10.0.0.5"), 0, "c5", "eth0"), "add")
+        rows = dict(s.conn.execute("SELECT ip, next_free FROM leases"))
+    held = {2, 3, 4, 5, 7, 9}
+    assert rows == {"10.0.0.%d" % n: int(n + 1 not in held) for n in held}
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT 1 FROM leases WHERE network = ? AND ip_key = ?",
+    "SELECT ip FROM leases WHERE network = ? AND next_free = 1 AND ip_key >= ? "
+    "ORDER BY ip_key LIMIT 1",
+])
+def test_allocation_queries_use_an_index(tmp_path, sql):
+    s = SqliteStore(str(tmp_path / "db"))
+    with s.transaction():
+        pass
+    plan = " ".join(str(r) for r in s.conn.execute("EXPLAIN QUERY PLAN " + sql, ("n", b"x")))
+    assert "USING" in plan and "INDEX" in plan and "SCAN leases" not in plan.replace(
+        "SCAN leases USING", "")
+
+
+def test_owner_lookup_uses_an_index(tmp_path):
+    s = SqliteStore(str(tmp_path / "db"))
+    with s.transaction():
+        pass
+    plan = " ".join(str(r) for r in s.conn.execute(
+        "EXPLAIN QUERY PLAN SELECT ip FROM leases WHERE network = ? AND container_id = ? "
+        "AND ifname = ?", ("n", "c", "eth0")))
+    assert "ix_leases_owner" in plan

@@ -1,0 +1,100 @@
+"""The Store contract, run against the in-memory fake and SQLite alike."""
+import ipaddress
+import random
+
+import pytest
+
+from ipam.lease import Lease
+
+ip = ipaddress.ip_address
+
+
+def lease(address, cid="c", ifname="eth0", network="n", idx=0):
+    return Lease(network, ip(address), idx, cid, ifname)
+
+
+def test_reserve_is_unique_per_network(store):
+    with store.transaction():
+        assert store.reserve(lease("10.0.0.2"), "add")
+        assert not store.reserve(lease("10.0.0.2", cid="other"), "add")
+        assert store.reserve(lease("10.0.0.2", network="m"), "add")
+        assert store.lease_at("n", ip("10.0.0.2")).container_id == "c"
+        assert store.lease_at("n", ip("10.0.0.3")) is None
+
+
+def test_leases_of_distinguishes_legacy(store):
+    with store.transaction():
+        store.reserve(lease("10.0.0.2"), "add")
+        store.reserve(lease("10.0.0.3", ifname="eth1"), "add")
+        store.reserve(lease("10.0.0.4", ifname=None), "import")
+        assert [str(x.ip) for x in store.leases_of("n", "c", "eth0")] == ["10.0.0.2"]
+        assert [str(x.ip) for x in store.leases_of("n", "c", None)] == ["10.0.0.4"]
+        assert store.leases_of("n", "zz", "eth0") == []
+
+
+def test_leases_sorted_numerically(store):
+    with store.transaction():
+        for a in ("10.0.0.10", "10.0.0.9", "2001:db8::1", "10.0.0.100"):
+            store.reserve(lease(a), "add")
+        store.reserve(lease("10.0.0.1", network="a"), "add")
+        assert [str(x.ip) for x in store.leases("n")] == ["10.0.0.9", "10.0.0.10", "10.0.0.100",
+                                                         "2001:db8::1"]
+        assert [x.network for x in store.leases()] == ["a", "n", "n", "n", "n"]
+        assert list(store.networks()) == ["a", "n"]
+
+
+def test_release(store):
+    with store.transaction():
+        store.reserve(lease("10.0.0.2"), "add")
+        store.release(store.lease_at("n", ip("10.0.0.2")), "del")
+        assert store.leases("n") == []
+        store.release(lease("10.0.0.2"), "del")  # gone already: no error
+
+
+def test_cursors(store):
+    with store.transaction():
+        assert store.last_reserved("n", 0) is None
+        store.set_last_reserved("n", 0, ip("10.0.0.5"))
+        store.set_last_reserved("n", 0, ip("10.0.0.6"))
+        store.set_last_reserved("n", 1, ip("2001:db8::1"))
+        assert store.last_reserved("n", 0) == ip("10.0.0.6")
+        assert store.cursors("n") == {0: ip("10.0.0.6"), 1: ip("2001:db8::1")}
+
+
+def test_transaction_rolls_back_on_error(store):
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.reserve(lease("10.0.0.2"), "add")
+            store.set_last_reserved("n", 0, ip("10.0.0.2"))
+            raise RuntimeError("boom")
+    with store.transaction():
+        assert store.leases() == [] and store.last_reserved("n", 0) is None
+
+
+def test_first_free_matches_a_naive_scan(store):
+    """Random reserve/release churn; first_free must always equal the naive answer."""
+    rnd = random.Random(7)
+    base = int(ip("10.0.0.0"))
+    held = set()
+    with store.transaction():
+        for _ in range(600):
+            n = rnd.randrange(64)
+            if n in held:
+                store.release(lease(str(ip(base + n))), "del")
+                held.discard(n)
+            else:
+                store.reserve(lease(str(ip(base + n))), "add")
+                held.add(n)
+            lo, hi = sorted(rnd.sample(range(64), 2))
+            expected = next((k for k in range(lo, hi + 1) if k not in held), None)
+            got = store.first_free("n", ip(base + lo), ip(base + hi))
+            assert (None if got is None else int(got) - base) == expected
+
+
+def test_first_free_ipv6_top_of_prefix(store):
+    with store.transaction():
+        store.reserve(lease("2001:db8::ffff:ffff:ffff:fffe"), "add")
+        lo, hi = ip("2001:db8::ffff:ffff:ffff:fffe"), ip("2001:db8::ffff:ffff:ffff:ffff")
+        assert store.first_free("n", lo, hi) == hi
+        store.reserve(lease(str(hi)), "add")
+        assert store.first_free("n", lo, hi) is None

@@ -8,7 +8,7 @@ import sys
 from ipam import allocator, config, result
 from ipam.backend import open_store
 from ipam.dns import parse_resolv_conf
-from ipam.errors import ConfigError, IpamError
+from ipam.errors import ConfigError, IoFailure, IpamError, Unavailable
 from ipam.exporter import Mirror
 
 
@@ -19,15 +19,17 @@ def _open(conf):
 def _commit_changes(store, mirror, network, txn_body):
     """Run ``txn_body() -> (value, changes)`` and mirror the changes, in one transaction.
 
-    If anything fails once files were touched, the transaction rolls back and the
-    network's files are put back from the database. A command that fails before that
-    still leaves the network directory and ``lock``, as host-local's store open does.
+    Returns ``(value, problems)``: the mirror problems that did not stop the command
+    (see :meth:`Mirror.apply`); the pending marker then stays for a later repair. If
+    anything fails once files were touched, the transaction rolls back and the network's
+    files are put back from the database. A command that fails before that still leaves
+    the network directory and ``lock``, as host-local's store open does.
     """
     changes = None
     try:
         with store.transaction():
             value, changes = txn_body()
-            mirror.apply(store, changes)
+            problems = mirror.apply(store, changes)
     except IpamError:
         if changes:
             _repair_quietly(store, mirror, network)
@@ -37,8 +39,12 @@ def _commit_changes(store, mirror, network, txn_body):
             except IpamError:
                 pass
         raise
-    mirror.committed(changes.network)
-    return value, changes
+    if problems:
+        for p in problems:
+            print("host-local-sqlite: %s" % p, file=sys.stderr)
+    else:
+        mirror.committed(network)
+    return value, problems
 
 
 def cmd_add(env, conf_obj):
@@ -87,9 +93,14 @@ def cmd_gc(env, conf_obj):
     valid = valid_attachments(conf_obj)
     store, mirror = _open(conf)
     try:
-        _commit_changes(store, mirror, conf.name, lambda: (None, allocator.gc(store, conf.name, valid)))
+        _, problems = _commit_changes(store, mirror, conf.name,
+                                      lambda: (None, allocator.gc(store, conf.name, valid)))
     finally:
         store.close()
+    if problems:
+        # The leases are released (committed); the runtime hears about the files.
+        raise IoFailure("GC released the leases but could not update the mirror: %s"
+                        % "; ".join(problems))
     return ""
 
 
@@ -102,8 +113,6 @@ def cmd_status(env, conf_obj):
     finally:
         store.close()
     if full is not None:
-        from ipam.errors import Unavailable
-
         idx, rs = full
         raise Unavailable("no IP addresses available in range set %d: %s" % (idx, rs))
     return ""

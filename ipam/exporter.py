@@ -142,11 +142,17 @@ class Mirror:
                 d.close()
 
     def apply(self, store, changes):
-        """Mirror ``changes`` (released, reserved, cursors); repair the network if a
-        previous process left its pending marker behind."""
+        """Mirror ``changes`` and return the problems that did not stop it.
+
+        Files an ADD needs (its addresses, its cursors) must be written, or the command
+        fails and rolls back. Removing released files is best effort, as in host-local's
+        DEL, and so is repairing what a crashed process left (its pending marker): those
+        failures are returned, and the marker stays so that a later command retries.
+        """
         if not self.enabled:
-            return
+            return []
         network = changes.network
+        problems = []
         d = NetworkDir(self.data_dir, network)
         try:
             marker = self._marker(network)
@@ -158,16 +164,23 @@ class Mirror:
                 except OSError as e:
                     raise _io(e, "cannot create %s" % marker) from None
             for lease in changes.released:
-                d.remove(str(lease.ip))
+                try:
+                    d.remove(str(lease.ip))
+                except IoFailure as e:
+                    problems.append(e.msg)
             for lease in changes.reserved:
                 d.write(str(lease.ip), lease.mirror_content())
             for idx, ip in sorted(changes.cursors.items()):
                 d.write(CURSOR_PREFIX + str(idx), str(ip).encode())
             d.ensure_lock()
             if stale:
-                sync_dir(d, store.leases(network), store.cursors(network))
+                try:
+                    sync_dir(d, store.leases(network), store.cursors(network))
+                except IoFailure as e:
+                    problems.append(e.msg)
         finally:
             d.close()
+        return problems
 
     def committed(self, network):
         """After COMMIT: the files now match the database."""

@@ -205,3 +205,50 @@ def test_console_script_has_no_metadata_lookup():
     with open(PLUGIN) as f:
         text = f.read()
     assert "importlib.metadata" not in text and "pkg_resources" not in text
+
+
+def test_gc_goes_on_past_a_mirror_failure_and_reports_it(data_dir, netconf, monkeypatch):
+    conf = netconf({"subnet": "10.1.2.0/24"}, version="1.1.0")
+    for cid in ("a", "b", "c"):
+        run_inprocess("ADD", conf, container_id=cid)
+    real_unlink = os.unlink
+
+    def failing_unlink(path, *a, **kw):
+        if path == "10.1.2.2":
+            raise PermissionError(13, "Permission denied")
+        return real_unlink(path, *a, **kw)
+
+    monkeypatch.setattr(os, "unlink", failing_unlink)
+    out = run_inprocess("GC", dict(conf, **{"cni.dev/valid-attachments": []}))
+    monkeypatch.undo()
+    assert out.status == 1 and out.json["code"] == 5
+    assert "10.1.2.2" in out.json["msg"] and "Permission denied" in out.json["msg"]
+    assert leases(data_dir) == []  # every lease released despite the failure
+    net = data_dir / "mynet"
+    assert not (net / "10.1.2.3").exists() and not (net / "10.1.2.4").exists()
+    # The marker stays, so the next command repairs the file that could not go.
+    assert (data_dir / ".host-local-sqlite-pending-mynet").exists()
+    assert run_inprocess("ADD", conf, container_id="d").status == 0
+    assert sorted(p.name for p in net.iterdir()) == ["10.1.2.5", "last_reserved_ip.0", "lock"]
+
+
+def test_concurrent_first_invocations_create_the_schema_once(data_dir, netconf):
+    conf = json.dumps(netconf({"subnet": "10.1.2.0/24"})).encode()
+    procs = []
+    for n in range(12):
+        env = dict(os.environ, **cni_env("ADD", container_id="c%d" % n))
+        procs.append(subprocess.Popen([PLUGIN], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, env=env))
+    for p in procs:
+        p.stdin.write(conf)
+        p.stdin.close()
+    outs = []
+    for p in procs:
+        out = p.stdout.read()
+        err = p.stderr.read()
+        p.stdout.close()
+        p.stderr.close()
+        assert p.wait(60) == 0, (out, err)
+        outs.append(json.loads(out)["ips"][0]["address"])
+    assert len(set(outs)) == 12
+    assert len(leases(data_dir)) == 12

@@ -12,8 +12,15 @@ import sys
 
 from ipam import result
 from ipam.config import SUPPORTED_VERSIONS, go_quote, version_tuple
-from ipam.errors import (ConfigError, ContainerUnknown, DecodeError, EnvError, IoFailure,
-                         IpamError, VersionError)
+from ipam.errors import (
+    ConfigError,
+    ContainerUnknown,
+    DecodeError,
+    EnvError,
+    IoFailure,
+    IpamError,
+    VersionError,
+)
 
 ABOUT = "CNI host-local-sqlite plugin (host-local compatible, SQLite leases)"
 _VARS = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")

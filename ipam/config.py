@@ -188,7 +188,7 @@ def version_tuple(version):
     if len(parts) > 3:
         raise ValueError("invalid version %s: too many parts" % go_quote(version))
     nums = []
-    for name, part in zip(("major", "minor", "micro"), parts):
+    for name, part in zip(("major", "minor", "micro"), parts, strict=False):
         if not part.isdigit():
             raise ValueError("failed to convert %s version part %s" % (name, go_quote(part)))
         nums.append(int(part))

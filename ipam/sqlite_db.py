@@ -9,7 +9,8 @@ import sqlite3
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds
 
 
-def connect(path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, readonly: bool = False) -> sqlite3.Connection:
+def connect(path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+            readonly: bool = False) -> sqlite3.Connection:
     """Open ``path`` in autocommit mode; transactions are begun explicitly by the caller.
 
     The file is created with mode 0600 before SQLite sees it: leases name containers, and
@@ -17,9 +18,10 @@ def connect(path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, readonly: boo
     inherit the database file's mode.
     """
     if readonly:
-        conn = sqlite3.connect(
-            "file:%s?mode=ro" % path, uri=True, timeout=busy_timeout, isolation_level=None
-        )
+        from urllib.parse import quote  # lazy: only ipamctl opens read-only
+
+        conn = sqlite3.connect("file:%s?mode=ro" % quote(os.path.abspath(path)), uri=True,
+                               timeout=busy_timeout, isolation_level=None)
     else:
         if not os.path.exists(path):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)

@@ -18,7 +18,7 @@ from ipam.schema_version import HEAD, REVISIONS
 from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT, connect
 
 _LEASE_COLS = "network, ip, range_set, container_id, ifname, allocated_at, boot_id"
-_BOOT_ID = []
+_BOOT_ID: list = []
 
 
 def boot_id():

@@ -67,7 +67,8 @@ def run(
     else:
         stdin = _json.dumps(config).encode()
     env = {k: v for k, v in os.environ.items() if k not in CNI_ENV}
-    for name, value in zip(CNI_ENV, (command, container_id, netns, ifname, args, path)):
+    values = (command, container_id, netns, ifname, args, path)
+    for name, value in zip(CNI_ENV, values, strict=True):
         if value is not None:
             env[name] = value
     for name, value in (extra_env or {}).items():

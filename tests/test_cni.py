@@ -3,8 +3,8 @@ import io
 import json
 
 import pytest
-
 from conftest import cni_env, run_inprocess
+
 from ipam.cni import main
 
 GOOD = {"cniVersion": "1.0.0", "name": "mynet", "ipam": {"subnet": "10.1.2.0/24"}}

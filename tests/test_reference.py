@@ -691,7 +691,8 @@ ARGS_CASES = [
 ]
 
 
-@pytest.mark.parametrize("cni_args, expected", ARGS_CASES, ids=[c[0] or "empty" for c in ARGS_CASES])
+@pytest.mark.parametrize("cni_args, expected", ARGS_CASES,
+                         ids=[c[0] or "empty" for c in ARGS_CASES])
 def test_cni_args_ip(diff10: Diff, cni_args: str, expected: Any) -> None:
     """§3: CNI_ARGS IP= and its errors; DEL parses CNI_ARGS too (§5.3)."""
     config = diff10.net({"subnet": "10.1.2.0/24"})

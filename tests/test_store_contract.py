@@ -98,3 +98,16 @@ def test_first_free_ipv6_top_of_prefix(store):
         assert store.first_free("n", lo, hi) == hi
         store.reserve(lease(str(hi)), "add")
         assert store.first_free("n", lo, hi) is None
+
+
+@pytest.mark.parametrize("cls", ["ipam.memory_store.MemoryStore",
+                                 "ipam.sqlite_store.SqliteStore"])
+def test_implementations_have_every_protocol_method(cls):
+    import importlib
+
+    from ipam.store import Store
+
+    module, _, name = cls.rpartition(".")
+    impl = getattr(importlib.import_module(module), name)
+    wanted = [m for m in vars(Store) if not m.startswith("_")]
+    assert wanted and all(callable(getattr(impl, m, None)) for m in wanted)

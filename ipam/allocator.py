@@ -71,6 +71,7 @@ def _get_requested(store, network, rs, idx, ip, container_id, ifname, now, chang
     holder = store.lease_at(network, ip)
     if holder is not None:
         if holder.owned_by(container_id, ifname):
+            store.renew(holder)
             return holder  # a repeated ADD: the attachment already holds it
         raise AllocationError("requested IP address %s is not available in range set %s"
                               % (ip, rs))
@@ -80,6 +81,7 @@ def _get_requested(store, network, rs, idx, ip, container_id, ifname, now, chang
 def _get_dynamic(store, network, rs, idx, held, container_id, ifname, now, changes):
     for lease in held:
         if rs.contains(lease.ip):
+            store.renew(lease)
             return lease  # host-local: "duplicate allocation is not allowed"; we return it
     ip = next_free(store, network, rs, store.last_reserved(network, idx))
     if ip is None:

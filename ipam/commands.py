@@ -10,6 +10,7 @@ from ipam.backend import open_store
 from ipam.dns import parse_resolv_conf
 from ipam.errors import ConfigError, IoFailure, IpamError, Unavailable
 from ipam.exporter import Mirror
+from ipam.ranges import describe
 
 
 def _open(conf):
@@ -53,6 +54,7 @@ def cmd_add(env, conf_obj):
     store, mirror = _open(conf)
     try:
         def body():
+            note_network(store, conf)
             return allocator.add(store, conf.name, conf.range_sets, conf.requested,
                                  env["CNI_CONTAINERID"], env["CNI_IFNAME"])
         allocations, _ = _commit_changes(store, mirror, conf.name, body)
@@ -116,6 +118,17 @@ def cmd_status(env, conf_obj):
         idx, rs = full
         raise Unavailable("no IP addresses available in range set %d: %s" % (idx, rs))
     return ""
+
+
+def note_network(store, conf):
+    """Keep the ``networks`` row (ranges, dataDir, export) current for ipamctl: one
+    primary-key read per ADD, a write only when the config changed."""
+    import json
+
+    info = (conf.data_dir, conf.export,
+            json.dumps(describe(conf.range_sets), separators=(",", ":")))
+    if store.network_info(conf.name) != info:
+        store.set_network_info(conf.name, *info)
 
 
 def _repair_quietly(store, mirror, network):

@@ -56,3 +56,23 @@ class Changes:
 
     def __bool__(self):
         return bool(self.reserved or self.released or self.cursors)
+
+
+class Event:
+    """One row of the lease history: an allocation or a release, and why."""
+
+    __slots__ = ("time", "event", "reason", "network", "ip", "container_id", "ifname")
+
+    def __init__(self, time, event, reason, network, ip, container_id, ifname):
+        self.time = time
+        self.event = event
+        self.reason = reason
+        self.network = network
+        self.ip = ip
+        self.container_id = container_id
+        self.ifname = ifname
+
+    def __repr__(self):
+        return "Event(%s %s %s %s %s %s/%s)" % (self.time, self.event, self.reason,
+                                                self.network, self.ip, self.container_id,
+                                                self.ifname)

@@ -6,7 +6,7 @@ that passes here and fails on SQLite points at the SQL, not at the rule.
 import time
 
 from ipam import addr
-from ipam.lease import Lease
+from ipam.lease import Event, Lease
 
 
 class _Txn:
@@ -15,11 +15,12 @@ class _Txn:
 
     def __enter__(self):
         self.saved = (dict(self.store._leases), dict(self.store._cursors),
-                      list(self.store.history))
+                      list(self.store.history_rows), dict(self.store._networks))
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
-            self.store._leases, self.store._cursors, self.store.history = self.saved
+            (self.store._leases, self.store._cursors, self.store.history_rows,
+             self.store._networks) = self.saved
         return False
 
 
@@ -27,7 +28,8 @@ class MemoryStore:
     def __init__(self):
         self._leases = {}  # (network, ip) -> Lease
         self._cursors = {}  # (network, range_set) -> ip
-        self.history = []  # (time, event, reason, network, ip, container_id, ifname)
+        self.history_rows = []  # (time, event, reason, network, ip, container_id, ifname)
+        self._networks = {}  # network -> (data_dir, export, range_sets_json)
 
     def transaction(self):
         return _Txn(self)
@@ -57,13 +59,41 @@ class MemoryStore:
         self._log("allocate", reason, lease)
         return True
 
+    def renew(self, lease):
+        from ipam.sqlite_store import boot_id
+
+        old = self._leases.get(lease.key())
+        if old is not None:
+            self._leases[lease.key()] = Lease(old.network, old.ip, old.range_set,
+                                              old.container_id, old.ifname, old.allocated_at,
+                                              boot_id())
+
     def release(self, lease, reason):
         if self._leases.pop(lease.key(), None) is not None:
             self._log("release", reason, lease)
 
     def _log(self, event, reason, lease):
-        self.history.append((time.time(), event, reason, lease.network, str(lease.ip),
+        self.history_rows.append((time.time(), event, reason, lease.network, str(lease.ip),
                              lease.container_id, lease.ifname))
+
+    def history(self, network=None, ip=None, container_id=None, since=None, until=None):
+        out = []
+        for row in self.history_rows:
+            e = Event(*row)
+            if ((network is None or e.network == network) and (ip is None or e.ip == str(ip))
+                    and (container_id is None or e.container_id == container_id)
+                    and (since is None or e.time >= since)
+                    and (until is None or e.time <= until)):
+                out.append(e)
+        return out
+
+    def integrity(self):
+        return []
+
+    def revision(self):
+        from ipam.schema_version import HEAD
+
+        return HEAD
 
     def first_free(self, network, lo, hi):
         ip = lo
@@ -82,8 +112,15 @@ class MemoryStore:
     def cursors(self, network):
         return {idx: ip for (net, idx), ip in self._cursors.items() if net == network}
 
+    def network_info(self, network):
+        return self._networks.get(network)
+
+    def set_network_info(self, network, data_dir, export, range_sets_json):
+        self._networks[network] = (data_dir, bool(export), range_sets_json)
+
     def networks(self):
-        return sorted({n for n, _ in self._leases} | {n for n, _ in self._cursors})
+        return sorted({n for n, _ in self._leases} | {n for n, _ in self._cursors}
+                      | set(self._networks))
 
 
 def _order(lease):

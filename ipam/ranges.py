@@ -158,3 +158,24 @@ def make_set(ranges):
             if r1.overlaps(r2):
                 raise ConfigError("subnets %s and %s overlap" % (r1, r2))
     return RangeSet(ranges)
+
+
+def describe(range_sets):
+    """Range sets as plain JSON-able data, for the ``networks`` table (ipamctl's view)."""
+    return [[{"subnet": str(r.subnet), "start": str(r.start), "end": str(r.end),
+              "gateway": str(r.gateway), "exclude": [list(b) for b in r.exclude]}
+             for r in rs] for rs in range_sets]
+
+
+def from_description(desc):
+    """The inverse of :func:`describe`."""
+    import ipaddress
+
+    sets = []
+    for raw_set in desc:
+        sets.append(RangeSet(Range(ipaddress.ip_network(r["subnet"]),
+                                   ipaddress.ip_address(r["start"]),
+                                   ipaddress.ip_address(r["end"]),
+                                   ipaddress.ip_address(r["gateway"]),
+                                   [tuple(b) for b in r["exclude"]]) for r in raw_set))
+    return tuple(sets)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     UniqueConstraint,
     text,
 )
@@ -73,6 +74,20 @@ cursors = Table(
     Column("range_set", Integer, nullable=False),
     Column("ip", String, nullable=False),
     PrimaryKeyConstraint("network", "range_set"),
+)
+
+# What the plugin last saw of each network's config, written by ADD when it changes:
+# ipamctl has no network config, yet stats needs the pool sizes and export/check need to
+# know where (and whether) a network is mirrored.
+networks = Table(
+    "networks",
+    metadata,
+    Column("network", String, primary_key=True),
+    Column("data_dir", String, nullable=False),
+    Column("export", Boolean, nullable=False),
+    # JSON: per range set, its ranges as {subnet, start, end, gateway, exclude}.
+    Column("range_sets", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
 )
 
 # Every allocation and release, for forensics ("who had 10.1.2.3 at 14:05?").

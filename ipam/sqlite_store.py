@@ -13,7 +13,7 @@ import time
 
 from ipam import addr
 from ipam.errors import IoFailure, SchemaError, TryAgain
-from ipam.lease import Lease
+from ipam.lease import Event, Lease
 from ipam.schema_version import HEAD, REVISIONS
 from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT, connect
 
@@ -190,6 +190,12 @@ class SqliteStore:
         self._log(now, "allocate", reason, lease)
         return True
 
+    def renew(self, lease):
+        """A repeated ADD found the attachment alive: its lease belongs to this boot."""
+        self.conn.execute("UPDATE leases SET boot_id = ? WHERE network = ? AND ip_key = ? "
+                          "AND boot_id IS NOT ?",
+                          (boot_id(), lease.network, addr.to_key(lease.ip), boot_id()))
+
     def release(self, lease, reason):
         key = addr.to_key(lease.ip)
         cur = self.conn.execute("DELETE FROM leases WHERE network = ? AND ip_key = ?",
@@ -224,6 +230,32 @@ class SqliteStore:
         ip = addr.add(ipaddress.ip_address(row[0]), 1)
         return ip if ip is not None and ip <= hi else None
 
+    def history(self, network=None, ip=None, container_id=None, since=None, until=None):
+        """Lease events, oldest first, filtered on any of the arguments."""
+        where, params = [], []
+        for column, value in (("network", network), ("ip", ip and str(ip)),
+                              ("container_id", container_id)):
+            if value is not None:
+                where.append("%s = ?" % column)
+                params.append(value)
+        if since is not None:
+            where.append("time >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("time <= ?")
+            params.append(until)
+        sql = ("SELECT time, event, reason, network, ip, container_id, ifname FROM history%s "
+               "ORDER BY time, id" % (" WHERE " + " AND ".join(where) if where else ""))
+        return [Event(*row) for row in self.conn.execute(sql, params)]
+
+    def integrity(self):
+        """SQLite's own consistency check: an empty list when all is well."""
+        rows = [r[0] for r in self.conn.execute("PRAGMA integrity_check")]
+        return [] if rows == ["ok"] else rows
+
+    def revision(self):
+        return self._revision()
+
     # -- cursors ----------------------------------------------------------------------
     def last_reserved(self, network, range_set):
         row = self.conn.execute("SELECT ip FROM cursors WHERE network = ? AND range_set = ?",
@@ -241,9 +273,25 @@ class SqliteStore:
                                  (network,))
         return {idx: addr.parse_ip(ip) for idx, ip in rows}
 
+    def network_info(self, network):
+        """``(data_dir, export, range_sets_json)`` as the last ADD saw them, or None."""
+        row = self.conn.execute(
+            "SELECT data_dir, export, range_sets FROM networks WHERE network = ?",
+            (network,)).fetchone()
+        return (row[0], bool(row[1]), row[2]) if row else None
+
+    def set_network_info(self, network, data_dir, export, range_sets_json):
+        self.conn.execute(
+            "INSERT INTO networks (network, data_dir, export, range_sets, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (network) DO UPDATE SET "
+            "data_dir = excluded.data_dir, export = excluded.export, "
+            "range_sets = excluded.range_sets, updated_at = excluded.updated_at",
+            (network, data_dir, bool(export), range_sets_json, time.time()))
+
     def networks(self):
         rows = self.conn.execute(
-            "SELECT network FROM leases UNION SELECT network FROM cursors ORDER BY 1")
+            "SELECT network FROM leases UNION SELECT network FROM cursors "
+            "UNION SELECT network FROM networks ORDER BY 1")
         return [r[0] for r in rows]
 
 

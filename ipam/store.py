@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 from ipaddress import IPv4Address, IPv6Address
 from typing import Iterable, Optional, Protocol, Union
 
-from ipam.lease import Lease
+from ipam.lease import Event, Lease
 
 IP = Union[IPv4Address, IPv6Address]
 
@@ -30,8 +30,22 @@ class Store(Protocol):
     def reserve(self, lease: Lease, reason: str) -> bool:
         """Insert ``lease``; False when the address is already leased. Records history."""
 
+    def renew(self, lease: Lease) -> None:
+        """Mark a lease as held in the current boot (a repeated ADD found it alive)."""
+
     def release(self, lease: Lease, reason: str) -> None:
         """Delete ``lease`` and record the release in the history."""
+
+    def history(self, network: Optional[str] = None, ip: Optional[IP] = None,
+                container_id: Optional[str] = None, since: Optional[float] = None,
+                until: Optional[float] = None) -> list[Event]:
+        """Allocation and release events, oldest first."""
+
+    def integrity(self) -> list[str]:
+        """Problems the database engine finds in itself; empty when healthy."""
+
+    def revision(self) -> Optional[str]:
+        """The schema revision (alembic's)."""
 
     def first_free(self, network: str, lo: IP, hi: IP) -> Optional[IP]:
         """The lowest address in [lo, hi] not leased in ``network``, found without a walk."""
@@ -43,6 +57,12 @@ class Store(Protocol):
 
     def cursors(self, network: str) -> dict[int, IP]:
         """Every cursor of a network, for the exporter."""
+
+    def network_info(self, network: str) -> Optional[tuple[str, bool, str]]:
+        """``(data_dir, export, range_sets_json)`` as the last ADD saw the config."""
+
+    def set_network_info(self, network: str, data_dir: str, export: bool,
+                         range_sets_json: str) -> None: ...
 
     def networks(self) -> Iterable[str]:
         """Networks with a lease or a cursor."""

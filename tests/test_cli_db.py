@@ -5,6 +5,8 @@ import sqlite3
 
 import click
 import pytest
+
+from ipam.schema_version import HEAD
 from click.testing import CliRunner
 
 from cli.main import cli
@@ -21,11 +23,11 @@ def runner(monkeypatch):
 def test_db_upgrade_then_current(runner, tmp_path):
     result = runner.invoke(cli, ["--data-dir", str(tmp_path), "db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert result.stdout == "0001\n"
+    assert result.stdout == HEAD + "\n"
     assert os.path.exists(paths.default_database(str(tmp_path)))
     result = runner.invoke(cli, ["--data-dir", str(tmp_path), "db", "current"])
     assert result.exit_code == 0, result.output
-    assert result.stdout == "0001\n"
+    assert result.stdout == HEAD + "\n"
 
 
 def test_database_option_overrides_data_dir(runner, tmp_path):
@@ -51,9 +53,9 @@ def test_json_output(runner, tmp_path):
     db = str(tmp_path / "ipam.db")
     result = runner.invoke(cli, ["-o", "json", "--database", db, "db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"database": db, "revision": "0001"}
+    assert json.loads(result.stdout) == {"database": db, "revision": HEAD}
     result = runner.invoke(cli, ["--output", "json", "--database", db, "db", "current"])
-    assert json.loads(result.stdout) == {"database": db, "revision": "0001"}
+    assert json.loads(result.stdout) == {"database": db, "revision": HEAD}
 
 
 def test_version(runner):

@@ -9,6 +9,8 @@ import textwrap
 import time
 
 import pytest
+
+from ipam.schema_version import HEAD
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -95,28 +97,28 @@ def test_fresh_database_is_private_and_wal(db):
     conn = sqlite3.connect(db)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
     finally:
         conn.close()
 
 
 def test_upgrade_creates_missing_data_dir(tmp_path):
     path = str(tmp_path / "a" / "b" / "ipam.db")
-    assert migrate.upgrade(path) == "0001"
-    assert migrate.current(path) == "0001"
+    assert migrate.upgrade(path) == HEAD
+    assert migrate.current(path) == HEAD
 
 
 def test_upgrade_at_head_is_a_no_op(db):
     migrate.upgrade(db)
-    assert migrate.upgrade(db) == "0001"
-    assert table_names(db) == ["alembic_version", "cursors", "history", "leases"]
+    assert migrate.upgrade(db) == HEAD
+    assert table_names(db) == ["alembic_version", "cursors", "history", "leases", "networks"]
 
 
 def test_sqlite_url_is_treated_like_a_path(db):
-    assert migrate.upgrade("sqlite:///" + db) == "0001"
+    assert migrate.upgrade("sqlite:///" + db) == HEAD
     assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
-    assert migrate.current(db) == "0001"
-    assert migrate.current("sqlite:///" + db) == "0001"
+    assert migrate.current(db) == HEAD
+    assert migrate.current("sqlite:///" + db) == HEAD
 
 
 def test_upgrade_sqlite_connection_holds_the_write_lock(db):
@@ -147,12 +149,13 @@ def test_upgrade_sqlite_connection_holds_the_write_lock(db):
     finally:
         event.remove(Engine, "after_cursor_execute", probe)
     assert not conn.in_transaction
-    # 3 tables, 4 indexes, alembic_version and its row.
-    assert len(probes) == 9
+    # 0001: 3 tables, 4 indexes, alembic_version and its row; 0002: a table and the
+    # version update.
+    assert len(probes) == 11
     assert set(probes) == {(True, 0)}
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
-    assert migrate.current(db) == "0001"
+    assert migrate.current(db) == HEAD
 
 
 def test_upgrade_sqlite_connection_rolls_back_on_error(db):
@@ -172,7 +175,7 @@ def test_upgrade_sqlite_connection_rolls_back_on_error(db):
     assert not conn.in_transaction
     conn.close()
     assert table_names(db) == []
-    assert migrate.upgrade(db) == "0001"
+    assert migrate.upgrade(db) == HEAD
 
 
 def test_upgrade_sqlite_connection_needs_a_transaction(db):
@@ -215,11 +218,11 @@ def test_racing_first_upgrades_migrate_once(tmp_path, round_):
     results = [(p.wait(timeout=60), *p.communicate()) for p in racers]
     for code, out, err in results:
         assert code == 0, err
-        assert out.strip() == "0001"
-    applied = sum(err.count("Running upgrade  -> 0001") for _, _, err in results)
+        assert out.strip() == HEAD
+    applied = sum(err.count("Running upgrade  -> 0001,") for _, _, err in results)
     assert applied == 1, [err for _, _, err in results]
-    assert migrate.current(path) == "0001"
-    assert table_names(path) == ["alembic_version", "cursors", "history", "leases"]
+    assert migrate.current(path) == HEAD
+    assert table_names(path) == ["alembic_version", "cursors", "history", "leases", "networks"]
 
 
 def test_newer_database_is_refused_and_untouched(db, tmp_path):
@@ -263,5 +266,5 @@ def test_downgrade_to_base_then_upgrade(db):
     command.downgrade(migrate.alembic_config("sqlite:///" + db), "base")
     assert table_names(db) == ["alembic_version"]
     assert migrate.current(db) is None
-    assert migrate.upgrade(db) == "0001"
-    assert table_names(db) == ["alembic_version", "cursors", "history", "leases"]
+    assert migrate.upgrade(db) == HEAD
+    assert table_names(db) == ["alembic_version", "cursors", "history", "leases", "networks"]

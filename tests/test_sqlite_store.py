@@ -101,3 +101,30 @@ def test_owner_lookup_uses_an_index(tmp_path):
         "EXPLAIN QUERY PLAN SELECT ip FROM leases WHERE network = ? AND container_id = ? "
         "AND ifname = ?", ("n", "c", "eth0")))
     assert "ix_leases_owner" in plan
+
+
+def test_plugin_upgrades_an_old_schema_keeping_leases(tmp_path):
+    """A database from the previous release (0001) is upgraded in place by the first
+    invocation, under the write lock, and its leases survive."""
+    from alembic import command
+
+    from ipam import migrate
+    from ipam.sqlite_db import connect
+
+    path = str(tmp_path / "db")
+    conn = connect(path)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.close()
+    command.upgrade(migrate.alembic_config("sqlite:///" + path), "0001")
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO leases (network, ip, ip_key, next_free, range_set, container_id, "
+               "ifname, allocated_at) VALUES ('n', '10.0.0.2', ?, 1, 0, 'c', 'eth0', 1.0)",
+               (b"\0" * 10 + b"\xff\xff" + bytes([10, 0, 0, 2]),))
+    db.commit()
+    db.close()
+    s = SqliteStore(path)
+    with s.transaction():
+        assert [str(x.ip) for x in s.leases("n")] == ["10.0.0.2"]
+        assert s.revision() == HEAD
+        assert s.network_info("n") is None
+    s.close()

@@ -111,3 +111,23 @@ def test_implementations_have_every_protocol_method(cls):
     impl = getattr(importlib.import_module(module), name)
     wanted = [m for m in vars(Store) if not m.startswith("_")]
     assert wanted and all(callable(getattr(impl, m, None)) for m in wanted)
+
+
+def test_renew_moves_a_lease_to_this_boot(store):
+    from ipam.sqlite_store import boot_id
+
+    with store.transaction():
+        old = Lease("n", ip("10.0.0.2"), 0, "c", "eth0", boot_id="an-earlier-boot")
+        store.reserve(old, "add")
+        assert store.lease_at("n", ip("10.0.0.2")).boot_id == "an-earlier-boot"
+        store.renew(old)
+        assert store.lease_at("n", ip("10.0.0.2")).boot_id == boot_id()
+
+
+def test_network_info(store):
+    with store.transaction():
+        assert store.network_info("n") is None
+        store.set_network_info("n", "/d", True, "[]")
+        store.set_network_info("n", "/e", False, "[[]]")
+        assert store.network_info("n") == ("/e", False, "[[]]")
+        assert "n" in list(store.networks())

@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from ipam.schema_version import HEAD
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOT_SOURCE = shutil.ignore_patterns(
     ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "*.pyc"
@@ -58,9 +60,9 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
     data_dir.mkdir()
     ipamctl = str(bin_ / "ipamctl")
     out = check([ipamctl, "--data-dir", str(data_dir), "db", "upgrade"], cwd=work)
-    assert out.stdout.strip() == "0001"
+    assert out.stdout.strip() == HEAD
     out = check([ipamctl, "--data-dir", str(data_dir), "db", "current"], cwd=work)
-    assert out.stdout.strip() == "0001"
+    assert out.stdout.strip() == HEAD
 
     out = check(
         [str(bin_ / "python"), "-c", "import migrations; print(migrations.__path__[0])"],

@@ -7,7 +7,6 @@ turned into ``Error: ...`` on stderr with exit 1 by :class:`IpamGroup`, usage er
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sqlite3
 from collections.abc import Mapping
@@ -15,19 +14,11 @@ from typing import Any
 
 import click
 
+from cli.common import Obj
 from ipam import paths
 from ipam.errors import IpamError
 
-OUTPUT_FORMATS = ("table", "json")
-
-
-@dataclasses.dataclass(frozen=True)
-class Obj:
-    """What every command gets from the global options, as ``ctx.obj``."""
-
-    data_dir: str
-    database: str
-    output: str
+OUTPUT_FORMATS = ("table", "json", "prometheus")
 
 
 class IpamGroup(click.Group):
@@ -94,50 +85,15 @@ def cli(ctx: click.Context, data_dir: str, database: str | None, output: str) ->
     )
 
 
-@cli.group()
-def db() -> None:
-    """Create, upgrade and inspect the database schema.
+def _register() -> None:
+    from cli import db, gc, history, leases, mirror, stats
 
-    \b
-    Example:
-        ipamctl db current
-    """
+    for command in (leases.list_cmd, leases.release_cmd, gc.gc_cmd, stats.stats_cmd,
+                    history.history_cmd, mirror.export_cmd, mirror.check_cmd, db.db):
+        cli.add_command(command)
 
 
-@db.command("upgrade")
-@click.pass_obj
-def db_upgrade(obj: Obj) -> None:
-    """Create the database or bring its schema up to date; print the revision.
-
-    Refuses a database written by a newer version of host-local-sqlite.
-
-    \b
-    Example:
-        ipamctl --database /var/lib/cni/networks/.host-local-sqlite.db db upgrade
-    """
-    from ipam import migrate
-
-    revision = migrate.upgrade(obj.database)
-    emit(obj, {"database": obj.database, "revision": revision}, revision)
-
-
-@db.command("current")
-@click.pass_obj
-def db_current(obj: Obj) -> None:
-    """Print the database's schema revision (read-only).
-
-    \b
-    Example:
-        ipamctl -o json db current
-    """
-    from ipam import migrate
-
-    revision = migrate.current(obj.database)
-    if revision is None:
-        raise click.ClickException(
-            f"database {obj.database} has no schema; run: ipamctl db upgrade"
-        )
-    emit(obj, {"database": obj.database, "revision": revision}, revision)
+_register()
 
 
 def run() -> None:

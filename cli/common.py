@@ -1,0 +1,38 @@
+"""What every ipamctl command shares: the context object and opening the store."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import click
+
+from ipam import addr
+from ipam.backend import open_store as _open_store
+
+
+@dataclasses.dataclass(frozen=True)
+class Obj:
+    """What every command gets from the global options, as ``ctx.obj``."""
+
+    data_dir: str
+    database: str
+    output: str
+
+
+def open_store(obj: Obj, readonly: bool) -> Any:
+    """Read-only commands never create a database or a directory."""
+    return _open_store(obj.database, readonly=readonly)
+
+
+def parse_ip(ctx: Any, param: Any, value: str | None) -> Any:
+    if value is None:
+        return None
+    ip = addr.parse_ip(value)
+    if ip is None:
+        raise click.BadParameter("%r is not an IP address" % value)
+    return ip
+
+
+def table_or_json(obj: Obj) -> None:
+    if obj.output not in ("table", "json"):
+        raise click.UsageError("-o %s is only for 'ipamctl stats'" % obj.output)

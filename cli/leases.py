@@ -1,0 +1,71 @@
+"""``ipamctl list`` and ``ipamctl release``."""
+from __future__ import annotations
+
+import click
+
+from cli.common import Obj, open_store, parse_ip, table_or_json
+from cli.output import LEASE_COLUMNS, emit_rows, is_terminal, lease_row
+from ipam import admin
+
+
+@click.command("list")
+@click.option("--network", metavar="N", help="Only this network.")
+@click.option("--container", "container_id", metavar="ID", help="Only this container.")
+@click.option("--ip", "ip", metavar="IP", callback=parse_ip, help="Only this address.")
+@click.pass_obj
+def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: object) -> None:
+    """List leases, sorted by network, then address.
+
+    JSON: a list of {network, ip, container_id, ifname, range_set, allocated_at}.
+
+    \b
+    Example:
+        ipamctl list --network cbr0
+        ipamctl -o json list --container 3f2a9c
+    """
+    table_or_json(obj)
+    store = open_store(obj, readonly=True)
+    try:
+        leases = admin.list_leases(store, network, container_id, ip)
+    finally:
+        store.close()
+    emit_rows(obj.output, [lease_row(x) for x in leases], LEASE_COLUMNS, "(no leases)")
+
+
+@click.command("release")
+@click.argument("ips", nargs=-1, metavar="[IP]...")
+@click.option("--container", "container_id", metavar="ID",
+              help="Release every lease of this container (instead of addresses).")
+@click.option("--ifname", metavar="IF", help="With --container: only this interface.")
+@click.option("--network", metavar="N", help="Only in this network.")
+@click.option("--dry-run", is_flag=True, help="Show what would be released; change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def release_cmd(obj: Obj, ips: tuple[str, ...], container_id: str | None,
+                ifname: str | None, network: str | None, dry_run: bool, yes: bool) -> None:
+    """Release leases as a DEL would: the mirror is updated and the history records
+    reason 'admin'. Releasing an address that is not leased is an error.
+
+    JSON: the released (or, with --dry-run, the selected) leases.
+
+    \b
+    Example:
+        ipamctl release 10.22.0.17 --network cbr0
+        ipamctl release --container 3f2a9c --ifname eth0 --yes
+    """
+    table_or_json(obj)
+    if bool(ips) == bool(container_id):
+        raise click.UsageError("give either addresses or --container ID")
+    if ifname and not container_id:
+        raise click.UsageError("--ifname goes with --container")
+    addresses = [parse_ip(None, None, text) for text in ips]
+    store = open_store(obj, readonly=dry_run)
+    try:
+        chosen = admin.select_release(store, addresses, container_id, ifname, network)
+        if not dry_run and not yes and is_terminal():
+            emit_rows("table", [lease_row(x) for x in chosen], LEASE_COLUMNS)
+            click.confirm("Release %d lease(s)?" % len(chosen), abort=True)
+        done = chosen if dry_run else admin.release(store, chosen, obj.data_dir)
+    finally:
+        store.close()
+    emit_rows(obj.output, [lease_row(x) for x in done], LEASE_COLUMNS, "(nothing released)")

@@ -1,0 +1,86 @@
+"""``ipamctl export`` and ``ipamctl check``: the host-local file mirror and its health."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from cli.common import Obj, open_store, table_or_json
+from cli.output import is_terminal
+from ipam import admin
+
+
+@click.command("export")
+@click.option("--network", metavar="N", help="Only this network.")
+@click.option("--to", "to", metavar="DIR", type=click.Path(file_okay=False),
+              help="Write the layout under DIR instead of the network's dataDir.")
+@click.pass_obj
+def export_cmd(obj: Obj, network: str | None, to: str | None) -> None:
+    """Rewrite the host-local file layout from the database.
+
+    Missing files are added, wrong contents fixed, files of leases that do not exist
+    removed; files that are not addresses or cursors are left alone.
+
+    JSON: {network: [[kind, file]...]} with kind missing, wrong, stale or temporary.
+
+    \b
+    Example:
+        ipamctl export --network cbr0
+        ipamctl export --to /tmp/mirror-copy
+    """
+    table_or_json(obj)
+    store = open_store(obj, readonly=False)
+    try:
+        if is_terminal() and obj.output == "table":
+            names = [network] if network else list(store.networks())
+            with click.progressbar(length=len(names), label="exporting",
+                                   file=click.get_text_stream("stderr")) as bar:
+                result = admin.export(store, obj.data_dir, network, to,
+                                      progress=lambda _: bar.update(1))
+        else:
+            result = admin.export(store, obj.data_dir, network, to)
+    finally:
+        store.close()
+    if obj.output == "json":
+        click.echo(json.dumps({k: [list(d) for d in v] for k, v in result.items()}, indent=2))
+        return
+    for name, diffs in sorted(result.items()):
+        click.echo("%s: %s" % (name, "%d file(s) fixed" % len(diffs) if diffs else "up to date"))
+        for kind, f in diffs:
+            click.echo("    %-9s %s" % (kind, f))
+
+
+@click.command("check")
+@click.option("--repair", is_flag=True,
+              help="Fix the mirror from the database (never the other way round).")
+@click.pass_context
+def check_cmd(ctx: click.Context, repair: bool) -> None:
+    """Check the database's integrity, its schema revision and the mirror.
+
+    Lists every difference; exits 1 when anything is wrong (after --repair: when
+    anything could not be repaired).
+
+    JSON: {"ok": bool, "problems": [text...]}.
+
+    \b
+    Example:
+        ipamctl check
+        ipamctl check --repair
+    """
+    obj: Obj = ctx.obj
+    table_or_json(obj)
+    store = open_store(obj, readonly=not repair)
+    try:
+        problems = admin.check(store, obj.data_dir, repair)
+    finally:
+        store.close()
+    unrepaired = [p for p in problems if not p.endswith("(repaired)")]
+    if obj.output == "json":
+        click.echo(json.dumps({"ok": not unrepaired, "problems": problems}, indent=2))
+    else:
+        for p in problems:
+            click.echo(p)
+        click.echo("ok" if not problems else "%d problem(s)%s" % (
+            len(problems), ", repaired" if repair and not unrepaired else ""))
+    if unrepaired:
+        ctx.exit(1)

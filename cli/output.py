@@ -1,0 +1,102 @@
+"""Rendering for ipamctl: tables for people, JSON for programs (a stable contract), and
+time parsing and formatting shared by the commands."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def iso(ts: float | None) -> str | None:
+    """Seconds since the epoch -> ISO 8601 in UTC, millisecond precision."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``10m``, ``1h30m``, ``2d``, or plain seconds."""
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise click.BadParameter("%r is not a duration like 90s, 10m, 1h30m or 2d" % text)
+    return total
+
+
+def parse_time(text: str, now: float | None = None) -> float:
+    """An ISO 8601 time (without a zone: local time), ``now``, or a duration ago (``1h``)."""
+    now = datetime.now(timezone.utc).timestamp() if now is None else now
+    text = text.strip()
+    if text.lower() == "now":
+        return now
+    try:
+        return now - parse_duration(text)
+    except click.BadParameter:
+        pass
+    try:
+        dt = datetime.fromisoformat(text.replace(" ", "T") if "T" not in text else text)
+    except ValueError:
+        raise click.BadParameter(
+            "%r is not a time: use ISO 8601 (2026-11-28T14:05:00Z), 'now' or a duration ago "
+            "(1h)" % text) from None
+    if dt.tzinfo is None:
+        dt = dt.astimezone()  # local time, as an operator reads the clock
+    return dt.timestamp()
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Aligned columns with a header; None prints as '-'."""
+    cells = [[("-" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def emit_rows(output: str, rows: list[dict[str, Any]], columns: list[str],
+              empty: str = "(none)") -> None:
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2))
+    elif rows:
+        click.echo(table(rows, columns))
+    else:
+        click.echo(empty)
+
+
+def lease_row(lease: Any) -> dict[str, Any]:
+    """The JSON shape of a lease (documented in the README)."""
+    return {"network": lease.network, "ip": str(lease.ip), "container_id": lease.container_id,
+            "ifname": lease.ifname, "range_set": lease.range_set,
+            "allocated_at": iso(lease.allocated_at)}
+
+
+LEASE_COLUMNS = ["network", "ip", "container_id", "ifname", "range_set", "allocated_at"]
+
+
+def event_row(event: Any) -> dict[str, Any]:
+    """The JSON shape of a history event (documented in the README)."""
+    return {"time": iso(event.time), "event": event.event, "reason": event.reason,
+            "network": event.network, "ip": event.ip, "container_id": event.container_id,
+            "ifname": event.ifname}
+
+
+EVENT_COLUMNS = ["time", "event", "reason", "network", "ip", "container_id", "ifname"]
+
+
+def is_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()

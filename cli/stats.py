@@ -1,0 +1,78 @@
+"""``ipamctl stats``: how full each range is, for people and for Prometheus."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from cli.common import Obj, open_store
+from cli.output import table
+from ipam import admin
+
+COLUMNS = ["network", "range_set", "range", "size", "used", "free"]
+BAR = 20
+
+
+def _bar(row: dict) -> str:
+    if not row["size"]:
+        return ""
+    filled = round(BAR * row["used"] / row["size"])
+    percent = 100.0 * row["used"] / row["size"]
+    return "[%s%s] %5.1f%%" % ("#" * filled, "." * (BAR - filled), percent)
+
+
+def prometheus(rows: list[dict]) -> str:
+    """Prometheus' text exposition format, for node_exporter's textfile collector."""
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+    registry = CollectorRegistry()
+    labels = ["network", "range_set", "range"]
+    gauges = {
+        "size": Gauge("host_local_sqlite_range_size",
+                      "Addresses the range set can hand out (gateway and exclusions not "
+                      "counted)", labels, registry=registry),
+        "used": Gauge("host_local_sqlite_range_used", "Leased addresses in the range set",
+                      labels, registry=registry),
+        "free": Gauge("host_local_sqlite_range_free", "Free addresses in the range set",
+                      labels, registry=registry),
+    }
+    for row in rows:
+        if row["range_set"] is None:
+            continue
+        key = (row["network"], str(row["range_set"]), row["range"])
+        for name, gauge in gauges.items():
+            gauge.labels(*key).set(row[name])
+    return generate_latest(registry).decode()
+
+
+@click.command("stats")
+@click.option("--network", metavar="N", help="Only this network.")
+@click.pass_obj
+def stats_cmd(obj: Obj, network: str | None) -> None:
+    """Show size, used and free addresses per network and range set.
+
+    The ranges are those the plugin last saw in the network's config (recorded on
+    ADD); a network it never served shows only its lease count. -o prometheus prints
+    gauges for node_exporter's textfile collector.
+
+    JSON: a list of {network, range_set, range, size, used, free}.
+
+    \b
+    Example:
+        ipamctl stats
+        ipamctl -o prometheus stats > /var/lib/node_exporter/ipam.prom
+    """
+    store = open_store(obj, readonly=True)
+    try:
+        rows = admin.stats(store, network)
+    finally:
+        store.close()
+    if obj.output == "json":
+        click.echo(json.dumps(rows, indent=2))
+    elif obj.output == "prometheus":
+        click.echo(prometheus(rows), nl=False)
+    elif rows:
+        click.echo(table([dict(r, utilization=_bar(r)) for r in rows],
+                         COLUMNS + ["utilization"]))
+    else:
+        click.echo("(no networks)")

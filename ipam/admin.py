@@ -1,0 +1,238 @@
+"""What ``ipamctl`` does, as library calls: each takes an open store and returns data.
+
+The CLI only parses options, opens the store, calls one function here and renders the
+answer. Writers use the same ``BEGIN IMMEDIATE`` transactions and the same mirror as the
+plugin, so they are safe beside running plugin invocations.
+"""
+import json
+import os
+import time
+
+from ipam import addr
+from ipam.errors import IpamError
+from ipam.exporter import Mirror, NetworkDir, sync_dir
+from ipam.lease import Changes
+from ipam.ranges import from_description
+from ipam.schema_version import HEAD
+from ipam.sqlite_store import boot_id
+
+
+class AdminError(IpamError):
+    """A request ipamctl refuses (e.g. releasing an address that is not leased)."""
+
+
+# -- reading ------------------------------------------------------------------------
+def list_leases(store, network=None, container_id=None, ip=None):
+    """Leases sorted by network, then address numerically."""
+    with store.transaction():
+        leases = store.leases(network)
+    return [lease for lease in leases
+            if (container_id is None or lease.container_id == container_id)
+            and (ip is None or lease.ip == ip)]
+
+
+def range_sets_of(store, network):
+    """The network's range sets as the plugin last saw them, or None (never ADDed by us)."""
+    info = store.network_info(network)
+    return from_description(json.loads(info[2])) if info else None
+
+
+def stats(store, network=None):
+    """Per network and range set: the range, its size (gateway and exclusions not
+    counted), and how many of those addresses are leased."""
+    rows = []
+    with store.transaction():
+        names = [network] if network is not None else list(store.networks())
+        for name in names:
+            leases = store.leases(name)
+            sets = range_sets_of(store, name)
+            if sets is None:
+                if leases:
+                    rows.append({"network": name, "range_set": None, "range": None,
+                                 "size": None, "used": len(leases), "free": None})
+                continue
+            for idx, rs in enumerate(sets):
+                used = sum(1 for lease in leases if _allocatable(rs, lease.ip))
+                size = rs.size()
+                rows.append({"network": name, "range_set": idx, "range": str(rs),
+                             "size": size, "used": used, "free": max(size - used, 0)})
+    return rows
+
+
+def _allocatable(rs, ip):
+    r = rs.range_for(ip)
+    return r is not None and ip != r.gateway and r.excluded(ip) is None
+
+
+def history(store, network=None, ip=None, container_id=None, since=None, at=None):
+    """Lease events, oldest first. With ``at``: the allocations that were in force at
+    that moment (allocated at or before it, not released by then)."""
+    with store.transaction():
+        events = store.history(network, ip, container_id, since, at)
+    if at is None:
+        return events
+    held = {}
+    for e in events:
+        if e.event == "allocate":
+            held[(e.network, e.ip)] = e
+        else:
+            held.pop((e.network, e.ip), None)
+    return sorted(held.values(), key=lambda e: (e.network, addr.to_key(addr.parse_ip(e.ip))))
+
+
+# -- writing ------------------------------------------------------------------------
+def mirror_for(store, network, data_dir, to=None):
+    """Where a network is mirrored: ``to`` if given; else where the plugin mirrors it (its
+    recorded dataDir, if export is on); else ``data_dir`` if the network has a directory
+    there. None: the network is not mirrored."""
+    if to is not None:
+        return Mirror(to)
+    info = store.network_info(network)
+    if info is not None:
+        return Mirror(info[0]) if info[1] else None
+    return Mirror(data_dir) if os.path.isdir(os.path.join(data_dir, network)) else None
+
+
+def _release_all(store, leases, reason, data_dir):
+    """Release ``leases`` (re-read inside this transaction) and mirror the change."""
+    by_network = {}
+    for lease in leases:
+        by_network.setdefault(lease.network, Changes(lease.network))
+        current = store.lease_at(lease.network, lease.ip)
+        if current is None or (current.container_id, current.ifname) != (
+                lease.container_id, lease.ifname):
+            continue  # changed since it was chosen: leave it
+        store.release(current, reason)
+        by_network[lease.network].released.append(current)
+    mirrors = []
+    for network, changes in by_network.items():
+        mirror = mirror_for(store, network, data_dir)
+        if mirror is not None and changes:
+            mirror.apply(store, changes)
+            mirrors.append((mirror, network))
+    return [lease for c in by_network.values() for lease in c.released], mirrors
+
+
+def select_release(store, ips=(), container_id=None, ifname=None, network=None):
+    """The leases ``ipamctl release`` would free; an address not leased is an error."""
+    with store.transaction():
+        if container_id is not None:
+            chosen = [lease for lease in store.leases(network)
+                      if lease.container_id == container_id
+                      and (ifname is None or lease.ifname == ifname)]
+            if not chosen:
+                raise AdminError("no lease held by container %s%s%s" % (
+                    container_id, "" if ifname is None else " interface " + ifname,
+                    "" if network is None else " in network " + network))
+            return chosen
+        chosen = []
+        for ip in ips:
+            holders = [lease for lease in store.leases(network) if lease.ip == ip]
+            if not holders:
+                raise AdminError("%s is not leased%s" % (
+                    ip, "" if network is None else " in network " + network))
+            if len(holders) > 1:
+                raise AdminError("%s is leased in several networks (%s): choose one with "
+                                 "--network" % (ip, ", ".join(h.network for h in holders)))
+            chosen.append(holders[0])
+        return chosen
+
+
+def release(store, leases, data_dir, reason="admin"):
+    """Release the chosen leases as DEL would: history, mirror, one transaction."""
+    with store.transaction():
+        released, mirrors = _release_all(store, leases, reason, data_dir)
+    for mirror, network in mirrors:
+        mirror.committed(network)
+    return released
+
+
+def parse_valid(entries):
+    """``ID`` or ``ID/IFNAME`` entries -> (ids matching any ifname, (id, ifname) pairs)."""
+    any_if, pairs = set(), set()
+    for entry in entries:
+        entry = entry.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        cid, sep, ifname = entry.partition("/")
+        (pairs.add((cid, ifname)) if sep else any_if.add(cid))
+    return any_if, pairs
+
+
+def gc_candidates(store, network, valid, grace, previous_boots=False, now=None):
+    """Leases an offline GC would release: not valid (or, with ``previous_boots``, made
+    before this boot), and older than ``grace`` seconds so that an ADD in flight is
+    never touched."""
+    now = time.time() if now is None else now
+    any_if, pairs = valid
+    this_boot = boot_id()
+    out = []
+    for lease in store.leases(network):
+        if now - lease.allocated_at < grace:
+            continue
+        alive = lease.container_id in any_if or (
+            (lease.container_id, lease.ifname) in pairs if lease.ifname is not None
+            else any(cid == lease.container_id for cid, _ in pairs))
+        stale_boot = previous_boots and this_boot is not None and lease.boot_id != this_boot
+        if not alive or stale_boot:
+            out.append(lease)
+    return out
+
+
+def gc(store, network, valid, grace, previous_boots=False, apply=False, data_dir=None):
+    """Offline GC: ``(candidates, released)``; candidates are re-checked when releasing."""
+    with store.transaction():
+        candidates = gc_candidates(store, network, valid, grace, previous_boots)
+    if not apply or not candidates:
+        return candidates, []
+    with store.transaction():
+        again = {(c.network, c.ip) for c in gc_candidates(store, network, valid, grace,
+                                                          previous_boots)}
+        confirmed = [c for c in candidates if (c.network, c.ip) in again]
+        released, mirrors = _release_all(store, confirmed, "gc", data_dir)
+    for mirror, net in mirrors:
+        mirror.committed(net)
+    return candidates, released
+
+
+def export(store, data_dir, network=None, to=None, progress=None):
+    """Rewrite the mirror from the database; returns ``{network: differences}``."""
+    out = {}
+    with store.transaction():
+        for name in ([network] if network is not None else list(store.networks())):
+            mirror = mirror_for(store, name, data_dir, to)
+            if mirror is None:
+                continue
+            out[name] = mirror.repair(store, name)
+            if progress:
+                progress(name)
+    return out
+
+
+def check(store, data_dir, repair=False):
+    """Integrity, schema revision and mirror consistency: a list of problem strings."""
+    problems = []
+    with store.transaction():
+        problems += ["database integrity: %s" % p for p in store.integrity()]
+        revision = store.revision()
+        if revision != HEAD:
+            problems.append("schema revision %s, expected %s" % (revision, HEAD))
+        for name in store.networks():
+            mirror = mirror_for(store, name, data_dir)
+            if mirror is None:
+                continue
+            path = os.path.join(mirror.data_dir, name)
+            if not os.path.isdir(path) and not store.leases(name):
+                continue
+            try:
+                d = NetworkDir(mirror.data_dir, name, create=repair)
+            except IpamError as e:
+                problems.append("%s: %s" % (name, e.msg))
+                continue
+            try:
+                diffs = sync_dir(d, store.leases(name), store.cursors(name), dry_run=not repair)
+            finally:
+                d.close()
+            problems += ["%s/%s: %s%s" % (path, f, kind, " (repaired)" if repair else "")
+                         for kind, f in diffs]
+    return problems

@@ -1,7 +1,9 @@
 """``ipamctl export`` and ``ipamctl check``: the host-local file mirror and its health."""
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
 
 import click
 
@@ -32,11 +34,13 @@ def export_cmd(obj: Obj, network: str | None, to: str | None) -> None:
     store = open_store(obj, readonly=False)
     try:
         if is_terminal() and obj.output == "table":
-            names = [network] if network else list(store.networks())
-            with click.progressbar(length=len(names), label="exporting",
-                                   file=click.get_text_stream("stderr")) as bar:
-                result = admin.export(store, obj.data_dir, network, to,
-                                      progress=lambda _: bar.update(1))
+            with contextlib.ExitStack() as stack:
+                def start(total: int) -> Callable[[int], None]:
+                    bar = stack.enter_context(click.progressbar(
+                        length=total, label="exporting", file=click.get_text_stream("stderr")))
+                    return bar.update
+
+                result = admin.export(store, obj.data_dir, network, to, progress=start)
         else:
             result = admin.export(store, obj.data_dir, network, to)
     finally:

@@ -196,16 +196,24 @@ def gc(store, network, valid, grace, previous_boots=False, apply=False, data_dir
 
 
 def export(store, data_dir, network=None, to=None, progress=None):
-    """Rewrite the mirror from the database; returns ``{network: differences}``."""
+    """Rewrite the mirror from the database; returns ``{network: differences}``.
+
+    ``progress(total)`` is called once with the number of files to check, and the
+    callable it returns is called with 1 per file: for a progress bar on big pools.
+    """
     out = {}
     with store.transaction():
+        targets = []
         for name in ([network] if network is not None else list(store.networks())):
             mirror = mirror_for(store, name, data_dir, to)
-            if mirror is None:
-                continue
-            out[name] = mirror.repair(store, name)
-            if progress:
-                progress(name)
+            if mirror is not None:
+                targets.append((name, mirror))
+        step = None
+        if progress is not None:
+            step = progress(sum(len(store.leases(n)) + len(store.cursors(n))
+                                for n, _ in targets))
+        for name, mirror in targets:
+            out[name] = mirror.repair(store, name, progress=step)
     return out
 
 

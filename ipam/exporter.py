@@ -193,20 +193,21 @@ class Mirror:
                 print("host-local-sqlite: cannot remove %s: %s" % (self._marker(network), e),
                       file=sys.stderr)
 
-    def repair(self, store, network):
+    def repair(self, store, network, progress=None):
         """Resynchronise a network from the database (after a failed COMMIT, or on demand)."""
         if not self.enabled:
             return []
         d = NetworkDir(self.data_dir, network)
         try:
-            diffs = sync_dir(d, store.leases(network), store.cursors(network))
+            diffs = sync_dir(d, store.leases(network), store.cursors(network),
+                             progress=progress)
         finally:
             d.close()
         self.committed(network)
         return diffs
 
 
-def sync_dir(d, leases, cursors, dry_run=False):
+def sync_dir(d, leases, cursors, dry_run=False, progress=None):
     """Make a network directory equal the database; return the differences found.
 
     Address-named files without a lease and cursor files without a cursor are removed,
@@ -228,6 +229,8 @@ def sync_dir(d, leases, cursors, dry_run=False):
         if not dry_run:
             d.remove(name)
     for name, data in sorted(want.items()):
+        if progress is not None:
+            progress(1)
         have = d.read(name)
         if have == data:
             continue

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from cli.common import Obj
+from cli.common import Obj, table_or_json
 from cli.main import emit
 
 
@@ -28,6 +28,7 @@ def db_upgrade(obj: Obj) -> None:
     Example:
         ipamctl --database /var/lib/cni/networks/.host-local-sqlite.db db upgrade
     """
+    table_or_json(obj)
     from ipam import migrate
 
     revision = migrate.upgrade(obj.database)
@@ -43,6 +44,7 @@ def db_current(obj: Obj) -> None:
     Example:
         ipamctl -o json db current
     """
+    table_or_json(obj)
     from ipam import migrate
 
     revision = migrate.current(obj.database)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from collections.abc import Callable
 
 import click
@@ -37,7 +38,7 @@ def export_cmd(obj: Obj, network: str | None, to: str | None) -> None:
             with contextlib.ExitStack() as stack:
                 def start(total: int) -> Callable[[int], None]:
                     bar = stack.enter_context(click.progressbar(
-                        length=total, label="exporting", file=click.get_text_stream("stderr")))
+                        length=total, label="exporting", file=sys.stderr))
                     return bar.update
 
                 result = admin.export(store, obj.data_dir, network, to, progress=start)

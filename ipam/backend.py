@@ -1,22 +1,32 @@
 """Choosing the Store for a ``database`` value: a SQLite path, or a SQLAlchemy URL."""
 import os
 
-from ipam.errors import IoFailure
+from ipam.errors import ConfigError, IoFailure
 from ipam.paths import is_url
 
 
-def open_store(database, busy_timeout=None, readonly=False):
-    if is_url(database):
-        from ipam.sql_store import SqlStore  # lazy: SQLAlchemy only for server databases
+def sqlite_path(database):
+    """The file of a SQLite path or ``sqlite:///`` URL; None for a server URL."""
+    if not is_url(database):
+        return database
+    if database.startswith("sqlite:///"):
+        return database[len("sqlite:///"):] or None
+    return None
 
-        return SqlStore(database, busy_timeout=busy_timeout, readonly=readonly)
+
+def open_store(database, busy_timeout=None, readonly=False):
+    path = sqlite_path(database)
+    if path is None:
+        scheme = database.split("://", 1)[0]
+        raise ConfigError("database URL scheme %r is not supported: use a SQLite file path"
+                          % scheme)
     from ipam.sqlite_store import SqliteStore
 
     if not readonly:
-        parent = os.path.dirname(database)
+        parent = os.path.dirname(path)
         if parent:
             try:
                 os.makedirs(parent, mode=0o755, exist_ok=True)
             except OSError as e:
                 raise IoFailure("cannot create %s: %s" % (parent, e.strerror or e)) from None
-    return SqliteStore(database, busy_timeout=busy_timeout, readonly=readonly)
+    return SqliteStore(path, busy_timeout=busy_timeout, readonly=readonly)

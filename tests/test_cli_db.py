@@ -1,16 +1,16 @@
 """ipamctl's root group and its db commands, through click's CliRunner."""
 import json
 import os
+import re
 import sqlite3
 
 import click
 import pytest
-
-from ipam.schema_version import HEAD
 from click.testing import CliRunner
 
 from cli.main import cli
 from ipam import paths
+from ipam.schema_version import HEAD
 
 
 @pytest.fixture
@@ -130,12 +130,18 @@ def all_commands(command, path=()):
 
 def test_every_command_has_help_ending_with_an_example(runner):
     commands = list(all_commands(cli))
-    assert {path for path, _ in commands} >= {(), ("db",), ("db", "upgrade"), ("db", "current")}
+    assert {path for path, _ in commands} >= {
+        (), ("db",), ("db", "upgrade"), ("db", "current"), ("list",), ("release",), ("gc",),
+        ("stats",), ("history",), ("export",), ("check",)}
     for path, command in commands:
         assert command.help, path
         last = command.help.strip().split("\n\n")[-1].splitlines()
         assert last[0].strip() == "\b" and last[1].strip() == "Example:", path
-        assert all(line.strip().startswith("ipamctl ") for line in last[2:]) and last[2:], path
+        # Each example line runs ipamctl, possibly fed by a pipe (crictl ps -q | ipamctl gc).
+        examples = [line.strip() for line in last[2:]]
+        assert examples and all(re.match(r"(\S.* \| )?ipamctl ", line) for line in examples), path
+        if path:
+            assert all(" ".join(path) in line for line in examples), path
         result = runner.invoke(cli, [*path, "--help"])
         assert result.exit_code == 0, path
         assert "Example:" in result.stdout, path

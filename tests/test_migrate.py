@@ -9,8 +9,6 @@ import textwrap
 import time
 
 import pytest
-
-from ipam.schema_version import HEAD
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -20,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from ipam import migrate, schema, schema_version, sqlite_db
 from ipam.errors import SchemaError
+from ipam.schema_version import HEAD
 
 
 @pytest.fixture

@@ -86,10 +86,11 @@ def cli(ctx: click.Context, data_dir: str, database: str | None, output: str) ->
 
 
 def _register() -> None:
-    from cli import db, gc, history, leases, mirror, stats
+    from cli import db, gc, history, importcmd, leases, mirror, stats
 
     for command in (leases.list_cmd, leases.release_cmd, gc.gc_cmd, stats.stats_cmd,
-                    history.history_cmd, mirror.export_cmd, mirror.check_cmd, db.db):
+                    history.history_cmd, mirror.export_cmd, mirror.check_cmd,
+                    importcmd.import_cmd, db.db):
         cli.add_command(command)
 
 

@@ -68,6 +68,7 @@ def cmd_del(env, conf_obj):
     store, mirror = _open(conf)
     try:
         def body():
+            note_network(store, conf)
             return None, allocator.release(store, conf.name, env["CNI_CONTAINERID"],
                                            env["CNI_IFNAME"], len(conf.range_sets))
         _commit_changes(store, mirror, conf.name, body)
@@ -83,6 +84,7 @@ def cmd_check(env, conf_obj):
     try:
         mirror.touch(conf.name)  # host-local's store open creates them, even for CHECK
         with store.transaction():
+            note_network(store, conf)
             allocator.check(store, conf.name, env["CNI_CONTAINERID"], env["CNI_IFNAME"],
                             prev_ips)
     finally:
@@ -122,13 +124,41 @@ def cmd_status(env, conf_obj):
 
 def note_network(store, conf):
     """Keep the ``networks`` row (ranges, dataDir, export) current for ipamctl: one
-    primary-key read per ADD, a write only when the config changed."""
+    primary-key read per command, a write only when the config changed.
+
+    A network we have no record of at all, whose directory holds host-local's files, is
+    adopted first (imported inside this same transaction): replacing the Go binary by
+    ours then needs no manual step. ``"adopt": false`` turns that off.
+    """
     import json
 
+    old = store.network_info(conf.name)
+    if old is None and conf.adopt:
+        adopt(store, conf)
     info = (conf.data_dir, conf.export,
             json.dumps(describe(conf.range_sets), separators=(",", ":")))
-    if store.network_info(conf.name) != info:
+    if old != info:
         store.set_network_info(conf.name, *info)
+
+
+def adopt(store, conf):
+    """Import ``<dataDir>/<network>`` as host-local left it, if the database knows
+    nothing of the network."""
+    import os
+
+    from ipam import importer
+    from ipam.sqlite_store import boot_id
+
+    path = os.path.join(conf.data_dir, conf.name)
+    if store.leases(conf.name) or store.cursors(conf.name) \
+            or not importer.has_host_local_files(path):
+        return
+    found = importer.scan(path, conf.name)
+    new, _, _, cursors = importer.plan(store, found, conf.range_sets, boot_id())
+    importer.apply(store, conf.name, new, cursors)
+    for name, reason in found.skipped:
+        print("host-local-sqlite: adopting %s: skipped %s: %s" % (conf.name, name, reason),
+              file=sys.stderr)
 
 
 def _repair_quietly(store, mirror, network):

@@ -21,7 +21,7 @@ class IpamConfig:
     """Everything one invocation needs from the config, already validated."""
 
     __slots__ = ("name", "cni_version", "range_sets", "routes", "data_dir", "resolv_conf",
-                 "requested", "database", "export", "busy_timeout", "ipam")
+                 "requested", "database", "export", "adopt", "busy_timeout", "ipam")
 
     def __init__(self, **kw):
         for k in self.__slots__:
@@ -242,6 +242,7 @@ def load(conf, env_args=""):
     resolv_conf = expect(ipam.get("resolvconf"), str, "ipam.resolvConf") or None
     database = expect(ipam.get("database"), str, "ipam.database") or default_database(data_dir)
     export = expect(ipam.get("export"), bool, "ipam.export")
+    adopt = expect(ipam.get("adopt"), bool, "ipam.adopt")
     busy = ipam.get("busytimeout")
     if busy is not None and (isinstance(busy, bool) or not isinstance(busy, (int, float))
                              or busy < 0):
@@ -285,6 +286,7 @@ def load(conf, env_args=""):
         name=conf.get("name"), cni_version=version, range_sets=tuple(range_sets),
         routes=routes, data_dir=data_dir, resolv_conf=resolv_conf, requested=requested,
         database=database, export=True if export is None else export,
+        adopt=True if adopt is None else adopt,
         busy_timeout=busy, ipam=ipam,
     )
 

@@ -59,6 +59,9 @@ class MemoryStore:
         self._log("allocate", reason, lease)
         return True
 
+    def import_leases(self, network, leases, reason):
+        return sum(1 for lease in leases if self.reserve(lease, reason))
+
     def renew(self, lease):
         from ipam.sqlite_store import boot_id
 

@@ -190,6 +190,41 @@ class SqliteStore:
         self._log(now, "allocate", reason, lease)
         return True
 
+    def import_leases(self, network, leases, reason):
+        """Insert many leases of one network at once (import): one pass over the
+        network's keys sets every ``next_free`` flag, where one reserve() per lease
+        would cost three statements each."""
+        if not leases:
+            return 0
+        conn = self.conn
+        existing = {row[0] for row in conn.execute(
+            "SELECT ip_key FROM leases WHERE network = ?", (network,))}
+        new_keys = {}
+        for lease in leases:
+            new_keys[addr.to_key(lease.ip)] = lease
+        keys = existing | set(new_keys)
+        rows = []
+        for key, lease in new_keys.items():
+            if key in existing:
+                continue
+            succ = _neighbour(key, 1)
+            rows.append((network, str(lease.ip), key, succ not in keys, lease.range_set,
+                         lease.container_id, lease.ifname, lease.allocated_at,
+                         lease.boot_id))
+        conn.executemany(
+            "INSERT INTO leases (network, ip, ip_key, next_free, range_set, container_id, "
+            "ifname, allocated_at, boot_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        preds = [(network, p) for p in (_neighbour(k, -1) for k in new_keys)
+                 if p is not None and p in existing]
+        conn.executemany("UPDATE leases SET next_free = 0 WHERE network = ? AND ip_key = ?",
+                         preds)
+        now = time.time()
+        conn.executemany(
+            "INSERT INTO history (time, event, reason, network, ip, container_id, ifname) "
+            "VALUES (?, 'allocate', ?, ?, ?, ?, ?)",
+            [(now, reason, r[0], r[1], r[5], r[6]) for r in rows])
+        return len(rows)
+
     def renew(self, lease):
         """A repeated ADD found the attachment alive: its lease belongs to this boot."""
         self.conn.execute("UPDATE leases SET boot_id = ? WHERE network = ? AND ip_key = ? "

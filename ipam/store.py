@@ -30,6 +30,9 @@ class Store(Protocol):
     def reserve(self, lease: Lease, reason: str) -> bool:
         """Insert ``lease``; False when the address is already leased. Records history."""
 
+    def import_leases(self, network: str, leases: list[Lease], reason: str) -> int:
+        """Insert many leases of one network (addresses not yet leased); the count."""
+
     def renew(self, lease: Lease) -> None:
         """Mark a lease as held in the current boot (a repeated ADD found it alive)."""
 

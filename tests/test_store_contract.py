@@ -131,3 +131,14 @@ def test_network_info(store):
         store.set_network_info("n", "/e", False, "[[]]")
         assert store.network_info("n") == ("/e", False, "[[]]")
         assert "n" in list(store.networks())
+
+
+def test_import_leases_in_bulk_keeps_first_free_right(store):
+    with store.transaction():
+        store.reserve(lease("10.0.0.5"), "add")
+        n = store.import_leases("n", [lease("10.0.0.%d" % k, cid="i%d" % k)
+                                      for k in (2, 3, 4, 7)], "import")
+        assert n == 4
+        assert store.first_free("n", ip("10.0.0.2"), ip("10.0.0.9")) == ip("10.0.0.6")
+        assert store.first_free("n", ip("10.0.0.7"), ip("10.0.0.9")) == ip("10.0.0.8")
+        assert [e.reason for e in store.history("n")] == ["add"] + ["import"] * 4

@@ -1,0 +1,187 @@
+"""Reading host-local's file backend into the database.
+
+Every host-local version's layout is understood: address files named by Go's address
+text (Windows writes ``_`` for ``:``), holding ``ID\\r\\nifname`` (v0.8.0 and later),
+``ID\\nifname`` (a short-lived master), or the bare ``ID`` (before v0.8.0: a legacy lease
+without ifname); ``last_reserved_ip.N`` cursors and the older ``last_reserved_ip``. The
+source files are only read, under host-local's own ``lock`` (flock) when it exists, so a
+Go plugin still running cannot change them half-way.
+"""
+import fcntl
+import os
+import re
+
+from ipam import addr
+from ipam.lease import Lease
+
+CURSOR = re.compile(r"^last_reserved_ip(?:\.(\d+))?$")
+_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
+
+
+class Scan:
+    """What a network directory holds: reservations, cursors, and what was skipped."""
+
+    __slots__ = ("network", "entries", "cursors", "skipped")
+
+    def __init__(self, network):
+        self.network = network
+        self.entries = []  # (ip, container_id, ifname or None, mtime)
+        self.cursors = {}  # range set index -> ip
+        self.skipped = []  # (file name, reason)
+
+    def __bool__(self):
+        return bool(self.entries or self.cursors)
+
+
+def has_host_local_files(path):
+    """Cheap test for adoption: does the directory hold any reservation or cursor?"""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False
+    return any(CURSOR.match(n) or _address(n) is not None for n in names)
+
+
+def _address(name):
+    ip = addr.parse_ip(name.replace("_", ":") if "_" in name else name)
+    return ip
+
+
+def _boot_time():
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("btime "):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def parse_content(data):
+    """File bytes -> (container_id, ifname or None), or a reason to skip the file."""
+    if not data:
+        return None, "empty file (host-local died between creating and writing it)"
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None, "content is not text"
+    for sep in ("\r\n", "\n"):
+        if sep in text:
+            cid, ifname = text.split(sep, 1)
+            cid, ifname = cid.strip(), ifname.strip()
+            break
+    else:
+        cid, ifname = text, None
+    if not _ID.match(cid):
+        return None, "content is not a container ID"
+    if ifname is not None and (not ifname or len(ifname) > 15 or "\n" in ifname):
+        return None, "content has an invalid interface name"
+    return (cid, ifname), None
+
+
+def scan(path, network, step=None):
+    """Read ``path`` (a host-local network directory) under its lock; changes nothing.
+
+    ``step(1)`` is called per directory entry, for a progress bar."""
+    result = Scan(network)
+    lock_fd = None
+    try:
+        lock_fd = os.open(os.path.join(path, "lock"), os.O_RDONLY | os.O_NOFOLLOW)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    except OSError:
+        lock_fd = None  # no lock file (old versions, or ours with export off): read anyway
+    try:
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            _scan_entry(path, entry, result)
+            if step is not None:
+                step(1)
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)  # closing releases the flock
+    return result
+
+
+def _scan_entry(path, entry, result):
+    name = entry.name
+    if name == "lock":
+        return
+    try:
+        if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+            result.skipped.append((name, "not a regular file"))
+            return
+        with open(os.path.join(path, name), "rb") as f:
+            data = f.read(4096)
+        mtime = entry.stat(follow_symlinks=False).st_mtime
+    except OSError as e:
+        result.skipped.append((name, "unreadable: %s" % (e.strerror or e)))
+        return
+    m = CURSOR.match(name)
+    if m:
+        ip = addr.parse_ip(data.decode("utf-8", "replace"))  # host-local does not trim
+        if ip is None:
+            result.skipped.append((name, "cursor is not an address"))
+        else:
+            result.cursors[int(m.group(1) or 0)] = ip
+        return
+    ip = _address(name)
+    if ip is None:
+        result.skipped.append((name, "name is not an address"))
+        return
+    owner, reason = parse_content(data)
+    if owner is None:
+        result.skipped.append((name, reason))
+        return
+    result.entries.append((ip, owner[0], owner[1], mtime))
+
+
+def plan(store, found, range_sets=None, boot_id=None):
+    """Compare a scan with the database: ``(new leases, unchanged, conflicts, cursors)``.
+
+    The database wins a conflict (same address, another owner) and is not changed; a
+    cursor is taken only where the database has none for that range set.
+    """
+    network = found.network
+    booted = _boot_time()
+    new, unchanged, conflicts = [], [], []
+    for ip, cid, ifname, mtime in found.entries:
+        held = store.lease_at(network, ip)
+        if held is not None:
+            if (held.container_id, held.ifname) == (cid, ifname):
+                unchanged.append(held)
+            else:
+                conflicts.append((Lease(network, ip, 0, cid, ifname, mtime), held))
+            continue
+        idx = _range_set_index(ip, range_sets, found.cursors)
+        # A file older than this boot belongs to a namespace that is gone.
+        this_boot = boot_id if booted is None or mtime >= booted else None
+        new.append(Lease(network, ip, idx, cid, ifname, mtime, this_boot))
+    have = store.cursors(network)
+    cursors = {idx: ip for idx, ip in found.cursors.items() if idx not in have}
+    return new, unchanged, conflicts, cursors
+
+
+def _range_set_index(ip, range_sets, cursors):
+    """The range set an imported address came from. Exact when the plugin has seen the
+    network's config; otherwise a best guess host-local's files allow: the set whose
+    cursor shares the longest prefix with the address (0 without cursors)."""
+    if range_sets:
+        return next((i for i, rs in enumerate(range_sets) if rs.contains(ip)), 0)
+    best, best_len = 0, -1
+    bits = 32 if ip.version == 4 else 128
+    for idx, cur in sorted(cursors.items()):
+        if cur.version != ip.version:
+            continue
+        common = bits - (int(ip) ^ int(cur)).bit_length()
+        if common > best_len:
+            best, best_len = idx, common
+    return best
+
+
+def apply(store, network, new, cursors):
+    """Write a plan inside the caller's transaction (history reason ``import``)."""
+    store.import_leases(network, new, "import")
+    for idx, ip in sorted(cursors.items()):
+        store.set_last_reserved(network, idx, ip)

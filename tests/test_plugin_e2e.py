@@ -66,8 +66,8 @@ def test_database_file_mode_and_location(data_dir, netconf, tmp_path):
     db = data_dir / ".host-local-sqlite.db"
     assert oct(db.stat().st_mode & 0o777) == "0o600"
     other = tmp_path / "elsewhere" / "pool.db"
-    out = run_inprocess("ADD", netconf({"subnet": "10.1.2.0/24", "database": str(other)}),
-                        container_id="b")
+    out = run_inprocess("ADD", netconf({"subnet": "10.1.2.0/24", "database": str(other),
+                                        "adopt": False}), container_id="b")
     assert out.json["ips"][0]["address"] == "10.1.2.2/24"  # a separate pool
     assert other.exists()
 

@@ -146,8 +146,9 @@ def plan(store, found, range_sets=None, boot_id=None):
     network = found.network
     booted = _boot_time()
     new, unchanged, conflicts = [], [], []
+    leased = {lease.ip: lease for lease in store.leases(network)}  # one query, not one per file
     for ip, cid, ifname, mtime in found.entries:
-        held = store.lease_at(network, ip)
+        held = leased.get(ip)
         if held is not None:
             if (held.container_id, held.ifname) == (cid, ifname):
                 unchanged.append(held)

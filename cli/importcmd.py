@@ -3,14 +3,27 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import click
 
 from cli.common import Obj, open_store, table_or_json
 from cli.output import is_terminal
 from ipam import admin
+from ipam.backend import sqlite_path
+from ipam.memory_store import MemoryStore
+
+
+def _dry_run_store(obj: Obj) -> Any:
+    """A dry run changes nothing: the database read-only, or, where there is none yet,
+    an empty one in memory (a dry run never creates the database)."""
+    path = sqlite_path(obj.database)
+    if path is not None and not os.path.exists(path):
+        return MemoryStore()
+    return open_store(obj, readonly=True)
 
 
 @click.command("import")
@@ -29,8 +42,8 @@ def import_cmd(obj: Obj, networks: tuple[str, ...], source: str | None, dry_run:
     leased to someone else is a conflict, and the database wins. Each network is one
     transaction; running it again imports nothing. The source files are never changed.
 
-    JSON: a list of per-network summaries {network, source, dry_run, imported,
-    unchanged, cursors, skipped, conflicts}.
+    JSON: a list of per-network summaries {network, source, dry_run, counts, imported,
+    unchanged, cursors, skipped, conflicts}; counts has the number of each.
 
     \b
     Example:
@@ -39,7 +52,7 @@ def import_cmd(obj: Obj, networks: tuple[str, ...], source: str | None, dry_run:
     """
     table_or_json(obj)
     source = source or obj.data_dir
-    store = open_store(obj, readonly=False)
+    store = _dry_run_store(obj) if dry_run else open_store(obj, readonly=False)
     try:
         if is_terminal() and obj.output == "table":
             with contextlib.ExitStack() as stack:

@@ -282,6 +282,9 @@ def import_networks(store, source, networks=None, dry_run=False, progress=None):
                 importer.apply(store, name, new, cursors)
         summaries.append({  # the JSON contract of "ipamctl -o json import"
             "network": name, "source": path, "dry_run": dry_run,
+            "counts": {"imported": len(new), "unchanged": len(unchanged),
+                       "skipped": len(found.skipped), "conflicts": len(conflicts),
+                       "cursors": len(cursors)},
             "imported": [_brief(x) for x in new], "unchanged": len(unchanged),
             "cursors": {str(k): str(v) for k, v in sorted(cursors.items())},
             "skipped": [{"file": f, "reason": r} for f, r in found.skipped],

@@ -97,8 +97,10 @@ def cmd_gc(env, conf_obj):
     valid = valid_attachments(conf_obj)
     store, mirror = _open(conf)
     try:
-        _, problems = _commit_changes(store, mirror, conf.name,
-                                      lambda: (None, allocator.gc(store, conf.name, valid)))
+        def body():
+            note_network(store, conf)  # adopt host-local's files first: GC judges them too
+            return None, allocator.gc(store, conf.name, valid)
+        _, problems = _commit_changes(store, mirror, conf.name, body)
     finally:
         store.close()
     if problems:
@@ -113,6 +115,7 @@ def cmd_status(env, conf_obj):
     store, _ = _open(conf)
     try:
         with store.transaction():
+            note_network(store, conf)  # host-local's files count as taken addresses
             full = allocator.exhausted(store, conf.name, conf.range_sets)
     finally:
         store.close()

@@ -16,16 +16,18 @@ from ipam.lease import Lease
 
 CURSOR = re.compile(r"^last_reserved_ip(?:\.(\d+))?$")
 _ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
+MAX_CONTENT = 4096  # bytes read from a reservation file: an ID, CR LF and an ifname
 
 
 class Scan:
     """What a network directory holds: reservations, cursors, and what was skipped."""
 
-    __slots__ = ("network", "entries", "cursors", "skipped")
+    __slots__ = ("network", "entries", "cursors", "skipped", "names")
 
     def __init__(self, network):
         self.network = network
         self.entries = []  # (ip, container_id, ifname or None, mtime)
+        self.names = {}  # ip -> the file name its entry came from
         self.cursors = {}  # range set index -> ip
         self.skipped = []  # (file name, reason)
 
@@ -113,7 +115,7 @@ def _scan_entry(path, entry, result):
             result.skipped.append((name, "not a regular file"))
             return
         with open(os.path.join(path, name), "rb") as f:
-            data = f.read(4096)
+            data = f.read(MAX_CONTENT + 1)
         mtime = entry.stat(follow_symlinks=False).st_mtime
     except OSError as e:
         result.skipped.append((name, "unreadable: %s" % (e.strerror or e)))
@@ -130,9 +132,16 @@ def _scan_entry(path, entry, result):
     if ip is None:
         result.skipped.append((name, "name is not an address"))
         return
+    if len(data) > MAX_CONTENT:  # cut short, it could pass for another container's ID
+        result.skipped.append((name, "content is too long for a reservation"))
+        return
     owner, reason = parse_content(data)
     if owner is None:
         result.skipped.append((name, reason))
+        return
+    first = result.names.setdefault(ip, name)
+    if first != name:  # e.g. "fd00::5" and Windows' "fd00__5": the first one counts
+        result.skipped.append((name, "same address as %s" % first))
         return
     result.entries.append((ip, owner[0], owner[1], mtime))
 

@@ -1,11 +1,24 @@
 """``python -m ipam`` and the ``host-local-sqlite`` console script."""
+import os
 import sys
 
 
 def run():
+    """Run one CNI command and leave at once.
+
+    The result is on stdout and COMMITted (durable: synchronous=FULL) before this
+    returns, so the process skips the interpreter's teardown and the database close: a
+    close would checkpoint the WAL and delete it (one more fsync), only for the next
+    invocation to create it again. SQLite checkpoints by itself as the WAL grows.
+    """
+    from ipam import commands
     from ipam.cni import main
 
-    sys.exit(main())
+    commands.KEEP_OPEN = True
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

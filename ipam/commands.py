@@ -12,9 +12,18 @@ from ipam.errors import ConfigError, IoFailure, IpamError, Unavailable
 from ipam.exporter import Mirror
 from ipam.ranges import describe
 
+# Set by the console script, which ends the process with os._exit right after the
+# answer: closing the database there would only checkpoint and delete the WAL.
+KEEP_OPEN = False
+
 
 def _open(conf):
     return open_store(conf.database, conf.busy_timeout), Mirror(conf.data_dir, conf.export)
+
+
+def _close(store):
+    if not KEEP_OPEN:
+        store.close()
 
 
 def _commit_changes(store, mirror, network, txn_body):
@@ -59,7 +68,7 @@ def cmd_add(env, conf_obj):
                                  env["CNI_CONTAINERID"], env["CNI_IFNAME"])
         allocations, _ = _commit_changes(store, mirror, conf.name, body)
     finally:
-        store.close()
+        _close(store)
     return result.render(conf.cni_version, [a.as_tuple() for a in allocations], conf.routes, dns)
 
 
@@ -73,7 +82,7 @@ def cmd_del(env, conf_obj):
                                            env["CNI_IFNAME"], len(conf.range_sets))
         _commit_changes(store, mirror, conf.name, body)
     finally:
-        store.close()
+        _close(store)
     return ""
 
 
@@ -88,7 +97,7 @@ def cmd_check(env, conf_obj):
             allocator.check(store, conf.name, env["CNI_CONTAINERID"], env["CNI_IFNAME"],
                             prev_ips)
     finally:
-        store.close()
+        _close(store)
     return ""
 
 
@@ -102,7 +111,7 @@ def cmd_gc(env, conf_obj):
             return None, allocator.gc(store, conf.name, valid)
         _, problems = _commit_changes(store, mirror, conf.name, body)
     finally:
-        store.close()
+        _close(store)
     if problems:
         # The leases are released (committed); the runtime hears about the files.
         raise IoFailure("GC released the leases but could not update the mirror: %s"
@@ -118,7 +127,7 @@ def cmd_status(env, conf_obj):
             note_network(store, conf)  # host-local's files count as taken addresses
             full = allocator.exhausted(store, conf.name, conf.range_sets)
     finally:
-        store.close()
+        _close(store)
     if full is not None:
         idx, rs = full
         raise Unavailable("no IP addresses available in range set %d: %s" % (idx, rs))

@@ -169,13 +169,10 @@ def describe(range_sets):
 
 def from_description(desc):
     """The inverse of :func:`describe`."""
-    import ipaddress
-
     sets = []
     for raw_set in desc:
-        sets.append(RangeSet(Range(ipaddress.ip_network(r["subnet"]),
-                                   ipaddress.ip_address(r["start"]),
-                                   ipaddress.ip_address(r["end"]),
-                                   ipaddress.ip_address(r["gateway"]),
+        sets.append(RangeSet(Range(addr.network_of(*addr.parse_cidr(r["subnet"])[:2]),
+                                   addr.parse_ip(r["start"]), addr.parse_ip(r["end"]),
+                                   addr.parse_ip(r["gateway"]),
                                    [tuple(b) for b in r["exclude"]]) for r in raw_set))
     return tuple(sets)

@@ -6,12 +6,11 @@ revision, and only a missing or old schema loads :mod:`ipam.migrate`, under the 
 Every command is one ``BEGIN IMMEDIATE`` transaction, so concurrent plugin processes
 serialize on SQLite's lock and a crash before COMMIT leaves no trace.
 """
-import ipaddress
 import os
 import sqlite3
 import time
 
-from ipam import addr
+from ipam import addr, writer_lock
 from ipam.errors import IoFailure, SchemaError, TryAgain
 from ipam.lease import Event, Lease
 from ipam.schema_version import HEAD, REVISIONS
@@ -47,7 +46,7 @@ def translate(err, path):
 
 
 def _lease(row):
-    return Lease(row[0], ipaddress.ip_address(row[1]), row[2], row[3], row[4], row[5], row[6])
+    return Lease(row[0], addr.parse_ip(row[1]), row[2], row[3], row[4], row[5], row[6])
 
 
 class _Txn:
@@ -61,16 +60,19 @@ class _Txn:
 
     def __exit__(self, exc_type, exc, tb):
         conn = self.store.conn
-        if exc_type is None:
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as e:
+        try:
+            if exc_type is None:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as e:
+                    self._rollback()
+                    raise translate(e, self.store.path) from None
+            else:
                 self._rollback()
-                raise translate(e, self.store.path) from None
-        else:
-            self._rollback()
-            if isinstance(exc, sqlite3.Error):
-                raise translate(exc, self.store.path) from None
+                if isinstance(exc, sqlite3.Error):
+                    raise translate(exc, self.store.path) from None
+        finally:
+            self.store.end()
         return False
 
     def _rollback(self):
@@ -85,7 +87,9 @@ class SqliteStore:
     def __init__(self, path, busy_timeout=None, readonly=False):
         self.path = path
         self.readonly = readonly
+        self._queue = None
         timeout = DEFAULT_BUSY_TIMEOUT if busy_timeout is None else busy_timeout
+        self.timeout = timeout
         if readonly and not os.path.exists(path):
             raise IoFailure("database %s does not exist" % path)
         try:
@@ -103,8 +107,13 @@ class SqliteStore:
         return _Txn(self)
 
     def begin(self):
-        """Take the write lock (or a read snapshot) and make sure the schema is current."""
+        """Take the write lock (or a read snapshot) and make sure the schema is current.
+
+        Writers first queue on :mod:`ipam.writer_lock`, then take SQLite's own lock.
+        """
         conn = self.conn
+        if not self.readonly:
+            self._queue = writer_lock.acquire(self.path + ".lock", self.timeout)
         try:
             conn.execute("BEGIN" if self.readonly else "BEGIN IMMEDIATE")
             revision = self._revision()
@@ -124,11 +133,19 @@ class SqliteStore:
         except sqlite3.Error as e:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            self.end()
             raise translate(e, self.path) from None
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            self.end()
             raise
+
+    def end(self):
+        """Leave the writers' queue (after COMMIT or ROLLBACK)."""
+        if self._queue is not None:
+            writer_lock.release(self._queue)
+            self._queue = None
 
     def _revision(self):
         try:
@@ -262,7 +279,7 @@ class SqliteStore:
             "ORDER BY ip_key LIMIT 1", (network, key)).fetchone()
         if row is None:
             return None
-        ip = addr.add(ipaddress.ip_address(row[0]), 1)
+        ip = addr.add(addr.parse_ip(row[0]), 1)
         return ip if ip is not None and ip <= hi else None
 
     def history(self, network=None, ip=None, container_id=None, since=None, until=None):

@@ -1,5 +1,6 @@
 """What only the SQLite store does: schema handling, history, index use, error mapping."""
 import ipaddress
+import os
 import sqlite3
 
 import pytest
@@ -128,3 +129,44 @@ def test_plugin_upgrades_an_old_schema_keeping_leases(tmp_path):
         assert s.revision() == HEAD
         assert s.network_info("n") is None
     s.close()
+
+
+def test_writers_queue_on_a_lock_file_with_a_timeout(tmp_path):
+    """A second writer waits in the kernel's queue, and gives up with code 11 after the
+    busy timeout; the lock file is 0600 and does not block readers."""
+    import threading
+    import time
+
+    from ipam.errors import TryAgain
+
+    path = str(tmp_path / "db")
+    a = SqliteStore(path, busy_timeout=5)
+    b = SqliteStore(path, busy_timeout=0.3)
+    with a.transaction():
+        assert oct(os.stat(path + ".lock").st_mode & 0o777) == "0o600"
+        t = time.monotonic()
+        with pytest.raises(TryAgain):
+            with b.transaction():
+                pass
+        assert 0.25 < time.monotonic() - t < 3
+        reader = SqliteStore(path, readonly=True)
+        with reader.transaction():
+            assert reader.leases() == []
+        reader.close()
+    done = []
+
+    def second():
+        c = SqliteStore(path, busy_timeout=5)
+        with c.transaction():
+            done.append(time.monotonic())
+        c.close()
+
+    with a.transaction():
+        th = threading.Thread(target=second)
+        th.start()
+        time.sleep(0.1)
+        released = time.monotonic()
+    th.join(5)
+    assert done and done[0] >= released
+    a.close()
+    b.close()

@@ -1,13 +1,19 @@
-"""``make bench``: side-by-side figures for host-local-sqlite and Go's host-local.
+"""``make bench``: host-local-sqlite side by side with Go's host-local, in one run.
 
-Not a test: it measures and reports. Every figure comes from this one run, so ratios
-compare like with like. Without the Go plugin it measures ours alone and says so.
+Not a test: it measures and reports. Every figure comes from this one run and the two
+plugins are interleaved call by call, so ratios compare like with like on a machine whose
+speed drifts. Without the Go plugin it measures ours alone and says so.
+
+Reported: median ADD and DEL latency (whole process, as a runtime sees it) at pools of
+N existing leases, the CPython floor beside them, import time, a burst of parallel
+invocations, peak RSS of one ADD; a PNG plot under docs/ and a Markdown table.
 """
 import argparse
 import ipaddress
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -16,53 +22,242 @@ import time
 BIN = os.path.dirname(sys.executable)
 OURS = os.path.join(BIN, "host-local-sqlite")
 IPAMCTL = os.path.join(BIN, "ipamctl")
-GO = "/usr/lib/cni/host-local"
+GO = os.environ.get("HLS_GO_PLUGIN", "/usr/lib/cni/host-local")
 SUBNET = ipaddress.ip_network("10.128.0.0/16")
+NETWORK = "bench"
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 
 
-def write_host_local_dir(path, n, network="bench"):
+def write_host_local_dir(data_dir, n, network=NETWORK):
     """``n`` leases as host-local writes them, from .0.2 upwards, and its cursor."""
-    d = os.path.join(path, network)
+    d = os.path.join(data_dir, network)
     os.makedirs(d, exist_ok=True)
     base = int(SUBNET.network_address) + 2
     for i in range(n):
         with open(os.path.join(d, str(ipaddress.ip_address(base + i))), "wb") as f:
             f.write(b"pod%d\r\neth0" % i)
-    last = str(ipaddress.ip_address(base + n - 1)) if n else None
-    if last:
+    if n:
         with open(os.path.join(d, "last_reserved_ip.0"), "w") as f:
-            f.write(last)
+            f.write(str(ipaddress.ip_address(base + n - 1)))
     open(os.path.join(d, "lock"), "w").close()
     return d
 
 
-def bench_import(n, tmp):
-    src = os.path.join(tmp, "src-%d" % n)
+def config(data_dir):
+    return json.dumps({"cniVersion": "1.0.0", "name": NETWORK, "type": "bridge",
+                       "ipam": {"type": "host-local", "subnet": str(SUBNET),
+                                "dataDir": data_dir}}).encode()
+
+
+def invoke(binary, command, conf, cid):
+    env = {"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": "/var/run/netns/x",
+           "CNI_IFNAME": "eth0", "CNI_PATH": BIN}
     t = time.perf_counter()
-    write_host_local_dir(src, n)
-    made = time.perf_counter() - t
-    db = os.path.join(tmp, "import-%d.db" % n)
-    t = time.perf_counter()
-    proc = subprocess.run([IPAMCTL, "--database", db, "-o", "json", "import", "--from", src],
-                          capture_output=True, text=True)
+    proc = subprocess.run([binary], input=conf, env=env, capture_output=True)
     took = time.perf_counter() - t
     if proc.returncode != 0:
-        sys.exit("import failed: " + proc.stderr)
-    imported = sum(len(s["imported"]) for s in json.loads(proc.stdout))
-    return {"leases": n, "imported": imported, "seconds": took, "files_written_s": made}
+        raise SystemExit("%s %s failed: %s %s" % (binary, command, proc.stdout, proc.stderr))
+    return took
+
+
+def floor_once(code):
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-I", "-S", "-c", code], check=True)
+    return time.perf_counter() - t
+
+
+def prepare(tmp, n, with_go):
+    """A pool of ``n`` leases for each plugin: files for Go, ``ipamctl import`` for ours."""
+    plugins = {}
+    src = os.path.join(tmp, "src-%d" % n)
+    write_host_local_dir(src, n)
+    ours_dir = os.path.join(tmp, "ours-%d" % n)
+    shutil.copytree(src, ours_dir)
+    t = time.perf_counter()
+    subprocess.run([IPAMCTL, "--data-dir", ours_dir, "-o", "json", "import"], check=True,
+                   capture_output=True)
+    import_s = time.perf_counter() - t
+    plugins["ours"] = (OURS, config(ours_dir))
+    if with_go:
+        go_dir = os.path.join(tmp, "go-%d" % n)
+        shutil.copytree(src, go_dir)
+        plugins["go"] = (GO, config(go_dir))
+    shutil.rmtree(src)
+    return plugins, import_s
+
+
+def cycles(plugins, k, n):
+    """``k`` rounds of ADD then DEL of a new container, the plugins interleaved."""
+    times = {name: {"ADD": [], "DEL": []} for name in plugins}
+    times["floor"] = {"sqlite3+json": [], "bare": []}
+    for binary, conf in plugins.values():  # warm caches and create the schema
+        invoke(binary, "ADD", conf, "warm-%d" % n)
+    for i in range(k):
+        cid = "bench-%d-%d" % (n, i)
+        for name, (binary, conf) in plugins.items():
+            times[name]["ADD"].append(invoke(binary, "ADD", conf, cid))
+        for name, (binary, conf) in plugins.items():
+            times[name]["DEL"].append(invoke(binary, "DEL", conf, cid))
+        times["floor"]["sqlite3+json"].append(floor_once("import sqlite3, json"))
+        times["floor"]["bare"].append(floor_once("pass"))
+    return {name: {op: statistics.median(v) * 1000 for op, v in ops.items()}
+            for name, ops in times.items()}
+
+
+def burst(binary, conf, count):
+    """``count`` processes started at once: ADD, then (after all end) DEL."""
+    out = {}
+    for command in ("ADD", "DEL"):
+        t = time.perf_counter()
+        procs = []
+        for i in range(count):
+            env = {"CNI_COMMAND": command, "CNI_CONTAINERID": "burst-%d" % i,
+                   "CNI_NETNS": "/x", "CNI_IFNAME": "eth0", "CNI_PATH": BIN}
+            procs.append(subprocess.Popen([binary], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          env=env))
+        for p in procs:
+            p.stdin.write(conf)
+            p.stdin.close()
+        results = []
+        for p in procs:
+            stdout = p.stdout.read()
+            p.stderr.read()
+            p.stdout.close()
+            p.stderr.close()
+            results.append((p.wait(), stdout))
+        wall = time.perf_counter() - t
+        failures = sum(1 for rc, _ in results if rc != 0)
+        addresses = [json.loads(s)["ips"][0]["address"] for rc, s in results
+                     if rc == 0 and command == "ADD"]
+        out[command] = {"wall_s": wall, "failures": failures,
+                        "distinct": len(set(addresses)) == len(addresses)}
+    return out
+
+
+RSS_PROBE = """
+import resource, subprocess, sys
+subprocess.run([sys.argv[1]], input=sys.stdin.buffer.read(), capture_output=True, check=True)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def peak_rss_kib(binary, conf, cid):
+    env = dict(CNI_COMMAND="ADD", CNI_CONTAINERID=cid, CNI_NETNS="/x", CNI_IFNAME="eth0",
+               CNI_PATH=BIN)
+    proc = subprocess.run([sys.executable, "-c", RSS_PROBE, binary], input=conf, env=env,
+                          capture_output=True, check=True)
+    return int(proc.stdout)
+
+
+def plot(rows, path, with_go):
+    try:
+        import matplotlib
+    except ImportError:
+        print("(matplotlib missing: no plot; 'make bench' installs it)")
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [r["n"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    series = [("ours", "ADD", "-o"), ("ours", "DEL", "--o")]
+    if with_go:
+        series += [("go", "ADD", "-s"), ("go", "DEL", "--s")]
+    for name, op, style in series:
+        label = "%s %s" % ("host-local-sqlite" if name == "ours" else "Go host-local", op)
+        ax.plot(sizes, [r[name][op] for r in rows], style, label=label)
+    ax.plot(sizes, [r["floor"]["sqlite3+json"] for r in rows], ":", color="grey",
+            label="CPython floor (import sqlite3, json)")
+    ax.set_xlabel("existing leases in the pool")
+    ax.set_ylabel("median latency per call (ms)")
+    ax.set_yscale("log")
+    ax.set_title("ADD / DEL latency against pool size (whole process)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return True
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--import-size", type=int, default=60000)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="0,2000,10000,60000")
+    ap.add_argument("--cycles", type=int, default=40, help="ADD+DEL rounds per size")
+    ap.add_argument("--burst", type=int, default=100)
+    ap.add_argument("--no-plot", action="store_true")
     args = ap.parse_args()
+    with_go = os.access(GO, os.X_OK)
+    if not with_go:
+        print("Go host-local not found at %s: measuring host-local-sqlite alone" % GO)
+    sizes = [int(s) for s in args.sizes.split(",")]
     tmp = tempfile.mkdtemp(prefix="hls-bench-")
+    rows = []
     try:
-        r = bench_import(args.import_size, tmp)
-        print("import of %d host-local leases with 'ipamctl import': %.2f s (target <= 5 s)"
-              % (r["imported"], r["seconds"]))
+        for n in sizes:
+            plugins, import_s = prepare(tmp, n, with_go)
+            r = cycles(plugins, args.cycles, n)
+            r.update(n=n, import_s=import_s)
+            rows.append(r)
+            line = "N=%6d  ours ADD %6.1f DEL %6.1f ms" % (n, r["ours"]["ADD"], r["ours"]["DEL"])
+            if with_go:
+                line += "  go ADD %6.1f DEL %6.1f ms  ratio go/ours ADD %5.2f DEL %5.2f" % (
+                    r["go"]["ADD"], r["go"]["DEL"], r["go"]["ADD"] / r["ours"]["ADD"],
+                    r["go"]["DEL"] / r["ours"]["DEL"])
+            line += "  floor %.1f ms  import %.2f s" % (r["floor"]["sqlite3+json"], import_s)
+            print(line, flush=True)
+        burst_dir = os.path.join(tmp, "burst")
+        bursts = {"ours": burst(OURS, config(os.path.join(burst_dir, "ours")), args.burst)}
+        if with_go:
+            bursts["go"] = burst(GO, config(os.path.join(burst_dir, "go")), args.burst)
+        rss = {"ours": peak_rss_kib(OURS, config(os.path.join(tmp, "rss-ours")), "rss")}
+        if with_go:
+            rss["go"] = peak_rss_kib(GO, config(os.path.join(tmp, "rss-go")), "rss")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    report(rows, bursts, rss, with_go, args)
+    if not args.no_plot:
+        os.makedirs(DOCS, exist_ok=True)
+        path = os.path.join(DOCS, "latency.png")
+        if plot(rows, path, with_go):
+            print("plot: %s" % os.path.relpath(path))
+
+
+def report(rows, bursts, rss, with_go, args):
+    print()
+    print("| pool size | ours ADD ms | ours DEL ms |%s floor ms | import s |" % (
+        " Go ADD ms | Go DEL ms | ADD ratio Go/ours | DEL ratio Go/ours |" if with_go else ""))
+    print("|---:|---:|---:|%s---:|---:|" % ("---:|---:|---:|---:|" if with_go else ""))
+    for r in rows:
+        go = ""
+        if with_go:
+            go = " %.1f | %.1f | %.2f | %.2f |" % (r["go"]["ADD"], r["go"]["DEL"],
+                                                 r["go"]["ADD"] / r["ours"]["ADD"],
+                                                 r["go"]["DEL"] / r["ours"]["DEL"])
+        print("| %d | %.1f | %.1f |%s %.1f | %.2f |" % (
+            r["n"], r["ours"]["ADD"], r["ours"]["DEL"], go, r["floor"]["sqlite3+json"],
+            r["import_s"]))
+    first = rows[0]
+    print()
+    floor = first["floor"]["sqlite3+json"]
+    print("CPython floor: bare interpreter %.1f ms, with sqlite3+json %.1f ms; ours at N=%d "
+          "is %+.1f ms from it" % (first["floor"]["bare"], floor, first["n"],
+                                   first["ours"]["ADD"] - floor))
+    if len(rows) > 1:
+        print("ours at N=%d vs N=%d: ADD x%.2f, DEL x%.2f" % (
+            rows[-1]["n"], first["n"], rows[-1]["ours"]["ADD"] / first["ours"]["ADD"],
+            rows[-1]["ours"]["DEL"] / first["ours"]["DEL"]))
+    for name, b in bursts.items():
+        print("burst of %d %s: ADD %.2f s (%d failures, distinct %s), DEL %.2f s (%d failures)"
+              % (args.burst, name, b["ADD"]["wall_s"], b["ADD"]["failures"],
+                 b["ADD"]["distinct"], b["DEL"]["wall_s"], b["DEL"]["failures"]))
+    if with_go:
+        print("burst wall ratio ours/Go: ADD %.2f, DEL %.2f" % (
+            bursts["ours"]["ADD"]["wall_s"] / bursts["go"]["ADD"]["wall_s"],
+            bursts["ours"]["DEL"]["wall_s"] / bursts["go"]["DEL"]["wall_s"]))
+    for name, kib in rss.items():
+        print("peak RSS of one ADD, %s: %.1f MB" % (name, kib / 1024))
+    print("reproduce: make bench   (sizes %s, %d cycles each)" % (args.sizes, args.cycles))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,83 @@
+"""A queue for writers: an flock on a file beside the database, with a timeout.
+
+SQLite's own busy handler polls with sleeps of up to 100 ms, so under a burst of plugin
+processes (a node starting 100 pods) most of the wall time would be spent asleep. The
+kernel's flock queue wakes the next writer the moment the previous one is done. SQLite's
+lock is still taken inside it (BEGIN IMMEDIATE), so correctness never depends on this
+file; it only orders the waiting.
+"""
+import fcntl
+import os
+
+from ipam.errors import IoFailure, TryAgain
+
+
+class _Expired(Exception):
+    pass
+
+
+def _expire(signum, frame):
+    raise _Expired()
+
+
+def acquire(path, timeout):
+    """Hold an exclusive flock on ``path`` (created 0600); returns the fd to release."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise IoFailure("cannot open lock file %s: %s" % (path, e.strerror or e)) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        pass
+    except OSError:
+        os.close(fd)
+        raise
+    try:
+        _wait(fd, timeout)
+    except _Expired:
+        os.close(fd)
+        raise TryAgain("database %s is locked by another process past the busy timeout "
+                       "(%gs); try again later" % (path[:-len(".lock")], timeout)) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _wait(fd, timeout):
+    """Block in the kernel's queue; a timer signal ends the wait after ``timeout``."""
+    import signal
+    import threading
+
+    if timeout <= 0:
+        raise _Expired()
+    if threading.current_thread() is not threading.main_thread():
+        _poll(fd, timeout)  # signals reach the main thread only
+        return
+    old = signal.signal(signal.SIGALRM, _expire)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _poll(fd, timeout):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise _Expired() from None
+            time.sleep(0.002)
+
+
+def release(fd):
+    os.close(fd)  # closing the only descriptor drops the flock

@@ -6,11 +6,9 @@ checks and their messages follow cni's ``skel`` (v1.0.1, with GC and STATUS as r
 by later versions), so that a runtime cannot tell us from host-local except where the
 README says so.
 """
-import json
-import re
 import sys
 
-from ipam import result
+from ipam import jsonio, result
 from ipam.config import SUPPORTED_VERSIONS, go_quote, version_tuple
 from ipam.errors import (
     ConfigError,
@@ -31,7 +29,14 @@ _REQUIRED = {
     "GC": {"CNI_PATH"},
     "STATUS": {"CNI_PATH"},
 }
-_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_NAME_CHARS = _ALNUM | frozenset("_.-")
+
+
+def valid_name(s):
+    r"""skel's ``^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`` for network names and container IDs
+    (without ``re``, which the hot path does not import)."""
+    return bool(s) and s[0] in _ALNUM and _NAME_CHARS.issuperset(s)
 _MAX_STDIN = 64 * 1024 * 1024
 
 
@@ -44,7 +49,7 @@ def decode_config(data):
     """stdin bytes -> dict with lower-cased keys (skel's validateConfig, code 6/7)."""
     try:
         text = data.decode("utf-8", "replace")  # Go replaces invalid UTF-8 too
-        conf = json.loads(text, object_pairs_hook=_lower_keys)
+        conf = jsonio.loads(text, object_pairs_hook=_lower_keys)
     except (ValueError, RecursionError) as e:
         raise DecodeError("error unmarshall network config: %s" % e) from None
     if not isinstance(conf, dict):
@@ -57,7 +62,7 @@ def decode_config(data):
                           "struct field .name of type string" % _json_kind(name))
     if not name:
         raise ConfigError("missing network name")
-    if not _NAME.match(name):
+    if not valid_name(name):
         raise ConfigError("invalid characters found in network name", name)
     return conf
 
@@ -71,7 +76,7 @@ def _json_kind(value):
 def validate_container_id(cid):
     if not cid:
         raise ContainerUnknown("missing containerID")
-    if not _NAME.match(cid):
+    if not valid_name(cid):
         raise EnvError("invalid characters in containerID", cid)
 
 

@@ -5,7 +5,7 @@ lock) and the result is returned only after COMMIT: the database is the truth.
 """
 import sys
 
-from ipam import allocator, config, result
+from ipam import allocator, config, jsonio, result
 from ipam.backend import open_store
 from ipam.dns import parse_resolv_conf
 from ipam.errors import ConfigError, IoFailure, IpamError, Unavailable
@@ -142,13 +142,11 @@ def note_network(store, conf):
     adopted first (imported inside this same transaction): replacing the Go binary by
     ours then needs no manual step. ``"adopt": false`` turns that off.
     """
-    import json
-
     old = store.network_info(conf.name)
     if old is None and conf.adopt:
         adopt(store, conf)
     info = (conf.data_dir, conf.export,
-            json.dumps(describe(conf.range_sets), separators=(",", ":")))
+            jsonio.dumps(describe(conf.range_sets), indent=0))
     if old != info:
         store.set_network_info(conf.name, *info)
 

@@ -5,8 +5,7 @@ host-local builds a 1.0.0 result and converts it down (cni's ``convertTo02x`` an
 indentation, no trailing newline, and ``<``, ``>``, ``&`` escaped. This module is the only
 one that knows the formats.
 """
-import json
-
+from ipam import jsonio
 from ipam.config import SUPPORTED_VERSIONS
 from ipam.errors import IpamError
 
@@ -15,10 +14,7 @@ CURRENT_VERSION = "1.1.0"
 
 def go_json(obj, indent=4):
     """JSON as Go's encoding/json writes it (HTML-safe escapes, UTF-8 kept as is)."""
-    if indent:
-        text = json.dumps(obj, indent=indent, ensure_ascii=False)
-    else:
-        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    text = jsonio.dumps(obj, indent)
     return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 

@@ -4,7 +4,11 @@ Stdlib only: used by the plugin's hot path and by the migration code alike, so t
 database is always created the same way (mode 0600, WAL).
 """
 import os
-import sqlite3
+
+try:  # the C module itself: sqlite3/dbapi2.py adds datetime and collections.abc imports
+    import _sqlite3 as sqlite3
+except ImportError:  # pragma: no cover
+    import sqlite3
 
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds
 

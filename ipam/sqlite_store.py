@@ -7,7 +7,11 @@ Every command is one ``BEGIN IMMEDIATE`` transaction, so concurrent plugin proce
 serialize on SQLite's lock and a crash before COMMIT leaves no trace.
 """
 import os
-import sqlite3
+
+try:  # the C module itself: sqlite3/dbapi2.py adds datetime and collections.abc imports
+    import _sqlite3 as sqlite3
+except ImportError:  # pragma: no cover
+    import sqlite3
 import time
 
 from ipam import addr, writer_lock
@@ -166,13 +170,16 @@ class SqliteStore:
     def leases_of(self, network, container_id, ifname):
         if ifname is None:
             sql = ("SELECT %s FROM leases WHERE network = ? AND container_id = ? "
-                   "AND ifname IS NULL ORDER BY ip_key" % _LEASE_COLS)
+                   "AND ifname IS NULL" % _LEASE_COLS)
             params = (network, container_id)
         else:
             sql = ("SELECT %s FROM leases WHERE network = ? AND container_id = ? "
-                   "AND ifname = ? ORDER BY ip_key" % _LEASE_COLS)
+                   "AND ifname = ?" % _LEASE_COLS)
             params = (network, container_id, ifname)
-        return [_lease(r) for r in self.conn.execute(sql, params)]
+        # Sorted here, not by ORDER BY ip_key: that would lead SQLite's planner to walk
+        # the network's address index (every lease) instead of the owner index.
+        return sorted((_lease(r) for r in self.conn.execute(sql, params)),
+                      key=lambda lease: addr.to_key(lease.ip))
 
     def leases(self, network=None):
         if network is None:

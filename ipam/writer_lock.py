@@ -48,15 +48,15 @@ def acquire(path, timeout):
 
 def _wait(fd, timeout):
     """Block in the kernel's queue; a timer signal ends the wait after ``timeout``."""
-    import signal
-    import threading
+    import _signal as signal  # the C module: signal.py would import enum
 
     if timeout <= 0:
         raise _Expired()
-    if threading.current_thread() is not threading.main_thread():
-        _poll(fd, timeout)  # signals reach the main thread only
+    try:
+        old = signal.signal(signal.SIGALRM, _expire)
+    except ValueError:  # not the main thread: signals reach the main thread only
+        _poll(fd, timeout)
         return
-    old = signal.signal(signal.SIGALRM, _expire)
     try:
         signal.setitimer(signal.ITIMER_REAL, timeout)
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -105,7 +105,12 @@ def cycles(plugins, k, n):
 
 
 def burst(binary, conf, count):
-    """``count`` processes started at once: ADD, then (after all end) DEL."""
+    """``count`` processes started at once: ADD, then (after all end) DEL, on a pool that
+    exists already (one ADD before: a node's first pod creates the database)."""
+    import resource
+
+    invoke(binary, "ADD", conf, "burst-warm")
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = {}
     for command in ("ADD", "DEL"):
         t = time.perf_counter()
@@ -132,6 +137,9 @@ def burst(binary, conf, count):
                      if rc == 0 and command == "ADD"]
         out[command] = {"wall_s": wall, "failures": failures,
                         "distinct": len(set(addresses)) == len(addresses)}
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out["cpu_ms_per_call"] = 1000 * ((cpu1.ru_utime - cpu0.ru_utime)
+                                     + (cpu1.ru_stime - cpu0.ru_stime)) / (2 * count)
     return out
 
 
@@ -142,7 +150,11 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 
 
-def peak_rss_kib(binary, conf, cid):
+def peak_rss_kib(binary, conf, cid, warm=True):
+    """Peak RSS of one ADD: on an existing database, or (``warm=False``) the very first,
+    which creates the schema with alembic."""
+    if warm:
+        invoke(binary, "ADD", conf, cid + "-warm")
     env = dict(CNI_COMMAND="ADD", CNI_CONTAINERID=cid, CNI_NETNS="/x", CNI_IFNAME="eth0",
                CNI_PATH=BIN)
     proc = subprocess.run([sys.executable, "-c", RSS_PROBE, binary], input=conf, env=env,
@@ -210,7 +222,9 @@ def main():
         bursts = {"ours": burst(OURS, config(os.path.join(burst_dir, "ours")), args.burst)}
         if with_go:
             bursts["go"] = burst(GO, config(os.path.join(burst_dir, "go")), args.burst)
-        rss = {"ours": peak_rss_kib(OURS, config(os.path.join(tmp, "rss-ours")), "rss")}
+        rss = {"ours": peak_rss_kib(OURS, config(os.path.join(tmp, "rss-ours")), "rss"),
+               "ours, first ADD (creates the schema)": peak_rss_kib(
+                   OURS, config(os.path.join(tmp, "rss-first")), "rss", warm=False)}
         if with_go:
             rss["go"] = peak_rss_kib(GO, config(os.path.join(tmp, "rss-go")), "rss")
     finally:
@@ -248,9 +262,11 @@ def report(rows, bursts, rss, with_go, args):
             rows[-1]["n"], first["n"], rows[-1]["ours"]["ADD"] / first["ours"]["ADD"],
             rows[-1]["ours"]["DEL"] / first["ours"]["DEL"]))
     for name, b in bursts.items():
-        print("burst of %d %s: ADD %.2f s (%d failures, distinct %s), DEL %.2f s (%d failures)"
-              % (args.burst, name, b["ADD"]["wall_s"], b["ADD"]["failures"],
-                 b["ADD"]["distinct"], b["DEL"]["wall_s"], b["DEL"]["failures"]))
+        print("burst of %d %s: ADD %.2f s (%d failures, distinct %s), DEL %.2f s (%d failures);"
+              " CPU %.1f ms per call" % (args.burst, name, b["ADD"]["wall_s"],
+                                         b["ADD"]["failures"], b["ADD"]["distinct"],
+                                         b["DEL"]["wall_s"], b["DEL"]["failures"],
+                                         b["cpu_ms_per_call"]))
     if with_go:
         print("burst wall ratio ours/Go: ADD %.2f, DEL %.2f" % (
             bursts["ours"]["ADD"]["wall_s"] / bursts["go"]["ADD"]["wall_s"],

@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck bench wheel-smoke clean
+.PHONY: install compile demo test lint typecheck bench wheel-smoke clean
 
 install: $(STAMP)
 
@@ -14,10 +14,15 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
-demo: install
+# Byte-code for the editable sources, as a wheel install would have it (the plugin starts
+# once per container; PYTHONDONTWRITEBYTECODE may be set, so compile explicitly).
+compile: install
+	$(PY) -m compileall -q ipam cli migrations > /dev/null
+
+demo: compile
 	$(PY) tools/demo.py
 
-test: install
+test: compile
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
@@ -26,8 +31,9 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-bench: install
-	$(PY) tools/bench.py
+bench: compile
+	$(PY) -m pip install -q -e '.[test,bench]' --config-settings editable_mode=compat
+	$(PY) tools/bench.py $(BENCH_ARGS)
 
 wheel-smoke: install
 	$(PY) -m pytest tests/test_wheel.py

@@ -11,6 +11,9 @@ def run():
     close would checkpoint the WAL and delete it (one more fsync), only for the next
     invocation to create it again. SQLite checkpoints by itself as the WAL grows.
     """
+    import gc
+
+    gc.disable()  # a one-shot process: collecting cycles at exit buys nothing
     from ipam import commands
     from ipam.cni import main
 

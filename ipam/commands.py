@@ -7,7 +7,6 @@ import sys
 
 from ipam import allocator, config, jsonio, result
 from ipam.backend import open_store
-from ipam.dns import parse_resolv_conf
 from ipam.errors import ConfigError, IoFailure, IpamError, Unavailable
 from ipam.exporter import Mirror
 from ipam.ranges import describe
@@ -59,7 +58,11 @@ def _commit_changes(store, mirror, network, txn_body):
 
 def cmd_add(env, conf_obj):
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
-    dns = parse_resolv_conf(conf.resolv_conf) if conf.resolv_conf else {}
+    dns = {}
+    if conf.resolv_conf:
+        from ipam.dns import parse_resolv_conf
+
+        dns = parse_resolv_conf(conf.resolv_conf)
     store, mirror = _open(conf)
     try:
         def body():

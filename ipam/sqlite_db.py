@@ -5,10 +5,7 @@ database is always created the same way (mode 0600, WAL).
 """
 import os
 
-try:  # the C module itself: sqlite3/dbapi2.py adds datetime and collections.abc imports
-    import _sqlite3 as sqlite3
-except ImportError:  # pragma: no cover
-    import sqlite3
+from ipam.sqlite_module import sqlite3
 
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds
 
@@ -33,7 +30,6 @@ def connect(path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     # synchronous=FULL: an address we report must survive a power cut.
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
     return conn
 
 

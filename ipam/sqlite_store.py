@@ -7,11 +7,6 @@ Every command is one ``BEGIN IMMEDIATE`` transaction, so concurrent plugin proce
 serialize on SQLite's lock and a crash before COMMIT leaves no trace.
 """
 import os
-
-try:  # the C module itself: sqlite3/dbapi2.py adds datetime and collections.abc imports
-    import _sqlite3 as sqlite3
-except ImportError:  # pragma: no cover
-    import sqlite3
 import time
 
 from ipam import addr, writer_lock
@@ -19,6 +14,7 @@ from ipam.errors import IoFailure, SchemaError, TryAgain
 from ipam.lease import Event, Lease
 from ipam.schema_version import HEAD, REVISIONS
 from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT, connect
+from ipam.sqlite_module import sqlite3
 
 _LEASE_COLS = "network, ip, range_set, container_id, ifname, allocated_at, boot_id"
 _BOOT_ID: list = []

@@ -170,3 +170,24 @@ def test_writers_queue_on_a_lock_file_with_a_timeout(tmp_path):
     assert done and done[0] >= released
     a.close()
     b.close()
+
+
+def test_hot_path_loads_sqlite_without_functools_and_leaves_the_real_one(tmp_path):
+    """ipam.sqlite_module lends _sqlite3 a stand-in functools only while it loads."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ipam.sqlite_store import SqliteStore\n"
+        "assert 'functools' not in sys.modules, 'functools imported'\n"
+        "s = SqliteStore(sys.argv[1])\n"
+        "for _ in range(3):\n"
+        "    with s.transaction():\n"
+        "        assert s.leases('n') == []\n"
+        "import functools\n"
+        "assert hasattr(functools, 'partial') and hasattr(functools, 'reduce')\n"
+        "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-I", "-c", code, str(tmp_path / "db")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout == "ok\n", proc.stderr

@@ -1,17 +1,14 @@
 """``ipamctl import``: adopt host-local's file backend into the database."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
 
 from cli.common import Obj, open_store, table_or_json
-from cli.output import is_terminal
+from cli.output import progress
 from ipam import admin
 from ipam.backend import sqlite_path
 from ipam.memory_store import MemoryStore
@@ -54,17 +51,8 @@ def import_cmd(obj: Obj, networks: tuple[str, ...], source: str | None, dry_run:
     source = source or obj.data_dir
     store = _dry_run_store(obj) if dry_run else open_store(obj, readonly=False)
     try:
-        if is_terminal() and obj.output == "table":
-            with contextlib.ExitStack() as stack:
-                def start(total: int) -> Callable[[int], None]:
-                    bar = stack.enter_context(click.progressbar(
-                        length=total, label="importing", file=sys.stderr))
-                    return bar.update
-
-                result = admin.import_networks(store, source, networks, dry_run,
-                                               progress=start)
-        else:
-            result = admin.import_networks(store, source, networks, dry_run)
+        with progress("importing", obj.output) as bar:
+            result = admin.import_networks(store, source, networks, dry_run, progress=bar)
     finally:
         store.close()
     if obj.output == "json":

@@ -1,15 +1,12 @@
 """``ipamctl export`` and ``ipamctl check``: the host-local file mirror and its health."""
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
-from collections.abc import Callable
 
 import click
 
 from cli.common import Obj, open_store, table_or_json
-from cli.output import is_terminal
+from cli.output import progress
 from ipam import admin
 
 
@@ -34,16 +31,8 @@ def export_cmd(obj: Obj, network: str | None, to: str | None) -> None:
     table_or_json(obj)
     store = open_store(obj, readonly=False)
     try:
-        if is_terminal() and obj.output == "table":
-            with contextlib.ExitStack() as stack:
-                def start(total: int) -> Callable[[int], None]:
-                    bar = stack.enter_context(click.progressbar(
-                        length=total, label="exporting", file=sys.stderr))
-                    return bar.update
-
-                result = admin.export(store, obj.data_dir, network, to, progress=start)
-        else:
-            result = admin.export(store, obj.data_dir, network, to)
+        with progress("exporting", obj.output) as bar:
+            result = admin.export(store, obj.data_dir, network, to, progress=bar)
     finally:
         store.close()
     if obj.output == "json":

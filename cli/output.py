@@ -2,9 +2,11 @@
 time parsing and formatting shared by the commands."""
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -100,3 +102,20 @@ EVENT_COLUMNS = ["time", "event", "reason", "network", "ip", "container_id", "if
 
 def is_terminal() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+@contextlib.contextmanager
+def progress(label: str, output: str) -> Iterator[Callable[[int], Callable[[int], None]] | None]:
+    """A ``progress`` argument for the library's long operations: on a terminal with
+    table output, a function that takes the total and returns the bar's step; else None.
+    """
+    if not (is_terminal() and output == "table"):
+        yield None
+        return
+    with contextlib.ExitStack() as stack:
+        def start(total: int) -> Callable[[int], None]:
+            bar = stack.enter_context(click.progressbar(length=total, label=label,
+                                                        file=sys.stderr))
+            return bar.update
+
+        yield start

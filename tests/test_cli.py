@@ -709,7 +709,7 @@ def test_export_fixes_the_mirror(ctl, ctl_json, add, data_dir):
 
 
 def test_export_shows_progress_on_a_terminal(ctl, ctl_json, add, data_dir, monkeypatch):
-    monkeypatch.setattr("cli.mirror.is_terminal", lambda: True)
+    monkeypatch.setattr("cli.output.is_terminal", lambda: True)
     add("a")
     add("b")
     (data_dir / "mynet" / "10.1.2.2").unlink()

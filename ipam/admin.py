@@ -140,11 +140,17 @@ def select_release(store, ips=(), container_id=None, ifname=None, network=None):
 
 def release(store, leases, data_dir, reason="admin"):
     """Release the chosen leases as DEL would: history, mirror, one transaction."""
-    with store.transaction():
-        released, mirrors = _release_all(store, leases, reason, data_dir)
+    mirrors = []
+    with store.transaction(after_commit=lambda: _committed(mirrors)):
+        released, found = _release_all(store, leases, reason, data_dir)
+        mirrors.extend(found)
+    return released
+
+
+def _committed(mirrors):
+    """After COMMIT, still under the write lock: the files match the database."""
     for mirror, network in mirrors:
         mirror.committed(network)
-    return released
 
 
 def parse_valid(entries):
@@ -185,13 +191,13 @@ def gc(store, network, valid, grace, previous_boots=False, apply=False, data_dir
         candidates = gc_candidates(store, network, valid, grace, previous_boots)
     if not apply or not candidates:
         return candidates, []
-    with store.transaction():
+    mirrors = []
+    with store.transaction(after_commit=lambda: _committed(mirrors)):
         again = {(c.network, c.ip) for c in gc_candidates(store, network, valid, grace,
                                                           previous_boots)}
         confirmed = [c for c in candidates if (c.network, c.ip) in again]
-        released, mirrors = _release_all(store, confirmed, "gc", data_dir)
-    for mirror, net in mirrors:
-        mirror.committed(net)
+        released, found = _release_all(store, confirmed, "gc", data_dir)
+        mirrors.extend(found)
     return candidates, released
 
 
@@ -241,6 +247,8 @@ def check(store, data_dir, repair=False):
                 diffs = sync_dir(d, store.leases(name), store.cursors(name), dry_run=not repair)
             finally:
                 d.close()
+            if repair:
+                mirror.committed(name)  # repaired under the write lock: no repair pending
             problems += ["%s/%s: %s%s" % (path, f, kind, " (repaired)" if repair else "")
                          for kind, f in diffs]
     return problems

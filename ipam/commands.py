@@ -35,8 +35,14 @@ def _commit_changes(store, mirror, network, txn_body):
     the network directory and ``lock``, as host-local's store open does.
     """
     changes = None
+    problems = []
+
+    def done():
+        if not problems:
+            mirror.committed(network)
+
     try:
-        with store.transaction():
+        with store.transaction(after_commit=done):
             value, changes = txn_body()
             problems = mirror.apply(store, changes)
     except IpamError:
@@ -48,11 +54,8 @@ def _commit_changes(store, mirror, network, txn_body):
             except IpamError:
                 pass
         raise
-    if problems:
-        for p in problems:
-            print("host-local-sqlite: %s" % p, file=sys.stderr)
-    else:
-        mirror.committed(network)
+    for p in problems:
+        print("host-local-sqlite: %s" % p, file=sys.stderr)
     return value, problems
 
 

@@ -10,8 +10,9 @@ from ipam.lease import Event, Lease
 
 
 class _Txn:
-    def __init__(self, store):
+    def __init__(self, store, after_commit=None):
         self.store = store
+        self.after_commit = after_commit
 
     def __enter__(self):
         self.saved = (dict(self.store._leases), dict(self.store._cursors),
@@ -21,6 +22,8 @@ class _Txn:
         if exc_type is not None:
             (self.store._leases, self.store._cursors, self.store.history_rows,
              self.store._networks) = self.saved
+        elif self.after_commit is not None:
+            self.after_commit()
         return False
 
 
@@ -31,8 +34,8 @@ class MemoryStore:
         self.history_rows = []  # (time, event, reason, network, ip, container_id, ifname)
         self._networks = {}  # network -> (data_dir, export, range_sets_json)
 
-    def transaction(self):
-        return _Txn(self)
+    def transaction(self, after_commit=None):
+        return _Txn(self, after_commit)
 
     def close(self):
         pass

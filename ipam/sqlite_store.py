@@ -50,10 +50,15 @@ def _lease(row):
 
 
 class _Txn:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception.
 
-    def __init__(self, store):
+    ``after_commit`` runs after a successful COMMIT but before the writers' queue is
+    left: the mirror's pending marker must go while no other writer can have started.
+    """
+
+    def __init__(self, store, after_commit=None):
         self.store = store
+        self.after_commit = after_commit
 
     def __enter__(self):
         self.store.begin()
@@ -67,6 +72,8 @@ class _Txn:
                 except sqlite3.Error as e:
                     self._rollback()
                     raise translate(e, self.store.path) from None
+                if self.after_commit is not None:
+                    self.after_commit()
             else:
                 self._rollback()
                 if isinstance(exc, sqlite3.Error):
@@ -103,8 +110,8 @@ class SqliteStore:
         self.conn.close()
 
     # -- transactions and schema ------------------------------------------------------
-    def transaction(self):
-        return _Txn(self)
+    def transaction(self, after_commit=None):
+        return _Txn(self, after_commit)
 
     def begin(self):
         """Take the write lock (or a read snapshot) and make sure the schema is current.

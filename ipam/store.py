@@ -7,7 +7,7 @@ does not import this module: it exists for type checkers and readers.
 """
 from contextlib import AbstractContextManager
 from ipaddress import IPv4Address, IPv6Address
-from typing import Iterable, Optional, Protocol, Union
+from typing import Callable, Iterable, Optional, Protocol, Union
 
 from ipam.lease import Event, Lease
 
@@ -15,8 +15,10 @@ IP = Union[IPv4Address, IPv6Address]
 
 
 class Store(Protocol):
-    def transaction(self) -> AbstractContextManager[None]:
-        """One atomic unit holding the write lock: all of a command or none of it."""
+    def transaction(self, after_commit: Optional[Callable[[], None]] = None
+                    ) -> AbstractContextManager[None]:
+        """One atomic unit holding the write lock: all of a command or none of it.
+        ``after_commit`` runs after COMMIT, while the lock is still held."""
 
     def lease_at(self, network: str, ip: IP) -> Optional[Lease]:
         """The lease of ``ip`` in ``network``, if any."""

@@ -3,8 +3,10 @@
 SQLite's own busy handler polls with sleeps of up to 100 ms, so under a burst of plugin
 processes (a node starting 100 pods) most of the wall time would be spent asleep. The
 kernel's flock queue wakes the next writer the moment the previous one is done. SQLite's
-lock is still taken inside it (BEGIN IMMEDIATE), so correctness never depends on this
-file; it only orders the waiting.
+lock is still taken inside it (BEGIN IMMEDIATE), so the database's correctness never
+depends on this file. The mirror's does: a writer removes the mirror's pending marker
+after COMMIT but before it leaves this queue, so no other writer can be half-way
+through its files when the marker goes.
 """
 import fcntl
 import os

@@ -1,0 +1,317 @@
+"""Many real plugin processes at once: no address twice, no lost lease, a mirror equal to
+the database, and waiting writers that give up with code 11 without harming anything."""
+import fcntl
+import json
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+from conftest import IPAMCTL, run_plugin
+from plugin_procs import (
+    DB_NAME,
+    PENDING,
+    Invocation,
+    database_problems,
+    expected_mirror,
+    integrity,
+    ipamctl,
+    leases,
+    mirror,
+    others,
+    run_all,
+    wait_reading_stdin,
+)
+
+EXHAUSTED = "failed to allocate for range 0: no IP addresses available"
+
+
+class ListLoop(threading.Thread):
+    """``ipamctl -o json list`` again and again until stopped; records every run."""
+
+    def __init__(self, data_dir):
+        super().__init__(daemon=True)
+        self.data_dir = data_dir
+        self.stop = threading.Event()
+        self.runs = []
+
+    def run(self):
+        while not self.stop.is_set():
+            proc = subprocess.run([IPAMCTL, "--data-dir", str(self.data_dir), "-o", "json",
+                                   "list"], capture_output=True, timeout=120)
+            self.runs.append(proc)
+
+    def finish(self):
+        self.stop.set()
+        self.join(180)
+        assert not self.is_alive()
+        return self.runs
+
+
+def start_together(invocations):
+    """Every process is started and waiting on stdin; then all are fed at once."""
+    wait_reading_stdin(invocations, timeout=30)
+    for inv in invocations:
+        inv.feed()
+    return run_all(invocations)
+
+
+def assert_clean_output(inv):
+    """Never a crash: no traceback, stdout one JSON object or empty (DEL/CHECK success)."""
+    assert b"Traceback" not in inv.err and b"internal error" not in inv.err, inv
+    if inv.rc == 0 and inv.command in ("DEL", "CHECK"):
+        assert inv.out == b"", inv
+    else:
+        assert isinstance(inv.json, dict), inv
+    if inv.rc != 0:
+        assert inv.rc == 1 and isinstance(inv.json["code"], int) and inv.json["msg"], inv
+
+
+@pytest.mark.slow
+def test_200_adds_then_200_dels_at_once_beside_ipamctl_list(data_dir, netconf):
+    n = 200
+    net = "burst"
+    conf = netconf({"subnet": "10.50.0.0/16", "busyTimeout": 60}, name=net)
+    # The schema exists before the storm, so that `ipamctl list` (read-only, never
+    # creates a database) can run from the first moment.
+    assert ipamctl(data_dir, "db", "upgrade").returncode == 0
+    lister = ListLoop(data_dir)
+    lister.start()
+    try:
+        adds = start_together([Invocation("ADD", "c%03d" % i, conf) for i in range(n)])
+        for inv in adds:
+            assert_clean_output(inv)
+            assert inv.rc == 0, inv
+        got = {inv.container_id: inv.address for inv in adds}
+        assert len(set(got.values())) == n, "an address was handed out twice"
+        assert leases(data_dir, net) == got
+        assert mirror(data_dir, net) == expected_mirror(got)
+        assert others(data_dir, net) == ["last_reserved_ip.0", "lock"]
+        assert not (data_dir / (PENDING + net)).exists()
+
+        dels = start_together([Invocation("DEL", "c%03d" % i, conf) for i in range(n)])
+        for inv in dels:
+            assert_clean_output(inv)
+            assert (inv.rc, inv.out) == (0, b""), inv
+    finally:
+        runs = lister.finish()
+    assert leases(data_dir, net) == {}
+    assert mirror(data_dir, net) == {}
+    assert others(data_dir, net) == ["last_reserved_ip.0", "lock"]
+    assert database_problems(data_dir, net) == []
+    assert integrity(data_dir) == ["ok"]
+    assert ipamctl(data_dir, "check").returncode == 0
+    # The reader ran the whole time, and every run saw a consistent snapshot.
+    assert len(runs) >= 3, "ipamctl list ran only %d time(s)" % len(runs)
+    for proc in runs:
+        assert proc.returncode == 0, proc.stderr.decode()
+        rows = json.loads(proc.stdout)
+        assert isinstance(rows, list)
+        ips = [r["ip"] for r in rows]
+        assert len(ips) == len(set(ips))
+        assert {r["container_id"] for r in rows} <= set(got)
+
+
+def test_mixed_storm_on_a_nearly_exhausted_pool(data_dir, netconf):
+    """A /29 (5 addresses: .2-.6, .1 is the gateway) shared by 15 containers.
+
+    Each wave gives every container at most one role, so that the outcome can be judged
+    whatever the order the processes ran in:
+      adders   - 1 to 3 ADDs (a repeated ADD must return the same address), maybe a CHECK;
+      deleters - 1 or 2 DELs, maybe a CHECK;
+      checkers - one CHECK; their lease must not change;
+      idle     - nothing; their lease must not change.
+    """
+    net = "small"
+    seed = 29
+    rng = random.Random(seed)
+    conf = netconf({"subnet": "10.60.0.0/29", "busyTimeout": 60}, name=net)
+    pool = {"10.60.0.%d" % i for i in range(2, 7)}
+    containers = ["s%02d" % i for i in range(15)]
+    held = {}
+    exhausted = total = 0
+    for wave in range(12):
+        where = "seed %d wave %d" % (seed, wave)
+        order = containers[:]
+        rng.shuffle(order)
+        adders, deleters, checkers = order[:6], order[6:10], order[10:13]
+        ops = []
+        for cid in adders:
+            ops += [("ADD", cid)] * rng.randint(1, 3) + [("CHECK", cid)] * rng.randint(0, 1)
+        for cid in deleters:
+            ops += [("DEL", cid)] * rng.randint(1, 2) + [("CHECK", cid)] * rng.randint(0, 1)
+        ops += [("CHECK", cid) for cid in checkers]
+        rng.shuffle(ops)
+        invs = start_together([Invocation(cmd, cid, conf) for cmd, cid in ops])
+        total += len(invs)
+        after = leases(data_dir, net)
+        assert set(after.values()) <= pool, where
+        for inv in invs:
+            assert_clean_output(inv)
+            cid = inv.container_id
+            if inv.command == "ADD":
+                if inv.rc == 0:
+                    # Leased to this container now (no DEL of it ran in this wave) and,
+                    # for a container that already held one, the same address.
+                    assert after.get(cid) == inv.address, (where, inv, after)
+                    assert held.get(cid, inv.address) == inv.address, (where, inv, held)
+                else:
+                    assert cid not in held, (where, inv)  # a repeated ADD never fails
+                    assert inv.json["code"] == 999, (where, inv)
+                    assert inv.json["msg"].startswith(EXHAUSTED), (where, inv)
+                    exhausted += 1
+            elif inv.command == "DEL":
+                assert (inv.rc, inv.out) == (0, b""), (where, inv)
+            else:
+                notfound = {"code": 999, "msg": "host-local: Failed to find address added "
+                                                "by container %s" % cid}
+                if cid in checkers or (cid in adders and cid in held):
+                    expect_ok = cid in held  # its lease cannot change in this wave
+                    assert (inv.rc == 0) == expect_ok, (where, inv)
+                if cid in deleters and cid not in held:
+                    assert inv.rc == 1, (where, inv)
+                if inv.rc:
+                    assert inv.json == notfound, (where, inv)
+        for cid in adders:
+            if any(i.rc == 0 for i in invs if i.container_id == cid and i.command == "ADD"):
+                continue
+            assert cid not in after, (where, cid, after)  # every ADD failed: nothing held
+        for cid in deleters:
+            assert cid not in after, (where, cid, after)
+        for cid in checkers + order[13:]:
+            assert after.get(cid) == held.get(cid), (where, cid, held, after)
+        assert mirror(data_dir, net) == expected_mirror(after), where
+        assert set(others(data_dir, net)) <= {"last_reserved_ip.0", "lock"}, where
+        assert not (data_dir / (PENDING + net)).exists(), where
+        held = after
+    assert total >= 250
+    assert exhausted > 0, "the storm never exhausted the pool"
+    assert database_problems(data_dir, net) == []
+    assert integrity(data_dir) == ["ok"]
+    proc = ipamctl(data_dir, "check")
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+
+
+# -- a writer that holds the lock ----------------------------------------------------
+def _after_lock_checks(data_dir, conf, net, expect_ip):
+    """Nothing corrupted: SQLite's check, our invariants, the mirror, and a working ADD."""
+    assert integrity(data_dir) == ["ok"]
+    assert database_problems(data_dir, net) == []
+    assert not (data_dir / (PENDING + net)).exists()
+    out = run_plugin("ADD", conf, container_id="b")
+    assert out.status == 0 and out.json["ips"][0]["address"].split("/")[0] == expect_ip, out
+    proc = ipamctl(data_dir, "check")
+    assert proc.returncode == 0, proc.stdout.decode()
+
+
+def test_writer_flock_held_past_busy_timeout_is_code_11(data_dir, netconf):
+    net = "locked"
+    conf = netconf({"subnet": "10.1.2.0/24", "busyTimeout": 0.3}, name=net)
+    assert run_plugin("ADD", conf, container_id="a").status == 0
+    fd = os.open(str(data_dir / (DB_NAME + ".lock")), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        for command in ("ADD", "DEL", "CHECK"):
+            t0 = time.monotonic()
+            out = run_plugin(command, conf, container_id="b")
+            waited = time.monotonic() - t0
+            assert out.status == 1 and out.json["code"] == 11, (command, out)
+            assert "locked" in out.json["msg"] and DB_NAME in out.json["msg"], out
+            assert 0.3 <= waited < 10, waited
+    finally:
+        os.close(fd)
+    assert leases(data_dir, net) == {"a": "10.1.2.2"}
+    assert mirror(data_dir, net) == {"10.1.2.2": b"a\r\neth0"}
+    _after_lock_checks(data_dir, conf, net, "10.1.2.3")
+
+
+def test_writer_waits_in_the_queue_while_the_holder_finishes_in_time(data_dir, netconf):
+    net = "queued"
+    conf = netconf({"subnet": "10.1.2.0/24", "busyTimeout": 30}, name=net)
+    assert run_plugin("ADD", conf, container_id="a").status == 0
+    fd = os.open(str(data_dir / (DB_NAME + ".lock")), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        inv = Invocation("ADD", "c", conf)
+        inv.feed()
+        time.sleep(0.5)
+        assert inv.proc.poll() is None, "the ADD did not wait for the lock"
+    finally:
+        os.close(fd)
+    inv.finish()
+    assert inv.rc == 0 and inv.address == "10.1.2.3", inv
+    assert leases(data_dir, net) == {"a": "10.1.2.2", "c": "10.1.2.3"}
+
+
+def _wait_stopped(pid, timeout=5.0):
+    """SIGSTOP takes effect asynchronously: wait for the state to be T (stopped)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open("/proc/%d/stat" % pid) as f:
+            if f.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                return
+        time.sleep(0.001)
+    raise AssertionError("process %d did not stop" % pid)
+
+
+def _stop_while_holding(proc, lock_path, deadline):
+    """SIGSTOP ``proc`` at a moment it holds the writers' flock (it is then inside its
+    transaction). True when it did; False when ``proc`` ended first."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.kill(proc.pid, signal.SIGSTOP)
+                _wait_stopped(proc.pid)
+                try:  # still held now that it is stopped?
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.kill(proc.pid, signal.SIGCONT)
+            else:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_ipamctl_stopped_mid_transaction_makes_add_code_11(data_dir, netconf):
+    """The holder is ipamctl itself: `ipamctl export` rewriting a big mirror, frozen with
+    SIGSTOP while it holds the lock."""
+    net = "big"
+    conf = netconf({"subnet": "10.9.0.0/16", "busyTimeout": 0.3}, name=net)
+    src = data_dir / net
+    src.mkdir()
+    n = 4000
+    for i in range(n):
+        (src / ("10.9.%d.%d" % (10 + i // 250, 2 + i % 250))).write_bytes(b"x%d\r\neth0" % i)
+    assert ipamctl(data_dir, "import").returncode == 0
+    lock_path = str(data_dir / (DB_NAME + ".lock"))
+    deadline = time.monotonic() + 60
+    while True:
+        holder = subprocess.Popen([IPAMCTL, "--data-dir", str(data_dir), "-o", "json",
+                                   "export"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            stopped = _stop_while_holding(holder, lock_path, deadline)
+            if stopped:
+                try:
+                    out = run_plugin("ADD", conf, container_id="b")
+                finally:
+                    os.kill(holder.pid, signal.SIGCONT)
+        finally:
+            stdout, stderr = holder.communicate(timeout=120)
+        if stopped or time.monotonic() > deadline:
+            break
+    assert stopped, "never caught ipamctl inside its transaction"
+    assert out.status == 1 and out.json["code"] == 11, out
+    assert holder.returncode == 0, stderr.decode()
+    assert json.loads(stdout) == {net: []}
+    assert len(leases(data_dir, net)) == n
+    assert "b" not in leases(data_dir, net)
+    _after_lock_checks(data_dir, conf, net, "10.9.0.2")

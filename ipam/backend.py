@@ -16,6 +16,8 @@ def sqlite_path(database):
 
 def open_store(database, busy_timeout=None, readonly=False):
     path = sqlite_path(database)
+    if path == ":memory:":
+        raise ConfigError("database %s is not a file: leases must persist" % database)
     if path is None:
         scheme = database.split("://", 1)[0]
         raise ConfigError("database URL scheme %r is not supported: use a SQLite file path"

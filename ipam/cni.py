@@ -90,6 +90,10 @@ def validate_ifname(name):
         raise EnvError("interface name is . or ..")
     if any(c in "/:" or c.isspace() for c in name):
         raise EnvError("interface name contains / or : or whitespace characters")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EnvError("interface name is not valid UTF-8") from None
 
 
 def _config_version(conf):
@@ -163,6 +167,10 @@ def main(env=None, stdin=None, stdout=None):
     except Exception as e:  # never a traceback on the runtime's stdout
         sys.stderr.write("host-local-sqlite: internal error: %r\n" % (e,))
         out, status = result.error_output(IpamError("internal error: %s" % e)), 1
+    try:
+        out.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: a "\ud800" escape, non-UTF-8 env bytes
+        out = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in out)
     stdout.write(out)
     stdout.flush()
     return status

@@ -28,6 +28,22 @@ class IpamConfig:
             setattr(self, k, kw.get(k))
 
 
+MAX_BUSY_TIMEOUT = 2147483  # SQLite's busy timeout is an int of milliseconds
+
+
+def _path(value, path):
+    """A file system path: a string with no NUL and no lone surrogate."""
+    text = expect(value, str, path)
+    if text:
+        try:
+            ok = "\x00" not in text and text.encode("utf-8") is not None
+        except UnicodeEncodeError:
+            ok = False
+        if not ok:
+            raise ConfigError("invalid config: %s is not a valid path" % path)
+    return text
+
+
 def json_type(value):
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
@@ -82,7 +98,7 @@ class _RawRange:
     __slots__ = ("subnet", "start", "end", "gateway", "exclude")
 
     def __init__(self, obj, path):
-        obj = expect(obj, dict, path)
+        obj = expect(obj, dict, path) or {}  # Go: null leaves the zero Range
         self.subnet = _cidr_field(obj, "subnet", path)
         self.start = _ip_field(obj, "rangestart", path)
         self.end = _ip_field(obj, "rangeend", path)
@@ -238,15 +254,16 @@ def load(conf, env_args=""):
     runtime_ips = _requested_list(runtime.get("ips"), "runtimeConfig.ips")
     runtime_sets = _raw_sets(runtime.get("ipranges"), "runtimeConfig.ipRanges")
     global_exclude = _exclusions(ipam.get("exclude"), "ipam.exclude")
-    data_dir = expect(ipam.get("datadir"), str, "ipam.dataDir") or DEFAULT_DATA_DIR
-    resolv_conf = expect(ipam.get("resolvconf"), str, "ipam.resolvConf") or None
-    database = expect(ipam.get("database"), str, "ipam.database") or default_database(data_dir)
+    data_dir = _path(ipam.get("datadir"), "ipam.dataDir") or DEFAULT_DATA_DIR
+    resolv_conf = _path(ipam.get("resolvconf"), "ipam.resolvConf") or None
+    database = _path(ipam.get("database"), "ipam.database") or default_database(data_dir)
     export = expect(ipam.get("export"), bool, "ipam.export")
     adopt = expect(ipam.get("adopt"), bool, "ipam.adopt")
     busy = ipam.get("busytimeout")
     if busy is not None and (isinstance(busy, bool) or not isinstance(busy, (int, float))
-                             or busy < 0):
-        raise ConfigError("invalid config: ipam.busyTimeout must be a number of seconds >= 0")
+                             or not 0 <= busy <= MAX_BUSY_TIMEOUT):
+        raise ConfigError("invalid config: ipam.busyTimeout must be a number of seconds "
+                          "from 0 to %d" % MAX_BUSY_TIMEOUT)
 
     # Requested addresses: CNI_ARGS IP=, then args.cni.ips, then runtimeConfig.ips.
     env_ip = parse_cni_args(env_args)

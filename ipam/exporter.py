@@ -130,7 +130,12 @@ class Mirror:
         self.enabled = enabled
 
     def _marker(self, network):
-        return os.path.join(self.data_dir, PENDING_PREFIX + network)
+        name = PENDING_PREFIX + network
+        if len(name) > 255:  # NAME_MAX; network names are ASCII
+            import hashlib
+
+            name = PENDING_PREFIX + hashlib.sha256(network.encode()).hexdigest()
+        return os.path.join(self.data_dir, name)
 
     def touch(self, network):
         """host-local creates the directory and ``lock`` on every DEL and CHECK too."""

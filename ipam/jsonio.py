@@ -49,6 +49,12 @@ def loads(text, object_pairs_hook=None):
     except StopIteration as e:
         raise ValueError("Expecting value: line 1 column %d (char %d)"
                          % (e.value + 1, e.value)) from None
+    except SystemError:
+        # _json raises json.decoder.JSONDecodeError for a syntax error, but only looks it
+        # up in sys.modules: without it, SystemError. Broken input only: import, rescan.
+        import json.decoder  # noqa: F401
+
+        obj, end = scan(text, i)  # raises JSONDecodeError, a ValueError
     while end < n and text[end] in _WS:
         end += 1
     if end != n:

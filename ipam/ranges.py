@@ -101,7 +101,8 @@ def canonicalize(subnet_text, start, end, gateway, exclude=()):
     if gateway is None:
         gateway = addr.add(net, 1)
     if start is not None:
-        if not (start.version == ip.version and start in subnet and (end is None or start <= end)):
+        if not (start.version == ip.version and start in subnet
+                and (end is None or end.version == start.version and start <= end)):
             raise ConfigError("RangeStart %s not in network %s" % (start, subnet))
     else:
         start = addr.add(net, 1)

@@ -2,7 +2,7 @@
 import os
 
 from ipam.errors import ConfigError, IoFailure
-from ipam.paths import is_url
+from ipam.paths import is_url, makedirs
 
 
 def sqlite_path(database):
@@ -28,7 +28,7 @@ def open_store(database, busy_timeout=None, readonly=False):
         parent = os.path.dirname(path)
         if parent:
             try:
-                os.makedirs(parent, mode=0o755, exist_ok=True)
+                makedirs(parent, 0o755)
             except OSError as e:
                 raise IoFailure("cannot create %s: %s" % (parent, e.strerror or e)) from None
     return SqliteStore(path, busy_timeout=busy_timeout, readonly=readonly)

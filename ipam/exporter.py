@@ -17,6 +17,7 @@ import sys
 
 from ipam import addr
 from ipam.errors import IoFailure
+from ipam.paths import makedirs
 
 TMP_PREFIX = ".host-local-sqlite.tmp."
 PENDING_PREFIX = ".host-local-sqlite-pending-"
@@ -36,7 +37,7 @@ class NetworkDir:
         self.path = os.path.join(data_dir, network)
         if create:
             try:
-                os.makedirs(data_dir, mode=DIR_MODE, exist_ok=True)
+                makedirs(data_dir, DIR_MODE)
                 os.mkdir(self.path, DIR_MODE)
             except FileExistsError:
                 pass
@@ -116,6 +117,14 @@ class NetworkDir:
 
     def names(self):
         return os.listdir(self.fd)
+
+    def is_dir(self, name):
+        """A real directory (not a link to one): never ours to remove."""
+        try:
+            st = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except OSError:
+            return False
+        return (st.st_mode & 0o170000) == 0o040000
 
 
 def _is_regular(st):
@@ -227,7 +236,7 @@ def sync_dir(d, leases, cursors, dry_run=False, progress=None):
             continue
         if name.startswith(TMP_PREFIX):
             diffs.append(("temporary", name))
-        elif _ours(name):
+        elif _ours(name) and not d.is_dir(name):
             diffs.append(("stale", name))
         else:
             continue

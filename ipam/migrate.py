@@ -114,7 +114,7 @@ def upgrade(database: str) -> str:
     if path is None:
         return _upgrade_url(database)
     parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, mode=0o755, exist_ok=True)  # as host-local does for its dataDir
+    paths.makedirs(parent, 0o755)  # as host-local does for its dataDir
     conn = sqlite_db.connect(path)
     try:
         conn.execute("BEGIN IMMEDIATE")

@@ -15,3 +15,18 @@ def default_database(data_dir: str) -> str:
 def is_url(database: str) -> bool:
     """A SQLAlchemy URL (``postgresql+psycopg://...``) rather than a SQLite path."""
     return "://" in database
+
+
+def makedirs(path, mode=0o755):
+    """``mkdir -p`` that gives every directory it creates ``mode`` (os.makedirs applies
+    it to the last one only, leaving parents to the umask: 0777 under umask 000)."""
+    if not path or os.path.isdir(path):
+        return
+    parent = os.path.dirname(os.path.normpath(path))
+    if parent and parent != path:
+        makedirs(parent, mode)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise

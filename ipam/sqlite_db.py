@@ -8,6 +8,7 @@ import os
 from ipam.sqlite_module import sqlite3
 
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds
+_MAGIC = b"SQLite format 3\0"
 
 
 def connect(path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
@@ -18,13 +19,23 @@ def connect(path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     SQLite would otherwise create it with the process umask. The -wal and -shm files
     inherit the database file's mode.
     """
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        size = None
+    if size is not None and 0 < size < len(_MAGIC):
+        # SQLite takes a file shorter than its header for an empty database and would
+        # write a new one over it: refuse it as what it is, not ours.
+        with open(path, "rb") as f:
+            if not _MAGIC.startswith(f.read(len(_MAGIC))):
+                raise sqlite3.DatabaseError("file is not a database")
     if readonly:
         from urllib.parse import quote  # lazy: only ipamctl opens read-only
 
         conn = sqlite3.connect("file:%s?mode=ro" % quote(os.path.abspath(path)), uri=True,
                                timeout=busy_timeout, isolation_level=None)
     else:
-        if not os.path.exists(path):
+        if size is None:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             os.close(fd)
         conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)

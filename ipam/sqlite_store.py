@@ -333,7 +333,8 @@ class SqliteStore:
     def cursors(self, network):
         rows = self.conn.execute("SELECT range_set, ip FROM cursors WHERE network = ?",
                                  (network,))
-        return {idx: addr.parse_ip(ip) for idx, ip in rows}
+        parsed = {idx: addr.parse_ip(ip) for idx, ip in rows}
+        return {idx: ip for idx, ip in parsed.items() if ip is not None}  # garbage: no cursor
 
     def network_info(self, network):
         """``(data_dir, export, range_sets_json)`` as the last ADD saw them, or None."""

@@ -107,8 +107,9 @@ def _release_all(store, leases, reason, data_dir):
     mirrors = []
     for network, changes in by_network.items():
         mirror = mirror_for(store, network, data_dir)
-        if mirror is not None and changes:
-            mirror.apply(store, changes)
+        # As in the plugin: a file that could not be removed keeps the pending marker,
+        # so the next command repairs it.
+        if mirror is not None and changes and not mirror.apply(store, changes):
             mirrors.append((mirror, network))
     return [lease for c in by_network.values() for lease in c.released], mirrors
 

@@ -9,7 +9,7 @@ README says so.
 import sys
 
 from ipam import jsonio, result
-from ipam.config import SUPPORTED_VERSIONS, go_quote, version_tuple
+from ipam.config import SUPPORTED_VERSIONS, go_quote, json_type, version_tuple
 from ipam.errors import (
     ConfigError,
     ContainerUnknown,
@@ -55,22 +55,16 @@ def decode_config(data):
     if not isinstance(conf, dict):
         raise DecodeError("error unmarshall network config: json: cannot unmarshal %s into Go "
                           "value of type struct { Name string \"json:\\\"name\\\"\" }"
-                          % _json_kind(conf))
+                          % json_type(conf))
     name = conf.get("name")
     if name is not None and not isinstance(name, str):
         raise DecodeError("error unmarshall network config: json: cannot unmarshal %s into Go "
-                          "struct field .name of type string" % _json_kind(name))
+                          "struct field .name of type string" % json_type(name))
     if not name:
         raise ConfigError("missing network name")
     if not valid_name(name):
         raise ConfigError("invalid characters found in network name", name)
     return conf
-
-
-def _json_kind(value):
-    from ipam.config import json_type
-
-    return json_type(value)
 
 
 def validate_container_id(cid):
@@ -100,7 +94,7 @@ def _config_version(conf):
     version = conf.get("cniversion")
     if version is not None and not isinstance(version, str):
         raise DecodeError("json: cannot unmarshal %s into Go struct field .cniVersion of type "
-                          "string" % _json_kind(version))
+                          "string" % json_type(version))
     return version or "0.1.0"
 
 

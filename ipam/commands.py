@@ -5,7 +5,7 @@ lock) and the result is returned only after COMMIT: the database is the truth.
 """
 import sys
 
-from ipam import allocator, config, jsonio, result
+from ipam import addr, allocator, config, jsonio, result
 from ipam.backend import open_store
 from ipam.errors import ConfigError, IoFailure, IpamError, Unavailable
 from ipam.exporter import Mirror
@@ -201,7 +201,7 @@ def prev_result_ips(prev):
     out = []
     for i, entry in enumerate(ips):
         text = entry.get("address") if isinstance(entry, dict) else None
-        parsed = config.addr.parse_cidr(text) if isinstance(text, str) else None
+        parsed = addr.parse_cidr(text) if isinstance(text, str) else None
         if parsed is None:
             raise ConfigError("invalid prevResult: ips[%d].address is not an address/prefix" % i)
         out.append(parsed[0])
@@ -221,7 +221,7 @@ def valid_attachments(conf_obj):
     valid = set()
     for i, item in enumerate(items):
         cid = item.get("containerid") if isinstance(item, dict) else None
-        ifname = item.get("ifname")if isinstance(item, dict) else None
+        ifname = item.get("ifname") if isinstance(item, dict) else None
         if not isinstance(cid, str) or not isinstance(ifname, str):
             raise ConfigError("invalid config: %s[%d] needs containerID and ifname strings"
                               % (key, i))

@@ -9,7 +9,7 @@ package does the work.
 try:
     import _json
 except ImportError:  # pragma: no cover - CPython always has it
-    _json = None
+    _json = None  # type: ignore[assignment]
 
 _WS = " \t\n\r"
 

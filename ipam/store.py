@@ -6,12 +6,10 @@ unit tests). Both pass the same contract tests (tests/test_store_contract.py). T
 does not import this module: it exists for type checkers and readers.
 """
 from contextlib import AbstractContextManager
-from ipaddress import IPv4Address, IPv6Address
-from typing import Callable, Iterable, Optional, Protocol, Union
+from typing import Callable, Iterable, Optional, Protocol
 
+from ipam.addr import IP
 from ipam.lease import Event, Lease
-
-IP = Union[IPv4Address, IPv6Address]
 
 
 class Store(Protocol):

@@ -127,3 +127,15 @@ def test_no_statement_of_add_del_check_scans_a_table(tmp_path, op):
         assert "SCAN" not in plan, (sql, plan)
         checked += 1
     assert checked >= 1
+
+
+def test_the_wal_stays_short_so_a_new_process_reads_little_of_it(tmp_path):
+    """Each plugin process opens the database alone, so SQLite rebuilds the WAL index by
+    reading every frame of the WAL: it must stay near the checkpoint size, whatever the
+    number of commits (SQLite's default lets it reach 1000 frames, about 3 ms to read)."""
+    s = pool(tmp_path, 0, "db")
+    for i in range(300):
+        with s.transaction():
+            add(s, "c%d" % i)()
+    frames = (tmp_path / "db-wal").stat().st_size // (4096 + 24)
+    assert frames <= 100

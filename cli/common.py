@@ -17,11 +17,19 @@ class Obj:
     data_dir: str
     database: str
     output: str
+    node: str | None = None
 
 
-def open_store(obj: Obj, readonly: bool) -> Any:
-    """Read-only commands never create a database or a directory."""
-    return _open_store(obj.database, readonly=readonly)
+def open_store(obj: Obj, readonly: bool, every_node: bool = False) -> Any:
+    """Read-only commands never create a database or a directory.
+
+    On a shared database, ``every_node`` commands (list, stats, history) see every
+    node's leases unless ``--node`` names one; the others act on one node's leases,
+    ``--node`` or this host's, since its mirror and its boots are that node's.
+    """
+    scope = obj.node if every_node else True
+    return _open_store(obj.database, readonly=readonly, node=obj.node,
+                       data_dir=obj.data_dir, scope=scope)
 
 
 def parse_ip(ctx: Any, param: Any, value: str | None) -> Any:

@@ -30,7 +30,7 @@ def history_cmd(obj: Obj, network: str | None, ip: object, container_id: str | N
         ipamctl history --container 3f2a9c --since 2h
     """
     table_or_json(obj)
-    store = open_store(obj, readonly=True)
+    store = open_store(obj, readonly=True, every_node=True)
     try:
         events = admin.history(store, network, ip, container_id,
                                parse_time(since) if since else None,

@@ -24,7 +24,7 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: object
         ipamctl -o json list --container 3f2a9c
     """
     table_or_json(obj)
-    store = open_store(obj, readonly=True)
+    store = open_store(obj, readonly=True, every_node=True)
     try:
         leases = admin.list_leases(store, network, container_id, ip)
     finally:

@@ -62,6 +62,14 @@ def emit(obj: Obj, data: Mapping[str, Any], text: str) -> None:
     help=f"SQLite file or SQLAlchemy URL.  [default: DATA_DIR/{paths.DB_NAME}]",
 )
 @click.option(
+    "--node",
+    envvar="IPAM_NODE",
+    show_envvar=True,
+    metavar="NAME",
+    help="On a shared (PostgreSQL) database: the node to act on.  [default: this host; "
+    "list, stats and history: every node]",
+)
+@click.option(
     "-o",
     "--output",
     type=click.Choice(OUTPUT_FORMATS),
@@ -71,7 +79,8 @@ def emit(obj: Obj, data: Mapping[str, Any], text: str) -> None:
 )
 @click.version_option(package_name="host-local-sqlite", prog_name="ipamctl")
 @click.pass_context
-def cli(ctx: click.Context, data_dir: str, database: str | None, output: str) -> None:
+def cli(ctx: click.Context, data_dir: str, database: str | None, node: str | None,
+        output: str) -> None:
     """Inspect and manage host-local-sqlite's IP address leases.
 
     \b
@@ -82,6 +91,7 @@ def cli(ctx: click.Context, data_dir: str, database: str | None, output: str) ->
         data_dir=data_dir,
         database=database or paths.default_database(data_dir),
         output=output,
+        node=node,
     )
 
 

@@ -84,20 +84,22 @@ def lease_row(lease: Any) -> dict[str, Any]:
     """The JSON shape of a lease (documented in the README)."""
     return {"network": lease.network, "ip": str(lease.ip), "container_id": lease.container_id,
             "ifname": lease.ifname, "range_set": lease.range_set,
-            "allocated_at": iso(lease.allocated_at)}
+            "allocated_at": iso(lease.allocated_at), "node": lease.node}
 
 
-LEASE_COLUMNS = ["network", "ip", "container_id", "ifname", "range_set", "allocated_at"]
+LEASE_COLUMNS = ["network", "ip", "container_id", "ifname", "range_set", "allocated_at",
+                 "node"]
 
 
 def event_row(event: Any) -> dict[str, Any]:
     """The JSON shape of a history event (documented in the README)."""
     return {"time": iso(event.time), "event": event.event, "reason": event.reason,
             "network": event.network, "ip": event.ip, "container_id": event.container_id,
-            "ifname": event.ifname}
+            "ifname": event.ifname, "node": event.node}
 
 
-EVENT_COLUMNS = ["time", "event", "reason", "network", "ip", "container_id", "ifname"]
+EVENT_COLUMNS = ["time", "event", "reason", "network", "ip", "container_id", "ifname",
+                 "node"]
 
 
 def is_terminal() -> bool:

@@ -62,7 +62,7 @@ def stats_cmd(obj: Obj, network: str | None) -> None:
         ipamctl stats
         ipamctl -o prometheus stats > /var/lib/node_exporter/ipam.prom
     """
-    store = open_store(obj, readonly=True)
+    store = open_store(obj, readonly=True, every_node=True)
     try:
         rows = admin.stats(store, network)
     finally:

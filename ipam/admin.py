@@ -84,18 +84,28 @@ def history(store, network=None, ip=None, container_id=None, since=None, at=None
 def mirror_for(store, network, data_dir, to=None):
     """Where a network is mirrored: ``to`` if given; else where the plugin mirrors it (its
     recorded dataDir, if export is on); else ``data_dir`` if the network has a directory
-    there. None: the network is not mirrored."""
+    there. None: the network is not mirrored. On a shared database, ``data_dir`` is this
+    node's, whatever another node recorded."""
     if to is not None:
         return Mirror(to)
     info = store.network_info(network)
+    if info is not None and not info[1]:
+        return None
+    if getattr(store, "shared", False):
+        # The recorded dataDir is whichever node wrote last; this node's is data_dir, and
+        # it mirrors this node's leases.
+        here = os.path.isdir(os.path.join(data_dir, network)) or store.leases(network)
+        return Mirror(data_dir) if here else None
     if info is not None:
-        return Mirror(info[0]) if info[1] else None
+        return Mirror(info[0])
     return Mirror(data_dir) if os.path.isdir(os.path.join(data_dir, network)) else None
 
 
 def _release_all(store, leases, reason, data_dir):
     """Release ``leases`` (re-read inside this transaction) and mirror the change."""
     by_network = {}
+    for network in sorted({lease.network for lease in leases}):
+        store.lock_network(network, 1)  # as the plugin does, before any change
     for lease in leases:
         by_network.setdefault(lease.network, Changes(lease.network))
         current = store.lease_at(lease.network, lease.ip)
@@ -285,6 +295,8 @@ def import_networks(store, source, networks=None, dry_run=False, progress=None):
         path = os.path.join(source, name)
         found = importer.scan(path, name, step)
         with store.transaction():
+            if not dry_run:
+                store.lock_network(name, 1)
             sets = range_sets_of(store, name)
             new, unchanged, conflicts, cursors = importer.plan(store, found, sets, boot_id())
             if not dry_run:

@@ -7,7 +7,7 @@ for the same attachment returns what it already holds. The caller wraps each com
 one store transaction, so a failure anywhere undoes every range set, cursors included.
 """
 from ipam import addr
-from ipam.errors import AllocationError, NotFound
+from ipam.errors import AllocationError, NotFound, Retry
 from ipam.lease import Changes, Lease
 
 
@@ -54,7 +54,10 @@ def add(store, network, range_sets, requested, container_id, ifname, now=0.0):
 
 
 def _reserve(store, lease, idx, changes):
-    store.reserve(lease, "add")
+    if not store.reserve(lease, "add"):
+        # Found free, yet taken at insert: only a writer outside the network's lock can
+        # do that (another node's ipamctl mid-way); the whole command is tried again.
+        raise Retry("address %s was taken while allocating it" % lease.ip)
     # host-local rewrites last_reserved_ip.N after every reserve, requested or not.
     store.set_last_reserved(lease.network, idx, lease.ip)
     changes.reserved.append(lease)

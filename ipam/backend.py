@@ -14,14 +14,21 @@ def sqlite_path(database):
     return None
 
 
-def open_store(database, busy_timeout=None, readonly=False):
+# The node-local writers' queue beside a shared database's mirror (dataDir). A leading
+# dot: no network directory can take this name.
+SHARED_LOCK = ".host-local-sqlite-shared.lock"
+
+
+def open_store(database, busy_timeout=None, readonly=False, node=None, data_dir=None,
+               scope=True):
+    """The Store for ``database``. ``node``/``data_dir``/``scope`` matter only to a
+    shared (server) database: this node's name, its mirror directory (where its writers
+    queue), and whose leases :meth:`leases` walks (True: this node's; None: all)."""
     path = sqlite_path(database)
     if path == ":memory:":
         raise ConfigError("database %s is not a file: leases must persist" % database)
     if path is None:
-        scheme = database.split("://", 1)[0]
-        raise ConfigError("database URL scheme %r is not supported: use a SQLite file path"
-                          % scheme)
+        return _open_server(database, busy_timeout, readonly, node, data_dir, scope)
     from ipam.sqlite_store import SqliteStore
 
     if not readonly:
@@ -31,4 +38,22 @@ def open_store(database, busy_timeout=None, readonly=False):
                 makedirs(parent, 0o755)
             except OSError as e:
                 raise IoFailure("cannot create %s: %s" % (parent, e.strerror or e)) from None
-    return SqliteStore(path, busy_timeout=busy_timeout, readonly=readonly)
+    return SqliteStore(path, busy_timeout=busy_timeout, readonly=readonly, node=node)
+
+
+def _open_server(url, busy_timeout, readonly, node, data_dir, scope):
+    """A shared database: SQLAlchemy and its driver, imported only here."""
+    if not url.startswith(("postgresql:", "postgresql+", "postgres:")):
+        raise ConfigError("database URL scheme %r is not supported: use a SQLite file path "
+                          "or a postgresql:// URL" % url.split("://", 1)[0])
+    lock = None
+    if data_dir and not readonly:
+        try:
+            makedirs(data_dir, 0o755)
+        except OSError as e:
+            raise IoFailure("cannot create %s: %s" % (data_dir, e.strerror or e)) from None
+        lock = os.path.join(data_dir, SHARED_LOCK)
+    from ipam.sql_store import SqlStore
+
+    return SqlStore(url, node=node, scope=scope, lock_path=lock, readonly=readonly,
+                    busy_timeout=busy_timeout)

@@ -7,7 +7,7 @@ import sys
 
 from ipam import addr, allocator, config, jsonio, result
 from ipam.backend import open_store
-from ipam.errors import ConfigError, IoFailure, IpamError, Unavailable
+from ipam.errors import ConfigError, IoFailure, IpamError, Retry, Unavailable
 from ipam.exporter import Mirror
 from ipam.ranges import describe
 
@@ -17,7 +17,22 @@ KEEP_OPEN = False
 
 
 def _open(conf):
-    return open_store(conf.database, conf.busy_timeout), Mirror(conf.data_dir, conf.export)
+    store = open_store(conf.database, conf.busy_timeout, node=conf.node,
+                       data_dir=conf.data_dir)
+    return store, Mirror(conf.data_dir, conf.export)
+
+
+def _attempts(store, run):
+    """``run()`` (one whole transaction), again after a pause each time a shared store
+    raises :class:`Retry`; the last attempt's error is the answer. On SQLite, once."""
+    for delay in store.retry_delays():
+        try:
+            return run()
+        except Retry:
+            import time
+
+            time.sleep(delay)
+    return run()
 
 
 def _close(store):
@@ -72,7 +87,8 @@ def cmd_add(env, conf_obj):
             note_network(store, conf)
             return allocator.add(store, conf.name, conf.range_sets, conf.requested,
                                  env["CNI_CONTAINERID"], env["CNI_IFNAME"])
-        allocations, _ = _commit_changes(store, mirror, conf.name, body)
+        allocations, _ = _attempts(
+            store, lambda: _commit_changes(store, mirror, conf.name, body))
     finally:
         _close(store)
     return result.render(conf.cni_version, [a.as_tuple() for a in allocations], conf.routes, dns)
@@ -86,7 +102,7 @@ def cmd_del(env, conf_obj):
             note_network(store, conf)
             return None, allocator.release(store, conf.name, env["CNI_CONTAINERID"],
                                            env["CNI_IFNAME"], len(conf.range_sets))
-        _commit_changes(store, mirror, conf.name, body)
+        _attempts(store, lambda: _commit_changes(store, mirror, conf.name, body))
     finally:
         _close(store)
     return ""
@@ -98,10 +114,13 @@ def cmd_check(env, conf_obj):
     store, mirror = _open(conf)
     try:
         mirror.touch(conf.name)  # host-local's store open creates them, even for CHECK
-        with store.transaction():
-            note_network(store, conf)
-            allocator.check(store, conf.name, env["CNI_CONTAINERID"], env["CNI_IFNAME"],
-                            prev_ips)
+
+        def run():
+            with store.transaction():
+                note_network(store, conf)
+                allocator.check(store, conf.name, env["CNI_CONTAINERID"], env["CNI_IFNAME"],
+                                prev_ips)
+        _attempts(store, run)
     finally:
         _close(store)
     return ""
@@ -115,7 +134,8 @@ def cmd_gc(env, conf_obj):
         def body():
             note_network(store, conf)  # adopt host-local's files first: GC judges them too
             return None, allocator.gc(store, conf.name, valid)
-        _, problems = _commit_changes(store, mirror, conf.name, body)
+        _, problems = _attempts(
+            store, lambda: _commit_changes(store, mirror, conf.name, body))
     finally:
         _close(store)
     if problems:
@@ -129,9 +149,11 @@ def cmd_status(env, conf_obj):
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
     store, _ = _open(conf)
     try:
-        with store.transaction():
-            note_network(store, conf)  # host-local's files count as taken addresses
-            full = allocator.exhausted(store, conf.name, conf.range_sets)
+        def run():
+            with store.transaction():
+                note_network(store, conf)  # host-local's files count as taken addresses
+                return allocator.exhausted(store, conf.name, conf.range_sets)
+        full = _attempts(store, run)
     finally:
         _close(store)
     if full is not None:
@@ -141,13 +163,15 @@ def cmd_status(env, conf_obj):
 
 
 def note_network(store, conf):
-    """Keep the ``networks`` row (ranges, dataDir, export) current for ipamctl: one
-    primary-key read per command, a write only when the config changed.
+    """Take the network's lock (a shared store's per-range row locks), then keep the
+    ``networks`` row (ranges, dataDir, export) current for ipamctl: one primary-key read
+    per command, a write only when the config changed.
 
     A network we have no record of at all, whose directory holds host-local's files, is
     adopted first (imported inside this same transaction): replacing the Go binary by
     ours then needs no manual step. ``"adopt": false`` turns that off.
     """
+    store.lock_network(conf.name, len(conf.range_sets))
     old = store.network_info(conf.name)
     if old is None and conf.adopt:
         adopt(store, conf)

@@ -21,7 +21,7 @@ class IpamConfig:
     """Everything one invocation needs from the config, already validated."""
 
     __slots__ = ("name", "cni_version", "range_sets", "routes", "data_dir", "resolv_conf",
-                 "requested", "database", "export", "adopt", "busy_timeout", "ipam")
+                 "requested", "database", "export", "adopt", "busy_timeout", "node", "ipam")
 
     def __init__(self, **kw):
         for k in self.__slots__:
@@ -259,6 +259,9 @@ def load(conf, env_args=""):
     database = _path(ipam.get("database"), "ipam.database") or default_database(data_dir)
     export = expect(ipam.get("export"), bool, "ipam.export")
     adopt = expect(ipam.get("adopt"), bool, "ipam.adopt")
+    node = expect(ipam.get("node"), str, "ipam.node")
+    if node is not None and (not node.strip() or not node.isprintable()):
+        raise ConfigError("invalid config: ipam.node must be a non-empty printable name")
     busy = ipam.get("busytimeout")
     if busy is not None and (isinstance(busy, bool) or not isinstance(busy, (int, float))
                              or not 0 <= busy <= MAX_BUSY_TIMEOUT):
@@ -304,7 +307,7 @@ def load(conf, env_args=""):
         routes=routes, data_dir=data_dir, resolv_conf=resolv_conf, requested=requested,
         database=database, export=True if export is None else export,
         adopt=True if adopt is None else adopt,
-        busy_timeout=busy, ipam=ipam,
+        busy_timeout=busy, node=node, ipam=ipam,
     )
 
 

@@ -70,6 +70,12 @@ class TryAgain(IpamError):
     code = 11
 
 
+class Retry(TryAgain):
+    """A shared database refused this attempt in a way another attempt fixes: a unique
+    clash with another node, a deadlock, a serialization failure, a connection lost.
+    The command runs again after a pause; past the last attempt it is code 11."""
+
+
 class Unavailable(IpamError):
     """STATUS: the plugin cannot service an ADD, e.g. a range set is exhausted (code 50)."""
 

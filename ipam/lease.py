@@ -3,13 +3,18 @@
 
 
 class Lease:
-    """One address held by one attachment. ``ifname`` is None for a legacy ID-only lease."""
+    """One address held by one attachment. ``ifname`` is None for a legacy ID-only lease.
+
+    ``node`` is where the attachment lives (None: the store's own node, or unrecorded).
+    It is not part of equality: a lease is the same lease whichever node reads it.
+    """
 
     __slots__ = ("network", "ip", "range_set", "container_id", "ifname", "allocated_at",
-                 "boot_id")
+                 "boot_id", "node")
+    _COMPARED = __slots__[:-1]
 
     def __init__(self, network, ip, range_set, container_id, ifname, allocated_at=0.0,
-                 boot_id=None):
+                 boot_id=None, node=None):
         self.network = network
         self.ip = ip
         self.range_set = range_set
@@ -17,6 +22,7 @@ class Lease:
         self.ifname = ifname
         self.allocated_at = allocated_at
         self.boot_id = boot_id
+        self.node = node
 
     def owned_by(self, container_id, ifname):
         """host-local's match: ``ID\\r\\nifname``, or a legacy file holding the bare ID."""
@@ -33,7 +39,7 @@ class Lease:
 
     def __eq__(self, other):
         return isinstance(other, Lease) and all(
-            getattr(self, k) == getattr(other, k) for k in self.__slots__)
+            getattr(self, k) == getattr(other, k) for k in self._COMPARED)
 
     def __hash__(self):
         return hash(self.key())
@@ -61,9 +67,9 @@ class Changes:
 class Event:
     """One row of the lease history: an allocation or a release, and why."""
 
-    __slots__ = ("time", "event", "reason", "network", "ip", "container_id", "ifname")
+    __slots__ = ("time", "event", "reason", "network", "ip", "container_id", "ifname", "node")
 
-    def __init__(self, time, event, reason, network, ip, container_id, ifname):
+    def __init__(self, time, event, reason, network, ip, container_id, ifname, node=None):
         self.time = time
         self.event = event
         self.reason = reason
@@ -71,6 +77,7 @@ class Event:
         self.ip = ip
         self.container_id = container_id
         self.ifname = ifname
+        self.node = node
 
     def __repr__(self):
         return "Event(%s %s %s %s %s %s/%s)" % (self.time, self.event, self.reason,

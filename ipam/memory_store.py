@@ -28,7 +28,8 @@ class _Txn:
 
 
 class MemoryStore:
-    def __init__(self):
+    def __init__(self, node="memory"):
+        self.node = node
         self._leases = {}  # (network, ip) -> Lease
         self._cursors = {}  # (network, range_set) -> ip
         self.history_rows = []  # (time, event, reason, network, ip, container_id, ifname)
@@ -36,6 +37,12 @@ class MemoryStore:
 
     def transaction(self, after_commit=None):
         return _Txn(self, after_commit)
+
+    def retry_delays(self):
+        return []  # one writer at a time: an attempt never needs repeating
+
+    def lock_network(self, network, n_sets):
+        pass  # the store's single write lock already covers every network
 
     def close(self):
         pass
@@ -55,9 +62,10 @@ class MemoryStore:
     def reserve(self, lease, reason):
         if lease.key() in self._leases:
             return False
-        if not lease.allocated_at:
+        if not lease.allocated_at or lease.node is None:
             lease = Lease(lease.network, lease.ip, lease.range_set, lease.container_id,
-                          lease.ifname, time.time(), lease.boot_id)
+                          lease.ifname, lease.allocated_at or time.time(), lease.boot_id,
+                          lease.node or self.node)
         self._leases[lease.key()] = lease
         self._log("allocate", reason, lease)
         return True
@@ -72,15 +80,16 @@ class MemoryStore:
         if old is not None:
             self._leases[lease.key()] = Lease(old.network, old.ip, old.range_set,
                                               old.container_id, old.ifname, old.allocated_at,
-                                              boot_id())
+                                              boot_id(), old.node)
 
     def release(self, lease, reason):
-        if self._leases.pop(lease.key(), None) is not None:
-            self._log("release", reason, lease)
+        gone = self._leases.pop(lease.key(), None)
+        if gone is not None:
+            self._log("release", reason, gone)
 
     def _log(self, event, reason, lease):
         self.history_rows.append((time.time(), event, reason, lease.network, str(lease.ip),
-                             lease.container_id, lease.ifname))
+                                  lease.container_id, lease.ifname, lease.node or self.node))
 
     def history(self, network=None, ip=None, container_id=None, since=None, until=None):
         out = []

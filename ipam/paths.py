@@ -30,3 +30,9 @@ def makedirs(path, mode=0o755):
     except FileExistsError:
         if not os.path.isdir(path):
             raise
+
+
+def node_name() -> str:
+    """This node's name for the leases it takes: the kernel's host name, as ``hostname``
+    prints it (``os.uname`` costs nothing; ``socket`` would cost an import)."""
+    return os.uname().nodename

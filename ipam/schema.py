@@ -54,9 +54,13 @@ leases = Table(
     Column("allocated_at", Float, nullable=False),  # seconds since the epoch, UTC
     # The kernel's boot id when the lease was made: netns do not survive a reboot.
     Column("boot_id", String, nullable=True),
+    # The node (host name, or the ipam key "node") that holds it: on a database shared
+    # by many nodes, each mirrors and garbage-collects only its own leases.
+    Column("node", String, nullable=True),
     UniqueConstraint("network", "ip"),
     UniqueConstraint("network", "ip_key"),
     Index("ix_leases_owner", "network", "container_id", "ifname"),
+    Index("ix_leases_network_node", "network", "node"),
     Index(
         "ix_leases_run_end",
         "network",
@@ -102,6 +106,7 @@ history = Table(
     Column("ip", String, nullable=False),
     Column("container_id", String, nullable=False),
     Column("ifname", String, nullable=True),
+    Column("node", String, nullable=True),
     Index("ix_history_network_ip_time", "network", "ip", "time"),
     Index("ix_history_container_id", "container_id"),
 )

@@ -50,6 +50,24 @@ def connect(path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     return conn
 
 
-def enable_wal(conn: sqlite3.Connection) -> None:
-    """WAL lets readers (ipamctl) run beside writers; the mode persists in the file."""
+def enable_wal(conn: sqlite3.Connection, attempts: int = 200) -> None:
+    """WAL lets readers (ipamctl) run beside writers; the mode persists in the file.
+
+    The switch needs an exclusive lock. Two processes that both just created or checked
+    the schema can each hold a shared lock while asking for it, and SQLite then answers
+    one of them "locked" at once rather than deadlock: that one waits a little and tries
+    again, unless the other has switched the mode meanwhile.
+    """
+    import time
+
+    for _ in range(attempts - 1):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e):
+                raise
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            time.sleep(0.01)
     conn.execute("PRAGMA journal_mode=WAL")

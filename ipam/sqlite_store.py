@@ -12,11 +12,12 @@ import time
 from ipam import addr, writer_lock
 from ipam.errors import IoFailure, SchemaError, TryAgain
 from ipam.lease import Event, Lease
+from ipam.paths import node_name
 from ipam.schema_version import HEAD, REVISIONS
 from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT, connect
 from ipam.sqlite_module import sqlite3
 
-_LEASE_COLS = "network, ip, range_set, container_id, ifname, allocated_at, boot_id"
+_LEASE_COLS = "network, ip, range_set, container_id, ifname, allocated_at, boot_id, node"
 _BOOT_ID: list = []
 
 
@@ -46,7 +47,7 @@ def translate(err, path):
 
 
 def _lease(row):
-    return Lease(row[0], addr.parse_ip(row[1]), row[2], row[3], row[4], row[5], row[6])
+    return Lease(row[0], addr.parse_ip(row[1]), row[2], row[3], row[4], row[5], row[6], row[7])
 
 
 class _Txn:
@@ -91,8 +92,11 @@ class _Txn:
 
 
 class SqliteStore:
-    def __init__(self, path, busy_timeout=None, readonly=False):
+    def __init__(self, path, busy_timeout=None, readonly=False, node=None):
         self.path = path
+        # Recorded with every lease and event. One file is one node's: nothing filters on
+        # it here (a renamed host still owns its leases).
+        self.node = node or node_name()
         self.readonly = readonly
         self._queue = None
         timeout = DEFAULT_BUSY_TIMEOUT if busy_timeout is None else busy_timeout
@@ -112,6 +116,12 @@ class SqliteStore:
     # -- transactions and schema ------------------------------------------------------
     def transaction(self, after_commit=None):
         return _Txn(self, after_commit)
+
+    def retry_delays(self):
+        return []  # one writer at a time: an attempt never needs repeating
+
+    def lock_network(self, network, n_sets):
+        pass  # the store's single write lock already covers every network
 
     def begin(self):
         """Take the write lock (or a read snapshot) and make sure the schema is current.
@@ -204,10 +214,11 @@ class SqliteStore:
         now = lease.allocated_at or time.time()
         cur = conn.execute(
             "INSERT INTO leases (network, ip, ip_key, next_free, range_set, container_id, "
-            "ifname, allocated_at, boot_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ifname, allocated_at, boot_id, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT DO NOTHING",
             (lease.network, str(lease.ip), key, not taken_after, lease.range_set,
-             lease.container_id, lease.ifname, now, lease.boot_id or boot_id()))
+             lease.container_id, lease.ifname, now, lease.boot_id or boot_id(),
+             lease.node or self.node))
         if cur.rowcount != 1:
             return False
         pred = _neighbour(key, -1)
@@ -237,19 +248,19 @@ class SqliteStore:
             succ = _neighbour(key, 1)
             rows.append((network, str(lease.ip), key, succ not in keys, lease.range_set,
                          lease.container_id, lease.ifname, lease.allocated_at,
-                         lease.boot_id))
+                         lease.boot_id, lease.node or self.node))
         conn.executemany(
             "INSERT INTO leases (network, ip, ip_key, next_free, range_set, container_id, "
-            "ifname, allocated_at, boot_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            "ifname, allocated_at, boot_id, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         preds = [(network, p) for p in (_neighbour(k, -1) for k in new_keys)
                  if p is not None and p in existing]
         conn.executemany("UPDATE leases SET next_free = 0 WHERE network = ? AND ip_key = ?",
                          preds)
         now = time.time()
         conn.executemany(
-            "INSERT INTO history (time, event, reason, network, ip, container_id, ifname) "
-            "VALUES (?, 'allocate', ?, ?, ?, ?, ?)",
-            [(now, reason, r[0], r[1], r[5], r[6]) for r in rows])
+            "INSERT INTO history (time, event, reason, network, ip, container_id, ifname, "
+            "node) VALUES (?, 'allocate', ?, ?, ?, ?, ?, ?)",
+            [(now, reason, r[0], r[1], r[5], r[6], r[9]) for r in rows])
         return len(rows)
 
     def renew(self, lease):
@@ -272,9 +283,10 @@ class SqliteStore:
 
     def _log(self, now, event, reason, lease):
         self.conn.execute(
-            "INSERT INTO history (time, event, reason, network, ip, container_id, ifname) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (now, event, reason, lease.network, str(lease.ip), lease.container_id, lease.ifname))
+            "INSERT INTO history (time, event, reason, network, ip, container_id, ifname, "
+            "node) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (now, event, reason, lease.network, str(lease.ip), lease.container_id, lease.ifname,
+             lease.node or self.node))
 
     def first_free(self, network, lo, hi):
         """Two index probes whatever the pool size: is ``lo`` free; else where does the run
@@ -306,7 +318,8 @@ class SqliteStore:
         if until is not None:
             where.append("time <= ?")
             params.append(until)
-        sql = ("SELECT time, event, reason, network, ip, container_id, ifname FROM history%s "
+        sql = ("SELECT time, event, reason, network, ip, container_id, ifname, node "
+               "FROM history%s "
                "ORDER BY time, id" % (" WHERE " + " AND ".join(where) if where else ""))
         return [Event(*row) for row in self.conn.execute(sql, params)]
 

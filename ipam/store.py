@@ -1,8 +1,9 @@
 """The Store contract: every operation the plugin needs, and nothing about SQL.
 
 Implementations: :class:`ipam.sqlite_store.SqliteStore` (the embedded default, stdlib
-sqlite3) and :class:`ipam.memory_store.MemoryStore` (an in-memory fake for the allocator's
-unit tests). Both pass the same contract tests (tests/test_store_contract.py). The hot path
+sqlite3), :class:`ipam.sql_store.SqlStore` (a PostgreSQL database shared by many nodes,
+SQLAlchemy Core) and :class:`ipam.memory_store.MemoryStore` (an in-memory fake for the
+allocator's unit tests). All pass the same contract tests (tests/test_store_contract.py). The hot path
 does not import this module: it exists for type checkers and readers.
 """
 from contextlib import AbstractContextManager
@@ -17,6 +18,14 @@ class Store(Protocol):
                     ) -> AbstractContextManager[None]:
         """One atomic unit holding the write lock: all of a command or none of it.
         ``after_commit`` runs after COMMIT, while the lock is still held."""
+
+    def retry_delays(self) -> list[float]:
+        """Pauses before each further attempt of a command that raised ``Retry``; empty
+        where one attempt always suffices (SQLite's single writer)."""
+
+    def lock_network(self, network: str, n_sets: int) -> None:
+        """Serialize, against every other writer of ``network``, all that this
+        transaction changes in it (a no-op where the whole store has one writer)."""
 
     def lease_at(self, network: str, ip: IP) -> Optional[Lease]:
         """The lease of ``ip`` in ``network``, if any."""

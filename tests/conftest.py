@@ -30,13 +30,39 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(scope="session")
+def pg_server():
+    """One throwaway PostgreSQL server for the session (skips without the binaries,
+    which under CI=true fails the run)."""
+    import pgserver
+
+    bindir = pgserver.find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries not found (Debian: apt-get install "
+                    "postgresql)")
+    server = pgserver.PgServer(bindir).init().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A fresh, empty database on the session's server."""
+    return pg_server.create_database()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def store(request, tmp_path):
-    """The Store contract's two implementations, driven by the same tests."""
+    """The Store contract's implementations, driven by the same tests."""
     if request.param == "memory":
         s = MemoryStore()
-    else:
+    elif request.param == "sqlite":
         s = SqliteStore(str(tmp_path / "leases.db"))
+    else:
+        from ipam.sql_store import SqlStore
+
+        url = request.getfixturevalue("pg_url")
+        s = SqlStore(url, lock_path=str(tmp_path / "writers.lock"))
     yield s
     s.close()
 

@@ -101,7 +101,7 @@ def test_first_free_ipv6_top_of_prefix(store):
 
 
 @pytest.mark.parametrize("cls", ["ipam.memory_store.MemoryStore",
-                                 "ipam.sqlite_store.SqliteStore"])
+                                 "ipam.sqlite_store.SqliteStore", "ipam.sql_store.SqlStore"])
 def test_implementations_have_every_protocol_method(cls):
     import importlib
 
@@ -142,3 +142,31 @@ def test_import_leases_in_bulk_keeps_first_free_right(store):
         assert store.first_free("n", ip("10.0.0.2"), ip("10.0.0.9")) == ip("10.0.0.6")
         assert store.first_free("n", ip("10.0.0.7"), ip("10.0.0.9")) == ip("10.0.0.8")
         assert [e.reason for e in store.history("n")] == ["add"] + ["import"] * 4
+
+
+def test_leases_and_events_record_the_node(store):
+    with store.transaction():
+        store.lock_network("n", 1)
+        store.reserve(lease("10.0.0.2"), "add")
+        store.reserve(Lease("n", ip("10.0.0.3"), 0, "c", "eth1", node=store.node), "add")
+        assert {x.node for x in store.leases("n")} == {store.node}
+        store.release(store.lease_at("n", ip("10.0.0.2")), "del")
+        assert [e.node for e in store.history("n")] == [store.node] * 3
+
+
+def test_lock_network_leaves_cursors_and_listing_alone(store):
+    """A shared store creates placeholder cursor rows to lock: they are no cursor."""
+    with store.transaction():
+        store.lock_network("fresh", 2)
+        assert store.last_reserved("fresh", 0) is None
+        assert store.cursors("fresh") == {}
+        store.set_last_reserved("fresh", 1, ip("10.0.0.9"))
+        assert store.cursors("fresh") == {1: ip("10.0.0.9")}
+    with store.transaction():
+        store.lock_network("fresh", 2)
+        assert store.last_reserved("fresh", 1) == ip("10.0.0.9")
+
+
+def test_retry_delays_are_bounded(store):
+    delays = store.retry_delays()
+    assert len(delays) <= 10 and all(0 <= d <= 1 for d in delays)

@@ -6,7 +6,9 @@ speed drifts. Without the Go plugin it measures ours alone and says so.
 
 Reported: median ADD and DEL latency (whole process, as a runtime sees it) at pools of
 N existing leases, the CPython floor beside them, import time, a burst of parallel
-invocations, peak RSS of one ADD; a PNG plot under docs/ and a Markdown table.
+invocations, peak RSS of one ADD; a PNG plot under docs/ and a Markdown table. Then the
+shared pool on a throwaway PostgreSQL server: ADD and DEL latency with connection setup,
+and a burst spread over four simulated nodes.
 """
 import argparse
 import ipaddress
@@ -43,10 +45,10 @@ def write_host_local_dir(data_dir, n, network=NETWORK):
     return d
 
 
-def config(data_dir):
+def config(data_dir, **extra):
     return json.dumps({"cniVersion": "1.0.0", "name": NETWORK, "type": "bridge",
-                       "ipam": {"type": "host-local", "subnet": str(SUBNET),
-                                "dataDir": data_dir}}).encode()
+                       "ipam": dict({"type": "host-local", "subnet": str(SUBNET),
+                                     "dataDir": data_dir}, **extra)}).encode()
 
 
 def invoke(binary, command, conf, cid):
@@ -106,10 +108,12 @@ def cycles(plugins, k, n):
 
 def burst(binary, conf, count):
     """``count`` processes started at once: ADD, then (after all end) DEL, on a pool that
-    exists already (one ADD before: a node's first pod creates the database)."""
+    exists already (one ADD before: a node's first pod creates the database). ``conf``
+    is the config, or a function of the process number giving it (one node each)."""
     import resource
 
-    invoke(binary, "ADD", conf, "burst-warm")
+    conf_of = conf if callable(conf) else (lambda i: conf)
+    invoke(binary, "ADD", conf_of(0), "burst-warm")
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = {}
     for command in ("ADD", "DEL"):
@@ -121,8 +125,8 @@ def burst(binary, conf, count):
             procs.append(subprocess.Popen([binary], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           env=env))
-        for p in procs:
-            p.stdin.write(conf)
+        for i, p in enumerate(procs):
+            p.stdin.write(conf_of(i))
             p.stdin.close()
         results = []
         for p in procs:
@@ -192,12 +196,49 @@ def plot(rows, path, with_go):
     return True
 
 
+def shared_pool(tmp, k, count, nodes=4):
+    """PostgreSQL figures: ADD and DEL latency of one process (connection setup
+    included) on a loopback server, and a burst of ``count`` ADDs then DELs spread over
+    ``nodes`` simulated nodes. None when no PostgreSQL server binaries are installed."""
+    sys.path.insert(0, os.path.join(os.path.dirname(DOCS), "tests"))
+    import pgserver
+
+    bindir = pgserver.find_bindir()
+    if bindir is None:
+        return None
+    server = pgserver.PgServer(bindir).init().start()
+    try:
+        url = server.create_database("bench")
+        subprocess.run([IPAMCTL, "--database", url, "db", "upgrade"], check=True,
+                       capture_output=True)
+
+        def conf_of(i):
+            node = i % nodes
+            return config(os.path.join(tmp, "pg-node-%d" % node), database=url,
+                          node="node-%d" % node)
+        times = {"ADD": [], "DEL": []}
+        invoke(OURS, "ADD", conf_of(0), "pg-warm")
+        for i in range(k):
+            cid = "pg-%d" % i
+            for command in ("ADD", "DEL"):
+                times[command].append(invoke(OURS, command, conf_of(i), cid))
+        out = {op: statistics.median(v) * 1000 for op, v in times.items()}
+        out["burst"] = burst(OURS, conf_of, count)
+        out["nodes"] = nodes
+        return out
+    finally:
+        server.cleanup()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="0,2000,10000,60000")
     ap.add_argument("--cycles", type=int, default=40, help="ADD+DEL rounds per size")
     ap.add_argument("--burst", type=int, default=100)
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--pg-cycles", type=int, default=20,
+                    help="ADD+DEL rounds on PostgreSQL (0: skip the shared-pool figures)")
+    ap.add_argument("--pg-burst", type=int, default=200)
     args = ap.parse_args()
     with_go = os.access(GO, os.X_OK)
     if not with_go:
@@ -227,9 +268,11 @@ def main():
                    OURS, config(os.path.join(tmp, "rss-first")), "rss", warm=False)}
         if with_go:
             rss["go"] = peak_rss_kib(GO, config(os.path.join(tmp, "rss-go")), "rss")
+        shared = shared_pool(tmp, args.pg_cycles, args.pg_burst) if args.pg_cycles else None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report(rows, bursts, rss, with_go, args)
+    report_shared(shared, args)
     if not args.no_plot:
         os.makedirs(DOCS, exist_ok=True)
         path = os.path.join(DOCS, "latency.png")
@@ -274,6 +317,23 @@ def report(rows, bursts, rss, with_go, args):
     for name, kib in rss.items():
         print("peak RSS of one ADD, %s: %.1f MB" % (name, kib / 1024))
     print("reproduce: make bench   (sizes %s, %d cycles each)" % (args.sizes, args.cycles))
+
+
+def report_shared(shared, args):
+    if not args.pg_cycles:
+        return
+    if shared is None:
+        print("PostgreSQL server binaries not found: no shared-pool figures "
+              "(Debian: apt-get install postgresql)")
+        return
+    b = shared["burst"]
+    print("shared pool on PostgreSQL (loopback): ADD %.0f ms, DEL %.0f ms median of %d, "
+          "connection setup included" % (shared["ADD"], shared["DEL"], args.pg_cycles))
+    print("shared pool burst of %d over %d nodes: ADD %.2f s (%d failures, distinct %s), "
+          "DEL %.2f s (%d failures); CPU %.0f ms per call" % (
+              args.pg_burst, shared["nodes"], b["ADD"]["wall_s"], b["ADD"]["failures"],
+              b["ADD"]["distinct"], b["DEL"]["wall_s"], b["DEL"]["failures"],
+              b["cpu_ms_per_call"]))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,184 @@
+"""SqlStore on a real PostgreSQL server: what the contract tests cannot show.
+
+Node scope, the schema the migrations make there, the retry when a connection is lost
+at COMMIT (both outcomes), the integrity check, and a database from a newer version.
+The multi-node process tests live in test_shared_pool.py.
+"""
+import ipaddress
+
+import pytest
+import sqlalchemy
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from conftest import run_inprocess
+from ipam import migrate, schema, schema_version
+from ipam.errors import Retry
+from ipam.lease import Lease
+from ipam.sql_store import SqlStore
+
+ip = ipaddress.ip_address
+
+
+def make(url, tmp_path, node, scope=True):
+    return SqlStore(url, node=node, scope=scope, lock_path=str(tmp_path / (node + ".lock")))
+
+
+def conf(url, data_dir, node="node-a", **ipam):
+    return {"cniVersion": "1.0.0", "name": "shared", "type": "bridge",
+            "ipam": dict({"type": "host-local-sqlite", "subnet": "10.70.0.0/24",
+                          "dataDir": str(data_dir), "database": url, "node": node}, **ipam)}
+
+
+def test_migrations_make_the_declared_schema_on_postgresql(pg_url):
+    assert migrate.upgrade(pg_url) == schema_version.HEAD
+    assert migrate.current(pg_url) == schema_version.HEAD
+    engine = sqlalchemy.create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), schema.metadata) == []
+            indexes = {i["name"]: i for i in sqlalchemy.inspect(conn).get_indexes("leases")}
+            # The partial index that makes "first free address" two probes.
+            assert "ix_leases_run_end" in indexes
+            where = conn.execute(sqlalchemy.text(
+                "SELECT pg_get_expr(indpred, indrelid) FROM pg_index "
+                "WHERE indexrelid = 'ix_leases_run_end'::regclass")).scalar()
+            assert where == "next_free"
+    finally:
+        engine.dispose()
+    assert migrate.upgrade(pg_url) == schema_version.HEAD  # idempotent
+
+
+def test_each_node_sees_its_own_leases_and_allocation_sees_all(pg_url, tmp_path):
+    a, b = make(pg_url, tmp_path, "node-a"), make(pg_url, tmp_path, "node-b")
+    every = make(pg_url, tmp_path, "admin", scope=None)
+    try:
+        with a.transaction():
+            a.reserve(Lease("n", ip("10.0.0.2"), 0, "ca", "eth0"), "add")
+        with b.transaction():
+            assert b.lease_at("n", ip("10.0.0.2")).node == "node-a"  # the whole pool
+            assert b.first_free("n", ip("10.0.0.2"), ip("10.0.0.9")) == ip("10.0.0.3")
+            b.reserve(Lease("n", ip("10.0.0.3"), 0, "cb", "eth0"), "add")
+        with a.transaction():
+            assert [x.container_id for x in a.leases("n")] == ["ca"]
+        with b.transaction():
+            assert [x.container_id for x in b.leases()] == ["cb"]
+        with every.transaction():
+            assert [(x.container_id, x.node) for x in every.leases("n")] == [
+                ("ca", "node-a"), ("cb", "node-b")]
+            assert [e.node for e in every.history("n")] == ["node-a", "node-b"]
+    finally:
+        for s in (a, b, every):
+            s.close()
+
+
+class _LoseConnectionAtCommit:
+    """Makes the first COMMIT look lost to the client: ``landed`` says whether the
+    server really committed before the connection went."""
+
+    def __init__(self, monkeypatch, landed):
+        self.fired = False
+        self.landed = landed
+        real_connect = SqlStore._connect
+        hook = self
+
+        class Trans:
+            def __init__(self, trans):
+                self.trans = trans
+
+            def commit(self):
+                if hook.fired:
+                    return self.trans.commit()
+                hook.fired = True
+                if hook.landed:
+                    self.trans.commit()
+                else:
+                    self.trans.rollback()
+                raise sqlalchemy.exc.OperationalError(
+                    "COMMIT", {}, Exception("server closed the connection unexpectedly"),
+                    connection_invalidated=True)
+
+            def __getattr__(self, name):
+                return getattr(self.trans, name)
+
+        def connect(store):
+            real_connect(store)
+            store.trans = Trans(store.trans)
+
+        monkeypatch.setattr(SqlStore, "_connect", connect)
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["commit-landed", "commit-lost"])
+def test_connection_lost_at_commit_never_allocates_twice(pg_url, tmp_path, monkeypatch,
+                                                         landed):
+    migrate.upgrade(pg_url)
+    data_dir = tmp_path / "data"
+    hook = _LoseConnectionAtCommit(monkeypatch, landed)
+    out = run_inprocess("ADD", conf(pg_url, data_dir), container_id="c1")
+    assert hook.fired and out.status == 0, out
+    assert out.json["ips"][0]["address"] == "10.70.0.2/24"
+    monkeypatch.undo()
+    every = make(pg_url, tmp_path, "admin", scope=None)
+    try:
+        with every.transaction():
+            assert [(str(x.ip), x.container_id) for x in every.leases()] == [("10.70.0.2", "c1")]
+            assert [e.event for e in every.history()] == ["allocate"]
+            assert every.integrity() == []
+    finally:
+        every.close()
+    assert (data_dir / "shared" / "10.70.0.2").read_bytes() == b"c1\r\neth0"
+    assert sorted(p.name for p in (data_dir / "shared").iterdir()) == [
+        "10.70.0.2", "last_reserved_ip.0", "lock"]
+
+
+def test_retries_are_bounded_and_end_in_code_11(pg_url, tmp_path, monkeypatch):
+    migrate.upgrade(pg_url)
+    calls = []
+
+    def always_conflict(store, network, n_sets):
+        calls.append(network)
+        raise Retry("simulated clash")
+
+    monkeypatch.setattr(SqlStore, "lock_network", always_conflict)
+    monkeypatch.setattr("ipam.sql_store.retry_delays", lambda *a, **k: [0.0] * 5)
+    out = run_inprocess("ADD", conf(pg_url, tmp_path / "data"), container_id="c1")
+    assert out.status != 0 and out.json["code"] == 11, out
+    assert len(calls) == 6
+
+
+def test_integrity_finds_a_wrong_next_free_flag(pg_url, pg_server, tmp_path):
+    migrate.upgrade(pg_url)
+    s = make(pg_url, tmp_path, "node-a")
+    try:
+        with s.transaction():
+            for k in (2, 3, 5):
+                s.reserve(Lease("n", ip("10.0.0.%d" % k), 0, "c%d" % k, "eth0"), "add")
+            assert s.integrity() == []
+        pg_server.sql(pg_url, "UPDATE leases SET next_free = NOT next_free WHERE ip = '10.0.0.2'")
+        with s.transaction():
+            assert s.integrity() == ["lease n/10.0.0.2: next_free flag is wrong"]
+    finally:
+        s.close()
+
+
+def test_a_newer_schema_is_refused_untouched(pg_url, pg_server, tmp_path):
+    migrate.upgrade(pg_url)
+    pg_server.sql(pg_url, "UPDATE alembic_version SET version_num = '9999'")
+    out = run_inprocess("ADD", conf(pg_url, tmp_path / "data"), container_id="c1")
+    assert out.status != 0 and out.json["code"] == 7, out
+    assert "9999" in out.json["msg"] and "newer" in out.json["msg"]
+    assert pg_server.sql(pg_url, "SELECT count(*) FROM leases") == [(0,)]
+
+
+def test_invalid_node_names_are_config_errors(pg_url, tmp_path):
+    for node in ("", "  ", "a\nb", 7):
+        out = run_inprocess("ADD", conf(pg_url, tmp_path / "data", node=node),
+                            container_id="c1")
+        assert out.status != 0 and out.json["code"] == 7, (node, out)
+
+
+def test_unsupported_url_schemes_are_config_errors(tmp_path):
+    for url in ("mysql://u@h/db", "oracle://h/db"):
+        out = run_inprocess("ADD", conf(url, tmp_path / "data"), container_id="c1")
+        assert out.status != 0 and out.json["code"] == 7, (url, out)
+        assert "not supported" in out.json["msg"]

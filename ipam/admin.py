@@ -10,7 +10,7 @@ import time
 
 from ipam import addr
 from ipam.errors import IpamError
-from ipam.exporter import Mirror, NetworkDir, sync_dir
+from ipam.exporter import Mirror, NetworkDir, mirrored_cursors, sync_dir
 from ipam.lease import Changes
 from ipam.ranges import from_description
 from ipam.schema_version import HEAD
@@ -227,7 +227,7 @@ def export(store, data_dir, network=None, to=None, progress=None):
                 targets.append((name, mirror))
         step = None
         if progress is not None:
-            step = progress(sum(len(store.leases(n)) + len(store.cursors(n))
+            step = progress(sum(len(store.leases(n)) + len(mirrored_cursors(store, n) or ())
                                 for n, _ in targets))
         for name, mirror in targets:
             out[name] = mirror.repair(store, name, progress=step)
@@ -255,7 +255,8 @@ def check(store, data_dir, repair=False):
                 problems.append("%s: %s" % (name, e.msg))
                 continue
             try:
-                diffs = sync_dir(d, store.leases(name), store.cursors(name), dry_run=not repair)
+                diffs = sync_dir(d, store.leases(name), mirrored_cursors(store, name),
+                                 dry_run=not repair)
             finally:
                 d.close()
             if repair:

@@ -169,11 +169,14 @@ def note_network(store, conf):
 
     A network we have no record of at all, whose directory holds host-local's files, is
     adopted first (imported inside this same transaction): replacing the Go binary by
-    ours then needs no manual step. ``"adopt": false`` turns that off.
+    ours then needs no manual step. ``"adopt": false`` turns that off; a shared
+    database never adopts.
     """
     store.lock_network(conf.name, len(conf.range_sets))
     old = store.network_info(conf.name)
-    if old is None and conf.adopt:
+    # Not into a shared pool: the nodes' host-local pools overlap one another, and
+    # "ipamctl import" is the tool that reports those conflicts.
+    if old is None and conf.adopt and not getattr(store, "shared", False):
         adopt(store, conf)
     info = (conf.data_dir, conf.export,
             jsonio.dumps(describe(conf.range_sets), indent=0))

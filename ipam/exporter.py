@@ -189,7 +189,7 @@ class Mirror:
             d.ensure_lock()
             if stale:
                 try:
-                    sync_dir(d, store.leases(network), store.cursors(network))
+                    sync_dir(d, store.leases(network), mirrored_cursors(store, network))
                 except IoFailure as e:
                     problems.append(e.msg)
         finally:
@@ -213,7 +213,7 @@ class Mirror:
             return []
         d = NetworkDir(self.data_dir, network)
         try:
-            diffs = sync_dir(d, store.leases(network), store.cursors(network),
+            diffs = sync_dir(d, store.leases(network), mirrored_cursors(store, network),
                              progress=progress)
         finally:
             d.close()
@@ -221,18 +221,33 @@ class Mirror:
         return diffs
 
 
+def mirrored_cursors(store, network):
+    """The cursors a network's mirror must show, or None to leave its cursor files alone.
+
+    None on a shared store: there the pool's cursor moves with every node's allocations,
+    while a node's ``last_reserved_ip.N`` means what host-local's does, the last address
+    this node reserved, which its own ADDs write.
+    """
+    return None if getattr(store, "shared", False) else store.cursors(network)
+
+
 def sync_dir(d, leases, cursors, dry_run=False, progress=None):
     """Make a network directory equal the database; return the differences found.
 
     Address-named files without a lease and cursor files without a cursor are removed,
     wrong contents rewritten, missing files written, our leftover temporary files deleted.
-    Foreign files (names that are no address of ours) are left alone.
+    Foreign files (names that are no address of ours) are left alone, and so are the
+    cursor files when ``cursors`` is None (see :func:`mirrored_cursors`).
     """
     want = {str(lease.ip): lease.mirror_content() for lease in leases}
-    want.update({CURSOR_PREFIX + str(idx): str(ip).encode() for idx, ip in cursors.items()})
+    if cursors is not None:
+        want.update({CURSOR_PREFIX + str(idx): str(ip).encode()
+                     for idx, ip in cursors.items()})
     diffs = []
     for name in sorted(d.names()):
         if name in want or name == "lock":
+            continue
+        if cursors is None and name.startswith(CURSOR_PREFIX):
             continue
         if name.startswith(TMP_PREFIX):
             diffs.append(("temporary", name))

@@ -3,8 +3,8 @@
 Implementations: :class:`ipam.sqlite_store.SqliteStore` (the embedded default, stdlib
 sqlite3), :class:`ipam.sql_store.SqlStore` (a PostgreSQL database shared by many nodes,
 SQLAlchemy Core) and :class:`ipam.memory_store.MemoryStore` (an in-memory fake for the
-allocator's unit tests). All pass the same contract tests (tests/test_store_contract.py). The hot path
-does not import this module: it exists for type checkers and readers.
+allocator's unit tests). All pass the same contract tests (tests/test_store_contract.py).
+The hot path does not import this module: it exists for type checkers and readers.
 """
 from contextlib import AbstractContextManager
 from typing import Callable, Iterable, Optional, Protocol

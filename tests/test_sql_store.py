@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-
 from conftest import run_inprocess
+
 from ipam import migrate, schema, schema_version
 from ipam.errors import Retry
 from ipam.lease import Lease
@@ -182,3 +182,70 @@ def test_unsupported_url_schemes_are_config_errors(tmp_path):
         out = run_inprocess("ADD", conf(url, tmp_path / "data"), container_id="c1")
         assert out.status != 0 and out.json["code"] == 7, (url, out)
         assert "not supported" in out.json["msg"]
+
+
+def test_cni_gc_from_a_node_touches_only_its_own_leases(pg_url, tmp_path):
+    migrate.upgrade(pg_url)
+    dirs = {n: tmp_path / n for n in ("node-a", "node-b")}
+    for n, cid in (("node-a", "a1"), ("node-b", "b1"), ("node-a", "a2")):
+        assert run_inprocess("ADD", conf(pg_url, dirs[n], node=n), container_id=cid).status == 0
+    gc_conf = dict(conf(pg_url, dirs["node-a"], node="node-a"), cniVersion="1.1.0")
+    gc_conf["cni.dev/valid-attachments"] = [{"containerID": "a2", "ifname": "eth0"}]
+    out = run_inprocess("GC", gc_conf, container_id=None, ifname=None, netns=None)
+    assert out.status == 0, out
+    every = make(pg_url, tmp_path, "admin", scope=None)
+    try:
+        with every.transaction():
+            assert [(x.container_id, x.node) for x in every.leases("shared")] == [
+                ("b1", "node-b"), ("a2", "node-a")]
+    finally:
+        every.close()
+    assert sorted(p.name for p in (dirs["node-a"] / "shared").iterdir()) == [
+        "10.70.0.4", "last_reserved_ip.0", "lock"]
+    assert (dirs["node-b"] / "shared" / "10.70.0.3").read_bytes() == b"b1\r\neth0"
+
+
+def test_a_shared_pool_never_adopts_host_local_files(pg_url, tmp_path):
+    """Each node's host-local pool overlapped the others': importing one node's files
+    silently would be arbitrary. ``ipamctl import`` reports the conflicts instead."""
+    migrate.upgrade(pg_url)
+    data_dir = tmp_path / "data"
+    (data_dir / "shared").mkdir(parents=True)
+    (data_dir / "shared" / "10.70.0.2").write_bytes(b"old\r\neth0")
+    out = run_inprocess("ADD", conf(pg_url, data_dir), container_id="c1")
+    assert out.status == 0, out
+    assert pg_server_leases(pg_url, tmp_path) == [("10.70.0.2", "c1")]
+
+
+def pg_server_leases(url, tmp_path):
+    every = make(url, tmp_path, "admin", scope=None)
+    try:
+        with every.transaction():
+            return [(str(x.ip), x.container_id) for x in every.leases()]
+    finally:
+        every.close()
+
+
+def test_each_node_mirrors_its_own_cursor_and_check_agrees(pg_url, tmp_path):
+    """The pool's cursor moves with every node; a node's last_reserved_ip.0 is, as in
+    host-local, the last address that node reserved, and check/export leave it be."""
+    import json
+    import subprocess
+
+    from conftest import IPAMCTL
+
+    migrate.upgrade(pg_url)
+    dirs = {n: tmp_path / n for n in ("node-a", "node-b")}
+    for n, cid in (("node-a", "a1"), ("node-b", "b1")):
+        assert run_inprocess("ADD", conf(pg_url, dirs[n], node=n), container_id=cid).status == 0
+    assert (dirs["node-a"] / "shared" / "last_reserved_ip.0").read_text() == "10.70.0.2"
+    assert (dirs["node-b"] / "shared" / "last_reserved_ip.0").read_text() == "10.70.0.3"
+    for n, d in dirs.items():
+        for args in (["check"], ["export"], ["check"]):
+            out = subprocess.run([IPAMCTL, "--database", pg_url, "--node", n, "--data-dir",
+                                  str(d), "-o", "json", *args], capture_output=True,
+                                 text=True, timeout=60)
+            assert out.returncode == 0, (n, args, out.stdout, out.stderr)
+            if args == ["check"]:
+                assert json.loads(out.stdout) == {"ok": True, "problems": []}
+    assert (dirs["node-a"] / "shared" / "last_reserved_ip.0").read_text() == "10.70.0.2"

@@ -180,7 +180,10 @@ def note_network(store, conf):
         adopt(store, conf)
     info = (conf.data_dir, conf.export,
             jsonio.dumps(describe(conf.range_sets), indent=0))
-    if old != info:
+    # On a shared database every node has its own dataDir: a node's differing from the
+    # last writer's is no change worth a write (ipamctl uses its own --data-dir there).
+    shared = getattr(store, "shared", False)
+    if old is None or (old[1:] if shared else old) != (info[1:] if shared else info):
         store.set_network_info(conf.name, *info)
 
 

@@ -249,3 +249,18 @@ def test_each_node_mirrors_its_own_cursor_and_check_agrees(pg_url, tmp_path):
             if args == ["check"]:
                 assert json.loads(out.stdout) == {"ok": True, "problems": []}
     assert (dirs["node-a"] / "shared" / "last_reserved_ip.0").read_text() == "10.70.0.2"
+
+
+def test_nodes_with_their_own_data_dirs_do_not_rewrite_the_network_row(pg_url, pg_server,
+                                                                        tmp_path):
+    migrate.upgrade(pg_url)
+    assert run_inprocess("ADD", conf(pg_url, tmp_path / "a", node="node-a"),
+                         container_id="a1").status == 0
+    first = pg_server.sql(pg_url, "SELECT data_dir, updated_at FROM networks")
+    assert run_inprocess("ADD", conf(pg_url, tmp_path / "b", node="node-b"),
+                         container_id="b1").status == 0
+    assert pg_server.sql(pg_url, "SELECT data_dir, updated_at FROM networks") == first
+    # A change every node shares (the ranges) is written.
+    changed = conf(pg_url, tmp_path / "b", node="node-b", rangeEnd="10.70.0.100")
+    assert run_inprocess("ADD", changed, container_id="b2").status == 0
+    assert pg_server.sql(pg_url, "SELECT updated_at FROM networks") != [(first[0][1],)]

@@ -264,3 +264,55 @@ def test_nodes_with_their_own_data_dirs_do_not_rewrite_the_network_row(pg_url, p
     changed = conf(pg_url, tmp_path / "b", node="node-b", rangeEnd="10.70.0.100")
     assert run_inprocess("ADD", changed, container_id="b2").status == 0
     assert pg_server.sql(pg_url, "SELECT updated_at FROM networks") != [(first[0][1],)]
+
+
+def _raw(url):
+    return sqlalchemy.create_engine(url, isolation_level="READ COMMITTED",
+                                    poolclass=sqlalchemy.pool.NullPool)
+
+
+def test_real_unique_clashes_and_deadlocks_are_retryable(pg_url, tmp_path):
+    """The errors PostgreSQL really raises, not look-alikes: a duplicate (network, ip)
+    from another writer and a deadlock between two transactions both become Retry."""
+    import threading
+
+    migrate.upgrade(pg_url)
+    store = make(pg_url, tmp_path, "node-a")
+    engine = _raw(pg_url)
+    row = dict(network="n", ip="10.0.0.2", ip_key=bytes(15) + b"\x02", next_free=True,
+               range_set=0, container_id="c", allocated_at=1.0)
+    try:
+        with engine.begin() as conn:
+            conn.execute(schema.leases.insert().values(**row))
+        with pytest.raises(sqlalchemy.exc.IntegrityError) as clash:
+            with engine.begin() as conn:
+                conn.execute(schema.leases.insert().values(**row))
+        assert isinstance(store.translate(clash.value), Retry)
+
+        with engine.begin() as conn:
+            conn.execute(schema.cursors.insert().values(
+                [dict(network="n", range_set=i, ip="") for i in (0, 1)]))
+        barrier = threading.Barrier(2)
+        errors = []
+
+        def lock(first, second):
+            try:
+                with engine.begin() as conn:
+                    for k, idx in enumerate((first, second)):
+                        conn.execute(schema.cursors.select().where(
+                            schema.cursors.c.range_set == idx).with_for_update()).all()
+                        if k == 0:
+                            barrier.wait(timeout=10)
+            except sqlalchemy.exc.DBAPIError as e:
+                errors.append(e)
+        threads = [threading.Thread(target=lock, args=p) for p in ((0, 1), (1, 0))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert len(errors) == 1, errors
+        assert isinstance(store.translate(errors[0]), Retry)
+        assert "deadlock" in str(errors[0]).lower()
+    finally:
+        engine.dispose()
+        store.close()

@@ -9,7 +9,7 @@ from ipam.sqlite_module import sqlite3
 
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds
 _MAGIC = b"SQLite format 3\0"
-WAL_CHECKPOINT_FRAMES = 32
+WAL_TRIM_BYTES = 256 * (24 + 4096)  # 256 frames of a 4 KiB page: 1 MiB, under 1 ms to read
 
 
 def connect(path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
@@ -42,12 +42,35 @@ def connect(path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     # synchronous=FULL: an address we report must survive a power cut.
     conn.execute("PRAGMA synchronous=FULL")
-    # Every plugin process is the only connection when it opens the database, so SQLite
-    # rebuilds the WAL index by reading the whole WAL (about 3 us a frame: 3 ms at the
-    # default 1000-frame checkpoint). A short WAL keeps that read small; the extra
-    # checkpoint is one fsync every few commits.
-    conn.execute("PRAGMA wal_autocheckpoint=%d" % WAL_CHECKPOINT_FRAMES)
     return conn
+
+
+def trim_wal(conn: sqlite3.Connection, path: str, busy_timeout: float) -> None:
+    """Checkpoint the WAL and truncate it to nothing once it is longer than
+    :data:`WAL_TRIM_BYTES`; call it after COMMIT, still in the writers' queue.
+
+    Every plugin process is the only connection when it opens the database, so SQLite
+    rebuilds the WAL index by reading the whole WAL, about 3 us a frame. Its own
+    checkpoints cannot help here: a rebuilt index forgets what was checkpointed, so the
+    WAL is never restarted and grows with every commit, forever. Truncating it keeps
+    that read short, for one checkpoint fsync every few commits. A reader holding a
+    snapshot (ipamctl) makes the truncation give up at once; a later commit retries.
+    """
+    try:
+        if os.stat(path + "-wal").st_size <= WAL_TRIM_BYTES:
+            return
+    except OSError:
+        return
+    try:
+        conn.execute("PRAGMA busy_timeout=0")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    except sqlite3.Error:
+        pass  # housekeeping only: the commit is done
+    finally:
+        try:
+            conn.execute("PRAGMA busy_timeout=%d" % int(busy_timeout * 1000))
+        except sqlite3.Error:
+            pass
 
 
 def enable_wal(conn: sqlite3.Connection, attempts: int = 200) -> None:

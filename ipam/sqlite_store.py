@@ -14,7 +14,7 @@ from ipam.errors import IoFailure, SchemaError, TryAgain
 from ipam.lease import Event, Lease
 from ipam.paths import node_name
 from ipam.schema_version import HEAD, REVISIONS
-from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT, connect
+from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT, connect, trim_wal
 from ipam.sqlite_module import sqlite3
 
 _LEASE_COLS = "network, ip, range_set, container_id, ifname, allocated_at, boot_id, node"
@@ -75,6 +75,8 @@ class _Txn:
                     raise translate(e, self.store.path) from None
                 if self.after_commit is not None:
                     self.after_commit()
+                if not self.store.readonly:
+                    trim_wal(conn, self.store.path, self.store.timeout)
             else:
                 self._rollback()
                 if isinstance(exc, sqlite3.Error):

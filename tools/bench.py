@@ -68,8 +68,17 @@ def floor_once(code):
     return time.perf_counter() - t
 
 
-def prepare(tmp, n, with_go):
-    """A pool of ``n`` leases for each plugin: files for Go, ``ipamctl import`` for ours."""
+def install_launcher(tmp):
+    """``ipamctl install-plugin``'s launcher (``python -I -S``), beside the console script."""
+    bin_dir = os.path.join(tmp, "cni-bin")
+    os.makedirs(bin_dir)
+    subprocess.run([IPAMCTL, "install-plugin", bin_dir], check=True, capture_output=True)
+    return os.path.join(bin_dir, "host-local-sqlite")
+
+
+def prepare(tmp, n, with_go, launcher):
+    """A pool of ``n`` leases for each plugin: files for Go, ``ipamctl import`` for ours
+    (one copy for the console script, one for the launcher)."""
     plugins = {}
     src = os.path.join(tmp, "src-%d" % n)
     write_host_local_dir(src, n)
@@ -80,6 +89,11 @@ def prepare(tmp, n, with_go):
                    capture_output=True)
     import_s = time.perf_counter() - t
     plugins["ours"] = (OURS, config(ours_dir))
+    launcher_dir = os.path.join(tmp, "launcher-%d" % n)
+    shutil.copytree(src, launcher_dir)
+    subprocess.run([IPAMCTL, "--data-dir", launcher_dir, "import"], check=True,
+                   capture_output=True)
+    plugins["launcher"] = (launcher, config(launcher_dir))
     if with_go:
         go_dir = os.path.join(tmp, "go-%d" % n)
         shutil.copytree(src, go_dir)
@@ -177,11 +191,15 @@ def plot(rows, path, with_go):
 
     sizes = [r["n"] for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    series = [("ours", "ADD", "-o"), ("ours", "DEL", "--o")]
+    series = [("ours", "ADD", "-o"), ("ours", "DEL", "--o"), ("launcher", "ADD", "-^"),
+              ("launcher", "DEL", "--^")]
     if with_go:
         series += [("go", "ADD", "-s"), ("go", "DEL", "--s")]
+    names = {"ours": "host-local-sqlite (console script)",
+             "launcher": "host-local-sqlite (install-plugin launcher)",
+             "go": "Go host-local"}
     for name, op, style in series:
-        label = "%s %s" % ("host-local-sqlite" if name == "ours" else "Go host-local", op)
+        label = "%s %s" % (names[name], op)
         ax.plot(sizes, [r[name][op] for r in rows], style, label=label)
     ax.plot(sizes, [r["floor"]["sqlite3+json"] for r in rows], ":", color="grey",
             label="CPython floor (import sqlite3, json)")
@@ -247,12 +265,15 @@ def main():
     tmp = tempfile.mkdtemp(prefix="hls-bench-")
     rows = []
     try:
+        launcher = install_launcher(tmp)
         for n in sizes:
-            plugins, import_s = prepare(tmp, n, with_go)
+            plugins, import_s = prepare(tmp, n, with_go, launcher)
             r = cycles(plugins, args.cycles, n)
             r.update(n=n, import_s=import_s)
             rows.append(r)
-            line = "N=%6d  ours ADD %6.1f DEL %6.1f ms" % (n, r["ours"]["ADD"], r["ours"]["DEL"])
+            line = "N=%6d  ours ADD %6.1f DEL %6.1f ms  launcher ADD %6.1f DEL %6.1f ms" % (
+                n, r["ours"]["ADD"], r["ours"]["DEL"], r["launcher"]["ADD"],
+                r["launcher"]["DEL"])
             if with_go:
                 line += "  go ADD %6.1f DEL %6.1f ms  ratio go/ours ADD %5.2f DEL %5.2f" % (
                     r["go"]["ADD"], r["go"]["DEL"], r["go"]["ADD"] / r["ours"]["ADD"],
@@ -260,7 +281,9 @@ def main():
             line += "  floor %.1f ms  import %.2f s" % (r["floor"]["sqlite3+json"], import_s)
             print(line, flush=True)
         burst_dir = os.path.join(tmp, "burst")
-        bursts = {"ours": burst(OURS, config(os.path.join(burst_dir, "ours")), args.burst)}
+        bursts = {"ours": burst(OURS, config(os.path.join(burst_dir, "ours")), args.burst),
+                  "launcher": burst(launcher, config(os.path.join(burst_dir, "launcher")),
+                                    args.burst)}
         if with_go:
             bursts["go"] = burst(GO, config(os.path.join(burst_dir, "go")), args.burst)
         rss = {"ours": peak_rss_kib(OURS, config(os.path.join(tmp, "rss-ours")), "rss"),
@@ -281,29 +304,33 @@ def main():
 
 
 def report(rows, bursts, rss, with_go, args):
-    print()
-    print("| pool size | ours ADD ms | ours DEL ms |%s floor ms | import s |" % (
-        " Go ADD ms | Go DEL ms | ADD ratio Go/ours | DEL ratio Go/ours |" if with_go else ""))
-    print("|---:|---:|---:|%s---:|---:|" % ("---:|---:|---:|---:|" if with_go else ""))
-    for r in rows:
-        go = ""
-        if with_go:
-            go = " %.1f | %.1f | %.2f | %.2f |" % (r["go"]["ADD"], r["go"]["DEL"],
-                                                 r["go"]["ADD"] / r["ours"]["ADD"],
-                                                 r["go"]["DEL"] / r["ours"]["DEL"])
-        print("| %d | %.1f | %.1f |%s %.1f | %.2f |" % (
-            r["n"], r["ours"]["ADD"], r["ours"]["DEL"], go, r["floor"]["sqlite3+json"],
-            r["import_s"]))
+    for ours, title in (("ours", "console script"), ("launcher", "launcher")):
+        print()
+        print("%s (%s):" % (title, OURS if ours == "ours" else "ipamctl install-plugin"))
+        print("| pool size | ours ADD ms | ours DEL ms |%s floor ms | import s |" % (
+            " Go ADD ms | Go DEL ms | ADD ratio Go/ours | DEL ratio Go/ours |"
+            if with_go else ""))
+        print("|---:|---:|---:|%s---:|---:|" % ("---:|---:|---:|---:|" if with_go else ""))
+        for r in rows:
+            go = ""
+            if with_go:
+                go = " %.1f | %.1f | %.2f | %.2f |" % (r["go"]["ADD"], r["go"]["DEL"],
+                                                     r["go"]["ADD"] / r[ours]["ADD"],
+                                                     r["go"]["DEL"] / r[ours]["DEL"])
+            print("| %d | %.1f | %.1f |%s %.1f | %.2f |" % (
+                r["n"], r[ours]["ADD"], r[ours]["DEL"], go, r["floor"]["sqlite3+json"],
+                r["import_s"]))
     first = rows[0]
     print()
     floor = first["floor"]["sqlite3+json"]
-    print("CPython floor: bare interpreter %.1f ms, with sqlite3+json %.1f ms; ours at N=%d "
-          "is %+.1f ms from it" % (first["floor"]["bare"], floor, first["n"],
-                                   first["ours"]["ADD"] - floor))
-    if len(rows) > 1:
-        print("ours at N=%d vs N=%d: ADD x%.2f, DEL x%.2f" % (
-            rows[-1]["n"], first["n"], rows[-1]["ours"]["ADD"] / first["ours"]["ADD"],
-            rows[-1]["ours"]["DEL"] / first["ours"]["DEL"]))
+    for ours in ("ours", "launcher"):
+        print("CPython floor: bare interpreter %.1f ms, with sqlite3+json %.1f ms; %s at N=%d "
+              "is %+.1f ms from it" % (first["floor"]["bare"], floor, ours, first["n"],
+                                       first[ours]["ADD"] - floor))
+        if len(rows) > 1:
+            print("%s at N=%d vs N=%d: ADD x%.2f, DEL x%.2f" % (
+                ours, rows[-1]["n"], first["n"], rows[-1][ours]["ADD"] / first[ours]["ADD"],
+                rows[-1][ours]["DEL"] / first[ours]["DEL"]))
     for name, b in bursts.items():
         print("burst of %d %s: ADD %.2f s (%d failures, distinct %s), DEL %.2f s (%d failures);"
               " CPU %.1f ms per call" % (args.burst, name, b["ADD"]["wall_s"],
@@ -311,9 +338,10 @@ def report(rows, bursts, rss, with_go, args):
                                          b["DEL"]["wall_s"], b["DEL"]["failures"],
                                          b["cpu_ms_per_call"]))
     if with_go:
-        print("burst wall ratio ours/Go: ADD %.2f, DEL %.2f" % (
-            bursts["ours"]["ADD"]["wall_s"] / bursts["go"]["ADD"]["wall_s"],
-            bursts["ours"]["DEL"]["wall_s"] / bursts["go"]["DEL"]["wall_s"]))
+        for ours in ("ours", "launcher"):
+            print("burst wall ratio %s/Go: ADD %.2f, DEL %.2f" % (
+                ours, bursts[ours]["ADD"]["wall_s"] / bursts["go"]["ADD"]["wall_s"],
+                bursts[ours]["DEL"]["wall_s"] / bursts["go"]["DEL"]["wall_s"]))
     for name, kib in rss.items():
         print("peak RSS of one ADD, %s: %.1f MB" % (name, kib / 1024))
     print("reproduce: make bench   (sizes %s, %d cycles each)" % (args.sizes, args.cycles))

@@ -1,0 +1,107 @@
+"""``ipamctl install-plugin``: the launcher behaves exactly as the console script does,
+starts without site processing, and fails as a CNI error object when it is stale."""
+import json
+import os
+import stat
+import subprocess
+import sys
+
+from conftest import IPAMCTL, PLUGIN, cni_env
+from ipam import launcher
+
+
+def install(tmp_path, *args):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    out = subprocess.run([IPAMCTL, "-o", "json", "install-plugin", str(bin_dir), *args],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def run(binary, command, conf, **kw):
+    env = {"PATH": os.environ.get("PATH", "")}
+    env.update(cni_env(command, **kw))
+    proc = subprocess.run([binary], input=json.dumps(conf).encode(), env=env,
+                          capture_output=True, timeout=60)
+    assert b"Traceback" not in proc.stderr, proc.stderr.decode()
+    return proc.returncode, proc.stdout
+
+
+def test_writes_an_executable_with_the_installation_paths(tmp_path):
+    info = install(tmp_path)
+    path = tmp_path / "bin" / "host-local-sqlite"
+    assert info["path"] == str(path) and info["python"] == sys.executable
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    text = path.read_text()
+    assert text.startswith("#!%s -IS\n" % sys.executable)
+    assert all(repr(p) in text for p in info["paths"])
+    assert not [p for p in os.listdir(tmp_path / "bin") if p.startswith(".")]  # no temp file
+    assert install(tmp_path, "--name", "host-local")["path"].endswith("/bin/host-local")
+
+
+def test_answers_exactly_as_the_console_script(tmp_path, netconf):
+    launched = install(tmp_path)["path"]
+    fresh = {}
+    for name, binary in (("script", PLUGIN), ("launcher", launched)):
+        # Each on its own new database: the first ADD creates the schema with alembic,
+        # which the launcher must find without site processing.
+        conf = netconf({"subnet": "10.80.0.0/24", "dataDir": str(tmp_path / name)})
+        fresh[name] = [run(binary, "VERSION", conf),
+                       run(binary, "ADD", conf, container_id="c1"),
+                       run(binary, "ADD", conf, container_id="c2"),
+                       run(binary, "CHECK", conf, container_id="c1"),
+                       run(binary, "DEL", conf, container_id="c1"),
+                       run(binary, "CHECK", conf, container_id="c1")]
+    assert fresh["launcher"] == fresh["script"]
+    assert [rc for rc, _ in fresh["launcher"]] == [0, 0, 0, 0, 0, 1]
+
+
+def test_the_launcher_starts_without_site_and_isolated(tmp_path):
+    text = launcher.render().replace(
+        "\nrun()\n", "\nprint(sys.flags.no_site, sys.flags.isolated, 'site' in sys.modules)\n")
+    probe = tmp_path / "probe"
+    probe.write_text(text)
+    probe.chmod(0o755)
+    out = subprocess.run([str(probe)], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["1", "1", "False"], out
+
+
+def test_a_stale_launcher_is_a_cni_error_not_a_traceback(tmp_path, netconf):
+    text = launcher.render(paths=[str(tmp_path / "gone")])
+    stale = tmp_path / "stale"
+    stale.write_text(text)
+    stale.chmod(0o755)
+    rc, out = run(str(stale), "ADD", netconf({"subnet": "10.80.0.0/24"}))
+    assert rc == 1
+    err = json.loads(out)
+    assert err["code"] == 5 and "install-plugin" in err["msg"], err
+
+
+def test_refuses_bad_names_and_directories(tmp_path):
+    for args in (["--name", "a/b"], ["--name", ".."]):
+        out = subprocess.run([IPAMCTL, "install-plugin", str(tmp_path), *args],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out
+    out = subprocess.run([IPAMCTL, "install-plugin", str(tmp_path / "missing")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out
+
+
+def test_an_interpreter_path_unfit_for_a_shebang_is_refused():
+    for python in ("/x" * 200, "/opt/my python/bin/python"):
+        try:
+            launcher.render(python=python, paths=[])
+        except ValueError as e:
+            assert "console script" in str(e)
+        else:
+            raise AssertionError(python)
+
+
+def test_the_launcher_reaches_a_shared_pool(tmp_path, netconf, pg_url):
+    """SQLAlchemy and the PostgreSQL driver come from the recorded paths too."""
+    launched = install(tmp_path)["path"]
+    conf = netconf({"subnet": "10.80.0.0/24", "database": pg_url, "node": "n1"})
+    rc, out = run(launched, "ADD", conf, container_id="c1")
+    assert rc == 0, out
+    assert json.loads(out)["ips"][0]["address"] == "10.80.0.2/24"

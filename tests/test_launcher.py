@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from conftest import IPAMCTL, PLUGIN, cni_env
+
 from ipam import launcher
 
 

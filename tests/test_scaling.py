@@ -135,6 +135,7 @@ def test_the_wal_stays_short_across_plugin_processes(tmp_path):
     so without our truncation the WAL grew by every commit, forever (about 80 KB per
     ADD and DEL here). Real processes, as a runtime starts them."""
     from conftest import run_plugin
+
     from ipam.sqlite_db import WAL_TRIM_BYTES
 
     conf = {"cniVersion": "1.0.0", "name": "net", "type": "bridge",

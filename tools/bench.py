@@ -161,6 +161,17 @@ def burst(binary, conf, count):
     return out
 
 
+def median_burst(rounds):
+    """The median wall time of each command over the rounds; failures added up."""
+    out = {"cpu_ms_per_call": statistics.median(r["cpu_ms_per_call"] for r in rounds),
+           "rounds": len(rounds)}
+    for command in ("ADD", "DEL"):
+        out[command] = {"wall_s": statistics.median(r[command]["wall_s"] for r in rounds),
+                        "failures": sum(r[command]["failures"] for r in rounds),
+                        "distinct": all(r[command]["distinct"] for r in rounds)}
+    return out
+
+
 RSS_PROBE = """
 import resource, subprocess, sys
 subprocess.run([sys.argv[1]], input=sys.stdin.buffer.read(), capture_output=True, check=True)
@@ -253,6 +264,8 @@ def main():
     ap.add_argument("--sizes", default="0,2000,10000,60000")
     ap.add_argument("--cycles", type=int, default=40, help="ADD+DEL rounds per size")
     ap.add_argument("--burst", type=int, default=100)
+    ap.add_argument("--burst-rounds", type=int, default=5,
+                    help="bursts per plugin, interleaved; the median is reported")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--pg-cycles", type=int, default=20,
                     help="ADD+DEL rounds on PostgreSQL (0: skip the shared-pool figures)")
@@ -281,11 +294,15 @@ def main():
             line += "  floor %.1f ms  import %.2f s" % (r["floor"]["sqlite3+json"], import_s)
             print(line, flush=True)
         burst_dir = os.path.join(tmp, "burst")
-        bursts = {"ours": burst(OURS, config(os.path.join(burst_dir, "ours")), args.burst),
-                  "launcher": burst(launcher, config(os.path.join(burst_dir, "launcher")),
-                                    args.burst)}
+        contenders = {"ours": OURS, "launcher": launcher}
         if with_go:
-            bursts["go"] = burst(GO, config(os.path.join(burst_dir, "go")), args.burst)
+            contenders["go"] = GO
+        rounds = {name: [] for name in contenders}
+        for k in range(args.burst_rounds):  # interleaved, like the latency cycles
+            for name, binary in contenders.items():
+                conf = config(os.path.join(burst_dir, "%s-%d" % (name, k)))
+                rounds[name].append(burst(binary, conf, args.burst))
+        bursts = {name: median_burst(r) for name, r in rounds.items()}
         rss = {"ours": peak_rss_kib(OURS, config(os.path.join(tmp, "rss-ours")), "rss"),
                "ours, first ADD (creates the schema)": peak_rss_kib(
                    OURS, config(os.path.join(tmp, "rss-first")), "rss", warm=False)}
@@ -332,11 +349,11 @@ def report(rows, bursts, rss, with_go, args):
                 ours, rows[-1]["n"], first["n"], rows[-1][ours]["ADD"] / first[ours]["ADD"],
                 rows[-1][ours]["DEL"] / first[ours]["DEL"]))
     for name, b in bursts.items():
-        print("burst of %d %s: ADD %.2f s (%d failures, distinct %s), DEL %.2f s (%d failures);"
-              " CPU %.1f ms per call" % (args.burst, name, b["ADD"]["wall_s"],
-                                         b["ADD"]["failures"], b["ADD"]["distinct"],
-                                         b["DEL"]["wall_s"], b["DEL"]["failures"],
-                                         b["cpu_ms_per_call"]))
+        print("burst of %d %s (median of %d): ADD %.2f s (%d failures, distinct %s), "
+              "DEL %.2f s (%d failures); CPU %.1f ms per call" % (
+                  args.burst, name, b.get("rounds", 1), b["ADD"]["wall_s"],
+                  b["ADD"]["failures"], b["ADD"]["distinct"], b["DEL"]["wall_s"],
+                  b["DEL"]["failures"], b["cpu_ms_per_call"]))
     if with_go:
         for ours in ("ours", "launcher"):
             print("burst wall ratio %s/Go: ADD %.2f, DEL %.2f" % (

@@ -316,3 +316,26 @@ def test_real_unique_clashes_and_deadlocks_are_retryable(pg_url, tmp_path):
     finally:
         engine.dispose()
         store.close()
+
+
+def test_an_older_schema_on_postgresql_is_upgraded_in_place(pg_url, pg_server, tmp_path):
+    """A pool made by revision 0002 (before leases recorded their node) keeps its leases
+    through the upgrade the next plugin call runs; they simply have no node."""
+    from alembic import command
+
+    engine = sqlalchemy.create_engine(pg_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(migrate.alembic_config(pg_url, conn), "0002")
+    finally:
+        engine.dispose()
+    pg_server.sql(pg_url, "INSERT INTO leases (network, ip, ip_key, next_free, range_set, "
+                          "container_id, ifname, allocated_at) VALUES ('shared', '10.70.0.2', "
+                          "%s, true, 0, 'old', 'eth0', 1.0)",
+                  (bytes(10) + b"\xff\xff" + bytes([10, 70, 0, 2]),))
+    out = run_inprocess("ADD", conf(pg_url, tmp_path / "data"), container_id="new")
+    assert out.status == 0, out
+    assert out.json["ips"][0]["address"] == "10.70.0.3/24"
+    assert migrate.current(pg_url) == schema_version.HEAD
+    assert pg_server.sql(pg_url, "SELECT container_id, node FROM leases ORDER BY ip") == [
+        ("old", None), ("new", "node-a")]

@@ -251,6 +251,15 @@ def to_key(ip):
     return n.to_bytes(16, "big")
 
 
+def neighbour_key(key, delta):
+    """The sort key ``delta`` addresses away from ``key`` in the same 128-bit space, or None
+    past either end: how the stores find the address right before or after a lease."""
+    n = int.from_bytes(key, "big") + delta
+    if n < 0 or n >= 1 << 128:
+        return None
+    return n.to_bytes(16, "big")
+
+
 def from_int(version, n):
     return IP(version, n)
 

@@ -218,10 +218,10 @@ def _upgrade_url(url: str) -> str:
         with engine.begin() as connection:
             revision = MigrationContext.configure(connection).get_current_revision()
             tables = [t for t in inspect(connection).get_table_names() if t != "alembic_version"]
-            if _check(_redacted(url), revision, tables) != HEAD:
+            if _check(redacted(url), revision, tables) != HEAD:
                 command.upgrade(alembic_config(url, connection), "head")
     except SQLAlchemyError as e:
-        raise IoFailure(f"database {_redacted(url)}: {e.__class__.__name__}", str(e)) from e
+        raise IoFailure(f"database {redacted(url)}: {e.__class__.__name__}", str(e)) from e
     finally:
         engine.dispose()
     return HEAD
@@ -237,12 +237,13 @@ def _current_url(url: str) -> str | None:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
     except SQLAlchemyError as e:
-        raise IoFailure(f"database {_redacted(url)}: {e.__class__.__name__}", str(e)) from e
+        raise IoFailure(f"database {redacted(url)}: {e.__class__.__name__}", str(e)) from e
     finally:
         engine.dispose()
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
+    """``url`` for messages: the password hidden."""
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)

@@ -35,7 +35,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from ipam import addr, writer_lock
+from ipam import addr, migrate, writer_lock
 from ipam.errors import ConfigError, IoFailure, Retry, SchemaError, TryAgain
 from ipam.lease import Event, Lease
 from ipam.paths import node_name
@@ -65,26 +65,11 @@ def _lease(row):
     return Lease(row[0], addr.parse_ip(row[1]), row[2], row[3], row[4], row[5], row[6], row[7])
 
 
-def _key(ip):
-    return addr.to_key(ip)
-
-
-def _neighbour(key, delta):
-    n = int.from_bytes(key, "big") + delta
-    if n < 0 or n >= 1 << 128:
-        return None
-    return n.to_bytes(16, "big")
-
-
 def server_name(url):
     """``host:port`` of a URL, for messages (never the password)."""
     u = make_url(url)
     host = u.host or u.query.get("host") or "local socket"
     return "%s:%s" % (host, u.port or 5432)
-
-
-def redacted(url):
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def retry_delays(attempts=ATTEMPTS, base=0.02, cap=0.5):
@@ -160,7 +145,7 @@ class SqlStore:
         except ImportError as e:
             raise ConfigError("database %s needs a driver that is not installed (%s): "
                               "pip install 'host-local-sqlite[postgresql]'"
-                              % (redacted(url), e)) from None
+                              % (migrate.redacted(url), e)) from None
         self.conn = None
         self.trans = None
         self._idle = None
@@ -210,7 +195,7 @@ class SqlStore:
                             % (server_name(self.url), _first_line(e))) from None
             raise TryAgain("cannot reach database server %s: %s"
                            % (server_name(self.url), _first_line(e)),
-                           redacted(self.url)) from None
+                           migrate.redacted(self.url)) from None
         self.trans = self.conn.begin()
 
     def _revision(self):
@@ -231,12 +216,10 @@ class SqlStore:
         if revision is not None and revision not in REVISIONS:
             raise SchemaError("database %s has schema revision %s, newer than this version "
                               "of host-local-sqlite knows (%s); refusing to touch it"
-                              % (redacted(self.url), revision, HEAD))
+                              % (migrate.redacted(self.url), revision, HEAD))
         if self.readonly:
             raise SchemaError("database %s has no current schema (revision %s); run "
-                              "'ipamctl db upgrade'" % (redacted(self.url), revision))
-        from ipam import migrate
-
+                              "'ipamctl db upgrade'" % (migrate.redacted(self.url), revision))
         for delay in retry_delays() + [None]:
             try:
                 migrate.upgrade(self.url)
@@ -292,8 +275,8 @@ class SqlStore:
             return Retry("database %s: %s; try again later" % (server, what))
         if isinstance(err, DBAPIError) and err.__class__.__name__ == "OperationalError":
             return TryAgain("database server %s failed: %s" % (server, _first_line(err)),
-                            redacted(self.url))
-        return IoFailure("database %s: %s" % (server, _first_line(err)), redacted(self.url))
+                            migrate.redacted(self.url))
+        return IoFailure("database %s: %s" % (server, _first_line(err)), migrate.redacted(self.url))
 
     # -- locks ------------------------------------------------------------------------
     def lock_network(self, network, n_sets):
@@ -310,7 +293,7 @@ class SqlStore:
     # -- leases -----------------------------------------------------------------------
     def lease_at(self, network, ip):
         row = self._db().execute(select(*_LEASE_COLS).where(
-            L.c.network == network, L.c.ip_key == _key(ip))).first()
+            L.c.network == network, L.c.ip_key == addr.to_key(ip))).first()
         return _lease(row) if row else None
 
     def leases_of(self, network, container_id, ifname):
@@ -333,8 +316,8 @@ class SqlStore:
             L.c.network == network, L.c.ip_key == key)).first() is not None
 
     def reserve(self, lease, reason):
-        key = _key(lease.ip)
-        succ = _neighbour(key, 1)
+        key = addr.to_key(lease.ip)
+        succ = addr.neighbour_key(key, 1)
         taken_after = succ is not None and self._taken(lease.network, succ)
         now = lease.allocated_at or time.time()
         node = lease.node or self.node
@@ -345,7 +328,7 @@ class SqlStore:
             node=node).on_conflict_do_nothing().returning(L.c.id)).first()
         if done is None:
             return False
-        pred = _neighbour(key, -1)
+        pred = addr.neighbour_key(key, -1)
         if pred is not None:
             self._db().execute(update(L).where(L.c.network == lease.network,
                                               L.c.ip_key == pred).values(next_free=False))
@@ -361,21 +344,22 @@ class SqlStore:
             select(L.c.ip_key).where(L.c.network == network))}
         new = {}
         for lease in leases:
-            new[_key(lease.ip)] = lease
+            new[addr.to_key(lease.ip)] = lease
         keys = existing | set(new)
         rows = []
         for key, lease in new.items():
             if key in existing:
                 continue
             rows.append(dict(network=network, ip=str(lease.ip), ip_key=key,
-                             next_free=_neighbour(key, 1) not in keys,
+                             next_free=addr.neighbour_key(key, 1) not in keys,
                              range_set=lease.range_set, container_id=lease.container_id,
                              ifname=lease.ifname, allocated_at=lease.allocated_at,
                              boot_id=lease.boot_id, node=lease.node or self.node))
         if not rows:
             return 0
         conn.execute(insert(L), rows)
-        preds = [p for p in (_neighbour(k, -1) for k in new) if p is not None and p in existing]
+        preds = [p for p in (addr.neighbour_key(k, -1) for k in new)
+                 if p is not None and p in existing]
         if preds:
             conn.execute(update(L).where(L.c.network == network, L.c.ip_key.in_(preds))
                          .values(next_free=False))
@@ -388,16 +372,16 @@ class SqlStore:
 
     def renew(self, lease):
         self._db().execute(update(L).where(
-            L.c.network == lease.network, L.c.ip_key == _key(lease.ip),
+            L.c.network == lease.network, L.c.ip_key == addr.to_key(lease.ip),
             L.c.boot_id.is_distinct_from(boot_id())).values(boot_id=boot_id()))
 
     def release(self, lease, reason):
-        key = _key(lease.ip)
+        key = addr.to_key(lease.ip)
         gone = self._db().execute(delete(L).where(
             L.c.network == lease.network, L.c.ip_key == key).returning(L.c.node)).first()
         if gone is None:
             return
-        pred = _neighbour(key, -1)
+        pred = addr.neighbour_key(key, -1)
         if pred is not None:
             self._db().execute(update(L).where(L.c.network == lease.network,
                                               L.c.ip_key == pred).values(next_free=True))
@@ -410,7 +394,7 @@ class SqlStore:
 
     def first_free(self, network, lo, hi):
         """Two index probes, as on SQLite: is ``lo`` free; else where does its run end."""
-        key = _key(lo)
+        key = addr.to_key(lo)
         if not self._taken(network, key):
             return lo
         row = self._db().execute(
@@ -449,10 +433,10 @@ class SqlStore:
         for network, ip, key, next_free in rows:
             key = bytes(key)
             parsed = addr.parse_ip(ip)
-            if parsed is None or _key(parsed) != key:
+            if parsed is None or addr.to_key(parsed) != key:
                 problems.append("lease %s/%s: address and key disagree" % (network, ip))
             if prev is not None and prev[0] == network:
-                adjacent = _neighbour(prev[2], 1) == key
+                adjacent = addr.neighbour_key(prev[2], 1) == key
                 if prev[3] == adjacent:
                     problems.append("lease %s/%s: next_free flag is wrong" % prev[:2])
             prev = (network, ip, key, next_free)

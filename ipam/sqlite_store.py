@@ -209,7 +209,7 @@ class SqliteStore:
     def reserve(self, lease, reason):
         key = addr.to_key(lease.ip)
         conn = self.conn
-        succ = _neighbour(key, 1)
+        succ = addr.neighbour_key(key, 1)
         taken_after = succ is not None and conn.execute(
             "SELECT 1 FROM leases WHERE network = ? AND ip_key = ?",
             (lease.network, succ)).fetchone() is not None
@@ -223,7 +223,7 @@ class SqliteStore:
              lease.node or self.node))
         if cur.rowcount != 1:
             return False
-        pred = _neighbour(key, -1)
+        pred = addr.neighbour_key(key, -1)
         if pred is not None:
             conn.execute("UPDATE leases SET next_free = 0 WHERE network = ? AND ip_key = ?",
                          (lease.network, pred))
@@ -247,14 +247,14 @@ class SqliteStore:
         for key, lease in new_keys.items():
             if key in existing:
                 continue
-            succ = _neighbour(key, 1)
+            succ = addr.neighbour_key(key, 1)
             rows.append((network, str(lease.ip), key, succ not in keys, lease.range_set,
                          lease.container_id, lease.ifname, lease.allocated_at,
                          lease.boot_id, lease.node or self.node))
         conn.executemany(
             "INSERT INTO leases (network, ip, ip_key, next_free, range_set, container_id, "
             "ifname, allocated_at, boot_id, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        preds = [(network, p) for p in (_neighbour(k, -1) for k in new_keys)
+        preds = [(network, p) for p in (addr.neighbour_key(k, -1) for k in new_keys)
                  if p is not None and p in existing]
         conn.executemany("UPDATE leases SET next_free = 0 WHERE network = ? AND ip_key = ?",
                          preds)
@@ -277,7 +277,7 @@ class SqliteStore:
                                 (lease.network, key))
         if cur.rowcount != 1:
             return
-        pred = _neighbour(key, -1)
+        pred = addr.neighbour_key(key, -1)
         if pred is not None:
             self.conn.execute("UPDATE leases SET next_free = 1 WHERE network = ? AND ip_key = ?",
                               (lease.network, pred))
@@ -371,10 +371,3 @@ class SqliteStore:
             "SELECT network FROM leases UNION SELECT network FROM cursors "
             "UNION SELECT network FROM networks ORDER BY 1")
         return [r[0] for r in rows]
-
-
-def _neighbour(key, delta):
-    n = int.from_bytes(key, "big") + delta
-    if n < 0 or n >= 1 << 128:
-        return None
-    return n.to_bytes(16, "big")

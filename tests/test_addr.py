@@ -95,3 +95,13 @@ def test_ordering_arithmetic_and_networks():
     assert addr.parse_ip("::1") not in net
     v6 = addr.network_of(addr.parse_ip("2001:db8:24:19ff::"), 63)
     assert str(v6.network_address) == "2001:db8:24:19fe::"
+
+
+def test_neighbour_key_steps_within_the_128_bit_space():
+    from ipam import addr
+
+    key = addr.to_key(addr.parse_ip("10.0.0.255"))
+    assert addr.neighbour_key(key, 1) == addr.to_key(addr.parse_ip("10.0.1.0"))
+    assert addr.neighbour_key(key, -1) == addr.to_key(addr.parse_ip("10.0.0.254"))
+    assert addr.neighbour_key(bytes(16), -1) is None
+    assert addr.neighbour_key(b"\xff" * 16, 1) is None

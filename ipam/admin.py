@@ -91,7 +91,7 @@ def mirror_for(store, network, data_dir, to=None):
     info = store.network_info(network)
     if info is not None and not info[1]:
         return None
-    if getattr(store, "shared", False):
+    if store.shared:
         # The recorded dataDir is whichever node wrote last; this node's is data_dir, and
         # it mirrors this node's leases.
         here = os.path.isdir(os.path.join(data_dir, network)) or store.leases(network)

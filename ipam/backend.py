@@ -42,18 +42,17 @@ def open_store(database, busy_timeout=None, readonly=False, node=None, data_dir=
 
 
 def _open_server(url, busy_timeout, readonly, node, data_dir, scope):
-    """A shared database: SQLAlchemy and its driver, imported only here."""
-    if not url.startswith(("postgresql:", "postgresql+", "postgres:")):
-        raise ConfigError("database URL scheme %r is not supported: use a SQLite file path "
-                          "or a postgresql:// URL" % url.split("://", 1)[0])
-    lock = None
-    if data_dir and not readonly:
+    """A shared database: SQLAlchemy and its driver, imported only here. SqlStore refuses
+    what is not PostgreSQL before anything is created."""
+    from ipam.sql_store import SqlStore
+
+    writers = data_dir and not readonly
+    store = SqlStore(url, node=node, scope=scope, readonly=readonly, busy_timeout=busy_timeout,
+                     lock_path=os.path.join(data_dir, SHARED_LOCK) if writers else None)
+    if writers:
         try:
             makedirs(data_dir, 0o755)
         except OSError as e:
+            store.close()
             raise IoFailure("cannot create %s: %s" % (data_dir, e.strerror or e)) from None
-        lock = os.path.join(data_dir, SHARED_LOCK)
-    from ipam.sql_store import SqlStore
-
-    return SqlStore(url, node=node, scope=scope, lock_path=lock, readonly=readonly,
-                    busy_timeout=busy_timeout)
+    return store

@@ -4,6 +4,7 @@ Each command is one store transaction. The mirror is written inside it (under th
 lock) and the result is returned only after COMMIT: the database is the truth.
 """
 import sys
+import time
 
 from ipam import addr, allocator, config, jsonio, result
 from ipam.backend import open_store
@@ -29,8 +30,6 @@ def _attempts(store, run):
         try:
             return run()
         except Retry:
-            import time
-
             time.sleep(delay)
     return run()
 
@@ -176,14 +175,14 @@ def note_network(store, conf):
     old = store.network_info(conf.name)
     # Not into a shared pool: the nodes' host-local pools overlap one another, and
     # "ipamctl import" is the tool that reports those conflicts.
-    if old is None and conf.adopt and not getattr(store, "shared", False):
+    if old is None and conf.adopt and not store.shared:
         adopt(store, conf)
     info = (conf.data_dir, conf.export,
             jsonio.dumps(describe(conf.range_sets), indent=0))
     # On a shared database every node has its own dataDir: a node's differing from the
     # last writer's is no change worth a write (ipamctl uses its own --data-dir there).
-    shared = getattr(store, "shared", False)
-    if old is None or (old[1:] if shared else old) != (info[1:] if shared else info):
+    compared = 1 if store.shared else 0
+    if old is None or old[compared:] != info[compared:]:
         store.set_network_info(conf.name, *info)
 
 

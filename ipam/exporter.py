@@ -228,7 +228,7 @@ def mirrored_cursors(store, network):
     while a node's ``last_reserved_ip.N`` means what host-local's does, the last address
     this node reserved, which its own ADDs write.
     """
-    return None if getattr(store, "shared", False) else store.cursors(network)
+    return None if store.shared else store.cursors(network)
 
 
 def sync_dir(d, leases, cursors, dry_run=False, progress=None):

@@ -28,6 +28,8 @@ class _Txn:
 
 
 class MemoryStore:
+    shared = False  # one node's store
+
     def __init__(self, node="memory"):
         self.node = node
         self._leases = {}  # (network, ip) -> Lease

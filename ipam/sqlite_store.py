@@ -94,6 +94,8 @@ class _Txn:
 
 
 class SqliteStore:
+    shared = False  # one node's store
+
     def __init__(self, path, busy_timeout=None, readonly=False, node=None):
         self.path = path
         # Recorded with every lease and event. One file is one node's: nothing filters on

@@ -14,6 +14,10 @@ from ipam.lease import Event, Lease
 
 
 class Store(Protocol):
+    # True when many nodes share the store: a node's mirror, GC and ipamctl then walk
+    # its own leases (leases() is scoped), and its dataDir and cursor files are its own.
+    shared: bool
+
     def transaction(self, after_commit: Optional[Callable[[], None]] = None
                     ) -> AbstractContextManager[None]:
         """One atomic unit holding the write lock: all of a command or none of it.

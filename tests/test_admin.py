@@ -232,7 +232,7 @@ def test_mirror_for(store, tmp_path):
     note(store, "off", recorded, "10.1.2.0/24", export=False)
     (data_dir / "seen").mkdir(parents=True)
     with store.transaction():
-        if getattr(store, "shared", False):
+        if store.shared:
             # Another node may have recorded its dataDir: a node mirrors into its own,
             # once it has a directory or leases there.
             assert admin.mirror_for(store, "on", str(data_dir)) is None
@@ -256,7 +256,7 @@ def test_export_and_check(store, tmp_path):
     net = data_dir / "n"
     # A shared pool's cursor moves with every node: a node's cursor files are its own
     # ADDs' to write, and export/check leave them be.
-    cursor_files = [] if getattr(store, "shared", False) else ["last_reserved_ip.0"]
+    cursor_files = [] if store.shared else ["last_reserved_ip.0"]
     assert admin.check(store, str(data_dir)) == [
         "n: mirror cannot open %s: No such file or directory" % net]
     assert not net.exists()

@@ -339,3 +339,10 @@ def test_an_older_schema_on_postgresql_is_upgraded_in_place(pg_url, pg_server, t
     assert migrate.current(pg_url) == schema_version.HEAD
     assert pg_server.sql(pg_url, "SELECT container_id, node FROM leases ORDER BY ip") == [
         ("old", None), ("new", "node-a")]
+
+
+def test_an_unsupported_url_creates_nothing(tmp_path):
+    data_dir = tmp_path / "not-yet"
+    out = run_inprocess("ADD", conf("mysql://u@h/db", data_dir), container_id="c1")
+    assert out.status != 0 and out.json["code"] == 7, out
+    assert not data_dir.exists()

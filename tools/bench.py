@@ -82,24 +82,21 @@ def prepare(tmp, n, with_go, launcher):
     plugins = {}
     src = os.path.join(tmp, "src-%d" % n)
     write_host_local_dir(src, n)
-    ours_dir = os.path.join(tmp, "ours-%d" % n)
-    shutil.copytree(src, ours_dir)
-    t = time.perf_counter()
-    subprocess.run([IPAMCTL, "--data-dir", ours_dir, "-o", "json", "import"], check=True,
-                   capture_output=True)
-    import_s = time.perf_counter() - t
-    plugins["ours"] = (OURS, config(ours_dir))
-    launcher_dir = os.path.join(tmp, "launcher-%d" % n)
-    shutil.copytree(src, launcher_dir)
-    subprocess.run([IPAMCTL, "--data-dir", launcher_dir, "import"], check=True,
-                   capture_output=True)
-    plugins["launcher"] = (launcher, config(launcher_dir))
+    import_s = {}
+    for name, binary in (("ours", OURS), ("launcher", launcher)):
+        data_dir = os.path.join(tmp, "%s-%d" % (name, n))
+        shutil.copytree(src, data_dir)
+        t = time.perf_counter()
+        subprocess.run([IPAMCTL, "--data-dir", data_dir, "-o", "json", "import"], check=True,
+                       capture_output=True)
+        import_s[name] = time.perf_counter() - t
+        plugins[name] = (binary, config(data_dir))
     if with_go:
         go_dir = os.path.join(tmp, "go-%d" % n)
         shutil.copytree(src, go_dir)
         plugins["go"] = (GO, config(go_dir))
     shutil.rmtree(src)
-    return plugins, import_s
+    return plugins, import_s["ours"]
 
 
 def cycles(plugins, k, n):

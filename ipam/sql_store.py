@@ -32,7 +32,7 @@ import time
 from sqlalchemy import and_, create_engine, delete, insert, select, text, union, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from ipam import addr, migrate, writer_lock
@@ -273,7 +273,7 @@ class SqlStore:
         if state in RETRY_STATES or lost:
             what = "connection lost at COMMIT" if at_commit and lost else _first_line(err)
             return Retry("database %s: %s; try again later" % (server, what))
-        if isinstance(err, DBAPIError) and err.__class__.__name__ == "OperationalError":
+        if isinstance(err, OperationalError):
             return TryAgain("database server %s failed: %s" % (server, _first_line(err)),
                             migrate.redacted(self.url))
         return IoFailure("database %s: %s" % (server, _first_line(err)), migrate.redacted(self.url))

@@ -1,5 +1,4 @@
 """``python -m ipam`` and the ``host-local-sqlite`` console script."""
-import os
 import sys
 
 
@@ -14,14 +13,14 @@ def run():
     import gc
 
     gc.disable()  # a one-shot process: collecting cycles at exit buys nothing
-    from ipam import commands
+    from ipam import commands, system
     from ipam.cni import main
 
     commands.KEEP_OPEN = True
     status = main()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(status)
+    system._exit(status)
 
 
 if __name__ == "__main__":

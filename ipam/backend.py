@@ -1,6 +1,5 @@
 """Choosing the Store for a ``database`` value: a SQLite path, or a SQLAlchemy URL."""
-import os
-
+from ipam import system
 from ipam.errors import ConfigError, IoFailure
 from ipam.paths import is_url, makedirs
 
@@ -32,7 +31,7 @@ def open_store(database, busy_timeout=None, readonly=False, node=None, data_dir=
     from ipam.sqlite_store import SqliteStore
 
     if not readonly:
-        parent = os.path.dirname(path)
+        parent = system.dirname(path)
         if parent:
             try:
                 makedirs(parent, 0o755)
@@ -48,7 +47,7 @@ def _open_server(url, busy_timeout, readonly, node, data_dir, scope):
 
     writers = data_dir and not readonly
     store = SqlStore(url, node=node, scope=scope, readonly=readonly, busy_timeout=busy_timeout,
-                     lock_path=os.path.join(data_dir, SHARED_LOCK) if writers else None)
+                     lock_path=system.join(data_dir, SHARED_LOCK) if writers else None)
     if writers:
         try:
             makedirs(data_dir, 0o755)

@@ -8,7 +8,7 @@ README says so.
 """
 import sys
 
-from ipam import jsonio, result
+from ipam import jsonio, result, system
 from ipam.config import SUPPORTED_VERSIONS, go_quote, json_type, version_tuple
 from ipam.errors import (
     ConfigError,
@@ -148,7 +148,7 @@ def dispatch(env, stdin):
 
 def main(env=None, stdin=None, stdout=None):
     """Entry point: prints a result or a CNI error object; returns the exit status."""
-    env = dict(env) if env is not None else dict(__import__("os").environ)
+    env = dict(env) if env is not None else system.environ()
     stdin = stdin if stdin is not None else sys.stdin.buffer
     stdout = stdout if stdout is not None else sys.stdout
     try:

@@ -12,12 +12,12 @@ the first file write until after COMMIT; whoever finds it next resynchronises th
 network from the database. All access goes through a directory descriptor opened with
 O_NOFOLLOW: a symlinked network directory or address file is never followed.
 """
-import os
 import sys
 
-from ipam import addr
+from ipam import addr, system
 from ipam.errors import IoFailure
 from ipam.paths import makedirs
+from ipam.system import O_CREAT, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_RDONLY, O_TRUNC, O_WRONLY
 
 TMP_PREFIX = ".host-local-sqlite.tmp."
 PENDING_PREFIX = ".host-local-sqlite-pending-"
@@ -34,66 +34,66 @@ class NetworkDir:
     """An open ``<dataDir>/<network>`` directory; every operation is relative to its fd."""
 
     def __init__(self, data_dir, network, create=True):
-        self.path = os.path.join(data_dir, network)
+        self.path = system.join(data_dir, network)
         if create:
             try:
                 makedirs(data_dir, DIR_MODE)
-                os.mkdir(self.path, DIR_MODE)
+                system.mkdir(self.path, DIR_MODE)
             except FileExistsError:
                 pass
             except OSError as e:
                 raise _io(e, "cannot create %s" % self.path) from None
         try:
-            self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            self.fd = system.open(self.path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
         except OSError as e:
-            if os.path.islink(self.path):
+            if system.islink(self.path):
                 raise IoFailure("mirror directory %s is a symbolic link; refusing to follow it"
                                 % self.path) from None
             raise _io(e, "cannot open %s" % self.path) from None
         self._seq = 0
 
     def close(self):
-        os.close(self.fd)
+        system.close(self.fd)
 
     def read(self, name):
         """Bytes of a regular file, or None (missing, a link, a directory)."""
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=self.fd)
+            fd = system.open(name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, dir_fd=self.fd)
         except OSError:
             return None
         try:
-            if not _is_regular(os.fstat(fd)):
+            if not _is_regular(system.fstat(fd)):
                 return None
             chunks = []
             while True:
-                chunk = os.read(fd, 65536)
+                chunk = system.read(fd, 65536)
                 if not chunk:
                     return b"".join(chunks)
                 chunks.append(chunk)
         finally:
-            os.close(fd)
+            system.close(fd)
 
     def write(self, name, data):
         """Replace ``name`` atomically: a temporary file, then rename."""
         self._seq += 1
-        tmp = "%s%s.%d.%d" % (TMP_PREFIX, name, os.getpid(), self._seq)
+        tmp = "%s%s.%d.%d" % (TMP_PREFIX, name, system.getpid(), self._seq)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE,
-                         dir_fd=self.fd)
+            fd = system.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, FILE_MODE,
+                             dir_fd=self.fd)
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[system.write(fd, view):]
             finally:
-                os.close(fd)
-            os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+                system.close(fd)
+            system.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
         except OSError as e:
             self._discard(tmp)
             raise _io(e, "cannot write %s/%s" % (self.path, name)) from None
 
     def remove(self, name):
         try:
-            os.unlink(name, dir_fd=self.fd)
+            system.unlink(name, dir_fd=self.fd)
         except FileNotFoundError:
             pass
         except IsADirectoryError:
@@ -103,25 +103,25 @@ class NetworkDir:
 
     def _discard(self, name):
         try:
-            os.unlink(name, dir_fd=self.fd)
+            system.unlink(name, dir_fd=self.fd)
         except OSError:
             pass
 
     def ensure_lock(self):
         """host-local's empty ``lock`` file (it flocks it); created, never rewritten."""
         try:
-            os.close(os.open("lock", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE,
-                             dir_fd=self.fd))
+            system.close(system.open("lock", O_RDONLY | O_CREAT | O_NOFOLLOW, FILE_MODE,
+                                     dir_fd=self.fd))
         except OSError as e:
             raise _io(e, "cannot create %s/lock" % self.path) from None
 
     def names(self):
-        return os.listdir(self.fd)
+        return system.listdir(self.fd)
 
     def is_dir(self, name):
         """A real directory (not a link to one): never ours to remove."""
         try:
-            st = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+            st = system.stat(name, dir_fd=self.fd, follow_symlinks=False)
         except OSError:
             return False
         return (st.st_mode & 0o170000) == 0o040000
@@ -144,7 +144,7 @@ class Mirror:
             import hashlib
 
             name = PENDING_PREFIX + hashlib.sha256(network.encode()).hexdigest()
-        return os.path.join(self.data_dir, name)
+        return system.join(self.data_dir, name)
 
     def touch(self, network):
         """host-local creates the directory and ``lock`` on every DEL and CHECK too."""
@@ -170,11 +170,10 @@ class Mirror:
         d = NetworkDir(self.data_dir, network)
         try:
             marker = self._marker(network)
-            stale = os.path.lexists(marker)
+            stale = system.lexists(marker)
             if changes and not stale:
                 try:
-                    os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW,
-                                     FILE_MODE))
+                    system.close(system.open(marker, O_WRONLY | O_CREAT | O_NOFOLLOW, FILE_MODE))
                 except OSError as e:
                     raise _io(e, "cannot create %s" % marker) from None
             for lease in changes.released:
@@ -200,7 +199,7 @@ class Mirror:
         """After COMMIT: the files now match the database."""
         if self.enabled:
             try:
-                os.unlink(self._marker(network))
+                system.unlink(self._marker(network))
             except FileNotFoundError:
                 pass
             except OSError as e:

@@ -3,8 +3,7 @@
 Stdlib only: used by the plugin's hot path and by the migration code alike, so that a
 database is always created the same way (mode 0600, WAL).
 """
-import os
-
+from ipam import system
 from ipam.sqlite_module import sqlite3
 
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds
@@ -21,7 +20,7 @@ def connect(path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     inherit the database file's mode.
     """
     try:
-        size = os.stat(path).st_size
+        size = system.stat(path).st_size
     except FileNotFoundError:
         size = None
     if size is not None and 0 < size < len(_MAGIC):
@@ -31,14 +30,15 @@ def connect(path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
             if not _MAGIC.startswith(f.read(len(_MAGIC))):
                 raise sqlite3.DatabaseError("file is not a database")
     if readonly:
-        from urllib.parse import quote  # lazy: only ipamctl opens read-only
+        import os  # lazy, as the rest: only ipamctl opens read-only
+        from urllib.parse import quote
 
         conn = sqlite3.connect("file:%s?mode=ro" % quote(os.path.abspath(path)), uri=True,
                                timeout=busy_timeout, isolation_level=None)
     else:
         if size is None:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            os.close(fd)
+            fd = system.open(path, system.O_WRONLY | system.O_CREAT | system.O_NOFOLLOW, 0o600)
+            system.close(fd)
         conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     # synchronous=FULL: an address we report must survive a power cut.
     conn.execute("PRAGMA synchronous=FULL")
@@ -57,7 +57,7 @@ def trim_wal(conn: sqlite3.Connection, path: str, busy_timeout: float) -> None:
     snapshot (ipamctl) makes the truncation give up at once; a later commit retries.
     """
     try:
-        if os.stat(path + "-wal").st_size <= WAL_TRIM_BYTES:
+        if system.stat(path + "-wal").st_size <= WAL_TRIM_BYTES:
             return
     except OSError:
         return

@@ -6,10 +6,9 @@ revision, and only a missing or old schema loads :mod:`ipam.migrate`, under the 
 Every command is one ``BEGIN IMMEDIATE`` transaction, so concurrent plugin processes
 serialize on SQLite's lock and a crash before COMMIT leaves no trace.
 """
-import os
 import time
 
-from ipam import addr, writer_lock
+from ipam import addr, system, writer_lock
 from ipam.errors import IoFailure, SchemaError, TryAgain
 from ipam.lease import Event, Lease
 from ipam.paths import node_name
@@ -105,7 +104,7 @@ class SqliteStore:
         self._queue = None
         timeout = DEFAULT_BUSY_TIMEOUT if busy_timeout is None else busy_timeout
         self.timeout = timeout
-        if readonly and not os.path.exists(path):
+        if readonly and not system.exists(path):
             raise IoFailure("database %s does not exist" % path)
         try:
             self.conn = connect(path, timeout, readonly=readonly)

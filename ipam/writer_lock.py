@@ -9,9 +9,10 @@ after COMMIT but before it leaves this queue, so no other writer can be half-way
 through its files when the marker goes.
 """
 import fcntl
-import os
 
+from ipam import system
 from ipam.errors import IoFailure, TryAgain
+from ipam.system import O_CLOEXEC, O_CREAT, O_NOFOLLOW, O_RDWR
 
 
 class _Expired(Exception):
@@ -25,7 +26,7 @@ def _expire(signum, frame):
 def acquire(path, timeout):
     """Hold an exclusive flock on ``path`` (created 0600); returns the fd to release."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = system.open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
     except OSError as e:
         raise IoFailure("cannot open lock file %s: %s" % (path, e.strerror or e)) from None
     try:
@@ -34,16 +35,16 @@ def acquire(path, timeout):
     except BlockingIOError:
         pass
     except OSError:
-        os.close(fd)
+        system.close(fd)
         raise
     try:
         _wait(fd, timeout)
     except _Expired:
-        os.close(fd)
+        system.close(fd)
         raise TryAgain("database %s is locked by another process past the busy timeout "
                        "(%gs); try again later" % (path[:-len(".lock")], timeout)) from None
     except BaseException:
-        os.close(fd)
+        system.close(fd)
         raise
     return fd
 
@@ -82,4 +83,4 @@ def _poll(fd, timeout):
 
 
 def release(fd):
-    os.close(fd)  # closing the only descriptor drops the flock
+    system.close(fd)  # closing the only descriptor drops the flock

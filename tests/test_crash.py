@@ -145,12 +145,13 @@ exporter.NetworkDir.remove = lambda self, name: None
 """
 
 MID_WRITE = """
-_rename = os.rename
+from ipam import system
+_rename = system.rename
 def _rename_or_die(src, dst, *a, **kw):
     if isinstance(src, str) and src.startswith(%r):
         die()
     return _rename(src, dst, *a, **kw)
-os.rename = _rename_or_die
+system.rename = _rename_or_die
 """ % TMP_PREFIX
 
 # Pause the writer the moment it has left the writers' queue (after its COMMIT), until

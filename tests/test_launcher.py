@@ -106,3 +106,32 @@ def test_the_launcher_reaches_a_shared_pool(tmp_path, netconf, pg_url):
     rc, out = run(launched, "ADD", conf, container_id="c1")
     assert rc == 0, out
     assert json.loads(out)["ips"][0]["address"] == "10.80.0.2/24"
+
+
+def test_the_launchers_commands_import_only_the_lean_set(tmp_path, netconf):
+    """What the launcher saves (site, os and its ABCs, functools) stays saved: the
+    modules loaded by the time the process exits, for each hot-path command."""
+    conf = netconf({"subnet": "10.80.0.0/24"})
+    assert run(install(tmp_path)["path"], "ADD", conf, container_id="warm")[0] == 0
+    text = launcher.render().replace("\nrun()\n", (
+        "\nfrom ipam import system\n"
+        "_exit = system._exit\n"
+        "def _report(status):\n"
+        "    sys.stderr.write('LOADED=' + ','.join(sorted(sys.modules)) + '\\n')\n"
+        "    sys.stderr.flush()\n"
+        "    _exit(status)\n"
+        "system._exit = _report\n"
+        "run()\n"))
+    probe = tmp_path / "probe"
+    probe.write_text(text)
+    probe.chmod(0o755)
+    unwanted = {"os", "site", "functools", "collections", "_collections_abc", "sqlite3",
+                "json", "re", "enum", "typing", "sqlalchemy", "alembic", "click"}
+    for command in ("ADD", "CHECK", "DEL"):
+        env = {"PATH": os.environ.get("PATH", "")}
+        env.update(cni_env(command, container_id="c1"))
+        proc = subprocess.run([str(probe)], input=json.dumps(conf).encode(), env=env,
+                              capture_output=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout
+        loaded = set(proc.stderr.decode().rsplit("LOADED=", 1)[1].split()[0].split(","))
+        assert "ipam.sqlite_store" in loaded and not loaded & unwanted, (command, loaded & unwanted)

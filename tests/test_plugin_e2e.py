@@ -8,6 +8,8 @@ import sys
 import pytest
 from conftest import PLUGIN, VERSIONS, cni_env, run_inprocess, run_plugin
 
+from ipam import system
+
 DUAL = {"ranges": [[{"subnet": "10.1.2.0/24"}, {"subnet": "10.2.2.0/24"}],
                    [{"subnet": "2001:db8:1::0/64"}]],
         "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"},
@@ -210,14 +212,14 @@ def test_gc_goes_on_past_a_mirror_failure_and_reports_it(data_dir, netconf, monk
     conf = netconf({"subnet": "10.1.2.0/24"}, version="1.1.0")
     for cid in ("a", "b", "c"):
         run_inprocess("ADD", conf, container_id=cid)
-    real_unlink = os.unlink
+    real_unlink = system.unlink
 
     def failing_unlink(path, *a, **kw):
         if path == "10.1.2.2":
             raise PermissionError(13, "Permission denied")
         return real_unlink(path, *a, **kw)
 
-    monkeypatch.setattr(os, "unlink", failing_unlink)
+    monkeypatch.setattr(system, "unlink", failing_unlink)
     out = run_inprocess("GC", dict(conf, **{"cni.dev/valid-attachments": []}))
     monkeypatch.undo()
     assert out.status == 1 and out.json["code"] == 5

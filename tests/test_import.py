@@ -293,20 +293,19 @@ def test_from_defaults_to_the_data_dir(tmp_path):
 
 
 def test_unreadable_file_is_reported(tmp_path, runner, monkeypatch):
-    from ipam import importer
 
     src = tmp_path / "src"
     (src / "net").mkdir(parents=True)
     (src / "net" / "10.1.2.2").write_bytes(b"a\r\neth0")
     (src / "net" / "10.1.2.3").write_bytes(b"b\r\neth0")
-    real_open = open
+    real_open = os.open  # the importer reads each file through a bare descriptor
 
     def fake_open(path, *a, **kw):
         if os.path.basename(path) == "10.1.2.3":
             raise PermissionError(13, "Permission denied", path)
         return real_open(path, *a, **kw)
 
-    monkeypatch.setattr(importer, "open", fake_open, raising=False)
+    monkeypatch.setattr(os, "open", fake_open)
     result = runner.invoke(cli, ["--data-dir", str(tmp_path / "data"), "-o", "json", "import",
                                  "--from", str(src)])
     assert result.exit_code == 0, result.output

@@ -181,14 +181,14 @@ def test_scan_reports_what_it_does_not_import(tmp_path, monkeypatch):
     (d / "10.1.2.12").symlink_to(tmp_path / "nowhere")   # dangling symlink
     (tmp_path / "target").write_bytes(b"t\r\neth0")
     (d / "10.1.2.13").symlink_to(tmp_path / "target")    # a link is never followed
-    real_open = open
+    real_open = os.open  # the importer reads each file through a bare descriptor
 
     def fake_open(path, *a, **kw):
         if os.path.basename(path) == "10.1.2.10":
             raise PermissionError(13, "Permission denied", path)
         return real_open(path, *a, **kw)
 
-    monkeypatch.setattr(importer, "open", fake_open, raising=False)
+    monkeypatch.setattr(os, "open", fake_open)
     found = importer.scan(str(d), "net")
     assert entries(found) == {(ip("10.1.2.2"), "good", "eth0")}
     reasons = dict(found.skipped)

@@ -124,11 +124,11 @@ class NetworkDir:
             st = system.stat(name, dir_fd=self.fd, follow_symlinks=False)
         except OSError:
             return False
-        return (st.st_mode & 0o170000) == 0o040000
+        return system.file_type(st) == system.S_IFDIR
 
 
 def _is_regular(st):
-    return (st.st_mode & 0o170000) == 0o100000
+    return system.file_type(st) == system.S_IFREG
 
 
 class Mirror:

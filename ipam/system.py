@@ -62,12 +62,16 @@ def dirname(path: str) -> str:
     return head.rstrip("/") or head
 
 
+def file_type(st) -> int:
+    """The file type bits of a stat result (``stat.S_IFMT``), to compare with S_IF*."""
+    return st.st_mode & _S_IFMT
+
+
 def _mode(path, follow=True):
     try:
-        st = stat(path) if follow else lstat(path)
+        return file_type(stat(path) if follow else lstat(path))
     except (OSError, ValueError):
         return None
-    return st.st_mode & _S_IFMT
 
 
 def exists(path: str) -> bool:

@@ -7,7 +7,7 @@ import click
 
 from cli.common import Obj, table_or_json
 from cli.main import emit
-from ipam import launcher
+from ipam import bundle, launcher
 
 
 @click.command("install-plugin")
@@ -18,13 +18,16 @@ from ipam import launcher
                    "drop-in).")
 @click.pass_obj
 def install_plugin_cmd(obj: Obj, directory: str, name: str) -> None:
-    """Write the plugin into DIRECTORY as a launcher that starts about 3.5 ms faster
-    than the console script (it skips Python's site processing on each start).
+    """Write the plugin into DIRECTORY as a launcher that starts about 5 ms faster
+    than the console script: it skips Python's site processing on each start, and
+    loads the plugin's byte-code from one file (the bundle, written beside the
+    package's own byte-code).
 
     It records this installation's interpreter and paths: run it again after
-    rebuilding the virtualenv or upgrading Python.
+    rebuilding the virtualenv, upgrading Python or upgrading this package.
 
-    JSON: {"path", "python", "paths"}.
+    JSON: {"path", "python", "paths", "bundle"} (bundle: null if it could not be
+    written; the launcher then imports the usual way).
 
     \b
     Example:
@@ -36,7 +39,14 @@ def install_plugin_cmd(obj: Obj, directory: str, name: str) -> None:
         raise click.BadParameter("a file name, not a path", param_hint="--name")
     paths = launcher.install_paths()
     try:
+        bundle_path = bundle.build()
+    except OSError as e:
+        bundle_path = None
+        click.echo("warning: cannot write the byte-code bundle (%s); the launcher works "
+                   "without it, about 1.5 ms slower per call" % e, err=True)
+    try:
         path = launcher.install(directory, name, paths=paths)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
-    emit(obj, {"path": path, "python": sys.executable, "paths": paths}, "wrote %s" % path)
+    emit(obj, {"path": path, "python": sys.executable, "paths": paths, "bundle": bundle_path},
+         "wrote %s" % path)

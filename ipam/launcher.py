@@ -5,7 +5,8 @@ cost. pip's console script runs ``python`` plainly, and the ``site`` module then
 about 3.5 ms on every start: it scans site-packages, runs the ``.pth`` files, and imports
 a distutils shim. The launcher runs ``python -I -S`` instead and puts on ``sys.path``
 only the directories this installation needs, recorded when it is written. That is
-what ``ipamctl install-plugin`` writes.
+what ``ipamctl install-plugin`` writes, together with the hot path's byte-code in one
+file (:mod:`ipam.bundle`), which the launcher loads without importlib's search.
 
 The recorded paths pin one installation. After rebuilding the virtualenv or upgrading
 Python, write the launcher again. Until then it answers with a CNI error object naming
@@ -24,6 +25,8 @@ _TEMPLATE = '''#!{python} -IS
 import sys
 sys.path += {paths!r}
 try:
+    from ipam import bundle
+    bundle.load()
     from ipam.__main__ import run
 except ImportError as e:
     msg = ("host-local-sqlite launcher: cannot import the plugin (%s); "

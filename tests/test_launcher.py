@@ -8,7 +8,7 @@ import sys
 
 from conftest import IPAMCTL, PLUGIN, cni_env
 
-from ipam import launcher
+from ipam import bundle, launcher
 
 
 def install(tmp_path, *args):
@@ -33,6 +33,7 @@ def test_writes_an_executable_with_the_installation_paths(tmp_path):
     info = install(tmp_path)
     path = tmp_path / "bin" / "host-local-sqlite"
     assert info["path"] == str(path) and info["python"] == sys.executable
+    assert info["bundle"] == bundle.path() and os.path.isfile(info["bundle"])
     assert stat.S_IMODE(path.stat().st_mode) == 0o755
     text = path.read_text()
     assert text.startswith("#!%s -IS\n" % sys.executable)
@@ -109,15 +110,21 @@ def test_the_launcher_reaches_a_shared_pool(tmp_path, netconf, pg_url):
 
 
 def test_the_launchers_commands_import_only_the_lean_set(tmp_path, netconf):
-    """What the launcher saves (site, os and its ABCs, functools) stays saved: the
-    modules loaded by the time the process exits, for each hot-path command."""
-    conf = netconf({"subnet": "10.80.0.0/24"})
+    """What the launcher saves (site, os and its ABCs, functools, importlib's search)
+    stays saved: the modules loaded by the time the process exits, for each hot-path
+    command, and the bundle serves every one of the plugin's own modules."""
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 10.0.0.53\nsearch example.org\n")
+    conf = netconf({"subnet": "10.80.0.0/24", "resolvConf": str(resolv)})
     assert run(install(tmp_path)["path"], "ADD", conf, container_id="warm")[0] == 0
     text = launcher.render().replace("\nrun()\n", (
         "\nfrom ipam import system\n"
         "_exit = system._exit\n"
         "def _report(status):\n"
-        "    sys.stderr.write('LOADED=' + ','.join(sorted(sys.modules)) + '\\n')\n"
+        "    mods = sorted(n for n in sys.modules if n.split('.')[0] != 'ipam')\n"
+        "    ours = sorted('%s:%s' % (n, type(m.__spec__.loader).__name__)\n"
+        "                  for n, m in sys.modules.items() if n.split('.')[0] == 'ipam')\n"
+        "    sys.stderr.write('LOADED=' + ','.join(mods) + ' OURS=' + ','.join(ours) + '\\n')\n"
         "    sys.stderr.flush()\n"
         "    _exit(status)\n"
         "system._exit = _report\n"
@@ -126,12 +133,20 @@ def test_the_launchers_commands_import_only_the_lean_set(tmp_path, netconf):
     probe.write_text(text)
     probe.chmod(0o755)
     unwanted = {"os", "site", "functools", "collections", "_collections_abc", "sqlite3",
-                "json", "re", "enum", "typing", "sqlalchemy", "alembic", "click"}
+                "json", "re", "enum", "typing", "importlib", "sqlalchemy", "alembic", "click"}
+    before_the_bundle = {"ipam", "ipam.bundle", "ipam.system"}
+    seen = set()
     for command in ("ADD", "CHECK", "DEL"):
         env = {"PATH": os.environ.get("PATH", "")}
         env.update(cni_env(command, container_id="c1"))
         proc = subprocess.run([str(probe)], input=json.dumps(conf).encode(), env=env,
                               capture_output=True, timeout=60)
         assert proc.returncode == 0, proc.stdout
-        loaded = set(proc.stderr.decode().rsplit("LOADED=", 1)[1].split()[0].split(","))
-        assert "ipam.sqlite_store" in loaded and not loaded & unwanted, (command, loaded & unwanted)
+        report = proc.stderr.decode().rsplit("LOADED=", 1)[1].split()
+        loaded = set(report[0].split(","))
+        assert not loaded & unwanted, (command, loaded & unwanted)
+        ours = dict(x.split(":") for x in report[1][len("OURS="):].split(","))
+        assert "ipam.sqlite_store" in ours, command
+        assert {n for n, how in ours.items() if how != "_Finder"} == before_the_bundle, ours
+        seen |= set(ours)
+    assert seen - before_the_bundle == set(bundle.HOT_PATH)  # the list is exact

@@ -60,20 +60,11 @@ def build(package_dir=PACKAGE_DIR):
         with open(src, "rb") as f:
             code = compile(f.read(), src, "exec", dont_inherit=True)
         entries.append((name, src, st.st_mtime_ns, st.st_size, code))
+    from ipam.launcher import replace_file  # ipamctl only: not on the launcher's path
+
     target = path(package_dir)
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    tmp = "%s.tmp.%d" % (target, os.getpid())
-    try:
-        with open(tmp, "wb") as f:
-            f.write(marshal.dumps((_magic(), tuple(entries))))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    replace_file(target, marshal.dumps((_magic(), tuple(entries))), 0o644)
     return target
 
 

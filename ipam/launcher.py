@@ -62,16 +62,23 @@ def render(python=None, paths=None):
 
 def install(directory, name="host-local-sqlite", python=None, paths=None):
     """Write the launcher as ``directory/name`` (0755), atomically; returns its path."""
-    text = render(python, paths)
     path = os.path.join(directory, name)
+    replace_file(path, render(python, paths).encode(), 0o755)
+    return path
+
+
+def replace_file(path, data, mode):
+    """Put ``data`` at ``path`` with ``mode`` (whatever the umask) in one rename, so a
+    runtime starting the plugin meanwhile finds the old file or the new, never half."""
+    directory, name = os.path.split(path)
     tmp = os.path.join(directory, ".%s.tmp.%d" % (name, os.getpid()))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o755)  # whatever the umask
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -79,4 +86,3 @@ def install(directory, name="host-local-sqlite", python=None, paths=None):
         except OSError:
             pass
         raise
-    return path

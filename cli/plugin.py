@@ -43,7 +43,7 @@ def install_plugin_cmd(obj: Obj, directory: str, name: str) -> None:
     except OSError as e:
         bundle_path = None
         click.echo("warning: cannot write the byte-code bundle (%s); the launcher works "
-                   "without it, about 1.5 ms slower per call" % e, err=True)
+                   "without it, about 1 ms slower per call" % e, err=True)
     try:
         path = launcher.install(directory, name, paths=paths)
     except ValueError as e:

@@ -1,0 +1,326 @@
+"""Which file each container runtime would run for a CNI plugin name, and whose file it is.
+
+A runtime runs the first regular file of the plugin's name in its own ordered list of
+directories (libcni's ``invoke.FindInPath``), and the lists differ: podman 4 searches
+/usr/lib/cni, where Debian's containernetworking-plugins puts Go's host-local, before
+/opt/cni/bin, so a launcher written as /opt/cni/bin/host-local is never run by it, and
+nothing says so. ``ipamctl install-plugin`` uses this module to say so, and to refuse,
+or with ``--force`` set aside, a file it would replace: a package's file through a dpkg
+diversion, so that the package's upgrades land beside the launcher, not over it.
+
+Paths are as the runtimes see them, looked up under ``root`` ("/", or a tree a test or
+an image build prepared). Off the plugin's hot path.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import re
+import subprocess
+import tomllib
+from collections.abc import Mapping
+from typing import Any
+
+# The launcher's second line (ipam.launcher's template; a test keeps the two in step).
+MARKER = b'# host-local-sqlite launcher, written by "ipamctl install-plugin"'
+PODMAN_DIRS = ["/usr/local/libexec/cni", "/usr/libexec/cni", "/usr/local/lib/cni",
+               "/usr/lib/cni", "/opt/cni/bin"]  # containers/common, podman 4.x
+_SYSTEM_BIN = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+_CNI_PATH = re.compile(r'^\s*"?cni_path"?\s*[=:]\s*"([^"]*)"')  # HCL or JSON
+
+
+def at(root: str, path: str) -> str:
+    """``path`` (absolute, as the runtimes see it) in the tree at ``root``."""
+    return path if root == "/" else os.path.join(root, path.lstrip("/"))
+
+
+@dataclasses.dataclass
+class Runtime:
+    """One runtime's plugin search order, from its config files or its defaults."""
+
+    name: str
+    dirs: list[str]
+    root: str = "/"
+    configs: list[str] = dataclasses.field(default_factory=list)  # the files read
+    errors: list[str] = dataclasses.field(default_factory=list)   # the files not understood
+    present: bool = False  # a config file or the program exists
+    note: str | None = None  # set when configured to run no CNI plugin at all
+
+    def runs(self, plugin: str) -> str | None:
+        """The file it would run for ``plugin``: the first regular file of that name
+        (followed through symlinks, as libcni does; it does not check the mode)."""
+        for d in self.dirs:
+            if os.path.isfile(at(self.root, os.path.join(d, plugin))):
+                return os.path.join(d, plugin)
+        return None
+
+    def report(self, plugin: str) -> dict[str, Any]:
+        return {"name": self.name, "dirs": self.dirs, "configs": self.configs,
+                "errors": self.errors, "note": self.note, "runs": self.runs(plugin)}
+
+
+def runtimes(root: str = "/", env: Mapping[str, str] | None = None) -> list[Runtime]:
+    """podman, containerd, crio and nomad, present or not, each with its search order."""
+    env = os.environ if env is None else env
+    found = [_podman(root, env), _containerd(root), _crio(root), _nomad(root)]
+    search = [d for d in env.get("PATH", "").split(":") if d.startswith("/")] + _SYSTEM_BIN
+    for r in found:
+        r.dirs = [os.path.normpath(d) for d in r.dirs]
+        program = next((at(root, os.path.join(d, r.name)) for d in search
+                        if os.access(at(root, os.path.join(d, r.name)), os.X_OK)), None)
+        r.present = bool(r.configs or r.errors or program)
+        if r.name == "podman" and program and r.note is None:
+            r.note = _podman_5(program)
+    return found
+
+
+def _podman_5(program: str) -> str | None:
+    """Podman 5 dropped CNI for netavark: whatever its config says, no CNI plugin runs."""
+    try:
+        out = subprocess.run([program, "--version"], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"version (\d+)\.", out)
+    return ("%s is podman %s: no CNI plugin runs (netavark only)" % (program, m.group(1))
+            if m and int(m.group(1)) >= 5 else None)
+
+
+def _toml(r: Runtime, path: str) -> dict[str, Any]:
+    """The file's tables; {} when it is absent or not understood (noted in r.errors:
+    a report must survive a broken config, which the runtime itself may refuse)."""
+    try:
+        with open(at(r.root, path), "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:  # TOMLDecodeError and UnicodeDecodeError too
+        r.errors.append("cannot read %s (%s): its settings are ignored here" % (path, e))
+        return {}
+    r.configs.append(path)
+    return data
+
+
+def _get(data: Any, *keys: str) -> Any:
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
+def _strings(value: Any) -> list[str] | None:
+    ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return value if ok else None
+
+
+def _dropins(root: str, directory: str, *suffixes: str) -> list[str]:
+    """A drop-in directory's files, in the alphanumeric order runtimes read them."""
+    try:
+        names = sorted(os.listdir(at(root, directory)))
+    except OSError:
+        return []
+    return [os.path.join(directory, n) for n in names if n.endswith(suffixes)]
+
+
+def _podman(root: str, env: Mapping[str, str]) -> Runtime:
+    """containers.conf(5) as podman 4.3 reads it: CONTAINERS_CONF alone if set, else the
+    vendor file, the admin file and its drop-ins; a later ``cni_plugin_dirs`` wins."""
+    r = Runtime("podman", list(PODMAN_DIRS), root)
+    files = [env["CONTAINERS_CONF"]] if env.get("CONTAINERS_CONF") else [
+        "/usr/share/containers/containers.conf", "/etc/containers/containers.conf",
+        *_dropins(root, "/etc/containers/containers.conf.d", ".conf")]
+    for path in files:
+        network = _get(_toml(r, path), "network")
+        r.dirs = _strings(_get(network, "cni_plugin_dirs")) or r.dirs
+        if _get(network, "network_backend") == "netavark":
+            r.note = '%s sets network_backend = "netavark": no CNI plugin runs' % path
+        elif _get(network, "network_backend") is not None:
+            r.note = None
+    return r
+
+
+def _containerd(root: str) -> Runtime:
+    """The CRI plugin's ``cni`` table: config version 3 (containerd 2), 2, or 1."""
+    r = Runtime("containerd", ["/opt/cni/bin"], root)
+    path = "/etc/containerd/config.toml"
+    data = _toml(r, path)
+    for key in ("io.containerd.cri.v1.runtime", "io.containerd.grpc.v1.cri", "cri"):
+        cni = _get(data, "plugins", key, "cni")
+        dirs = _strings(_get(cni, "bin_dirs")) or _strings([_get(cni, "bin_dir")])
+        if dirs:
+            r.dirs = dirs
+            break
+    disabled = _strings(_get(data, "disabled_plugins")) or []
+    if {"cri", "io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"} & set(disabled):
+        r.note = "%s disables the CRI plugin (as Docker's does): no CNI plugin runs" % path
+    return r
+
+
+def _crio(root: str) -> Runtime:
+    r = Runtime("crio", ["/opt/cni/bin/"], root)
+    for path in ["/etc/crio/crio.conf", *_dropins(root, "/etc/crio/crio.conf.d", ".conf")]:
+        r.dirs = _strings(_get(_toml(r, path), "crio", "network", "plugin_dirs")) or r.dirs
+    return r
+
+
+def _nomad(root: str) -> Runtime:
+    """The client's ``cni_path`` (colon-separated) in /etc/nomad.d; HCL is read with a
+    regular expression, enough for the one string setting."""
+    r = Runtime("nomad", ["/opt/cni/bin"], root)
+    for path in _dropins(root, "/etc/nomad.d", ".hcl", ".json"):
+        try:
+            with open(at(root, path), encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, ValueError) as e:
+            r.errors.append("cannot read %s (%s): its settings are ignored here" % (path, e))
+            continue
+        r.configs.append(path)
+        for line in lines:
+            m = _CNI_PATH.match(line)
+            r.dirs = [d for d in m.group(1).split(":") if d] if m else r.dirs
+    return r
+
+
+def search_orders(found: list[Runtime]) -> str:
+    """``podman: /a, /b; crio: /c`` for the runtimes present, for messages."""
+    return "; ".join("%s: %s" % (r.name, ", ".join(r.dirs)) for r in found if r.present)
+
+
+def warnings(root: str, directory: str, plugin: str, found: list[Runtime]) -> list[str]:
+    """Why a runtime here would not run ``directory/plugin``, one sentence each."""
+    present = [r for r in found if r.present and r.note is None]
+    if not any(r.present for r in found):
+        return ["found no container runtime (podman, containerd, crio or nomad: neither "
+                "its config files nor its program), so nothing checked which %s one "
+                "would run" % plugin]
+    out = [r.name + ": " + e for r in found if r.present for e in r.errors]
+    for r in present:
+        runs = r.runs(plugin)
+        if runs is not None and _same(root, runs, os.path.join(directory, plugin)):
+            continue
+        if any(_same(root, d, directory) for d in r.dirs) and runs is not None:
+            where = "searches %s before %s" % (os.path.dirname(runs), directory)
+        else:
+            where = "does not search %s (it searches %s)" % (directory, ", ".join(r.dirs))
+        out.append("%s %s: it would run %s" % (
+            r.name, where, "%s, not this launcher" % runs if runs else "no %s at all" % plugin))
+    return out
+
+
+def _same(root: str, a: str, b: str) -> bool:
+    """The same file or directory, whatever the spelling (/lib is /usr/lib when merged)."""
+    try:
+        return os.path.samefile(at(root, a), at(root, b))
+    except OSError:
+        return os.path.normpath(a) == os.path.normpath(b)
+
+
+# -- the file in the way ----------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Foreign:
+    """A file at the launcher's path that is not one of our launchers."""
+
+    what: str                   # "a Go executable", "a script (#!/bin/sh)", ...
+    package: str | None = None  # the dpkg package that owns the path itself
+
+    def __str__(self) -> str:
+        return self.what + (", owned by Debian package " + self.package
+                            if self.package else "")
+
+
+def foreign(root: str, path: str, console_script: str | None = None) -> Foreign | None:
+    """What is at ``path``, unless nothing or ours: a launcher (by its marker line) or a
+    symlink to ``console_script`` (the README's other way to install)."""
+    real = at(root, path)
+    try:
+        if os.path.islink(real):
+            target = os.readlink(real)
+            if console_script and os.path.realpath(real) == os.path.realpath(console_script):
+                return None
+            in_root = os.path.normpath(os.path.join(os.path.dirname(path), target))
+            owner = package_owner(root, in_root)
+            return Foreign("a symbolic link to %s%s" % (target, " (owned by Debian "
+                           "package %s)" % owner if owner else ""), package_owner(root, path))
+        if os.path.isdir(real):
+            return Foreign("a directory", package_owner(root, path))
+        with open(real, "rb") as f:
+            data = f.read(64 << 20)
+    except FileNotFoundError:
+        return None
+    if MARKER in data[:512]:
+        return None
+    if data.startswith(b"\x7fELF"):
+        what = "a Go executable" if b"\xff Go buildinf:" in data else "an ELF executable"
+    elif data.startswith(b"#!"):
+        what = "a script (%s)" % data.split(b"\n", 1)[0][:60].decode(errors="replace")
+    else:
+        what = "a file of %d bytes" % len(data)
+    return Foreign(what, package_owner(root, path))
+
+
+def package_owner(root: str, path: str) -> str | None:
+    """The dpkg package that installed ``path``, from dpkg's own file lists
+    (``<root>/var/lib/dpkg/info/<package>[:<arch>].list``); None without dpkg."""
+    parent = os.path.realpath(at(root, os.path.dirname(path)))
+    if root != "/" and parent.startswith(os.path.realpath(root) + "/"):
+        parent = parent[len(os.path.realpath(root)):]
+    wanted = {os.path.normpath(path), os.path.join(parent, os.path.basename(path))}
+    for listing in sorted(glob.glob(at(root, "/var/lib/dpkg/info/*.list"))):
+        try:
+            with open(listing, encoding="utf-8", errors="surrogateescape") as f:
+                if wanted & set(f.read().splitlines()):
+                    return os.path.basename(listing)[:-5].split(":")[0]
+        except OSError:
+            continue
+    return None
+
+
+def set_aside(root: str, path: str, old: Foreign) -> dict[str, Any]:
+    """Keep the file at ``path`` beside it before it is replaced; returns where and how.
+
+    A package's file gets a local dpkg diversion to ``path.distrib``, so upgrades install
+    the package's new version there, not over the launcher; any other file is kept as
+    ``path.orig`` (or ``.orig.1``...: an older one is never overwritten). The old file
+    is hard-linked, not renamed, so that ``path`` exists until the launcher replaces it
+    in one rename: a runtime starting the plugin meanwhile never finds nothing.
+    """
+    if old.package:
+        kept = path + ".distrib"
+        try:
+            _link(root, path, kept)
+        except FileExistsError:
+            raise ValueError("%s exists already (see dpkg-divert --list): move it away "
+                             "first" % kept) from None
+        cmd = ["dpkg-divert", *(["--root", root] if root != "/" else []),
+               "--local", "--no-rename", "--divert", kept, "--add", path]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            failed = proc.returncode and (proc.stderr or proc.stdout).strip()
+        except OSError as e:
+            failed = str(e)
+        if failed:
+            os.unlink(at(root, kept))
+            raise ValueError("%s: %s" % (" ".join(cmd), failed))
+        return {"path": kept, "how": "dpkg-divert", "package": old.package, "was": str(old)}
+    for n in range(1000):
+        kept = path + ".orig" + (".%d" % n if n else "")
+        try:
+            _link(root, path, kept)
+        except FileExistsError:
+            continue
+        return {"path": kept, "how": "renamed", "package": None, "was": str(old)}
+    raise ValueError("%s.orig ... .orig.999 all exist: remove some" % path)
+
+
+def _link(root: str, path: str, kept: str) -> None:
+    """A hard link of ``path`` (itself, if a symlink) as ``kept``; FileExistsError if
+    taken. Where hard links fail (a directory, some filesystems), a rename instead."""
+    src, dst = at(root, path), at(root, kept)
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError:
+        if os.path.lexists(dst):
+            raise FileExistsError(dst) from None
+        os.rename(src, dst)

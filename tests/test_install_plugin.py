@@ -1,0 +1,430 @@
+"""``ipamctl install-plugin`` tells the truth about what will run: each runtime's plugin
+search order (ipam.plugin_dirs, read from real config files in a temporary root), the
+refusal to replace a file that is not ours, ``--force`` keeping it (a real dpkg-divert on
+the temporary root), and the warnings when a runtime would run another file."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import traceback
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import cli
+from ipam import launcher, plugin_dirs
+
+GO_HOST_LOCAL = "/usr/lib/cni/host-local"  # Debian's containernetworking-plugins
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# -- helpers --------------------------------------------------------------------------
+def put(root, path, text="", mode=0o644):
+    """Write ``text`` (str or bytes) at ``path`` inside ``root``; returns the real path."""
+    real = root / path.lstrip("/")
+    real.parent.mkdir(parents=True, exist_ok=True)
+    real.write_bytes(text if isinstance(text, bytes) else text.encode())
+    real.chmod(mode)
+    return real
+
+
+def go_binary(root, path):
+    """A real executable standing for Go's plugin: Debian's host-local when installed
+    (CI installs it), else this system's ``true``."""
+    if IN_CI:
+        assert os.path.isfile(GO_HOST_LOCAL), "CI installs containernetworking-plugins"
+    source = GO_HOST_LOCAL if os.path.isfile(GO_HOST_LOCAL) else shutil.which("true")
+    with open(source, "rb") as f:
+        return put(root, path, f.read(), 0o755)
+
+
+def kind_of_go_binary():
+    return "a Go executable" if os.path.isfile(GO_HOST_LOCAL) else "an ELF executable"
+
+
+def dpkg_package(root, name, *paths):
+    """A package's file list as dpkg keeps it: /var/lib/dpkg/info/<name>.list."""
+    dirs = {os.path.dirname(p) for p in paths}
+    put(root, "/var/lib/dpkg/info/%s.list" % name,
+        "/.\n" + "".join(d + "\n" for d in sorted(dirs)) + "".join(p + "\n" for p in paths))
+
+
+def program(root, name, version="4.3.1"):
+    """Make a runtime present the way a package does: its program in /usr/bin."""
+    put(root, "/usr/bin/" + name, "#!/bin/sh\necho %s version %s\n" % (name, version), 0o755)
+
+
+def by_name(root, **env):
+    return {r.name: r for r in plugin_dirs.runtimes(str(root), env=env)}
+
+
+@pytest.fixture
+def install(monkeypatch):
+    """``install(root, *args, expect=0)``: ipamctl -o json install-plugin --root ROOT
+    ARGS in process; returns (JSON or None, stderr)."""
+    monkeypatch.delenv("CONTAINERS_CONF", raising=False)
+
+    def run(root, *args, expect=0, output="json"):
+        result = CliRunner().invoke(cli, ["-o", output, "install-plugin", "--root",
+                                          str(root), *args])
+        exc = result.exception
+        if exc is not None and not isinstance(exc, SystemExit):
+            raise AssertionError("".join(traceback.format_exception(exc)))
+        assert result.exit_code == expect, (result.stdout, result.stderr)
+        if output == "json" and expect == 0:
+            return json.loads(result.stdout), result.stderr
+        return result.stdout, result.stderr
+    return run
+
+
+def is_launcher(path):
+    return plugin_dirs.MARKER in path.read_bytes()
+
+
+# -- search orders --------------------------------------------------------------------
+def test_the_marker_is_the_launchers_own_line():
+    assert plugin_dirs.MARKER in launcher.render(paths=[]).encode()
+
+
+def test_nothing_present_in_an_empty_root(tmp_path):
+    found = plugin_dirs.runtimes(str(tmp_path), env={})
+    assert [(r.name, r.present) for r in found] == [
+        ("podman", False), ("containerd", False), ("crio", False), ("nomad", False)]
+    assert [r.dirs for r in found] == [plugin_dirs.PODMAN_DIRS, ["/opt/cni/bin"],
+                                       ["/opt/cni/bin"], ["/opt/cni/bin"]]
+
+
+def test_podman_4_finds_debians_go_host_local_before_opt_cni_bin(tmp_path):
+    program(tmp_path, "podman")
+    go_binary(tmp_path, "/usr/lib/cni/host-local")
+    (tmp_path / "opt/cni/bin").mkdir(parents=True)
+    put(tmp_path, "/opt/cni/bin/host-local", "#!/bin/sh\n", 0o755)
+    podman = by_name(tmp_path)["podman"]
+    assert podman.present and podman.configs == [] and podman.errors == []
+    assert podman.dirs == ["/usr/local/libexec/cni", "/usr/libexec/cni", "/usr/local/lib/cni",
+                           "/usr/lib/cni", "/opt/cni/bin"]
+    assert podman.runs("host-local") == "/usr/lib/cni/host-local"
+    assert podman.runs("bridge") is None
+    # libcni takes the first regular file: a directory of that name does not count.
+    (tmp_path / "usr/local/libexec/cni/host-local").mkdir(parents=True)
+    assert podman.runs("host-local") == "/usr/lib/cni/host-local"
+
+
+def test_podman_reads_containers_conf_files_in_order(tmp_path):
+    put(tmp_path, "/usr/share/containers/containers.conf",
+        '[network]\ncni_plugin_dirs = ["/vendor"]\n')
+    put(tmp_path, "/etc/containers/containers.conf",
+        '[network]\ncni_plugin_dirs = ["/admin", "/opt/cni/bin/"]\n')
+    put(tmp_path, "/etc/containers/containers.conf.d/20-dirs.conf",
+        '[network]\ncni_plugin_dirs = ["/dropin20"]\n')
+    put(tmp_path, "/etc/containers/containers.conf.d/10-other.conf",
+        '[engine]\nevents_logger = "file"\n')
+    put(tmp_path, "/etc/containers/containers.conf.d/README", "not read: no .conf")
+    podman = by_name(tmp_path)["podman"]
+    assert podman.present and podman.note is None
+    assert podman.configs == ["/usr/share/containers/containers.conf",
+                              "/etc/containers/containers.conf",
+                              "/etc/containers/containers.conf.d/10-other.conf",
+                              "/etc/containers/containers.conf.d/20-dirs.conf"]
+    assert podman.dirs == ["/dropin20"]
+
+    (tmp_path / "etc/containers/containers.conf.d/20-dirs.conf").unlink()
+    assert by_name(tmp_path)["podman"].dirs == ["/admin", "/opt/cni/bin"]  # normalized
+
+    # CONTAINERS_CONF names the only file read.
+    put(tmp_path, "/elsewhere.conf", '[network]\nnetwork_backend = "netavark"\n')
+    podman = by_name(tmp_path, CONTAINERS_CONF="/elsewhere.conf")["podman"]
+    assert podman.configs == ["/elsewhere.conf"] and podman.dirs == plugin_dirs.PODMAN_DIRS
+    assert podman.note == '/elsewhere.conf sets network_backend = "netavark": no CNI plugin runs'
+
+
+def test_podman_5_runs_no_cni_plugin(tmp_path, install):
+    program(tmp_path, "podman", "5.4.2")
+    go_binary(tmp_path, "/usr/lib/cni/host-local")
+    (tmp_path / "opt/cni/bin").mkdir(parents=True)
+    podman = by_name(tmp_path)["podman"]
+    assert podman.present and podman.note == (
+        "%s/usr/bin/podman is podman 5: no CNI plugin runs (netavark only)" % tmp_path)
+    info, stderr = install(tmp_path, "/opt/cni/bin", "--name", "host-local")
+    assert info["warnings"] == [] and stderr == ""
+    assert info["runtimes"][0]["note"] == podman.note
+
+
+@pytest.mark.parametrize("config, dirs", [
+    ('version = 2\n[plugins."io.containerd.grpc.v1.cri".cni]\nbin_dir = "/usr/lib/cni"\n',
+     ["/usr/lib/cni"]),
+    ('[plugins.cri.cni]\nbin_dir = "/v1/bin"\n', ["/v1/bin"]),
+    ('version = 3\n[plugins."io.containerd.cri.v1.runtime".cni]\n'
+     'bin_dirs = ["/a", "/opt/cni/bin"]\n', ["/a", "/opt/cni/bin"]),
+    ('version = 3\n[plugins."io.containerd.cri.v1.runtime".cni]\nbin_dir = "/b"\n', ["/b"]),
+    ('version = 2\n[plugins."io.containerd.grpc.v1.cri"]\nsandbox_image = "x"\n',
+     ["/opt/cni/bin"]),
+])
+def test_containerd_cri_bin_dir_in_each_config_version(tmp_path, config, dirs):
+    put(tmp_path, "/etc/containerd/config.toml", config)
+    containerd = by_name(tmp_path)["containerd"]
+    assert containerd.present and containerd.dirs == dirs and containerd.note is None
+    assert containerd.configs == ["/etc/containerd/config.toml"]
+
+
+def test_containerd_with_cri_disabled_runs_no_plugin(tmp_path):
+    put(tmp_path, "/etc/containerd/config.toml", 'disabled_plugins = ["cri"]\n')  # Docker's
+    go_binary(tmp_path, "/opt/cni/bin/host-local")
+    containerd = by_name(tmp_path)["containerd"]
+    assert containerd.present and "disables the CRI plugin" in containerd.note
+    assert plugin_dirs.warnings(str(tmp_path), "/usr/lib/cni", "host-local",
+                                [containerd]) == []
+
+
+def test_crio_reads_its_drop_ins_after_crio_conf(tmp_path):
+    put(tmp_path, "/etc/crio/crio.conf", '[crio.network]\nplugin_dirs = ["/opt/cni/bin/"]\n')
+    crio = by_name(tmp_path)["crio"]
+    assert crio.present and crio.dirs == ["/opt/cni/bin"]
+    put(tmp_path, "/etc/crio/crio.conf.d/10-debian.conf",
+        '[crio.network]\nplugin_dirs = ["/usr/lib/cni/", "/opt/cni/bin/"]\n')
+    put(tmp_path, "/etc/crio/crio.conf.d/20-runtime.conf", '[crio.runtime]\nx = 1\n')
+    crio = by_name(tmp_path)["crio"]
+    assert crio.dirs == ["/usr/lib/cni", "/opt/cni/bin"]
+    assert crio.configs[1:] == ["/etc/crio/crio.conf.d/10-debian.conf",
+                                "/etc/crio/crio.conf.d/20-runtime.conf"]
+
+
+def test_nomad_cni_path_from_hcl_and_json(tmp_path):
+    program(tmp_path, "nomad")
+    nomad = by_name(tmp_path)["nomad"]
+    assert nomad.present and nomad.dirs == ["/opt/cni/bin"] and nomad.configs == []
+    put(tmp_path, "/etc/nomad.d/client.hcl",
+        'client {\n  enabled = true\n  # cni_path = "/commented/out"\n'
+        '  cni_path = "/usr/lib/cni:/opt/cni/bin"\n}\n')
+    assert by_name(tmp_path)["nomad"].dirs == ["/usr/lib/cni", "/opt/cni/bin"]
+    put(tmp_path, "/etc/nomad.d/zz.json", '{"client": {\n  "cni_path": "/j"\n}}\n')
+    nomad = by_name(tmp_path)["nomad"]
+    assert nomad.dirs == ["/j"]
+    assert nomad.configs == ["/etc/nomad.d/client.hcl", "/etc/nomad.d/zz.json"]
+
+
+def test_unreadable_config_files_are_reported_never_fatal(tmp_path, install):
+    put(tmp_path, "/etc/containers/containers.conf", "[network\ncni_plugin_dirs = 3\n")
+    put(tmp_path, "/etc/containerd/config.toml", b"version = \xff\n")
+    put(tmp_path, "/etc/crio/crio.conf", "[crio.network]\nplugin_dirs = /opt\n")
+    put(tmp_path, "/etc/nomad.d/client.hcl", b"\xff\xfe cni_path\n")
+    found = by_name(tmp_path)
+    assert all(r.present and len(r.errors) == 1 for r in found.values()), found
+    assert found["podman"].errors[0].startswith("cannot read /etc/containers/containers.conf (")
+    assert [r.dirs for r in found.values()] == [plugin_dirs.PODMAN_DIRS, ["/opt/cni/bin"],
+                                                ["/opt/cni/bin"], ["/opt/cni/bin"]]
+    (tmp_path / "opt/cni/bin").mkdir(parents=True)
+    info, stderr = install(tmp_path)
+    assert sorted(w.split(":")[0] for w in info["warnings"]) == [
+        "containerd", "crio", "nomad", "podman"]
+    assert all("its settings are ignored here" in w for w in info["warnings"])
+    assert stderr.count("warning: ") == 4
+    assert {r["name"]: r["runs"] for r in info["runtimes"]} == {
+        name: "/opt/cni/bin/host-local-sqlite" for name in found}
+
+
+# -- who owns the file ----------------------------------------------------------------
+def test_package_owner_from_dpkg_file_lists(tmp_path):
+    assert plugin_dirs.package_owner(str(tmp_path), "/usr/lib/cni/host-local") is None  # no dpkg
+    dpkg_package(tmp_path, "containernetworking-plugins", "/usr/lib/cni/host-local",
+                 "/usr/lib/cni/bridge")
+    dpkg_package(tmp_path, "libfoo1:amd64", "/usr/lib/x86_64-linux-gnu/libfoo.so.1")
+    owner = plugin_dirs.package_owner
+    assert owner(str(tmp_path), "/usr/lib/cni/host-local") == "containernetworking-plugins"
+    assert owner(str(tmp_path), "/usr/lib/x86_64-linux-gnu/libfoo.so.1") == "libfoo1"
+    assert owner(str(tmp_path), "/usr/lib/cni") == "containernetworking-plugins"
+    assert owner(str(tmp_path), "/opt/cni/bin/host-local") is None
+
+
+def test_real_dpkg_agrees_on_debians_go_host_local():
+    """Read-only, on this system: our reading of dpkg's lists against dpkg-query."""
+    if not os.path.isfile(GO_HOST_LOCAL):
+        assert not IN_CI, "CI installs containernetworking-plugins"
+        pytest.skip("Debian's containernetworking-plugins is not installed")
+    query = subprocess.run(["dpkg-query", "-S", GO_HOST_LOCAL], capture_output=True,
+                           text=True, check=True).stdout
+    package = [line.split(":")[0] for line in query.splitlines()
+               if line.endswith(": " + GO_HOST_LOCAL) and not line.startswith("diversion")]
+    assert package == ["containernetworking-plugins"]
+    assert plugin_dirs.package_owner("/", GO_HOST_LOCAL) == package[0]
+    old = plugin_dirs.foreign("/", GO_HOST_LOCAL)
+    assert str(old) == "a Go executable, owned by Debian package containernetworking-plugins"
+
+
+def test_what_the_file_in_the_way_is(tmp_path):
+    def what(path):
+        return str(plugin_dirs.foreign(str(tmp_path), path, console_script="/nonexistent"))
+
+    go_binary(tmp_path, "/usr/lib/cni/host-local")
+    dpkg_package(tmp_path, "containernetworking-plugins", "/usr/lib/cni/host-local")
+    put(tmp_path, "/opt/cni/bin/script", "#!/bin/sh\nexec true\n", 0o755)
+    put(tmp_path, "/opt/cni/bin/data", "12345")
+    (tmp_path / "opt/cni/bin/link").symlink_to("/usr/lib/cni/host-local")
+    (tmp_path / "opt/cni/bin/dir").mkdir()
+    assert what("/usr/lib/cni/host-local") == (
+        kind_of_go_binary() + ", owned by Debian package containernetworking-plugins")
+    assert what("/opt/cni/bin/script") == "a script (#!/bin/sh)"
+    assert what("/opt/cni/bin/data") == "a file of 5 bytes"
+    assert what("/opt/cni/bin/link") == ("a symbolic link to /usr/lib/cni/host-local (owned "
+                                         "by Debian package containernetworking-plugins)")
+    assert what("/opt/cni/bin/dir") == "a directory"
+    assert plugin_dirs.foreign(str(tmp_path), "/opt/cni/bin/absent") is None
+
+
+# -- install-plugin -------------------------------------------------------------------
+def test_refuses_to_replace_a_file_that_is_not_its_launcher(tmp_path, install):
+    go = go_binary(tmp_path, "/opt/cni/bin/host-local")
+    before = go.read_bytes()
+    _, stderr = install(tmp_path, "/opt/cni/bin", "--name", "host-local", expect=1)
+    assert stderr == ("Error: /opt/cni/bin/host-local is %s, not a host-local-sqlite "
+                      "launcher: not replacing it. --force replaces it and keeps it as "
+                      "/opt/cni/bin/host-local.orig\n" % kind_of_go_binary())
+    script = put(tmp_path, "/opt/cni/bin/host-local-sqlite", "#!/bin/sh\n", 0o755)
+    _, stderr = install(tmp_path, "/opt/cni/bin", expect=1)
+    assert "host-local-sqlite is a script (#!/bin/sh), not a host-local-sqlite" in stderr
+
+    go_binary(tmp_path, "/usr/lib/cni/host-local")
+    dpkg_package(tmp_path, "containernetworking-plugins", "/usr/lib/cni/host-local")
+    _, stderr = install(tmp_path, "/usr/lib/cni", "--name", "host-local", expect=1)
+    assert ", owned by Debian package containernetworking-plugins, not a" in stderr
+    assert "keeps it as /usr/lib/cni/host-local.distrib (a dpkg diversion)" in stderr
+    assert go.read_bytes() == before and script.read_text() == "#!/bin/sh\n"
+    assert sorted(os.listdir(tmp_path / "opt/cni/bin")) == ["host-local", "host-local-sqlite"]
+
+
+def test_replaces_its_own_launcher_and_the_console_script_link_silently(tmp_path, install):
+    (tmp_path / "opt/cni/bin").mkdir(parents=True)
+    first, _ = install(tmp_path, "/opt/cni/bin", "--name", "host-local")
+    assert first["path"] == "/opt/cni/bin/host-local" and first["kept"] is None
+    again, _ = install(tmp_path, "/opt/cni/bin", "--name", "host-local")
+    assert again["kept"] is None
+    console_script = os.path.join(os.path.dirname(sys.executable), "host-local-sqlite")
+    (tmp_path / "opt/cni/bin/host-local-sqlite").symlink_to(console_script)
+    info, _ = install(tmp_path)  # the default directory, under the root
+    assert info["path"] == "/opt/cni/bin/host-local-sqlite" and info["kept"] is None
+    assert sorted(os.listdir(tmp_path / "opt/cni/bin")) == ["host-local", "host-local-sqlite"]
+    assert all(is_launcher(p) for p in (tmp_path / "opt/cni/bin").iterdir())
+
+
+def test_force_keeps_a_plain_file_as_orig_never_overwriting_one(tmp_path, install):
+    go = go_binary(tmp_path, "/opt/cni/bin/host-local")
+    before = go.read_bytes()
+    older = put(tmp_path, "/opt/cni/bin/host-local.orig", "an older one")
+    info, _ = install(tmp_path, "/opt/cni/bin", "--name", "host-local", "--force")
+    assert info["kept"] == {"path": "/opt/cni/bin/host-local.orig.1", "how": "renamed",
+                            "package": None, "was": kind_of_go_binary()}
+    assert (tmp_path / "opt/cni/bin/host-local.orig.1").read_bytes() == before
+    assert older.read_text() == "an older one" and is_launcher(go)
+    assert os.access(tmp_path / "opt/cni/bin/host-local.orig.1", os.X_OK)
+
+    put(tmp_path, "/opt/cni/bin/host-local", "#!/bin/sh\n", 0o755)
+    text, _ = install(tmp_path, "/opt/cni/bin", "--name", "host-local", "--force",
+                      output="table")
+    assert text == ("wrote /opt/cni/bin/host-local\nkept the file it replaced (a script "
+                    "(#!/bin/sh)) as /opt/cni/bin/host-local.orig.2\n")
+
+
+def test_force_diverts_a_package_file_with_dpkg_divert(tmp_path, install):
+    """A real dpkg-divert, on the temporary root only (--root): this system's own
+    diversions must stay as they were."""
+    if shutil.which("dpkg-divert") is None:
+        assert not IN_CI, "CI runs on Debian"
+        pytest.skip("no dpkg-divert (not a Debian system)")
+    system_diversions = subprocess.run(["dpkg-divert", "--list"], capture_output=True,
+                                       text=True, check=True).stdout
+    program(tmp_path, "podman")
+    go = go_binary(tmp_path, "/usr/lib/cni/host-local")
+    before = go.read_bytes()
+    dpkg_package(tmp_path, "containernetworking-plugins", "/usr/lib/cni/host-local")
+
+    text, stderr = install(tmp_path, "/usr/lib/cni", "--name", "host-local", "--force",
+                           output="table")
+    assert text == (
+        "wrote /usr/lib/cni/host-local\nkept the host-local file (%s, owned by Debian "
+        "package containernetworking-plugins) as /usr/lib/cni/host-local.distrib: a local "
+        "dpkg diversion, so upgrades of containernetworking-plugins install it there, not "
+        "over the launcher (undo: rm /usr/lib/cni/host-local; dpkg-divert --rename --remove "
+        "/usr/lib/cni/host-local)\n" % kind_of_go_binary())
+    assert stderr == ""  # podman now runs the launcher
+    assert is_launcher(go) and (tmp_path / "usr/lib/cni/host-local.distrib").read_bytes() == before
+
+    def divert(*args):
+        return subprocess.run(["dpkg-divert", "--root", str(tmp_path), *args],
+                              capture_output=True, text=True, check=True).stdout
+
+    assert divert("--list") == ("local diversion of /usr/lib/cni/host-local to "
+                                "/usr/lib/cni/host-local.distrib\n")
+    assert divert("--truename", "/usr/lib/cni/host-local") == "/usr/lib/cni/host-local.distrib\n"
+    # Once it is our launcher, installing again replaces it silently; no second diversion.
+    info, _ = install(tmp_path, "/usr/lib/cni", "--name", "host-local")
+    assert info["kept"] is None and info["warnings"] == []
+    assert info["runtimes"][0]["runs"] == "/usr/lib/cni/host-local"
+    assert subprocess.run(["dpkg-divert", "--list"], capture_output=True, text=True,
+                          check=True).stdout == system_diversions
+
+
+def test_force_stops_when_the_diversions_name_is_taken(tmp_path, install):
+    go = go_binary(tmp_path, "/usr/lib/cni/host-local")
+    dpkg_package(tmp_path, "containernetworking-plugins", "/usr/lib/cni/host-local")
+    put(tmp_path, "/usr/lib/cni/host-local.distrib", "someone's")
+    _, stderr = install(tmp_path, "/usr/lib/cni", "--name", "host-local", "--force", expect=1)
+    assert stderr.startswith("Error: /usr/lib/cni/host-local.distrib exists already")
+    assert not is_launcher(go)
+
+
+def test_warns_when_podman_would_run_gos_host_local_first(tmp_path, install):
+    program(tmp_path, "podman")
+    go_binary(tmp_path, "/usr/lib/cni/host-local")
+    (tmp_path / "opt/cni/bin").mkdir(parents=True)
+    info, stderr = install(tmp_path, "/opt/cni/bin", "--name", "host-local")
+    warning = ("podman searches /usr/lib/cni before /opt/cni/bin: it would run "
+               "/usr/lib/cni/host-local, not this launcher")
+    assert info["warnings"] == [warning] and stderr == "warning: %s\n" % warning
+    assert info["runtimes"] == [{"name": "podman", "dirs": plugin_dirs.PODMAN_DIRS,
+                                 "configs": [], "errors": [], "note": None,
+                                 "runs": "/usr/lib/cni/host-local"}]
+    assert is_launcher(tmp_path / "opt/cni/bin/host-local")  # written all the same
+
+    # Under another name nothing is in the way.
+    info, stderr = install(tmp_path, "/opt/cni/bin")
+    assert info["warnings"] == [] and stderr == ""
+
+
+def test_warns_when_a_runtime_does_not_search_the_directory(tmp_path, install):
+    put(tmp_path, "/etc/crio/crio.conf", "[crio.network]\n")
+    program(tmp_path, "nomad")
+    put(tmp_path, "/etc/nomad.d/client.hcl", 'cni_path = "/usr/local/lib/cni"\n')
+    (tmp_path / "usr/local/lib/cni").mkdir(parents=True)
+    info, _ = install(tmp_path, "/usr/local/lib/cni/")
+    assert info["path"] == "/usr/local/lib/cni/host-local-sqlite"
+    assert info["warnings"] == ["crio does not search /usr/local/lib/cni (it searches "
+                                "/opt/cni/bin): it would run no host-local-sqlite at all"]
+
+
+def test_warns_when_no_runtime_is_found(tmp_path, install):
+    (tmp_path / "srv").mkdir()
+    info, _ = install(tmp_path, "/srv")
+    assert info["runtimes"] == [] and len(info["warnings"]) == 1
+    assert info["warnings"][0].startswith("found no container runtime (podman, containerd")
+
+
+def test_a_missing_directory_is_named_with_the_runtimes_directories(tmp_path, install):
+    program(tmp_path, "podman")
+    put(tmp_path, "/etc/containerd/config.toml", "version = 2\n")
+    _, stderr = install(tmp_path, expect=2)  # the default, /opt/cni/bin: absent on Debian
+    assert stderr.endswith(
+        "Error: Invalid value for DIRECTORY: /opt/cni/bin does not exist. The plugin "
+        "directories of the runtimes found here, in their search order: podman: "
+        "/usr/local/libexec/cni, /usr/libexec/cni, /usr/local/lib/cni, /usr/lib/cni, "
+        "/opt/cni/bin; containerd: /opt/cni/bin\n")
+    put(tmp_path, "/opt/cni/bin", "a file")
+    _, stderr = install(tmp_path, expect=2)
+    assert "/opt/cni/bin is not a directory. The plugin" in stderr
+
+
+def test_help_explains_refusal_and_ends_with_examples():
+    result = CliRunner().invoke(cli, ["install-plugin", "--help"])
+    assert result.exit_code == 0
+    assert "--force" in result.stdout and "--root" in result.stdout
+    assert result.stdout.index("Example:") > result.stdout.index("refuses to replace")

@@ -16,12 +16,13 @@ class _Txn:
 
     def __enter__(self):
         self.saved = (dict(self.store._leases), dict(self.store._cursors),
-                      list(self.store.history_rows), dict(self.store._networks))
+                      list(self.store.history_rows), dict(self.store._networks),
+                      dict(self.store._stamps))
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
             (self.store._leases, self.store._cursors, self.store.history_rows,
-             self.store._networks) = self.saved
+             self.store._networks, self.store._stamps) = self.saved
         elif self.after_commit is not None:
             self.after_commit()
         return False
@@ -36,6 +37,7 @@ class MemoryStore:
         self._cursors = {}  # (network, range_set) -> ip
         self.history_rows = []  # (time, event, reason, network, ip, container_id, ifname)
         self._networks = {}  # network -> (data_dir, export, range_sets_json)
+        self._stamps = {}  # network -> the mirror directory's stamp
 
     def transaction(self, after_commit=None):
         return _Txn(self, after_commit)
@@ -134,6 +136,12 @@ class MemoryStore:
 
     def set_network_info(self, network, data_dir, export, range_sets_json):
         self._networks[network] = (data_dir, bool(export), range_sets_json)
+
+    def mirror_stamp(self, network):
+        return self._stamps.get(network)
+
+    def set_mirror_stamp(self, network, stamp):
+        self._stamps[network] = stamp
 
     def networks(self):
         return sorted({n for n, _ in self._leases} | {n for n, _ in self._cursors}

@@ -94,6 +94,21 @@ networks = Table(
     Column("updated_at", Float, nullable=False),
 )
 
+# The state of each node's mirror directory (<dataDir>/<network>) right after our own
+# last change to it: inode, mtime and ctime in ns. A different value on the next call
+# means someone else (Go host-local, an operator, a restore of the database to an
+# older state) changed the directory or the database since, and the network is
+# reconciled. Kept in the database, not beside the files, so that a database that
+# goes back in time also goes back to a stamp that no longer matches.
+mirror_stamps = Table(
+    "mirror_stamps",
+    metadata,
+    Column("network", String, nullable=False),
+    Column("node", String, nullable=False),
+    Column("stamp", String, nullable=False),
+    PrimaryKeyConstraint("network", "node"),
+)
+
 # Every allocation and release, for forensics ("who had 10.1.2.3 at 14:05?").
 history = Table(
     "history",
@@ -101,7 +116,9 @@ history = Table(
     Column("id", Integer, primary_key=True),
     Column("time", Float, nullable=False),
     Column("event", String, nullable=False),  # allocate | release
-    Column("reason", String, nullable=False),  # add | del | gc | admin | import
+    # add | del | gc | admin | import | adopt (a lease found in the mirror, made by
+    # another writer) | reconcile (released because another writer reused its address)
+    Column("reason", String, nullable=False),
     Column("network", String, nullable=False),
     Column("ip", String, nullable=False),
     Column("container_id", String, nullable=False),

@@ -42,6 +42,7 @@ from ipam.paths import node_name
 from ipam.schema import cursors as C
 from ipam.schema import history as H
 from ipam.schema import leases as L
+from ipam.schema import mirror_stamps as M
 from ipam.schema import networks as N
 from ipam.schema_version import HEAD, REVISIONS
 from ipam.sqlite_store import boot_id
@@ -167,8 +168,9 @@ class SqlStore:
 
     def begin(self):
         """Queue locally, connect, begin, and make sure the schema is current."""
-        if not self.readonly and self.lock_path is not None:
-            self._queue = writer_lock.acquire(self.lock_path, self.timeout)
+        if self.lock_path is not None:
+            self._queue = writer_lock.acquire(self.lock_path, self.timeout,
+                                              create=not self.readonly)
         try:
             self._connect()
             revision = self._revision()
@@ -474,6 +476,16 @@ class SqlStore:
         self._db().execute(stmt.on_conflict_do_update(index_elements=[N.c.network], set_={
             "data_dir": stmt.excluded.data_dir, "export": stmt.excluded.export,
             "range_sets": stmt.excluded.range_sets, "updated_at": stmt.excluded.updated_at}))
+
+    def mirror_stamp(self, network):
+        row = self._db().execute(select(M.c.stamp).where(
+            M.c.network == network, M.c.node == self.node)).first()
+        return row[0] if row else None
+
+    def set_mirror_stamp(self, network, stamp):
+        stmt = pg_insert(M).values(network=network, node=self.node, stamp=stamp)
+        self._db().execute(stmt.on_conflict_do_update(
+            index_elements=[M.c.network, M.c.node], set_={"stamp": stmt.excluded.stamp}))
 
     def networks(self):
         q = union(select(L.c.network), select(C.c.network), select(N.c.network))

@@ -95,12 +95,14 @@ class _Txn:
 class SqliteStore:
     shared = False  # one node's store
 
-    def __init__(self, path, busy_timeout=None, readonly=False, node=None):
+    def __init__(self, path, busy_timeout=None, readonly=False, node=None, queue=None):
         self.path = path
         # Recorded with every lease and event. One file is one node's: nothing filters on
         # it here (a renamed host still owns its leases).
         self.node = node or node_name()
         self.readonly = readonly
+        # Readers that look at the mirror too (ipamctl check) queue like writers.
+        self.queue = not readonly if queue is None else queue
         self._queue = None
         timeout = DEFAULT_BUSY_TIMEOUT if busy_timeout is None else busy_timeout
         self.timeout = timeout
@@ -132,8 +134,9 @@ class SqliteStore:
         Writers first queue on :mod:`ipam.writer_lock`, then take SQLite's own lock.
         """
         conn = self.conn
-        if not self.readonly:
-            self._queue = writer_lock.acquire(self.path + ".lock", self.timeout)
+        if self.queue:
+            self._queue = writer_lock.acquire(self.path + ".lock", self.timeout,
+                                              create=not self.readonly)
         try:
             conn.execute("BEGIN" if self.readonly else "BEGIN IMMEDIATE")
             revision = self._revision()
@@ -366,6 +369,18 @@ class SqliteStore:
             "data_dir = excluded.data_dir, export = excluded.export, "
             "range_sets = excluded.range_sets, updated_at = excluded.updated_at",
             (network, data_dir, bool(export), range_sets_json, time.time()))
+
+    def mirror_stamp(self, network):
+        row = self.conn.execute(
+            "SELECT stamp FROM mirror_stamps WHERE network = ? AND node = ?",
+            (network, self.node)).fetchone()
+        return row[0] if row else None
+
+    def set_mirror_stamp(self, network, stamp):
+        self.conn.execute(
+            "INSERT INTO mirror_stamps (network, node, stamp) VALUES (?, ?, ?) "
+            "ON CONFLICT (network, node) DO UPDATE SET stamp = excluded.stamp",
+            (network, self.node, stamp))
 
     def networks(self):
         rows = self.conn.execute(

@@ -80,5 +80,11 @@ class Store(Protocol):
     def set_network_info(self, network: str, data_dir: str, export: bool,
                          range_sets_json: str) -> None: ...
 
+    def mirror_stamp(self, network: str) -> Optional[str]:
+        """This node's record of its mirror directory right after our last change to it
+        (see :meth:`ipam.exporter.NetworkDir.stamp`); None before the first."""
+
+    def set_mirror_stamp(self, network: str, stamp: str) -> None: ...
+
     def networks(self) -> Iterable[str]:
         """Networks with a lease or a cursor."""

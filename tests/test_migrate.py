@@ -20,6 +20,8 @@ from ipam import migrate, schema, schema_version, sqlite_db
 from ipam.errors import SchemaError
 from ipam.schema_version import HEAD
 
+TABLES = ["alembic_version", "cursors", "history", "leases", "mirror_stamps", "networks"]
+
 
 @pytest.fixture
 def db(tmp_path):
@@ -112,7 +114,7 @@ def test_upgrade_creates_missing_data_dir(tmp_path):
 def test_upgrade_at_head_is_a_no_op(db):
     migrate.upgrade(db)
     assert migrate.upgrade(db) == HEAD
-    assert table_names(db) == ["alembic_version", "cursors", "history", "leases", "networks"]
+    assert table_names(db) == TABLES
 
 
 def test_sqlite_url_is_treated_like_a_path(db):
@@ -151,8 +153,9 @@ def test_upgrade_sqlite_connection_holds_the_write_lock(db):
         event.remove(Engine, "after_cursor_execute", probe)
     assert not conn.in_transaction
     # 0001: 3 tables, 4 indexes, alembic_version and its row; 0002: a table and the
-    # version update; 0003: two columns, an index and the version update.
-    assert len(probes) == 15
+    # version update; 0003: two columns, an index and the version update; 0004: a table
+    # and the version update.
+    assert len(probes) == 17
     assert set(probes) == {(True, 0)}
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
@@ -223,7 +226,7 @@ def test_racing_first_upgrades_migrate_once(tmp_path, round_):
     applied = sum(err.count("Running upgrade  -> 0001,") for _, _, err in results)
     assert applied == 1, [err for _, _, err in results]
     assert migrate.current(path) == HEAD
-    assert table_names(path) == ["alembic_version", "cursors", "history", "leases", "networks"]
+    assert table_names(path) == TABLES
 
 
 def test_newer_database_is_refused_and_untouched(db, tmp_path):
@@ -268,4 +271,4 @@ def test_downgrade_to_base_then_upgrade(db):
     assert table_names(db) == ["alembic_version"]
     assert migrate.current(db) is None
     assert migrate.upgrade(db) == HEAD
-    assert table_names(db) == ["alembic_version", "cursors", "history", "leases", "networks"]
+    assert table_names(db) == TABLES

@@ -23,10 +23,13 @@ class Allocation:
         return (self.ip, self.prefixlen, self.gateway)
 
 
-def add(store, network, range_sets, requested, container_id, ifname, now=0.0):
+def add(store, network, range_sets, requested, container_id, ifname, now=0.0, files=None):
     """Allocate one address per range set; returns ``(allocations, changes)``.
 
-    Raises AllocationError with host-local's messages; the transaction then rolls back.
+    ``files`` (the network's mirror, or None) claims each new address's file before the
+    lease is taken: an address whose file someone else holds is skipped, as host-local
+    skips it. Raises AllocationError with host-local's messages; the transaction then
+    rolls back.
     """
     changes = Changes(network)
     pending = list(requested)
@@ -39,10 +42,10 @@ def add(store, network, range_sets, requested, container_id, ifname, now=0.0):
             if want is not None:
                 pending.remove(want)
                 lease = _get_requested(store, network, rs, idx, want, container_id, ifname,
-                                       now, changes)
+                                       now, changes, files)
             else:
                 lease = _get_dynamic(store, network, rs, idx, held, container_id, ifname, now,
-                                     changes)
+                                     changes, files)
         except AllocationError as e:
             raise AllocationError("failed to allocate for range %d: %s" % (idx, e.msg)) from None
         r = rs.range_for(lease.ip)
@@ -65,7 +68,7 @@ def _reserve(store, lease, idx, changes):
     return lease
 
 
-def _get_requested(store, network, rs, idx, ip, container_id, ifname, now, changes):
+def _get_requested(store, network, rs, idx, ip, container_id, ifname, now, changes, files):
     r = rs.range_for(ip)
     if ip == r.gateway:
         raise AllocationError("requested ip %s is subnet's gateway" % ip)
@@ -78,18 +81,31 @@ def _get_requested(store, network, rs, idx, ip, container_id, ifname, now, chang
             return holder  # a repeated ADD: the attachment already holds it
         raise AllocationError("requested IP address %s is not available in range set %s"
                               % (ip, rs))
-    return _reserve(store, Lease(network, ip, idx, container_id, ifname, now), idx, changes)
+    lease = Lease(network, ip, idx, container_id, ifname, now)
+    if files is not None and files.claim(lease) is not None:
+        raise AllocationError("requested IP address %s is not available in range set %s"
+                              % (ip, rs))
+    return _reserve(store, lease, idx, changes)
 
 
-def _get_dynamic(store, network, rs, idx, held, container_id, ifname, now, changes):
+def _get_dynamic(store, network, rs, idx, held, container_id, ifname, now, changes, files):
     for lease in held:
         if rs.contains(lease.ip):
             store.renew(lease)
             return lease  # host-local: "duplicate allocation is not allowed"; we return it
-    ip = next_free(store, network, rs, store.last_reserved(network, idx))
-    if ip is None:
-        raise AllocationError("no IP addresses available in range set: %s" % (rs,))
-    return _reserve(store, Lease(network, ip, idx, container_id, ifname, now), idx, changes)
+    cursor = store.last_reserved(network, idx)
+    skipped = set()
+    while True:
+        ip = next_free(store, network, rs, cursor)
+        # Back at an address skipped before: the iterator went all the way round.
+        if ip is None or ip in skipped:
+            raise AllocationError("no IP addresses available in range set: %s" % (rs,))
+        lease = Lease(network, ip, idx, container_id, ifname, now)
+        if files is None or files.claim(lease) is None:
+            return _reserve(store, lease, idx, changes)
+        # Its file names someone else (now recorded, if it named anyone): go on from it.
+        skipped.add(ip)
+        cursor = ip
 
 
 def segments(rs, cursor):

@@ -19,15 +19,17 @@ SHARED_LOCK = ".host-local-sqlite-shared.lock"
 
 
 def open_store(database, busy_timeout=None, readonly=False, node=None, data_dir=None,
-               scope=True):
+               scope=True, queue=None):
     """The Store for ``database``. ``node``/``data_dir``/``scope`` matter only to a
     shared (server) database: this node's name, its mirror directory (where its writers
-    queue), and whose leases :meth:`leases` walks (True: this node's; None: all)."""
+    queue), and whose leases :meth:`leases` walks (True: this node's; None: all).
+    ``queue``: take the writers' queue (default: unless ``readonly``)."""
+    queue = not readonly if queue is None else queue
     path = sqlite_path(database)
     if path == ":memory:":
         raise ConfigError("database %s is not a file: leases must persist" % database)
     if path is None:
-        return _open_server(database, busy_timeout, readonly, node, data_dir, scope)
+        return _open_server(database, busy_timeout, readonly, node, data_dir, scope, queue)
     from ipam.sqlite_store import SqliteStore
 
     if not readonly:
@@ -37,18 +39,19 @@ def open_store(database, busy_timeout=None, readonly=False, node=None, data_dir=
                 makedirs(parent, 0o755)
             except OSError as e:
                 raise IoFailure("cannot create %s: %s" % (parent, e.strerror or e)) from None
-    return SqliteStore(path, busy_timeout=busy_timeout, readonly=readonly, node=node)
+    return SqliteStore(path, busy_timeout=busy_timeout, readonly=readonly, node=node,
+                       queue=queue)
 
 
-def _open_server(url, busy_timeout, readonly, node, data_dir, scope):
+def _open_server(url, busy_timeout, readonly, node, data_dir, scope, queue):
     """A shared database: SQLAlchemy and its driver, imported only here. SqlStore refuses
     what is not PostgreSQL before anything is created."""
     from ipam.sql_store import SqlStore
 
-    writers = data_dir and not readonly
     store = SqlStore(url, node=node, scope=scope, readonly=readonly, busy_timeout=busy_timeout,
-                     lock_path=system.join(data_dir, SHARED_LOCK) if writers else None)
-    if writers:
+                     lock_path=system.join(data_dir, SHARED_LOCK) if data_dir and queue
+                     else None)
+    if data_dir and not readonly:
         try:
             makedirs(data_dir, 0o755)
         except OSError as e:

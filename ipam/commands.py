@@ -10,6 +10,7 @@ from ipam import addr, allocator, config, jsonio, result
 from ipam.backend import open_store
 from ipam.errors import ConfigError, IoFailure, IpamError, Retry, Unavailable
 from ipam.exporter import Mirror
+from ipam.lease import Changes
 from ipam.ranges import describe
 
 # Set by the console script, which ends the process with os._exit right after the
@@ -20,7 +21,7 @@ KEEP_OPEN = False
 def _open(conf):
     store = open_store(conf.database, conf.busy_timeout, node=conf.node,
                        data_dir=conf.data_dir)
-    return store, Mirror(conf.data_dir, conf.export)
+    return store, Mirror(conf.data_dir, conf.export, conf.busy_timeout)
 
 
 def _attempts(store, run):
@@ -39,35 +40,44 @@ def _close(store):
         store.close()
 
 
-def _commit_changes(store, mirror, network, txn_body):
-    """Run ``txn_body() -> (value, changes)`` and mirror the changes, in one transaction.
+def _run(store, mirror, conf, body):
+    """Run ``body(files) -> (value, changes)`` as one transaction, with the network's files
+    held (host-local's ``lock``) and reconciled first if someone else changed them.
 
     Returns ``(value, problems)``: the mirror problems that did not stop the command
-    (see :meth:`Mirror.apply`); the pending marker then stays for a later repair. If
-    anything fails once files were touched, the transaction rolls back and the network's
-    files are put back from the database. A command that fails before that still leaves
-    the network directory and ``lock``, as host-local's store open does.
+    (see :meth:`NetworkFiles.apply`); the journal then stays for a later command. If
+    anything fails once files were touched, the transaction rolls back and the files
+    this command journaled are put back from the database.
     """
-    changes = None
-    problems = []
+    held = []
 
     def done():
-        if not problems:
-            mirror.committed(network)
+        if held:
+            held[0].committed()
 
     try:
         with store.transaction(after_commit=done):
-            value, changes = txn_body()
-            problems = mirror.apply(store, changes)
+            note_network(store, conf)
+            # A shared pool takes no node's old files on first contact: the nodes'
+            # host-local pools overlap ("ipamctl import" reports that).
+            first = store.shared and store.mirror_stamp(conf.name) is None
+            files = mirror.hold(store, conf.name, conf.range_sets, conf.adopt and not first)
+            if files is not None:
+                held.append(files)
+            value, changes = body(files)
+            problems = files.apply(changes) if files is not None else []
+            if files is not None:
+                files.record()
     except IpamError:
-        if changes:
-            _repair_quietly(store, mirror, network)
-        else:
-            try:
-                mirror.touch(network)
-            except IpamError:
-                pass
+        if held and held[0].touched():
+            held[0].close()  # host-local's lock: the repair takes it again
+            _repair_quietly(store, mirror, conf.name)
+        elif not held:
+            mirror.touch(conf.name)  # host-local's store open leaves them, even on failure
         raise
+    finally:
+        if held:
+            held[0].close()
     for p in problems:
         print("host-local-sqlite: %s" % p, file=sys.stderr)
     return value, problems
@@ -82,12 +92,10 @@ def cmd_add(env, conf_obj):
         dns = parse_resolv_conf(conf.resolv_conf)
     store, mirror = _open(conf)
     try:
-        def body():
-            note_network(store, conf)
+        def body(files):
             return allocator.add(store, conf.name, conf.range_sets, conf.requested,
-                                 env["CNI_CONTAINERID"], env["CNI_IFNAME"])
-        allocations, _ = _attempts(
-            store, lambda: _commit_changes(store, mirror, conf.name, body))
+                                 env["CNI_CONTAINERID"], env["CNI_IFNAME"], files=files)
+        allocations, _ = _attempts(store, lambda: _run(store, mirror, conf, body))
     finally:
         _close(store)
     return result.render(conf.cni_version, [a.as_tuple() for a in allocations], conf.routes, dns)
@@ -97,11 +105,10 @@ def cmd_del(env, conf_obj):
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
     store, mirror = _open(conf)
     try:
-        def body():
-            note_network(store, conf)
+        def body(files):
             return None, allocator.release(store, conf.name, env["CNI_CONTAINERID"],
                                            env["CNI_IFNAME"], len(conf.range_sets))
-        _attempts(store, lambda: _commit_changes(store, mirror, conf.name, body))
+        _attempts(store, lambda: _run(store, mirror, conf, body))
     finally:
         _close(store)
     return ""
@@ -112,14 +119,11 @@ def cmd_check(env, conf_obj):
     prev_ips = prev_result_ips(conf_obj.get("prevresult"))
     store, mirror = _open(conf)
     try:
-        mirror.touch(conf.name)  # host-local's store open creates them, even for CHECK
-
-        def run():
-            with store.transaction():
-                note_network(store, conf)
-                allocator.check(store, conf.name, env["CNI_CONTAINERID"], env["CNI_IFNAME"],
-                                prev_ips)
-        _attempts(store, run)
+        def body(files):
+            allocator.check(store, conf.name, env["CNI_CONTAINERID"], env["CNI_IFNAME"],
+                            prev_ips)
+            return None, Changes(conf.name)
+        _attempts(store, lambda: _run(store, mirror, conf, body))
     finally:
         _close(store)
     return ""
@@ -130,29 +134,26 @@ def cmd_gc(env, conf_obj):
     valid = valid_attachments(conf_obj)
     store, mirror = _open(conf)
     try:
-        def body():
-            note_network(store, conf)  # adopt host-local's files first: GC judges them too
+        def body(files):  # host-local's files are reconciled first: GC judges them too
             return None, allocator.gc(store, conf.name, valid)
-        _, problems = _attempts(
-            store, lambda: _commit_changes(store, mirror, conf.name, body))
+        _, problems = _attempts(store, lambda: _run(store, mirror, conf, body))
     finally:
         _close(store)
-    if problems:
+    failed = [p for p in problems if not p.startswith("left ")]
+    if failed:
         # The leases are released (committed); the runtime hears about the files.
         raise IoFailure("GC released the leases but could not update the mirror: %s"
-                        % "; ".join(problems))
+                        % "; ".join(failed))
     return ""
 
 
 def cmd_status(env, conf_obj):
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
-    store, _ = _open(conf)
+    store, mirror = _open(conf)
     try:
-        def run():
-            with store.transaction():
-                note_network(store, conf)  # host-local's files count as taken addresses
-                return allocator.exhausted(store, conf.name, conf.range_sets)
-        full = _attempts(store, run)
+        def body(files):  # host-local's files count as taken addresses
+            return allocator.exhausted(store, conf.name, conf.range_sets), Changes(conf.name)
+        full, _ = _attempts(store, lambda: _run(store, mirror, conf, body))
     finally:
         _close(store)
     if full is not None:
@@ -164,19 +165,9 @@ def cmd_status(env, conf_obj):
 def note_network(store, conf):
     """Take the network's lock (a shared store's per-range row locks), then keep the
     ``networks`` row (ranges, dataDir, export) current for ipamctl: one primary-key read
-    per command, a write only when the config changed.
-
-    A network we have no record of at all, whose directory holds host-local's files, is
-    adopted first (imported inside this same transaction): replacing the Go binary by
-    ours then needs no manual step. ``"adopt": false`` turns that off; a shared
-    database never adopts.
-    """
+    per command, a write only when the config changed."""
     store.lock_network(conf.name, len(conf.range_sets))
     old = store.network_info(conf.name)
-    # Not into a shared pool: the nodes' host-local pools overlap one another, and
-    # "ipamctl import" is the tool that reports those conflicts.
-    if old is None and conf.adopt and not store.shared:
-        adopt(store, conf)
     info = (conf.data_dir, conf.export,
             jsonio.dumps(describe(conf.range_sets), indent=0))
     # On a shared database every node has its own dataDir: a node's differing from the
@@ -186,31 +177,19 @@ def note_network(store, conf):
         store.set_network_info(conf.name, *info)
 
 
-def adopt(store, conf):
-    """Import ``<dataDir>/<network>`` as host-local left it, if the database knows
-    nothing of the network."""
-    import os
-
-    from ipam import importer
-    from ipam.sqlite_store import boot_id
-
-    path = os.path.join(conf.data_dir, conf.name)
-    if store.leases(conf.name) or store.cursors(conf.name) \
-            or not importer.has_host_local_files(path):
-        return
-    found = importer.scan(path, conf.name)
-    new, _, _, cursors = importer.plan(store, found, conf.range_sets, boot_id())
-    importer.apply(store, conf.name, new, cursors)
-    for name, reason in found.skipped:
-        print("host-local-sqlite: adopting %s: skipped %s: %s" % (conf.name, name, reason),
-              file=sys.stderr)
-
-
 def _repair_quietly(store, mirror, network):
-    """After a rollback, put back any file the failed command had already written."""
+    """After a rollback, undo or redo the files the failed command journaled."""
+    from ipam import reconcile
+
     try:
-        with store.transaction():
-            mirror.repair(store, network)
+        held = []
+        with store.transaction(after_commit=lambda: held[0].committed()):
+            files = mirror.open(store, network)
+            held.append(files)
+            try:
+                reconcile.redo_journal(files)
+            finally:
+                files.close()
     except IpamError as e:
         print("host-local-sqlite: mirror of %s left for repair: %s" % (network, e.msg),
               file=sys.stderr)

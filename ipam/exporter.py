@@ -1,23 +1,43 @@
-"""The compatibility mirror: host-local's directory layout, kept from the database.
+"""The compatibility mirror: host-local's directory layout, a two-way contract.
 
 Other tools read ``<dataDir>/<network>/<ip>`` (``containerID\\r\\nifname``), the
 ``last_reserved_ip.N`` cursors and the ``lock`` file, so we keep them byte for byte as
-host-local 1.1.1 would. The database is the truth and the files are never read back,
-except by an explicit ``ipamctl import``.
+host-local 1.1.1 would. Go host-local (before a swap, after a rollback), a restored
+backup and operators write the same layout, and host-local treats an existing address
+file as taken. So the mirror is not only output:
 
-Crash safety: the changes are written while the command still holds the database's write
-lock (so two processes cannot interleave their files), each file to a temporary name and
-renamed. A marker ``<dataDir>/.host-local-sqlite-pending-<network>`` exists from before
-the first file write until after COMMIT; whoever finds it next resynchronises that whole
-network from the database. All access goes through a directory descriptor opened with
-O_NOFOLLOW: a symlinked network directory or address file is never followed.
+- every change of a network's files happens under host-local's own ``<network>/lock``
+  flock (bounded by the busy timeout), so Go and we never interleave;
+- a new address file is created without replacing anything (``link()`` of a written
+  temporary file): an existing file naming another owner is a foreign lease, and the
+  allocator records it and moves on, as Go's ``O_EXCL`` does;
+- a file is removed only when it names the owner whose lease we release;
+- a foreign change is noticed by one ``fstat`` of the directory against the stamp we
+  recorded after our own last change (:mod:`ipam.reconcile` then re-scans).
+
+Crash safety: a journal ``<dataDir>/.host-local-sqlite-pending-<network>`` lists every
+address file this command creates or removes, before it does so, and goes after COMMIT.
+Whoever finds it next undoes or redoes exactly those files from the database; every other
+file is judged as anyone else's would be. All access goes through a directory descriptor
+opened with O_NOFOLLOW: a symlinked network directory or address file is never followed.
 """
 import sys
 
-from ipam import addr, system
+from ipam import addr, system, writer_lock
 from ipam.errors import IoFailure
 from ipam.paths import makedirs
-from ipam.system import O_CREAT, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_RDONLY, O_TRUNC, O_WRONLY
+from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
+from ipam.system import (
+    O_APPEND,
+    O_CLOEXEC,
+    O_CREAT,
+    O_DIRECTORY,
+    O_NOFOLLOW,
+    O_NONBLOCK,
+    O_RDONLY,
+    O_TRUNC,
+    O_WRONLY,
+)
 
 TMP_PREFIX = ".host-local-sqlite.tmp."
 PENDING_PREFIX = ".host-local-sqlite-pending-"
@@ -35,6 +55,8 @@ class NetworkDir:
 
     def __init__(self, data_dir, network, create=True):
         self.path = system.join(data_dir, network)
+        self.lock_fd = None
+        self.create_missing = create
         if create:
             try:
                 makedirs(data_dir, DIR_MODE)
@@ -44,7 +66,7 @@ class NetworkDir:
             except OSError as e:
                 raise _io(e, "cannot create %s" % self.path) from None
         try:
-            self.fd = system.open(self.path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+            self.fd = system.open(self.path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         except OSError as e:
             if system.islink(self.path):
                 raise IoFailure("mirror directory %s is a symbolic link; refusing to follow it"
@@ -53,28 +75,60 @@ class NetworkDir:
         self._seq = 0
 
     def close(self):
+        if self.lock_fd is not None:
+            system.close(self.lock_fd)  # closing drops the flock
+            self.lock_fd = None
         system.close(self.fd)
+
+    def lock(self, timeout):
+        """Hold host-local's ``lock`` (flock, as Go's disk backend takes it for a whole
+        command); a holder past ``timeout`` is code 11 naming the file. A reader
+        (``create=False``) creates nothing: without a ``lock`` there is no one to wait for."""
+        if self.create_missing:
+            self.ensure_lock()
+        try:
+            fd = system.open("lock", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+                             dir_fd=self.fd)
+        except FileNotFoundError:
+            if not self.create_missing:
+                return
+            raise _io(FileNotFoundError(2, "No such file or directory"),
+                      "cannot open %s/lock" % self.path) from None
+        except OSError as e:
+            raise _io(e, "cannot open %s/lock" % self.path) from None
+        try:
+            writer_lock.poll(fd, timeout, "%s/lock (host-local's lock)" % self.path)
+        except BaseException:
+            system.close(fd)
+            raise
+        self.lock_fd = fd
+
+    def stamp(self):
+        """What changes whenever an entry is added, removed or renamed here: inode, size,
+        mtime and ctime in ns. A hint, not a proof: the kernel's clock for these is
+        coarse, so two changes in one tick can leave one value on file systems whose
+        directory size does not move (the create itself is the guarantee)."""
+        st = system.fstat(self.fd)
+        # The size too: on tmpfs and XFS it moves with every entry, whatever the clock.
+        return "%d:%d:%d:%d" % (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def read(self, name):
         """Bytes of a regular file, or None (missing, a link, a directory)."""
+        return self.read_stat(name)[0]
+
+    def read_stat(self, name):
+        """``(bytes or None, mtime)`` of a regular file, with one open."""
         try:
             fd = system.open(name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, dir_fd=self.fd)
         except OSError:
-            return None
+            return None, 0.0
         try:
-            if not _is_regular(system.fstat(fd)):
-                return None
-            chunks = []
-            while True:
-                chunk = system.read(fd, 65536)
-                if not chunk:
-                    return b"".join(chunks)
-                chunks.append(chunk)
+            st = system.fstat(fd)
+            return (_read_all(fd), st.st_mtime) if _is_regular(st) else (None, 0.0)
         finally:
             system.close(fd)
 
-    def write(self, name, data):
-        """Replace ``name`` atomically: a temporary file, then rename."""
+    def _temp(self, name, data):
         self._seq += 1
         tmp = "%s%s.%d.%d" % (TMP_PREFIX, name, system.getpid(), self._seq)
         try:
@@ -86,10 +140,35 @@ class NetworkDir:
                     view = view[system.write(fd, view):]
             finally:
                 system.close(fd)
+        except OSError as e:
+            self._discard(tmp)
+            raise _io(e, "cannot write %s/%s" % (self.path, name)) from None
+        return tmp
+
+    def write(self, name, data):
+        """Replace ``name`` atomically: a temporary file, then rename. Only for files
+        that name no owner (cursors) or name the same owner."""
+        tmp = self._temp(name, data)
+        try:
             system.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
         except OSError as e:
             self._discard(tmp)
             raise _io(e, "cannot write %s/%s" % (self.path, name)) from None
+
+    def create(self, name, data):
+        """Create ``name`` holding ``data`` unless something is there already; True when
+        created. Readers never see it half written (a written temporary file, linked)."""
+        tmp = self._temp(name, data)
+        try:
+            system.link(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd,
+                        follow_symlinks=False)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as e:
+            raise _io(e, "cannot write %s/%s" % (self.path, name)) from None
+        finally:
+            self._discard(tmp)
 
     def remove(self, name):
         try:
@@ -118,27 +197,57 @@ class NetworkDir:
     def names(self):
         return system.listdir(self.fd)
 
+    def file_type(self, name):
+        """The S_IF* type of ``name`` itself (a link is a link), or None if absent."""
+        try:
+            return system.file_type(system.stat(name, dir_fd=self.fd, follow_symlinks=False))
+        except OSError:
+            return None
+
     def is_dir(self, name):
         """A real directory (not a link to one): never ours to remove."""
-        try:
-            st = system.stat(name, dir_fd=self.fd, follow_symlinks=False)
-        except OSError:
-            return False
-        return system.file_type(st) == system.S_IFDIR
+        return self.file_type(name) == system.S_IFDIR
+
+
+def _read_all(fd):
+    chunks = []
+    while True:
+        chunk = system.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def _is_regular(st):
     return system.file_type(st) == system.S_IFREG
 
 
-class Mirror:
-    """Writes one command's changes into the mirror, inside the command's transaction."""
+def owner_of(data):
+    """``(container_id, ifname or None)`` that a file's bytes name, or None (empty,
+    garbage). Parsed only when the bytes are not what we would write ourselves."""
+    from ipam.importer import parse_content  # lazy: re, off the common path
 
-    def __init__(self, data_dir, enabled=True):
+    owner, _ = parse_content(data) if data is not None else (None, None)
+    return owner
+
+
+def same_owner(data, lease):
+    """Does a file's content name ``lease``'s owner (in any host-local spelling)?"""
+    if data is None:
+        return False
+    return data == lease.mirror_content() or \
+        owner_of(data) == (lease.container_id, lease.ifname)
+
+
+class Mirror:
+    """Where, whether and how patiently a network's files are kept."""
+
+    def __init__(self, data_dir, enabled=True, timeout=None):
         self.data_dir = data_dir
         self.enabled = enabled
+        self.timeout = DEFAULT_BUSY_TIMEOUT if timeout is None else timeout
 
-    def _marker(self, network):
+    def marker(self, network):
         name = PENDING_PREFIX + network
         if len(name) > 255:  # NAME_MAX; network names are ASCII
             import hashlib
@@ -147,7 +256,7 @@ class Mirror:
         return system.join(self.data_dir, name)
 
     def touch(self, network):
-        """host-local creates the directory and ``lock`` on every DEL and CHECK too."""
+        """host-local's store open creates the directory and ``lock``, whatever follows."""
         if self.enabled:
             d = NetworkDir(self.data_dir, network)
             try:
@@ -155,69 +264,186 @@ class Mirror:
             finally:
                 d.close()
 
-    def apply(self, store, changes):
-        """Mirror ``changes`` and return the problems that did not stop it.
-
-        Files an ADD needs (its addresses, its cursors) must be written, or the command
-        fails and rolls back. Removing released files is best effort, as in host-local's
-        DEL, and so is repairing what a crashed process left (its pending marker): those
-        failures are returned, and the marker stays so that a later command retries.
-        """
+    def open(self, store, network, create=True):
+        """This command's hold on the network's files, or None when not mirrored."""
         if not self.enabled:
-            return []
-        network = changes.network
-        problems = []
-        d = NetworkDir(self.data_dir, network)
-        try:
-            marker = self._marker(network)
-            stale = system.lexists(marker)
-            if changes and not stale:
-                try:
-                    system.close(system.open(marker, O_WRONLY | O_CREAT | O_NOFOLLOW, FILE_MODE))
-                except OSError as e:
-                    raise _io(e, "cannot create %s" % marker) from None
-            for lease in changes.released:
-                try:
-                    d.remove(str(lease.ip))
-                except IoFailure as e:
-                    problems.append(e.msg)
-            for lease in changes.reserved:
-                d.write(str(lease.ip), lease.mirror_content())
-            for idx, ip in sorted(changes.cursors.items()):
-                d.write(CURSOR_PREFIX + str(idx), str(ip).encode())
-            d.ensure_lock()
-            if stale:
-                try:
-                    sync_dir(d, store.leases(network), mirrored_cursors(store, network))
-                except IoFailure as e:
-                    problems.append(e.msg)
-        finally:
-            d.close()
-        return problems
+            return None
+        return NetworkFiles(self, store, network, create)
 
-    def committed(self, network):
-        """After COMMIT: the files now match the database."""
-        if self.enabled:
+    def hold(self, store, network, range_sets=None, adopt=True, always=False):
+        """:meth:`open`, then reconcile the network if someone else changed its files
+        (``always``: whatever the stamp says, for an operator's explicit repair): how
+        every writer (plugin or ipamctl) starts on a network."""
+        files = self.open(store, network)
+        if files is not None:
             try:
-                system.unlink(self._marker(network))
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                print("host-local-sqlite: cannot remove %s: %s" % (self._marker(network), e),
-                      file=sys.stderr)
+                if always or files.changed() and not files.new():
+                    from ipam import reconcile  # lazy: only after a foreign change
 
-    def repair(self, store, network, progress=None):
-        """Resynchronise a network from the database (after a failed COMMIT, or on demand)."""
-        if not self.enabled:
-            return []
-        d = NetworkDir(self.data_dir, network)
+                    reconcile.reconcile(files, range_sets, adopt)
+            except BaseException:
+                files.close()
+                raise
+        return files
+
+
+class NetworkFiles:
+    """One command's hold on one network's files, inside its transaction: host-local's
+    lock, the journal, and the stamp recorded for the next command."""
+
+    def __init__(self, mirror, store, network, create=True):
+        self.mirror = mirror
+        self.store = store
+        self.network = network
+        self.problems = []  # files that could not be changed: the journal stays
+        self.notes = []  # files left alone because they are someone else's
+        self._journal = None
+        self.redone = False  # the pending journal was replayed (ipam.reconcile)
+        self.d = NetworkDir(mirror.data_dir, network, create)
         try:
-            diffs = sync_dir(d, store.leases(network), mirrored_cursors(store, network),
-                             progress=progress)
+            self.d.lock(mirror.timeout)
+            self.pending = self._read_journal()
+        except BaseException:
+            self.d.close()
+            raise
+
+    def close(self):
+        """Release host-local's lock (idempotent)."""
+        if self._journal is not None:
+            system.close(self._journal)
+            self._journal = None
+        if self.d is not None:
+            self.d.close()
+            self.d = None
+
+    # -- the journal (pending marker) -------------------------------------------------
+    def _read_journal(self):
+        """The entries a command that did not finish left, or None (no marker)."""
+        try:
+            fd = system.open(self.mirror.marker(self.network), O_RDONLY | O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return []  # a marker we cannot read still asks for a reconcile
+        try:
+            data = _read_all(fd)
         finally:
-            d.close()
-        self.committed(network)
-        return diffs
+            system.close(fd)
+        entries = []
+        for line in data.split(b"\n"):
+            name, _, data = line.partition(b" ")
+            try:
+                entries.append((name.decode(), bytes.fromhex(data.decode())))
+            except ValueError:
+                continue  # cut short by a crash, or an older version's empty marker
+        return entries
+
+    def note(self, name, data):
+        """Journal a file about to be created or removed, before it is."""
+        if self._journal is None:
+            path = self.mirror.marker(self.network)
+            try:
+                self._journal = system.open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW
+                                            | O_CLOEXEC | (O_TRUNC if self.pending is None
+                                                           else 0), FILE_MODE)
+            except OSError as e:
+                raise _io(e, "cannot create %s" % path) from None
+        line = ("%s %s\n" % (name, data.hex())).encode()
+        try:
+            system.write(self._journal, line)
+        except OSError as e:
+            raise _io(e, "cannot write %s" % self.mirror.marker(self.network)) from None
+
+    def committed(self):
+        """After COMMIT, still in the writers' queue: the files match the database, so
+        the journal goes (unless a file could not be removed: it stays for a later
+        command), then host-local's lock, before the next writer of ours can start."""
+        journaled = self._journal is not None or self.redone
+        self.close()
+        if self.problems or not journaled:
+            return
+        path = self.mirror.marker(self.network)
+        try:
+            system.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            print("host-local-sqlite: cannot remove %s: %s" % (path, e), file=sys.stderr)
+
+    def touched(self):
+        """Did this command journal (so create or remove) any address file?"""
+        return self._journal is not None
+
+    # -- what commands do -------------------------------------------------------------
+    def changed(self):
+        """Did anyone but us touch the directory (or the database go back in time) since
+        our last change? One fstat and one primary-key read."""
+        return self.pending is not None or \
+            self.store.mirror_stamp(self.network) != self.d.stamp()
+
+    def new(self):
+        """A directory we never recorded that holds nothing but ``lock``: a network's
+        first call, with nothing to reconcile (and nothing to import for it)."""
+        return self.pending is None and self.store.mirror_stamp(self.network) is None \
+            and all(name == "lock" for name in self.d.names())
+
+    def claim(self, lease):
+        """Create ``lease``'s file. None when it is now ours; otherwise what holds the
+        address: a foreign :class:`Lease` (its file names another owner) or False
+        (something that is no lease: an empty file, a directory)."""
+        name, data = str(lease.ip), lease.mirror_content()
+        self.note(name, data)
+        if self.d.create(name, data):
+            return None
+        have = self.d.read(name)
+        if same_owner(have, lease):
+            return None
+        owner = owner_of(have)
+        if owner is None:
+            return False
+        from ipam import reconcile  # lazy: only when another writer was here
+
+        return reconcile.found_lease(self, lease.ip, lease.range_set, owner)
+
+    def release(self, lease):
+        """Remove a released lease's file, only if it names that lease's owner; a file
+        naming another owner stays, and is reported."""
+        name = str(lease.ip)
+        have = self.d.read(name)
+        if have is None:
+            if self.d.file_type(name) is not None:
+                self.notes.append("left %s/%s: not a regular file, so not %s's lease file"
+                                  % (self.d.path, name, _show(lease.mirror_content())))
+            return
+        if not same_owner(have, lease):
+            self.notes.append("left %s/%s: it names another owner (%s), not %s"
+                              % (self.d.path, name, _show(have),
+                                 _show(lease.mirror_content())))
+            return
+        self.note(name, have)
+        try:
+            self.d.remove(name)
+        except IoFailure as e:
+            self.problems.append(e.msg)
+
+    def apply(self, changes):
+        """Mirror what a command changed besides the files it claimed: released files
+        (best effort, as in host-local's DEL) and cursors. Returns what did not stop it:
+        files that could not be removed (they keep the journal, so that a later command
+        retries), then files left because they are someone else's (:attr:`notes`)."""
+        for lease in changes.released:
+            self.release(lease)
+        for idx, ip in sorted(changes.cursors.items()):
+            self.d.write(CURSOR_PREFIX + str(idx), str(ip).encode())
+        return self.problems + self.notes
+
+    def record(self):
+        """Last thing before COMMIT: the directory as our change left it."""
+        self.store.set_mirror_stamp(self.network, self.d.stamp())
+
+
+def _show(data):
+    return data.decode("utf-8", "replace").replace("\r\n", "/").replace("\n", "/")
 
 
 def mirrored_cursors(store, network):
@@ -230,49 +456,11 @@ def mirrored_cursors(store, network):
     return None if store.shared else store.cursors(network)
 
 
-def sync_dir(d, leases, cursors, dry_run=False, progress=None):
-    """Make a network directory equal the database; return the differences found.
-
-    Address-named files without a lease and cursor files without a cursor are removed,
-    wrong contents rewritten, missing files written, our leftover temporary files deleted.
-    Foreign files (names that are no address of ours) are left alone, and so are the
-    cursor files when ``cursors`` is None (see :func:`mirrored_cursors`).
-    """
-    want = {str(lease.ip): lease.mirror_content() for lease in leases}
-    if cursors is not None:
-        want.update({CURSOR_PREFIX + str(idx): str(ip).encode()
-                     for idx, ip in cursors.items()})
-    diffs = []
-    for name in sorted(d.names()):
-        if name in want or name == "lock":
-            continue
-        if cursors is None and name.startswith(CURSOR_PREFIX):
-            continue
-        if name.startswith(TMP_PREFIX):
-            diffs.append(("temporary", name))
-        elif _ours(name) and not d.is_dir(name):
-            diffs.append(("stale", name))
-        else:
-            continue
-        if not dry_run:
-            d.remove(name)
-    for name, data in sorted(want.items()):
-        if progress is not None:
-            progress(1)
-        have = d.read(name)
-        if have == data:
-            continue
-        diffs.append(("missing" if have is None else "wrong", name))
-        if not dry_run:
-            d.write(name, data)
-    if not dry_run:
-        d.ensure_lock()
-    return diffs
-
-
-def _ours(name):
-    """A name the mirror owns: a canonical address or a cursor file."""
-    if name.startswith(CURSOR_PREFIX):
-        return name[len(CURSOR_PREFIX):].isdigit()
+def is_address_name(name):
+    """A name the mirror can own: a canonical address (as Go's net.IP String() writes)."""
     ip = addr.parse_ip(name)
     return ip is not None and str(ip) == name
+
+
+def is_cursor_name(name):
+    return name.startswith(CURSOR_PREFIX) and name[len(CURSOR_PREFIX):].isdigit()

@@ -7,7 +7,6 @@ without ifname); ``last_reserved_ip.N`` cursors and the older ``last_reserved_ip
 source files are only read, under host-local's own ``lock`` (flock) when it exists, so a
 Go plugin still running cannot change them half-way.
 """
-import fcntl
 import os
 import re
 
@@ -49,6 +48,15 @@ def _address(name):
     return ip
 
 
+def boot_of(mtime):
+    """The boot a lease dated ``mtime`` belongs to: this boot's id, or None when the file
+    predates this boot (its network namespace is gone: ``gc --previous-boots`` takes it)."""
+    from ipam.sqlite_store import boot_id
+
+    booted = _boot_time()
+    return boot_id() if booted is None or mtime >= booted else None
+
+
 def _boot_time():
     try:
         with open("/proc/stat") as f:
@@ -82,18 +90,25 @@ def parse_content(data):
     return (cid, ifname), None
 
 
-def scan(path, network, step=None):
+def scan(path, network, step=None, timeout=None):
     """Read ``path`` (a host-local network directory) under its lock; changes nothing.
 
-    ``step(1)`` is called per directory entry, for a progress bar."""
+    The lock (host-local's ``lock``, when it exists) is waited for ``timeout`` seconds at
+    most (the busy timeout by default). ``step(1)`` is called per directory entry, for a
+    progress bar."""
+    from ipam import writer_lock
+    from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
+
     result = Scan(network)
-    lock_fd = None
     try:
-        lock_fd = os.open(os.path.join(path, "lock"), os.O_RDONLY | os.O_NOFOLLOW)
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        lock_fd = os.open(os.path.join(path, "lock"),
+                          os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         lock_fd = None  # no lock file (old versions, or ours with export off): read anyway
     try:
+        if lock_fd is not None:
+            writer_lock.poll(lock_fd, DEFAULT_BUSY_TIMEOUT if timeout is None else timeout,
+                             "%s/lock (host-local's lock)" % path)
         with os.scandir(path) as it:
             entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
@@ -180,7 +195,7 @@ def plan(store, found, range_sets=None, boot_id=None):
             else:
                 conflicts.append((Lease(network, ip, 0, cid, ifname, mtime), held))
             continue
-        idx = _range_set_index(ip, range_sets, found.cursors)
+        idx = range_set_index(ip, range_sets, found.cursors)
         # A file older than this boot belongs to a namespace that is gone.
         this_boot = boot_id if booted is None or mtime >= booted else None
         new.append(Lease(network, ip, idx, cid, ifname, mtime, this_boot))
@@ -189,7 +204,7 @@ def plan(store, found, range_sets=None, boot_id=None):
     return new, unchanged, conflicts, cursors
 
 
-def _range_set_index(ip, range_sets, cursors):
+def range_set_index(ip, range_sets, cursors):
     """The range set an imported address came from. Exact when the plugin has seen the
     network's config; otherwise a best guess host-local's files allow: the set whose
     cursor shares the longest prefix with the address (0 without cursors)."""

@@ -9,9 +9,11 @@ is POSIX-only anyway (it queues writers with ``flock``).
 """
 import sys
 from posix import (  # noqa: F401 - re-exported for the hot path's modules
+    O_APPEND,
     O_CLOEXEC,
     O_CREAT,
     O_DIRECTORY,
+    O_EXCL,
     O_NOFOLLOW,
     O_NONBLOCK,
     O_RDONLY,
@@ -22,6 +24,7 @@ from posix import (  # noqa: F401 - re-exported for the hot path's modules
     close,
     fstat,
     getpid,
+    link,
     listdir,
     lstat,
     mkdir,

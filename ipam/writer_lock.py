@@ -12,7 +12,7 @@ import fcntl
 
 from ipam import system
 from ipam.errors import IoFailure, TryAgain
-from ipam.system import O_CLOEXEC, O_CREAT, O_NOFOLLOW, O_RDWR
+from ipam.system import O_CLOEXEC, O_CREAT, O_NOFOLLOW, O_RDONLY, O_RDWR
 
 
 class _Expired(Exception):
@@ -23,10 +23,21 @@ def _expire(signum, frame):
     raise _Expired()
 
 
-def acquire(path, timeout):
-    """Hold an exclusive flock on ``path`` (created 0600); returns the fd to release."""
+def acquire(path, timeout, create=True):
+    """Hold an exclusive flock on ``path`` (created 0600); returns the fd to release.
+
+    A reader that queues (``create`` False: ipamctl check) creates nothing: where the
+    file does not exist no writer has ever queued, and the answer is None."""
     try:
-        fd = system.open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        if create:
+            fd = system.open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        else:
+            fd = system.open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+    except FileNotFoundError:
+        if create:
+            raise IoFailure("cannot open lock file %s: No such file or directory"
+                            % path) from None
+        return None
     except OSError as e:
         raise IoFailure("cannot open lock file %s: %s" % (path, e.strerror or e)) from None
     try:
@@ -72,6 +83,7 @@ def _poll(fd, timeout):
     import time
 
     deadline = time.monotonic() + timeout
+    pause = 0.0005
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -79,8 +91,21 @@ def _poll(fd, timeout):
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 raise _Expired() from None
-            time.sleep(0.002)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
+
+
+def poll(fd, timeout, what):
+    """Hold an exclusive flock on ``fd``, a lock another program owns (host-local's
+    ``lock``): polled with ``LOCK_NB``, never a blocking wait in the kernel, so that a
+    stuck holder costs us ``timeout`` at most, and the error names what it waited for."""
+    try:
+        _poll(fd, timeout)
+    except _Expired:
+        raise TryAgain("%s is held by another process past the busy timeout (%gs); try "
+                       "again later" % (what, timeout)) from None
 
 
 def release(fd):
-    system.close(fd)  # closing the only descriptor drops the flock
+    if fd is not None:
+        system.close(fd)  # closing the only descriptor drops the flock

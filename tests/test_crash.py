@@ -131,27 +131,23 @@ sqlite_store._Txn.__exit__ = _patched
 
 AFTER_COMMIT = """
 from ipam import exporter
-exporter.Mirror.committed = lambda self, network: die()
+exporter.NetworkFiles.committed = lambda self: die()
 """
 
 # The changed files never reached the disk (no fsync before a power cut, say).
 MIRROR_LOST = AFTER_COMMIT + """
-_write = exporter.NetworkDir.write
-def _write_cursor_only(self, name, data):
-    if name.startswith("last_reserved_ip."):
-        _write(self, name, data)
-exporter.NetworkDir.write = _write_cursor_only
+exporter.NetworkDir.create = lambda self, name, data: True
 exporter.NetworkDir.remove = lambda self, name: None
 """
 
 MID_WRITE = """
 from ipam import system
-_rename = system.rename
-def _rename_or_die(src, dst, *a, **kw):
+_link = system.link
+def _link_or_die(src, dst, *a, **kw):
     if isinstance(src, str) and src.startswith(%r):
         die()
-    return _rename(src, dst, *a, **kw)
-system.rename = _rename_or_die
+    return _link(src, dst, *a, **kw)
+system.link = _link_or_die
 """ % TMP_PREFIX
 
 # Pause the writer the moment it has left the writers' queue (after its COMMIT), until

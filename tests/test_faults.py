@@ -162,17 +162,20 @@ def fill(path):
 
 # -- disk full --------------------------------------------------------------------------
 # How much room the ADD finds, and which of its writes fails:
-#   "address":  none; writing the new address file fails (the WAL is not even reached);
-#   "cursor":   one page; the address file is written, last_reserved_ip.0 is not;
-#   "wal":      three pages; both mirror files are written, then COMMIT cannot grow
+#   "journal":  none; the mirror's journal (pending marker), the first write, fails;
+#   "address":  one page, the journal's; writing the new address file fails (the WAL is
+#               not even reached);
+#   "cursor":   two pages; the address file is written, last_reserved_ip.0 is not;
+#   "wal":      four pages; both mirror files are written, then COMMIT cannot grow
 #               the WAL (SQLITE_FULL), after the mirror was changed;
 #   "wal-room": none, but the WAL was checkpointed (RESTART) by a connection that stays
-#               open, so it could take the commit in place: the mirror write fails.
+#               open, so it could take the commit in place: the journal write fails.
 DISK_FULL = {
-    "address": (0, False, "No space left on device", "mynet/10.1.2.5"),
-    "cursor": (1, False, "No space left on device", "mynet/last_reserved_ip.0"),
-    "wal": (3, False, "database or disk is full", DB_NAME),
-    "wal-room": (0, True, "No space left on device", "mynet/10.1.2.5"),
+    "journal": (0, False, "No space left on device", PENDING_PREFIX + "mynet"),
+    "address": (1, False, "No space left on device", "mynet/10.1.2.5"),
+    "cursor": (2, False, "No space left on device", "mynet/last_reserved_ip.0"),
+    "wal": (4, False, "database or disk is full", DB_NAME),
+    "wal-room": (0, True, "No space left on device", PENDING_PREFIX + "mynet"),
 }
 
 
@@ -489,17 +492,20 @@ def test_symlinked_network_directory_is_refused(history, tmp_path):
 
 
 @pytest.mark.parametrize("admin", [["export"], ["check", "--repair"]])
-def test_symlinked_files_in_the_network_directory_are_replaced_not_followed(admin, tmp_path):
+def test_symlinked_files_in_the_network_directory_are_never_followed(admin, tmp_path):
+    """A link under an address's name is no one's lease file: never followed, never
+    replaced (host-local's O_EXCL create skips its address too). Cursor files are ours:
+    a link there is replaced, not followed."""
     data = tmp_path / "data"
     outside = tmp_path / "outside"
     outside.mkdir()
     conf = make_conf(data)
     assert [add_ip(conf, c) for c in "ab"] == ["10.1.2.2", "10.1.2.3"]
     net = data / "mynet"
-    links = {"10.1.2.2": "t_export",   # a's lease: the admin command rewrites it
-             "10.1.2.3": "t_del",      # b's lease: DEL removes it
-             "10.1.2.4": "t_add",      # the next address: ADD writes it
-             "10.1.2.77": "t_stale",   # no lease: the admin command removes it
+    links = {"10.1.2.2": "t_export",   # a's lease: the admin command reports it
+             "10.1.2.3": "t_del",      # b's lease: DEL leaves it (it is not b's file)
+             "10.1.2.4": "t_add",      # the next address: ADD skips it
+             "10.1.2.77": "t_stale",   # no lease: left alone
              "last_reserved_ip.0": "t_cursor"}
     for name, target in links.items():
         (outside / target).write_bytes(b"precious " + target.encode())
@@ -508,23 +514,28 @@ def test_symlinked_files_in_the_network_directory_are_replaced_not_followed(admi
         (net / name).symlink_to(outside / target)
     before = tree(outside)
 
-    assert add_ip(conf, "c") == "10.1.2.4"
-    for name, content in (("10.1.2.4", b"c\r\neth0"), ("last_reserved_ip.0", b"10.1.2.4")):
+    assert add_ip(conf, "c") == "10.1.2.5"
+    assert (net / "10.1.2.4").is_symlink()
+    for name, content in (("10.1.2.5", b"c\r\neth0"), ("last_reserved_ip.0", b"10.1.2.5")):
         assert not (net / name).is_symlink() and (net / name).read_bytes() == content
         assert oct((net / name).stat().st_mode & 0o777) == "0o600"
     assert tree(outside) == before
 
     assert run_plugin("DEL", conf, container_id="b").status == 0
-    assert not os.path.lexists(net / "10.1.2.3")
+    assert (net / "10.1.2.3").is_symlink()
     assert tree(outside) == before
 
     proc = ipamctl(data, *admin)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert not (net / "10.1.2.2").is_symlink()
-    assert (net / "10.1.2.2").read_bytes() == b"a\r\neth0"
-    assert not os.path.lexists(net / "10.1.2.77")
+    assert proc.returncode == (0 if admin == ["export"] else 1), proc.stdout + proc.stderr
+    assert "10.1.2.2: blocked" in proc.stdout.replace("left      ", "")
+    for name in ("10.1.2.2", "10.1.2.3", "10.1.2.4", "10.1.2.77"):
+        assert (net / name).is_symlink(), name
     assert tree(outside) == before
-    assert tree(net) == mirror_of_db(db_state(data / DB_NAME))
+    check = ipamctl(data, "check")
+    assert check.returncode == 1 and "10.1.2.2: blocked" in check.stdout, check.stdout
+    (net / "10.1.2.2").unlink()  # the operator's fix
+    assert ipamctl(data, "check", "--repair").returncode == 0
+    assert (net / "10.1.2.2").read_bytes() == b"a\r\neth0"
     assert ipamctl(data, "check").returncode == 0
 
 

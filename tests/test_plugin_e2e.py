@@ -69,9 +69,13 @@ def test_database_file_mode_and_location(data_dir, netconf, tmp_path):
     assert oct(db.stat().st_mode & 0o777) == "0o600"
     other = tmp_path / "elsewhere" / "pool.db"
     out = run_inprocess("ADD", netconf({"subnet": "10.1.2.0/24", "database": str(other),
-                                        "adopt": False}), container_id="b")
+                                        "adopt": False, "export": False}), container_id="b")
     assert out.json["ips"][0]["address"] == "10.1.2.2/24"  # a separate pool
     assert other.exists()
+    # With the shared mirror, the other pool's file for .2 names another owner: skipped.
+    out = run_inprocess("ADD", netconf({"subnet": "10.1.2.0/24", "database": str(other),
+                                        "adopt": False}), container_id="c")
+    assert out.json["ips"][0]["address"] == "10.1.2.3/24"
 
 
 def test_export_false_writes_no_mirror(data_dir, netconf):
@@ -168,8 +172,11 @@ def test_mirror_is_repaired_after_a_crash_between_commit_and_mirror(data_dir, ne
     run_inprocess("ADD", conf, container_id="a")
     net = data_dir / "mynet"
     # Simulate a process that died after writing files but before its COMMIT, and one
-    # that died after COMMIT but before mirroring: a stale file, a missing file, a temp.
-    (data_dir / ".host-local-sqlite-pending-mynet").touch()
+    # that died after COMMIT but before mirroring: a stale file, a missing file, a temp,
+    # each in the journal (pending marker) the dead processes left.
+    (data_dir / ".host-local-sqlite-pending-mynet").write_bytes(
+        b"10.1.2.9 %s\n10.1.2.2 %s\n" % (b"ghost\r\neth0".hex().encode(),
+                                       b"a\r\neth0".hex().encode()))
     (net / "10.1.2.9").write_bytes(b"ghost\r\neth0")
     (net / "10.1.2.2").unlink()
     (net / ".host-local-sqlite.tmp.10.1.2.7.1.1").write_bytes(b"x")
@@ -178,6 +185,7 @@ def test_mirror_is_repaired_after_a_crash_between_commit_and_mirror(data_dir, ne
     assert sorted(p.name for p in net.iterdir()) == [
         "10.1.2.2", "10.1.2.3", "last_reserved_ip.0", "lock", "notes.txt"]
     assert not (data_dir / ".host-local-sqlite-pending-mynet").exists()
+    assert (net / "10.1.2.2").read_bytes() == b"a\r\neth0"
 
 
 HEAVY = ("sqlalchemy", "alembic", "click")

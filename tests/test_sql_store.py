@@ -207,14 +207,17 @@ def test_cni_gc_from_a_node_touches_only_its_own_leases(pg_url, tmp_path):
 
 def test_a_shared_pool_never_adopts_host_local_files(pg_url, tmp_path):
     """Each node's host-local pool overlapped the others': importing one node's files
-    silently would be arbitrary. ``ipamctl import`` reports the conflicts instead."""
+    silently would be arbitrary. ``ipamctl import`` reports the conflicts instead. A
+    file met while allocating is still never replaced: it is recorded and skipped."""
     migrate.upgrade(pg_url)
     data_dir = tmp_path / "data"
     (data_dir / "shared").mkdir(parents=True)
     (data_dir / "shared" / "10.70.0.2").write_bytes(b"old\r\neth0")
+    (data_dir / "shared" / "10.70.0.9").write_bytes(b"older\r\neth0")
     out = run_inprocess("ADD", conf(pg_url, data_dir), container_id="c1")
     assert out.status == 0, out
-    assert pg_server_leases(pg_url, tmp_path) == [("10.70.0.2", "c1")]
+    assert pg_server_leases(pg_url, tmp_path) == [("10.70.0.2", "old"), ("10.70.0.3", "c1")]
+    assert (data_dir / "shared" / "10.70.0.2").read_bytes() == b"old\r\neth0"
 
 
 def pg_server_leases(url, tmp_path):

@@ -1,0 +1,267 @@
+"""The database against the files others write: reconcile a network after a foreign change.
+
+Loaded only when :meth:`ipam.exporter.NetworkFiles.changed` says someone else touched a
+network's directory (Go host-local, an operator, a database restored to an older state,
+a command of ours that died): the common call never imports it. Everything here runs
+inside the caller's transaction, under host-local's ``lock``.
+
+The rules, each the one that can never put two containers on one address:
+
+- a file naming an owner the database does not know is a foreign lease: recorded
+  (history reason ``adopt``), so that its address is never handed out;
+- a file naming another owner than our lease of that address means our lease was
+  released outside and the address handed out again (host-local creates a file only
+  where none exists): our lease is released (reason ``reconcile``) and the file's owner
+  adopted;
+- a lease whose file someone removed is kept and reported: a missing file alone does not
+  prove the container is gone (an operator's ``rm``, a restored mirror), and keeping it
+  can only leak an address until a DEL or ``ipamctl gc``, never duplicate one;
+- files a command of ours journaled (see :mod:`ipam.exporter`) are undone or redone from
+  the database: they were ours.
+"""
+import sys
+
+from ipam import addr
+from ipam.exporter import (
+    CURSOR_PREFIX,
+    TMP_PREFIX,
+    is_address_name,
+    is_cursor_name,
+    mirrored_cursors,
+    owner_of,
+    same_owner,
+)
+from ipam.lease import Lease
+from ipam.system import S_IFREG
+
+ADOPT = "adopt"
+RECONCILE = "reconcile"
+
+
+def _foreign(files, ip, range_set, owner, mtime):
+    """A lease for a file someone else wrote, dated by the file as ``import`` dates one."""
+    from ipam.importer import boot_of
+
+    return Lease(files.network, ip, range_set, owner[0], owner[1], mtime or 0.0,
+                 boot_of(mtime), files.store.node if files.store.shared else None)
+
+
+def found_lease(files, ip, range_set, owner):
+    """A file met while claiming ``ip`` names ``owner``: record it, so that the allocator
+    moves on. Returns the recorded lease, or False if the address is held in the database
+    after all (another node of a shared pool)."""
+    _, mtime = files.d.read_stat(str(ip))
+    lease = _foreign(files, ip, range_set, owner, mtime)
+    if not files.store.reserve(lease, ADOPT):
+        return False
+    print("host-local-sqlite: %s/%s names %s: recorded it (another writer's lease) and "
+          "skipped the address" % (files.d.path, ip, _owner_text(owner)), file=sys.stderr)
+    return lease
+
+
+def _owner_text(owner):
+    return owner[0] if owner[1] is None else "%s/%s" % owner
+
+
+def redo_journal(files):
+    """Undo or redo exactly the files an unfinished command of ours journaled: the
+    database says which of them should exist. Files that changed since are left alone.
+    The journal keeps its entries until this command commits, so nothing is noted again
+    (a full disk must not stop an undo). The cursor files, which an unfinished ADD may
+    have moved, are put back too. Returns ``[(kind, name)]``: ``restored`` (written
+    again), ``stale`` (removed), ``wrong`` (a cursor put back)."""
+    store, d = files.store, files.d
+    done = []
+    for name, data in files.pending or ():
+        ip = addr.parse_ip(name)
+        if ip is None or not is_address_name(name):
+            continue
+        lease = store.lease_at(files.network, ip)
+        have = d.read(name)
+        if lease is not None and lease.mirror_content() == data:
+            if have is None and not d.is_dir(name):
+                d.create(name, data)
+                done.append(("restored", name))
+        elif have is not None and owner_of(have) == owner_of(data) and (
+                lease is None or not same_owner(have, lease)):
+            d.remove(name)
+            done.append(("stale", name))
+    if files.pending is not None:
+        for idx, ip in sorted((mirrored_cursors(store, files.network) or {}).items()):
+            name, data = CURSOR_PREFIX + str(idx), str(ip).encode()
+            if d.read(name) != data:
+                d.write(name, data)
+                done.append(("wrong", name))
+    files.redone = True
+    return sorted(set(done))
+
+
+def reconcile(files, range_sets=None, adopt=True):
+    """Bring the database and a changed network directory together (the rules above).
+
+    ``range_sets`` (the config's, or None) assigns adopted leases their range set;
+    ``adopt`` False only finishes our own journal. Returns the reconciled files as
+    ``[(kind, name)]``: ``stale`` and ``restored`` (our journal, undone or redone),
+    ``adopted``, ``reassigned``, ``missing``, ``blocked``, ``unreadable``, ``held
+    elsewhere``, ``temporary``; the other writers' changes are summed up on stderr.
+    """
+    found = redo_journal(files)
+    redone = list(found)
+    if not adopt:
+        return found
+    store, d, network = files.store, files.d, files.network
+    leases = {str(lease.ip): lease for lease in store.leases(network)}
+    cursors = {} if store.shared else store.cursors(network)
+    new = []
+    file_cursors = {}
+    for name in sorted(d.names()):
+        if name.startswith(TMP_PREFIX):
+            d.remove(name)  # ours, left by a process that died (we hold every lock)
+            found.append(("temporary", name))
+            continue
+        if is_cursor_name(name):
+            data = d.read(name)
+            ip = addr.parse_ip(data.decode("ascii", "replace")) if data else None
+            if ip is not None:
+                file_cursors[int(name[len(CURSOR_PREFIX):])] = ip
+            continue
+        if not is_address_name(name):
+            continue
+        have, mtime = d.read_stat(name)
+        lease = leases.pop(name, None)
+        if have is None:  # a directory or a link: no one's lease file, never followed
+            if lease is not None:
+                found.append(("blocked", name))
+            continue
+        if lease is not None and same_owner(have, lease):
+            continue
+        owner = owner_of(have)
+        if owner is None:
+            found.append(("unreadable", name))  # it still blocks the address: claim sees it
+            continue
+        ip = addr.parse_ip(name)
+        if lease is not None:
+            store.release(lease, RECONCILE)
+            found.append(("reassigned", name))
+        elif store.lease_at(network, ip) is not None:
+            found.append(("held elsewhere", name))  # another node's, in a shared pool
+            continue
+        idx = _range_set_index(ip, range_sets, lease, file_cursors or cursors)
+        new.append(_foreign(files, ip, idx, owner, mtime))
+        found.append(("adopted", name))
+    if new:
+        store.import_leases(network, new, ADOPT)
+    if not store.shared and not cursors:
+        # A network we never served before: round robin goes on from host-local's cursor.
+        for idx, ip in sorted(file_cursors.items()):
+            store.set_last_reserved(network, idx, ip)
+    gone = [("missing", name) for name in sorted(leases)]
+    _summarise(d.path, found[len(redone):] + gone)
+    return found + gone
+
+
+def _range_set_index(ip, range_sets, lease, cursors):
+    if lease is not None:
+        return lease.range_set
+    from ipam.importer import range_set_index
+
+    return range_set_index(ip, range_sets, cursors)
+
+
+_SAY = {
+    "adopted": "recorded %d lease(s) that another writer made (history reason 'adopt')",
+    "reassigned": "released %d lease(s) whose address another writer handed out again "
+                  "(history reason 'reconcile')",
+    "missing": "%d lease(s) have no file: someone else removed it; the lease is kept "
+               "until a DEL or 'ipamctl gc' (see 'ipamctl check')",
+    "unreadable": "%d address file(s) name no owner: their addresses stay unused",
+    "blocked": "%d lease(s) have a directory or link in place of their file: kept, "
+               "never followed (see 'ipamctl check')",
+    "held elsewhere": "%d file(s) name an address another node holds in the pool",
+}
+
+
+def _summarise(path, found):
+    for kind, text in _SAY.items():
+        names = [name for k, name in found if k == kind]
+        if names:
+            print("host-local-sqlite: %s: %s: %s" % (path, text % len(names),
+                                                     " ".join(names[:8])
+                                                     + (" ..." if len(names) > 8 else "")),
+                  file=sys.stderr)
+
+
+def differences(d, leases, cursors, progress=None, journal=None):
+    """How a network directory differs from the database, as ``[(kind, name)]``; read
+    only. Kinds: ``missing`` (a lease without its file), ``wrong`` (same owner, other
+    bytes; or a cursor file that differs), ``stale`` (a cursor file without a cursor),
+    ``temporary`` (our leftover), ``foreign`` (a file naming an owner the database does
+    not know), ``conflict`` (a file naming another owner than our lease),
+    ``unreadable`` (a regular address file that names nobody) and ``blocked`` (a
+    directory or link where our lease's file should be). Directories and links under
+    other addresses' names are no one's leases: not listed. ``cursors`` None leaves cursor
+    files out (a shared pool's). ``progress(1)`` is called per lease and cursor. An
+    address file that ``journal`` (an unfinished command's) says was ours is ``stale``.
+    """
+    want = {str(lease.ip): lease for lease in leases}
+    ours = {name: owner_of(data) for name, data in journal or ()}
+    diffs = []
+    for name in sorted(d.names()):
+        if name.startswith(TMP_PREFIX):
+            diffs.append(("temporary", name))
+        elif is_cursor_name(name):
+            if cursors is not None and int(name[len(CURSOR_PREFIX):]) not in cursors:
+                diffs.append(("stale", name))
+        elif is_address_name(name) and name not in want:
+            if d.file_type(name) != S_IFREG:
+                continue  # a directory or a link: no one's lease, and never ours to touch
+            owner = owner_of(d.read(name))
+            diffs.append(("unreadable" if owner is None else
+                          "stale" if ours.get(name) == owner else "foreign", name))
+    for name, lease in sorted(want.items()):
+        if progress is not None:
+            progress(1)
+        have = d.read(name)
+        if have is None:
+            diffs.append(("missing" if d.file_type(name) is None else "blocked", name))
+        elif have == lease.mirror_content():
+            continue
+        elif same_owner(have, lease):
+            diffs.append(("wrong", name))
+        else:
+            diffs.append(("conflict" if owner_of(have) is not None else "unreadable", name))
+    for idx, ip in sorted((cursors or {}).items()):
+        if progress is not None:
+            progress(1)
+        name = CURSOR_PREFIX + str(idx)
+        have = d.read(name)
+        if have != str(ip).encode():
+            diffs.append(("missing" if have is None else "wrong", name))
+    return diffs
+
+
+# What sync fixes; the other kinds name files that are someone else's: reported, kept.
+FIXABLE = ("missing", "wrong", "stale", "temporary")
+
+
+def sync(files, leases, cursors, progress=None):
+    """Make the directory show the database wherever that harms nobody: write missing
+    files (created, never replacing), rewrite our own files and cursors, remove our
+    leftovers. Returns :func:`differences` as found, fixed or not."""
+    d = files.d
+    diffs = differences(d, leases, cursors, progress, files.pending)
+    by_name = {str(lease.ip): lease for lease in leases}
+    for kind, name in diffs:
+        if kind not in FIXABLE:
+            continue
+        if kind in ("temporary", "stale"):
+            d.remove(name)
+        elif is_cursor_name(name):
+            d.write(name, str(cursors[int(name[len(CURSOR_PREFIX):])]).encode())
+        elif kind == "missing":
+            files.note(name, by_name[name].mirror_content())
+            if not d.create(name, by_name[name].mirror_content()):
+                diffs[diffs.index((kind, name))] = ("blocked", name)  # appeared meanwhile
+        else:  # wrong: same owner in another spelling
+            d.write(name, by_name[name].mirror_content())
+    return diffs

@@ -20,16 +20,19 @@ class Obj:
     node: str | None = None
 
 
-def open_store(obj: Obj, readonly: bool, every_node: bool = False) -> Any:
+def open_store(obj: Obj, readonly: bool, every_node: bool = False,
+               queue: bool | None = None) -> Any:
     """Read-only commands never create a database or a directory.
 
     On a shared database, ``every_node`` commands (list, stats, history) see every
     node's leases unless ``--node`` names one; the others act on one node's leases,
     ``--node`` or this host's, since its mirror and its boots are that node's.
+    ``queue``: read in the writers' queue (check, import's dry run read the mirror
+    beside the database, and must not see a writer half-way).
     """
     scope = obj.node if every_node else True
     return _open_store(obj.database, readonly=readonly, node=obj.node,
-                       data_dir=obj.data_dir, scope=scope)
+                       data_dir=obj.data_dir, scope=scope, queue=queue)
 
 
 def parse_ip(ctx: Any, param: Any, value: str | None) -> Any:

@@ -46,11 +46,13 @@ def gc_cmd(obj: Obj, network: str, valid: tuple[str, ...], valid_file: object, g
     entries = list(valid) + (valid_file.read().splitlines() if valid_file is not None else [])
     store = open_store(obj, readonly=not apply_)
     try:
-        candidates, released = admin.gc(store, network, admin.parse_valid(entries),
-                                        parse_duration(grace), previous_boots, apply_,
-                                        obj.data_dir)
+        candidates, released, problems = admin.gc(
+            store, network, admin.parse_valid(entries), parse_duration(grace),
+            previous_boots, apply_, obj.data_dir)
     finally:
         store.close()
+    for p in problems:  # released all the same; the file is someone else's to remove
+        click.echo("warning: %s" % p, err=True)
     if obj.output == "json":
         click.echo(json.dumps({"candidates": [lease_row(x) for x in candidates],
                                "released": [lease_row(x) for x in released]}, indent=2))

@@ -20,7 +20,7 @@ def _dry_run_store(obj: Obj) -> Any:
     path = sqlite_path(obj.database)
     if path is not None and not os.path.exists(path):
         return MemoryStore()
-    return open_store(obj, readonly=True)
+    return open_store(obj, readonly=True, queue=True)
 
 
 @click.command("import")

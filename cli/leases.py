@@ -65,7 +65,10 @@ def release_cmd(obj: Obj, ips: tuple[str, ...], container_id: str | None,
         if not dry_run and not yes and is_terminal():
             emit_rows("table", [lease_row(x) for x in chosen], LEASE_COLUMNS)
             click.confirm("Release %d lease(s)?" % len(chosen), abort=True)
-        done = chosen if dry_run else admin.release(store, chosen, obj.data_dir)
+        done, problems = (chosen, []) if dry_run else admin.release(store, chosen,
+                                                                    obj.data_dir)
     finally:
         store.close()
+    for p in problems:  # released all the same; the file is someone else's to remove
+        click.echo("warning: %s" % p, err=True)
     emit_rows(obj.output, [lease_row(x) for x in done], LEASE_COLUMNS, "(nothing released)")

@@ -8,6 +8,7 @@ import click
 from cli.common import Obj, open_store, table_or_json
 from cli.output import progress
 from ipam import admin
+from ipam.reconcile import FIXABLE
 
 
 @click.command("export")
@@ -18,10 +19,14 @@ from ipam import admin
 def export_cmd(obj: Obj, network: str | None, to: str | None) -> None:
     """Rewrite the host-local file layout from the database.
 
-    Missing files are added, wrong contents fixed, files of leases that do not exist
-    removed; files that are not addresses or cursors are left alone.
+    Missing files are added, our files in another spelling rewritten, our leftovers
+    removed. Files that name other owners (foreign, conflict), name no one
+    (unreadable) or are no regular file (blocked) are someone else's: each network is
+    first reconciled as the plugin would (foreign leases recorded), and what is left is
+    reported, never changed.
 
-    JSON: {network: [[kind, file]...]} with kind missing, wrong, stale or temporary.
+    JSON: {network: [[kind, file]...]} with kind missing, wrong, stale, temporary,
+    foreign, conflict, unreadable or blocked.
 
     \b
     Example:
@@ -39,9 +44,14 @@ def export_cmd(obj: Obj, network: str | None, to: str | None) -> None:
         click.echo(json.dumps({k: [list(d) for d in v] for k, v in result.items()}, indent=2))
         return
     for name, diffs in sorted(result.items()):
-        click.echo("%s: %s" % (name, "%d file(s) fixed" % len(diffs) if diffs else "up to date"))
-        for kind, f in diffs:
+        fixed = [(kind, f) for kind, f in diffs if kind in FIXABLE]
+        left = [(kind, f) for kind, f in diffs if kind not in FIXABLE]
+        click.echo("%s: %s" % (name, "%d file(s) fixed" % len(fixed) if fixed else
+                               "up to date" if not left else "nothing to fix"))
+        for kind, f in fixed:
             click.echo("    %-9s %s" % (kind, f))
+        for kind, f in left:  # someone else's: reported, never touched
+            click.echo("    left      %s: %s" % (f, kind))
 
 
 @click.command("check")
@@ -63,7 +73,7 @@ def check_cmd(ctx: click.Context, repair: bool) -> None:
     """
     obj: Obj = ctx.obj
     table_or_json(obj)
-    store = open_store(obj, readonly=not repair)
+    store = open_store(obj, readonly=not repair, queue=True)
     try:
         problems = admin.check(store, obj.data_dir, repair)
     finally:

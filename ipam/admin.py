@@ -10,8 +10,7 @@ import time
 
 from ipam import addr
 from ipam.errors import IpamError
-from ipam.exporter import Mirror, NetworkDir, mirrored_cursors, sync_dir
-from ipam.lease import Changes
+from ipam.exporter import Mirror, mirrored_cursors
 from ipam.ranges import from_description
 from ipam.schema_version import HEAD
 from ipam.sqlite_store import boot_id
@@ -101,27 +100,56 @@ def mirror_for(store, network, data_dir, to=None):
     return Mirror(data_dir) if os.path.isdir(os.path.join(data_dir, network)) else None
 
 
-def _release_all(store, leases, reason, data_dir):
-    """Release ``leases`` (re-read inside this transaction) and mirror the change."""
-    by_network = {}
-    for network in sorted({lease.network for lease in leases}):
+class _Held:
+    """The networks' files a command holds: the journals go after COMMIT (still in the
+    writers' queue), the locks after the transaction."""
+
+    def __init__(self):
+        self.files = []
+
+    def add(self, files):
+        if files is not None:
+            self.files.append(files)
+        return files
+
+    def committed(self):
+        for files in self.files:
+            files.committed()
+
+    def close(self):
+        for files in self.files:
+            files.close()
+
+
+def _hold(store, network, data_dir, held):
+    """The network's files as the plugin holds them (lock, reconcile), or None."""
+    mirror = mirror_for(store, network, data_dir)
+    if mirror is None:
+        return None
+    return held.add(mirror.hold(store, network, range_sets_of(store, network)))
+
+
+def _release_all(store, leases, reason, data_dir, held):
+    """Release ``leases`` (re-read inside this transaction) and mirror the change. A
+    file that names another owner is left and reported, never removed."""
+    networks = sorted({lease.network for lease in leases})
+    for network in networks:
         store.lock_network(network, 1)  # as the plugin does, before any change
+    files = {network: _hold(store, network, data_dir, held) for network in networks}
+    released = []
     for lease in leases:
-        by_network.setdefault(lease.network, Changes(lease.network))
         current = store.lease_at(lease.network, lease.ip)
         if current is None or (current.container_id, current.ifname) != (
                 lease.container_id, lease.ifname):
-            continue  # changed since it was chosen: leave it
+            continue  # changed since it was chosen (or reconciled away): leave it
         store.release(current, reason)
-        by_network[lease.network].released.append(current)
-    mirrors = []
-    for network, changes in by_network.items():
-        mirror = mirror_for(store, network, data_dir)
-        # As in the plugin: a file that could not be removed keeps the pending marker,
-        # so the next command repairs it.
-        if mirror is not None and changes and not mirror.apply(store, changes):
-            mirrors.append((mirror, network))
-    return [lease for c in by_network.values() for lease in c.released], mirrors
+        released.append(current)
+        if files[lease.network] is not None:
+            files[lease.network].release(current)
+    for f in files.values():
+        if f is not None:
+            f.record()
+    return released, [p for f in files.values() if f is not None for p in f.problems + f.notes]
 
 
 def select_release(store, ips=(), container_id=None, ifname=None, network=None):
@@ -150,18 +178,15 @@ def select_release(store, ips=(), container_id=None, ifname=None, network=None):
 
 
 def release(store, leases, data_dir, reason="admin"):
-    """Release the chosen leases as DEL would: history, mirror, one transaction."""
-    mirrors = []
-    with store.transaction(after_commit=lambda: _committed(mirrors)):
-        released, found = _release_all(store, leases, reason, data_dir)
-        mirrors.extend(found)
-    return released
-
-
-def _committed(mirrors):
-    """After COMMIT, still under the write lock: the files match the database."""
-    for mirror, network in mirrors:
-        mirror.committed(network)
+    """Release the chosen leases as DEL would: history, mirror, one transaction.
+    Returns ``(released, problems)``: files left because they name another owner, or
+    could not be removed (their journal stays, so a later command retries)."""
+    held = _Held()
+    try:
+        with store.transaction(after_commit=held.committed):
+            return _release_all(store, leases, reason, data_dir, held)
+    finally:
+        held.close()
 
 
 def parse_valid(entries):
@@ -197,73 +222,133 @@ def gc_candidates(store, network, valid, grace, previous_boots=False, now=None):
 
 
 def gc(store, network, valid, grace, previous_boots=False, apply=False, data_dir=None):
-    """Offline GC: ``(candidates, released)``; candidates are re-checked when releasing."""
+    """Offline GC: ``(candidates, released, problems)``; candidates are re-checked when
+    releasing, and a file naming another owner is left (a problem), never removed."""
     with store.transaction():
         candidates = gc_candidates(store, network, valid, grace, previous_boots)
     if not apply or not candidates:
-        return candidates, []
-    mirrors = []
-    with store.transaction(after_commit=lambda: _committed(mirrors)):
-        again = {(c.network, c.ip) for c in gc_candidates(store, network, valid, grace,
-                                                          previous_boots)}
-        confirmed = [c for c in candidates if (c.network, c.ip) in again]
-        released, found = _release_all(store, confirmed, "gc", data_dir)
-        mirrors.extend(found)
-    return candidates, released
+        return candidates, [], []
+    held = _Held()
+    try:
+        with store.transaction(after_commit=held.committed):
+            again = {(c.network, c.ip) for c in gc_candidates(store, network, valid, grace,
+                                                              previous_boots)}
+            confirmed = [c for c in candidates if (c.network, c.ip) in again]
+            released, problems = _release_all(store, confirmed, "gc", data_dir, held)
+    finally:
+        held.close()
+    return candidates, released, problems
 
 
 def export(store, data_dir, network=None, to=None, progress=None):
-    """Rewrite the mirror from the database; returns ``{network: differences}``.
+    """Rewrite the mirror from the database; returns ``{network: differences}`` (see
+    :func:`ipam.reconcile.differences`; files naming other owners are reported, kept).
 
     ``progress(total)`` is called once with the number of files to check, and the
     callable it returns is called with 1 per file: for a progress bar on big pools.
     """
+    from ipam import reconcile
+
     out = {}
-    with store.transaction():
-        targets = []
-        for name in ([network] if network is not None else list(store.networks())):
-            mirror = mirror_for(store, name, data_dir, to)
-            if mirror is not None:
-                targets.append((name, mirror))
-        step = None
-        if progress is not None:
-            step = progress(sum(len(store.leases(n)) + len(mirrored_cursors(store, n) or ())
-                                for n, _ in targets))
-        for name, mirror in targets:
-            out[name] = mirror.repair(store, name, progress=step)
+    held = _Held()
+    try:
+        with store.transaction(after_commit=held.committed):
+            targets = []
+            for name in ([network] if network is not None else list(store.networks())):
+                mirror = mirror_for(store, name, data_dir, to)
+                if mirror is not None:
+                    targets.append((name, mirror))
+            step = None
+            if progress is not None:
+                step = progress(sum(len(store.leases(n)) + len(mirrored_cursors(store, n) or ())
+                                    for n, _ in targets))
+            for name, mirror in targets:
+                files = held.add(mirror.open(store, name))
+                if to is None:
+                    out[name] = _mend(store, files, name, step)
+                else:  # another directory is only written: its files are no one's leases
+                    out[name] = reconcile.sync(files, store.leases(name),
+                                               mirrored_cursors(store, name), progress=step)
+    finally:
+        held.close()
     return out
 
 
 def check(store, data_dir, repair=False):
-    """Integrity, schema revision and mirror consistency: a list of problem strings."""
+    """Integrity, schema revision and mirror consistency: a list of problem strings.
+
+    Read inside one transaction in the writers' queue, each network under host-local's
+    lock, so a change in flight is never taken for a problem. With ``repair``, each
+    network is first reconciled as the plugin would (foreign files recorded), then the
+    files are made to show the database wherever that harms nobody.
+    """
+    from ipam import reconcile
+
     problems = []
-    with store.transaction():
-        problems += ["database integrity: %s" % p for p in store.integrity()]
-        revision = store.revision()
-        if revision != HEAD:
-            problems.append("schema revision %s, expected %s" % (revision, HEAD))
-        for name in store.networks():
-            mirror = mirror_for(store, name, data_dir)
-            if mirror is None:
-                continue
-            path = os.path.join(mirror.data_dir, name)
-            if not os.path.isdir(path) and not store.leases(name):
-                continue
-            try:
-                d = NetworkDir(mirror.data_dir, name, create=repair)
-            except IpamError as e:
-                problems.append("%s: %s" % (name, e.msg))
-                continue
-            try:
-                diffs = sync_dir(d, store.leases(name), mirrored_cursors(store, name),
-                                 dry_run=not repair)
-            finally:
-                d.close()
-            if repair:
-                mirror.committed(name)  # repaired under the write lock: no repair pending
-            problems += ["%s/%s: %s%s" % (path, f, kind, " (repaired)" if repair else "")
-                         for kind, f in diffs]
+    held = _Held()
+    try:
+        with store.transaction(after_commit=held.committed):
+            problems += ["database integrity: %s" % p for p in store.integrity()]
+            revision = store.revision()
+            if revision != HEAD:
+                problems.append("schema revision %s, expected %s" % (revision, HEAD))
+            for name in store.networks():
+                problems += _check_network(store, name, data_dir, repair, held, reconcile)
+    finally:
+        held.close()
     return problems
+
+
+def _check_network(store, name, data_dir, repair, held, reconcile):
+    mirror = mirror_for(store, name, data_dir)
+    if mirror is None:
+        return []
+    path = os.path.join(mirror.data_dir, name)
+    if not os.path.isdir(path) and not store.leases(name):
+        return []
+    try:
+        files = held.add(mirror.open(store, name, create=repair))
+    except IpamError as e:
+        return ["%s: %s" % (name, e.msg)]
+    if not repair:
+        diffs = reconcile.differences(files.d, store.leases(name),
+                                      mirrored_cursors(store, name), journal=files.pending)
+        return ["%s/%s: %s" % (path, f, _KIND.get(kind, kind)) for kind, f in diffs]
+    return ["%s/%s: %s%s" % (path, f, _KIND.get(kind, kind),
+                             " (repaired)" if kind in _REPAIRED else "")
+            for kind, f in _mend(store, files, name)]
+
+
+def _mend(store, files, name, progress=None):
+    """An operator's repair of one network (export, check --repair): reconcile the whole
+    directory whatever its stamp says, then write what the database has wherever that
+    harms nobody. Returns what was done and what is left, as ``[(kind, file)]``."""
+    from ipam import reconcile
+
+    done = [(k, f) for k, f in reconcile.reconcile(files, range_sets_of(store, name))
+            if k in _RECONCILED]
+    diffs = reconcile.sync(files, store.leases(name), mirrored_cursors(store, name),
+                           progress=progress)
+    files.record()
+    return done + diffs
+
+
+# What a reconcile did, and what a repair did in all; the other kinds name files that are
+# someone else's (left alone).
+_RECONCILED = ("stale", "restored", "wrong", "temporary", "adopted", "reassigned")
+_REPAIRED = _RECONCILED + ("missing",)
+
+# How check names each difference (see ipam.reconcile.differences).
+_KIND = {
+    "missing": "missing",
+    "restored": "missing (an unfinished command's file, written back)",
+    "foreign": "foreign (names an owner the database does not know)",
+    "conflict": "conflict (names another owner than the database's lease)",
+    "unreadable": "unreadable (names no owner; its address stays unused)",
+    "blocked": "blocked (not a regular file; never followed or replaced)",
+    "adopted": "adopted (another writer's lease, now recorded)",
+    "reassigned": "reassigned (another writer reused the address; our lease released)",
+}
 
 
 # -- import from host-local ---------------------------------------------------------
@@ -294,10 +379,12 @@ def import_networks(store, source, networks=None, dry_run=False, progress=None):
     summaries = []
     for name in names:
         path = os.path.join(source, name)
-        found = importer.scan(path, name, step)
+        # Read inside the transaction, in the writers' queue: a DEL in flight cannot
+        # remove a file between the scan and the import (it would come back).
         with store.transaction():
             if not dry_run:
                 store.lock_network(name, 1)
+            found = importer.scan(path, name, step)
             sets = range_sets_of(store, name)
             new, unchanged, conflicts, cursors = importer.plan(store, found, sets, boot_id())
             if not dry_run:

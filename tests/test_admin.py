@@ -159,7 +159,8 @@ def test_release_records_admin_and_updates_the_mirror(store, tmp_path):
     (data_dir / "n").mkdir(parents=True)
     (data_dir / "n" / "10.1.2.2").write_bytes(b"a\r\neth0")
     chosen = admin.select_release(store, [ip("10.1.2.2")])
-    assert owners(admin.release(store, chosen, str(data_dir))) == [("n", "10.1.2.2", "a", "eth0")]
+    released, problems = admin.release(store, chosen, str(data_dir))
+    assert (owners(released), problems) == ([("n", "10.1.2.2", "a", "eth0")], [])
     assert owners(store.leases()) == [("n", "10.1.2.3", "b", "eth0")]
     assert not (data_dir / "n" / "10.1.2.2").exists()
     assert not [f for f in os.listdir(data_dir) if f.startswith(".host-local-sqlite-pending")]
@@ -174,7 +175,7 @@ def test_release_leaves_a_lease_that_changed_since_it_was_chosen(store, tmp_path
     with store.transaction():
         store.release(chosen[0], "del")
     put(store, "n", "10.1.2.2", "b")
-    assert admin.release(store, chosen, str(tmp_path)) == []
+    assert admin.release(store, chosen, str(tmp_path)) == ([], [])
     assert owners(store.leases()) == [("n", "10.1.2.2", "b", "eth0")]
 
 
@@ -213,15 +214,18 @@ def test_gc_applies_only_when_asked(store, tmp_path):
     put(store, "n", "10.1.2.2", "a", at=time.time() - HOUR)
     put(store, "n", "10.1.2.3", "b", at=time.time() - HOUR)
     valid = admin.parse_valid(["a"])
-    candidates, released = admin.gc(store, "n", valid, 600, data_dir=str(tmp_path))
+    candidates, released, _ = admin.gc(store, "n", valid, 600, data_dir=str(tmp_path))
     assert (owners(candidates), released) == ([("n", "10.1.2.3", "b", "eth0")], [])
     assert len(store.leases()) == 2
-    candidates, released = admin.gc(store, "n", valid, 600, apply=True, data_dir=str(tmp_path))
+    candidates, released, problems = admin.gc(store, "n", valid, 600, apply=True,
+                                              data_dir=str(tmp_path))
+    assert problems == []
     assert owners(candidates) == owners(released) == [("n", "10.1.2.3", "b", "eth0")]
     assert owners(store.leases()) == [("n", "10.1.2.2", "a", "eth0")]
     last = admin.history(store)[-1]
     assert (last.event, last.reason, last.container_id) == ("release", "gc", "b")
-    assert admin.gc(store, "n", valid, 600, apply=True, data_dir=str(tmp_path)) == ([], [])
+    assert admin.gc(store, "n", valid, 600, apply=True, data_dir=str(tmp_path)) == (
+        [], [], [])
 
 
 # -- the mirror -----------------------------------------------------------------------
@@ -276,14 +280,29 @@ def test_export_and_check(store, tmp_path):
     (net / "10.1.2.9").write_bytes(b"y\r\neth0")
     (net / "notes").write_bytes(b"foreign")
     (net / ".host-local-sqlite.tmp.10.1.2.2.1.1").write_bytes(b"half")
+    (net / "10.1.2.3").write_bytes(b"legacy\r\n")  # the same owner, spelled otherwise
+    # Files that name other owners are someone else's leases: reported, never rewritten.
     problems = ["%s/.host-local-sqlite.tmp.10.1.2.2.1.1: temporary" % net,
-                "%s/10.1.2.9: stale" % net, "%s/10.1.2.2: wrong" % net]
+                "%s/10.1.2.9: foreign (names an owner the database does not know)" % net,
+                "%s/10.1.2.2: conflict (names another owner than the database's lease)" % net,
+                "%s/10.1.2.3: wrong" % net]
     assert admin.check(store, str(data_dir)) == problems
-    assert admin.check(store, str(data_dir), repair=True) == [p + " (repaired)"
-                                                              for p in problems]
+    # The repair reconciles as the plugin would: they are recorded, ours is rewritten.
+    assert admin.check(store, str(data_dir), repair=True) == [
+        "%s/.host-local-sqlite.tmp.10.1.2.2.1.1: temporary (repaired)" % net,
+        "%s/10.1.2.2: reassigned (another writer reused the address; our lease released) "
+        "(repaired)" % net,
+        "%s/10.1.2.2: adopted (another writer's lease, now recorded) (repaired)" % net,
+        "%s/10.1.2.9: adopted (another writer's lease, now recorded) (repaired)" % net,
+        "%s/10.1.2.3: wrong (repaired)" % net]
     assert admin.check(store, str(data_dir)) == []
-    assert sorted(os.listdir(net)) == sorted(["10.1.2.2", "10.1.2.3", "lock", "notes"]
-                                             + cursor_files)
+    assert (net / "10.1.2.2").read_bytes() == b"x\r\neth0"
+    assert (net / "10.1.2.3").read_bytes() == b"legacy"
+    assert owners(store.leases("n")) == [("n", "10.1.2.2", "x", "eth0"),
+                                         ("n", "10.1.2.3", "legacy", None),
+                                         ("n", "10.1.2.9", "y", "eth0")]
+    assert sorted(os.listdir(net)) == sorted(["10.1.2.2", "10.1.2.3", "10.1.2.9", "lock",
+                                              "notes"] + cursor_files)
 
     copy = tmp_path / "copy"
     calls = []
@@ -297,7 +316,7 @@ def test_export_and_check(store, tmp_path):
     assert calls == [("total", 1), ("step", 1)]
     calls.clear()
     assert admin.export(store, str(data_dir), progress=progress) == {"n": []}
-    files = 2 + len(cursor_files)
+    files = 3 + len(cursor_files)  # a, legacy and the adopted y
     assert calls == [("total", files)] + [("step", 1)] * files
     assert (copy / "quiet" / "10.1.2.2").read_bytes() == b"q\r\neth0"
     assert not (copy / "n").exists()

@@ -666,15 +666,18 @@ def test_history_bad_arguments_are_usage_errors(ctl, add, args):
 
 # -- export ---------------------------------------------------------------------------
 def damage(net):
-    """Break a mirror holding a (10.1.2.2), b (10.1.2.3); returns the expected diffs."""
+    """Break a mirror holding a (10.1.2.2), b (10.1.2.3) in every way that is ours to
+    mend; returns the expected diffs. (Files naming other owners are someone else's:
+    see test_admin.py and test_foreign_writers.py.)"""
     (net / "10.1.2.2").unlink()
-    (net / "10.1.2.3").write_bytes(b"somebody\r\neth9")
-    (net / "10.1.2.77").write_bytes(b"gone\r\neth0")
+    (net / "10.1.2.3").write_bytes(b"b\neth0")  # the same owner, an older spelling
+    (net / ".host-local-sqlite.tmp.10.1.2.77.1.1").write_bytes(b"gone\r\neth0")
     (net / "last_reserved_ip.5").write_bytes(b"10.1.2.9")
     (net / "notes.txt").write_text("keep me")
     (net / "10.1.2").write_text("not an address, keep me")
     (net / "keep.d").mkdir()
-    return {("missing", "10.1.2.2"), ("wrong", "10.1.2.3"), ("stale", "10.1.2.77"),
+    return {("missing", "10.1.2.2"), ("wrong", "10.1.2.3"),
+            ("temporary", ".host-local-sqlite.tmp.10.1.2.77.1.1"),
             ("stale", "last_reserved_ip.5")}
 
 
@@ -763,7 +766,8 @@ def test_check_reports_and_repairs_the_mirror(ctl, ctl_json, add, data_dir):
     result = ctl("check", expect=1)
     lines = result.stdout.splitlines()
     assert set(lines[:-1]) == {f"{net}/10.1.2.2: missing", f"{net}/10.1.2.3: wrong",
-                               f"{net}/10.1.2.77: stale", f"{net}/last_reserved_ip.5: stale"}
+                               f"{net}/.host-local-sqlite.tmp.10.1.2.77.1.1: temporary",
+                               f"{net}/last_reserved_ip.5: stale"}
     assert lines[-1] == "4 problem(s)"
     answer = ctl_json("check", expect=1)
     assert answer["ok"] is False and set(answer["problems"]) == set(lines[:-1])

@@ -15,7 +15,6 @@ import time
 import pytest
 
 from ipam import admin, allocator, importer
-from ipam.exporter import Mirror
 from ipam.lease import Lease
 from ipam.ranges import canonicalize, describe, make_set
 from ipam.sqlite_store import boot_id
@@ -539,8 +538,7 @@ def test_legacy_lease_behaves_as_host_local(store, tmp_path):
     assert (lease.container_id, lease.ifname) == ("legacy", None)
     assert lease.mirror_content() == b"legacy"
     out = tmp_path / "out"
-    with store.transaction():
-        Mirror(str(out)).repair(store, "net")
+    admin.export(store, str(tmp_path), "net", to=str(out))
     assert (out / "net" / "10.1.2.4").read_bytes() == b"legacy"
     assert (out / "net" / "10.1.2.5").read_bytes() == b"a\r\neth0"
     with store.transaction():

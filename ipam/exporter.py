@@ -84,11 +84,10 @@ class NetworkDir:
         """Hold host-local's ``lock`` (flock, as Go's disk backend takes it for a whole
         command); a holder past ``timeout`` is code 11 naming the file. A reader
         (``create=False``) creates nothing: without a ``lock`` there is no one to wait for."""
-        if self.create_missing:
-            self.ensure_lock()
-        try:
-            fd = system.open("lock", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
-                             dir_fd=self.fd)
+        flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC
+        try:  # created as ensure_lock() would, in the same open
+            fd = system.open("lock", flags | (O_CREAT if self.create_missing else 0),
+                             FILE_MODE, dir_fd=self.fd)
         except FileNotFoundError:
             if not self.create_missing:
                 return

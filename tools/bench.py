@@ -27,7 +27,8 @@ IPAMCTL = os.path.join(BIN, "ipamctl")
 GO = os.environ.get("HLS_GO_PLUGIN", "/usr/lib/cni/host-local")
 SUBNET = ipaddress.ip_network("10.128.0.0/16")
 NETWORK = "bench"
-DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+DOCS = os.path.join(REPO, "docs")
 
 
 def write_host_local_dir(data_dir, n, network=NETWORK):
@@ -76,18 +77,44 @@ def install_launcher(tmp):
     return os.path.join(bin_dir, "host-local-sqlite")
 
 
-def prepare(tmp, n, with_go, launcher):
+def install_baseline(tmp, rev):
+    """Another revision's plugin (``--baseline REV``), as a launcher of this interpreter,
+    and the argv of its ipamctl: the cost of a change, measured beside it in one run.
+    Its hot path gets its own byte-code bundle, as ``install-plugin`` would write it."""
+    from ipam import launcher as launchers
+
+    src = os.path.join(tmp, "baseline-src")
+    os.makedirs(src)
+    tar = subprocess.run(["git", "-C", REPO, "archive", rev, "ipam", "cli", "migrations"],
+                         check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", src], input=tar, check=True)
+    site = [p for p in launchers.install_paths() if os.path.realpath(p) != REPO]
+    subprocess.run([sys.executable, "-I", "-S", "-c", "import sys; sys.path[:0] = %r; "
+                    "from ipam import bundle; bundle.build()" % ([src] + site)], check=True)
+    bin_dir = os.path.join(tmp, "baseline-bin")
+    os.makedirs(bin_dir)
+    path = os.path.join(bin_dir, "host-local-sqlite")
+    launchers.replace_file(path, launchers.render(paths=[src] + site).encode(), 0o755)
+    ctl = [sys.executable, "-c", "import sys; sys.path.insert(0, %r); sys.argv[0] = 'ipamctl'; "
+           "from cli.main import run; run()" % src]
+    return path, ctl
+
+
+def prepare(tmp, n, with_go, launcher, baseline=None):
     """A pool of ``n`` leases for each plugin: files for Go, ``ipamctl import`` for ours
-    (one copy for the console script, one for the launcher)."""
+    (one copy for the console script, one for the launcher, one for the baseline)."""
     plugins = {}
     src = os.path.join(tmp, "src-%d" % n)
     write_host_local_dir(src, n)
     import_s = {}
-    for name, binary in (("ours", OURS), ("launcher", launcher)):
+    ours = [("ours", OURS, [IPAMCTL]), ("launcher", launcher, [IPAMCTL])]
+    if baseline is not None:
+        ours.append(("baseline", baseline[0], baseline[1]))
+    for name, binary, ctl in ours:
         data_dir = os.path.join(tmp, "%s-%d" % (name, n))
         shutil.copytree(src, data_dir)
         t = time.perf_counter()
-        subprocess.run([IPAMCTL, "--data-dir", data_dir, "-o", "json", "import"], check=True,
+        subprocess.run(ctl + ["--data-dir", data_dir, "-o", "json", "import"], check=True,
                        capture_output=True)
         import_s[name] = time.perf_counter() - t
         plugins[name] = (binary, config(data_dir))
@@ -267,6 +294,8 @@ def main():
     ap.add_argument("--pg-cycles", type=int, default=20,
                     help="ADD+DEL rounds on PostgreSQL (0: skip the shared-pool figures)")
     ap.add_argument("--pg-burst", type=int, default=200)
+    ap.add_argument("--baseline", metavar="REV",
+                    help="also measure the launcher of git revision REV, interleaved")
     args = ap.parse_args()
     with_go = os.access(GO, os.X_OK)
     if not with_go:
@@ -276,8 +305,9 @@ def main():
     rows = []
     try:
         launcher = install_launcher(tmp)
+        baseline = install_baseline(tmp, args.baseline) if args.baseline else None
         for n in sizes:
-            plugins, import_s = prepare(tmp, n, with_go, launcher)
+            plugins, import_s = prepare(tmp, n, with_go, launcher, baseline)
             r = cycles(plugins, args.cycles, n)
             r.update(n=n, import_s=import_s)
             rows.append(r)
@@ -289,6 +319,9 @@ def main():
                     r["go"]["ADD"], r["go"]["DEL"], r["go"]["ADD"] / r["ours"]["ADD"],
                     r["go"]["DEL"] / r["ours"]["DEL"])
             line += "  floor %.1f ms  import %.2f s" % (r["floor"]["sqlite3+json"], import_s)
+            if baseline is not None:
+                line += "  baseline ADD %6.1f DEL %6.1f ms" % (r["baseline"]["ADD"],
+                                                             r["baseline"]["DEL"])
             print(line, flush=True)
         burst_dir = os.path.join(tmp, "burst")
         contenders = {"ours": OURS, "launcher": launcher}
@@ -358,7 +391,20 @@ def report(rows, bursts, rss, with_go, args):
                 bursts[ours]["DEL"]["wall_s"] / bursts["go"]["DEL"]["wall_s"]))
     for name, kib in rss.items():
         print("peak RSS of one ADD, %s: %.1f MB" % (name, kib / 1024))
-    print("reproduce: make bench   (sizes %s, %d cycles each)" % (args.sizes, args.cycles))
+    if args.baseline:
+        print()
+        print("launcher against %s's launcher, interleaved (median ms; + is slower now):"
+              % args.baseline)
+        print("| pool size | ADD now | ADD %s | ADD diff | DEL now | DEL %s | DEL diff |"
+              % (args.baseline, args.baseline))
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            now, then = r["launcher"], r["baseline"]
+            print("| %d | %.1f | %.1f | %+.2f | %.1f | %.1f | %+.2f |" % (
+                r["n"], now["ADD"], then["ADD"], now["ADD"] - then["ADD"], now["DEL"],
+                then["DEL"], now["DEL"] - then["DEL"]))
+    print("reproduce: make bench BENCH_ARGS='%s'   (sizes %s, %d cycles each)" % (
+        "--baseline %s" % args.baseline if args.baseline else "", args.sizes, args.cycles))
 
 
 def report_shared(shared, args):

@@ -15,6 +15,7 @@ from ipam.errors import (
     ContainerUnknown,
     DecodeError,
     EnvError,
+    Interrupted,
     IoFailure,
     IpamError,
     VersionError,
@@ -77,7 +78,9 @@ def validate_container_id(cid):
 def validate_ifname(name):
     if not name:
         raise EnvError("interface name is empty")
-    if len(name) > 15:
+    # Go's len() counts bytes: the kernel's IFNAMSIZ is 16 bytes with the NUL. The
+    # environment's bytes come back exactly through surrogateescape.
+    if len(name.encode("utf-8", "surrogateescape")) > 15:
         raise EnvError("interface name is too long",
                        "interface name should be less than 16 characters")
     if name in (".", ".."):
@@ -146,11 +149,40 @@ def dispatch(env, stdin):
     return handler(env, conf)
 
 
+_SIGNALS = {2: "SIGINT", 15: "SIGTERM", 1: "SIGHUP"}
+
+
+def _interrupted(signum, frame):
+    raise Interrupted("interrupted by %s; try again" % _SIGNALS.get(signum, signum))
+
+
+def _on_signals(handler):
+    """Set ``handler`` for the signals that end a call; returns the old ones (None when
+    not on the main thread, where Python cannot set them)."""
+    import _signal  # the C module: signal.py would import enum
+
+    try:
+        return {n: _signal.signal(n, handler) for n in _SIGNALS}
+    except ValueError:
+        return None
+
+
+def _restore_signals(saved):
+    import _signal
+
+    for n, old in saved.items():
+        _signal.signal(n, old)
+
+
 def main(env=None, stdin=None, stdout=None):
-    """Entry point: prints a result or a CNI error object; returns the exit status."""
+    """Entry point: prints a result or a CNI error object; returns the exit status.
+
+    SIGINT, SIGTERM and SIGHUP become an error object too (code 11), raised where the
+    call is, so that its transaction rolls back on the way out."""
     env = dict(env) if env is not None else system.environ()
     stdin = stdin if stdin is not None else sys.stdin.buffer
     stdout = stdout if stdout is not None else sys.stdout
+    saved = _on_signals(_interrupted)
     try:
         out = dispatch(env, stdin)
         status = 0
@@ -161,6 +193,9 @@ def main(env=None, stdin=None, stdout=None):
     except Exception as e:  # never a traceback on the runtime's stdout
         sys.stderr.write("host-local-sqlite: internal error: %r\n" % (e,))
         out, status = result.error_output(IpamError("internal error: %s" % e)), 1
+    finally:
+        if saved is not None:
+            _restore_signals(saved)
     try:
         out.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: a "\ud800" escape, non-UTF-8 env bytes

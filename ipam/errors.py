@@ -76,6 +76,11 @@ class Retry(TryAgain):
     The command runs again after a pause; past the last attempt it is code 11."""
 
 
+class Interrupted(TryAgain):
+    """A signal (SIGINT, SIGTERM, SIGHUP) ended the call: its transaction rolled back (or,
+    if it came after COMMIT, a repeated ADD returns what was committed); code 11."""
+
+
 class Unavailable(IpamError):
     """STATUS: the plugin cannot service an ADD, e.g. a range set is exhausted (code 50)."""
 

@@ -399,6 +399,10 @@ class NetworkFiles:
             return None
         owner = owner_of(have)
         if owner is None:
+            print("host-local-sqlite: %s/%s exists and names no owner (%s): skipped the "
+                  "address, as host-local does" % (self.d.path, name, _what(self.d, name,
+                                                                              have)),
+                  file=sys.stderr)
             return False
         from ipam import reconcile  # lazy: only when another writer was here
 
@@ -439,6 +443,17 @@ class NetworkFiles:
     def record(self):
         """Last thing before COMMIT: the directory as our change left it."""
         self.store.set_mirror_stamp(self.network, self.d.stamp())
+
+
+def _what(d, name, data):
+    kind = d.file_type(name)
+    if kind == system.S_IFDIR:
+        return "a directory"
+    if kind == system.S_IFLNK:
+        return "a symbolic link"
+    if data is None:
+        return "not a regular file"
+    return "an empty file" if not data else "not a lease file"
 
 
 def _show(data):

@@ -15,6 +15,7 @@ from plugin_procs import (
     DB_NAME,
     PENDING,
     Invocation,
+    check_json,
     database_problems,
     expected_mirror,
     integrity,
@@ -315,3 +316,34 @@ def test_ipamctl_stopped_mid_transaction_makes_add_code_11(data_dir, netconf):
     assert len(leases(data_dir, net)) == n
     assert "b" not in leases(data_dir, net)
     _after_lock_checks(data_dir, conf, net, "10.9.0.2")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("waiting_on", ["writers' queue", "host-local's lock"])
+def test_a_signal_is_an_error_object_and_changes_nothing(data_dir, netconf, signum,
+                                                        waiting_on):
+    """A runtime that gives up on a call (Ctrl-C by hand, a timeout's SIGTERM) gets a CNI
+    error object, code 11, never a traceback; the call's transaction rolls back."""
+    net = "signalled"
+    conf = netconf({"subnet": "10.1.2.0/24", "busyTimeout": 30}, name=net)
+    assert run_plugin("ADD", conf, container_id="a").status == 0
+    held = data_dir / (DB_NAME + ".lock") if waiting_on == "writers' queue" \
+        else data_dir / net / "lock"
+    fd = os.open(str(held), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        inv = Invocation("ADD", "b", conf)
+        inv.feed()
+        time.sleep(0.5)
+        assert inv.proc.poll() is None, "the ADD did not wait"
+        inv.proc.send_signal(signum)
+        inv.finish(timeout=10)
+    finally:
+        os.close(fd)
+    assert inv.rc == 1 and b"Traceback" not in inv.err, inv
+    assert inv.json == {"code": 11, "msg": "interrupted by %s; try again"
+                          % signal.Signals(signum).name}, inv
+    assert leases(data_dir, net) == {"a": "10.1.2.2"}
+    assert mirror(data_dir, net) == {"10.1.2.2": b"a\r\neth0"}
+    assert run_plugin("ADD", conf, container_id="b").status == 0
+    assert check_json(data_dir)[0] == 0

@@ -80,7 +80,7 @@ def test_claim_never_replaces_another_owners_file(tmp_path):
     assert [(e.event, e.reason) for e in store.history()] == [("allocate", "adopt")]
 
 
-def test_allocator_skips_addresses_whose_files_are_taken(tmp_path):
+def test_allocator_skips_addresses_whose_files_are_taken(tmp_path, capsys):
     store = MemoryStore()
     d = tmp_path / "net"
     d.mkdir()
@@ -93,6 +93,9 @@ def test_allocator_skips_addresses_whose_files_are_taken(tmp_path):
         commit(files)
     assert [str(a.ip) for a in allocations] == ["10.1.2.4"]
     assert (d / "10.1.2.4").read_bytes() == b"a\r\neth0"
+    err = capsys.readouterr().err
+    assert "%s/10.1.2.3 exists and names no owner (a directory): skipped" % d in err
+    assert "%s: recorded 1 lease(s) that another writer made" % d in err
     with store.transaction():  # only .5 and .6 are left; then nothing
         files = hold(tmp_path, store)
         for cid in ("b", "c"):

@@ -385,6 +385,15 @@ def test_same_id_two_networks_two_ifnames(diff: Diff) -> None:
     assert s.go_file("mynet1/10.2.2.2") is None
 
 
+@pytest.mark.parametrize("ifname", ["é" * 7 + "a", "é" * 8, "eth\u00e90123456"])
+def test_interface_name_length_counts_bytes(diff: Diff, ifname: str) -> None:
+    """15 bytes is the limit (the kernel's IFNAMSIZ less its NUL), in bytes as Go's len()
+    counts them: 8 two-byte letters are too long although they are 8 characters."""
+    config = diff.net({"ranges": [[{"subnet": "10.1.2.0/24"}]]})
+    s = diff.step("ADD", config, ifname=ifname)
+    assert (s.go.rc == 0) == (len(ifname.encode()) <= 15), s.go
+
+
 def test_repeat_add(diff: Diff) -> None:
     """§7.1 #3, with exception (a): ours returns the existing allocation."""
     config = diff.net({"ranges": [[{"subnet": "10.1.2.0/24"}]]})

@@ -10,9 +10,10 @@ import time
 
 from ipam import addr
 from ipam.errors import IpamError
-from ipam.exporter import Mirror, mirrored_cursors
+from ipam.exporter import Mirror, NetworkDir, mirrored_cursors
 from ipam.ranges import from_description
 from ipam.schema_version import HEAD
+from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
 from ipam.sqlite_store import boot_id
 
 
@@ -101,41 +102,56 @@ def mirror_for(store, network, data_dir, to=None):
 
 
 class _Held:
-    """The networks' files a command holds: the journals go after COMMIT (still in the
-    writers' queue), the locks after the transaction."""
+    """The networks' files a command holds. Their host-local locks are taken in name
+    order BEFORE the transaction (as the plugin takes its one): waiting on a lock that
+    another program holds never holds up our writers' queue. The journals go after
+    COMMIT, still in the queue; the locks with them."""
 
     def __init__(self):
-        self.files = []
+        self.files = {}
 
-    def add(self, files):
-        if files is not None:
-            self.files.append(files)
-        return files
+    def open(self, store, mirrors, create=True):
+        """Hold each ``{network: Mirror or None}``; returns ``{network: error}`` for the
+        directories a reader (``create`` False) could not open. A writer raises."""
+        errors = {}
+        for network, mirror in sorted(mirrors.items()):
+            if mirror is None:
+                continue
+            try:
+                files = mirror.open(store, network, create)
+            except IpamError as e:
+                if create:
+                    raise
+                errors[network] = e.msg
+                continue
+            if files is not None:
+                self.files[network] = files
+        return errors
 
     def committed(self):
-        for files in self.files:
+        for files in self.files.values():
             files.committed()
 
     def close(self):
-        for files in self.files:
+        for files in self.files.values():
             files.close()
 
 
-def _hold(store, network, data_dir, held):
-    """The network's files as the plugin holds them (lock, reconcile), or None."""
-    mirror = mirror_for(store, network, data_dir)
-    if mirror is None:
-        return None
-    return held.add(mirror.hold(store, network, range_sets_of(store, network)))
+def _mirrors(store, networks, data_dir, to=None):
+    """``{network: Mirror or None}``, read in a transaction of its own (before the locks)."""
+    with store.transaction():
+        return {n: mirror_for(store, n, data_dir, to) for n in networks}
 
 
-def _release_all(store, leases, reason, data_dir, held):
+def _release_all(store, leases, reason, held):
     """Release ``leases`` (re-read inside this transaction) and mirror the change. A
     file that names another owner is left and reported, never removed."""
     networks = sorted({lease.network for lease in leases})
     for network in networks:
         store.lock_network(network, 1)  # as the plugin does, before any change
-    files = {network: _hold(store, network, data_dir, held) for network in networks}
+    for network in networks:
+        if network in held.files:
+            held.files[network].reconcile_if_changed(range_sets_of(store, network))
     released = []
     for lease in leases:
         current = store.lease_at(lease.network, lease.ip)
@@ -144,12 +160,11 @@ def _release_all(store, leases, reason, data_dir, held):
             continue  # changed since it was chosen (or reconciled away): leave it
         store.release(current, reason)
         released.append(current)
-        if files[lease.network] is not None:
-            files[lease.network].release(current)
-    for f in files.values():
-        if f is not None:
-            f.record()
-    return released, [p for f in files.values() if f is not None for p in f.problems + f.notes]
+        if lease.network in held.files:
+            held.files[lease.network].release(current)
+    for files in held.files.values():
+        files.record()
+    return released, [p for f in held.files.values() for p in f.problems + f.notes]
 
 
 def select_release(store, ips=(), container_id=None, ifname=None, network=None):
@@ -181,10 +196,12 @@ def release(store, leases, data_dir, reason="admin"):
     """Release the chosen leases as DEL would: history, mirror, one transaction.
     Returns ``(released, problems)``: files left because they name another owner, or
     could not be removed (their journal stays, so a later command retries)."""
+    mirrors = _mirrors(store, {lease.network for lease in leases}, data_dir)
     held = _Held()
     try:
+        held.open(store, mirrors)
         with store.transaction(after_commit=held.committed):
-            return _release_all(store, leases, reason, data_dir, held)
+            return _release_all(store, leases, reason, held)
     finally:
         held.close()
 
@@ -228,13 +245,15 @@ def gc(store, network, valid, grace, previous_boots=False, apply=False, data_dir
         candidates = gc_candidates(store, network, valid, grace, previous_boots)
     if not apply or not candidates:
         return candidates, [], []
+    mirrors = _mirrors(store, {c.network for c in candidates}, data_dir)
     held = _Held()
     try:
+        held.open(store, mirrors)
         with store.transaction(after_commit=held.committed):
             again = {(c.network, c.ip) for c in gc_candidates(store, network, valid, grace,
                                                               previous_boots)}
             confirmed = [c for c in candidates if (c.network, c.ip) in again]
-            released, problems = _release_all(store, confirmed, "gc", data_dir, held)
+            released, problems = _release_all(store, confirmed, "gc", held)
     finally:
         held.close()
     return candidates, released, problems
@@ -250,20 +269,18 @@ def export(store, data_dir, network=None, to=None, progress=None):
     from ipam import reconcile
 
     out = {}
+    with store.transaction():
+        names = [network] if network is not None else list(store.networks())
+        targets = {n: m for n, m in ((n, mirror_for(store, n, data_dir, to)) for n in names)
+                   if m is not None}
+        total = sum(len(store.leases(n)) + len(mirrored_cursors(store, n) or ())
+                    for n in targets) if progress is not None else 0
+    step = progress(total) if progress is not None else None
     held = _Held()
     try:
+        held.open(store, targets)
         with store.transaction(after_commit=held.committed):
-            targets = []
-            for name in ([network] if network is not None else list(store.networks())):
-                mirror = mirror_for(store, name, data_dir, to)
-                if mirror is not None:
-                    targets.append((name, mirror))
-            step = None
-            if progress is not None:
-                step = progress(sum(len(store.leases(n)) + len(mirrored_cursors(store, n) or ())
-                                    for n, _ in targets))
-            for name, mirror in targets:
-                files = held.add(mirror.open(store, name))
+            for name, files in sorted(held.files.items()):
                 if to is None:
                     out[name] = _mend(store, files, name, step)
                 else:  # another directory is only written: its files are no one's leases
@@ -284,32 +301,33 @@ def check(store, data_dir, repair=False):
     """
     from ipam import reconcile
 
+    with store.transaction():
+        targets = {}
+        for name in store.networks():
+            mirror = mirror_for(store, name, data_dir)
+            if mirror is not None and (os.path.isdir(os.path.join(mirror.data_dir, name))
+                                       or store.leases(name)):
+                targets[name] = mirror
     problems = []
     held = _Held()
     try:
+        errors = held.open(store, targets, create=repair)
+        problems += ["%s: %s" % (name, msg) for name, msg in sorted(errors.items())]
         with store.transaction(after_commit=held.committed):
-            problems += ["database integrity: %s" % p for p in store.integrity()]
+            head = ["database integrity: %s" % p for p in store.integrity()]
             revision = store.revision()
             if revision != HEAD:
-                problems.append("schema revision %s, expected %s" % (revision, HEAD))
-            for name in store.networks():
-                problems += _check_network(store, name, data_dir, repair, held, reconcile)
+                head.append("schema revision %s, expected %s" % (revision, HEAD))
+            problems[:0] = head
+            for name, files in sorted(held.files.items()):
+                problems += _check_network(store, name, files, repair, reconcile)
     finally:
         held.close()
     return problems
 
 
-def _check_network(store, name, data_dir, repair, held, reconcile):
-    mirror = mirror_for(store, name, data_dir)
-    if mirror is None:
-        return []
-    path = os.path.join(mirror.data_dir, name)
-    if not os.path.isdir(path) and not store.leases(name):
-        return []
-    try:
-        files = held.add(mirror.open(store, name, create=repair))
-    except IpamError as e:
-        return ["%s: %s" % (name, e.msg)]
+def _check_network(store, name, files, repair, reconcile):
+    path = files.d.path
     if not repair:
         diffs = reconcile.differences(files.d, store.leases(name),
                                       mirrored_cursors(store, name), journal=files.pending)
@@ -379,16 +397,22 @@ def import_networks(store, source, networks=None, dry_run=False, progress=None):
     summaries = []
     for name in names:
         path = os.path.join(source, name)
-        # Read inside the transaction, in the writers' queue: a DEL in flight cannot
+        # host-local's lock first (as every writer of ours takes it, before our queue),
+        # then read inside the transaction, in the writers' queue: a DEL in flight cannot
         # remove a file between the scan and the import (it would come back).
-        with store.transaction():
-            if not dry_run:
-                store.lock_network(name, 1)
-            found = importer.scan(path, name, step)
-            sets = range_sets_of(store, name)
-            new, unchanged, conflicts, cursors = importer.plan(store, found, sets, boot_id())
-            if not dry_run:
-                importer.apply(store, name, new, cursors)
+        source_dir = NetworkDir(source, name, create=False)
+        try:
+            source_dir.lock(DEFAULT_BUSY_TIMEOUT)
+            with store.transaction():
+                if not dry_run:
+                    store.lock_network(name, 1)
+                found = importer.scan(path, name, step, locked=True)
+                sets = range_sets_of(store, name)
+                new, unchanged, conflicts, cursors = importer.plan(store, found, sets, boot_id())
+                if not dry_run:
+                    importer.apply(store, name, new, cursors)
+        finally:
+            source_dir.close()
         summaries.append({  # the JSON contract of "ipamctl -o json import"
             "network": name, "source": path, "dry_run": dry_run,
             "counts": {"imported": len(new), "unchanged": len(unchanged),

@@ -42,42 +42,34 @@ def _close(store):
 
 def _run(store, mirror, conf, body):
     """Run ``body(files) -> (value, changes)`` as one transaction, with the network's files
-    held (host-local's ``lock``) and reconciled first if someone else changed them.
+    held (host-local's ``lock``, taken first) and reconciled first if someone else
+    changed them.
 
     Returns ``(value, problems)``: the mirror problems that did not stop the command
     (see :meth:`NetworkFiles.apply`); the journal then stays for a later command. If
     anything fails once files were touched, the transaction rolls back and the files
-    this command journaled are put back from the database.
+    this command journaled are put back from the database, still under the lock.
     """
-    held = []
-
-    def done():
-        if held:
-            held[0].committed()
-
+    files = mirror.open(store, conf.name)  # creates them, as host-local's store open does
     try:
-        with store.transaction(after_commit=done):
+        with store.transaction(after_commit=files.committed if files else None):
             note_network(store, conf)
-            # A shared pool takes no node's old files on first contact: the nodes'
-            # host-local pools overlap ("ipamctl import" reports that).
-            first = store.shared and store.mirror_stamp(conf.name) is None
-            files = mirror.hold(store, conf.name, conf.range_sets, conf.adopt and not first)
             if files is not None:
-                held.append(files)
+                # A shared pool takes no node's old files on first contact: the nodes'
+                # host-local pools overlap ("ipamctl import" reports that).
+                first = store.shared and store.mirror_stamp(conf.name) is None
+                files.reconcile_if_changed(conf.range_sets, conf.adopt and not first)
             value, changes = body(files)
             problems = files.apply(changes) if files is not None else []
             if files is not None:
                 files.record()
     except IpamError:
-        if held and held[0].touched():
-            held[0].close()  # host-local's lock: the repair takes it again
-            _repair_quietly(store, mirror, conf.name)
-        elif not held:
-            mirror.touch(conf.name)  # host-local's store open leaves them, even on failure
+        if files is not None and files.touched():
+            _repair_quietly(store, files)
         raise
     finally:
-        if held:
-            held[0].close()
+        if files is not None:
+            files.close()
     for p in problems:
         print("host-local-sqlite: %s" % p, file=sys.stderr)
     return value, problems
@@ -177,21 +169,16 @@ def note_network(store, conf):
         store.set_network_info(conf.name, *info)
 
 
-def _repair_quietly(store, mirror, network):
+def _repair_quietly(store, files):
     """After a rollback, undo or redo the files the failed command journaled."""
     from ipam import reconcile
 
+    files.replay()
     try:
-        held = []
-        with store.transaction(after_commit=lambda: held[0].committed()):
-            files = mirror.open(store, network)
-            held.append(files)
-            try:
-                reconcile.redo_journal(files)
-            finally:
-                files.close()
+        with store.transaction(after_commit=files.committed):
+            reconcile.redo_journal(files)
     except IpamError as e:
-        print("host-local-sqlite: mirror of %s left for repair: %s" % (network, e.msg),
+        print("host-local-sqlite: mirror of %s left for repair: %s" % (files.network, e.msg),
               file=sys.stderr)
 
 

@@ -96,6 +96,9 @@ class NetworkDir:
         except OSError as e:
             raise _io(e, "cannot open %s/lock" % self.path) from None
         try:
+            if not _is_regular(system.fstat(fd)):  # a FIFO, a device: no one's lock
+                raise IoFailure("mirror %s/lock is not a regular file; refusing to use it"
+                                % self.path)
             writer_lock.poll(fd, timeout, "%s/lock (host-local's lock)" % self.path)
         except BaseException:
             system.close(fd)
@@ -254,41 +257,20 @@ class Mirror:
             name = PENDING_PREFIX + hashlib.sha256(network.encode()).hexdigest()
         return system.join(self.data_dir, name)
 
-    def touch(self, network):
-        """host-local's store open creates the directory and ``lock``, whatever follows."""
-        if self.enabled:
-            d = NetworkDir(self.data_dir, network)
-            try:
-                d.ensure_lock()
-            finally:
-                d.close()
-
     def open(self, store, network, create=True):
-        """This command's hold on the network's files, or None when not mirrored."""
+        """This command's hold on the network's files (host-local's lock taken), or None
+        when not mirrored. Taken BEFORE the store's transaction: every writer of ours
+        takes its networks' locks (in name order) before the node-wide writers' queue,
+        so a stuck holder of one network's lock (a stopped Go plugin, a FIFO planted
+        there) stalls that network only, for ``busyTimeout`` at most."""
         if not self.enabled:
             return None
         return NetworkFiles(self, store, network, create)
 
-    def hold(self, store, network, range_sets=None, adopt=True, always=False):
-        """:meth:`open`, then reconcile the network if someone else changed its files
-        (``always``: whatever the stamp says, for an operator's explicit repair): how
-        every writer (plugin or ipamctl) starts on a network."""
-        files = self.open(store, network)
-        if files is not None:
-            try:
-                if always or files.changed() and not files.new():
-                    from ipam import reconcile  # lazy: only after a foreign change
-
-                    reconcile.reconcile(files, range_sets, adopt)
-            except BaseException:
-                files.close()
-                raise
-        return files
-
 
 class NetworkFiles:
-    """One command's hold on one network's files, inside its transaction: host-local's
-    lock, the journal, and the stamp recorded for the next command."""
+    """One command's hold on one network's files: host-local's lock (taken before the
+    transaction), the journal, and the stamp recorded for the next command (inside it)."""
 
     def __init__(self, mirror, store, network, create=True):
         self.mirror = mirror
@@ -372,6 +354,25 @@ class NetworkFiles:
     def touched(self):
         """Did this command journal (so create or remove) any address file?"""
         return self._journal is not None
+
+    def replay(self):
+        """After a failed command: read the journal again (its entries now included) for
+        a repair in a new transaction, still under host-local's lock."""
+        if self._journal is not None:
+            system.close(self._journal)
+            self._journal = None
+        self.pending = self._read_journal()
+        self.problems = []
+
+    def reconcile_if_changed(self, range_sets=None, adopt=True, always=False):
+        """Inside the transaction, first thing: reconcile the network if someone else
+        changed its files (``always``: whatever the stamp says, for an operator's
+        repair). Returns what was reconciled (see :func:`ipam.reconcile.reconcile`)."""
+        if not always and (not self.changed() or self.new()):
+            return []
+        from ipam import reconcile  # lazy: only after a foreign change
+
+        return reconcile.reconcile(self, range_sets, adopt)
 
     # -- what commands do -------------------------------------------------------------
     def changed(self):

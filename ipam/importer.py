@@ -90,21 +90,23 @@ def parse_content(data):
     return (cid, ifname), None
 
 
-def scan(path, network, step=None, timeout=None):
+def scan(path, network, step=None, timeout=None, locked=False):
     """Read ``path`` (a host-local network directory) under its lock; changes nothing.
 
     The lock (host-local's ``lock``, when it exists) is waited for ``timeout`` seconds at
-    most (the busy timeout by default). ``step(1)`` is called per directory entry, for a
-    progress bar."""
+    most (the busy timeout by default), unless the caller holds it (``locked``).
+    ``step(1)`` is called per directory entry, for a progress bar."""
     from ipam import writer_lock
     from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
 
     result = Scan(network)
+    lock_fd = None
     try:
-        lock_fd = os.open(os.path.join(path, "lock"),
-                          os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not locked:
+            lock_fd = os.open(os.path.join(path, "lock"),
+                              os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
-        lock_fd = None  # no lock file (old versions, or ours with export off): read anyway
+        pass  # no lock file (old versions, or ours with export off): read anyway
     try:
         if lock_fd is not None:
             writer_lock.poll(lock_fd, DEFAULT_BUSY_TIMEOUT if timeout is None else timeout,

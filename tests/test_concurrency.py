@@ -5,6 +5,7 @@ import json
 import os
 import random
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -347,3 +348,44 @@ def test_a_signal_is_an_error_object_and_changes_nothing(data_dir, netconf, sign
     assert mirror(data_dir, net) == {"10.1.2.2": b"a\r\neth0"}
     assert run_plugin("ADD", conf, container_id="b").status == 0
     assert check_json(data_dir)[0] == 0
+
+
+def test_a_stuck_holder_of_one_networks_lock_stalls_that_network_only(data_dir, netconf):
+    """host-local's ``<network>/lock`` is taken before our node-wide writers' queue: a
+    process stuck holding it (a stopped Go plugin) costs that network ``busyTimeout``
+    and a code 11 naming the file, and every other network goes on meanwhile."""
+    stuck = netconf({"subnet": "10.1.2.0/24", "busyTimeout": 3}, name="stuck")
+    other = netconf({"subnet": "10.1.3.0/24", "busyTimeout": 3}, name="other")
+    for conf in (stuck, other):
+        assert run_plugin("ADD", conf, container_id="a").status == 0
+    fd = os.open(str(data_dir / "stuck" / "lock"), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        waiting = Invocation("ADD", "b", stuck)
+        waiting.feed()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        for cid in "bcd":
+            out = run_plugin("ADD", other, container_id=cid)
+            assert out.status == 0, out
+        assert time.monotonic() - t0 < 2.5, "the other network waited for the stuck one"
+        waiting.finish(timeout=20)
+    finally:
+        os.close(fd)
+    assert waiting.rc == 1 and waiting.json["code"] == 11, waiting
+    assert str(data_dir / "stuck" / "lock") in waiting.json["msg"], waiting
+    assert "past the busy timeout (3s)" in waiting.json["msg"], waiting
+    assert leases(data_dir, "stuck") == {"a": "10.1.2.2"}
+    assert run_plugin("ADD", stuck, container_id="b").status == 0
+
+
+def test_a_fifo_planted_as_the_lock_is_refused_at_once(data_dir, netconf):
+    conf = netconf({"subnet": "10.1.2.0/24", "busyTimeout": 30}, name="fifo")
+    (data_dir / "fifo").mkdir(parents=True)
+    os.mkfifo(data_dir / "fifo" / "lock")
+    t0 = time.monotonic()
+    out = run_plugin("ADD", conf, container_id="a")
+    assert time.monotonic() - t0 < 5
+    assert out.status == 1 and out.json["code"] == 5, out
+    assert "lock is not a regular file" in out.json["msg"], out
+    assert stat.S_ISFIFO(os.lstat(data_dir / "fifo" / "lock").st_mode)

@@ -29,7 +29,10 @@ def released(*leases):
 
 
 def hold(data, store, timeout=None):
-    return Mirror(str(data), timeout=timeout).hold(store, "net")
+    """The network's files as a command holds them: locked, then reconciled."""
+    files = Mirror(str(data), timeout=timeout).open(store, "net")
+    files.reconcile_if_changed()
+    return files
 
 
 def commit(files):
@@ -243,8 +246,7 @@ def test_a_reader_creates_nothing(tmp_path):
 
 def test_disabled_mirror_touches_nothing(tmp_path):
     m = Mirror(str(tmp_path), enabled=False)
-    assert m.hold(MemoryStore(), "net") is None
-    m.touch("net")
+    assert m.open(MemoryStore(), "net") is None
     assert os.listdir(tmp_path) == []
 
 

@@ -5,12 +5,21 @@ from ipam.paths import is_url, makedirs
 
 
 def sqlite_path(database):
-    """The file of a SQLite path or ``sqlite:///`` URL; None for a server URL."""
+    """The file a ``database`` value names: a path, or a SQLite URL of any driver
+    (``sqlite:///relative.db``, ``sqlite+pysqlite:////abs.db``); None for a server URL.
+
+    The one answer for the plugin, ipamctl and the migrations alike. A SQLite URL that
+    cannot name one file plainly (a host part, query parameters, no path) is refused,
+    rather than read as some other file."""
     if not is_url(database):
         return database
-    if database.startswith("sqlite:///"):
-        return database[len("sqlite:///"):] or None
-    return None
+    scheme, _, rest = database.partition("://")
+    if scheme != "sqlite" and not scheme.startswith("sqlite+"):
+        return None
+    if not rest.startswith("/") or len(rest) < 2 or "?" in rest or "#" in rest:
+        raise ConfigError("invalid SQLite URL %s: write sqlite:///relative/path or "
+                          "sqlite:////absolute/path, without parameters" % database)
+    return rest[1:]
 
 
 # The node-local writers' queue beside a shared database's mirror (dataDir). A leading

@@ -15,6 +15,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from ipam import paths, sqlite_db
+from ipam.backend import sqlite_path
 from ipam.errors import IoFailure, SchemaError
 from ipam.schema_version import HEAD, REVISIONS
 
@@ -72,7 +73,7 @@ class _Borrowed:
         return getattr(self._conn, name)
 
 
-def upgrade_sqlite_connection(conn: sqlite3.Connection) -> None:
+def upgrade_sqlite_connection(conn: sqlite3.Connection, database: str = "") -> None:
     """Run ``upgrade head`` inside ``conn``'s open ``BEGIN IMMEDIATE``, then COMMIT it.
 
     ``conn`` comes from :func:`ipam.sqlite_db.connect` (autocommit mode, so every
@@ -83,6 +84,11 @@ def upgrade_sqlite_connection(conn: sqlite3.Connection) -> None:
     """
     if not conn.in_transaction:
         raise ValueError("upgrade_sqlite_connection needs a connection inside BEGIN IMMEDIATE")
+    try:  # the same "is this our database?" as ipamctl db upgrade, for the plugin too
+        _check(database or "file", _sqlite_revision(conn), _sqlite_tables(conn))
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
     from alembic import command
     from sqlalchemy import create_engine
     from sqlalchemy.pool import StaticPool
@@ -110,7 +116,7 @@ def upgrade(database: str) -> str:
     A database stamped by a newer version is refused with :class:`SchemaError` and left
     untouched: downgrading would drop what that version relies on.
     """
-    path = _sqlite_path(database)
+    path = sqlite_path(database)
     if path is None:
         return _upgrade_url(database)
     parent = os.path.dirname(os.path.abspath(path))
@@ -136,7 +142,7 @@ def upgrade(database: str) -> str:
 
 def current(database: str) -> str | None:
     """The revision ``database`` is at, or None if it has no schema. Never writes."""
-    path = _sqlite_path(database)
+    path = sqlite_path(database)
     if path is None:
         return _current_url(database)
     if not os.path.exists(path):
@@ -146,24 +152,6 @@ def current(database: str) -> str | None:
         return _sqlite_revision(conn)
     finally:
         conn.close()
-
-
-def _sqlite_path(database: str) -> str | None:
-    """The file behind a SQLite path or ``sqlite:///`` URL; None for a server database."""
-    if not paths.is_url(database):
-        return database
-    from sqlalchemy.engine import make_url
-
-    url = make_url(database)
-    # sqlite:///file goes through sqlite_db too, for the same 0600 file and WAL.
-    if (
-        url.get_backend_name() == "sqlite"
-        and url.database not in (None, "", ":memory:")
-        and not url.query
-        and not url.database.startswith("file:")
-    ):
-        return url.database
-    return None
 
 
 def _sqlite_revision(conn: sqlite3.Connection) -> str | None:

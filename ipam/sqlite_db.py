@@ -19,6 +19,9 @@ def connect(path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     SQLite would otherwise create it with the process umask. The -wal and -shm files
     inherit the database file's mode.
     """
+    for name in (path, path + "-wal", path + "-shm", path + "-journal"):
+        if system.islink(name):  # never follow one out of dataDir (SQLite would)
+            raise sqlite3.DatabaseError("%s is a symbolic link; refusing to follow it" % name)
     try:
         size = system.stat(path).st_size
     except FileNotFoundError:

@@ -151,7 +151,7 @@ class SqliteStore:
                                   "'ipamctl db upgrade'" % (self.path, revision))
             from ipam import migrate  # lazy: alembic only when creating or upgrading
 
-            migrate.upgrade_sqlite_connection(conn)
+            migrate.upgrade_sqlite_connection(conn, self.path)
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             if conn.in_transaction:

@@ -708,3 +708,76 @@ def test_directories_created_above_the_data_dir_are_not_world_writable(how, tmp_
     for d in (tmp_path / "var", tmp_path / "var" / "lib", tmp_path / "var" / "lib" / "cni",
               data):
         assert not os.stat(d).st_mode & 0o002, (d, oct(os.stat(d).st_mode))
+
+
+# -- what a database location is -------------------------------------------------------
+@pytest.mark.parametrize("link", ["", "-wal", "-shm"])
+def test_a_symbolic_link_at_the_database_path_is_never_followed(tmp_path, link):
+    """In a dataDir a less-privileged user can write, root's ADD must not turn an outside
+    file into a SQLite database, nor put -wal/-shm beside it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_bytes(b"precious")
+    (data / (DB_NAME + link)).symlink_to(outside / "victim")
+    out = run_plugin("ADD", make_conf(data), container_id="a")
+    assert_error(out, 5, "symbolic link", DB_NAME + link)
+    assert sorted(os.listdir(outside)) == ["victim"]
+    assert (outside / "victim").read_bytes() == b"precious"
+    proc = subprocess.run([IPAMCTL, "--data-dir", str(data), "db", "upgrade"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "symbolic link" in proc.stderr, proc.stderr
+    assert (outside / "victim").read_bytes() == b"precious"
+
+
+def test_another_applications_database_is_refused_untouched(tmp_path):
+    """A ``database`` key naming another program's SQLite file: the plugin refuses it as
+    ``ipamctl db upgrade`` does (code 7), before creating or switching anything."""
+    data = tmp_path / "data"
+    data.mkdir()
+    other = tmp_path / "app.db"
+    conn = sqlite3.connect(str(other))
+    conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO customers (name) VALUES ('ada')")
+    conn.commit()
+    conn.close()
+    before = other.read_bytes()
+    out = run_plugin("ADD", make_conf(data, dict(SUBNET, database=str(other))), container_id="a")
+    assert_error(out, 7, "not a host-local-sqlite database", str(other))
+    assert other.read_bytes() == before
+    # Nothing beside it but our writers' queue file, empty (no -wal, no -shm).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db", "app.db.lock", "data"]
+    assert (tmp_path / "app.db.lock").read_bytes() == b""
+    proc = subprocess.run([IPAMCTL, "--database", str(other), "db", "upgrade"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "not a host-local-sqlite database" in proc.stderr
+    assert other.read_bytes() == before
+
+
+@pytest.mark.parametrize("value,path", [
+    ("/var/lib/x.db", "/var/lib/x.db"),
+    ("rel/x.db", "rel/x.db"),
+    ("sqlite:///rel/x.db", "rel/x.db"),
+    ("sqlite:////abs/x.db", "/abs/x.db"),
+    ("sqlite+pysqlite:///x.db", "x.db"),
+    ("sqlite+pysqlite:////abs/x.db", "/abs/x.db"),
+    ("postgresql://h/db", None),
+    ("postgresql+psycopg://u@h:5432/db", None),
+])
+def test_one_function_says_what_a_database_value_names(value, path):
+    from ipam.backend import sqlite_path
+
+    assert sqlite_path(value) == path
+
+
+@pytest.mark.parametrize("value", ["sqlite://", "sqlite:///", "sqlite://host/x.db",
+                                   "sqlite:///x.db?mode=ro", "sqlite:///x.db#frag"])
+def test_a_sqlite_url_that_names_no_plain_file_is_refused_alike(tmp_path, value):
+    data = tmp_path / "data"
+    out = run_plugin("ADD", make_conf(data, dict(SUBNET, database=value)), container_id="a")
+    assert_error(out, 7, "invalid SQLite URL")
+    proc = subprocess.run([IPAMCTL, "--data-dir", str(data), "--database", value, "db",
+                           "upgrade"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1 and "invalid SQLite URL" in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == [data] or not any(tmp_path.glob("*.db"))

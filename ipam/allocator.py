@@ -68,6 +68,17 @@ def _reserve(store, lease, idx, changes):
     return lease
 
 
+def _claim(store, lease, ifname, changes):
+    """A legacy ID-only lease (a pre-0.8 host-local file) goes to the first interface of
+    its container that asks, and from then on to that one alone: a second interface
+    gets an address of its own, and a DEL of one never frees the other's."""
+    if lease.ifname is not None:
+        return lease
+    claimed = store.claim_legacy(lease, ifname)
+    changes.claimed.append((lease, claimed))
+    return claimed
+
+
 def _get_requested(store, network, rs, idx, ip, container_id, ifname, now, changes, files):
     r = rs.range_for(ip)
     if ip == r.gateway:
@@ -78,7 +89,7 @@ def _get_requested(store, network, rs, idx, ip, container_id, ifname, now, chang
     if holder is not None:
         if holder.owned_by(container_id, ifname):
             store.renew(holder)
-            return holder  # a repeated ADD: the attachment already holds it
+            return _claim(store, holder, ifname, changes)  # a repeated ADD: it holds it
         raise AllocationError("requested IP address %s is not available in range set %s"
                               % (ip, rs))
     lease = Lease(network, ip, idx, container_id, ifname, now)
@@ -92,7 +103,8 @@ def _get_dynamic(store, network, rs, idx, held, container_id, ifname, now, chang
     for lease in held:
         if rs.contains(lease.ip):
             store.renew(lease)
-            return lease  # host-local: "duplicate allocation is not allowed"; we return it
+            # host-local: "duplicate allocation is not allowed"; we return it
+            return _claim(store, lease, ifname, changes)
     cursor = store.last_reserved(network, idx)
     skipped = set()
     while True:

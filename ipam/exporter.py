@@ -211,6 +211,14 @@ class NetworkDir:
         return self.file_type(name) == system.S_IFDIR
 
 
+def _hex(data):
+    return "-" if data is None else data.hex()
+
+
+def _unhex(text):
+    return None if text == "-" else bytes.fromhex(text)
+
+
 def _read_all(fd):
     chunks = []
     while True:
@@ -312,15 +320,17 @@ class NetworkFiles:
             system.close(fd)
         entries = []
         for line in data.split(b"\n"):
-            name, _, data = line.partition(b" ")
+            fields = line.split(b" ")
             try:
-                entries.append((name.decode(), bytes.fromhex(data.decode())))
+                name, before, after = (f.decode() for f in fields)
+                entries.append((name, _unhex(before), _unhex(after)))
             except ValueError:
-                continue  # cut short by a crash, or an older version's empty marker
+                continue  # cut short by a crash, or an older version's marker
         return entries
 
-    def note(self, name, data):
-        """Journal a file about to be created or removed, before it is."""
+    def note(self, name, before, after):
+        """Journal a change of an address file before it is made: its content before and
+        after (None: absent). The database says, afterwards, which of the two stands."""
         if self._journal is None:
             path = self.mirror.marker(self.network)
             try:
@@ -329,7 +339,7 @@ class NetworkFiles:
                                                            else 0), FILE_MODE)
             except OSError as e:
                 raise _io(e, "cannot create %s" % path) from None
-        line = ("%s %s\n" % (name, data.hex())).encode()
+        line = ("%s %s %s\n" % (name, _hex(before), _hex(after))).encode()
         try:
             system.write(self._journal, line)
         except OSError as e:
@@ -392,7 +402,7 @@ class NetworkFiles:
         address: a foreign :class:`Lease` (its file names another owner) or False
         (something that is no lease: an empty file, a directory)."""
         name, data = str(lease.ip), lease.mirror_content()
-        self.note(name, data)
+        self.note(name, None, data)
         if self.d.create(name, data):
             return None
         have = self.d.read(name)
@@ -424,11 +434,23 @@ class NetworkFiles:
                               % (self.d.path, name, _show(have),
                                  _show(lease.mirror_content())))
             return
-        self.note(name, have)
+        self.note(name, have, None)
         try:
             self.d.remove(name)
         except IoFailure as e:
             self.problems.append(e.msg)
+
+    def rewrite(self, old, new):
+        """``old``'s file now says ``new`` (a legacy lease claimed by one interface);
+        both contents are journaled first, so a crash in between can be undone."""
+        name = str(old.ip)
+        have = self.d.read(name)
+        if not same_owner(have, old):
+            self.notes.append("left %s/%s: it does not name %s" % (
+                self.d.path, name, _show(old.mirror_content())))
+            return
+        self.note(name, have, new.mirror_content())
+        self.d.write(name, new.mirror_content())
 
     def apply(self, changes):
         """Mirror what a command changed besides the files it claimed: released files
@@ -437,6 +459,8 @@ class NetworkFiles:
         retries), then files left because they are someone else's (:attr:`notes`)."""
         for lease in changes.released:
             self.release(lease)
+        for old, new in changes.claimed:
+            self.rewrite(old, new)
         for idx, ip in sorted(changes.cursors.items()):
             self.d.write(CURSOR_PREFIX + str(idx), str(ip).encode())
         return self.problems + self.notes

@@ -28,6 +28,11 @@ class Lease:
         """host-local's match: ``ID\\r\\nifname``, or a legacy file holding the bare ID."""
         return self.container_id == container_id and self.ifname in (ifname, None)
 
+    def with_ifname(self, ifname):
+        """The same lease, held by one interface (a legacy lease claimed by its first)."""
+        return Lease(self.network, self.ip, self.range_set, self.container_id, ifname,
+                     self.allocated_at, self.boot_id, self.node)
+
     def mirror_content(self):
         """The bytes host-local keeps in ``<dataDir>/<network>/<ip>``."""
         if self.ifname is None:
@@ -52,16 +57,17 @@ class Lease:
 class Changes:
     """What one command changed in a network: the exporter mirrors exactly these."""
 
-    __slots__ = ("network", "reserved", "released", "cursors")
+    __slots__ = ("network", "reserved", "released", "claimed", "cursors")
 
     def __init__(self, network):
         self.network = network
         self.reserved = []
         self.released = []
+        self.claimed = []  # (legacy lease, the same lease claimed by one interface)
         self.cursors = {}  # range set index -> address
 
     def __bool__(self):
-        return bool(self.reserved or self.released or self.cursors)
+        return bool(self.reserved or self.released or self.claimed or self.cursors)
 
 
 class Event:

@@ -77,6 +77,11 @@ class MemoryStore:
     def import_leases(self, network, leases, reason):
         return sum(1 for lease in leases if self.reserve(lease, reason))
 
+    def claim_legacy(self, lease, ifname):
+        claimed = lease.with_ifname(ifname)
+        self._leases[lease.key()] = claimed
+        return claimed
+
     def renew(self, lease):
         from ipam.sqlite_store import boot_id
 

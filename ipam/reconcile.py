@@ -64,28 +64,37 @@ def _owner_text(owner):
 
 
 def redo_journal(files):
-    """Undo or redo exactly the files an unfinished command of ours journaled: the
-    database says which of them should exist. Files that changed since are left alone.
-    The journal keeps its entries until this command commits, so nothing is noted again
-    (a full disk must not stop an undo). The cursor files, which an unfinished ADD may
-    have moved, are put back too. Returns ``[(kind, name)]``: ``restored`` (written
-    again), ``stale`` (removed), ``wrong`` (a cursor put back)."""
+    """Finish or undo exactly the file changes an unfinished command of ours journaled.
+
+    Each entry is a file's content before and after the change (None: absent). If the
+    database's lease of that address shows the "after", the command committed and its
+    change is made where the file still shows "before"; otherwise the command rolled
+    back (its lease, or a lease it adopted, went with it) and the "before" is put back
+    where the file shows "after". A file that shows neither changed since: someone
+    else's, left alone. The cursor files, which an unfinished ADD may have moved, are
+    put back too. Returns ``[(kind, name)]``: ``restored`` (written again), ``stale``
+    (removed), ``wrong`` (a cursor put back)."""
     store, d = files.store, files.d
     done = []
-    for name, data in files.pending or ():
+    for name, before, after in files.pending or ():
         ip = addr.parse_ip(name)
-        if ip is None or not is_address_name(name):
+        if ip is None or not is_address_name(name) or d.is_dir(name):
             continue
         lease = store.lease_at(files.network, ip)
+        want = lease.mirror_content() if lease is not None else None
+        target, other = (after, before) if want == after else (before, after)
         have = d.read(name)
-        if lease is not None and lease.mirror_content() == data:
-            if have is None and not d.is_dir(name):
-                d.create(name, data)
-                done.append(("restored", name))
-        elif have is not None and owner_of(have) == owner_of(data) and (
-                lease is None or not same_owner(have, lease)):
+        if have == target or have != other:
+            continue
+        if target is None:
             d.remove(name)
             done.append(("stale", name))
+        elif have is None:
+            d.create(name, target)
+            done.append(("restored", name))
+        else:
+            d.write(name, target)
+            done.append(("restored", name))
     if files.pending is not None:
         for idx, ip in sorted((mirrored_cursors(store, files.network) or {}).items()):
             name, data = CURSOR_PREFIX + str(idx), str(ip).encode()
@@ -204,7 +213,9 @@ def differences(d, leases, cursors, progress=None, journal=None):
     address file that ``journal`` (an unfinished command's) says was ours is ``stale``.
     """
     want = {str(lease.ip): lease for lease in leases}
-    ours = {name: owner_of(data) for name, data in journal or ()}
+    ours = {}  # name -> the contents our unfinished commands gave it, before or after
+    for name, before, after in journal or ():
+        ours.setdefault(name, set()).update((before, after))
     diffs = []
     for name in sorted(d.names()):
         if name.startswith(TMP_PREFIX):
@@ -215,9 +226,9 @@ def differences(d, leases, cursors, progress=None, journal=None):
         elif is_address_name(name) and name not in want:
             if d.file_type(name) != S_IFREG:
                 continue  # a directory or a link: no one's lease, and never ours to touch
-            owner = owner_of(d.read(name))
-            diffs.append(("unreadable" if owner is None else
-                          "stale" if ours.get(name) == owner else "foreign", name))
+            have = d.read(name)
+            diffs.append(("stale" if have in ours.get(name, ()) else "unreadable"
+                          if owner_of(have) is None else "foreign", name))
     for name, lease in sorted(want.items()):
         if progress is not None:
             progress(1)
@@ -259,7 +270,7 @@ def sync(files, leases, cursors, progress=None):
         elif is_cursor_name(name):
             d.write(name, str(cursors[int(name[len(CURSOR_PREFIX):])]).encode())
         elif kind == "missing":
-            files.note(name, by_name[name].mirror_content())
+            files.note(name, None, by_name[name].mirror_content())
             if not d.create(name, by_name[name].mirror_content()):
                 diffs[diffs.index((kind, name))] = ("blocked", name)  # appeared meanwhile
         else:  # wrong: same owner in another spelling

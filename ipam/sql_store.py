@@ -377,6 +377,12 @@ class SqlStore:
             L.c.network == lease.network, L.c.ip_key == addr.to_key(lease.ip),
             L.c.boot_id.is_distinct_from(boot_id())).values(boot_id=boot_id()))
 
+    def claim_legacy(self, lease, ifname):
+        self._db().execute(update(L).where(
+            L.c.network == lease.network, L.c.ip_key == addr.to_key(lease.ip),
+            L.c.ifname.is_(None)).values(ifname=ifname))
+        return lease.with_ifname(ifname)
+
     def release(self, lease, reason):
         key = addr.to_key(lease.ip)
         gone = self._db().execute(delete(L).where(

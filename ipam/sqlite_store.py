@@ -275,6 +275,11 @@ class SqliteStore:
                           "AND boot_id IS NOT ?",
                           (boot_id(), lease.network, addr.to_key(lease.ip), boot_id()))
 
+    def claim_legacy(self, lease, ifname):
+        self.conn.execute("UPDATE leases SET ifname = ? WHERE network = ? AND ip_key = ? "
+                          "AND ifname IS NULL", (ifname, lease.network, addr.to_key(lease.ip)))
+        return lease.with_ifname(ifname)
+
     def release(self, lease, reason):
         key = addr.to_key(lease.ip)
         cur = self.conn.execute("DELETE FROM leases WHERE network = ? AND ip_key = ?",

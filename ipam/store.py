@@ -49,6 +49,10 @@ class Store(Protocol):
     def renew(self, lease: Lease) -> None:
         """Mark a lease as held in the current boot (a repeated ADD found it alive)."""
 
+    def claim_legacy(self, lease: Lease, ifname: str) -> Lease:
+        """Give a legacy ID-only lease the interface that first asked for it (it then
+        belongs to that attachment alone); returns the lease as it now is."""
+
     def release(self, lease: Lease, reason: str) -> None:
         """Delete ``lease`` and record the release in the history."""
 

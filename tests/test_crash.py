@@ -305,3 +305,25 @@ def test_marker_removed_late_by_an_earlier_writer_still_protects_a_later_one(
     assert out.status == 0, out
     # y's file (10.80.0.4) belongs to a lease that was never committed.
     assert_mirror_clean(data_dir, NET)
+
+
+def test_a_legacy_lease_is_claimed_once_and_a_crash_undoes_the_claim(data_dir, netconf):
+    """A pre-0.8 host-local file holds only the container ID. The first interface that
+    asks claims it (its file is rewritten ID\\r\\nifname); another interface gets an
+    address of its own. A claim killed before its COMMIT leaves the legacy file."""
+    conf = netconf({"subnet": "10.80.0.0/24", "busyTimeout": 5}, name=NET)
+    net = data_dir / NET
+    net.mkdir(parents=True)
+    (net / "10.80.0.7").write_bytes(b"old")
+    (net / "last_reserved_ip.0").write_bytes(b"10.80.0.7")
+    _crash(conf, "ADD", "old", BEFORE_COMMIT)  # eth0 claims it, and dies before COMMIT
+    assert mirror(data_dir, NET)["10.80.0.7"] == b"old\r\neth0"
+    # The next call puts the legacy file back first; else eth0 would keep it.
+    out = run_plugin("ADD", conf, container_id="old", ifname="eth1")
+    assert out.status == 0 and out.json["ips"][0]["address"] == "10.80.0.7/24", out
+    assert (net / "10.80.0.7").read_bytes() == b"old\r\neth1"
+    out = run_plugin("ADD", conf, container_id="old", ifname="eth2")
+    assert out.status == 0 and out.json["ips"][0]["address"] == "10.80.0.8/24", out
+    assert run_plugin("DEL", conf, container_id="old", ifname="eth1").status == 0
+    assert sorted(mirror(data_dir, NET)) == ["10.80.0.8"]
+    assert check_json(data_dir)[0] == 0

@@ -191,9 +191,10 @@ def test_an_unfinished_commands_journal_is_undone_from_the_database(tmp_path):
     d.mkdir()
     (d / "10.1.2.5").write_bytes(b"dead\r\neth0")  # created, never committed
     (d / "10.1.2.6").write_bytes(b"go\r\neth0")  # journaled by us, then reused by Go
-    journal = b"".join(b"%s %s\n" % (name, data.hex().encode()) for name, data in (
-        (b"10.1.2.5", b"dead\r\neth0"), (b"10.1.2.2", b"a\r\neth0"),
-        (b"10.1.2.6", b"dead2\r\neth0"))) + b"10.1.2.7 cut-sh"
+    journal = b"".join(b"%s %s\n" % (name, data) for name, data in (
+        (b"10.1.2.5", b"- " + b"dead\r\neth0".hex().encode()),  # created
+        (b"10.1.2.2", b"a\r\neth0".hex().encode() + b" -"),  # removed
+        (b"10.1.2.6", b"- " + b"dead2\r\neth0".hex().encode()))) + b"10.1.2.7 - cut-sh"
     (tmp_path / (PENDING_PREFIX + "net")).write_bytes(journal)
     files = hold(tmp_path, store)
     commit(files)

@@ -175,8 +175,8 @@ def test_mirror_is_repaired_after_a_crash_between_commit_and_mirror(data_dir, ne
     # that died after COMMIT but before mirroring: a stale file, a missing file, a temp,
     # each in the journal (pending marker) the dead processes left.
     (data_dir / ".host-local-sqlite-pending-mynet").write_bytes(
-        b"10.1.2.9 %s\n10.1.2.2 %s\n" % (b"ghost\r\neth0".hex().encode(),
-                                       b"a\r\neth0".hex().encode()))
+        b"10.1.2.9 - %s\n10.1.2.2 %s -\n" % (b"ghost\r\neth0".hex().encode(),
+                                           b"a\r\neth0".hex().encode()))
     (net / "10.1.2.9").write_bytes(b"ghost\r\neth0")
     (net / "10.1.2.2").unlink()
     (net / ".host-local-sqlite.tmp.10.1.2.7.1.1").write_bytes(b"x")

@@ -32,6 +32,27 @@ def test_leases_of_distinguishes_legacy(store):
         assert store.leases_of("n", "zz", "eth0") == []
 
 
+def test_a_legacy_lease_is_claimed_by_one_interface(store):
+    with store.transaction():
+        store.reserve(lease("10.0.0.4", ifname=None), "import")
+        claimed = store.claim_legacy(store.lease_at("n", ip("10.0.0.4")), "eth1")
+        assert (claimed.container_id, claimed.ifname) == ("c", "eth1")
+        assert store.leases_of("n", "c", None) == []
+        assert store.leases_of("n", "c", "eth1") == [claimed]
+    with store.transaction():
+        assert store.lease_at("n", ip("10.0.0.4")).ifname == "eth1"
+
+
+def test_the_mirror_stamp_is_per_network(store):
+    with store.transaction():
+        assert store.mirror_stamp("n") is None
+        store.set_mirror_stamp("n", "1:2:3:4")
+        store.set_mirror_stamp("m", "5:6:7:8")
+        store.set_mirror_stamp("n", "1:2:3:9")
+    with store.transaction():
+        assert (store.mirror_stamp("n"), store.mirror_stamp("m")) == ("1:2:3:9", "5:6:7:8")
+
+
 def test_leases_sorted_numerically(store):
     with store.transaction():
         for a in ("10.0.0.10", "10.0.0.9", "2001:db8::1", "10.0.0.100"):

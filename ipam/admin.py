@@ -14,7 +14,7 @@ from ipam.exporter import Mirror, NetworkDir, mirrored_cursors
 from ipam.ranges import from_description
 from ipam.schema_version import HEAD
 from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
-from ipam.sqlite_store import boot_id
+from ipam.sqlite_store import boot_clock, boot_id
 
 
 class AdminError(IpamError):
@@ -65,14 +65,19 @@ def _allocatable(rs, ip):
 
 
 def history(store, network=None, ip=None, container_id=None, since=None, at=None):
-    """Lease events, oldest first. With ``at``: the allocations that were in force at
-    that moment (allocated at or before it, not released by then)."""
+    """Lease events in commit order. With ``at``: the allocations in force at that
+    moment, i.e. after the last event stamped at or before it.
+
+    Commit order, not the wall clock, orders them: after the clock stepped back, a
+    release stamped later than a newer allocation still comes before it. A moment the
+    clock showed twice is read as its later occurrence."""
     with store.transaction():
-        events = store.history(network, ip, container_id, since, at)
+        events = store.history(network, ip, container_id, since)
     if at is None:
         return events
+    last = max((i for i, e in enumerate(events) if e.time <= at), default=-1)
     held = {}
-    for e in events:
+    for e in events[:last + 1]:
         if e.event == "allocate":
             held[(e.network, e.ip)] = e
         else:
@@ -224,18 +229,28 @@ def gc_candidates(store, network, valid, grace, previous_boots=False, now=None):
     never touched."""
     now = time.time() if now is None else now
     any_if, pairs = valid
-    this_boot = boot_id()
+    this_boot, uptime = boot_id(), boot_clock()
     out = []
     for lease in store.leases(network):
-        if now - lease.allocated_at < grace:
+        if age(lease, now, this_boot, uptime) < grace:
             continue
         alive = lease.container_id in any_if or (
             (lease.container_id, lease.ifname) in pairs if lease.ifname is not None
             else any(cid == lease.container_id for cid, _ in pairs))
-        stale_boot = previous_boots and this_boot is not None and lease.boot_id != this_boot
+        # Only a recorded other boot counts: an unknown one (imported) is not evidence.
+        stale_boot = previous_boots and None not in (this_boot, lease.boot_id) \
+            and lease.boot_id != this_boot
         if not alive or stale_boot:
             out.append(lease)
     return out
+
+
+def age(lease, now, this_boot, uptime):
+    """How old a lease is: on the boot clock when it was made in this boot (no step of
+    the wall clock changes that), else by its wall-clock allocation time."""
+    if lease.boot_time is not None and lease.boot_id == this_boot:
+        return uptime - lease.boot_time
+    return now - lease.allocated_at
 
 
 def gc(store, network, valid, grace, previous_boots=False, apply=False, data_dir=None):
@@ -408,7 +423,7 @@ def import_networks(store, source, networks=None, dry_run=False, progress=None):
                     store.lock_network(name, 1)
                 found = importer.scan(path, name, step, locked=True)
                 sets = range_sets_of(store, name)
-                new, unchanged, conflicts, cursors = importer.plan(store, found, sets, boot_id())
+                new, unchanged, conflicts, cursors = importer.plan(store, found, sets)
                 if not dry_run:
                     importer.apply(store, name, new, cursors)
         finally:

@@ -48,26 +48,6 @@ def _address(name):
     return ip
 
 
-def boot_of(mtime):
-    """The boot a lease dated ``mtime`` belongs to: this boot's id, or None when the file
-    predates this boot (its network namespace is gone: ``gc --previous-boots`` takes it)."""
-    from ipam.sqlite_store import boot_id
-
-    booted = _boot_time()
-    return boot_id() if booted is None or mtime >= booted else None
-
-
-def _boot_time():
-    try:
-        with open("/proc/stat") as f:
-            for line in f:
-                if line.startswith("btime "):
-                    return float(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def parse_content(data):
     """File bytes -> (container_id, ifname or None), or a reason to skip the file."""
     if not data:
@@ -179,14 +159,15 @@ def _read_head(path):
         os.close(fd)
 
 
-def plan(store, found, range_sets=None, boot_id=None):
+def plan(store, found, range_sets=None):
     """Compare a scan with the database: ``(new leases, unchanged, conflicts, cursors)``.
 
     The database wins a conflict (same address, another owner) and is not changed; a
-    cursor is taken only where the database has none for that range set.
+    cursor is taken only where the database has none for that range set. New leases
+    are of no known boot: a file's mtime against the boot time is no proof (the clock
+    may have stepped), so ``gc --previous-boots`` never takes them on that alone.
     """
     network = found.network
-    booted = _boot_time()
     new, unchanged, conflicts = [], [], []
     leased = {lease.ip: lease for lease in store.leases(network)}  # one query, not one per file
     for ip, cid, ifname, mtime in found.entries:
@@ -198,9 +179,7 @@ def plan(store, found, range_sets=None, boot_id=None):
                 conflicts.append((Lease(network, ip, 0, cid, ifname, mtime), held))
             continue
         idx = range_set_index(ip, range_sets, found.cursors)
-        # A file older than this boot belongs to a namespace that is gone.
-        this_boot = boot_id if booted is None or mtime >= booted else None
-        new.append(Lease(network, ip, idx, cid, ifname, mtime, this_boot))
+        new.append(Lease(network, ip, idx, cid, ifname, mtime))
     have = store.cursors(network)
     cursors = {idx: ip for idx, ip in found.cursors.items() if idx not in have}
     return new, unchanged, conflicts, cursors

@@ -6,15 +6,16 @@ class Lease:
     """One address held by one attachment. ``ifname`` is None for a legacy ID-only lease.
 
     ``node`` is where the attachment lives (None: the store's own node, or unrecorded).
-    It is not part of equality: a lease is the same lease whichever node reads it.
+    It is not part of equality: a lease is the same lease whichever node reads it; nor
+    is ``boot_time``, a clock reading.
     """
 
     __slots__ = ("network", "ip", "range_set", "container_id", "ifname", "allocated_at",
-                 "boot_id", "node")
-    _COMPARED = __slots__[:-1]
+                 "boot_id", "node", "boot_time")
+    _COMPARED = __slots__[:-2]
 
     def __init__(self, network, ip, range_set, container_id, ifname, allocated_at=0.0,
-                 boot_id=None, node=None):
+                 boot_id=None, node=None, boot_time=None):
         self.network = network
         self.ip = ip
         self.range_set = range_set
@@ -23,6 +24,8 @@ class Lease:
         self.allocated_at = allocated_at
         self.boot_id = boot_id
         self.node = node
+        # CLOCK_BOOTTIME at allocation, in boot_id's boot; None where unknown (imported)
+        self.boot_time = boot_time
 
     def owned_by(self, container_id, ifname):
         """host-local's match: ``ID\\r\\nifname``, or a legacy file holding the bare ID."""
@@ -31,7 +34,7 @@ class Lease:
     def with_ifname(self, ifname):
         """The same lease, held by one interface (a legacy lease claimed by its first)."""
         return Lease(self.network, self.ip, self.range_set, self.container_id, ifname,
-                     self.allocated_at, self.boot_id, self.node)
+                     self.allocated_at, self.boot_id, self.node, self.boot_time)
 
     def mirror_content(self):
         """The bytes host-local keeps in ``<dataDir>/<network>/<ip>``."""

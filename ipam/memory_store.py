@@ -63,19 +63,22 @@ class MemoryStore:
         return sorted((lease for lease in self._leases.values()
                        if network is None or lease.network == network), key=_order)
 
-    def reserve(self, lease, reason):
+    def reserve(self, lease, reason, imported=False):
         if lease.key() in self._leases:
             return False
-        if not lease.allocated_at or lease.node is None:
-            lease = Lease(lease.network, lease.ip, lease.range_set, lease.container_id,
-                          lease.ifname, lease.allocated_at or time.time(), lease.boot_id,
-                          lease.node or self.node)
+        from ipam.sqlite_store import boot_id, new_boot_time
+
+        lease = Lease(lease.network, lease.ip, lease.range_set, lease.container_id,
+                      lease.ifname, lease.allocated_at or time.time(),
+                      lease.boot_id if imported else lease.boot_id or boot_id(),
+                      lease.node or self.node,
+                      lease.boot_time if imported else new_boot_time(lease))
         self._leases[lease.key()] = lease
         self._log("allocate", reason, lease)
         return True
 
     def import_leases(self, network, leases, reason):
-        return sum(1 for lease in leases if self.reserve(lease, reason))
+        return sum(1 for lease in leases if self.reserve(lease, reason, imported=True))
 
     def claim_legacy(self, lease, ifname):
         claimed = lease.with_ifname(ifname)
@@ -83,13 +86,13 @@ class MemoryStore:
         return claimed
 
     def renew(self, lease):
-        from ipam.sqlite_store import boot_id
+        from ipam.sqlite_store import boot_clock, boot_id
 
         old = self._leases.get(lease.key())
         if old is not None:
             self._leases[lease.key()] = Lease(old.network, old.ip, old.range_set,
                                               old.container_id, old.ifname, old.allocated_at,
-                                              boot_id(), old.node)
+                                              boot_id(), old.node, boot_clock())
 
     def release(self, lease, reason):
         gone = self._leases.pop(lease.key(), None)

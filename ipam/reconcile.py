@@ -39,11 +39,10 @@ RECONCILE = "reconcile"
 
 
 def _foreign(files, ip, range_set, owner, mtime):
-    """A lease for a file someone else wrote, dated by the file as ``import`` dates one."""
-    from ipam.importer import boot_of
-
-    return Lease(files.network, ip, range_set, owner[0], owner[1], mtime or 0.0,
-                 boot_of(mtime), files.store.node if files.store.shared else None)
+    """A lease for a file someone else wrote, dated by the file as ``import`` dates one
+    (of no known boot: a file's mtime proves none)."""
+    return Lease(files.network, ip, range_set, owner[0], owner[1], mtime or 0.0, None,
+                 files.store.node if files.store.shared else None)
 
 
 def found_lease(files, ip, range_set, owner):

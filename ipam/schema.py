@@ -57,6 +57,10 @@ leases = Table(
     # The node (host name, or the ipam key "node") that holds it: on a database shared
     # by many nodes, each mirrors and garbage-collects only its own leases.
     Column("node", String, nullable=True),
+    # CLOCK_BOOTTIME (seconds since boot_id's boot) at allocation: how old a lease is,
+    # on a clock that cannot step. NULL for imported leases: they are aged by
+    # allocated_at, the wall clock, which stays for display.
+    Column("boot_time", Float, nullable=True),
     UniqueConstraint("network", "ip"),
     UniqueConstraint("network", "ip_key"),
     Index("ix_leases_owner", "network", "container_id", "ifname"),

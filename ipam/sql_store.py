@@ -45,7 +45,7 @@ from ipam.schema import leases as L
 from ipam.schema import mirror_stamps as M
 from ipam.schema import networks as N
 from ipam.schema_version import HEAD, REVISIONS
-from ipam.sqlite_store import boot_id
+from ipam.sqlite_store import boot_clock, boot_id, new_boot_time
 
 DEFAULT_CONNECT_TIMEOUT = 5  # seconds: an unreachable server must not hang a pod start
 # Seconds to wait for the node's writers' queue and for the network's row locks. Longer
@@ -59,11 +59,12 @@ ATTEMPTS = 6
 RETRY_STATES = frozenset({"40001", "40P01", "23505", "55P03", "53300", "57P01", "57P03",
                           "08000", "08003", "08006"})
 _LEASE_COLS = (L.c.network, L.c.ip, L.c.range_set, L.c.container_id, L.c.ifname,
-               L.c.allocated_at, L.c.boot_id, L.c.node)
+               L.c.allocated_at, L.c.boot_id, L.c.node, L.c.boot_time)
 
 
 def _lease(row):
-    return Lease(row[0], addr.parse_ip(row[1]), row[2], row[3], row[4], row[5], row[6], row[7])
+    return Lease(row[0], addr.parse_ip(row[1]), row[2], row[3], row[4], row[5], row[6], row[7],
+                 row[8])
 
 
 def server_name(url):
@@ -327,7 +328,8 @@ class SqlStore:
             network=lease.network, ip=str(lease.ip), ip_key=key, next_free=not taken_after,
             range_set=lease.range_set, container_id=lease.container_id,
             ifname=lease.ifname, allocated_at=now, boot_id=lease.boot_id or boot_id(),
-            node=node).on_conflict_do_nothing().returning(L.c.id)).first()
+            node=node, boot_time=new_boot_time(lease)).on_conflict_do_nothing()
+            .returning(L.c.id)).first()
         if done is None:
             return False
         pred = addr.neighbour_key(key, -1)
@@ -375,7 +377,8 @@ class SqlStore:
     def renew(self, lease):
         self._db().execute(update(L).where(
             L.c.network == lease.network, L.c.ip_key == addr.to_key(lease.ip),
-            L.c.boot_id.is_distinct_from(boot_id())).values(boot_id=boot_id()))
+            L.c.boot_id.is_distinct_from(boot_id())).values(boot_id=boot_id(),
+                                                            boot_time=boot_clock()))
 
     def claim_legacy(self, lease, ifname):
         self._db().execute(update(L).where(
@@ -429,7 +432,7 @@ class SqlStore:
             conds.append(H.c.time <= until)
         if conds:
             q = q.where(and_(*conds))
-        return [Event(*row) for row in self._db().execute(q.order_by(H.c.time, H.c.id))]
+        return [Event(*row) for row in self._db().execute(q.order_by(H.c.id))]
 
     def integrity(self):
         """PostgreSQL checks its own pages; what it cannot know is our invariant: every

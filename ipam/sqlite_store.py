@@ -16,7 +16,8 @@ from ipam.schema_version import HEAD, REVISIONS
 from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT, connect, trim_wal
 from ipam.sqlite_module import sqlite3
 
-_LEASE_COLS = "network, ip, range_set, container_id, ifname, allocated_at, boot_id, node"
+_LEASE_COLS = ("network, ip, range_set, container_id, ifname, allocated_at, boot_id, node, "
+               "boot_time")
 _BOOT_ID: list = []
 
 
@@ -29,6 +30,11 @@ def boot_id():
         except OSError:
             _BOOT_ID.append(None)
     return _BOOT_ID[0]
+
+
+def boot_clock():
+    """Seconds since this boot (CLOCK_BOOTTIME): ages that no clock step can change."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def translate(err, path):
@@ -46,7 +52,15 @@ def translate(err, path):
 
 
 def _lease(row):
-    return Lease(row[0], addr.parse_ip(row[1]), row[2], row[3], row[4], row[5], row[6], row[7])
+    return Lease(row[0], addr.parse_ip(row[1]), row[2], row[3], row[4], row[5], row[6], row[7],
+                 row[8])
+
+
+def new_boot_time(lease):
+    """The boot clock a new lease records: its own, or now when it is of this boot."""
+    if lease.boot_time is not None:
+        return lease.boot_time
+    return boot_clock() if lease.boot_id in (None, boot_id()) else None
 
 
 class _Txn:
@@ -220,11 +234,11 @@ class SqliteStore:
         now = lease.allocated_at or time.time()
         cur = conn.execute(
             "INSERT INTO leases (network, ip, ip_key, next_free, range_set, container_id, "
-            "ifname, allocated_at, boot_id, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT DO NOTHING",
+            "ifname, allocated_at, boot_id, node, boot_time) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (lease.network, str(lease.ip), key, not taken_after, lease.range_set,
              lease.container_id, lease.ifname, now, lease.boot_id or boot_id(),
-             lease.node or self.node))
+             lease.node or self.node, new_boot_time(lease)))
         if cur.rowcount != 1:
             return False
         pred = addr.neighbour_key(key, -1)
@@ -271,9 +285,10 @@ class SqliteStore:
 
     def renew(self, lease):
         """A repeated ADD found the attachment alive: its lease belongs to this boot."""
-        self.conn.execute("UPDATE leases SET boot_id = ? WHERE network = ? AND ip_key = ? "
-                          "AND boot_id IS NOT ?",
-                          (boot_id(), lease.network, addr.to_key(lease.ip), boot_id()))
+        self.conn.execute("UPDATE leases SET boot_id = ?, boot_time = ? WHERE network = ? "
+                          "AND ip_key = ? AND boot_id IS NOT ?",
+                          (boot_id(), boot_clock(), lease.network, addr.to_key(lease.ip),
+                           boot_id()))
 
     def claim_legacy(self, lease, ifname):
         self.conn.execute("UPDATE leases SET ifname = ? WHERE network = ? AND ip_key = ? "
@@ -331,7 +346,7 @@ class SqliteStore:
             params.append(until)
         sql = ("SELECT time, event, reason, network, ip, container_id, ifname, node "
                "FROM history%s "
-               "ORDER BY time, id" % (" WHERE " + " AND ".join(where) if where else ""))
+               "ORDER BY id" % (" WHERE " + " AND ".join(where) if where else ""))
         return [Event(*row) for row in self.conn.execute(sql, params)]
 
     def integrity(self):

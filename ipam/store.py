@@ -59,7 +59,7 @@ class Store(Protocol):
     def history(self, network: Optional[str] = None, ip: Optional[IP] = None,
                 container_id: Optional[str] = None, since: Optional[float] = None,
                 until: Optional[float] = None) -> list[Event]:
-        """Allocation and release events, oldest first."""
+        """Allocation and release events in commit order (the wall clock may step)."""
 
     def integrity(self) -> list[str]:
         """Problems the database engine finds in itself; empty when healthy."""

@@ -11,15 +11,22 @@ from ipam import admin, memory_store, sqlite_store
 from ipam.lease import Lease
 from ipam.ranges import canonicalize, describe, make_set
 from ipam.schema_version import HEAD
-from ipam.sqlite_store import boot_id
+from ipam.sqlite_store import boot_clock, boot_id
 
 ip = ipaddress.ip_address
 HOUR = 3600.0
 
 
-def put(store, network, address, cid, ifname="eth0", at=None, boot="current", range_set=0):
-    lease = Lease(network, ip(address), range_set, cid, ifname,
-                  time.time() if at is None else at, boot_id() if boot == "current" else boot)
+def put(store, network, address, cid, ifname="eth0", at=None, boot="current", range_set=0,
+        now=None):
+    """A lease made ``at`` (wall clock, as of ``now``; now by default); in this boot, its
+    boot clock reading then is the same age."""
+    now = time.time() if now is None else now
+    at = now if at is None else at
+    current = boot == "current"
+    lease = Lease(network, ip(address), range_set, cid, ifname, at,
+                  boot_id() if current else boot, None,
+                  boot_clock() - (now - at) if current else None)
     with store.transaction():
         assert store.reserve(lease, "add")
     return lease
@@ -33,7 +40,8 @@ def owners(leases):
 def clock(monkeypatch):
     """The stores' clock, set by the test: ``clock[0] = t``."""
     now = [1_000_000.0]
-    fake = types.SimpleNamespace(time=lambda: now[0])
+    fake = types.SimpleNamespace(time=lambda: now[0], clock_gettime=lambda clock: now[0],
+                                 CLOCK_BOOTTIME=time.CLOCK_BOOTTIME)
     monkeypatch.setattr(sqlite_store, "time", fake)
     monkeypatch.setattr(memory_store, "time", fake)
     from ipam import sql_store
@@ -91,6 +99,46 @@ def test_stats_counts_without_gateway_and_exclusions(store, tmp_path):
     ]
     assert [r["network"] for r in admin.stats(store, "small")] == ["small"]
     assert admin.stats(store, "nosuch") == []
+
+
+def test_history_is_in_commit_order_whatever_the_clock_did(store, clock):
+    """The clock steps back after a release: --at still sees the release, and the
+    events come in the order they were committed."""
+    clock[0] = 1000.0
+    a = put(store, "n", "10.1.2.10", "a", at=1000.0)
+    clock[0] = 2000.0
+    with store.transaction():
+        store.release(a, "del")
+    clock[0] = 1500.0  # stepped back
+    put(store, "n", "10.1.2.11", "b", at=1600.0)
+    events = admin.history(store, network="n")
+    assert [(e.event, e.container_id) for e in events] == [
+        ("allocate", "a"), ("release", "a"), ("allocate", "b")]
+    held = [(e.ip, e.container_id) for e in admin.history(store, network="n", at=1700.0)]
+    assert held == [("10.1.2.11", "b")]
+
+
+def test_a_lease_is_aged_on_the_boot_clock(store, monkeypatch):
+    """The wall clock steps forward an hour right after an ADD: gc --grace 10m must not
+    take the lease; stepping back must not make an old one young."""
+    wall, boot = [1_000_000.0], [5_000.0]
+    fake = types.SimpleNamespace(time=lambda: wall[0], clock_gettime=lambda c: boot[0],
+                                 CLOCK_BOOTTIME=time.CLOCK_BOOTTIME)
+    from ipam import sql_store
+
+    for module in (sqlite_store, memory_store, sql_store):
+        monkeypatch.setattr(module, "time", fake)
+    with store.transaction():
+        assert store.reserve(Lease("n", ip("10.1.2.2"), 0, "young", "eth0"), "add")
+    boot[0] += 5
+    wall[0] += 3600  # the clock steps forward an hour, 5 s later
+    with store.transaction():
+        assert admin.gc_candidates(store, "n", (set(), set()), 600) == []
+    boot[0] += 3600
+    wall[0] -= 7200  # an hour on, the clock steps back two
+    with store.transaction():
+        assert [x.container_id for x in admin.gc_candidates(store, "n", (set(), set()),
+                                                               600)] == ["young"]
 
 
 def test_history_at_is_who_held_what_then(store, clock):
@@ -188,12 +236,12 @@ def test_parse_valid():
 
 def test_gc_candidates(store):
     now = 1_000_000.0
-    put(store, "n", "10.1.2.2", "a", "eth0", at=now - HOUR)
-    put(store, "n", "10.1.2.3", "a", "eth1", at=now - HOUR)
-    put(store, "n", "10.1.2.4", "b", "eth0", at=now - 60)  # young
-    put(store, "n", "10.1.2.5", "legacy", None, at=now - HOUR)
-    put(store, "n", "10.1.2.6", "old", "eth0", at=now - HOUR, boot="an-earlier-boot")
-    put(store, "other", "10.1.2.2", "z", at=now - HOUR)
+    put(store, "n", "10.1.2.2", "a", "eth0", at=now - HOUR, now=now)
+    put(store, "n", "10.1.2.3", "a", "eth1", at=now - HOUR, now=now)
+    put(store, "n", "10.1.2.4", "b", "eth0", at=now - 60, now=now)  # young
+    put(store, "n", "10.1.2.5", "legacy", None, at=now - HOUR, now=now)
+    put(store, "n", "10.1.2.6", "old", "eth0", at=now - HOUR, boot="an-earlier-boot", now=now)
+    put(store, "other", "10.1.2.2", "z", at=now - HOUR, now=now)
 
     def cands(entries, grace=600, previous_boots=False):
         return [(x.container_id, x.ifname) for x in admin.gc_candidates(

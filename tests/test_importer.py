@@ -17,7 +17,6 @@ import pytest
 from ipam import admin, allocator, importer
 from ipam.lease import Lease
 from ipam.ranges import canonicalize, describe, make_set
-from ipam.sqlite_store import boot_id
 
 ip = ipaddress.ip_address
 
@@ -306,8 +305,8 @@ def test_has_host_local_files(tmp_path):
 # -- import_networks: directories into the store --------------------------------------
 @pytest.fixture
 def made_at():
-    """An hour ago, or just after boot if the machine is younger than that."""
-    return float(int(max(time.time() - 3600, (importer._boot_time() or 0) + 1)))
+    """An hour ago."""
+    return float(int(time.time() - 3600))
 
 
 @pytest.fixture
@@ -334,9 +333,9 @@ def test_import_reads_every_network(store, source, made_at):
         assert store.cursors("alpha") == {0: ip("10.1.2.4"), 1: ip("2001:db8:0:1::1:2")}
         assert store.cursors("beta") == {0: ip("10.9.0.6")}
         leases = store.leases()
-    # The file's mtime is when it was reserved; this boot's files belong to this boot.
+    # The file's mtime is when it was reserved; its boot is unknown (no mtime proves one).
     assert {x.allocated_at for x in leases} == {made_at}
-    assert {x.boot_id for x in leases} == {boot_id()}
+    assert {x.boot_id for x in leases} == {None}
 
     alpha, beta = summaries
     assert set(alpha) >= {"network", "source", "dry_run", "imported", "unchanged", "cursors",
@@ -516,15 +515,21 @@ def test_range_set_of_imported_leases(store, tmp_path):
     assert known == {"10.1.0.7": 0, "10.2.0.3": 2, "fd00::5": 1}
 
 
-def test_files_older_than_this_boot_belong_to_no_boot(store, tmp_path):
+def test_imported_leases_are_of_no_known_boot(store, tmp_path):
+    """A file's mtime proves no boot (the clock may have stepped since): an imported
+    lease is never a ``gc --previous-boots`` candidate on that alone."""
     src = tmp_path / "src"
     make_dir(src / "net", {"10.1.2.2": b"a\r\neth0"}, mtime=1_000_000)  # 1970
     make_dir(src / "net", {"10.1.2.3": b"b\r\neth0"})
     admin.import_networks(store, str(src))
     with store.transaction():
-        boots = {str(x.ip): (x.boot_id, x.allocated_at) for x in store.leases("net")}
-    assert boots["10.1.2.2"] == (None, 1_000_000)
-    assert boots["10.1.2.3"][0] == boot_id()
+        boots = {str(x.ip): (x.boot_id, x.boot_time, x.allocated_at)
+                 for x in store.leases("net")}
+    assert boots["10.1.2.2"] == (None, None, 1_000_000)
+    assert boots["10.1.2.3"][:2] == (None, None)
+    with store.transaction():
+        assert admin.gc_candidates(store, "net", (set(), {("a", "eth0"), ("b", "eth0")}),
+                                   0, previous_boots=True) == []
 
 
 def test_legacy_lease_behaves_as_host_local(store, tmp_path):

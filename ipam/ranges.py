@@ -3,13 +3,66 @@
 A range is a subnet with a first and last allocatable address and a gateway; a range set
 is a pool of disjoint ranges that yields one address per ADD. The checks, their order and
 their messages are host-local's, because operators and tests match on them.
+
+Cost is near-flat in the size of the config, unlike host-local's nested loops: overlaps
+are found by one sort and a sweep, exclusions are merged once into sorted disjoint
+blocks, and an address finds its range or its exclusion block by bisection. Measured in
+process: loading one set of 3,000 ranges took 1.5 to 2 s with pairwise checks, 20 ms
+now; an ADD past 20,000 adjacent exclusions, one address and one scan of the list at a
+time, 5.7 s, 22 ms now.
 """
 from ipam import addr
 from ipam.errors import ConfigError
 
 
+def line(ip):
+    """An address as a point on one number line, every IPv4 address below every IPv6
+    one: ranges of both families sort, sweep and bisect together and never meet."""
+    return int(ip) | (ip.version == 6) << 128
+
+
+def merge(blocks):
+    """``(first, last)`` integer blocks as sorted disjoint blocks, touching ones joined."""
+    merged = []
+    for first, last in sorted(blocks):
+        if merged and first <= merged[-1][1] + 1:
+            if last > merged[-1][1]:
+                merged[-1] = (merged[-1][0], last)
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def bisect(seq, n, at=None):
+    """How many leading items of ``seq``, sorted, are at most ``n`` (compared on item
+    ``at`` of each, if given): ``bisect.bisect_right``, without loading the ``_bisect``
+    extension, a shared library that costs 0.2 to 0.4 ms per plugin process."""
+    lo, hi = 0, len(seq)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if (seq[mid] if at is None else seq[mid][at]) <= n:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def clip(merged, lo, hi):
+    """The part of sorted disjoint blocks inside ``[lo, hi]``, found by bisection."""
+    if lo > hi:
+        return []
+    part = merged[bisect(merged, lo - 1, 1):bisect(merged, hi, 0)]
+    if part:
+        if part[0][0] < lo:
+            part[0] = (lo, part[0][1])
+        if part[-1][1] > hi:
+            part[-1] = (part[-1][0], hi)
+    return part
+
+
 class Range:
-    """One canonical range. ``exclude`` holds ``(first, last)`` integer pairs never handed out."""
+    """One canonical range. ``exclude`` holds the addresses never handed out, as sorted
+    disjoint ``(first, last)`` integer blocks inside [start, end]."""
 
     __slots__ = ("subnet", "start", "end", "gateway", "exclude")
 
@@ -18,7 +71,7 @@ class Range:
         self.start = start
         self.end = end
         self.gateway = gateway
-        self.exclude = tuple(exclude)
+        self.exclude = tuple(clip(merge(exclude), int(start), int(end))) if exclude else ()
 
     @property
     def version(self):
@@ -36,26 +89,21 @@ class Range:
         )
 
     def excluded(self, ip):
-        """The ``(first, last)`` exclusion block holding ``ip``, or None."""
+        """The exclusion block holding ``ip`` as ``(first, last)``, or None: the allocator
+        goes on from ``last + 1``."""
         n = int(ip)
-        for first, last in self.exclude:
-            if first <= n <= last:
-                return first, last
+        i = bisect(self.exclude, n, 0)  # the blocks starting at or below n
+        if i and n <= self.exclude[i - 1][1]:
+            return self.exclude[i - 1]
         return None
 
     def size(self):
         """Addresses that can be handed out: the gateway and exclusions not counted."""
-        lo, hi = int(self.start), int(self.end)
-        taken = set()
-        if self.gateway.version == self.version and lo <= int(self.gateway) <= hi:
-            taken.add(int(self.gateway))
-        total = hi - lo + 1
-        for first, last in _merge(self.exclude):
-            a, b = max(first, lo), min(last, hi)
-            if a <= b:
-                total -= b - a + 1
-                taken = {g for g in taken if not a <= g <= b}
-        return total - len(taken)
+        total = int(self.end) - int(self.start) + 1
+        total -= sum(last - first + 1 for first, last in self.exclude)
+        if self.contains(self.gateway) and self.excluded(self.gateway) is None:
+            total -= 1
+        return total
 
     def __str__(self):
         return "%s-%s" % (self.start, self.end)
@@ -72,25 +120,18 @@ class Range:
         return hash((self.subnet, self.start, self.end))
 
 
-def _merge(blocks):
-    merged = []
-    for first, last in sorted(blocks):
-        if merged and first <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
-        else:
-            merged.append((first, last))
-    return merged
-
-
-def canonicalize(subnet_text, start, end, gateway, exclude=()):
+def canonicalize(subnet_text, start, end, gateway, exclude=(), shared=(), parsed=None):
     """Build a Range from parsed config values, applying host-local's defaults and checks.
 
     ``subnet_text`` is the written CIDR (already syntax-checked), the others are addresses
-    or None. Deliberate differences from host-local, listed in the README: host bits in
-    the subnet are cleared instead of rejected, and a rangeStart beyond a defaulted
-    rangeEnd is rejected instead of allocating outside the subnet.
+    or None (``parsed``: what ``addr.parse_cidr`` made of the subnet, if known);
+    ``exclude`` is the range's own ``(first, last)`` blocks, ``shared`` the config-wide
+    ones already merged (:func:`merge`), of which only the part inside the range is
+    taken. Deliberate differences from host-local, listed in the README: host
+    bits in the subnet are cleared instead of rejected, and a rangeStart beyond a
+    defaulted rangeEnd is rejected instead of allocating outside the subnet.
     """
-    ip, plen, mapped = addr.parse_cidr(subnet_text)
+    ip, plen, mapped = parsed or addr.parse_cidr(subnet_text)
     bits = 128 if mapped else addr.max_prefix(ip)
     if plen > bits - 2:
         raise ConfigError("Network %s/%d too small to allocate from" % (ip, plen))
@@ -117,29 +158,54 @@ def canonicalize(subnet_text, start, end, gateway, exclude=()):
             raise ConfigError(
                 "RangeStart %s is beyond RangeEnd %s, the default for %s" % (start, end, subnet)
             )
+    if shared:
+        exclude = list(exclude) + clip(shared, int(start), int(end))
     return Range(subnet, start, end, gateway, exclude)
 
 
 class RangeSet(tuple):
-    """An ordered pool of disjoint ranges of one family; ADD takes one address from it."""
+    """An ordered pool of disjoint ranges of one family; ADD takes one address from it.
 
-    __slots__ = ()
+    The ranges are also kept sorted by start, so that an address finds its range by
+    bisection; a set whose ranges overlap (never one from :func:`make_set`) is searched
+    in order, as host-local does.
+    """
+
+    _by_start: list
+    _starts: list
+    _disjoint: bool
+
+    def __new__(cls, ranges=()):
+        self = super().__new__(cls, ranges)
+        self._by_start = sorted(self, key=_start_line)
+        self._starts = [line(r.start) for r in self._by_start]
+        reach = -1
+        self._disjoint = True
+        for lo, r in zip(self._starts, self._by_start, strict=True):
+            if lo <= reach:
+                self._disjoint = False
+                break
+            reach = line(r.end)
+        return self
 
     @property
     def version(self):
         return self[0].version
 
     def range_for(self, ip):
-        for r in self:
-            if r.contains(ip):
-                return r
+        """The range holding ``ip`` (the first in order, as host-local), or None."""
+        if not self._disjoint:
+            return next((r for r in self if r.contains(ip)), None)
+        i = bisect(self._starts, line(ip))
+        if i and self._by_start[i - 1].contains(ip):
+            return self._by_start[i - 1]
         return None
 
     def contains(self, ip):
         return self.range_for(ip) is not None
 
     def overlaps(self, other):
-        return any(a.overlaps(b) for a in self for b in other)
+        return first_overlap(spans([self, other])) is not None
 
     def size(self):
         return sum(r.size() for r in self)
@@ -148,23 +214,95 @@ class RangeSet(tuple):
         return ",".join(str(r) for r in self)
 
 
+def _start_line(r):
+    return line(r.start)
+
+
+def spans(groups):
+    """``(lo, hi, group)`` for every range of each group (a range set, or a list of
+    ranges), ``group`` being the index of its group: the input of :func:`first_overlap`."""
+    return [(line(r.start), line(r.end), g) for g, rs in enumerate(groups) for r in rs]
+
+
+def first_overlap(items):
+    """The first pair of overlapping groups in host-local's nested-loop order, as
+    ``(i, j)``: the least ``i`` that overlaps a later group, then the least such ``j``.
+    None when no two groups overlap.
+
+    ``items`` are ``(lo, hi, group)`` spans on the :func:`line`. One sort and a sweep
+    tell whether any two spans meet at all, the usual answer being no; only then are the
+    groups worked out, still in O(n log n).
+    """
+    items = sorted(items)
+    reach = -1
+    for lo, hi, _ in items:
+        if lo <= reach:
+            return _first_pair(items)
+        if hi > reach:
+            reach = hi
+    return None
+
+
+def _first_pair(items):
+    from heapq import heappop, heappush  # only for a config that is about to be refused
+
+    # Sweep by start; the spans still open when a span starts are those it overlaps
+    # among the earlier-starting ones, so every overlapping pair is seen once. Two heaps
+    # give the least and the greatest group still open (closed spans are dropped lazily,
+    # once they reach the top). The least group of a pair of different groups is a
+    # candidate for i.
+    first = None
+    low, high = [], []  # open spans as (group, hi) and (-group, hi)
+    for lo, hi, g in items:
+        while low and low[0][1] < lo:
+            heappop(low)
+        while high and high[0][1] < lo:
+            heappop(high)
+        if low and low[0][0] < g:
+            found = low[0][0]
+        elif high and -high[0][0] > g:
+            found = g
+        else:
+            found = None
+        if found is not None and (first is None or found < first):
+            first = found
+        heappush(low, (g, hi))
+        heappush(high, (-g, hi))
+    if first is None:
+        return None
+    # j: the least later group with a span meeting one of i's spans (sorted by start;
+    # the running greatest end tells whether any of those starting before hi reaches lo).
+    starts, reach = [], []
+    for lo, hi, g in items:
+        if g == first:
+            starts.append(lo)
+            reach.append(max(hi, reach[-1]) if reach else hi)
+    second = None
+    for lo, hi, g in items:
+        if g > first and (second is None or g < second):
+            k = bisect(starts, hi)
+            if k and reach[k - 1] >= lo:
+                second = g
+    return first, second
+
+
 def make_set(ranges):
     """host-local's RangeSet.Canonicalize overlap check, on canonical ranges of one family.
 
     The empty-set and mixed-family checks run in the config loader, interleaved with
     the per-range checks, to report the same first error as host-local.
     """
-    for i, r1 in enumerate(ranges):
-        for r2 in ranges[i + 1:]:
-            if r1.overlaps(r2):
-                raise ConfigError("subnets %s and %s overlap" % (r1, r2))
+    if len(ranges) > 1:
+        pair = first_overlap(spans([[r] for r in ranges]))
+        if pair is not None:
+            raise ConfigError("subnets %s and %s overlap" % (ranges[pair[0]], ranges[pair[1]]))
     return RangeSet(ranges)
 
 
 def describe(range_sets):
     """Range sets as plain JSON-able data, for the ``networks`` table (ipamctl's view)."""
     return [[{"subnet": str(r.subnet), "start": str(r.start), "end": str(r.end),
-              "gateway": str(r.gateway), "exclude": [list(b) for b in r.exclude]}
+              "gateway": str(r.gateway), "exclude": r.exclude}
              for r in rs] for rs in range_sets]
 
 

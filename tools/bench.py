@@ -8,7 +8,8 @@ Reported: median ADD and DEL latency (whole process, as a runtime sees it) at po
 N existing leases, the CPython floor beside them, import time, a burst of parallel
 invocations, peak RSS of one ADD; a PNG plot under docs/ and a Markdown table. Then the
 shared pool on a throwaway PostgreSQL server: ADD and DEL latency with connection setup,
-and a burst spread over four simulated nodes.
+and a burst spread over four simulated nodes. Last, the cost of a large config: one range
+set of 3,000 ranges (Go too) and 20,000 excluded addresses (ours only).
 """
 import argparse
 import ipaddress
@@ -283,6 +284,74 @@ def shared_pool(tmp, k, count, nodes=4):
         server.cleanup()
 
 
+RANGE_COUNT = 3000  # /24s in one range set: host-local checks each pair for overlap
+EXCLUDE_COUNT = 20000  # single-address exclude entries
+SIZE_CYCLES = 10  # ADD+DEL rounds per large config: enough for a median, a few seconds
+
+
+def config_sizes():
+    """The config-size rows: (label, the ipam keys besides type and dataDir, Go too)."""
+    base = int(SUBNET.network_address) + 2
+
+    def excluded(step, first):
+        return [str(ipaddress.ip_address(first + step * i)) for i in range(EXCLUDE_COUNT)]
+    return [
+        ("one /16 subnet (reference)", {"subnet": str(SUBNET)}, True),
+        ("one range set of %s /24 ranges" % format(RANGE_COUNT, ","),
+         {"ranges": [[{"subnet": "10.%d.%d.0/24" % divmod(i, 256)}
+                      for i in range(RANGE_COUNT)]]}, True),
+        ("%s excluded addresses, all of the range but two" % format(EXCLUDE_COUNT, ","),
+         {"subnet": str(SUBNET), "rangeStart": str(ipaddress.ip_address(base)),
+          "rangeEnd": str(ipaddress.ip_address(base + EXCLUDE_COUNT + 1)),
+          "exclude": excluded(1, base + 1)}, False),
+        ("%s excluded addresses, every second one" % format(EXCLUDE_COUNT, ","),
+         {"subnet": str(SUBNET), "exclude": excluded(2, base)}, False),
+    ]
+
+
+def config_size(tmp, launcher, with_go, k=SIZE_CYCLES):
+    """ADD+DEL medians with large configs, every plugin and config interleaved call by
+    call, each in its own dataDir. With all of the range excluded but its first and last
+    address (the first held by the warm-up ADD), every ADD goes round past the 20,000
+    (one by one, a step each, before they were merged); every second address excluded
+    leaves 20,000 blocks that cannot merge."""
+    plugins = {}
+    for label, ipam, go_has_it in config_sizes():
+        for name, binary in (("ours", OURS), ("launcher", launcher), ("go", GO)):
+            if name != "go" or with_go and go_has_it:
+                data_dir = os.path.join(tmp, "size-%d-%s" % (len(plugins), name))
+                conf = json.dumps({"cniVersion": "1.0.0", "name": NETWORK, "type": "bridge",
+                                   "ipam": dict({"type": "host-local", "dataDir": data_dir},
+                                                **ipam)}).encode()
+                plugins[(label, name)] = (binary, conf)
+    return cycles(plugins, k, 0)
+
+
+def report_config_size(sizes, with_go, k=SIZE_CYCLES):
+    print()
+    print("config size (median of %d ADD+DEL cycles, every plugin and config interleaved; "
+          "host-local has no exclude, so no Go figure there):" % k)
+    print("| config | console script ADD / DEL ms | launcher ADD / DEL ms |%s" % (
+        " Go ADD / DEL ms | Go ÷ launcher, ADD / DEL |" if with_go else ""))
+    print("|---|---:|---:|%s" % ("---:|---:|" if with_go else ""))
+    labels = [label for label, _, _ in config_sizes()]
+    for label in labels:
+        ours, launched = sizes[(label, "ours")], sizes[(label, "launcher")]
+        line = "| %s | %.1f / %.1f | %.1f / %.1f |" % (label, ours["ADD"], ours["DEL"],
+                                                     launched["ADD"], launched["DEL"])
+        if with_go:
+            go = sizes.get((label, "go"))
+            line += (" %.1f / %.1f | %.2f / %.2f |" % (
+                go["ADD"], go["DEL"], go["ADD"] / launched["ADD"],
+                go["DEL"] / launched["DEL"]) if go else " (no exclude) | |")
+        print(line)
+    ref = sizes[(labels[0], "launcher")]
+    for label in labels[1:]:
+        r = sizes[(label, "launcher")]
+        print("launcher, %s: ADD %+.1f ms, DEL %+.1f ms over the reference" % (
+            label, r["ADD"] - ref["ADD"], r["DEL"] - ref["DEL"]))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="0,2000,10000,60000")
@@ -339,10 +408,12 @@ def main():
         if with_go:
             rss["go"] = peak_rss_kib(GO, config(os.path.join(tmp, "rss-go")), "rss")
         shared = shared_pool(tmp, args.pg_cycles, args.pg_burst) if args.pg_cycles else None
+        sizes = config_size(tmp, launcher, with_go)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report(rows, bursts, rss, with_go, args)
     report_shared(shared, args)
+    report_config_size(sizes, with_go)
     if not args.no_plot:
         os.makedirs(DOCS, exist_ok=True)
         path = os.path.join(DOCS, "latency.png")

@@ -18,8 +18,11 @@ def run():
 
     commands.KEEP_OPEN = True
     status = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # EPIPE: the answer was reported lost already
+            status = status or 1
     system._exit(status)
 
 

@@ -151,10 +151,10 @@ def _mirrors(store, networks, data_dir, to=None):
 def _release_all(store, leases, reason, held):
     """Release ``leases`` (re-read inside this transaction) and mirror the change. A
     file that names another owner is left and reported, never removed."""
-    networks = sorted({lease.network for lease in leases})
+    networks = sorted({lease.network for lease in leases} | set(held.files))
     for network in networks:
         store.lock_network(network, 1)  # as the plugin does, before any change
-    for network in networks:
+    for network in networks:  # an unfinished command's journal is finished here too
         if network in held.files:
             held.files[network].reconcile_if_changed(range_sets_of(store, network))
     released = []
@@ -258,9 +258,11 @@ def gc(store, network, valid, grace, previous_boots=False, apply=False, data_dir
     releasing, and a file naming another owner is left (a problem), never removed."""
     with store.transaction():
         candidates = gc_candidates(store, network, valid, grace, previous_boots)
-    if not apply or not candidates:
+    if not apply:
         return candidates, [], []
-    mirrors = _mirrors(store, {c.network for c in candidates}, data_dir)
+    # Held even with nothing to release: a journal an earlier gc had to leave (a file it
+    # could not remove) is finished here.
+    mirrors = _mirrors(store, {c.network for c in candidates} | {network}, data_dir)
     held = _Held()
     try:
         held.open(store, mirrors)

@@ -200,6 +200,10 @@ def main(env=None, stdin=None, stdout=None):
         out.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: a "\ud800" escape, non-UTF-8 env bytes
         out = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in out)
-    stdout.write(out)
-    stdout.flush()
+    try:
+        stdout.write(out)
+        stdout.flush()
+    except (OSError, ValueError) as e:  # the runtime stopped reading (EPIPE): no one to tell
+        system.warn("cannot write the answer: %s" % e)
+        return status or 1
     return status

@@ -3,10 +3,9 @@
 Each command is one store transaction. The mirror is written inside it (under the write
 lock) and the result is returned only after COMMIT: the database is the truth.
 """
-import sys
 import time
 
-from ipam import addr, allocator, config, jsonio, result
+from ipam import addr, allocator, config, jsonio, result, system
 from ipam.backend import open_store
 from ipam.errors import ConfigError, IoFailure, IpamError, Retry, Unavailable
 from ipam.exporter import Mirror
@@ -63,15 +62,17 @@ def _run(store, mirror, conf, body):
             problems = files.apply(changes) if files is not None else []
             if files is not None:
                 files.record()
-    except IpamError:
-        if files is not None and files.touched():
+    except IpamError as e:
+        # After a failed COMMIT only the next process knows whether it landed: the
+        # journal stays for it, untouched.
+        if files is not None and files.touched() and not e.outcome_unknown:
             _repair_quietly(store, files)
         raise
     finally:
         if files is not None:
             files.close()
     for p in problems:
-        print("host-local-sqlite: %s" % p, file=sys.stderr)
+        system.warn(p)
     return value, problems
 
 
@@ -178,8 +179,7 @@ def _repair_quietly(store, files):
         with store.transaction(after_commit=files.committed):
             reconcile.redo_journal(files)
     except IpamError as e:
-        print("host-local-sqlite: mirror of %s left for repair: %s" % (files.network, e.msg),
-              file=sys.stderr)
+        system.warn("mirror of %s left for repair: %s" % (files.network, e.msg))
 
 
 def prev_result_ips(prev):

@@ -11,6 +11,10 @@ class IpamError(Exception):
     """Base class: ``code`` is the CNI error code, ``msg``/``details`` go to the runtime."""
 
     code = 999
+    # True when the command may have committed after all (SQLite's COMMIT failed while
+    # syncing a WAL that already holds the commit: the next process's recovery decides).
+    # Nothing may then be undone from this process's view of the database.
+    outcome_unknown = False
 
     def __init__(self, msg: str, details: str = "") -> None:
         super().__init__(msg)

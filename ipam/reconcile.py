@@ -19,9 +19,8 @@ The rules, each the one that can never put two containers on one address:
 - files a command of ours journaled (see :mod:`ipam.exporter`) are undone or redone from
   the database: they were ours.
 """
-import sys
 
-from ipam import addr
+from ipam import addr, system
 from ipam.exporter import (
     CURSOR_PREFIX,
     TMP_PREFIX,
@@ -53,8 +52,8 @@ def found_lease(files, ip, range_set, owner):
     lease = _foreign(files, ip, range_set, owner, mtime)
     if not files.store.reserve(lease, ADOPT):
         return False
-    print("host-local-sqlite: %s/%s names %s: recorded it (another writer's lease) and "
-          "skipped the address" % (files.d.path, ip, _owner_text(owner)), file=sys.stderr)
+    system.warn("%s/%s names %s: recorded it (another writer's lease) and skipped the "
+                "address" % (files.d.path, ip, _owner_text(owner)))
     return lease
 
 
@@ -83,8 +82,8 @@ def redo_journal(files):
         want = lease.mirror_content() if lease is not None else None
         target, other = (after, before) if want == after else (before, after)
         have = d.read(name)
-        if have == target or have != other:
-            continue
+        if have == target or not (_shows(have, other) or _shows(have, target)):
+            continue  # done already, or someone else's since
         if target is None:
             d.remove(name)
             done.append(("stale", name))
@@ -102,6 +101,14 @@ def redo_journal(files):
                 done.append(("wrong", name))
     files.redone = True
     return sorted(set(done))
+
+
+def _shows(have, data):
+    """Does a file show ``data``, or a write of it that a power cut cut short (its first
+    bytes, or none: the link persisted, the data not)?"""
+    if data is None:
+        return have is None
+    return have is not None and data.startswith(have)
 
 
 def reconcile(files, range_sets=None, adopt=True):
@@ -193,10 +200,8 @@ def _summarise(path, found):
     for kind, text in _SAY.items():
         names = [name for k, name in found if k == kind]
         if names:
-            print("host-local-sqlite: %s: %s: %s" % (path, text % len(names),
-                                                     " ".join(names[:8])
-                                                     + (" ..." if len(names) > 8 else "")),
-                  file=sys.stderr)
+            system.warn("%s: %s: %s" % (path, text % len(names), " ".join(names[:8])
+                                        + (" ..." if len(names) > 8 else "")))
 
 
 def differences(d, leases, cursors, progress=None, journal=None):

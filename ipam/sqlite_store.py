@@ -85,7 +85,9 @@ class _Txn:
                     conn.execute("COMMIT")
                 except sqlite3.Error as e:
                     self._rollback()
-                    raise translate(e, self.store.path) from None
+                    err = translate(e, self.store.path)
+                    err.outcome_unknown = True
+                    raise err from None
                 if self.after_commit is not None:
                     self.after_commit()
                 if not self.store.readonly:

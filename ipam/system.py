@@ -22,6 +22,7 @@ from posix import (  # noqa: F401 - re-exported for the hot path's modules
     O_WRONLY,
     _exit,
     close,
+    fdatasync,
     fstat,
     getpid,
     link,
@@ -42,6 +43,16 @@ _S_IFMT = 0o170000
 S_IFDIR = 0o040000
 S_IFREG = 0o100000
 S_IFLNK = 0o120000
+
+
+def warn(text: str) -> None:
+    """A diagnostic line on stderr, best effort: a runtime that closed its end (EPIPE)
+    or a full disk behind stderr must never fail the call, nor roll it back."""
+    try:
+        sys.stderr.write("host-local-sqlite: %s\n" % text)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def environ() -> dict:

@@ -45,19 +45,27 @@ def acquire(path, timeout, create=True):
         return fd
     except BlockingIOError:
         pass
-    except OSError:
+    except OSError as e:
         system.close(fd)
-        raise
+        raise _cannot(path, e) from None
     try:
         _wait(fd, timeout)
     except _Expired:
         system.close(fd)
         raise TryAgain("database %s is locked by another process past the busy timeout "
                        "(%gs); try again later" % (path[:-len(".lock")], timeout)) from None
+    except OSError as e:
+        system.close(fd)
+        raise _cannot(path, e) from None
     except BaseException:
         system.close(fd)
         raise
     return fd
+
+
+def _cannot(what, err):
+    """A lock that fails otherwise than by being held (ENOLCK, EIO): code 5, naming it."""
+    return IoFailure("cannot lock %s: %s" % (what, err.strerror or err))
 
 
 def _wait(fd, timeout):
@@ -104,6 +112,8 @@ def poll(fd, timeout, what):
     except _Expired:
         raise TryAgain("%s is held by another process past the busy timeout (%gs); try "
                        "again later" % (what, timeout)) from None
+    except OSError as e:
+        raise _cannot(what, e) from None
 
 
 def release(fd):

@@ -86,7 +86,9 @@ class _Txn:
                 except sqlite3.Error as e:
                     self._rollback()
                     err = translate(e, self.store.path)
-                    err.outcome_unknown = True
+                    # An I/O error (SQLITE_IOERR: a failed sync) may come after the
+                    # commit frame reached the WAL; a full disk stops it before.
+                    err.outcome_unknown = getattr(e, "sqlite_errorcode", 0) & 0xFF == 10
                     raise err from None
                 if self.after_commit is not None:
                     self.after_commit()

@@ -43,8 +43,13 @@ def connect(path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
             fd = system.open(path, system.O_WRONLY | system.O_CREAT | system.O_NOFOLLOW, 0o600)
             system.close(fd)
         conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
-    # synchronous=FULL: an address we report must survive a power cut.
-    conn.execute("PRAGMA synchronous=FULL")
+    try:
+        # synchronous=FULL: an address we report must survive a power cut. The first
+        # statement is also where SQLite reads the file and finds it is not a database.
+        conn.execute("PRAGMA synchronous=FULL")
+    except BaseException:
+        conn.close()  # the caller never sees it (Python 3.13 warns of an unclosed one)
+        raise
     return conn
 
 

@@ -13,16 +13,26 @@ from ipam.sqlite_store import SqliteStore
 SUBNET = "10.128.0.0/16"
 
 
-def pool(tmp_path, n, name):
-    """A SQLite store with ``n`` leases from .0.2 upwards and the cursor at the last."""
-    s = SqliteStore(str(tmp_path / name))
-    base = int(addr.parse_ip("10.128.0.2"))
-    with s.transaction():
-        s.import_leases("net", [Lease("net", addr.IP(4, base + i), 0, "pod%d" % i, "eth0", 1.0)
-                                for i in range(n)], "import")
-        if n:
-            s.set_last_reserved("net", 0, addr.IP(4, base + n - 1))
-    return s
+@pytest.fixture
+def pool(tmp_path):
+    """``pool(n, name)``: a SQLite store with ``n`` leases from .0.2 upwards and the
+    cursor at the last, closed after the test."""
+    stores = []
+
+    def make(n, name):
+        s = SqliteStore(str(tmp_path / name))
+        stores.append(s)
+        base = int(addr.parse_ip("10.128.0.2"))
+        with s.transaction():
+            s.import_leases("net", [Lease("net", addr.IP(4, base + i), 0, "pod%d" % i,
+                                          "eth0", 1.0) for i in range(n)], "import")
+            if n:
+                s.set_last_reserved("net", 0, addr.IP(4, base + n - 1))
+        return s
+
+    yield make
+    for s in stores:
+        s.close()
 
 
 def measure(store, action):
@@ -60,8 +70,8 @@ def check(store, cid):
 
 
 @pytest.mark.parametrize("op", [add, release, check])
-def test_work_is_the_same_at_100_and_50000_leases(tmp_path, op):
-    small, big = pool(tmp_path, 100, "small.db"), pool(tmp_path, 50000, "big.db")
+def test_work_is_the_same_at_100_and_50000_leases(pool, op):
+    small, big = pool(100, "small.db"), pool(50000, "big.db")
     if op is not add:
         for s in (small, big):
             with s.transaction():
@@ -73,10 +83,10 @@ def test_work_is_the_same_at_100_and_50000_leases(tmp_path, op):
     assert big_steps <= 2 * small_steps + 50, (small_steps, big_steps)
 
 
-def test_add_after_wrapping_into_a_long_run_is_still_bounded(tmp_path):
+def test_add_after_wrapping_into_a_long_run_is_still_bounded(pool):
     """The cursor at the start of 50,000 contiguous leases: the partial index on
     ``next_free`` jumps to the end of the run instead of walking it."""
-    small, big = pool(tmp_path, 100, "small.db"), pool(tmp_path, 50000, "big.db")
+    small, big = pool(100, "small.db"), pool(50000, "big.db")
     for s in (small, big):
         with s.transaction():
             s.set_last_reserved("net", 0, addr.parse_ip("10.128.0.1"))
@@ -98,16 +108,16 @@ def test_add_after_wrapping_into_a_long_run_is_still_bounded(tmp_path):
     ("SELECT ip FROM cursors WHERE network = ? AND range_set = ?", ("n", 0)),
     ("SELECT data_dir FROM networks WHERE network = ?", ("n",)),
 ])
-def test_hot_path_statements_use_an_index(tmp_path, sql, params):
-    s = pool(tmp_path, 0, "db")
+def test_hot_path_statements_use_an_index(pool, sql, params):
+    s = pool(0, "db")
     plan = " | ".join(r[3] for r in s.conn.execute("EXPLAIN QUERY PLAN " + sql, params))
     assert "USING" in plan and "SCAN" not in plan, plan
 
 
 @pytest.mark.parametrize("op", [add, release, check])
-def test_no_statement_of_add_del_check_scans_a_table(tmp_path, op):
+def test_no_statement_of_add_del_check_scans_a_table(pool, op):
     """Every statement ADD, DEL and CHECK actually run, as traced, plans index lookups."""
-    s = pool(tmp_path, 1000, "db")
+    s = pool(1000, "db")
     with s.transaction():
         allocator.add(s, "net", RANGES, [], "probe", "eth0")
     statements = []

@@ -28,6 +28,7 @@ def test_creates_schema_once_and_records_history(tmp_path):
     assert rows == [("allocate", "add", "n", "10.0.0.2", "c", "eth0"),
                     ("release", "del", "n", "10.0.0.2", "c", "eth0")]
     lease_time = db.execute("SELECT time FROM history").fetchone()[0]
+    db.close()
     assert lease_time > 1.7e9
 
 
@@ -76,6 +77,7 @@ def test_next_free_flags_stay_consistent(tmp_path):
         s.release(s.lease_at("n", ip("10.0.0.6")), "del")
         s.reserve(Lease("n", ip("10.0.0.5"), 0, "c5", "eth0"), "add")
         rows = dict(s.conn.execute("SELECT ip, next_free FROM leases"))
+    s.close()
     held = {2, 3, 4, 5, 7, 9}
     assert rows == {"10.0.0.%d" % n: int(n + 1 not in held) for n in held}
 
@@ -90,6 +92,7 @@ def test_allocation_queries_use_an_index(tmp_path, sql):
     with s.transaction():
         pass
     plan = " ".join(str(r) for r in s.conn.execute("EXPLAIN QUERY PLAN " + sql, ("n", b"x")))
+    s.close()
     assert "USING" in plan and "INDEX" in plan and "SCAN leases" not in plan.replace(
         "SCAN leases USING", "")
 
@@ -101,6 +104,7 @@ def test_owner_lookup_uses_an_index(tmp_path):
     plan = " ".join(str(r) for r in s.conn.execute(
         "EXPLAIN QUERY PLAN SELECT ip FROM leases WHERE network = ? AND container_id = ? "
         "AND ifname = ?", ("n", "c", "eth0")))
+    s.close()
     assert "ix_leases_owner" in plan
 
 

@@ -16,7 +16,7 @@ from ipam.schema_version import HEAD
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOT_SOURCE = shutil.ignore_patterns(
-    ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "*.pyc"
+    ".venv*", ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "*.pyc"
 )
 
 

@@ -1,10 +1,13 @@
 # host-local-sqlite: every target installs what it needs, so a fresh clone works.
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
+# Every Python the README promises; each gets its own venv in `make test-all`. One of them:
+#   make test PYTHON=$(tools/find-python 3.13) VENV=.venv-3.13
+PYTHONS ?= 3.11 3.12 3.13
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install compile demo test lint typecheck bench wheel-smoke clean
+.PHONY: install compile demo test test-all lint typecheck bench wheel-smoke clean
 
 install: $(STAMP)
 
@@ -25,6 +28,17 @@ demo: compile
 test: compile
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The whole suite on each of $(PYTHONS) in turn (tools/find-python finds them: pyenv's
+# versions, else python3.X on PATH); goes on after a failure, then names every failure.
+test-all:
+	@failed=""; for v in $(PYTHONS); do \
+	  echo "== Python $$v"; \
+	  if py=$$(tools/find-python $$v); then \
+	    $(MAKE) --no-print-directory test PYTHON=$$py VENV=.venv-$$v || failed="$$failed $$v"; \
+	  else failed="$$failed $$v"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "test-all: failed on Python$$failed" >&2; exit 1; fi
+
 lint: install
 	$(VENV)/bin/ruff check ipam cli migrations tests tools
 
@@ -39,5 +53,5 @@ wheel-smoke: install
 	$(PY) -m pytest tests/test_wheel.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-* build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

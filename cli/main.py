@@ -96,11 +96,12 @@ def cli(ctx: click.Context, data_dir: str, database: str | None, node: str | Non
 
 
 def _register() -> None:
-    from cli import db, gc, history, importcmd, leases, mirror, plugin, stats
+    from cli import db, gc, history, importcmd, leases, mirror, network, plugin, stats
 
     for command in (leases.list_cmd, leases.release_cmd, gc.gc_cmd, stats.stats_cmd,
                     history.history_cmd, mirror.export_cmd, mirror.check_cmd,
-                    importcmd.import_cmd, db.db, plugin.install_plugin_cmd):
+                    importcmd.import_cmd, db.db, plugin.install_plugin_cmd,
+                    network.network):
         cli.add_command(command)
 
 

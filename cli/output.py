@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -61,9 +62,39 @@ def parse_time(text: str, now: float | None = None) -> float:
     return dt.timestamp()
 
 
+# Counts below this print in full: every IPv4 size (2^32 at most) stays exact.
+EXACT_BELOW = 10 ** 10
+# A count this close to a power of two prints as one, exactly: 2^64-2, 2^64-1000.
+NEAR_POWER = 10 ** 6
+
+
+def count(n: int) -> str:
+    """A count as a table shows it: IPv6 sizes run to 39 digits, which made tables 150
+    columns wide. In full below :data:`EXACT_BELOW`; else exact as a power of two and an
+    offset (``2^64``, ``2^64-2``) when it is within :data:`NEAR_POWER` of one; else
+    approximate (``~2^63.4``). JSON keeps the exact integer."""
+    if -EXACT_BELOW < n < EXACT_BELOW:
+        return str(n)
+    if n < 0:
+        return "-" + count(-n)
+    k = n.bit_length()  # 2^(k-1) <= n < 2^k
+    power, offset = min(((k - 1, n - 2 ** (k - 1)), (k, n - 2 ** k)), key=lambda p: abs(p[1]))
+    if abs(offset) < NEAR_POWER:
+        return "2^%d%s" % (power, "" if offset == 0 else "%+d" % offset)
+    return "~2^%.1f" % math.log2(n)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return count(value)
+    return str(value)
+
+
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """Aligned columns with a header; None prints as '-'."""
-    cells = [[("-" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    """Aligned columns with a header; None prints as '-', big counts as :func:`count`."""
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]

@@ -155,6 +155,22 @@ class MemoryStore:
         return sorted({n for n, _ in self._leases} | {n for n, _ in self._cursors}
                       | set(self._networks))
 
+    def lease_counts(self, network):
+        counts = {}
+        for lease in self.leases(network):
+            counts[lease.node] = counts.get(lease.node, 0) + 1
+        return counts
+
+    def network_times(self, network):
+        times = [row[0] for row in self.history_rows if row[3] == network]
+        return None, max(times, default=None)  # the fake records no time with a network
+
+    def forget_network(self, network):
+        self._networks.pop(network, None)
+        self._stamps.pop(network, None)
+        for key in [k for k in self._cursors if k[0] == network]:
+            del self._cursors[key]
+
 
 def _order(lease):
     return (lease.network, addr.to_key(lease.ip))

@@ -29,7 +29,17 @@ mirrors and collects only its own leases, while allocation sees the whole pool.
 import random
 import time
 
-from sqlalchemy import and_, create_engine, delete, insert, select, text, union, update
+from sqlalchemy import (
+    and_,
+    create_engine,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    union,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
@@ -499,6 +509,22 @@ class SqlStore:
     def networks(self):
         q = union(select(L.c.network), select(C.c.network), select(N.c.network))
         return sorted(r[0] for r in self._db().execute(q))
+
+    def lease_counts(self, network):
+        rows = self._db().execute(select(L.c.node, func.count()).where(
+            L.c.network == network).group_by(L.c.node))
+        return {node: n for node, n in rows}
+
+    def network_times(self, network):
+        row = self._db().execute(select(
+            select(N.c.updated_at).where(N.c.network == network).scalar_subquery(),
+            select(func.max(H.c.time)).where(H.c.network == network).scalar_subquery(),
+        )).first()
+        return row[0], row[1]
+
+    def forget_network(self, network):
+        for table in (N, C, M):
+            self._db().execute(delete(table).where(table.c.network == network))
 
 
 def _sqlstate(err):

@@ -411,3 +411,18 @@ class SqliteStore:
             "SELECT network FROM leases UNION SELECT network FROM cursors "
             "UNION SELECT network FROM networks ORDER BY 1")
         return [r[0] for r in rows]
+
+    def lease_counts(self, network):
+        rows = self.conn.execute("SELECT node, count(*) FROM leases WHERE network = ? "
+                                 "GROUP BY node", (network,))
+        return {node: n for node, n in rows}
+
+    def network_times(self, network):
+        row = self.conn.execute(
+            "SELECT (SELECT updated_at FROM networks WHERE network = ?), "
+            "(SELECT max(time) FROM history WHERE network = ?)", (network, network)).fetchone()
+        return row[0], row[1]
+
+    def forget_network(self, network):
+        for table in ("networks", "cursors", "mirror_stamps"):
+            self.conn.execute("DELETE FROM %s WHERE network = ?" % table, (network,))

@@ -92,3 +92,14 @@ class Store(Protocol):
 
     def networks(self) -> Iterable[str]:
         """Networks with a lease or a cursor."""
+
+    def lease_counts(self, network: str) -> dict[Optional[str], int]:
+        """``{node: leases held in network}`` over every node, whatever the scope."""
+
+    def network_times(self, network: str) -> tuple[Optional[float], Optional[float]]:
+        """When the ``networks`` row was last written (None: no row, or not recorded),
+        and the time of the network's newest history event (None: none)."""
+
+    def forget_network(self, network: str) -> None:
+        """Delete the network's ``networks`` row, cursors and every node's mirror stamp;
+        its history stays. The caller has released its leases first."""

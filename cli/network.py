@@ -1,0 +1,112 @@
+"""``ipamctl network list`` and ``ipamctl network forget``."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from cli.common import Obj, open_store, table_or_json
+from cli.output import LEASE_COLUMNS, emit_rows, is_terminal, iso, lease_row, table
+from ipam import network_admin
+
+COLUMNS = ["network", "leases", "size", "ranges", "export", "data_dir", "last_seen"]
+
+
+@click.group("network")
+def network() -> None:
+    """See the networks the database knows, and forget removed ones.
+
+    \b
+    Example:
+        ipamctl network list
+        ipamctl network forget oldnet --release
+    """
+
+
+def network_row(row: dict) -> dict:
+    """The JSON shape of a network (documented in the README)."""
+    return dict(row, last_seen=iso(row["last_seen"]))
+
+
+def _table_row(row: dict) -> dict:
+    yes_no = {True: "yes", False: "no", None: None}
+    return dict(network_row(row), export=yes_no[row["export"]],
+                ranges=None if row["ranges"] is None else " ".join(row["ranges"]))
+
+
+@network.command("list")
+@click.pass_obj
+def list_cmd(obj: Obj) -> None:
+    """List every network the database knows: its lease count, the size and ranges of
+    its range sets and its dataDir and export setting (as the plugin last saw them),
+    and when it was last seen (the later of the last ADD that recorded its config and
+    its newest allocation or release).
+
+    JSON: a list of {network, data_dir, export, ranges, size, leases, last_seen}.
+
+    \b
+    Example:
+        ipamctl network list
+        ipamctl -o json network list
+    """
+    table_or_json(obj)
+    store = open_store(obj, readonly=True, every_node=True)
+    try:
+        rows = network_admin.networks(store)
+    finally:
+        store.close()
+    if obj.output == "json":
+        click.echo(json.dumps([network_row(r) for r in rows], indent=2))
+    elif rows:
+        click.echo(table([_table_row(r) for r in rows], COLUMNS))
+    else:
+        click.echo("(no networks)")
+
+
+@network.command("forget")
+@click.argument("name", metavar="NETWORK")
+@click.option("--release", is_flag=True,
+              help="Release the network's leases first (history reason 'forget').")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def forget_cmd(obj: Obj, name: str, release: bool, yes: bool) -> None:
+    """Forget a network that is gone: its records (ranges, cursors, mirror stamps) are
+    removed, so that it leaves 'stats', 'network list' and the Prometheus gauges. Its
+    history stays. Refused while it holds leases, unless --release.
+
+    In the network's directory, our cursor and temporary files go, then the directory
+    itself if only 'lock' is left; a file naming an owner is never removed.
+
+    JSON: {network, released: [lease...], removed: [path...]}.
+
+    \b
+    Example:
+        ipamctl network forget oldnet
+        ipamctl network forget oldnet --release --yes
+    """
+    table_or_json(obj)
+    store = open_store(obj, readonly=False)
+    try:
+        if not yes and is_terminal():
+            known = {r["network"]: r for r in network_admin.networks(store)}
+            if name in known:
+                click.echo(table([_table_row(known[name])], COLUMNS))
+                leases = known[name]["leases"]
+                click.confirm("Forget network %s%s?" % (
+                    name, " and release its %d lease(s)" % leases if release and leases
+                    else ""), abort=True)
+        released, removed, notes = network_admin.forget(store, name, obj.data_dir, release)
+    finally:
+        store.close()
+    for note in notes:  # forgotten all the same
+        click.echo("warning: %s" % note, err=True)
+    if obj.output == "json":
+        click.echo(json.dumps({"network": name, "released": [lease_row(x) for x in released],
+                               "removed": removed}, indent=2))
+        return
+    if released:
+        click.echo("released:")
+        emit_rows("table", [lease_row(x) for x in released], LEASE_COLUMNS)
+    for path in removed:
+        click.echo("removed %s" % path)
+    click.echo("forgot network %s" % name)

@@ -47,7 +47,10 @@ def open_store(database, busy_timeout=None, readonly=False, node=None, data_dir=
             try:
                 makedirs(parent, 0o755)
             except OSError as e:
-                raise IoFailure("cannot create %s: %s" % (parent, e.strerror or e)) from None
+                from ipam import access  # only after a failure
+
+                raise (access.is_denied(e) and access.denied(path, write=True)) or IoFailure(
+                    "cannot create %s: %s" % (parent, e.strerror or e)) from None
     return SqliteStore(path, busy_timeout=busy_timeout, readonly=readonly, node=node,
                        queue=queue)
 

@@ -49,6 +49,13 @@ def _io(err, what):
     return IoFailure("mirror %s: %s" % (what, err.strerror or err))
 
 
+def _denied(err, path, write):
+    """A permission error on the mirror, naming the path that stops this user."""
+    from ipam import access  # only after a failure
+
+    return access.is_denied(err) and access.denied(path, write, access.DATA_DIR) or None
+
+
 class NetworkDir:
     """An open ``<dataDir>/<network>`` directory; every operation is relative to its fd."""
 
@@ -64,14 +71,16 @@ class NetworkDir:
             except FileExistsError:
                 pass
             except OSError as e:
-                raise _io(e, "cannot create %s" % self.path) from None
+                raise _denied(e, self.path, True) or _io(e, "cannot create %s" % self.path) \
+                    from None
         try:
             self.fd = system.open(self.path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         except OSError as e:
             if system.islink(self.path):
                 raise IoFailure("mirror directory %s is a symbolic link; refusing to follow it"
                                 % self.path) from None
-            raise _io(e, "cannot open %s" % self.path) from None
+            raise _denied(e, self.path, create) or _io(e, "cannot open %s" % self.path) \
+                from None
         self._seq = 0
 
     def close(self):

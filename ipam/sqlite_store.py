@@ -37,13 +37,20 @@ def boot_clock():
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-def translate(err, path):
-    """sqlite3's exceptions as CNI errors naming the file; the store's job, not cni.py's."""
+def translate(err, path, write=None):
+    """sqlite3's exceptions as CNI errors naming the file; the store's job, not cni.py's.
+    ``write``: whether the opener needs to write (None: only if SQLite says so)."""
     code = getattr(err, "sqlite_errorcode", 0) & 0xFF
     text = str(err)
     if code in (5, 6) or "locked" in text or "busy" in text:
         return TryAgain("database %s is locked by another process past the busy timeout; "
                         "try again later" % path)
+    if code in (8, 14):  # SQLITE_READONLY, SQLITE_CANTOPEN: say if permissions are why
+        from ipam import access
+
+        denial = access.denied(path, write=code == 8 if write is None else write)
+        if denial is not None:
+            return denial
     if code == 26 or "not a database" in text:
         return IoFailure("database %s is not a SQLite database: %s" % (path, text))
     if code == 11 or "malformed" in text:
@@ -125,13 +132,18 @@ class SqliteStore:
         timeout = DEFAULT_BUSY_TIMEOUT if busy_timeout is None else busy_timeout
         self.timeout = timeout
         if readonly and not system.exists(path):
-            raise IoFailure("database %s does not exist" % path)
+            from ipam import access  # a directory on the way may hide it
+
+            raise access.denied(path) or IoFailure("database %s does not exist" % path)
         try:
             self.conn = connect(path, timeout, readonly=readonly)
         except sqlite3.Error as e:
-            raise translate(e, path) from None
+            raise translate(e, path, write=not readonly) from None
         except OSError as e:
-            raise IoFailure("cannot open database %s: %s" % (path, e.strerror or e)) from None
+            from ipam import access
+
+            raise (access.is_denied(e) and access.denied(path, write=not readonly)) or \
+                IoFailure("cannot open database %s: %s" % (path, e.strerror or e)) from None
 
     def close(self):
         self.conn.close()

@@ -39,7 +39,10 @@ def acquire(path, timeout, create=True):
                             % path) from None
         return None
     except OSError as e:
-        raise IoFailure("cannot open lock file %s: %s" % (path, e.strerror or e)) from None
+        from ipam import access  # only after a failure
+
+        raise (access.is_denied(e) and access.denied(path, write=create)) or IoFailure(
+            "cannot open lock file %s: %s" % (path, e.strerror or e)) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return fd

@@ -6,9 +6,11 @@ this module finds the first path that stops this user and names it, its owner an
 mode, and what to do. Loaded only after a failure: the plugin's hot path never pays.
 """
 import os
+import stat
 
 EACCES = 13
 EPERM = 1
+R, W, X = 4, 2, 1  # the bits of one rwx triplet
 
 
 def is_denied(err):
@@ -28,27 +30,54 @@ def denied(path, write=False, hint=DATABASE):
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     for d in _ancestors(parent):
-        if not os.path.exists(d):
+        st = _stat(d)
+        if st is None:
             return None  # a missing directory is not about permissions
-        if not os.access(d, os.X_OK):
-            return _failure(d, "enter", hint)
-    if not os.path.exists(path):
-        if write and os.path.isdir(parent) and not os.access(parent, os.W_OK):
-            return _failure(parent, "create files in", hint)
+        if not _allowed(st, X):
+            return _failure(d, st, "enter", hint)
+    st, up = _stat(path), _stat(parent)
+    if st is None:
+        if write and not _allowed(up, W):
+            return _failure(parent, up, "create files in", hint)
         return None
-    mode = os.R_OK | (os.W_OK if write else 0)
-    verb = "read and write" if write else "read"
-    if os.path.isdir(path):
-        mode, verb = os.R_OK | os.X_OK | (os.W_OK if write else 0), (
-            "read and write in" if write else "read")
-    if not os.access(path, mode):
-        return _failure(path, verb, hint)
-    if write and not os.access(parent, os.W_OK):
-        return _failure(parent, "create files in", hint)
+    want, verb = (R | W, "read and write") if write else (R, "read")
+    if stat.S_ISDIR(st.st_mode):
+        want |= X
+        verb = "read and write in" if write else "read"
+    if not _allowed(st, want):
+        return _failure(path, st, verb, hint)
+    if write and not _allowed(up, W):
+        return _failure(parent, up, "create files in", hint)
     for sidecar in (path + "-wal", path + "-shm"):  # SQLite's, beside a database
-        if os.path.exists(sidecar) and not os.access(sidecar, mode):
-            return _failure(sidecar, verb, hint)
+        side = _stat(sidecar)
+        if side is not None and not _allowed(side, want):
+            return _failure(sidecar, side, verb, hint)
     return None
+
+
+def _stat(path):
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def _allowed(st, want):
+    """What the owner, group and mode allow this user: the rule the message explains.
+    Nothing else (a read-only mount, the immutable flag) is called a permission here;
+    those keep the error they had."""
+    if st is None:
+        return True
+    uid = os.geteuid()
+    if uid == 0:  # root: anything but executing what no one may execute
+        return not want & X or bool(st.st_mode & 0o111) or stat.S_ISDIR(st.st_mode)
+    if st.st_uid == uid:
+        bits = st.st_mode >> 6
+    elif st.st_gid == os.getegid() or st.st_gid in os.getgroups():
+        bits = st.st_mode >> 3
+    else:
+        bits = st.st_mode
+    return bits & want == want
 
 
 def _ancestors(directory):
@@ -61,10 +90,9 @@ def _ancestors(directory):
         directory = up
 
 
-def _failure(path, verb, hint):
+def _failure(path, st, verb, hint):
     from ipam.errors import IoFailure
 
-    st = os.stat(path)
     owner, group = _user(st.st_uid), _group(st.st_gid)
     me = _user(os.geteuid())
     who = "root" if owner == "root" else "root or as %s (the owner)" % owner

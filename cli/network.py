@@ -85,16 +85,18 @@ def forget_cmd(obj: Obj, name: str, release: bool, yes: bool) -> None:
         ipamctl network forget oldnet --release --yes
     """
     table_or_json(obj)
+    store = open_store(obj, readonly=True)  # a wrong name or path creates nothing
+    try:
+        row = network_admin.find(store, name)
+    finally:
+        store.close()
+    if not yes and is_terminal():
+        click.echo(table([_table_row(row)], COLUMNS))
+        click.confirm("Forget network %s%s?" % (
+            name, " and release its %d lease(s)" % row["leases"] if release and row["leases"]
+            else ""), abort=True)
     store = open_store(obj, readonly=False)
     try:
-        if not yes and is_terminal():
-            known = {r["network"]: r for r in network_admin.networks(store)}
-            if name in known:
-                click.echo(table([_table_row(known[name])], COLUMNS))
-                leases = known[name]["leases"]
-                click.confirm("Forget network %s%s?" % (
-                    name, " and release its %d lease(s)" % leases if release and leases
-                    else ""), abort=True)
         released, removed, notes = network_admin.forget(store, name, obj.data_dir, release)
     finally:
         store.close()

@@ -37,6 +37,14 @@ def networks(store):
     return rows
 
 
+def find(store, network):
+    """The :func:`networks` row of ``network``; an unknown one is an error."""
+    for row in networks(store):
+        if row["network"] == network:
+            return row
+    raise AdminError("no network %s in the database" % network)
+
+
 def holders(store, network):
     """``{node: leases}`` still held in ``network`` by every node (a shared store's
     records are the whole pool's)."""
@@ -83,9 +91,13 @@ def forget(store, network, data_dir, release=False):
 
     def committed():
         files = held.files.get(network)
-        if files is not None:
-            removed.extend(_tidy(files, notes))
-        held.committed()
+        try:
+            if files is not None:
+                removed.extend(_tidy(files, notes))
+        except (OSError, IoFailure) as e:  # the records are gone already: report it
+            notes.append("left %s: %s" % (files.d.path, getattr(e, "msg", None) or e))
+        finally:
+            held.committed()
 
     try:
         held.open(store, mirrors)

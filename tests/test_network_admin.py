@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_admin import note, put
 from test_cli import (  # noqa: F401 - fixtures
     add,
+    checked,
     ctl,
     ctl_json,
     delete,
@@ -24,6 +25,7 @@ from test_cli import (  # noqa: F401 - fixtures
     sql,
 )
 
+from cli.main import cli
 from cli.output import count, iso, table
 from ipam import network_admin
 from ipam.admin import AdminError
@@ -178,6 +180,21 @@ def test_forget_refused_changes_nothing(ctl, add, data_dir):
     result = ctl("network", "forget", "nosuch", expect=1)
     assert result.stderr == "Error: no network nosuch in the database\n"
     assert ctl("network", "forget", expect=2).stderr.startswith("Usage: ")
+
+
+@pytest.mark.parametrize("args", [["network", "list"], ["network", "forget", "mynet"],
+                                  ["network", "forget", "mynet", "--release", "--yes"]])
+def test_network_commands_never_create_a_database(runner, tmp_path, args):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    missing = tmp_path / "missing"
+    for options in (["--data-dir", str(empty)], ["--data-dir", str(missing)]):
+        result = checked(runner.invoke(cli, [*options, *args]))
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith("Error: database "), result.stderr
+        assert "does not exist" in result.stderr
+        assert os.listdir(empty) == []
+        assert not missing.exists()
 
 
 def test_forget_release_removes_records_files_and_gauges(ctl, ctl_json, add, data_dir):

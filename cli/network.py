@@ -77,7 +77,10 @@ def forget_cmd(obj: Obj, name: str, release: bool, yes: bool) -> None:
     In the network's directory, our cursor and temporary files go, then the directory
     itself if only 'lock' is left; a file naming an owner is never removed.
 
-    JSON: {network, released: [lease...], removed: [path...]}.
+    On a shared database each node releases its own leases: run it with --release on
+    every node that holds some; the last one removes the records.
+
+    JSON: {network, forgotten, released: [lease...], removed: [path...], others}.
 
     \b
     Example:
@@ -97,18 +100,24 @@ def forget_cmd(obj: Obj, name: str, release: bool, yes: bool) -> None:
             else ""), abort=True)
     store = open_store(obj, readonly=False)
     try:
-        released, removed, notes = network_admin.forget(store, name, obj.data_dir, release)
+        released, removed, notes, others = network_admin.forget(store, name, obj.data_dir,
+                                                                release)
     finally:
         store.close()
     for note in notes:  # forgotten all the same
         click.echo("warning: %s" % note, err=True)
+    if others:
+        click.echo("note: %s" % network_admin.still_held(name, others), err=True)
     if obj.output == "json":
-        click.echo(json.dumps({"network": name, "released": [lease_row(x) for x in released],
-                               "removed": removed}, indent=2))
+        click.echo(json.dumps({"network": name, "forgotten": not others,
+                               "released": [lease_row(x) for x in released],
+                               "removed": removed,
+                               "others": {str(k): v for k, v in others.items()}}, indent=2))
         return
     if released:
         click.echo("released:")
         emit_rows("table", [lease_row(x) for x in released], LEASE_COLUMNS)
     for path in removed:
         click.echo("removed %s" % path)
-    click.echo("forgot network %s" % name)
+    click.echo("forgot network %s" % name if not others else
+               "released this node's leases of network %s; not forgotten yet" % name)

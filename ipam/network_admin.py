@@ -45,42 +45,36 @@ def find(store, network):
     raise AdminError("no network %s in the database" % network)
 
 
-def holders(store, network):
-    """``{node: leases}`` still held in ``network`` by every node (a shared store's
-    records are the whole pool's)."""
-    return store.lease_counts(network)
+def _listed(counts):
+    return ", ".join("%s (%d)" % (node or "no node recorded", n)
+                     for node, n in sorted(counts.items(), key=lambda x: str(x[0])))
 
 
-def _refusal(network, counts, mine, release):
-    """Why ``forget`` cannot go on, or None."""
-    others = {node: n for node, n in counts.items() if node not in mine}
-    if mine and not release:
-        total = sum(mine.values())
-        return AdminError("network %s holds %d lease%s; release %s first, or forget it "
-                          "with --release" % (network, total, "" if total == 1 else "s",
-                                              "it" if total == 1 else "them"))
-    if others:
-        listed = ", ".join("%s (%d)" % (node or "no node recorded", n)
-                           for node, n in sorted(others.items(), key=lambda x: str(x[0])))
-        return AdminError("network %s holds leases of other nodes: %s; forget it on "
-                          "those nodes first (or with --node NAME --release)"
-                          % (network, listed))
-    return None
+def _others(store, network, leases):
+    """``{node: leases}`` that other nodes hold in ``network`` (a shared store's
+    ``leases`` are this node's; its records are the whole pool's)."""
+    counts = store.lease_counts(network)
+    for lease in leases:
+        counts[lease.node] -= 1
+    return {node: n for node, n in counts.items() if n > 0}
 
 
 def forget(store, network, data_dir, release=False):
     """Remove ``network``'s records: its ``networks`` row, cursors and every node's
     mirror stamp. The history stays (it is the audit log). Refused while it holds
     leases, unless ``release``: this node's are then released first, as ``ipamctl
-    release`` would, with reason ``forget``; another node's leases always refuse it.
+    release`` would, with reason ``forget``.
+
+    On a shared store each node releases its own leases (its mirror is its own): while
+    other nodes still hold some, this node's part is done and the records stay, for
+    the last node to remove. Returns ``(released, removed, notes, others)``: the
+    released leases, the paths removed, what was left and why, and ``{node: leases}``
+    still held elsewhere (empty: forgotten).
 
     This node's mirror directory loses what was ours in it: the cursor files (the next
     reconcile would otherwise take them for host-local's and bring the network back),
     our temporary files, and then ``lock`` and the directory itself if nothing else is
-    left. Anything else, above all a file naming an owner, stays and is reported.
-
-    Returns ``(released, removed, notes)``: the released leases, the paths removed, and
-    what was left and why."""
+    left. Anything else, above all a file naming an owner, stays and is reported."""
     with store.transaction():
         if network not in store.networks():
             raise AdminError("no network %s in the database" % network)
@@ -107,22 +101,38 @@ def forget(store, network, data_dir, release=False):
             if files is not None:  # another writer's files become leases first
                 files.reconcile_if_changed(range_sets_of(store, network))
             leases = store.leases(network)
-            mine = {}
-            for lease in leases:
-                mine[lease.node] = mine.get(lease.node, 0) + 1
-            error = _refusal(network, holders(store, network), mine, release)
-            if error is not None:
-                raise error
+            others = _others(store, network, leases)
+            if (leases or others) and not release:
+                raise _refusal(network, len(leases), others)
             for lease in leases:
                 store.release(lease, FORGET)
                 if files is not None:
                     files.release(lease)
             if files is not None:
                 notes += files.problems + files.notes
-            store.forget_network(network)
+            if not others:
+                store.forget_network(network)
     finally:
         held.close()
-    return leases, removed, notes
+    return leases, removed, notes, others
+
+
+def _refusal(network, mine, others):
+    if mine:
+        return AdminError("network %s holds %d lease%s%s; release %s first, or forget it "
+                          "with --release" % (network, mine, "" if mine == 1 else "s",
+                                              " here" if others else "",
+                                              "it" if mine == 1 else "them"))
+    return AdminError("network %s holds leases of other nodes: %s; run 'ipamctl network "
+                      "forget %s --release' on each of them (the last one removes the "
+                      "records)" % (network, _listed(others), network))
+
+
+def still_held(network, others):
+    """What a shared store's node says when its part is done but not the others'."""
+    return ("network %s still holds leases of other nodes: %s; its records stay until "
+            "'ipamctl network forget %s --release' has run on each of them"
+            % (network, _listed(others), network))
 
 
 def _tidy(files, notes):

@@ -121,10 +121,11 @@ def test_forget_refuses_while_leases_are_held(store, tmp_path):
     assert [r["leases"] for r in network_admin.networks(store)] == [2]
     with pytest.raises(AdminError, match="no network nosuch in the database"):
         network_admin.forget(store, "nosuch", str(tmp_path))
-    released, removed, notes = network_admin.forget(store, "n", str(tmp_path), release=True)
+    released, removed, notes, others = network_admin.forget(store, "n", str(tmp_path),
+                                                            release=True)
     assert owners([vars_of(x) for x in released]) == [("n", "10.1.2.5", "a", "eth0"),
                                                       ("n", "10.1.2.6", "b", "eth0")]
-    assert (removed, notes) == ([], [])  # export off: no directory of ours
+    assert (removed, notes, others) == ([], [], {})  # export off: no directory of ours
     assert network_admin.networks(store) == []
 
 
@@ -205,7 +206,7 @@ def test_forget_release_removes_records_files_and_gauges(ctl, ctl_json, add, dat
     assert owners(answer["released"]) == [("mynet", "10.1.2.2", "a", "eth0"),
                                           ("mynet", "10.1.2.3", "b", "eth0")]
     mine = data_dir / "mynet"
-    assert answer["network"] == "mynet"
+    assert (answer["network"], answer["forgotten"], answer["others"]) == ("mynet", True, {})
     assert sorted(answer["removed"]) == sorted([str(mine / "last_reserved_ip.0"),
                                                 str(mine / "lock"), str(mine)])
     assert not mine.exists()
@@ -290,8 +291,8 @@ def pg(url, *args, expect=0):
 
 
 def test_installed_ipamctl_network_forget_on_postgresql(pg_server, pg_url, tmp_path):
-    """A shared pool's records are every node's: forgetting waits for every node's
-    leases to go; each node releases its own (its mirror is its own)."""
+    """A shared pool's records are every node's, and each node's mirror its own: each
+    node releases its own leases, and the last one's run removes the records."""
     dirs = {n: tmp_path / n for n in ("a", "b")}
 
     def conf(node):
@@ -307,29 +308,40 @@ def test_installed_ipamctl_network_forget_on_postgresql(pg_server, pg_url, tmp_p
     assert [r["leases"] for r in rows] == [1]
 
     a = ["--node", "a", "--data-dir", str(dirs["a"])]
+    b = ["--node", "b", "--data-dir", str(dirs["b"])]
     proc = pg(pg_url, *a, "network", "forget", "shared", expect=1)
-    assert "network shared holds 2 leases; release them first" in proc.stderr
-    proc = pg(pg_url, *a, "network", "forget", "shared", "--release", expect=1)
-    assert "network shared holds leases of other nodes: b (1)" in proc.stderr
+    assert proc.stderr == ("Error: network shared holds 2 leases here; release them first, "
+                           "or forget it with --release\n")
     assert len(json.loads(pg(pg_url, "-o", "json", "list").stdout)) == 3  # nothing changed
     assert sorted(os.listdir(dirs["a"] / "shared")) == [
         "10.60.0.2", "10.60.0.3", "last_reserved_ip.0", "lock"]
 
-    b = ["--node", "b", "--data-dir", str(dirs["b"])]
-    proc = pg(pg_url, *b, "network", "forget", "shared", "--release", expect=1)
-    assert "network shared holds leases of other nodes: a (2)" in proc.stderr
-    answer = json.loads(pg(pg_url, *b, "-o", "json", "release", "--container", "b1",
-                           "--yes").stdout)
-    assert owners(answer) == [("shared", "10.60.0.4", "b1", "eth0")]
-    answer = json.loads(pg(pg_url, *a, "-o", "json", "network", "forget", "shared",
-                           "--release").stdout)
+    # a's part: its leases and its directory go; b's lease keeps the records.
+    proc = pg(pg_url, *a, "-o", "json", "network", "forget", "shared", "--release")
+    answer = json.loads(proc.stdout)
+    assert (answer["forgotten"], answer["others"]) == (False, {"b": 1})
     assert owners(answer["released"]) == [("shared", "10.60.0.2", "a1", "eth0"),
                                           ("shared", "10.60.0.3", "a2", "eth0")]
+    assert "network shared still holds leases of other nodes: b (1)" in proc.stderr
     assert not (dirs["a"] / "shared").exists()
+    rows = json.loads(pg(pg_url, "-o", "json", "network", "list").stdout)
+    assert [(r["network"], r["leases"]) for r in rows] == [("shared", 1)]
+    proc = pg(pg_url, *a, "network", "forget", "shared", expect=1)
+    assert proc.stderr == ("Error: network shared holds leases of other nodes: b (1); run "
+                           "'ipamctl network forget shared --release' on each of them (the "
+                           "last one removes the records)\n")
+
+    # b's part, the last: the records go, from every view.
+    answer = json.loads(pg(pg_url, *b, "-o", "json", "network", "forget", "shared",
+                           "--release").stdout)
+    assert (answer["forgotten"], answer["others"]) == (True, {})
+    assert owners(answer["released"]) == [("shared", "10.60.0.4", "b1", "eth0")]
+    assert not (dirs["b"] / "shared").exists()
     assert json.loads(pg(pg_url, "-o", "json", "network", "list").stdout) == []
     assert json.loads(pg(pg_url, "-o", "json", "stats").stdout) == []
+    assert "shared" not in pg(pg_url, "-o", "prometheus", "stats").stdout
     for table_ in ("networks", "cursors", "mirror_stamps", "leases"):
         assert pg_server.sql(pg_url, f"SELECT count(*) FROM {table_}") == [(0,)], table_
-    reasons = pg_server.sql(pg_url, "SELECT reason FROM history WHERE event = 'release' "
-                                    "ORDER BY id")
-    assert reasons == [("admin",), ("forget",), ("forget",)]
+    reasons = pg_server.sql(pg_url, "SELECT reason, container_id FROM history "
+                                    "WHERE event = 'release' ORDER BY id")
+    assert reasons == [("forget", "a1"), ("forget", "a2"), ("forget", "b1")]

@@ -93,7 +93,7 @@ def forget_cmd(obj: Obj, name: str, release: bool, yes: bool) -> None:
         row = network_admin.find(store, name)
     finally:
         store.close()
-    if not yes and is_terminal():
+    if not yes and is_terminal() and (release or not row["leases"]):  # else: refused
         click.echo(table([_table_row(row)], COLUMNS))
         click.confirm("Forget network %s%s?" % (
             name, " and release its %d lease(s)" % row["leases"] if release and row["leases"]
@@ -104,7 +104,7 @@ def forget_cmd(obj: Obj, name: str, release: bool, yes: bool) -> None:
                                                                 release)
     finally:
         store.close()
-    for note in notes:  # forgotten all the same
+    for note in notes:  # done all the same
         click.echo("warning: %s" % note, err=True)
     if others:
         click.echo("note: %s" % network_admin.still_held(name, others), err=True)

@@ -88,7 +88,7 @@ def forget(store, network, data_dir, release=False):
         try:
             if files is not None:
                 removed.extend(_tidy(files, notes))
-        except (OSError, IoFailure) as e:  # the records are gone already: report it
+        except (OSError, IoFailure) as e:  # the commit is done: report it
             notes.append("left %s: %s" % (files.d.path, getattr(e, "msg", None) or e))
         finally:
             held.committed()
@@ -139,20 +139,21 @@ def _tidy(files, notes):
     """After COMMIT, still under host-local's lock: remove what was ours in the
     network's directory, then the directory if only ``lock`` is left."""
     d, removed = files.d, []
-    left = []
+    left, failed = [], False
     for name in sorted(d.names()):
         if is_cursor_name(name) or name.startswith(TMP_PREFIX):
             try:
                 d.remove(name)
                 removed.append(os.path.join(d.path, name))
-            except IoFailure as e:  # the records are gone already: report, go on
+            except IoFailure as e:  # the commit is done: report it, go on
                 notes.append(e.msg)
-                left.append(name)
+                failed = True
         elif name != "lock":
             left.append(name)
     if left:
         notes.append("left %s: it holds files that are not ours (%s)"
                      % (d.path, ", ".join(left[:5]) + (", ..." if len(left) > 5 else "")))
+    if left or failed:
         return removed
     try:
         # Unlinked while we hold it: a writer already queued on it fails on the removed

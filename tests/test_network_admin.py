@@ -1,11 +1,13 @@
 """ipamctl network list / network forget, counts in tables, on every Store, through
 click's CliRunner in process and through the installed ipamctl on SQLite and PostgreSQL."""
 # ruff: noqa: F811 - test_cli's fixtures, imported, are the tests' parameters
+import fcntl
 import ipaddress
 import json
 import os
 import re
 import subprocess
+import time
 
 import pytest
 from conftest import IPAMCTL, run_plugin
@@ -345,3 +347,27 @@ def test_installed_ipamctl_network_forget_on_postgresql(pg_server, pg_url, tmp_p
     reasons = pg_server.sql(pg_url, "SELECT reason, container_id FROM history "
                                     "WHERE event = 'release' ORDER BY id")
     assert reasons == [("forget", "a1"), ("forget", "a2"), ("forget", "b1")]
+
+
+def test_installed_forget_waits_for_host_locals_lock(data_dir, netconf):
+    """While someone holds ``<network>/lock`` (as Go host-local does for a whole
+    command), forget changes nothing; when the holder lets go, it carries on."""
+    assert run_plugin("ADD", netconf(V4), container_id="a").status == 0
+    mine = data_dir / "mynet"
+    before = sorted(os.listdir(mine))
+    fd = os.open(mine / "lock", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        proc = subprocess.Popen([IPAMCTL, "--data-dir", str(data_dir), "network", "forget",
+                                 "mynet", "--release"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        assert proc.poll() is None, proc.communicate()
+        assert sorted(os.listdir(mine)) == before
+        assert held(data_dir) == [("mynet", "10.1.2.2", "a", "eth0")]
+    finally:
+        os.close(fd)  # closing drops the flock
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.endswith("forgot network mynet\n")
+    assert held(data_dir) == [] and not mine.exists()

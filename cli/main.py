@@ -67,7 +67,7 @@ def emit(obj: Obj, data: Mapping[str, Any], text: str) -> None:
     show_envvar=True,
     metavar="NAME",
     help="On a shared (PostgreSQL) database: the node to act on.  [default: this host; "
-    "list, stats and history: every node]",
+    "list, stats, history, network list: every node]",
 )
 @click.option(
     "-o",

@@ -39,7 +39,8 @@ def parse_share(ctx: Any, param: Any, value: str) -> float:
 @click.option("--max-share", default="50%", show_default=True, metavar="PERCENT",
               callback=parse_share,
               help="Refuse when more than this share of a network's leases would go "
-              "because they are not listed (more than 3 leases, earlier boots not counted).")
+              "because they are not listed (only when more than 3 would go; leases of "
+              "earlier boots do not count).")
 @click.option("--force", is_flag=True,
               help="Release even when a guard refuses (empty list, no lease listed, "
               "--max-share).")
@@ -73,7 +74,7 @@ def gc_cmd(obj: Obj, networks: tuple[str, ...], valid: tuple[str, ...], valid_fi
         crictl pods -q | ipamctl gc --valid-file -
         crictl pods -q | ipamctl gc --valid-file - --apply
         ipamctl gc --network cbr0 --valid 3f2a9c... --valid 77be01.../eth1
-        ipamctl gc --previous-boots --apply     # at boot, before the runtime starts
+        ipamctl gc --previous-boots --grace 0 --apply   # at boot, before the runtime
     """
     table_or_json(obj)
     if not valid and valid_file is None and not previous_boots:

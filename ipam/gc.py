@@ -188,7 +188,7 @@ def gc(store, networks, valid, grace, previous_boots=False, apply=False, data_di
     goes ahead. Candidates are checked again inside the releasing transaction.
     """
     with store.transaction():
-        names = sorted(store.networks()) if networks is None else list(networks)
+        names = sorted(store.networks()) if networks is None else list(dict.fromkeys(networks))
         plans = [plan_network(store, n, valid, grace, previous_boots) for n in names]
     for plan in plans:
         plan.refusals = guard(plan, valid, max_share)

@@ -488,6 +488,42 @@ def test_an_address_held_by_a_namespace_is_kept(data_dir, pool, namespace):
     assert [c for _, _, c, _ in held(data_dir)] == ["live"]
 
 
+def test_a_namespace_kept_alive_by_a_process_only_is_found(data_dir, pool, namespace):
+    """No bind mount left (as after a runtime removed it), one process inside: found
+    through /proc/<pid>/ns/net, named by the process."""
+    pool("podnet", "orphan", "live")
+    address = [a for n, a, c, _ in held(data_dir) if c == "orphan"][0]
+    ip("-n", namespace, "addr", "add", address + "/24", "dev", "eth0")
+    sleeper = subprocess.Popen(["ip", "netns", "exec", namespace, "sleep", "60"])
+    try:
+        deadline = time.monotonic() + 10
+        while os.readlink("/proc/%d/ns/net" % sleeper.pid) == os.readlink("/proc/self/ns/net"):
+            assert time.monotonic() < deadline, "ip netns exec did not enter %s" % namespace
+            time.sleep(0.01)
+        ip("netns", "del", namespace)   # the name and its bind mount go; sleep keeps it
+        answer = gc_json(data_dir, "--valid", "live", "--apply")
+        assert answer["released"] == []
+        assert [(r["container_id"], r["reason"]) for r in answer["kept"]] == [
+            ("orphan", "namespace /proc/%d/ns/net (sleep) (eth0) holds %s"
+             % (sleeper.pid, address))]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    answer = gc_json(data_dir, "--valid", "live", "--apply")   # gone with its process
+    assert [r["container_id"] for r in answer["released"]] == ["orphan"]
+
+
+def test_a_leftover_namespace_name_is_skipped(data_dir, pool, namespace):
+    """A name whose namespace is gone (its bind mount undone, the file left: what a
+    failed 'ip netns del' leaves) is no namespace: skipped, not an error."""
+    pool("podnet", "gone", "live")
+    subprocess.run(["umount", "/run/netns/" + namespace], check=True)
+    assert os.path.exists("/run/netns/" + namespace)
+    proc = ipamctl(data_dir, "-o", "json", "gc", "--valid", "live", "--apply")
+    assert namespace not in proc.stderr
+    assert [r["container_id"] for r in json.loads(proc.stdout)["released"]] == ["gone"]
+
+
 def test_the_wire_check_is_bounded_and_survives_vanishing_namespaces(store, monkeypatch,
                                                                     tmp_path):
     from ipam import netns

@@ -4,7 +4,6 @@ installed ipamctl and plugin for the guards, a terminal, a real network namespac
 README's runtime recipes (against fake runtime commands) and the systemd units."""
 import json
 import os
-import pty
 import re
 import select
 import shutil
@@ -416,29 +415,34 @@ def test_on_a_terminal_a_refusing_guard_asks(data_dir, pool, tmp_path):
     live.write_text("")
 
     def on_terminal(answer):
-        pid, fd = pty.fork()
-        if pid == 0:  # the child: ipamctl on a terminal
-            os.environ["IPAM_DATA_DIR"] = str(data_dir)
-            os.execv(IPAMCTL, [IPAMCTL, "gc", "--valid-file", str(live), "--apply"])
+        """ipamctl with a terminal as stdin, stdout and stderr; ``answer`` to its prompt.
+        Popen, not pty.fork: Python 3.12+ warns about fork() in a threaded process."""
+        main, terminal = os.openpty()
+        env = {"PATH": os.environ["PATH"], "IPAM_DATA_DIR": str(data_dir)}
+        proc = subprocess.Popen([IPAMCTL, "gc", "--valid-file", str(live), "--apply"],
+                                stdin=terminal, stdout=terminal, stderr=terminal, env=env,
+                                start_new_session=True)
+        os.close(terminal)
         out, deadline = b"", time.monotonic() + 30
         try:
             while time.monotonic() < deadline:
-                ready, _, _ = select.select([fd], [], [], deadline - time.monotonic())
+                ready, _, _ = select.select([main], [], [], deadline - time.monotonic())
                 if not ready:
                     break
                 try:
-                    chunk = os.read(fd, 4096)
+                    chunk = os.read(main, 4096)
                 except OSError:
-                    break  # the child closed the terminal
+                    break  # EIO: ipamctl exited, the terminal has no other end
                 if not chunk:
                     break
                 out += chunk
-                if b"anyway? [y/N]" in chunk:
-                    os.write(fd, answer + b"\r")
+                if b"anyway? [y/N]" in out and answer is not None:
+                    os.write(main, answer + b"\r")
+                    answer = None
         finally:
-            _, status = os.waitpid(pid, 0)
-            os.close(fd)
-        return os.waitstatus_to_exitcode(status), out.decode()
+            status = proc.wait(timeout=30)
+            os.close(main)
+        return status, out.decode()
 
     status, out = on_terminal(b"n")
     assert status == 1, out

@@ -8,8 +8,8 @@ releasing, ``ipamctl gc`` asks every namespace it can see.
 Seen: bind-mounted namespaces (``/run/netns``, ``/var/run/netns``: ``ip netns``, podman
 and CRI runtimes; rootless podman's ``/run/user/<uid>/netns``) and every process's
 ``/proc/<pid>/ns/net``, deduplicated by inode, our own namespace left out. Not seen:
-other hosts' namespaces, a namespace that neither a process nor a visible bind mount
-keeps alive, bind mounts made in another mount namespace only.
+other hosts' namespaces, a namespace kept alive only by an open file descriptor, bind
+mounts made in another mount namespace only.
 
 The reading runs in a child process (``python -m ipam.netns``): entering a namespace
 (``setns``) changes the calling thread, and ipamctl must stay where it is. The child

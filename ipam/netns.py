@@ -18,6 +18,7 @@ enters each namespace in turn and asks the kernel for its addresses over netlink
 with a timeout; a namespace that vanishes meanwhile is skipped, not an error.
 """
 import ctypes
+import errno
 import glob
 import json
 import os
@@ -44,9 +45,9 @@ class Incomplete(Exception):
 def holders(timeout=TIMEOUT):
     """``({address text: namespace}, [namespaces not read])`` over every namespace this
     host shows us (our own excluded). Raises :class:`Incomplete`, saying what it waited
-    for or could not read, when it could not finish, or when it is not root and could
-    not read some: releasing would then be a guess. Root may still be refused a process
-    more privileged than itself (a sandbox's init): those are returned, for a warning."""
+    for or could not read, when it could not finish: releasing would then be a guess.
+    One exception: root may be refused even a look at a process more privileged than
+    itself (a sandbox's init); those are returned, for a warning."""
     try:
         proc = subprocess.run([sys.executable, "-I", "-m", "ipam.netns"], capture_output=True,
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL)
@@ -57,12 +58,13 @@ def holders(timeout=TIMEOUT):
         last = (proc.stderr.strip().splitlines() or ["exit status %d" % proc.returncode])[-1]
         raise Incomplete("reading the network namespaces failed: %s" % last)
     answer = json.loads(proc.stdout)
-    unreadable = answer["unreadable"]
-    if unreadable and os.geteuid() != 0:
-        raise Incomplete("%d network namespace(s) could not be read (%s%s): run as root" % (
-            len(unreadable), ", ".join(unreadable[:2]), ", ..." if len(unreadable) > 2 else ""))
+    unread = answer["unreadable"] + (answer["denied"] if os.geteuid() != 0 else [])
+    if unread:
+        raise Incomplete("%d network namespace(s) could not be read (%s%s)%s" % (
+            len(unread), ", ".join(unread[:2]), ", ..." if len(unread) > 2 else "",
+            "" if os.geteuid() == 0 else ": run as root"))
     return {_canonical(ip): "%s (%s)" % (ns, ifname) for ns, ip, ifname in answer["addresses"]
-            }, unreadable
+            }, answer["denied"]
 
 
 def _canonical(text):
@@ -89,10 +91,11 @@ def _key(path):
 
 
 def namespaces():
-    """``([(label, path)], [unreadable])``, one per namespace: bind mounts first (their
-    names say more than a process number), then processes; ours left out."""
+    """``([(label, path)], [denied])``, one per namespace: bind mounts first (their
+    names say more than a process number), then processes; ours left out. ``denied``:
+    the paths we may not even stat."""
     own = _key("/proc/self/ns/net")
-    seen, out, unreadable = {own}, [], []
+    seen, out, denied = {own}, [], []
     bind_paths = []
     for d in BIND_DIRS + tuple(sorted(glob.glob(ROOTLESS_GLOB))):
         try:
@@ -106,7 +109,7 @@ def namespaces():
         try:
             key = _key(path)
         except PermissionError as e:
-            unreadable.append("%s: %s" % (path, e.strerror))
+            denied.append("%s: %s" % (path, e.strerror))
             continue
         except OSError:
             continue  # gone meanwhile, or a dangling name
@@ -114,7 +117,7 @@ def namespaces():
             continue
         seen.add(key)
         out.append((_label(path), path))
-    return out, unreadable
+    return out, denied
 
 
 def _label(path):
@@ -143,8 +146,8 @@ def addresses():
                 if kind == _NLMSG_DONE:
                     return out
                 if kind == _NLMSG_ERROR:
-                    errno = -struct.unpack_from("=i", data, off + 16)[0]
-                    raise OSError(errno, os.strerror(errno))
+                    code = -struct.unpack_from("=i", data, off + 16)[0]
+                    raise OSError(code, os.strerror(code))
                 if kind == _RTM_NEWADDR:
                     out.append(_address(data[off + 16:off + length]))
                 off += (length + 3) & ~3
@@ -169,8 +172,8 @@ def _address(msg):
 
 
 def _probe():
-    found = []
-    spaces, unreadable = namespaces()
+    found, unreadable = [], []
+    spaces, denied = namespaces()
     for label, path in spaces:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -182,13 +185,16 @@ def _probe():
         try:
             _setns(fd)
         except OSError as e:
-            if e.errno != 22:  # EINVAL: not a namespace (an unmounted leftover name)
+            if e.errno != errno.EINVAL:  # EINVAL: no namespace (an unmounted leftover name)
                 unreadable.append("%s: %s" % (label, e.strerror))
             continue
         finally:
             os.close(fd)
-        found += [(label, ip, ifname) for ip, ifname in addresses() if ip is not None]
-    return {"addresses": found, "unreadable": unreadable}
+        try:
+            found += [(label, ip, ifname) for ip, ifname in addresses() if ip is not None]
+        except OSError as e:
+            unreadable.append("%s: %s" % (label, e.strerror or e))
+    return {"addresses": found, "unreadable": unreadable, "denied": denied}
 
 
 if __name__ == "__main__":

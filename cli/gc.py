@@ -3,16 +3,30 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
 from cli.common import Obj, open_store, table_or_json
-from cli.output import LEASE_COLUMNS, emit_rows, lease_row, parse_duration
-from ipam import admin
+from cli.output import LEASE_COLUMNS, emit_rows, is_terminal, lease_row, parse_duration
+from ipam import gc
+
+
+def parse_share(ctx: Any, param: Any, value: str) -> float:
+    text = value.strip().rstrip("%")
+    try:
+        share = float(text) / 100
+    except ValueError:
+        share = -1.0
+    if not 0 <= share <= 1:
+        raise click.BadParameter("%r is not a percentage from 0 to 100 (like 50%%)" % value)
+    return share
 
 
 @click.command("gc")
-@click.option("--network", required=True, metavar="N", help="The network to collect.")
+@click.option("--network", "networks", multiple=True, metavar="N",
+              help="A network to collect (repeatable).  [default: every network of this "
+              "node]")
 @click.option("--valid", "valid", multiple=True, metavar="ID[/IFNAME]",
               help="A live attachment (repeatable); an ID alone covers every ifname.")
 @click.option("--valid-file", type=click.File("r"), metavar="PATH|-",
@@ -20,47 +34,119 @@ from ipam import admin
 @click.option("--grace", default="10m", show_default=True, metavar="DURATION",
               help="Never release a lease younger than this (an ADD may be in flight).")
 @click.option("--previous-boots", is_flag=True,
-              help="Leases made before the current boot are candidates too.")
+              help="Leases made before the current boot are candidates too; alone (no "
+              "list), only they are.")
+@click.option("--max-share", default="50%", show_default=True, metavar="PERCENT",
+              callback=parse_share,
+              help="Refuse when more than this share of a network's leases would go "
+              "because they are not listed (only when more than 3 would go; leases of "
+              "earlier boots do not count).")
+@click.option("--force", is_flag=True,
+              help="Release even when a guard refuses (empty list, no lease listed, "
+              "--max-share).")
+@click.option("--ignore-netns", is_flag=True,
+              help="Release even an address that a network namespace of this host holds.")
 @click.option("--apply", "apply_", is_flag=True, help="Release the candidates (default: dry run).")
 @click.pass_obj
-def gc_cmd(obj: Obj, network: str, valid: tuple[str, ...], valid_file: object, grace: str,
-           previous_boots: bool, apply_: bool) -> None:
+def gc_cmd(obj: Obj, networks: tuple[str, ...], valid: tuple[str, ...], valid_file: Any,
+           grace: str, previous_boots: bool, max_share: float, force: bool, ignore_netns: bool,
+           apply_: bool) -> None:
     """Release the leases of containers that no longer exist.
 
-    Every lease of NETWORK whose attachment is not listed as valid, and (with
-    --previous-boots) every lease made before this boot, is a candidate, unless it is
-    younger than --grace. Without --apply nothing changes. Each candidate is checked
-    again inside the releasing transaction. Feed it the live containers, for example
-    with 'crictl ps -q | ipamctl gc --network cbr0 --valid-file -'.
+    Every lease whose attachment is not listed as valid, and (with --previous-boots)
+    every lease made before this boot, is a candidate, unless it is younger than
+    --grace or a network namespace of this host still holds its address. Without
+    --apply nothing changes: the dry run shows the candidates, the leases kept and why,
+    and the guards' verdicts. With --apply, a refusing guard releases nothing in any
+    network (exit 1); on a terminal gc asks instead, unless --force. Each candidate is
+    checked again inside the releasing transaction.
 
-    JSON: {"candidates": [lease...], "released": [lease...]}.
+    The list must hold the IDs the runtime gives CNI as CNI_CONTAINERID, in full: for
+    Kubernetes/CRI the pod sandboxes ('crictl pods -q'; 'crictl ps -q' lists
+    containers, and would release every pod), for podman 'podman ps -a -q --no-trunc'.
+    README's "Cleaning up after runtimes" has the recipe of each runtime.
+
+    JSON: {"candidates": [lease + "reason"], "released": [lease], "kept": [lease +
+    "reason"], "refused": [{"network", "guard", "message"}], "forced", "networks"}.
 
     \b
     Example:
-        ipamctl gc --network cbr0 --valid 3f2a9c --valid 77be01/eth1
-        ipamctl gc --network cbr0 --valid-file live.txt --grace 30m --apply
+        crictl pods -q | ipamctl gc --valid-file -
+        crictl pods -q | ipamctl gc --valid-file - --apply
+        ipamctl gc --network cbr0 --valid 3f2a9c... --valid 77be01.../eth1
+        ipamctl gc --previous-boots --grace 0 --apply   # at boot, before the runtime
     """
     table_or_json(obj)
-    if not valid and valid_file is None:
-        raise click.UsageError("give the live attachments with --valid or --valid-file")
+    if not valid and valid_file is None and not previous_boots:
+        raise click.UsageError("give the live attachments with --valid or --valid-file "
+                               "(or --previous-boots alone)")
     entries = list(valid) + (valid_file.read().splitlines() if valid_file is not None else [])
+    live = gc.Valid(entries) if (valid or valid_file is not None) else None
+    ask = apply_ and not force and obj.output == "table" and is_terminal()
     store = open_store(obj, readonly=not apply_)
     try:
-        candidates, released, problems = admin.gc(
-            store, network, admin.parse_valid(entries), parse_duration(grace),
-            previous_boots, apply_, obj.data_dir)
+        report = gc.gc(store, networks or None, live, parse_duration(grace), previous_boots,
+                       apply_, obj.data_dir, force=force, max_share=max_share,
+                       netns=not ignore_netns, confirm=_ask if ask else None)
     finally:
         store.close()
-    for p in problems:  # released all the same; the file is someone else's to remove
+    for p in report.problems:  # released all the same; the file is someone else's to remove
         click.echo("warning: %s" % p, err=True)
     if obj.output == "json":
-        click.echo(json.dumps({"candidates": [lease_row(x) for x in candidates],
-                               "released": [lease_row(x) for x in released]}, indent=2))
-        return
-    click.echo("candidates:")
-    emit_rows("table", [lease_row(x) for x in candidates], LEASE_COLUMNS)
-    if apply_:
-        click.echo("released: %d" % len(released))
-    elif candidates:
-        click.echo("dry run: nothing released; add --apply to release them", err=True)
+        click.echo(json.dumps(_json(report), indent=2))
+    else:
+        _table(report)
     sys.stdout.flush()
+    if apply_ and report.refused:
+        raise click.ClickException("gc refused, nothing released in any network:\n"
+                                   + "\n".join(m for _, _, m in report.refusals))
+
+
+def _with_reason(lease: Any, reason: str) -> dict[str, Any]:
+    return dict(lease_row(lease), reason=reason)
+
+
+def _json(report: gc.Report) -> dict[str, Any]:
+    """The JSON contract of ``ipamctl -o json gc`` (documented in the README)."""
+    return {"candidates": [_with_reason(x, why) for x, why in report.candidates()],
+            "released": [lease_row(x) for x in report.released],
+            "kept": [_with_reason(x, why) for x, why in report.kept()],
+            "refused": [{"network": n, "guard": g, "message": m}
+                        for n, g, m in report.refusals],
+            "forced": report.forced,
+            "networks": [p.network for p in report.plans]}
+
+
+def _table(report: gc.Report) -> None:
+    click.echo("candidates:")
+    emit_rows("table", [_with_reason(x, why) for x, why in report.candidates()],
+              LEASE_COLUMNS + ["reason"])
+    kept = report.kept()
+    if kept:
+        click.echo("kept:")
+        emit_rows("table", [_with_reason(x, why) for x, why in kept],
+                  ["network", "ip", "container_id", "ifname", "reason"])
+    click.echo("guards:")
+    for plan in report.plans:
+        prefix = "network %s: " % plan.network
+        verdict = "; ".join(m[len(prefix):] if m.startswith(prefix) else m
+                            for _, m in plan.refusals) or "ok"
+        if plan.refusals:
+            verdict = ("overridden: " if report.forced else "refused: ") + verdict
+        click.echo("  %s (%d leases, %d candidates, %d kept): %s" % (
+            plan.network, plan.total, len(plan.candidates), len(plan.kept), verdict))
+    if not report.plans:
+        click.echo("  (no network)")
+    if report.applied and not report.refused:
+        click.echo("released: %d" % len(report.released))
+    elif report.refused and not report.applied:
+        click.echo("dry run: --apply would refuse (see guards); nothing released", err=True)
+    elif report.candidates():
+        click.echo("dry run: nothing released; add --apply to release them", err=True)
+
+
+def _ask(report: gc.Report) -> bool:
+    for _, _, message in report.refusals:
+        click.echo("refused: %s" % message, err=True)
+    return click.confirm("Release %d lease(s) anyway?" % len(report.candidates()),
+                         default=False, err=True)

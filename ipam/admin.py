@@ -6,7 +6,6 @@ plugin, so they are safe beside running plugin invocations.
 """
 import json
 import os
-import time
 
 from ipam import addr
 from ipam.errors import IpamError
@@ -14,7 +13,6 @@ from ipam.exporter import Mirror, NetworkDir, mirrored_cursors
 from ipam.ranges import from_description
 from ipam.schema_version import HEAD
 from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
-from ipam.sqlite_store import boot_clock, boot_id
 
 
 class AdminError(IpamError):
@@ -209,71 +207,6 @@ def release(store, leases, data_dir, reason="admin"):
             return _release_all(store, leases, reason, held)
     finally:
         held.close()
-
-
-def parse_valid(entries):
-    """``ID`` or ``ID/IFNAME`` entries -> (ids matching any ifname, (id, ifname) pairs)."""
-    any_if, pairs = set(), set()
-    for entry in entries:
-        entry = entry.strip()
-        if not entry or entry.startswith("#"):
-            continue
-        cid, sep, ifname = entry.partition("/")
-        (pairs.add((cid, ifname)) if sep else any_if.add(cid))
-    return any_if, pairs
-
-
-def gc_candidates(store, network, valid, grace, previous_boots=False, now=None):
-    """Leases an offline GC would release: not valid (or, with ``previous_boots``, made
-    before this boot), and older than ``grace`` seconds so that an ADD in flight is
-    never touched."""
-    now = time.time() if now is None else now
-    any_if, pairs = valid
-    this_boot, uptime = boot_id(), boot_clock()
-    out = []
-    for lease in store.leases(network):
-        if age(lease, now, this_boot, uptime) < grace:
-            continue
-        alive = lease.container_id in any_if or (
-            (lease.container_id, lease.ifname) in pairs if lease.ifname is not None
-            else any(cid == lease.container_id for cid, _ in pairs))
-        # Only a recorded other boot counts: an unknown one (imported) is not evidence.
-        stale_boot = previous_boots and None not in (this_boot, lease.boot_id) \
-            and lease.boot_id != this_boot
-        if not alive or stale_boot:
-            out.append(lease)
-    return out
-
-
-def age(lease, now, this_boot, uptime):
-    """How old a lease is: on the boot clock when it was made in this boot (no step of
-    the wall clock changes that), else by its wall-clock allocation time."""
-    if lease.boot_time is not None and lease.boot_id == this_boot:
-        return uptime - lease.boot_time
-    return now - lease.allocated_at
-
-
-def gc(store, network, valid, grace, previous_boots=False, apply=False, data_dir=None):
-    """Offline GC: ``(candidates, released, problems)``; candidates are re-checked when
-    releasing, and a file naming another owner is left (a problem), never removed."""
-    with store.transaction():
-        candidates = gc_candidates(store, network, valid, grace, previous_boots)
-    if not apply:
-        return candidates, [], []
-    # Held even with nothing to release: a journal an earlier gc had to leave (a file it
-    # could not remove) is finished here.
-    mirrors = _mirrors(store, {c.network for c in candidates} | {network}, data_dir)
-    held = _Held()
-    try:
-        held.open(store, mirrors)
-        with store.transaction(after_commit=held.committed):
-            again = {(c.network, c.ip) for c in gc_candidates(store, network, valid, grace,
-                                                              previous_boots)}
-            confirmed = [c for c in candidates if (c.network, c.ip) in again]
-            released, problems = _release_all(store, confirmed, "gc", held)
-    finally:
-        held.close()
-    return candidates, released, problems
 
 
 def export(store, data_dir, network=None, to=None, progress=None):

@@ -428,7 +428,7 @@ PATHS = {p.name: p for p in (
               _without("c2"), rerun_after_success=False),
     AdminPath("ipamctl-gc", lambda d: ipamctl(d, "gc", "--network", NET, "--valid", "c1",
                                               "--valid", "c3", "--valid", "go1", "--grace", "0",
-                                              "--apply"),
+                                              "--apply", "--ignore-netns"),
               _without("c2", "legacy1")),
     AdminPath("ipamctl-import", lambda d: ipamctl(d, "import"),
               _with((GONET, "10.9.0.2", "g1", "eth0"), (GONET, "10.9.0.4", "g3", None)),

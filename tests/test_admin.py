@@ -118,29 +118,6 @@ def test_history_is_in_commit_order_whatever_the_clock_did(store, clock):
     assert held == [("10.1.2.11", "b")]
 
 
-def test_a_lease_is_aged_on_the_boot_clock(store, monkeypatch):
-    """The wall clock steps forward an hour right after an ADD: gc --grace 10m must not
-    take the lease; stepping back must not make an old one young."""
-    wall, boot = [1_000_000.0], [5_000.0]
-    fake = types.SimpleNamespace(time=lambda: wall[0], clock_gettime=lambda c: boot[0],
-                                 CLOCK_BOOTTIME=time.CLOCK_BOOTTIME)
-    from ipam import sql_store
-
-    for module in (sqlite_store, memory_store, sql_store):
-        monkeypatch.setattr(module, "time", fake)
-    with store.transaction():
-        assert store.reserve(Lease("n", ip("10.1.2.2"), 0, "young", "eth0"), "add")
-    boot[0] += 5
-    wall[0] += 3600  # the clock steps forward an hour, 5 s later
-    with store.transaction():
-        assert admin.gc_candidates(store, "n", (set(), set()), 600) == []
-    boot[0] += 3600
-    wall[0] -= 7200  # an hour on, the clock steps back two
-    with store.transaction():
-        assert [x.container_id for x in admin.gc_candidates(store, "n", (set(), set()),
-                                                               600)] == ["young"]
-
-
 def test_history_at_is_who_held_what_then(store, clock):
     def at(t, *args):
         clock[0] = t
@@ -227,53 +204,7 @@ def test_release_leaves_a_lease_that_changed_since_it_was_chosen(store, tmp_path
     assert owners(store.leases()) == [("n", "10.1.2.2", "b", "eth0")]
 
 
-# -- gc -------------------------------------------------------------------------------
-def test_parse_valid():
-    assert admin.parse_valid(["a", " b/eth1 ", "", "# a comment", "c/", "d/eth0"]) == (
-        {"a"}, {("b", "eth1"), ("c", ""), ("d", "eth0")})
-    assert admin.parse_valid([]) == (set(), set())
-
-
-def test_gc_candidates(store):
-    now = 1_000_000.0
-    put(store, "n", "10.1.2.2", "a", "eth0", at=now - HOUR, now=now)
-    put(store, "n", "10.1.2.3", "a", "eth1", at=now - HOUR, now=now)
-    put(store, "n", "10.1.2.4", "b", "eth0", at=now - 60, now=now)  # young
-    put(store, "n", "10.1.2.5", "legacy", None, at=now - HOUR, now=now)
-    put(store, "n", "10.1.2.6", "old", "eth0", at=now - HOUR, boot="an-earlier-boot", now=now)
-    put(store, "other", "10.1.2.2", "z", at=now - HOUR, now=now)
-
-    def cands(entries, grace=600, previous_boots=False):
-        return [(x.container_id, x.ifname) for x in admin.gc_candidates(
-            store, "n", admin.parse_valid(entries), grace, previous_boots, now=now)]
-
-    everyone = ["a", "b", "legacy", "old"]
-    assert cands(everyone) == []
-    assert cands([]) == [("a", "eth0"), ("a", "eth1"), ("legacy", None), ("old", "eth0")]
-    assert cands([], grace=0) == [("a", "eth0"), ("a", "eth1"), ("b", "eth0"),
-                                  ("legacy", None), ("old", "eth0")]
-    assert cands([], grace=2 * HOUR) == []
-    assert cands(["a/eth1", "legacy/eth0", "old"]) == [("a", "eth0")]
-    assert cands(everyone, previous_boots=True) == [("old", "eth0")]
-    assert cands(everyone, grace=2 * HOUR, previous_boots=True) == []
-
-
-def test_gc_applies_only_when_asked(store, tmp_path):
-    put(store, "n", "10.1.2.2", "a", at=time.time() - HOUR)
-    put(store, "n", "10.1.2.3", "b", at=time.time() - HOUR)
-    valid = admin.parse_valid(["a"])
-    candidates, released, _ = admin.gc(store, "n", valid, 600, data_dir=str(tmp_path))
-    assert (owners(candidates), released) == ([("n", "10.1.2.3", "b", "eth0")], [])
-    assert len(store.leases()) == 2
-    candidates, released, problems = admin.gc(store, "n", valid, 600, apply=True,
-                                              data_dir=str(tmp_path))
-    assert problems == []
-    assert owners(candidates) == owners(released) == [("n", "10.1.2.3", "b", "eth0")]
-    assert owners(store.leases()) == [("n", "10.1.2.2", "a", "eth0")]
-    last = admin.history(store)[-1]
-    assert (last.event, last.reason, last.container_id) == ("release", "gc", "b")
-    assert admin.gc(store, "n", valid, 600, apply=True, data_dir=str(tmp_path)) == (
-        [], [], [])
+# gc: tests/test_gc.py
 
 
 # -- the mirror -----------------------------------------------------------------------

@@ -137,7 +137,7 @@ def test_every_command_has_help_ending_with_an_example(runner):
         assert command.help, path
         last = command.help.strip().split("\n\n")[-1].splitlines()
         assert last[0].strip() == "\b" and last[1].strip() == "Example:", path
-        # Each example line runs ipamctl, possibly fed by a pipe (crictl ps -q | ipamctl gc).
+        # Each example line runs ipamctl, possibly fed by a pipe (crictl pods -q | ipamctl gc).
         examples = [line.strip() for line in last[2:]]
         assert examples and all(re.match(r"(\S.* \| )?ipamctl ", line) for line in examples), path
         if path:

@@ -679,7 +679,7 @@ def test_file_modes(umask, tmp_path):
                  ["check", "--repair"], ["release", "--yes", "10.1.2.3"], ["db", "upgrade"],
                  ["db", "current"], ["import", "--from", str(source)],
                  ["gc", "--network", "mynet", "--valid-file", "-", "--grace", "0s",
-                  "--apply"]):
+                  "--apply", "--force"]):
         # Something for the repairing commands to write.
         (data / "mynet" / "last_reserved_ip.0").unlink(missing_ok=True)
         proc = ipamctl(data, *args, umask=umask)

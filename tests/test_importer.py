@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from ipam import admin, allocator, importer
+from ipam import admin, allocator, gc, importer
 from ipam.lease import Lease
 from ipam.ranges import canonicalize, describe, make_set
 
@@ -528,8 +528,8 @@ def test_imported_leases_are_of_no_known_boot(store, tmp_path):
     assert boots["10.1.2.2"] == (None, None, 1_000_000)
     assert boots["10.1.2.3"][:2] == (None, None)
     with store.transaction():
-        assert admin.gc_candidates(store, "net", (set(), {("a", "eth0"), ("b", "eth0")}),
-                                   0, previous_boots=True) == []
+        assert gc.plan_network(store, "net", gc.Valid(["a/eth0", "b/eth0"]), 0,
+                               previous_boots=True).candidates == []
 
 
 def test_legacy_lease_behaves_as_host_local(store, tmp_path):

@@ -1,0 +1,238 @@
+"""``ipamctl gc``: offline garbage collection that cannot hurt.
+
+Runtimes that never send CNI GC (podman, nerdctl, Nomad, a CRI runtime after a crash)
+leak leases; gc takes a list of the live attachments and releases the rest. A wrong list
+is the danger: an empty one (the command that fed it failed), one of the wrong kind
+(``crictl ps -q`` lists containers, CRI calls CNI with pod sandboxes), or one that lacks
+half of the node. So gc plans first, then asks three guards about each network, then
+checks the host for a namespace that still holds each address; with ``apply`` it
+releases only when no guard refused (or ``force``), all networks or none.
+
+A lease is a candidate when its attachment is not listed, or (``previous_boots``) it was
+made before this boot; never while younger than ``grace``, so an ADD in flight is safe.
+"""
+import time
+
+from ipam.admin import _Held, _mirrors, _release_all
+from ipam.sqlite_store import boot_clock, boot_id
+
+NOT_LISTED, EARLIER_BOOT = "not listed", "earlier boot"
+# A network losing at most this many leases is never refused for its share: on a small
+# node 2 of 3 going is routine, and a list of the wrong kind trips the no-match guard.
+SMALL = 3
+
+
+class Valid:
+    """The live attachments: ``ID`` (every ifname) or ``ID/IFNAME`` entries."""
+
+    def __init__(self, entries):
+        self.any_if, self.pairs = parse_valid(entries)
+
+    def __bool__(self):
+        return bool(self.any_if or self.pairs)
+
+    def lists(self, lease):
+        if lease.container_id in self.any_if:
+            return True
+        if lease.ifname is not None:
+            return (lease.container_id, lease.ifname) in self.pairs
+        return any(cid == lease.container_id for cid, _ in self.pairs)
+
+
+def parse_valid(entries):
+    """``ID`` or ``ID/IFNAME`` entries -> (ids matching any ifname, (id, ifname) pairs)."""
+    any_if, pairs = set(), set()
+    for entry in entries:
+        entry = entry.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        cid, sep, ifname = entry.partition("/")
+        (pairs.add((cid, ifname)) if sep else any_if.add(cid))
+    return any_if, pairs
+
+
+def age(lease, now, this_boot, uptime):
+    """How old a lease is: on the boot clock when it was made in this boot (no step of
+    the wall clock changes that), else by its wall-clock allocation time."""
+    if lease.boot_time is not None and lease.boot_id == this_boot:
+        return uptime - lease.boot_time
+    return now - lease.allocated_at
+
+
+def reasons(lease, valid, previous_boots, this_boot):
+    """Why ``lease`` should go: ``[]`` (it stays), "earlier boot", "not listed"."""
+    out = []
+    # Only a recorded other boot counts: an unknown one (imported) is not evidence.
+    if previous_boots and None not in (this_boot, lease.boot_id) and lease.boot_id != this_boot:
+        out.append(EARLIER_BOOT)
+    if valid is not None and not valid.lists(lease):
+        out.append(NOT_LISTED)
+    return out
+
+
+class NetworkPlan:
+    """One network's verdicts: ``candidates`` and ``kept`` are ``(lease, reason)``."""
+
+    def __init__(self, network, leases):
+        self.network = network
+        self.total = len(leases)
+        self.judged = 0    # leases the list decides about (not already of an earlier boot)
+        self.matched = 0   # ... and that it lists
+        self.candidates = []
+        self.kept = []
+        self.refusals = []
+
+    def going(self):
+        """Candidates the list alone condemns (an earlier boot is proof enough)."""
+        return [lease for lease, why in self.candidates if EARLIER_BOOT not in why]
+
+
+def plan_network(store, network, valid, grace, previous_boots, now=None):
+    """Classify one network's leases (inside the caller's transaction)."""
+    now = time.time() if now is None else now
+    this_boot, uptime = boot_id(), boot_clock()
+    leases = store.leases(network)
+    plan = NetworkPlan(network, leases)
+    for lease in leases:
+        why = reasons(lease, valid, previous_boots, this_boot)
+        if valid is not None and EARLIER_BOOT not in why:
+            plan.judged += 1
+            plan.matched += NOT_LISTED not in why
+        if not why:
+            continue
+        left = grace - age(lease, now, this_boot, uptime)
+        if left > 0:
+            plan.kept.append((lease, "younger than --grace (%s left)" % duration(left)))
+        else:
+            plan.candidates.append((lease, ", ".join(why)))
+    return plan
+
+
+def guard(plan, valid, max_share):
+    """The guards' refusals for one network (empty: it may go ahead)."""
+    going = plan.going()
+    if not going:
+        return []
+    n = plan.network
+    if not valid:
+        return [("empty-list", "network %s: the list of live containers is empty, so all %d "
+                 "of its leases past --grace would go; did the command feeding it fail? "
+                 "Check it, or pass --force if the node really runs no container"
+                 % (n, len(going)))]
+    if plan.matched == 0:
+        return [("no-match", "network %s: the list names none of its %d leases' containers, "
+                 "so every one past --grace would go; is it the right list (pod sandbox IDs "
+                 "for CRI: 'crictl pods -q', not 'crictl ps -q'; full IDs)? Pass --force if "
+                 "every container of this network is gone" % (n, plan.judged))]
+    if len(going) > SMALL and len(going) > max_share * plan.total:
+        return [("max-share", "network %s: %d of its %d leases would go, more than "
+                 "--max-share %g%%; check the list, or raise --max-share, or pass --force"
+                 % (n, len(going), plan.total, max_share * 100))]
+    return []
+
+
+def keep_held_addresses(plans, holders):
+    """Move each candidate whose address a namespace holds to ``kept``, naming it."""
+    for plan in plans:
+        going = []
+        for lease, why in plan.candidates:
+            where = holders.get(str(lease.ip))
+            if where is None:
+                going.append((lease, why))
+            else:
+                plan.kept.append((lease, "namespace %s holds %s" % (where, lease.ip)))
+        plan.candidates = going
+
+
+def keep_all(plans, why):
+    """The on-the-wire check could not finish: nothing is released on a guess."""
+    for plan in plans:
+        plan.kept += [(lease, "%s (--ignore-netns to skip the check)" % why)
+                      for lease, _ in plan.candidates]
+        plan.candidates = []
+
+
+class Report:
+    """What gc found and did: per network plans, ``released`` leases, ``problems``
+    (files left, namespaces not read), whether guards ``refused`` or were ``forced``."""
+
+    def __init__(self, plans, applied):
+        self.plans = plans
+        self.applied = applied
+        self.released = []
+        self.problems = []
+        self.forced = False
+
+    @property
+    def refusals(self):
+        return [(p.network,) + r for p in self.plans for r in p.refusals]
+
+    @property
+    def refused(self):
+        return bool(self.refusals) and not self.forced
+
+    def candidates(self):
+        return [c for p in self.plans for c in p.candidates]
+
+    def kept(self):
+        return [k for p in self.plans for k in p.kept]
+
+
+def gc(store, networks, valid, grace, previous_boots=False, apply=False, data_dir=None,
+       force=False, max_share=0.5, netns=True, confirm=None):
+    """Plan, guard, check the wire, then (``apply``) release; returns a :class:`Report`.
+
+    ``networks``: names, or None for every network of this node. ``valid``: a
+    :class:`Valid`, or None when no list was given (only ``previous_boots`` then picks).
+    ``confirm(report)``: asked when a guard refuses and ``force`` is not given; True
+    goes ahead. Candidates are checked again inside the releasing transaction.
+    """
+    with store.transaction():
+        names = sorted(store.networks()) if networks is None else list(dict.fromkeys(networks))
+        plans = [plan_network(store, n, valid, grace, previous_boots) for n in names]
+    for plan in plans:
+        plan.refusals = guard(plan, valid, max_share)
+    report = Report(plans, apply)
+    if netns and any(p.candidates for p in plans):
+        from ipam import netns as wire
+
+        try:
+            holders, unreadable = wire.holders()
+        except wire.Incomplete as e:
+            keep_all(plans, str(e))
+        else:
+            keep_held_addresses(plans, holders)
+            report.problems += ["network namespace not checked: %s" % u for u in unreadable]
+    if report.refusals:
+        report.forced = force or bool(apply and confirm is not None and confirm(report))
+    if not apply or report.refused:
+        return report
+    chosen = {_owner(c) for c, _ in report.candidates()}
+    # Held even with nothing to release: a journal an earlier gc had to leave (a file it
+    # could not remove) is finished here.
+    mirrors = _mirrors(store, names, data_dir)
+    held = _Held()
+    try:
+        held.open(store, mirrors)
+        with store.transaction(after_commit=held.committed):
+            again = [lease for n in names for lease, _ in plan_network(
+                store, n, valid, grace, previous_boots).candidates
+                if _owner(lease) in chosen]
+            report.released, problems = _release_all(store, again, "gc", held)
+            report.problems += problems
+    finally:
+        held.close()
+    return report
+
+
+def _owner(lease):
+    return (lease.network, lease.ip, lease.container_id, lease.ifname)
+
+
+def duration(seconds):
+    """``3m12s``, ``1h5m``, ``45s``: how long until a kept lease may go."""
+    s = int(seconds + 0.999)
+    h, m, s = s // 3600, s // 60 % 60, s % 60
+    if h:
+        return "%dh%dm" % (h, m)
+    return "%dm%02ds" % (m, s) if m else "%ds" % s

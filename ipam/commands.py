@@ -87,7 +87,8 @@ def cmd_add(env, conf_obj):
     try:
         def body(files):
             return allocator.add(store, conf.name, conf.range_sets, conf.requested,
-                                 env["CNI_CONTAINERID"], env["CNI_IFNAME"], files=files)
+                                 env["CNI_CONTAINERID"], env["CNI_IFNAME"], files=files,
+                                 pod=conf.pod)
         allocations, _ = _attempts(store, lambda: _run(store, mirror, conf, body))
     finally:
         _close(store)

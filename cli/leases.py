@@ -7,14 +7,12 @@ from cli.common import Obj, open_store, parse_ip, table_or_json
 from cli.output import LEASE_COLUMNS, emit_rows, is_terminal, lease_row, not_empty, parse_pod
 from ipam import admin
 
-CONTAINER_HELP = ("Only this container: its ID, or the start of one (podman shows 12 "
-                  "characters); a start that fits several IDs is an error that lists them.")
-
 
 @click.command("list")
 @click.option("--network", metavar="N", help="Only this network.")
 @click.option("--container", "container_id", metavar="ID", callback=not_empty,
-              help=CONTAINER_HELP)
+              help="Only this container: its ID, or the start of one (podman shows 12 "
+                   "characters); a start that fits several IDs is an error that lists them.")
 @click.option("--ip", "ip", metavar="IP", callback=parse_ip, help="Only this address.")
 @click.option("--pod", metavar="NS/NAME", callback=parse_pod,
               help="Only this pod (NAME alone: a name sent without a namespace, as podman "

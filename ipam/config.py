@@ -18,7 +18,8 @@ _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean",
 
 
 class IpamConfig:
-    """Everything one invocation needs from the config, already validated."""
+    """Everything one invocation needs from the config, already validated; but ``pod``,
+    the identity as sent, which only ADD checks (:func:`recorded_pod`)."""
 
     __slots__ = ("name", "cni_version", "range_sets", "routes", "data_dir", "resolv_conf",
                  "requested", "database", "export", "adopt", "busy_timeout", "node", "ipam",
@@ -198,7 +199,8 @@ def parse_cni_args(text):
     Keys are case-sensitive (``IP``, ``IgnoreUnknown``); unknown keys are an error unless
     IgnoreUnknown is true. The pod identity (:data:`POD_KEYS`) is unknown to host-local,
     so it is read only where host-local ignores it. Returns ``(requested address or
-    None, (namespace, name, uid) or None)``; an empty value is no value.
+    None, (namespace, name, uid) or None)``, the identity as sent (an empty value is no
+    value): only ADD records it, after :func:`recorded_pod`.
     """
     if not text:
         return None, None
@@ -234,15 +236,22 @@ def parse_cni_args(text):
             unknown.append(pair)
     if unknown and not ignore:
         raise EnvError("ARGS: unknown args [%s]" % " ".join(go_quote(u) for u in unknown))
-    identity = tuple(_pod_value(key, pod.get(key)) for key in POD_KEYS)
+    identity = tuple(pod.get(key) or None for key in POD_KEYS)
     return requested, (identity if identity != (None, None, None) else None)
 
 
-def _pod_value(key, value):
-    """A K8S_POD_* value as recorded: as sent, or None when empty. What no runtime sends
-    (over-long, control characters, bytes that are not UTF-8) is refused, not stored."""
-    if not value:
-        return None
+def recorded_pod(pod):
+    """The identity an ADD records: ``pod`` as sent, or an EnvError (code 4) for a value
+    no runtime sends (over-long, control characters, bytes that are not UTF-8), which
+    is refused rather than stored. Only ADD checks: a DEL must never fail on it."""
+    if pod is not None:
+        for key, value in zip(POD_KEYS, pod, strict=True):
+            if value is not None:
+                _check_pod_value(key, value)
+    return pod
+
+
+def _check_pod_value(key, value):
     if len(value) > MAX_POD_VALUE:
         raise EnvError("ARGS: %s is %d characters long; at most %d are accepted"
                        % (key, len(value), MAX_POD_VALUE))
@@ -252,7 +261,6 @@ def _pod_value(key, value):
         raise EnvError("ARGS: %s is not valid UTF-8" % key) from None
     if not value.isprintable():
         raise EnvError("ARGS: %s holds unprintable characters: %s" % (key, go_quote(value)))
-    return value
 
 
 def version_tuple(version):

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ipam.cni import decode_config
-from ipam.config import load, parse_cni_args, version_tuple
+from ipam.config import load, parse_cni_args, recorded_pod, version_tuple
 from ipam.errors import ConfigError, EnvError
 
 ip = ipaddress.ip_address
@@ -118,8 +118,16 @@ def test_cni_args_pod_identity(args, pod):
 ])
 def test_cni_args_pod_identity_errors(args, msg):
     with pytest.raises(EnvError) as e:
-        parse_cni_args(args)
+        recorded_pod(parse_cni_args(args)[1])
     assert e.value.msg == msg and e.value.code == 4
+
+
+def test_only_what_add_records_is_checked():
+    """DEL, CHECK and GC ignore the identity, as host-local does: they never fail on it."""
+    args = "IgnoreUnknown=1;K8S_POD_NAME=" + "n" * 2000
+    assert load(conf({"subnet": "10.1.2.0/24"}), args).pod == (None, "n" * 2000, None)
+    assert recorded_pod((None, "web-0", None)) == (None, "web-0", None)
+    assert recorded_pod(None) is None
 
 
 def test_requested_ips_merge_in_order_and_dedupe():

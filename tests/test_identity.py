@@ -204,6 +204,9 @@ def test_bad_identity_is_code_4_and_changes_nothing(netconf, data_dir, args, msg
     assert (out.status, out.json["code"], out.json["msg"]) == (1, 4, msg), out
     assert [r["container_id"] for r in js("list", data_dir=data_dir)] == [DB]
     assert sorted(os.listdir(data_dir / "mynet")) == before
+    if "IgnoreUnknown" in args:  # DEL ignores the identity, as host-local does
+        assert run_plugin("DEL", conf, container_id=DB, args=args).status == 0
+        assert js("list", data_dir=data_dir) == []
 
 
 @pytest.mark.parametrize("args,msg", [

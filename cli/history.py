@@ -4,37 +4,46 @@ from __future__ import annotations
 import click
 
 from cli.common import Obj, open_store, parse_ip, table_or_json
-from cli.output import EVENT_COLUMNS, emit_rows, event_row, parse_time
+from cli.output import EVENT_COLUMNS, emit_rows, event_row, not_empty, parse_pod, parse_time
 from ipam import admin
 
 
 @click.command("history")
 @click.option("--network", metavar="N", help="Only this network.")
 @click.option("--ip", callback=parse_ip, metavar="IP", help="Only this address.")
-@click.option("--container", "container_id", metavar="ID", help="Only this container.")
+@click.option("--container", "container_id", metavar="ID", callback=not_empty,
+              help="Only this container: its ID, or the start of one; a start that fits "
+                   "several IDs is an error that lists them.")
+@click.option("--pod", metavar="NS/NAME", callback=parse_pod,
+              help="Only this pod (NAME alone: a name sent without a namespace).")
+@click.option("--name", metavar="NAME", callback=not_empty,
+              help="Only this pod or container name, in any namespace.")
 @click.option("--at", metavar="TIME",
               help="Show the allocations in force at TIME (who held --ip then).")
 @click.option("--since", metavar="TIME", help="Only events at or after TIME.")
 @click.pass_obj
 def history_cmd(obj: Obj, network: str | None, ip: object, container_id: str | None,
-                at: str | None, since: str | None) -> None:
+                pod: tuple[str | None, str] | None, name: str | None, at: str | None,
+                since: str | None) -> None:
     """Show lease events: allocations and releases, with the reason (add, del, gc,
-    admin, import). TIME is ISO 8601 (local time without a zone), 'now', or a duration
-    ago such as 90m.
+    admin, import, adopt, reconcile) and the pod the lease belonged to. TIME is ISO 8601
+    (local time without a zone), 'now', or a duration ago such as 90m.
 
-    JSON: a list of {time, event, reason, network, ip, container_id, ifname}.
+    JSON: a list of {time, event, reason, network, ip, container_id, ifname, node,
+    pod_namespace, pod_name, pod_uid}.
 
     \b
     Example:
         ipamctl history --ip 10.22.0.17 --at 2026-11-28T14:05:00Z
         ipamctl history --container 3f2a9c --since 2h
+        ipamctl history --name nginx
     """
     table_or_json(obj)
     store = open_store(obj, readonly=True, every_node=True)
     try:
         events = admin.history(store, network, ip, container_id,
                                parse_time(since) if since else None,
-                               parse_time(at) if at else None)
+                               parse_time(at) if at else None, pod, name)
     finally:
         store.close()
     emit_rows(obj.output, [event_row(e) for e in events], EVENT_COLUMNS, "(no events)")

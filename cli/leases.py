@@ -4,29 +4,40 @@ from __future__ import annotations
 import click
 
 from cli.common import Obj, open_store, parse_ip, table_or_json
-from cli.output import LEASE_COLUMNS, emit_rows, is_terminal, lease_row
+from cli.output import LEASE_COLUMNS, emit_rows, is_terminal, lease_row, not_empty, parse_pod
 from ipam import admin
 
 
 @click.command("list")
 @click.option("--network", metavar="N", help="Only this network.")
-@click.option("--container", "container_id", metavar="ID", help="Only this container.")
+@click.option("--container", "container_id", metavar="ID", callback=not_empty,
+              help="Only this container: its ID, or the start of one (podman shows 12 "
+                   "characters); a start that fits several IDs is an error that lists them.")
 @click.option("--ip", "ip", metavar="IP", callback=parse_ip, help="Only this address.")
+@click.option("--pod", metavar="NS/NAME", callback=parse_pod,
+              help="Only this pod (NAME alone: a name sent without a namespace, as podman "
+                   "sends its container's).")
+@click.option("--name", metavar="NAME", callback=not_empty,
+              help="Only this pod or container name, in any namespace.")
 @click.pass_obj
-def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: object) -> None:
-    """List leases, sorted by network, then address.
+def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: object,
+             pod: tuple[str | None, str] | None, name: str | None) -> None:
+    """List leases, sorted by network, then address. The table shows container IDs in
+    12 characters and the pod as NS/NAME; JSON has them whole.
 
-    JSON: a list of {network, ip, container_id, ifname, range_set, allocated_at}.
+    JSON: a list of {network, ip, container_id, ifname, range_set, allocated_at, node,
+    pod_namespace, pod_name, pod_uid}.
 
     \b
     Example:
         ipamctl list --network cbr0
+        ipamctl list --pod default/web-0
         ipamctl -o json list --container 3f2a9c
     """
     table_or_json(obj)
     store = open_store(obj, readonly=True, every_node=True)
     try:
-        leases = admin.list_leases(store, network, container_id, ip)
+        leases = admin.list_leases(store, network, container_id, ip, pod, name)
     finally:
         store.close()
     emit_rows(obj.output, [lease_row(x) for x in leases], LEASE_COLUMNS, "(no leases)")
@@ -34,8 +45,9 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: object
 
 @click.command("release")
 @click.argument("ips", nargs=-1, metavar="[IP]...")
-@click.option("--container", "container_id", metavar="ID",
-              help="Release every lease of this container (instead of addresses).")
+@click.option("--container", "container_id", metavar="ID", callback=not_empty,
+              help="Release every lease of this container (instead of addresses): its ID, "
+                   "or the start of exactly one.")
 @click.option("--ifname", metavar="IF", help="With --container: only this interface.")
 @click.option("--network", metavar="N", help="Only in this network.")
 @click.option("--dry-run", is_flag=True, help="Show what would be released; change nothing.")
@@ -44,7 +56,8 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: object
 def release_cmd(obj: Obj, ips: tuple[str, ...], container_id: str | None,
                 ifname: str | None, network: str | None, dry_run: bool, yes: bool) -> None:
     """Release leases as a DEL would: the mirror is updated and the history records
-    reason 'admin'. Releasing an address that is not leased is an error.
+    reason 'admin'. Releasing an address that is not leased is an error, and so is a
+    --container start that fits several IDs (nothing is released).
 
     JSON: the released (or, with --dry-run, the selected) leases.
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from ipam.lease import pod_label
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -92,9 +94,25 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+# podman and docker show container IDs in 12 characters; --container takes them back.
+SHORT_ID = 12
+
+
+def _shown(row: dict[str, Any], column: str) -> Any:
+    """A table cell: the row's value, shortened or combined where a table needs it."""
+    if column == "pod":
+        return pod_label(row.get("pod_namespace"), row.get("pod_name"))
+    value = row.get(column)
+    if column == "container_id" and isinstance(value, str):
+        return value[:SHORT_ID]
+    return value
+
+
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """Aligned columns with a header; None prints as '-', big counts as :func:`count`."""
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    """Aligned columns with a header; None prints as '-', big counts as :func:`count`.
+    Container IDs show their first 12 characters, and ``pod`` reads ``NS/NAME`` (the
+    JSON has every field whole)."""
+    cells = [[_cell(_shown(r, c)) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
@@ -111,26 +129,47 @@ def emit_rows(output: str, rows: list[dict[str, Any]], columns: list[str],
         click.echo(empty)
 
 
+def _pod_fields(x: Any) -> dict[str, Any]:
+    return {"pod_namespace": x.pod_namespace, "pod_name": x.pod_name, "pod_uid": x.pod_uid}
+
+
 def lease_row(lease: Any) -> dict[str, Any]:
     """The JSON shape of a lease (documented in the README)."""
     return {"network": lease.network, "ip": str(lease.ip), "container_id": lease.container_id,
             "ifname": lease.ifname, "range_set": lease.range_set,
-            "allocated_at": iso(lease.allocated_at), "node": lease.node}
+            "allocated_at": iso(lease.allocated_at), "node": lease.node, **_pod_fields(lease)}
 
 
 LEASE_COLUMNS = ["network", "ip", "container_id", "ifname", "range_set", "allocated_at",
-                 "node"]
+                 "node", "pod"]
 
 
 def event_row(event: Any) -> dict[str, Any]:
     """The JSON shape of a history event (documented in the README)."""
     return {"time": iso(event.time), "event": event.event, "reason": event.reason,
             "network": event.network, "ip": event.ip, "container_id": event.container_id,
-            "ifname": event.ifname, "node": event.node}
+            "ifname": event.ifname, "node": event.node, **_pod_fields(event)}
 
 
 EVENT_COLUMNS = ["time", "event", "reason", "network", "ip", "container_id", "ifname",
-                 "node"]
+                 "node", "pod"]
+
+
+def parse_pod(ctx: Any, param: Any, value: str | None) -> tuple[str | None, str] | None:
+    """``--pod NS/NAME`` -> (NS, NAME); ``--pod NAME`` -> (None, NAME): a lease whose
+    runtime sent a name and no namespace (podman), as the table's POD column shows it."""
+    if value is None:
+        return None
+    namespace, slash, name = value.rpartition("/")
+    if not name or (slash and not namespace):
+        raise click.BadParameter("%r is not NAMESPACE/NAME or NAME" % value)
+    return (namespace if slash else None), name
+
+
+def not_empty(ctx: Any, param: Any, value: str | None) -> str | None:
+    if value is not None and not value:
+        raise click.BadParameter("must not be empty")
+    return value
 
 
 def is_terminal() -> bool:

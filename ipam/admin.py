@@ -12,6 +12,7 @@ from ipam.errors import IpamError
 from ipam.exporter import Mirror, NetworkDir, mirrored_cursors
 from ipam.ranges import from_description
 from ipam.schema_version import HEAD
+from ipam.selection import of_container, of_pod
 from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
 
 
@@ -20,13 +21,13 @@ class AdminError(IpamError):
 
 
 # -- reading ------------------------------------------------------------------------
-def list_leases(store, network=None, container_id=None, ip=None):
-    """Leases sorted by network, then address numerically."""
+def list_leases(store, network=None, container_id=None, ip=None, pod=None, name=None):
+    """Leases sorted by network, then address numerically. ``container_id`` may be a
+    unique prefix (see :func:`of_container`) among the leases the other filters keep."""
     with store.transaction():
         leases = store.leases(network)
-    return [lease for lease in leases
-            if (container_id is None or lease.container_id == container_id)
-            and (ip is None or lease.ip == ip)]
+    leases = of_pod([lease for lease in leases if ip is None or lease.ip == ip], pod, name)
+    return leases if container_id is None else of_container(leases, container_id)
 
 
 def range_sets_of(store, network):
@@ -62,15 +63,21 @@ def _allocatable(rs, ip):
     return r is not None and ip != r.gateway and r.excluded(ip) is None
 
 
-def history(store, network=None, ip=None, container_id=None, since=None, at=None):
+def history(store, network=None, ip=None, container_id=None, since=None, at=None, pod=None,
+            name=None):
     """Lease events in commit order. With ``at``: the allocations in force at that
-    moment, i.e. after the last event stamped at or before it.
+    moment, i.e. after the last event stamped at or before it. ``container_id`` may be
+    a unique prefix among the events the other filters keep.
 
     Commit order, not the wall clock, orders them: after the clock stepped back, a
     release stamped later than a newer allocation still comes before it. A moment the
     clock showed twice is read as its later occurrence."""
     with store.transaction():
-        events = store.history(network, ip, container_id, since)
+        events = store.history(network, ip, since=since, container_prefix=container_id,
+                               pod_name=name if pod is None else pod[1])
+    events = of_pod(events, pod, name)
+    if container_id is not None:
+        events = of_container(events, container_id)
     if at is None:
         return events
     last = max((i for i, e in enumerate(events) if e.time <= at), default=-1)
@@ -171,12 +178,12 @@ def _release_all(store, leases, reason, held):
 
 
 def select_release(store, ips=(), container_id=None, ifname=None, network=None):
-    """The leases ``ipamctl release`` would free; an address not leased is an error."""
+    """The leases ``ipamctl release`` would free; an address not leased is an error, and
+    so is a container ID prefix that starts more than one of the leases selected."""
     with store.transaction():
         if container_id is not None:
-            chosen = [lease for lease in store.leases(network)
-                      if lease.container_id == container_id
-                      and (ifname is None or lease.ifname == ifname)]
+            chosen = of_container([lease for lease in store.leases(network)
+                                   if ifname is None or lease.ifname == ifname], container_id)
             if not chosen:
                 raise AdminError("no lease held by container %s%s%s" % (
                     container_id, "" if ifname is None else " interface " + ifname,

@@ -8,7 +8,7 @@ one store transaction, so a failure anywhere undoes every range set, cursors inc
 """
 from ipam import addr
 from ipam.errors import AllocationError, NotFound, Retry
-from ipam.lease import Changes, Lease
+from ipam.lease import NO_POD, Changes, Lease
 
 
 class Allocation:
@@ -23,8 +23,13 @@ class Allocation:
         return (self.ip, self.prefixlen, self.gateway)
 
 
-def add(store, network, range_sets, requested, container_id, ifname, now=0.0, files=None):
+def add(store, network, range_sets, requested, container_id, ifname, now=0.0, files=None,
+        pod=None):
     """Allocate one address per range set; returns ``(allocations, changes)``.
+
+    ``pod``: the identity the runtime sent, ``(namespace, name, uid)``, recorded with new
+    leases, and with held ones that have none yet (adopted, imported, older): the first
+    identity recorded stays, as the owner does.
 
     ``files`` (the network's mirror, or None) claims each new address's file before the
     lease is taken: an address whose file someone else holds is skipped, as host-local
@@ -42,10 +47,10 @@ def add(store, network, range_sets, requested, container_id, ifname, now=0.0, fi
             if want is not None:
                 pending.remove(want)
                 lease = _get_requested(store, network, rs, idx, want, container_id, ifname,
-                                       now, changes, files)
+                                       now, changes, files, pod)
             else:
                 lease = _get_dynamic(store, network, rs, idx, held, container_id, ifname, now,
-                                     changes, files)
+                                     changes, files, pod)
         except AllocationError as e:
             raise AllocationError("failed to allocate for range %d: %s" % (idx, e.msg)) from None
         r = rs.range_for(lease.ip)
@@ -79,7 +84,12 @@ def _claim(store, lease, ifname, changes):
     return claimed
 
 
-def _get_requested(store, network, rs, idx, ip, container_id, ifname, now, changes, files):
+def _new_lease(network, ip, idx, container_id, ifname, now, pod):
+    return Lease(network, ip, idx, container_id, ifname, now, None, None, None, *(pod or NO_POD))
+
+
+def _get_requested(store, network, rs, idx, ip, container_id, ifname, now, changes, files,
+                   pod):
     r = rs.range_for(ip)
     if ip == r.gateway:
         raise AllocationError("requested ip %s is subnet's gateway" % ip)
@@ -88,21 +98,22 @@ def _get_requested(store, network, rs, idx, ip, container_id, ifname, now, chang
     holder = store.lease_at(network, ip)
     if holder is not None:
         if holder.owned_by(container_id, ifname):
-            store.renew(holder)
+            store.renew(holder, pod)
             return _claim(store, holder, ifname, changes)  # a repeated ADD: it holds it
         raise AllocationError("requested IP address %s is not available in range set %s"
                               % (ip, rs))
-    lease = Lease(network, ip, idx, container_id, ifname, now)
+    lease = _new_lease(network, ip, idx, container_id, ifname, now, pod)
     if files is not None and files.claim(lease) is not None:
         raise AllocationError("requested IP address %s is not available in range set %s"
                               % (ip, rs))
     return _reserve(store, lease, idx, changes)
 
 
-def _get_dynamic(store, network, rs, idx, held, container_id, ifname, now, changes, files):
+def _get_dynamic(store, network, rs, idx, held, container_id, ifname, now, changes, files,
+                 pod):
     for lease in held:
         if rs.contains(lease.ip):
-            store.renew(lease)
+            store.renew(lease, pod)
             # host-local: "duplicate allocation is not allowed"; we return it
             return _claim(store, lease, ifname, changes)
     cursor = store.last_reserved(network, idx)
@@ -112,7 +123,7 @@ def _get_dynamic(store, network, rs, idx, held, container_id, ifname, now, chang
         # Back at an address skipped before: the iterator went all the way round.
         if ip is None or ip in skipped:
             raise AllocationError("no IP addresses available in range set: %s" % (rs,))
-        lease = Lease(network, ip, idx, container_id, ifname, now)
+        lease = _new_lease(network, ip, idx, container_id, ifname, now, pod)
         if files is None or files.claim(lease) is None:
             return _reserve(store, lease, idx, changes)
         # Its file names someone else (now recorded, if it named anyone): go on from it.

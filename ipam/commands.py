@@ -78,6 +78,7 @@ def _run(store, mirror, conf, body):
 
 def cmd_add(env, conf_obj):
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
+    pod = config.recorded_pod(conf.pod)
     dns = {}
     if conf.resolv_conf:
         from ipam.dns import parse_resolv_conf
@@ -87,7 +88,8 @@ def cmd_add(env, conf_obj):
     try:
         def body(files):
             return allocator.add(store, conf.name, conf.range_sets, conf.requested,
-                                 env["CNI_CONTAINERID"], env["CNI_IFNAME"], files=files)
+                                 env["CNI_CONTAINERID"], env["CNI_IFNAME"], files=files,
+                                 pod=pod)
         allocations, _ = _attempts(store, lambda: _run(store, mirror, conf, body))
     finally:
         _close(store)

@@ -18,10 +18,12 @@ _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean",
 
 
 class IpamConfig:
-    """Everything one invocation needs from the config, already validated."""
+    """Everything one invocation needs from the config, already validated; but ``pod``,
+    the identity as sent, which only ADD checks (:func:`recorded_pod`)."""
 
     __slots__ = ("name", "cni_version", "range_sets", "routes", "data_dir", "resolv_conf",
-                 "requested", "database", "export", "adopt", "busy_timeout", "node", "ipam")
+                 "requested", "database", "export", "adopt", "busy_timeout", "node", "ipam",
+                 "pod")
 
     def __init__(self, **kw):
         for k in self.__slots__:
@@ -182,16 +184,29 @@ def go_quote(s):
     return '"' + "".join(out) + '"'
 
 
+# CNI_ARGS keys that say who the attachment is, as Kubernetes' CRI runtimes send them (with
+# IgnoreUnknown=1); podman sends K8S_POD_NAME=<container name>. K8S_POD_INFRA_CONTAINER_ID
+# is not among them: for CRI it is the sandbox ID, which CNI_CONTAINERID already is.
+POD_KEYS = ("K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_UID")
+# Longer than any runtime allows (Kubernetes: 63 for a namespace, 253 for a name), short
+# enough that one value cannot bloat every history row.
+MAX_POD_VALUE = 1024
+
+
 def parse_cni_args(text):
     """CNI_ARGS as cni's ``types.LoadArgs`` reads it into host-local's IPAMEnvArgs.
 
     Keys are case-sensitive (``IP``, ``IgnoreUnknown``); unknown keys are an error unless
-    IgnoreUnknown is true. Returns the requested address or None.
+    IgnoreUnknown is true. The pod identity (:data:`POD_KEYS`) is unknown to host-local,
+    so it is read only where host-local ignores it. Returns ``(requested address or
+    None, (namespace, name, uid) or None)``, the identity as sent (an empty value is no
+    value): only ADD records it, after :func:`recorded_pod`.
     """
     if not text:
-        return None
+        return None, None
     requested = None
     unknown = []
+    pod = {}
     ignore = False
     for pair in text.split(";"):
         kv = pair.split("=")
@@ -216,10 +231,36 @@ def parse_cni_args(text):
                 raise EnvError("ARGS: error parsing value of pair %s: boolean unmarshal error: "
                                "invalid input %s" % (go_quote(pair), value))
         else:
+            if key in POD_KEYS:
+                pod[key] = value  # the last one wins, as LoadArgs sets a field each time
             unknown.append(pair)
     if unknown and not ignore:
         raise EnvError("ARGS: unknown args [%s]" % " ".join(go_quote(u) for u in unknown))
-    return requested
+    identity = tuple(pod.get(key) or None for key in POD_KEYS)
+    return requested, (identity if identity != (None, None, None) else None)
+
+
+def recorded_pod(pod):
+    """The identity an ADD records: ``pod`` as sent, or an EnvError (code 4) for a value
+    no runtime sends (over-long, control characters, bytes that are not UTF-8), which
+    is refused rather than stored. Only ADD checks: a DEL must never fail on it."""
+    if pod is not None:
+        for key, value in zip(POD_KEYS, pod, strict=True):
+            if value is not None:
+                _check_pod_value(key, value)
+    return pod
+
+
+def _check_pod_value(key, value):
+    if len(value) > MAX_POD_VALUE:
+        raise EnvError("ARGS: %s is %d characters long; at most %d are accepted"
+                       % (key, len(value), MAX_POD_VALUE))
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EnvError("ARGS: %s is not valid UTF-8" % key) from None
+    if not value.isprintable():
+        raise EnvError("ARGS: %s holds unprintable characters: %s" % (key, go_quote(value)))
 
 
 def version_tuple(version):
@@ -296,7 +337,7 @@ def load(conf, env_args=""):
                           "from 0 to %d" % MAX_BUSY_TIMEOUT)
 
     # Requested addresses: CNI_ARGS IP=, then args.cni.ips, then runtimeConfig.ips.
-    env_ip = parse_cni_args(env_args)
+    env_ip, pod = parse_cni_args(env_args)
     requested = []
     for ip in ([env_ip] if env_ip is not None else []) + arg_ips + runtime_ips:
         if ip not in requested:
@@ -336,7 +377,7 @@ def load(conf, env_args=""):
         routes=routes, data_dir=data_dir, resolv_conf=resolv_conf, requested=requested,
         database=database, export=True if export is None else export,
         adopt=True if adopt is None else adopt,
-        busy_timeout=busy, node=node, ipam=ipam,
+        busy_timeout=busy, node=node, ipam=ipam, pod=pod,
     )
 
 

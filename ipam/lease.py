@@ -2,20 +2,37 @@
 (importing them costs more than sqlite3 and json together)."""
 
 
+# The identity of a lease made without one (no K8S_POD_* in CNI_ARGS, imported, adopted,
+# or made before schema revision 0006).
+NO_POD = (None, None, None)
+
+
+def pod_label(namespace, name):
+    """How people read an identity: ``NS/NAME``, or ``NAME`` where no namespace was sent
+    (podman), or None. ``ipamctl --pod`` takes the same text."""
+    if name is None:
+        return None if namespace is None else namespace + "/"
+    return name if namespace is None else "%s/%s" % (namespace, name)
+
+
 class Lease:
     """One address held by one attachment. ``ifname`` is None for a legacy ID-only lease.
 
     ``node`` is where the attachment lives (None: the store's own node, or unrecorded).
     It is not part of equality: a lease is the same lease whichever node reads it; nor
-    is ``boot_time``, a clock reading.
+    is ``boot_time``, a clock reading; nor the pod identity (``pod_namespace``,
+    ``pod_name``, ``pod_uid``: what the runtime said in CNI_ARGS, None where it said
+    nothing), a label for people that the owner (container ID, ifname) already fixes.
     """
 
     __slots__ = ("network", "ip", "range_set", "container_id", "ifname", "allocated_at",
-                 "boot_id", "node", "boot_time")
-    _COMPARED = __slots__[:-2]
+                 "boot_id", "node", "boot_time", "pod_namespace", "pod_name", "pod_uid")
+    _COMPARED = ("network", "ip", "range_set", "container_id", "ifname", "allocated_at",
+                 "boot_id")
 
     def __init__(self, network, ip, range_set, container_id, ifname, allocated_at=0.0,
-                 boot_id=None, node=None, boot_time=None):
+                 boot_id=None, node=None, boot_time=None, pod_namespace=None, pod_name=None,
+                 pod_uid=None):
         self.network = network
         self.ip = ip
         self.range_set = range_set
@@ -26,6 +43,13 @@ class Lease:
         self.node = node
         # CLOCK_BOOTTIME at allocation, in boot_id's boot; None where unknown (imported)
         self.boot_time = boot_time
+        self.pod_namespace = pod_namespace
+        self.pod_name = pod_name
+        self.pod_uid = pod_uid
+
+    def pod(self):
+        """``(pod_namespace, pod_name, pod_uid)``: :data:`NO_POD` when none was recorded."""
+        return (self.pod_namespace, self.pod_name, self.pod_uid)
 
     def owned_by(self, container_id, ifname):
         """host-local's match: ``ID\\r\\nifname``, or a legacy file holding the bare ID."""
@@ -34,7 +58,7 @@ class Lease:
     def with_ifname(self, ifname):
         """The same lease, held by one interface (a legacy lease claimed by its first)."""
         return Lease(self.network, self.ip, self.range_set, self.container_id, ifname,
-                     self.allocated_at, self.boot_id, self.node, self.boot_time)
+                     self.allocated_at, self.boot_id, self.node, self.boot_time, *self.pod())
 
     def mirror_content(self):
         """The bytes host-local keeps in ``<dataDir>/<network>/<ip>``."""
@@ -74,11 +98,14 @@ class Changes:
 
 
 class Event:
-    """One row of the lease history: an allocation or a release, and why."""
+    """One row of the lease history: an allocation or a release, and why; with the
+    lease's pod identity as it was at that moment."""
 
-    __slots__ = ("time", "event", "reason", "network", "ip", "container_id", "ifname", "node")
+    __slots__ = ("time", "event", "reason", "network", "ip", "container_id", "ifname", "node",
+                 "pod_namespace", "pod_name", "pod_uid")
 
-    def __init__(self, time, event, reason, network, ip, container_id, ifname, node=None):
+    def __init__(self, time, event, reason, network, ip, container_id, ifname, node=None,
+                 pod_namespace=None, pod_name=None, pod_uid=None):
         self.time = time
         self.event = event
         self.reason = reason
@@ -87,6 +114,9 @@ class Event:
         self.container_id = container_id
         self.ifname = ifname
         self.node = node
+        self.pod_namespace = pod_namespace
+        self.pod_name = pod_name
+        self.pod_uid = pod_uid
 
     def __repr__(self):
         return "Event(%s %s %s %s %s %s/%s)" % (self.time, self.event, self.reason,

@@ -6,7 +6,7 @@ that passes here and fails on SQLite points at the SQL, not at the rule.
 import time
 
 from ipam import addr
-from ipam.lease import Event, Lease
+from ipam.lease import NO_POD, Event, Lease
 
 
 class _Txn:
@@ -35,7 +35,7 @@ class MemoryStore:
         self.node = node
         self._leases = {}  # (network, ip) -> Lease
         self._cursors = {}  # (network, range_set) -> ip
-        self.history_rows = []  # (time, event, reason, network, ip, container_id, ifname)
+        self.history_rows = []  # Event's fields, in its order
         self._networks = {}  # network -> (data_dir, export, range_sets_json)
         self._stamps = {}  # network -> the mirror directory's stamp
 
@@ -72,7 +72,7 @@ class MemoryStore:
                       lease.ifname, lease.allocated_at or time.time(),
                       lease.boot_id if imported else lease.boot_id or boot_id(),
                       lease.node or self.node,
-                      lease.boot_time if imported else new_boot_time(lease))
+                      lease.boot_time if imported else new_boot_time(lease), *lease.pod())
         self._leases[lease.key()] = lease
         self._log("allocate", reason, lease)
         return True
@@ -85,14 +85,15 @@ class MemoryStore:
         self._leases[lease.key()] = claimed
         return claimed
 
-    def renew(self, lease):
+    def renew(self, lease, pod=None):
         from ipam.sqlite_store import boot_clock, boot_id
 
         old = self._leases.get(lease.key())
         if old is not None:
+            kept = old.pod() if old.pod() != NO_POD or not pod else pod
             self._leases[lease.key()] = Lease(old.network, old.ip, old.range_set,
                                               old.container_id, old.ifname, old.allocated_at,
-                                              boot_id(), old.node, boot_clock())
+                                              boot_id(), old.node, boot_clock(), *kept)
 
     def release(self, lease, reason):
         gone = self._leases.pop(lease.key(), None)
@@ -101,14 +102,19 @@ class MemoryStore:
 
     def _log(self, event, reason, lease):
         self.history_rows.append((time.time(), event, reason, lease.network, str(lease.ip),
-                                  lease.container_id, lease.ifname, lease.node or self.node))
+                                  lease.container_id, lease.ifname, lease.node or self.node,
+                                  *lease.pod()))
 
-    def history(self, network=None, ip=None, container_id=None, since=None, until=None):
+    def history(self, network=None, ip=None, container_id=None, since=None, until=None,
+                container_prefix=None, pod_name=None):
         out = []
         for row in self.history_rows:
             e = Event(*row)
             if ((network is None or e.network == network) and (ip is None or e.ip == str(ip))
                     and (container_id is None or e.container_id == container_id)
+                    and (container_prefix is None
+                         or e.container_id.startswith(container_prefix))
+                    and (pod_name is None or e.pod_name == pod_name)
                     and (since is None or e.time >= since)
                     and (until is None or e.time <= until)):
                 out.append(e)

@@ -32,6 +32,18 @@ metadata = MetaData(
     }
 )
 
+def pod_columns():
+    """Who the attachment is, as the runtime said in CNI_ARGS on ADD (``K8S_POD_NAMESPACE``,
+    ``K8S_POD_NAME``, ``K8S_POD_UID``; podman sends its container name as the pod name).
+    For people and ``ipamctl`` filters only: the owner is (container_id, ifname). NULL
+    where the runtime sent none, and for leases made before revision 0006, imported or
+    adopted. No index: only ipamctl reads them, and every ADD and DEL would pay for one.
+    """
+    return [Column("pod_namespace", String, nullable=True),
+            Column("pod_name", String, nullable=True),
+            Column("pod_uid", String, nullable=True)]
+
+
 leases = Table(
     "leases",
     metadata,
@@ -61,6 +73,7 @@ leases = Table(
     # on a clock that cannot step. NULL for imported leases: they are aged by
     # allocated_at, the wall clock, which stays for display.
     Column("boot_time", Float, nullable=True),
+    *pod_columns(),
     UniqueConstraint("network", "ip"),
     UniqueConstraint("network", "ip_key"),
     Index("ix_leases_owner", "network", "container_id", "ifname"),
@@ -128,6 +141,8 @@ history = Table(
     Column("container_id", String, nullable=False),
     Column("ifname", String, nullable=True),
     Column("node", String, nullable=True),
+    # The lease's pod identity when the event happened (see pod_columns).
+    *pod_columns(),
     Index("ix_history_network_ip_time", "network", "ip", "time"),
     Index("ix_history_container_id", "container_id"),
 )

@@ -47,7 +47,7 @@ from sqlalchemy.pool import NullPool
 
 from ipam import addr, migrate, writer_lock
 from ipam.errors import ConfigError, IoFailure, Retry, SchemaError, TryAgain
-from ipam.lease import Event, Lease
+from ipam.lease import NO_POD, Event, Lease
 from ipam.paths import node_name
 from ipam.schema import cursors as C
 from ipam.schema import history as H
@@ -69,12 +69,15 @@ ATTEMPTS = 6
 RETRY_STATES = frozenset({"40001", "40P01", "23505", "55P03", "53300", "57P01", "57P03",
                           "08000", "08003", "08006"})
 _LEASE_COLS = (L.c.network, L.c.ip, L.c.range_set, L.c.container_id, L.c.ifname,
-               L.c.allocated_at, L.c.boot_id, L.c.node, L.c.boot_time)
+               L.c.allocated_at, L.c.boot_id, L.c.node, L.c.boot_time, L.c.pod_namespace,
+               L.c.pod_name, L.c.pod_uid)
+_EVENT_COLS = (H.c.time, H.c.event, H.c.reason, H.c.network, H.c.ip, H.c.container_id,
+               H.c.ifname, H.c.node, H.c.pod_namespace, H.c.pod_name, H.c.pod_uid)
 
 
 def _lease(row):
     return Lease(row[0], addr.parse_ip(row[1]), row[2], row[3], row[4], row[5], row[6], row[7],
-                 row[8])
+                 row[8], row[9], row[10], row[11])
 
 
 def server_name(url):
@@ -338,7 +341,8 @@ class SqlStore:
             network=lease.network, ip=str(lease.ip), ip_key=key, next_free=not taken_after,
             range_set=lease.range_set, container_id=lease.container_id,
             ifname=lease.ifname, allocated_at=now, boot_id=lease.boot_id or boot_id(),
-            node=node, boot_time=new_boot_time(lease)).on_conflict_do_nothing()
+            node=node, boot_time=new_boot_time(lease), pod_namespace=lease.pod_namespace,
+            pod_name=lease.pod_name, pod_uid=lease.pod_uid).on_conflict_do_nothing()
             .returning(L.c.id)).first()
         if done is None:
             return False
@@ -368,7 +372,9 @@ class SqlStore:
                              next_free=addr.neighbour_key(key, 1) not in keys,
                              range_set=lease.range_set, container_id=lease.container_id,
                              ifname=lease.ifname, allocated_at=lease.allocated_at,
-                             boot_id=lease.boot_id, node=lease.node or self.node))
+                             boot_id=lease.boot_id, node=lease.node or self.node,
+                             pod_namespace=lease.pod_namespace, pod_name=lease.pod_name,
+                             pod_uid=lease.pod_uid))
         if not rows:
             return 0
         conn.execute(insert(L), rows)
@@ -381,14 +387,21 @@ class SqlStore:
         conn.execute(insert(H), [dict(time=now, event="allocate", reason=reason,
                                       network=network, ip=r["ip"],
                                       container_id=r["container_id"], ifname=r["ifname"],
-                                      node=r["node"]) for r in rows])
+                                      node=r["node"], pod_namespace=r["pod_namespace"],
+                                      pod_name=r["pod_name"], pod_uid=r["pod_uid"])
+                                 for r in rows])
         return len(rows)
 
-    def renew(self, lease):
+    def renew(self, lease, pod=None):
         self._db().execute(update(L).where(
             L.c.network == lease.network, L.c.ip_key == addr.to_key(lease.ip),
             L.c.boot_id.is_distinct_from(boot_id())).values(boot_id=boot_id(),
                                                             boot_time=boot_clock()))
+        if pod and lease.pod() == NO_POD:
+            self._db().execute(update(L).where(
+                L.c.network == lease.network, L.c.ip_key == addr.to_key(lease.ip),
+                L.c.pod_namespace.is_(None), L.c.pod_name.is_(None), L.c.pod_uid.is_(None))
+                .values(pod_namespace=pod[0], pod_name=pod[1], pod_uid=pod[2]))
 
     def claim_legacy(self, lease, ifname):
         self._db().execute(update(L).where(
@@ -399,19 +412,24 @@ class SqlStore:
     def release(self, lease, reason):
         key = addr.to_key(lease.ip)
         gone = self._db().execute(delete(L).where(
-            L.c.network == lease.network, L.c.ip_key == key).returning(L.c.node)).first()
+            L.c.network == lease.network, L.c.ip_key == key).returning(
+                L.c.node, L.c.pod_namespace, L.c.pod_name, L.c.pod_uid)).first()
         if gone is None:
             return
         pred = addr.neighbour_key(key, -1)
         if pred is not None:
             self._db().execute(update(L).where(L.c.network == lease.network,
                                               L.c.ip_key == pred).values(next_free=True))
-        self._log(time.time(), "release", reason, lease, gone[0])
+        self._log(time.time(), "release", reason, lease, gone[0], tuple(gone[1:]))
 
-    def _log(self, now, event, reason, lease, node):
+    def _log(self, now, event, reason, lease, node, pod=None):
+        """One history row; ``pod`` is the identity as the database had it (a release's
+        deleted row), else the lease's own."""
+        ns, name, uid = pod or lease.pod()
         self._db().execute(insert(H).values(
             time=now, event=event, reason=reason, network=lease.network, ip=str(lease.ip),
-            container_id=lease.container_id, ifname=lease.ifname, node=node))
+            container_id=lease.container_id, ifname=lease.ifname, node=node,
+            pod_namespace=ns, pod_name=name, pod_uid=uid))
 
     def first_free(self, network, lo, hi):
         """Two index probes, as on SQLite: is ``lo`` free; else where does its run end."""
@@ -426,10 +444,14 @@ class SqlStore:
         ip = addr.add(addr.parse_ip(row[0]), 1)
         return ip if ip is not None and ip <= hi else None
 
-    def history(self, network=None, ip=None, container_id=None, since=None, until=None):
-        q = select(H.c.time, H.c.event, H.c.reason, H.c.network, H.c.ip, H.c.container_id,
-                   H.c.ifname, H.c.node)
+    def history(self, network=None, ip=None, container_id=None, since=None, until=None,
+                container_prefix=None, pod_name=None):
+        q = select(*_EVENT_COLS)
         conds = []
+        if container_prefix is not None:
+            conds.append(H.c.container_id.startswith(container_prefix, autoescape=True))
+        if pod_name is not None:
+            conds.append(H.c.pod_name == pod_name)
         if network is not None:
             conds.append(H.c.network == network)
         if ip is not None:

@@ -10,14 +10,18 @@ import time
 
 from ipam import addr, system, writer_lock
 from ipam.errors import IoFailure, SchemaError, TryAgain
-from ipam.lease import Event, Lease
+from ipam.lease import NO_POD, Event, Lease
 from ipam.paths import node_name
 from ipam.schema_version import HEAD, REVISIONS
 from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT, connect, trim_wal
 from ipam.sqlite_module import sqlite3
 
 _LEASE_COLS = ("network, ip, range_set, container_id, ifname, allocated_at, boot_id, node, "
-               "boot_time")
+               "boot_time, pod_namespace, pod_name, pod_uid")
+_EVENT_COLS = ("time, event, reason, network, ip, container_id, ifname, node, pod_namespace, "
+               "pod_name, pod_uid")
+# Above every character: "ID >= p AND ID < p + _TOP" is "ID starts with p", on the index.
+_TOP = "\U0010ffff"
 _BOOT_ID: list = []
 
 
@@ -60,7 +64,7 @@ def translate(err, path, write=None):
 
 def _lease(row):
     return Lease(row[0], addr.parse_ip(row[1]), row[2], row[3], row[4], row[5], row[6], row[7],
-                 row[8])
+                 row[8], row[9], row[10], row[11])
 
 
 def new_boot_time(lease):
@@ -250,11 +254,11 @@ class SqliteStore:
         now = lease.allocated_at or time.time()
         cur = conn.execute(
             "INSERT INTO leases (network, ip, ip_key, next_free, range_set, container_id, "
-            "ifname, allocated_at, boot_id, node, boot_time) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "ifname, allocated_at, boot_id, node, boot_time, pod_namespace, pod_name, pod_uid) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (lease.network, str(lease.ip), key, not taken_after, lease.range_set,
              lease.container_id, lease.ifname, now, lease.boot_id or boot_id(),
-             lease.node or self.node, new_boot_time(lease)))
+             lease.node or self.node, new_boot_time(lease), *lease.pod()))
         if cur.rowcount != 1:
             return False
         pred = addr.neighbour_key(key, -1)
@@ -284,10 +288,11 @@ class SqliteStore:
             succ = addr.neighbour_key(key, 1)
             rows.append((network, str(lease.ip), key, succ not in keys, lease.range_set,
                          lease.container_id, lease.ifname, lease.allocated_at,
-                         lease.boot_id, lease.node or self.node))
+                         lease.boot_id, lease.node or self.node, *lease.pod()))
         conn.executemany(
             "INSERT INTO leases (network, ip, ip_key, next_free, range_set, container_id, "
-            "ifname, allocated_at, boot_id, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            "ifname, allocated_at, boot_id, node, pod_namespace, pod_name, pod_uid) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         preds = [(network, p) for p in (addr.neighbour_key(k, -1) for k in new_keys)
                  if p is not None and p in existing]
         conn.executemany("UPDATE leases SET next_free = 0 WHERE network = ? AND ip_key = ?",
@@ -295,16 +300,23 @@ class SqliteStore:
         now = time.time()
         conn.executemany(
             "INSERT INTO history (time, event, reason, network, ip, container_id, ifname, "
-            "node) VALUES (?, 'allocate', ?, ?, ?, ?, ?, ?)",
-            [(now, reason, r[0], r[1], r[5], r[6], r[9]) for r in rows])
+            "node, pod_namespace, pod_name, pod_uid) "
+            "VALUES (?, 'allocate', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(now, reason, r[0], r[1], r[5], r[6], *r[9:]) for r in rows])
         return len(rows)
 
-    def renew(self, lease):
+    def renew(self, lease, pod=None):
         """A repeated ADD found the attachment alive: its lease belongs to this boot."""
         self.conn.execute("UPDATE leases SET boot_id = ?, boot_time = ? WHERE network = ? "
                           "AND ip_key = ? AND boot_id IS NOT ?",
                           (boot_id(), boot_clock(), lease.network, addr.to_key(lease.ip),
                            boot_id()))
+        if pod and lease.pod() == NO_POD:  # one more statement only for such a lease
+            self.conn.execute(
+                "UPDATE leases SET pod_namespace = ?, pod_name = ?, pod_uid = ? "
+                "WHERE network = ? AND ip_key = ? AND pod_namespace IS NULL "
+                "AND pod_name IS NULL AND pod_uid IS NULL",
+                (*pod, lease.network, addr.to_key(lease.ip)))
 
     def claim_legacy(self, lease, ifname):
         self.conn.execute("UPDATE leases SET ifname = ? WHERE network = ? AND ip_key = ? "
@@ -325,10 +337,9 @@ class SqliteStore:
 
     def _log(self, now, event, reason, lease):
         self.conn.execute(
-            "INSERT INTO history (time, event, reason, network, ip, container_id, ifname, "
-            "node) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO history (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" % _EVENT_COLS,
             (now, event, reason, lease.network, str(lease.ip), lease.container_id, lease.ifname,
-             lease.node or self.node))
+             lease.node or self.node, *lease.pod()))
 
     def first_free(self, network, lo, hi):
         """Two index probes whatever the pool size: is ``lo`` free; else where does the run
@@ -346,23 +357,26 @@ class SqliteStore:
         ip = addr.add(addr.parse_ip(row[0]), 1)
         return ip if ip is not None and ip <= hi else None
 
-    def history(self, network=None, ip=None, container_id=None, since=None, until=None):
+    def history(self, network=None, ip=None, container_id=None, since=None, until=None,
+                container_prefix=None, pod_name=None):
         """Lease events, oldest first, filtered on any of the arguments."""
         where, params = [], []
         for column, value in (("network", network), ("ip", ip and str(ip)),
-                              ("container_id", container_id)):
+                              ("container_id", container_id), ("pod_name", pod_name)):
             if value is not None:
                 where.append("%s = ?" % column)
                 params.append(value)
+        if container_prefix is not None:
+            where.append("container_id >= ? AND container_id < ?")
+            params += [container_prefix, container_prefix + _TOP]
         if since is not None:
             where.append("time >= ?")
             params.append(since)
         if until is not None:
             where.append("time <= ?")
             params.append(until)
-        sql = ("SELECT time, event, reason, network, ip, container_id, ifname, node "
-               "FROM history%s "
-               "ORDER BY id" % (" WHERE " + " AND ".join(where) if where else ""))
+        sql = ("SELECT %s FROM history%s ORDER BY id"
+               % (_EVENT_COLS, " WHERE " + " AND ".join(where) if where else ""))
         return [Event(*row) for row in self.conn.execute(sql, params)]
 
     def integrity(self):

@@ -41,25 +41,30 @@ class Store(Protocol):
         """All leases (of one network), ordered by network and address."""
 
     def reserve(self, lease: Lease, reason: str) -> bool:
-        """Insert ``lease``; False when the address is already leased. Records history."""
+        """Insert ``lease`` (pod identity included); False when the address is already
+        leased. Records history."""
 
     def import_leases(self, network: str, leases: list[Lease], reason: str) -> int:
         """Insert many leases of one network (addresses not yet leased); the count."""
 
-    def renew(self, lease: Lease) -> None:
-        """Mark a lease as held in the current boot (a repeated ADD found it alive)."""
+    def renew(self, lease: Lease, pod: Optional[tuple[Optional[str], ...]] = None) -> None:
+        """Mark a lease as held in the current boot (a repeated ADD found it alive); a
+        lease with no pod identity yet (adopted, imported, older) takes ``pod``'s."""
 
     def claim_legacy(self, lease: Lease, ifname: str) -> Lease:
         """Give a legacy ID-only lease the interface that first asked for it (it then
         belongs to that attachment alone); returns the lease as it now is."""
 
     def release(self, lease: Lease, reason: str) -> None:
-        """Delete ``lease`` and record the release in the history."""
+        """Delete ``lease`` and record the release, with its pod identity, in the history."""
 
     def history(self, network: Optional[str] = None, ip: Optional[IP] = None,
                 container_id: Optional[str] = None, since: Optional[float] = None,
-                until: Optional[float] = None) -> list[Event]:
-        """Allocation and release events in commit order (the wall clock may step)."""
+                until: Optional[float] = None, container_prefix: Optional[str] = None,
+                pod_name: Optional[str] = None) -> list[Event]:
+        """Allocation and release events in commit order (the wall clock may step), each
+        with the lease's pod identity; ``container_prefix`` selects every container ID
+        that starts with it."""
 
     def integrity(self) -> list[str]:
         """Problems the database engine finds in itself; empty when healthy."""

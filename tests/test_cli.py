@@ -20,8 +20,11 @@ from ipam import paths
 from ipam.errors import IoFailure
 
 SUBNET = {"subnet": "10.1.2.0/24"}
-LEASE_KEYS = {"network", "ip", "container_id", "ifname", "range_set", "allocated_at", "node"}
-EVENT_KEYS = {"time", "event", "reason", "network", "ip", "container_id", "ifname", "node"}
+POD_KEYS = {"pod_namespace", "pod_name", "pod_uid"}
+LEASE_KEYS = {"network", "ip", "container_id", "ifname", "range_set", "allocated_at", "node",
+              *POD_KEYS}
+EVENT_KEYS = {"time", "event", "reason", "network", "ip", "container_id", "ifname", "node",
+              *POD_KEYS}
 STATS_KEYS = {"network", "range_set", "range", "size", "used", "free"}
 ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 
@@ -172,7 +175,7 @@ def test_default_output_is_a_table(ctl, add):
     add("a")
     lines = ctl("list").stdout.splitlines()
     assert lines[0].split() == ["NETWORK", "IP", "CONTAINER_ID", "IFNAME", "RANGE_SET",
-                                "ALLOCATED_AT", "NODE"]
+                                "ALLOCATED_AT", "NODE", "POD"]
     assert lines[1].split()[:5] == ["mynet", "10.1.2.2", "a", "eth0", "0"]
 
 
@@ -460,7 +463,7 @@ def test_history_json_events_and_reasons(ctl, ctl_json, add, delete, data_dir):
     assert ctl_json("history", "--network", "other") == []
     lines = ctl("history", "--container", "b").stdout.splitlines()
     assert lines[0].split() == ["TIME", "EVENT", "REASON", "NETWORK", "IP", "CONTAINER_ID",
-                                "IFNAME", "NODE"]
+                                "IFNAME", "NODE", "POD"]
     assert [line.split()[1:3] for line in lines[1:]] == [["allocate", "add"],
                                                         ["release", "admin"]]
 

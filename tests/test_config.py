@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ipam.cni import decode_config
-from ipam.config import load, parse_cni_args, version_tuple
+from ipam.config import load, parse_cni_args, recorded_pod, version_tuple
 from ipam.errors import ConfigError, EnvError
 
 ip = ipaddress.ip_address
@@ -67,7 +67,7 @@ def test_legacy_fields_without_subnet_are_ignored():
     ("IgnoreUnknown=1;K8S_POD_NAME=x;IP=10.1.2.3", "10.1.2.3"),
     ("IgnoreUnknown=True;IP=::ffff:10.1.2.9", "10.1.2.9"), ("", None)])
 def test_cni_args(args, expected):
-    got = parse_cni_args(args)
+    got = parse_cni_args(args)[0]
     assert (str(got) if got else None) == expected
 
 
@@ -86,6 +86,48 @@ def test_cni_args_errors(args, msg):
     with pytest.raises(EnvError) as e:
         parse_cni_args(args)
     assert e.value.msg == msg and e.value.code == 4
+
+
+@pytest.mark.parametrize("args,pod", [
+    ("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;"
+     "K8S_POD_INFRA_CONTAINER_ID=3f2a;K8S_POD_UID=6d1c-96a4", ("default", "web-0", "6d1c-96a4")),
+    ("IgnoreUnknown=1;K8S_POD_NAME=nginx", (None, "nginx", None)),  # podman 4.x
+    ("IgnoreUnknown=1;K8S_POD_NAME=a;K8S_POD_NAME=b", (None, "b", None)),  # the last wins
+    ("IgnoreUnknown=1;K8S_POD_NAMESPACE=;K8S_POD_NAME=x", (None, "x", None)),
+    ("IgnoreUnknown=1;K8S_POD_NAME=;IP=10.1.2.3", None),
+    ("IgnoreUnknown=1;K8S_POD_INFRA_CONTAINER_ID=3f2a", None),
+    ("IgnoreUnknown=1;k8s_pod_name=x", None),  # keys are case-sensitive
+    ("IgnoreUnknown=1;K8S_POD_NAME=" + "n" * 1024, (None, "n" * 1024, None)),
+    ("IgnoreUnknown=1;K8S_POD_NAME=caf\u00e9", (None, "caf\u00e9", None)),
+    ("IP=10.1.2.3", None), ("", None)])
+def test_cni_args_pod_identity(args, pod):
+    assert parse_cni_args(args)[1] == pod
+    assert load(conf({"subnet": "10.1.2.0/24"}), args).pod == pod
+
+
+@pytest.mark.parametrize("args,msg", [
+    ("K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0",
+     'ARGS: unknown args ["K8S_POD_NAMESPACE=default" "K8S_POD_NAME=web-0"]'),
+    ("IgnoreUnknown=1;K8S_POD_NAME=" + "n" * 1025,
+     "ARGS: K8S_POD_NAME is 1025 characters long; at most 1024 are accepted"),
+    ("IgnoreUnknown=1;K8S_POD_UID=a\x01b",
+     'ARGS: K8S_POD_UID holds unprintable characters: "a\\x01b"'),
+    ("IgnoreUnknown=1;K8S_POD_NAMESPACE=a\nb",
+     'ARGS: K8S_POD_NAMESPACE holds unprintable characters: "a\\nb"'),
+    ("IgnoreUnknown=1;K8S_POD_NAME=\udcff", "ARGS: K8S_POD_NAME is not valid UTF-8"),
+])
+def test_cni_args_pod_identity_errors(args, msg):
+    with pytest.raises(EnvError) as e:
+        recorded_pod(parse_cni_args(args)[1])
+    assert e.value.msg == msg and e.value.code == 4
+
+
+def test_only_what_add_records_is_checked():
+    """DEL, CHECK and GC ignore the identity, as host-local does: they never fail on it."""
+    args = "IgnoreUnknown=1;K8S_POD_NAME=" + "n" * 2000
+    assert load(conf({"subnet": "10.1.2.0/24"}), args).pod == (None, "n" * 2000, None)
+    assert recorded_pod((None, "web-0", None)) == (None, "web-0", None)
+    assert recorded_pod(None) is None
 
 
 def test_requested_ips_merge_in_order_and_dedupe():

@@ -82,6 +82,8 @@ LEFTOVER_PREFIX = "failed to allocate all requested IPs: "
 #   (h) request order instead of Go's random order: Leftover
 #   (i) a JSON value of the wrong type: our own "invalid config: ..." text (code 7), not
 #       Go's decoder message: same_error()
+#   (j) a K8S_POD_* value no runtime sends (over 1024 characters, control characters)
+#       is refused with code 4, where Go ignores it: test_pod_identity_no_runtime_sends
 # ---------------------------------------------------------------------------------------
 
 # (e) Error codes. Go reports every error host-local itself returns as 999 (ErrInternal).
@@ -423,6 +425,22 @@ def test_repeat_add_dual_stack(diff: Diff) -> None:
 
 
 @ours_only
+@pytest.mark.parametrize("cni_args", ["IgnoreUnknown=1;K8S_POD_NAME=" + "n" * 1025,
+                                      "IgnoreUnknown=1;K8S_POD_UID=a\x01b"])
+def test_pod_identity_no_runtime_sends(tmp_path: Path, cni_args: str) -> None:
+    """Exception (j): Go ignores the value; ours refuses it (code 4) and writes nothing,
+    rather than record what no runtime sends."""
+    go_dir, ours_dir = tmp_path / "go", tmp_path / "ours"
+    config = {"cniVersion": "1.0.0", "name": "mynet", "ipam": {"subnet": "10.1.2.0/24"}}
+    go = run(GO_HOST_LOCAL, "ADD", with_data_dir(config, go_dir), args=cni_args)
+    assert go.rc == 0, go
+    ours = run(OURS, "ADD", with_data_dir(config, ours_dir), args=cni_args)
+    assert ours.rc == 1 and ours.json["code"] == 4, ours
+    assert ours.json["msg"].startswith("ARGS: K8S_POD_"), ours
+    assert contents(snapshot_networks(ours_dir)).get("mynet/10.1.2.2") is None
+
+
+@ours_only
 def test_repeat_add_returns_existing_allocation_ours(tmp_path: Path) -> None:
     """Exception (a), against ours alone: same bytes, exit 0, nothing new on disk."""
     config = {"cniVersion": "1.0.0", "name": "mynet",
@@ -687,6 +705,11 @@ ARGS_CASES = [
     ("IgnoreUnknown=1;K8S_POD_NAME=foo;IP=10.1.2.20", ["10.1.2.20/24"]),
     ("IgnoreUnknown=true;K8S_POD_NAMESPACE=ns", ["10.1.2.2/24"]),
     ("IgnoreUnknown=True;K8S_POD_NAME=foo", ["10.1.2.2/24"]),
+    # What CRI runtimes and podman send: recorded by ours, the same result bytes as Go.
+    ("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;"
+     "K8S_POD_INFRA_CONTAINER_ID=dummy;K8S_POD_UID=6d1c1e0a-96a4-4ad4-9d0c-3b9a2f0c1e11",
+     ["10.1.2.2/24"]),
+    ("IgnoreUnknown=1;K8S_POD_NAME=nginx", ["10.1.2.2/24"]),
     ("IgnoreUnknown=0", ["10.1.2.2/24"]),
     ("ip=10.1.2.17", 'ARGS: unknown args ["ip=10.1.2.17"]'),
     ("IP", 'ARGS: invalid pair "IP"'),

@@ -191,3 +191,70 @@ def test_lock_network_leaves_cursors_and_listing_alone(store):
 def test_retry_delays_are_bounded(store):
     delays = store.retry_delays()
     assert len(delays) <= 10 and all(0 <= d <= 1 for d in delays)
+
+
+POD = ("default", "web-0", "6d1c1e0a-96a4-4ad4-9d0c-3b9a2f0c1e11")
+
+
+def test_leases_and_events_carry_the_pod_identity(store):
+    with store.transaction():
+        store.lock_network("n", 1)
+        store.reserve(Lease("n", ip("10.0.0.2"), 0, "c", "eth0", 0.0, None, None, None, *POD),
+                      "add")
+        store.reserve(Lease("n", ip("10.0.0.3"), 0, "p", "eth0", pod_name="nginx"), "add")
+        store.reserve(lease("10.0.0.4", cid="none"), "add")
+        got = store.lease_at("n", ip("10.0.0.2"))
+        assert got.pod() == POD
+        # Not part of equality: the owner is (container ID, ifname).
+        assert got == Lease("n", ip("10.0.0.2"), 0, "c", "eth0", got.allocated_at, got.boot_id)
+        assert [x.pod() for x in store.leases("n")] == [POD, (None, "nginx", None),
+                                                         (None, None, None)]
+        assert store.leases_of("n", "p", "eth0")[0].pod_name == "nginx"
+        claimed_from = Lease("n", ip("10.0.0.5"), 0, "c", None, pod_name="legacy")
+        store.reserve(claimed_from, "import")
+        assert store.claim_legacy(store.lease_at("n", ip("10.0.0.5")), "eth1").pod_name == \
+            "legacy"
+        assert store.lease_at("n", ip("10.0.0.5")).pod_name == "legacy"
+        store.release(store.lease_at("n", ip("10.0.0.2")), "del")
+        assert [(e.event, e.pod_namespace, e.pod_name, e.pod_uid)
+                for e in store.history("n", ip=ip("10.0.0.2"))] == [
+            ("allocate", *POD), ("release", *POD)]
+
+
+def test_import_leases_keeps_what_identity_they_have(store):
+    with store.transaction():
+        store.import_leases("n", [lease("10.0.0.2"),
+                                  Lease("n", ip("10.0.0.3"), 0, "d", "eth0", pod_name="x")],
+                            "import")
+        assert [x.pod_name for x in store.leases("n")] == [None, "x"]
+        assert [e.pod_name for e in store.history("n")] == [None, "x"]
+
+
+def test_renew_records_an_identity_only_where_there_is_none(store):
+    with store.transaction():
+        store.reserve(lease("10.0.0.2", cid="old"), "adopt")
+        store.reserve(Lease("n", ip("10.0.0.3"), 0, "new", "eth0", pod_name="first"), "add")
+        store.renew(store.lease_at("n", ip("10.0.0.2")), POD)
+        store.renew(store.lease_at("n", ip("10.0.0.3")), POD)
+        store.renew(store.lease_at("n", ip("10.0.0.2")), None)
+    with store.transaction():
+        assert store.lease_at("n", ip("10.0.0.2")).pod() == POD
+        assert store.lease_at("n", ip("10.0.0.3")).pod() == (None, "first", None)
+
+
+def test_history_by_container_prefix_and_pod_name(store):
+    with store.transaction():
+        for k, (cid, name) in enumerate((("3f2a9c01", "web"), ("3f2ab7", "db"),
+                                         ("3f2", "web"), ("a_%3f2", None))):
+            store.reserve(Lease("n", ip("10.0.0.%d" % (k + 2)), 0, cid, "eth0",
+                                pod_name=name), "add")
+        assert [e.container_id for e in store.history(container_prefix="3f2a")] == [
+            "3f2a9c01", "3f2ab7"]
+        assert [e.container_id for e in store.history(container_prefix="3f2")] == [
+            "3f2a9c01", "3f2ab7", "3f2"]
+        assert [e.container_id for e in store.history(container_prefix="a_%")] == ["a_%3f2"]
+        assert store.history(container_prefix="a%") == []
+        assert store.history(container_prefix="_") == []
+        assert [e.container_id for e in store.history(pod_name="web")] == ["3f2a9c01", "3f2"]
+        assert [e.container_id for e in store.history(pod_name="web",
+                                                      container_prefix="3f2a")] == ["3f2a9c01"]

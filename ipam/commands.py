@@ -78,7 +78,7 @@ def _run(store, mirror, conf, body):
 
 def cmd_add(env, conf_obj):
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
-    pod = config.recorded_pod(conf.pod)
+    pod = config.recorded_pod(conf.pod, system.warn)
     dns = {}
     if conf.resolv_conf:
         from ipam.dns import parse_resolv_conf

@@ -200,7 +200,7 @@ def parse_cni_args(text):
     IgnoreUnknown is true. The pod identity (:data:`POD_KEYS`) is unknown to host-local,
     so it is read only where host-local ignores it. Returns ``(requested address or
     None, (namespace, name, uid) or None)``, the identity as sent (an empty value is no
-    value): only ADD records it, after :func:`recorded_pod`.
+    value): only ADD records it, through :func:`recorded_pod`.
     """
     if not text:
         return None, None
@@ -240,27 +240,35 @@ def parse_cni_args(text):
     return requested, (identity if identity != (None, None, None) else None)
 
 
-def recorded_pod(pod):
-    """The identity an ADD records: ``pod`` as sent, or an EnvError (code 4) for a value
-    no runtime sends (over-long, control characters, bytes that are not UTF-8), which
-    is refused rather than stored. Only ADD checks: a DEL must never fail on it."""
-    if pod is not None:
-        for key, value in zip(POD_KEYS, pod, strict=True):
-            if value is not None:
-                _check_pod_value(key, value)
-    return pod
+def recorded_pod(pod, warn):
+    """The identity an ADD records: ``pod`` as sent, except a value no runtime sends
+    (over-long, control characters, bytes that are not UTF-8), which is left out and
+    reported through ``warn``. host-local ignores these keys: a value we cannot keep must
+    not fail a container's start, so it is metadata lost, never an error. Only ADD
+    records; DEL, CHECK and GC never look at it."""
+    if pod is None:
+        return None
+    kept = []
+    for key, value in zip(POD_KEYS, pod, strict=True):
+        why = None if value is None else _unrecordable(value)
+        if why is not None:
+            warn("CNI_ARGS %s not recorded: %s" % (key, why))
+            value = None
+        kept.append(value)
+    return tuple(kept) if kept != [None, None, None] else None
 
 
-def _check_pod_value(key, value):
+def _unrecordable(value):
+    """Why a pod identity value is not stored, or None when it is fine."""
     if len(value) > MAX_POD_VALUE:
-        raise EnvError("ARGS: %s is %d characters long; at most %d are accepted"
-                       % (key, len(value), MAX_POD_VALUE))
+        return "%d characters long; at most %d are recorded" % (len(value), MAX_POD_VALUE)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise EnvError("ARGS: %s is not valid UTF-8" % key) from None
+        return "not valid UTF-8"
     if not value.isprintable():
-        raise EnvError("ARGS: %s holds unprintable characters: %s" % (key, go_quote(value)))
+        return "unprintable characters: %s" % go_quote(value)
+    return None
 
 
 def version_tuple(version):

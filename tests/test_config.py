@@ -105,29 +105,37 @@ def test_cni_args_pod_identity(args, pod):
     assert load(conf({"subnet": "10.1.2.0/24"}), args).pod == pod
 
 
-@pytest.mark.parametrize("args,msg", [
-    ("K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0",
-     'ARGS: unknown args ["K8S_POD_NAMESPACE=default" "K8S_POD_NAME=web-0"]'),
-    ("IgnoreUnknown=1;K8S_POD_NAME=" + "n" * 1025,
-     "ARGS: K8S_POD_NAME is 1025 characters long; at most 1024 are accepted"),
-    ("IgnoreUnknown=1;K8S_POD_UID=a\x01b",
-     'ARGS: K8S_POD_UID holds unprintable characters: "a\\x01b"'),
-    ("IgnoreUnknown=1;K8S_POD_NAMESPACE=a\nb",
-     'ARGS: K8S_POD_NAMESPACE holds unprintable characters: "a\\nb"'),
-    ("IgnoreUnknown=1;K8S_POD_NAME=\udcff", "ARGS: K8S_POD_NAME is not valid UTF-8"),
-])
-def test_cni_args_pod_identity_errors(args, msg):
+def test_unknown_pod_keys_without_ignore_unknown_are_host_locals_error():
     with pytest.raises(EnvError) as e:
-        recorded_pod(parse_cni_args(args)[1])
-    assert e.value.msg == msg and e.value.code == 4
+        parse_cni_args("K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0")
+    assert e.value.msg == ('ARGS: unknown args ["K8S_POD_NAMESPACE=default" '
+                           '"K8S_POD_NAME=web-0"]') and e.value.code == 4
+
+
+@pytest.mark.parametrize("args,pod,warning", [
+    ("IgnoreUnknown=1;K8S_POD_NAME=" + "n" * 1025, None,
+     "CNI_ARGS K8S_POD_NAME not recorded: 1025 characters long; at most 1024 are recorded"),
+    ("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_UID=a\x01b", ("ns", None, None),
+     'CNI_ARGS K8S_POD_UID not recorded: unprintable characters: "a\\x01b"'),
+    ("IgnoreUnknown=1;K8S_POD_NAMESPACE=a\nb;K8S_POD_NAME=web-0", (None, "web-0", None),
+     'CNI_ARGS K8S_POD_NAMESPACE not recorded: unprintable characters: "a\\nb"'),
+    ("IgnoreUnknown=1;K8S_POD_NAME=\udcff", None,
+     "CNI_ARGS K8S_POD_NAME not recorded: not valid UTF-8"),
+])
+def test_a_pod_value_no_runtime_sends_is_left_out_with_a_warning(args, pod, warning):
+    """host-local ignores these keys: a value we cannot keep costs its record, never the
+    container's start."""
+    said = []
+    assert recorded_pod(parse_cni_args(args)[1], said.append) == pod
+    assert said == [warning]
 
 
 def test_only_what_add_records_is_checked():
-    """DEL, CHECK and GC ignore the identity, as host-local does: they never fail on it."""
+    """DEL, CHECK and GC ignore the identity, as host-local does: load keeps it as sent."""
     args = "IgnoreUnknown=1;K8S_POD_NAME=" + "n" * 2000
     assert load(conf({"subnet": "10.1.2.0/24"}), args).pod == (None, "n" * 2000, None)
-    assert recorded_pod((None, "web-0", None)) == (None, "web-0", None)
-    assert recorded_pod(None) is None
+    assert recorded_pod((None, "web-0", None), print) == (None, "web-0", None)
+    assert recorded_pod(None, print) is None
 
 
 def test_requested_ips_merge_in_order_and_dedupe():

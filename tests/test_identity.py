@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 from click.testing import CliRunner
-from conftest import IPAMCTL, run_plugin
+from conftest import IPAMCTL, PLUGIN, cni_env, run_plugin
 
 from cli.main import cli
 from ipam import addr, migrate, paths, schema_version
@@ -190,24 +190,41 @@ def test_a_repeated_add_gives_an_unnamed_lease_the_identity_it_brings(netconf, d
         (WEB, None, None, None), (WEB, "default", "web-0", UID)]
 
 
-@pytest.mark.parametrize("args,msg", [
-    ("K8S_POD_NAME=web-0", 'ARGS: unknown args ["K8S_POD_NAME=web-0"]'),
-    ("IgnoreUnknown=1;K8S_POD_NAME=" + "n" * 2000,
-     "ARGS: K8S_POD_NAME is 2000 characters long; at most 1024 are accepted"),
-    ("IgnoreUnknown=1;K8S_POD_UID=a\tb", 'ARGS: K8S_POD_UID holds unprintable characters: '
-                                         '"a\\tb"'),
-])
-def test_bad_identity_is_code_4_and_changes_nothing(netconf, data_dir, args, msg):
+def test_unknown_pod_keys_without_ignore_unknown_are_code_4_and_change_nothing(
+        netconf, data_dir):
     conf = netconf(SUBNET)
     add(conf, DB)
     before = sorted(os.listdir(data_dir / "mynet"))
-    out = run_plugin("ADD", conf, container_id=WEB, args=args)
-    assert (out.status, out.json["code"], out.json["msg"]) == (1, 4, msg), out
+    out = run_plugin("ADD", conf, container_id=WEB, args="K8S_POD_NAME=web-0")
+    assert (out.status, out.json["code"], out.json["msg"]) == (
+        1, 4, 'ARGS: unknown args ["K8S_POD_NAME=web-0"]'), out
     assert [r["container_id"] for r in js("list", data_dir=data_dir)] == [DB]
     assert sorted(os.listdir(data_dir / "mynet")) == before
-    if "IgnoreUnknown" in args:  # DEL ignores the identity, as host-local does
-        assert run_plugin("DEL", conf, container_id=DB, args=args).status == 0
-        assert js("list", data_dir=data_dir) == []
+
+
+@pytest.mark.parametrize("args,pod,warning", [
+    ("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + "n" * 2000,
+     ("default", None), "K8S_POD_NAME not recorded: 2000 characters long"),
+    ("IgnoreUnknown=1;K8S_POD_NAME=web-0;K8S_POD_UID=a\tb", (None, "web-0"),
+     'K8S_POD_UID not recorded: unprintable characters: "a\\tb"'),
+])
+def test_a_value_no_runtime_sends_is_not_recorded_and_the_add_succeeds(
+        netconf, data_dir, args, pod, warning):
+    """host-local ignores the keys, so the ADD gives the same result as without them;
+    only the value we cannot keep is left out, said on stderr."""
+    conf = netconf(SUBNET)
+    env = dict({"PATH": os.environ.get("PATH", "")},
+               **cni_env("ADD", container_id=WEB, args=args))
+    proc = subprocess.run([PLUGIN], input=json.dumps(conf).encode(), env=env,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc
+    assert warning in proc.stderr.decode()
+    plain = run_plugin("ADD", netconf(SUBNET, name="other"), container_id=WEB)
+    assert json.loads(proc.stdout)["ips"] == plain.json["ips"]
+    row, = js("list", "--network", "mynet", data_dir=data_dir)
+    assert (row["pod_namespace"], row["pod_name"]) == pod
+    assert run_plugin("DEL", conf, container_id=WEB, args=args).status == 0
+    assert js("list", "--network", "mynet", data_dir=data_dir) == []
 
 
 @pytest.mark.parametrize("args,msg", [

@@ -1,0 +1,95 @@
+"""The README's ipamctl commands are real: every command it shows, inline or in a shell
+block, runs with today's options against a pool the installed plugin made, and succeeds.
+
+A README that names an option which no longer exists, or a value in a form the option
+refuses, fails here. Placeholders (``N``, ``ID``, ``IP``, ``DIR``, ...) and host paths are
+replaced by this pool's values and throwaway paths; an optional part (``[--yes]``) is
+given. The runtime recipes that feed ``gc`` are run by tests/test_gc.py against fake
+runtimes; here each command runs in process (a process adds nothing to parsing it)."""
+import os
+import re
+import shlex
+
+import pytest
+from click.testing import CliRunner
+from conftest import run_plugin
+
+from cli.main import cli
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+CID = "3f2a9c01b2c4" + "0" * 52  # runtime-sized: 64 hex characters
+POD = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0"
+
+
+def _examples():
+    """``(where, text)`` of every ipamctl command in the README: inline code spans that
+    are more than a command's name, and shell-block lines that start with ``ipamctl``."""
+    with open(README) as f:
+        text = f.read()
+    found, block = [], False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("```"):
+            block = not block
+            continue
+        if block:
+            if line.startswith("ipamctl "):
+                found.append(("README.md:%d" % number, line.split("  #")[0].strip()))
+            continue
+        for span in re.findall(r"`(ipamctl [^`]*)`", line):
+            if not re.fullmatch(r"ipamctl( [a-z-]+)+", span):  # not just a command's name
+                found.append(("README.md:%d" % number, span))
+    return sorted(set(found), key=lambda f: f[1])
+
+
+def _argv(example, tmp):
+    """The example as an argument vector for this pool: placeholders and host paths
+    replaced, optional parts given."""
+    example = re.sub(r"\$\([^)]*\)", "today", example)  # a shell expansion in a file name
+    words = shlex.split(re.sub(r"\[([^\]]*)\](\.\.\.)?", r"\1", example))[1:]
+    # DIR: a CNI bin directory, except for import, which reads a host-local dataDir
+    directory = os.path.join(tmp, "host-local" if "import" in words else "bin")
+    values = {"N": "mynet", "ID": CID, "X": CID[:12], "IP": "10.22.0.17", "IF": "eth0",
+              "NS/NAME": "default/web-0", "NAME": "web-0", "old-name": "old-node",
+              "URL": os.path.join(tmp, "data", ".host-local-sqlite.db"),
+              "FILE": os.path.join(tmp, "backup.db"), "now.db": os.path.join(tmp, "backup.db"),
+              "DIR": directory}
+    out = []
+    for word in words:
+        if word in values:
+            word = values[word]
+        elif word.startswith("/var/backups/"):
+            word = os.path.join(tmp, "backup.db")
+        elif word.startswith("/") and word != "/dev/null":  # a CNI bin directory, a source
+            word = os.path.join(tmp, "bin")
+        out.append(word)
+    return out
+
+
+EXAMPLES = _examples()
+
+
+def test_the_readme_shows_commands():
+    """The extraction finds the commands (an empty list would prove nothing)."""
+    assert len(EXAMPLES) >= 25, EXAMPLES
+
+
+@pytest.mark.parametrize("where,example", EXAMPLES, ids=[e for _, e in EXAMPLES])
+def test_every_readme_command_runs(tmp_path, where, example):
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "host-local" / "mynet").mkdir(parents=True)  # Go's layout, nothing leased
+    conf = {"cniVersion": "1.0.0", "name": "mynet", "type": "bridge",
+            "ipam": {"type": "host-local-sqlite", "dataDir": str(data),
+                     "ranges": [[{"subnet": "10.22.0.0/24", "rangeStart": "10.22.0.17"}]]}}
+    assert run_plugin("ADD", conf, container_id=CID, args=POD).status == 0
+    assert run_plugin("ADD", conf, container_id="other").status == 0
+    argv = _argv(example, str(tmp_path))
+    runner = CliRunner()
+    if argv[:2] == ["db", "restore"]:  # a restore needs a backup made first
+        made = runner.invoke(cli, ["--data-dir", str(data), "db", "backup", argv[2]])
+        assert made.exit_code == 0, made.output
+    result = runner.invoke(cli, ["--data-dir", str(data), *argv], input="y\n")
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        where, argv, result.output)
+    assert result.exit_code == 0, (where, argv, result.output)

@@ -204,8 +204,12 @@ def _upgrade_url(url: str) -> str:
         # One transaction: on engines with transactional DDL (PostgreSQL) a failed
         # migration leaves nothing behind.
         with engine.begin() as connection:
-            revision = MigrationContext.configure(connection).get_current_revision()
+            # Tables first, then the revision: each statement reads what is committed when
+            # it starts (READ COMMITTED), and a racing creator commits its tables and its
+            # revision at once. Read the other way round, a creator committing between
+            # the two reads shows tables without a revision: "not our database".
             tables = [t for t in inspect(connection).get_table_names() if t != "alembic_version"]
+            revision = MigrationContext.configure(connection).get_current_revision()
             if _check(redacted(url), revision, tables) != HEAD:
                 command.upgrade(alembic_config(url, connection), "head")
     except SQLAlchemyError as e:

@@ -117,6 +117,18 @@ def run_plugin(command, conf, env_extra=None, **kw):
     return Outcome(proc.returncode, proc.stdout.decode())
 
 
+def run_ipamctl(data_dir, *args, input="", expect=0):
+    """The installed ipamctl on ``data_dir``, as an operator runs it; its exit status
+    checked. stdin is ``input``, never the terminal the tests run from (a command that
+    asks on a terminal would wait for an answer)."""
+    env = {"PATH": os.environ.get("PATH", ""), "IPAM_DATA_DIR": str(data_dir)}
+    proc = subprocess.run([IPAMCTL, *args], input=input, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == expect, (args, proc.stdout, proc.stderr)
+    return proc
+
+
 @pytest.fixture
 def data_dir(tmp_path):
     d = tmp_path / "data"

@@ -5,14 +5,13 @@ import json
 import os
 import re
 import sqlite3
-import subprocess
 import time
 import traceback
 from datetime import datetime, timezone
 
 import pytest
 from click.testing import CliRunner
-from conftest import IPAMCTL, run_inprocess, run_plugin
+from conftest import run_inprocess, run_ipamctl, run_plugin
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli.main import cli
@@ -768,13 +767,7 @@ def test_version(runner):
 
 
 # -- the installed ipamctl against the installed plugin --------------------------------
-def ipamctl(data_dir, *args, input=None, expect=0):
-    env = {"PATH": os.environ.get("PATH", ""), "IPAM_DATA_DIR": str(data_dir)}
-    proc = subprocess.run([IPAMCTL, *args], input=input, env=env, capture_output=True,
-                          text=True, timeout=60)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == expect, (args, proc.stdout, proc.stderr)
-    return proc
+ipamctl = run_ipamctl
 
 
 def test_installed_ipamctl_on_a_plugin_database(data_dir, netconf):

@@ -14,7 +14,7 @@ from ipaddress import ip_address
 
 import pytest
 import test_cli
-from conftest import IPAMCTL, run_plugin
+from conftest import IPAMCTL, run_ipamctl, run_plugin
 from test_admin import HOUR, owners, put
 from test_cli import events, held, lease_rows, sql
 
@@ -315,13 +315,7 @@ def test_gc_usage_errors(ctl, add, data_dir, args):
 
 
 # -- the guards, through the installed binaries ----------------------------------------
-def ipamctl(data_dir, *args, input="", expect=0):
-    env = {"PATH": os.environ.get("PATH", ""), "IPAM_DATA_DIR": str(data_dir)}
-    proc = subprocess.run([IPAMCTL, *args], input=input, env=env, capture_output=True,
-                          text=True, timeout=60)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == expect, (args, proc.stdout, proc.stderr)
-    return proc
+ipamctl = run_ipamctl
 
 
 @pytest.fixture

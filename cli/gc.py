@@ -133,7 +133,7 @@ def _table(report: gc.Report) -> None:
                             for _, m in plan.refusals) or "ok"
         if plan.refusals:
             verdict = ("overridden: " if report.forced else "refused: ") + verdict
-        click.echo("  %s (%d leases, %d candidates, %d kept): %s" % (
+        click.echo("  %s (leases %d, candidates %d, kept %d): %s" % (
             plan.network, plan.total, len(plan.candidates), len(plan.kept), verdict))
     if not report.plans:
         click.echo("  (no network)")

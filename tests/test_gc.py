@@ -176,7 +176,7 @@ def test_gc_grace_kept_and_shown(ctl, ctl_json, add, data_dir):
     assert "candidates:\n(none)\nkept:\n" in text
     assert re.search(r"mynet +10\.1\.2\.3 +b +eth0 +younger than --grace \((10m00|9m\d\d)s "
                      r"left\)", text)
-    assert "mynet (2 leases, 0 candidates, 1 kept): ok" in text
+    assert "mynet (leases 2, candidates 0, kept 1): ok" in text
     assert gc_owners(ctl_json("gc", "--network", "mynet", "--valid", "a", "--grace", "0")) == (
         [("b", "eth0")], [])
     age_all(data_dir)
@@ -295,8 +295,8 @@ def test_gc_over_every_network_and_repeated_network(ctl, ctl_json, add, data_dir
     assert [(n, c) for n, _, c, _ in held(data_dir)] == [
         ("n1", "live"), ("n2", "live"), ("n2", "dead-n2"), ("n3", "live")]
     text = ctl("gc", "--valid", "live").stdout
-    assert "  n1 (1 leases, 0 candidates, 0 kept): ok" in text
-    assert "  n2 (2 leases, 1 candidates, 0 kept): ok" in text
+    assert "  n1 (leases 1, candidates 0, kept 0): ok" in text
+    assert "  n2 (leases 2, candidates 1, kept 0): ok" in text
     # A network with no lease and no record: nothing to do, and said so.
     assert ctl_json("gc", "--valid", "live", "--network", "nowhere")["networks"] == ["nowhere"]
 
@@ -370,7 +370,7 @@ def test_guard_refuses_container_ids_where_cri_gives_sandboxes(data_dir, pool):
     assert "network other:" in proc.stderr
     assert held(data_dir) == before   # nothing, in any network
     text = ipamctl(data_dir, "gc", "--valid-file", "-", input=crictl_ps_q).stdout
-    assert "  cbr0 (6 leases, 6 candidates, 0 kept): refused: the list names none" in text
+    assert "  cbr0 (leases 6, candidates 6, kept 0): refused: the list names none" in text
     # The right list: nothing to release, no refusal.
     answer = gc_json(data_dir, "--valid-file", "-", "--apply",
                      input="\n".join(SANDBOXES + ["x", "y"]))
@@ -445,7 +445,7 @@ def test_on_a_terminal_a_refusing_guard_asks(data_dir, pool, tmp_path):
     assert len(held(data_dir)) == 2
     status, out = on_terminal(b"y")
     assert status == 0, out
-    assert "released: 2" in out and "cbr0 (2 leases, 2 candidates, 0 kept): overridden: " in out
+    assert "released: 2" in out and "cbr0 (leases 2, candidates 2, kept 0): overridden: " in out
     assert held(data_dir) == []
 
 

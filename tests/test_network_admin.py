@@ -11,6 +11,7 @@ import time
 
 import pytest
 from conftest import IPAMCTL, run_plugin
+from conftest import run_ipamctl as ipamctl
 from prometheus_client.parser import text_string_to_metric_families
 from test_admin import note, put
 from test_cli import (  # noqa: F401 - fixtures
@@ -21,7 +22,6 @@ from test_cli import (  # noqa: F401 - fixtures
     delete,
     events,
     held,
-    ipamctl,
     owners,
     runner,
     sql,

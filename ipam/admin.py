@@ -32,7 +32,11 @@ def list_leases(store, network=None, container_id=None, ip=None, pod=None, name=
 
 def range_sets_of(store, network):
     """The network's range sets as the plugin last saw them, or None (never ADDed by us)."""
-    info = store.network_info(network)
+    return range_sets_in(store.network_info(network))
+
+
+def range_sets_in(info):
+    """The range sets of a :meth:`~ipam.store.Store.network_info` record (None: none)."""
     return from_description(json.loads(info[2])) if info else None
 
 

@@ -7,7 +7,7 @@ does ever removes the last two, since host-local never learns that a network is 
 """
 import os
 
-from ipam.admin import AdminError, _Held, _mirrors, range_sets_of
+from ipam.admin import AdminError, _Held, _mirrors, range_sets_in, range_sets_of
 from ipam.errors import IoFailure
 from ipam.exporter import TMP_PREFIX, is_cursor_name
 
@@ -23,7 +23,7 @@ def networks(store):
     with store.transaction():
         for name in store.networks():
             info = store.network_info(name)
-            sets = range_sets_of(store, name)
+            sets = range_sets_in(info)
             seen = [t for t in store.network_times(name) if t is not None]
             rows.append({
                 "network": name,

@@ -51,6 +51,22 @@ def pg_url(pg_server):
     return pg_server.create_database()
 
 
+def upgrade_pg_to(url, revision):
+    """Bring the PostgreSQL database ``url`` to schema ``revision`` with the shipped
+    migrations: a pool as an earlier version of ours left it."""
+    import sqlalchemy
+    from alembic import command
+
+    from ipam import migrate
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(migrate.alembic_config(url, conn), revision)
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def store(request, tmp_path):
     """The Store contract's implementations, driven by the same tests."""

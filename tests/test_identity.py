@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 from click.testing import CliRunner
-from conftest import IPAMCTL, PLUGIN, cni_env, run_plugin
+from conftest import IPAMCTL, PLUGIN, cni_env, run_plugin, upgrade_pg_to
 
 from cli.main import cli
 from ipam import addr, migrate, paths, schema_version
@@ -272,15 +272,7 @@ def test_a_0005_sqlite_database_upgrades_in_place_and_reads_nulls(netconf, data_
 
 def test_a_0005_postgresql_pool_upgrades_and_a_shared_add_records_the_identity(
         pg_url, pg_server, tmp_path):
-    import sqlalchemy
-    from alembic import command
-
-    engine = sqlalchemy.create_engine(pg_url)
-    try:
-        with engine.begin() as conn:
-            command.upgrade(migrate.alembic_config(pg_url, conn), "0005")
-    finally:
-        engine.dispose()
+    upgrade_pg_to(pg_url, "0005")
     _old_lease(lambda sql: pg_server.sql(pg_url, sql.replace("X'", "'\\x")), "10.1.2.9", "old")
     conf = {"cniVersion": "1.0.0", "name": "mynet", "type": "bridge",
             "ipam": {"type": "host-local-sqlite", "subnet": "10.1.2.0/24", "database": pg_url,

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from conftest import run_inprocess
+from conftest import run_inprocess, upgrade_pg_to
 
 from ipam import migrate, schema, schema_version
 from ipam.errors import Retry
@@ -324,14 +324,7 @@ def test_real_unique_clashes_and_deadlocks_are_retryable(pg_url, tmp_path):
 def test_an_older_schema_on_postgresql_is_upgraded_in_place(pg_url, pg_server, tmp_path):
     """A pool made by revision 0002 (before leases recorded their node) keeps its leases
     through the upgrade the next plugin call runs; they simply have no node."""
-    from alembic import command
-
-    engine = sqlalchemy.create_engine(pg_url)
-    try:
-        with engine.begin() as conn:
-            command.upgrade(migrate.alembic_config(pg_url, conn), "0002")
-    finally:
-        engine.dispose()
+    upgrade_pg_to(pg_url, "0002")
     pg_server.sql(pg_url, "INSERT INTO leases (network, ip, ip_key, next_free, range_set, "
                           "container_id, ifname, allocated_at) VALUES ('shared', '10.70.0.2', "
                           "%s, true, 0, 'old', 'eth0', 1.0)",

@@ -299,9 +299,8 @@ class SqliteStore:
                          preds)
         now = time.time()
         conn.executemany(
-            "INSERT INTO history (time, event, reason, network, ip, container_id, ifname, "
-            "node, pod_namespace, pod_name, pod_uid) "
-            "VALUES (?, 'allocate', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO history (%s) VALUES (?, 'allocate', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            % _EVENT_COLS,
             [(now, reason, r[0], r[1], r[5], r[6], *r[9:]) for r in rows])
         return len(rows)
 

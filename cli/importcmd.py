@@ -11,7 +11,7 @@ from cli.common import Obj, open_store, table_or_json
 from cli.output import progress
 from ipam import admin
 from ipam.backend import sqlite_path
-from ipam.memory_store import MemoryStore
+from ipam.store.memory import MemoryStore
 
 
 def _dry_run_store(obj: Obj) -> Any:

@@ -36,8 +36,8 @@ def range_sets_of(store, network):
 
 
 def range_sets_in(info):
-    """The range sets of a :meth:`~ipam.store.Store.network_info` record (None: none)."""
-    return from_description(json.loads(info[2])) if info else None
+    """The range sets of a network's :class:`~ipam.lease.NetworkRecord` (None: none)."""
+    return from_description(json.loads(info.range_sets)) if info else None
 
 
 def stats(store, network=None):
@@ -103,7 +103,7 @@ def mirror_for(store, network, data_dir, to=None):
     if to is not None:
         return Mirror(to)
     info = store.network_info(network)
-    if info is not None and not info[1]:
+    if info is not None and not info.export:
         return None
     if store.shared:
         # The recorded dataDir is whichever node wrote last; this node's is data_dir, and
@@ -111,7 +111,7 @@ def mirror_for(store, network, data_dir, to=None):
         here = os.path.isdir(os.path.join(data_dir, network)) or store.leases(network)
         return Mirror(data_dir) if here else None
     if info is not None:
-        return Mirror(info[0])
+        return Mirror(info.data_dir)
     return Mirror(data_dir) if os.path.isdir(os.path.join(data_dir, network)) else None
 
 

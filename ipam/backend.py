@@ -39,7 +39,7 @@ def open_store(database, busy_timeout=None, readonly=False, node=None, data_dir=
         raise ConfigError("database %s is not a file: leases must persist" % database)
     if path is None:
         return _open_server(database, busy_timeout, readonly, node, data_dir, scope, queue)
-    from ipam.sqlite_store import SqliteStore
+    from ipam.store.sqlite import SqliteStore
 
     if not readonly:
         parent = system.dirname(path)
@@ -56,11 +56,11 @@ def open_store(database, busy_timeout=None, readonly=False, node=None, data_dir=
 
 
 def _open_server(url, busy_timeout, readonly, node, data_dir, scope, queue):
-    """A shared database: SQLAlchemy and its driver, imported only here. SqlStore refuses
-    what is not PostgreSQL before anything is created."""
-    from ipam.sql_store import SqlStore
+    """A shared database: its driver, imported only here. PostgresStore refuses what is
+    not PostgreSQL before anything is created."""
+    from ipam.store.postgres import PostgresStore
 
-    store = SqlStore(url, node=node, scope=scope, readonly=readonly, busy_timeout=busy_timeout,
+    store = PostgresStore(url, node=node, scope=scope, readonly=readonly, busy_timeout=busy_timeout,
                      lock_path=system.join(data_dir, SHARED_LOCK) if data_dir and queue
                      else None)
     if data_dir and not readonly:

@@ -29,7 +29,8 @@ HOT_PATH = (
     "ipam.errors", "ipam.addr", "ipam.lease", "ipam.allocator", "ipam.ranges",
     "ipam.paths", "ipam.config", "ipam.jsonio", "ipam.result", "ipam.backend",
     "ipam.exporter", "ipam.commands", "ipam.cni", "ipam.__main__", "ipam.writer_lock",
-    "ipam.schema_version", "ipam.sqlite_module", "ipam.sqlite_db", "ipam.sqlite_store",
+    "ipam.schema_version", "ipam.sqlite_module", "ipam.sqlite_db", "ipam.store",
+    "ipam.store.table", "ipam.store.sqlite",
     "ipam.dns",
 )
 PACKAGE_DIR = system.dirname(__file__)
@@ -55,7 +56,8 @@ def build(package_dir=PACKAGE_DIR):
 
     entries = []
     for name in HOT_PATH:
-        src = os.path.join(package_dir, name.rsplit(".", 1)[1] + ".py")
+        src = os.path.join(package_dir, *name.split(".")[1:])
+        src = os.path.join(src, "__init__.py") if os.path.isdir(src) else src + ".py"
         st = os.stat(src)
         with open(src, "rb") as f:
             code = compile(f.read(), src, "exec", dont_inherit=True)
@@ -79,7 +81,11 @@ class _Finder:
         entry = self.codes.get(name)
         if entry is None:
             return None
-        spec = ModuleSpec(name, self, origin=entry[0])
+        src = entry[0]
+        package = src.endswith("/__init__.py")
+        spec = ModuleSpec(name, self, origin=src, is_package=package)
+        if package:  # its submodules are found beside it, bundled or not
+            spec.submodule_search_locations = [system.dirname(src)]
         spec.has_location = True  # __file__ is the source, as for a normal import
         return spec
 

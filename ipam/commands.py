@@ -9,7 +9,7 @@ from ipam import addr, allocator, config, jsonio, result, system
 from ipam.backend import open_store
 from ipam.errors import ConfigError, IoFailure, IpamError, Retry, Unavailable
 from ipam.exporter import Mirror
-from ipam.lease import Changes
+from ipam.lease import Changes, NetworkRecord
 from ipam.ranges import describe
 
 # Set by the console script, which ends the process with os._exit right after the
@@ -162,14 +162,10 @@ def note_network(store, conf):
     ``networks`` row (ranges, dataDir, export) current for ipamctl: one primary-key read
     per command, a write only when the config changed."""
     store.lock_network(conf.name, len(conf.range_sets))
-    old = store.network_info(conf.name)
-    info = (conf.data_dir, conf.export,
-            jsonio.dumps(describe(conf.range_sets), indent=0))
-    # On a shared database every node has its own dataDir: a node's differing from the
-    # last writer's is no change worth a write (ipamctl uses its own --data-dir there).
-    compared = 1 if store.shared else 0
-    if old is None or old[compared:] != info[compared:]:
-        store.set_network_info(conf.name, *info)
+    record = NetworkRecord(conf.data_dir, conf.export,
+                           jsonio.dumps(describe(conf.range_sets), indent=0))
+    if not record.same_config(store.network_info(conf.name), store.shared):
+        store.set_network_info(conf.name, record)
 
 
 def _repair_quietly(store, files):

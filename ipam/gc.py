@@ -13,8 +13,8 @@ made before this boot; never while younger than ``grace``, so an ADD in flight i
 """
 import time
 
+from ipam import system
 from ipam.admin import _Held, _mirrors, _release_all
-from ipam.sqlite_store import boot_clock, boot_id
 
 NOT_LISTED, EARLIER_BOOT = "not listed", "earlier boot"
 # A network losing at most this many leases is never refused for its share: on a small
@@ -90,7 +90,7 @@ class NetworkPlan:
 def plan_network(store, network, valid, grace, previous_boots, now=None):
     """Classify one network's leases (inside the caller's transaction)."""
     now = time.time() if now is None else now
-    this_boot, uptime = boot_id(), boot_clock()
+    this_boot, uptime = system.boot_id(), system.boot_clock()
     leases = store.leases(network)
     plan = NetworkPlan(network, leases)
     for lease in leases:

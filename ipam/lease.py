@@ -1,6 +1,6 @@
 """The values that cross the store boundary. Plain classes: the hot path avoids dataclasses
 (importing them costs more than sqlite3 and json together)."""
-
+from ipam import system
 
 # The identity of a lease made without one (no K8S_POD_* in CNI_ARGS, imported, adopted,
 # or made before schema revision 0006).
@@ -79,6 +79,45 @@ class Lease:
     def __repr__(self):
         return "Lease(%s %s %s/%s set %s)" % (self.network, self.ip, self.container_id,
                                               self.ifname, self.range_set)
+
+
+def new_boot_time(lease):
+    """The boot clock a new lease records: its own (a copy), or now when the lease is of
+    this boot; None for a lease of an earlier boot (imported), aged by its wall clock."""
+    if lease.boot_time is not None:
+        return lease.boot_time
+    return system.boot_clock() if lease.boot_id in (None, system.boot_id()) else None
+
+
+class NetworkRecord:
+    """A network as the last ADD saw its config: where its mirror is (``data_dir``),
+    whether it is mirrored (``export``) and its ranges (``range_sets``: JSON, as
+    :func:`ipam.ranges.describe` gives them). ipamctl has no network config: this is what
+    stats, export, check and gc know of a network. A config key ipamctl must see is one
+    more field here and one more column in the ``networks`` table."""
+
+    __slots__ = ("data_dir", "export", "range_sets")
+
+    def __init__(self, data_dir, export, range_sets):
+        self.data_dir = data_dir
+        self.export = bool(export)
+        self.range_sets = range_sets
+
+    def same_config(self, other, shared):
+        """Whether ``other`` needs no write over this record. On a shared database every
+        node has its own dataDir: a node's differing from the last writer's is no change
+        (ipamctl there uses its own --data-dir)."""
+        return (other is not None and self.export == other.export
+                and self.range_sets == other.range_sets
+                and (shared or self.data_dir == other.data_dir))
+
+    def __eq__(self, other):
+        return isinstance(other, NetworkRecord) and self.same_config(other, False)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return "NetworkRecord(%r, %r, %r)" % (self.data_dir, self.export, self.range_sets)
 
 
 class Changes:

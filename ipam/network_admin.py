@@ -27,8 +27,8 @@ def networks(store):
             seen = [t for t in store.network_times(name) if t is not None]
             rows.append({
                 "network": name,
-                "data_dir": info[0] if info else None,
-                "export": info[1] if info else None,
+                "data_dir": info.data_dir if info else None,
+                "export": info.export if info else None,
                 "ranges": [str(rs) for rs in sets] if sets is not None else None,
                 "size": sum(rs.size() for rs in sets) if sets is not None else None,
                 "leases": len(store.leases(name)),

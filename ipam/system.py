@@ -8,6 +8,7 @@ only. Code off the hot path (ipamctl, import, migrations) keeps using ``os``. Th
 is POSIX-only anyway (it queues writers with ``flock``).
 """
 import sys
+import time
 from posix import (  # noqa: F401 - re-exported for the hot path's modules
     O_APPEND,
     O_CLOEXEC,
@@ -43,6 +44,29 @@ _S_IFMT = 0o170000
 S_IFDIR = 0o040000
 S_IFREG = 0o100000
 S_IFLNK = 0o120000
+
+
+_BOOT_ID: list = []
+
+
+def boot_id():
+    """The kernel's boot id (None where /proc does not say): a lease made in an earlier
+    boot belongs to a network namespace that no longer exists."""
+    if not _BOOT_ID:
+        try:
+            fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC)
+            try:
+                _BOOT_ID.append(read(fd, 64).decode().strip() or None)
+            finally:
+                close(fd)
+        except OSError:
+            _BOOT_ID.append(None)
+    return _BOOT_ID[0]
+
+
+def boot_clock():
+    """Seconds since this boot (CLOCK_BOOTTIME): ages that no clock step can change."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def warn(text: str) -> None:

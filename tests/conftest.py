@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from ipam.cni import main as cni_main
-from ipam.memory_store import MemoryStore
-from ipam.sqlite_store import SqliteStore
+from ipam.store.memory import MemoryStore
+from ipam.store.sqlite import SqliteStore
 
 VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 PLUGIN = os.path.join(os.path.dirname(sys.executable), "host-local-sqlite")
@@ -75,10 +75,10 @@ def store(request, tmp_path):
     elif request.param == "sqlite":
         s = SqliteStore(str(tmp_path / "leases.db"))
     else:
-        from ipam.sql_store import SqlStore
+        from ipam.store.postgres import PostgresStore
 
         url = request.getfixturevalue("pg_url")
-        s = SqlStore(url, lock_path=str(tmp_path / "writers.lock"))
+        s = PostgresStore(url, lock_path=str(tmp_path / "writers.lock"))
     yield s
     s.close()
 

@@ -161,18 +161,17 @@ def integrity(data_dir):
 def database_problems(data_dir, network):
     """Invariants a crash must not break, beyond SQLite's own integrity check:
 
-    - each lease's ``next_free`` flag says whether the next address is free (the
-      allocator trusts it);
+    - the lease table's own (:mod:`ipam.store.invariant`, the check ``ipamctl check``
+      runs): each ``next_free`` flag and ``ip_key`` agree with the leases;
     - the history agrees with the leases: an address is leased exactly when its last
       history event is an allocation.
     """
-    problems = []
-    rows = query(data_dir, "SELECT ip, ip_key, next_free FROM leases WHERE network = ?",
-                 (network,))
-    keys = {int.from_bytes(r[1], "big") for r in rows}
-    for ip, key, next_free in rows:
-        if bool(next_free) != (int.from_bytes(key, "big") + 1 not in keys):
-            problems.append("next_free of %s is %r" % (ip, next_free))
+    from ipam.store import invariant
+
+    problems = invariant.problems(query(
+        data_dir, "SELECT network, ip, ip_key, next_free FROM leases WHERE network = ? "
+                  "ORDER BY ip_key", (network,)))
+    rows = query(data_dir, "SELECT ip FROM leases WHERE network = ?", (network,))
     last = {}
     for ip, event in query(data_dir, "SELECT ip, event FROM history WHERE network = ? "
                                      "ORDER BY id", (network,)):

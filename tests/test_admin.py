@@ -7,11 +7,12 @@ import types
 
 import pytest
 
-from ipam import admin, memory_store, sqlite_store
-from ipam.lease import Lease
+from ipam import admin, system
+from ipam.lease import Lease, NetworkRecord
 from ipam.ranges import canonicalize, describe, make_set
 from ipam.schema_version import HEAD
-from ipam.sqlite_store import boot_clock, boot_id
+from ipam.store import memory, table
+from ipam.system import boot_clock, boot_id
 
 ip = ipaddress.ip_address
 HOUR = 3600.0
@@ -42,11 +43,8 @@ def clock(monkeypatch):
     now = [1_000_000.0]
     fake = types.SimpleNamespace(time=lambda: now[0], clock_gettime=lambda clock: now[0],
                                  CLOCK_BOOTTIME=time.CLOCK_BOOTTIME)
-    monkeypatch.setattr(sqlite_store, "time", fake)
-    monkeypatch.setattr(memory_store, "time", fake)
-    from ipam import sql_store
-
-    monkeypatch.setattr(sql_store, "time", fake)
+    for module in (table, memory, system):
+        monkeypatch.setattr(module, "time", fake)
     return now
 
 
@@ -56,7 +54,8 @@ def note(store, network, data_dir, *subnets, export=True, exclude=()):
                                    [(int(ip(a)), int(ip(b))) for a, b in exclude])])
             for s in subnets]
     with store.transaction():
-        store.set_network_info(network, str(data_dir), export, json.dumps(describe(sets)))
+        store.set_network_info(network, NetworkRecord(str(data_dir), export,
+                                                      json.dumps(describe(sets))))
 
 
 # -- reading --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import sys
 sys.path.insert(0, %r)
 from ipam import bundle
 served = bundle.load()
-import ipam.cni, ipam.sqlite_store
+import ipam.cni, ipam.store.sqlite
 print(served, type(ipam.cni.__spec__.loader).__name__, ipam.cni.__file__)
 """
 

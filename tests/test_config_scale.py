@@ -14,8 +14,8 @@ from ipam.cni import decode_config
 from ipam.config import load
 from ipam.errors import ConfigError
 from ipam.lease import Lease
-from ipam.memory_store import MemoryStore
 from ipam.ranges import Range, RangeSet, canonicalize, clip, first_overlap, make_set, merge
+from ipam.store.memory import MemoryStore
 
 ip = ipaddress.ip_address
 PROPERTY = settings(max_examples=300, deadline=None)

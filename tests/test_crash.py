@@ -118,15 +118,15 @@ def test_random_sigkills_never_corrupt_or_duplicate(data_dir, netconf):
 # -- kills at chosen points ----------------------------------------------------------
 # Each is source text run in a child before the plugin's entry point; die() SIGKILLs it.
 BEFORE_COMMIT = """
-from ipam import sqlite_store
-_exit = sqlite_store._Txn.__exit__
+from ipam.store import table
+_exit = table.Transaction.__exit__
 def _patched(self, exc_type, exc, tb):
     if exc_type is None and self.store.conn.in_transaction:
         if self.store.conn.total_changes == 0:
             sys.exit("nothing changed before COMMIT")
         die()
     return _exit(self, exc_type, exc, tb)
-sqlite_store._Txn.__exit__ = _patched
+table.Transaction.__exit__ = _patched
 """
 
 AFTER_COMMIT = """

@@ -12,8 +12,8 @@ from ipam import allocator, reconcile
 from ipam.errors import IoFailure, TryAgain
 from ipam.exporter import PENDING_PREFIX, Mirror, NetworkDir
 from ipam.lease import Changes, Lease
-from ipam.memory_store import MemoryStore
 from ipam.ranges import canonicalize, make_set
+from ipam.store.memory import MemoryStore
 
 ip = ipaddress.ip_address
 

@@ -19,8 +19,9 @@ from test_admin import HOUR, owners, put
 from test_cli import events, held, lease_rows, sql
 
 from cli.output import lease_row
-from ipam import admin, gc, memory_store, sqlite_store
+from ipam import admin, gc, system
 from ipam.lease import Lease
+from ipam.store import memory, table
 
 SUBNET = {"subnet": "10.1.2.0/24"}
 LEASE_KEYS = set(lease_row(Lease("n", "10.1.2.2", 0, "a", "eth0")))
@@ -113,12 +114,10 @@ def test_a_lease_is_aged_on_the_boot_clock(store, monkeypatch):
     take the lease; stepping back must not make an old one young."""
     import types
 
-    from ipam import sql_store
-
     wall, boot = [1_000_000.0], [5_000.0]
     fake = types.SimpleNamespace(time=lambda: wall[0], clock_gettime=lambda c: boot[0],
                                  CLOCK_BOOTTIME=time.CLOCK_BOOTTIME)
-    for module in (sqlite_store, memory_store, sql_store, gc):
+    for module in (table, memory, system, gc):
         monkeypatch.setattr(module, "time", fake)
     with store.transaction():
         assert store.reserve(Lease("n", ip_address("10.1.2.2"), 0, "young", "eth0"), "add")

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from ipam import admin, allocator, gc, importer
-from ipam.lease import Lease
+from ipam.lease import Lease, NetworkRecord
 from ipam.ranges import canonicalize, describe, make_set
 
 ip = ipaddress.ip_address
@@ -99,7 +99,8 @@ def note(store, network, data_dir, *subnets):
     """Record a network's ranges as the plugin's ADD does (one range set per subnet)."""
     sets = [make_set([canonicalize(s, None, None, None)]) for s in subnets]
     with store.transaction():
-        store.set_network_info(network, str(data_dir), True, json.dumps(describe(sets)))
+        store.set_network_info(network, NetworkRecord(str(data_dir), True,
+                                                      json.dumps(describe(sets))))
     return sets
 
 

@@ -146,7 +146,7 @@ def test_the_launchers_commands_import_only_the_lean_set(tmp_path, netconf):
         loaded = set(report[0].split(","))
         assert not loaded & unwanted, (command, loaded & unwanted)
         ours = dict(x.split(":") for x in report[1][len("OURS="):].split(","))
-        assert "ipam.sqlite_store" in ours, command
+        assert "ipam.store.sqlite" in ours, command
         assert {n for n, how in ours.items() if how != "_Finder"} == before_the_bundle, ours
         seen |= set(ours)
     assert seen - before_the_bundle == set(bundle.HOT_PATH)  # the list is exact

@@ -8,7 +8,7 @@ import pytest
 from ipam import addr, allocator
 from ipam.lease import Lease
 from ipam.ranges import canonicalize, make_set
-from ipam.sqlite_store import SqliteStore
+from ipam.store.sqlite import SqliteStore
 
 SUBNET = "10.128.0.0/16"
 

@@ -1,4 +1,4 @@
-"""SqlStore on a real PostgreSQL server: what the contract tests cannot show.
+"""PostgresStore on a real PostgreSQL server: what the contract tests cannot show.
 
 Node scope, the schema the migrations make there, the retry when a connection is lost
 at COMMIT (both outcomes), the integrity check, and a database from a newer version.
@@ -15,13 +15,13 @@ from conftest import run_inprocess, upgrade_pg_to
 from ipam import migrate, schema, schema_version
 from ipam.errors import Retry
 from ipam.lease import Lease
-from ipam.sql_store import SqlStore
+from ipam.store.postgres import PostgresStore
 
 ip = ipaddress.ip_address
 
 
 def make(url, tmp_path, node, scope=True):
-    return SqlStore(url, node=node, scope=scope, lock_path=str(tmp_path / (node + ".lock")))
+    return PostgresStore(url, node=node, scope=scope, lock_path=str(tmp_path / (node + ".lock")))
 
 
 def conf(url, data_dir, node="node-a", **ipam):
@@ -73,39 +73,36 @@ def test_each_node_sees_its_own_leases_and_allocation_sees_all(pg_url, tmp_path)
 
 
 class _LoseConnectionAtCommit:
-    """Makes the first COMMIT look lost to the client: ``landed`` says whether the
-    server really committed before the connection went."""
+    """Makes the first COMMIT's connection really die: the server process is terminated
+    (pg_terminate_backend) before the COMMIT is sent, or, with ``landed``, right after
+    the server committed and before the client hears it (the next read on the
+    connection finds it gone)."""
 
     def __init__(self, monkeypatch, landed):
         self.fired = False
         self.landed = landed
-        real_connect = SqlStore._connect
+        real_exec = PostgresStore._exec
         hook = self
 
-        class Trans:
-            def __init__(self, trans):
-                self.trans = trans
+        def kill(store):
+            import psycopg
 
-            def commit(self):
-                if hook.fired:
-                    return self.trans.commit()
-                hook.fired = True
-                if hook.landed:
-                    self.trans.commit()
-                else:
-                    self.trans.rollback()
-                raise sqlalchemy.exc.OperationalError(
-                    "COMMIT", {}, Exception("server closed the connection unexpectedly"),
-                    connection_invalidated=True)
+            with psycopg.connect(store._conninfo, autocommit=True) as other:
+                other.execute("SELECT pg_terminate_backend(%s)",
+                              (store.conn.info.backend_pid,))
 
-            def __getattr__(self, name):
-                return getattr(self.trans, name)
+        def exec_(store, sql, params=()):
+            if sql != "COMMIT" or hook.fired:
+                return real_exec(store, sql, params)
+            hook.fired = True
+            if hook.landed:
+                real_exec(store, sql, params)
+                kill(store)
+                return real_exec(store, "SELECT 1")
+            kill(store)
+            return real_exec(store, sql, params)
 
-        def connect(store):
-            real_connect(store)
-            store.trans = Trans(store.trans)
-
-        monkeypatch.setattr(SqlStore, "_connect", connect)
+        monkeypatch.setattr(PostgresStore, "_exec", exec_)
 
 
 @pytest.mark.parametrize("landed", [True, False], ids=["commit-landed", "commit-lost"])
@@ -139,8 +136,8 @@ def test_retries_are_bounded_and_end_in_code_11(pg_url, tmp_path, monkeypatch):
         calls.append(network)
         raise Retry("simulated clash")
 
-    monkeypatch.setattr(SqlStore, "lock_network", always_conflict)
-    monkeypatch.setattr("ipam.sql_store.retry_delays", lambda *a, **k: [0.0] * 5)
+    monkeypatch.setattr(PostgresStore, "lock_network", always_conflict)
+    monkeypatch.setattr("ipam.store.postgres.retry_delays", lambda *a, **k: [0.0] * 5)
     out = run_inprocess("ADD", conf(pg_url, tmp_path / "data"), container_id="c1")
     assert out.status != 0 and out.json["code"] == 11, out
     assert len(calls) == 6

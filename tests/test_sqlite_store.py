@@ -8,7 +8,7 @@ import pytest
 from ipam.errors import IoFailure, SchemaError
 from ipam.lease import Lease
 from ipam.schema_version import HEAD
-from ipam.sqlite_store import SqliteStore
+from ipam.store.sqlite import SqliteStore
 
 ip = ipaddress.ip_address
 
@@ -183,7 +183,7 @@ def test_hot_path_loads_sqlite_without_functools_and_leaves_the_real_one(tmp_pat
 
     code = (
         "import sys\n"
-        "from ipam.sqlite_store import SqliteStore\n"
+        "from ipam.store.sqlite import SqliteStore\n"
         "assert 'functools' not in sys.modules, 'functools imported'\n"
         "s = SqliteStore(sys.argv[1])\n"
         "for _ in range(3):\n"

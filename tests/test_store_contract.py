@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from ipam.lease import Lease
+from ipam.lease import Lease, NetworkRecord
 
 ip = ipaddress.ip_address
 
@@ -121,12 +121,12 @@ def test_first_free_ipv6_top_of_prefix(store):
         assert store.first_free("n", lo, hi) is None
 
 
-@pytest.mark.parametrize("cls", ["ipam.memory_store.MemoryStore",
-                                 "ipam.sqlite_store.SqliteStore", "ipam.sql_store.SqlStore"])
+@pytest.mark.parametrize("cls", ["ipam.store.memory.MemoryStore", "ipam.store.sqlite.SqliteStore",
+                                 "ipam.store.postgres.PostgresStore"])
 def test_implementations_have_every_protocol_method(cls):
     import importlib
 
-    from ipam.store import Store
+    from ipam.store.protocol import Store
 
     module, _, name = cls.rpartition(".")
     impl = getattr(importlib.import_module(module), name)
@@ -135,7 +135,7 @@ def test_implementations_have_every_protocol_method(cls):
 
 
 def test_renew_moves_a_lease_to_this_boot(store):
-    from ipam.sqlite_store import boot_id
+    from ipam.system import boot_id
 
     with store.transaction():
         old = Lease("n", ip("10.0.0.2"), 0, "c", "eth0", boot_id="an-earlier-boot")
@@ -148,9 +148,9 @@ def test_renew_moves_a_lease_to_this_boot(store):
 def test_network_info(store):
     with store.transaction():
         assert store.network_info("n") is None
-        store.set_network_info("n", "/d", True, "[]")
-        store.set_network_info("n", "/e", False, "[[]]")
-        assert store.network_info("n") == ("/e", False, "[[]]")
+        store.set_network_info("n", NetworkRecord("/d", True, "[]"))
+        store.set_network_info("n", NetworkRecord("/e", False, "[[]]"))
+        assert store.network_info("n") == NetworkRecord("/e", False, "[[]]")
         assert "n" in list(store.networks())
 
 

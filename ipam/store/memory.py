@@ -5,8 +5,8 @@ that passes here and fails on SQLite points at the SQL, not at the rule.
 """
 import time
 
-from ipam import addr
-from ipam.lease import NO_POD, Event, Lease
+from ipam import addr, system
+from ipam.lease import NO_POD, Event, Lease, new_boot_time
 
 
 class _Txn:
@@ -36,7 +36,7 @@ class MemoryStore:
         self._leases = {}  # (network, ip) -> Lease
         self._cursors = {}  # (network, range_set) -> ip
         self.history_rows = []  # Event's fields, in its order
-        self._networks = {}  # network -> (data_dir, export, range_sets_json)
+        self._networks = {}  # network -> NetworkRecord
         self._stamps = {}  # network -> the mirror directory's stamp
 
     def transaction(self, after_commit=None):
@@ -50,6 +50,12 @@ class MemoryStore:
 
     def close(self):
         pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
     def lease_at(self, network, ip):
         return self._leases.get((network, ip))
@@ -66,11 +72,9 @@ class MemoryStore:
     def reserve(self, lease, reason, imported=False):
         if lease.key() in self._leases:
             return False
-        from ipam.sqlite_store import boot_id, new_boot_time
-
         lease = Lease(lease.network, lease.ip, lease.range_set, lease.container_id,
                       lease.ifname, lease.allocated_at or time.time(),
-                      lease.boot_id if imported else lease.boot_id or boot_id(),
+                      lease.boot_id if imported else lease.boot_id or system.boot_id(),
                       lease.node or self.node,
                       lease.boot_time if imported else new_boot_time(lease), *lease.pod())
         self._leases[lease.key()] = lease
@@ -86,14 +90,13 @@ class MemoryStore:
         return claimed
 
     def renew(self, lease, pod=None):
-        from ipam.sqlite_store import boot_clock, boot_id
-
         old = self._leases.get(lease.key())
         if old is not None:
             kept = old.pod() if old.pod() != NO_POD or not pod else pod
             self._leases[lease.key()] = Lease(old.network, old.ip, old.range_set,
                                               old.container_id, old.ifname, old.allocated_at,
-                                              boot_id(), old.node, boot_clock(), *kept)
+                                              system.boot_id(), old.node, system.boot_clock(),
+                                              *kept)
 
     def release(self, lease, reason):
         gone = self._leases.pop(lease.key(), None)
@@ -121,7 +124,15 @@ class MemoryStore:
         return out
 
     def integrity(self):
-        return []
+        """The fake keeps no flags: its rows, with the flags they imply, go through the
+        same check as the engines' (which keeps the check itself honest)."""
+        from ipam.store import invariant
+
+        keys = {(lease.network, addr.to_key(lease.ip)) for lease in self._leases.values()}
+        rows = [(lease.network, str(lease.ip), addr.to_key(lease.ip),
+                 (lease.network, addr.neighbour_key(addr.to_key(lease.ip), 1)) not in keys)
+                for lease in self.leases()]
+        return invariant.problems(rows)
 
     def revision(self):
         from ipam.schema_version import HEAD
@@ -148,8 +159,8 @@ class MemoryStore:
     def network_info(self, network):
         return self._networks.get(network)
 
-    def set_network_info(self, network, data_dir, export, range_sets_json):
-        self._networks[network] = (data_dir, bool(export), range_sets_json)
+    def set_network_info(self, network, record):
+        self._networks[network] = record
 
     def mirror_stamp(self, network):
         return self._stamps.get(network)

@@ -1,22 +1,34 @@
 """The Store contract: every operation the plugin needs, and nothing about SQL.
 
-Implementations: :class:`ipam.sqlite_store.SqliteStore` (the embedded default, stdlib
-sqlite3), :class:`ipam.sql_store.SqlStore` (a PostgreSQL database shared by many nodes,
-SQLAlchemy Core) and :class:`ipam.memory_store.MemoryStore` (an in-memory fake for the
-allocator's unit tests). All pass the same contract tests (tests/test_store_contract.py).
-The hot path does not import this module: it exists for type checkers and readers.
+Implementations: :class:`ipam.store.sqlite.SqliteStore` (the embedded default, stdlib
+sqlite3), :class:`ipam.store.postgres.PostgresStore` (a PostgreSQL database shared by many
+nodes), both the one algorithm of :class:`ipam.store.table.LeaseTable`, and
+:class:`ipam.store.memory.MemoryStore` (an in-memory fake for the rules' unit tests). All
+pass the same contract tests (tests/test_store_contract.py), and mypy checks each
+against this protocol (the assignments at the end of this module). A plugin call never
+imports this module: it exists for type checkers and readers.
 """
 from contextlib import AbstractContextManager
-from typing import Callable, Iterable, Optional, Protocol
+from types import TracebackType
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Protocol
 
 from ipam.addr import IP
-from ipam.lease import Event, Lease
+from ipam.lease import Event, Lease, NetworkRecord
 
 
 class Store(Protocol):
     # True when many nodes share the store: a node's mirror, GC and ipamctl then walk
     # its own leases (leases() is scoped), and its dataDir and cursor files are its own.
     shared: bool
+
+    def close(self) -> None:
+        """Release the connection; the store is not used again."""
+
+    def __enter__(self) -> "Store": ...
+
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> bool:
+        """Close the store (``with open_store(...) as store:``)."""
 
     def transaction(self, after_commit: Optional[Callable[[], None]] = None
                     ) -> AbstractContextManager[None]:
@@ -83,11 +95,10 @@ class Store(Protocol):
     def cursors(self, network: str) -> dict[int, IP]:
         """Every cursor of a network, for the exporter."""
 
-    def network_info(self, network: str) -> Optional[tuple[str, bool, str]]:
-        """``(data_dir, export, range_sets_json)`` as the last ADD saw the config."""
+    def network_info(self, network: str) -> Optional[NetworkRecord]:
+        """The network as the last ADD saw its config."""
 
-    def set_network_info(self, network: str, data_dir: str, export: bool,
-                         range_sets_json: str) -> None: ...
+    def set_network_info(self, network: str, record: NetworkRecord) -> None: ...
 
     def mirror_stamp(self, network: str) -> Optional[str]:
         """This node's record of its mirror directory right after our last change to it
@@ -108,3 +119,12 @@ class Store(Protocol):
     def forget_network(self, network: str) -> None:
         """Delete the network's ``networks`` row, cursors and every node's mirror stamp;
         its history stays. The caller has released its leases first."""
+
+
+if TYPE_CHECKING:  # each implementation must satisfy the protocol: mypy checks these
+    from ipam.store.memory import MemoryStore
+    from ipam.store.postgres import PostgresStore
+    from ipam.store.sqlite import SqliteStore
+
+    def _conforms(a: MemoryStore, b: SqliteStore, c: PostgresStore) -> list[Store]:
+        return [a, b, c]

@@ -1,0 +1,449 @@
+"""The lease table: every Store operation, written once in SQL that SQLite and
+PostgreSQL both speak, over their DB-API connections.
+
+An engine (:mod:`ipam.store.sqlite`, :mod:`ipam.store.postgres`) subclasses
+:class:`LeaseTable` and supplies only what differs: opening the connection, BEGIN,
+COMMIT and ROLLBACK, how its errors map to CNI errors, schema creation, and the
+spellings below (``TRUE``, ``DISTINCT``, ``RETURNING``, :meth:`_sql`, :meth:`_prefix`).
+The statements are plain strings with ``?`` placeholders, built when this module loads:
+nothing is compiled per call, so a plugin process pays for neither an SQL toolkit's
+import nor its statement compilation, and a transaction holding a network's lock runs
+only statements the server can plan at once.
+
+Two structures let allocation avoid walks at any pool size: ``ip_key`` (an address as
+16 sortable bytes, on both engines) and the ``next_free`` flag with its partial index
+(see :mod:`ipam.store.invariant`). :meth:`reserve` and :meth:`release` keep the flags of
+the lease and of its predecessor right in the same transaction.
+"""
+import time
+from time import monotonic  # not time.monotonic: tests replace the module's clock
+
+from ipam import addr, system, writer_lock
+from ipam.errors import SchemaError
+from ipam.lease import NO_POD, Event, Lease, NetworkRecord, new_boot_time
+from ipam.schema_version import HEAD, REVISIONS
+
+LEASE_COLS = ("network, ip, range_set, container_id, ifname, allocated_at, boot_id, node, "
+              "boot_time, pod_namespace, pod_name, pod_uid")
+EVENT_COLS = ("time, event, reason, network, ip, container_id, ifname, node, pod_namespace, "
+              "pod_name, pod_uid")
+_INSERT_LEASE = (
+    "INSERT INTO leases (network, ip, ip_key, next_free, range_set, container_id, ifname, "
+    "allocated_at, boot_id, node, boot_time, pod_namespace, pod_name, pod_uid) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_EVENT = "INSERT INTO history (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" % EVENT_COLS
+_TAKEN = "SELECT 1 FROM leases WHERE network = ? AND ip_key = ?"
+_SET_FLAG = "UPDATE leases SET next_free = ? WHERE network = ? AND ip_key = ?"
+
+
+def _lease(row):
+    return Lease(row[0], addr.parse_ip(row[1]), row[2], row[3], row[4], row[5], row[6], row[7],
+                 row[8], row[9], row[10], row[11])
+
+
+class Transaction:
+    """BEGIN ... COMMIT, or ROLLBACK on any exception, the engine's errors translated.
+
+    ``after_commit`` runs after a successful COMMIT but before the writers' queue is
+    left: the mirror's pending marker must go while no other writer can have started.
+    """
+
+    def __init__(self, store, after_commit=None):
+        self.store = store
+        self.after_commit = after_commit
+
+    def __enter__(self):
+        self.store.begin()
+
+    def __exit__(self, exc_type, exc, tb):
+        store = self.store
+        try:
+            if exc_type is None:
+                store.commit()
+                if self.after_commit is not None:
+                    self.after_commit()
+                store.after_commit()
+            else:
+                store.rollback()
+                if isinstance(exc, store.ERROR):
+                    raise store.translate(exc) from None
+        finally:
+            store.end()
+        return False
+
+
+class LeaseTable:
+    """The Store contract's algorithm. Subclasses set ``conn`` (a DB-API connection in
+    autocommit mode: transactions are begun explicitly), ``node``, ``readonly``,
+    ``queue_path`` and ``timeout``, and the engine hooks at the end of this class."""
+
+    shared = False
+    scope = None  # leases() walks every node's leases, or only this node's name
+    # -- spellings: SQLite's here, PostgreSQL overrides
+    TRUE = "1"  # the literal that the partial index's predicate (next_free = 1) matches
+    DISTINCT = "IS NOT"  # null-safe "differs from"
+    RETURNING = False  # DELETE ... RETURNING
+
+    conn = None
+    node = None
+    readonly = False
+    queue_path = None
+    timeout = 10.0
+    round_trips = 0  # statements sent, BEGIN and COMMIT included (bench reports it)
+    lock_hold = None  # seconds from the lock to COMMIT, of the last transaction
+    _locked_at = None
+    _queue = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    # -- statements -------------------------------------------------------------------
+    def _sql(self, sql):
+        """``sql`` in the driver's placeholder style (written with ``?``)."""
+        return sql
+
+    def _exec(self, sql, params=()):
+        self.round_trips += 1
+        return self.conn.execute(self._sql(sql), params)
+
+    def _exec_many(self, sql, rows):
+        if rows:
+            self.round_trips += 1
+            self.conn.cursor().executemany(self._sql(sql), rows)
+
+    def _prefix(self, column, prefix):
+        """A condition and its parameters: ``column`` starts with ``prefix``. Above every
+        character: on a binary collation ``>= p AND < p + U+10FFFF`` is "starts with p",
+        on the index."""
+        return "%s >= ? AND %s < ?" % (column, column), [prefix, prefix + "\U0010ffff"]
+
+    # -- transactions and schema ------------------------------------------------------
+    def transaction(self, after_commit=None):
+        return Transaction(self, after_commit)
+
+    def retry_delays(self):
+        return []  # one writer at a time: an attempt never needs repeating
+
+    def begin(self):
+        """Queue (node-local writers, :mod:`ipam.writer_lock`), BEGIN, and make sure the
+        schema is current: one cheap read in the steady state; alembic only for a
+        missing or older schema."""
+        if self.queue_path is not None:
+            self._queue = writer_lock.acquire(self.queue_path, self.timeout,
+                                              create=not self.readonly)
+        try:
+            self._begin()
+            self._locked_at = monotonic()
+            revision = self._revision()
+            if revision != HEAD:
+                if revision is not None and revision not in REVISIONS:
+                    raise SchemaError(
+                        "database %s has schema revision %s, newer than this version of "
+                        "host-local-sqlite knows (%s); refusing to touch it"
+                        % (self.describe(), revision, HEAD))
+                if self.readonly:
+                    raise SchemaError("database %s has no current schema (revision %s); "
+                                      "run 'ipamctl db upgrade'" % (self.describe(), revision))
+                self._upgrade()
+        except self.ERROR as e:
+            self.rollback()
+            self.end()
+            raise self.translate(e) from None
+        except BaseException:
+            self.rollback()
+            self.end()
+            raise
+
+    def end(self):
+        """Leave the writers' queue (after COMMIT or ROLLBACK)."""
+        if self._locked_at is not None:
+            self.lock_hold = monotonic() - self._locked_at
+            self._locked_at = None
+        if self._queue is not None:
+            writer_lock.release(self._queue)
+            self._queue = None
+
+    def _revision(self):
+        """The schema revision; None for a database without one (new)."""
+        try:
+            row = self._exec("SELECT version_num FROM alembic_version").fetchone()
+        except self.ERROR as e:
+            if not self._no_such_table(e):
+                raise
+            self._recover()
+            return None
+        return row[0] if row else None
+
+    def revision(self):
+        return self._revision()
+
+    def lock_network(self, network, n_sets):
+        pass  # the store's single write lock already covers every network
+
+    # -- leases -----------------------------------------------------------------------
+    def lease_at(self, network, ip):
+        row = self._exec("SELECT %s FROM leases WHERE network = ? AND ip_key = ?"
+                         % LEASE_COLS, (network, addr.to_key(ip))).fetchone()
+        return _lease(row) if row else None
+
+    def leases_of(self, network, container_id, ifname):
+        if ifname is None:
+            rows = self._exec("SELECT %s FROM leases WHERE network = ? AND container_id = ? "
+                              "AND ifname IS NULL" % LEASE_COLS, (network, container_id))
+        else:
+            rows = self._exec("SELECT %s FROM leases WHERE network = ? AND container_id = ? "
+                              "AND ifname = ?" % LEASE_COLS, (network, container_id, ifname))
+        # Sorted here, not by ORDER BY ip_key: that would lead SQLite's planner to walk
+        # the network's address index (every lease) instead of the owner index.
+        return sorted((_lease(r) for r in rows), key=lambda lease: addr.to_key(lease.ip))
+
+    def leases(self, network=None):
+        where, params = [], []
+        if network is not None:
+            where.append("network = ?")
+            params.append(network)
+        if self.scope is not None:
+            where.append("node = ?")
+            params.append(self.scope)
+        rows = self._exec("SELECT %s FROM leases%s ORDER BY network, ip_key" % (
+            LEASE_COLS, " WHERE " + " AND ".join(where) if where else ""), params)
+        return [_lease(r) for r in rows]
+
+    def _taken(self, network, key):
+        return self._exec(_TAKEN, (network, key)).fetchone() is not None
+
+    def reserve(self, lease, reason):
+        key = addr.to_key(lease.ip)
+        succ = addr.neighbour_key(key, 1)
+        taken_after = succ is not None and self._taken(lease.network, succ)
+        now = lease.allocated_at or time.time()
+        node = lease.node or self.node
+        cur = self._exec(_INSERT_LEASE + " ON CONFLICT DO NOTHING", (
+            lease.network, str(lease.ip), key, not taken_after, lease.range_set,
+            lease.container_id, lease.ifname, now, lease.boot_id or system.boot_id(), node,
+            new_boot_time(lease), *lease.pod()))
+        if cur.rowcount != 1:
+            return False
+        pred = addr.neighbour_key(key, -1)
+        if pred is not None:
+            self._exec(_SET_FLAG, (False, lease.network, pred))
+        self._log(now, "allocate", reason, lease, node, lease.pod())
+        return True
+
+    def import_leases(self, network, leases, reason):
+        """Insert many leases of one network at once (import): one pass over the
+        network's keys sets every ``next_free`` flag, where one reserve() per lease
+        would cost three statements each."""
+        if not leases:
+            return 0
+        existing = {bytes(row[0]) for row in self._exec(
+            "SELECT ip_key FROM leases WHERE network = ?", (network,))}
+        new = {}
+        for lease in leases:
+            new[addr.to_key(lease.ip)] = lease
+        keys = existing | set(new)
+        rows = []
+        for key, lease in new.items():
+            if key not in existing:
+                rows.append((network, str(lease.ip), key, addr.neighbour_key(key, 1) not in keys,
+                             lease.range_set, lease.container_id, lease.ifname,
+                             lease.allocated_at, lease.boot_id, lease.node or self.node,
+                             lease.boot_time, *lease.pod()))
+        self._exec_many(_INSERT_LEASE, rows)
+        self._exec_many(_SET_FLAG, [(False, network, p) for p in (
+            addr.neighbour_key(k, -1) for k in new) if p is not None and p in existing])
+        now = time.time()
+        self._exec_many(_INSERT_EVENT, [(now, "allocate", reason, r[0], r[1], r[5], r[6], r[9],
+                                         *r[11:]) for r in rows])
+        return len(rows)
+
+    def renew(self, lease, pod=None):
+        """A repeated ADD found the attachment alive: its lease belongs to this boot; one
+        with no pod identity yet (adopted, imported, older) takes ``pod``'s."""
+        this_boot = system.boot_id()
+        self._exec("UPDATE leases SET boot_id = ?, boot_time = ? WHERE network = ? "
+                   "AND ip_key = ? AND boot_id %s ?" % self.DISTINCT,
+                   (this_boot, system.boot_clock(), lease.network, addr.to_key(lease.ip),
+                    this_boot))
+        if pod and lease.pod() == NO_POD:  # one more statement only for such a lease
+            self._exec("UPDATE leases SET pod_namespace = ?, pod_name = ?, pod_uid = ? "
+                       "WHERE network = ? AND ip_key = ? AND pod_namespace IS NULL "
+                       "AND pod_name IS NULL AND pod_uid IS NULL",
+                       (*pod, lease.network, addr.to_key(lease.ip)))
+
+    def claim_legacy(self, lease, ifname):
+        self._exec("UPDATE leases SET ifname = ? WHERE network = ? AND ip_key = ? "
+                   "AND ifname IS NULL", (ifname, lease.network, addr.to_key(lease.ip)))
+        return lease.with_ifname(ifname)
+
+    def release(self, lease, reason):
+        """Delete the lease; its history row takes the node and pod identity the database
+        had for it (where the engine can say so in the same statement)."""
+        key = addr.to_key(lease.ip)
+        sql = "DELETE FROM leases WHERE network = ? AND ip_key = ?"
+        if self.RETURNING:
+            gone = self._exec(sql + " RETURNING node, pod_namespace, pod_name, pod_uid",
+                              (lease.network, key)).fetchone()
+            if gone is None:
+                return
+            node, pod = gone[0], tuple(gone[1:])
+        else:
+            if self._exec(sql, (lease.network, key)).rowcount != 1:
+                return
+            node, pod = lease.node or self.node, lease.pod()
+        pred = addr.neighbour_key(key, -1)
+        if pred is not None:
+            self._exec(_SET_FLAG, (True, lease.network, pred))
+        self._log(time.time(), "release", reason, lease, node, pod)
+
+    def _log(self, now, event, reason, lease, node, pod):
+        self._exec(_INSERT_EVENT, (now, event, reason, lease.network, str(lease.ip),
+                                   lease.container_id, lease.ifname, node, *pod))
+
+    def first_free(self, network, lo, hi):
+        """Two index probes whatever the pool size: is ``lo`` free; else where does the run
+        of leases that holds ``lo`` end (the partial index on ``next_free``)."""
+        key = addr.to_key(lo)
+        if not self._taken(network, key):
+            return lo
+        row = self._exec("SELECT ip FROM leases WHERE network = ? AND next_free = %s "
+                         "AND ip_key >= ? ORDER BY ip_key LIMIT 1" % self.TRUE,
+                         (network, key)).fetchone()
+        if row is None:
+            return None
+        ip = addr.add(addr.parse_ip(row[0]), 1)
+        return ip if ip is not None and ip <= hi else None
+
+    def history(self, network=None, ip=None, container_id=None, since=None, until=None,
+                container_prefix=None, pod_name=None):
+        """Lease events in commit order, filtered on any of the arguments."""
+        where, params = [], []
+        for column, value in (("network", network), ("ip", ip and str(ip)),
+                              ("container_id", container_id), ("pod_name", pod_name)):
+            if value is not None:
+                where.append("%s = ?" % column)
+                params.append(value)
+        if container_prefix is not None:
+            cond, values = self._prefix("container_id", container_prefix)
+            where.append(cond)
+            params += values
+        if since is not None:
+            where.append("time >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("time <= ?")
+            params.append(until)
+        sql = ("SELECT %s FROM history%s ORDER BY id"
+               % (EVENT_COLS, " WHERE " + " AND ".join(where) if where else ""))
+        return [Event(*row) for row in self._exec(sql, params)]
+
+    def integrity(self):
+        """What the engine finds wrong in itself, then the lease table's invariant."""
+        from ipam.store import invariant
+
+        rows = self._exec("SELECT network, ip, ip_key, next_free FROM leases "
+                          "ORDER BY network, ip_key")
+        return self._engine_problems() + invariant.problems(rows)
+
+    # -- cursors and networks ---------------------------------------------------------
+    def last_reserved(self, network, range_set):
+        row = self._exec("SELECT ip FROM cursors WHERE network = ? AND range_set = ?",
+                         (network, range_set)).fetchone()
+        return addr.parse_ip(row[0]) if row else None
+
+    def set_last_reserved(self, network, range_set, ip):
+        self._exec("INSERT INTO cursors (network, range_set, ip) VALUES (?, ?, ?) "
+                   "ON CONFLICT (network, range_set) DO UPDATE SET ip = excluded.ip",
+                   (network, range_set, str(ip)))
+
+    def cursors(self, network):
+        rows = self._exec("SELECT range_set, ip FROM cursors WHERE network = ?", (network,))
+        parsed = {idx: addr.parse_ip(ip) for idx, ip in rows}
+        return {idx: ip for idx, ip in parsed.items() if ip is not None}  # garbage: none
+
+    def network_info(self, network):
+        row = self._exec("SELECT data_dir, export, range_sets FROM networks WHERE network = ?",
+                         (network,)).fetchone()
+        return NetworkRecord(*row) if row else None
+
+    def set_network_info(self, network, record):
+        self._exec("INSERT INTO networks (network, data_dir, export, range_sets, updated_at) "
+                   "VALUES (?, ?, ?, ?, ?) ON CONFLICT (network) DO UPDATE SET "
+                   "data_dir = excluded.data_dir, export = excluded.export, "
+                   "range_sets = excluded.range_sets, updated_at = excluded.updated_at",
+                   (network, record.data_dir, record.export, record.range_sets, time.time()))
+
+    def mirror_stamp(self, network):
+        row = self._exec("SELECT stamp FROM mirror_stamps WHERE network = ? AND node = ?",
+                         (network, self.node)).fetchone()
+        return row[0] if row else None
+
+    def set_mirror_stamp(self, network, stamp):
+        self._exec("INSERT INTO mirror_stamps (network, node, stamp) VALUES (?, ?, ?) "
+                   "ON CONFLICT (network, node) DO UPDATE SET stamp = excluded.stamp",
+                   (network, self.node, stamp))
+
+    def networks(self):
+        return [r[0] for r in self._exec(
+            "SELECT network FROM leases UNION SELECT network FROM cursors "
+            "UNION SELECT network FROM networks ORDER BY 1")]
+
+    def lease_counts(self, network):
+        rows = self._exec("SELECT node, count(*) FROM leases WHERE network = ? GROUP BY node",
+                          (network,))
+        return {node: n for node, n in rows}
+
+    def network_times(self, network):
+        row = self._exec("SELECT (SELECT updated_at FROM networks WHERE network = ?), "
+                         "(SELECT max(time) FROM history WHERE network = ?)",
+                         (network, network)).fetchone()
+        return row[0], row[1]
+
+    def forget_network(self, network):
+        for table in ("networks", "cursors", "mirror_stamps"):
+            self._exec("DELETE FROM %s WHERE network = ?" % table, (network,))
+
+    # -- engine hooks -----------------------------------------------------------------
+    ERROR: type = Exception  # the driver's base exception class
+
+    def describe(self):
+        """The database, for messages (a path, or a server without its password)."""
+        raise NotImplementedError
+
+    def translate(self, err):
+        """The driver's error ``err`` as the CNI error to answer with."""
+        raise NotImplementedError
+
+    def _begin(self):
+        raise NotImplementedError
+
+    def commit(self):
+        """COMMIT; on failure roll back and raise the translated error."""
+        raise NotImplementedError
+
+    def rollback(self):
+        """ROLLBACK if a transaction is open; never raises."""
+        raise NotImplementedError
+
+    def after_commit(self):
+        """Housekeeping after a COMMIT, still in the writers' queue."""
+
+    def _no_such_table(self, err):
+        raise NotImplementedError
+
+    def _recover(self):
+        """Make the transaction usable again after a statement failed in it."""
+
+    def _upgrade(self):
+        """Create or upgrade the schema, then be in a new transaction again."""
+        raise NotImplementedError
+
+    def _engine_problems(self):
+        return []
+
+    def close(self):
+        raise NotImplementedError

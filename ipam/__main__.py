@@ -8,7 +8,11 @@ def run():
     The result is on stdout and COMMITted (durable: synchronous=FULL) before this
     returns, so the process skips the interpreter's teardown and the database close: a
     close would checkpoint the WAL and delete it (one more fsync), only for the next
-    invocation to create it again. SQLite checkpoints by itself as the WAL grows.
+    invocation to create it again. Nor can SQLite's automatic checkpoints keep the WAL
+    short across one-shot processes (each rebuilds the WAL index and forgets what was
+    checkpointed), so the SQLite store truncates it itself, after COMMIT and still in
+    the writers' queue, once it passes 1 MiB (``trim_wal`` in the SQLite store's
+    ``sqlite_db`` module).
     """
     import gc
 

@@ -4,6 +4,11 @@ The codes follow the CNI spec's table of well-known errors; ``cni.py`` is the on
 that turns these into the ``{"code", "msg", "details"}`` object on stdout. Allocation
 failures keep host-local's code 999 (the Go library's ErrInternal) and its message texts,
 so that runtimes and scripts matching on them see no difference.
+
+Code 2 (unsupported field) has no class: host-local decodes its config with Go's
+``encoding/json``, which ignores keys it does not know (``LoadIPAMConfig`` in
+plugins/ipam/host-local/backend/allocator/config.go), and so do we, since a runtime or
+main plugin may add keys of its own to the config every plugin receives.
 """
 
 
@@ -26,12 +31,6 @@ class VersionError(IpamError):
     """The config's cniVersion is not one we speak (spec code 1)."""
 
     code = 1
-
-
-class UnsupportedField(IpamError):
-    """A config field we do not support (spec code 2)."""
-
-    code = 2
 
 
 class ContainerUnknown(IpamError):

@@ -4,7 +4,11 @@ Other tools read ``<dataDir>/<network>/<ip>`` (``containerID\\r\\nifname``), the
 ``last_reserved_ip.N`` cursors and the ``lock`` file, so we keep them byte for byte as
 host-local 1.1.1 would. Go host-local (before a swap, after a rollback), a restored
 backup and operators write the same layout, and host-local treats an existing address
-file as taken. So the mirror is not only output:
+file as taken. So the mirror is not only output: it is read back when a new address
+file meets an existing one (:meth:`NetworkFiles.claim`), by :mod:`ipam.reconcile` when a
+network is first served (adoption) or someone else changed its directory, by
+``ipamctl check`` and ``export``, and by :mod:`ipam.importer` for ``ipamctl import``.
+Hence:
 
 - every change of a network's files happens under host-local's own ``<network>/lock``
   flock (bounded by the busy timeout), so Go and we never interleave;

@@ -7,7 +7,8 @@ about 4 ms of a 25 ms plugin run, measured. When nothing has imported functools 
 module lends ``_sqlite3`` a one-function stand-in for the duration of the import: a
 plain dict cache, right for a process that runs a few dozen distinct statements and
 exits. The stand-in is removed straight away, so any later ``import functools`` gets
-the real one; if anything about it fails, the real import runs instead.
+the real one; if importing ``_sqlite3`` beside the stand-in fails, it is imported again
+with the real ``functools``.
 """
 import sys
 
@@ -48,7 +49,7 @@ def load():
     return _sqlite3
 
 
-try:
-    sqlite3 = load()
-except ImportError:  # pragma: no cover - no _sqlite3 (not CPython): the public module
-    pass  # noqa: F811
+# No fallback to the public module: ``sqlite3`` is itself built on ``_sqlite3`` (its
+# dbapi2 star-imports it), so a Python without ``_sqlite3`` has no working ``sqlite3``
+# either, and the ImportError from ``load()`` says so directly.
+sqlite3 = load()

@@ -25,7 +25,7 @@ Syscall names: Python's ``os.rename``, ``os.unlink``, ``os.link`` and ``os.mkdir
 ``dir_fd`` use the ``*at`` variants, and SQLite uses ``pwrite64`` and ``fdatasync``, so
 each family below names every variant (``rename``: rename, renameat, renameat2).
 
-Run it as a script to print the number of calls per path and family (the README's
+Run it as a script to print the number of calls per path and family (docs/guarantees.md's
 table): ``.venv/bin/python tests/syscall_faults.py``.
 """
 import json

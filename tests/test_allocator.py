@@ -1,4 +1,6 @@
-"""host-local's allocator_test.go facts (cni-facts §7.2), against the fake and SQLite."""
+"""host-local's allocator rules as its own tests pin them (containernetworking/plugins,
+plugins/ipam/host-local/backend/allocator/allocator_test.go), against the fake and
+SQLite."""
 import ipaddress
 
 import pytest

@@ -1,4 +1,6 @@
-"""The CNI protocol layer: skel's checks, their order, codes and messages (cni-facts §5.1)."""
+"""The CNI protocol layer: skel's checks, their order, codes and messages
+(containernetworking/cni, pkg/skel/skel.go; the CNI spec, Section 2: Execution Protocol,
+and Section 5: Result Types, Error)."""
 import io
 import json
 

@@ -1,4 +1,7 @@
-"""Config loading: host-local's config_test.go facts (cni-facts §1, §3, §7.5)."""
+"""Config loading, as host-local's LoadIPAMConfig does it and its tests pin it
+(containernetworking/plugins, plugins/ipam/host-local/backend/allocator/config.go and
+config_test.go; CNI_ARGS pairs as containernetworking/cni's pkg/types/args.go parses
+them; the keys are the CNI spec's, Section 1: Network configuration format)."""
 import ipaddress
 import json
 

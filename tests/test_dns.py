@@ -1,4 +1,5 @@
-"""resolvConf parsing: host-local's dns_test.go facts (cni-facts §1.7, §7.6)."""
+"""resolvConf parsing, as host-local does it (containernetworking/plugins,
+plugins/ipam/host-local/dns.go) and its dns_test.go pins it."""
 import pytest
 
 from ipam.dns import parse_resolv_conf

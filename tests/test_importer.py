@@ -2,7 +2,10 @@
 the store (both Store implementations, through the ``store`` fixture).
 
 The end-to-end side (ipamctl, the plugin's adoption, Go's own directories) is in
-tests/test_import.py. Facts on the file formats: /work/shared/cni-facts.md §4.
+tests/test_import.py. The file formats are host-local's disk backend
+(containernetworking/plugins, plugins/ipam/host-local/backend/disk/backend.go: Reserve
+writes ``ID\r\nifname``; ReleaseByID and GetByID still match the bare ID older releases
+wrote).
 """
 import fcntl
 import ipaddress
@@ -20,7 +23,8 @@ from ipam.ranges import canonicalize, describe, make_set
 
 ip = ipaddress.ip_address
 
-# One directory holding every layout host-local ever wrote (§4.1, §4.2).
+# One directory holding every layout host-local ever wrote (backend/disk/backend.go and
+# its history).
 EVERY_LAYOUT = {
     "10.1.2.2": b"a\r\neth0",                 # v0.8.0 and later
     "10.1.2.3": b"b\neth1",                   # master, September 2018
@@ -110,7 +114,7 @@ def note(store, network, data_dir, *subnets):
     (b"abc\neth0", ("abc", "eth0")),
     (b"abc", ("abc", None)),
     (b"  abc \r\neth0\n", ("abc", "eth0")),          # host-local compares trimmed content
-    (b"abc\r\n", ("abc", None)),                      # trimmed: the bare ID (§4.5)
+    (b"abc\r\n", ("abc", None)),                      # trimmed: the bare ID (ReleaseByKey)
     (b"3f2a9c_x.y-z\r\nnet1", ("3f2a9c_x.y-z", "net1")),
 ])
 def test_parse_content_every_version(data, owner):
@@ -155,7 +159,8 @@ def test_scan_old_cursor_without_suffix(tmp_path):
 
 
 def test_scan_cursor_is_not_trimmed(tmp_path):
-    """host-local parses the cursor without trimming: a newline makes it no cursor (§2.3)."""
+    """host-local parses the cursor without trimming: a newline makes it no cursor
+    (LastReservedIP in backend/disk/backend.go: net.ParseIP of the raw bytes)."""
     found = importer.scan(str(make_dir(tmp_path / "net", {
         "last_reserved_ip.0": b"10.1.2.5\n", "last_reserved_ip.1": b"junk",
         "last_reserved_ip.2": b"fd00::3"})), "net")

@@ -1,4 +1,6 @@
-"""host-local's range_test.go and range_set_test.go facts (cni-facts §7.3, §7.4)."""
+"""host-local's range and range-set rules, as its own tests pin them
+(containernetworking/plugins, plugins/ipam/host-local/backend/allocator/range_test.go and
+range_set_test.go)."""
 import ipaddress
 
 import pytest

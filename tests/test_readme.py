@@ -1,5 +1,6 @@
-"""The README's ipamctl commands are real: every command it shows, inline or in a shell
-block, runs with today's options against a pool the installed plugin made, and succeeds.
+"""The README's ipamctl commands are real: every command it (or a page under docs/) shows,
+inline or in a shell block, runs with today's options against a pool the installed plugin
+made, and succeeds.
 
 A README that names an option which no longer exists, or a value in a form the option
 refuses, fails here. Placeholders (``N``, ``ID``, ``IP``, ``DIR``, ...) and host paths are
@@ -16,28 +17,35 @@ from conftest import run_plugin
 
 from cli.main import cli
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The README and the pages it links (docs/performance.md, docs/guarantees.md, ...).
+PAGES = ["README.md"] + sorted(os.path.join("docs", name)
+                               for name in os.listdir(os.path.join(ROOT, "docs"))
+                               if name.endswith(".md"))
 CID = "3f2a9c01b2c4" + "0" * 52  # runtime-sized: 64 hex characters
 POD = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0"
 
 
 def _examples():
-    """``(where, text)`` of every ipamctl command in the README: inline code spans that
-    are more than a command's name, and shell-block lines that start with ``ipamctl``."""
-    with open(README) as f:
-        text = f.read()
-    found, block = [], False
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.startswith("```"):
-            block = not block
-            continue
-        if block:
-            if line.startswith("ipamctl "):
-                found.append(("README.md:%d" % number, line.split("  #")[0].strip()))
-            continue
-        for span in re.findall(r"`(ipamctl [^`]*)`", line):
-            if not re.fullmatch(r"ipamctl( [a-z-]+)+", span):  # not just a command's name
-                found.append(("README.md:%d" % number, span))
+    """``(where, text)`` of every ipamctl command in the README and docs/*.md: inline code
+    spans that are more than a command's name, and shell-block lines that start with
+    ``ipamctl``."""
+    found = []
+    for page in PAGES:
+        with open(os.path.join(ROOT, page)) as f:
+            text = f.read()
+        block = False
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.startswith("```"):
+                block = not block
+                continue
+            if block:
+                if line.startswith("ipamctl "):
+                    found.append(("%s:%d" % (page, number), line.split("  #")[0].strip()))
+                continue
+            for span in re.findall(r"`(ipamctl [^`]*)`", line):
+                if not re.fullmatch(r"ipamctl( [a-z-]+)+", span):  # not just a command's name
+                    found.append(("%s:%d" % (page, number), span))
     return sorted(set(found), key=lambda f: f[1])
 
 

@@ -5,8 +5,13 @@ side has its own temporary directory. After every step :meth:`Diff.step` compare
 code, stdout (raw bytes for successes, so ADD results must be byte-identical; the parsed
 object for errors) and the network directories (names and contents, not modes).
 
-Facts come from /work/shared/cni-facts.md (section numbers cited as "§"). The ONLY
-allowed differences are the named exceptions below (a)-(h); everything else must match.
+The reference is the Go binary itself (Debian's host-local 1.1.1); each scenario names
+where the behaviour lives. host-local's files are cited by their path under
+plugins/ipam/host-local/ in containernetworking/plugins (``main.go``, ``dns.go``,
+``host_local_test.go``, ``backend/allocator/*.go``, ``backend/disk/backend.go``); the
+``skel`` checks are containernetworking/cni's pkg/skel/skel.go; "the spec" is the CNI
+SPEC.md, by section. The ONLY allowed differences are the named exceptions below (a)-(h);
+everything else must match.
 
 ``HLS_PLUGIN=/usr/lib/cni/host-local`` runs the suite Go against Go: the exceptions then
 collapse to "identical" (except where Go is random) and ours-only checks skip, which
@@ -225,7 +230,8 @@ class Diff:
     def net(self, ipam: Mapping[str, Any] | None = None, name: str = "mynet",
             **top: Any) -> dict[str, Any]:
         """A full plugin config as a runtime sends it to the delegated IPAM plugin.
-        ``type``/``master`` are irrelevant keys, as in host-local's own tests (§7)."""
+        ``type``/``master`` are irrelevant keys, as in host-local's own tests
+        (host_local_test.go)."""
         config: dict[str, Any] = {"name": name, "type": "ipvlan", "master": "foo0"}
         if self.version is not None:
             config["cniVersion"] = self.version
@@ -343,12 +349,13 @@ def write(path: Path, text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# §7.1 host_local_test.go
+# host_local_test.go, scenario by scenario
 # ---------------------------------------------------------------------------------------
 
 
 def test_add_del_dual_stack(diff: Diff) -> None:
-    """§7.1 #1: ranges, routes with and without gw, resolvConf -> dns, files, DEL."""
+    """host_local_test.go "allocates and releases addresses with ADD/DEL": ranges, routes
+    with and without gw, resolvConf -> dns, files, DEL."""
     resolv = write(diff.tmp_path / "resolv.conf", "nameserver 192.0.2.3\n")
     config = diff.net({
         "resolvConf": resolv,
@@ -371,7 +378,8 @@ def test_add_del_dual_stack(diff: Diff) -> None:
 
 
 def test_same_id_two_networks_two_ifnames(diff: Diff) -> None:
-    """§7.1 #2."""
+    """host_local_test.go "allocates and releases addresses on specific interface with
+    ADD/DEL"."""
     net0 = diff.net({"ranges": [[{"subnet": "10.1.2.0/24"}]]}, name="mynet0")
     net1 = diff.net({"ranges": [[{"subnet": "10.2.2.0/24"}]]}, name="mynet1")
     diff.step("ADD", net0, ifname="eth0")
@@ -395,7 +403,8 @@ def test_interface_name_length_counts_bytes(diff: Diff, ifname: str) -> None:
 
 
 def test_repeat_add(diff: Diff) -> None:
-    """§7.1 #3, with exception (a): ours returns the existing allocation."""
+    """host_local_test.go "repeat allocating addresses on specific interface for same
+    container ID with ADD", with exception (a): ours returns the existing allocation."""
     config = diff.net({"ranges": [[{"subnet": "10.1.2.0/24"}]]})
     first = diff.step("ADD", config)
     assert first.go_addresses() == ["10.1.2.2/24"]
@@ -450,7 +459,8 @@ def test_repeat_add_returns_existing_allocation_ours(tmp_path: Path) -> None:
 
 
 def test_del_unknown_id(diff: Diff) -> None:
-    """§7.1 #5 and DEL idempotence; DEL creates the directory and lock (§4.1)."""
+    """host_local_test.go "doesn't error when passed an unknown ID on DEL" and DEL
+    idempotence; DEL creates the directory and lock (New in backend/disk/backend.go)."""
     config = diff.net({"subnet": "10.1.2.0/24"})
     s = diff.step("DEL", config)
     assert s.go.rc == 0 and s.go.stdout == b"" and s.go_file("mynet/lock") == b""
@@ -462,7 +472,8 @@ def test_del_unknown_id(diff: Diff) -> None:
 
 
 def test_first_add_fresh_dir(diff: Diff) -> None:
-    """§7.1 #7: no "Error retrieving last reserved ip" anywhere in the output."""
+    """host_local_test.go "does not output an error message upon initial subnet
+    creation": no "Error retrieving last reserved ip" anywhere in the output."""
     s = diff.step("ADD", diff.net({"ranges": [[{"subnet": "10.1.2.0/24"}]]}),
                   container_id="testing")
     for outcome in (s.go, s.ours):
@@ -470,7 +481,7 @@ def test_first_add_fresh_dir(diff: Diff) -> None:
 
 
 def test_args_cni_ips(diff: Diff) -> None:
-    """§7.1 #8."""
+    """host_local_test.go "allocates a custom IP when requested by config args"."""
     config = diff.net({"ranges": [[{"subnet": "10.1.2.0/24"}]]},
                       args={"cni": {"ips": ["10.1.2.88"]}})
     s = diff.step("ADD", config)
@@ -479,7 +490,7 @@ def test_args_cni_ips(diff: Diff) -> None:
 
 
 def test_custom_ips_two_v4_sets(diff: Diff) -> None:
-    """§7.1 #9."""
+    """host_local_test.go "allocates custom IPs from multiple ranges"."""
     config = diff.net({"ranges": [[{"subnet": "10.1.2.0/24"}], [{"subnet": "10.1.3.0/24"}]]},
                       args={"cni": {"ips": ["10.1.2.88", "10.1.3.77"]}})
     s = diff.step("ADD", config)
@@ -491,7 +502,7 @@ def test_custom_ips_two_v4_sets(diff: Diff) -> None:
 
 
 def test_custom_ips_dual_stack(diff: Diff) -> None:
-    """§7.1 #10."""
+    """host_local_test.go "allocates custom IPs from multiple protocols"."""
     config = diff.net(
         {"ranges": [[{"subnet": "172.16.1.0/24"}, {"subnet": "10.1.2.0/24"}],
                     [{"subnet": "2001:db8:1::/48"}]]},
@@ -502,7 +513,8 @@ def test_custom_ips_dual_stack(diff: Diff) -> None:
 
 
 def test_unused_requested_ip(diff: Diff) -> None:
-    """§7.1 #11 with exceptions (h) and (d): ours takes .88 (first requested)."""
+    """host_local_test.go "fails if a requested custom IP is not used", with exceptions (h)
+    and (d): ours takes .88 (first requested)."""
     config = diff.net({"ranges": [[{"subnet": "10.1.2.0/24"}], [{"subnet": "10.1.3.0/24"}]]},
                       args={"cni": {"ips": ["10.1.2.88", "10.1.2.77"]}})
     if diff.version in LEGACY:
@@ -516,12 +528,12 @@ def test_unused_requested_ip(diff: Diff) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# §7.8 extra CLI scenarios
+# More scenarios, run against the Go binary (the rules: backend/allocator/*.go, main.go)
 # ---------------------------------------------------------------------------------------
 
 
 def test_exhaustion_and_round_robin_after_del(diff: Diff) -> None:
-    """§7.8: /29 fills up, exhaustion message, then DEL and wrap-around to .2."""
+    """allocator.go: /29 fills up, exhaustion message, then DEL and wrap-around to .2."""
     config = diff.net({"subnet": "10.1.2.0/29"})
     first = diff.step("ADD", config, container_id="a")
     assert first.go_addresses() == ["10.1.2.2/29"]
@@ -541,7 +553,8 @@ def test_exhaustion_and_round_robin_after_del(diff: Diff) -> None:
 
 
 def test_round_robin_does_not_reuse_released(diff: Diff) -> None:
-    """§2.3 / §7.2 "round robin after release": the freed address is not handed out next."""
+    """allocator.go's round robin (allocator_test.go, "should allocate in a round-robin
+    fashion"): the freed address is not handed out next."""
     config = diff.net({"subnet": "10.1.2.0/24"})
     diff.step("ADD", config, container_id="x")
     diff.step("DEL", config, container_id="x")
@@ -551,7 +564,7 @@ def test_round_robin_does_not_reuse_released(diff: Diff) -> None:
 
 
 def test_small_subnets(diff: Diff) -> None:
-    """§7.8: /30 and IPv6 /126 allocate, then run dry."""
+    """range.go's defaults: /30 and IPv6 /126 allocate, then run dry."""
     v4 = diff.net({"subnet": "10.1.2.0/30"}, name="v4")
     assert diff.step("ADD", v4, container_id="a").go_addresses() == ["10.1.2.2/30"]
     diff.step("ADD", v4, container_id="b").go_error(
@@ -566,7 +579,7 @@ def test_small_subnets(diff: Diff) -> None:
 
 
 def test_ipv6_range_start_near_top(diff: Diff) -> None:
-    """§7.8: rangeStart two below the top of a /64 (default v6 rangeEnd = last address)."""
+    """range.go: rangeStart two below the top of a /64 (default v6 rangeEnd = last address)."""
     config = diff.net({"subnet": "2001:db8:1::/64",
                        "rangeStart": "2001:db8:1::ffff:ffff:ffff:fffe"})
     assert diff.step("ADD", config, container_id="a").go_addresses() == [
@@ -579,7 +592,8 @@ def test_ipv6_range_start_near_top(diff: Diff) -> None:
 
 
 def test_gateway_outside_subnet(diff: Diff) -> None:
-    """§7.8: the gateway is not checked; the default start .1 is then allocatable."""
+    """range.go (Canonicalize): the gateway is not checked; the default start .1 is then
+    allocatable."""
     s = diff.step("ADD", diff.net({"subnet": "10.1.2.0/24", "gateway": "192.168.1.1"}))
     assert s.go_addresses() == ["10.1.2.1/24"]
 
@@ -604,7 +618,7 @@ def test_gateway_outside_subnet(diff: Diff) -> None:
                  "version mismatch", id="v4-mapped-subnet-mask-mismatch"),
 ])
 def test_range_bounds(diff10: Diff, ipam: dict[str, Any], expected: Any) -> None:
-    """§1.2 / §1.4 point 8 / §7.8: bounds that are accepted as written."""
+    """range.go (Canonicalize): bounds that are accepted as written."""
     config = diff10.net(ipam)
     s = diff10.step("ADD", config)
     if isinstance(expected, str):
@@ -615,7 +629,8 @@ def test_range_bounds(diff10: Diff, ipam: dict[str, Any], expected: Any) -> None
 
 
 def test_second_set_exhausted_rolls_back(diff: Diff) -> None:
-    """§7.8 with exception (d): set 0's file removed again in both; Go keeps the cursor."""
+    """main.go (cmdAdd's rollback), with exception (d): set 0's file removed again in both;
+    Go keeps the cursor."""
     config = diff.net({"ranges": [
         [{"subnet": "10.1.2.0/24"}],
         [{"subnet": "2001:db8:9::/64", "rangeStart": "2001:db8:9::1",
@@ -629,8 +644,8 @@ def test_second_set_exhausted_rolls_back(diff: Diff) -> None:
 
 
 def test_second_v4_set_exhausted_rolls_back(tmp_path: Path) -> None:
-    """§7.8 literally (two v4 sets, so >= 0.3.0), after a successful ADD: ours keeps its
-    cursor value, Go's advances."""
+    """main.go's rollback as the Go binary shows it (two v4 sets, so >= 0.3.0), after a
+    successful ADD: ours keeps its cursor value, Go's advances."""
     diff = Diff(tmp_path, "0.3.1")
     config = diff.net({"ranges": [
         [{"subnet": "10.1.2.0/24"}],
@@ -646,8 +661,9 @@ def test_second_v4_set_exhausted_rolls_back(tmp_path: Path) -> None:
 
 
 def test_three_requested_ips_one_set(diff: Diff) -> None:
-    """§7.8 with exceptions (h) and (d): env IP, args.cni.ips and runtimeConfig.ips all
-    fit set 0; ours takes CNI_ARGS' .60 and reports .61 .62; the v6 set is rolled back."""
+    """config.go (LoadIPAMConfig) and main.go, with exceptions (h) and (d): env IP,
+    args.cni.ips and runtimeConfig.ips all fit set 0; ours takes CNI_ARGS' .60 and reports
+    .61 .62; the v6 set is rolled back."""
     config = diff.net({"ranges": [[{"subnet": "10.1.2.0/24"}], [{"subnet": "2001:db8::/64"}]]},
                       args={"cni": {"ips": ["10.1.2.61"]}},
                       runtimeConfig={"ips": ["10.1.2.62"]})
@@ -659,7 +675,8 @@ def test_three_requested_ips_one_set(diff: Diff) -> None:
 
 
 def test_runtime_ip_ranges_order(diff: Diff) -> None:
-    """§7.8: runtimeConfig.ipRanges sets come first; N of last_reserved_ip.N follows."""
+    """config.go (LoadIPAMConfig): runtimeConfig.ipRanges sets come first; N of
+    last_reserved_ip.N follows."""
     config = diff.net({"ranges": [[{"subnet": "10.1.2.0/24"}], [{"subnet": "2001:db8::/64"}]]},
                       runtimeConfig={"ipRanges": [[{"subnet": "10.50.0.0/24",
                                                     "rangeStart": "10.50.0.100"}]]})
@@ -674,7 +691,8 @@ def test_runtime_ip_ranges_order(diff: Diff) -> None:
 
 
 def test_mixed_config_order(diff: Diff) -> None:
-    """§7.5 #3: runtime sets, then the legacy subnet, then ranges."""
+    """config_test.go "Should parse a mixed config" (config.go's order): runtime sets, then
+    the legacy subnet, then ranges."""
     config = diff.net(
         {"subnet": "10.1.2.0/24", "rangeStart": "10.1.2.9", "rangeEnd": "10.1.2.20",
          "gateway": "10.1.2.30",
@@ -691,7 +709,7 @@ def test_mixed_config_order(diff: Diff) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# Requested IPs: CNI_ARGS, args.cni.ips, runtimeConfig.ips (§3)
+# Requested IPs: CNI_ARGS, args.cni.ips, runtimeConfig.ips (config.go, main.go)
 # ---------------------------------------------------------------------------------------
 
 ARGS_CASES = [
@@ -722,7 +740,8 @@ ARGS_CASES = [
 @pytest.mark.parametrize("cni_args, expected", ARGS_CASES,
                          ids=[c[0] or "empty" for c in ARGS_CASES])
 def test_cni_args_ip(diff10: Diff, cni_args: str, expected: Any) -> None:
-    """§3: CNI_ARGS IP= and its errors; DEL parses CNI_ARGS too (§5.3)."""
+    """config.go and cni's pkg/types/args.go: CNI_ARGS IP= and its errors; DEL parses
+    CNI_ARGS too (main.go's cmdDel loads the whole config)."""
     config = diff10.net({"subnet": "10.1.2.0/24"})
     s = diff10.step("ADD", config, args=cni_args)
     if isinstance(expected, str):
@@ -741,7 +760,7 @@ def test_cni_args_ip_all_versions(diff: Diff, cni_args: str) -> None:
 
 
 def test_requested_outside_range(diff: Diff) -> None:
-    """§3: inside the subnet but outside the range is "not contained" (exception (d): Go
+    """main.go: inside the subnet but outside the range is "not contained" (exception (d): Go
     reserved .10 dynamically first, so its cursor moved)."""
     config = diff.net({"subnet": "10.1.2.0/24", "rangeStart": "10.1.2.10"})
     s = diff.step("ADD", config, args="IP=10.1.2.5", rollback_cursor=True)
@@ -751,7 +770,7 @@ def test_requested_outside_range(diff: Diff) -> None:
 
 
 def test_requested_ip_taken(diff: Diff) -> None:
-    """§3: a requested IP reserved by another container."""
+    """allocator.go: a requested IP reserved by another container."""
     config = diff.net({"subnet": "10.1.2.0/24", "rangeStart": "10.1.2.10",
                        "rangeEnd": "10.1.2.20"})
     assert diff.step("ADD", config, container_id="b", args="IP=10.1.2.15").go_addresses() == [
@@ -764,7 +783,7 @@ def test_requested_ip_taken(diff: Diff) -> None:
 
 
 def test_requested_ips_union(diff: Diff) -> None:
-    """§3: CNI_ARGS IP and args.cni.ips are merged and de-duplicated, not prioritised."""
+    """config.go: CNI_ARGS IP and args.cni.ips are merged and de-duplicated, not prioritised."""
     config = diff.net({"subnet": "10.1.2.0/24"}, args={"cni": {"ips": ["10.1.2.70"]}},
                       runtimeConfig={"ips": ["10.1.2.70/24"]})
     assert diff.step("ADD", config, args="IP=10.1.2.70").go_addresses() == ["10.1.2.70/24"]
@@ -789,7 +808,8 @@ def test_args_and_runtime_ips_two_sets(tmp_path: Path) -> None:
 
 
 def test_runtime_config_ips_leftover(diff10: Diff) -> None:
-    """§7.5 #11: none fits; exceptions (h) (order) and (d) (Go reserved .2 first)."""
+    """config_test.go's runtimeConfig.ips case, then main.go: none fits; exceptions (h)
+    (order) and (d) (Go reserved .2 first)."""
     config = diff10.net({"subnet": "10.1.2.0/24"},
                         runtimeConfig={"ips": ["192.168.0.1", "192.168.0.5/24", "2001:db8::1/64"]})
     diff10.step("ADD", config, rollback_cursor=True, leftover=Leftover(
@@ -798,7 +818,7 @@ def test_runtime_config_ips_leftover(diff10: Diff) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# Config validation (§1.2, §1.4): exception (e) maps Go's 999 to ours' 7
+# Config validation (config.go, range.go, range_set.go): exception (e) maps Go's 999 to ours' 7
 # ---------------------------------------------------------------------------------------
 
 VALIDATION_CASES = [
@@ -857,7 +877,8 @@ VALIDATION_CASES = [
 @pytest.mark.parametrize("ipam, expected", [c[1:] for c in VALIDATION_CASES],
                          ids=[c[0] for c in VALIDATION_CASES])
 def test_config_validation(diff10: Diff, ipam: dict[str, Any], expected: str) -> None:
-    """ADD, DEL and CHECK all load the config, so all three fail the same way (§1.4)."""
+    """ADD, DEL and CHECK all load the config, so all three fail the same way (main.go: each
+    calls LoadIPAMConfig)."""
     config = diff10.net(ipam)
     for command in ("ADD", "DEL", "CHECK"):
         diff10.step(command, config).go_error(expected)
@@ -891,7 +912,8 @@ def test_config_validation_top_level(diff10: Diff, top: dict[str, Any], expected
 
 
 def test_case_insensitive_keys(diff10: Diff) -> None:
-    """§1.2: Go's JSON matches keys case-insensitively; the last duplicate wins."""
+    """Go's encoding/json (config.go decodes with it) matches keys case-insensitively; the
+    last duplicate wins."""
     text = ('{"cniVersion": "1.0.0", "name": "mynet", "ipam": {"type": "host-local", '
             '"dataDir": "@DATADIR@", "subnet": "10.9.0.0/24", "Subnet": "10.1.2.0/24", '
             '"RANGESTART": "10.1.2.9"}}')
@@ -900,7 +922,7 @@ def test_case_insensitive_keys(diff10: Diff) -> None:
 
 
 def test_more_than_one_address_per_family(diff: Diff) -> None:
-    """§1.4: two v4 sets need >= 0.3.0; one v4 plus one v6 is fine everywhere."""
+    """config.go: two v4 sets need >= 0.3.0; one v4 plus one v6 is fine everywhere."""
     config = diff.net({"ranges": [[{"subnet": "10.1.2.0/24"}], [{"subnet": "10.1.3.0/24"}]]})
     s = diff.step("ADD", config)
     if diff.version in LEGACY:
@@ -911,7 +933,8 @@ def test_more_than_one_address_per_family(diff: Diff) -> None:
 
 
 def test_missing_cni_version(tmp_path: Path) -> None:
-    """§7.8 / §6.4: no cniVersion means 0.1.0 output, and two spaces in the family error."""
+    """cni's pkg/version/conf.go: no cniVersion means 0.1.0 output, and two spaces in the
+    family error."""
     diff = Diff(tmp_path, None)
     config = diff.net({"subnet": "10.1.2.0/24"})
     s = diff.step("ADD", config)
@@ -951,7 +974,8 @@ def test_host_bits(diff: Diff, written: str, network: str, go_msg: str) -> None:
 
 
 def test_range_start_beyond_defaulted_end(diff10: Diff) -> None:
-    """(c) Go allocates outside the subnet (§1.4 BUG); ours rejects the config, code 7."""
+    """(c) Go allocates outside the subnet (range.go checks rangeStart against
+    a rangeEnd only when one is given); ours rejects the config, code 7."""
     config = diff10.net({"subnet": "10.1.2.0/24", "rangeStart": "10.1.2.255"})
     go_dir = diff10.tmp_path / "go"
     got = [run(GO_HOST_LOCAL, "ADD", with_data_dir(config, go_dir), container_id=c)
@@ -974,8 +998,9 @@ def test_range_start_beyond_defaulted_end(diff10: Diff) -> None:
 
 
 def test_routes(diff: Diff) -> None:
-    """§1.5 / §6.3: routes copied in order, dst as parsed (no masking), gw optional; the
-    0.1.0/0.2.0 formats sort them by family; v1.1.1 drops unknown route keys."""
+    """main.go and the spec's Section 5: Result Types: routes copied in order, dst as parsed
+    (no masking), gw optional; the 0.1.0/0.2.0 formats sort them by family; v1.1.1 drops
+    unknown route keys."""
     config = diff.net({"ranges": [[{"subnet": "10.1.2.0/24"}], [{"subnet": "2001:db8:1::/64"}]],
                        "routes": [{"dst": "10.0.0.5/8"}, {"dst": "2001:db8:2::0/64"},
                                   {"dst": "192.168.0.0/16", "gw": "10.1.2.254"},
@@ -997,13 +1022,13 @@ def test_routes_of_a_missing_family(diff: Diff) -> None:
 
 
 def test_no_routes(diff: Diff) -> None:
-    """§1.5: "routes": [] omits the key."""
+    """main.go: "routes": [] omits the key."""
     s = diff.step("ADD", diff.net({"subnet": "10.1.2.0/24", "routes": []}))
     assert "routes" not in s.go.json
 
 
 def test_resolv_conf(diff: Diff) -> None:
-    """§1.7 / §7.6: the full case (comments, indentation, merged search and options)."""
+    """dns.go and dns_test.go: the full case (comments, indentation, merged search and options)."""
     resolv = write(diff.tmp_path / "resolv.conf", (
         "   nameserver 192.0.2.0\n"
         ";nameserver 192.0.2.1\n"
@@ -1024,7 +1049,7 @@ def test_resolv_conf(diff: Diff) -> None:
 
 
 def test_resolv_conf_missing(diff10: Diff) -> None:
-    """(e) code 5 in ours, same message; DEL does not read it (§1.4)."""
+    """(e) code 5 in ours, same message; DEL does not read it (main.go)."""
     config = diff10.net({"subnet": "10.1.2.0/24", "resolvConf": "/nonexistent/resolv.conf"})
     diff10.step("ADD", config).go_error("open /nonexistent/resolv.conf: no such file or directory")
     s = diff10.step("DEL", config)
@@ -1037,8 +1062,8 @@ def test_resolv_conf_missing(diff10: Diff) -> None:
 
 
 def test_del_scope(diff: Diff) -> None:
-    """§4.5: DEL (a, eth0) keeps (a, eth1); DEL frees leases of subnets no longer in the
-    config; repeated DEL succeeds."""
+    """ReleaseByID in backend/disk/backend.go: DEL (a, eth0) keeps (a, eth1); DEL frees
+    leases of subnets no longer in the config; repeated DEL succeeds."""
     old = diff.net({"subnet": "10.1.2.0/24"})
     diff.step("ADD", old, container_id="a", ifname="eth0")
     diff.step("ADD", old, container_id="a", ifname="eth1")
@@ -1051,7 +1076,7 @@ def test_del_scope(diff: Diff) -> None:
 
 
 def test_del_without_netns(diff10: Diff) -> None:
-    """§5.1: CNI_NETNS is optional for DEL."""
+    """skel: CNI_NETNS is optional for DEL."""
     config = diff10.net({"subnet": "10.1.2.0/24"})
     diff10.step("ADD", config)
     s = diff10.step("DEL", config, netns=None)
@@ -1059,7 +1084,8 @@ def test_del_without_netns(diff10: Diff) -> None:
 
 
 def test_check(diff: Diff) -> None:
-    """§5.4: CHECK needs >= 0.4.0; found -> exit 0 and no output; else 999."""
+    """skel and main.go's cmdCheck: CHECK needs >= 0.4.0; found -> exit 0 and no output;
+    else 999."""
     config = diff.net({"subnet": "10.1.2.0/24"})
     fresh = diff.step("CHECK", diff.net({"subnet": "10.1.2.0/24"}, name="fresh"))
     diff.step("ADD", config)
@@ -1070,7 +1096,8 @@ def test_check(diff: Diff) -> None:
         assert found.go.rc == 0 and found.go.stdout == b""
         unknown.go_error("host-local: Failed to find address added by container zz")
         other_if.go_error("host-local: Failed to find address added by container dummy")
-        assert fresh.go_file("fresh/lock") == b""  # CHECK creates the directory (§4.1)
+        # CHECK creates the directory (New in backend/disk/backend.go)
+        assert fresh.go_file("fresh/lock") == b""
     else:
         for s in (found, unknown, other_if, fresh):
             s.go_error("config version does not allow CHECK", code=1)
@@ -1079,7 +1106,7 @@ def test_check(diff: Diff) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# skel pre-checks (§5.1)
+# skel pre-checks (pkg/skel/skel.go)
 # ---------------------------------------------------------------------------------------
 
 SKEL_CASES = [
@@ -1189,7 +1216,8 @@ def test_version(tmp_path: Path) -> None:
 
 def test_cni_1_1_0(tmp_path: Path) -> None:
     """(f) cniVersion 1.1.0: Go v1.1.1 refuses it and knows no GC or STATUS; ours gives
-    the 1.0.0 result with the 1.1.0 version, and implements GC and STATUS (§5.6)."""
+    the 1.0.0 result with the 1.1.0 version, and implements GC and STATUS (the spec's
+    Section 2: Execution Protocol, GC and STATUS)."""
     d = Diff(tmp_path, "1.1.0")
     config = d.net({"ranges": [[{"subnet": "10.1.2.0/24"}], [{"subnet": "2001:db8::/64"}]],
                     "routes": DUAL_ROUTES})

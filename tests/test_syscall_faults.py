@@ -60,5 +60,5 @@ def test_each_path_is_traced_from_its_first_touch_of_the_data_dir(harness):
                     if table[name][fam] < least}
              for name, want in AT_LEAST.items()}
     assert not any(short.values()), short
-    # Every call of a path is one fault per errno: the figures in README's Guarantees.
+    # Every call of a path is one fault per errno: the figures in docs/guarantees.md.
     assert all(faults[name] >= 100 for name in sf.PATHS), faults

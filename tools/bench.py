@@ -7,8 +7,9 @@ speed drifts. Without the Go plugin it measures ours alone and says so.
 Reported: median ADD and DEL latency (whole process, as a runtime sees it) at pools of
 N existing leases, the CPython floor beside them, import time, a burst of parallel
 invocations, peak RSS of one ADD; a PNG plot under docs/ and a Markdown table. Then the
-shared pool on a throwaway PostgreSQL server: ADD and DEL latency with connection setup,
-and a burst spread over four simulated nodes. Last, the cost of a large config: one range
+shared pool on a throwaway PostgreSQL server: ADD and DEL latency with connection setup
+(``--baseline`` beside it), statements per command and the per-network lock's hold
+time, and a burst spread over four simulated nodes. Last, the cost of a large config: one range
 set of 3,000 ranges (Go too) and 20,000 excluded addresses (ours only).
 """
 import argparse
@@ -250,10 +251,13 @@ def plot(rows, path, with_go):
     return True
 
 
-def shared_pool(tmp, k, count, nodes=4):
-    """PostgreSQL figures: ADD and DEL latency of one process (connection setup
-    included) on a loopback server, and a burst of ``count`` ADDs then DELs spread over
-    ``nodes`` simulated nodes. None when no PostgreSQL server binaries are installed."""
+def shared_pool(tmp, k, count, launcher, baseline=None, nodes=4):
+    """PostgreSQL figures on a loopback server: ADD and DEL latency of one process
+    (connection setup included) for the console script, the launcher and, with
+    ``--baseline``, that revision's launcher, interleaved call by call, each on a database
+    of its own; the statements and the per-network lock's hold time of our ADD and DEL,
+    measured in process; a burst of ``count`` ADDs then DELs spread over ``nodes``
+    simulated nodes. None when no PostgreSQL server binaries are installed."""
     sys.path.insert(0, os.path.join(os.path.dirname(DOCS), "tests"))
     import pgserver
 
@@ -262,26 +266,73 @@ def shared_pool(tmp, k, count, nodes=4):
         return None
     server = pgserver.PgServer(bindir).init().start()
     try:
-        url = server.create_database("bench")
-        subprocess.run([IPAMCTL, "--database", url, "db", "upgrade"], check=True,
-                       capture_output=True)
-
-        def conf_of(i):
-            node = i % nodes
-            return config(os.path.join(tmp, "pg-node-%d" % node), database=url,
-                          node="node-%d" % node)
-        times = {"ADD": [], "DEL": []}
-        invoke(OURS, "ADD", conf_of(0), "pg-warm")
+        contenders = {"ours": (OURS, [IPAMCTL]), "launcher": (launcher, [IPAMCTL])}
+        if baseline is not None:
+            contenders["baseline"] = baseline
+        confs = {}
+        for name, (binary, ctl) in contenders.items():
+            url = server.create_database("bench_%s" % name)
+            subprocess.run(ctl + ["--database", url, "db", "upgrade"], check=True,
+                           capture_output=True)
+            confs[name] = _pg_conf_of(tmp, name, url, nodes)
+            invoke(binary, "ADD", confs[name](0), "pg-warm")
+        times = {name: {"ADD": [], "DEL": []} for name in contenders}
         for i in range(k):
             cid = "pg-%d" % i
             for command in ("ADD", "DEL"):
-                times[command].append(invoke(OURS, command, conf_of(i), cid))
-        out = {op: statistics.median(v) * 1000 for op, v in times.items()}
-        out["burst"] = burst(OURS, conf_of, count)
+                for name, (binary, _) in contenders.items():
+                    times[name][command].append(invoke(binary, command, confs[name](i), cid))
+        out = {name: {op: statistics.median(v) * 1000 for op, v in ops.items()}
+               for name, ops in times.items()}
+        url = server.create_database("bench_probe")
+        out["probe"] = lock_probe(_pg_conf_of(tmp, "probe", url, nodes), k)
+        out["burst"] = burst(launcher, confs["launcher"], count)
         out["nodes"] = nodes
         return out
     finally:
         server.cleanup()
+
+
+def _pg_conf_of(tmp, name, url, nodes):
+    """Call ``i``'s config: node ``i % nodes``, each node its own dataDir."""
+    def conf_of(i):
+        node = i % nodes
+        return config(os.path.join(tmp, "pg-%s-node-%d" % (name, node)), database=url,
+                      node="node-%d" % node)
+    return conf_of
+
+
+def lock_probe(conf_of, k):
+    """Our ADD and DEL run in this process, each on a new store and connection as a
+    plugin call has: statements sent per command (BEGIN and COMMIT included) and the
+    time from the network's row lock to COMMIT, the section every node's commands to
+    that network queue for (median and maximum, ms)."""
+    sys.path.insert(0, REPO)
+    from ipam import commands
+
+    opened = []
+    real_open = commands._open
+
+    def spy(conf):
+        store, mirror = real_open(conf)
+        opened.append(store)
+        return store, mirror
+
+    commands._open = spy
+    stats = {"ADD": ([], []), "DEL": ([], [])}
+    try:
+        for i in range(k + 1):
+            env = {"CNI_CONTAINERID": "probe-%d" % i, "CNI_IFNAME": "eth0", "CNI_ARGS": ""}
+            for command, run in (("ADD", commands.cmd_add), ("DEL", commands.cmd_del)):
+                del opened[:]
+                run(env, json.loads(conf_of(i)))
+                if i:  # the first creates the cursor rows and warms the server
+                    stats[command][0].append(opened[0].round_trips)
+                    stats[command][1].append(opened[0].lock_hold * 1000)
+    finally:
+        commands._open = real_open
+    return {op: {"statements": statistics.median(trips), "hold_ms": statistics.median(holds),
+                 "hold_max_ms": max(holds)} for op, (trips, holds) in stats.items()}
 
 
 RANGE_COUNT = 3000  # /24s in one range set: host-local checks each pair for overlap
@@ -407,7 +458,8 @@ def main():
                    OURS, config(os.path.join(tmp, "rss-first")), "rss", warm=False)}
         if with_go:
             rss["go"] = peak_rss_kib(GO, config(os.path.join(tmp, "rss-go")), "rss")
-        shared = shared_pool(tmp, args.pg_cycles, args.pg_burst) if args.pg_cycles else None
+        shared = (shared_pool(tmp, args.pg_cycles, args.pg_burst, launcher, baseline)
+                  if args.pg_cycles else None)
         sizes = config_size(tmp, launcher, with_go)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -486,10 +538,16 @@ def report_shared(shared, args):
               "(Debian: apt-get install postgresql)")
         return
     b = shared["burst"]
-    print("shared pool on PostgreSQL (loopback): ADD %.0f ms, DEL %.0f ms median of %d, "
-          "connection setup included" % (shared["ADD"], shared["DEL"], args.pg_cycles))
-    print("shared pool burst of %d over %d nodes: ADD %.2f s (%d failures, distinct %s), "
-          "DEL %.2f s (%d failures); CPU %.0f ms per call" % (
+    for name in ("ours", "launcher", "baseline"):
+        if name in shared:
+            print("shared pool on PostgreSQL (loopback), %-8s ADD %4.0f ms, DEL %4.0f ms per "
+                  "call, median of %d interleaved, connection setup included"
+                  % (name, shared[name]["ADD"], shared[name]["DEL"], args.pg_cycles))
+    for op, p in shared["probe"].items():
+        print("shared pool %s in process: %d statements; network lock held %.1f ms median, "
+              "%.1f ms max" % (op, p["statements"], p["hold_ms"], p["hold_max_ms"]))
+    print("shared pool burst of %d over %d nodes (launcher): ADD %.2f s (%d failures, "
+          "distinct %s), DEL %.2f s (%d failures); CPU %.0f ms per call" % (
               args.pg_burst, shared["nodes"], b["ADD"]["wall_s"], b["ADD"]["failures"],
               b["ADD"]["distinct"], b["DEL"]["wall_s"], b["DEL"]["failures"],
               b["cpu_ms_per_call"]))

@@ -191,9 +191,15 @@ def test_mirror_is_repaired_after_a_crash_between_commit_and_mirror(data_dir, ne
 HEAVY = ("sqlalchemy", "alembic", "click")
 
 
-@pytest.mark.parametrize("command", ["ADD", "CHECK", "DEL", "VERSION"])
-def test_hot_path_imports_no_heavy_library(command, data_dir, netconf):
-    conf = netconf({"subnet": "10.1.2.0/24"})
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("command", ["ADD", "CHECK", "DEL", "STATUS", "VERSION"])
+def test_hot_path_imports_no_heavy_library(command, engine, data_dir, netconf, request):
+    """No plugin call imports SQLAlchemy, alembic or click, on either engine, once the
+    schema exists (the first call on a new database runs the migrations)."""
+    ipam = {"subnet": "10.1.2.0/24"}
+    if engine == "postgresql":
+        ipam["database"] = request.getfixturevalue("pg_url")
+    conf = netconf(ipam, version="1.1.0")
     assert run_inprocess("ADD", conf, container_id="warm").status == 0  # schema exists
     if command in ("CHECK", "DEL"):
         assert run_inprocess("ADD", conf).status == 0

@@ -258,3 +258,51 @@ def test_history_by_container_prefix_and_pod_name(store):
         assert [e.container_id for e in store.history(pod_name="web")] == ["3f2a9c01", "3f2"]
         assert [e.container_id for e in store.history(pod_name="web",
                                                       container_prefix="3f2a")] == ["3f2a9c01"]
+
+
+def test_integrity_holds_through_churn(store):
+    """The lease table's invariant (ipam.store.invariant) after reserve/release churn,
+    on both engines and the fake: every flag and key as allocation trusts them."""
+    rnd = random.Random(11)
+    with store.transaction():
+        held = set()
+        for _ in range(300):
+            n = rnd.randrange(40)
+            address = str(ip(int(ip("10.0.0.0")) + n))
+            if n in held:
+                store.release(lease(address), "del")
+            else:
+                store.reserve(lease(address, network=rnd.choice("ab")), "add")
+            held ^= {n}
+        assert store.integrity() == []
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_integrity_finds_a_wrong_flag_on_every_engine(engine, tmp_path, request):
+    """``ipamctl check`` runs the same invariant on SQLite as on PostgreSQL."""
+    from ipam.backend import open_store
+
+    database = (str(tmp_path / "leases.db") if engine == "sqlite"
+                else request.getfixturevalue("pg_url"))
+    with open_store(database, data_dir=str(tmp_path)) as store:
+        with store.transaction():
+            for k in (2, 3, 5):
+                store.reserve(lease("10.0.0.%d" % k), "add")
+            assert store.integrity() == []
+            store._exec("UPDATE leases SET next_free = NOT next_free WHERE ip = '10.0.0.2'")
+            store._exec("UPDATE leases SET ip = '10.0.0.9' WHERE ip = '10.0.0.5'")
+            assert store.integrity() == ["lease n/10.0.0.2: next_free flag is wrong",
+                                         "lease n/10.0.0.9: address and key disagree"]
+    if engine == "postgresql":
+        assert store.conn is None  # closed, and nothing left open on the server
+
+
+def test_a_sqlite_store_closes_as_a_context_manager(tmp_path):
+    from ipam.sqlite_module import sqlite3
+    from ipam.store.sqlite import SqliteStore
+
+    with SqliteStore(str(tmp_path / "leases.db")) as store:
+        with store.transaction():
+            store.reserve(lease("10.0.0.2"), "add")
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.conn.execute("SELECT 1")

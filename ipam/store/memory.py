@@ -173,7 +173,7 @@ class MemoryStore:
                       | set(self._networks))
 
     def lease_counts(self, network):
-        counts = {}
+        counts: dict = {}
         for lease in self.leases(network):
             counts[lease.node] = counts.get(lease.node, 0) + 1
         return counts

@@ -38,6 +38,13 @@ from ipam.errors import ConfigError, IoFailure, Retry, TryAgain
 from ipam.paths import node_name
 from ipam.store.table import LeaseTable
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Optional, Sequence
+    from urllib.parse import SplitResult
+
+    from ipam.errors import IpamError
+
 DEFAULT_CONNECT_TIMEOUT = 5  # seconds: an unreachable server must not hang a pod start
 # Seconds to wait for the node's writers' queue and for the network's row locks. Longer
 # than SQLite's 10 s: a burst of pods on one node queues behind one connection, and the
@@ -62,7 +69,7 @@ _REVISION = ("SELECT version_num, (SELECT count(*) FROM networks WHERE network =
              "(SELECT count(*) FROM history WHERE id = 0) FROM alembic_version")
 
 
-def _split(url):
+def _split(url: str) -> "SplitResult":
     """``url``'s parts, its scheme checked: ``postgresql`` with any driver suffix."""
     try:
         parts = urlsplit(url)
@@ -76,12 +83,12 @@ def _split(url):
     return parts
 
 
-def conninfo(url):
+def conninfo(url: str) -> str:
     """The libpq connection URI for ``url`` (a SQLAlchemy driver suffix dropped)."""
     return urlunsplit(("postgresql",) + tuple(_split(url))[1:])
 
 
-def redacted(url):
+def redacted(url: str) -> str:
     """``url`` for messages: the password hidden."""
     parts = urlsplit(url)
     if parts.password is None:
@@ -90,30 +97,31 @@ def redacted(url):
     return urlunsplit(parts._replace(netloc="%s:***@%s" % (user.partition(":")[0], host)))
 
 
-def server_name(url):
+def server_name(url: str) -> str:
     """``host:port`` of a URL, for messages (never the password)."""
     parts = urlsplit(url)
     host = parts.hostname or parse_qs(parts.query).get("host", [None])[0] or "local socket"
     try:
-        port = parts.port or 5432
+        port = str(parts.port or 5432)
     except ValueError:
         port = "?"
     return "%s:%s" % (unquote(host), port)
 
 
-def retry_delays(attempts=ATTEMPTS, base=0.02, cap=0.5):
+def retry_delays(attempts: int = ATTEMPTS, base: float = 0.02, cap: float = 0.5
+                 ) -> "list[float]":
     """Pauses before attempts 2..n: exponential with full jitter, so nodes that clashed
     do not clash again in step."""
     return [random.uniform(0, min(cap, base * 2 ** k)) for k in range(attempts - 1)]
 
 
-def sqlstate(err):
+def sqlstate(err: "Optional[BaseException]") -> "Optional[str]":
     """The SQLSTATE of a psycopg error (or of one SQLAlchemy wrapped, from migrate)."""
     orig = getattr(err, "orig", err)
     return getattr(orig, "sqlstate", None)
 
 
-def first_line(err):
+def first_line(err: BaseException) -> str:
     orig = getattr(err, "orig", None) or err
     lines = str(orig).strip().splitlines()
     return lines[0] if lines else err.__class__.__name__
@@ -125,8 +133,10 @@ class PostgresStore(LeaseTable):
     DISTINCT = "IS DISTINCT FROM"
     RETURNING = True
 
-    def __init__(self, url, node=None, scope=True, lock_path=None, readonly=False,
-                 busy_timeout=None, connect_timeout=DEFAULT_CONNECT_TIMEOUT):
+    def __init__(self, url: str, node: "Optional[str]" = None, scope: "bool | str | None" = True,
+                 lock_path: "Optional[str]" = None, readonly: bool = False,
+                 busy_timeout: "Optional[float]" = None,
+                 connect_timeout: int = DEFAULT_CONNECT_TIMEOUT) -> None:
         """``scope``: True for this node's leases, None for every node's, or a node
         name. ``lock_path``: the node-local writers' queue (see :mod:`writer_lock`)
         that keeps this node's mirror and its pending marker consistent."""
@@ -141,12 +151,12 @@ class PostgresStore(LeaseTable):
         self.ERROR = psycopg.Error
         self.url = url
         self.node = node or node_name()
-        self.scope = self.node if scope is True else scope
+        self.scope = self.node if scope is True else (scope or None)
         self.queue_path = lock_path
         self.readonly = readonly
         self.timeout = DEFAULT_LOCK_TIMEOUT if busy_timeout is None else busy_timeout
         query = parse_qs(parts.query)
-        self._args = {}
+        self._args: "dict[str, Any]" = {}
         if "options" not in query:
             # A holder that hangs (a stopped process on another node) must not hang us:
             # waiting past this is lock_not_available, retried, then code 11.
@@ -156,33 +166,33 @@ class PostgresStore(LeaseTable):
         if "application_name" not in query:
             self._args["application_name"] = "host-local-sqlite"
         self._conninfo = conninfo(url)
-        self._sql_cache = {}
+        self._sql_cache: "dict[str, str]" = {}
 
-    def close(self):
+    def close(self) -> None:
         self._discard()
 
-    def describe(self):
+    def describe(self) -> str:
         return redacted(self.url)
 
     # -- connection -------------------------------------------------------------------
-    def _sql(self, sql):
+    def _sql(self, sql: str) -> str:
         text = self._sql_cache.get(sql)
         if text is None:
             text = self._sql_cache[sql] = sql.replace("?", "%s")
         return text
 
-    def _exec(self, sql, params=()):
+    def _exec(self, sql: str, params: "Sequence[Any]" = ()) -> "Any":
         if self.conn is None:
             self._connect()
         self.round_trips += 1
         return self.conn.execute(self._sql(sql), params)
 
-    def _prefix(self, column, prefix):
+    def _prefix(self, column: str, prefix: str) -> "tuple[str, list[Any]]":
         """``LIKE``: text comparisons follow the database's collation, not bytes."""
         escaped = prefix.replace("!", "!!").replace("%", "!%").replace("_", "!_")
         return "%s LIKE ? ESCAPE '!'" % column, [escaped + "%"]
 
-    def _connect(self):
+    def _connect(self) -> None:
         """A connection in autocommit mode (transactions are begun explicitly), kept
         until :meth:`close` or until it fails."""
         psycopg = self._psycopg
@@ -197,7 +207,7 @@ class PostgresStore(LeaseTable):
                            % (server_name(self.url), first_line(e)), redacted(self.url)) from None
         self.round_trips += 1
 
-    def _discard(self):
+    def _discard(self) -> None:
         """Drop the connection (the server rolls back whatever it held)."""
         conn, self.conn = self.conn, None
         if conn is not None:
@@ -206,20 +216,20 @@ class PostgresStore(LeaseTable):
             except self.ERROR:
                 pass
 
-    def _in_transaction(self):
+    def _in_transaction(self) -> bool:
         conn = self.conn
         return conn is not None and not conn.closed and \
             conn.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE
 
     # -- transactions -----------------------------------------------------------------
-    def retry_delays(self):
+    def retry_delays(self) -> "list[float]":
         return retry_delays()
 
-    def _begin(self):
+    def _begin(self) -> None:
         self._exec("BEGIN ISOLATION LEVEL READ COMMITTED%s"
                    % (" READ ONLY" if self.readonly else ""))
 
-    def commit(self):
+    def commit(self) -> None:
         try:
             self._exec("COMMIT")
         except self.ERROR as e:
@@ -227,7 +237,7 @@ class PostgresStore(LeaseTable):
             self.rollback()
             raise err from None
 
-    def rollback(self):
+    def rollback(self) -> None:
         if self._in_transaction():
             try:
                 self.conn.execute("ROLLBACK")
@@ -236,7 +246,7 @@ class PostgresStore(LeaseTable):
         elif self.conn is not None and self.conn.broken:
             self._discard()
 
-    def _revision(self):
+    def _revision(self) -> "Optional[str]":
         """The schema revision, the tables warmed (see ``_REVISION``). A schema that
         lacks one of those tables (new, or older) is read plainly."""
         try:
@@ -248,15 +258,15 @@ class PostgresStore(LeaseTable):
             return super()._revision()
         return row[0] if row else None
 
-    def _no_such_table(self, err):
+    def _no_such_table(self, err: Exception) -> bool:
         return sqlstate(err) == "42P01"
 
-    def _recover(self):
+    def _recover(self) -> None:
         if self._in_transaction():
             self.rollback()
             self._begin()
 
-    def _upgrade(self):
+    def _upgrade(self) -> None:
         """Create or upgrade the schema with the shipped alembic migrations.
 
         Nodes starting at once may all find a new database: PostgreSQL's DDL is
@@ -277,7 +287,7 @@ class PostgresStore(LeaseTable):
                 time.sleep(delay)
         self._begin()
 
-    def translate(self, err, at_commit=False):
+    def translate(self, err: Exception, at_commit: bool = False) -> "IpamError":
         """psycopg's errors as CNI errors naming the server: retryable ones as
         :class:`Retry`, an unreachable server as code 11, the rest as code 5."""
         server = server_name(self.url)
@@ -294,7 +304,7 @@ class PostgresStore(LeaseTable):
         return IoFailure("database %s: %s" % (server, first_line(err)), redacted(self.url))
 
     # -- the per-network lock ---------------------------------------------------------
-    def lock_network(self, network, n_sets):
+    def lock_network(self, network: str, n_sets: int) -> None:
         """Lock the cursor rows of ``network`` in range-set order: the short per-network
         lock every changing command takes first. One statement once the rows exist;
         a range set seen for the first time gets its row, locked by the insert."""
@@ -306,7 +316,7 @@ class PostgresStore(LeaseTable):
             self._exec(_LOCK, (network,)).fetchall()
         self._locked_at = monotonic()
 
-    def _exec_many(self, sql, rows):
+    def _exec_many(self, sql: str, rows: "list[tuple[Any, ...]]") -> None:
         if rows:
             if self.conn is None:
                 self._connect()

@@ -27,7 +27,7 @@ class Store(Protocol):
     def __enter__(self) -> "Store": ...
 
     def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> bool:
+                 tb: Optional[TracebackType]) -> None:
         """Close the store (``with open_store(...) as store:``)."""
 
     def transaction(self, after_commit: Optional[Callable[[], None]] = None

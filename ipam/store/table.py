@@ -23,6 +23,13 @@ from ipam.errors import SchemaError
 from ipam.lease import NO_POD, Event, Lease, NetworkRecord, new_boot_time
 from ipam.schema_version import HEAD, REVISIONS
 
+TYPE_CHECKING = False  # typing costs a plugin call ~2 ms: read by type checkers only
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable, Optional, Sequence
+
+    from ipam.addr import IP
+    from ipam.errors import IpamError
+
 LEASE_COLS = ("network, ip, range_set, container_id, ifname, allocated_at, boot_id, node, "
               "boot_time, pod_namespace, pod_name, pod_uid")
 EVENT_COLS = ("time, event, reason, network, ip, container_id, ifname, node, pod_namespace, "
@@ -36,7 +43,7 @@ _TAKEN = "SELECT 1 FROM leases WHERE network = ? AND ip_key = ?"
 _SET_FLAG = "UPDATE leases SET next_free = ? WHERE network = ? AND ip_key = ?"
 
 
-def _lease(row):
+def _lease(row: "Sequence[Any]") -> Lease:
     return Lease(row[0], addr.parse_ip(row[1]), row[2], row[3], row[4], row[5], row[6], row[7],
                  row[8], row[9], row[10], row[11])
 
@@ -48,14 +55,16 @@ class Transaction:
     left: the mirror's pending marker must go while no other writer can have started.
     """
 
-    def __init__(self, store, after_commit=None):
+    def __init__(self, store: "LeaseTable",
+                 after_commit: "Optional[Callable[[], None]]" = None) -> None:
         self.store = store
         self.after_commit = after_commit
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         self.store.begin()
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: "Optional[type[BaseException]]",
+                 exc: "Optional[BaseException]", tb: "Any") -> None:
         store = self.store
         try:
             if exc_type is None:
@@ -69,7 +78,6 @@ class Transaction:
                     raise store.translate(exc) from None
         finally:
             store.end()
-        return False
 
 
 class LeaseTable:
@@ -78,57 +86,56 @@ class LeaseTable:
     ``queue_path`` and ``timeout``, and the engine hooks at the end of this class."""
 
     shared = False
-    scope = None  # leases() walks every node's leases, or only this node's name
+    scope: "Optional[str]" = None  # leases() walks every node's leases, or this node's
     # -- spellings: SQLite's here, PostgreSQL overrides
     TRUE = "1"  # the literal that the partial index's predicate (next_free = 1) matches
     DISTINCT = "IS NOT"  # null-safe "differs from"
     RETURNING = False  # DELETE ... RETURNING
 
-    conn = None
-    node = None
+    conn: "Any" = None  # the DB-API connection
+    node: "Optional[str]" = None
     readonly = False
-    queue_path = None
+    queue_path: "Optional[str]" = None
     timeout = 10.0
     round_trips = 0  # statements sent, BEGIN and COMMIT included (bench reports it)
-    lock_hold = None  # seconds from the lock to COMMIT, of the last transaction
-    _locked_at = None
-    _queue = None
+    lock_hold: "Optional[float]" = None  # seconds from the lock to COMMIT, last transaction
+    _locked_at: "Optional[float]" = None
+    _queue: "Any" = None
 
-    def __enter__(self):
+    def __enter__(self) -> "LeaseTable":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: "Any") -> None:
         self.close()
-        return False
 
     # -- statements -------------------------------------------------------------------
-    def _sql(self, sql):
+    def _sql(self, sql: str) -> str:
         """``sql`` in the driver's placeholder style (written with ``?``)."""
         return sql
 
-    def _exec(self, sql, params=()):
+    def _exec(self, sql: str, params: "Sequence[Any]" = ()) -> "Any":
         self.round_trips += 1
         return self.conn.execute(self._sql(sql), params)
 
-    def _exec_many(self, sql, rows):
+    def _exec_many(self, sql: str, rows: "list[tuple[Any, ...]]") -> None:
         if rows:
             self.round_trips += 1
             self.conn.cursor().executemany(self._sql(sql), rows)
 
-    def _prefix(self, column, prefix):
+    def _prefix(self, column: str, prefix: str) -> "tuple[str, list[Any]]":
         """A condition and its parameters: ``column`` starts with ``prefix``. Above every
         character: on a binary collation ``>= p AND < p + U+10FFFF`` is "starts with p",
         on the index."""
         return "%s >= ? AND %s < ?" % (column, column), [prefix, prefix + "\U0010ffff"]
 
     # -- transactions and schema ------------------------------------------------------
-    def transaction(self, after_commit=None):
+    def transaction(self, after_commit: "Optional[Callable[[], None]]" = None) -> Transaction:
         return Transaction(self, after_commit)
 
-    def retry_delays(self):
+    def retry_delays(self) -> "list[float]":
         return []  # one writer at a time: an attempt never needs repeating
 
-    def begin(self):
+    def begin(self) -> None:
         """Queue (node-local writers, :mod:`ipam.writer_lock`), BEGIN, and make sure the
         schema is current: one cheap read in the steady state; alembic only for a
         missing or older schema."""
@@ -158,7 +165,7 @@ class LeaseTable:
             self.end()
             raise
 
-    def end(self):
+    def end(self) -> None:
         """Leave the writers' queue (after COMMIT or ROLLBACK)."""
         if self._locked_at is not None:
             self.lock_hold = monotonic() - self._locked_at
@@ -167,7 +174,7 @@ class LeaseTable:
             writer_lock.release(self._queue)
             self._queue = None
 
-    def _revision(self):
+    def _revision(self) -> "Optional[str]":
         """The schema revision; None for a database without one (new)."""
         try:
             row = self._exec("SELECT version_num FROM alembic_version").fetchone()
@@ -178,19 +185,20 @@ class LeaseTable:
             return None
         return row[0] if row else None
 
-    def revision(self):
+    def revision(self) -> "Optional[str]":
         return self._revision()
 
-    def lock_network(self, network, n_sets):
+    def lock_network(self, network: str, n_sets: int) -> None:
         pass  # the store's single write lock already covers every network
 
     # -- leases -----------------------------------------------------------------------
-    def lease_at(self, network, ip):
+    def lease_at(self, network: str, ip: "IP") -> "Optional[Lease]":
         row = self._exec("SELECT %s FROM leases WHERE network = ? AND ip_key = ?"
                          % LEASE_COLS, (network, addr.to_key(ip))).fetchone()
         return _lease(row) if row else None
 
-    def leases_of(self, network, container_id, ifname):
+    def leases_of(self, network: str, container_id: str,
+                  ifname: "Optional[str]") -> "list[Lease]":
         if ifname is None:
             rows = self._exec("SELECT %s FROM leases WHERE network = ? AND container_id = ? "
                               "AND ifname IS NULL" % LEASE_COLS, (network, container_id))
@@ -201,8 +209,9 @@ class LeaseTable:
         # the network's address index (every lease) instead of the owner index.
         return sorted((_lease(r) for r in rows), key=lambda lease: addr.to_key(lease.ip))
 
-    def leases(self, network=None):
-        where, params = [], []
+    def leases(self, network: "Optional[str]" = None) -> "list[Lease]":
+        where: "list[str]" = []
+        params: "list[Any]" = []
         if network is not None:
             where.append("network = ?")
             params.append(network)
@@ -213,10 +222,10 @@ class LeaseTable:
             LEASE_COLS, " WHERE " + " AND ".join(where) if where else ""), params)
         return [_lease(r) for r in rows]
 
-    def _taken(self, network, key):
+    def _taken(self, network: str, key: bytes) -> bool:
         return self._exec(_TAKEN, (network, key)).fetchone() is not None
 
-    def reserve(self, lease, reason):
+    def reserve(self, lease: Lease, reason: str) -> bool:
         key = addr.to_key(lease.ip)
         succ = addr.neighbour_key(key, 1)
         taken_after = succ is not None and self._taken(lease.network, succ)
@@ -234,7 +243,7 @@ class LeaseTable:
         self._log(now, "allocate", reason, lease, node, lease.pod())
         return True
 
-    def import_leases(self, network, leases, reason):
+    def import_leases(self, network: str, leases: "list[Lease]", reason: str) -> int:
         """Insert many leases of one network at once (import): one pass over the
         network's keys sets every ``next_free`` flag, where one reserve() per lease
         would cost three statements each."""
@@ -261,7 +270,7 @@ class LeaseTable:
                                          *r[11:]) for r in rows])
         return len(rows)
 
-    def renew(self, lease, pod=None):
+    def renew(self, lease: Lease, pod: "Optional[tuple[Optional[str], ...]]" = None) -> None:
         """A repeated ADD found the attachment alive: its lease belongs to this boot; one
         with no pod identity yet (adopted, imported, older) takes ``pod``'s."""
         this_boot = system.boot_id()
@@ -275,12 +284,12 @@ class LeaseTable:
                        "AND pod_name IS NULL AND pod_uid IS NULL",
                        (*pod, lease.network, addr.to_key(lease.ip)))
 
-    def claim_legacy(self, lease, ifname):
+    def claim_legacy(self, lease: Lease, ifname: str) -> Lease:
         self._exec("UPDATE leases SET ifname = ? WHERE network = ? AND ip_key = ? "
                    "AND ifname IS NULL", (ifname, lease.network, addr.to_key(lease.ip)))
         return lease.with_ifname(ifname)
 
-    def release(self, lease, reason):
+    def release(self, lease: Lease, reason: str) -> None:
         """Delete the lease; its history row takes the node and pod identity the database
         had for it (where the engine can say so in the same statement)."""
         key = addr.to_key(lease.ip)
@@ -300,11 +309,12 @@ class LeaseTable:
             self._exec(_SET_FLAG, (True, lease.network, pred))
         self._log(time.time(), "release", reason, lease, node, pod)
 
-    def _log(self, now, event, reason, lease, node, pod):
+    def _log(self, now: float, event: str, reason: str, lease: Lease, node: "Optional[str]",
+             pod: "tuple[Optional[str], ...]") -> None:
         self._exec(_INSERT_EVENT, (now, event, reason, lease.network, str(lease.ip),
                                    lease.container_id, lease.ifname, node, *pod))
 
-    def first_free(self, network, lo, hi):
+    def first_free(self, network: str, lo: "IP", hi: "IP") -> "Optional[IP]":
         """Two index probes whatever the pool size: is ``lo`` free; else where does the run
         of leases that holds ``lo`` end (the partial index on ``next_free``)."""
         key = addr.to_key(lo)
@@ -318,10 +328,13 @@ class LeaseTable:
         ip = addr.add(addr.parse_ip(row[0]), 1)
         return ip if ip is not None and ip <= hi else None
 
-    def history(self, network=None, ip=None, container_id=None, since=None, until=None,
-                container_prefix=None, pod_name=None):
+    def history(self, network: "Optional[str]" = None, ip: "Optional[IP]" = None,
+                container_id: "Optional[str]" = None, since: "Optional[float]" = None,
+                until: "Optional[float]" = None, container_prefix: "Optional[str]" = None,
+                pod_name: "Optional[str]" = None) -> "list[Event]":
         """Lease events in commit order, filtered on any of the arguments."""
-        where, params = [], []
+        where: "list[str]" = []
+        params: "list[Any]" = []
         for column, value in (("network", network), ("ip", ip and str(ip)),
                               ("container_id", container_id), ("pod_name", pod_name)):
             if value is not None:
@@ -341,7 +354,7 @@ class LeaseTable:
                % (EVENT_COLS, " WHERE " + " AND ".join(where) if where else ""))
         return [Event(*row) for row in self._exec(sql, params)]
 
-    def integrity(self):
+    def integrity(self) -> "list[str]":
         """What the engine finds wrong in itself, then the lease table's invariant."""
         from ipam.store import invariant
 
@@ -350,100 +363,100 @@ class LeaseTable:
         return self._engine_problems() + invariant.problems(rows)
 
     # -- cursors and networks ---------------------------------------------------------
-    def last_reserved(self, network, range_set):
+    def last_reserved(self, network: str, range_set: int) -> "Optional[IP]":
         row = self._exec("SELECT ip FROM cursors WHERE network = ? AND range_set = ?",
                          (network, range_set)).fetchone()
         return addr.parse_ip(row[0]) if row else None
 
-    def set_last_reserved(self, network, range_set, ip):
+    def set_last_reserved(self, network: str, range_set: int, ip: "IP") -> None:
         self._exec("INSERT INTO cursors (network, range_set, ip) VALUES (?, ?, ?) "
                    "ON CONFLICT (network, range_set) DO UPDATE SET ip = excluded.ip",
                    (network, range_set, str(ip)))
 
-    def cursors(self, network):
+    def cursors(self, network: str) -> "dict[int, IP]":
         rows = self._exec("SELECT range_set, ip FROM cursors WHERE network = ?", (network,))
         parsed = {idx: addr.parse_ip(ip) for idx, ip in rows}
         return {idx: ip for idx, ip in parsed.items() if ip is not None}  # garbage: none
 
-    def network_info(self, network):
+    def network_info(self, network: str) -> "Optional[NetworkRecord]":
         row = self._exec("SELECT data_dir, export, range_sets FROM networks WHERE network = ?",
                          (network,)).fetchone()
         return NetworkRecord(*row) if row else None
 
-    def set_network_info(self, network, record):
+    def set_network_info(self, network: str, record: NetworkRecord) -> None:
         self._exec("INSERT INTO networks (network, data_dir, export, range_sets, updated_at) "
                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (network) DO UPDATE SET "
                    "data_dir = excluded.data_dir, export = excluded.export, "
                    "range_sets = excluded.range_sets, updated_at = excluded.updated_at",
                    (network, record.data_dir, record.export, record.range_sets, time.time()))
 
-    def mirror_stamp(self, network):
+    def mirror_stamp(self, network: str) -> "Optional[str]":
         row = self._exec("SELECT stamp FROM mirror_stamps WHERE network = ? AND node = ?",
                          (network, self.node)).fetchone()
         return row[0] if row else None
 
-    def set_mirror_stamp(self, network, stamp):
+    def set_mirror_stamp(self, network: str, stamp: str) -> None:
         self._exec("INSERT INTO mirror_stamps (network, node, stamp) VALUES (?, ?, ?) "
                    "ON CONFLICT (network, node) DO UPDATE SET stamp = excluded.stamp",
                    (network, self.node, stamp))
 
-    def networks(self):
+    def networks(self) -> "Iterable[str]":
         return [r[0] for r in self._exec(
             "SELECT network FROM leases UNION SELECT network FROM cursors "
             "UNION SELECT network FROM networks ORDER BY 1")]
 
-    def lease_counts(self, network):
+    def lease_counts(self, network: str) -> "dict[Optional[str], int]":
         rows = self._exec("SELECT node, count(*) FROM leases WHERE network = ? GROUP BY node",
                           (network,))
         return {node: n for node, n in rows}
 
-    def network_times(self, network):
+    def network_times(self, network: str) -> "tuple[Optional[float], Optional[float]]":
         row = self._exec("SELECT (SELECT updated_at FROM networks WHERE network = ?), "
                          "(SELECT max(time) FROM history WHERE network = ?)",
                          (network, network)).fetchone()
         return row[0], row[1]
 
-    def forget_network(self, network):
+    def forget_network(self, network: str) -> None:
         for table in ("networks", "cursors", "mirror_stamps"):
             self._exec("DELETE FROM %s WHERE network = ?" % table, (network,))
 
     # -- engine hooks -----------------------------------------------------------------
-    ERROR: type = Exception  # the driver's base exception class
+    ERROR: "type[Exception]" = Exception  # the driver's base exception class
 
-    def describe(self):
+    def describe(self) -> str:
         """The database, for messages (a path, or a server without its password)."""
         raise NotImplementedError
 
-    def translate(self, err):
+    def translate(self, err: Exception) -> "IpamError":
         """The driver's error ``err`` as the CNI error to answer with."""
         raise NotImplementedError
 
-    def _begin(self):
+    def _begin(self) -> None:
         raise NotImplementedError
 
-    def commit(self):
+    def commit(self) -> None:
         """COMMIT; on failure roll back and raise the translated error."""
         raise NotImplementedError
 
-    def rollback(self):
+    def rollback(self) -> None:
         """ROLLBACK if a transaction is open; never raises."""
         raise NotImplementedError
 
-    def after_commit(self):
+    def after_commit(self) -> None:
         """Housekeeping after a COMMIT, still in the writers' queue."""
 
-    def _no_such_table(self, err):
+    def _no_such_table(self, err: Exception) -> bool:
         raise NotImplementedError
 
-    def _recover(self):
+    def _recover(self) -> None:
         """Make the transaction usable again after a statement failed in it."""
 
-    def _upgrade(self):
+    def _upgrade(self) -> None:
         """Create or upgrade the schema, then be in a new transaction again."""
         raise NotImplementedError
 
-    def _engine_problems(self):
+    def _engine_problems(self) -> "list[str]":
         return []
 
-    def close(self):
+    def close(self) -> None:
         raise NotImplementedError

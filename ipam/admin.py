@@ -94,6 +94,27 @@ def history(store, network=None, ip=None, container_id=None, since=None, at=None
     return sorted(held.values(), key=lambda e: (e.network, addr.to_key(addr.parse_ip(e.ip))))
 
 
+PRUNE_BATCH = 10000  # events per transaction: a huge prune never holds the lock long
+
+
+def prune_history(store, before, dry_run=False, batch=PRUNE_BATCH):
+    """Delete every event stamped before ``before`` (every node's, on a shared store),
+    ``batch`` at a time, each batch its own short transaction, so that plugins keep
+    allocating between them. Returns how many went (with ``dry_run``: would go, and
+    nothing is written). Stops when a batch comes back short: events another writer
+    stamps in the past meanwhile (a stepped clock) wait for the next prune."""
+    if dry_run:
+        with store.transaction():
+            return store.count_history(before)
+    total = 0
+    while True:
+        with store.transaction():
+            n = store.prune_history(before, batch)
+        total += n
+        if n < batch:
+            return total
+
+
 # -- writing ------------------------------------------------------------------------
 def mirror_for(store, network, data_dir, to=None):
     """Where a network is mirrored: ``to`` if given; else where the plugin mirrors it (its

@@ -466,6 +466,19 @@ class SqlStore:
             q = q.where(and_(*conds))
         return [Event(*row) for row in self._db().execute(q.order_by(H.c.id))]
 
+    def prune_history(self, before, limit):
+        """As SqliteStore's, pool-wide. SKIP LOCKED: events that another node's
+        transaction is deleting are left to it, so two nodes trimming at once neither
+        wait on nor deadlock with each other."""
+        return self._db().execute(text(
+            "DELETE FROM history WHERE id IN (SELECT id FROM history WHERE time < :before "
+            "ORDER BY time LIMIT :limit FOR UPDATE SKIP LOCKED)"),
+            {"before": before, "limit": limit}).rowcount
+
+    def count_history(self, before):
+        return self._db().execute(text("SELECT count(*) FROM history WHERE time < :before"),
+                                  {"before": before}).scalar()
+
     def integrity(self):
         """PostgreSQL checks its own pages; what it cannot know is our invariant: every
         ``next_free`` flag and ``ip_key`` agree with the leases (checked in one pass)."""

@@ -378,6 +378,19 @@ class SqliteStore:
                % (_EVENT_COLS, " WHERE " + " AND ".join(where) if where else ""))
         return [Event(*row) for row in self.conn.execute(sql, params)]
 
+    def prune_history(self, before, limit):
+        """Delete at most ``limit`` of the oldest events stamped before ``before``; the
+        count. Found on ix_history_time, so a call with nothing to delete is one index
+        probe: cheap enough for every ADD and DEL (``historyRetention``)."""
+        return self.conn.execute(
+            "DELETE FROM history WHERE id IN (SELECT id FROM history WHERE time < ? "
+            "ORDER BY time LIMIT ?)", (before, limit)).rowcount
+
+    def count_history(self, before):
+        """How many events are stamped before ``before`` (prune's dry run)."""
+        return self.conn.execute("SELECT count(*) FROM history WHERE time < ?",
+                                 (before,)).fetchone()[0]
+
     def integrity(self):
         """SQLite's own consistency check: an empty list when all is well."""
         rows = [r[0] for r in self.conn.execute("PRAGMA integrity_check")]

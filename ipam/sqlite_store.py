@@ -374,8 +374,12 @@ class SqliteStore:
         if until is not None:
             where.append("time <= ?")
             params.append(until)
-        sql = ("SELECT %s FROM history%s ORDER BY id"
-               % (_EVENT_COLS, " WHERE " + " AND ".join(where) if where else ""))
+        # "+id" with a time filter: ORDER BY id would lead SQLite's planner to walk the
+        # whole table in rowid order (no sort) instead of ix_history_time and a sort of
+        # the few rows found: 200 ms against 5 ms for "--since 1h" at 1 M events.
+        sql = ("SELECT %s FROM history%s ORDER BY %s"
+               % (_EVENT_COLS, " WHERE " + " AND ".join(where) if where else "",
+                  "+id" if since is not None or until is not None else "id"))
         return [Event(*row) for row in self.conn.execute(sql, params)]
 
     def prune_history(self, before, limit):

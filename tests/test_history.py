@@ -3,6 +3,7 @@ the indexes that keep ``history --ip`` and ``--since`` off a full scan, and 64-b
 PostgreSQL, with pools of revision 0006 upgraded in place on both engines."""
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import time
@@ -331,3 +332,41 @@ def test_postgresql_plans_use_the_history_indexes(pg_url, pg_server, tmp_path):
         plan = " | ".join(r[0] for r in pg_server.sql(pg_url, "EXPLAIN " + statement, params))
         assert index in plan, plan
         assert "Seq Scan" not in plan, plan
+
+
+# -- the systemd timer -----------------------------------------------------------------
+SYSTEMD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy",
+                       "systemd")
+UNITS = ("ipamctl-history-prune.service", "ipamctl-history-prune.timer")
+
+
+def unit_text(name):
+    with open(os.path.join(SYSTEMD, name)) as f:
+        return f.read().replace("/usr/local/bin/ipamctl", IPAMCTL)
+
+
+def test_prune_units_verify(tmp_path):
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed")
+    for name in UNITS:  # ipamctl where this venv has it, as systemd-analyze checks paths
+        (tmp_path / name).write_text(unit_text(name))
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", "--recursive-errors=no",
+                           *[str(tmp_path / n) for n in UNITS]],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "ipamctl-history" not in proc.stderr, proc.stderr  # not one warning about ours
+
+
+def test_prune_unit_deletes_what_is_older_than_keep(netconf, data_dir):
+    for cid in ("a", "b"):
+        assert run_inprocess("ADD", netconf(SUBNET), container_id=cid).status == 0
+    sql(data_dir, "UPDATE history SET time = time - 91 * 86400 WHERE container_id = 'a'")
+    lines = unit_text(UNITS[0]).splitlines()
+    [keep] = [x.split("=", 2)[2] for x in lines if x.startswith("Environment=KEEP=")]
+    [command] = [x[len("ExecStart="):] for x in lines if x.startswith("ExecStart=")]
+    argv = [keep if word == "${KEEP}" else word for word in command.split()]
+    env = {"PATH": os.environ.get("PATH", ""), "IPAM_DATA_DIR": str(data_dir)}
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("deleted 1 event(s)")
+    assert [r[0] for r in sql(data_dir, "SELECT container_id FROM history")] == ["b"]

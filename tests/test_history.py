@@ -209,6 +209,29 @@ def test_retention_on_a_shared_pool_trims_every_nodes_events(pg_url, pg_server, 
     assert len(js("list", database=pg_url)) == 1
 
 
+
+def test_two_nodes_trimming_at_once_neither_waits_for_the_other(pg_url, pg_server, tmp_path):
+    """SKIP LOCKED: the events one node's open transaction is deleting are left to it;
+    the other deletes the next ones at once instead of waiting (a 2 s lock timeout here:
+    waiting would fail the test)."""
+    from ipam.sql_store import SqlStore
+
+    a = SqlStore(pg_url, node="a", lock_path=str(tmp_path / "a.lock"))
+    b = SqlStore(pg_url, node="b", lock_path=str(tmp_path / "b.lock"), busy_timeout=2)
+    with a.transaction():
+        pass  # creates the schema
+    add_old_events(lambda s: pg_server.sql(pg_url, s), 4, 2 * DAY)
+    cutoff = time.time() - DAY
+    with a.transaction():
+        assert a.prune_history(cutoff, 2) == 2
+        started = time.monotonic()
+        with b.transaction():
+            assert b.prune_history(cutoff, 64) == 2
+        assert time.monotonic() - started < 1.5
+    assert pg_server.sql(pg_url, "SELECT count(*) FROM history") == [(0,)]
+    a.close()
+    b.close()
+
 # -- revision 0007 upgrades a pool in place -------------------------------------------
 def test_a_0006_sqlite_pool_upgrades_in_place(netconf, data_dir):
     from alembic import command

@@ -74,7 +74,7 @@ def history_cmd(ctx: click.Context, network: str | None, ip: object, container_i
 def prune_cmd(obj: Obj, before: str, dry_run: bool) -> None:
     """Delete old lease events: every node's on a shared database, whose history is the
     pool's one log. TIME as for --since: ISO 8601, 'now', or a duration ago (90d).
-    Deletes in batches of 10,000, each its own transaction, so plugins keep allocating
+    Deletes in batches of 2,500, each its own transaction, so plugins keep allocating
     while a large prune runs. Leases are never touched.
 
     JSON: {"before", "deleted", "dry_run"}.

@@ -86,6 +86,10 @@ def prune_cmd(obj: Obj, before: str, dry_run: bool) -> None:
     """
     table_or_json(obj)
     cutoff = parse_time(before)
+    # Never create a SQLite file to prune nothing in it: a mistyped --data-dir in the
+    # timer must fail, not make an empty database and report success. A read-only open
+    # raises for a missing file (and opens a server URL without connecting).
+    open_store(obj, readonly=True, every_node=True).close()
     store = open_store(obj, readonly=dry_run, every_node=True)
     try:
         n = admin.prune_history(store, cutoff, dry_run=dry_run)

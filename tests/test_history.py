@@ -143,6 +143,14 @@ def test_prune_usage_errors_change_nothing(netconf, data_dir, args, msg):
     assert len(sql(data_dir, "SELECT * FROM history")) == 1
 
 
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_prune_never_creates_a_database(tmp_path, dry_run):
+    missing = tmp_path / "missing"
+    proc = ipamctl("history", "prune", "--before", "1d", *dry_run, data_dir=missing, expect=1)
+    assert proc.stderr.startswith("Error: database ") and "does not exist" in proc.stderr
+    assert not missing.exists()
+
 def test_history_filters_still_work_without_a_subcommand(netconf, data_dir):
     assert run_inprocess("ADD", netconf(SUBNET), container_id="a").status == 0
     rows = js("history", "--ip", "10.1.2.2", "--since", "1h", data_dir=data_dir)

@@ -4,11 +4,20 @@ from __future__ import annotations
 import click
 
 from cli.common import Obj, open_store, parse_ip, table_or_json
-from cli.output import EVENT_COLUMNS, emit_rows, event_row, not_empty, parse_pod, parse_time
+from cli.main import emit
+from cli.output import (
+    EVENT_COLUMNS,
+    emit_rows,
+    event_row,
+    iso,
+    not_empty,
+    parse_pod,
+    parse_time,
+)
 from ipam import admin
 
 
-@click.command("history")
+@click.group("history", invoke_without_command=True, subcommand_metavar="[prune ...]")
 @click.option("--network", metavar="N", help="Only this network.")
 @click.option("--ip", callback=parse_ip, metavar="IP", help="Only this address.")
 @click.option("--container", "container_id", metavar="ID", callback=not_empty,
@@ -21,8 +30,8 @@ from ipam import admin
 @click.option("--at", metavar="TIME",
               help="Show the allocations in force at TIME (who held --ip then).")
 @click.option("--since", metavar="TIME", help="Only events at or after TIME.")
-@click.pass_obj
-def history_cmd(obj: Obj, network: str | None, ip: object, container_id: str | None,
+@click.pass_context
+def history_cmd(ctx: click.Context, network: str | None, ip: object, container_id: str | None,
                 pod: tuple[str | None, str] | None, name: str | None, at: str | None,
                 since: str | None) -> None:
     """Show lease events: allocations and releases, with the reason (add, del, gc,
@@ -32,12 +41,20 @@ def history_cmd(obj: Obj, network: str | None, ip: object, container_id: str | N
     JSON: a list of {time, event, reason, network, ip, container_id, ifname, node,
     pod_namespace, pod_name, pod_uid}.
 
+    'ipamctl history prune' deletes old events (see its --help).
+
     \b
     Example:
         ipamctl history --ip 10.22.0.17 --at 2026-11-28T14:05:00Z
         ipamctl history --container 3f2a9c --since 2h
         ipamctl history --name nginx
     """
+    if ctx.invoked_subcommand is not None:
+        if any(v is not None for v in (network, ip, container_id, pod, name, at, since)):
+            raise click.UsageError("the filters go without a subcommand: 'ipamctl history "
+                                   "%s' takes its own options" % ctx.invoked_subcommand)
+        return
+    obj = ctx.obj
     table_or_json(obj)
     store = open_store(obj, readonly=True, every_node=True)
     try:
@@ -47,3 +64,37 @@ def history_cmd(obj: Obj, network: str | None, ip: object, container_id: str | N
     finally:
         store.close()
     emit_rows(obj.output, [event_row(e) for e in events], EVENT_COLUMNS, "(no events)")
+
+
+@history_cmd.command("prune")
+@click.option("--before", metavar="TIME", required=True,
+              help="Delete the events stamped before TIME (same forms as --since).")
+@click.option("--dry-run", is_flag=True, help="Only count them.")
+@click.pass_obj
+def prune_cmd(obj: Obj, before: str, dry_run: bool) -> None:
+    """Delete old lease events: every node's on a shared database, whose history is the
+    pool's one log. TIME as for --since: ISO 8601, 'now', or a duration ago (90d).
+    Deletes in batches of 2,500, each its own transaction, so plugins keep allocating
+    while a large prune runs. Leases are never touched.
+
+    JSON: {"before", "deleted", "dry_run"}.
+
+    \b
+    Example:
+        ipamctl history prune --before 90d --dry-run
+        ipamctl history prune --before 2026-01-01T00:00:00Z
+    """
+    table_or_json(obj)
+    cutoff = parse_time(before)
+    # Never create a SQLite file to prune nothing in it: a mistyped --data-dir in the
+    # timer must fail, not make an empty database and report success. A read-only open
+    # raises for a missing file (and opens a server URL without connecting).
+    open_store(obj, readonly=True, every_node=True).close()
+    store = open_store(obj, readonly=dry_run, every_node=True)
+    try:
+        n = admin.prune_history(store, cutoff, dry_run=dry_run)
+    finally:
+        store.close()
+    emit(obj, {"before": iso(cutoff), "deleted": n, "dry_run": dry_run},
+         "%s %d event(s) stamped before %s"
+         % ("would delete" if dry_run else "deleted", n, iso(cutoff)))

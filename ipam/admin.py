@@ -6,6 +6,7 @@ plugin, so they are safe beside running plugin invocations.
 """
 import json
 import os
+import time
 
 from ipam import addr
 from ipam.errors import IpamError
@@ -92,6 +93,35 @@ def history(store, network=None, ip=None, container_id=None, since=None, at=None
         else:
             held.pop((e.network, e.ip), None)
     return sorted(held.values(), key=lambda e: (e.network, addr.to_key(addr.parse_ip(e.ip))))
+
+
+# Events per transaction. Measured on SQLite at 1 M events (2 cores shared with other
+# work), a plugin ADD/DEL loop running beside the prune: batches of 10,000 held the lock
+# about 1 s each and the plugin's calls took 1-1.4 s; of 2,500, 0.4 s and 0.3-0.5 s, the
+# prune still deleting 7,000 events a second.
+PRUNE_BATCH = 2500
+# Between batches: flock wakes the writers that queued but does not hand them the lock,
+# and a prune locking again at once could win it back each time.
+PRUNE_PAUSE = 0.01
+
+
+def prune_history(store, before, dry_run=False, batch=PRUNE_BATCH):
+    """Delete every event stamped before ``before`` (every node's, on a shared store),
+    ``batch`` at a time, each batch its own short transaction, so that plugins keep
+    allocating between them. Returns how many went (with ``dry_run``: would go, and
+    nothing is written). Stops when a batch comes back short: events another writer
+    stamps in the past meanwhile (a stepped clock) wait for the next prune."""
+    if dry_run:
+        with store.transaction():
+            return store.count_history(before)
+    total = 0
+    while True:
+        with store.transaction():
+            n = store.prune_history(before, batch)
+        total += n
+        if n < batch:
+            return total
+        time.sleep(PRUNE_PAUSE)
 
 
 # -- writing ------------------------------------------------------------------------

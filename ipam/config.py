@@ -23,7 +23,7 @@ class IpamConfig:
 
     __slots__ = ("name", "cni_version", "range_sets", "routes", "data_dir", "resolv_conf",
                  "requested", "database", "export", "adopt", "busy_timeout", "node", "ipam",
-                 "pod")
+                 "pod", "history_retention")
 
     def __init__(self, **kw):
         for k in self.__slots__:
@@ -31,6 +31,22 @@ class IpamConfig:
 
 
 MAX_BUSY_TIMEOUT = 2147483  # SQLite's busy timeout is an int of milliseconds
+_RETENTION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _retention(value):
+    """``ipam.historyRetention``: one whole number and a unit (``90d``, ``12h``, ``2w``),
+    in seconds; None when absent. A string, as ``ipamctl history prune --before`` takes
+    it; parsed here without ``re`` (which the hot path does not otherwise import)."""
+    text = expect(value, str, "ipam.historyRetention")
+    if text is None:
+        return None
+    number, unit = text[:-1], text[-1:]
+    if not (number.isascii() and number.isdigit()) or unit not in _RETENTION_UNITS \
+            or int(number) == 0:
+        raise ConfigError("invalid config: ipam.historyRetention must be a positive whole "
+                          "number and a unit s, m, h, d or w, like \"90d\"; not %r" % text)
+    return int(number) * _RETENTION_UNITS[unit]
 
 
 def _path(value, path):
@@ -343,6 +359,7 @@ def load(conf, env_args=""):
                              or not 0 <= busy <= MAX_BUSY_TIMEOUT):
         raise ConfigError("invalid config: ipam.busyTimeout must be a number of seconds "
                           "from 0 to %d" % MAX_BUSY_TIMEOUT)
+    retention = _retention(ipam.get("historyretention"))
 
     # Requested addresses: CNI_ARGS IP=, then args.cni.ips, then runtimeConfig.ips.
     env_ip, pod = parse_cni_args(env_args)
@@ -385,7 +402,7 @@ def load(conf, env_args=""):
         routes=routes, data_dir=data_dir, resolv_conf=resolv_conf, requested=requested,
         database=database, export=True if export is None else export,
         adopt=True if adopt is None else adopt,
-        busy_timeout=busy, node=node, ipam=ipam, pod=pod,
+        busy_timeout=busy, node=node, ipam=ipam, pod=pod, history_retention=retention,
     )
 
 

@@ -2,10 +2,11 @@
 
 This module is the alembic target metadata and the single description of the tables.
 The plugin's hot path never imports it (SQLAlchemy costs 200+ ms); it speaks plain SQL to
-these same tables through :mod:`ipam.sqlite_store`, and a test proves the migrations
-create exactly what is declared here.
+these same tables through :mod:`ipam.store.table` on both engines, and a test proves the
+migrations create exactly what is declared here.
 """
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -44,10 +45,17 @@ def pod_columns():
             Column("pod_uid", String, nullable=True)]
 
 
+def id_column():
+    """A 64-bit id on PostgreSQL (bigint, from revision 0007: a serial's 2^31 ids run out
+    after as many ADDs and DELs); on SQLite ``INTEGER PRIMARY KEY``, the rowid, which
+    is 64-bit already and must stay spelled INTEGER to be the rowid."""
+    return Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+
+
 leases = Table(
     "leases",
     metadata,
-    Column("id", Integer, primary_key=True),
+    id_column(),
     Column("network", String, nullable=False),
     # Canonical text (Go's net.IP String(), which Python's ipaddress also produces).
     Column("ip", String, nullable=False),
@@ -130,7 +138,7 @@ mirror_stamps = Table(
 history = Table(
     "history",
     metadata,
-    Column("id", Integer, primary_key=True),
+    id_column(),
     Column("time", Float, nullable=False),
     Column("event", String, nullable=False),  # allocate | release
     # add | del | gc | admin | import | adopt (a lease found in the mirror, made by
@@ -145,4 +153,9 @@ history = Table(
     *pod_columns(),
     Index("ix_history_network_ip_time", "network", "ip", "time"),
     Index("ix_history_container_id", "container_id"),
+    # "history --ip X" without --network. On SQLite the index holds the rowid too, so an
+    # address's events come out in commit order without a sort.
+    Index("ix_history_ip", "ip"),
+    # --since, "history prune --before" and the historyRetention trim: the oldest first.
+    Index("ix_history_time", "time"),
 )

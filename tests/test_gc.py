@@ -639,7 +639,7 @@ def unit_lines(name):
 def test_systemd_units_verify(tmp_path):
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze not installed")
-    names = sorted(os.listdir(SYSTEMD))
+    names = sorted(n for n in os.listdir(SYSTEMD) if n.startswith("ipamctl-gc"))
     assert names == ["ipamctl-gc-boot.service", "ipamctl-gc.service", "ipamctl-gc.timer"]
     for name in names:  # ipamctl where this venv has it, as systemd-analyze checks paths
         (tmp_path / name).write_text(unit_lines(name).replace("/usr/local/bin/ipamctl",

@@ -155,8 +155,8 @@ def test_upgrade_sqlite_connection_holds_the_write_lock(db):
     # 0001: 3 tables, 4 indexes, alembic_version and its row; 0002: a table and the
     # version update; 0003: two columns, an index and the version update; 0004: a table
     # and the version update; 0005: a column and the version update; 0006: six columns
-    # and the version update.
-    assert len(probes) == 26
+    # and the version update; 0007: two indexes and the version update.
+    assert len(probes) == 29
     assert set(probes) == {(True, 0)}
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()

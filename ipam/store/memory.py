@@ -123,6 +123,16 @@ class MemoryStore:
                 out.append(e)
         return out
 
+    def prune_history(self, before, limit):
+        old = sorted((row[0], i) for i, row in enumerate(self.history_rows)
+                     if row[0] < before)[:limit]
+        gone = {i for _, i in old}
+        self.history_rows = [r for i, r in enumerate(self.history_rows) if i not in gone]
+        return len(gone)
+
+    def count_history(self, before):
+        return sum(1 for row in self.history_rows if row[0] < before)
+
     def integrity(self):
         """The fake keeps no flags: its rows, with the flags they imply, go through the
         same check as the engines' (which keeps the check itself honest)."""

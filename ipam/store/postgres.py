@@ -132,6 +132,9 @@ class PostgresStore(LeaseTable):
     TRUE = "true"
     DISTINCT = "IS DISTINCT FROM"
     RETURNING = True
+    # Events another node's transaction is deleting are left to it: two nodes trimming
+    # history at once neither wait on nor deadlock with each other.
+    SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str, node: "Optional[str]" = None, scope: "bool | str | None" = True,
                  lock_path: "Optional[str]" = None, readonly: bool = False,

@@ -78,6 +78,13 @@ class Store(Protocol):
         with the lease's pod identity; ``container_prefix`` selects every container ID
         that starts with it."""
 
+    def prune_history(self, before: float, limit: int) -> int:
+        """Delete at most ``limit`` of the oldest events stamped before ``before`` (every
+        node's, on a shared store: the history is the pool's); how many went."""
+
+    def count_history(self, before: float) -> int:
+        """How many events are stamped before ``before`` (every node's)."""
+
     def integrity(self) -> list[str]:
         """Problems the database engine finds in itself; empty when healthy."""
 

@@ -91,6 +91,7 @@ class LeaseTable:
     TRUE = "1"  # the literal that the partial index's predicate (next_free = 1) matches
     DISTINCT = "IS NOT"  # null-safe "differs from"
     RETURNING = False  # DELETE ... RETURNING
+    SKIP_LOCKED = ""  # what lets concurrent prunes pass each other's rows (one writer here)
 
     conn: "Any" = None  # the DB-API connection
     node: "Optional[str]" = None
@@ -350,9 +351,26 @@ class LeaseTable:
         if until is not None:
             where.append("time <= ?")
             params.append(until)
-        sql = ("SELECT %s FROM history%s ORDER BY id"
-               % (EVENT_COLS, " WHERE " + " AND ".join(where) if where else ""))
+        # "+id" under a time filter: ORDER BY id would lead SQLite's planner to walk the
+        # whole table in id order instead of ix_history_time and a sort of the few rows
+        # found (200 ms against 5 ms for "--since 1h" at 1 M events).
+        sql = ("SELECT %s FROM history%s ORDER BY %s"
+               % (EVENT_COLS, " WHERE " + " AND ".join(where) if where else "",
+                  "+id" if since is not None or until is not None else "id"))
         return [Event(*row) for row in self._exec(sql, params)]
+
+    def prune_history(self, before: float, limit: int) -> int:
+        """Delete at most ``limit`` of the oldest events stamped before ``before``; the
+        count. Found on ix_history_time, so a call with nothing to delete is one index
+        probe: cheap enough for every ADD and DEL (``historyRetention``)."""
+        return self._exec("DELETE FROM history WHERE id IN (SELECT id FROM history WHERE "
+                          "time < ? ORDER BY time LIMIT ?%s)" % self.SKIP_LOCKED,
+                          (before, limit)).rowcount
+
+    def count_history(self, before: float) -> int:
+        """How many events are stamped before ``before`` (prune's dry run)."""
+        return self._exec("SELECT count(*) FROM history WHERE time < ?",
+                          (before,)).fetchone()[0]
 
     def integrity(self) -> "list[str]":
         """What the engine finds wrong in itself, then the lease table's invariant."""

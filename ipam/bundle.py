@@ -42,10 +42,10 @@ def path(package_dir=PACKAGE_DIR):
 
 def _magic():
     try:
-        import _frozen_importlib_external as bootstrap  # CPython: already loaded
+        from _frozen_importlib_external import MAGIC_NUMBER  # CPython: already loaded
     except ImportError:  # pragma: no cover - another implementation
-        from importlib import util as bootstrap
-    return bootstrap.MAGIC_NUMBER
+        from importlib.util import MAGIC_NUMBER
+    return MAGIC_NUMBER
 
 
 def build(package_dir=PACKAGE_DIR):
@@ -68,7 +68,14 @@ def build(package_dir=PACKAGE_DIR):
     return target
 
 
-class _Finder:
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the loader interface it keeps, for mypy: importlib.abc costs a load
+    from importlib.abc import Loader as _Loader
+else:
+    _Loader = object
+
+
+class _Finder(_Loader):
     """A meta-path finder for the bundle's modules; each is executed once, then the
     entry goes, so a module whose import failed is retried the usual way."""
 

@@ -420,7 +420,8 @@ class NetworkFiles:
         self.problems = []
 
     def reconcile_if_changed(self, range_sets: "Optional[tuple[RangeSet, ...]]" = None,
-                             adopt: "bool" = True, always: "bool" = False) -> "list[str]":
+                             adopt: "bool" = True, always: "bool" = False
+                             ) -> "list[tuple[str, str]]":
         """Inside the transaction, first thing: reconcile the network if someone else
         changed its files (``always``: whatever the stamp says, for an operator's
         repair). Returns what was reconciled (see :func:`ipam.reconcile.reconcile`)."""

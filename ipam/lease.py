@@ -116,7 +116,8 @@ class Event:
     __slots__ = ("time", "event", "reason", "network", "ip", "container_id", "ifname", "node",
                  "pod_namespace", "pod_name", "pod_uid")
 
-    def __init__(self, time: "float", event: "str", reason: "str", network: "str", ip: "IP",
+    # ``ip`` is the address's text, as the history table holds it.
+    def __init__(self, time: "float", event: "str", reason: "str", network: "str", ip: "str",
                  container_id: "str", ifname: "Optional[str]", node: "Optional[str]" = None,
                  pod_namespace: "Optional[str]" = None, pod_name: "Optional[str]" = None,
                  pod_uid: "Optional[str]" = None) -> "None":

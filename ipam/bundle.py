@@ -40,6 +40,24 @@ def path(package_dir=PACKAGE_DIR):
                        % sys.implementation.cache_tag)
 
 
+def _unannotated(source, filename):
+    """The module's syntax tree without its functions' annotations. They are for mypy;
+    in byte-code, their constants added a fifth to the bundle's unmarshalling (50 us of
+    each launch, measured: 250 -> 300 us). Nothing reads them at run time, and a
+    traceback's line numbers are the source's all the same."""
+    import ast
+
+    tree = ast.parse(source, filename)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            for arg in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg):
+                if arg is not None:
+                    arg.annotation = None
+            node.returns = None
+    return tree
+
+
 def _magic():
     try:
         from _frozen_importlib_external import MAGIC_NUMBER  # CPython: already loaded
@@ -58,7 +76,7 @@ def build(package_dir=PACKAGE_DIR):
         src = os.path.join(package_dir, name.rsplit(".", 1)[1] + ".py")
         st = os.stat(src)
         with open(src, "rb") as f:
-            code = compile(f.read(), src, "exec", dont_inherit=True)
+            code = compile(_unannotated(f.read(), src), src, "exec", dont_inherit=True)
         entries.append((name, src, st.st_mtime_ns, st.st_size, code))
     from ipam.launcher import replace_file  # ipamctl only: not on the launcher's path
 

@@ -2,7 +2,7 @@
 import sys
 
 
-def run():
+def run() -> "None":
     """Run one CNI command and leave at once.
 
     The result is on stdout and COMMITted (durable: synchronous=FULL) before this

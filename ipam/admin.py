@@ -4,9 +4,12 @@ The CLI only parses options, opens the store, calls one function here and render
 answer. Writers use the same ``BEGIN IMMEDIATE`` transactions and the same mirror as the
 plugin, so they are safe beside running plugin invocations.
 """
+from __future__ import annotations
+
 import json
 import os
 import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 
 from ipam import addr
 from ipam.errors import IpamError
@@ -16,13 +19,28 @@ from ipam.schema_version import HEAD
 from ipam.selection import of_container, of_pod
 from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
 
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from ipam.addr import IP
+    from ipam.exporter import NetworkFiles
+    from ipam.lease import Event, Lease, NetworkRecord
+    from ipam.ranges import RangeSet
+    from ipam.store.protocol import Store
+
+    # progress(total) -> step, called with 1 per file (a progress bar's update)
+    Progress = Callable[[int], Callable[[int], object]]
+
 
 class AdminError(IpamError):
     """A request ipamctl refuses (e.g. releasing an address that is not leased)."""
 
 
 # -- reading ------------------------------------------------------------------------
-def list_leases(store, network=None, container_id=None, ip=None, pod=None, name=None):
+def list_leases(store: Store, network: Optional[str] = None,
+                container_id: Optional[str] = None, ip: Optional[IP] = None,
+                pod: Optional[tuple[Optional[str], str]] = None, name: Optional[str] = None
+                ) -> list[Lease]:
     """Leases sorted by network, then address numerically. ``container_id`` may be a
     unique prefix (see :func:`of_container`) among the leases the other filters keep."""
     with store.transaction():
@@ -31,17 +49,17 @@ def list_leases(store, network=None, container_id=None, ip=None, pod=None, name=
     return leases if container_id is None else of_container(leases, container_id)
 
 
-def range_sets_of(store, network):
+def range_sets_of(store: Store, network: str) -> Optional[tuple[RangeSet, ...]]:
     """The network's range sets as the plugin last saw them, or None (never ADDed by us)."""
     return range_sets_in(store.network_info(network))
 
 
-def range_sets_in(info):
+def range_sets_in(info: Optional[NetworkRecord]) -> Optional[tuple[RangeSet, ...]]:
     """The range sets of a network's :class:`~ipam.lease.NetworkRecord` (None: none)."""
     return from_description(json.loads(info.range_sets)) if info else None
 
 
-def stats(store, network=None):
+def stats(store: Store, network: Optional[str] = None) -> list[dict[str, Any]]:
     """Per network and range set: the range, its size (gateway and exclusions not
     counted), and how many of those addresses are leased."""
     rows = []
@@ -63,13 +81,15 @@ def stats(store, network=None):
     return rows
 
 
-def _allocatable(rs, ip):
+def _allocatable(rs: RangeSet, ip: IP) -> bool:
     r = rs.range_for(ip)
     return r is not None and ip != r.gateway and r.excluded(ip) is None
 
 
-def history(store, network=None, ip=None, container_id=None, since=None, at=None, pod=None,
-            name=None):
+def history(store: Store, network: Optional[str] = None, ip: Optional[IP] = None,
+            container_id: Optional[str] = None, since: Optional[float] = None,
+            at: Optional[float] = None, pod: Optional[tuple[Optional[str], str]] = None,
+            name: Optional[str] = None) -> list[Event]:
     """Lease events in commit order. With ``at``: the allocations in force at that
     moment, i.e. after the last event stamped at or before it. ``container_id`` may be
     a unique prefix among the events the other filters keep.
@@ -86,13 +106,19 @@ def history(store, network=None, ip=None, container_id=None, since=None, at=None
     if at is None:
         return events
     last = max((i for i, e in enumerate(events) if e.time <= at), default=-1)
-    held = {}
+    held: dict[tuple[str, str], Event] = {}
     for e in events[:last + 1]:
         if e.event == "allocate":
             held[(e.network, e.ip)] = e
         else:
             held.pop((e.network, e.ip), None)
-    return sorted(held.values(), key=lambda e: (e.network, addr.to_key(addr.parse_ip(e.ip))))
+    return sorted(held.values(), key=_network_and_address)
+
+
+def _network_and_address(e: Event) -> tuple[str, bytes]:
+    ip = addr.parse_ip(e.ip)
+    assert ip is not None  # the history holds addresses as the stores wrote them
+    return e.network, addr.to_key(ip)
 
 
 # Events per transaction. Measured on SQLite at 1 M events (2 cores shared with other
@@ -125,7 +151,8 @@ def prune_history(store, before, dry_run=False, batch=PRUNE_BATCH):
 
 
 # -- writing ------------------------------------------------------------------------
-def mirror_for(store, network, data_dir, to=None):
+def mirror_for(store: Store, network: str, data_dir: str, to: Optional[str] = None
+               ) -> Optional[Mirror]:
     """Where a network is mirrored: ``to`` if given; else where the plugin mirrors it (its
     recorded dataDir, if export is on); else ``data_dir`` if the network has a directory
     there. None: the network is not mirrored. On a shared database, ``data_dir`` is this
@@ -151,10 +178,11 @@ class _Held:
     another program holds never holds up our writers' queue. The journals go after
     COMMIT, still in the queue; the locks with them."""
 
-    def __init__(self):
-        self.files = {}
+    def __init__(self) -> None:
+        self.files: dict[str, NetworkFiles] = {}
 
-    def open(self, store, mirrors, create=True):
+    def open(self, store: Store, mirrors: Mapping[str, Optional[Mirror]],
+             create: bool = True) -> dict[str, str]:
         """Hold each ``{network: Mirror or None}``; returns ``{network: error}`` for the
         directories a reader (``create`` False) could not open. A writer raises."""
         errors = {}
@@ -172,22 +200,24 @@ class _Held:
                 self.files[network] = files
         return errors
 
-    def committed(self):
+    def committed(self) -> None:
         for files in self.files.values():
             files.committed()
 
-    def close(self):
+    def close(self) -> None:
         for files in self.files.values():
             files.close()
 
 
-def _mirrors(store, networks, data_dir, to=None):
+def _mirrors(store: Store, networks: Iterable[str], data_dir: str, to: Optional[str] = None
+             ) -> dict[str, Optional[Mirror]]:
     """``{network: Mirror or None}``, read in a transaction of its own (before the locks)."""
     with store.transaction():
         return {n: mirror_for(store, n, data_dir, to) for n in networks}
 
 
-def _release_all(store, leases, reason, held):
+def _release_all(store: Store, leases: Iterable[Lease], reason: str, held: _Held
+                 ) -> tuple[list[Lease], list[str]]:
     """Release ``leases`` (re-read inside this transaction) and mirror the change. A
     file that names another owner is left and reported, never removed."""
     networks = sorted({lease.network for lease in leases} | set(held.files))
@@ -211,7 +241,9 @@ def _release_all(store, leases, reason, held):
     return released, [p for f in held.files.values() for p in f.problems + f.notes]
 
 
-def select_release(store, ips=(), container_id=None, ifname=None, network=None):
+def select_release(store: Store, ips: Iterable[IP] = (), container_id: Optional[str] = None,
+                   ifname: Optional[str] = None, network: Optional[str] = None
+                   ) -> list[Lease]:
     """The leases ``ipamctl release`` would free; an address not leased is an error, and
     so is a container ID prefix that starts more than one of the leases selected."""
     with store.transaction():
@@ -236,7 +268,8 @@ def select_release(store, ips=(), container_id=None, ifname=None, network=None):
         return chosen
 
 
-def release(store, leases, data_dir, reason="admin"):
+def release(store: Store, leases: list[Lease], data_dir: str, reason: str = "admin"
+            ) -> tuple[list[Lease], list[str]]:
     """Release the chosen leases as DEL would: history, mirror, one transaction.
     Returns ``(released, problems)``: files left because they name another owner, or
     could not be removed (their journal stays, so a later command retries)."""
@@ -250,7 +283,9 @@ def release(store, leases, data_dir, reason="admin"):
         held.close()
 
 
-def export(store, data_dir, network=None, to=None, progress=None):
+def export(store: Store, data_dir: str, network: Optional[str] = None,
+           to: Optional[str] = None, progress: Optional[Progress] = None
+           ) -> dict[str, list[tuple[str, str]]]:
     """Rewrite the mirror from the database; returns ``{network: differences}`` (see
     :func:`ipam.reconcile.differences`; files naming other owners are reported, kept).
 
@@ -282,7 +317,7 @@ def export(store, data_dir, network=None, to=None, progress=None):
     return out
 
 
-def check(store, data_dir, repair=False):
+def check(store: Store, data_dir: str, repair: bool = False) -> list[str]:
     """Integrity, schema revision and mirror consistency: a list of problem strings.
 
     Read inside one transaction in the writers' queue, each network under host-local's
@@ -317,7 +352,8 @@ def check(store, data_dir, repair=False):
     return problems
 
 
-def _check_network(store, name, files, repair, reconcile):
+def _check_network(store: Store, name: str, files: NetworkFiles, repair: bool,
+                   reconcile: ModuleType) -> list[str]:
     path = files.d.path
     if not repair:
         diffs = reconcile.differences(files.d, store.leases(name),
@@ -328,7 +364,8 @@ def _check_network(store, name, files, repair, reconcile):
             for kind, f in _mend(store, files, name)]
 
 
-def _mend(store, files, name, progress=None):
+def _mend(store: Store, files: NetworkFiles, name: str,
+          progress: Optional[Callable[[int], object]] = None) -> list[tuple[str, str]]:
     """An operator's repair of one network (export, check --repair): reconcile the whole
     directory whatever its stamp says, then write what the database has wherever that
     harms nobody. Returns what was done and what is left, as ``[(kind, file)]``."""
@@ -361,7 +398,9 @@ _KIND = {
 
 
 # -- import from host-local ---------------------------------------------------------
-def import_networks(store, source, networks=None, dry_run=False, progress=None):
+def import_networks(store: Store, source: str, networks: Optional[Iterable[str]] = None,
+                    dry_run: bool = False, progress: Optional[Progress] = None
+                    ) -> list[dict[str, Any]]:
     """Import host-local directories under ``source``: one summary per network.
 
     Each network is one transaction; a second run imports nothing (idempotent); the
@@ -417,5 +456,5 @@ def import_networks(store, source, networks=None, dry_run=False, progress=None):
     return summaries
 
 
-def _brief(lease):
+def _brief(lease: Lease) -> dict[str, Any]:
     return {"ip": str(lease.ip), "container_id": lease.container_id, "ifname": lease.ifname}

@@ -10,21 +10,33 @@ from ipam import addr
 from ipam.errors import AllocationError, NotFound, Retry
 from ipam.lease import NO_POD, Changes, Lease
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
+    from typing import Iterable, Optional
+
+    from ipam.addr import IP
+    from ipam.exporter import NetworkFiles
+    from ipam.lease import Pod
+    from ipam.ranges import Range, RangeSet
+    from ipam.store.protocol import Store
+
 
 class Allocation:
     """One address of an ADD result: the address, its prefix length and its gateway."""
 
     __slots__ = ("ip", "prefixlen", "gateway", "lease")
 
-    def __init__(self, ip, prefixlen, gateway, lease):
+    def __init__(self, ip: "IP", prefixlen: "int", gateway: "IP", lease: "Lease") -> "None":
         self.ip, self.prefixlen, self.gateway, self.lease = ip, prefixlen, gateway, lease
 
-    def as_tuple(self):
+    def as_tuple(self) -> "tuple[IP, int, IP]":
         return (self.ip, self.prefixlen, self.gateway)
 
 
-def add(store, network, range_sets, requested, container_id, ifname, now=0.0, files=None,
-        pod=None):
+def add(store: "Store", network: "str", range_sets: "Iterable[RangeSet]",
+        requested: "Iterable[IP]", container_id: "str", ifname: "str", now: "float" = 0.0,
+        files: "Optional[NetworkFiles]" = None, pod: "Optional[Pod]" = None
+        ) -> "tuple[list[Allocation], Changes]":
     """Allocate one address per range set; returns ``(allocations, changes)``.
 
     ``pod``: the identity the runtime sent, ``(namespace, name, uid)``, recorded with new
@@ -54,6 +66,7 @@ def add(store, network, range_sets, requested, container_id, ifname, now=0.0, fi
         except AllocationError as e:
             raise AllocationError("failed to allocate for range %d: %s" % (idx, e.msg)) from None
         r = rs.range_for(lease.ip)
+        assert r is not None  # the lease was found or taken in rs
         allocations.append(Allocation(lease.ip, r.subnet.prefixlen, r.gateway, lease))
     if pending:
         raise AllocationError("failed to allocate all requested IPs: %s"
@@ -61,7 +74,7 @@ def add(store, network, range_sets, requested, container_id, ifname, now=0.0, fi
     return allocations, changes
 
 
-def _reserve(store, lease, idx, changes):
+def _reserve(store: "Store", lease: "Lease", idx: "int", changes: "Changes") -> "Lease":
     if not store.reserve(lease, "add"):
         # Found free, yet taken at insert: only a writer outside the network's lock can
         # do that (another node's ipamctl mid-way); the whole command is tried again.
@@ -73,7 +86,7 @@ def _reserve(store, lease, idx, changes):
     return lease
 
 
-def _claim(store, lease, ifname, changes):
+def _claim(store: "Store", lease: "Lease", ifname: "str", changes: "Changes") -> "Lease":
     """A legacy ID-only lease (a pre-0.8 host-local file) goes to the first interface of
     its container that asks, and from then on to that one alone: a second interface
     gets an address of its own, and a DEL of one never frees the other's."""
@@ -84,13 +97,16 @@ def _claim(store, lease, ifname, changes):
     return claimed
 
 
-def _new_lease(network, ip, idx, container_id, ifname, now, pod):
+def _new_lease(network: "str", ip: "IP", idx: "int", container_id: "str", ifname: "str",
+               now: "float", pod: "Optional[Pod]") -> "Lease":
     return Lease(network, ip, idx, container_id, ifname, now, None, None, None, *(pod or NO_POD))
 
 
-def _get_requested(store, network, rs, idx, ip, container_id, ifname, now, changes, files,
-                   pod):
+def _get_requested(store: "Store", network: "str", rs: "RangeSet", idx: "int", ip: "IP",
+                   container_id: "str", ifname: "str", now: "float", changes: "Changes",
+                   files: "Optional[NetworkFiles]", pod: "Optional[Pod]") -> "Lease":
     r = rs.range_for(ip)
+    assert r is not None  # add() asks for an address only of the set that contains it
     if ip == r.gateway:
         raise AllocationError("requested ip %s is subnet's gateway" % ip)
     if r.excluded(ip):
@@ -109,8 +125,10 @@ def _get_requested(store, network, rs, idx, ip, container_id, ifname, now, chang
     return _reserve(store, lease, idx, changes)
 
 
-def _get_dynamic(store, network, rs, idx, held, container_id, ifname, now, changes, files,
-                 pod):
+def _get_dynamic(store: "Store", network: "str", rs: "RangeSet", idx: "int",
+                 held: "list[Lease]", container_id: "str", ifname: "str", now: "float",
+                 changes: "Changes", files: "Optional[NetworkFiles]", pod: "Optional[Pod]"
+                 ) -> "Lease":
     for lease in held:
         if rs.contains(lease.ip):
             store.renew(lease, pod)
@@ -131,7 +149,7 @@ def _get_dynamic(store, network, rs, idx, held, container_id, ifname, now, chang
         cursor = ip
 
 
-def segments(rs, cursor):
+def segments(rs: "RangeSet", cursor: "Optional[IP]") -> "list[tuple[Range, IP, IP]]":
     """The address intervals in host-local's iterator order.
 
     From the address after the cursor to the end of its range, through the following
@@ -141,12 +159,12 @@ def segments(rs, cursor):
     """
     pos = next((i for i, r in enumerate(rs) if r.contains(cursor)), None) \
         if cursor is not None else None
-    if pos is None:
+    if cursor is None or pos is None:
         return [(r, r.start, r.end) for r in rs]
     here = rs[pos]
     out = []
     if cursor < here.end:
-        out.append((here, addr.add(cursor, 1), here.end))
+        out.append((here, cursor + 1, here.end))
     n = len(rs)
     out.extend((rs[(pos + k) % n], rs[(pos + k) % n].start, rs[(pos + k) % n].end)
                for k in range(1, n))
@@ -154,7 +172,8 @@ def segments(rs, cursor):
     return out
 
 
-def next_free(store, network, rs, cursor):
+def next_free(store: "Store", network: "str", rs: "RangeSet", cursor: "Optional[IP]"
+              ) -> "Optional[IP]":
     """The next address host-local's iterator would hand out, by index probes, not a walk."""
     for r, lo, hi in segments(rs, cursor):
         ip = first_allowed(store, network, r, lo, hi)
@@ -163,7 +182,8 @@ def next_free(store, network, rs, cursor):
     return None
 
 
-def first_allowed(store, network, r, lo, hi):
+def first_allowed(store: "Store", network: "str", r: "Range", lo: "Optional[IP]", hi: "IP"
+                  ) -> "Optional[IP]":
     """The lowest free address in [lo, hi] that is neither the gateway nor excluded."""
     while lo is not None and lo <= hi:
         ip = store.first_free(network, lo, hi)
@@ -180,7 +200,8 @@ def first_allowed(store, network, r, lo, hi):
     return None
 
 
-def release(store, network, container_id, ifname, n_sets, reason="del"):
+def release(store: "Store", network: "str", container_id: "str", ifname: "str",
+            n_sets: "int", reason: "str" = "del") -> "Changes":
     """DEL: free the attachment's leases in the network, whatever the current ranges.
 
     host-local releases per range set: the first pass frees ``ID\\r\\nifname`` files, and
@@ -197,7 +218,8 @@ def release(store, network, container_id, ifname, n_sets, reason="del"):
     return changes
 
 
-def check(store, network, container_id, ifname, prev_ips=None):
+def check(store: "Store", network: "str", container_id: "str", ifname: "str",
+          prev_ips: "Optional[Iterable[IP]]" = None) -> "None":
     """CHECK: the attachment holds a lease; with a prevResult, it holds every address in it."""
     held = store.leases_of(network, container_id, ifname) or \
         store.leases_of(network, container_id, None)
@@ -211,7 +233,7 @@ def check(store, network, container_id, ifname, prev_ips=None):
                            "%s interface %s" % (ip, container_id, ifname))
 
 
-def gc(store, network, valid):
+def gc(store: "Store", network: "str", valid: "set[tuple[str, str]]") -> "Changes":
     """CNI GC: release every lease of the network not in ``valid`` ((id, ifname) pairs).
 
     A legacy ID-only lease matches on the container ID alone, so an upgrade from old
@@ -228,7 +250,8 @@ def gc(store, network, valid):
     return changes
 
 
-def exhausted(store, network, range_sets):
+def exhausted(store: "Store", network: "str", range_sets: "Iterable[RangeSet]"
+              ) -> "Optional[tuple[int, RangeSet]]":
     """STATUS: the first range set with no free address, as ``(index, set)``, or None."""
     for idx, rs in enumerate(range_sets):
         if next_free(store, network, rs, None) is None:

@@ -41,12 +41,30 @@ def path(package_dir=PACKAGE_DIR):
                        % sys.implementation.cache_tag)
 
 
+def _unannotated(source, filename):
+    """The module's syntax tree without its functions' annotations. They are for mypy;
+    in byte-code, their constants added a fifth to the bundle's unmarshalling (50 us of
+    each launch, measured: 250 -> 300 us). Nothing reads them at run time, and a
+    traceback's line numbers are the source's all the same."""
+    import ast
+
+    tree = ast.parse(source, filename)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            for arg in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg):
+                if arg is not None:
+                    arg.annotation = None
+            node.returns = None
+    return tree
+
+
 def _magic():
     try:
-        import _frozen_importlib_external as bootstrap  # CPython: already loaded
+        from _frozen_importlib_external import MAGIC_NUMBER  # CPython: already loaded
     except ImportError:  # pragma: no cover - another implementation
-        from importlib import util as bootstrap
-    return bootstrap.MAGIC_NUMBER
+        from importlib.util import MAGIC_NUMBER
+    return MAGIC_NUMBER
 
 
 def build(package_dir=PACKAGE_DIR):
@@ -60,7 +78,7 @@ def build(package_dir=PACKAGE_DIR):
         src = os.path.join(src, "__init__.py") if os.path.isdir(src) else src + ".py"
         st = os.stat(src)
         with open(src, "rb") as f:
-            code = compile(f.read(), src, "exec", dont_inherit=True)
+            code = compile(_unannotated(f.read(), src), src, "exec", dont_inherit=True)
         entries.append((name, src, st.st_mtime_ns, st.st_size, code))
     from ipam.launcher import replace_file  # ipamctl only: not on the launcher's path
 
@@ -70,7 +88,14 @@ def build(package_dir=PACKAGE_DIR):
     return target
 
 
-class _Finder:
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the loader interface it keeps, for mypy: importlib.abc costs a load
+    from importlib.abc import Loader as _Loader
+else:
+    _Loader = object
+
+
+class _Finder(_Loader):
     """A meta-path finder for the bundle's modules; each is executed once, then the
     entry goes, so a module whose import failed is retried the usual way."""
 

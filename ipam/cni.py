@@ -21,6 +21,11 @@ from ipam.errors import (
     VersionError,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
+    from types import FrameType
+    from typing import Any, BinaryIO, Callable, Iterable, Mapping, Optional, TextIO
+
 ABOUT = "CNI host-local-sqlite plugin (host-local compatible, SQLite leases)"
 _VARS = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
 _REQUIRED = {
@@ -34,19 +39,19 @@ _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567
 _NAME_CHARS = _ALNUM | frozenset("_.-")
 
 
-def valid_name(s):
+def valid_name(s: "str") -> "bool":
     r"""skel's ``^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`` for network names and container IDs
     (without ``re``, which the hot path does not import)."""
     return bool(s) and s[0] in _ALNUM and _NAME_CHARS.issuperset(s)
 _MAX_STDIN = 64 * 1024 * 1024
 
 
-def _lower_keys(pairs):
+def _lower_keys(pairs: "Iterable[tuple[str, Any]]") -> "dict[str, Any]":
     """Go matches JSON keys to struct fields case-insensitively; the last duplicate wins."""
     return {k.lower(): v for k, v in pairs}
 
 
-def decode_config(data):
+def decode_config(data: "bytes") -> "dict[str, Any]":
     """stdin bytes -> dict with lower-cased keys (skel's validateConfig, code 6/7)."""
     try:
         text = data.decode("utf-8", "replace")  # Go replaces invalid UTF-8 too
@@ -68,14 +73,14 @@ def decode_config(data):
     return conf
 
 
-def validate_container_id(cid):
+def validate_container_id(cid: "str") -> "None":
     if not cid:
         raise ContainerUnknown("missing containerID")
     if not valid_name(cid):
         raise EnvError("invalid characters in containerID", cid)
 
 
-def validate_ifname(name):
+def validate_ifname(name: "str") -> "None":
     if not name:
         raise EnvError("interface name is empty")
     # Go's len() counts bytes: the kernel's IFNAMSIZ is 16 bytes with the NUL. The
@@ -93,7 +98,7 @@ def validate_ifname(name):
         raise EnvError("interface name is not valid UTF-8") from None
 
 
-def _config_version(conf):
+def _config_version(conf: "dict[str, Any]") -> "str":
     version = conf.get("cniversion")
     if version is not None and not isinstance(version, str):
         raise DecodeError("json: cannot unmarshal %s into Go struct field .cniVersion of type "
@@ -101,7 +106,7 @@ def _config_version(conf):
     return version or "0.1.0"
 
 
-def check_version(conf, command):
+def check_version(conf: "dict[str, Any]", command: "str") -> "None":
     """skel's version rules: CHECK needs 0.4.0, GC and STATUS need 1.1.0."""
     version = _config_version(conf)
     minimum = {"CHECK": (0, 4, 0), "GC": (1, 1, 0), "STATUS": (1, 1, 0)}.get(command)
@@ -117,7 +122,7 @@ def check_version(conf, command):
             go_quote(version), " ".join(go_quote(v) for v in SUPPORTED_VERSIONS)))
 
 
-def dispatch(env, stdin):
+def dispatch(env: "Mapping[str, str]", stdin: "BinaryIO") -> "str":
     """Run one invocation; return the text for stdout, or raise IpamError."""
     command = env.get("CNI_COMMAND", "")
     missing = [v for v in _VARS
@@ -152,11 +157,12 @@ def dispatch(env, stdin):
 _SIGNALS = {2: "SIGINT", 15: "SIGTERM", 1: "SIGHUP"}
 
 
-def _interrupted(signum, frame):
+def _interrupted(signum: "int", frame: "Optional[FrameType]") -> "None":
     raise Interrupted("interrupted by %s; try again" % _SIGNALS.get(signum, signum))
 
 
-def _on_signals(handler):
+def _on_signals(handler: "Callable[[int, Optional[FrameType]], None]"
+                ) -> "Optional[dict[int, Any]]":
     """Set ``handler`` for the signals that end a call; returns the old ones (None when
     not on the main thread, where Python cannot set them)."""
     import _signal  # the C module: signal.py would import enum
@@ -167,14 +173,15 @@ def _on_signals(handler):
         return None
 
 
-def _restore_signals(saved):
+def _restore_signals(saved: "dict[int, Any]") -> "None":
     import _signal
 
     for n, old in saved.items():
         _signal.signal(n, old)
 
 
-def main(env=None, stdin=None, stdout=None):
+def main(env: "Optional[Mapping[str, str]]" = None, stdin: "Optional[BinaryIO]" = None,
+         stdout: "Optional[TextIO]" = None) -> "int":
     """Entry point: prints a result or a CNI error object; returns the exit status.
 
     SIGINT, SIGTERM and SIGHUP become an error object too (code 11), raised where the

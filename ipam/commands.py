@@ -16,18 +16,31 @@ from ipam.ranges import describe
 # the trim outruns the growth 64 to 1 while its cost stays one short indexed DELETE.
 TRIM_BATCH = 64
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
+    from typing import Any, Callable, Mapping, Optional, TypeVar
+
+    from ipam.addr import IP
+    from ipam.config import IpamConfig
+    from ipam.exporter import NetworkFiles
+    from ipam.ranges import RangeSet
+    from ipam.store.protocol import Store
+
+    T = TypeVar("T")
+    Env = Mapping[str, str]
+
 # Set by the console script, which ends the process with os._exit right after the
 # answer: closing the database there would only checkpoint and delete the WAL.
 KEEP_OPEN = False
 
 
-def _open(conf):
+def _open(conf: "IpamConfig") -> "tuple[Store, Mirror]":
     store = open_store(conf.database, conf.busy_timeout, node=conf.node,
                        data_dir=conf.data_dir)
     return store, Mirror(conf.data_dir, conf.export, conf.busy_timeout)
 
 
-def _attempts(store, run):
+def _attempts(store: "Store", run: "Callable[[], T]") -> "T":
     """``run()`` (one whole transaction), again after a pause each time a shared store
     raises :class:`Retry`; the last attempt's error is the answer. On SQLite, once."""
     for delay in store.retry_delays():
@@ -38,12 +51,14 @@ def _attempts(store, run):
     return run()
 
 
-def _close(store):
+def _close(store: "Store") -> "None":
     if not KEEP_OPEN:
         store.close()
 
 
-def _run(store, mirror, conf, body):
+def _run(store: "Store", mirror: "Mirror", conf: "IpamConfig",
+         body: "Callable[[Optional[NetworkFiles]], tuple[T, Changes]]"
+         ) -> "tuple[T, list[str]]":
     """Run ``body(files) -> (value, changes)`` as one transaction, with the network's files
     held (host-local's ``lock``, taken first) and reconciled first if someone else
     changed them.
@@ -80,24 +95,25 @@ def _run(store, mirror, conf, body):
     return value, problems
 
 
-def trim_history(store, conf):
+def trim_history(store: "Store", conf: "IpamConfig") -> "None":
     """``ipam.historyRetention``: delete a few of the oldest events past it, inside the
     command's transaction. Without the key, not one statement."""
     if conf.history_retention is not None:
         store.prune_history(time.time() - conf.history_retention, TRIM_BATCH)
 
 
-def cmd_add(env, conf_obj):
+def cmd_add(env: "Env", conf_obj: "dict[str, Any]") -> "str":
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
     pod = config.recorded_pod(conf.pod, system.warn)
-    dns = {}
+    dns: dict[str, Any] = {}
     if conf.resolv_conf:
         from ipam.dns import parse_resolv_conf
 
         dns = parse_resolv_conf(conf.resolv_conf)
     store, mirror = _open(conf)
     try:
-        def body(files):
+        def body(files: "Optional[NetworkFiles]"
+                 ) -> "tuple[list[allocator.Allocation], Changes]":
             trim_history(store, conf)
             return allocator.add(store, conf.name, conf.range_sets, conf.requested,
                                  env["CNI_CONTAINERID"], env["CNI_IFNAME"], files=files,
@@ -108,11 +124,11 @@ def cmd_add(env, conf_obj):
     return result.render(conf.cni_version, [a.as_tuple() for a in allocations], conf.routes, dns)
 
 
-def cmd_del(env, conf_obj):
+def cmd_del(env: "Env", conf_obj: "dict[str, Any]") -> "str":
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
     store, mirror = _open(conf)
     try:
-        def body(files):
+        def body(files: "Optional[NetworkFiles]") -> "tuple[None, Changes]":
             trim_history(store, conf)
             return None, allocator.release(store, conf.name, env["CNI_CONTAINERID"],
                                            env["CNI_IFNAME"], len(conf.range_sets))
@@ -122,12 +138,12 @@ def cmd_del(env, conf_obj):
     return ""
 
 
-def cmd_check(env, conf_obj):
+def cmd_check(env: "Env", conf_obj: "dict[str, Any]") -> "str":
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
     prev_ips = prev_result_ips(conf_obj.get("prevresult"))
     store, mirror = _open(conf)
     try:
-        def body(files):
+        def body(files: "Optional[NetworkFiles]") -> "tuple[None, Changes]":
             allocator.check(store, conf.name, env["CNI_CONTAINERID"], env["CNI_IFNAME"],
                             prev_ips)
             return None, Changes(conf.name)
@@ -137,12 +153,13 @@ def cmd_check(env, conf_obj):
     return ""
 
 
-def cmd_gc(env, conf_obj):
+def cmd_gc(env: "Env", conf_obj: "dict[str, Any]") -> "str":
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
     valid = valid_attachments(conf_obj)
     store, mirror = _open(conf)
     try:
-        def body(files):  # host-local's files are reconciled first: GC judges them too
+        # host-local's files are reconciled first: GC judges them too
+        def body(files: "Optional[NetworkFiles]") -> "tuple[None, Changes]":
             return None, allocator.gc(store, conf.name, valid)
         _, problems = _attempts(store, lambda: _run(store, mirror, conf, body))
     finally:
@@ -155,11 +172,13 @@ def cmd_gc(env, conf_obj):
     return ""
 
 
-def cmd_status(env, conf_obj):
+def cmd_status(env: "Env", conf_obj: "dict[str, Any]") -> "str":
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
     store, mirror = _open(conf)
     try:
-        def body(files):  # host-local's files count as taken addresses
+        # host-local's files count as taken addresses
+        def body(files: "Optional[NetworkFiles]"
+                 ) -> "tuple[Optional[tuple[int, RangeSet]], Changes]":
             return allocator.exhausted(store, conf.name, conf.range_sets), Changes(conf.name)
         full, _ = _attempts(store, lambda: _run(store, mirror, conf, body))
     finally:
@@ -170,7 +189,7 @@ def cmd_status(env, conf_obj):
     return ""
 
 
-def note_network(store, conf):
+def note_network(store: "Store", conf: "IpamConfig") -> "None":
     """Take the network's lock (a shared store's per-range row locks), then keep the
     ``networks`` row (ranges, dataDir, export) current for ipamctl: one primary-key read
     per command, a write only when the config changed."""
@@ -181,7 +200,7 @@ def note_network(store, conf):
         store.set_network_info(conf.name, record)
 
 
-def _repair_quietly(store, files):
+def _repair_quietly(store: "Store", files: "NetworkFiles") -> "None":
     """After a rollback, undo or redo the files the failed command journaled."""
     from ipam import reconcile
 
@@ -193,7 +212,7 @@ def _repair_quietly(store, files):
         system.warn("mirror of %s left for repair: %s" % (files.network, e.msg))
 
 
-def prev_result_ips(prev):
+def prev_result_ips(prev: "object") -> "Optional[list[IP]]":
     """Addresses of a prevResult (0.3.0 and later shape: ``ips[].address``)."""
     if prev is None:
         return None
@@ -214,7 +233,7 @@ def prev_result_ips(prev):
     return out
 
 
-def valid_attachments(conf_obj):
+def valid_attachments(conf_obj: "dict[str, Any]") -> "set[tuple[str, str]]":
     """GC's ``cni.dev/valid-attachments`` (or the older ``cni.dev/attachments``)."""
     for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
         if key in conf_obj:
@@ -224,7 +243,7 @@ def valid_attachments(conf_obj):
         raise ConfigError("GC needs cni.dev/valid-attachments in the config")
     if not isinstance(items, list):
         raise ConfigError("invalid config: %s must be an array" % key)
-    valid = set()
+    valid: set[tuple[str, str]] = set()
     for i, item in enumerate(items):
         cid = item.get("containerid") if isinstance(item, dict) else None
         ifname = item.get("ifname") if isinstance(item, dict) else None

@@ -10,6 +10,14 @@ from ipam import addr, ranges
 from ipam.errors import ConfigError, EnvError
 from ipam.paths import DEFAULT_DATA_DIR, default_database
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
+    from typing import Any, Callable, Optional
+
+    from ipam.addr import IP
+    from ipam.lease import Pod
+    from ipam.ranges import Block, RangeSet
+
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 ROUTE_EXTRAS = ("mtu", "advmss", "priority", "table", "scope")  # CNI 1.1 route fields
 
@@ -24,8 +32,24 @@ class IpamConfig:
     __slots__ = ("name", "cni_version", "range_sets", "routes", "data_dir", "resolv_conf",
                  "requested", "database", "export", "adopt", "busy_timeout", "node", "ipam",
                  "pod", "history_retention")
+    if TYPE_CHECKING:  # what load() sets; the class body declares nothing at run time
+        name: str
+        cni_version: str
+        range_sets: tuple[RangeSet, ...]
+        routes: list[dict[str, Any]]
+        data_dir: str
+        resolv_conf: Optional[str]
+        requested: list[IP]
+        database: str
+        export: bool
+        adopt: bool
+        busy_timeout: Optional[float]
+        node: Optional[str]
+        ipam: dict[str, Any]
+        pod: Optional[Pod]
+        history_retention: Optional[int]
 
-    def __init__(self, **kw):
+    def __init__(self, **kw: "Any") -> "None":
         for k in self.__slots__:
             setattr(self, k, kw.get(k))
 
@@ -49,7 +73,7 @@ def _retention(value):
     return int(number) * _RETENTION_UNITS[unit]
 
 
-def _path(value, path):
+def _path(value: "object", path: "str") -> "Optional[str]":
     """A file system path: a string with no NUL and no lone surrogate."""
     text = expect(value, str, path)
     if text:
@@ -62,11 +86,11 @@ def _path(value, path):
     return text
 
 
-def json_type(value):
+def json_type(value: "object") -> "str":
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
-def expect(value, kind, path):
+def expect(value: "Any", kind: "type", path: "str") -> "Any":
     """``value`` if it has JSON type ``kind`` (None passes: Go treats null as unset)."""
     if value is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
@@ -75,7 +99,7 @@ def expect(value, kind, path):
     raise ConfigError("invalid config: %s must be %s, not %s" % (path, want, json_type(value)))
 
 
-def _ip_field(obj, key, path):
+def _ip_field(obj: "dict[str, Any]", key: "str", path: "str") -> "Optional[IP]":
     """An address in a range or route field: Go's net.IP text rules ('' means unset)."""
     text = expect(obj.get(key), str, path + "." + key)
     if not text:
@@ -86,7 +110,8 @@ def _ip_field(obj, key, path):
     return ip
 
 
-def _cidr_field(obj, key, path):
+def _cidr_field(obj: "dict[str, Any]", key: "str", path: "str"
+                ) -> "tuple[Optional[str], Optional[tuple[IP, int, bool]]]":
     """The CIDR text and what :func:`addr.parse_cidr` makes of it, or (None, None)."""
     text = expect(obj.get(key), str, path + "." + key)
     if text is None:
@@ -97,7 +122,7 @@ def _cidr_field(obj, key, path):
     return text, parsed
 
 
-def _dotted_quad(text):
+def _dotted_quad(text: "str") -> "Optional[int]":
     """``text`` as an integer if it is an IPv4 address in canonical form, else None.
 
     What a long exclude list is made of, checked by printing it back instead of by
@@ -114,7 +139,7 @@ def _dotted_quad(text):
     return None
 
 
-def _exclusions(value, path):
+def _exclusions(value: "object", path: "str") -> "list[tuple[int, int, int]]":
     """``exclude``: addresses or CIDRs, as (first, last, version) integer blocks."""
     blocks = []
     for i, item in enumerate(expect(value, list, path) or ()):
@@ -141,7 +166,7 @@ def _exclusions(value, path):
 class _RawRange:
     __slots__ = ("subnet", "parsed", "start", "end", "gateway", "exclude")
 
-    def __init__(self, obj, path):
+    def __init__(self, obj: "object", path: "str") -> "None":
         obj = expect(obj, dict, path) or {}  # Go: null leaves the zero Range
         self.subnet, self.parsed = _cidr_field(obj, "subnet", path)
         self.start = _ip_field(obj, "rangestart", path)
@@ -150,7 +175,7 @@ class _RawRange:
         self.exclude = _exclusions(obj.get("exclude"), path + ".exclude")
 
 
-def _raw_sets(value, path):
+def _raw_sets(value: "object", path: "str") -> "list[list[_RawRange]]":
     sets = []
     for i, raw_set in enumerate(expect(value, list, path) or ()):
         sub = "%s[%d]" % (path, i)
@@ -161,7 +186,7 @@ def _raw_sets(value, path):
     return sets
 
 
-def _requested_list(value, path):
+def _requested_list(value: "object", path: "str") -> "list[IP]":
     """``args.cni.ips`` / ``runtimeConfig.ips``: ``ip[/prefix]`` strings, prefix ignored."""
     out = []
     for i, text in enumerate(expect(value, list, path) or ()):
@@ -175,7 +200,7 @@ def _requested_list(value, path):
     return out
 
 
-def parse_requested(text):
+def parse_requested(text: "str") -> "Optional[IP]":
     """plugins' ``ip.ParseIP``: an address, or an address with a prefix that is ignored."""
     if "/" in text:
         parsed = addr.parse_cidr(text)
@@ -183,7 +208,7 @@ def parse_requested(text):
     return addr.parse_ip(text)
 
 
-def go_quote(s):
+def go_quote(s: "str") -> "str":
     """Go's %q for the strings in CNI_ARGS messages."""
     out = []
     for ch in s:
@@ -209,7 +234,7 @@ POD_KEYS = ("K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_UID")
 MAX_POD_VALUE = 1024
 
 
-def parse_cni_args(text):
+def parse_cni_args(text: "str") -> "tuple[Optional[IP], Optional[Pod]]":
     """CNI_ARGS as cni's ``types.LoadArgs`` reads it into host-local's IPAMEnvArgs.
 
     Keys are case-sensitive (``IP``, ``IgnoreUnknown``); unknown keys are an error unless
@@ -222,7 +247,7 @@ def parse_cni_args(text):
         return None, None
     requested = None
     unknown = []
-    pod = {}
+    pod: dict[str, str] = {}
     ignore = False
     for pair in text.split(";"):
         kv = pair.split("=")
@@ -256,7 +281,7 @@ def parse_cni_args(text):
     return requested, (identity if identity != (None, None, None) else None)
 
 
-def recorded_pod(pod, warn):
+def recorded_pod(pod: "Optional[Pod]", warn: "Callable[[str], object]") -> "Optional[Pod]":
     """The identity an ADD records: ``pod`` as sent, except a value no runtime sends
     (over-long, control characters, bytes that are not UTF-8), which is left out and
     reported through ``warn``. host-local ignores these keys: a value we cannot keep must
@@ -274,7 +299,7 @@ def recorded_pod(pod, warn):
     return tuple(kept) if kept != [None, None, None] else None
 
 
-def _unrecordable(value):
+def _unrecordable(value: "str") -> "Optional[str]":
     """Why a pod identity value is not stored, or None when it is fine."""
     if len(value) > MAX_POD_VALUE:
         return "%d characters long; at most %d are recorded" % (len(value), MAX_POD_VALUE)
@@ -287,7 +312,7 @@ def _unrecordable(value):
     return None
 
 
-def version_tuple(version):
+def version_tuple(version: "str") -> "tuple[int, ...]":
     """``"0.3.1"`` -> (0, 3, 1); an empty version is 0.1.0, as in cni's version package."""
     if not version:
         return (0, 1, 0)
@@ -302,7 +327,7 @@ def version_tuple(version):
     return tuple(nums + [0] * (3 - len(nums)))
 
 
-def _routes(value, path):
+def _routes(value: "object", path: "str") -> "list[dict[str, Any]]":
     routes = []
     for i, obj in enumerate(expect(value, list, path) or ()):
         sub = "%s[%d]" % (path, i)
@@ -310,12 +335,12 @@ def _routes(value, path):
         if obj is None:
             continue
         dst, parsed = _cidr_field(obj, "dst", sub)
-        if dst is None:
+        if dst is None or parsed is None:  # the two are None together
             # host-local prints "dst": "<nil>" here; a route without a destination is a
             # config mistake, so we say so instead.
             raise ConfigError("invalid config: %s has no dst" % sub)
         ip, plen, _ = parsed
-        route = {"dst": "%s/%d" % (ip, plen), "version": ip.version}
+        route: dict[str, Any] = {"dst": "%s/%d" % (ip, plen), "version": ip.version}
         gw = _ip_field(obj, "gw", sub)
         if gw is not None:
             route["gw"] = str(gw)
@@ -326,7 +351,7 @@ def _routes(value, path):
     return routes
 
 
-def load(conf, env_args=""):
+def load(conf: "dict[str, Any]", env_args: "str" = "") -> "IpamConfig":
     """Validate ``conf`` (the whole plugin config) in host-local's LoadIPAMConfig order."""
     ipam = conf.get("ipam")
     if ipam is None:
@@ -406,12 +431,13 @@ def load(conf, env_args=""):
     )
 
 
-def _canonical_set(raw_set, shared):
+def _canonical_set(raw_set: "list[_RawRange]", shared: "dict[int, list[Block]]"
+                   ) -> "RangeSet":
     if not raw_set:
         raise ConfigError("empty range set")
-    canon = []
+    canon: list[ranges.Range] = []
     for raw in raw_set:
-        if raw.subnet is None:
+        if raw.subnet is None or raw.parsed is None:  # the two are None together
             raise ConfigError("IP <nil> not v4 nor v6")
         family = raw.parsed[0].version
         blocks = [(a, b) for a, b, v in raw.exclude if v == family]

@@ -1,14 +1,18 @@
 """resolv.conf to the result's ``dns`` object, as host-local's dns.go parses it."""
 from ipam.errors import IoFailure
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
+    from typing import Any
 
-def go_os_error(verb, path, err):
+
+def go_os_error(verb: "str", path: "str", err: "OSError") -> "str":
     """Go's *PathError text (``open /x: no such file or directory``), which host-local prints."""
     reason = err.strerror or str(err)
     return "%s %s: %s" % (verb, path, reason[:1].lower() + reason[1:])
 
 
-def parse_resolv_conf(path):
+def parse_resolv_conf(path: "str") -> "dict[str, Any]":
     """Return ``{"nameservers", "domain", "search", "options"}`` with the keys that are set.
 
     Lines are trimmed; empty lines and ``#``/``;`` comments are skipped; ``domain`` keeps
@@ -22,7 +26,7 @@ def parse_resolv_conf(path):
         raise IoFailure(go_os_error("read", path, e)) from None
     except OSError as e:
         raise IoFailure(go_os_error("open", path, e)) from None
-    dns = {}
+    dns: dict[str, Any] = {}
     for line in data.decode("utf-8", "replace").splitlines():
         line = line.strip()
         if not line or line[0] in "#;":

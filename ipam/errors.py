@@ -21,7 +21,7 @@ class IpamError(Exception):
     # Nothing may then be undone from this process's view of the database.
     outcome_unknown = False
 
-    def __init__(self, msg: str, details: str = "") -> None:
+    def __init__(self, msg: "str", details: "str" = "") -> "None":
         super().__init__(msg)
         self.msg = msg
         self.details = details

@@ -42,6 +42,19 @@ from ipam.system import (
     O_WRONLY,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
+    from os import stat_result
+    from typing import Literal, Optional, Union
+
+    from ipam.addr import IP
+    from ipam.lease import Changes, Lease
+    from ipam.ranges import RangeSet
+    from ipam.store.protocol import Store
+
+    # A journal entry: (file name, its content before, after; None: absent).
+    JournalEntry = tuple[str, Optional[bytes], Optional[bytes]]
+
 TMP_PREFIX = ".host-local-sqlite.tmp."
 PENDING_PREFIX = ".host-local-sqlite-pending-"
 CURSOR_PREFIX = "last_reserved_ip."
@@ -49,11 +62,11 @@ FILE_MODE = 0o600
 DIR_MODE = 0o755
 
 
-def _io(err, what):
+def _io(err: "OSError", what: "str") -> "IoFailure":
     return IoFailure("mirror %s: %s" % (what, err.strerror or err))
 
 
-def _denied(err, path, write):
+def _denied(err: "OSError", path: "str", write: "bool") -> "Optional[IoFailure]":
     """A permission error on the mirror, naming the path that stops this user."""
     from ipam import access  # only after a failure
 
@@ -63,10 +76,10 @@ def _denied(err, path, write):
 class NetworkDir:
     """An open ``<dataDir>/<network>`` directory; every operation is relative to its fd."""
 
-    def __init__(self, data_dir, network, create=True):
+    def __init__(self, data_dir: "str", network: "str", create: "bool" = True) -> "None":
         self.path = system.join(data_dir, network)
-        self.lock_fd = None
-        self.leftovers = []  # our temporary files that could not be removed
+        self.lock_fd: Optional[int] = None
+        self.leftovers: list[str] = []  # our temporary files that could not be removed
         self.create_missing = create
         if create:
             try:
@@ -87,13 +100,13 @@ class NetworkDir:
                 from None
         self._seq = 0
 
-    def close(self):
+    def close(self) -> "None":
         if self.lock_fd is not None:
             system.close(self.lock_fd)  # closing drops the flock
             self.lock_fd = None
         system.close(self.fd)
 
-    def lock(self, timeout):
+    def lock(self, timeout: "float") -> "None":
         """Hold host-local's ``lock`` (flock, as Go's disk backend takes it for a whole
         command); a holder past ``timeout`` is code 11 naming the file. A reader
         (``create=False``) creates nothing: without a ``lock`` there is no one to wait for."""
@@ -118,7 +131,7 @@ class NetworkDir:
             raise
         self.lock_fd = fd
 
-    def stamp(self):
+    def stamp(self) -> "str":
         """What changes whenever an entry is added, removed or renamed here: inode, size,
         mtime and ctime in ns. A hint, not a proof: the kernel's clock for these is
         coarse, so two changes in one tick can leave one value on file systems whose
@@ -127,11 +140,11 @@ class NetworkDir:
         # The size too: on tmpfs and XFS it moves with every entry, whatever the clock.
         return "%d:%d:%d:%d" % (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
-    def read(self, name):
+    def read(self, name: "str") -> "Optional[bytes]":
         """Bytes of a regular file, or None (missing, a link, a directory)."""
         return self.read_stat(name)[0]
 
-    def read_stat(self, name):
+    def read_stat(self, name: "str") -> "tuple[Optional[bytes], float]":
         """``(bytes or None, mtime)`` of a regular file, with one open. None means there
         is none (absent, a link, a directory, a socket); a file that is there but cannot
         be read (EIO, EACCES) is an IoFailure: never taken for an absent one."""
@@ -151,7 +164,7 @@ class NetworkDir:
         finally:
             system.close(fd)
 
-    def _temp(self, name, data, durable=False):
+    def _temp(self, name: "str", data: "bytes", durable: "bool" = False) -> "str":
         self._seq += 1
         tmp = "%s%s.%d.%d" % (TMP_PREFIX, name, system.getpid(), self._seq)
         try:
@@ -170,7 +183,7 @@ class NetworkDir:
             raise _io(e, "cannot write %s/%s" % (self.path, name)) from None
         return tmp
 
-    def write(self, name, data):
+    def write(self, name: "str", data: "bytes") -> "None":
         """Replace ``name`` atomically: a temporary file, then rename. Only for files
         that name no owner (cursors) or name the same owner."""
         tmp = self._temp(name, data)
@@ -180,7 +193,7 @@ class NetworkDir:
             self._discard(tmp)
             raise _io(e, "cannot write %s/%s" % (self.path, name)) from None
 
-    def create(self, name, data):
+    def create(self, name: "str", data: "bytes") -> "bool":
         """Create ``name`` holding ``data`` unless something is there already; True when
         created. Readers never see it half written (a written temporary file, linked),
         and neither does a power cut: its data is synced before the link (about 0.25 ms),
@@ -197,7 +210,7 @@ class NetworkDir:
         finally:
             self._discard(tmp)
 
-    def remove(self, name):
+    def remove(self, name: "str") -> "None":
         try:
             system.unlink(name, dir_fd=self.fd)
         except FileNotFoundError:
@@ -207,7 +220,7 @@ class NetworkDir:
         except OSError as e:
             raise _io(e, "cannot remove %s/%s" % (self.path, name)) from None
 
-    def _discard(self, name):
+    def _discard(self, name: "str") -> "None":
         try:
             system.unlink(name, dir_fd=self.fd)
         except FileNotFoundError:
@@ -215,7 +228,7 @@ class NetworkDir:
         except OSError:
             self.leftovers.append(name)  # a later reconcile removes it (see NetworkFiles)
 
-    def ensure_lock(self):
+    def ensure_lock(self) -> "None":
         """host-local's empty ``lock`` file (it flocks it); created, never rewritten."""
         try:
             system.close(system.open("lock", O_RDONLY | O_CREAT | O_NOFOLLOW, FILE_MODE,
@@ -223,17 +236,17 @@ class NetworkDir:
         except OSError as e:
             raise _io(e, "cannot create %s/lock" % self.path) from None
 
-    def names(self):
+    def names(self) -> "list[str]":
         return system.listdir(self.fd)
 
-    def file_type(self, name):
+    def file_type(self, name: "str") -> "Optional[int]":
         """The S_IF* type of ``name`` itself (a link is a link), or None if absent."""
         try:
             return system.file_type(system.stat(name, dir_fd=self.fd, follow_symlinks=False))
         except OSError:
             return None
 
-    def is_dir(self, name):
+    def is_dir(self, name: "str") -> "bool":
         """A real directory (not a link to one): never ours to remove."""
         return self.file_type(name) == system.S_IFDIR
 
@@ -241,16 +254,16 @@ class NetworkDir:
 _NOT_A_FILE = (40, 6)  # ELOOP (a link, under O_NOFOLLOW), ENXIO (a socket)
 
 
-def _hex(data):
+def _hex(data: "Optional[bytes]") -> "str":
     return "-" if data is None else data.hex()
 
 
-def _unhex(text):
+def _unhex(text: "str") -> "Optional[bytes]":
     return None if text == "-" else bytes.fromhex(text)
 
 
-def _read_all(fd):
-    chunks = []
+def _read_all(fd: "int") -> "bytes":
+    chunks: list[bytes] = []
     while True:
         chunk = system.read(fd, 65536)
         if not chunk:
@@ -258,11 +271,11 @@ def _read_all(fd):
         chunks.append(chunk)
 
 
-def _is_regular(st):
+def _is_regular(st: "stat_result") -> "bool":
     return system.file_type(st) == system.S_IFREG
 
 
-def owner_of(data):
+def owner_of(data: "Optional[bytes]") -> "Optional[tuple[str, Optional[str]]]":
     """``(container_id, ifname or None)`` that a file's bytes name, or None (empty,
     garbage). Parsed only when the bytes are not what we would write ourselves."""
     from ipam.importer import parse_content  # lazy: re, off the common path
@@ -271,7 +284,7 @@ def owner_of(data):
     return owner
 
 
-def same_owner(data, lease):
+def same_owner(data: "Optional[bytes]", lease: "Lease") -> "bool":
     """Does a file's content name ``lease``'s owner (in any host-local spelling)?"""
     if data is None:
         return False
@@ -282,12 +295,13 @@ def same_owner(data, lease):
 class Mirror:
     """Where, whether and how patiently a network's files are kept."""
 
-    def __init__(self, data_dir, enabled=True, timeout=None):
+    def __init__(self, data_dir: "str", enabled: "bool" = True,
+                 timeout: "Optional[float]" = None) -> "None":
         self.data_dir = data_dir
         self.enabled = enabled
         self.timeout = DEFAULT_BUSY_TIMEOUT if timeout is None else timeout
 
-    def marker(self, network):
+    def marker(self, network: "str") -> "str":
         name = PENDING_PREFIX + network
         if len(name) > 255:  # NAME_MAX; network names are ASCII
             import hashlib
@@ -295,7 +309,8 @@ class Mirror:
             name = PENDING_PREFIX + hashlib.sha256(network.encode()).hexdigest()
         return system.join(self.data_dir, name)
 
-    def open(self, store, network, create=True):
+    def open(self, store: "Store", network: "str", create: "bool" = True
+             ) -> "Optional[NetworkFiles]":
         """This command's hold on the network's files (host-local's lock taken), or None
         when not mirrored. Taken BEFORE the store's transaction: every writer of ours
         takes its networks' locks (in name order) before the node-wide writers' queue,
@@ -310,15 +325,17 @@ class NetworkFiles:
     """One command's hold on one network's files: host-local's lock (taken before the
     transaction), the journal, and the stamp recorded for the next command (inside it)."""
 
-    def __init__(self, mirror, store, network, create=True):
+    def __init__(self, mirror: "Mirror", store: "Store", network: "str",
+                 create: "bool" = True) -> "None":
         self.mirror = mirror
         self.store = store
         self.network = network
-        self.problems = []  # files that could not be changed: the journal stays
-        self.notes = []  # files left alone because they are someone else's
-        self._journal = None
+        self.problems: list[str] = []  # files that could not be changed: the journal stays
+        self.notes: list[str] = []  # files left alone because they are someone else's
+        self._journal: Optional[int] = None
         self.redone = False  # the pending journal was replayed (ipam.reconcile)
         self.d = NetworkDir(mirror.data_dir, network, create)
+        self.closed = False
         try:
             self.d.lock(mirror.timeout)
             self.pending = self._read_journal()
@@ -326,17 +343,17 @@ class NetworkFiles:
             self.d.close()
             raise
 
-    def close(self):
+    def close(self) -> "None":
         """Release host-local's lock (idempotent)."""
         if self._journal is not None:
             system.close(self._journal)
             self._journal = None
-        if self.d is not None:
+        if not self.closed:
+            self.closed = True
             self.d.close()
-            self.d = None
 
     # -- the journal (pending marker) -------------------------------------------------
-    def _read_journal(self):
+    def _read_journal(self) -> "Optional[list[JournalEntry]]":
         """The entries a command that did not finish left, or None (no marker)."""
         try:
             fd = system.open(self.mirror.marker(self.network), O_RDONLY | O_NOFOLLOW)
@@ -348,7 +365,7 @@ class NetworkFiles:
             data = _read_all(fd)
         finally:
             system.close(fd)
-        entries = []
+        entries: list[JournalEntry] = []
         for line in data.split(b"\n"):
             fields = line.split(b" ")
             try:
@@ -358,7 +375,8 @@ class NetworkFiles:
                 continue  # cut short by a crash, or an older version's marker
         return entries
 
-    def note(self, name, before, after):
+    def note(self, name: "str", before: "Optional[bytes]", after: "Optional[bytes]"
+             ) -> "None":
         """Journal a change of an address file before it is made: its content before and
         after (None: absent). The database says, afterwards, which of the two stands."""
         if self._journal is None:
@@ -375,7 +393,7 @@ class NetworkFiles:
         except OSError as e:
             raise _io(e, "cannot write %s" % self.mirror.marker(self.network)) from None
 
-    def committed(self):
+    def committed(self) -> "None":
         """After COMMIT, still in the writers' queue: the files match the database, so
         the journal goes (unless a file could not be removed: it stays for a later
         command), then host-local's lock, before the next writer of ours can start."""
@@ -391,11 +409,11 @@ class NetworkFiles:
         except OSError as e:
             system.warn("cannot remove %s: %s" % (path, e))
 
-    def touched(self):
+    def touched(self) -> "bool":
         """Did this command journal (so create or remove) any address file?"""
         return self._journal is not None
 
-    def replay(self):
+    def replay(self) -> "None":
         """After a failed command: read the journal again (its entries now included) for
         a repair in a new transaction, still under host-local's lock."""
         if self._journal is not None:
@@ -404,7 +422,9 @@ class NetworkFiles:
         self.pending = self._read_journal()
         self.problems = []
 
-    def reconcile_if_changed(self, range_sets=None, adopt=True, always=False):
+    def reconcile_if_changed(self, range_sets: "Optional[tuple[RangeSet, ...]]" = None,
+                             adopt: "bool" = True, always: "bool" = False
+                             ) -> "list[tuple[str, str]]":
         """Inside the transaction, first thing: reconcile the network if someone else
         changed its files (``always``: whatever the stamp says, for an operator's
         repair). Returns what was reconciled (see :func:`ipam.reconcile.reconcile`)."""
@@ -415,19 +435,19 @@ class NetworkFiles:
         return reconcile.reconcile(self, range_sets, adopt)
 
     # -- what commands do -------------------------------------------------------------
-    def changed(self):
+    def changed(self) -> "bool":
         """Did anyone but us touch the directory (or the database go back in time) since
         our last change? One fstat and one primary-key read."""
         return self.pending is not None or \
             self.store.mirror_stamp(self.network) != self.d.stamp()
 
-    def new(self):
+    def new(self) -> "bool":
         """A directory we never recorded that holds nothing but ``lock``: a network's
         first call, with nothing to reconcile (and nothing to import for it)."""
         return self.pending is None and self.store.mirror_stamp(self.network) is None \
             and all(name == "lock" for name in self.d.names())
 
-    def claim(self, lease):
+    def claim(self, lease: "Lease") -> "Union[None, Literal[False], Lease]":
         """Create ``lease``'s file. None when it is now ours; otherwise what holds the
         address: a foreign :class:`Lease` (its file names another owner) or False
         (something that is no lease: an empty file, a directory)."""
@@ -447,7 +467,7 @@ class NetworkFiles:
 
         return reconcile.found_lease(self, lease.ip, lease.range_set, owner)
 
-    def release(self, lease):
+    def release(self, lease: "Lease") -> "None":
         """Remove a released lease's file, only if it names that lease's owner; a file
         naming another owner stays, and is reported."""
         name, ours = str(lease.ip), lease.mirror_content()
@@ -476,7 +496,7 @@ class NetworkFiles:
         except IoFailure as e:
             self.problems.append(e.msg)
 
-    def rewrite(self, old, new):
+    def rewrite(self, old: "Lease", new: "Lease") -> "None":
         """``old``'s file now says ``new`` (a legacy lease claimed by one interface);
         both contents are journaled first, so a crash in between can be undone."""
         name = str(old.ip)
@@ -488,7 +508,7 @@ class NetworkFiles:
         self.note(name, have, new.mirror_content())
         self.d.write(name, new.mirror_content())
 
-    def apply(self, changes):
+    def apply(self, changes: "Changes") -> "list[str]":
         """Mirror what a command changed besides the files it claimed: released files
         (best effort, as in host-local's DEL) and cursors. Returns what did not stop it:
         files that could not be removed (they keep the journal, so that a later command
@@ -503,12 +523,12 @@ class NetworkFiles:
             self.d.write(CURSOR_PREFIX + str(idx), str(ip).encode())
         return self.problems + self.notes
 
-    def record(self):
+    def record(self) -> "None":
         """Last thing before COMMIT: the directory as our change left it."""
         self.store.set_mirror_stamp(self.network, self.d.stamp())
 
 
-def _what(d, name, data):
+def _what(d: "NetworkDir", name: "str", data: "Optional[bytes]") -> "str":
     kind = d.file_type(name)
     if kind == system.S_IFDIR:
         return "a directory"
@@ -519,11 +539,11 @@ def _what(d, name, data):
     return "an empty file" if not data else "not a lease file"
 
 
-def _show(data):
+def _show(data: "bytes") -> "str":
     return data.decode("utf-8", "replace").replace("\r\n", "/").replace("\n", "/")
 
 
-def mirrored_cursors(store, network):
+def mirrored_cursors(store: "Store", network: "str") -> "Optional[dict[int, IP]]":
     """The cursors a network's mirror must show, or None to leave its cursor files alone.
 
     None on a shared store: there the pool's cursor moves with every node's allocations,
@@ -533,11 +553,11 @@ def mirrored_cursors(store, network):
     return None if store.shared else store.cursors(network)
 
 
-def is_address_name(name):
+def is_address_name(name: "str") -> "bool":
     """A name the mirror can own: a canonical address (as Go's net.IP String() writes)."""
     ip = addr.parse_ip(name)
     return ip is not None and str(ip) == name
 
 
-def is_cursor_name(name):
+def is_cursor_name(name: "str") -> "bool":
     return name.startswith(CURSOR_PREFIX) and name[len(CURSOR_PREFIX):].isdigit()

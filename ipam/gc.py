@@ -11,10 +11,18 @@ releases only when no guard refused (or ``force``), all networks or none.
 A lease is a candidate when its attachment is not listed, or (``previous_boots``) it was
 made before this boot; never while younger than ``grace``, so an ADD in flight is safe.
 """
+from __future__ import annotations
+
 import time
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from ipam import system
 from ipam.admin import _Held, _mirrors, _release_all
+
+if TYPE_CHECKING:
+    from ipam.addr import IP
+    from ipam.lease import Lease
+    from ipam.store.protocol import Store
 
 NOT_LISTED, EARLIER_BOOT = "not listed", "earlier boot"
 # A network losing at most this many leases is never refused for its share: on a small
@@ -25,13 +33,13 @@ SMALL = 3
 class Valid:
     """The live attachments: ``ID`` (every ifname) or ``ID/IFNAME`` entries."""
 
-    def __init__(self, entries):
+    def __init__(self, entries: Iterable[str]) -> None:
         self.any_if, self.pairs = parse_valid(entries)
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return bool(self.any_if or self.pairs)
 
-    def lists(self, lease):
+    def lists(self, lease: Lease) -> bool:
         if lease.container_id in self.any_if:
             return True
         if lease.ifname is not None:
@@ -39,9 +47,10 @@ class Valid:
         return any(cid == lease.container_id for cid, _ in self.pairs)
 
 
-def parse_valid(entries):
+def parse_valid(entries: Iterable[str]) -> tuple[set[str], set[tuple[str, str]]]:
     """``ID`` or ``ID/IFNAME`` entries -> (ids matching any ifname, (id, ifname) pairs)."""
-    any_if, pairs = set(), set()
+    any_if: set[str] = set()
+    pairs: set[tuple[str, str]] = set()
     for entry in entries:
         entry = entry.strip()
         if not entry or entry.startswith("#"):
@@ -51,7 +60,7 @@ def parse_valid(entries):
     return any_if, pairs
 
 
-def age(lease, now, this_boot, uptime):
+def age(lease: Lease, now: float, this_boot: Optional[str], uptime: float) -> float:
     """How old a lease is: on the boot clock when it was made in this boot (no step of
     the wall clock changes that), else by its wall-clock allocation time."""
     if lease.boot_time is not None and lease.boot_id == this_boot:
@@ -59,7 +68,8 @@ def age(lease, now, this_boot, uptime):
     return now - lease.allocated_at
 
 
-def reasons(lease, valid, previous_boots, this_boot):
+def reasons(lease: Lease, valid: Optional[Valid], previous_boots: bool,
+            this_boot: Optional[str]) -> list[str]:
     """Why ``lease`` should go: ``[]`` (it stays), "earlier boot", "not listed"."""
     out = []
     # Only a recorded other boot counts: an unknown one (imported) is not evidence.
@@ -73,21 +83,22 @@ def reasons(lease, valid, previous_boots, this_boot):
 class NetworkPlan:
     """One network's verdicts: ``candidates`` and ``kept`` are ``(lease, reason)``."""
 
-    def __init__(self, network, leases):
+    def __init__(self, network: str, leases: list[Lease]) -> None:
         self.network = network
         self.total = len(leases)
         self.judged = 0    # leases the list decides about (not already of an earlier boot)
         self.matched = 0   # ... and that it lists
-        self.candidates = []
-        self.kept = []
-        self.refusals = []
+        self.candidates: list[tuple[Lease, str]] = []
+        self.kept: list[tuple[Lease, str]] = []
+        self.refusals: list[tuple[str, str]] = []  # (guard, message)
 
-    def going(self):
+    def going(self) -> list[Lease]:
         """Candidates the list alone condemns (an earlier boot is proof enough)."""
         return [lease for lease, why in self.candidates if EARLIER_BOOT not in why]
 
 
-def plan_network(store, network, valid, grace, previous_boots, now=None):
+def plan_network(store: Store, network: str, valid: Optional[Valid], grace: float,
+                 previous_boots: bool, now: Optional[float] = None) -> NetworkPlan:
     """Classify one network's leases (inside the caller's transaction)."""
     now = time.time() if now is None else now
     this_boot, uptime = system.boot_id(), system.boot_clock()
@@ -108,7 +119,8 @@ def plan_network(store, network, valid, grace, previous_boots, now=None):
     return plan
 
 
-def guard(plan, valid, max_share):
+def guard(plan: NetworkPlan, valid: Optional[Valid], max_share: float
+          ) -> list[tuple[str, str]]:
     """The guards' refusals for one network (empty: it may go ahead)."""
     going = plan.going()
     if not going:
@@ -131,7 +143,7 @@ def guard(plan, valid, max_share):
     return []
 
 
-def keep_held_addresses(plans, holders):
+def keep_held_addresses(plans: list[NetworkPlan], holders: dict[str, str]) -> None:
     """Move each candidate whose address a namespace holds to ``kept``, naming it."""
     for plan in plans:
         going = []
@@ -144,7 +156,7 @@ def keep_held_addresses(plans, holders):
         plan.candidates = going
 
 
-def keep_all(plans, why):
+def keep_all(plans: list[NetworkPlan], why: str) -> None:
     """The on-the-wire check could not finish: nothing is released on a guess."""
     for plan in plans:
         plan.kept += [(lease, "%s (--ignore-netns to skip the check)" % why)
@@ -156,30 +168,34 @@ class Report:
     """What gc found and did: per network plans, ``released`` leases, ``problems``
     (files left, namespaces not read), whether guards ``refused`` or were ``forced``."""
 
-    def __init__(self, plans, applied):
+    def __init__(self, plans: list[NetworkPlan], applied: bool) -> None:
         self.plans = plans
         self.applied = applied
-        self.released = []
-        self.problems = []
+        self.released: list[Lease] = []
+        self.problems: list[str] = []
         self.forced = False
 
     @property
-    def refusals(self):
+    def refusals(self) -> list[tuple[str, str, str]]:
+        """``(network, guard, message)`` for each refusal."""
         return [(p.network,) + r for p in self.plans for r in p.refusals]
 
     @property
-    def refused(self):
+    def refused(self) -> bool:
         return bool(self.refusals) and not self.forced
 
-    def candidates(self):
+    def candidates(self) -> list[tuple[Lease, str]]:
         return [c for p in self.plans for c in p.candidates]
 
-    def kept(self):
+    def kept(self) -> list[tuple[Lease, str]]:
         return [k for p in self.plans for k in p.kept]
 
 
-def gc(store, networks, valid, grace, previous_boots=False, apply=False, data_dir=None,
-       force=False, max_share=0.5, netns=True, confirm=None):
+def gc(store: Store, networks: Optional[Iterable[str]], valid: Optional[Valid],
+       grace: float, previous_boots: bool = False, apply: bool = False,
+       data_dir: Optional[str] = None,
+       force: bool = False, max_share: float = 0.5, netns: bool = True,
+       confirm: Optional[Callable[[Report], bool]] = None) -> Report:
     """Plan, guard, check the wire, then (``apply``) release; returns a :class:`Report`.
 
     ``networks``: names, or None for every network of this node. ``valid``: a
@@ -207,6 +223,8 @@ def gc(store, networks, valid, grace, previous_boots=False, apply=False, data_di
         report.forced = force or bool(apply and confirm is not None and confirm(report))
     if not apply or report.refused:
         return report
+    if data_dir is None:  # every caller gives it: the mirror of this node's leases
+        raise TypeError("gc needs data_dir to apply")
     chosen = {_owner(c) for c, _ in report.candidates()}
     # Held even with nothing to release: a journal an earlier gc had to leave (a file it
     # could not remove) is finished here.
@@ -225,11 +243,11 @@ def gc(store, networks, valid, grace, previous_boots=False, apply=False, data_di
     return report
 
 
-def _owner(lease):
+def _owner(lease: Lease) -> tuple[str, IP, str, Optional[str]]:
     return (lease.network, lease.ip, lease.container_id, lease.ifname)
 
 
-def duration(seconds):
+def duration(seconds: float) -> str:
     """``3m12s``, ``1h5m``, ``45s``: how long until a kept lease may go."""
     s = int(seconds + 0.999)
     h, m, s = s // 3600, s // 60 % 60, s % 60

@@ -17,24 +17,35 @@ CURSOR = re.compile(r"^last_reserved_ip(?:\.(\d+))?$")
 _ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
 MAX_CONTENT = 4096  # bytes read from a reservation file: an ID, CR LF and an ifname
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
+    from typing import Callable, Optional, Sequence
+
+    from ipam.addr import IP
+    from ipam.ranges import RangeSet
+    from ipam.store.protocol import Store
+
+    Owner = tuple[str, Optional[str]]  # (container ID, ifname or None: legacy)
+
 
 class Scan:
     """What a network directory holds: reservations, cursors, and what was skipped."""
 
     __slots__ = ("network", "entries", "cursors", "skipped", "names")
 
-    def __init__(self, network):
+    def __init__(self, network: "str") -> "None":
         self.network = network
-        self.entries = []  # (ip, container_id, ifname or None, mtime)
-        self.names = {}  # ip -> the file name its entry came from
-        self.cursors = {}  # range set index -> ip
-        self.skipped = []  # (file name, reason)
+        # (ip, container_id, ifname or None, mtime)
+        self.entries: list[tuple[IP, str, Optional[str], float]] = []
+        self.names: dict[IP, str] = {}  # ip -> the file name its entry came from
+        self.cursors: dict[int, IP] = {}  # range set index -> ip
+        self.skipped: list[tuple[str, str]] = []  # (file name, reason)
 
-    def __bool__(self):
+    def __bool__(self) -> "bool":
         return bool(self.entries or self.cursors)
 
 
-def has_host_local_files(path):
+def has_host_local_files(path: "str") -> "bool":
     """Cheap test for adoption: does the directory hold any reservation or cursor?"""
     try:
         names = os.listdir(path)
@@ -43,12 +54,12 @@ def has_host_local_files(path):
     return any(CURSOR.match(n) or _address(n) is not None for n in names)
 
 
-def _address(name):
+def _address(name: "str") -> "Optional[IP]":
     ip = addr.parse_ip(name.replace("_", ":") if "_" in name else name)
     return ip
 
 
-def parse_content(data):
+def parse_content(data: "bytes") -> "tuple[Optional[Owner], Optional[str]]":
     """File bytes -> (container_id, ifname or None), or a reason to skip the file."""
     if not data:
         return None, "empty file (host-local died between creating and writing it)"
@@ -56,6 +67,7 @@ def parse_content(data):
         text = data.decode("utf-8").strip()
     except UnicodeDecodeError:
         return None, "content is not text"
+    ifname: Optional[str]
     for sep in ("\r\n", "\n"):
         if sep in text:
             cid, ifname = text.split(sep, 1)
@@ -70,7 +82,8 @@ def parse_content(data):
     return (cid, ifname), None
 
 
-def scan(path, network, step=None, timeout=None, locked=False):
+def scan(path: "str", network: "str", step: "Optional[Callable[[int], object]]" = None,
+         timeout: "Optional[float]" = None, locked: "bool" = False) -> "Scan":
     """Read ``path`` (a host-local network directory) under its lock; changes nothing.
 
     The lock (host-local's ``lock``, when it exists) is waited for ``timeout`` seconds at
@@ -103,7 +116,7 @@ def scan(path, network, step=None, timeout=None, locked=False):
     return result
 
 
-def _scan_entry(path, entry, result):
+def _scan_entry(path: "str", entry: "os.DirEntry[str]", result: "Scan") -> "None":
     name = entry.name
     if name == "lock":
         return
@@ -132,6 +145,7 @@ def _scan_entry(path, entry, result):
         return
     owner, reason = parse_content(data)
     if owner is None:
+        assert reason is not None  # parse_content gives an owner or a reason
         result.skipped.append((name, reason))
         return
     first = result.names.setdefault(ip, name)
@@ -141,13 +155,14 @@ def _scan_entry(path, entry, result):
     result.entries.append((ip, owner[0], owner[1], mtime))
 
 
-def _read_head(path):
+def _read_head(path: "str") -> "tuple[bytes, float]":
     """The first ``MAX_CONTENT + 1`` bytes of a file and its mtime, with bare descriptor
     calls: a file object per lease costs a third of a 60,000-lease import's scan."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         mtime = os.fstat(fd).st_mtime
-        chunks, left = [], MAX_CONTENT + 1
+        chunks: list[bytes] = []
+        left = MAX_CONTENT + 1
         while left > 0:
             chunk = os.read(fd, left)
             if not chunk:
@@ -159,7 +174,8 @@ def _read_head(path):
         os.close(fd)
 
 
-def plan(store, found, range_sets=None):
+def plan(store: "Store", found: "Scan", range_sets: "Optional[Sequence[RangeSet]]" = None
+         ) -> "tuple[list[Lease], list[Lease], list[tuple[Lease, Lease]], dict[int, IP]]":
     """Compare a scan with the database: ``(new leases, unchanged, conflicts, cursors)``.
 
     The database wins a conflict (same address, another owner) and is not changed; a
@@ -168,7 +184,9 @@ def plan(store, found, range_sets=None):
     may have stepped), so ``gc --previous-boots`` never takes them on that alone.
     """
     network = found.network
-    new, unchanged, conflicts = [], [], []
+    new: list[Lease] = []
+    unchanged: list[Lease] = []
+    conflicts: list[tuple[Lease, Lease]] = []
     leased = {lease.ip: lease for lease in store.leases(network)}  # one query, not one per file
     for ip, cid, ifname, mtime in found.entries:
         held = leased.get(ip)
@@ -185,7 +203,8 @@ def plan(store, found, range_sets=None):
     return new, unchanged, conflicts, cursors
 
 
-def range_set_index(ip, range_sets, cursors):
+def range_set_index(ip: "IP", range_sets: "Optional[Sequence[RangeSet]]",
+                    cursors: "dict[int, IP]") -> "int":
     """The range set an imported address came from. Exact when the plugin has seen the
     network's config; otherwise a best guess host-local's files allow: the set whose
     cursor shares the longest prefix with the address (0 without cursors)."""
@@ -202,7 +221,8 @@ def range_set_index(ip, range_sets, cursors):
     return best
 
 
-def apply(store, network, new, cursors):
+def apply(store: "Store", network: "str", new: "list[Lease]", cursors: "dict[int, IP]"
+          ) -> "None":
     """Write a plan inside the caller's transaction (history reason ``import``)."""
     store.import_leases(network, new, "import")
     for idx, ip in sorted(cursors.items()):

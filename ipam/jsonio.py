@@ -13,8 +13,14 @@ except ImportError:  # pragma: no cover - CPython always has it
 
 _WS = " \t\n\r"
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
+    from typing import Any, Callable, NoReturn, Optional
 
-def _no_constants(name):
+    PairsHook = Optional[Callable[[list[tuple[str, Any]]], Any]]
+
+
+def _no_constants(name: "str") -> "NoReturn":
     # Go's decoder, like the JSON grammar, has no NaN or Infinity.
     raise ValueError("invalid JSON value %s" % name)
 
@@ -29,17 +35,19 @@ class _Context:
     parse_constant = staticmethod(_no_constants)
     memo = None
 
-    def __init__(self, object_pairs_hook):
+    def __init__(self, object_pairs_hook: "PairsHook") -> "None":
         self.object_pairs_hook = object_pairs_hook
 
 
-def loads(text, object_pairs_hook=None):
+def loads(text: "str", object_pairs_hook: "PairsHook" = None) -> "Any":
     """Decode one JSON document; ValueError (or RecursionError) when it is not one."""
     if _json is None:
         import json
 
         return json.loads(text, object_pairs_hook=object_pairs_hook)
-    scan = _json.make_scanner(_Context(object_pairs_hook))
+    # typeshed's stub wants a make_scanner here; any object with the attributes above
+    # does (its own TODO says so: "'context' needs the attrs above (ducktype)").
+    scan = _json.make_scanner(_Context(object_pairs_hook))  # type: ignore[arg-type]
     n = len(text)
     i = 0
     while i < n and text[i] in _WS:
@@ -62,7 +70,7 @@ def loads(text, object_pairs_hook=None):
     return obj
 
 
-def dumps(obj, indent=4):
+def dumps(obj: "Any", indent: "int" = 4) -> "str":
     """``json.dumps(obj, indent=indent, ensure_ascii=False)``; ``indent=0`` is compact.
 
     Compact output (the ``networks`` row every call compares, which grows with the
@@ -72,16 +80,16 @@ def dumps(obj, indent=4):
     if not indent and _json is not None:
         return "".join(_json.make_encoder(None, _unserializable, _json.encode_basestring,
                                           None, ":", ",", False, False, True)(obj, 0))
-    out = []
+    out: list[str] = []
     _write(obj, out, indent, 0)
     return "".join(out)
 
 
-def _unserializable(obj):
+def _unserializable(obj: "object") -> "NoReturn":
     raise TypeError("Object of type %s is not JSON serializable" % type(obj).__name__)
 
 
-def _string(s):
+def _string(s: "str") -> "str":
     if _json is not None:
         return _json.encode_basestring(s)
     import json
@@ -89,7 +97,7 @@ def _string(s):
     return json.dumps(s, ensure_ascii=False)
 
 
-def _write(obj, out, indent, level):
+def _write(obj: "Any", out: "list[str]", indent: "int", level: "int") -> "None":
     if isinstance(obj, str):
         out.append(_string(obj))
     elif obj is None:
@@ -131,7 +139,7 @@ def _write(obj, out, indent, level):
         raise TypeError("Object of type %s is not JSON serializable" % type(obj).__name__)
 
 
-def _layout(indent, level):
+def _layout(indent: "int", level: "int") -> "tuple[str, str, str, str]":
     """(after the opening bracket, between items, after a key, before the closing one)"""
     if not indent:
         return "", ",", ":", ""

@@ -2,12 +2,22 @@
 (importing them costs more than sqlite3 and json together)."""
 from ipam import system
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
+    from typing import Optional
+
+    from ipam.addr import IP
+
+    # (namespace, name, uid) as the runtime sent them in CNI_ARGS, None where it did not.
+    Pod = tuple[Optional[str], ...]
+
+
 # The identity of a lease made without one (no K8S_POD_* in CNI_ARGS, imported, adopted,
 # or made before schema revision 0006).
 NO_POD = (None, None, None)
 
 
-def pod_label(namespace, name):
+def pod_label(namespace: "Optional[str]", name: "Optional[str]") -> "Optional[str]":
     """How people read an identity: ``NS/NAME``, or ``NAME`` where no namespace was sent
     (podman), or None. ``ipamctl --pod`` takes the same text."""
     if name is None:
@@ -30,9 +40,11 @@ class Lease:
     _COMPARED = ("network", "ip", "range_set", "container_id", "ifname", "allocated_at",
                  "boot_id")
 
-    def __init__(self, network, ip, range_set, container_id, ifname, allocated_at=0.0,
-                 boot_id=None, node=None, boot_time=None, pod_namespace=None, pod_name=None,
-                 pod_uid=None):
+    def __init__(self, network: "str", ip: "IP", range_set: "int", container_id: "str",
+                 ifname: "Optional[str]", allocated_at: "float" = 0.0,
+                 boot_id: "Optional[str]" = None, node: "Optional[str]" = None,
+                 boot_time: "Optional[float]" = None, pod_namespace: "Optional[str]" = None,
+                 pod_name: "Optional[str]" = None, pod_uid: "Optional[str]" = None) -> "None":
         self.network = network
         self.ip = ip
         self.range_set = range_set
@@ -47,36 +59,36 @@ class Lease:
         self.pod_name = pod_name
         self.pod_uid = pod_uid
 
-    def pod(self):
+    def pod(self) -> "Pod":
         """``(pod_namespace, pod_name, pod_uid)``: :data:`NO_POD` when none was recorded."""
         return (self.pod_namespace, self.pod_name, self.pod_uid)
 
-    def owned_by(self, container_id, ifname):
+    def owned_by(self, container_id: "str", ifname: "Optional[str]") -> "bool":
         """host-local's match: ``ID\\r\\nifname``, or a legacy file holding the bare ID."""
         return self.container_id == container_id and self.ifname in (ifname, None)
 
-    def with_ifname(self, ifname):
+    def with_ifname(self, ifname: "Optional[str]") -> "Lease":
         """The same lease, held by one interface (a legacy lease claimed by its first)."""
         return Lease(self.network, self.ip, self.range_set, self.container_id, ifname,
                      self.allocated_at, self.boot_id, self.node, self.boot_time, *self.pod())
 
-    def mirror_content(self):
+    def mirror_content(self) -> "bytes":
         """The bytes host-local keeps in ``<dataDir>/<network>/<ip>``."""
         if self.ifname is None:
             return self.container_id.encode()
         return ("%s\r\n%s" % (self.container_id, self.ifname)).encode()
 
-    def key(self):
+    def key(self) -> "tuple[str, IP]":
         return (self.network, self.ip)
 
-    def __eq__(self, other):
+    def __eq__(self, other: "object") -> "bool":
         return isinstance(other, Lease) and all(
             getattr(self, k) == getattr(other, k) for k in self._COMPARED)
 
-    def __hash__(self):
+    def __hash__(self) -> "int":
         return hash(self.key())
 
-    def __repr__(self):
+    def __repr__(self) -> "str":
         return "Lease(%s %s %s/%s set %s)" % (self.network, self.ip, self.container_id,
                                               self.ifname, self.range_set)
 
@@ -114,8 +126,6 @@ class NetworkRecord:
     def __eq__(self, other):
         return isinstance(other, NetworkRecord) and self.same_config(other, False)
 
-    __hash__ = None
-
     def __repr__(self):
         return "NetworkRecord(%r, %r, %r)" % (self.data_dir, self.export, self.range_sets)
 
@@ -125,14 +135,15 @@ class Changes:
 
     __slots__ = ("network", "reserved", "released", "claimed", "cursors")
 
-    def __init__(self, network):
+    def __init__(self, network: "str") -> "None":
         self.network = network
-        self.reserved = []
-        self.released = []
-        self.claimed = []  # (legacy lease, the same lease claimed by one interface)
-        self.cursors = {}  # range set index -> address
+        self.reserved: list[Lease] = []
+        self.released: list[Lease] = []
+        # (legacy lease, the same lease claimed by one interface)
+        self.claimed: list[tuple[Lease, Lease]] = []
+        self.cursors: dict[int, IP] = {}  # range set index -> address
 
-    def __bool__(self):
+    def __bool__(self) -> "bool":
         return bool(self.reserved or self.released or self.claimed or self.cursors)
 
 
@@ -143,8 +154,11 @@ class Event:
     __slots__ = ("time", "event", "reason", "network", "ip", "container_id", "ifname", "node",
                  "pod_namespace", "pod_name", "pod_uid")
 
-    def __init__(self, time, event, reason, network, ip, container_id, ifname, node=None,
-                 pod_namespace=None, pod_name=None, pod_uid=None):
+    # ``ip`` is the address's text, as the history table holds it.
+    def __init__(self, time: "float", event: "str", reason: "str", network: "str", ip: "str",
+                 container_id: "str", ifname: "Optional[str]", node: "Optional[str]" = None,
+                 pod_namespace: "Optional[str]" = None, pod_name: "Optional[str]" = None,
+                 pod_uid: "Optional[str]" = None) -> "None":
         self.time = time
         self.event = event
         self.reason = reason
@@ -157,7 +171,7 @@ class Event:
         self.pod_name = pod_name
         self.pod_uid = pod_uid
 
-    def __repr__(self):
+    def __repr__(self) -> "str":
         return "Event(%s %s %s %s %s %s/%s)" % (self.time, self.event, self.reason,
                                                 self.network, self.ip, self.container_id,
                                                 self.ifname)

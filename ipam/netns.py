@@ -137,7 +137,7 @@ def addresses():
         s.bind((0, 0))
         s.send(struct.pack("=LHHLL", 24, _RTM_GETADDR, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
                + struct.pack("=BBBBL", socket.AF_UNSPEC, 0, 0, 0, 0))
-        out = []
+        out: list[tuple[str | None, str]] = []  # (address or None, ifname)
         while True:
             data = s.recv(1 << 16)
             off = 0

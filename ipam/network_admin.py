@@ -5,16 +5,24 @@ long as it has a lease, a round-robin cursor or a ``networks`` row: nothing the 
 does ever removes the last two, since host-local never learns that a network is gone.
 :func:`forget` removes them, with the same locks as every other writer of ours.
 """
+from __future__ import annotations
+
 import os
+from typing import TYPE_CHECKING, Any, Optional
 
 from ipam.admin import AdminError, _Held, _mirrors, range_sets_in, range_sets_of
 from ipam.errors import IoFailure
 from ipam.exporter import TMP_PREFIX, is_cursor_name
 
+if TYPE_CHECKING:
+    from ipam.exporter import NetworkFiles
+    from ipam.lease import Lease
+    from ipam.store.protocol import Store
+
 FORGET = "forget"  # the history reason of a lease released by ``network forget --release``
 
 
-def networks(store):
+def networks(store: Store) -> list[dict[str, Any]]:
     """One row per network, in name order: where and how the plugin last saw it, its
     leases (in the store's scope, as ``list`` and ``stats`` count them) and when it was
     last seen: the later of that record's time (an ADD that found the config changed)
@@ -37,7 +45,7 @@ def networks(store):
     return rows
 
 
-def find(store, network):
+def find(store: Store, network: str) -> dict[str, Any]:
     """The :func:`networks` row of ``network``; an unknown one is an error."""
     for row in networks(store):
         if row["network"] == network:
@@ -45,12 +53,12 @@ def find(store, network):
     raise AdminError("no network %s in the database" % network)
 
 
-def _listed(counts):
+def _listed(counts: dict[Optional[str], int]) -> str:
     return ", ".join("%s (%d)" % (node or "no node recorded", n)
                      for node, n in sorted(counts.items(), key=lambda x: str(x[0])))
 
 
-def _others(store, network, leases):
+def _others(store: Store, network: str, leases: list[Lease]) -> dict[Optional[str], int]:
     """``{node: leases}`` that other nodes hold in ``network`` (a shared store's
     ``leases`` are this node's; its records are the whole pool's)."""
     counts = store.lease_counts(network)
@@ -59,7 +67,8 @@ def _others(store, network, leases):
     return {node: n for node, n in counts.items() if n > 0}
 
 
-def forget(store, network, data_dir, release=False):
+def forget(store: Store, network: str, data_dir: str, release: bool = False
+           ) -> tuple[list[Lease], list[str], list[str], dict[Optional[str], int]]:
     """Remove ``network``'s records: its ``networks`` row, cursors and every node's
     mirror stamp. The history stays (it is the audit log). Refused while it holds
     leases, unless ``release``: this node's are then released first, as ``ipamctl
@@ -81,15 +90,17 @@ def forget(store, network, data_dir, release=False):
     mirrors = {n: m for n, m in _mirrors(store, [network], data_dir).items()
                if m is not None and os.path.isdir(os.path.join(m.data_dir, n))}
     held = _Held()
-    removed, notes = [], []
+    removed: list[str] = []
+    notes: list[str] = []
 
-    def committed():
+    def committed() -> None:
         files = held.files.get(network)
         try:
             if files is not None:
-                removed.extend(_tidy(files, notes))
-        except (OSError, IoFailure) as e:  # the commit is done: report it
-            notes.append("left %s: %s" % (files.d.path, getattr(e, "msg", None) or e))
+                try:
+                    removed.extend(_tidy(files, notes))
+                except (OSError, IoFailure) as e:  # the commit is done: report it
+                    notes.append("left %s: %s" % (files.d.path, getattr(e, "msg", None) or e))
         finally:
             held.committed()
 
@@ -117,7 +128,7 @@ def forget(store, network, data_dir, release=False):
     return leases, removed, notes, others
 
 
-def _refusal(network, mine, others):
+def _refusal(network: str, mine: int, others: dict[Optional[str], int]) -> AdminError:
     if mine:
         return AdminError("network %s holds %d lease%s%s; release %s first, or forget it "
                           "with --release" % (network, mine, "" if mine == 1 else "s",
@@ -128,18 +139,20 @@ def _refusal(network, mine, others):
                       "records)" % (network, _listed(others), network))
 
 
-def still_held(network, others):
+def still_held(network: str, others: dict[Optional[str], int]) -> str:
     """What a shared store's node says when its part is done but not the others'."""
     return ("network %s still holds leases of other nodes: %s; its records stay until "
             "'ipamctl network forget %s --release' has run on each of them"
             % (network, _listed(others), network))
 
 
-def _tidy(files, notes):
+def _tidy(files: NetworkFiles, notes: list[str]) -> list[str]:
     """After COMMIT, still under host-local's lock: remove what was ours in the
     network's directory, then the directory if only ``lock`` is left."""
-    d, removed = files.d, []
-    left, failed = [], False
+    d = files.d
+    removed: list[str] = []
+    left: list[str] = []
+    failed = False
     for name in sorted(d.names()):
         if is_cursor_name(name) or name.startswith(TMP_PREFIX):
             try:

@@ -33,18 +33,31 @@ from ipam.exporter import (
 from ipam.lease import Lease
 from ipam.system import S_IFREG
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
+    from typing import Callable, Iterable, Literal, Optional, Union
+
+    from ipam.addr import IP
+    from ipam.exporter import JournalEntry, NetworkDir, NetworkFiles
+    from ipam.ranges import RangeSet
+
+    Owner = tuple[str, Optional[str]]  # (container ID, ifname or None: legacy)
+    Found = tuple[str, str]  # (kind, file name)
+
 ADOPT = "adopt"
 RECONCILE = "reconcile"
 
 
-def _foreign(files, ip, range_set, owner, mtime):
+def _foreign(files: "NetworkFiles", ip: "IP", range_set: "int", owner: "Owner",
+             mtime: "float") -> "Lease":
     """A lease for a file someone else wrote, dated by the file as ``import`` dates one
     (of no known boot: a file's mtime proves none)."""
     return Lease(files.network, ip, range_set, owner[0], owner[1], mtime or 0.0, None,
                  files.store.node if files.store.shared else None)
 
 
-def found_lease(files, ip, range_set, owner):
+def found_lease(files: "NetworkFiles", ip: "IP", range_set: "int", owner: "Owner"
+                ) -> "Union[Lease, Literal[False]]":
     """A file met while claiming ``ip`` names ``owner``: record it, so that the allocator
     moves on. Returns the recorded lease, or False if the address is held in the database
     after all (another node of a shared pool)."""
@@ -57,11 +70,11 @@ def found_lease(files, ip, range_set, owner):
     return lease
 
 
-def _owner_text(owner):
+def _owner_text(owner: "Owner") -> "str":
     return owner[0] if owner[1] is None else "%s/%s" % owner
 
 
-def redo_journal(files):
+def redo_journal(files: "NetworkFiles") -> "list[Found]":
     """Finish or undo exactly the file changes an unfinished command of ours journaled.
 
     Each entry is a file's content before and after the change (None: absent). If the
@@ -103,7 +116,7 @@ def redo_journal(files):
     return sorted(set(done))
 
 
-def _shows(have, data):
+def _shows(have: "Optional[bytes]", data: "Optional[bytes]") -> "bool":
     """Does a file show ``data``, or a write of it that a power cut cut short (its first
     bytes, or none: the link persisted, the data not)?"""
     if data is None:
@@ -111,7 +124,8 @@ def _shows(have, data):
     return have is not None and data.startswith(have)
 
 
-def reconcile(files, range_sets=None, adopt=True):
+def reconcile(files: "NetworkFiles", range_sets: "Optional[tuple[RangeSet, ...]]" = None,
+              adopt: "bool" = True) -> "list[Found]":
     """Bring the database and a changed network directory together (the rules above).
 
     ``range_sets`` (the config's, or None) assigns adopted leases their range set;
@@ -128,7 +142,7 @@ def reconcile(files, range_sets=None, adopt=True):
     leases = {str(lease.ip): lease for lease in store.leases(network)}
     cursors = {} if store.shared else store.cursors(network)
     new = []
-    file_cursors = {}
+    file_cursors: dict[int, IP] = {}
     for name in sorted(d.names()):
         if name.startswith(TMP_PREFIX):
             d.remove(name)  # ours, left by a process that died (we hold every lock)
@@ -140,7 +154,8 @@ def reconcile(files, range_sets=None, adopt=True):
             if ip is not None:
                 file_cursors[int(name[len(CURSOR_PREFIX):])] = ip
             continue
-        if not is_address_name(name):
+        ip = addr.parse_ip(name)
+        if ip is None or not is_address_name(name):
             continue
         have, mtime = d.read_stat(name)
         lease = leases.pop(name, None)
@@ -154,7 +169,6 @@ def reconcile(files, range_sets=None, adopt=True):
         if owner is None:
             found.append(("unreadable", name))  # it still blocks the address: claim sees it
             continue
-        ip = addr.parse_ip(name)
         if lease is not None:
             store.release(lease, RECONCILE)
             found.append(("reassigned", name))
@@ -175,7 +189,8 @@ def reconcile(files, range_sets=None, adopt=True):
     return found + gone
 
 
-def _range_set_index(ip, range_sets, lease, cursors):
+def _range_set_index(ip: "IP", range_sets: "Optional[tuple[RangeSet, ...]]",
+                     lease: "Optional[Lease]", cursors: "dict[int, IP]") -> "int":
     if lease is not None:
         return lease.range_set
     from ipam.importer import range_set_index
@@ -196,7 +211,7 @@ _SAY = {
 }
 
 
-def _summarise(path, found):
+def _summarise(path: "str", found: "list[Found]") -> "None":
     for kind, text in _SAY.items():
         names = [name for k, name in found if k == kind]
         if names:
@@ -204,7 +219,10 @@ def _summarise(path, found):
                                         + (" ..." if len(names) > 8 else "")))
 
 
-def differences(d, leases, cursors, progress=None, journal=None):
+def differences(d: "NetworkDir", leases: "Iterable[Lease]",
+                cursors: "Optional[dict[int, IP]]",
+                progress: "Optional[Callable[[int], object]]" = None,
+                journal: "Optional[list[JournalEntry]]" = None) -> "list[Found]":
     """How a network directory differs from the database, as ``[(kind, name)]``; read
     only. Kinds: ``missing`` (a lease without its file), ``wrong`` (same owner, other
     bytes; or a cursor file that differs), ``stale`` (a cursor file without a cursor),
@@ -217,7 +235,8 @@ def differences(d, leases, cursors, progress=None, journal=None):
     address file that ``journal`` (an unfinished command's) says was ours is ``stale``.
     """
     want = {str(lease.ip): lease for lease in leases}
-    ours = {}  # name -> the contents our unfinished commands gave it, before or after
+    # name -> the contents our unfinished commands gave it, before or after
+    ours: dict[str, set[Optional[bytes]]] = {}
     for name, before, after in journal or ():
         ours.setdefault(name, set()).update((before, after))
     diffs = []
@@ -259,7 +278,8 @@ def differences(d, leases, cursors, progress=None, journal=None):
 FIXABLE = ("missing", "wrong", "stale", "temporary")
 
 
-def sync(files, leases, cursors, progress=None):
+def sync(files: "NetworkFiles", leases: "list[Lease]", cursors: "Optional[dict[int, IP]]",
+         progress: "Optional[Callable[[int], object]]" = None) -> "list[Found]":
     """Make the directory show the database wherever that harms nobody: write missing
     files (created, never replacing), rewrite our own files and cursors, remove our
     leftovers. Returns :func:`differences` as found, fixed or not."""
@@ -271,7 +291,7 @@ def sync(files, leases, cursors, progress=None):
             continue
         if kind in ("temporary", "stale"):
             d.remove(name)
-        elif is_cursor_name(name):
+        elif cursors is not None and is_cursor_name(name):  # none differ without cursors
             d.write(name, str(cursors[int(name[len(CURSOR_PREFIX):])]).encode())
         elif kind == "missing":
             files.note(name, None, by_name[name].mirror_content())

@@ -11,8 +11,9 @@ _MAGIC = b"SQLite format 3\0"
 WAL_TRIM_BYTES = 256 * (24 + 4096)  # 256 frames of a 4 KiB page: 1 MiB, under 1 ms to read
 
 
-def connect(path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
-            readonly: bool = False) -> sqlite3.Connection:
+# Annotations are strings: nothing to evaluate when the plugin starts.
+def connect(path: "str", busy_timeout: "float" = DEFAULT_BUSY_TIMEOUT,
+            readonly: "bool" = False) -> "sqlite3.Connection":
     """Open ``path`` in autocommit mode; transactions are begun explicitly by the caller.
 
     The file is created with mode 0600 before SQLite sees it: leases name containers, and
@@ -53,7 +54,7 @@ def connect(path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     return conn
 
 
-def trim_wal(conn: sqlite3.Connection, path: str, busy_timeout: float) -> None:
+def trim_wal(conn: "sqlite3.Connection", path: "str", busy_timeout: "float") -> "None":
     """Checkpoint the WAL and truncate it to nothing once it is longer than
     :data:`WAL_TRIM_BYTES`; call it after COMMIT, still in the writers' queue.
 
@@ -81,7 +82,7 @@ def trim_wal(conn: sqlite3.Connection, path: str, busy_timeout: float) -> None:
             pass
 
 
-def enable_wal(conn: sqlite3.Connection, attempts: int = 200) -> None:
+def enable_wal(conn: "sqlite3.Connection", attempts: "int" = 200) -> "None":
     """WAL lets readers (ipamctl) run beside writers; the mode persists in the file.
 
     The switch needs an exclusive lock. Two processes that both just created or checked

@@ -12,12 +12,17 @@ with the real ``functools``.
 """
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
+    from typing import Any, Callable
 
-def _statement_cache(maxsize=128):
-    def wrap(factory):
-        cache = {}
 
-        def get(sql):
+def _statement_cache(maxsize: "int" = 128
+                     ) -> "Callable[[Callable[[str], Any]], Callable[[str], Any]]":
+    def wrap(factory: "Callable[[str], Any]") -> "Callable[[str], Any]":
+        cache: dict[str, Any] = {}
+
+        def get(sql: "str") -> "Any":
             stmt = cache.get(sql)
             if stmt is None:
                 stmt = cache[sql] = factory(sql)
@@ -33,17 +38,18 @@ def load():
         import _sqlite3
 
         return _sqlite3
-    stand_in = type(sys)("functools")
+    stand_in: Any = type(sys)("functools")  # a module of our own making: any attribute
     stand_in.lru_cache = _statement_cache
     sys.modules["functools"] = stand_in
+    failed = False
     try:
         import _sqlite3
     except Exception:
-        _sqlite3 = None
+        failed = True
     finally:
         if sys.modules.get("functools") is stand_in:
             del sys.modules["functools"]
-    if _sqlite3 is None:  # pragma: no cover - a Python whose _sqlite3 wants more
+    if failed:  # pragma: no cover - a Python whose _sqlite3 wants more
         sys.modules.pop("_sqlite3", None)
         import _sqlite3
     return _sqlite3

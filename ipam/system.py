@@ -46,7 +46,7 @@ S_IFREG = 0o100000
 S_IFLNK = 0o120000
 
 
-_BOOT_ID: list = []
+_BOOT_ID: "list" = []
 
 
 def boot_id():
@@ -69,7 +69,7 @@ def boot_clock():
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-def warn(text: str) -> None:
+def warn(text: "str") -> "None":
     """A diagnostic line on stderr, best effort: a runtime that closed its end (EPIPE)
     or a full disk behind stderr must never fail the call, nor roll it back."""
     try:
@@ -79,28 +79,28 @@ def warn(text: str) -> None:
         pass
 
 
-def environ() -> dict:
+def environ() -> "dict":
     """The environment as text, decoded as ``os.environ`` decodes it (the file system
     encoding, undecodable bytes as surrogates)."""
     enc, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
     return {k.decode(enc, errors): v.decode(enc, errors) for k, v in _environ.items()}
 
 
-def join(base: str, name: str) -> str:
+def join(base: "str", name: "str") -> "str":
     """``os.path.join`` of two POSIX paths: an absolute ``name`` replaces ``base``."""
     if name.startswith("/") or not base:
         return name
     return base + name if base.endswith("/") else base + "/" + name
 
 
-def dirname(path: str) -> str:
+def dirname(path: "str") -> "str":
     """``os.path.dirname``: everything before the last slash, trailing slashes dropped
     unless the directory is the root itself."""
     head = path[:path.rfind("/") + 1]
     return head.rstrip("/") or head
 
 
-def file_type(st) -> int:
+def file_type(st) -> "int":
     """The file type bits of a stat result (``stat.S_IFMT``), to compare with S_IF*."""
     return st.st_mode & _S_IFMT
 
@@ -112,18 +112,18 @@ def _mode(path, follow=True):
         return None
 
 
-def exists(path: str) -> bool:
+def exists(path: "str") -> "bool":
     return _mode(path) is not None
 
 
-def lexists(path: str) -> bool:
+def lexists(path: "str") -> "bool":
     """True for a dangling symbolic link too."""
     return _mode(path, follow=False) is not None
 
 
-def isdir(path: str) -> bool:
+def isdir(path: "str") -> "bool":
     return _mode(path) == S_IFDIR
 
 
-def islink(path: str) -> bool:
+def islink(path: "str") -> "bool":
     return _mode(path, follow=False) == S_IFLNK

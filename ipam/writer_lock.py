@@ -14,16 +14,21 @@ from ipam import system
 from ipam.errors import IoFailure, TryAgain
 from ipam.system import O_CLOEXEC, O_CREAT, O_NOFOLLOW, O_RDONLY, O_RDWR
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
+    from types import FrameType
+    from typing import NoReturn, Optional
+
 
 class _Expired(Exception):
     pass
 
 
-def _expire(signum, frame):
+def _expire(signum: "int", frame: "Optional[FrameType]") -> "NoReturn":
     raise _Expired()
 
 
-def acquire(path, timeout, create=True):
+def acquire(path: "str", timeout: "float", create: "bool" = True) -> "Optional[int]":
     """Hold an exclusive flock on ``path`` (created 0600); returns the fd to release.
 
     A reader that queues (``create`` False: ipamctl check) creates nothing: where the
@@ -66,12 +71,12 @@ def acquire(path, timeout, create=True):
     return fd
 
 
-def _cannot(what, err):
+def _cannot(what: "str", err: "OSError") -> "IoFailure":
     """A lock that fails otherwise than by being held (ENOLCK, EIO): code 5, naming it."""
     return IoFailure("cannot lock %s: %s" % (what, err.strerror or err))
 
 
-def _wait(fd, timeout):
+def _wait(fd: "int", timeout: "float") -> "None":
     """Block in the kernel's queue; a timer signal ends the wait after ``timeout``."""
     import _signal as signal  # the C module: signal.py would import enum
 
@@ -90,7 +95,7 @@ def _wait(fd, timeout):
         signal.signal(signal.SIGALRM, old)
 
 
-def _poll(fd, timeout):
+def _poll(fd: "int", timeout: "float") -> "None":
     import time
 
     deadline = time.monotonic() + timeout
@@ -106,7 +111,7 @@ def _poll(fd, timeout):
             pause = min(pause * 2, 0.01)
 
 
-def poll(fd, timeout, what):
+def poll(fd: "int", timeout: "float", what: "str") -> "None":
     """Hold an exclusive flock on ``fd``, a lock another program owns (host-local's
     ``lock``): polled with ``LOCK_NB``, never a blocking wait in the kernel, so that a
     stuck holder costs us ``timeout`` at most, and the error names what it waited for."""
@@ -119,6 +124,6 @@ def poll(fd, timeout, what):
         raise _cannot(what, e) from None
 
 
-def release(fd):
+def release(fd: "Optional[int]") -> "None":
     if fd is not None:
         system.close(fd)  # closing the only descriptor drops the flock

@@ -20,6 +20,9 @@ class Store(Protocol):
     # True when many nodes share the store: a node's mirror, GC and ipamctl then walk
     # its own leases (leases() is scoped), and its dataDir and cursor files are its own.
     shared: bool
+    # This node's name: recorded with each lease and event it makes (None: a memory store
+    # made without one).
+    node: Optional[str]
 
     def close(self) -> None:
         """Release the connection; the store is not used again."""

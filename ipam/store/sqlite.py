@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ipam.errors import IpamError
 
 
-def translate(err: Exception, path: str, write: "Optional[bool]" = None) -> "IpamError":
+def translate(err: "Exception", path: "str", write: "Optional[bool]" = None) -> "IpamError":
     """sqlite3's exceptions as CNI errors naming the file; the store's job, not cni.py's.
     ``write``: whether the opener needs to write (None: only if SQLite says so)."""
     code = getattr(err, "sqlite_errorcode", 0) & 0xFF
@@ -49,8 +49,9 @@ class SqliteStore(LeaseTable):
     # released lease's node and identity from the caller's copy.
     RETURNING = tuple(int(n) for n in sqlite3.sqlite_version.split(".")[:2]) >= (3, 35)
 
-    def __init__(self, path: str, busy_timeout: "Optional[float]" = None, readonly: bool = False,
-                 node: "Optional[str]" = None, queue: "Optional[bool]" = None) -> None:
+    def __init__(self, path: "str", busy_timeout: "Optional[float]" = None,
+                 readonly: "bool" = False, node: "Optional[str]" = None,
+                 queue: "Optional[bool]" = None) -> "None":
         self.path = path
         # Recorded with every lease and event. One file is one node's: nothing filters on
         # it here (a renamed host still owns its leases).
@@ -74,19 +75,19 @@ class SqliteStore(LeaseTable):
             raise (access.is_denied(e) and access.denied(path, write=not readonly)) or \
                 IoFailure("cannot open database %s: %s" % (path, e.strerror or e)) from None
 
-    def close(self) -> None:
+    def close(self) -> "None":
         self.conn.close()
 
-    def describe(self) -> str:
+    def describe(self) -> "str":
         return self.path
 
-    def translate(self, err: Exception) -> "IpamError":
+    def translate(self, err: "Exception") -> "IpamError":
         return translate(err, self.path)
 
-    def _begin(self) -> None:
+    def _begin(self) -> "None":
         self._exec("BEGIN" if self.readonly else "BEGIN IMMEDIATE")
 
-    def commit(self) -> None:
+    def commit(self) -> "None":
         try:
             self._exec("COMMIT")
         except sqlite3.Error as e:
@@ -97,21 +98,21 @@ class SqliteStore(LeaseTable):
             err.outcome_unknown = getattr(e, "sqlite_errorcode", 0) & 0xFF == 10
             raise err from None
 
-    def rollback(self) -> None:
+    def rollback(self) -> "None":
         if self.conn.in_transaction:
             try:
                 self.conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
 
-    def after_commit(self) -> None:
+    def after_commit(self) -> "None":
         if not self.readonly:
             trim_wal(self.conn, self.path, self.timeout)
 
-    def _no_such_table(self, err: Exception) -> bool:
+    def _no_such_table(self, err: "Exception") -> "bool":
         return isinstance(err, sqlite3.OperationalError) and "no such table" in str(err)
 
-    def _upgrade(self) -> None:
+    def _upgrade(self) -> "None":
         from ipam import migrate  # lazy: alembic only when creating or upgrading
 
         migrate.upgrade_sqlite_connection(self.conn, self.path)  # commits

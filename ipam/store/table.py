@@ -43,8 +43,15 @@ _TAKEN = "SELECT 1 FROM leases WHERE network = ? AND ip_key = ?"
 _SET_FLAG = "UPDATE leases SET next_free = ? WHERE network = ? AND ip_key = ?"
 
 
-def _lease(row: "Sequence[Any]") -> Lease:
-    return Lease(row[0], addr.parse_ip(row[1]), row[2], row[3], row[4], row[5], row[6], row[7],
+def _ip(text: "str") -> "IP":
+    """An address as the table stores it: canonical text that only we write. A row
+    written by hand with garbage in it reads as None, as it always has (``ipamctl
+    check`` reports it through the invariant, which reads the raw rows)."""
+    return addr.parse_ip(text)  # type: ignore[return-value]
+
+
+def _lease(row: "Sequence[Any]") -> "Lease":
+    return Lease(row[0], _ip(row[1]), row[2], row[3], row[4], row[5], row[6], row[7],
                  row[8], row[9], row[10], row[11])
 
 
@@ -56,15 +63,15 @@ class Transaction:
     """
 
     def __init__(self, store: "LeaseTable",
-                 after_commit: "Optional[Callable[[], None]]" = None) -> None:
+                 after_commit: "Optional[Callable[[], None]]" = None) -> "None":
         self.store = store
         self.after_commit = after_commit
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> "None":
         self.store.begin()
 
     def __exit__(self, exc_type: "Optional[type[BaseException]]",
-                 exc: "Optional[BaseException]", tb: "Any") -> None:
+                 exc: "Optional[BaseException]", tb: "Any") -> "None":
         store = self.store
         try:
             if exc_type is None:
@@ -106,37 +113,37 @@ class LeaseTable:
     def __enter__(self) -> "LeaseTable":
         return self
 
-    def __exit__(self, *exc: "Any") -> None:
+    def __exit__(self, *exc: "Any") -> "None":
         self.close()
 
     # -- statements -------------------------------------------------------------------
-    def _sql(self, sql: str) -> str:
+    def _sql(self, sql: "str") -> "str":
         """``sql`` in the driver's placeholder style (written with ``?``)."""
         return sql
 
-    def _exec(self, sql: str, params: "Sequence[Any]" = ()) -> "Any":
+    def _exec(self, sql: "str", params: "Sequence[Any]" = ()) -> "Any":
         self.round_trips += 1
         return self.conn.execute(self._sql(sql), params)
 
-    def _exec_many(self, sql: str, rows: "list[tuple[Any, ...]]") -> None:
+    def _exec_many(self, sql: "str", rows: "list[tuple[Any, ...]]") -> "None":
         if rows:
             self.round_trips += 1
             self.conn.cursor().executemany(self._sql(sql), rows)
 
-    def _prefix(self, column: str, prefix: str) -> "tuple[str, list[Any]]":
+    def _prefix(self, column: "str", prefix: "str") -> "tuple[str, list[Any]]":
         """A condition and its parameters: ``column`` starts with ``prefix``. Above every
         character: on a binary collation ``>= p AND < p + U+10FFFF`` is "starts with p",
         on the index."""
         return "%s >= ? AND %s < ?" % (column, column), [prefix, prefix + "\U0010ffff"]
 
     # -- transactions and schema ------------------------------------------------------
-    def transaction(self, after_commit: "Optional[Callable[[], None]]" = None) -> Transaction:
+    def transaction(self, after_commit: "Optional[Callable[[], None]]" = None) -> "Transaction":
         return Transaction(self, after_commit)
 
     def retry_delays(self) -> "list[float]":
         return []  # one writer at a time: an attempt never needs repeating
 
-    def begin(self) -> None:
+    def begin(self) -> "None":
         """Queue (node-local writers, :mod:`ipam.writer_lock`), BEGIN, and make sure the
         schema is current: one cheap read in the steady state; alembic only for a
         missing or older schema."""
@@ -166,7 +173,7 @@ class LeaseTable:
             self.end()
             raise
 
-    def end(self) -> None:
+    def end(self) -> "None":
         """Leave the writers' queue (after COMMIT or ROLLBACK)."""
         if self._locked_at is not None:
             self.lock_hold = monotonic() - self._locked_at
@@ -189,16 +196,16 @@ class LeaseTable:
     def revision(self) -> "Optional[str]":
         return self._revision()
 
-    def lock_network(self, network: str, n_sets: int) -> None:
+    def lock_network(self, network: "str", n_sets: "int") -> "None":
         pass  # the store's single write lock already covers every network
 
     # -- leases -----------------------------------------------------------------------
-    def lease_at(self, network: str, ip: "IP") -> "Optional[Lease]":
+    def lease_at(self, network: "str", ip: "IP") -> "Optional[Lease]":
         row = self._exec("SELECT %s FROM leases WHERE network = ? AND ip_key = ?"
                          % LEASE_COLS, (network, addr.to_key(ip))).fetchone()
         return _lease(row) if row else None
 
-    def leases_of(self, network: str, container_id: str,
+    def leases_of(self, network: "str", container_id: "str",
                   ifname: "Optional[str]") -> "list[Lease]":
         if ifname is None:
             rows = self._exec("SELECT %s FROM leases WHERE network = ? AND container_id = ? "
@@ -223,10 +230,10 @@ class LeaseTable:
             LEASE_COLS, " WHERE " + " AND ".join(where) if where else ""), params)
         return [_lease(r) for r in rows]
 
-    def _taken(self, network: str, key: bytes) -> bool:
+    def _taken(self, network: "str", key: "bytes") -> "bool":
         return self._exec(_TAKEN, (network, key)).fetchone() is not None
 
-    def reserve(self, lease: Lease, reason: str) -> bool:
+    def reserve(self, lease: "Lease", reason: "str") -> "bool":
         key = addr.to_key(lease.ip)
         succ = addr.neighbour_key(key, 1)
         taken_after = succ is not None and self._taken(lease.network, succ)
@@ -244,7 +251,7 @@ class LeaseTable:
         self._log(now, "allocate", reason, lease, node, lease.pod())
         return True
 
-    def import_leases(self, network: str, leases: "list[Lease]", reason: str) -> int:
+    def import_leases(self, network: "str", leases: "list[Lease]", reason: "str") -> "int":
         """Insert many leases of one network at once (import): one pass over the
         network's keys sets every ``next_free`` flag, where one reserve() per lease
         would cost three statements each."""
@@ -271,7 +278,7 @@ class LeaseTable:
                                          *r[11:]) for r in rows])
         return len(rows)
 
-    def renew(self, lease: Lease, pod: "Optional[tuple[Optional[str], ...]]" = None) -> None:
+    def renew(self, lease: "Lease", pod: "Optional[tuple[Optional[str], ...]]" = None) -> "None":
         """A repeated ADD found the attachment alive: its lease belongs to this boot; one
         with no pod identity yet (adopted, imported, older) takes ``pod``'s."""
         this_boot = system.boot_id()
@@ -285,12 +292,12 @@ class LeaseTable:
                        "AND pod_name IS NULL AND pod_uid IS NULL",
                        (*pod, lease.network, addr.to_key(lease.ip)))
 
-    def claim_legacy(self, lease: Lease, ifname: str) -> Lease:
+    def claim_legacy(self, lease: "Lease", ifname: "str") -> "Lease":
         self._exec("UPDATE leases SET ifname = ? WHERE network = ? AND ip_key = ? "
                    "AND ifname IS NULL", (ifname, lease.network, addr.to_key(lease.ip)))
         return lease.with_ifname(ifname)
 
-    def release(self, lease: Lease, reason: str) -> None:
+    def release(self, lease: "Lease", reason: "str") -> "None":
         """Delete the lease; its history row takes the node and pod identity the database
         had for it (where the engine can say so in the same statement)."""
         key = addr.to_key(lease.ip)
@@ -310,12 +317,12 @@ class LeaseTable:
             self._exec(_SET_FLAG, (True, lease.network, pred))
         self._log(time.time(), "release", reason, lease, node, pod)
 
-    def _log(self, now: float, event: str, reason: str, lease: Lease, node: "Optional[str]",
-             pod: "tuple[Optional[str], ...]") -> None:
+    def _log(self, now: "float", event: "str", reason: "str", lease: "Lease", node: "Optional[str]",
+             pod: "tuple[Optional[str], ...]") -> "None":
         self._exec(_INSERT_EVENT, (now, event, reason, lease.network, str(lease.ip),
                                    lease.container_id, lease.ifname, node, *pod))
 
-    def first_free(self, network: str, lo: "IP", hi: "IP") -> "Optional[IP]":
+    def first_free(self, network: "str", lo: "IP", hi: "IP") -> "Optional[IP]":
         """Two index probes whatever the pool size: is ``lo`` free; else where does the run
         of leases that holds ``lo`` end (the partial index on ``next_free``)."""
         key = addr.to_key(lo)
@@ -326,7 +333,7 @@ class LeaseTable:
                          (network, key)).fetchone()
         if row is None:
             return None
-        ip = addr.add(addr.parse_ip(row[0]), 1)
+        ip = addr.add(_ip(row[0]), 1)
         return ip if ip is not None and ip <= hi else None
 
     def history(self, network: "Optional[str]" = None, ip: "Optional[IP]" = None,
@@ -359,7 +366,7 @@ class LeaseTable:
                   "+id" if since is not None or until is not None else "id"))
         return [Event(*row) for row in self._exec(sql, params)]
 
-    def prune_history(self, before: float, limit: int) -> int:
+    def prune_history(self, before: "float", limit: "int") -> "int":
         """Delete at most ``limit`` of the oldest events stamped before ``before``; the
         count. Found on ix_history_time, so a call with nothing to delete is one index
         probe: cheap enough for every ADD and DEL (``historyRetention``)."""
@@ -367,7 +374,7 @@ class LeaseTable:
                           "time < ? ORDER BY time LIMIT ?%s)" % self.SKIP_LOCKED,
                           (before, limit)).rowcount
 
-    def count_history(self, before: float) -> int:
+    def count_history(self, before: "float") -> "int":
         """How many events are stamped before ``before`` (prune's dry run)."""
         return self._exec("SELECT count(*) FROM history WHERE time < ?",
                           (before,)).fetchone()[0]
@@ -381,39 +388,39 @@ class LeaseTable:
         return self._engine_problems() + invariant.problems(rows)
 
     # -- cursors and networks ---------------------------------------------------------
-    def last_reserved(self, network: str, range_set: int) -> "Optional[IP]":
+    def last_reserved(self, network: "str", range_set: "int") -> "Optional[IP]":
         row = self._exec("SELECT ip FROM cursors WHERE network = ? AND range_set = ?",
                          (network, range_set)).fetchone()
         return addr.parse_ip(row[0]) if row else None
 
-    def set_last_reserved(self, network: str, range_set: int, ip: "IP") -> None:
+    def set_last_reserved(self, network: "str", range_set: "int", ip: "IP") -> "None":
         self._exec("INSERT INTO cursors (network, range_set, ip) VALUES (?, ?, ?) "
                    "ON CONFLICT (network, range_set) DO UPDATE SET ip = excluded.ip",
                    (network, range_set, str(ip)))
 
-    def cursors(self, network: str) -> "dict[int, IP]":
+    def cursors(self, network: "str") -> "dict[int, IP]":
         rows = self._exec("SELECT range_set, ip FROM cursors WHERE network = ?", (network,))
         parsed = {idx: addr.parse_ip(ip) for idx, ip in rows}
         return {idx: ip for idx, ip in parsed.items() if ip is not None}  # garbage: none
 
-    def network_info(self, network: str) -> "Optional[NetworkRecord]":
+    def network_info(self, network: "str") -> "Optional[NetworkRecord]":
         row = self._exec("SELECT data_dir, export, range_sets FROM networks WHERE network = ?",
                          (network,)).fetchone()
         return NetworkRecord(*row) if row else None
 
-    def set_network_info(self, network: str, record: NetworkRecord) -> None:
+    def set_network_info(self, network: "str", record: "NetworkRecord") -> "None":
         self._exec("INSERT INTO networks (network, data_dir, export, range_sets, updated_at) "
                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (network) DO UPDATE SET "
                    "data_dir = excluded.data_dir, export = excluded.export, "
                    "range_sets = excluded.range_sets, updated_at = excluded.updated_at",
                    (network, record.data_dir, record.export, record.range_sets, time.time()))
 
-    def mirror_stamp(self, network: str) -> "Optional[str]":
+    def mirror_stamp(self, network: "str") -> "Optional[str]":
         row = self._exec("SELECT stamp FROM mirror_stamps WHERE network = ? AND node = ?",
                          (network, self.node)).fetchone()
         return row[0] if row else None
 
-    def set_mirror_stamp(self, network: str, stamp: str) -> None:
+    def set_mirror_stamp(self, network: "str", stamp: "str") -> "None":
         self._exec("INSERT INTO mirror_stamps (network, node, stamp) VALUES (?, ?, ?) "
                    "ON CONFLICT (network, node) DO UPDATE SET stamp = excluded.stamp",
                    (network, self.node, stamp))
@@ -423,58 +430,58 @@ class LeaseTable:
             "SELECT network FROM leases UNION SELECT network FROM cursors "
             "UNION SELECT network FROM networks ORDER BY 1")]
 
-    def lease_counts(self, network: str) -> "dict[Optional[str], int]":
+    def lease_counts(self, network: "str") -> "dict[Optional[str], int]":
         rows = self._exec("SELECT node, count(*) FROM leases WHERE network = ? GROUP BY node",
                           (network,))
         return {node: n for node, n in rows}
 
-    def network_times(self, network: str) -> "tuple[Optional[float], Optional[float]]":
+    def network_times(self, network: "str") -> "tuple[Optional[float], Optional[float]]":
         row = self._exec("SELECT (SELECT updated_at FROM networks WHERE network = ?), "
                          "(SELECT max(time) FROM history WHERE network = ?)",
                          (network, network)).fetchone()
         return row[0], row[1]
 
-    def forget_network(self, network: str) -> None:
+    def forget_network(self, network: "str") -> "None":
         for table in ("networks", "cursors", "mirror_stamps"):
             self._exec("DELETE FROM %s WHERE network = ?" % table, (network,))
 
     # -- engine hooks -----------------------------------------------------------------
     ERROR: "type[Exception]" = Exception  # the driver's base exception class
 
-    def describe(self) -> str:
+    def describe(self) -> "str":
         """The database, for messages (a path, or a server without its password)."""
         raise NotImplementedError
 
-    def translate(self, err: Exception) -> "IpamError":
+    def translate(self, err: "Exception") -> "IpamError":
         """The driver's error ``err`` as the CNI error to answer with."""
         raise NotImplementedError
 
-    def _begin(self) -> None:
+    def _begin(self) -> "None":
         raise NotImplementedError
 
-    def commit(self) -> None:
+    def commit(self) -> "None":
         """COMMIT; on failure roll back and raise the translated error."""
         raise NotImplementedError
 
-    def rollback(self) -> None:
+    def rollback(self) -> "None":
         """ROLLBACK if a transaction is open; never raises."""
         raise NotImplementedError
 
-    def after_commit(self) -> None:
+    def after_commit(self) -> "None":
         """Housekeeping after a COMMIT, still in the writers' queue."""
 
-    def _no_such_table(self, err: Exception) -> bool:
+    def _no_such_table(self, err: "Exception") -> "bool":
         raise NotImplementedError
 
-    def _recover(self) -> None:
+    def _recover(self) -> "None":
         """Make the transaction usable again after a statement failed in it."""
 
-    def _upgrade(self) -> None:
+    def _upgrade(self) -> "None":
         """Create or upgrade the schema, then be in a new transaction again."""
         raise NotImplementedError
 
     def _engine_problems(self) -> "list[str]":
         return []
 
-    def close(self) -> None:
+    def close(self) -> "None":
         raise NotImplementedError

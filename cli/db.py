@@ -6,9 +6,9 @@ from typing import Any
 
 import click
 
-from cli.common import Obj, table_or_json
-from cli.main import emit
-from cli.output import is_terminal
+from host_local_sqlite_cli.common import Obj, table_or_json
+from host_local_sqlite_cli.main import emit
+from host_local_sqlite_cli.output import is_terminal
 from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
 
 

@@ -7,8 +7,14 @@ from typing import Any
 
 import click
 
-from cli.common import Obj, open_store, table_or_json
-from cli.output import LEASE_COLUMNS, emit_rows, is_terminal, lease_row, parse_duration
+from host_local_sqlite_cli.common import Obj, open_store, table_or_json
+from host_local_sqlite_cli.output import (
+    LEASE_COLUMNS,
+    emit_rows,
+    is_terminal,
+    lease_row,
+    parse_duration,
+)
 from ipam import gc
 
 

@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import click
 
-from cli.common import Obj, open_store, parse_ip, table_or_json
-from cli.output import EVENT_COLUMNS, emit_rows, event_row, not_empty, parse_pod, parse_time
+from host_local_sqlite_cli.common import Obj, open_store, parse_ip, table_or_json
+from host_local_sqlite_cli.output import (
+    EVENT_COLUMNS,
+    emit_rows,
+    event_row,
+    not_empty,
+    parse_pod,
+    parse_time,
+)
 from ipam import admin
 
 

@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import click
 
-from cli.common import Obj, open_store, parse_ip, table_or_json
-from cli.output import LEASE_COLUMNS, emit_rows, is_terminal, lease_row, not_empty, parse_pod
+from host_local_sqlite_cli.common import Obj, open_store, parse_ip, table_or_json
+from host_local_sqlite_cli.output import (
+    LEASE_COLUMNS,
+    emit_rows,
+    is_terminal,
+    lease_row,
+    not_empty,
+    parse_pod,
+)
 from ipam import admin
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from cli.common import Obj
+from host_local_sqlite_cli.common import Obj
 from ipam import paths
 from ipam.errors import IpamError
 
@@ -96,7 +96,17 @@ def cli(ctx: click.Context, data_dir: str, database: str | None, node: str | Non
 
 
 def _register() -> None:
-    from cli import db, gc, history, importcmd, leases, mirror, network, plugin, stats
+    from host_local_sqlite_cli import (
+        db,
+        gc,
+        history,
+        importcmd,
+        leases,
+        mirror,
+        network,
+        plugin,
+        stats,
+    )
 
     for command in (leases.list_cmd, leases.release_cmd, gc.gc_cmd, stats.stats_cmd,
                     history.history_cmd, mirror.export_cmd, mirror.check_cmd,

@@ -5,8 +5,8 @@ import json
 
 import click
 
-from cli.common import Obj, open_store, table_or_json
-from cli.output import progress
+from host_local_sqlite_cli.common import Obj, open_store, table_or_json
+from host_local_sqlite_cli.output import progress
 from ipam import admin
 from ipam.reconcile import FIXABLE
 

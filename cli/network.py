@@ -5,8 +5,15 @@ import json
 
 import click
 
-from cli.common import Obj, open_store, table_or_json
-from cli.output import LEASE_COLUMNS, emit_rows, is_terminal, iso, lease_row, table
+from host_local_sqlite_cli.common import Obj, open_store, table_or_json
+from host_local_sqlite_cli.output import (
+    LEASE_COLUMNS,
+    emit_rows,
+    is_terminal,
+    iso,
+    lease_row,
+    table,
+)
 from ipam import network_admin
 
 COLUMNS = ["network", "leases", "size", "ranges", "export", "data_dir", "last_seen"]

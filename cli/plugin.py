@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from cli.common import Obj, table_or_json
-from cli.main import emit
+from host_local_sqlite_cli.common import Obj, table_or_json
+from host_local_sqlite_cli.main import emit
 from ipam import bundle, launcher, plugin_dirs
 
 CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), "host-local-sqlite")

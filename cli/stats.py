@@ -5,8 +5,8 @@ import json
 
 import click
 
-from cli.common import Obj, open_store
-from cli.output import table
+from host_local_sqlite_cli.common import Obj, open_store
+from host_local_sqlite_cli.output import table
 from ipam import admin
 
 COLUMNS = ["network", "range_set", "range", "size", "used", "free"]

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import run_plugin
 
-from cli.main import cli
+from host_local_sqlite_cli.main import cli
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 CID = "3f2a9c01b2c4" + "0" * 52  # runtime-sized: 64 hex characters

@@ -51,6 +51,13 @@ class MemoryStore:
     def close(self):
         pass
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+        return False
+
     def lease_at(self, network, ip):
         return self._leases.get((network, ip))
 

@@ -173,6 +173,13 @@ class SqlStore:
             self._idle = None
         self.engine.dispose()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+        return False
+
     # -- transactions and schema ------------------------------------------------------
     def transaction(self, after_commit=None):
         return _Txn(self, after_commit)

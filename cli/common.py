@@ -42,8 +42,3 @@ def parse_ip(ctx: Any, param: Any, value: str | None) -> Any:
     if ip is None:
         raise click.BadParameter("%r is not an IP address" % value)
     return ip
-
-
-def table_or_json(obj: Obj) -> None:
-    if obj.output not in ("table", "json"):
-        raise click.UsageError("-o %s is only for 'ipamctl stats'" % obj.output)

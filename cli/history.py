@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from host_local_sqlite_cli.common import Obj, open_store, parse_ip, table_or_json
+from host_local_sqlite_cli.common import Obj, open_store, parse_ip
 from host_local_sqlite_cli.output import (
     EVENT_COLUMNS,
     emit_rows,
@@ -11,6 +11,7 @@ from host_local_sqlite_cli.output import (
     not_empty,
     parse_pod,
     parse_time,
+    table_or_json,
 )
 from ipam import admin
 
@@ -46,11 +47,8 @@ def history_cmd(obj: Obj, network: str | None, ip: object, container_id: str | N
         ipamctl history --name nginx
     """
     table_or_json(obj)
-    store = open_store(obj, readonly=True, every_node=True)
-    try:
+    with open_store(obj, readonly=True, every_node=True) as store:
         events = admin.history(store, network, ip, container_id,
                                parse_time(since) if since else None,
                                parse_time(at) if at else None, pod, name)
-    finally:
-        store.close()
     emit_rows(obj.output, [event_row(e) for e in events], EVENT_COLUMNS, "(no events)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from host_local_sqlite_cli.common import Obj, open_store, parse_ip, table_or_json
+from host_local_sqlite_cli.common import Obj, open_store, parse_ip
 from host_local_sqlite_cli.output import (
     LEASE_COLUMNS,
     emit_rows,
@@ -11,6 +11,7 @@ from host_local_sqlite_cli.output import (
     lease_row,
     not_empty,
     parse_pod,
+    table_or_json,
 )
 from ipam import admin
 
@@ -42,11 +43,8 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: object
         ipamctl -o json list --container 3f2a9c
     """
     table_or_json(obj)
-    store = open_store(obj, readonly=True, every_node=True)
-    try:
+    with open_store(obj, readonly=True, every_node=True) as store:
         leases = admin.list_leases(store, network, container_id, ip, pod, name)
-    finally:
-        store.close()
     emit_rows(obj.output, [lease_row(x) for x in leases], LEASE_COLUMNS, "(no leases)")
 
 
@@ -79,16 +77,13 @@ def release_cmd(obj: Obj, ips: tuple[str, ...], container_id: str | None,
     if ifname and not container_id:
         raise click.UsageError("--ifname goes with --container")
     addresses = [parse_ip(None, None, text) for text in ips]
-    store = open_store(obj, readonly=dry_run)
-    try:
+    with open_store(obj, readonly=dry_run) as store:
         chosen = admin.select_release(store, addresses, container_id, ifname, network)
         if not dry_run and not yes and is_terminal():
             emit_rows("table", [lease_row(x) for x in chosen], LEASE_COLUMNS)
             click.confirm("Release %d lease(s)?" % len(chosen), abort=True)
         done, problems = (chosen, []) if dry_run else admin.release(store, chosen,
                                                                     obj.data_dir)
-    finally:
-        store.close()
     for p in problems:  # released all the same; the file is someone else's to remove
         click.echo("warning: %s" % p, err=True)
     emit_rows(obj.output, [lease_row(x) for x in done], LEASE_COLUMNS, "(nothing released)")

@@ -34,7 +34,7 @@ def history_cmd(obj: Obj, network: str | None, ip: object, container_id: str | N
                 pod: tuple[str | None, str] | None, name: str | None, at: str | None,
                 since: str | None) -> None:
     """Show lease events: allocations and releases, with the reason (add, del, gc,
-    admin, import, adopt, reconcile) and the pod the lease belonged to. TIME is ISO 8601
+    admin, import, adopt, reconcile, forget) and the pod the lease belonged to. TIME is ISO 8601
     (local time without a zone), 'now', or a duration ago such as 90m.
 
     JSON: a list of {time, event, reason, network, ip, container_id, ifname, node,

@@ -38,8 +38,10 @@ def import_cmd(obj: Obj, networks: tuple[str, ...], source: str | None, dry_run:
     leased to someone else is a conflict, and the database wins. Each network is one
     transaction; running it again imports nothing. The source files are never changed.
 
-    JSON: a list of per-network summaries {network, source, dry_run, counts, imported,
-    unchanged, cursors, skipped, conflicts}; counts has the number of each.
+    JSON: a list of per-network summaries {network, source, dry_run, counts, imported:
+    [{ip, container_id, ifname}], unchanged, cursors: {range set index: address}, skipped:
+    [{file, reason}], conflicts: [{ip, container_id, ifname, held_by}]}; counts has the
+    number of each.
 
     \b
     Example:

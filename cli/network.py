@@ -80,7 +80,8 @@ def forget_cmd(obj: Obj, name: str, release: bool, yes: bool) -> None:
     On a shared database each node releases its own leases: run it with --release on
     every node that holds some; the last one removes the records.
 
-    JSON: {network, forgotten, released: [lease...], removed: [path...], others}.
+    JSON: {network, forgotten, released: [lease...], removed: [path...], others: {node:
+    the number of leases it still holds}}.
 
     \b
     Example:

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import click
 
-from host_local_sqlite_cli.common import Obj, open_store, parse_ip
+from host_local_sqlite_cli.common import Obj, lease_filters, open_store
 from host_local_sqlite_cli.output import (
     EVENT_COLUMNS,
     emit_rows,
     event_row,
-    not_empty,
-    parse_pod,
     parse_time,
     table_or_json,
 )
@@ -17,15 +15,7 @@ from ipam import admin
 
 
 @click.command("history")
-@click.option("--network", metavar="N", help="Only this network.")
-@click.option("--ip", callback=parse_ip, metavar="IP", help="Only this address.")
-@click.option("--container", "container_id", metavar="ID", callback=not_empty,
-              help="Only this container: its ID, or the start of one; a start that fits "
-                   "several IDs is an error that lists them.")
-@click.option("--pod", metavar="NS/NAME", callback=parse_pod,
-              help="Only this pod (NAME alone: a name sent without a namespace).")
-@click.option("--name", metavar="NAME", callback=not_empty,
-              help="Only this pod or container name, in any namespace.")
+@lease_filters
 @click.option("--at", metavar="TIME",
               help="Show the allocations in force at TIME (who held --ip then).")
 @click.option("--since", metavar="TIME", help="Only events at or after TIME.")

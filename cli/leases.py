@@ -3,30 +3,19 @@ from __future__ import annotations
 
 import click
 
-from host_local_sqlite_cli.common import Obj, open_store, parse_ip
+from host_local_sqlite_cli.common import Obj, lease_filters, not_empty, open_store, parse_ip
 from host_local_sqlite_cli.output import (
     LEASE_COLUMNS,
     emit_rows,
     is_terminal,
     lease_row,
-    not_empty,
-    parse_pod,
     table_or_json,
 )
 from ipam import admin
 
 
 @click.command("list")
-@click.option("--network", metavar="N", help="Only this network.")
-@click.option("--container", "container_id", metavar="ID", callback=not_empty,
-              help="Only this container: its ID, or the start of one (podman shows 12 "
-                   "characters); a start that fits several IDs is an error that lists them.")
-@click.option("--ip", "ip", metavar="IP", callback=parse_ip, help="Only this address.")
-@click.option("--pod", metavar="NS/NAME", callback=parse_pod,
-              help="Only this pod (NAME alone: a name sent without a namespace, as podman "
-                   "sends its container's).")
-@click.option("--name", metavar="NAME", callback=not_empty,
-              help="Only this pod or container name, in any namespace.")
+@lease_filters
 @click.pass_obj
 def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: object,
              pod: tuple[str | None, str] | None, name: str | None) -> None:

@@ -200,23 +200,6 @@ EVENT_COLUMNS = ["time", "event", "reason", "network", "ip", "container_id", "if
                  "node", "pod"]
 
 
-def parse_pod(ctx: Any, param: Any, value: str | None) -> tuple[str | None, str] | None:
-    """``--pod NS/NAME`` -> (NS, NAME); ``--pod NAME`` -> (None, NAME): a lease whose
-    runtime sent a name and no namespace (podman), as the table's POD column shows it."""
-    if value is None:
-        return None
-    namespace, slash, name = value.rpartition("/")
-    if not name or (slash and not namespace):
-        raise click.BadParameter("%r is not NAMESPACE/NAME or NAME" % value)
-    return (namespace if slash else None), name
-
-
-def not_empty(ctx: Any, param: Any, value: str | None) -> str | None:
-    if value is not None and not value:
-        raise click.BadParameter("must not be empty")
-    return value
-
-
 def is_terminal() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 

@@ -1,7 +1,7 @@
 """Everything ipamctl prints: tables for people, JSON for programs (a stable contract),
 library errors as ``Error: ...`` with exit 1, and the time parsing and formatting the
-commands share. Commands render through :func:`emit` and :func:`emit_rows` only, so that
-``-o json`` means the same everywhere."""
+commands share. Each command prints its result through :func:`emit` or :func:`emit_rows`
+(stats' Prometheus text aside), so that ``-o json`` means the same everywhere."""
 from __future__ import annotations
 
 import contextlib
@@ -58,6 +58,7 @@ def failed(message: str | None = None) -> NoReturn:
     if message is None:
         raise click.exceptions.Exit(1)
     raise click.ClickException(message)
+
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -11,10 +11,13 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
+# setuptools' default (lenient) editable mode: its import finder honours setup.cfg's
+# package_dir, which installs cli/ and migrations/ as host_local_sqlite_cli and
+# host_local_sqlite_migrations (compat mode would put the repo root on sys.path).
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
 # Byte-code for the editable sources, as a wheel install would have it (the plugin starts
@@ -46,7 +49,7 @@ typecheck: install
 	$(VENV)/bin/mypy
 
 bench: compile
-	$(PY) -m pip install -q -e '.[test,bench]' --config-settings editable_mode=compat
+	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) tools/bench.py $(BENCH_ARGS)
 
 wheel-smoke: install

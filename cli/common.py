@@ -1,4 +1,5 @@
-"""What every ipamctl command shares: the context object and opening the store."""
+"""What the ipamctl commands share: the context object, opening the store (a context
+manager: ``with open_store(obj, ...) as store:``) and the options they parse alike."""
 from __future__ import annotations
 
 import dataclasses
@@ -44,6 +45,41 @@ def parse_ip(ctx: Any, param: Any, value: str | None) -> Any:
     return ip
 
 
-def table_or_json(obj: Obj) -> None:
-    if obj.output not in ("table", "json"):
-        raise click.UsageError("-o %s is only for 'ipamctl stats'" % obj.output)
+def parse_pod(ctx: Any, param: Any, value: str | None) -> tuple[str | None, str] | None:
+    """``--pod NS/NAME`` -> (NS, NAME); ``--pod NAME`` -> (None, NAME): a lease whose
+    runtime sent a name and no namespace (podman), as the table's POD column shows it."""
+    if value is None:
+        return None
+    namespace, slash, name = value.rpartition("/")
+    if not name or (slash and not namespace):
+        raise click.BadParameter("%r is not NAMESPACE/NAME or NAME" % value)
+    return (namespace if slash else None), name
+
+
+def not_empty(ctx: Any, param: Any, value: str | None) -> str | None:
+    if value is not None and not value:
+        raise click.BadParameter("must not be empty")
+    return value
+
+
+# The lease selection that list and history share (admin.list_leases, admin.history).
+LEASE_FILTERS = (
+    click.option("--network", metavar="N", help="Only this network."),
+    click.option("--container", "container_id", metavar="ID", callback=not_empty,
+                 help="Only this container: its ID, or the start of one (podman shows 12 "
+                      "characters); a start that fits several IDs is an error that lists "
+                      "them."),
+    click.option("--ip", "ip", metavar="IP", callback=parse_ip, help="Only this address."),
+    click.option("--pod", metavar="NS/NAME", callback=parse_pod,
+                 help="Only this pod (NAME alone: a name sent without a namespace, as "
+                      "podman sends its container's)."),
+    click.option("--name", metavar="NAME", callback=not_empty,
+                 help="Only this pod or container name, in any namespace."),
+)
+
+
+def lease_filters(command: Any) -> Any:
+    """Decorate ``command`` with :data:`LEASE_FILTERS`, in that order in its help."""
+    for option in reversed(LEASE_FILTERS):
+        command = option(command)
+    return command

@@ -6,9 +6,8 @@ from typing import Any
 
 import click
 
-from cli.common import Obj, table_or_json
-from cli.main import emit
-from cli.output import is_terminal
+from host_local_sqlite_cli.common import Obj
+from host_local_sqlite_cli.output import emit, is_terminal, table_or_json
 from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
 
 
@@ -37,7 +36,7 @@ def db_upgrade(obj: Obj) -> None:
     from ipam import migrate
 
     revision = migrate.upgrade(obj.database)
-    emit(obj, {"database": obj.database, "revision": revision}, revision)
+    emit(obj.output, {"database": obj.database, "revision": revision}, revision)
 
 
 @db.command("current")
@@ -57,7 +56,7 @@ def db_current(obj: Obj) -> None:
         raise click.ClickException(
             f"database {obj.database} has no schema; run: ipamctl db upgrade"
         )
-    emit(obj, {"database": obj.database, "revision": revision}, revision)
+    emit(obj.output, {"database": obj.database, "revision": revision}, revision)
 
 
 def _timeout_option(waits_for: str) -> Any:
@@ -89,7 +88,7 @@ def db_backup(obj: Obj, file: str, force: bool, timeout: float) -> None:
     from ipam import backup
 
     info = backup.backup(obj.database, file, timeout=timeout, force=force)
-    emit(obj, info, "%s: %d lease(s), schema revision %s"
+    emit(obj.output, info, "%s: %d lease(s), schema revision %s"
          % (info["path"], info["leases"], info["revision"]))
 
 
@@ -123,5 +122,5 @@ def db_restore(obj: Obj, file: str, yes: bool, timeout: float) -> None:
                          plan["path"], plan["leases"], plan["revision"]), abort=True)
     info = backup.restore(obj.database, file, timeout=timeout)
     upgraded = " (upgraded from %s)" % info["source_revision"] if info["migrated"] else ""
-    emit(obj, info, "%s: restored from %s, %d lease(s), schema revision %s%s"
+    emit(obj.output, info, "%s: restored from %s, %d lease(s), schema revision %s%s"
          % (info["database"], info["source"], info["leases"], info["revision"], upgraded))

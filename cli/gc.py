@@ -1,14 +1,21 @@
 """``ipamctl gc``: offline garbage collection for runtimes that never send CNI GC."""
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
 import click
 
-from cli.common import Obj, open_store, table_or_json
-from cli.output import LEASE_COLUMNS, emit_rows, is_terminal, lease_row, parse_duration
+from host_local_sqlite_cli.common import Obj, open_store
+from host_local_sqlite_cli.output import (
+    LEASE_COLUMNS,
+    emit,
+    failed,
+    is_terminal,
+    lease_row,
+    parse_duration,
+    rows_table,
+    table_or_json,
+)
 from ipam import gc
 
 
@@ -83,23 +90,19 @@ def gc_cmd(obj: Obj, networks: tuple[str, ...], valid: tuple[str, ...], valid_fi
     entries = list(valid) + (valid_file.read().splitlines() if valid_file is not None else [])
     live = gc.Valid(entries) if (valid or valid_file is not None) else None
     ask = apply_ and not force and obj.output == "table" and is_terminal()
-    store = open_store(obj, readonly=not apply_)
-    try:
+    with open_store(obj, readonly=not apply_) as store:
         report = gc.gc(store, networks or None, live, parse_duration(grace), previous_boots,
                        apply_, obj.data_dir, force=force, max_share=max_share,
                        netns=not ignore_netns, confirm=_ask if ask else None)
-    finally:
-        store.close()
     for p in report.problems:  # released all the same; the file is someone else's to remove
         click.echo("warning: %s" % p, err=True)
-    if obj.output == "json":
-        click.echo(json.dumps(_json(report), indent=2))
-    else:
-        _table(report)
-    sys.stdout.flush()
+    emit(obj.output, _json(report), lambda: _table(report))
+    note = _dry_run_note(report)
+    if note and obj.output == "table":
+        click.echo(note, err=True)
     if apply_ and report.refused:
-        raise click.ClickException("gc refused, nothing released in any network:\n"
-                                   + "\n".join(m for _, _, m in report.refusals))
+        failed("gc refused, nothing released in any network:\n"
+               + "\n".join(m for _, _, m in report.refusals))
 
 
 def _with_reason(lease: Any, reason: str) -> dict[str, Any]:
@@ -117,32 +120,38 @@ def _json(report: gc.Report) -> dict[str, Any]:
             "networks": [p.network for p in report.plans]}
 
 
-def _table(report: gc.Report) -> None:
-    click.echo("candidates:")
-    emit_rows("table", [_with_reason(x, why) for x, why in report.candidates()],
-              LEASE_COLUMNS + ["reason"])
+def _table(report: gc.Report) -> str:
+    lines = ["candidates:", rows_table([_with_reason(x, why) for x, why in report.candidates()],
+                                       LEASE_COLUMNS + ["reason"])]
     kept = report.kept()
     if kept:
-        click.echo("kept:")
-        emit_rows("table", [_with_reason(x, why) for x, why in kept],
-                  ["network", "ip", "container_id", "ifname", "reason"])
-    click.echo("guards:")
+        lines += ["kept:", rows_table([_with_reason(x, why) for x, why in kept],
+                                      ["network", "ip", "container_id", "ifname", "reason"])]
+    lines.append("guards:")
     for plan in report.plans:
         prefix = "network %s: " % plan.network
         verdict = "; ".join(m[len(prefix):] if m.startswith(prefix) else m
                             for _, m in plan.refusals) or "ok"
         if plan.refusals:
             verdict = ("overridden: " if report.forced else "refused: ") + verdict
-        click.echo("  %s (leases %d, candidates %d, kept %d): %s" % (
+        lines.append("  %s (leases %d, candidates %d, kept %d): %s" % (
             plan.network, plan.total, len(plan.candidates), len(plan.kept), verdict))
     if not report.plans:
-        click.echo("  (no network)")
+        lines.append("  (no network)")
     if report.applied and not report.refused:
-        click.echo("released: %d" % len(report.released))
-    elif report.refused and not report.applied:
-        click.echo("dry run: --apply would refuse (see guards); nothing released", err=True)
-    elif report.candidates():
-        click.echo("dry run: nothing released; add --apply to release them", err=True)
+        lines.append("released: %d" % len(report.released))
+    return "\n".join(lines)
+
+
+def _dry_run_note(report: gc.Report) -> str | None:
+    """What a dry run did not do, for stderr under the table."""
+    if report.applied and not report.refused:
+        return None
+    if report.refused and not report.applied:
+        return "dry run: --apply would refuse (see guards); nothing released"
+    if report.candidates():
+        return "dry run: nothing released; add --apply to release them"
+    return None
 
 
 def _ask(report: gc.Report) -> bool:

@@ -3,30 +3,21 @@ from __future__ import annotations
 
 import click
 
-from cli.common import Obj, open_store, parse_ip, table_or_json
-from cli.main import emit
-from cli.output import (
+from host_local_sqlite_cli.common import Obj, lease_filters, open_store
+from host_local_sqlite_cli.output import (
     EVENT_COLUMNS,
+    emit,
     emit_rows,
     event_row,
     iso,
-    not_empty,
-    parse_pod,
     parse_time,
+    table_or_json,
 )
 from ipam import admin
 
 
 @click.group("history", invoke_without_command=True, subcommand_metavar="[prune ...]")
-@click.option("--network", metavar="N", help="Only this network.")
-@click.option("--ip", callback=parse_ip, metavar="IP", help="Only this address.")
-@click.option("--container", "container_id", metavar="ID", callback=not_empty,
-              help="Only this container: its ID, or the start of one; a start that fits "
-                   "several IDs is an error that lists them.")
-@click.option("--pod", metavar="NS/NAME", callback=parse_pod,
-              help="Only this pod (NAME alone: a name sent without a namespace).")
-@click.option("--name", metavar="NAME", callback=not_empty,
-              help="Only this pod or container name, in any namespace.")
+@lease_filters
 @click.option("--at", metavar="TIME",
               help="Show the allocations in force at TIME (who held --ip then).")
 @click.option("--since", metavar="TIME", help="Only events at or after TIME.")
@@ -35,7 +26,7 @@ def history_cmd(ctx: click.Context, network: str | None, ip: object, container_i
                 pod: tuple[str | None, str] | None, name: str | None, at: str | None,
                 since: str | None) -> None:
     """Show lease events: allocations and releases, with the reason (add, del, gc,
-    admin, import, adopt, reconcile) and the pod the lease belonged to. TIME is ISO 8601
+    admin, import, adopt, reconcile, forget) and the pod the lease belonged to. TIME is ISO 8601
     (local time without a zone), 'now', or a duration ago such as 90m.
 
     JSON: a list of {time, event, reason, network, ip, container_id, ifname, node,
@@ -56,13 +47,10 @@ def history_cmd(ctx: click.Context, network: str | None, ip: object, container_i
         return
     obj = ctx.obj
     table_or_json(obj)
-    store = open_store(obj, readonly=True, every_node=True)
-    try:
+    with open_store(obj, readonly=True, every_node=True) as store:
         events = admin.history(store, network, ip, container_id,
                                parse_time(since) if since else None,
                                parse_time(at) if at else None, pod, name)
-    finally:
-        store.close()
     emit_rows(obj.output, [event_row(e) for e in events], EVENT_COLUMNS, "(no events)")
 
 
@@ -90,11 +78,8 @@ def prune_cmd(obj: Obj, before: str, dry_run: bool) -> None:
     # timer must fail, not make an empty database and report success. A read-only open
     # raises for a missing file (and opens a server URL without connecting).
     open_store(obj, readonly=True, every_node=True).close()
-    store = open_store(obj, readonly=dry_run, every_node=True)
-    try:
+    with open_store(obj, readonly=dry_run, every_node=True) as store:
         n = admin.prune_history(store, cutoff, dry_run=dry_run)
-    finally:
-        store.close()
-    emit(obj, {"before": iso(cutoff), "deleted": n, "dry_run": dry_run},
+    emit(obj.output, {"before": iso(cutoff), "deleted": n, "dry_run": dry_run},
          "%s %d event(s) stamped before %s"
          % ("would delete" if dry_run else "deleted", n, iso(cutoff)))

@@ -1,14 +1,13 @@
 """``ipamctl import``: adopt host-local's file backend into the database."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import click
 
-from cli.common import Obj, open_store, table_or_json
-from cli.output import progress
+from host_local_sqlite_cli.common import Obj, open_store
+from host_local_sqlite_cli.output import emit, progress, table_or_json
 from ipam import admin
 from ipam.backend import sqlite_path
 from ipam.store.memory import MemoryStore
@@ -39,8 +38,10 @@ def import_cmd(obj: Obj, networks: tuple[str, ...], source: str | None, dry_run:
     leased to someone else is a conflict, and the database wins. Each network is one
     transaction; running it again imports nothing. The source files are never changed.
 
-    JSON: a list of per-network summaries {network, source, dry_run, counts, imported,
-    unchanged, cursors, skipped, conflicts}; counts has the number of each.
+    JSON: a list of per-network summaries {network, source, dry_run, counts, imported:
+    [{ip, container_id, ifname}], unchanged, cursors: {range set index: address}, skipped:
+    [{file, reason}], conflicts: [{ip, container_id, ifname, held_by}]}; counts has the
+    number of each.
 
     \b
     Example:
@@ -50,25 +51,22 @@ def import_cmd(obj: Obj, networks: tuple[str, ...], source: str | None, dry_run:
     table_or_json(obj)
     source = source or obj.data_dir
     store = _dry_run_store(obj) if dry_run else open_store(obj, readonly=False)
-    try:
-        with progress("importing", obj.output) as bar:
-            result = admin.import_networks(store, source, networks, dry_run, progress=bar)
-    finally:
-        store.close()
-    if obj.output == "json":
-        click.echo(json.dumps(result, indent=2))
-        return
+    with store, progress("importing", obj.output) as bar:
+        result = admin.import_networks(store, source, networks, dry_run, progress=bar)
+    emit(obj.output, result, lambda: _text(result, source, dry_run))
+
+
+def _text(result: list[dict[str, Any]], source: str, dry_run: bool) -> str:
+    lines = []
     for s in result:
-        click.echo("%s: %s %d, unchanged %d, skipped %d, conflicts %d%s" % (
+        lines.append("%s: %s %d, unchanged %d, skipped %d, conflicts %d%s" % (
             s["network"], "would import" if dry_run else "imported", len(s["imported"]),
             s["unchanged"], len(s["skipped"]), len(s["conflicts"]),
             "" if not s["cursors"] else ", cursors " + " ".join(
                 "%s=%s" % kv for kv in s["cursors"].items())))
-        for item in s["skipped"]:
-            click.echo("    skipped   %-40s %s" % (item["file"], item["reason"]))
-        for c in s["conflicts"]:
-            click.echo("    conflict  %s: file says %s/%s, database has %s/%s" % (
-                c["ip"], c["container_id"], c["ifname"], c["held_by"]["container_id"],
-                c["held_by"]["ifname"]))
-    if not result:
-        click.echo("(no host-local directories under %s)" % source)
+        lines += ["    skipped   %-40s %s" % (item["file"], item["reason"])
+                  for item in s["skipped"]]
+        lines += ["    conflict  %s: file says %s/%s, database has %s/%s" % (
+            c["ip"], c["container_id"], c["ifname"], c["held_by"]["container_id"],
+            c["held_by"]["ifname"]) for c in s["conflicts"]]
+    return "\n".join(lines) or "(no host-local directories under %s)" % source

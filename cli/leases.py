@@ -3,22 +3,19 @@ from __future__ import annotations
 
 import click
 
-from cli.common import Obj, open_store, parse_ip, table_or_json
-from cli.output import LEASE_COLUMNS, emit_rows, is_terminal, lease_row, not_empty, parse_pod
+from host_local_sqlite_cli.common import Obj, lease_filters, not_empty, open_store, parse_ip
+from host_local_sqlite_cli.output import (
+    LEASE_COLUMNS,
+    emit_rows,
+    is_terminal,
+    lease_row,
+    table_or_json,
+)
 from ipam import admin
 
 
 @click.command("list")
-@click.option("--network", metavar="N", help="Only this network.")
-@click.option("--container", "container_id", metavar="ID", callback=not_empty,
-              help="Only this container: its ID, or the start of one (podman shows 12 "
-                   "characters); a start that fits several IDs is an error that lists them.")
-@click.option("--ip", "ip", metavar="IP", callback=parse_ip, help="Only this address.")
-@click.option("--pod", metavar="NS/NAME", callback=parse_pod,
-              help="Only this pod (NAME alone: a name sent without a namespace, as podman "
-                   "sends its container's).")
-@click.option("--name", metavar="NAME", callback=not_empty,
-              help="Only this pod or container name, in any namespace.")
+@lease_filters
 @click.pass_obj
 def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: object,
              pod: tuple[str | None, str] | None, name: str | None) -> None:
@@ -35,11 +32,8 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: object
         ipamctl -o json list --container 3f2a9c
     """
     table_or_json(obj)
-    store = open_store(obj, readonly=True, every_node=True)
-    try:
+    with open_store(obj, readonly=True, every_node=True) as store:
         leases = admin.list_leases(store, network, container_id, ip, pod, name)
-    finally:
-        store.close()
     emit_rows(obj.output, [lease_row(x) for x in leases], LEASE_COLUMNS, "(no leases)")
 
 
@@ -72,16 +66,13 @@ def release_cmd(obj: Obj, ips: tuple[str, ...], container_id: str | None,
     if ifname and not container_id:
         raise click.UsageError("--ifname goes with --container")
     addresses = [parse_ip(None, None, text) for text in ips]
-    store = open_store(obj, readonly=dry_run)
-    try:
+    with open_store(obj, readonly=dry_run) as store:
         chosen = admin.select_release(store, addresses, container_id, ifname, network)
         if not dry_run and not yes and is_terminal():
             emit_rows("table", [lease_row(x) for x in chosen], LEASE_COLUMNS)
             click.confirm("Release %d lease(s)?" % len(chosen), abort=True)
         done, problems = (chosen, []) if dry_run else admin.release(store, chosen,
                                                                     obj.data_dir)
-    finally:
-        store.close()
     for p in problems:  # released all the same; the file is someone else's to remove
         click.echo("warning: %s" % p, err=True)
     emit_rows(obj.output, [lease_row(x) for x in done], LEASE_COLUMNS, "(nothing released)")

@@ -1,47 +1,31 @@
-"""``ipamctl``: the root group, its global options and the one place errors become text.
+"""``ipamctl``: the root group and its global options; every command group registers here.
 
 Each command stays thin (sqlite-utils' rule): open the database, make one library call,
-render the result. Command groups register themselves on :data:`cli`; library errors are
-turned into ``Error: ...`` on stderr with exit 1 by :class:`IpamGroup`, usage errors exit
-2 (click's own), and neither shows a traceback.
+render the result (:mod:`host_local_sqlite_cli.output`). The command modules never import
+this one, so each imports alone; the root group's class
+(:class:`~host_local_sqlite_cli.output.IpamGroup`) turns library errors into ``Error: ...``
+with exit 1, while usage errors exit 2 (click's own); neither shows a traceback.
 """
 from __future__ import annotations
 
-import json
-import sqlite3
-from collections.abc import Mapping
-from typing import Any
-
 import click
 
-from cli.common import Obj
+from host_local_sqlite_cli import (
+    db,
+    gc,
+    history,
+    importcmd,
+    leases,
+    mirror,
+    network,
+    plugin,
+    stats,
+)
+from host_local_sqlite_cli.common import Obj
+from host_local_sqlite_cli.output import IpamGroup
 from ipam import paths
-from ipam.errors import IpamError
 
 OUTPUT_FORMATS = ("table", "json", "prometheus")
-
-
-class IpamGroup(click.Group):
-    """A group whose subcommands' library errors end as ``Error: <msg>``, exit 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except IpamError as e:
-            raise click.ClickException(e.msg + ("\n" + e.details if e.details else "")) from e
-        except sqlite3.Error as e:
-            database = ctx.obj.database if isinstance(ctx.obj, Obj) else "database"
-            raise click.ClickException(f"{database}: {e}") from e
-        except OSError as e:
-            raise click.ClickException(str(e)) from e
-
-
-def emit(obj: Obj, data: Mapping[str, Any], text: str) -> None:
-    """Print ``text`` for ``-o table`` or ``data`` as a JSON object for ``-o json``."""
-    if obj.output == "json":
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
-    else:
-        click.echo(text)
 
 
 @click.group(cls=IpamGroup)
@@ -95,17 +79,10 @@ def cli(ctx: click.Context, data_dir: str, database: str | None, node: str | Non
     )
 
 
-def _register() -> None:
-    from cli import db, gc, history, importcmd, leases, mirror, network, plugin, stats
-
-    for command in (leases.list_cmd, leases.release_cmd, gc.gc_cmd, stats.stats_cmd,
-                    history.history_cmd, mirror.export_cmd, mirror.check_cmd,
-                    importcmd.import_cmd, db.db, plugin.install_plugin_cmd,
-                    network.network):
-        cli.add_command(command)
-
-
-_register()
+for command in (leases.list_cmd, leases.release_cmd, gc.gc_cmd, stats.stats_cmd,
+                history.history_cmd, mirror.export_cmd, mirror.check_cmd,
+                importcmd.import_cmd, db.db, plugin.install_plugin_cmd, network.network):
+    cli.add_command(command)
 
 
 def run() -> None:

@@ -1,12 +1,10 @@
 """``ipamctl export`` and ``ipamctl check``: the host-local file mirror and its health."""
 from __future__ import annotations
 
-import json
-
 import click
 
-from cli.common import Obj, open_store, table_or_json
-from cli.output import progress
+from host_local_sqlite_cli.common import Obj, open_store
+from host_local_sqlite_cli.output import emit, failed, progress, table_or_json
 from ipam import admin
 from ipam.reconcile import FIXABLE
 
@@ -34,31 +32,30 @@ def export_cmd(obj: Obj, network: str | None, to: str | None) -> None:
         ipamctl export --to /tmp/mirror-copy
     """
     table_or_json(obj)
-    store = open_store(obj, readonly=False)
-    try:
-        with progress("exporting", obj.output) as bar:
-            result = admin.export(store, obj.data_dir, network, to, progress=bar)
-    finally:
-        store.close()
-    if obj.output == "json":
-        click.echo(json.dumps({k: [list(d) for d in v] for k, v in result.items()}, indent=2))
-        return
+    with open_store(obj, readonly=False) as store, progress("exporting", obj.output) as bar:
+        result = admin.export(store, obj.data_dir, network, to, progress=bar)
+    emit(obj.output, {k: [list(d) for d in v] for k, v in result.items()},
+         lambda: _export_text(result))
+
+
+def _export_text(result: dict[str, list[tuple[str, str]]]) -> str:
+    lines = []
     for name, diffs in sorted(result.items()):
         fixed = [(kind, f) for kind, f in diffs if kind in FIXABLE]
         left = [(kind, f) for kind, f in diffs if kind not in FIXABLE]
-        click.echo("%s: %s" % (name, "%d file(s) fixed" % len(fixed) if fixed else
-                               "up to date" if not left else "nothing to fix"))
-        for kind, f in fixed:
-            click.echo("    %-9s %s" % (kind, f))
-        for kind, f in left:  # someone else's: reported, never touched
-            click.echo("    left      %s: %s" % (f, kind))
+        lines.append("%s: %s" % (name, "%d file(s) fixed" % len(fixed) if fixed else
+                                 "up to date" if not left else "nothing to fix"))
+        lines += ["    %-9s %s" % (kind, f) for kind, f in fixed]
+        # someone else's: reported, never touched
+        lines += ["    left      %s: %s" % (f, kind) for kind, f in left]
+    return "\n".join(lines) or "(no networks)"
 
 
 @click.command("check")
 @click.option("--repair", is_flag=True,
               help="Fix the mirror from the database (never the other way round).")
-@click.pass_context
-def check_cmd(ctx: click.Context, repair: bool) -> None:
+@click.pass_obj
+def check_cmd(obj: Obj, repair: bool) -> None:
     """Check the database's integrity, its schema revision and the mirror.
 
     Lists every difference; exits 1 when anything is wrong (after --repair: when
@@ -71,20 +68,12 @@ def check_cmd(ctx: click.Context, repair: bool) -> None:
         ipamctl check
         ipamctl check --repair
     """
-    obj: Obj = ctx.obj
     table_or_json(obj)
-    store = open_store(obj, readonly=not repair, queue=True)
-    try:
+    with open_store(obj, readonly=not repair, queue=True) as store:
         problems = admin.check(store, obj.data_dir, repair)
-    finally:
-        store.close()
     unrepaired = [p for p in problems if not p.endswith("(repaired)")]
-    if obj.output == "json":
-        click.echo(json.dumps({"ok": not unrepaired, "problems": problems}, indent=2))
-    else:
-        for p in problems:
-            click.echo(p)
-        click.echo("ok" if not problems else "%d problem(s)%s" % (
-            len(problems), ", repaired" if repair and not unrepaired else ""))
+    emit(obj.output, {"ok": not unrepaired, "problems": problems}, "\n".join(problems + [
+        "ok" if not problems else "%d problem(s)%s" % (
+            len(problems), ", repaired" if repair and not unrepaired else "")]))
     if unrepaired:
-        ctx.exit(1)
+        failed()

@@ -1,12 +1,19 @@
 """``ipamctl network list`` and ``ipamctl network forget``."""
 from __future__ import annotations
 
-import json
-
 import click
 
-from cli.common import Obj, open_store, table_or_json
-from cli.output import LEASE_COLUMNS, emit_rows, is_terminal, iso, lease_row, table
+from host_local_sqlite_cli.common import Obj, open_store
+from host_local_sqlite_cli.output import (
+    LEASE_COLUMNS,
+    emit,
+    is_terminal,
+    iso,
+    lease_row,
+    rows_table,
+    table,
+    table_or_json,
+)
 from ipam import network_admin
 
 COLUMNS = ["network", "leases", "size", "ranges", "export", "data_dir", "last_seen"]
@@ -50,17 +57,10 @@ def list_cmd(obj: Obj) -> None:
         ipamctl -o json network list
     """
     table_or_json(obj)
-    store = open_store(obj, readonly=True, every_node=True)
-    try:
+    with open_store(obj, readonly=True, every_node=True) as store:
         rows = network_admin.networks(store)
-    finally:
-        store.close()
-    if obj.output == "json":
-        click.echo(json.dumps([network_row(r) for r in rows], indent=2))
-    elif rows:
-        click.echo(table([_table_row(r) for r in rows], COLUMNS))
-    else:
-        click.echo("(no networks)")
+    emit(obj.output, [network_row(r) for r in rows],
+         lambda: rows_table([_table_row(r) for r in rows], COLUMNS, "(no networks)"))
 
 
 @network.command("forget")
@@ -80,7 +80,8 @@ def forget_cmd(obj: Obj, name: str, release: bool, yes: bool) -> None:
     On a shared database each node releases its own leases: run it with --release on
     every node that holds some; the last one removes the records.
 
-    JSON: {network, forgotten, released: [lease...], removed: [path...], others}.
+    JSON: {network, forgotten, released: [lease...], removed: [path...], others: {node:
+    the number of leases it still holds}}.
 
     \b
     Example:
@@ -88,36 +89,25 @@ def forget_cmd(obj: Obj, name: str, release: bool, yes: bool) -> None:
         ipamctl network forget oldnet --release --yes
     """
     table_or_json(obj)
-    store = open_store(obj, readonly=True)  # a wrong name or path creates nothing
-    try:
+    with open_store(obj, readonly=True) as store:  # a wrong name or path creates nothing
         row = network_admin.find(store, name)
-    finally:
-        store.close()
     if not yes and is_terminal() and (release or not row["leases"]):  # else: refused
         click.echo(table([_table_row(row)], COLUMNS))
         click.confirm("Forget network %s%s?" % (
             name, " and release its %d lease(s)" % row["leases"] if release and row["leases"]
             else ""), abort=True)
-    store = open_store(obj, readonly=False)
-    try:
+    with open_store(obj, readonly=False) as store:
         released, removed, notes, others = network_admin.forget(store, name, obj.data_dir,
                                                                 release)
-    finally:
-        store.close()
     for note in notes:  # done all the same
         click.echo("warning: %s" % note, err=True)
     if others:
         click.echo("note: %s" % network_admin.still_held(name, others), err=True)
-    if obj.output == "json":
-        click.echo(json.dumps({"network": name, "forgotten": not others,
-                               "released": [lease_row(x) for x in released],
-                               "removed": removed,
-                               "others": {str(k): v for k, v in others.items()}}, indent=2))
-        return
-    if released:
-        click.echo("released:")
-        emit_rows("table", [lease_row(x) for x in released], LEASE_COLUMNS)
-    for path in removed:
-        click.echo("removed %s" % path)
-    click.echo("forgot network %s" % name if not others else
-               "released this node's leases of network %s; not forgotten yet" % name)
+    leases = [lease_row(x) for x in released]
+    text = (["released:", rows_table(leases, LEASE_COLUMNS)] if leases else []) + [
+        "removed %s" % path for path in removed] + [
+        "forgot network %s" % name if not others else
+        "released this node's leases of network %s; not forgotten yet" % name]
+    emit(obj.output, {"network": name, "forgotten": not others, "released": leases,
+                      "removed": removed, "others": {str(k): v for k, v in others.items()}},
+         "\n".join(text))

@@ -1,19 +1,64 @@
-"""Rendering for ipamctl: tables for people, JSON for programs (a stable contract), and
-time parsing and formatting shared by the commands."""
+"""Everything ipamctl prints: tables for people, JSON for programs (a stable contract),
+library errors as ``Error: ...`` with exit 1, and the time parsing and formatting the
+commands share. Each command prints its result through :func:`emit` or :func:`emit_rows`
+(stats' Prometheus text aside), so that ``-o json`` means the same everywhere."""
 from __future__ import annotations
 
 import contextlib
 import json
 import math
 import re
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
+from ipam.errors import IpamError
 from ipam.lease import pod_label
+
+
+class IpamGroup(click.Group):
+    """A group whose subcommands' library errors end as ``Error: <msg>``, exit 1, with no
+    traceback (usage errors stay click's own, exit 2)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IpamError as e:
+            raise click.ClickException(e.msg + ("\n" + e.details if e.details else "")) from e
+        except sqlite3.Error as e:
+            database = getattr(ctx.obj, "database", None) or "database"
+            raise click.ClickException(f"{database}: {e}") from e
+        except OSError as e:
+            raise click.ClickException(str(e)) from e
+
+
+def table_or_json(obj: Any) -> None:
+    """Refuse ``-o prometheus`` before a command does anything: only stats speaks it."""
+    if obj.output not in ("table", "json"):
+        raise click.UsageError("-o %s is only for 'ipamctl stats'" % obj.output)
+
+
+def emit(output: str, data: Any, text: str | Callable[[], str]) -> None:
+    """Print ``data`` as JSON for ``-o json``, else ``text`` (a function returning it, when
+    only a table needs the work)."""
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(text if isinstance(text, str) else text())
+
+
+def failed(message: str | None = None) -> NoReturn:
+    """Exit 1 after the output was printed: a script reads the result and the verdict.
+    ``message`` goes to stderr as ``Error: ...``; None when the output said it all."""
+    sys.stdout.flush()
+    if message is None:
+        raise click.exceptions.Exit(1)
+    raise click.ClickException(message)
+
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -121,12 +166,13 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 def emit_rows(output: str, rows: list[dict[str, Any]], columns: list[str],
               empty: str = "(none)") -> None:
-    if output == "json":
-        click.echo(json.dumps(rows, indent=2))
-    elif rows:
-        click.echo(table(rows, columns))
-    else:
-        click.echo(empty)
+    """A list of JSON objects, or their table (``empty`` when there are none)."""
+    emit(output, rows, lambda: rows_table(rows, columns, empty))
+
+
+def rows_table(rows: list[dict[str, Any]], columns: list[str], empty: str = "(none)") -> str:
+    """:func:`table`, or ``empty`` when there are no rows."""
+    return table(rows, columns) if rows else empty
 
 
 def _pod_fields(x: Any) -> dict[str, Any]:
@@ -153,23 +199,6 @@ def event_row(event: Any) -> dict[str, Any]:
 
 EVENT_COLUMNS = ["time", "event", "reason", "network", "ip", "container_id", "ifname",
                  "node", "pod"]
-
-
-def parse_pod(ctx: Any, param: Any, value: str | None) -> tuple[str | None, str] | None:
-    """``--pod NS/NAME`` -> (NS, NAME); ``--pod NAME`` -> (None, NAME): a lease whose
-    runtime sent a name and no namespace (podman), as the table's POD column shows it."""
-    if value is None:
-        return None
-    namespace, slash, name = value.rpartition("/")
-    if not name or (slash and not namespace):
-        raise click.BadParameter("%r is not NAMESPACE/NAME or NAME" % value)
-    return (namespace if slash else None), name
-
-
-def not_empty(ctx: Any, param: Any, value: str | None) -> str | None:
-    if value is not None and not value:
-        raise click.BadParameter("must not be empty")
-    return value
 
 
 def is_terminal() -> bool:

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from cli.common import Obj, table_or_json
-from cli.main import emit
+from host_local_sqlite_cli.common import Obj
+from host_local_sqlite_cli.output import emit, table_or_json
 from ipam import bundle, launcher, plugin_dirs
 
 CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), "host-local-sqlite")
@@ -106,6 +106,6 @@ def install_plugin_cmd(obj: Obj, directory: str, name: str, force: bool, root: s
                                             target, target))
     elif kept:
         text += "\nkept the file it replaced (%s) as %s" % (old, kept["path"])
-    emit(obj, {"path": target, "python": sys.executable, "paths": paths,
-               "bundle": bundle_path, "kept": kept, "warnings": warnings,
-               "runtimes": [r.report(name) for r in runtimes if r.present]}, text)
+    emit(obj.output, {"path": target, "python": sys.executable, "paths": paths,
+                      "bundle": bundle_path, "kept": kept, "warnings": warnings,
+                      "runtimes": [r.report(name) for r in runtimes if r.present]}, text)

@@ -1,12 +1,10 @@
 """``ipamctl stats``: how full each range is, for people and for Prometheus."""
 from __future__ import annotations
 
-import json
-
 import click
 
-from cli.common import Obj, open_store
-from cli.output import table
+from host_local_sqlite_cli.common import Obj, open_store
+from host_local_sqlite_cli.output import emit, rows_table
 from ipam import admin
 
 COLUMNS = ["network", "range_set", "range", "size", "used", "free"]
@@ -62,17 +60,10 @@ def stats_cmd(obj: Obj, network: str | None) -> None:
         ipamctl stats
         ipamctl -o prometheus stats > /var/lib/node_exporter/ipam.prom
     """
-    store = open_store(obj, readonly=True, every_node=True)
-    try:
+    with open_store(obj, readonly=True, every_node=True) as store:
         rows = admin.stats(store, network)
-    finally:
-        store.close()
-    if obj.output == "json":
-        click.echo(json.dumps(rows, indent=2))
-    elif obj.output == "prometheus":
+    if obj.output == "prometheus":
         click.echo(prometheus(rows), nl=False)
-    elif rows:
-        click.echo(table([dict(r, utilization=_bar(r)) for r in rows],
-                         COLUMNS + ["utilization"]))
-    else:
-        click.echo("(no networks)")
+        return
+    emit(obj.output, rows, lambda: rows_table([dict(r, utilization=_bar(r)) for r in rows],
+                                              COLUMNS + ["utilization"], "(no networks)"))

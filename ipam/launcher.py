@@ -39,13 +39,24 @@ run()
 
 def install_paths(python=None):
     """The ``sys.path`` entries this installation adds beyond an isolated interpreter's:
-    site-packages and whatever its ``.pth`` files add (an editable install's tree)."""
+    site-packages and whatever its ``.pth`` files add, then the directory that holds
+    the ``ipam`` package if none of those does.
+
+    An editable install (setuptools' default mode) adds no path for ``ipam``: a ``.pth``
+    file installs an import finder, which ``-S`` skips. The hot path imports only
+    ``ipam`` (the first ADD's migrations find their directory without an import: see
+    :func:`ipam.migrate.script_location`)."""
     python = python or sys.executable
-    probe = "import sys; print(repr(sys.path))"
-    base, full = (ast.literal_eval(subprocess.run(
+    probe = ("import sys, importlib.util; spec = importlib.util.find_spec('ipam'); "
+             "print(repr((sys.path, spec.submodule_search_locations[0] if spec else None)))")
+    (base, _), (full, package) = (ast.literal_eval(subprocess.run(
         [python, *flags, "-c", probe], capture_output=True, text=True, check=True).stdout)
         for flags in (["-I", "-S"], ["-I"]))
-    return [p for p in full if p and p not in base]
+    paths = [p for p in full if p and p not in base]
+    holder = package and os.path.dirname(os.path.abspath(package))
+    if holder and holder not in paths and holder not in base:
+        paths.append(holder)
+    return paths
 
 
 def render(python=None, paths=None):

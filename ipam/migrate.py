@@ -16,23 +16,45 @@ from typing import TYPE_CHECKING, Any
 
 from ipam import paths, sqlite_db
 from ipam.backend import sqlite_path
-from ipam.errors import IoFailure, SchemaError
+from ipam.errors import IoFailure, IpamError, SchemaError
 from ipam.schema_version import HEAD, REVISIONS
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
 
+MIGRATIONS = "host_local_sqlite_migrations"
+
+
+def script_location() -> str:
+    """The alembic script directory: the installed :data:`MIGRATIONS` package, else
+    the source checkout's ``migrations/`` beside the ``ipam/`` folder.
+
+    The plugin's first call on a fresh database migrates it, possibly under the
+    ``install-plugin`` launcher (``python -I -S``), where an editable install's import
+    finder is not installed and only ``ipam``'s directory is on ``sys.path``. The
+    package is located, never imported: alembic loads ``env.py`` and the versions from
+    the directory itself.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(MIGRATIONS)
+    if spec is not None and spec.submodule_search_locations:
+        return os.path.abspath(list(spec.submodule_search_locations)[0])
+    checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "migrations")
+    if os.path.isfile(os.path.join(checkout, "env.py")):
+        return checkout
+    raise IpamError(f"cannot find the schema migrations (package {MIGRATIONS}, or "
+                      f"{checkout}): reinstall host-local-sqlite")
+
+
 def alembic_config(url: str, connection: Any = None) -> Config:
-    """An alembic ``Config`` built in code, pointing at the installed ``migrations``."""
+    """An alembic ``Config`` built in code, pointing at :func:`script_location`."""
     from alembic.config import Config
 
-    import migrations
-
     config = Config()
-    config.set_main_option(
-        "script_location", os.path.dirname(os.path.abspath(migrations.__file__))
-    )
+    config.set_main_option("script_location", script_location())
     # The ini parser interpolates '%', which URL-encoded passwords contain.
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     if connection is not None:

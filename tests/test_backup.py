@@ -20,7 +20,7 @@ from plugin_procs import (
     wait_reading_stdin,
 )
 
-from cli.main import cli
+from host_local_sqlite_cli.main import cli
 from ipam import backup, migrate, writer_lock
 from ipam.errors import IoFailure, SchemaError, TryAgain
 from ipam.schema_version import HEAD
@@ -390,9 +390,9 @@ def test_restore_waits_for_the_writers_queue_within_its_timeout(conf, data_dir, 
 
 @pytest.fixture
 def terminal(monkeypatch):
-    import cli.db
+    import host_local_sqlite_cli.db
 
-    monkeypatch.setattr(cli.db, "is_terminal", lambda: True)
+    monkeypatch.setattr(host_local_sqlite_cli.db, "is_terminal", lambda: True)
 
 
 def test_restore_on_a_terminal_asks(runner, terminal, conf, data_dir, tmp_path):

@@ -10,7 +10,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
+from host_local_sqlite_cli.main import cli
 from ipam import bundle
 
 PROBE = """

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from conftest import run_inprocess, run_ipamctl, run_plugin
 from prometheus_client.parser import text_string_to_metric_families
 
-from cli.main import cli
+from host_local_sqlite_cli.main import cli
 from ipam import paths
 from ipam.errors import IoFailure
 
@@ -158,7 +158,7 @@ def test_defaults(runner, monkeypatch):
         opened.append((database, readonly))
         raise IoFailure("stop here")
 
-    monkeypatch.setattr("cli.common._open_store", fake_open_store)
+    monkeypatch.setattr("host_local_sqlite_cli.common._open_store", fake_open_store)
     result = checked(runner.invoke(cli, ["list"]))
     assert result.exit_code == 1
     assert result.stderr == "Error: stop here\n"
@@ -340,7 +340,7 @@ def test_release_does_not_prompt_without_a_terminal(ctl, add, data_dir):
 
 
 def test_release_asks_on_a_terminal_unless_yes(ctl, add, data_dir, monkeypatch):
-    monkeypatch.setattr("cli.leases.is_terminal", lambda: True)
+    monkeypatch.setattr("host_local_sqlite_cli.leases.is_terminal", lambda: True)
     add("a")
     add("b")
     result = ctl("release", "10.1.2.2", input="n\n", expect=1)
@@ -606,7 +606,7 @@ def test_export_fixes_the_mirror(ctl, ctl_json, add, data_dir):
 
 
 def test_export_shows_progress_on_a_terminal(ctl, ctl_json, add, data_dir, monkeypatch):
-    monkeypatch.setattr("cli.output.is_terminal", lambda: True)
+    monkeypatch.setattr("host_local_sqlite_cli.output.is_terminal", lambda: True)
     add("a")
     add("b")
     (data_dir / "mynet" / "10.1.2.2").unlink()

@@ -8,7 +8,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
+from host_local_sqlite_cli.main import cli
 from ipam import paths
 from ipam.schema_version import HEAD
 

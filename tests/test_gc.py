@@ -18,7 +18,7 @@ from conftest import IPAMCTL, run_ipamctl, run_plugin
 from test_admin import HOUR, owners, put
 from test_cli import events, held, lease_rows, sql
 
-from cli.output import lease_row
+from host_local_sqlite_cli.output import lease_row
 from ipam import admin, gc, system
 from ipam.lease import Lease
 from ipam.store import memory, table

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import IPAMCTL, PLUGIN, cni_env, run_plugin, upgrade_pg_to
 
-from cli.main import cli
+from host_local_sqlite_cli.main import cli
 from ipam import addr, migrate, paths, schema_version
 
 SUBNET = {"subnet": "10.1.2.0/24"}

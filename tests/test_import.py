@@ -24,7 +24,7 @@ from cniexec import GO_HOST_LOCAL, contents, snapshot_networks
 from cniexec import run as run_binary
 from conftest import IPAMCTL, run_plugin
 
-from cli.main import cli
+from host_local_sqlite_cli.main import cli
 from ipam import addr
 
 needs_go = pytest.mark.skipif(not os.access(GO_HOST_LOCAL, os.X_OK),
@@ -429,7 +429,7 @@ def test_progress_bar_on_a_terminal(tmp_path, runner, monkeypatch):
     plain = runner.invoke(cli, args)
     assert plain.exit_code == 0, plain.output
     assert "importing" not in plain.stderr
-    monkeypatch.setattr("cli.output.is_terminal", lambda: True)
+    monkeypatch.setattr("host_local_sqlite_cli.output.is_terminal", lambda: True)
     shown = runner.invoke(cli, args)
     assert shown.exit_code == 0, shown.output
     assert "importing" in shown.stderr

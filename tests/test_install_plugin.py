@@ -12,7 +12,7 @@ import traceback
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
+from host_local_sqlite_cli.main import cli
 from ipam import launcher, plugin_dirs
 
 GO_HOST_LOCAL = "/usr/lib/cni/host-local"  # Debian's containernetworking-plugins

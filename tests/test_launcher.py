@@ -8,7 +8,8 @@ import sys
 
 from conftest import IPAMCTL, PLUGIN, cni_env
 
-from ipam import bundle, launcher
+from ipam import bundle, launcher, migrate, paths
+from ipam.schema_version import HEAD
 
 
 def install(tmp_path, *args):
@@ -55,6 +56,9 @@ def test_answers_exactly_as_the_console_script(tmp_path, netconf):
                        run(binary, "CHECK", conf, container_id="c1"),
                        run(binary, "DEL", conf, container_id="c1"),
                        run(binary, "CHECK", conf, container_id="c1")]
+        # The first ADD created the schema: alembic's scripts were found (the launcher's
+        # paths hold ipam's directory, not an editable install's import finder).
+        assert migrate.current(paths.default_database(str(tmp_path / name))) == HEAD
     assert fresh["launcher"] == fresh["script"]
     assert [rc for rc, _ in fresh["launcher"]] == [0, 0, 0, 0, 0, 1]
 

@@ -27,8 +27,8 @@ from test_cli import (  # noqa: F401 - fixtures
     sql,
 )
 
-from cli.main import cli
-from cli.output import count, iso, table
+from host_local_sqlite_cli.main import cli
+from host_local_sqlite_cli.output import count, iso, table
 from ipam import network_admin
 from ipam.admin import AdminError
 
@@ -257,7 +257,7 @@ def test_forget_adopts_a_foreign_lease_first_and_is_refused(ctl, add, delete, da
 
 
 def test_forget_asks_on_a_terminal_unless_yes(ctl, add, data_dir, monkeypatch):
-    monkeypatch.setattr("cli.network.is_terminal", lambda: True)
+    monkeypatch.setattr("host_local_sqlite_cli.network.is_terminal", lambda: True)
     add("a")
     result = ctl("network", "forget", "mynet", "--release", input="n\n", expect=1)
     assert "Forget network mynet and release its 1 lease(s)?" in result.output

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import run_plugin
 
-from cli.main import cli
+from host_local_sqlite_cli.main import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The README and the pages it links (docs/performance.md, docs/guarantees.md, ...).

@@ -181,8 +181,13 @@ def test_hot_path_loads_sqlite_without_functools_and_leaves_the_real_one(tmp_pat
     import subprocess
     import sys
 
+    from ipam import launcher
+
+    # As the launcher runs the plugin: an editable install's import finder, which site
+    # would install, imports functools itself.
     code = (
         "import sys\n"
+        "sys.path += %r\n"
         "from ipam.store.sqlite import SqliteStore\n"
         "assert 'functools' not in sys.modules, 'functools imported'\n"
         "s = SqliteStore(sys.argv[1])\n"
@@ -191,7 +196,7 @@ def test_hot_path_loads_sqlite_without_functools_and_leaves_the_real_one(tmp_pat
         "        assert s.leases('n') == []\n"
         "import functools\n"
         "assert hasattr(functools, 'partial') and hasattr(functools, 'reduce')\n"
-        "print('ok')\n")
-    proc = subprocess.run([sys.executable, "-I", "-c", code, str(tmp_path / "db")],
+        "print('ok')\n") % launcher.install_paths()
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(tmp_path / "db")],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout == "ok\n", proc.stderr

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
@@ -48,6 +49,12 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
         cwd=src,
     )
     (wheel,) = dist.glob("*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        top = {name.split("/")[0] for name in zf.namelist()}
+    # cli/ and migrations/ install under distinctive names: a top-level "cli" or
+    # "migrations" would collide with other distributions' in site-packages.
+    assert "cli" not in top and "migrations" not in top, sorted(top)
+    assert {"ipam", "host_local_sqlite_cli", "host_local_sqlite_migrations"} <= top, sorted(top)
 
     venv = tmp_path / "venv"
     check([sys.executable, "-m", "venv", str(venv)])
@@ -65,10 +72,12 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
     assert out.stdout.strip() == HEAD
 
     out = check(
-        [str(bin_ / "python"), "-c", "import migrations; print(migrations.__path__[0])"],
+        [str(bin_ / "python"), "-c", "import host_local_sqlite_migrations as m, ipam.migrate; "
+         "print(m.__path__[0]); print(ipam.migrate.script_location())"],
         cwd=work,
     )
-    installed = out.stdout.strip()
+    installed, located = out.stdout.split()
+    assert located == installed
     assert installed.startswith(str(venv)), installed
     assert "site-packages" in installed
     assert os.path.isfile(os.path.join(installed, "versions", "0001_initial.py"))
@@ -77,7 +86,9 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
     config = {
         "cniVersion": "1.0.0",
         "name": "net1",
-        "ipam": {"type": "host-local-sqlite", "subnet": "10.9.0.0/24", "dataDir": str(data_dir)},
+        # A dataDir of its own: the plugin's first ADD creates the schema from the wheel.
+        "ipam": {"type": "host-local-sqlite", "subnet": "10.9.0.0/24",
+                 "dataDir": str(tmp_path / "plugin-data")},
     }
     runtime_env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -91,3 +102,6 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
         [str(bin_ / "host-local-sqlite")], input=json.dumps(config), cwd=work, env=runtime_env
     )
     assert json.loads(out.stdout)["ips"][0]["address"] == "10.9.0.2/24"
+    out = check([ipamctl, "--data-dir", str(tmp_path / "plugin-data"), "db", "current"],
+                cwd=work)
+    assert out.stdout.strip() == HEAD

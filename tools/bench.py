@@ -90,6 +90,14 @@ def install_baseline(tmp, rev):
     tar = subprocess.run(["git", "-C", REPO, "archive", rev, "ipam", "cli", "migrations"],
                          check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", src], input=tar, check=True)
+    # A revision that installs cli/ and migrations/ under their package names imports
+    # them by those names: links in src find them before this checkout's editable ones.
+    ctl_package = "cli"
+    with open(os.path.join(src, "cli", "main.py")) as f:
+        if "host_local_sqlite_cli" in f.read():
+            ctl_package = "host_local_sqlite_cli"
+            os.symlink("cli", os.path.join(src, ctl_package))
+            os.symlink("migrations", os.path.join(src, "host_local_sqlite_migrations"))
     site = [p for p in launchers.install_paths() if os.path.realpath(p) != REPO]
     subprocess.run([sys.executable, "-I", "-S", "-c", "import sys; sys.path[:0] = %r; "
                     "from ipam import bundle; bundle.build()" % ([src] + site)], check=True)
@@ -98,7 +106,7 @@ def install_baseline(tmp, rev):
     path = os.path.join(bin_dir, "host-local-sqlite")
     launchers.replace_file(path, launchers.render(paths=[src] + site).encode(), 0o755)
     ctl = [sys.executable, "-c", "import sys; sys.path.insert(0, %r); sys.argv[0] = 'ipamctl'; "
-           "from cli.main import run; run()" % src]
+           "from %s.main import run; run()" % (src, ctl_package)]
     return path, ctl
 
 

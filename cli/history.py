@@ -14,6 +14,7 @@ from host_local_sqlite_cli.output import (
     table_or_json,
 )
 from ipam import admin
+from ipam.addr import IP
 
 
 @click.group("history", invoke_without_command=True, subcommand_metavar="[prune ...]")
@@ -22,7 +23,7 @@ from ipam import admin
               help="Show the allocations in force at TIME (who held --ip then).")
 @click.option("--since", metavar="TIME", help="Only events at or after TIME.")
 @click.pass_context
-def history_cmd(ctx: click.Context, network: str | None, ip: object, container_id: str | None,
+def history_cmd(ctx: click.Context, network: str | None, ip: IP | None, container_id: str | None,
                 pod: tuple[str | None, str] | None, name: str | None, at: str | None,
                 since: str | None) -> None:
     """Show lease events: allocations and releases, with the reason (add, del, gc,

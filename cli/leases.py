@@ -12,12 +12,13 @@ from host_local_sqlite_cli.output import (
     table_or_json,
 )
 from ipam import admin
+from ipam.addr import IP
 
 
 @click.command("list")
 @lease_filters
 @click.pass_obj
-def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: object,
+def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | None,
              pod: tuple[str | None, str] | None, name: str | None) -> None:
     """List leases, sorted by network, then address. The table shows container IDs in
     12 characters and the pod as NS/NAME; JSON has them whole.

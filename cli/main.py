@@ -59,7 +59,7 @@ def emit(obj: Obj, data: Mapping[str, Any], text: str) -> None:
     envvar="IPAM_DATABASE",
     show_envvar=True,
     metavar="PATH_OR_URL",
-    help=f"SQLite file or SQLAlchemy URL.  [default: DATA_DIR/{paths.DB_NAME}]",
+    help=f"SQLite file or PostgreSQL URL.  [default: DATA_DIR/{paths.DB_NAME}]",
 )
 @click.option(
     "--node",

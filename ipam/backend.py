@@ -1,25 +1,53 @@
-"""Choosing the Store for a ``database`` value: a SQLite path, or a SQLAlchemy URL."""
+"""Choosing the Store for a ``database`` value: a SQLite path, or a PostgreSQL URL."""
 from ipam import system
 from ipam.errors import ConfigError, IoFailure
-from ipam.paths import is_url, makedirs
+from ipam.paths import makedirs
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+# The schemes a ``database`` URL may have, compared without case (RFC 3986): every
+# ``sqlite+<driver>`` names a file all the same (we open it with the stdlib), while
+# PostgreSQL is spoken through psycopg 3 alone: a URL naming another driver is refused
+# rather than quietly connected through a driver it did not ask for.
+_POSTGRESQL_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+_SUPPORTED = "a SQLite file path, sqlite:///path or a postgresql:// URL"
 
 
-def sqlite_path(database):
-    """The file a ``database`` value names: a path, or a SQLite URL of any driver
-    (``sqlite:///relative.db``, ``sqlite+pysqlite:////abs.db``); None for a server URL.
+def locate(database):
+    """What a ``database`` value names: ``(SQLITE, file)`` or ``(POSTGRESQL, url)``,
+    ``url`` in libpq's own ``postgresql://`` form (driver and scheme alias dropped).
 
-    The one answer for the plugin, ipamctl and the migrations alike. A SQLite URL that
-    cannot name one file plainly (a host part, query parameters, no path) is refused,
-    rather than read as some other file."""
-    if not is_url(database):
-        return database
-    scheme, _, rest = database.partition("://")
-    if scheme != "sqlite" and not scheme.startswith("sqlite+"):
-        return None
-    if not rest.startswith("/") or len(rest) < 2 or "?" in rest or "#" in rest:
-        raise ConfigError("invalid SQLite URL %s: write sqlite:///relative/path or "
-                          "sqlite:////absolute/path, without parameters" % database)
-    return rest[1:]
+    The one answer for the plugin, every ipamctl command and the migrations, so that
+    ``ipamctl db upgrade`` prepares exactly the database the plugin will open. Refused
+    with :class:`ConfigError` (code 7): an in-memory database (``:memory:``,
+    ``sqlite://``; leases must outlive the process), a SQLite URL that cannot name one
+    file plainly (a host part, parameters, no path), a SQLite URI filename (``file:``),
+    and any other scheme or driver."""
+    scheme, sep, rest = database.partition("://")
+    if not sep:
+        kind, where = SQLITE, database
+    elif scheme.lower() in _POSTGRESQL_SCHEMES:
+        return POSTGRESQL, "postgresql://" + rest
+    elif scheme.lower() == "sqlite" or scheme.lower().startswith("sqlite+"):
+        if rest == "":  # SQLAlchemy's spelling of an in-memory database
+            kind, where = SQLITE, ":memory:"
+        elif not rest.startswith("/") or len(rest) < 2 or "?" in rest or "#" in rest:
+            raise ConfigError("invalid SQLite URL %s: write sqlite:///relative/path or "
+                              "sqlite:////absolute/path, without parameters" % database)
+        else:
+            kind, where = SQLITE, rest[1:]
+    else:  # only the scheme: the rest of a URL may hold a password
+        raise ConfigError("database URL scheme %r is not supported: use %s"
+                          % (scheme, _SUPPORTED))
+    if where in ("", ":memory:"):
+        raise ConfigError("database %r is not a file: leases must persist; use %s"
+                          % (database, _SUPPORTED))
+    if where.startswith("file:"):
+        # SQLite (built with SQLITE_USE_URI, as Debian's is) reads such a name as a URI
+        # whatever the caller asks: ``file:x.db`` would open x.db, not the file we made.
+        raise ConfigError("database %r is a SQLite URI filename, which is not supported: "
+                          "use %s" % (database, _SUPPORTED))
+    return kind, where
 
 
 # The node-local writers' queue beside a shared database's mirror (dataDir). A leading
@@ -34,11 +62,9 @@ def open_store(database, busy_timeout=None, readonly=False, node=None, data_dir=
     queue), and whose leases :meth:`leases` walks (True: this node's; None: all).
     ``queue``: take the writers' queue (default: unless ``readonly``)."""
     queue = not readonly if queue is None else queue
-    path = sqlite_path(database)
-    if path == ":memory:":
-        raise ConfigError("database %s is not a file: leases must persist" % database)
-    if path is None:
-        return _open_server(database, busy_timeout, readonly, node, data_dir, scope, queue)
+    kind, path = locate(database)
+    if kind == POSTGRESQL:
+        return _open_server(path, busy_timeout, readonly, node, data_dir, scope, queue)
     from ipam.sqlite_store import SqliteStore
 
     if not readonly:
@@ -56,13 +82,14 @@ def open_store(database, busy_timeout=None, readonly=False, node=None, data_dir=
 
 
 def _open_server(url, busy_timeout, readonly, node, data_dir, scope, queue):
-    """A shared database: SQLAlchemy and its driver, imported only here. SqlStore refuses
-    what is not PostgreSQL before anything is created."""
+    """A shared database (``url`` from :func:`locate`): SQLAlchemy and its driver,
+    imported only here."""
+    from ipam.migrate import sqlalchemy_url
     from ipam.sql_store import SqlStore
 
-    store = SqlStore(url, node=node, scope=scope, readonly=readonly, busy_timeout=busy_timeout,
-                     lock_path=system.join(data_dir, SHARED_LOCK) if data_dir and queue
-                     else None)
+    lock_path = system.join(data_dir, SHARED_LOCK) if data_dir and queue else None
+    store = SqlStore(sqlalchemy_url(url), node=node, scope=scope, readonly=readonly,
+                     busy_timeout=busy_timeout, lock_path=lock_path)
     if data_dir and not readonly:
         try:
             makedirs(data_dir, 0o755)

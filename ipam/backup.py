@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ipam import paths, sqlite_db, writer_lock
-from ipam.backend import sqlite_path
+from ipam.backend import SQLITE, locate
 from ipam.errors import ConfigError, IoFailure, SchemaError, TryAgain
 from ipam.schema_version import HEAD, REVISIONS
 
@@ -36,12 +36,9 @@ _PG_RESTORE = "restore it with pg_restore (from a pg_dump archive)"
 
 def sqlite_file(database: str, advice: str) -> str:
     """The file of a SQLite ``database``; a server URL is refused with ``advice``."""
-    path = sqlite_path(database)
-    if path is None:
-        scheme = database.split("://", 1)[0]  # never the whole URL: it may hold a password
-        raise ConfigError("the database is a %s URL, not a SQLite file: %s" % (scheme, advice))
-    if path == ":memory:":
-        raise ConfigError("database %s is not a file" % database)
+    kind, path = locate(database)
+    if kind != SQLITE:
+        raise ConfigError("the database is a %s URL, not a SQLite file: %s" % (kind, advice))
     return os.path.abspath(path)
 
 

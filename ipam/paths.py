@@ -12,11 +12,6 @@ def default_database(data_dir: str) -> str:
     return system.join(data_dir, DB_NAME)
 
 
-def is_url(database: str) -> bool:
-    """A SQLAlchemy URL (``postgresql+psycopg://...``) rather than a SQLite path."""
-    return "://" in database
-
-
 def makedirs(path, mode=0o755):
     """``mkdir -p`` that gives every directory it creates ``mode`` (os.makedirs applies
     it to the last one only, leaving parents to the umask: 0777 under umask 000)."""

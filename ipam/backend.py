@@ -1,7 +1,7 @@
 """Choosing the Store for a ``database`` value: a SQLite path, or a PostgreSQL URL."""
 from ipam import system
 from ipam.errors import ConfigError, IoFailure
-from ipam.paths import makedirs
+from ipam.paths import makedirs, shared_queue
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -50,11 +50,6 @@ def locate(database):
     return kind, where
 
 
-# The node-local writers' queue beside a shared database's mirror (dataDir). A leading
-# dot: no network directory can take this name.
-SHARED_LOCK = ".host-local-sqlite-shared.lock"
-
-
 def open_store(database, busy_timeout=None, readonly=False, node=None, data_dir=None,
                scope=True, queue=None):
     """The Store for ``database``. ``node``/``data_dir``/``scope`` matter only to a
@@ -87,7 +82,7 @@ def _open_server(url, busy_timeout, readonly, node, data_dir, scope, queue):
     from ipam.migrate import sqlalchemy_url
     from ipam.sql_store import SqlStore
 
-    lock_path = system.join(data_dir, SHARED_LOCK) if data_dir and queue else None
+    lock_path = shared_queue(data_dir) if data_dir and queue else None
     store = SqlStore(sqlalchemy_url(url), node=node, scope=scope, readonly=readonly,
                      busy_timeout=busy_timeout, lock_path=lock_path)
     if data_dir and not readonly:

@@ -9,7 +9,7 @@ import os
 
 from ipam.admin import AdminError, _Held, _mirrors, range_sets_in, range_sets_of
 from ipam.errors import IoFailure
-from ipam.exporter import TMP_PREFIX, is_cursor_name
+from ipam.paths import MIRROR_LOCK, TMP_PREFIX, is_cursor_name
 
 FORGET = "forget"  # the history reason of a lease released by ``network forget --release``
 
@@ -148,7 +148,7 @@ def _tidy(files, notes):
             except IoFailure as e:  # the commit is done: report it, go on
                 notes.append(e.msg)
                 failed = True
-        elif name != "lock":
+        elif name != MIRROR_LOCK:
             left.append(name)
     if left:
         notes.append("left %s: it holds files that are not ours (%s)"
@@ -158,9 +158,9 @@ def _tidy(files, notes):
     try:
         # Unlinked while we hold it: a writer already queued on it fails on the removed
         # directory and its runtime retries; it never shares a lock with a later one.
-        os.unlink(os.path.join(d.path, "lock"))
+        os.unlink(os.path.join(d.path, MIRROR_LOCK))
         os.rmdir(d.path)
-        removed += [os.path.join(d.path, "lock"), d.path]
+        removed += [os.path.join(d.path, MIRROR_LOCK), d.path]
     except OSError as e:
         notes.append("left %s: %s" % (d.path, e.strerror or e))
     return removed

@@ -22,15 +22,13 @@ The rules, each the one that can never put two containers on one address:
 
 from ipam import addr, system
 from ipam.exporter import (
-    CURSOR_PREFIX,
-    TMP_PREFIX,
     is_address_name,
-    is_cursor_name,
     mirrored_cursors,
     owner_of,
     same_owner,
 )
 from ipam.lease import Lease
+from ipam.paths import TMP_PREFIX, cursor_index, cursor_name, is_cursor_name
 from ipam.system import S_IFREG
 
 ADOPT = "adopt"
@@ -95,7 +93,7 @@ def redo_journal(files):
             done.append(("restored", name))
     if files.pending is not None:
         for idx, ip in sorted((mirrored_cursors(store, files.network) or {}).items()):
-            name, data = CURSOR_PREFIX + str(idx), str(ip).encode()
+            name, data = cursor_name(idx), str(ip).encode()
             if d.read(name) != data:
                 d.write(name, data)
                 done.append(("wrong", name))
@@ -138,7 +136,7 @@ def reconcile(files, range_sets=None, adopt=True):
             data = d.read(name)
             ip = addr.parse_ip(data.decode("ascii", "replace")) if data else None
             if ip is not None:
-                file_cursors[int(name[len(CURSOR_PREFIX):])] = ip
+                file_cursors[cursor_index(name)] = ip
             continue
         if not is_address_name(name):
             continue
@@ -225,7 +223,7 @@ def differences(d, leases, cursors, progress=None, journal=None):
         if name.startswith(TMP_PREFIX):
             diffs.append(("temporary", name))
         elif is_cursor_name(name):
-            if cursors is not None and int(name[len(CURSOR_PREFIX):]) not in cursors:
+            if cursors is not None and cursor_index(name) not in cursors:
                 diffs.append(("stale", name))
         elif is_address_name(name) and name not in want:
             if d.file_type(name) != S_IFREG:
@@ -248,7 +246,7 @@ def differences(d, leases, cursors, progress=None, journal=None):
     for idx, ip in sorted((cursors or {}).items()):
         if progress is not None:
             progress(1)
-        name = CURSOR_PREFIX + str(idx)
+        name = cursor_name(idx)
         have = d.read(name)
         if have != str(ip).encode():
             diffs.append(("missing" if have is None else "wrong", name))
@@ -272,7 +270,7 @@ def sync(files, leases, cursors, progress=None):
         if kind in ("temporary", "stale"):
             d.remove(name)
         elif is_cursor_name(name):
-            d.write(name, str(cursors[int(name[len(CURSOR_PREFIX):])]).encode())
+            d.write(name, str(cursors[cursor_index(name)]).encode())
         elif kind == "missing":
             files.note(name, None, by_name[name].mirror_content())
             if not d.create(name, by_name[name].mirror_content()):

@@ -10,9 +10,10 @@ import pytest
 
 from ipam import allocator, reconcile
 from ipam.errors import IoFailure, TryAgain
-from ipam.exporter import PENDING_PREFIX, Mirror, NetworkDir
+from ipam.exporter import Mirror, NetworkDir
 from ipam.lease import Changes, Lease
 from ipam.memory_store import MemoryStore
+from ipam.paths import PENDING_PREFIX
 from ipam.ranges import canonicalize, make_set
 
 ip = ipaddress.ip_address

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import pytest
 from conftest import IPAMCTL, PLUGIN, Outcome, cni_env, run_plugin
 
-from ipam.exporter import PENDING_PREFIX, TMP_PREFIX
+from ipam.paths import PENDING_PREFIX, TMP_PREFIX
 
 DB_NAME = ".host-local-sqlite.db"
 SUBNET = {"subnet": "10.1.2.0/24"}

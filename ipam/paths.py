@@ -30,8 +30,11 @@ PENDING_PREFIX = ".host-local-sqlite-pending-"
 # The SQLite writers' queue, ``<database>.lock`` (:mod:`ipam.writer_lock`): every writer
 # of ours (plugin, ipamctl, backup and restore) takes it before SQLite's own lock.
 WRITER_QUEUE_SUFFIX = ".lock"
-# SQLite's own files beside a database (its WAL, shared memory, rollback journal).
-SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
+# SQLite's own files beside a database (its WAL, its shared memory, its rollback journal)
+# by SQLite's names; sqlite3 and backup tools look for them too.
+SQLITE_WAL = "-wal"
+SQLITE_SHM = "-shm"
+SQLITE_SIDECARS = (SQLITE_WAL, SQLITE_SHM, "-journal")
 
 # --- in a network's directory: host-local's layout, byte for byte --------------------
 # host-local's per-network flock (backend/disk.Store's lock file); Go host-local takes it

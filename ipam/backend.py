@@ -27,6 +27,7 @@ def locate(database):
     if not sep:
         kind, where = SQLITE, database
     elif scheme.lower() in _POSTGRESQL_SCHEMES:
+        _check_server(rest)
         return POSTGRESQL, "postgresql://" + rest
     elif scheme.lower() == "sqlite" or scheme.lower().startswith("sqlite+"):
         if rest == "":  # SQLAlchemy's spelling of an in-memory database
@@ -48,6 +49,20 @@ def locate(database):
         raise ConfigError("database %r is a SQLite URI filename, which is not supported: "
                           "use %s" % (database, _SUPPORTED))
     return kind, where
+
+
+def _check_server(rest):
+    """Refuse a port that is no number (or 0), or a bracket left open: the drivers raise
+    a bare ValueError. libpq's ``host1:port1,host2:port2`` is checked host by host."""
+    from urllib.parse import urlsplit  # a server URL only: SQLite's hot path never pays
+
+    try:
+        hosts = urlsplit("//" + rest).netloc.rpartition("@")[2].split(",")
+        for host in hosts:
+            if urlsplit("//" + host).port == 0:  # .port raises on what is no port
+                raise ValueError("port 0 is no server's")
+    except ValueError as e:  # its text holds no password: only the host part is parsed
+        raise ConfigError("invalid PostgreSQL URL: %s" % e) from None
 
 
 def open_store(database, busy_timeout=None, readonly=False, node=None, data_dir=None,

@@ -42,6 +42,9 @@ REFUSED = [
     ("mysql+pymysql://u:secret@h/db", "scheme 'mysql+pymysql' is not supported"),
     ("postgresql+psycopg2://u@h/db", "scheme 'postgresql+psycopg2' is not supported"),
     ("http://h/x.db", "scheme 'http' is not supported"),
+    ("postgresql://u:secret@h:notaport/db", "invalid PostgreSQL URL"),
+    ("postgres://u:secret@h:1,h2:99999/db", "invalid PostgreSQL URL"),
+    ("postgresql://u:secret@[::1/db", "invalid PostgreSQL URL"),
 ]
 # The spellings of a PostgreSQL URL, each turned into the session server's URL.
 SERVER_SCHEMES = ["postgresql", "postgresql+psycopg", "postgres", "PostgreSQL"]

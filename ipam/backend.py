@@ -52,8 +52,9 @@ def locate(database):
 
 
 def _check_server(rest):
-    """Refuse a port that is no number (or 0), or a bracket left open: the drivers raise
-    a bare ValueError. libpq's ``host1:port1,host2:port2`` is checked host by host."""
+    """Refuse a port that is no number or a bracket left open, which the drivers answer
+    with a bare ValueError, and port 0, where no server listens. libpq's
+    ``host1:port1,host2:port2`` is checked host by host."""
     from urllib.parse import urlsplit  # a server URL only: SQLite's hot path never pays
 
     try:

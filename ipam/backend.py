@@ -5,28 +5,29 @@ from ipam.paths import makedirs, shared_queue
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
-# The schemes a ``database`` URL may have, compared without case (RFC 3986): every
-# ``sqlite+<driver>`` names a file all the same (we open it with the stdlib), while
-# PostgreSQL is spoken through psycopg 3 alone: a URL naming another driver is refused
-# rather than quietly connected through a driver it did not ask for.
-_POSTGRESQL_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+# The schemes a ``database`` URL may have, compared without case (RFC 3986). A SQLAlchemy
+# driver suffix changes nothing: ``sqlite+<driver>`` names a file all the same (we open
+# it with the stdlib) and ``postgresql+<driver>`` a server (we speak to it through
+# psycopg 3), so a config written for SQLAlchemy (``postgresql+psycopg2://``) keeps
+# working. ``postgres`` is libpq's other spelling.
+_POSTGRESQL_SCHEMES = ("postgresql", "postgres")
 _SUPPORTED = "a SQLite file path, sqlite:///path or a postgresql:// URL"
 
 
 def locate(database):
     """What a ``database`` value names: ``(SQLITE, file)`` or ``(POSTGRESQL, url)``,
-    ``url`` in libpq's own ``postgresql://`` form (driver and scheme alias dropped).
+    ``url`` in libpq's own ``postgresql://`` form (driver suffix and alias dropped).
 
     The one answer for the plugin, every ipamctl command and the migrations, so that
     ``ipamctl db upgrade`` prepares exactly the database the plugin will open. Refused
     with :class:`ConfigError` (code 7): an in-memory database (``:memory:``,
     ``sqlite://``; leases must outlive the process), a SQLite URL that cannot name one
     file plainly (a host part, parameters, no path), a SQLite URI filename (``file:``),
-    and any other scheme or driver."""
+    and any other scheme."""
     scheme, sep, rest = database.partition("://")
     if not sep:
         kind, where = SQLITE, database
-    elif scheme.lower() in _POSTGRESQL_SCHEMES:
+    elif scheme.lower().partition("+")[0] in _POSTGRESQL_SCHEMES:
         _check_server(rest)
         return POSTGRESQL, "postgresql://" + rest
     elif scheme.lower() == "sqlite" or scheme.lower().startswith("sqlite+"):

@@ -40,14 +40,14 @@ REFUSED = [
     ("mysql://u@h/db", "scheme 'mysql' is not supported: use a SQLite file path, "
                        "sqlite:///path or a postgresql:// URL"),
     ("mysql+pymysql://u:secret@h/db", "scheme 'mysql+pymysql' is not supported"),
-    ("postgresql+psycopg2://u@h/db", "scheme 'postgresql+psycopg2' is not supported"),
     ("http://h/x.db", "scheme 'http' is not supported"),
     ("postgresql://u:secret@h:notaport/db", "invalid PostgreSQL URL"),
     ("postgres://u:secret@h:1,h2:99999/db", "invalid PostgreSQL URL"),
     ("postgresql://u:secret@[::1/db", "invalid PostgreSQL URL"),
 ]
 # The spellings of a PostgreSQL URL, each turned into the session server's URL.
-SERVER_SCHEMES = ["postgresql", "postgresql+psycopg", "postgres", "PostgreSQL"]
+SERVER_SCHEMES = ["postgresql", "postgresql+psycopg", "postgresql+psycopg2", "postgres",
+                  "PostgreSQL"]
 
 SUBNET = {"subnet": "10.9.0.0/24"}
 

@@ -22,8 +22,9 @@ DB_NAME = ".host-local-sqlite.db"
 # A shared (PostgreSQL) database's node-local writers' queue, in dataDir beside the
 # mirror (:mod:`ipam.writer_lock`); ours alone. A leading dot, as for DB_NAME.
 SHARED_QUEUE_NAME = ".host-local-sqlite-shared.lock"
-# The mirror's crash journal, ``<dataDir>/<prefix><network>`` (:mod:`ipam.exporter`);
-# ours alone, but an operator may find one left by a crash.
+# The mirror's crash journal, ``<dataDir>/<prefix><network>`` (the network's SHA-256
+# when that is too long a name: :meth:`ipam.exporter.NetworkDir.marker`); ours alone,
+# but an operator may find one left by a crash.
 PENDING_PREFIX = ".host-local-sqlite-pending-"
 
 # --- beside the SQLite database ------------------------------------------------------

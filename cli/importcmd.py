@@ -9,15 +9,15 @@ import click
 from host_local_sqlite_cli.common import Obj, open_store
 from host_local_sqlite_cli.output import emit, progress, table_or_json
 from ipam import admin
-from ipam.backend import sqlite_path
+from ipam.backend import SQLITE, locate
 from ipam.store.memory import MemoryStore
 
 
 def _dry_run_store(obj: Obj) -> Any:
     """A dry run changes nothing: the database read-only, or, where there is none yet,
     an empty one in memory (a dry run never creates the database)."""
-    path = sqlite_path(obj.database)
-    if path is not None and not os.path.exists(path):
+    kind, path = locate(obj.database)
+    if kind == SQLITE and not os.path.exists(path):
         return MemoryStore()
     return open_store(obj, readonly=True, queue=True)
 

@@ -43,7 +43,7 @@ OUTPUT_FORMATS = ("table", "json", "prometheus")
     envvar="IPAM_DATABASE",
     show_envvar=True,
     metavar="PATH_OR_URL",
-    help=f"SQLite file or SQLAlchemy URL.  [default: DATA_DIR/{paths.DB_NAME}]",
+    help=f"SQLite file or PostgreSQL URL.  [default: DATA_DIR/{paths.DB_NAME}]",
 )
 @click.option(
     "--node",

@@ -10,13 +10,14 @@ import click
 from host_local_sqlite_cli.common import Obj
 from host_local_sqlite_cli.output import emit, table_or_json
 from ipam import bundle, launcher, plugin_dirs
+from ipam.paths import DEFAULT_BIN_DIR, PLUGIN_NAME
 
-CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), "host-local-sqlite")
+CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), PLUGIN_NAME)
 
 
 @click.command("install-plugin")
-@click.argument("directory", default="/opt/cni/bin", type=click.Path(file_okay=False))
-@click.option("--name", default="host-local-sqlite", show_default=True,
+@click.argument("directory", default=DEFAULT_BIN_DIR, type=click.Path(file_okay=False))
+@click.option("--name", default=PLUGIN_NAME, show_default=True,
               help="The file name: the network config's ipam type (\"host-local\" for a "
                    "drop-in).")
 @click.option("--force", is_flag=True,

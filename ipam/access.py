@@ -8,6 +8,8 @@ mode, and what to do. Loaded only after a failure: the plugin's hot path never p
 import os
 import stat
 
+from ipam.paths import SQLITE_SHM, SQLITE_WAL
+
 EACCES = 13
 EPERM = 1
 R, W, X = 4, 2, 1  # the bits of one rwx triplet
@@ -48,7 +50,7 @@ def denied(path, write=False, hint=DATABASE):
         return _failure(path, st, verb, hint)
     if write and not _allowed(up, W):
         return _failure(parent, up, "create files in", hint)
-    for sidecar in (path + "-wal", path + "-shm"):  # SQLite's, beside a database
+    for sidecar in (path + SQLITE_WAL, path + SQLITE_SHM):  # SQLite's, beside a database
         side = _stat(sidecar)
         if side is not None and not _allowed(side, want):
             return _failure(sidecar, side, verb, hint)

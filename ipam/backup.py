@@ -25,23 +25,20 @@ from typing import Any
 from urllib.parse import quote
 
 from ipam import paths, sqlite_db, writer_lock
-from ipam.backend import sqlite_path
+from ipam.backend import SQLITE, locate
 from ipam.errors import ConfigError, IoFailure, SchemaError, TryAgain
 from ipam.schema_version import HEAD, REVISIONS
 
 _MAGIC = b"SQLite format 3\0"
-_COMPANIONS = ("", "-wal", "-shm", "-journal", ".lock")
+_COMPANIONS = ("", *paths.SQLITE_SIDECARS, paths.WRITER_QUEUE_SUFFIX)
 _PG_RESTORE = "restore it with pg_restore (from a pg_dump archive)"
 
 
 def sqlite_file(database: str, advice: str) -> str:
     """The file of a SQLite ``database``; a server URL is refused with ``advice``."""
-    path = sqlite_path(database)
-    if path is None:
-        scheme = database.split("://", 1)[0]  # never the whole URL: it may hold a password
-        raise ConfigError("the database is a %s URL, not a SQLite file: %s" % (scheme, advice))
-    if path == ":memory:":
-        raise ConfigError("database %s is not a file" % database)
+    kind, path = locate(database)
+    if kind != SQLITE:
+        raise ConfigError("the database is a %s URL, not a SQLite file: %s" % (kind, advice))
     return os.path.abspath(path)
 
 
@@ -141,7 +138,7 @@ def _replace(copy: sqlite3.Connection, path: str, timeout: float) -> None:
     transaction, which running processes see whole or not at all."""
     live = sqlite_db.connect(path, timeout)
     try:
-        queue = writer_lock.acquire(path + ".lock", timeout)
+        queue = writer_lock.acquire(paths.writer_queue(path), timeout)
         try:
             _known_revision(live, path)  # never write over a foreign or newer one
             copy.backup(live, progress=_deadline(timeout, path))
@@ -343,14 +340,14 @@ def _deadline(timeout: float, path: str) -> Callable[[int, int, int], None]:
 
 def _temp_beside(path: str) -> str:
     """A new empty file, mode 0600, in ``path``'s directory (a hidden name)."""
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp",
-                               dir=os.path.dirname(path))
+    prefix, suffix = paths.temp_affixes(os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=os.path.dirname(path))
     os.close(fd)
     return tmp
 
 
 def _remove(path: str) -> None:
-    for suffix in ("", "-journal", "-wal", "-shm"):
+    for suffix in ("", *paths.SQLITE_SIDECARS):
         try:
             os.unlink(path + suffix)
         except FileNotFoundError:

@@ -28,7 +28,13 @@ opened with O_NOFOLLOW: a symlinked network directory or address file is never f
 
 from ipam import addr, system, writer_lock
 from ipam.errors import IoFailure
-from ipam.paths import makedirs
+from ipam.paths import (
+    MIRROR_LOCK,
+    PENDING_PREFIX,
+    TMP_PREFIX,
+    cursor_name,
+    makedirs,
+)
 from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
 from ipam.system import (
     O_APPEND,
@@ -55,9 +61,6 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
     # A journal entry: (file name, its content before, after; None: absent).
     JournalEntry = tuple[str, Optional[bytes], Optional[bytes]]
 
-TMP_PREFIX = ".host-local-sqlite.tmp."
-PENDING_PREFIX = ".host-local-sqlite-pending-"
-CURSOR_PREFIX = "last_reserved_ip."
 FILE_MODE = 0o600
 DIR_MODE = 0o755
 
@@ -112,20 +115,20 @@ class NetworkDir:
         (``create=False``) creates nothing: without a ``lock`` there is no one to wait for."""
         flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC
         try:  # created as ensure_lock() would, in the same open
-            fd = system.open("lock", flags | (O_CREAT if self.create_missing else 0),
+            fd = system.open(MIRROR_LOCK, flags | (O_CREAT if self.create_missing else 0),
                              FILE_MODE, dir_fd=self.fd)
         except FileNotFoundError:
             if not self.create_missing:
                 return
             raise _io(FileNotFoundError(2, "No such file or directory"),
-                      "cannot open %s/lock" % self.path) from None
+                      "cannot open %s" % self.lock_path()) from None
         except OSError as e:
-            raise _io(e, "cannot open %s/lock" % self.path) from None
+            raise _io(e, "cannot open %s" % self.lock_path()) from None
         try:
             if not _is_regular(system.fstat(fd)):  # a FIFO, a device: no one's lock
-                raise IoFailure("mirror %s/lock is not a regular file; refusing to use it"
-                                % self.path)
-            writer_lock.poll(fd, timeout, "%s/lock (host-local's lock)" % self.path)
+                raise IoFailure("mirror %s is not a regular file; refusing to use it"
+                                % self.lock_path())
+            writer_lock.poll(fd, timeout, "%s (host-local's lock)" % self.lock_path())
         except BaseException:
             system.close(fd)
             raise
@@ -228,13 +231,16 @@ class NetworkDir:
         except OSError:
             self.leftovers.append(name)  # a later reconcile removes it (see NetworkFiles)
 
+    def lock_path(self) -> "str":
+        return system.join(self.path, MIRROR_LOCK)
+
     def ensure_lock(self) -> "None":
         """host-local's empty ``lock`` file (it flocks it); created, never rewritten."""
         try:
-            system.close(system.open("lock", O_RDONLY | O_CREAT | O_NOFOLLOW, FILE_MODE,
+            system.close(system.open(MIRROR_LOCK, O_RDONLY | O_CREAT | O_NOFOLLOW, FILE_MODE,
                                      dir_fd=self.fd))
         except OSError as e:
-            raise _io(e, "cannot create %s/lock" % self.path) from None
+            raise _io(e, "cannot create %s" % self.lock_path()) from None
 
     def names(self) -> "list[str]":
         return system.listdir(self.fd)
@@ -445,7 +451,7 @@ class NetworkFiles:
         """A directory we never recorded that holds nothing but ``lock``: a network's
         first call, with nothing to reconcile (and nothing to import for it)."""
         return self.pending is None and self.store.mirror_stamp(self.network) is None \
-            and all(name == "lock" for name in self.d.names())
+            and all(name == MIRROR_LOCK for name in self.d.names())
 
     def claim(self, lease: "Lease") -> "Union[None, Literal[False], Lease]":
         """Create ``lease``'s file. None when it is now ours; otherwise what holds the
@@ -520,7 +526,7 @@ class NetworkFiles:
         for old, new in changes.claimed:
             self.rewrite(old, new)
         for idx, ip in sorted(changes.cursors.items()):
-            self.d.write(CURSOR_PREFIX + str(idx), str(ip).encode())
+            self.d.write(cursor_name(idx), str(ip).encode())
         return self.problems + self.notes
 
     def record(self) -> "None":
@@ -558,6 +564,3 @@ def is_address_name(name: "str") -> "bool":
     ip = addr.parse_ip(name)
     return ip is not None and str(ip) == name
 
-
-def is_cursor_name(name: "str") -> "bool":
-    return name.startswith(CURSOR_PREFIX) and name[len(CURSOR_PREFIX):].isdigit()

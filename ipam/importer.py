@@ -12,8 +12,8 @@ import re
 
 from ipam import addr
 from ipam.lease import Lease
+from ipam.paths import LEGACY_CURSOR, MIRROR_LOCK, cursor_index, is_cursor_name
 
-CURSOR = re.compile(r"^last_reserved_ip(?:\.(\d+))?$")
 _ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
 MAX_CONTENT = 4096  # bytes read from a reservation file: an ID, CR LF and an ifname
 
@@ -51,7 +51,14 @@ def has_host_local_files(path: "str") -> "bool":
         names = os.listdir(path)
     except OSError:
         return False
-    return any(CURSOR.match(n) or _address(n) is not None for n in names)
+    return any(_cursor(n) is not None or _address(n) is not None for n in names)
+
+
+def _cursor(name):
+    """The range set a cursor file is for (the legacy one: the first), or None."""
+    if name == LEGACY_CURSOR:
+        return 0
+    return cursor_index(name) if is_cursor_name(name) else None
 
 
 def _address(name: "str") -> "Optional[IP]":
@@ -96,14 +103,14 @@ def scan(path: "str", network: "str", step: "Optional[Callable[[int], object]]" 
     lock_fd = None
     try:
         if not locked:
-            lock_fd = os.open(os.path.join(path, "lock"),
+            lock_fd = os.open(os.path.join(path, MIRROR_LOCK),
                               os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         pass  # no lock file (old versions, or ours with export off): read anyway
     try:
         if lock_fd is not None:
             writer_lock.poll(lock_fd, DEFAULT_BUSY_TIMEOUT if timeout is None else timeout,
-                             "%s/lock (host-local's lock)" % path)
+                             "%s (host-local's lock)" % os.path.join(path, MIRROR_LOCK))
         with os.scandir(path) as it:
             entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
@@ -118,7 +125,7 @@ def scan(path: "str", network: "str", step: "Optional[Callable[[int], object]]" 
 
 def _scan_entry(path: "str", entry: "os.DirEntry[str]", result: "Scan") -> "None":
     name = entry.name
-    if name == "lock":
+    if name == MIRROR_LOCK:
         return
     try:
         if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
@@ -128,13 +135,13 @@ def _scan_entry(path: "str", entry: "os.DirEntry[str]", result: "Scan") -> "None
     except OSError as e:
         result.skipped.append((name, "unreadable: %s" % (e.strerror or e)))
         return
-    m = CURSOR.match(name)
-    if m:
+    range_set = _cursor(name)
+    if range_set is not None:
         ip = addr.parse_ip(data.decode("utf-8", "replace"))  # host-local does not trim
         if ip is None:
             result.skipped.append((name, "cursor is not an address"))
         else:
-            result.cursors[int(m.group(1) or 0)] = ip
+            result.cursors[range_set] = ip
         return
     ip = _address(name)
     if ip is None:

@@ -17,6 +17,8 @@ import os
 import subprocess
 import sys
 
+from ipam.paths import PLUGIN_NAME, temp_affixes
+
 MAX_SHEBANG = 255  # Linux reads at most this much of a "#!" line (BINPRM_BUF_SIZE - 1)
 
 _TEMPLATE = '''#!{python} -IS
@@ -71,7 +73,7 @@ def render(python=None, paths=None):
     return text
 
 
-def install(directory, name="host-local-sqlite", python=None, paths=None):
+def install(directory, name=PLUGIN_NAME, python=None, paths=None):
     """Write the launcher as ``directory/name`` (0755), atomically; returns its path."""
     path = os.path.join(directory, name)
     replace_file(path, render(python, paths).encode(), 0o755)
@@ -82,7 +84,8 @@ def replace_file(path, data, mode):
     """Put ``data`` at ``path`` with ``mode`` (whatever the umask) in one rename, so a
     runtime starting the plugin meanwhile finds the old file or the new, never half."""
     directory, name = os.path.split(path)
-    tmp = os.path.join(directory, ".%s.tmp.%d" % (name, os.getpid()))
+    prefix, suffix = temp_affixes(name)
+    tmp = os.path.join(directory, "%s%d%s" % (prefix, os.getpid(), suffix))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         with os.fdopen(fd, "wb") as f:

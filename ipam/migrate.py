@@ -15,9 +15,10 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from ipam import paths, sqlite_db
-from ipam.backend import sqlite_path
+from ipam.backend import SQLITE, locate
 from ipam.errors import IoFailure, IpamError, SchemaError
 from ipam.schema_version import HEAD, REVISIONS
+from ipam.store.postgres import redacted
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -60,6 +61,12 @@ def alembic_config(url: str, connection: Any = None) -> Config:
     if connection is not None:
         config.attributes["connection"] = connection
     return config
+
+
+def sqlalchemy_url(database: str) -> str:
+    """The SQLAlchemy URL of a PostgreSQL ``database`` (any spelling :func:`locate`
+    accepts): psycopg 3 named, as SQLAlchemy before 2.1 would otherwise load psycopg2."""
+    return "postgresql+psycopg://" + locate(database)[1].partition("://")[2]
 
 
 def head() -> str:
@@ -133,14 +140,15 @@ def upgrade_sqlite_connection(conn: sqlite3.Connection, database: str = "") -> N
 
 
 def upgrade(database: str) -> str:
-    """Bring ``database`` (a SQLite path or a SQLAlchemy URL) to head; return the revision.
+    """Bring ``database`` (anything :func:`ipam.backend.locate` accepts) to head; return
+    the revision.
 
     A database stamped by a newer version is refused with :class:`SchemaError` and left
     untouched: downgrading would drop what that version relies on.
     """
-    path = sqlite_path(database)
-    if path is None:
-        return _upgrade_url(database)
+    kind, path = locate(database)
+    if kind != SQLITE:
+        return _upgrade_url(sqlalchemy_url(path))
     parent = os.path.dirname(os.path.abspath(path))
     paths.makedirs(parent, 0o755)  # as host-local does for its dataDir
     conn = sqlite_db.connect(path)
@@ -164,9 +172,9 @@ def upgrade(database: str) -> str:
 
 def current(database: str) -> str | None:
     """The revision ``database`` is at, or None if it has no schema. Never writes."""
-    path = sqlite_path(database)
-    if path is None:
-        return _current_url(database)
+    kind, path = locate(database)
+    if kind != SQLITE:
+        return _current_url(sqlalchemy_url(path))
     if not os.path.exists(path):
         raise SchemaError(f"database {path} does not exist")
     conn = sqlite_db.connect(path, readonly=True)
@@ -255,9 +263,3 @@ def _current_url(url: str) -> str | None:
     finally:
         engine.dispose()
 
-
-def redacted(url: str) -> str:
-    """``url`` for messages: the password hidden."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)

@@ -27,9 +27,9 @@ import struct
 import subprocess
 import sys
 
+from ipam.paths import NETNS_DIRS, ROOTLESS_NETNS_GLOB
+
 TIMEOUT = 10.0  # seconds for the whole check; a host with thousands of pods needs ~1 s
-BIND_DIRS = ("/run/netns", "/var/run/netns")
-ROOTLESS_GLOB = "/run/user/*/netns"
 CLONE_NEWNET = 0x40000000
 
 _RTM_NEWADDR, _RTM_GETADDR = 20, 22
@@ -97,7 +97,7 @@ def namespaces():
     own = _key("/proc/self/ns/net")
     seen, out, denied = {own}, [], []
     bind_paths = []
-    for d in BIND_DIRS + tuple(sorted(glob.glob(ROOTLESS_GLOB))):
+    for d in NETNS_DIRS + tuple(sorted(glob.glob(ROOTLESS_NETNS_GLOB))):
         try:
             bind_paths += [os.path.join(d, name) for name in sorted(os.listdir(d))]
         except OSError:

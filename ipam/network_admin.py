@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ipam.admin import AdminError, _Held, _mirrors, range_sets_in, range_sets_of
 from ipam.errors import IoFailure
-from ipam.exporter import TMP_PREFIX, is_cursor_name
+from ipam.paths import MIRROR_LOCK, TMP_PREFIX, is_cursor_name
 
 if TYPE_CHECKING:
     from ipam.exporter import NetworkFiles
@@ -161,7 +161,7 @@ def _tidy(files: NetworkFiles, notes: list[str]) -> list[str]:
             except IoFailure as e:  # the commit is done: report it, go on
                 notes.append(e.msg)
                 failed = True
-        elif name != "lock":
+        elif name != MIRROR_LOCK:
             left.append(name)
     if left:
         notes.append("left %s: it holds files that are not ours (%s)"
@@ -171,9 +171,9 @@ def _tidy(files: NetworkFiles, notes: list[str]) -> list[str]:
     try:
         # Unlinked while we hold it: a writer already queued on it fails on the removed
         # directory and its runtime retries; it never shares a lock with a later one.
-        os.unlink(os.path.join(d.path, "lock"))
+        os.unlink(os.path.join(d.path, MIRROR_LOCK))
         os.rmdir(d.path)
-        removed += [os.path.join(d.path, "lock"), d.path]
+        removed += [os.path.join(d.path, MIRROR_LOCK), d.path]
     except OSError as e:
         notes.append("left %s: %s" % (d.path, e.strerror or e))
     return removed

@@ -1,10 +1,64 @@
-"""Where things live by default. Stdlib only: the plugin's hot path imports it."""
+"""Every name the product gives a file or directory, or finds one by, and the defaults.
+
+One module so that the whole on-disk contract can be read at once, and a rename is one
+edit: each name says who else reads it (Go host-local, SQLite, operators). Constants and
+tiny functions only, stdlib only: the plugin's hot path imports it.
+
+Not here, on purpose: the launcher's byte-code bundle (``launcher-bundle.<tag>.marshal``,
+:func:`ipam.bundle.path`), because the launcher reads it before it may import this
+module from the bundle; the kernel's ``/proc`` files (:mod:`ipam.netns`); and the
+container runtimes' own config files, looked up by :mod:`ipam.plugin_dirs`.
+"""
 from ipam import system
 
+# --- dataDir: the directory host-local uses, and we share with it ---------------------
+# host-local's default dataDir (plugins/ipam/host-local/backend/disk); operators' scripts
+# and Go host-local read the mirror there.
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
-# A leading dot: network names must start with a letter or digit, so no network
-# directory can ever take this name.
+# The SQLite database, by default in dataDir. A leading dot: network names must start
+# with a letter or digit, so no network directory can ever take this name. Operators
+# name it to ipamctl (--database) and to their backups.
 DB_NAME = ".host-local-sqlite.db"
+# A shared (PostgreSQL) database's node-local writers' queue, in dataDir beside the
+# mirror (:mod:`ipam.writer_lock`); ours alone. A leading dot, as for DB_NAME.
+SHARED_QUEUE_NAME = ".host-local-sqlite-shared.lock"
+# The mirror's crash journal, ``<dataDir>/<prefix><network>`` (the network's SHA-256
+# when that is too long a name: :meth:`ipam.exporter.NetworkDir.marker`); ours alone,
+# but an operator may find one left by a crash.
+PENDING_PREFIX = ".host-local-sqlite-pending-"
+
+# --- beside the SQLite database ------------------------------------------------------
+# The SQLite writers' queue, ``<database>.lock`` (:mod:`ipam.writer_lock`): every writer
+# of ours (plugin, ipamctl, backup and restore) takes it before SQLite's own lock.
+WRITER_QUEUE_SUFFIX = ".lock"
+# SQLite's own files beside a database (its WAL, its shared memory, its rollback journal)
+# by SQLite's names; sqlite3 and backup tools look for them too.
+SQLITE_WAL = "-wal"
+SQLITE_SHM = "-shm"
+SQLITE_SIDECARS = (SQLITE_WAL, SQLITE_SHM, "-journal")
+
+# --- in a network's directory: host-local's layout, byte for byte --------------------
+# host-local's per-network flock (backend/disk.Store's lock file); Go host-local takes it
+# too, so that we and it never interleave.
+MIRROR_LOCK = "lock"
+# host-local's round-robin cursor per range set, ``last_reserved_ip.<N>``; Go host-local
+# reads and writes it. Older versions wrote one file, without the ``.<N>``.
+CURSOR_PREFIX = "last_reserved_ip."
+LEGACY_CURSOR = "last_reserved_ip"
+# Our temporary address files, linked into place; ours alone, left only by a crash.
+TMP_PREFIX = ".host-local-sqlite.tmp."
+
+# --- the plugin binary ---------------------------------------------------------------
+# The plugin's name: the config's ``ipam.type``, which runtimes look up in their CNI bin
+# directory, where ``ipamctl install-plugin`` writes the launcher by that name.
+PLUGIN_NAME = "host-local-sqlite"
+DEFAULT_BIN_DIR = "/opt/cni/bin"  # the CNI bin directory of most runtimes
+
+# --- found, not made: network namespaces the runtimes bind-mount ---------------------
+# iproute2's ``ip netns`` directories, then rootless podman's: where ``ipamctl gc``
+# looks for the network namespaces still in use.
+NETNS_DIRS = ("/run/netns", "/var/run/netns")
+ROOTLESS_NETNS_GLOB = "/run/user/*/netns"
 
 
 def default_database(data_dir: str) -> str:
@@ -12,9 +66,36 @@ def default_database(data_dir: str) -> str:
     return system.join(data_dir, DB_NAME)
 
 
-def is_url(database: str) -> bool:
-    """A SQLAlchemy URL (``postgresql+psycopg://...``) rather than a SQLite path."""
-    return "://" in database
+def writer_queue(database_file: str) -> str:
+    """The SQLite writers' queue of ``database_file``."""
+    return database_file + WRITER_QUEUE_SUFFIX
+
+
+def shared_queue(data_dir: str) -> str:
+    """A shared database's writers' queue on this node."""
+    return system.join(data_dir, SHARED_QUEUE_NAME)
+
+
+def cursor_name(range_set: int) -> str:
+    return CURSOR_PREFIX + str(range_set)
+
+
+def is_cursor_name(name: str) -> bool:
+    """ASCII digits only, as host-local writes them: ``str.isdigit`` alone takes "²",
+    which ``int`` refuses."""
+    index = name[len(CURSOR_PREFIX):]
+    return name.startswith(CURSOR_PREFIX) and index.isdigit() and index.isascii()
+
+
+def cursor_index(name: str) -> int:
+    """The range set a cursor file (:func:`is_cursor_name`) is for."""
+    return int(name[len(CURSOR_PREFIX):])
+
+
+def temp_affixes(name: str) -> tuple:
+    """(prefix, suffix) of a hidden temporary file beside ``name``, renamed over it once
+    written (ipamctl's launcher and restore); a crash may leave one."""
+    return "." + name + ".", ".tmp"
 
 
 def makedirs(path, mode=0o755):

@@ -22,15 +22,13 @@ The rules, each the one that can never put two containers on one address:
 
 from ipam import addr, system
 from ipam.exporter import (
-    CURSOR_PREFIX,
-    TMP_PREFIX,
     is_address_name,
-    is_cursor_name,
     mirrored_cursors,
     owner_of,
     same_owner,
 )
 from ipam.lease import Lease
+from ipam.paths import TMP_PREFIX, cursor_index, cursor_name, is_cursor_name
 from ipam.system import S_IFREG
 
 TYPE_CHECKING = False
@@ -108,7 +106,7 @@ def redo_journal(files: "NetworkFiles") -> "list[Found]":
             done.append(("restored", name))
     if files.pending is not None:
         for idx, ip in sorted((mirrored_cursors(store, files.network) or {}).items()):
-            name, data = CURSOR_PREFIX + str(idx), str(ip).encode()
+            name, data = cursor_name(idx), str(ip).encode()
             if d.read(name) != data:
                 d.write(name, data)
                 done.append(("wrong", name))
@@ -152,7 +150,7 @@ def reconcile(files: "NetworkFiles", range_sets: "Optional[tuple[RangeSet, ...]]
             data = d.read(name)
             ip = addr.parse_ip(data.decode("ascii", "replace")) if data else None
             if ip is not None:
-                file_cursors[int(name[len(CURSOR_PREFIX):])] = ip
+                file_cursors[cursor_index(name)] = ip
             continue
         ip = addr.parse_ip(name)
         if ip is None or not is_address_name(name):
@@ -244,7 +242,7 @@ def differences(d: "NetworkDir", leases: "Iterable[Lease]",
         if name.startswith(TMP_PREFIX):
             diffs.append(("temporary", name))
         elif is_cursor_name(name):
-            if cursors is not None and int(name[len(CURSOR_PREFIX):]) not in cursors:
+            if cursors is not None and cursor_index(name) not in cursors:
                 diffs.append(("stale", name))
         elif is_address_name(name) and name not in want:
             if d.file_type(name) != S_IFREG:
@@ -267,7 +265,7 @@ def differences(d: "NetworkDir", leases: "Iterable[Lease]",
     for idx, ip in sorted((cursors or {}).items()):
         if progress is not None:
             progress(1)
-        name = CURSOR_PREFIX + str(idx)
+        name = cursor_name(idx)
         have = d.read(name)
         if have != str(ip).encode():
             diffs.append(("missing" if have is None else "wrong", name))
@@ -292,7 +290,7 @@ def sync(files: "NetworkFiles", leases: "list[Lease]", cursors: "Optional[dict[i
         if kind in ("temporary", "stale"):
             d.remove(name)
         elif cursors is not None and is_cursor_name(name):  # none differ without cursors
-            d.write(name, str(cursors[int(name[len(CURSOR_PREFIX):])]).encode())
+            d.write(name, str(cursors[cursor_index(name)]).encode())
         elif kind == "missing":
             files.note(name, None, by_name[name].mirror_content())
             if not d.create(name, by_name[name].mirror_content()):

@@ -4,6 +4,7 @@ Stdlib only: used by the plugin's hot path and by the migration code alike, so t
 database is always created the same way (mode 0600, WAL).
 """
 from ipam import system
+from ipam.paths import SQLITE_SIDECARS, SQLITE_WAL
 from ipam.sqlite_module import sqlite3
 
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds
@@ -20,7 +21,7 @@ def connect(path: "str", busy_timeout: "float" = DEFAULT_BUSY_TIMEOUT,
     SQLite would otherwise create it with the process umask. The -wal and -shm files
     inherit the database file's mode.
     """
-    for name in (path, path + "-wal", path + "-shm", path + "-journal"):
+    for name in (path, *(path + suffix for suffix in SQLITE_SIDECARS)):
         if system.islink(name):  # never follow one out of dataDir (SQLite would)
             raise sqlite3.DatabaseError("%s is a symbolic link; refusing to follow it" % name)
     try:
@@ -66,7 +67,7 @@ def trim_wal(conn: "sqlite3.Connection", path: "str", busy_timeout: "float") -> 
     snapshot (ipamctl) makes the truncation give up at once; a later commit retries.
     """
     try:
-        if system.stat(path + "-wal").st_size <= WAL_TRIM_BYTES:
+        if system.stat(path + SQLITE_WAL).st_size <= WAL_TRIM_BYTES:
             return
     except OSError:
         return

@@ -12,6 +12,7 @@ import fcntl
 
 from ipam import system
 from ipam.errors import IoFailure, TryAgain
+from ipam.paths import WRITER_QUEUE_SUFFIX
 from ipam.system import O_CLOEXEC, O_CREAT, O_NOFOLLOW, O_RDONLY, O_RDWR
 
 TYPE_CHECKING = False
@@ -61,7 +62,8 @@ def acquire(path: "str", timeout: "float", create: "bool" = True) -> "Optional[i
     except _Expired:
         system.close(fd)
         raise TryAgain("database %s is locked by another process past the busy timeout "
-                       "(%gs); try again later" % (path[:-len(".lock")], timeout)) from None
+                       "(%gs); try again later"
+                       % (path.removesuffix(WRITER_QUEUE_SUFFIX), timeout)) from None
     except OSError as e:
         system.close(fd)
         raise _cannot(path, e) from None

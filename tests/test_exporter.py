@@ -10,8 +10,9 @@ import pytest
 
 from ipam import allocator, reconcile
 from ipam.errors import IoFailure, TryAgain
-from ipam.exporter import PENDING_PREFIX, Mirror, NetworkDir
+from ipam.exporter import Mirror, NetworkDir
 from ipam.lease import Changes, Lease
+from ipam.paths import PENDING_PREFIX
 from ipam.ranges import canonicalize, make_set
 from ipam.store.memory import MemoryStore
 

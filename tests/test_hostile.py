@@ -791,7 +791,7 @@ def test_busy_timeout_out_of_range(busy, data_dir):
     assert_error_object(out, 7)
 
 
-@pytest.mark.parametrize("database", [":memory:", "sqlite:///:memory:"])
+@pytest.mark.parametrize("database", [":memory:", "sqlite:///:memory:", "sqlite://"])
 def test_in_memory_database_is_refused(database, data_dir, tmp_path, monkeypatch):
     """BUG: ``"database": ":memory:"`` is accepted: each invocation gets an empty
     in-memory database (every container the same address; DEL and GC forget nothing),

@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+from ipam import paths
+
 BIN = os.path.dirname(sys.executable)
 OURS = os.path.join(BIN, "host-local-sqlite")
 IPAMCTL = os.path.join(BIN, "ipamctl")
@@ -42,9 +44,9 @@ def write_host_local_dir(data_dir, n, network=NETWORK):
         with open(os.path.join(d, str(ipaddress.ip_address(base + i))), "wb") as f:
             f.write(b"pod%d\r\neth0" % i)
     if n:
-        with open(os.path.join(d, "last_reserved_ip.0"), "w") as f:
+        with open(os.path.join(d, paths.cursor_name(0)), "w") as f:
             f.write(str(ipaddress.ip_address(base + n - 1)))
-    open(os.path.join(d, "lock"), "w").close()
+    open(os.path.join(d, paths.MIRROR_LOCK), "w").close()
     return d
 
 

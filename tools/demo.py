@@ -10,7 +10,9 @@ import subprocess
 import sys
 import tempfile
 
-PLUGIN = os.path.join(os.path.dirname(sys.executable), "host-local-sqlite")
+from ipam.paths import PLUGIN_NAME, default_database
+
+PLUGIN = os.path.join(os.path.dirname(sys.executable), PLUGIN_NAME)
 
 
 def configs(data_dir, resolv):
@@ -65,8 +67,8 @@ def main():
             failures += invoke("CHECK", conf, "pod-a")
             failures += invoke("DEL", conf, "pod-a")
             show_files(data_dir, conf["name"])
-        print("database: %s (%d bytes)" % (os.path.join(data_dir, ".host-local-sqlite.db"),
-              os.path.getsize(os.path.join(data_dir, ".host-local-sqlite.db"))))
+        database = default_database(data_dir)
+        print("database: %s (%d bytes)" % (database, os.path.getsize(database)))
     if failures:
         print("demo: %d step(s) failed" % failures)
         return 1

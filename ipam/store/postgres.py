@@ -34,6 +34,7 @@ import time
 from time import monotonic  # not time.monotonic: tests replace the module's clock
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
+from ipam.backend import POSTGRESQL, locate
 from ipam.errors import ConfigError, IoFailure, Retry, TryAgain
 from ipam.paths import node_name
 from ipam.store.table import LeaseTable
@@ -41,7 +42,6 @@ from ipam.store.table import LeaseTable
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Optional, Sequence
-    from urllib.parse import SplitResult
 
     from ipam.errors import IpamError
 
@@ -69,23 +69,13 @@ _REVISION = ("SELECT version_num, (SELECT count(*) FROM networks WHERE network =
              "(SELECT count(*) FROM history WHERE id = 0) FROM alembic_version")
 
 
-def _split(url: str) -> "SplitResult":
-    """``url``'s parts, its scheme checked: ``postgresql`` with any driver suffix."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError as e:
-        raise ConfigError("invalid database URL: %s" % e) from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("postgresql", "postgres") and not scheme.startswith("postgresql+"):
-        raise ConfigError("database URL scheme %r is not supported: use a SQLite file path "
-                          "or a postgresql:// URL" % parts.scheme)
-    return parts
-
-
 def conninfo(url: str) -> str:
-    """The libpq connection URI for ``url`` (a SQLAlchemy driver suffix dropped)."""
-    return urlunsplit(("postgresql",) + tuple(_split(url))[1:])
+    """The libpq connection URI for ``url``, as :func:`ipam.backend.locate` gives it (a
+    SQLAlchemy driver suffix dropped); anything else is a ConfigError."""
+    kind, server = locate(url)
+    if kind != POSTGRESQL:
+        raise ConfigError("database %s is not a PostgreSQL URL" % redacted(url))
+    return server
 
 
 def redacted(url: str) -> str:
@@ -143,7 +133,7 @@ class PostgresStore(LeaseTable):
         """``scope``: True for this node's leases, None for every node's, or a node
         name. ``lock_path``: the node-local writers' queue (see :mod:`writer_lock`)
         that keeps this node's mirror and its pending marker consistent."""
-        parts = _split(url)
+        self._conninfo = conninfo(url)
         try:
             import psycopg
         except ImportError as e:
@@ -158,7 +148,7 @@ class PostgresStore(LeaseTable):
         self.queue_path = lock_path
         self.readonly = readonly
         self.timeout = DEFAULT_LOCK_TIMEOUT if busy_timeout is None else busy_timeout
-        query = parse_qs(parts.query)
+        query = parse_qs(urlsplit(self._conninfo).query)
         self._args: "dict[str, Any]" = {}
         if "options" not in query:
             # A holder that hangs (a stopped process on another node) must not hang us:
@@ -168,7 +158,6 @@ class PostgresStore(LeaseTable):
             self._args["connect_timeout"] = connect_timeout
         if "application_name" not in query:
             self._args["application_name"] = "host-local-sqlite"
-        self._conninfo = conninfo(url)
         self._sql_cache: "dict[str, str]" = {}
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ neither is imported here (they cost 200+ ms): only a missing or old schema loads
 """
 from ipam import system
 from ipam.errors import IoFailure, TryAgain
-from ipam.paths import node_name
+from ipam.paths import node_name, writer_queue
 from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT, connect, trim_wal
 from ipam.sqlite_module import sqlite3
 from ipam.store.table import LeaseTable
@@ -59,7 +59,7 @@ class SqliteStore(LeaseTable):
         self.readonly = readonly
         # Readers that look at the mirror too (ipamctl check) queue like writers.
         if not readonly if queue is None else queue:
-            self.queue_path = path + ".lock"
+            self.queue_path = writer_queue(path)
         self.timeout = DEFAULT_BUSY_TIMEOUT if busy_timeout is None else busy_timeout
         if readonly and not system.exists(path):
             from ipam import access  # a directory on the way may hide it

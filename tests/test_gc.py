@@ -13,10 +13,18 @@ import uuid
 from ipaddress import ip_address
 
 import pytest
-import test_cli
-from conftest import IPAMCTL, run_ipamctl, run_plugin
-from test_admin import HOUR, owners, put
-from test_cli import events, held, lease_rows, sql
+from helpers import (
+    HOUR,
+    IPAMCTL,
+    events,
+    held,
+    lease_rows,
+    owners,
+    put,
+    run_ipamctl,
+    run_plugin,
+    sql,
+)
 
 from cli.output import lease_row
 from ipam import admin, gc, memory_store, sqlite_store
@@ -25,8 +33,6 @@ from ipam.lease import Lease
 SUBNET = {"subnet": "10.1.2.0/24"}
 LEASE_KEYS = set(lease_row(Lease("n", "10.1.2.2", 0, "a", "eth0")))
 GC_KEYS = {"candidates", "released", "kept", "refused", "forced", "networks"}
-# test_cli's fixtures, found by pytest under these names here too.
-runner, ctl, ctl_json, add = test_cli.runner, test_cli.ctl, test_cli.ctl_json, test_cli.add
 README = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")
 SYSTEMD = os.path.join(os.path.dirname(os.path.dirname(__file__)), "deploy", "systemd")
 

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-from conftest import PLUGIN, VERSIONS, cni_env, run_inprocess, run_plugin
+from helpers import PLUGIN, VERSIONS, cni_env, run_inprocess, run_plugin
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 

@@ -14,7 +14,7 @@ import sys
 import tempfile
 
 import pytest
-from conftest import IPAMCTL, PLUGIN, cni_env
+from helpers import IPAMCTL, PLUGIN, cni_env
 
 from ipam import paths
 

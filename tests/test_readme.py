@@ -12,7 +12,7 @@ import shlex
 
 import pytest
 from click.testing import CliRunner
-from conftest import run_plugin
+from helpers import run_plugin
 
 from cli.main import cli
 

@@ -476,6 +476,7 @@ def namespace():
         ip("netns", "del", name, check=False)
 
 
+@pytest.mark.root
 def test_an_address_held_by_a_namespace_is_kept(data_dir, pool, namespace):
     pool("podnet", "orphan", "gone", "live")
     address = [a for n, a, c, _ in held(data_dir) if c == "orphan"][0]
@@ -492,6 +493,7 @@ def test_an_address_held_by_a_namespace_is_kept(data_dir, pool, namespace):
     assert [c for _, _, c, _ in held(data_dir)] == ["live"]
 
 
+@pytest.mark.root
 def test_a_namespace_kept_alive_by_a_process_only_is_found(data_dir, pool, namespace):
     """No bind mount left (as after a runtime removed it), one process inside: found
     through /proc/<pid>/ns/net, named by the process."""
@@ -517,6 +519,7 @@ def test_a_namespace_kept_alive_by_a_process_only_is_found(data_dir, pool, names
     assert [r["container_id"] for r in answer["released"]] == ["orphan"]
 
 
+@pytest.mark.root
 def test_a_leftover_namespace_name_is_skipped(data_dir, pool, namespace):
     """A name whose namespace is gone (its bind mount undone, the file left: what a
     failed 'ip netns del' leaves) is no namespace: skipped, not an error."""

@@ -18,6 +18,8 @@ from helpers import IPAMCTL, PLUGIN, cni_env
 
 from ipam import paths
 
+pytestmark = pytest.mark.root  # every test runs ipamctl as another user (setpriv)
+
 NOBODY = 65534
 AS_NOBODY = ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"]
 HINT = "run as root, or use a path this user may open (ipamctl --database"

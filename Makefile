@@ -7,7 +7,7 @@ PYTHONS ?= 3.11 3.12 3.13
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install compile demo test test-all lint typecheck bench wheel-smoke clean
+.PHONY: install compile demo test check test-all lint typecheck bench wheel-smoke clean
 
 install: $(STAMP)
 
@@ -30,6 +30,12 @@ demo: compile
 
 test: compile
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The fast edit loop: lint, types, and every test that needs nothing beyond this venv (no
+# PostgreSQL server, root, Go host-local, strace or package index: setup.cfg's markers).
+CHECK_MARKERS ?= not (postgres or root or reference or strace or network)
+check: lint typecheck compile
+	$(PY) -m pytest -q -m "$(CHECK_MARKERS)" $(PYTEST_ARGS)
 
 # The whole suite on each of $(PYTHONS) in turn (tools/find-python finds them: pyenv's
 # versions, else python3.X on PATH); goes on after a failure, then names every failure.

@@ -61,38 +61,38 @@ NETNS_DIRS = ("/run/netns", "/var/run/netns")
 ROOTLESS_NETNS_GLOB = "/run/user/*/netns"
 
 
-def default_database(data_dir: str) -> str:
+def default_database(data_dir: "str") -> "str":
     """The SQLite file the plugin uses when the config names no ``database``."""
     return system.join(data_dir, DB_NAME)
 
 
-def writer_queue(database_file: str) -> str:
+def writer_queue(database_file: "str") -> "str":
     """The SQLite writers' queue of ``database_file``."""
     return database_file + WRITER_QUEUE_SUFFIX
 
 
-def shared_queue(data_dir: str) -> str:
+def shared_queue(data_dir: "str") -> "str":
     """A shared database's writers' queue on this node."""
     return system.join(data_dir, SHARED_QUEUE_NAME)
 
 
-def cursor_name(range_set: int) -> str:
+def cursor_name(range_set: "int") -> "str":
     return CURSOR_PREFIX + str(range_set)
 
 
-def is_cursor_name(name: str) -> bool:
+def is_cursor_name(name: "str") -> "bool":
     """ASCII digits only, as host-local writes them: ``str.isdigit`` alone takes "²",
     which ``int`` refuses."""
     index = name[len(CURSOR_PREFIX):]
     return name.startswith(CURSOR_PREFIX) and index.isdigit() and index.isascii()
 
 
-def cursor_index(name: str) -> int:
+def cursor_index(name: "str") -> "int":
     """The range set a cursor file (:func:`is_cursor_name`) is for."""
     return int(name[len(CURSOR_PREFIX):])
 
 
-def temp_affixes(name: str) -> tuple:
+def temp_affixes(name: "str") -> "tuple":
     """(prefix, suffix) of a hidden temporary file beside ``name``, renamed over it once
     written (ipamctl's launcher and restore); a crash may leave one."""
     return "." + name + ".", ".tmp"
@@ -113,7 +113,7 @@ def makedirs(path, mode=0o755):
             raise
 
 
-def node_name() -> str:
+def node_name() -> "str":
     """This node's name for the leases it takes: the kernel's host name, as ``hostname``
     prints it (``uname`` costs nothing; ``socket`` would cost an import)."""
     return system.uname().nodename

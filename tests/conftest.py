@@ -1,21 +1,32 @@
-"""Shared fixtures, and the CI rule: under CI=true a skipped test fails the run."""
-import io
+"""Shared fixtures, the markers that say what a test needs, and the CI rule: under
+CI=true a skipped test fails the run. Plain helpers live in helpers.py."""
 import json
 import os
-import subprocess
 import sys
 
 import pytest
+from click.testing import CliRunner
+from helpers import (
+    checked,
+    run_inprocess,
+)
 
-from ipam.cni import main as cni_main
+from host_local_sqlite_cli.main import cli
 from ipam.store.memory import MemoryStore
 from ipam.store.sqlite import SqliteStore
 
-VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
-PLUGIN = os.path.join(os.path.dirname(sys.executable), "host-local-sqlite")
-IPAMCTL = os.path.join(os.path.dirname(sys.executable), "ipamctl")
-
 _skipped = []
+
+
+def pytest_collection_modifyitems(items):
+    """``postgres`` marks every test that needs the throwaway PostgreSQL server: those
+    asking for pg_server or pg_url, and the ``store`` fixture's postgresql instance (which
+    asks for pg_url only once it runs). ``make check`` leaves them out."""
+    for item in items:
+        params = getattr(item, "callspec", None)
+        if "pg_server" in item.fixturenames or (
+                params is not None and params.params.get("store") == "postgresql"):
+            item.add_marker(pytest.mark.postgres)
 
 
 def pytest_runtest_logreport(report):
@@ -51,22 +62,6 @@ def pg_url(pg_server):
     return pg_server.create_database()
 
 
-def upgrade_pg_to(url, revision):
-    """Bring the PostgreSQL database ``url`` to schema ``revision`` with the shipped
-    migrations: a pool as an earlier version of ours left it."""
-    import sqlalchemy
-    from alembic import command
-
-    from ipam import migrate
-
-    engine = sqlalchemy.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            command.upgrade(migrate.alembic_config(url, conn), revision)
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def store(request, tmp_path):
     """The Store contract's implementations, driven by the same tests."""
@@ -81,68 +76,6 @@ def store(request, tmp_path):
         s = PostgresStore(url, lock_path=str(tmp_path / "writers.lock"))
     yield s
     s.close()
-
-
-class Outcome:
-    def __init__(self, status, out):
-        self.status = status
-        self.out = out
-        self.json = json.loads(out) if out.strip() else None
-
-    @property
-    def error(self):
-        return self.json if self.status else None
-
-    def __repr__(self):
-        return "Outcome(%d, %s)" % (self.status, self.out)
-
-
-def cni_env(command, container_id="dummy", ifname="eth0", netns="/some/where", args=None,
-            **extra):
-    env = {"CNI_COMMAND": command, "CNI_CONTAINERID": container_id, "CNI_NETNS": netns,
-           "CNI_IFNAME": ifname, "CNI_PATH": "/opt/cni/bin"}
-    if args is not None:
-        env["CNI_ARGS"] = args
-    env.update(extra)
-    return {k: v for k, v in env.items() if v is not None}
-
-
-def _stdin_bytes(conf):
-    if isinstance(conf, bytes):
-        return conf
-    if isinstance(conf, str):
-        return conf.encode()
-    return json.dumps(conf).encode()
-
-
-def run_inprocess(command, conf, **kw):
-    """One plugin invocation in this process (fast; same code path as the binary)."""
-    out = io.StringIO()
-    status = cni_main(cni_env(command, **kw), io.BytesIO(_stdin_bytes(conf)), out)
-    return Outcome(status, out.getvalue())
-
-
-def run_plugin(command, conf, env_extra=None, **kw):
-    """One invocation of the installed console script, as a runtime runs it."""
-    env = {"PATH": os.environ.get("PATH", "")}
-    env.update(cni_env(command, **kw))
-    env.update(env_extra or {})
-    proc = subprocess.run([PLUGIN], input=_stdin_bytes(conf), env=env, capture_output=True,
-                          timeout=60)
-    assert b"Traceback" not in proc.stderr, proc.stderr.decode()
-    return Outcome(proc.returncode, proc.stdout.decode())
-
-
-def run_ipamctl(data_dir, *args, input="", expect=0):
-    """The installed ipamctl on ``data_dir``, as an operator runs it; its exit status
-    checked. stdin is ``input``, never the terminal the tests run from (a command that
-    asks on a terminal would wait for an answer)."""
-    env = {"PATH": os.environ.get("PATH", ""), "IPAM_DATA_DIR": str(data_dir)}
-    proc = subprocess.run([IPAMCTL, *args], input=input, env=env, capture_output=True,
-                          text=True, timeout=60)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == expect, (args, proc.stdout, proc.stderr)
-    return proc
 
 
 @pytest.fixture
@@ -164,3 +97,52 @@ def netconf(data_dir):
         conf.update(top)
         return conf
     return make
+
+
+# -- ipamctl in process (click's CliRunner) and the plugin in process, on data_dir ----------
+SUBNET = {"subnet": "10.1.2.0/24"}
+
+
+@pytest.fixture
+def runner(monkeypatch):
+    monkeypatch.delenv("IPAM_DATA_DIR", raising=False)
+    monkeypatch.delenv("IPAM_DATABASE", raising=False)
+    return CliRunner()
+
+
+@pytest.fixture
+def ctl(runner, data_dir):
+    """``ctl(*args, expect=0)``: ipamctl --data-dir DATA_DIR ARGS, checked."""
+    def run(*args, expect=0, input=None):
+        result = checked(runner.invoke(cli, ["--data-dir", str(data_dir), *args], input=input))
+        if expect is not None:
+            assert result.exit_code == expect, result.output
+        return result
+    return run
+
+
+@pytest.fixture
+def ctl_json(ctl):
+    def run(*args, expect=0, input=None):
+        return json.loads(ctl("-o", "json", *args, expect=expect, input=input).stdout)
+    return run
+
+
+@pytest.fixture
+def add(netconf):
+    """ADD through the plugin (in process); returns the addresses handed out."""
+    def do(container_id, ifname="eth0", network="mynet", ipam=SUBNET, ip=None):
+        out = run_inprocess("ADD", netconf(ipam, name=network), container_id=container_id,
+                            ifname=ifname, args=None if ip is None else "IP=%s" % ip)
+        assert out.status == 0, out.out
+        return [i["address"].split("/")[0] for i in out.json["ips"]]
+    return do
+
+
+@pytest.fixture
+def delete(netconf):
+    def do(container_id, ifname="eth0", network="mynet", ipam=SUBNET):
+        out = run_inprocess("DEL", netconf(ipam, name=network), container_id=container_id,
+                            ifname=ifname)
+        assert out.status == 0, out.out
+    return do

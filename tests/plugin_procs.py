@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from conftest import IPAMCTL, PLUGIN, cni_env
+from helpers import IPAMCTL, PLUGIN, cni_env
 
 DB_NAME = ".host-local-sqlite.db"
 PENDING = ".host-local-sqlite-pending-"

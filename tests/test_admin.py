@@ -1,40 +1,17 @@
 """ipam.admin, the library behind ipamctl, on both Store implementations."""
 import ipaddress
-import json
 import os
 import time
 import types
 
 import pytest
+from helpers import note, owners, put
 
 from ipam import admin, system
-from ipam.lease import Lease, NetworkRecord
-from ipam.ranges import canonicalize, describe, make_set
 from ipam.schema_version import HEAD
 from ipam.store import memory, table
-from ipam.system import boot_clock, boot_id
 
 ip = ipaddress.ip_address
-HOUR = 3600.0
-
-
-def put(store, network, address, cid, ifname="eth0", at=None, boot="current", range_set=0,
-        now=None):
-    """A lease made ``at`` (wall clock, as of ``now``; now by default); in this boot, its
-    boot clock reading then is the same age."""
-    now = time.time() if now is None else now
-    at = now if at is None else at
-    current = boot == "current"
-    lease = Lease(network, ip(address), range_set, cid, ifname, at,
-                  boot_id() if current else boot, None,
-                  boot_clock() - (now - at) if current else None)
-    with store.transaction():
-        assert store.reserve(lease, "add")
-    return lease
-
-
-def owners(leases):
-    return [(x.network, str(x.ip), x.container_id, x.ifname) for x in leases]
 
 
 @pytest.fixture
@@ -48,17 +25,6 @@ def clock(monkeypatch):
     return now
 
 
-def note(store, network, data_dir, *subnets, export=True, exclude=()):
-    """Record a network's ranges as the plugin's ADD does (one range set per subnet)."""
-    sets = [make_set([canonicalize(s, None, None, None,
-                                   [(int(ip(a)), int(ip(b))) for a, b in exclude])])
-            for s in subnets]
-    with store.transaction():
-        store.set_network_info(network, NetworkRecord(str(data_dir), export,
-                                                      json.dumps(describe(sets))))
-
-
-# -- reading --------------------------------------------------------------------------
 def test_list_leases_sorted_and_filtered(store):
     put(store, "beta", "10.1.2.10", "b")
     put(store, "alpha", "10.1.2.100", "a")

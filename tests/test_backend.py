@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 from click.testing import CliRunner
-from conftest import run_inprocess
+from helpers import run_inprocess
 
 from cli.main import cli
 from ipam import backend

@@ -6,12 +6,20 @@ import os
 import re
 import sqlite3
 import time
-import traceback
-from datetime import datetime, timezone
+from datetime import datetime
 
 import pytest
-from click.testing import CliRunner
-from conftest import run_inprocess, run_ipamctl, run_plugin
+from helpers import (
+    checked,
+    events,
+    held,
+    iso_z,
+    lease_rows,
+    owners,
+    run_ipamctl,
+    run_plugin,
+    sql,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from host_local_sqlite_cli.main import cli
@@ -26,94 +34,6 @@ EVENT_KEYS = {"time", "event", "reason", "network", "ip", "container_id", "ifnam
               *POD_KEYS}
 STATS_KEYS = {"network", "range_set", "range", "size", "used", "free"}
 ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
-
-
-# -- helpers --------------------------------------------------------------------------
-@pytest.fixture
-def runner(monkeypatch):
-    monkeypatch.delenv("IPAM_DATA_DIR", raising=False)
-    monkeypatch.delenv("IPAM_DATABASE", raising=False)
-    return CliRunner()
-
-
-def checked(result):
-    """A CliRunner result that ended through click (exit code), never by a traceback."""
-    exc = result.exception
-    if exc is not None and not isinstance(exc, SystemExit):
-        raise AssertionError("ipamctl raised:\n" + "".join(
-            traceback.format_exception(type(exc), exc, exc.__traceback__)))
-    assert "Traceback" not in result.output
-    return result
-
-
-@pytest.fixture
-def ctl(runner, data_dir):
-    """``ctl(*args, expect=0)``: ipamctl --data-dir DATA_DIR ARGS, checked."""
-    def run(*args, expect=0, input=None):
-        result = checked(runner.invoke(cli, ["--data-dir", str(data_dir), *args], input=input))
-        if expect is not None:
-            assert result.exit_code == expect, result.output
-        return result
-    return run
-
-
-@pytest.fixture
-def ctl_json(ctl):
-    def run(*args, expect=0, input=None):
-        return json.loads(ctl("-o", "json", *args, expect=expect, input=input).stdout)
-    return run
-
-
-@pytest.fixture
-def add(netconf):
-    """ADD through the plugin (in process); returns the addresses handed out."""
-    def do(container_id, ifname="eth0", network="mynet", ipam=SUBNET, ip=None):
-        out = run_inprocess("ADD", netconf(ipam, name=network), container_id=container_id,
-                            ifname=ifname, args=None if ip is None else "IP=%s" % ip)
-        assert out.status == 0, out.out
-        return [i["address"].split("/")[0] for i in out.json["ips"]]
-    return do
-
-
-@pytest.fixture
-def delete(netconf):
-    def do(container_id, ifname="eth0", network="mynet", ipam=SUBNET):
-        out = run_inprocess("DEL", netconf(ipam, name=network), container_id=container_id,
-                            ifname=ifname)
-        assert out.status == 0, out.out
-    return do
-
-
-def sql(data_dir, query, params=()):
-    conn = sqlite3.connect(paths.default_database(str(data_dir)))
-    try:
-        with conn:
-            return conn.execute(query, params).fetchall()
-    finally:
-        conn.close()
-
-
-def lease_rows(data_dir):
-    return sql(data_dir, "SELECT network, ip, container_id, ifname, range_set, allocated_at, "
-                         "boot_id FROM leases ORDER BY id")
-
-
-def held(data_dir):
-    return [tuple(r[:4]) for r in sql(
-        data_dir, "SELECT network, ip, container_id, ifname FROM leases ORDER BY network, ip")]
-
-
-def events(data_dir):
-    return sql(data_dir, "SELECT event, reason, network, ip, container_id, ifname FROM history "
-                         "ORDER BY id")
-
-
-def owners(rows):
-    return [(r["network"], r["ip"], r["container_id"], r["ifname"]) for r in rows]
-
-
-def iso_z(ts):
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- global options -------------------------------------------------------------------

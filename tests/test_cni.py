@@ -5,7 +5,7 @@ import io
 import json
 
 import pytest
-from conftest import cni_env, run_inprocess
+from helpers import cni_env, run_inprocess
 
 from ipam.cni import main
 

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import IPAMCTL, run_plugin
+from helpers import IPAMCTL, run_plugin
 from plugin_procs import (
     DB_NAME,
     PENDING,

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from conftest import run_plugin
+from helpers import run_plugin
 from plugin_procs import (
     PENDING,
     TMP_PREFIX,

@@ -19,7 +19,7 @@ import subprocess
 from urllib.parse import quote
 
 import pytest
-from conftest import IPAMCTL, PLUGIN, Outcome, cni_env, run_plugin
+from helpers import IPAMCTL, PLUGIN, Outcome, cni_env, run_plugin
 
 from ipam.paths import PENDING_PREFIX, TMP_PREFIX
 

@@ -33,7 +33,7 @@ import time
 import pytest
 from cniexec import GO_HOST_LOCAL
 from cniexec import run as run_binary
-from conftest import IPAMCTL, PLUGIN
+from helpers import IPAMCTL, PLUGIN
 from plugin_procs import DB_NAME, Invocation, run_all, wait_reading_stdin
 
 pytestmark = pytest.mark.reference

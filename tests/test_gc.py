@@ -13,10 +13,18 @@ import uuid
 from ipaddress import ip_address
 
 import pytest
-import test_cli
-from conftest import IPAMCTL, run_ipamctl, run_plugin
-from test_admin import HOUR, owners, put
-from test_cli import events, held, lease_rows, sql
+from helpers import (
+    HOUR,
+    IPAMCTL,
+    events,
+    held,
+    lease_rows,
+    owners,
+    put,
+    run_ipamctl,
+    run_plugin,
+    sql,
+)
 
 from host_local_sqlite_cli.output import lease_row
 from ipam import admin, gc, system
@@ -26,8 +34,6 @@ from ipam.store import memory, table
 SUBNET = {"subnet": "10.1.2.0/24"}
 LEASE_KEYS = set(lease_row(Lease("n", "10.1.2.2", 0, "a", "eth0")))
 GC_KEYS = {"candidates", "released", "kept", "refused", "forced", "networks"}
-# test_cli's fixtures, found by pytest under these names here too.
-runner, ctl, ctl_json, add = test_cli.runner, test_cli.ctl, test_cli.ctl_json, test_cli.add
 README = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")
 SYSTEMD = os.path.join(os.path.dirname(os.path.dirname(__file__)), "deploy", "systemd")
 
@@ -469,6 +475,7 @@ def namespace():
         ip("netns", "del", name, check=False)
 
 
+@pytest.mark.root
 def test_an_address_held_by_a_namespace_is_kept(data_dir, pool, namespace):
     pool("podnet", "orphan", "gone", "live")
     address = [a for n, a, c, _ in held(data_dir) if c == "orphan"][0]
@@ -485,6 +492,7 @@ def test_an_address_held_by_a_namespace_is_kept(data_dir, pool, namespace):
     assert [c for _, _, c, _ in held(data_dir)] == ["live"]
 
 
+@pytest.mark.root
 def test_a_namespace_kept_alive_by_a_process_only_is_found(data_dir, pool, namespace):
     """No bind mount left (as after a runtime removed it), one process inside: found
     through /proc/<pid>/ns/net, named by the process."""
@@ -510,6 +518,7 @@ def test_a_namespace_kept_alive_by_a_process_only_is_found(data_dir, pool, names
     assert [r["container_id"] for r in answer["released"]] == ["orphan"]
 
 
+@pytest.mark.root
 def test_a_leftover_namespace_name_is_skipped(data_dir, pool, namespace):
     """A name whose namespace is gone (its bind mount undone, the file left: what a
     failed 'ip netns del' leaves) is no namespace: skipped, not an error."""

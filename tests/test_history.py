@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import IPAMCTL, run_inprocess, run_plugin, upgrade_pg_to
+from helpers import IPAMCTL, run_inprocess, run_plugin, upgrade_pg_to
 
 from ipam import addr, admin, config, migrate, paths, schema_version
 from ipam.errors import ConfigError

@@ -8,10 +8,15 @@ Two parts:
   error object whose exit status matches, nothing escapes ``main``, no traceback or
   "internal error" reaches stderr, nothing is written outside ``dataDir``, and no lease
   changes unless the command legitimately touches it.
-- Explicit cases through the installed console script (``conftest.run_plugin``, which
-  also asserts that stderr holds no traceback): broken stdin, wrong JSON types for every
-  key, path traversal, malformed CNI_ARGS, unknown commands, malformed prevResult,
-  unreadable resolvConf, and bytes in the environment that are not UTF-8.
+- Explicit cases, by class: broken stdin, wrong JSON types for every key, path
+  traversal, malformed CNI_ARGS, unknown commands, malformed prevResult, unreadable
+  resolvConf, and bytes in the environment that are not UTF-8. Each case runs in process
+  (:func:`run_checked`: :func:`ipam.cni.main` with the same environment and stdin bytes,
+  stderr free of tracebacks), and one case of each class (id ``...-binary``) also runs
+  through the installed console script (``helpers.run_plugin``, which asserts the same of
+  its stderr): what only a process shows (the interpreter's start-up, the lean hot path's
+  imports, stdout's encoding, the environment's bytes) is checked there and by the bug
+  tests at the end, which all run the binary.
 """
 import contextlib
 import fcntl
@@ -27,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-from conftest import PLUGIN, VERSIONS, cni_env, run_inprocess, run_plugin
+from helpers import PLUGIN, VERSIONS, cni_env, run_inprocess, run_plugin
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -118,6 +123,26 @@ def parallel(fn, items, workers=4):
     """Run ``fn`` over ``items`` in a few threads (each call starts one process)."""
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(fn, items))
+
+
+def run_checked(command, conf, **kw):
+    """The plugin in process (:func:`helpers.run_inprocess`), checked as the binary's run
+    is: nothing on stderr that a traceback or an internal error left, and an answer that
+    stdout could write as UTF-8."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        out = run_inprocess(command, conf, **kw)
+    assert "Traceback" not in err.getvalue(), err.getvalue()
+    assert "internal error" not in err.getvalue(), err.getvalue()
+    out.out.encode("utf-8")
+    return out
+
+
+def with_smoke(cases, smoke, ids=str):
+    """``(case, run)`` parameters: every case in process, and ``smoke`` (this class's
+    representative) once more through the installed binary."""
+    return ([pytest.param(c, run_checked, id=ids(c)) for c in cases]
+            + [pytest.param(smoke, run_plugin, id=ids(smoke) + "-binary")])
 
 
 # -- part 1: property-based ----------------------------------------------------------------
@@ -458,11 +483,15 @@ _STDIN_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(_STDIN_CASES))
-def test_stdin_that_is_no_config_is_an_error_object(case, data_dir, tmp_path):
+# Through the binary as well: a syntax error past the first character (the lean hot path
+# never imports json.decoder: see test_json_syntax_errors_are_code_6) and more stdin than
+# the plugin reads, from a pipe.
+@pytest.mark.parametrize("case,run", with_smoke(sorted(_STDIN_CASES), "truncated") + [
+    pytest.param("more than 64 MiB", run_plugin, id="more than 64 MiB-binary")])
+def test_stdin_that_is_no_config_is_an_error_object(case, run, data_dir, tmp_path):
     build, code = _STDIN_CASES[case]
     before = tree(tmp_path)
-    out = run_plugin("ADD", build(_dump(_valid(data_dir))))
+    out = run("ADD", build(_dump(_valid(data_dir))))
     assert_error_object(out, code)
     assert tree(tmp_path) == before  # decoding fails before anything is created
 
@@ -479,10 +508,11 @@ _JUNK_INSIDE = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(_JUNK_INSIDE))
-def test_junk_inside_a_valid_config(case, data_dir):
+@pytest.mark.parametrize("case,run", with_smoke(sorted(_JUNK_INSIDE),
+                                               "invalid utf-8 in the name"))
+def test_junk_inside_a_valid_config(case, run, data_dir):
     edit, code = _JUNK_INSIDE[case]
-    out = run_plugin("ADD", edit(_dump(_valid(data_dir))))
+    out = run("ADD", edit(_dump(_valid(data_dir))))
     if code:
         assert_error_object(out, code)
     else:
@@ -574,94 +604,99 @@ def test_typed_base_config_is_valid(data_dir, tmp_path):
     assert run_plugin("GC", conf).status == 0 and run_plugin("STATUS", conf).status == 0
 
 
-@pytest.mark.parametrize("path,kind", _TYPED_PATHS,
-                         ids=[".".join(map(str, p)) for p, _ in _TYPED_PATHS])
-def test_wrong_json_type_at_every_key(path, kind, data_dir, tmp_path):
+@pytest.mark.parametrize("typed,run", with_smoke(_TYPED_PATHS, (("ipam", "subnet"), "string"),
+                                                ids=lambda t: ".".join(map(str, t[0]))))
+def test_wrong_json_type_at_every_key(typed, run, data_dir, tmp_path):
+    path, kind = typed
     resolv = tmp_path / "resolv.conf"
     resolv.write_text("nameserver 192.0.2.53\n")
     before = tree(tmp_path)
     code = 6 if path in (("name",), ("cniVersion",)) else 7
 
-    def run(wrong):
+    def one(wrong):
         conf = _typed_base(data_dir, resolv)
         parent = conf
         for key in path[:-1]:
             parent = parent[key]
         parent[path[-1]] = _SAMPLES[wrong]
-        return wrong, run_plugin(_command_for(path), conf)
+        return wrong, run(_command_for(path), conf)
 
-    for wrong, out in parallel(run, _WRONG[kind]):
+    each = parallel if run is run_plugin else map  # in process: one thread, stderr captured
+    for wrong, out in each(one, _WRONG[kind]):
         assert out.status == 1, (wrong, out)
         assert_error_object(out, code)
     assert tree(tmp_path) == before  # refused before the database or a directory is made
 
 
-@pytest.mark.parametrize("name", ["../x", "a/b", "..", ".", "/abs", "/tmp/x", "../../etc/passwd",
-                                  "x/../..", "..\\x", ".hidden", "-x", "a\nb", ""])
-def test_path_traversal_in_the_network_name(name, data_dir, tmp_path):
+@pytest.mark.parametrize("name,run", with_smoke(
+    ["../x", "a/b", "..", ".", "/abs", "/tmp/x", "../../etc/passwd", "x/../..", "..\\x",
+     ".hidden", "-x", "a\nb", ""], "../x"))
+def test_path_traversal_in_the_network_name(name, run, data_dir, tmp_path):
     before = tree(tmp_path)
     for command in ("ADD", "DEL", "CHECK", "GC", "STATUS"):
         conf = dict(_valid(data_dir), name=name, **{"cni.dev/valid-attachments": []})
-        out = run_plugin(command, conf)
+        out = run(command, conf)
         assert_error_object(out, 7)
         assert out.json["msg"] in ("invalid characters found in network name",
                                    "missing network name"), out
     assert tree(tmp_path) == before
 
 
-@pytest.mark.parametrize("field,value", [
+@pytest.mark.parametrize("env,run", with_smoke([
     ("container_id", "../../etc"), ("container_id", "a/b"), ("container_id", ".."),
     ("container_id", "/abs"), ("container_id", "."), ("container_id", "-x"),
     ("ifname", "../../etc"), ("ifname", "a/b"), ("ifname", ".."), ("ifname", "."),
     ("ifname", "/abs"), ("ifname", "../" * 5),
-])
-def test_path_traversal_in_container_id_and_ifname(field, value, data_dir, tmp_path):
+], ("container_id", "../../etc"), ids="-".join))
+def test_path_traversal_in_container_id_and_ifname(env, run, data_dir, tmp_path):
+    field, value = env
     before = tree(tmp_path)
     for command in ("ADD", "DEL", "CHECK"):
-        out = run_plugin(command, _valid(data_dir), **{field: value})
+        out = run(command, _valid(data_dir), **{field: value})
         assert_error_object(out, 4)
     assert tree(tmp_path) == before
 
 
-@pytest.mark.parametrize("args", [
+@pytest.mark.parametrize("args,run", with_smoke([
     "IP", "=", ";", "==", "IP=10.1.2.9;", ";IP=10.1.2.9", "IP=10.1.2.9;;", "a=b=c",
     "K8S_POD_NAME=x", "IgnoreUnknown=maybe", "IgnoreUnknown", "IP=junk", "IP=10.1.2.9/33",
     "IP=10.1.2.9=1", "IP=10.1.2.9 ", " IP=10.1.2.9", "IP=10.1.2.9,10.1.2.10", "\n", "x" * 100_000,
-])
-def test_malformed_cni_args(args, data_dir, tmp_path):
+], "IP=junk"))
+def test_malformed_cni_args(args, run, data_dir, tmp_path):
     before = tree(tmp_path)
     for command in ("ADD", "DEL"):
-        out = run_plugin(command, _valid(data_dir), args=args)
+        out = run(command, _valid(data_dir), args=args)
         assert_error_object(out, 4)
         assert out.json["msg"].startswith("ARGS: "), out
     assert tree(tmp_path) == before
 
 
-@pytest.mark.parametrize("command", ["FOO", "add", "Add", "ADD ", " ADD", "VERSIONS", "DEL\n",
-                                     "GET", "ADD;DEL", "x" * 10_000])
-def test_unknown_command(command, data_dir, tmp_path):
+@pytest.mark.parametrize("command,run", with_smoke(
+    ["FOO", "add", "Add", "ADD ", " ADD", "VERSIONS", "DEL\n", "GET", "ADD;DEL", "x" * 10_000],
+    "FOO"))
+def test_unknown_command(command, run, data_dir, tmp_path):
     before = tree(tmp_path)
-    assert_error_object(run_plugin(command, _valid(data_dir)), 4)
-    assert_error_object(run_plugin(command, _valid(data_dir), container_id=None), 3)
+    assert_error_object(run(command, _valid(data_dir)), 4)
+    assert_error_object(run(command, _valid(data_dir), container_id=None), 3)
     assert tree(tmp_path) == before
 
 
-@pytest.mark.parametrize("prev", [
+@pytest.mark.parametrize("prev,run", with_smoke([
     "x", 5, [], True, {"ips": {}}, {"ips": "10.1.2.2/24"}, {"ips": [5]}, {"ips": [None]},
     {"ips": [{}]}, {"ips": [{"address": 5}]}, {"ips": [{"address": None}]},
     {"ips": [{"address": "10.1.2.2"}]}, {"ips": [{"address": "10.1.2.2/33"}]},
     {"ips": [{"address": "junk/24"}]}, {"ips": [{"address": ""}]},
     {"ips": [{"address": "10.1.2.2/24"}, "x"]},
-], ids=repr)
-def test_check_with_malformed_prev_result(prev, data_dir):
+], {"ips": [{"address": "10.1.2.2/33"}]}, ids=repr))
+def test_check_with_malformed_prev_result(prev, run, data_dir):
     conf = _valid(data_dir)
-    assert run_plugin("ADD", conf).status == 0
+    assert run("ADD", conf).status == 0
     leases_before = lease_rows(str(data_dir / DB))
     conf["prevResult"] = prev
-    assert_error_object(run_plugin("CHECK", conf), 7)
+    assert_error_object(run("CHECK", conf), 7)
     assert lease_rows(str(data_dir / DB)) == leases_before
     conf["prevResult"] = {"cniVersion": "1.1.0", "ips": [{"address": "10.1.2.2/24"}]}
-    assert run_plugin("CHECK", conf).status == 0
+    assert run("CHECK", conf).status == 0
 
 
 def test_resolv_conf_missing_directory_or_binary(data_dir, tmp_path):

@@ -18,15 +18,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import cni_env
+from helpers import cni_env
 
 from ipam import bundle, launcher
 
 PACKAGE_DIR = os.path.dirname(bundle.__file__)
-# Modules other branches are rewriting as this lands; strict: a fixed one must leave here.
-NOT_YET = {
-    "ipam.paths": "bare annotations (str, bool), in a module the onename branch edits",
-}
 
 
 def _source(module):
@@ -73,9 +69,7 @@ def _evaluated_annotations(tree):
     return found
 
 
-@pytest.mark.parametrize("module", [
-    pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=NOT_YET[m])) if m in NOT_YET
-    else m for m in bundle.HOT_PATH])
+@pytest.mark.parametrize("module", bundle.HOT_PATH)
 def test_hot_path_annotations_are_strings(module):
     source = _source(module)
     bare = [ast.get_source_segment(source, a) for a in _evaluated_annotations(ast.parse(source))

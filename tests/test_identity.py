@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 from click.testing import CliRunner
-from conftest import IPAMCTL, PLUGIN, cni_env, run_plugin, upgrade_pg_to
+from helpers import IPAMCTL, PLUGIN, cni_env, run_plugin, upgrade_pg_to
 
 from host_local_sqlite_cli.main import cli
 from ipam import addr, migrate, paths, schema_version

@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 from cniexec import GO_HOST_LOCAL, contents, snapshot_networks
 from cniexec import run as run_binary
-from conftest import IPAMCTL, run_plugin
+from helpers import IPAMCTL, run_plugin
 
 from host_local_sqlite_cli.main import cli
 from ipam import addr

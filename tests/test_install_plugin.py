@@ -237,6 +237,7 @@ def test_package_owner_from_dpkg_file_lists(tmp_path):
     assert owner(str(tmp_path), "/opt/cni/bin/host-local") is None
 
 
+@pytest.mark.reference
 def test_real_dpkg_agrees_on_debians_go_host_local():
     """Read-only, on this system: our reading of dpkg's lists against dpkg-query."""
     if not os.path.isfile(GO_HOST_LOCAL):

@@ -6,7 +6,7 @@ import stat
 import subprocess
 import sys
 
-from conftest import IPAMCTL, PLUGIN, cni_env
+from helpers import IPAMCTL, PLUGIN, cni_env
 
 from ipam import bundle, launcher, migrate, paths
 from ipam.schema_version import HEAD

@@ -1,6 +1,5 @@
 """ipamctl network list / network forget, counts in tables, on every Store, through
 click's CliRunner in process and through the installed ipamctl on SQLite and PostgreSQL."""
-# ruff: noqa: F811 - test_cli's fixtures, imported, are the tests' parameters
 import fcntl
 import ipaddress
 import json
@@ -10,22 +9,9 @@ import subprocess
 import time
 
 import pytest
-from conftest import IPAMCTL, run_plugin
-from conftest import run_ipamctl as ipamctl
+from helpers import IPAMCTL, checked, events, held, note, owners, put, run_plugin, sql
+from helpers import run_ipamctl as ipamctl
 from prometheus_client.parser import text_string_to_metric_families
-from test_admin import note, put
-from test_cli import (  # noqa: F401 - fixtures
-    add,
-    checked,
-    ctl,
-    ctl_json,
-    delete,
-    events,
-    held,
-    owners,
-    runner,
-    sql,
-)
 
 from host_local_sqlite_cli.main import cli
 from host_local_sqlite_cli.output import count, iso, table

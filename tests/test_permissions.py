@@ -14,9 +14,11 @@ import sys
 import tempfile
 
 import pytest
-from conftest import IPAMCTL, PLUGIN, cni_env
+from helpers import IPAMCTL, PLUGIN, cni_env
 
 from ipam import paths
+
+pytestmark = pytest.mark.root  # every test runs ipamctl as another user (setpriv)
 
 NOBODY = 65534
 AS_NOBODY = ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"]

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PLUGIN, VERSIONS, cni_env, run_inprocess, run_plugin
+from helpers import PLUGIN, VERSIONS, cni_env, run_inprocess, run_plugin
 
 from ipam import system
 

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from conftest import run_inprocess, upgrade_pg_to
+from helpers import run_inprocess, upgrade_pg_to
 
 from ipam import migrate, schema, schema_version
 from ipam.errors import Retry
@@ -232,7 +232,7 @@ def test_each_node_mirrors_its_own_cursor_and_check_agrees(pg_url, tmp_path):
     import json
     import subprocess
 
-    from conftest import IPAMCTL
+    from helpers import IPAMCTL
 
     migrate.upgrade(pg_url)
     dirs = {n: tmp_path / n for n in ("node-a", "node-b")}

@@ -39,7 +39,7 @@ import shutil
 import pytest
 import syscall_faults as sf
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.strace]
 
 PATHS = sf.POWER_LOSS_PATHS
 

@@ -10,10 +10,11 @@ runtimes; here each command runs in process (a process adds nothing to parsing i
 import os
 import re
 import shlex
+import shutil
 
 import pytest
 from click.testing import CliRunner
-from conftest import run_plugin
+from helpers import run_plugin
 
 from host_local_sqlite_cli.main import cli
 
@@ -49,7 +50,7 @@ def _examples():
     return sorted(set(found), key=lambda f: f[1])
 
 
-def _argv(example, tmp):
+def _argv(example, tmp, data):
     """The example as an argument vector for this pool: placeholders and host paths
     replaced, optional parts given."""
     example = re.sub(r"\$\([^)]*\)", "today", example)  # a shell expansion in a file name
@@ -58,7 +59,7 @@ def _argv(example, tmp):
     directory = os.path.join(tmp, "host-local" if "import" in words else "bin")
     values = {"N": "mynet", "ID": CID, "X": CID[:12], "IP": "10.22.0.17", "IF": "eth0",
               "NS/NAME": "default/web-0", "NAME": "web-0", "old-name": "old-node",
-              "URL": os.path.join(tmp, "data", ".host-local-sqlite.db"),
+              "URL": os.path.join(data, ".host-local-sqlite.db"),
               "FILE": os.path.join(tmp, "backup.db"), "now.db": os.path.join(tmp, "backup.db"),
               "DIR": directory}
     out = []
@@ -81,18 +82,30 @@ def test_the_readme_shows_commands():
     assert len(EXAMPLES) >= 25, EXAMPLES
 
 
-@pytest.mark.parametrize("where,example", EXAMPLES, ids=[e for _, e in EXAMPLES])
-def test_every_readme_command_runs(tmp_path, where, example):
-    data = tmp_path / "data"
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """The pool, made once by the installed plugin; each test gets a copy (its dataDir is
+    recorded in the database, so the copy sits at the same path)."""
+    data = tmp_path_factory.mktemp("readme-pool") / "data"
     data.mkdir()
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "host-local" / "mynet").mkdir(parents=True)  # Go's layout, nothing leased
     conf = {"cniVersion": "1.0.0", "name": "mynet", "type": "bridge",
             "ipam": {"type": "host-local-sqlite", "dataDir": str(data),
                      "ranges": [[{"subnet": "10.22.0.0/24", "rangeStart": "10.22.0.17"}]]}}
     assert run_plugin("ADD", conf, container_id=CID, args=POD).status == 0
     assert run_plugin("ADD", conf, container_id="other").status == 0
-    argv = _argv(example, str(tmp_path))
+    template = data.parent / "template"
+    shutil.copytree(data, template, symlinks=True)
+    return data, template
+
+
+@pytest.mark.parametrize("where,example", EXAMPLES, ids=[e for _, e in EXAMPLES])
+def test_every_readme_command_runs(tmp_path, pool, where, example):
+    data, template = pool
+    shutil.rmtree(data)
+    shutil.copytree(template, data, symlinks=True)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "host-local" / "mynet").mkdir(parents=True)  # Go's layout, nothing leased
+    argv = _argv(example, str(tmp_path), str(data))
     runner = CliRunner()
     if argv[:2] == ["db", "restore"]:  # a restore needs a backup made first
         made = runner.invoke(cli, ["--data-dir", str(data), "db", "backup", argv[2]])

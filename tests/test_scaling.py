@@ -144,7 +144,7 @@ def test_the_wal_stays_short_across_plugin_processes(tmp_path):
     reading every frame of the WAL; and a rebuilt index forgets what was checkpointed,
     so without our truncation the WAL grew by every commit, forever (about 80 KB per
     ADD and DEL here). Real processes, as a runtime starts them."""
-    from conftest import run_plugin
+    from helpers import run_plugin
 
     from ipam.sqlite_db import WAL_TRIM_BYTES
 

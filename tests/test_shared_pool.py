@@ -13,7 +13,7 @@ import time
 
 import psycopg
 import pytest
-from conftest import IPAMCTL, run_plugin
+from helpers import IPAMCTL, run_plugin
 from pgserver import free_port
 from plugin_procs import Invocation, mirror, others, run_all, wait_reading_stdin
 

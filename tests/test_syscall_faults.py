@@ -20,7 +20,7 @@ import shutil
 import pytest
 import syscall_faults as sf
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.strace]
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):

@@ -40,6 +40,7 @@ def check(cmd, **kwargs):
 
 
 @pytest.mark.slow
+@pytest.mark.network  # pip fetches the wheel's dependencies from the package index
 def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(REPO, src, ignore=NOT_SOURCE)

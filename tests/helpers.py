@@ -1,0 +1,182 @@
+"""Helpers shared by the test modules: plain functions and constants, no fixtures (those
+live in conftest.py). A test module imports what it needs from here, never from another
+test module.
+
+cniexec.py (the differential harness's runner), plugin_procs.py (Popen'd plugin
+processes), pgserver.py (the throwaway PostgreSQL server) and syscall_faults.py (strace
+fault injection) stay modules of their own: each serves one kind of test.
+"""
+import io
+import ipaddress
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+
+from ipam import paths
+from ipam.cni import main as cni_main
+from ipam.lease import Lease, NetworkRecord
+from ipam.ranges import canonicalize, describe, make_set
+from ipam.system import boot_clock, boot_id
+
+VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+PLUGIN = os.path.join(os.path.dirname(sys.executable), "host-local-sqlite")
+IPAMCTL = os.path.join(os.path.dirname(sys.executable), "ipamctl")
+HOUR = 3600.0
+
+
+# -- the plugin, in process and as a process ---------------------------------------------
+class Outcome:
+    def __init__(self, status, out):
+        self.status = status
+        self.out = out
+        self.json = json.loads(out) if out.strip() else None
+
+    @property
+    def error(self):
+        return self.json if self.status else None
+
+    def __repr__(self):
+        return "Outcome(%d, %s)" % (self.status, self.out)
+
+
+def cni_env(command, container_id="dummy", ifname="eth0", netns="/some/where", args=None,
+            **extra):
+    env = {"CNI_COMMAND": command, "CNI_CONTAINERID": container_id, "CNI_NETNS": netns,
+           "CNI_IFNAME": ifname, "CNI_PATH": "/opt/cni/bin"}
+    if args is not None:
+        env["CNI_ARGS"] = args
+    env.update(extra)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def _stdin_bytes(conf):
+    if isinstance(conf, bytes):
+        return conf
+    if isinstance(conf, str):
+        return conf.encode()
+    return json.dumps(conf).encode()
+
+
+def run_inprocess(command, conf, **kw):
+    """One plugin invocation in this process (fast; same code path as the binary)."""
+    out = io.StringIO()
+    status = cni_main(cni_env(command, **kw), io.BytesIO(_stdin_bytes(conf)), out)
+    return Outcome(status, out.getvalue())
+
+
+def run_plugin(command, conf, env_extra=None, **kw):
+    """One invocation of the installed console script, as a runtime runs it."""
+    env = {"PATH": os.environ.get("PATH", "")}
+    env.update(cni_env(command, **kw))
+    env.update(env_extra or {})
+    proc = subprocess.run([PLUGIN], input=_stdin_bytes(conf), env=env, capture_output=True,
+                          timeout=60)
+    assert b"Traceback" not in proc.stderr, proc.stderr.decode()
+    return Outcome(proc.returncode, proc.stdout.decode())
+
+
+def run_ipamctl(data_dir, *args, input="", expect=0):
+    """The installed ipamctl on ``data_dir``, as an operator runs it; its exit status
+    checked. stdin is ``input``, never the terminal the tests run from (a command that
+    asks on a terminal would wait for an answer)."""
+    env = {"PATH": os.environ.get("PATH", ""), "IPAM_DATA_DIR": str(data_dir)}
+    proc = subprocess.run([IPAMCTL, *args], input=input, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == expect, (args, proc.stdout, proc.stderr)
+    return proc
+
+
+def checked(result):
+    """A CliRunner result that ended through click (exit code), never by a traceback."""
+    exc = result.exception
+    if exc is not None and not isinstance(exc, SystemExit):
+        raise AssertionError("ipamctl raised:\n" + "".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    assert "Traceback" not in result.output
+    return result
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------
+def upgrade_pg_to(url, revision):
+    """Bring the PostgreSQL database ``url`` to schema ``revision`` with the shipped
+    migrations: a pool as an earlier version of ours left it."""
+    import sqlalchemy
+    from alembic import command
+
+    from ipam import migrate
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(migrate.alembic_config(url, conn), revision)
+    finally:
+        engine.dispose()
+
+
+# -- what a SQLite database in a dataDir holds ----------------------------------------------
+def sql(data_dir, query, params=()):
+    conn = sqlite3.connect(paths.default_database(str(data_dir)))
+    try:
+        with conn:
+            return conn.execute(query, params).fetchall()
+    finally:
+        conn.close()
+
+
+def lease_rows(data_dir):
+    return sql(data_dir, "SELECT network, ip, container_id, ifname, range_set, allocated_at, "
+                         "boot_id FROM leases ORDER BY id")
+
+
+def held(data_dir):
+    return [tuple(r[:4]) for r in sql(
+        data_dir, "SELECT network, ip, container_id, ifname FROM leases ORDER BY network, ip")]
+
+
+def events(data_dir):
+    return sql(data_dir, "SELECT event, reason, network, ip, container_id, ifname FROM history "
+                         "ORDER BY id")
+
+
+def owners(leases):
+    """(network, ip, container, ifname) of each lease: Lease objects, or rows as ipamctl's
+    JSON gives them."""
+    return [(x["network"], x["ip"], x["container_id"], x["ifname"]) if isinstance(x, dict)
+            else (x.network, str(x.ip), x.container_id, x.ifname) for x in leases]
+
+
+def iso_z(ts):
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- leases and networks written straight into a Store -------------------------------------
+def put(store, network, address, cid, ifname="eth0", at=None, boot="current", range_set=0,
+        now=None):
+    """A lease made ``at`` (wall clock, as of ``now``; now by default); in this boot, its
+    boot clock reading then is the same age."""
+    now = time.time() if now is None else now
+    at = now if at is None else at
+    current = boot == "current"
+    lease = Lease(network, ipaddress.ip_address(address), range_set, cid, ifname, at,
+                  boot_id() if current else boot, None,
+                  boot_clock() - (now - at) if current else None)
+    with store.transaction():
+        assert store.reserve(lease, "add")
+    return lease
+
+
+def note(store, network, data_dir, *subnets, export=True, exclude=()):
+    """Record a network's ranges as the plugin's ADD does (one range set per subnet)."""
+    ip = ipaddress.ip_address
+    sets = [make_set([canonicalize(s, None, None, None,
+                                   [(int(ip(a)), int(ip(b))) for a, b in exclude])])
+            for s in subnets]
+    with store.transaction():
+        store.set_network_info(network, NetworkRecord(str(data_dir), export,
+                                                      json.dumps(describe(sets))))

@@ -180,3 +180,22 @@ def note(store, network, data_dir, *subnets, export=True, exclude=()):
     with store.transaction():
         store.set_network_info(network, NetworkRecord(str(data_dir), export,
                                                       json.dumps(describe(sets))))
+
+
+def ipamctl(*args, data_dir=None, database=None, expect=0):
+    """The installed ipamctl, as an operator runs it."""
+    env = {"PATH": os.environ.get("PATH", "")}
+    if data_dir is not None:
+        env["IPAM_DATA_DIR"] = str(data_dir)
+    if database is not None:
+        env["IPAM_DATABASE"] = database
+    proc = subprocess.run([IPAMCTL, *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == expect, (args, proc.stdout, proc.stderr)
+    return proc
+
+
+def js(*args, **kw):
+    """:func:`ipamctl` with ``-o json``, its output parsed."""
+    return json.loads(ipamctl("-o", "json", *args, **kw).stdout)

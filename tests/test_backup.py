@@ -7,7 +7,6 @@ import sqlite3
 import time
 
 import pytest
-from click.testing import CliRunner
 from plugin_procs import (
     DB_NAME,
     Invocation,
@@ -27,13 +26,6 @@ from ipam.schema_version import HEAD
 
 NET = "mynet"
 IPAM = {"subnet": "10.1.0.0/24"}
-
-
-@pytest.fixture
-def runner(monkeypatch):
-    monkeypatch.delenv("IPAM_DATA_DIR", raising=False)
-    monkeypatch.delenv("IPAM_DATABASE", raising=False)
-    return CliRunner()
 
 
 @pytest.fixture

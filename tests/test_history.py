@@ -1,7 +1,6 @@
 """History retention (revision 0007): ``ipamctl history prune``, ``ipam.historyRetention``,
 the indexes that keep ``history --ip`` and ``--since`` off a full scan, and 64-bit ids on
 PostgreSQL, with pools of revision 0006 upgraded in place on both engines."""
-import json
 import os
 import shutil
 import sqlite3
@@ -9,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from helpers import IPAMCTL, run_inprocess, run_plugin, upgrade_pg_to
+from helpers import IPAMCTL, ipamctl, js, run_inprocess, run_plugin, upgrade_pg_to
 
 from ipam import addr, admin, config, migrate, paths, schema_version
 from ipam.errors import ConfigError
@@ -21,23 +20,6 @@ SUBNET = {"subnet": "10.1.2.0/24"}
 EVENT = ("INSERT INTO history (time, event, reason, network, ip, container_id, ifname, "
          "node) VALUES ({t}, 'allocate', 'add', 'mynet', '{ip}', '{cid}', 'eth0', 'n')")
 
-
-def ipamctl(*args, data_dir=None, database=None, expect=0):
-    """The installed ipamctl, as an operator runs it."""
-    env = {"PATH": os.environ.get("PATH", "")}
-    if data_dir is not None:
-        env["IPAM_DATA_DIR"] = str(data_dir)
-    if database is not None:
-        env["IPAM_DATABASE"] = database
-    proc = subprocess.run([IPAMCTL, *args], env=env, capture_output=True, text=True,
-                          timeout=60)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == expect, (args, proc.stdout, proc.stderr)
-    return proc
-
-
-def js(*args, **kw):
-    return json.loads(ipamctl("-o", "json", *args, **kw).stdout)
 
 
 def lease(ip, cid):

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 from click.testing import CliRunner
-from helpers import IPAMCTL, PLUGIN, cni_env, run_plugin, upgrade_pg_to
+from helpers import PLUGIN, cni_env, ipamctl, js, run_plugin, upgrade_pg_to
 
 from host_local_sqlite_cli.main import cli
 from ipam import addr, migrate, paths, schema_version
@@ -24,23 +24,6 @@ WEB = "3f2a9c01b2c4" + "0" * 52
 NGINX = "3f2a9c01b2c4" + "1" * 52
 DB = "77d1e5" + "2" * 58
 
-
-def ipamctl(*args, data_dir=None, database=None, expect=0):
-    """The installed ipamctl, as an operator runs it."""
-    env = {"PATH": os.environ.get("PATH", "")}
-    if data_dir is not None:
-        env["IPAM_DATA_DIR"] = str(data_dir)
-    if database is not None:
-        env["IPAM_DATABASE"] = database
-    proc = subprocess.run([IPAMCTL, *args], env=env, capture_output=True, text=True,
-                          timeout=60)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == expect, (args, proc.stdout, proc.stderr)
-    return proc
-
-
-def js(*args, **kw):
-    return json.loads(ipamctl("-o", "json", *args, **kw).stdout)
 
 
 def add(conf, cid, args=None, ifname="eth0"):

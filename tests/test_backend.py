@@ -6,12 +6,13 @@ refusal. Each row goes through the plugin (an ADD, in process) and through ipamc
 (``db upgrade``, through click), and their answers are compared.
 """
 import sqlite3
+from contextlib import closing
 
 import pytest
 from click.testing import CliRunner
 from helpers import run_inprocess
 
-from cli.main import cli
+from host_local_sqlite_cli.main import cli
 from ipam import backend
 from ipam.errors import ConfigError
 from ipam.schema_version import HEAD
@@ -86,7 +87,7 @@ def test_both_open_the_same_sqlite_file(database, file, cwd, tmp_path):
     assert listing(cwd) == [file]  # no -wal left: the upgrade switched WAL on and closed
     out = run_inprocess("ADD", conf(data, database), container_id="c1")
     assert out.status == 0, out
-    with sqlite3.connect(cwd / file) as db:  # the lease is in the file ipamctl made
+    with closing(sqlite3.connect(cwd / file)) as db:  # the lease is in the file ipamctl made
         assert db.execute("SELECT ip, container_id FROM leases").fetchall() == [
             ("10.9.0.2", "c1")]
     assert ipamctl(data, database, "db", "current").stdout == HEAD + "\n"

@@ -27,3 +27,22 @@ def test_each_module_imports_alone(tmp_path, module):
                          text=True, timeout=60, env=dict(os.environ, PYTHONPATH=""))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(name == MAIN), "%s imports %s" % (name, MAIN)
+
+
+def test_nothing_imports_the_folders_by_their_repository_names():
+    """``cli`` and ``migrations`` are folder names only: code importing them so would run a
+    second copy of ipamctl from the checkout (and fail from an installed wheel)."""
+    import re
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    pattern = re.compile(r"^\s*(from|import)\s+(cli|migrations)(\.|\s|$)", re.M)
+    found = []
+    for folder in ("ipam", "cli", "migrations", "tests", "tools"):
+        for dirpath, _, files in os.walk(os.path.join(root, folder)):
+            for name in files:
+                if name.endswith(".py"):
+                    path = os.path.join(dirpath, name)
+                    with open(path) as f:
+                        if pattern.search(f.read()):
+                            found.append(os.path.relpath(path, root))
+    assert found == []

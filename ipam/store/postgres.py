@@ -174,10 +174,14 @@ class PostgresStore(LeaseTable):
         return text
 
     def _exec(self, sql: str, params: "Sequence[Any]" = ()) -> "Any":
+        if self.conn is None:  # connected on first use, again after a lost connection
+            self._connect()
+        return super()._exec(sql, params)
+
+    def _exec_many(self, sql: str, rows: "list[tuple[Any, ...]]") -> None:
         if self.conn is None:
             self._connect()
-        self.round_trips += 1
-        return self.conn.execute(self._sql(sql), params)
+        super()._exec_many(sql, rows)
 
     def _prefix(self, column: str, prefix: str) -> "tuple[str, list[Any]]":
         """``LIKE``: text comparisons follow the database's collation, not bytes."""
@@ -307,10 +311,3 @@ class PostgresStore(LeaseTable):
                             "ON CONFLICT DO NOTHING", missing)
             self._exec(_LOCK, (network,)).fetchall()
         self._locked_at = monotonic()
-
-    def _exec_many(self, sql: str, rows: "list[tuple[Any, ...]]") -> None:
-        if rows:
-            if self.conn is None:
-                self._connect()
-            self.round_trips += 1
-            self.conn.cursor().executemany(self._sql(sql), rows)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
     from ipam.config import IpamConfig
     from ipam.exporter import NetworkFiles
     from ipam.ranges import RangeSet
+    from ipam.store.pool import StorePool
     from ipam.store.protocol import Store
 
     T = TypeVar("T")
@@ -32,12 +33,34 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
 # Set by the console script, which ends the process with os._exit right after the
 # answer: closing the database there would only checkpoint and delete the WAL.
 KEEP_OPEN = False
+# Set by the node daemon (:mod:`ipam.daemon`): its stores, kept open across calls.
+POOL: "Optional[StorePool]" = None
 
 
-def _open(conf: "IpamConfig") -> "tuple[Store, Mirror]":
-    store = open_store(conf.database, conf.busy_timeout, node=conf.node,
-                       data_dir=conf.data_dir)
-    return store, Mirror(conf.data_dir, conf.export, conf.busy_timeout)
+class _Opened:
+    """``with _Opened(conf) as (store, mirror):`` the store and mirror of one command.
+
+    In the node daemon the store comes from its pool and goes back after a call that
+    succeeded (one that failed closes it: whatever state the failure left goes too);
+    in a plugin process it is opened for this call alone."""
+
+    def __init__(self, conf: "IpamConfig") -> "None":
+        if POOL is not None:
+            self.store = POOL.take(conf.database, conf.busy_timeout, conf.node, conf.data_dir)
+        else:
+            self.store = open_store(conf.database, conf.busy_timeout, node=conf.node,
+                                    data_dir=conf.data_dir)
+        self.mirror = Mirror(conf.data_dir, conf.export, conf.busy_timeout)
+
+    def __enter__(self) -> "tuple[Store, Mirror]":
+        return self.store, self.mirror
+
+    def __exit__(self, exc_type: "Optional[type[BaseException]]", exc: "Any",
+                 tb: "Any") -> "None":
+        if POOL is not None:
+            POOL.give(self.store, reuse=exc_type is None)
+        elif not KEEP_OPEN:
+            self.store.close()
 
 
 def _attempts(store: "Store", run: "Callable[[], T]") -> "T":
@@ -49,11 +72,6 @@ def _attempts(store: "Store", run: "Callable[[], T]") -> "T":
         except Retry:
             time.sleep(delay)
     return run()
-
-
-def _close(store: "Store") -> "None":
-    if not KEEP_OPEN:
-        store.close()
 
 
 def _run(store: "Store", mirror: "Mirror", conf: "IpamConfig",
@@ -110,8 +128,7 @@ def cmd_add(env: "Env", conf_obj: "dict[str, Any]") -> "str":
         from ipam.dns import parse_resolv_conf
 
         dns = parse_resolv_conf(conf.resolv_conf)
-    store, mirror = _open(conf)
-    try:
+    with _Opened(conf) as (store, mirror):
         def body(files: "Optional[NetworkFiles]"
                  ) -> "tuple[list[allocator.Allocation], Changes]":
             trim_history(store, conf)
@@ -119,51 +136,40 @@ def cmd_add(env: "Env", conf_obj: "dict[str, Any]") -> "str":
                                  env["CNI_CONTAINERID"], env["CNI_IFNAME"], files=files,
                                  pod=pod)
         allocations, _ = _attempts(store, lambda: _run(store, mirror, conf, body))
-    finally:
-        _close(store)
     return result.render(conf.cni_version, [a.as_tuple() for a in allocations], conf.routes, dns)
 
 
 def cmd_del(env: "Env", conf_obj: "dict[str, Any]") -> "str":
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
-    store, mirror = _open(conf)
-    try:
+    with _Opened(conf) as (store, mirror):
         def body(files: "Optional[NetworkFiles]") -> "tuple[None, Changes]":
             trim_history(store, conf)
             return None, allocator.release(store, conf.name, env["CNI_CONTAINERID"],
                                            env["CNI_IFNAME"], len(conf.range_sets))
         _attempts(store, lambda: _run(store, mirror, conf, body))
-    finally:
-        _close(store)
     return ""
 
 
 def cmd_check(env: "Env", conf_obj: "dict[str, Any]") -> "str":
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
     prev_ips = prev_result_ips(conf_obj.get("prevresult"))
-    store, mirror = _open(conf)
-    try:
+    with _Opened(conf) as (store, mirror):
         def body(files: "Optional[NetworkFiles]") -> "tuple[None, Changes]":
             allocator.check(store, conf.name, env["CNI_CONTAINERID"], env["CNI_IFNAME"],
                             prev_ips)
             return None, Changes(conf.name)
         _attempts(store, lambda: _run(store, mirror, conf, body))
-    finally:
-        _close(store)
     return ""
 
 
 def cmd_gc(env: "Env", conf_obj: "dict[str, Any]") -> "str":
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
     valid = valid_attachments(conf_obj)
-    store, mirror = _open(conf)
-    try:
+    with _Opened(conf) as (store, mirror):
         # host-local's files are reconciled first: GC judges them too
         def body(files: "Optional[NetworkFiles]") -> "tuple[None, Changes]":
             return None, allocator.gc(store, conf.name, valid)
         _, problems = _attempts(store, lambda: _run(store, mirror, conf, body))
-    finally:
-        _close(store)
     failed = [p for p in problems if not p.startswith("left ")]
     if failed:
         # The leases are released (committed); the runtime hears about the files.
@@ -174,15 +180,12 @@ def cmd_gc(env: "Env", conf_obj: "dict[str, Any]") -> "str":
 
 def cmd_status(env: "Env", conf_obj: "dict[str, Any]") -> "str":
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
-    store, mirror = _open(conf)
-    try:
+    with _Opened(conf) as (store, mirror):
         # host-local's files count as taken addresses
         def body(files: "Optional[NetworkFiles]"
                  ) -> "tuple[Optional[tuple[int, RangeSet]], Changes]":
             return allocator.exhausted(store, conf.name, conf.range_sets), Changes(conf.name)
         full, _ = _attempts(store, lambda: _run(store, mirror, conf, body))
-    finally:
-        _close(store)
     if full is not None:
         idx, rs = full
         raise Unavailable("no IP addresses available in range set %d: %s" % (idx, rs))

@@ -44,7 +44,10 @@ def connect(path: "str", busy_timeout: "float" = DEFAULT_BUSY_TIMEOUT,
         if size is None:
             fd = system.open(path, system.O_WRONLY | system.O_CREAT | system.O_NOFOLLOW, 0o600)
             system.close(fd)
-        conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+        # check_same_thread off: the node daemon's pool hands a store to one worker
+        # thread at a time, not always the one that opened it (SQLite is serialized).
+        conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
+                               check_same_thread=False)
     try:
         # synchronous=FULL: an address we report must survive a power cut. The first
         # statement is also where SQLite reads the file and finds it is not a database.

@@ -18,7 +18,7 @@ from ipam.system import O_CLOEXEC, O_CREAT, O_NOFOLLOW, O_RDONLY, O_RDWR
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
     from types import FrameType
-    from typing import NoReturn, Optional
+    from typing import Any, NoReturn, Optional
 
 
 class _Expired(Exception):
@@ -29,11 +29,52 @@ def _expire(signum: "int", frame: "Optional[FrameType]") -> "NoReturn":
     raise _Expired()
 
 
+# The node daemon's threads queue among themselves first, each path on a lock of its
+# own: a thread that is not the main one cannot wait in the kernel's flock queue (the
+# timer signal that bounds the wait reaches the main thread only) and would poll it,
+# asleep most of the time under a burst. None in a plugin process (one thread).
+_THREAD_LOCKS: "Optional[dict[str, Any]]" = None
+_HELD: "dict[int, Any]" = {}  # fd -> the thread lock taken with it
+
+
+def share_between_threads() -> "None":
+    """Let this process's threads queue on a lock per path before the flock (the node
+    daemon calls it once, before its threads start)."""
+    global _THREAD_LOCKS
+    _THREAD_LOCKS = {}
+
+
 def acquire(path: "str", timeout: "float", create: "bool" = True) -> "Optional[int]":
     """Hold an exclusive flock on ``path`` (created 0600); returns the fd to release.
 
     A reader that queues (``create`` False: ipamctl check) creates nothing: where the
     file does not exist no writer has ever queued, and the answer is None."""
+    if _THREAD_LOCKS is None:
+        return _acquire(path, timeout, create)
+    import threading
+    from time import monotonic
+
+    lock = _THREAD_LOCKS.get(path)
+    if lock is None:
+        lock = _THREAD_LOCKS.setdefault(path, threading.Lock())
+    start = monotonic()
+    if not lock.acquire(timeout=max(timeout, 0)):
+        raise TryAgain("database %s is locked by another call past the busy timeout "
+                       "(%gs); try again later" % (path.removesuffix(WRITER_QUEUE_SUFFIX),
+                                                   timeout))
+    try:
+        fd = _acquire(path, timeout - (monotonic() - start), create)
+    except BaseException:
+        lock.release()
+        raise
+    if fd is None:
+        lock.release()
+    else:
+        _HELD[fd] = lock
+    return fd
+
+
+def _acquire(path: "str", timeout: "float", create: "bool") -> "Optional[int]":
     try:
         if create:
             fd = system.open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
@@ -128,4 +169,7 @@ def poll(fd: "int", timeout: "float", what: "str") -> "None":
 
 def release(fd: "Optional[int]") -> "None":
     if fd is not None:
+        lock = _HELD.pop(fd, None)
         system.close(fd)  # closing the only descriptor drops the flock
+        if lock is not None:
+            lock.release()

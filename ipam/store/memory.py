@@ -51,6 +51,12 @@ class MemoryStore:
     def close(self):
         pass
 
+    def reusable(self):
+        return True
+
+    def prepare_statements(self):
+        pass
+
     def __enter__(self):
         return self
 

@@ -159,9 +159,18 @@ class PostgresStore(LeaseTable):
         if "application_name" not in query:
             self._args["application_name"] = "host-local-sqlite"
         self._sql_cache: "dict[str, str]" = {}
+        self._prepare_threshold: "Optional[int]" = 5  # psycopg's default
 
     def close(self) -> None:
         self._discard()
+
+    def prepare_statements(self) -> None:
+        """psycopg prepares a statement on the server after its fifth run on one
+        connection by default; a store that serves many calls prepares each at its
+        first (every statement here is a fixed string: a few dozen per connection)."""
+        self._prepare_threshold = 0
+        if self.conn is not None:
+            self.conn.prepare_threshold = 0
 
     def describe(self) -> str:
         return redacted(self.url)
@@ -193,7 +202,8 @@ class PostgresStore(LeaseTable):
         until :meth:`close` or until it fails."""
         psycopg = self._psycopg
         try:
-            self.conn = psycopg.connect(self._conninfo, autocommit=True, **self._args)
+            self.conn = psycopg.connect(self._conninfo, autocommit=True,
+                                        prepare_threshold=self._prepare_threshold, **self._args)
         except psycopg.Error as e:
             state = sqlstate(e)
             if state in RETRY_STATES and state not in _CONNECTION_STATES:

@@ -27,6 +27,15 @@ class Store(Protocol):
     def close(self) -> None:
         """Release the connection; the store is not used again."""
 
+    def reusable(self) -> bool:
+        """Whether a store kept open since its last call (the node daemon's pool) may
+        serve another: False when what it opened is gone (a SQLite file removed or
+        replaced since)."""
+
+    def prepare_statements(self) -> None:
+        """Prepare statements on first use, where the engine can (a store that serves
+        many calls: the node daemon's)."""
+
     def __enter__(self) -> "Store": ...
 
     def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],

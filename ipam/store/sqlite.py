@@ -67,6 +67,8 @@ class SqliteStore(LeaseTable):
             raise access.denied(path) or IoFailure("database %s does not exist" % path)
         try:
             self.conn = connect(path, self.timeout, readonly=readonly)
+            st = system.stat(path)
+            self._identity = (st.st_dev, st.st_ino)
         except sqlite3.Error as e:
             raise translate(e, path, write=not readonly) from None
         except OSError as e:
@@ -77,6 +79,15 @@ class SqliteStore(LeaseTable):
 
     def close(self) -> "None":
         self.conn.close()
+
+    def reusable(self) -> "bool":
+        """The file is still the one opened: an operator may have removed or replaced
+        it since, and the old handle would write where no one reads."""
+        try:
+            st = system.stat(self.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self._identity
 
     def describe(self) -> "str":
         return self.path

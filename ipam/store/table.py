@@ -110,6 +110,12 @@ class LeaseTable:
     _locked_at: "Optional[float]" = None
     _queue: "Any" = None
 
+    def reusable(self) -> "bool":
+        return True
+
+    def prepare_statements(self) -> "None":
+        pass  # sqlite3 caches each connection's prepared statements already (128)
+
     def __enter__(self) -> "LeaseTable":
         return self
 

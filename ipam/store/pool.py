@@ -1,0 +1,77 @@
+"""Stores kept open across calls: the node daemon's (:mod:`ipam.daemon`).
+
+A plugin process opens its store, runs one transaction and exits. The daemon runs many
+calls, at most ``size`` at a time, and keeps each store it opened for the next call to
+the same database: a SQLite connection keeps its statement cache and its WAL index; a
+PostgreSQL store keeps its server connection and prepares its statements, so a node
+holds at most ``size`` connections to a shared pool instead of one per call. Nothing
+else changes: each call is still one transaction through the same code, with the same
+locks, beside plugin processes and ipamctl.
+
+A store goes back only after a call that succeeded, and is checked when taken again
+(:meth:`~ipam.store.protocol.Store.reusable`): a SQLite file that was removed or
+replaced since is opened anew, never written through a stale handle.
+"""
+import threading
+
+from ipam.backend import open_store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
+
+    from ipam.store.protocol import Store
+
+    Key = tuple[str, Optional[float], Optional[str], str]
+
+
+class StorePool:
+    def __init__(self, size: "int") -> "None":
+        self.size = size
+        self._idle: "dict[Key, list[Store]]" = {}
+        self._keys: "dict[int, Key]" = {}
+        self._lock = threading.Lock()
+        self.opened = 0  # stores opened, for the health check and the tests
+
+    def take(self, database: "str", busy_timeout: "Optional[float]", node: "Optional[str]",
+             data_dir: "str") -> "Store":
+        """An open store for these settings: an idle one, or a new one."""
+        key = (database, busy_timeout, node, data_dir)
+        with self._lock:
+            idle = self._idle.get(key)
+            store = idle.pop() if idle else None
+        if store is not None:
+            if store.reusable():
+                with self._lock:
+                    self._keys[id(store)] = key
+                return store
+            store.close()
+        store = open_store(database, busy_timeout, node=node, data_dir=data_dir)
+        store.prepare_statements()
+        with self._lock:
+            self.opened += 1
+            self._keys[id(store)] = key
+        return store
+
+    def give(self, store: "Store", reuse: "bool") -> "None":
+        """Back after a call; closed instead if the call failed, or if ``size`` stores
+        for its database are idle already."""
+        with self._lock:
+            key = self._keys.pop(id(store))
+            idle = self._idle.setdefault(key, [])
+            if reuse and len(idle) < self.size:
+                idle.append(store)
+                return
+        store.close()
+
+    def idle(self) -> "int":
+        with self._lock:
+            return sum(len(stores) for stores in self._idle.values())
+
+    def close(self) -> "None":
+        """Close every idle store (the daemon's stop, once its calls are done)."""
+        with self._lock:
+            stores = [s for idle in self._idle.values() for s in idle]
+            self._idle.clear()
+        for store in stores:
+            store.close()

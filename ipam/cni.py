@@ -9,6 +9,7 @@ README says so.
 import sys
 
 from ipam import jsonio, result, system
+from ipam.client import MAX_STDIN
 from ipam.config import SUPPORTED_VERSIONS, go_quote, json_type, version_tuple
 from ipam.errors import (
     ConfigError,
@@ -43,7 +44,6 @@ def valid_name(s: "str") -> "bool":
     r"""skel's ``^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`` for network names and container IDs
     (without ``re``, which the hot path does not import)."""
     return bool(s) and s[0] in _ALNUM and _NAME_CHARS.issuperset(s)
-_MAX_STDIN = 64 * 1024 * 1024
 
 
 def _lower_keys(pairs: "Iterable[tuple[str, Any]]") -> "dict[str, Any]":
@@ -136,11 +136,11 @@ def dispatch(env: "Mapping[str, str]", stdin: "BinaryIO") -> "str":
     if command == "VERSION":
         return result.version_output()
     try:
-        data = stdin.read(_MAX_STDIN + 1)
+        data = stdin.read(MAX_STDIN + 1)
     except OSError as e:
         raise IoFailure("error reading from stdin: %s" % e) from None
-    if len(data) > _MAX_STDIN:
-        raise IoFailure("error reading from stdin: more than %d bytes" % _MAX_STDIN)
+    if len(data) > MAX_STDIN:
+        raise IoFailure("error reading from stdin: more than %d bytes" % MAX_STDIN)
     conf = decode_config(data)
     if command not in ("GC", "STATUS"):
         validate_container_id(env.get("CNI_CONTAINERID", ""))

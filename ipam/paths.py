@@ -2,15 +2,15 @@
 
 One module so that the whole on-disk contract can be read at once, and a rename is one
 edit: each name says who else reads it (Go host-local, SQLite, operators). Constants and
-tiny functions only, stdlib only: the plugin's hot path imports it.
+tiny functions only, stdlib only: the plugin's hot path imports it, and so does the
+node daemon's thin client (:mod:`ipam.client`), for two names: the functions import
+:mod:`ipam.system` themselves, so that the client does not.
 
 Not here, on purpose: the launcher's byte-code bundle (``launcher-bundle.<tag>.marshal``,
 :func:`ipam.bundle.path`), because the launcher reads it before it may import this
 module from the bundle; the kernel's ``/proc`` files (:mod:`ipam.netns`); and the
 container runtimes' own config files, looked up by :mod:`ipam.plugin_dirs`.
 """
-from ipam import system
-
 # --- dataDir: the directory host-local uses, and we share with it ---------------------
 # host-local's default dataDir (plugins/ipam/host-local/backend/disk); operators' scripts
 # and Go host-local read the mirror there.
@@ -54,6 +54,23 @@ TMP_PREFIX = ".host-local-sqlite.tmp."
 PLUGIN_NAME = "host-local-sqlite"
 DEFAULT_BIN_DIR = "/opt/cni/bin"  # the CNI bin directory of most runtimes
 
+# --- the node daemon (``ipamctl serve``, :mod:`ipam.daemon`) ------------------------
+# Where the daemon listens and the plugin looks for it: under /run (a tmpfs, so a
+# socket left by a crash goes with the boot), in a directory of its own, 0700, that
+# only the daemon's user can enter. The systemd socket unit and the DaemonSet name it too.
+DAEMON_SOCKET = "/run/host-local-sqlite/daemon.sock"
+DAEMON_DIR_MODE = 0o700
+DAEMON_SOCKET_MODE = 0o600
+# The environment variable that names another socket, or turns forwarding off.
+DAEMON_ENV = "HOST_LOCAL_SQLITE_DAEMON"
+
+
+def daemon_lock(socket_path: "str") -> "str":
+    """The flock a daemon holds while it serves ``socket_path``: a second daemon finds
+    it taken and refuses to start (the file holds the first one's pid)."""
+    return socket_path + ".lock"
+
+
 # --- found, not made: network namespaces the runtimes bind-mount ---------------------
 # iproute2's ``ip netns`` directories, then rootless podman's: where ``ipamctl gc``
 # looks for the network namespaces still in use.
@@ -63,6 +80,7 @@ ROOTLESS_NETNS_GLOB = "/run/user/*/netns"
 
 def default_database(data_dir: "str") -> "str":
     """The SQLite file the plugin uses when the config names no ``database``."""
+    from ipam import system
     return system.join(data_dir, DB_NAME)
 
 
@@ -73,6 +91,7 @@ def writer_queue(database_file: "str") -> "str":
 
 def shared_queue(data_dir: "str") -> "str":
     """A shared database's writers' queue on this node."""
+    from ipam import system
     return system.join(data_dir, SHARED_QUEUE_NAME)
 
 
@@ -101,6 +120,7 @@ def temp_affixes(name: "str") -> "tuple":
 def makedirs(path, mode=0o755):
     """``mkdir -p`` that gives every directory it creates ``mode`` (os.makedirs applies
     it to the last one only, leaving parents to the umask: 0777 under umask 000)."""
+    from ipam import system
     if not path or system.isdir(path):
         return
     parent = system.dirname(path.rstrip("/") or "/")
@@ -116,4 +136,5 @@ def makedirs(path, mode=0o755):
 def node_name() -> "str":
     """This node's name for the leases it takes: the kernel's host name, as ``hostname``
     prints it (``uname`` costs nothing; ``socket`` would cost an import)."""
+    from ipam import system
     return system.uname().nodename

@@ -40,6 +40,10 @@ from posix import (  # noqa: F401 - re-exported for the hot path's modules
 )
 from posix import environ as _environ
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
+    from typing import Optional
+
 _S_IFMT = 0o170000
 S_IFDIR = 0o040000
 S_IFREG = 0o100000
@@ -79,11 +83,13 @@ def warn(text: "str") -> "None":
         pass
 
 
-def environ() -> "dict":
-    """The environment as text, decoded as ``os.environ`` decodes it (the file system
-    encoding, undecodable bytes as surrogates)."""
+def environ(raw: "Optional[dict]" = None) -> "dict":
+    """The environment (or ``raw``, another process's, as bytes) as text, decoded as
+    ``os.environ`` decodes it (the file system encoding, undecodable bytes as
+    surrogates)."""
     enc, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
-    return {k.decode(enc, errors): v.decode(enc, errors) for k, v in _environ.items()}
+    return {k.decode(enc, errors): v.decode(enc, errors)
+            for k, v in (_environ if raw is None else raw).items()}
 
 
 def join(base: "str", name: "str") -> "str":

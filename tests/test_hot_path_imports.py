@@ -101,16 +101,16 @@ def test_a_plugin_call_imports_neither_typing_nor_future(tmp_path, netconf):
     conf = netconf({"subnet": "10.81.0.0/24", "resolvConf": str(resolv)}, version="1.1.0")
     conf["cni.dev/valid-attachments"] = [{"containerID": "c1", "ifname": "eth0"}]
     probe = tmp_path / "probe"
-    probe.write_text(launcher.render().replace("\nrun()\n", (
-        "\nfrom ipam import system\n"
-        "_exit = system._exit\n"
+    probe.write_text(launcher.render().replace("\nrun(load)\n", (
+        "\nimport posix\n"
+        "_exit = posix._exit\n"
         "def _report(status):\n"
         "    sys.stderr.write('UNWANTED=%r\\n' % sorted(\n"
         "        {'typing', '__future__'} & set(sys.modules)))\n"
         "    sys.stderr.flush()\n"
         "    _exit(status)\n"
-        "system._exit = _report\n"
-        "run()\n")))
+        "posix._exit = _report\n"
+        "run(load)\n")))
     probe.chmod(0o755)
     for command, cid in (("ADD", "warm"), ("ADD", "c1"), ("CHECK", "c1"), ("STATUS", "c1"),
                          ("GC", "c1"), ("DEL", "c1")):

@@ -65,7 +65,7 @@ def test_answers_exactly_as_the_console_script(tmp_path, netconf):
 
 def test_the_launcher_starts_without_site_and_isolated(tmp_path):
     text = launcher.render().replace(
-        "\nrun()\n", "\nprint(sys.flags.no_site, sys.flags.isolated, 'site' in sys.modules)\n")
+        "\nrun(load)\n", "\nprint(sys.flags.no_site, sys.flags.isolated, 'site' in sys.modules)\n")
     probe = tmp_path / "probe"
     probe.write_text(text)
     probe.chmod(0o755)
@@ -121,9 +121,9 @@ def test_the_launchers_commands_import_only_the_lean_set(tmp_path, netconf):
     resolv.write_text("nameserver 10.0.0.53\nsearch example.org\n")
     conf = netconf({"subnet": "10.80.0.0/24", "resolvConf": str(resolv)})
     assert run(install(tmp_path)["path"], "ADD", conf, container_id="warm")[0] == 0
-    text = launcher.render().replace("\nrun()\n", (
-        "\nfrom ipam import system\n"
-        "_exit = system._exit\n"
+    text = launcher.render().replace("\nrun(load)\n", (
+        "\nimport posix\n"
+        "_exit = posix._exit\n"
         "def _report(status):\n"
         "    mods = sorted(n for n in sys.modules if n.split('.')[0] != 'ipam')\n"
         "    ours = sorted('%s:%s' % (n, type(m.__spec__.loader).__name__)\n"
@@ -131,15 +131,16 @@ def test_the_launchers_commands_import_only_the_lean_set(tmp_path, netconf):
         "    sys.stderr.write('LOADED=' + ','.join(mods) + ' OURS=' + ','.join(ours) + '\\n')\n"
         "    sys.stderr.flush()\n"
         "    _exit(status)\n"
-        "system._exit = _report\n"
-        "run()\n"))
+        "posix._exit = _report\n"
+        "run(load)\n"))
     probe = tmp_path / "probe"
     probe.write_text(text)
     probe.chmod(0o755)
     unwanted = {"os", "site", "functools", "collections", "_collections_abc", "sqlite3",
                 "json", "re", "enum", "typing", "__future__", "importlib", "sqlalchemy", "alembic",
                 "click"}
-    before_the_bundle = {"ipam", "ipam.bundle", "ipam.system"}
+    before_the_bundle = {"ipam", "ipam.bundle", "ipam.system", "ipam.__main__", "ipam.client",
+                         "ipam.paths"}
     seen = set()
     for command in ("ADD", "CHECK", "DEL"):
         env = {"PATH": os.environ.get("PATH", "")}

@@ -1,0 +1,213 @@
+"""The plugin as a thin client of the node daemon, and the wire format the two speak.
+
+When ``ipamctl serve`` runs (:mod:`ipam.daemon`), a plugin call need not load the plugin
+at all. This module runs first: it sends the call (the whole environment, the working
+directory and stdin) over the daemon's unix socket and copies the answer (stdout,
+stderr, exit status) back. It imports only modules that are built into the interpreter
+or C (``_socket``, ``posix``), so a forwarded call costs an interpreter's start and one
+round trip; the daemon runs the call with the plugin's own code (:func:`ipam.cni.main`).
+
+Which socket, if any (the first that says):
+1. the network config's ``ipam.daemon``: a socket path, or ``false`` for never;
+2. the environment variable ``HOST_LOCAL_SQLITE_DAEMON`` (:data:`ipam.paths.DAEMON_ENV`):
+   a socket path, or ``false``;
+3. the default socket (:data:`ipam.paths.DAEMON_SOCKET`), when it exists.
+
+Otherwise, or when the daemon cannot take the call, the call runs in this process
+exactly as without a daemon: silently when no socket was named and none is there (no
+daemon on this node; a rootless runtime, which may not enter root's socket directory);
+saying why on stderr in every other case: a named socket that is missing, a daemon that
+refuses the call, one run by a user that is neither root nor ours, one that stops
+answering mid-call (killed, restarted). Running again in process is safe: ADD is
+idempotent for a container and ifname, DEL always was, and CHECK, GC and STATUS change
+nothing twice. Every wait here is bounded: the connection is made at once or not at
+all, and the answer waits :data:`ANSWER_TIMEOUT` at most.
+"""
+import posix
+import sys
+
+from ipam.paths import DAEMON_ENV, DAEMON_SOCKET
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
+    from typing import Optional
+
+# The commands a daemon serves: those that open the store. VERSION and a bare call
+# (which prints the plugin's "about" text) answer at once in process.
+FORWARDED = frozenset(("ADD", "DEL", "CHECK", "GC", "STATUS"))
+MAX_STDIN = 64 * 1024 * 1024  # bytes of network config read, here and in process
+# Seconds a client waits for the daemon's answer. The daemon's own waits are bounded
+# (the config's busy timeout, the shared pool's retries); past this the call runs in
+# process, which waits for the same locks, with the same bounds, and says so.
+ANSWER_TIMEOUT = 300.0
+_OFF = ("false", "0", "off", "no")
+
+# --- the wire format -------------------------------------------------------------------
+# A request: MAGIC, a kind byte, then for a call three blobs (each a 4-byte big-endian
+# length and the bytes): the environment (NUL-separated KEY=VALUE), the working
+# directory, and stdin. An answer: ANSWER, the exit status (one byte) and two blobs
+# (stdout, stderr); or NOT_SERVED and one blob (why). The daemon closes after answering.
+MAGIC = b"host-local-sqlite/1\n"
+CALL = b"C"
+HEALTH = b"H"
+ANSWER = b"A"
+NOT_SERVED = b"N"
+
+
+def blob(data: "bytes") -> "bytes":
+    return len(data).to_bytes(4, "big") + data
+
+
+def read_blob(buf: "bytes", at: "int") -> "tuple[bytes, int]":
+    """The blob at ``buf[at:]`` and the offset after it; ValueError if cut short."""
+    end = at + 4 + int.from_bytes(buf[at:at + 4], "big")
+    if at + 4 > len(buf) or end > len(buf):
+        raise ValueError("cut short")
+    return buf[at + 4:end], end
+
+
+def encode_environ(env: "dict[bytes, bytes]") -> "bytes":
+    return b"\0".join(k + b"=" + v for k, v in env.items())
+
+
+def decode_environ(block: "bytes") -> "dict[bytes, bytes]":
+    return dict(item.partition(b"=")[::2] for item in block.split(b"\0") if item)
+
+
+def peer_uid(sock: "object") -> "int":
+    """The uid of the process at the other end of a unix socket (``SO_PEERCRED``:
+    ``struct ucred`` is pid, uid, gid as three native ints)."""
+    import _socket
+
+    cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)  # type: ignore
+    return int.from_bytes(cred[4:8], sys.byteorder)
+
+
+# --- the client ---------------------------------------------------------------------
+class Unanswered(Exception):
+    """The daemon did not answer this call; ``args[0]`` says why (None: say nothing)."""
+
+
+def _config_choice(data: "bytes") -> "object":
+    """``ipam.daemon`` from the config: a path, True, False, or None when absent. Parsed
+    only when the word is there at all: most configs pay one scan of their bytes."""
+    if b"daemon" not in data.lower():
+        return None
+    from ipam import jsonio
+
+    try:
+        conf = jsonio.loads(data.decode("utf-8", "replace"),
+                            object_pairs_hook=lambda pairs: {k.lower(): v for k, v in pairs})
+        choice = conf["ipam"]["daemon"]
+    except (ValueError, RecursionError, KeyError, TypeError):
+        return None  # run in process, which reports what is wrong with the config
+    return choice if isinstance(choice, (str, bool)) else False
+
+
+def choose_socket(data: "bytes", env: "dict[bytes, bytes]") -> "tuple[Optional[str], bool]":
+    """``(socket path or None, named)``: ``named`` when the config or the environment
+    asked for this socket, so that its absence is worth a word."""
+    choice = _config_choice(data)
+    if choice is None:
+        value = env.get(DAEMON_ENV.encode(), b"").decode("utf-8", "surrogateescape")
+        if value:
+            choice = False if value.lower() in _OFF else value
+    if choice is False or choice == "":
+        return None, False
+    if choice is None or choice is True:
+        return DAEMON_SOCKET, choice is True
+    return str(choice), True
+
+
+def exchange(path: "str", request: "bytes", named: "bool" = True,
+             timeout: "float" = ANSWER_TIMEOUT) -> "bytes":
+    """Send ``request`` to the daemon at ``path`` and return its whole answer; raises
+    :class:`Unanswered` when there is no daemon to ask, or no whole answer came."""
+    import _socket
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except OSError as e:  # ENOENT, ECONNREFUSED, EACCES; EAGAIN: its queue is full
+            raise Unanswered("cannot reach the node daemon at %s (%s)"
+                            % (path, e.strerror or e) if named else None) from None
+        uid = peer_uid(sock)
+        if uid not in (0, posix.geteuid()):
+            raise Unanswered("the node daemon at %s runs as uid %d, neither root nor this "
+                            "user: not trusting it" % (path, uid))
+        chunks = []
+        try:
+            sock.sendall(request)
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except TimeoutError:
+            raise Unanswered("no answer from the node daemon at %s within %g s"
+                            % (path, timeout)) from None
+        except OSError as e:  # ECONNRESET, EPIPE: it went away
+            raise Unanswered("the node daemon at %s went away mid-call (%s)"
+                            % (path, e.strerror or e)) from None
+        return b"".join(chunks)
+    finally:
+        sock.close()
+
+
+def _answer(path: "str", reply: "bytes") -> "tuple[int, bytes, bytes]":
+    """The exit status, stdout and stderr of a daemon's ``reply``."""
+    try:
+        if reply[:1] == NOT_SERVED:
+            why, _ = read_blob(reply, 1)
+            raise Unanswered("the node daemon at %s did not take the call: %s"
+                            % (path, why.decode("utf-8", "replace")))
+        if reply[:1] != ANSWER or len(reply) < 2:
+            raise ValueError("no answer")
+        out, at = read_blob(reply, 2)
+        err, at = read_blob(reply, at)
+    except ValueError:
+        raise Unanswered("the node daemon at %s stopped answering mid-call" % path) from None
+    return reply[1], out, err
+
+
+def _write_all(fd: "int", data: "bytes") -> "bool":
+    try:
+        while data:
+            data = data[posix.write(fd, data):]
+        return True
+    except OSError:  # EPIPE: the runtime stopped reading; no one to tell
+        return False
+
+
+def forward() -> "tuple[Optional[int], Optional[bytes]]":
+    """Try the call on the node daemon: ``(exit status, None)`` when it answered (its
+    stdout and stderr are written), else ``(None, stdin)`` for the in-process call:
+    the config bytes read here (None if stdin was not read)."""
+    env = posix.environ
+    command = env.get(b"CNI_COMMAND", b"").decode("ascii", "replace")
+    if command not in FORWARDED:
+        return None, None
+    try:
+        data = sys.stdin.buffer.read(MAX_STDIN + 1)
+    except OSError:
+        return None, None  # the in-process call reads again and reports it
+    path, named = choose_socket(data, env)
+    if path is None:
+        return None, data
+    try:
+        cwd = posix.getcwd().encode("utf-8", "surrogateescape")
+    except OSError:
+        cwd = b""
+    request = MAGIC + CALL + blob(encode_environ(env)) + blob(cwd) + blob(data)
+    try:
+        status, out, err = _answer(path, exchange(path, request, named))
+    except Unanswered as e:
+        if e.args[0] is not None:
+            sys.stderr.write("host-local-sqlite: %s; running the call in process\n"
+                             % e.args[0])
+        return None, data
+    ok = _write_all(1, out)
+    _write_all(2, err)
+    return (status if ok else status or 1), None

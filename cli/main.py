@@ -19,6 +19,7 @@ from host_local_sqlite_cli import (
     mirror,
     network,
     plugin,
+    serve,
     stats,
 )
 from host_local_sqlite_cli.common import Obj
@@ -81,7 +82,8 @@ def cli(ctx: click.Context, data_dir: str, database: str | None, node: str | Non
 
 for command in (leases.list_cmd, leases.release_cmd, gc.gc_cmd, stats.stats_cmd,
                 history.history_cmd, mirror.export_cmd, mirror.check_cmd,
-                importcmd.import_cmd, db.db, plugin.install_plugin_cmd, network.network):
+                importcmd.import_cmd, db.db, plugin.install_plugin_cmd, network.network,
+                serve.serve_cmd, serve.health_cmd):
     cli.add_command(command)
 
 

@@ -385,6 +385,11 @@ def load(conf: "dict[str, Any]", env_args: "str" = "") -> "IpamConfig":
         raise ConfigError("invalid config: ipam.busyTimeout must be a number of seconds "
                           "from 0 to %d" % MAX_BUSY_TIMEOUT)
     retention = _retention(ipam.get("historyretention"))
+    daemon = ipam.get("daemon")  # the client acted on it already (ipam.client); checked here
+    if daemon is not None and not (daemon is False or daemon is True
+                                   or isinstance(daemon, str) and daemon):
+        raise ConfigError("invalid config: ipam.daemon must be the node daemon's socket path, "
+                          "true (the default socket) or false (never)")
 
     # Requested addresses: CNI_ARGS IP=, then args.cni.ips, then runtimeConfig.ips.
     env_ip, pod = parse_cni_args(env_args)

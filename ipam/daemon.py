@@ -1,0 +1,549 @@
+"""The node daemon (``ipamctl serve``): plugin calls without a process start each.
+
+A runtime starts the plugin once per container and network, and most of such a call is
+the interpreter's start and the plugin's imports, not its transaction. The daemon loads
+the plugin once, keeps its stores open (:class:`ipam.store.pool.StorePool`), and serves
+the calls that thin clients (:mod:`ipam.client`) forward over a unix socket: the same
+thing Multus' thick plugin, Cilium's ``cilium-cni`` and CNI's own ``dhcp`` plugin do.
+
+Each call runs through :func:`ipam.cni.main`, the in-process entry itself, on one of
+``pool_size`` worker threads, with the client's environment and stdin; its stderr is
+captured for the client (:class:`_Stderr`). It is one store transaction with the same
+locks as ever, so plugin processes, ipamctl and the daemon can all run at once.
+
+Who may call: peers whose ``SO_PEERCRED`` uid is root or the daemon's own; others get a
+refusal (their clients run the call in process, as that user). One daemon per socket:
+the second finds the first's flock (:func:`ipam.paths.daemon_lock`) and refuses to
+start. SIGTERM and SIGINT drain: no new connection is taken, the calls already taken are
+answered (for ``drain_timeout`` at most: a client whose daemon went away runs its call
+in process), then the stores close. Under systemd the socket can be the socket unit's
+(``LISTEN_FDS``), and readiness and stopping are told through ``NOTIFY_SOCKET``.
+
+It logs one line per call to stderr (command, network, container, ifname, result,
+milliseconds), as ``key=value`` pairs, which journald and ``kubectl logs`` show as they
+are; with a UTC timestamp in front unless journald, which stamps lines itself, is
+stderr (``JOURNAL_STREAM``).
+"""
+import io
+import json
+import os
+import signal
+import socket
+import stat
+import sys
+import threading
+import time
+
+from ipam import client, commands, paths, system, writer_lock
+from ipam.errors import IoFailure
+from ipam.store.pool import StorePool
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Optional, TextIO
+
+DEFAULT_POOL_SIZE = 4
+DEFAULT_DRAIN_TIMEOUT = 30.0
+REQUEST_TIMEOUT = 10.0  # seconds a connected client has to send its whole request
+BACKLOG = 512  # connections the kernel queues: a node starting hundreds of pods at once
+_SD_LISTEN_FDS_START = 3  # systemd's first passed descriptor (sd_listen_fds(3))
+
+
+class _Stderr:
+    """``sys.stderr`` for a process whose threads serve calls: what a call writes (the
+    plugin's warnings, :func:`ipam.system.warn`) goes to that call's client; anything
+    else to the real stderr, the daemon's log."""
+
+    def __init__(self, real: "TextIO") -> "None":
+        self.real = real
+        self._local = threading.local()
+
+    def capture(self) -> "None":
+        self._local.parts = []
+
+    def release(self) -> "str":
+        parts = self._local.parts
+        self._local.parts = None
+        return "".join(parts)
+
+    def write(self, text: "str") -> "int":
+        parts = getattr(self._local, "parts", None)
+        if parts is None:
+            return self.real.write(text)
+        parts.append(text)
+        return len(text)
+
+    def flush(self) -> "None":
+        if getattr(self._local, "parts", None) is None:
+            self.real.flush()
+
+    def __getattr__(self, name: "str") -> "Any":
+        return getattr(self.real, name)
+
+
+def _logfmt(value: "object") -> "str":
+    text = str(value)
+    if text and not any(c in text for c in ' "=\\') and text.isprintable():
+        return text
+    return json.dumps(text)
+
+
+def _summary(env: "dict[str, str]", data: "bytes", status: "int", out: "str") -> "str":
+    """The log line's fields for one call (the network from the config, the addresses
+    or the error from the answer); whatever does not parse is left out."""
+    fields = [env.get("CNI_COMMAND", "?")]
+    try:
+        name = json.loads(data).get("name")
+    except (ValueError, AttributeError):
+        name = None
+    fields += ["network=" + _logfmt(name or "?"),
+               "container=" + _logfmt(env.get("CNI_CONTAINERID", "") or "-"),
+               "ifname=" + _logfmt(env.get("CNI_IFNAME", "") or "-")]
+    try:
+        answer = json.loads(out) if out.strip() else {}
+    except ValueError:
+        answer = {}
+    if status == 0:
+        fields.append("result=ok")
+        ips = [ip.get("address") or ip.get("ip") for ip in answer.get("ips", ())
+               if isinstance(ip, dict)]
+        ips += [answer[k]["ip"] for k in ("ip4", "ip6")
+                if isinstance(answer.get(k), dict) and "ip" in answer[k]]
+        if ips:
+            fields.append("ips=" + _logfmt(",".join(map(str, ips))))
+    else:
+        fields += ["result=error", "code=%s" % answer.get("code", "?"),
+                   "msg=" + _logfmt(answer.get("msg", ""))]
+    return " ".join(fields)
+
+
+def _relative_paths(data: "bytes") -> "list[str]":
+    """The config's paths that are relative to the caller's working directory."""
+    try:
+        ipam = {k.lower(): v for k, v in json.loads(data).get("ipam", {}).items()}
+    except (ValueError, AttributeError):
+        return []
+    return [v for k in ("datadir", "database", "resolvconf")
+            for v in [ipam.get(k)] if isinstance(v, str) and v and not v.startswith("/")
+            and "://" not in v]
+
+
+def _peer(conn: "socket.socket") -> "tuple[int, int]":
+    """(pid, uid) of a connected client."""
+    cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    return int.from_bytes(cred[0:4], sys.byteorder), client.peer_uid(conn)
+
+
+def _read_request(conn: "socket.socket") -> "tuple[bytes, list[bytes]]":
+    """(kind, blobs) of a request; ValueError if it is not one, or cut short."""
+    head = len(client.MAGIC) + 1
+    buf = b""
+    while len(buf) < head:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise ValueError("the request was cut short")
+        buf += chunk
+    if buf[:len(client.MAGIC)] != client.MAGIC:
+        raise ValueError("not a host-local-sqlite/1 request")
+    kind = buf[head - 1:head]
+    wanted = 3 if kind == client.CALL else 0
+    blobs: "list[bytes]" = []
+    at = head
+    while len(blobs) < wanted:
+        try:
+            item, at = client.read_blob(buf, at)
+            blobs.append(item)
+            continue
+        except ValueError:
+            pass
+        if len(buf) - at >= 4 and int.from_bytes(buf[at:at + 4], "big") > client.MAX_STDIN * 2:
+            raise ValueError("the request is too large")
+        chunk = conn.recv(1 << 20)
+        if not chunk:
+            raise ValueError("the request was cut short")
+        buf += chunk
+    return kind, blobs
+
+
+def _answer(status: "int", out: "bytes", err: "bytes") -> "bytes":
+    return client.ANSWER + bytes([status & 0xFF]) + client.blob(out) + client.blob(err)
+
+
+def _not_served(why: "str") -> "bytes":
+    return client.NOT_SERVED + client.blob(why.encode())
+
+
+class Daemon:
+    """One node daemon on ``socket_path``: :meth:`start`, then :meth:`serve` until a
+    signal (or :meth:`stop`) drains it."""
+
+    def __init__(self, socket_path: "str" = paths.DAEMON_SOCKET,
+                 pool_size: "int" = DEFAULT_POOL_SIZE,
+                 drain_timeout: "float" = DEFAULT_DRAIN_TIMEOUT,
+                 log: "Optional[TextIO]" = None) -> "None":
+        self.socket_path = os.path.abspath(socket_path)
+        self.pool_size = pool_size
+        self.drain_timeout = drain_timeout
+        self._log_stream = log
+        self.pool = StorePool(pool_size)
+        self.calls = 0
+        self.refused = 0
+        self._busy = 0  # connections taken and not yet answered
+        self._idle = threading.Condition()
+        self._workers: "list[threading.Thread]" = []
+        self._stopping = threading.Event()
+        self._listener: "Optional[socket.socket]" = None
+        self._activated = False
+        self._lock_fd: "Optional[int]" = None
+        self._bound: "Optional[tuple[int, int]]" = None
+        self._started = time.monotonic()
+        self._stamp = not os.environ.get("JOURNAL_STREAM")
+        self._cwd = os.getcwd().encode("utf-8", "surrogateescape")
+        self._stderr: "Optional[_Stderr]" = None
+
+    # -- the log --------------------------------------------------------------------
+    def log(self, line: "str") -> "None":
+        stream = self._log_stream or (self._stderr.real if self._stderr else sys.stderr)
+        if self._stamp:
+            now = time.time()
+            line = "%s.%03dZ %s" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)),
+                                    int(now * 1000) % 1000, line)
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a log that cannot be written must not stop the calls
+
+    # -- start ----------------------------------------------------------------------
+    def start(self) -> "None":
+        """Take the socket (systemd's, or bound here), or raise IoFailure saying why
+        not: another daemon serves it, or it is no socket of ours."""
+        inherited = self._inherited()
+        if inherited is not None:
+            self._listener, self._activated = inherited, True
+            self.socket_path = inherited.getsockname() or self.socket_path
+        directory = os.path.dirname(self.socket_path)
+        if not os.path.isdir(directory):
+            paths.makedirs(directory, paths.DAEMON_DIR_MODE)
+        self._take_lock()
+        if self._listener is None:
+            self._listener = self._bind()
+        commands.POOL = self.pool
+        writer_lock.share_between_threads()
+        self._stderr = _Stderr(sys.stderr)
+        sys.stderr = self._stderr  # type: ignore[assignment]
+        self._workers = [threading.Thread(target=self._work, daemon=True, name="call-%d" % i)
+                         for i in range(self.pool_size)]
+        for worker in self._workers:
+            worker.start()
+        self.log("serving on %s (pid %d, %d calls at a time%s)"
+                 % (self.socket_path, os.getpid(), self.pool_size,
+                    ", socket from systemd" if self._activated else ""))
+        _notify("READY=1\nSTATUS=serving on %s" % self.socket_path)
+
+    @staticmethod
+    def _inherited() -> "Optional[socket.socket]":
+        """The listening socket systemd passed (socket activation), if any."""
+        if os.environ.get("LISTEN_PID") != str(os.getpid()):
+            return None
+        try:
+            count = int(os.environ.get("LISTEN_FDS", "0"))
+        except ValueError:
+            return None
+        for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            os.environ.pop(name, None)  # not for the calls' children, if any
+        if count < 1:
+            return None
+        sock = socket.socket(fileno=_SD_LISTEN_FDS_START)
+        if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+            raise IoFailure("the socket systemd passed is not a unix stream socket: use "
+                            "ListenStream= with a path")
+        return sock
+
+    def _take_lock(self) -> "None":
+        lock = paths.daemon_lock(self.socket_path)
+        import fcntl
+
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise IoFailure("another node daemon (pid %s) is serving %s; stop it first, or "
+                            "give this one another --socket" % (other, self.socket_path)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+        self._lock_fd = fd
+
+    def _bind(self) -> "socket.socket":
+        path = self.socket_path
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if not stat.S_ISSOCK(st.st_mode):
+                raise IoFailure("%s exists and is not a socket; refusing to replace it" % path)
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+                listening = True
+            except OSError:
+                listening = False
+            finally:
+                probe.close()
+            if listening:
+                raise IoFailure("something already listens on %s (a systemd socket unit?); "
+                                "stop it first, or give this daemon another --socket" % path)
+            os.unlink(path)  # left by a daemon that died: we hold the lock now
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # 0600 from the start: no moment when others may connect
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        os.chmod(path, paths.DAEMON_SOCKET_MODE)
+        st = os.lstat(path)
+        self._bound = (st.st_dev, st.st_ino)
+        sock.listen(BACKLOG)
+        return sock
+
+    # -- serve ----------------------------------------------------------------------
+    def serve(self) -> "int":
+        """Accept until told to stop, then drain; returns the exit status (0, or 1 if
+        calls were still running at the drain's end)."""
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self._wait_for_stop()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return self._drain()
+
+    def _on_signal(self, signum: "int", frame: "Any") -> "None":
+        self.stop()
+
+    def stop(self) -> "None":
+        self._stopping.set()
+
+    def _wait_for_stop(self) -> "None":
+        while not self._stopping.wait(0.5):  # a timed wait: signal handlers run between
+            pass
+
+    def _drain(self) -> "int":
+        """Stop taking calls, answer those taken (``drain_timeout`` at most), close."""
+        _notify("STOPPING=1")
+        self._unlink()
+        deadline = time.monotonic() + self.drain_timeout
+        with self._idle:
+            busy = self._busy
+        if busy:
+            self.log("draining: %d call%s to answer, %g s at most"
+                     % (busy, "" if busy == 1 else "s", self.drain_timeout))
+        self._shut()  # wakes the idle workers; connections still queued are reset
+        for worker in self._workers:  # each leaves after its call
+            worker.join(max(deadline - time.monotonic(), 0.1))
+        self._close_listener()
+        with self._idle:
+            left = self._busy
+        if left:
+            self.log("stopping with %d call%s unanswered after %g s: their clients run them "
+                     "in process" % (left, "" if left == 1 else "s", self.drain_timeout))
+            return 1
+        self.pool.close()
+        self.log("stopped after %d calls" % self.calls)
+        return 0
+
+    def _unlink(self) -> "None":
+        """Remove a socket bound here, if it is still ours: new clients then find none
+        and run their calls in process at once. systemd's socket stays with systemd,
+        which queues new connections for the daemon's next start."""
+        if self._bound is None:
+            return
+        try:
+            st = os.lstat(self.socket_path)
+            if (st.st_dev, st.st_ino) == self._bound:
+                os.unlink(self.socket_path)
+        except OSError:
+            pass
+        self._bound = None
+
+    def _shut(self) -> "None":
+        """No more accepts: every worker blocked in accept() wakes with an error."""
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _close_listener(self) -> "None":
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    def close(self) -> "None":
+        """Release the socket and the lock (after :meth:`serve`, or a failed start)."""
+        self._stopping.set()
+        self._unlink()
+        self._shut()
+        self._close_listener()
+        if self._stderr is not None and sys.stderr is self._stderr:
+            sys.stderr = self._stderr.real  # type: ignore[assignment]
+        if commands.POOL is self.pool:
+            commands.POOL = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- one connection ---------------------------------------------------------------
+    def _work(self) -> "None":
+        """A worker: take a connection and answer it, until the daemon stops. Each
+        worker accepts for itself (no hand-over between threads on the way)."""
+        listener = self._listener
+        assert listener is not None
+        while not self._stopping.is_set():
+            try:
+                conn, _ = listener.accept()  # blocking: the kernel wakes one worker
+            except OSError as e:  # EMFILE and the like: say so, breathe, go on
+                if self._stopping.is_set():
+                    return
+                self.log("accept failed: %s" % (e.strerror or e))
+                time.sleep(0.1)
+                continue
+            with self._idle:
+                self._busy += 1
+            try:
+                self._handle(conn)
+            except Exception as e:  # never lose a worker: log it, answer nothing more
+                self.log("internal error: %r" % (e,))
+            finally:
+                conn.close()
+                with self._idle:
+                    self._busy -= 1
+                    self._idle.notify_all()
+
+    def _handle(self, conn: "socket.socket") -> "None":
+        started = time.monotonic()
+        conn.settimeout(REQUEST_TIMEOUT)
+        pid, uid = _peer(conn)
+        if uid not in (0, os.geteuid()):
+            self.refused += 1
+            self.log("refused pid=%d uid=%d: only root and uid %d may call"
+                     % (pid, uid, os.geteuid()))
+            self._send(conn, _not_served("uid %d may not use this daemon (only root and uid %d)"
+                                         % (uid, os.geteuid())))
+            return
+        try:
+            kind, blobs = _read_request(conn)
+        except (ValueError, OSError) as e:
+            self.log("bad request from pid=%d: %s" % (pid, e))
+            self._send(conn, _not_served("bad request: %s" % e))
+            return
+        if kind == client.HEALTH:
+            self._send(conn, _answer(0, json.dumps(self.health()).encode(), b""))
+            return
+        if kind != client.CALL:
+            self._send(conn, _not_served("unknown request %r" % kind))
+            return
+        raw_env, cwd, data = blobs
+        env = system.environ(client.decode_environ(raw_env))
+        relative = cwd != self._cwd and _relative_paths(data)
+        if relative:
+            self._send(conn, _not_served(
+                "the config names paths relative to the caller's directory (%s)"
+                % ", ".join(relative)))
+            return
+        conn.settimeout(None)  # the call's own waits are bounded
+        status, out, err = self.call(env, data)
+        self._send(conn, _answer(status, out.encode("utf-8"),
+                                 err.encode("utf-8", "backslashreplace")))
+        conn.close()  # the client is done: the log line is ours
+        elapsed = time.monotonic() - started
+        with self._idle:
+            self.calls += 1
+        self.log("%s ms=%.1f" % (_summary(env, data, status, out), elapsed * 1000))
+
+    def call(self, env: "dict[str, str]", data: "bytes") -> "tuple[int, str, str]":
+        """One plugin call, as :func:`ipam.cni.main` runs it in a plugin process:
+        (exit status, stdout, stderr)."""
+        from ipam.cni import main
+
+        out = io.StringIO()
+        stderr = self._stderr
+        if stderr is not None:
+            stderr.capture()
+        try:
+            status = main(env, io.BytesIO(data), out)
+        finally:
+            err = stderr.release() if stderr is not None else ""
+        return status, out.getvalue(), err
+
+    def _send(self, conn: "socket.socket", reply: "bytes") -> "None":
+        try:
+            conn.sendall(reply)
+        except OSError as e:  # the client went away: what was committed stands
+            self.log("could not answer (%s): the client went away" % (e.strerror or e))
+
+    def health(self) -> "dict[str, Any]":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            ours = version("host-local-sqlite")
+        except PackageNotFoundError:
+            ours = "unknown"
+        with self._idle:
+            busy = self._busy
+        return {"status": "draining" if self._stopping.is_set() else "ok",
+                "pid": os.getpid(), "version": ours, "socket": self.socket_path,
+                "uptime_s": round(time.monotonic() - self._started, 1),
+                "calls": self.calls, "refused": self.refused, "in_flight": busy,
+                "pool_size": self.pool_size, "stores_open": self.pool.idle(),
+                "stores_opened": self.pool.opened}
+
+
+def _notify(state: "str") -> "None":
+    """Tell systemd (``Type=notify``) when it asked, through ``NOTIFY_SOCKET``."""
+    where = os.environ.get("NOTIFY_SOCKET")
+    if not where:
+        return
+    if where.startswith("@"):
+        where = "\0" + where[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(state.encode(), where)
+    except OSError:
+        pass
+
+
+def check_health(socket_path: "str", timeout: "float" = 5.0) -> "dict[str, Any]":
+    """The health of the daemon at ``socket_path``; IoFailure saying why if there is
+    none, or it does not answer within ``timeout`` seconds."""
+    try:
+        reply = client.exchange(socket_path, client.MAGIC + client.HEALTH, timeout=timeout)
+        if reply[:1] == client.NOT_SERVED:
+            why, _ = client.read_blob(reply, 1)
+            raise IoFailure("the node daemon at %s refused: %s"
+                            % (socket_path, why.decode(errors="replace")))
+        out, _ = client.read_blob(reply, 2)
+        health = json.loads(out)
+    except client.Unanswered as e:
+        raise IoFailure(str(e.args[0])) from None
+    except ValueError:
+        raise IoFailure("the node daemon at %s gave no health answer" % socket_path) from None
+    return health
+
+
+def serve(socket_path: "str" = paths.DAEMON_SOCKET, pool_size: "int" = DEFAULT_POOL_SIZE,
+          drain_timeout: "float" = DEFAULT_DRAIN_TIMEOUT) -> "int":
+    """Run a daemon until SIGTERM or SIGINT; returns the exit status."""
+    daemon = Daemon(socket_path, pool_size, drain_timeout)
+    try:
+        daemon.start()
+        status = daemon.serve()
+    finally:
+        daemon.close()
+    if status:  # calls still running on worker threads: leave without waiting for them
+        sys.stderr.flush()
+        os._exit(status)
+    return status

@@ -57,6 +57,10 @@ ATTEMPTS = 6
 RETRY_STATES = frozenset({"40001", "40P01", "23505", "55P03", "53300", "57P01", "57P03",
                           "08000", "08003", "08006"})
 _CONNECTION_STATES = frozenset({"08000", "08003", "08006"})
+# feature_not_supported, which a prepared statement meets when a migration changed the
+# type of a column it returns ("cached plan must not change result type"): statements
+# are prepared on the node daemon's kept connections only, and a new one has none.
+_STALE_PLAN = "0A000"
 _LOCK = "SELECT range_set FROM cursors WHERE network = ? ORDER BY range_set FOR UPDATE"
 # The schema revision, read with one probe of every table a command uses: a new server
 # process (one per connection) loads each table's and index's catalog entries on first
@@ -298,7 +302,8 @@ class PostgresStore(LeaseTable):
         :class:`Retry`, an unreachable server as code 11, the rest as code 5."""
         server = server_name(self.url)
         state = sqlstate(err)
-        lost = self.conn is None or self.conn.closed or self.conn.broken
+        lost = self.conn is None or self.conn.closed or self.conn.broken or (
+            state == _STALE_PLAN and self._prepare_threshold == 0)
         if lost:
             self._discard()
         if state in RETRY_STATES or lost:

@@ -14,7 +14,7 @@ locks as ever, so plugin processes, ipamctl and the daemon can all run at once.
 Who may call: peers whose ``SO_PEERCRED`` uid is root or the daemon's own; others get a
 refusal (their clients run the call in process, as that user). One daemon per socket:
 the second finds the first's flock (:func:`ipam.paths.daemon_lock`) and refuses to
-start. SIGTERM and SIGINT drain: no new connection is taken, the calls already taken are
+start. SIGTERM, SIGINT and SIGHUP drain: no new connection is taken, the calls already taken are
 answered (for ``drain_timeout`` at most: a client whose daemon went away runs its call
 in process), then the stores close. Under systemd the socket can be the socket unit's
 (``LISTEN_FDS``), and readiness and stopping are told through ``NOTIFY_SOCKET``.
@@ -27,6 +27,7 @@ stderr (``JOURNAL_STREAM``).
 import io
 import json
 import os
+import select
 import signal
 import socket
 import stat
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 DEFAULT_POOL_SIZE = 4
 DEFAULT_DRAIN_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 10.0  # seconds a connected client has to send its whole request
+# A terminal's hang-up too: a daemon started by hand stops as cleanly as under systemd.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 BACKLOG = 512  # connections the kernel queues: a node starting hundreds of pods at once
 _SD_LISTEN_FDS_START = 3  # systemd's first passed descriptor (sd_listen_fds(3))
 
@@ -191,6 +194,7 @@ class Daemon:
         self._busy = 0  # connections taken and not yet answered
         self._idle = threading.Condition()
         self._workers: "list[threading.Thread]" = []
+        self._wake: "Optional[tuple[int, int]]" = None  # the stop's wake-up pipe
         self._stopping = threading.Event()
         self._listener: "Optional[socket.socket]" = None
         self._activated = False
@@ -228,6 +232,8 @@ class Daemon:
         self._take_lock()
         if self._listener is None:
             self._listener = self._bind()
+        self._listener.setblocking(False)  # the workers' epoll says when to accept
+        self._wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         commands.POOL = self.pool
         writer_lock.share_between_threads()
         self._stderr = _Stderr(sys.stderr)
@@ -313,7 +319,7 @@ class Daemon:
     def serve(self) -> "int":
         """Accept until told to stop, then drain; returns the exit status (0, or 1 if
         calls were still running at the drain's end)."""
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         try:
             self._wait_for_stop()
         finally:
@@ -341,10 +347,10 @@ class Daemon:
         if busy:
             self.log("draining: %d call%s to answer, %g s at most"
                      % (busy, "" if busy == 1 else "s", self.drain_timeout))
-        self._shut()  # wakes the idle workers; connections still queued are reset
+        self._shut()
         for worker in self._workers:  # each leaves after its call
             worker.join(max(deadline - time.monotonic(), 0.1))
-        self._close_listener()
+        self._close_listener()  # connections still queued in the kernel are reset
         with self._idle:
             left = self._busy
         if left:
@@ -370,10 +376,12 @@ class Daemon:
         self._bound = None
 
     def _shut(self) -> "None":
-        """No more accepts: every worker blocked in accept() wakes with an error."""
-        if self._listener is not None:
+        """No more accepts: wake every worker waiting for a connection (the wake-up
+        pipe stays readable). Not shutdown() on the socket: systemd's socket is shared
+        with systemd, which must keep it for the next start."""
+        if self._wake is not None:
             try:
-                self._listener.shutdown(socket.SHUT_RDWR)
+                os.write(self._wake[1], b"x")
             except OSError:
                 pass
 
@@ -395,33 +403,52 @@ class Daemon:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+        if self._wake is not None and not any(w.is_alive() for w in self._workers):
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
 
     # -- one connection ---------------------------------------------------------------
     def _work(self) -> "None":
         """A worker: take a connection and answer it, until the daemon stops. Each
-        worker accepts for itself (no hand-over between threads on the way)."""
-        listener = self._listener
-        assert listener is not None
-        while not self._stopping.is_set():
-            try:
-                conn, _ = listener.accept()  # blocking: the kernel wakes one worker
-            except OSError as e:  # EMFILE and the like: say so, breathe, go on
+        worker accepts for itself (no hand-over between threads on the way), woken by
+        its own epoll: EPOLLEXCLUSIVE wakes one worker per connection, not all, and the
+        wake-up pipe wakes them all to stop."""
+        listener, wake = self._listener, self._wake
+        assert listener is not None and wake is not None
+        poller = select.epoll()
+        try:
+            poller.register(listener.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+            poller.register(wake[0], select.EPOLLIN)
+            while not self._stopping.is_set():
+                poller.poll()
                 if self._stopping.is_set():
                     return
-                self.log("accept failed: %s" % (e.strerror or e))
-                time.sleep(0.1)
-                continue
+                try:
+                    conn, _ = listener.accept()
+                except BlockingIOError:  # another worker took it
+                    continue
+                except OSError as e:  # EMFILE and the like: say so, breathe, go on
+                    self.log("accept failed: %s" % (e.strerror or e))
+                    time.sleep(0.1)
+                    continue
+                self._serve_one(conn)
+        finally:
+            poller.close()
+
+    def _serve_one(self, conn: "socket.socket") -> "None":
+        with self._idle:
+            self._busy += 1
+        try:
+            conn.setblocking(True)
+            self._handle(conn)
+        except Exception as e:  # never lose a worker: log it, answer nothing more
+            self.log("internal error: %r" % (e,))
+        finally:
+            conn.close()
             with self._idle:
-                self._busy += 1
-            try:
-                self._handle(conn)
-            except Exception as e:  # never lose a worker: log it, answer nothing more
-                self.log("internal error: %r" % (e,))
-            finally:
-                conn.close()
-                with self._idle:
-                    self._busy -= 1
-                    self._idle.notify_all()
+                self._busy -= 1
+                self._idle.notify_all()
 
     def _handle(self, conn: "socket.socket") -> "None":
         started = time.monotonic()
@@ -536,7 +563,7 @@ def check_health(socket_path: "str", timeout: "float" = 5.0) -> "dict[str, Any]"
 
 def serve(socket_path: "str" = paths.DAEMON_SOCKET, pool_size: "int" = DEFAULT_POOL_SIZE,
           drain_timeout: "float" = DEFAULT_DRAIN_TIMEOUT) -> "int":
-    """Run a daemon until SIGTERM or SIGINT; returns the exit status."""
+    """Run a daemon until one of :data:`STOP_SIGNALS`; returns the exit status."""
     daemon = Daemon(socket_path, pool_size, drain_timeout)
     try:
         daemon.start()

@@ -196,6 +196,11 @@ def forward() -> "tuple[Optional[int], Optional[bytes]]":
     path, named = choose_socket(data, env)
     if path is None:
         return None, data
+    if not named:
+        try:
+            posix.stat(path)
+        except OSError:  # no daemon on this node: not even _socket's import (0.25 ms)
+            return None, data
     try:
         cwd = posix.getcwd().encode("utf-8", "surrogateescape")
     except OSError:

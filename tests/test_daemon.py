@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import stat
@@ -405,3 +406,40 @@ def test_a_call_in_flight_is_answered_before_the_drain_ends(sock, netconf, data_
         caller.join(10)
     assert [a[0] for a in answers] == [0], answers
     assert [r[2] for r in held(data_dir)] == ["c1", "c2"]
+
+
+def test_serve_drains_on_sigterm_and_puts_the_handlers_back(sock, netconf):
+    """serve() on the main thread (signals reach no other), SIGTERM sent to this process
+    once its handler is in place: the call answered, the drain clean, the handlers back."""
+    from ipam import writer_lock
+
+    before = signal.getsignal(signal.SIGTERM)
+    saved = writer_lock._THREAD_LOCKS
+    d = daemon.Daemon(str(sock), log=io.StringIO())
+    answers, problems = [], []
+
+    def call_then_terminate():
+        try:
+            answers.append(call(sock, "ADD", netconf(SUBNET), container_id="c1"))
+        except client.Unanswered as e:
+            problems.append(e)
+        deadline = time.monotonic() + 10
+        while signal.getsignal(signal.SIGTERM) != d._on_signal:
+            if time.monotonic() > deadline:  # never kill pytest with SIGTERM's default
+                problems.append("serve() did not take SIGTERM in 10 s")
+                d.stop()
+                return
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        d.start()
+        caller = threading.Thread(target=call_then_terminate)
+        caller.start()
+        assert d.serve() == 0
+        caller.join(10)
+    finally:
+        d.close()
+        writer_lock._THREAD_LOCKS = saved
+    assert not problems and [a[0] for a in answers] == [0], (problems, answers)
+    assert signal.getsignal(signal.SIGTERM) is before and not sock.exists()

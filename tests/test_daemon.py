@@ -443,3 +443,12 @@ def test_serve_drains_on_sigterm_and_puts_the_handlers_back(sock, netconf):
         writer_lock._THREAD_LOCKS = saved
     assert not problems and [a[0] for a in answers] == [0], (problems, answers)
     assert signal.getsignal(signal.SIGTERM) is before and not sock.exists()
+
+
+def test_a_refusal_reaches_a_client_still_sending(sock):
+    """A request refused before it was read whole (here: not ours, 1 MiB of it): the
+    client, which reads only once it has sent everything, still gets the refusal."""
+    with serve_daemon(sock, log=io.StringIO()):
+        reply = client.exchange(str(sock), b"x" * (1 << 20), timeout=30)
+    assert reply == client.NOT_SERVED + client.blob(
+        b"bad request: not a host-local-sqlite/1 request")

@@ -89,7 +89,8 @@ class Unanswered(Exception):
 
 
 def _config_choice(data: "bytes") -> "object":
-    """``ipam.daemon`` from the config: a path, True, False, or None when absent. Parsed
+    """``ipam.daemon`` from the config: a path, True, False, or None when absent or null
+    (anything else is False: in process, which reports it as code 7). Parsed
     only when the word is there at all: most configs pay one scan of their bytes."""
     if b"daemon" not in data.lower():
         return None
@@ -101,6 +102,8 @@ def _config_choice(data: "bytes") -> "object":
         choice = conf["ipam"]["daemon"]
     except (ValueError, RecursionError, KeyError, TypeError):
         return None  # run in process, which reports what is wrong with the config
+    if choice is None:
+        return None  # null means unset, as everywhere in the config (ipam.config)
     return choice if isinstance(choice, (str, bool)) else False
 
 

@@ -6,6 +6,7 @@ cniexec.py (the differential harness's runner), plugin_procs.py (Popen'd plugin
 processes), pgserver.py (the throwaway PostgreSQL server) and syscall_faults.py (strace
 fault injection) stay modules of their own: each serves one kind of test.
 """
+import contextlib
 import io
 import ipaddress
 import json
@@ -199,3 +200,37 @@ def ipamctl(*args, data_dir=None, database=None, expect=0):
 def js(*args, **kw):
     """:func:`ipamctl` with ``-o json``, its output parsed."""
     return json.loads(ipamctl("-o", "json", *args, **kw).stdout)
+
+
+# --- node daemon (unit) -------------------------------------------------------------------
+def plugin_process(command, conf, env_extra=None, cwd=None, **kw):
+    """:func:`run_plugin` that keeps stderr too (where the thin client says why a call ran
+    in process): ``(Outcome, stderr text)``; ``cwd``: the runtime's working directory."""
+    env = {"PATH": os.environ.get("PATH", "")}
+    env.update(cni_env(command, **kw))
+    env.update(env_extra or {})
+    proc = subprocess.run([PLUGIN], input=_stdin_bytes(conf), env=env, capture_output=True,
+                          timeout=60, cwd=cwd)
+    assert b"Traceback" not in proc.stderr, proc.stderr.decode()
+    return Outcome(proc.returncode, proc.stdout.decode()), proc.stderr.decode()
+
+
+@contextlib.contextmanager
+def serve_daemon(socket_path, **kw):
+    """An :class:`ipam.daemon.Daemon` on ``socket_path`` in this process, its workers on
+    threads (its ``serve()`` waits for signals, which only the main thread gets): yields
+    the daemon; drains and closes it after, and puts back the state it set for the
+    process (the store pool in ipam.commands, stderr, the writers' thread locks)."""
+    from ipam import daemon, writer_lock
+
+    saved = writer_lock._THREAD_LOCKS
+    d = daemon.Daemon(str(socket_path), **kw)
+    try:
+        d.start()
+        yield d
+    finally:
+        d.stop()
+        if d._workers and d._listener is not None:  # not drained by the test already
+            d._drain()
+        d.close()
+        writer_lock._THREAD_LOCKS = saved

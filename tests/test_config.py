@@ -258,3 +258,17 @@ def test_version_tuple():
     assert version_tuple("1.1") == (1, 1, 0)
     with pytest.raises(ValueError):
         version_tuple("abc")
+
+
+@pytest.mark.parametrize("daemon", ["/run/other/daemon.sock", "relative.sock", True, False, None])
+def test_ipam_daemon_accepts_a_path_true_false_or_nothing(daemon):
+    load(conf({"subnet": "10.1.2.0/24", "daemon": daemon}))
+
+
+@pytest.mark.parametrize("daemon", ["", 5, 0, [], {}, ["/run/x.sock"]])
+def test_ipam_daemon_of_another_kind_is_a_config_error(daemon):
+    with pytest.raises(ConfigError) as e:
+        load(conf({"subnet": "10.1.2.0/24", "Daemon": daemon}))
+    assert e.value.code == 7 and e.value.msg == (
+        "invalid config: ipam.daemon must be the node daemon's socket path, true (the "
+        "default socket) or false (never)")

@@ -234,3 +234,22 @@ def serve_daemon(socket_path, **kw):
             d._drain()
         d.close()
         writer_lock._THREAD_LOCKS = saved
+
+
+def launcher_probe(path, report):
+    """The installed launcher's text at ``path`` (0755), made to write ``report`` (the
+    source of an expression giving text, e.g. over ``sys.modules``) on stderr as the
+    process exits: what a plugin call loaded, seen from inside."""
+    from ipam import launcher
+
+    path.write_text(launcher.render().replace("\nrun(load)\n", (
+        "\nimport posix\n"
+        "_exit = posix._exit\n"
+        "def _report(status):\n"
+        "    sys.stderr.write(%s + '\\n')\n"
+        "    sys.stderr.flush()\n"
+        "    _exit(status)\n"
+        "posix._exit = _report\n"
+        "run(load)\n") % report))
+    path.chmod(0o755)
+    return path

@@ -18,9 +18,9 @@ import subprocess
 import sys
 
 import pytest
-from helpers import cni_env
+from helpers import cni_env, launcher_probe
 
-from ipam import bundle, launcher
+from ipam import bundle
 
 PACKAGE_DIR = os.path.dirname(bundle.__file__)
 
@@ -100,18 +100,8 @@ def test_a_plugin_call_imports_neither_typing_nor_future(tmp_path, netconf):
     resolv.write_text("nameserver 10.0.0.53\n")
     conf = netconf({"subnet": "10.81.0.0/24", "resolvConf": str(resolv)}, version="1.1.0")
     conf["cni.dev/valid-attachments"] = [{"containerID": "c1", "ifname": "eth0"}]
-    probe = tmp_path / "probe"
-    probe.write_text(launcher.render().replace("\nrun(load)\n", (
-        "\nimport posix\n"
-        "_exit = posix._exit\n"
-        "def _report(status):\n"
-        "    sys.stderr.write('UNWANTED=%r\\n' % sorted(\n"
-        "        {'typing', '__future__'} & set(sys.modules)))\n"
-        "    sys.stderr.flush()\n"
-        "    _exit(status)\n"
-        "posix._exit = _report\n"
-        "run(load)\n")))
-    probe.chmod(0o755)
+    probe = launcher_probe(tmp_path / "probe", (
+        "'UNWANTED=%r' % sorted({'typing', '__future__'} & set(sys.modules))"))
     for command, cid in (("ADD", "warm"), ("ADD", "c1"), ("CHECK", "c1"), ("STATUS", "c1"),
                          ("GC", "c1"), ("DEL", "c1")):
         env = {"PATH": os.environ.get("PATH", "")}

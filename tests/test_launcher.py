@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from helpers import IPAMCTL, PLUGIN, cni_env
+from helpers import IPAMCTL, PLUGIN, cni_env, launcher_probe
 
 from ipam import bundle, launcher, migrate, paths
 from ipam import daemon as daemon_mod
@@ -124,21 +124,10 @@ def test_the_launchers_commands_import_only_the_lean_set(tmp_path, netconf):
     resolv.write_text("nameserver 10.0.0.53\nsearch example.org\n")
     conf = netconf({"subnet": "10.80.0.0/24", "resolvConf": str(resolv)})
     assert run(install(tmp_path)["path"], "ADD", conf, container_id="warm")[0] == 0
-    text = launcher.render().replace("\nrun(load)\n", (
-        "\nimport posix\n"
-        "_exit = posix._exit\n"
-        "def _report(status):\n"
-        "    mods = sorted(n for n in sys.modules if n.split('.')[0] != 'ipam')\n"
-        "    ours = sorted('%s:%s' % (n, type(m.__spec__.loader).__name__)\n"
-        "                  for n, m in sys.modules.items() if n.split('.')[0] == 'ipam')\n"
-        "    sys.stderr.write('LOADED=' + ','.join(mods) + ' OURS=' + ','.join(ours) + '\\n')\n"
-        "    sys.stderr.flush()\n"
-        "    _exit(status)\n"
-        "posix._exit = _report\n"
-        "run(load)\n"))
-    probe = tmp_path / "probe"
-    probe.write_text(text)
-    probe.chmod(0o755)
+    probe = launcher_probe(tmp_path / "probe", (
+        "'LOADED=' + ','.join(sorted(n for n in sys.modules if n.split('.')[0] != 'ipam'))"
+        " + ' OURS=' + ','.join(sorted('%s:%s' % (n, type(m.__spec__.loader).__name__)"
+        " for n, m in sys.modules.items() if n.split('.')[0] == 'ipam'))"))
     unwanted = {"os", "site", "functools", "collections", "_collections_abc", "sqlite3",
                 "json", "re", "enum", "typing", "__future__", "importlib", "sqlalchemy", "alembic",
                 "click", "_socket"}  # _socket: only a call that the node daemon takes
@@ -176,18 +165,7 @@ def test_a_call_forwarded_to_the_daemon_loads_only_the_client(tmp_path, netconf)
             except IoFailure:
                 assert daemon.poll() is None and time.monotonic() < deadline, log.read_text()
                 time.sleep(0.05)
-        text = launcher.render().replace("\nrun(load)\n", (
-            "\nimport posix\n"
-            "_exit = posix._exit\n"
-            "def _report(status):\n"
-            "    sys.stderr.write('LOADED=' + ','.join(sorted(sys.modules)) + '\\n')\n"
-            "    sys.stderr.flush()\n"
-            "    _exit(status)\n"
-            "posix._exit = _report\n"
-            "run(load)\n"))
-        probe = tmp_path / "probe"
-        probe.write_text(text)
-        probe.chmod(0o755)
+        probe = launcher_probe(tmp_path / "probe", "'LOADED=' + ','.join(sorted(sys.modules))")
         conf = netconf({"subnet": "10.82.0.0/24", "daemon": str(sock)})
         for command in ("ADD", "CHECK", "DEL"):
             env = {"PATH": os.environ.get("PATH", "")}

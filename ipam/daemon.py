@@ -47,6 +47,9 @@ DEFAULT_DRAIN_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 10.0  # seconds a connected client has to send its whole request
 BACKLOG = 512  # connections the kernel queues: a node starting hundreds of pods at once
 _SD_LISTEN_FDS_START = 3  # systemd's first passed descriptor (sd_listen_fds(3))
+# Seconds a worker on systemd's socket waits in accept() before looking whether the
+# daemon stops (:meth:`Daemon._shut` must leave that socket alone).
+_ACCEPT_WAKE = 0.5
 
 
 class _Stderr:
@@ -258,6 +261,9 @@ class Daemon:
         if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
             raise IoFailure("the socket systemd passed is not a unix stream socket: use "
                             "ListenStream= with a path")
+        # PID 1 makes it non-blocking (SOCK_NONBLOCK), and Python's blocking accept()
+        # would then fail with EAGAIN at once: a timed accept waits for a connection.
+        sock.settimeout(_ACCEPT_WAKE)
         return sock
 
     def _take_lock(self) -> "None":
@@ -341,7 +347,7 @@ class Daemon:
         if busy:
             self.log("draining: %d call%s to answer, %g s at most"
                      % (busy, "" if busy == 1 else "s", self.drain_timeout))
-        self._shut()  # wakes the idle workers; connections still queued are reset
+        self._shut()  # wakes the idle workers; a bound socket's queued connections are reset
         for worker in self._workers:  # each leaves after its call
             worker.join(max(deadline - time.monotonic(), 0.1))
         self._close_listener()
@@ -370,8 +376,10 @@ class Daemon:
         self._bound = None
 
     def _shut(self) -> "None":
-        """No more accepts: every worker blocked in accept() wakes with an error."""
-        if self._listener is not None:
+        """No more accepts: every worker blocked in accept() wakes with an error. Not
+        on systemd's socket, which PID 1 keeps for the next start: shut down, it would
+        refuse every connection from then on (its workers wake on their own)."""
+        if self._listener is not None and not self._activated:
             try:
                 self._listener.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -405,6 +413,8 @@ class Daemon:
         while not self._stopping.is_set():
             try:
                 conn, _ = listener.accept()  # blocking: the kernel wakes one worker
+            except TimeoutError:  # systemd's socket: time to look at _stopping
+                continue
             except OSError as e:  # EMFILE and the like: say so, breathe, go on
                 if self._stopping.is_set():
                     return

@@ -34,6 +34,20 @@ def _health(sock):
         return None
 
 
+def _waits_for(pid, path):
+    """Whether process ``pid`` has ``path`` open: the daemon's call opens the writers'
+    queue to wait for it (polling its flock from a worker thread, so /proc/locks shows
+    no waiter), and closes it after its transaction."""
+    where = "/proc/%d/fd" % pid
+    for fd in os.listdir(where):
+        try:
+            if os.readlink(os.path.join(where, fd)) == path:
+                return True
+        except OSError:  # closed meanwhile
+            pass
+    return False
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_plugin_stopped_mid_call_answers_code_11_and_the_daemon_finishes(
         tmp_path, netconf, data_dir, signum):
@@ -47,9 +61,8 @@ def test_a_plugin_stopped_mid_call_answers_code_11_and_the_daemon_finishes(
                                   stdout=subprocess.DEVNULL, stderr=log)
     try:
         _until("the daemon's health", lambda: _health(sock) is not None)
-        idle = _health(sock)["in_flight"]  # 0, or 1 where it counts its own health check
-        queue = os.open(paths.writer_queue(paths.default_database(str(data_dir))),
-                        os.O_RDWR | os.O_CREAT, 0o600)
+        queue_path = paths.writer_queue(paths.default_database(str(data_dir)))
+        queue = os.open(queue_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(queue, fcntl.LOCK_EX)  # the daemon's call waits for it
             plugin = subprocess.Popen(
@@ -57,8 +70,8 @@ def test_a_plugin_stopped_mid_call_answers_code_11_and_the_daemon_finishes(
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             plugin.stdin.write(json.dumps(conf).encode())
             plugin.stdin.close()
-            _until("the call in the daemon",
-                   lambda: (_health(sock) or {}).get("in_flight") == idle + 1)
+            _until("the daemon's call to wait for the writers' queue",
+                   lambda: _waits_for(served.pid, queue_path))
             plugin.send_signal(signum)
             status = plugin.wait(timeout=30)
             out, err = plugin.stdout.read(), plugin.stderr.read()

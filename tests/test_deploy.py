@@ -11,6 +11,7 @@ restarts: the last test gives the daemon such a socket."""
 import configparser
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -152,8 +153,8 @@ def test_the_daemon_on_pid1s_socket_serves_and_leaves_it_listening(tmp_path, net
         waiting = plugin("b")  # no daemon: the call waits in systemd's queue
         waiting.stdin.write(stdin)
         waiting.stdin.close()
-        time.sleep(0.3)
-        assert waiting.poll() is None, waiting.stderr.read()
+        readable, _, _ = select.select([listener], [], [], 10)  # its connection, queued
+        assert readable and waiting.poll() is None, waiting.stderr.read()
         second = _start(listener, log)
         try:
             _wait_serving(log_path, 2)

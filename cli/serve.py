@@ -13,12 +13,13 @@ _SOCKET_HELP = "The daemon's unix socket."
 
 @click.command("serve")
 @click.option("--socket", "socket_path", default=DAEMON_SOCKET, show_default=True,
-              metavar="PATH", help=_SOCKET_HELP + " Its directory is created 0700, the "
-              "socket 0600; under systemd socket activation, the socket unit's is used.")
+              metavar="PATH", help=_SOCKET_HELP + " Created 0600, in a directory created "
+              "0700 if missing; under systemd socket activation, the socket unit's is used.")
 @click.option("--pool-size", default=daemon.DEFAULT_POOL_SIZE, show_default=True,
               type=click.IntRange(1, 64),
-              help="Calls served at once, and so the most connections kept open to each "
-                   "PostgreSQL database (and SQLite connections to each file).")
+              help="Calls served at once; also the most stores kept open for each "
+                   "database (PostgreSQL connections, SQLite connections) and each "
+                   "dataDir, node and busyTimeout the configs give it.")
 @click.option("--drain-timeout", default=daemon.DEFAULT_DRAIN_TIMEOUT, show_default=True,
               type=click.FloatRange(0), metavar="SECONDS",
               help="On SIGTERM or SIGINT: how long to go on answering the calls already "
@@ -39,9 +40,10 @@ def serve_cmd(socket_path: str, pool_size: int, drain_timeout: float) -> None:
     Each call runs through the plugin's own code and transaction, so plugin
     processes, ipamctl and the daemon may all run at once. Only root and the
     daemon's own user may call it. One line per call is logged to stderr. A
-    second daemon on the same socket refuses to start. Under systemd, the units
-    in deploy/systemd start it on the first call (socket activation); 'ipamctl
-    health' asks it how it is.
+    second daemon on the same socket refuses to start. SIGTERM or SIGINT drains
+    it (see --drain-timeout). Under systemd, the units in deploy/systemd start
+    it on the first call (socket activation); 'ipamctl health' asks it how it
+    is. Restart it after an upgrade: it runs the code it loaded.
 
     \b
     Example:
@@ -60,7 +62,7 @@ def serve_cmd(socket_path: str, pool_size: int, drain_timeout: float) -> None:
 @click.pass_obj
 def health_cmd(obj: Obj, socket_path: str, timeout: float) -> None:
     """Ask the node daemon how it is: exit 0 with its figures, or 1 saying why it
-    did not answer (a liveness probe: ipamctl health --timeout 2).
+    did not answer or refused (a liveness probe: ipamctl health --timeout 2).
 
     JSON: {"status", "pid", "version", "socket", "uptime_s", "calls", "refused",
     "in_flight", "pool_size", "stores_open", "stores_opened"}

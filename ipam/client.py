@@ -88,6 +88,30 @@ class Unanswered(Exception):
     """The daemon did not answer this call; ``args[0]`` says why (None: say nothing)."""
 
 
+class _Signalled(Exception):
+    """SIGINT, SIGTERM or SIGHUP while waiting for the daemon; ``args[0]``: its number."""
+
+
+_SIGNALS = {2: "SIGINT", 15: "SIGTERM", 1: "SIGHUP"}  # those that end an in-process call
+
+
+def _signalled(signum: "int", frame: "object") -> "None":
+    raise _Signalled(signum)
+
+
+def _interrupted(signum: "int") -> "int":
+    """The error object an in-process call answers to the same signal (code 11): the
+    runtime gives up on this call, which the daemon may still finish; a repeated ADD
+    returns what it committed."""
+    from ipam import result
+    from ipam.errors import Interrupted
+
+    _write_all(1, result.error_output(Interrupted(
+        "interrupted by %s while the node daemon ran the call; try again"
+        % _SIGNALS.get(signum, signum))).encode())
+    return 1
+
+
 def _config_choice(data: "bytes") -> "object":
     """``ipam.daemon`` from the config: a path, True, False, or None when absent or null
     (anything else is False: in process, which reports it as code 7). Parsed
@@ -209,6 +233,9 @@ def forward() -> "tuple[Optional[int], Optional[bytes]]":
     except OSError:
         cwd = b""
     request = MAGIC + CALL + blob(encode_environ(env)) + blob(cwd) + blob(data)
+    import _signal  # the C module, as ipam.cni sets it: a signal is an error object here too
+
+    saved = {n: _signal.signal(n, _signalled) for n in _SIGNALS}
     try:
         status, out, err = _answer(path, exchange(path, request, named))
     except Unanswered as e:
@@ -216,6 +243,11 @@ def forward() -> "tuple[Optional[int], Optional[bytes]]":
             sys.stderr.write("host-local-sqlite: %s; running the call in process\n"
                              % e.args[0])
         return None, data
+    except _Signalled as e:
+        return _interrupted(e.args[0]), None
+    finally:
+        for n, old in saved.items():
+            _signal.signal(n, old)
     ok = _write_all(1, out)
     _write_all(2, err)
     return (status if ok else status or 1), None

@@ -264,7 +264,7 @@ class Daemon:
         if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
             raise IoFailure("the socket systemd passed is not a unix stream socket: use "
                             "ListenStream= with a path")
-        return sock
+        return sock  # PID 1 makes it non-blocking (SOCK_NONBLOCK): so does start()
 
     def _take_lock(self) -> "None":
         lock = paths.daemon_lock(self.socket_path)

@@ -92,7 +92,8 @@ class _Signalled(Exception):
     """SIGINT, SIGTERM or SIGHUP while waiting for the daemon; ``args[0]``: its number."""
 
 
-_SIGNALS = {2: "SIGINT", 15: "SIGTERM", 1: "SIGHUP"}  # those that end an in-process call
+# The signals that end a call, in process (ipam.cni) or waiting for the daemon (here).
+SIGNALS = {2: "SIGINT", 15: "SIGTERM", 1: "SIGHUP"}
 
 
 def _signalled(signum: "int", frame: "object") -> "None":
@@ -108,7 +109,7 @@ def _interrupted(signum: "int") -> "int":
 
     _write_all(1, result.error_output(Interrupted(
         "interrupted by %s while the node daemon ran the call; try again"
-        % _SIGNALS.get(signum, signum))).encode())
+        % SIGNALS.get(signum, signum))).encode())
     return 1
 
 
@@ -235,7 +236,7 @@ def forward() -> "tuple[Optional[int], Optional[bytes]]":
     request = MAGIC + CALL + blob(encode_environ(env)) + blob(cwd) + blob(data)
     import _signal  # the C module, as ipam.cni sets it: a signal is an error object here too
 
-    saved = {n: _signal.signal(n, _signalled) for n in _SIGNALS}
+    saved = {n: _signal.signal(n, _signalled) for n in SIGNALS}
     try:
         status, out, err = _answer(path, exchange(path, request, named))
     except Unanswered as e:

@@ -9,7 +9,7 @@ README says so.
 import sys
 
 from ipam import jsonio, result, system
-from ipam.client import MAX_STDIN
+from ipam.client import MAX_STDIN, SIGNALS
 from ipam.config import SUPPORTED_VERSIONS, go_quote, json_type, version_tuple
 from ipam.errors import (
     ConfigError,
@@ -154,11 +154,10 @@ def dispatch(env: "Mapping[str, str]", stdin: "BinaryIO") -> "str":
     return handler(env, conf)
 
 
-_SIGNALS = {2: "SIGINT", 15: "SIGTERM", 1: "SIGHUP"}
 
 
 def _interrupted(signum: "int", frame: "Optional[FrameType]") -> "None":
-    raise Interrupted("interrupted by %s; try again" % _SIGNALS.get(signum, signum))
+    raise Interrupted("interrupted by %s; try again" % SIGNALS.get(signum, signum))
 
 
 def _on_signals(handler: "Callable[[int, Optional[FrameType]], None]"
@@ -168,7 +167,7 @@ def _on_signals(handler: "Callable[[int, Optional[FrameType]], None]"
     import _signal  # the C module: signal.py would import enum
 
     try:
-        return {n: _signal.signal(n, handler) for n in _SIGNALS}
+        return {n: _signal.signal(n, handler) for n in SIGNALS}
     except ValueError:
         return None
 

@@ -431,28 +431,27 @@ class Daemon:
             self.refused += 1
             self.log("refused pid=%d uid=%d: only root and uid %d may call"
                      % (pid, uid, os.geteuid()))
-            self._send(conn, _not_served("uid %d may not use this daemon (only root and uid %d)"
-                                         % (uid, os.geteuid())))
+            self._refuse(conn, "uid %d may not use this daemon (only root and uid %d)"
+                         % (uid, os.geteuid()))
             return
         try:
             kind, blobs = _read_request(conn)
         except (ValueError, OSError) as e:
             self.log("bad request from pid=%d: %s" % (pid, e))
-            self._send(conn, _not_served("bad request: %s" % e))
+            self._refuse(conn, "bad request: %s" % e)
             return
         if kind == client.HEALTH:
             self._send(conn, _answer(0, json.dumps(self.health()).encode(), b""))
             return
         if kind != client.CALL:
-            self._send(conn, _not_served("unknown request %r" % kind))
+            self._refuse(conn, "unknown request %r" % kind)
             return
         raw_env, cwd, data = blobs
         env = system.environ(client.decode_environ(raw_env))
         relative = cwd != self._cwd and _relative_paths(data)
         if relative:
-            self._send(conn, _not_served(
-                "the config names paths relative to the caller's directory (%s)"
-                % ", ".join(relative)))
+            self._refuse(conn, "the config names paths relative to the caller's directory "
+                         "(%s)" % ", ".join(relative))
             return
         conn.settimeout(None)  # the call's own waits are bounded
         status, out, err = self.call(env, data)
@@ -478,6 +477,22 @@ class Daemon:
         finally:
             err = stderr.release() if stderr is not None else ""
         return status, out.getvalue(), err
+
+    def _refuse(self, conn: "socket.socket", why: "str") -> "None":
+        """Answer NOT_SERVED, then read and drop what the client still sends until it
+        closes (:data:`REQUEST_TIMEOUT` at most): a unix socket closed with unread data
+        resets the connection, and the client would lose the answer and say "went away"
+        instead of why."""
+        self._send(conn, _not_served(why))
+        deadline = time.monotonic() + REQUEST_TIMEOUT
+        try:
+            conn.shutdown(socket.SHUT_WR)  # the client reads to the end, then closes
+            while time.monotonic() < deadline:
+                conn.settimeout(max(deadline - time.monotonic(), 0.01))
+                if not conn.recv(1 << 16):
+                    break
+        except OSError:
+            pass
 
     def _send(self, conn: "socket.socket", reply: "bytes") -> "None":
         try:

@@ -441,7 +441,7 @@ class Daemon:
             self._refuse(conn, "bad request: %s" % e)
             return
         if kind == client.HEALTH:
-            self._send(conn, _answer(0, json.dumps(self.health()).encode(), b""))
+            self._send(conn, _answer(0, json.dumps(self.health(asking=1)).encode(), b""))
             return
         if kind != client.CALL:
             self._refuse(conn, "unknown request %r" % kind)
@@ -500,7 +500,9 @@ class Daemon:
         except OSError as e:  # the client went away: what was committed stands
             self.log("could not answer (%s): the client went away" % (e.strerror or e))
 
-    def health(self) -> "dict[str, Any]":
+    def health(self, asking: "int" = 0) -> "dict[str, Any]":
+        """The health answer; ``asking``: connections of the health check itself, which
+        are no calls in flight."""
         from importlib.metadata import PackageNotFoundError, version
 
         try:
@@ -512,7 +514,7 @@ class Daemon:
         return {"status": "draining" if self._stopping.is_set() else "ok",
                 "pid": os.getpid(), "version": ours, "socket": self.socket_path,
                 "uptime_s": round(time.monotonic() - self._started, 1),
-                "calls": self.calls, "refused": self.refused, "in_flight": busy,
+                "calls": self.calls, "refused": self.refused, "in_flight": busy - asking,
                 "pool_size": self.pool_size, "stores_open": self.pool.idle(),
                 "stores_opened": self.pool.opened}
 

@@ -327,3 +327,58 @@ class NodeDaemon:
         if self.proc.poll() is None:
             self.proc.kill()
         return self.proc.wait(10)
+
+
+# Another user (nobody) running our programs: a peer the daemon must refuse, a user who
+# may not open root's files (test_permissions.py, test_daemon_process.py). Needs root.
+NOBODY = 65534
+AS_NOBODY = ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _closed_to_others(path):
+    """The highest directory above ``path`` that others may not enter, or None."""
+    here = "/"
+    for part in path.strip("/").split("/")[:-1]:
+        here = os.path.join(here, part)
+        if not os.stat(here).st_mode & 0o001:
+            return here
+    return None
+
+
+def _reachable():
+    """A shell prefix that lets nobody reach this interpreter, its venv and the sources.
+
+    They may live under a directory only root may enter (pyenv's under /root, a checkout
+    in root's home). In a mount namespace of the child's own, each such directory is
+    covered by an empty tmpfs open to all, into which only what the run needs is bound
+    back: nobody then meets exactly the permissions of the files under test, and the
+    host's directories are never changed. The command keeps the process's pid (each
+    step execs the next)."""
+    import shlex
+
+    needed = sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, REPO)})
+    needed = [p for p in needed if not any(p.startswith(q + "/") for q in needed)]
+    covers = {}
+    for p in needed:
+        top = _closed_to_others(p)
+        if top is not None:
+            covers.setdefault(top, []).append(p)
+    if not covers:
+        return []
+    lines = ["set -e", "stage=$(mktemp -d)"]
+    n = 0
+    for top, under in sorted(covers.items()):
+        for p in under:
+            n += 1
+            lines.append("mkdir $stage/%d && mount --bind %s $stage/%d" % (n, shlex.quote(p), n))
+        lines.append("mount -t tmpfs -o mode=755 ipam-test %s" % shlex.quote(top))
+        for i, p in enumerate(under, n - len(under) + 1):
+            lines.append("mkdir -p %s && mount --bind $stage/%d %s" % (
+                shlex.quote(p), i, shlex.quote(p)))
+    lines.append('exec "$@"')
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+            "\n".join(lines), "sh"]
+
+
+RUN_AS_NOBODY = _reachable() + AS_NOBODY  # argv prefix: [*RUN_AS_NOBODY, program, ...]

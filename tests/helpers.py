@@ -265,6 +265,7 @@ class NodeDaemon:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=log, env=daemon_env())
         self.pid = self.proc.pid
+        self._terminated = False
 
     def wait_ready(self, timeout=DAEMON_READY):
         """Wait until the daemon answers a health check (the check ``ipamctl health``
@@ -310,17 +311,22 @@ class NodeDaemon:
         raise AssertionError("waited %g s for %s; the daemon's log:\n%s"
                              % (timeout, what, self.log()))
 
-    def stop(self, signum=15, timeout=30.0):
-        """Send ``signum`` (SIGTERM) and wait for the exit; its status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signum)
+    def terminate(self):
+        """SIGTERM, once: the drain starts (a second one, during the drain, would kill)."""
+        if not self._terminated and self.proc.poll() is None:
+            self._terminated = True
+            self.proc.send_signal(15)
+
+    def stop(self, timeout=30.0):
+        """:meth:`terminate` (unless done already) and wait for the exit; its status."""
+        self.terminate()
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
-            raise AssertionError("the daemon did not stop within %g s of signal %d:\n%s"
-                                 % (timeout, signum, self.log())) from None
+            raise AssertionError("the daemon did not stop within %g s of SIGTERM:\n%s"
+                                 % (timeout, self.log())) from None
 
     def kill(self):
         """SIGKILL (what a crash or the OOM killer does); nothing is cleaned up."""

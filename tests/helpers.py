@@ -227,10 +227,16 @@ def note_plugin_run(env, command, stderr):
     """After a plugin process (or a runtime plugin delegating to ours) ran with ``env``:
     when a daemon was named, its call must have gone there, never silently in process
     (the client says so on stderr whenever a named daemon does not answer); counted, so
-    that the suites' ``through`` fixture can hold the daemon's own count against it."""
+    that the suites' ``through`` fixture can hold the daemon's own count against it.
+    When the test itself names one, the process must have been given it."""
     from ipam import client
 
-    if daemon_named(env) is None or command not in client.FORWARDED:
+    if command not in client.FORWARDED:
+        return
+    wanted = daemon_named(os.environ)  # a test "through the daemon" (conftest's through)
+    assert wanted is None or daemon_named(env) == wanted, (
+        "the plugin process was not given the daemon the test names (%s)" % wanted)
+    if daemon_named(env) is None:
         return
     text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
     assert FALLBACK not in text, "the call did not go through the daemon: " + text

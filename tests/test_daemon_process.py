@@ -246,7 +246,7 @@ def test_systemd_socket_activation(start_daemon, data_dir, netconf, tmp_path):
     sock = str(tmp_path / "sd.sock")
     daemon = start_daemon(socket=sock, argv=["systemd-socket-activate", "-l", sock, IPAMCTL,
                                              "serve", "--drain-timeout", "5"])
-    assert "socket from systemd" in daemon.log()
+    daemon.wait_log(lambda log: "socket from systemd" in log, "the daemon's first line")
     out = run_plugin("ADD", netconf(SUBNET), env_extra=via(daemon))
     assert out.status == 0 and out.json["ips"][0]["address"] == "10.1.0.2/24", out
     health = daemon.health()

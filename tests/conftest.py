@@ -158,16 +158,15 @@ def delete(netconf):
 # -- the node daemon as a process (helpers.NodeDaemon) ------------------------------------
 @pytest.fixture
 def start_daemon(tmp_path):
-    """``start_daemon(*serve_options, socket=None, argv=None, ready=True)``: an
-    ``ipamctl serve`` process on ``<tmp>/d.sock`` (or ``socket``), its health answered
-    (unless ``ready`` is False). A daemon the test left running is killed at teardown."""
+    """``start_daemon(*serve_options, socket=None, argv=None)``: an ``ipamctl serve``
+    process on ``<tmp>/d.sock`` (or ``socket``; ``argv``: a command that execs one), its
+    health answered. A daemon the test left running is killed at teardown."""
     started = []
 
-    def start(*options, socket=None, argv=None, ready=True):
+    def start(*options, socket=None, argv=None):
         daemon = NodeDaemon(tmp_path, *options, socket=socket, argv=argv)
         started.append(daemon)
-        if ready:
-            daemon.wait_ready()
+        daemon.wait_ready()
         return daemon
     yield start
     for daemon in started:

@@ -303,10 +303,6 @@ class NodeDaemon:
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
             return f.read()
 
-    def log_lines(self, word):
-        """The log's lines of calls for ``word`` (``ADD``, ``DEL``, ``refused``...)."""
-        return [line for line in self.log().splitlines() if (" %s " % word) in line]
-
     def wait_log(self, predicate, what, timeout=30.0):
         """Wait until ``predicate(log text)`` holds; fails saying ``what`` it waited for."""
         deadline = time.monotonic() + timeout

@@ -18,6 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+try:  # tests/ may or may not become a package
+    from .helpers import note_plugin_run
+except ImportError:
+    from helpers import note_plugin_run
+
 GO_HOST_LOCAL = "/usr/lib/cni/host-local"
 GO_BRIDGE = "/usr/lib/cni/bridge"
 # Tests run under .venv/bin/python, so the console script sits beside the interpreter.
@@ -79,6 +84,8 @@ def run(
     proc = subprocess.run(
         [binary], input=stdin, capture_output=True, env=env, timeout=timeout, check=False
     )
+    if binary != GO_HOST_LOCAL and command is not None:  # ours, or a plugin delegating to it
+        note_plugin_run(env, command, proc.stderr)
     try:
         parsed = _json.loads(proc.stdout) if proc.stdout.strip() else None
     except ValueError:

@@ -2,16 +2,23 @@
 CI=true a skipped test fails the run. Plain helpers live in helpers.py."""
 import json
 import os
+import subprocess
 import sys
+import time
 
 import pytest
 from click.testing import CliRunner
 from helpers import (
+    IPAMCTL,
+    NodeDaemon,
     checked,
+    daemon_env,
+    forwarded_runs,
     run_inprocess,
 )
 
 from host_local_sqlite_cli.main import cli
+from ipam.paths import DAEMON_ENV
 from ipam.store.memory import MemoryStore
 from ipam.store.sqlite import SqliteStore
 
@@ -146,3 +153,67 @@ def delete(netconf):
                             ifname=ifname)
         assert out.status == 0, out.out
     return do
+
+
+# -- the node daemon as a process (helpers.NodeDaemon) ------------------------------------
+@pytest.fixture
+def start_daemon(tmp_path):
+    """``start_daemon(*serve_options, socket=None, argv=None)``: an ``ipamctl serve``
+    process on ``<tmp>/d.sock`` (or ``socket``; ``argv``: a command that execs one), its
+    health answered. A daemon the test left running is killed at teardown."""
+    started = []
+
+    def start(*options, socket=None, argv=None):
+        daemon = NodeDaemon(tmp_path, *options, socket=socket, argv=argv)
+        started.append(daemon)
+        daemon.wait_ready()
+        return daemon
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+@pytest.fixture(scope="module")
+def node_daemon(tmp_path_factory):
+    """One daemon for a module's tests "through the daemon": started once (its first
+    health check answered by ``ipamctl health``, the operator's probe), stopped by SIGTERM
+    at the module's end, which must drain cleanly (exit 0). Module-scoped, not the
+    session's: the daemon keeps every database it served open, one per test."""
+    daemon = NodeDaemon(tmp_path_factory.mktemp("node-daemon"))
+    try:
+        daemon.wait_ready()
+        probe = subprocess.run([IPAMCTL, "-o", "json", "health", "--socket", daemon.socket],
+                               capture_output=True, text=True, timeout=60, env=daemon_env())
+        assert probe.returncode == 0, probe.stderr
+        assert json.loads(probe.stdout)["pid"] == daemon.pid
+        yield daemon
+    finally:
+        status = daemon.stop()
+    assert status == 0, daemon.log()
+    assert "stopped after" in daemon.log()
+
+
+@pytest.fixture(params=["in-process", "daemon"])
+def through(request, monkeypatch):
+    """Run the test's plugin processes twice: in process (forwarding turned off), then
+    through the module's :func:`node_daemon` (``HOST_LOCAL_SQLITE_DAEMON``). Proof that
+    they went there: each such call whose client fell back in process fails at once
+    (helpers.note_plugin_run), and the daemon must have served at least as many calls
+    as the test's plugin processes made (its own ``calls`` counter)."""
+    if request.param == "in-process":
+        monkeypatch.setenv(DAEMON_ENV, "false")
+        yield None
+        return
+    daemon = request.getfixturevalue("node_daemon")
+    monkeypatch.setenv(DAEMON_ENV, daemon.socket)
+    before, runs = daemon.health()["calls"], forwarded_runs()
+    yield daemon
+    made = forwarded_runs() - runs
+    deadline = time.monotonic() + 5.0  # the daemon counts a call just after answering it
+    while True:
+        served = daemon.health()["calls"] - before
+        if served >= made or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert served >= made, ("the daemon served %d calls, the test's plugin processes made %d"
+                            % (served, made))

@@ -71,13 +71,17 @@ def run_inprocess(command, conf, **kw):
 
 
 def run_plugin(command, conf, env_extra=None, **kw):
-    """One invocation of the installed console script, as a runtime runs it."""
+    """One invocation of the installed console script, as a runtime runs it (with the
+    node daemon the tests' environment names, if any: see ``through`` in conftest.py)."""
     env = {"PATH": os.environ.get("PATH", "")}
+    if paths.DAEMON_ENV in os.environ:
+        env[paths.DAEMON_ENV] = os.environ[paths.DAEMON_ENV]
     env.update(cni_env(command, **kw))
     env.update(env_extra or {})
     proc = subprocess.run([PLUGIN], input=_stdin_bytes(conf), env=env, capture_output=True,
                           timeout=60)
     assert b"Traceback" not in proc.stderr, proc.stderr.decode()
+    note_plugin_run(env, command, proc.stderr)
     return Outcome(proc.returncode, proc.stdout.decode())
 
 
@@ -253,3 +257,190 @@ def launcher_probe(path, report):
         "run(load)\n") % report))
     path.chmod(0o755)
     return path
+
+
+# --- node daemon (processes) ---------------------------------------------------------------
+# `ipamctl serve` as a process of its own, and the proof that a plugin process's call went
+# through it (tests/test_daemon_process.py; the suites run "through the daemon").
+DAEMON_READY = 10.0  # seconds a daemon may take to answer its first health check
+# What the client says on stderr when a daemon it was told to use did not answer a call.
+FALLBACK = "running the call in process"
+_FORWARDED_RUNS = [0]  # plugin processes run with a daemon named, whose call it must serve
+
+
+def daemon_named(env):
+    """The socket ``env`` names for the plugin (``HOST_LOCAL_SQLITE_DAEMON``), or None when
+    it names none or turns forwarding off: the client's own reading of it."""
+    from ipam import client
+
+    path, named = client.choose_socket(b"", {k.encode(): v.encode() for k, v in env.items()})
+    return path if named else None
+
+
+def note_plugin_run(env, command, stderr):
+    """After a plugin process (or a runtime plugin delegating to ours) ran with ``env``:
+    when a daemon was named, its call must have gone there, never silently in process
+    (the client says so on stderr whenever a named daemon does not answer); counted, so
+    that the suites' ``through`` fixture can hold the daemon's own count against it.
+    When the test itself names one, the process must have been given it."""
+    from ipam import client
+
+    if command not in client.FORWARDED:
+        return
+    wanted = daemon_named(os.environ)  # a test "through the daemon" (conftest's through)
+    assert wanted is None or daemon_named(env) == wanted, (
+        "the plugin process was not given the daemon the test names (%s)" % wanted)
+    if daemon_named(env) is None:
+        return
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
+    assert FALLBACK not in text, "the call did not go through the daemon: " + text
+    _FORWARDED_RUNS[0] += 1
+
+
+def forwarded_runs():
+    return _FORWARDED_RUNS[0]
+
+
+def daemon_env():
+    """The environment a daemon starts with: the tests' own, minus what would change its
+    behaviour (the CNI protocol's variables, a systemd's, another daemon named)."""
+    drop = ("JOURNAL_STREAM", "NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES",
+            paths.DAEMON_ENV)
+    return {k: v for k, v in os.environ.items() if not k.startswith("CNI_") and k not in drop}
+
+
+class NodeDaemon:
+    """An ``ipamctl serve`` process (or ``argv`` that execs one), its stdout and stderr
+    (the log) in ``<directory>/daemon-<n>.log``. :meth:`wait_ready` before use;
+    :meth:`stop` (or :meth:`kill`) before the test ends."""
+
+    _count = 0
+
+    def __init__(self, directory, *options, socket=None, argv=None):
+        NodeDaemon._count += 1
+        self.socket = str(socket or os.path.join(str(directory), "d.sock"))
+        self.log_path = os.path.join(str(directory), "daemon-%d.log" % NodeDaemon._count)
+        argv = argv or [IPAMCTL, "serve", "--socket", self.socket, *options]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=log, env=daemon_env())
+        self.pid = self.proc.pid
+        self._terminated = False
+
+    def wait_ready(self, timeout=DAEMON_READY):
+        """Wait until the daemon answers a health check (the check ``ipamctl health``
+        makes); its health. Fails, with its log, if it exits or does not answer."""
+        from ipam.daemon import check_health
+        from ipam.errors import IpamError
+
+        deadline = time.monotonic() + timeout
+        why = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("the daemon exited (%d) before answering:\n%s"
+                                     % (self.proc.returncode, self.log()))
+            if os.path.exists(self.socket):
+                try:
+                    return check_health(self.socket, max(deadline - time.monotonic(), 0.1))
+                except IpamError as e:
+                    why = str(e)
+            time.sleep(0.02)
+        raise AssertionError("the daemon on %s did not answer a health check within %g s "
+                             "(%s):\n%s" % (self.socket, timeout, why, self.log()))
+
+    def health(self):
+        from ipam.daemon import check_health
+
+        return check_health(self.socket, 5.0)
+
+    def log(self):
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def wait_log(self, predicate, what, timeout=30.0):
+        """Wait until ``predicate(log text)`` holds; fails saying ``what`` it waited for."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.log()):
+                return
+            time.sleep(0.01)
+        raise AssertionError("waited %g s for %s; the daemon's log:\n%s"
+                             % (timeout, what, self.log()))
+
+    def terminate(self):
+        """SIGTERM, once: the drain starts (a second one, during the drain, would kill)."""
+        if not self._terminated and self.proc.poll() is None:
+            self._terminated = True
+            self.proc.send_signal(15)
+
+    def stop(self, timeout=30.0):
+        """:meth:`terminate` (unless done already) and wait for the exit; its status."""
+        self.terminate()
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError("the daemon did not stop within %g s of SIGTERM:\n%s"
+                                 % (timeout, self.log())) from None
+
+    def kill(self):
+        """SIGKILL (what a crash or the OOM killer does); nothing is cleaned up."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        return self.proc.wait(10)
+
+
+# Another user (nobody) running our programs: a peer the daemon must refuse, a user who
+# may not open root's files (test_permissions.py, test_daemon_process.py). Needs root.
+NOBODY = 65534
+AS_NOBODY = ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _closed_to_others(path):
+    """The highest directory above ``path`` that others may not enter, or None."""
+    here = "/"
+    for part in path.strip("/").split("/")[:-1]:
+        here = os.path.join(here, part)
+        if not os.stat(here).st_mode & 0o001:
+            return here
+    return None
+
+
+def _reachable():
+    """A shell prefix that lets nobody reach this interpreter, its venv and the sources.
+
+    They may live under a directory only root may enter (pyenv's under /root, a checkout
+    in root's home). In a mount namespace of the child's own, each such directory is
+    covered by an empty tmpfs open to all, into which only what the run needs is bound
+    back: nobody then meets exactly the permissions of the files under test, and the
+    host's directories are never changed. The command keeps the process's pid (each
+    step execs the next)."""
+    import shlex
+
+    needed = sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, REPO)})
+    needed = [p for p in needed if not any(p.startswith(q + "/") for q in needed)]
+    covers = {}
+    for p in needed:
+        top = _closed_to_others(p)
+        if top is not None:
+            covers.setdefault(top, []).append(p)
+    if not covers:
+        return []
+    lines = ["set -e", "stage=$(mktemp -d)"]
+    n = 0
+    for top, under in sorted(covers.items()):
+        for p in under:
+            n += 1
+            lines.append("mkdir $stage/%d && mount --bind %s $stage/%d" % (n, shlex.quote(p), n))
+        lines.append("mount -t tmpfs -o mode=755 ipam-test %s" % shlex.quote(top))
+        for i, p in enumerate(under, n - len(under) + 1):
+            lines.append("mkdir -p %s && mount --bind $stage/%d %s" % (
+                shlex.quote(p), i, shlex.quote(p)))
+    lines.append('exec "$@"')
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+            "\n".join(lines), "sh"]
+
+
+RUN_AS_NOBODY = _reachable() + AS_NOBODY  # argv prefix: [*RUN_AS_NOBODY, program, ...]

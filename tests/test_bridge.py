@@ -47,6 +47,9 @@ def _skip_reason() -> str:
 pytestmark = [
     pytest.mark.reference,
     pytest.mark.root,
+    # Twice: ours in process, then through a node daemon (conftest.py); the bridge plugin
+    # passes its environment on to ours.
+    pytest.mark.usefixtures("through"),
     pytest.mark.skipif(bool(_skip_reason()), reason=_skip_reason() or "runnable"),
 ]
 

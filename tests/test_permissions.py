@@ -7,72 +7,22 @@ since pytest's own tmp_path is root's alone (0700)."""
 import json
 import os
 import pwd
-import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 
 import pytest
-from helpers import IPAMCTL, PLUGIN, cni_env
+from helpers import IPAMCTL, NOBODY, PLUGIN, RUN_AS_NOBODY, cni_env
 
 from ipam import paths
 
 pytestmark = pytest.mark.root  # every test runs ipamctl as another user (setpriv)
 
-NOBODY = 65534
-AS_NOBODY = ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"]
 HINT = "run as root, or use a path this user may open (ipamctl --database"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _closed_to_others(path):
-    """The highest directory above ``path`` that others may not enter, or None."""
-    here = "/"
-    for part in path.strip("/").split("/")[:-1]:
-        here = os.path.join(here, part)
-        if not os.stat(here).st_mode & 0o001:
-            return here
-    return None
-
-
-def _reachable():
-    """A shell prefix that lets nobody reach this interpreter, its venv and the sources.
-
-    They may live under a directory only root may enter (pyenv's under /root, a checkout
-    in root's home). In a mount namespace of the child's own, each such directory is
-    covered by an empty tmpfs open to all, into which only what the run needs is bound
-    back: nobody then meets exactly the permissions of the files under test, and the
-    host's directories are never changed."""
-    needed = sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, REPO)})
-    needed = [p for p in needed if not any(p.startswith(q + "/") for q in needed)]
-    covers = {}
-    for p in needed:
-        top = _closed_to_others(p)
-        if top is not None:
-            covers.setdefault(top, []).append(p)
-    if not covers:
-        return []
-    lines = ["set -e", "stage=$(mktemp -d)"]
-    n = 0
-    for top, under in sorted(covers.items()):
-        for p in under:
-            n += 1
-            lines.append("mkdir $stage/%d && mount --bind %s $stage/%d" % (n, shlex.quote(p), n))
-        lines.append("mount -t tmpfs -o mode=755 ipam-test %s" % shlex.quote(top))
-        for i, p in enumerate(under, n - len(under) + 1):
-            lines.append("mkdir -p %s && mount --bind $stage/%d %s" % (
-                shlex.quote(p), i, shlex.quote(p)))
-    lines.append('exec "$@"')
-    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-            "\n".join(lines), "sh"]
-
-
-RUNNER = _reachable() + AS_NOBODY
 
 
 def as_nobody(*argv, input=None, env=None):
-    proc = subprocess.run([*RUNNER, *argv], input=input, capture_output=True, text=True,
+    proc = subprocess.run([*RUN_AS_NOBODY, *argv], input=input, capture_output=True, text=True,
                           env=dict({"PATH": os.environ.get("PATH", "")}, **(env or {})),
                           timeout=60)
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -195,7 +145,7 @@ def test_an_unreadable_mirror_directory_is_named(data_dir, leased):
 
 def test_the_plugin_says_permission_denied_in_its_error_object(data_dir, leased):
     before = snapshot(data_dir)
-    proc = plugin_add(data_dir, "b", runner=RUNNER)
+    proc = plugin_add(data_dir, "b", runner=RUN_AS_NOBODY)
     assert proc.returncode == 1
     error = json.loads(proc.stdout)
     assert error["code"] == 5

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import PLUGIN, VERSIONS, cni_env, run_inprocess, run_plugin
+from helpers import PLUGIN, VERSIONS, cni_env, note_plugin_run, run_inprocess, run_plugin
 
 from ipam import system
 
@@ -26,6 +26,11 @@ def leases(data_dir):
         db.close()
 
 
+# The tests that start plugin processes run twice: in process and through a node daemon.
+through_daemon = pytest.mark.usefixtures("through")
+
+
+@through_daemon
 @pytest.mark.parametrize("version", VERSIONS)
 def test_add_check_del_every_version(version, data_dir, netconf, tmp_path):
     resolv = tmp_path / "resolv.conf"
@@ -152,6 +157,7 @@ def test_status(data_dir, netconf):
                                            "10.9.0.1-10.9.0.2"}
 
 
+@through_daemon
 def test_locked_database_is_code_11(data_dir, netconf):
     conf = netconf({"subnet": "10.1.2.0/24", "busyTimeout": 0.2})
     assert run_inprocess("ADD", conf).status == 0
@@ -247,6 +253,7 @@ def test_gc_goes_on_past_a_mirror_failure_and_reports_it(data_dir, netconf, monk
     assert sorted(p.name for p in net.iterdir()) == ["10.1.2.5", "last_reserved_ip.0", "lock"]
 
 
+@through_daemon
 def test_concurrent_first_invocations_create_the_schema_once(data_dir, netconf):
     conf = json.dumps(netconf({"subnet": "10.1.2.0/24"})).encode()
     procs = []
@@ -264,6 +271,7 @@ def test_concurrent_first_invocations_create_the_schema_once(data_dir, netconf):
         p.stdout.close()
         p.stderr.close()
         assert p.wait(60) == 0, (out, err)
+        note_plugin_run(os.environ, "ADD", err)
         outs.append(json.loads(out)["ips"][0]["address"])
     assert len(set(outs)) == 12
     assert len(leases(data_dir)) == 12

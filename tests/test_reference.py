@@ -53,6 +53,8 @@ except ImportError:
 
 pytestmark = [
     pytest.mark.reference,
+    # Every scenario twice: ours in process, then through a node daemon (conftest.py).
+    pytest.mark.usefixtures("through"),
     pytest.mark.skipif(
         not os.access(GO_HOST_LOCAL, os.X_OK),
         reason=f"Go reference {GO_HOST_LOCAL} missing: "

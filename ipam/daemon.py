@@ -238,13 +238,13 @@ class Daemon:
         writer_lock.share_between_threads()
         self._stderr = _Stderr(sys.stderr)
         sys.stderr = self._stderr  # type: ignore[assignment]
+        self.log("serving on %s (pid %d, %d calls at a time%s)"
+                 % (self.socket_path, os.getpid(), self.pool_size,
+                    ", socket from systemd" if self._activated else ""))
         self._workers = [threading.Thread(target=self._work, daemon=True, name="call-%d" % i)
                          for i in range(self.pool_size)]
         for worker in self._workers:
             worker.start()
-        self.log("serving on %s (pid %d, %d calls at a time%s)"
-                 % (self.socket_path, os.getpid(), self.pool_size,
-                    ", socket from systemd" if self._activated else ""))
         _notify("READY=1\nSTATUS=serving on %s" % self.socket_path)
 
     @staticmethod
@@ -322,13 +322,24 @@ class Daemon:
         previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         try:
             self._wait_for_stop()
+            return self._drain()
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        return self._drain()
 
     def _on_signal(self, signum: "int", frame: "Any") -> "None":
-        self.stop()
+        """The first signal drains; a second one, during the drain, stops at once (an
+        operator's second Ctrl-C): the calls still running are cut off, and their
+        clients run them in process."""
+        if not self._stopping.is_set():
+            self.stop()
+            return
+        with self._idle:
+            left = self._busy
+        self.log("second signal: stopping now with %d call%s unanswered: their clients "
+                 "run them in process" % (left, "" if left == 1 else "s"))
+        self._unlink()
+        os._exit(1)
 
     def stop(self) -> "None":
         self._stopping.set()

@@ -234,6 +234,28 @@ def test_sigterm_past_the_drain_timeout(start_daemon, data_dir, netconf):
     assert leases(data_dir, "mynet") == {"first": "10.1.0.2", "cut": inv.address}
 
 
+def test_a_second_signal_during_the_drain_stops_at_once(start_daemon, data_dir, netconf):
+    """An operator's second Ctrl-C (or SIGTERM) does not wait out the drain: the daemon
+    exits 1 at once, and the call it cut off runs in process."""
+    daemon = start_daemon("--drain-timeout", "60")
+    conf = netconf(dict(SUBNET, busyTimeout=60))
+    inv = Invocation("ADD", "cut", conf, env_extra=via(daemon))
+    try:
+        with writers_queue_held(data_dir):
+            inv.feed()
+            wait_in_flight(daemon)
+            daemon.proc.send_signal(2)  # SIGINT: the drain begins, and waits for the call
+            daemon.wait_log(lambda log: "draining: " in log, "the drain's line")
+            daemon.proc.send_signal(2)
+            assert daemon.proc.wait(10) == 1
+            assert "second signal: stopping now with 1 call unanswered" in daemon.log()
+            assert not os.path.exists(daemon.socket)
+    finally:
+        inv.finish()
+    assert inv.rc == 0 and FALLBACK.encode() in inv.err, inv
+    assert leases(data_dir, "mynet") == {"cut": inv.address}
+
+
 def test_a_second_daemon_on_the_socket_refuses(start_daemon):
     daemon = start_daemon()
     second = subprocess.run([IPAMCTL, "serve", "--socket", daemon.socket], env=daemon_env(),

@@ -69,6 +69,23 @@ def test_at_most_size_idle_stores_per_database(tmp_path):
     assert all(closed(s) for s in stores + others)
 
 
+def test_past_max_idle_the_least_recently_used_databases_stores_close(tmp_path):
+    """A daemon that served many dataDirs (networks that came and went) keeps at most
+    ``max_idle`` stores open, dropping the longest unused first."""
+    pool = StorePool(1)
+    pool.max_idle = 2
+    dirs = [tmp_path / str(i) for i in range(4)]
+    stores = [take(pool, d) for d in dirs]
+    for s in stores[:3]:
+        pool.give(s, reuse=True)
+    assert pool.idle() == 2 and closed(stores[0]) and not closed(stores[1])
+    assert take(pool, dirs[1]) is stores[1]  # used again: now the most recent
+    pool.give(stores[1], reuse=True)
+    pool.give(stores[3], reuse=True)
+    assert closed(stores[2]) and not closed(stores[1]) and not closed(stores[3])
+    pool.close()
+
+
 def _replace_with_another_database(tmp_path, db):
     """os.replace a database made elsewhere (closed: its WAL checkpointed) over ``db``,
     and remove the old file's -wal and -shm, as one must: SQLite would pair the old

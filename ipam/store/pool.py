@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     Key = tuple[str, Optional[float], Optional[str], str]
 
 
+# Idle stores kept in all, per call served at once: a node serves a few databases (one
+# per dataDir on SQLite, one shared pool); each idle SQLite store holds 3 descriptors.
+MAX_IDLE_PER_SLOT = 8
+
+
 class StorePool:
     def __init__(self, size: "int") -> "None":
         self.size = size
@@ -32,6 +37,7 @@ class StorePool:
         self._keys: "dict[int, Key]" = {}
         self._lock = threading.Lock()
         self.opened = 0  # stores opened, for the health check and the tests
+        self.max_idle = MAX_IDLE_PER_SLOT * size
 
     def take(self, database: "str", busy_timeout: "Optional[float]", node: "Optional[str]",
              data_dir: "str") -> "Store":
@@ -55,14 +61,26 @@ class StorePool:
 
     def give(self, store: "Store", reuse: "bool") -> "None":
         """Back after a call; closed instead if the call failed, or if ``size`` stores
-        for its database are idle already."""
+        for its database are idle already. Past :attr:`max_idle` idle stores in all,
+        the least recently used database's go: a node whose networks come and go (or a
+        test suite, one dataDir per test) must not hold every file it ever served."""
+        stale: "list[Store]" = [store]
         with self._lock:
             key = self._keys.pop(id(store))
-            idle = self._idle.setdefault(key, [])
+            idle = self._idle.pop(key, [])
+            self._idle[key] = idle  # the most recently used key goes last
             if reuse and len(idle) < self.size:
-                idle.append(store)
-                return
-        store.close()
+                idle.append(stale.pop())
+            if not idle:
+                del self._idle[key]
+            total = sum(len(stores) for stores in self._idle.values())
+            for old in list(self._idle):
+                if total <= self.max_idle:
+                    break
+                stale += self._idle.pop(old)
+                total = sum(len(stores) for stores in self._idle.values())
+        for old_store in stale:
+            old_store.close()
 
     def idle(self) -> "int":
         with self._lock:

@@ -22,9 +22,9 @@ _SOCKET_HELP = "The daemon's unix socket."
                    "dataDir, node and busyTimeout the configs give it.")
 @click.option("--drain-timeout", default=daemon.DEFAULT_DRAIN_TIMEOUT, show_default=True,
               type=click.FloatRange(0), metavar="SECONDS",
-              help="On SIGTERM or SIGINT: how long to go on answering the calls already "
-                   "taken. A call still running then is cut off; its client runs it in "
-                   "process.")
+              help="On SIGTERM, SIGINT or SIGHUP: how long to go on answering the calls "
+                   "already taken. A call still running then (or at a second signal) is "
+                   "cut off; its client runs it in process.")
 def serve_cmd(socket_path: str, pool_size: int, drain_timeout: float) -> None:
     """Run the node daemon: plugin calls are forwarded to it and served by this
     process, which has the plugin loaded and its stores open, instead of each
@@ -40,8 +40,8 @@ def serve_cmd(socket_path: str, pool_size: int, drain_timeout: float) -> None:
     Each call runs through the plugin's own code and transaction, so plugin
     processes, ipamctl and the daemon may all run at once. Only root and the
     daemon's own user may call it. One line per call is logged to stderr. A
-    second daemon on the same socket refuses to start. SIGTERM or SIGINT drains
-    it (see --drain-timeout). Under systemd, the units in deploy/systemd start
+    second daemon on the same socket refuses to start. SIGTERM, SIGINT or SIGHUP
+    drains it (see --drain-timeout); a second signal stops it at once. Under systemd, the units in deploy/systemd start
     it on the first call (socket activation); 'ipamctl health' asks it how it
     is. Restart it after an upgrade: it runs the code it loaded.
 

@@ -42,6 +42,7 @@ NETWORK = "bench"
 DAEMON_POOL = 4  # ipamctl serve's default --pool-size
 DAEMON_START_WAIT = 30.0  # seconds for a new daemon to answer its health check
 DAEMON_STOP_WAIT = 60.0  # past its 30 s drain timeout
+BURST_SETTLE = 1.0  # seconds of quiet before each burst
 FELL_BACK = b"running the call in process"  # the client's word when no daemon answered
 REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 DOCS = os.path.join(REPO, "docs")
@@ -234,6 +235,13 @@ def cycles(plugins, k, n):
             for name, ops in times.items()}
 
 
+def settle():
+    """Before a burst: the previous one's dirty pages written and its hundred processes'
+    teardown done, so that no contender pays for the one measured before it."""
+    os.sync()
+    time.sleep(BURST_SETTLE)
+
+
 def burst(binary, conf, count, daemon=None):
     """``count`` processes started at once: ADD, then (after all end) DEL, on a pool that
     exists already (one ADD before: a node's first pod creates the database). ``conf``
@@ -247,6 +255,7 @@ def burst(binary, conf, count, daemon=None):
     daemon_cpu0 = daemon.cpu_s() if daemon is not None else 0.0
     out = {}
     for command in ("ADD", "DEL"):
+        settle()
         t = time.perf_counter()
         procs = []
         for i in range(count):

@@ -299,6 +299,7 @@ def median_burst(rounds):
            "rounds": len(rounds)}
     if "connections_max" in rounds[0]:
         out["connections_max"] = max(r["connections_max"] for r in rounds)
+        out["connections_seen"] = statistics.median(r["connections_seen"] for r in rounds)
     for command in ("ADD", "DEL"):
         out[command] = {"wall_s": statistics.median(r[command]["wall_s"] for r in rounds),
                         "failures": sum(r[command]["failures"] for r in rounds),
@@ -430,14 +431,16 @@ def _pg_conf_of(tmp, name, url, nodes, conf=config):
 
 
 class BackendCount:
-    """``with BackendCount(server, url) as seen:`` samples, every few ms, how many
-    server backends the plugin holds to the database of ``url`` (``application_name``
-    host-local-sqlite in ``pg_stat_activity``); ``seen.max`` is the most at once."""
+    """``with BackendCount(server, url) as seen:`` samples, every few ms, the server
+    backends the plugin holds to the database of ``url`` (``application_name``
+    host-local-sqlite in ``pg_stat_activity``): ``seen.max`` is the most at once,
+    ``seen.pids`` every backend seen (connections opened, as many as a sample caught)."""
 
     def __init__(self, server, url):
         self.dsn = ("host=127.0.0.1 port=%d user=postgres dbname=%s "
                     "application_name=hls-bench-sampler" % (server.port, url.rsplit("/", 1)[1]))
         self.max = 0
+        self.pids = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample)
 
@@ -447,10 +450,11 @@ class BackendCount:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             self._ready.set()
             while not self._stop.is_set():
-                (n,), = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                pids = conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = "
                     "'host-local-sqlite' AND datname = current_database()").fetchall()
-                self.max = max(self.max, n)
+                self.max = max(self.max, len(pids))
+                self.pids.update(pid for pid, in pids)
                 self._stop.wait(0.002)
 
     def __enter__(self):
@@ -483,6 +487,7 @@ def node_connections(server, tmp, launcher, daemon, count, rounds):
             with BackendCount(server, url) as seen:
                 b = burst(launcher, conf, count, daemon if name == "daemon" else None)
             b["connections_max"] = seen.max
+            b["connections_seen"] = len(seen.pids)
             results[name].append(b)
     return {name: median_burst(r) for name, r in results.items()}
 
@@ -823,11 +828,12 @@ def report_shared(shared, args):
     for name, c in shared.get("connections", {}).items():
         print("one node's burst of %d on the shared pool, %-8s: ADD %.2f s, DEL %.2f s "
               "(median of %d; %d failures, distinct %s, %d in process); CPU %.1f ms per "
-              "call; server connections at once, most seen: %d" % (
+              "call; server connections at once, most seen: %d; backends seen per burst "
+              "(median): %d" % (
                   args.pg_node_burst, name, c["ADD"]["wall_s"], c["DEL"]["wall_s"],
                   c["rounds"], c["ADD"]["failures"] + c["DEL"]["failures"],
                   c["ADD"]["distinct"], c["ADD"]["in_process"] + c["DEL"]["in_process"],
-                  c["cpu_ms_per_call"], c["connections_max"]))
+                  c["cpu_ms_per_call"], c["connections_max"], c["connections_seen"]))
     if "connections" in shared:
         most = shared["connections"]["daemon"]["connections_max"]
         print("target connections per node <= the daemon's pool (%d): %d, %s" % (

@@ -11,16 +11,24 @@ shared pool on a throwaway PostgreSQL server: ADD and DEL latency with connectio
 (``--baseline`` beside it), statements per command and the per-network lock's hold
 time, and a burst spread over four simulated nodes. Last, the cost of a large config: one range
 set of 3,000 ranges (Go too) and 20,000 excluded addresses (ours only).
+
+The node daemon (``ipamctl serve``, started here on a socket of its own, one per engine,
+and stopped with SIGTERM) gets rows of its own beside the others, with issue 16's targets:
+the launcher forwarding to it, per call and in bursts (its CPU counted with the clients'),
+on SQLite and on the shared pool, and how many server connections one node holds during
+a burst, in process and through the daemon. ``--no-daemon`` leaves them out.
 """
 import argparse
 import ipaddress
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from ipam import paths
@@ -31,6 +39,11 @@ IPAMCTL = os.path.join(BIN, "ipamctl")
 GO = os.environ.get("HLS_GO_PLUGIN", "/usr/lib/cni/host-local")
 SUBNET = ipaddress.ip_network("10.128.0.0/16")
 NETWORK = "bench"
+DAEMON_POOL = 4  # ipamctl serve's default --pool-size
+DAEMON_START_WAIT = 30.0  # seconds for a new daemon to answer its health check
+DAEMON_STOP_WAIT = 60.0  # past its 30 s drain timeout
+BURST_SETTLE = 1.0  # seconds of quiet before each burst
+FELL_BACK = b"running the call in process"  # the client's word when no daemon answered
 REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 DOCS = os.path.join(REPO, "docs")
 
@@ -58,12 +71,14 @@ def config(data_dir, **extra):
 
 def invoke(binary, command, conf, cid):
     env = {"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": "/var/run/netns/x",
-           "CNI_IFNAME": "eth0", "CNI_PATH": BIN}
+           "CNI_IFNAME": "eth0", "CNI_PATH": BIN, paths.DAEMON_ENV: "false"}
     t = time.perf_counter()
     proc = subprocess.run([binary], input=conf, env=env, capture_output=True)
     took = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit("%s %s failed: %s %s" % (binary, command, proc.stdout, proc.stderr))
+    if FELL_BACK in proc.stderr:  # a daemon row must measure the daemon
+        raise SystemExit("%s %s did not reach its daemon: %s" % (binary, command, proc.stderr))
     return took
 
 
@@ -79,6 +94,67 @@ def install_launcher(tmp):
     os.makedirs(bin_dir)
     subprocess.run([IPAMCTL, "install-plugin", bin_dir], check=True, capture_output=True)
     return os.path.join(bin_dir, "host-local-sqlite")
+
+
+class NodeDaemon:
+    """``ipamctl serve`` on a socket of its own, started by the bench and stopped with
+    SIGTERM: the daemon the "daemon" rows' launcher forwards to, named in their config
+    (``"ipam": {"daemon": <socket>}``) while the other rows run in process
+    (``HOST_LOCAL_SQLITE_DAEMON=false``). Its log goes to a file beside the socket."""
+
+    def __init__(self, tmp, name, pool_size):
+        self.socket = os.path.join(tmp, "daemon-%s" % name, "d.sock")  # dir made 0700
+        self.log = os.path.join(tmp, "daemon-%s.log" % name)
+        self.pool_size = pool_size
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen([IPAMCTL, "serve", "--socket", self.socket,
+                                          "--pool-size", str(pool_size)],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        deadline = time.monotonic() + DAEMON_START_WAIT
+        while True:
+            health = subprocess.run([IPAMCTL, "health", "--socket", self.socket,
+                                     "--timeout", "2"], capture_output=True, text=True)
+            if health.returncode == 0:
+                return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise SystemExit("the node daemon on %s did not answer 'ipamctl health' "
+                                 "within %g s (%s); its log:\n%s" % (
+                                     self.socket, DAEMON_START_WAIT, health.stderr.strip(),
+                                     self.log_text()))
+            time.sleep(0.1)
+
+    def conf(self, data_dir, **extra):
+        return config(data_dir, daemon=self.socket, **extra)
+
+    def cpu_s(self):
+        """The daemon's CPU time so far: it has not exited, so RUSAGE_CHILDREN, which
+        measures a burst's clients, does not count it."""
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def health(self):
+        from ipam import daemon
+
+        return daemon.check_health(self.socket, 5.0)
+
+    def log_text(self):
+        with open(self.log, errors="replace") as f:
+            return f.read()[-2000:]
+
+    def stop(self):
+        """SIGTERM, and its exit status (0: drained, every call answered)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=DAEMON_STOP_WAIT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise SystemExit("the node daemon on %s did not stop within %g s of SIGTERM"
+                                 % (self.socket, DAEMON_STOP_WAIT)) from None
+        return self.proc.returncode
 
 
 def install_baseline(tmp, rev):
@@ -112,24 +188,27 @@ def install_baseline(tmp, rev):
     return path, ctl
 
 
-def prepare(tmp, n, with_go, launcher, baseline=None):
+def prepare(tmp, n, with_go, launcher, baseline=None, daemon=None):
     """A pool of ``n`` leases for each plugin: files for Go, ``ipamctl import`` for ours
-    (one copy for the console script, one for the launcher, one for the baseline)."""
+    (one copy for the console script, one for the launcher, one for the baseline, one
+    for the launcher forwarding to ``daemon``)."""
     plugins = {}
     src = os.path.join(tmp, "src-%d" % n)
     write_host_local_dir(src, n)
     import_s = {}
-    ours = [("ours", OURS, [IPAMCTL]), ("launcher", launcher, [IPAMCTL])]
+    ours = [("ours", OURS, [IPAMCTL], config), ("launcher", launcher, [IPAMCTL], config)]
     if baseline is not None:
-        ours.append(("baseline", baseline[0], baseline[1]))
-    for name, binary, ctl in ours:
+        ours.append(("baseline", baseline[0], baseline[1], config))
+    if daemon is not None:
+        ours.append(("daemon", launcher, [IPAMCTL], daemon.conf))
+    for name, binary, ctl, conf in ours:
         data_dir = os.path.join(tmp, "%s-%d" % (name, n))
         shutil.copytree(src, data_dir)
         t = time.perf_counter()
         subprocess.run(ctl + ["--data-dir", data_dir, "-o", "json", "import"], check=True,
                        capture_output=True)
         import_s[name] = time.perf_counter() - t
-        plugins[name] = (binary, config(data_dir))
+        plugins[name] = (binary, conf(data_dir))
     if with_go:
         go_dir = os.path.join(tmp, "go-%d" % n)
         shutil.copytree(src, go_dir)
@@ -156,22 +235,33 @@ def cycles(plugins, k, n):
             for name, ops in times.items()}
 
 
-def burst(binary, conf, count):
+def settle():
+    """Before a burst: the previous one's dirty pages written and its hundred processes'
+    teardown done, so that no contender pays for the one measured before it."""
+    os.sync()
+    time.sleep(BURST_SETTLE)
+
+
+def burst(binary, conf, count, daemon=None):
     """``count`` processes started at once: ADD, then (after all end) DEL, on a pool that
     exists already (one ADD before: a node's first pod creates the database). ``conf``
-    is the config, or a function of the process number giving it (one node each)."""
+    is the config, or a function of the process number giving it (one node each). The
+    CPU per call counts the ``daemon``'s too, when the calls go to one."""
     import resource
 
     conf_of = conf if callable(conf) else (lambda i: conf)
     invoke(binary, "ADD", conf_of(0), "burst-warm")
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    daemon_cpu0 = daemon.cpu_s() if daemon is not None else 0.0
     out = {}
     for command in ("ADD", "DEL"):
+        settle()
         t = time.perf_counter()
         procs = []
         for i in range(count):
             env = {"CNI_COMMAND": command, "CNI_CONTAINERID": "burst-%d" % i,
-                   "CNI_NETNS": "/x", "CNI_IFNAME": "eth0", "CNI_PATH": BIN}
+                   "CNI_NETNS": "/x", "CNI_IFNAME": "eth0", "CNI_PATH": BIN,
+                   paths.DAEMON_ENV: "false"}
             procs.append(subprocess.Popen([binary], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           env=env))
@@ -179,9 +269,10 @@ def burst(binary, conf, count):
             p.stdin.write(conf_of(i))
             p.stdin.close()
         results = []
+        in_process = 0
         for p in procs:
             stdout = p.stdout.read()
-            p.stderr.read()
+            in_process += FELL_BACK in p.stderr.read()
             p.stdout.close()
             p.stderr.close()
             results.append((p.wait(), stdout))
@@ -189,21 +280,30 @@ def burst(binary, conf, count):
         failures = sum(1 for rc, _ in results if rc != 0)
         addresses = [json.loads(s)["ips"][0]["address"] for rc, s in results
                      if rc == 0 and command == "ADD"]
-        out[command] = {"wall_s": wall, "failures": failures,
+        out[command] = {"wall_s": wall, "failures": failures, "in_process": in_process,
                         "distinct": len(set(addresses)) == len(addresses)}
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    daemon_cpu = daemon.cpu_s() - daemon_cpu0 if daemon is not None else 0.0
     out["cpu_ms_per_call"] = 1000 * ((cpu1.ru_utime - cpu0.ru_utime)
-                                     + (cpu1.ru_stime - cpu0.ru_stime)) / (2 * count)
+                                     + (cpu1.ru_stime - cpu0.ru_stime)
+                                     + daemon_cpu) / (2 * count)
+    out["daemon_cpu_ms_per_call"] = 1000 * daemon_cpu / (2 * count)
     return out
 
 
 def median_burst(rounds):
     """The median wall time of each command over the rounds; failures added up."""
     out = {"cpu_ms_per_call": statistics.median(r["cpu_ms_per_call"] for r in rounds),
+           "daemon_cpu_ms_per_call": statistics.median(r["daemon_cpu_ms_per_call"]
+                                                       for r in rounds),
            "rounds": len(rounds)}
+    if "connections_max" in rounds[0]:
+        out["connections_max"] = max(r["connections_max"] for r in rounds)
+        out["connections_seen"] = statistics.median(r["connections_seen"] for r in rounds)
     for command in ("ADD", "DEL"):
         out[command] = {"wall_s": statistics.median(r[command]["wall_s"] for r in rounds),
                         "failures": sum(r[command]["failures"] for r in rounds),
+                        "in_process": sum(r[command]["in_process"] for r in rounds),
                         "distinct": all(r[command]["distinct"] for r in rounds)}
     return out
 
@@ -220,8 +320,8 @@ def peak_rss_kib(binary, conf, cid, warm=True):
     which creates the schema with alembic."""
     if warm:
         invoke(binary, "ADD", conf, cid + "-warm")
-    env = dict(CNI_COMMAND="ADD", CNI_CONTAINERID=cid, CNI_NETNS="/x", CNI_IFNAME="eth0",
-               CNI_PATH=BIN)
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": cid, "CNI_NETNS": "/x",
+           "CNI_IFNAME": "eth0", "CNI_PATH": BIN, paths.DAEMON_ENV: "false"}
     proc = subprocess.run([sys.executable, "-c", RSS_PROBE, binary], input=conf, env=env,
                           capture_output=True, check=True)
     return int(proc.stdout)
@@ -261,13 +361,17 @@ def plot(rows, path, with_go):
     return True
 
 
-def shared_pool(tmp, k, count, launcher, baseline=None, nodes=4):
+def shared_pool(tmp, k, count, launcher, baseline=None, nodes=4, with_daemon=True,
+                node_burst=50, node_rounds=3):
     """PostgreSQL figures on a loopback server: ADD and DEL latency of one process
-    (connection setup included) for the console script, the launcher and, with
-    ``--baseline``, that revision's launcher, interleaved call by call, each on a database
-    of its own; the statements and the per-network lock's hold time of our ADD and DEL,
-    measured in process; a burst of ``count`` ADDs then DELs spread over ``nodes``
-    simulated nodes. None when no PostgreSQL server binaries are installed."""
+    (connection setup included) for the console script, the launcher, the launcher
+    forwarding to a node daemon and, with ``--baseline``, that revision's launcher,
+    interleaved call by call, each on a database of its own; the statements and the
+    per-network lock's hold time of our ADD and DEL, measured in process; a burst of
+    ``count`` ADDs then DELs spread over ``nodes`` simulated nodes; and the server
+    connections one node holds during a burst of ``conn_burst`` calls, in process and
+    through the daemon, ``node_rounds`` of each interleaved (the daemon's rows only with
+    ``with_daemon``). None when no PostgreSQL server binaries are installed."""
     sys.path.insert(0, os.path.join(os.path.dirname(DOCS), "tests"))
     import pgserver
 
@@ -275,41 +379,135 @@ def shared_pool(tmp, k, count, launcher, baseline=None, nodes=4):
     if bindir is None:
         return None
     server = pgserver.PgServer(bindir).init().start()
+    daemon = None
     try:
-        contenders = {"ours": (OURS, [IPAMCTL]), "launcher": (launcher, [IPAMCTL])}
+        if with_daemon:
+            daemon = NodeDaemon(tmp, "pg", DAEMON_POOL)
+        contenders = {"ours": (OURS, [IPAMCTL], config),
+                      "launcher": (launcher, [IPAMCTL], config)}
         if baseline is not None:
-            contenders["baseline"] = baseline
+            contenders["baseline"] = baseline + (config,)
+        if daemon is not None:
+            contenders["daemon"] = (launcher, [IPAMCTL], daemon.conf)
         confs = {}
-        for name, (binary, ctl) in contenders.items():
+        for name, (binary, ctl, conf) in contenders.items():
             url = server.create_database("bench_%s" % name)
             subprocess.run(ctl + ["--database", url, "db", "upgrade"], check=True,
                            capture_output=True)
-            confs[name] = _pg_conf_of(tmp, name, url, nodes)
+            confs[name] = _pg_conf_of(tmp, name, url, nodes, conf)
             invoke(binary, "ADD", confs[name](0), "pg-warm")
         times = {name: {"ADD": [], "DEL": []} for name in contenders}
         for i in range(k):
             cid = "pg-%d" % i
             for command in ("ADD", "DEL"):
-                for name, (binary, _) in contenders.items():
+                for name, (binary, _, _) in contenders.items():
                     times[name][command].append(invoke(binary, command, confs[name](i), cid))
         out = {name: {op: statistics.median(v) * 1000 for op, v in ops.items()}
                for name, ops in times.items()}
         url = server.create_database("bench_probe")
-        out["probe"] = lock_probe(_pg_conf_of(tmp, "probe", url, nodes), k)
+        out["probe"] = lock_probe(_pg_conf_of(tmp, "probe", url, nodes, config), k)
         out["burst"] = burst(launcher, confs["launcher"], count)
         out["nodes"] = nodes
+        if daemon is not None:
+            if node_burst:
+                out["connections"] = node_connections(server, tmp, launcher, daemon,
+                                                      node_burst, node_rounds)
+            out["daemon_health"] = daemon.health()
+            out["daemon_exit"] = daemon.stop()
         return out
     finally:
+        if daemon is not None:
+            daemon.stop()
         server.cleanup()
 
 
-def _pg_conf_of(tmp, name, url, nodes):
+def _pg_conf_of(tmp, name, url, nodes, conf=config):
     """Call ``i``'s config: node ``i % nodes``, each node its own dataDir."""
     def conf_of(i):
         node = i % nodes
-        return config(os.path.join(tmp, "pg-%s-node-%d" % (name, node)), database=url,
-                      node="node-%d" % node)
+        return conf(os.path.join(tmp, "pg-%s-node-%d" % (name, node)), database=url,
+                    node="node-%d" % node)
     return conf_of
+
+
+class BackendCount:
+    """``with BackendCount(server, url) as seen:`` samples, every few ms, the server
+    backends the plugin holds to the database of ``url`` (``application_name``
+    host-local-sqlite in ``pg_stat_activity``): ``seen.max`` is the most at once,
+    ``seen.pids`` every backend seen (connections opened, as many as a sample caught)."""
+
+    def __init__(self, server, url):
+        self.dsn = ("host=127.0.0.1 port=%d user=postgres dbname=%s "
+                    "application_name=hls-bench-sampler" % (server.port, url.rsplit("/", 1)[1]))
+        self.max = 0
+        self.pids = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample)
+
+    def _sample(self):
+        import psycopg
+
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            self._ready.set()
+            while not self._stop.is_set():
+                pids = conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = "
+                    "'host-local-sqlite' AND datname = current_database()").fetchall()
+                self.max = max(self.max, len(pids))
+                self.pids.update(pid for pid, in pids)
+                self._stop.wait(0.002)
+
+    def __enter__(self):
+        self._ready = threading.Event()
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise SystemExit("the connection sampler did not connect within 30 s")
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def node_connections(server, tmp, launcher, daemon, count, rounds):
+    """One node's burst of ``count`` ADDs then DELs on a shared pool, in process (one
+    connection per call) and through ``daemon`` (its pool's), ``rounds`` of each
+    interleaved, each on a database of its own: median walls, the most backends seen."""
+    contenders = {"launcher": config, "daemon": daemon.conf}
+    confs = {}
+    for name, conf in contenders.items():
+        url = server.create_database("bench_node_%s" % name)
+        subprocess.run([IPAMCTL, "--database", url, "db", "upgrade"], check=True,
+                       capture_output=True)
+        confs[name] = (url, conf(os.path.join(tmp, "pg-node-%s" % name), database=url,
+                                 node="node-0"))
+    results = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, (url, conf) in confs.items():
+            with BackendCount(server, url) as seen:
+                b = burst(launcher, conf, count, daemon if name == "daemon" else None)
+            b["connections_max"] = seen.max
+            b["connections_seen"] = len(seen.pids)
+            results[name].append(b)
+    return {name: median_burst(r) for name, r in results.items()}
+
+
+class _ProbePool:
+    """A stand-in for the daemon's pool (``commands.POOL``) that opens a new store per
+    command and closes it after, as a plugin process does, and keeps the last one for
+    its counters."""
+
+    def __init__(self):
+        self.last = None
+
+    def take(self, database, busy_timeout, node, data_dir):
+        from ipam.backend import open_store
+
+        self.last = open_store(database, busy_timeout, node=node, data_dir=data_dir)
+        return self.last
+
+    def give(self, store, reuse):
+        store.close()
 
 
 def lock_probe(conf_of, k):
@@ -320,27 +518,19 @@ def lock_probe(conf_of, k):
     sys.path.insert(0, REPO)
     from ipam import commands
 
-    opened = []
-    real_open = commands._open
-
-    def spy(conf):
-        store, mirror = real_open(conf)
-        opened.append(store)
-        return store, mirror
-
-    commands._open = spy
+    pool = _ProbePool()
+    commands.POOL = pool
     stats = {"ADD": ([], []), "DEL": ([], [])}
     try:
         for i in range(k + 1):
             env = {"CNI_CONTAINERID": "probe-%d" % i, "CNI_IFNAME": "eth0", "CNI_ARGS": ""}
             for command, run in (("ADD", commands.cmd_add), ("DEL", commands.cmd_del)):
-                del opened[:]
                 run(env, json.loads(conf_of(i)))
                 if i:  # the first creates the cursor rows and warms the server
-                    stats[command][0].append(opened[0].round_trips)
-                    stats[command][1].append(opened[0].lock_hold * 1000)
+                    stats[command][0].append(pool.last.round_trips)
+                    stats[command][1].append(pool.last.lock_hold * 1000)
     finally:
-        commands._open = real_open
+        commands.POOL = None
     return {op: {"statements": statistics.median(trips), "hold_ms": statistics.median(holds),
                  "hold_max_ms": max(holds)} for op, (trips, holds) in stats.items()}
 
@@ -424,6 +614,11 @@ def main():
     ap.add_argument("--pg-cycles", type=int, default=20,
                     help="ADD+DEL rounds on PostgreSQL (0: skip the shared-pool figures)")
     ap.add_argument("--pg-burst", type=int, default=200)
+    ap.add_argument("--pg-node-burst", type=int, default=50,
+                    help="calls in one node's burst, for its connections to the shared pool "
+                         "(0: skip)")
+    ap.add_argument("--no-daemon", action="store_true",
+                    help="leave out the node daemon's rows (ipamctl serve)")
     ap.add_argument("--baseline", metavar="REV",
                     help="also measure the launcher of git revision REV, interleaved")
     args = ap.parse_args()
@@ -433,11 +628,14 @@ def main():
     sizes = [int(s) for s in args.sizes.split(",")]
     tmp = tempfile.mkdtemp(prefix="hls-bench-")
     rows = []
+    daemon = None
     try:
         launcher = install_launcher(tmp)
         baseline = install_baseline(tmp, args.baseline) if args.baseline else None
+        if not args.no_daemon:
+            daemon = NodeDaemon(tmp, "sqlite", DAEMON_POOL)
         for n in sizes:
-            plugins, import_s = prepare(tmp, n, with_go, launcher, baseline)
+            plugins, import_s = prepare(tmp, n, with_go, launcher, baseline, daemon)
             r = cycles(plugins, args.cycles, n)
             r.update(n=n, import_s=import_s)
             rows.append(r)
@@ -452,26 +650,39 @@ def main():
             if baseline is not None:
                 line += "  baseline ADD %6.1f DEL %6.1f ms" % (r["baseline"]["ADD"],
                                                              r["baseline"]["DEL"])
+            if daemon is not None:
+                line += "  daemon ADD %6.1f DEL %6.1f ms" % (r["daemon"]["ADD"],
+                                                           r["daemon"]["DEL"])
             print(line, flush=True)
         burst_dir = os.path.join(tmp, "burst")
-        contenders = {"ours": OURS, "launcher": launcher}
+        contenders = {"ours": (OURS, config), "launcher": (launcher, config)}
+        if daemon is not None:
+            contenders["daemon"] = (launcher, daemon.conf)
         if with_go:
-            contenders["go"] = GO
+            contenders["go"] = (GO, config)
         rounds = {name: [] for name in contenders}
         for k in range(args.burst_rounds):  # interleaved, like the latency cycles
-            for name, binary in contenders.items():
-                conf = config(os.path.join(burst_dir, "%s-%d" % (name, k)))
-                rounds[name].append(burst(binary, conf, args.burst))
+            for name, (binary, conf) in contenders.items():
+                data_dir = os.path.join(burst_dir, "%s-%d" % (name, k))
+                rounds[name].append(burst(binary, conf(data_dir), args.burst,
+                                          daemon if name == "daemon" else None))
         bursts = {name: median_burst(r) for name, r in rounds.items()}
+        if daemon is not None:
+            bursts["daemon"]["health"] = daemon.health()
+            bursts["daemon"]["exit"] = daemon.stop()
         rss = {"ours": peak_rss_kib(OURS, config(os.path.join(tmp, "rss-ours")), "rss"),
                "ours, first ADD (creates the schema)": peak_rss_kib(
                    OURS, config(os.path.join(tmp, "rss-first")), "rss", warm=False)}
         if with_go:
             rss["go"] = peak_rss_kib(GO, config(os.path.join(tmp, "rss-go")), "rss")
-        shared = (shared_pool(tmp, args.pg_cycles, args.pg_burst, launcher, baseline)
+        shared = (shared_pool(tmp, args.pg_cycles, args.pg_burst, launcher, baseline,
+                              with_daemon=not args.no_daemon, node_burst=args.pg_node_burst,
+                              node_rounds=args.burst_rounds)
                   if args.pg_cycles else None)
         sizes = config_size(tmp, launcher, with_go)
     finally:
+        if daemon is not None:
+            daemon.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     report(rows, bursts, rss, with_go, args)
     report_shared(shared, args)
@@ -518,10 +729,12 @@ def report(rows, bursts, rss, with_go, args):
                   b["ADD"]["failures"], b["ADD"]["distinct"], b["DEL"]["wall_s"],
                   b["DEL"]["failures"], b["cpu_ms_per_call"]))
     if with_go:
-        for ours in ("ours", "launcher"):
+        for ours in [name for name in bursts if name != "go"]:
             print("burst wall ratio %s/Go: ADD %.2f, DEL %.2f" % (
                 ours, bursts[ours]["ADD"]["wall_s"] / bursts["go"]["ADD"]["wall_s"],
                 bursts[ours]["DEL"]["wall_s"] / bursts["go"]["DEL"]["wall_s"]))
+    if "daemon" in bursts:
+        report_daemon(rows, bursts, with_go, args)
     for name, kib in rss.items():
         print("peak RSS of one ADD, %s: %.1f MB" % (name, kib / 1024))
     if args.baseline:
@@ -540,6 +753,51 @@ def report(rows, bursts, rss, with_go, args):
         "--baseline %s" % args.baseline if args.baseline else "", args.sizes, args.cycles))
 
 
+TARGET_DAEMON_VS_LAUNCHER = 0.75  # issue 16: per call on SQLite, at most this x the launcher
+TARGET_BURST_VS_GO = 2.5  # a burst's wall time, at most this x Go host-local's
+TARGET_SHARED_MS = 50.0  # per call on a shared pool through the daemon
+
+
+def met(ok):
+    return "met" if ok else "NOT met"
+
+
+def report_daemon(rows, bursts, with_go, args):
+    """The node daemon's rows beside the launcher's (same run, interleaved), with the
+    issue's targets."""
+    print()
+    print("node daemon (the launcher forwarding to 'ipamctl serve --pool-size %d'; "
+          "launcher = the same file in process):" % DAEMON_POOL)
+    print("| pool size | daemon ADD / DEL ms | launcher ADD / DEL ms | "
+          "daemon ÷ launcher, ADD / DEL |")
+    print("|---:|---:|---:|---:|")
+    worst = 0.0
+    for r in rows:
+        d, lc = r["daemon"], r["launcher"]
+        worst = max(worst, d["ADD"] / lc["ADD"], d["DEL"] / lc["DEL"])
+        print("| %d | %.1f / %.1f | %.1f / %.1f | %.2f / %.2f |" % (
+            r["n"], d["ADD"], d["DEL"], lc["ADD"], lc["DEL"], d["ADD"] / lc["ADD"],
+            d["DEL"] / lc["DEL"]))
+    print("target daemon <= %.2fx launcher per call: worst %.2fx, %s" % (
+        TARGET_DAEMON_VS_LAUNCHER, worst, met(worst <= TARGET_DAEMON_VS_LAUNCHER)))
+    b = bursts["daemon"]
+    print("burst of %d through the daemon: CPU %.1f ms per call, of which %.1f ms in the "
+          "daemon; %d calls ran in process instead" % (
+              args.burst, b["cpu_ms_per_call"], b["daemon_cpu_ms_per_call"],
+              b["ADD"]["in_process"] + b["DEL"]["in_process"]))
+    if with_go:
+        go = bursts["go"]
+        ratio = max(b[op]["wall_s"] / go[op]["wall_s"] for op in ("ADD", "DEL"))
+        print("target burst <= %.1fx Go's wall: worst %.2fx, %s" % (
+            TARGET_BURST_VS_GO, ratio, met(ratio <= TARGET_BURST_VS_GO)))
+    health = b.get("health")
+    if health:
+        print("daemon health after the bursts: %d calls, %d refused, %d stores opened, "
+              "%d open; exit status on SIGTERM %s" % (
+                  health["calls"], health["refused"], health["stores_opened"],
+                  health["stores_open"], b.get("exit")))
+
+
 def report_shared(shared, args):
     if not args.pg_cycles:
         return
@@ -548,11 +806,13 @@ def report_shared(shared, args):
               "(Debian: apt-get install postgresql)")
         return
     b = shared["burst"]
-    for name in ("ours", "launcher", "baseline"):
+    for name in ("ours", "launcher", "baseline", "daemon"):
         if name in shared:
-            print("shared pool on PostgreSQL (loopback), %-8s ADD %4.0f ms, DEL %4.0f ms per "
-                  "call, median of %d interleaved, connection setup included"
-                  % (name, shared[name]["ADD"], shared[name]["DEL"], args.pg_cycles))
+            print("shared pool on PostgreSQL (loopback), %-8s ADD %5.1f ms, DEL %5.1f ms per "
+                  "call, median of %d interleaved, %s" % (
+                      name, shared[name]["ADD"], shared[name]["DEL"], args.pg_cycles,
+                      "the daemon's connections kept open" if name == "daemon"
+                      else "connection setup included"))
     for op, p in shared["probe"].items():
         print("shared pool %s in process: %d statements; network lock held %.1f ms median, "
               "%.1f ms max" % (op, p["statements"], p["hold_ms"], p["hold_max_ms"]))
@@ -561,6 +821,28 @@ def report_shared(shared, args):
               args.pg_burst, shared["nodes"], b["ADD"]["wall_s"], b["ADD"]["failures"],
               b["ADD"]["distinct"], b["DEL"]["wall_s"], b["DEL"]["failures"],
               b["cpu_ms_per_call"]))
+    if "daemon" in shared:
+        worst = max(shared["daemon"]["ADD"], shared["daemon"]["DEL"])
+        print("target shared pool through the daemon <= %.0f ms per call: worst %.1f ms, %s"
+              % (TARGET_SHARED_MS, worst, met(worst <= TARGET_SHARED_MS)))
+    for name, c in shared.get("connections", {}).items():
+        print("one node's burst of %d on the shared pool, %-8s: ADD %.2f s, DEL %.2f s "
+              "(median of %d; %d failures, distinct %s, %d in process); CPU %.1f ms per "
+              "call; server connections at once, most seen: %d; backends seen per burst "
+              "(median): %d" % (
+                  args.pg_node_burst, name, c["ADD"]["wall_s"], c["DEL"]["wall_s"],
+                  c["rounds"], c["ADD"]["failures"] + c["DEL"]["failures"],
+                  c["ADD"]["distinct"], c["ADD"]["in_process"] + c["DEL"]["in_process"],
+                  c["cpu_ms_per_call"], c["connections_max"], c["connections_seen"]))
+    if "connections" in shared:
+        most = shared["connections"]["daemon"]["connections_max"]
+        print("target connections per node <= the daemon's pool (%d): %d, %s" % (
+            DAEMON_POOL, most, met(most <= DAEMON_POOL)))
+    if "daemon_health" in shared:
+        h = shared["daemon_health"]
+        print("shared-pool daemon health: %d calls, %d refused, %d stores opened, %d open; "
+              "exit status on SIGTERM %s" % (h["calls"], h["refused"], h["stores_opened"],
+                                             h["stores_open"], shared["daemon_exit"]))
 
 
 if __name__ == "__main__":

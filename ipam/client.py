@@ -252,3 +252,24 @@ def forward() -> "tuple[Optional[int], Optional[bytes]]":
     ok = _write_all(1, out)
     _write_all(2, err)
     return (status if ok else status or 1), None
+
+
+def run(bundled: "bool" = False) -> "None":
+    """The plugin's entry (the launcher's, the console script's, ``python -m ipam``):
+    one CNI call, on the node daemon if it takes it, else in this process
+    (:func:`ipam.__main__.in_process`); then the process ends at once. ``bundled``:
+    first serve the hot path's modules from the launcher's bundle (:mod:`ipam.bundle`),
+    which a forwarded call never needs."""
+    import gc
+
+    gc.disable()  # a one-shot process: collecting cycles at exit buys nothing
+    status, data = forward()
+    if status is None:
+        if bundled:
+            from ipam import bundle
+
+            bundle.load()
+        from ipam.__main__ import in_process
+
+        status = in_process(data)
+    posix._exit(status)

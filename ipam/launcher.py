@@ -26,22 +26,14 @@ _TEMPLATE = '''#!{python} -IS
 # processing on each start; the installation's own paths are listed below instead.
 import sys
 sys.path += {paths!r}
-def fail(e):
+try:
+    from ipam.client import run
+except ImportError as e:
     msg = ("host-local-sqlite launcher: cannot import the plugin (%s); "
            "run 'ipamctl install-plugin' again" % e)
     sys.stdout.write('{{"code": 5, "msg": "%s"}}' % msg.replace("\\\\", "/").replace('"', "'"))
     sys.exit(1)
-def load():  # for a call run in this process: a call forwarded to the daemon never needs it
-    try:
-        from ipam import bundle
-    except ImportError as e:
-        fail(e)
-    bundle.load()
-try:
-    from ipam.__main__ import run
-except ImportError as e:
-    fail(e)
-run(load)
+run(bundled=True)
 '''
 
 

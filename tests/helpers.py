@@ -246,7 +246,7 @@ def launcher_probe(path, report):
     process exits: what a plugin call loaded, seen from inside."""
     from ipam import launcher
 
-    path.write_text(launcher.render().replace("\nrun(load)\n", (
+    path.write_text(launcher.render().replace("\nrun(bundled=True)\n", (
         "\nimport posix\n"
         "_exit = posix._exit\n"
         "def _report(status):\n"
@@ -254,7 +254,7 @@ def launcher_probe(path, report):
         "    sys.stderr.flush()\n"
         "    _exit(status)\n"
         "posix._exit = _report\n"
-        "run(load)\n") % report))
+        "run(bundled=True)\n") % report))
     path.chmod(0o755)
     return path
 

@@ -68,7 +68,8 @@ def test_answers_exactly_as_the_console_script(tmp_path, netconf):
 
 def test_the_launcher_starts_without_site_and_isolated(tmp_path):
     text = launcher.render().replace(
-        "\nrun(load)\n", "\nprint(sys.flags.no_site, sys.flags.isolated, 'site' in sys.modules)\n")
+        "\nrun(bundled=True)\n",
+        "\nprint(sys.flags.no_site, sys.flags.isolated, 'site' in sys.modules)\n")
     probe = tmp_path / "probe"
     probe.write_text(text)
     probe.chmod(0o755)
@@ -131,8 +132,7 @@ def test_the_launchers_commands_import_only_the_lean_set(tmp_path, netconf):
     unwanted = {"os", "site", "functools", "collections", "_collections_abc", "sqlite3",
                 "json", "re", "enum", "typing", "__future__", "importlib", "sqlalchemy", "alembic",
                 "click", "_socket"}  # _socket: only a call that the node daemon takes
-    before_the_bundle = {"ipam", "ipam.bundle", "ipam.system", "ipam.__main__", "ipam.client",
-                         "ipam.paths"}
+    before_the_bundle = {"ipam", "ipam.bundle", "ipam.system", "ipam.client", "ipam.paths"}
     seen = set()
     for command in ("ADD", "CHECK", "DEL"):
         env = {"PATH": os.environ.get("PATH", "")}
@@ -175,7 +175,7 @@ def test_a_call_forwarded_to_the_daemon_loads_only_the_client(tmp_path, netconf)
             assert proc.returncode == 0, (command, proc.stdout, proc.stderr)
             loaded = set(proc.stderr.decode().rsplit("LOADED=", 1)[1].split()[0].split(","))
             ours = {n for n in loaded if n.split(".")[0] == "ipam"}
-            assert ours == {"ipam", "ipam.__main__", "ipam.client", "ipam.paths",
+            assert ours == {"ipam", "ipam.client", "ipam.paths",
                             "ipam.jsonio"}, (command, ours)  # jsonio: the config's key
             assert not loaded & {"os", "sqlite3", "json", "re", "typing", "enum"}, command
     finally:

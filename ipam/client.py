@@ -184,7 +184,7 @@ def exchange(path: "str", request: "bytes", named: "bool" = True,
         sock.close()
 
 
-def _answer(path: "str", reply: "bytes") -> "tuple[int, bytes, bytes]":
+def answer(path: "str", reply: "bytes") -> "tuple[int, bytes, bytes]":
     """The exit status, stdout and stderr of a daemon's ``reply``."""
     try:
         if reply[:1] == NOT_SERVED:
@@ -238,7 +238,7 @@ def forward() -> "tuple[Optional[int], Optional[bytes]]":
 
     saved = {n: _signal.signal(n, _signalled) for n in SIGNALS}
     try:
-        status, out, err = _answer(path, exchange(path, request, named))
+        status, out, err = answer(path, exchange(path, request, named))
     except Unanswered as e:
         if e.args[0] is not None:
             sys.stderr.write("host-local-sqlite: %s; running the call in process\n"

@@ -91,14 +91,24 @@ def _logfmt(value: "object") -> "str":
     return json.dumps(text)
 
 
-def _summary(env: "dict[str, str]", data: "bytes", status: "int", out: "str") -> "str":
+def _config(data: "bytes") -> "dict[str, Any]":
+    """The call's config as far as the daemon itself reads it (the log line, relative
+    paths), keys lower-cased as the plugin reads them; empty if it does not parse (the
+    plugin's own answer says why)."""
+    try:
+        conf = json.loads(data, object_pairs_hook=lambda pairs: {k.lower(): v
+                                                                   for k, v in pairs})
+    except (ValueError, RecursionError):
+        return {}
+    return conf if isinstance(conf, dict) else {}
+
+
+def _summary(env: "dict[str, str]", conf: "dict[str, Any]", status: "int",
+             out: "str") -> "str":
     """The log line's fields for one call (the network from the config, the addresses
     or the error from the answer); whatever does not parse is left out."""
     fields = [env.get("CNI_COMMAND", "?")]
-    try:
-        name = json.loads(data).get("name")
-    except (ValueError, AttributeError):
-        name = None
+    name = conf.get("name")
     fields += ["network=" + _logfmt(name or "?"),
                "container=" + _logfmt(env.get("CNI_CONTAINERID", "") or "-"),
                "ifname=" + _logfmt(env.get("CNI_IFNAME", "") or "-")]
@@ -120,11 +130,10 @@ def _summary(env: "dict[str, str]", data: "bytes", status: "int", out: "str") ->
     return " ".join(fields)
 
 
-def _relative_paths(data: "bytes") -> "list[str]":
+def _relative_paths(conf: "dict[str, Any]") -> "list[str]":
     """The config's paths that are relative to the caller's working directory."""
-    try:
-        ipam = {k.lower(): v for k, v in json.loads(data).get("ipam", {}).items()}
-    except (ValueError, AttributeError):
+    ipam = conf.get("ipam")
+    if not isinstance(ipam, dict):
         return []
     return [v for k in ("datadir", "database", "resolvconf")
             for v in [ipam.get(k)] if isinstance(v, str) and v and not v.startswith("/")
@@ -168,7 +177,7 @@ def _read_request(conn: "socket.socket") -> "tuple[bytes, list[bytes]]":
     return kind, blobs
 
 
-def _answer(status: "int", out: "bytes", err: "bytes") -> "bytes":
+def _reply(status: "int", out: "bytes", err: "bytes") -> "bytes":
     return client.ANSWER + bytes([status & 0xFF]) + client.blob(out) + client.blob(err)
 
 
@@ -479,27 +488,29 @@ class Daemon:
             self._refuse(conn, "bad request: %s" % e)
             return
         if kind == client.HEALTH:
-            self._send(conn, _answer(0, json.dumps(self.health(asking=1)).encode(), b""))
+            self._send(conn, _reply(0, json.dumps(self.health(asking=1)).encode(), b""))
             return
         if kind != client.CALL:
             self._refuse(conn, "unknown request %r" % kind)
             return
         raw_env, cwd, data = blobs
         env = system.environ(client.decode_environ(raw_env))
-        relative = cwd != self._cwd and _relative_paths(data)
+        conf = _config(data) if cwd != self._cwd else None  # parsed once, if before
+        relative = conf is not None and _relative_paths(conf)
         if relative:
             self._refuse(conn, "the config names paths relative to the caller's directory "
                          "(%s)" % ", ".join(relative))
             return
         conn.settimeout(None)  # the call's own waits are bounded
         status, out, err = self.call(env, data)
-        self._send(conn, _answer(status, out.encode("utf-8"),
+        self._send(conn, _reply(status, out.encode("utf-8"),
                                  err.encode("utf-8", "backslashreplace")))
         conn.close()  # the client is done: the log line is ours
         elapsed = time.monotonic() - started
         with self._idle:
             self.calls += 1
-        self.log("%s ms=%.1f" % (_summary(env, data, status, out), elapsed * 1000))
+        self.log("%s ms=%.1f" % (_summary(env, _config(data) if conf is None else conf,
+                                          status, out), elapsed * 1000))
 
     def call(self, env: "dict[str, str]", data: "bytes") -> "tuple[int, str, str]":
         """One plugin call, as :func:`ipam.cni.main` runs it in a plugin process:
@@ -575,12 +586,8 @@ def check_health(socket_path: "str", timeout: "float" = 5.0) -> "dict[str, Any]"
     """The health of the daemon at ``socket_path``; IoFailure saying why if there is
     none, or it does not answer within ``timeout`` seconds."""
     try:
-        reply = client.exchange(socket_path, client.MAGIC + client.HEALTH, timeout=timeout)
-        if reply[:1] == client.NOT_SERVED:
-            why, _ = client.read_blob(reply, 1)
-            raise IoFailure("the node daemon at %s refused: %s"
-                            % (socket_path, why.decode(errors="replace")))
-        out, _ = client.read_blob(reply, 2)
+        _, out, _ = client.answer(socket_path, client.exchange(
+            socket_path, client.MAGIC + client.HEALTH, timeout=timeout))
         health = json.loads(out)
     except client.Unanswered as e:
         raise IoFailure(str(e.args[0])) from None

@@ -241,7 +241,7 @@ CUT_SHORT = [b"", client.ANSWER, client.ANSWER + b"\0" + b"\0\0\0\x40" + b'{"cni
 @pytest.mark.parametrize("reply", CUT_SHORT)
 def test_an_answer_cut_short_is_no_answer(reply):
     with pytest.raises(client.Unanswered) as e:
-        client._answer("/d.sock", reply)
+        client.answer("/d.sock", reply)
     assert e.value.args == ("the node daemon at /d.sock stopped answering mid-call",)
 
 

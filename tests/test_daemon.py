@@ -35,7 +35,7 @@ def call(sock, command, conf, cwd=None, **kw):
     env = {k.encode(): v.encode() for k, v in cni_env(command, **kw).items()}
     request = client.MAGIC + client.CALL + client.blob(client.encode_environ(env)) + \
         client.blob((cwd or os.getcwd()).encode()) + client.blob(json.dumps(conf).encode())
-    status, out, err = client._answer(str(sock), client.exchange(str(sock), request,
+    status, out, err = client.answer(str(sock), client.exchange(str(sock), request,
                                                                  timeout=30))
     return status, out.decode(), err.decode()
 
@@ -129,7 +129,7 @@ V4V6 = "ips=10.0.0.2/24,fd00::2/64"
 def test_summary(env, data, status, out, line):
     if "result=" not in line:
         line += " result=ok"
-    assert daemon._summary(env, data, status, out) == line
+    assert daemon._summary(env, daemon._config(data), status, out) == line
 
 
 def test_one_log_line_per_call(sock, netconf, monkeypatch):

@@ -5,13 +5,10 @@ import os
 import stat
 import subprocess
 import sys
-import time
 
 from helpers import IPAMCTL, PLUGIN, cni_env, launcher_probe
 
 from ipam import bundle, launcher, migrate, paths
-from ipam import daemon as daemon_mod
-from ipam.errors import IoFailure
 from ipam.schema_version import HEAD
 
 
@@ -150,35 +147,23 @@ def test_the_launchers_commands_import_only_the_lean_set(tmp_path, netconf):
     assert seen - before_the_bundle == set(bundle.HOT_PATH)  # the list is exact
 
 
-def test_a_call_forwarded_to_the_daemon_loads_only_the_client(tmp_path, netconf):
+def test_a_call_forwarded_to_the_daemon_loads_only_the_client(tmp_path, netconf,
+                                                             start_daemon):
     """A call that the node daemon answers costs the launcher an interpreter's start and
     the client's few modules: not the bundle, not the plugin, not even ``ipam.system``."""
-    sock, log = tmp_path / "d" / "daemon.sock", tmp_path / "daemon.log"
-    with open(log, "w") as f:  # a file: a pipe nobody reads would stop the daemon
-        daemon = subprocess.Popen([IPAMCTL, "serve", "--socket", str(sock)], stderr=f)
-    try:
-        deadline = time.monotonic() + 10  # for the daemon to listen
-        while True:
-            try:
-                daemon_mod.check_health(str(sock), timeout=1)
-                break
-            except IoFailure:
-                assert daemon.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
-        probe = launcher_probe(tmp_path / "probe", "'LOADED=' + ','.join(sorted(sys.modules))")
-        conf = netconf({"subnet": "10.82.0.0/24", "daemon": str(sock)})
-        for command in ("ADD", "CHECK", "DEL"):
-            env = {"PATH": os.environ.get("PATH", "")}
-            env.update(cni_env(command, container_id="c1"))
-            proc = subprocess.run([str(probe)], input=json.dumps(conf).encode(), env=env,
-                                  capture_output=True, timeout=60)
-            assert proc.returncode == 0, (command, proc.stdout, proc.stderr)
-            loaded = set(proc.stderr.decode().rsplit("LOADED=", 1)[1].split()[0].split(","))
-            ours = {n for n in loaded if n.split(".")[0] == "ipam"}
-            assert ours == {"ipam", "ipam.client", "ipam.paths",
-                            "ipam.jsonio"}, (command, ours)  # jsonio: the config's key
-            assert not loaded & {"os", "sqlite3", "json", "re", "typing", "enum"}, command
-    finally:
-        daemon.terminate()
-        assert daemon.wait(timeout=30) == 0
-    assert "CHECK network=mynet container=c1 ifname=eth0 result=ok" in log.read_text()
+    daemon = start_daemon()
+    probe = launcher_probe(tmp_path / "probe", "'LOADED=' + ','.join(sorted(sys.modules))")
+    conf = netconf({"subnet": "10.82.0.0/24", "daemon": daemon.socket})
+    for command in ("ADD", "CHECK", "DEL"):
+        env = {"PATH": os.environ.get("PATH", "")}
+        env.update(cni_env(command, container_id="c1"))
+        proc = subprocess.run([str(probe)], input=json.dumps(conf).encode(), env=env,
+                              capture_output=True, timeout=60)
+        assert proc.returncode == 0, (command, proc.stdout, proc.stderr)
+        loaded = set(proc.stderr.decode().rsplit("LOADED=", 1)[1].split()[0].split(","))
+        ours = {n for n in loaded if n.split(".")[0] == "ipam"}
+        assert ours == {"ipam", "ipam.client", "ipam.paths",
+                        "ipam.jsonio"}, (command, ours)  # jsonio: the config's key
+        assert not loaded & {"os", "sqlite3", "json", "re", "typing", "enum"}, command
+    assert daemon.stop() == 0
+    assert "CHECK network=mynet container=c1 ifname=eth0 result=ok" in daemon.log()

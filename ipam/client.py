@@ -74,13 +74,14 @@ def decode_environ(block: "bytes") -> "dict[bytes, bytes]":
     return dict(item.partition(b"=")[::2] for item in block.split(b"\0") if item)
 
 
-def peer_uid(sock: "object") -> "int":
-    """The uid of the process at the other end of a unix socket (``SO_PEERCRED``:
+def peer_cred(sock: "object") -> "tuple[int, int]":
+    """(pid, uid) of the process at the other end of a unix socket (``SO_PEERCRED``:
     ``struct ucred`` is pid, uid, gid as three native ints)."""
     import _socket
 
     cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)  # type: ignore
-    return int.from_bytes(cred[4:8], sys.byteorder)
+    return (int.from_bytes(cred[0:4], sys.byteorder),
+            int.from_bytes(cred[4:8], sys.byteorder))
 
 
 # --- the client ---------------------------------------------------------------------
@@ -161,7 +162,7 @@ def exchange(path: "str", request: "bytes", named: "bool" = True,
         except OSError as e:  # ENOENT, ECONNREFUSED, EACCES; EAGAIN: its queue is full
             raise Unanswered("cannot reach the node daemon at %s (%s)"
                             % (path, e.strerror or e) if named else None) from None
-        uid = peer_uid(sock)
+        uid = peer_cred(sock)[1]
         if uid not in (0, posix.geteuid()):
             raise Unanswered("the node daemon at %s runs as uid %d, neither root nor this "
                             "user: not trusting it" % (path, uid))

@@ -140,12 +140,6 @@ def _relative_paths(conf: "dict[str, Any]") -> "list[str]":
             and "://" not in v]
 
 
-def _peer(conn: "socket.socket") -> "tuple[int, int]":
-    """(pid, uid) of a connected client."""
-    cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-    return int.from_bytes(cred[0:4], sys.byteorder), client.peer_uid(conn)
-
-
 def _read_request(conn: "socket.socket") -> "tuple[bytes, list[bytes]]":
     """(kind, blobs) of a request; ValueError if it is not one, or cut short."""
     head = len(client.MAGIC) + 1
@@ -473,7 +467,7 @@ class Daemon:
     def _handle(self, conn: "socket.socket") -> "None":
         started = time.monotonic()
         conn.settimeout(REQUEST_TIMEOUT)
-        pid, uid = _peer(conn)
+        pid, uid = client.peer_cred(conn)
         if uid not in (0, os.geteuid()):
             self.refused += 1
             self.log("refused pid=%d uid=%d: only root and uid %d may call"

@@ -70,17 +70,24 @@ def run_inprocess(command, conf, **kw):
     return Outcome(status, out.getvalue())
 
 
-def run_plugin(command, conf, env_extra=None, **kw):
-    """One invocation of the installed console script, as a runtime runs it (with the
-    node daemon the tests' environment names, if any: see ``through`` in conftest.py)."""
+def _plugin(command, conf, env_extra, cwd, kw, daemon_from_environ):
+    """The installed console script run once as a runtime runs it: ``(env, process)``,
+    never a traceback."""
     env = {"PATH": os.environ.get("PATH", "")}
-    if paths.DAEMON_ENV in os.environ:
+    if daemon_from_environ and paths.DAEMON_ENV in os.environ:
         env[paths.DAEMON_ENV] = os.environ[paths.DAEMON_ENV]
     env.update(cni_env(command, **kw))
     env.update(env_extra or {})
     proc = subprocess.run([PLUGIN], input=_stdin_bytes(conf), env=env, capture_output=True,
-                          timeout=60)
+                          timeout=60, cwd=cwd)
     assert b"Traceback" not in proc.stderr, proc.stderr.decode()
+    return env, proc
+
+
+def run_plugin(command, conf, env_extra=None, **kw):
+    """One invocation of the installed console script, as a runtime runs it (with the
+    node daemon the tests' environment names, if any: see ``through`` in conftest.py)."""
+    env, proc = _plugin(command, conf, env_extra, None, kw, daemon_from_environ=True)
     note_plugin_run(env, command, proc.stderr)
     return Outcome(proc.returncode, proc.stdout.decode())
 
@@ -209,13 +216,9 @@ def js(*args, **kw):
 # --- node daemon (unit) -------------------------------------------------------------------
 def plugin_process(command, conf, env_extra=None, cwd=None, **kw):
     """:func:`run_plugin` that keeps stderr too (where the thin client says why a call ran
-    in process): ``(Outcome, stderr text)``; ``cwd``: the runtime's working directory."""
-    env = {"PATH": os.environ.get("PATH", "")}
-    env.update(cni_env(command, **kw))
-    env.update(env_extra or {})
-    proc = subprocess.run([PLUGIN], input=_stdin_bytes(conf), env=env, capture_output=True,
-                          timeout=60, cwd=cwd)
-    assert b"Traceback" not in proc.stderr, proc.stderr.decode()
+    in process), and names no daemon but ``env_extra``'s: ``(Outcome, stderr text)``;
+    ``cwd``: the runtime's working directory."""
+    _, proc = _plugin(command, conf, env_extra, cwd, kw, daemon_from_environ=False)
     return Outcome(proc.returncode, proc.stdout.decode()), proc.stderr.decode()
 
 

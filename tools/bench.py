@@ -23,7 +23,6 @@ import ipaddress
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -96,65 +95,37 @@ def install_launcher(tmp):
     return os.path.join(bin_dir, "host-local-sqlite")
 
 
-class NodeDaemon:
-    """``ipamctl serve`` on a socket of its own, started by the bench and stopped with
-    SIGTERM: the daemon the "daemon" rows' launcher forwards to, named in their config
-    (``"ipam": {"daemon": <socket>}``) while the other rows run in process
-    (``HOST_LOCAL_SQLITE_DAEMON=false``). Its log goes to a file beside the socket."""
+def start_daemon(tmp, name, pool_size):
+    """``ipamctl serve --pool-size N`` on a socket of its own, ready (its health answered):
+    the tests' own process wrapper (``tests/helpers.NodeDaemon``), its log beside the
+    socket. The "daemon" rows' launcher forwards to it, named in their config
+    (:func:`daemon_config`), while the other rows run in process
+    (``HOST_LOCAL_SQLITE_DAEMON=false``). Stop it with ``stop(DAEMON_STOP_WAIT)``."""
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    import helpers
 
-    def __init__(self, tmp, name, pool_size):
-        self.socket = os.path.join(tmp, "daemon-%s" % name, "d.sock")  # dir made 0700
-        self.log = os.path.join(tmp, "daemon-%s.log" % name)
-        self.pool_size = pool_size
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([IPAMCTL, "serve", "--socket", self.socket,
-                                          "--pool-size", str(pool_size)],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        deadline = time.monotonic() + DAEMON_START_WAIT
-        while True:
-            health = subprocess.run([IPAMCTL, "health", "--socket", self.socket,
-                                     "--timeout", "2"], capture_output=True, text=True)
-            if health.returncode == 0:
-                return
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit("the node daemon on %s did not answer 'ipamctl health' "
-                                 "within %g s (%s); its log:\n%s" % (
-                                     self.socket, DAEMON_START_WAIT, health.stderr.strip(),
-                                     self.log_text()))
-            time.sleep(0.1)
+    directory = os.path.join(tmp, "daemon-%s" % name)
+    os.makedirs(directory, exist_ok=True)
+    daemon = helpers.NodeDaemon(directory, "--pool-size", str(pool_size))
+    try:
+        daemon.wait_ready(DAEMON_START_WAIT)
+    except AssertionError as e:
+        daemon.kill()
+        raise SystemExit(str(e)) from None
+    return daemon
 
-    def conf(self, data_dir, **extra):
-        return config(data_dir, daemon=self.socket, **extra)
 
-    def cpu_s(self):
-        """The daemon's CPU time so far: it has not exited, so RUSAGE_CHILDREN, which
-        measures a burst's clients, does not count it."""
-        with open("/proc/%d/stat" % self.proc.pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def daemon_config(daemon):
+    """:func:`config` for calls forwarded to ``daemon``."""
+    return lambda data_dir, **extra: config(data_dir, daemon=daemon.socket, **extra)
 
-    def health(self):
-        from ipam import daemon
 
-        return daemon.check_health(self.socket, 5.0)
-
-    def log_text(self):
-        with open(self.log, errors="replace") as f:
-            return f.read()[-2000:]
-
-    def stop(self):
-        """SIGTERM, and its exit status (0: drained, every call answered)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=DAEMON_STOP_WAIT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise SystemExit("the node daemon on %s did not stop within %g s of SIGTERM"
-                                 % (self.socket, DAEMON_STOP_WAIT)) from None
-        return self.proc.returncode
+def cpu_seconds(pid):
+    """A running process's CPU time so far (the daemon's: it has not exited, so
+    RUSAGE_CHILDREN, which measures a burst's clients, does not count it)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def install_baseline(tmp, rev):
@@ -200,7 +171,7 @@ def prepare(tmp, n, with_go, launcher, baseline=None, daemon=None):
     if baseline is not None:
         ours.append(("baseline", baseline[0], baseline[1], config))
     if daemon is not None:
-        ours.append(("daemon", launcher, [IPAMCTL], daemon.conf))
+        ours.append(("daemon", launcher, [IPAMCTL], daemon_config(daemon)))
     for name, binary, ctl, conf in ours:
         data_dir = os.path.join(tmp, "%s-%d" % (name, n))
         shutil.copytree(src, data_dir)
@@ -252,7 +223,7 @@ def burst(binary, conf, count, daemon=None):
     conf_of = conf if callable(conf) else (lambda i: conf)
     invoke(binary, "ADD", conf_of(0), "burst-warm")
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    daemon_cpu0 = daemon.cpu_s() if daemon is not None else 0.0
+    daemon_cpu0 = cpu_seconds(daemon.pid) if daemon is not None else 0.0
     out = {}
     for command in ("ADD", "DEL"):
         settle()
@@ -283,7 +254,7 @@ def burst(binary, conf, count, daemon=None):
         out[command] = {"wall_s": wall, "failures": failures, "in_process": in_process,
                         "distinct": len(set(addresses)) == len(addresses)}
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    daemon_cpu = daemon.cpu_s() - daemon_cpu0 if daemon is not None else 0.0
+    daemon_cpu = cpu_seconds(daemon.pid) - daemon_cpu0 if daemon is not None else 0.0
     out["cpu_ms_per_call"] = 1000 * ((cpu1.ru_utime - cpu0.ru_utime)
                                      + (cpu1.ru_stime - cpu0.ru_stime)
                                      + daemon_cpu) / (2 * count)
@@ -382,13 +353,13 @@ def shared_pool(tmp, k, count, launcher, baseline=None, nodes=4, with_daemon=Tru
     daemon = None
     try:
         if with_daemon:
-            daemon = NodeDaemon(tmp, "pg", DAEMON_POOL)
+            daemon = start_daemon(tmp, "pg", DAEMON_POOL)
         contenders = {"ours": (OURS, [IPAMCTL], config),
                       "launcher": (launcher, [IPAMCTL], config)}
         if baseline is not None:
             contenders["baseline"] = baseline + (config,)
         if daemon is not None:
-            contenders["daemon"] = (launcher, [IPAMCTL], daemon.conf)
+            contenders["daemon"] = (launcher, [IPAMCTL], daemon_config(daemon))
         confs = {}
         for name, (binary, ctl, conf) in contenders.items():
             url = server.create_database("bench_%s" % name)
@@ -413,11 +384,11 @@ def shared_pool(tmp, k, count, launcher, baseline=None, nodes=4, with_daemon=Tru
                 out["connections"] = node_connections(server, tmp, launcher, daemon,
                                                       node_burst, node_rounds)
             out["daemon_health"] = daemon.health()
-            out["daemon_exit"] = daemon.stop()
+            out["daemon_exit"] = daemon.stop(DAEMON_STOP_WAIT)
         return out
     finally:
         if daemon is not None:
-            daemon.stop()
+            daemon.stop(DAEMON_STOP_WAIT)
         server.cleanup()
 
 
@@ -473,7 +444,7 @@ def node_connections(server, tmp, launcher, daemon, count, rounds):
     """One node's burst of ``count`` ADDs then DELs on a shared pool, in process (one
     connection per call) and through ``daemon`` (its pool's), ``rounds`` of each
     interleaved, each on a database of its own: median walls, the most backends seen."""
-    contenders = {"launcher": config, "daemon": daemon.conf}
+    contenders = {"launcher": config, "daemon": daemon_config(daemon)}
     confs = {}
     for name, conf in contenders.items():
         url = server.create_database("bench_node_%s" % name)
@@ -633,7 +604,7 @@ def main():
         launcher = install_launcher(tmp)
         baseline = install_baseline(tmp, args.baseline) if args.baseline else None
         if not args.no_daemon:
-            daemon = NodeDaemon(tmp, "sqlite", DAEMON_POOL)
+            daemon = start_daemon(tmp, "sqlite", DAEMON_POOL)
         for n in sizes:
             plugins, import_s = prepare(tmp, n, with_go, launcher, baseline, daemon)
             r = cycles(plugins, args.cycles, n)
@@ -657,7 +628,7 @@ def main():
         burst_dir = os.path.join(tmp, "burst")
         contenders = {"ours": (OURS, config), "launcher": (launcher, config)}
         if daemon is not None:
-            contenders["daemon"] = (launcher, daemon.conf)
+            contenders["daemon"] = (launcher, daemon_config(daemon))
         if with_go:
             contenders["go"] = (GO, config)
         rounds = {name: [] for name in contenders}
@@ -669,7 +640,7 @@ def main():
         bursts = {name: median_burst(r) for name, r in rounds.items()}
         if daemon is not None:
             bursts["daemon"]["health"] = daemon.health()
-            bursts["daemon"]["exit"] = daemon.stop()
+            bursts["daemon"]["exit"] = daemon.stop(DAEMON_STOP_WAIT)
         rss = {"ours": peak_rss_kib(OURS, config(os.path.join(tmp, "rss-ours")), "rss"),
                "ours, first ADD (creates the schema)": peak_rss_kib(
                    OURS, config(os.path.join(tmp, "rss-first")), "rss", warm=False)}
@@ -682,7 +653,7 @@ def main():
         sizes = config_size(tmp, launcher, with_go)
     finally:
         if daemon is not None:
-            daemon.stop()
+            daemon.stop(DAEMON_STOP_WAIT)
         shutil.rmtree(tmp, ignore_errors=True)
     report(rows, bursts, rss, with_go, args)
     report_shared(shared, args)

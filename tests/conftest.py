@@ -217,3 +217,16 @@ def through(request, monkeypatch):
         time.sleep(0.01)
     assert served >= made, ("the daemon served %d calls, the test's plugin processes made %d"
                             % (served, made))
+
+
+# -- podman 4 on its CNI backend (helpers.Podman) -------------------------------------------
+@pytest.fixture
+def podman():
+    """An isolated podman (its own containers.conf, storage, run and lock directories
+    in a new directory); at teardown every container it made is removed, then that
+    directory."""
+    from helpers import Podman
+
+    instance = Podman()
+    yield instance
+    instance.close()

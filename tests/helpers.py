@@ -447,3 +447,112 @@ def _reachable():
 
 
 RUN_AS_NOBODY = _reachable() + AS_NOBODY  # argv prefix: [*RUN_AS_NOBODY, program, ...]
+
+
+# --- podman 4 on its CNI backend, isolated from the host's (test_podman.py) -----------------
+BUSYBOX = "/bin/busybox"  # Debian's busybox-static: one static file, a whole userland
+GO_PLUGINS = "/usr/lib/cni"  # Debian's containernetworking-plugins (bridge, Go's host-local)
+
+
+def busybox_rootfs(directory, *applets):
+    """A container's root file system without an image (``podman run --rootfs``): the
+    static busybox and a link per applet in /bin; the mount points runc needs."""
+    import shutil
+
+    for sub in ("bin", "dev", "proc", "sys", "etc", "tmp"):
+        os.makedirs(os.path.join(directory, sub), exist_ok=True)
+    shutil.copy(BUSYBOX, os.path.join(directory, "bin", "busybox"))
+    for applet in applets:
+        os.symlink("busybox", os.path.join(directory, "bin", applet))
+    return str(directory)
+
+
+def mounts_under(directory):
+    """The mount points at or below ``directory`` (what podman left mounted there)."""
+    top = os.path.realpath(str(directory))
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1].replace("\\040", " ") for line in f]
+    return [p for p in points if p == top or p.startswith(top + "/")]
+
+
+class Podman:
+    """Debian's podman 4 as root, its state apart from the host's podman: the test's own
+    containers.conf (``CONTAINERS_CONF`` makes it the only one read), storage (vfs: no
+    image is ever pulled, containers run ``--rootfs``), run and lock directories, all
+    under ``directory``; the CNI backend searching ``plugin_dir`` (empty: the test
+    installs into it) before Debian's plugins, and reading network configs from
+    ``config_dir``. Call it like the podman command; :meth:`close` removes every
+    container and then the directory. That directory is a new one in /tmp, not the
+    test's: podman refuses a runroot longer than 50 characters (conmon's socket paths).
+
+    Settings this machine kind needs, and why: runc (crun refuses the cgroup layout);
+    cgroupfs (no systemd); default_ulimits below the hard limits (podman's defaults, as
+    root, raise RLIMIT_NOFILE and RLIMIT_NPROC past what a process without
+    CAP_SYS_RESOURCE may set: runc's "error setting rlimits ... operation not
+    permitted"); file locks under tmp_dir (the default shared-memory locks are shared
+    with every other podman on the host, and a fresh tmp_dir makes podman free them
+    all); no events log."""
+
+    def __init__(self, program="podman"):
+        import resource
+        import tempfile
+
+        self.directory = tempfile.mkdtemp(prefix="hls-podman-", dir="/tmp")
+        self.program = program
+        self.plugin_dir = os.path.join(self.directory, "cni-bin")
+        self.config_dir = os.path.join(self.directory, "net.d")
+        for sub in ("cni-bin", "net.d", "root", "runroot", "tmp"):
+            os.makedirs(os.path.join(self.directory, sub), exist_ok=True)
+        limits = []
+        for name, which in (("nofile", resource.RLIMIT_NOFILE),
+                            ("nproc", resource.RLIMIT_NPROC)):
+            hard = resource.getrlimit(which)[1]
+            value = 1024 if hard == resource.RLIM_INFINITY else min(1024, hard)
+            limits.append("%s=%d:%d" % (name, value, value))
+        self.conf = os.path.join(self.directory, "containers.conf")
+        with open(self.conf, "w") as f:
+            f.write("[containers]\ndefault_ulimits = %s\n\n"
+                    "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = %s\n"
+                    "network_config_dir = %s\n\n"
+                    "[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n"
+                    "events_logger = \"none\"\nlock_type = \"file\"\ntmp_dir = %s\n"
+                    % (json.dumps(limits), json.dumps([self.plugin_dir, GO_PLUGINS]),
+                       json.dumps(self.config_dir),
+                       json.dumps(os.path.join(self.directory, "tmp"))))
+        # The plugin runs in process: a node daemon another program left on the host's
+        # default socket is not this test's.
+        self.env = dict(os.environ, CONTAINERS_CONF=self.conf,
+                        **{paths.DAEMON_ENV: "false"})
+
+    def __call__(self, *args, expect=0, timeout=60):
+        """``podman ARGS`` (storage options first); the finished process, its exit
+        status checked (``expect=None``: not checked). A failure shows podman's
+        stderr, where it reports a CNI plugin's error."""
+        argv = [self.program, "--root", os.path.join(self.directory, "root"),
+                "--runroot", os.path.join(self.directory, "runroot"),
+                "--storage-driver", "vfs", *args]
+        try:
+            proc = subprocess.run(argv, env=self.env, stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise AssertionError("%s did not finish within %g s; stderr:\n%s"
+                                 % (" ".join(args), timeout, e.stderr)) from None
+        assert expect is None or proc.returncode == expect, (
+            "podman %s exited %d (expected %d)\nstdout: %s\nstderr: %s"
+            % (" ".join(args), proc.returncode, expect, proc.stdout, proc.stderr))
+        return proc
+
+    def inspect(self, name):
+        return json.loads(self("inspect", "--type", "container", name).stdout)[0]
+
+    def close(self):
+        """Remove every container (``rm -f``: their network is torn down, which calls
+        the plugins' DEL), then the whole directory, once nothing is mounted in it."""
+        import shutil
+
+        try:
+            self("rm", "--all", "--force", "--time", "0")
+        finally:
+            left = mounts_under(self.directory)
+            assert not left, "podman left mounts: %s" % left
+            shutil.rmtree(self.directory)

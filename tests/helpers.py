@@ -519,10 +519,10 @@ class Podman:
                     % (json.dumps(limits), json.dumps([self.plugin_dir, GO_PLUGINS]),
                        json.dumps(self.config_dir),
                        json.dumps(os.path.join(self.directory, "tmp"))))
-        # The plugin runs in process: a node daemon another program left on the host's
-        # default socket is not this test's.
-        self.env = dict(os.environ, CONTAINERS_CONF=self.conf,
-                        **{paths.DAEMON_ENV: "false"})
+        # Not every plugin call gets this environment: conmon starts the DEL at a
+        # container's exit (podman container cleanup) with CONTAINERS_CONF, PATH and a
+        # few of podman's own variables only. A network config names the node daemon.
+        self.env = dict(os.environ, CONTAINERS_CONF=self.conf)
 
     def __call__(self, *args, expect=0, timeout=60):
         """``podman ARGS`` (storage options first); the finished process, its exit

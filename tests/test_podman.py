@@ -68,6 +68,16 @@ def bridge():
     assert not os.path.exists("/sys/class/net/" + name), "could not delete bridge " + name
 
 
+@pytest.fixture(params=["in-process", "daemon"])
+def calls(request):
+    """Where podman's calls of our plugin run: in the plugin's process, or forwarded to
+    a node daemon (``ipamctl serve``) that the network config names. Not the
+    environment: the DEL at a container's exit runs in ``podman container cleanup``,
+    which conmon starts without podman's environment (HOST_LOCAL_SQLITE_DAEMON given to
+    ``podman run`` never reaches it). The daemon, or None."""
+    return request.getfixturevalue("start_daemon")() if request.param == "daemon" else None
+
+
 def install_plugin(podman, *args):
     """``ipamctl -o json install-plugin`` into the podman's first plugin directory, with
     its containers.conf in the environment (as on a node where it is the system's): the
@@ -84,13 +94,16 @@ def install_plugin(podman, *args):
     return report
 
 
-def network(podman, name, bridge, ipam_type, data_dir, subnet=SUBNET):
+def network(podman, name, bridge, ipam_type, data_dir, subnet=SUBNET, daemon=None):
     """A CNI network config as an operator writes one into podman's network_config_dir:
-    the bridge plugin, IPAM delegated to ``ipam_type``."""
+    the bridge plugin, IPAM delegated to ``ipam_type``; our calls forwarded to
+    ``daemon``, else run in process (never to a daemon another program left on the
+    default socket)."""
     conf = {"cniVersion": "1.0.0", "name": name, "plugins": [
         {"type": "bridge", "bridge": bridge, "isGateway": False, "ipMasq": False,
          "ipam": {"type": ipam_type, "ranges": [[{"subnet": subnet}]],
-                  "dataDir": str(data_dir)}}]}
+                  "dataDir": str(data_dir),
+                  "daemon": False if daemon is None else daemon.socket}}]}
     with open(os.path.join(podman.config_dir, name + ".conflist"), "w") as f:
         json.dump(conf, f)
 
@@ -130,11 +143,12 @@ def gone(sandbox, net, cid):
     assert not os.path.exists(os.path.join(LIBCNI_CACHE, "%s-%s-eth0" % (net, cid)))
 
 
-def test_two_containers_ping_each_other_and_stop_releases(podman, rootfs, bridge, tmp_path):
+def test_two_containers_ping_each_other_and_stop_releases(podman, calls, rootfs, bridge,
+                                                          tmp_path):
     report = install_plugin(podman)
     assert report["path"] == os.path.join(podman.plugin_dir, paths.PLUGIN_NAME)
     data_dir, net = tmp_path / "ipam", "hlsp"
-    network(podman, net, bridge, paths.PLUGIN_NAME, data_dir)
+    network(podman, net, bridge, paths.PLUGIN_NAME, data_dir, daemon=calls)
 
     a_id, a_ip, a_ns = start(podman, rootfs, net, "a")
     b_id, b_ip, b_ns = start(podman, rootfs, net, "b")
@@ -159,6 +173,11 @@ def test_two_containers_ping_each_other_and_stop_releases(podman, rootfs, bridge
     podman("rm", "--force", "--time", "0", "b")
     assert leases(data_dir, net) == [] and mirror(data_dir, net) == {}
     gone(b_ns, net, b_id)
+    if calls is not None:  # the daemon served them (its log has a line per call)
+        for command in ("ADD", "DEL"):
+            for cid in (a_id, b_id):
+                line = "%s network=%s container=%s ifname=eth0 result=ok" % (command, net, cid)
+                calls.wait_log(lambda log, line=line: line in log, repr(line), timeout=10)
 
 
 def test_the_drop_in_name_found_first_is_ours(podman, rootfs, bridge, tmp_path):

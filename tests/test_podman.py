@@ -5,9 +5,11 @@ root file system (no image is pulled).
 Each test has its own podman state (conftest's ``podman``: storage, run and lock
 directories, containers.conf, network configs and plugin directory, all temporary), a
 bridge of a unique name that it deletes, and leaves no container, network namespace or
-mount behind. The bridge gets no address of the host's (no isGateway, no ipMasq: no
-route, firewall rule or sysctl of the host changes), so the containers' traffic stays on
-that bridge, between the namespaces podman made.
+mount behind. Tests ask for ``bridge`` (and ``calls``) before ``podman``: pytest tears
+fixtures down in reverse, so a failed test's containers are removed (their DEL served)
+before the daemon stops and the bridge goes. The bridge gets no address of the host's
+(no isGateway, no ipMasq: no route, firewall rule or sysctl of the host changes), so the
+containers' traffic stays on that bridge, between the namespaces podman made.
 """
 import ipaddress
 import json
@@ -143,7 +145,7 @@ def gone(sandbox, net, cid):
     assert not os.path.exists(os.path.join(LIBCNI_CACHE, "%s-%s-eth0" % (net, cid)))
 
 
-def test_two_containers_ping_each_other_and_stop_releases(podman, calls, rootfs, bridge,
+def test_two_containers_ping_each_other_and_stop_releases(bridge, calls, podman, rootfs,
                                                           tmp_path):
     report = install_plugin(podman)
     assert report["path"] == os.path.join(podman.plugin_dir, paths.PLUGIN_NAME)
@@ -180,7 +182,7 @@ def test_two_containers_ping_each_other_and_stop_releases(podman, calls, rootfs,
                 calls.wait_log(lambda log, line=line: line in log, repr(line), timeout=10)
 
 
-def test_the_drop_in_name_found_first_is_ours(podman, rootfs, bridge, tmp_path):
+def test_the_drop_in_name_found_first_is_ours(bridge, podman, rootfs, tmp_path):
     """``--name host-local`` in a directory podman searches before Debian's: a network
     config naming plain host-local gets its address from our plugin (our database has
     the lease: Go's host-local writes none, though it writes the same mirror files)."""
@@ -213,7 +215,7 @@ def network_inspect(podman, name):
     return json.loads(podman("network", "inspect", name).stdout)[0]
 
 
-def test_podman_sees_the_subnets_of_the_drop_in_name_only(podman, bridge, tmp_path):
+def test_podman_sees_the_subnets_of_the_drop_in_name_only(bridge, podman, tmp_path):
     """podman reads the ranges of an ipam of type host-local only: under our own type a
     network shows no subnets, and ``podman network create`` hands the same subnet to
     the next network; under the drop-in name it avoids it."""

@@ -56,7 +56,7 @@ pytestmark = [pytest.mark.root, pytest.mark.reference,
 
 @pytest.fixture
 def rootfs(tmp_path):
-    return busybox_rootfs(tmp_path / "rootfs", "sh", "sleep", "ping", "ip")
+    return busybox_rootfs(tmp_path / "rootfs", "sleep", "ping")
 
 
 @pytest.fixture

@@ -53,8 +53,8 @@ run(bundled=True)
 # launcher whose paths are stale; no "cniVersion", as no error of the plugin has one
 # (Go's skel prints none, and libcni reads the object without it).
 MISSING = ("host-local-sqlite: the Python interpreter %s that this launcher was written "
-           "for is missing (the virtualenv was removed or moved): reinstall it, then run "
-           "'ipamctl install-plugin' again")
+           "for is missing (the virtualenv was removed or moved) or not executable by this "
+           "user: reinstall it, then run 'ipamctl install-plugin' again")
 
 
 def install_paths(python=None):

@@ -147,8 +147,8 @@ def test_a_missing_interpreter_is_a_cni_error_that_says_what_to_do(tmp_path, net
         assert (proc.returncode, proc.stderr) == (1, b""), (command, proc)
         assert json.loads(proc.stdout) == {"code": 5, "msg": (
             "host-local-sqlite: the Python interpreter %s that this launcher was written "
-            "for is missing (the virtualenv was removed or moved): reinstall it, then run "
-            "'ipamctl install-plugin' again" % python)}, command
+            "for is missing (the virtualenv was removed or moved) or not executable by "
+            "this user: reinstall it, then run 'ipamctl install-plugin' again" % python)}, command
 
     # What the old "#!<python> -IS" line made of it: no answer at all, ENOENT from execve.
     shebang = tmp_path / "shebang"

@@ -27,9 +27,10 @@ from ipam.paths import PLUGIN_NAME, temp_affixes
 # "#!<python>" line, a removed or moved virtualenv makes execve fail with ENOENT, which
 # a runtime reports as the plugin itself missing ("fork/exec .../host-local-sqlite: no
 # such file or directory"). Here the runtime gets a CNI error object saying what to do.
-# The third line is, for sh, the no-op command ":" and, for Python, the start of a
-# string that holds the shell's lines. The extra exec of /bin/sh (dash on Debian) costs
-# each call about 0.65 ms (docs/performance.md): the price of an answer the runtime shows.
+# The line ''':' is, for sh, the no-op command ":" and, for Python, the start of a
+# string that holds the shell's lines (sh never reads past them). The extra exec of
+# /bin/sh (dash on Debian) costs each call about 0.65 ms (docs/performance.md): the
+# price of an answer the runtime can show.
 _TEMPLATE = '''#!/bin/sh
 # host-local-sqlite launcher, written by "ipamctl install-plugin". -I -S: no site
 # processing on each start; the installation's own paths are listed below instead.

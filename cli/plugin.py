@@ -1,5 +1,6 @@
-"""``ipamctl install-plugin``: put a fast launcher of the plugin into a CNI bin directory,
-and say whether the runtimes here would run it."""
+"""``ipamctl install-plugin``: put a fast launcher of the plugin into a CNI bin directory
+(named, or chosen for the runtimes here: :func:`bin_directory`), and say whether the
+runtimes here would run it."""
 from __future__ import annotations
 
 import os
@@ -10,13 +11,13 @@ import click
 from host_local_sqlite_cli.common import Obj
 from host_local_sqlite_cli.output import emit, table_or_json
 from ipam import bundle, launcher, plugin_dirs
-from ipam.paths import DEFAULT_BIN_DIR, PLUGIN_NAME
+from ipam.paths import PLUGIN_NAME
 
 CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), PLUGIN_NAME)
 
 
 @click.command("install-plugin")
-@click.argument("directory", default=DEFAULT_BIN_DIR, type=click.Path(file_okay=False))
+@click.argument("directory", required=False, type=click.Path(file_okay=False))
 @click.option("--name", default=PLUGIN_NAME, show_default=True,
               help="The file name: the network config's ipam type (\"host-local\" for a "
                    "drop-in).")
@@ -28,12 +29,23 @@ CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), PLUGIN_NAME)
               type=click.Path(file_okay=False, exists=True),
               help="The system's root: DIRECTORY, the runtimes' config files and dpkg's "
                    "database are looked up under it (an image being built).")
+@click.option("--create-dir", is_flag=True,
+              help="Create the directory, and its missing parents (0755), if it does not "
+                   "exist.")
 @click.pass_obj
-def install_plugin_cmd(obj: Obj, directory: str, name: str, force: bool, root: str) -> None:
+def install_plugin_cmd(obj: Obj, directory: str | None, name: str, force: bool, root: str,
+                       create_dir: bool) -> None:
     """Write the plugin into DIRECTORY as a launcher that starts about 5 ms faster
     than the console script: it skips Python's site processing on each start, and
     loads the plugin's byte-code from one file (the bundle, written beside the
     package's own byte-code).
+
+    Without DIRECTORY it picks the CNI bin directory, and says which and why: of
+    /opt/cni/bin, /usr/lib/cni (Debian's) and the directories the runtimes found here
+    search, one that exists and that most of them would run NAME from, the first on
+    a tie (so with no runtime found: /opt/cni/bin, else /usr/lib/cni). If none
+    exists, it stops, listing the runtimes' directories; --create-dir creates it
+    (as it creates a DIRECTORY that does not exist).
 
     It records this installation's interpreter and paths: run it again after
     rebuilding the virtualenv, upgrading Python or upgrading this package.
@@ -44,35 +56,25 @@ def install_plugin_cmd(obj: Obj, directory: str, name: str, force: bool, root: s
     nomad) that would run another file of that name, found first in its own plugin
     directories, or that does not search DIRECTORY at all.
 
-    JSON: {"path", "python", "paths", "bundle", "kept", "warnings", "runtimes"}
-    (bundle: null if it could not be written, the launcher then imports the usual
-    way; kept: null, or where and how the replaced file was kept; runtimes: those
-    found, with their search order and the file each would run).
+    JSON: {"path", "directory", "why", "created", "python", "paths", "bundle",
+    "kept", "warnings", "runtimes"} (why: null when DIRECTORY was given; created:
+    the directories --create-dir made; bundle: null if it could not be written, the
+    launcher then imports the usual way; kept: null, or where and how the replaced
+    file was kept; runtimes: those found, with their search order and the file each
+    would run).
 
     \b
     Example:
-        ipamctl install-plugin /opt/cni/bin
+        ipamctl install-plugin
+        ipamctl install-plugin /opt/cni/bin --create-dir
         ipamctl install-plugin /usr/lib/cni --name host-local --force
     """
     table_or_json(obj)
     if "/" in name or name in ("", ".", ".."):
         raise click.BadParameter("a file name, not a path", param_hint="--name")
-    # DIRECTORY as the runtimes see it: inside ROOT, absolute.
-    directory = os.path.normpath(os.path.join("/" if root != "/" else os.getcwd(), directory))
     runtimes = plugin_dirs.runtimes(root)
-    real_dir = plugin_dirs.at(root, directory)
-    problem = None
-    if not os.path.exists(real_dir):
-        problem = "does not exist"  # /opt/cni/bin on Debian, whose plugins are elsewhere
-    elif not os.path.isdir(real_dir):
-        problem = "is not a directory"
-    elif not os.access(real_dir, os.W_OK):
-        problem = "is not writable"
-    if problem:
-        raise click.BadParameter("%s %s. The plugin directories of the runtimes found here, "
-                                 "in their search order: %s" % (directory, problem, plugin_dirs
-                                 .search_orders(runtimes) or "none (no runtime found)"),
-                                 param_hint="DIRECTORY")
+    chosen = bin_directory(root, directory, name, runtimes, create_dir)
+    directory, real_dir = chosen.directory, plugin_dirs.at(root, chosen.directory)
     target = os.path.join(directory, name)
     old = plugin_dirs.foreign(root, target, CONSOLE_SCRIPT)
     if old and not force:
@@ -92,6 +94,10 @@ def install_plugin_cmd(obj: Obj, directory: str, name: str, force: bool, root: s
         warnings.append("cannot write the byte-code bundle (%s); the launcher works "
                         "without it, about 1 ms slower per call" % e)
     try:
+        created = plugin_dirs.create(root, directory) if create_dir else []
+    except OSError as e:
+        raise click.ClickException("cannot create %s: %s" % (directory, e)) from None
+    try:
         kept = plugin_dirs.set_aside(root, target, old) if old else None
         launcher.install(real_dir, name, paths=paths)
     except ValueError as e:
@@ -99,7 +105,9 @@ def install_plugin_cmd(obj: Obj, directory: str, name: str, force: bool, root: s
     warnings += plugin_dirs.warnings(root, directory, name, runtimes)
     for warning in warnings:
         click.echo("warning: " + warning, err=True)
-    text = "wrote %s" % target
+    text = "".join("created %s\n" % d for d in created) + "wrote %s" % target
+    if chosen.why:
+        text = "chose %s: %s\n%s" % (directory, chosen.why, text)
     if kept and kept["package"]:
         text += ("\nkept the %s file (%s) as %s: a local dpkg diversion, so upgrades of %s "
                  "install it there, not over the launcher (undo: rm %s; dpkg-divert "
@@ -107,6 +115,29 @@ def install_plugin_cmd(obj: Obj, directory: str, name: str, force: bool, root: s
                                             target, target))
     elif kept:
         text += "\nkept the file it replaced (%s) as %s" % (old, kept["path"])
-    emit(obj.output, {"path": target, "python": sys.executable, "paths": paths,
+    emit(obj.output, {"path": target, "directory": directory, "why": chosen.why,
+                      "created": created, "python": sys.executable, "paths": paths,
                       "bundle": bundle_path, "kept": kept, "warnings": warnings,
                       "runtimes": [r.report(name) for r in runtimes if r.present]}, text)
+
+
+def bin_directory(root: str, directory: str | None, name: str,
+                  runtimes: list[plugin_dirs.Runtime], create: bool) -> plugin_dirs.Target:
+    """The directory to write into: DIRECTORY, else the one chosen for the runtimes
+    here; it exists, or ``create`` is set and it will be created."""
+    if directory is None:
+        chosen = plugin_dirs.choose(root, name, runtimes)
+    else:  # as the runtimes see it: inside ROOT, absolute
+        chosen = plugin_dirs.Target(os.path.normpath(os.path.join(
+            "/" if root != "/" else os.getcwd(), directory)))
+    problem = plugin_dirs.problem(root, chosen.directory, create)
+    if problem is None:
+        return chosen
+    problem += "%s. The plugin directories of the runtimes found here, in their search " \
+        "order: %s" % (" (chosen: %s)" % chosen.why if chosen.why else "",
+                       plugin_dirs.search_orders(runtimes) or "none (no runtime found)")
+    if problem.startswith(chosen.directory + " does not exist"):
+        problem += ". --create-dir creates it"
+    if directory is None:
+        raise click.ClickException(problem)
+    raise click.BadParameter(problem, param_hint="DIRECTORY")

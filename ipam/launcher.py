@@ -10,20 +10,35 @@ file (:mod:`ipam.bundle`), which the launcher loads without importlib's search.
 
 The recorded paths pin one installation. After rebuilding the virtualenv or upgrading
 Python, write the launcher again. Until then it answers with a CNI error object naming
-that fix, never with a traceback.
+that fix, never with a traceback; so it does when the interpreter itself is gone (the
+virtualenv removed or moved), which is why /bin/sh starts it (see ``_TEMPLATE``).
 """
 import ast
+import json
 import os
+import shlex
 import subprocess
 import sys
 
 from ipam.paths import PLUGIN_NAME, temp_affixes
 
-MAX_SHEBANG = 255  # Linux reads at most this much of a "#!" line (BINPRM_BUF_SIZE - 1)
-
-_TEMPLATE = '''#!{python} -IS
+# The launcher is a shell script and a Python script at once. The kernel runs it with
+# /bin/sh, which execs the interpreter only once it has seen it there: with a
+# "#!<python>" line, a removed or moved virtualenv makes execve fail with ENOENT, which
+# a runtime reports as the plugin itself missing ("fork/exec .../host-local-sqlite: no
+# such file or directory"). Here the runtime gets a CNI error object saying what to do.
+# The line ''':' is, for sh, the no-op command ":" and, for Python, the start of a
+# string that holds the shell's lines (sh never reads past them). The extra exec of
+# /bin/sh (dash on Debian) costs each call about 0.65 ms (docs/performance.md): the
+# price of an answer the runtime can show.
+_TEMPLATE = '''#!/bin/sh
 # host-local-sqlite launcher, written by "ipamctl install-plugin". -I -S: no site
 # processing on each start; the installation's own paths are listed below instead.
+''' + "'''" + ''':'
+[ -x {python} ] && exec {python} -I -S "$0" "$@"
+printf %s {missing}
+exit 1
+''' + "'''" + '''
 import sys
 sys.path += {paths!r}
 try:
@@ -35,6 +50,12 @@ except ImportError as e:
     sys.exit(1)
 run(bundled=True)
 '''
+# The error object when the interpreter is missing: code 5 (an I/O failure), as for a
+# launcher whose paths are stale; no "cniVersion", as no error of the plugin has one
+# (Go's skel prints none, and libcni reads the object without it).
+MISSING = ("host-local-sqlite: the Python interpreter %s that this launcher was written "
+           "for is missing (the virtualenv was removed or moved) or not executable by this "
+           "user: reinstall it, then run 'ipamctl install-plugin' again")
 
 
 def install_paths(python=None):
@@ -65,11 +86,15 @@ def render(python=None, paths=None):
     python = python or sys.executable
     if paths is None:
         paths = install_paths(python)
-    text = _TEMPLATE.format(python=python, paths=list(paths))
-    if len(text.split("\n", 1)[0]) > MAX_SHEBANG or any(c in python for c in " \t\n"):
-        raise ValueError("interpreter path %r cannot go in a #! line (too long, or has "
-                         "blanks): use the console script instead" % python)
-    return text
+    # Only a path that sh takes as one word unquoted (shlex's safe characters: no
+    # blanks, quotes, "$" or backslashes) is written in the shell's lines, which
+    # Python also reads as the text of a string.
+    if not python.startswith("/") or shlex.quote(python) != python:
+        raise ValueError("interpreter path %r cannot go in the launcher (not absolute, "
+                         "or has blanks, quotes or other characters the shell would "
+                         "read): use the console script instead" % python)
+    missing = json.dumps({"code": 5, "msg": MISSING % python})
+    return _TEMPLATE.format(python=python, paths=list(paths), missing=shlex.quote(missing))
 
 
 def install(directory, name=PLUGIN_NAME, python=None, paths=None):

@@ -215,6 +215,90 @@ def _same(root: str, a: str, b: str) -> bool:
         return os.path.normpath(a) == os.path.normpath(b)
 
 
+# -- where to write, when no directory is named -----------------------------------------
+# The directories tried first, in this order: the CNI default, which containerd, CRI-O
+# and Nomad search (alone, by default) and podman last; then Debian's, where its
+# containernetworking-plugins puts Go's plugins and which podman 4 searches earlier.
+COMMON_DIRS = {"/opt/cni/bin": "the CNI default",
+               "/usr/lib/cni": "Debian's (containernetworking-plugins)"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The CNI bin directory to write the plugin into, and why that one (None: named)."""
+
+    directory: str
+    why: str | None = None
+
+
+def would_run_from(r: Runtime, directory: str, plugin: str) -> bool:
+    """Whether ``r`` would run ``directory/plugin`` once written: it searches
+    ``directory``, and no file of that name in a directory it searches before."""
+    for d in r.dirs:
+        if _same(r.root, d, directory):
+            return True
+        if os.path.isfile(at(r.root, os.path.join(d, plugin))):
+            return False
+    return False
+
+
+def choose(root: str, plugin: str, found: list[Runtime]) -> Target:
+    """The directory to write ``plugin`` into when none is named: of those that exist,
+    the one that most runtimes here would run it from, the first on a tie in the order
+    of :data:`COMMON_DIRS`, then each runtime's search order. So with no runtime found,
+    /opt/cni/bin, else /usr/lib/cni; with podman 4 on Debian, /usr/lib/cni even beside
+    an /opt/cni/bin when the name is host-local (Go's is there, searched first). None
+    existing, the one to create, by the same rule."""
+    active = [r for r in found if r.present and r.note is None]
+    candidates = list(dict.fromkeys([*COMMON_DIRS, *(d for r in active for d in r.dirs)]))
+    existing = [d for d in candidates if os.path.isdir(at(root, d))]
+    chosen = max(existing or candidates,
+                 key=lambda d: sum(would_run_from(r, d, plugin) for r in active))
+    runners = [r.name for r in active if would_run_from(r, chosen, plugin)]
+    absent = [d for d in COMMON_DIRS if d not in existing and d != chosen]
+    why = ["none of %s exists" % ", ".join(candidates) if not existing else
+           "it exists (%s do%s not)" % (", ".join(absent), "es" * (len(absent) == 1))
+           if absent else "it exists"]
+    if runners:
+        why.append("%s would run %s from it" % (" and ".join(runners), plugin))
+    elif active:
+        why.append("no runtime here would run %s from any directory that exists (see "
+                   "the warnings)" % plugin)
+    else:
+        why.append("it is %s; no container runtime found here runs CNI plugins"
+                   % COMMON_DIRS[chosen])
+    return Target(chosen, "; ".join(why))
+
+
+def problem(root: str, directory: str, create: bool) -> str | None:
+    """Why ``directory`` cannot take the plugin, if it cannot; with ``create``, its
+    absence is none (:func:`create` makes it)."""
+    real = at(root, directory)
+    if not os.path.lexists(real) and create:
+        return None
+    if not os.path.exists(real):
+        return "%s does not exist" % directory
+    if not os.path.isdir(real):
+        return "%s is not a directory" % directory
+    if not os.access(real, os.W_OK):
+        return "%s is not writable" % directory
+    return None
+
+
+def create(root: str, directory: str) -> list[str]:
+    """Create ``directory`` and its missing parents, 0755 whatever the umask (a runtime
+    may run as another user); returns those created, parents first."""
+    created: list[str] = []
+    path = directory
+    while not os.path.lexists(at(root, path)):
+        created.insert(0, path)
+        path = os.path.dirname(path)
+    for path in created:
+        os.mkdir(at(root, path), 0o755)
+        os.chmod(at(root, path), 0o755)
+    return created
+
+
 # -- the file in the way ----------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Foreign:

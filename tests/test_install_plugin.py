@@ -5,6 +5,7 @@ the temporary root), and the warnings when a runtime would run another file."""
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import traceback
@@ -413,15 +414,93 @@ def test_warns_when_no_runtime_is_found(tmp_path, install):
 def test_a_missing_directory_is_named_with_the_runtimes_directories(tmp_path, install):
     program(tmp_path, "podman")
     put(tmp_path, "/etc/containerd/config.toml", "version = 2\n")
-    _, stderr = install(tmp_path, expect=2)  # the default, /opt/cni/bin: absent on Debian
-    assert stderr.endswith(
-        "Error: Invalid value for DIRECTORY: /opt/cni/bin does not exist. The plugin "
-        "directories of the runtimes found here, in their search order: podman: "
-        "/usr/local/libexec/cni, /usr/libexec/cni, /usr/local/lib/cni, /usr/lib/cni, "
-        "/opt/cni/bin; containerd: /opt/cni/bin\n")
+    orders = ("The plugin directories of the runtimes found here, in their search order: "
+              "podman: /usr/local/libexec/cni, /usr/libexec/cni, /usr/local/lib/cni, "
+              "/usr/lib/cni, /opt/cni/bin; containerd: /opt/cni/bin")
+    _, stderr = install(tmp_path, "/opt/cni/bin", expect=2)  # absent on Debian
+    assert stderr.endswith("Error: Invalid value for DIRECTORY: /opt/cni/bin does not "
+                           "exist. %s. --create-dir creates it\n" % orders)
     put(tmp_path, "/opt/cni/bin", "a file")
-    _, stderr = install(tmp_path, expect=2)
+    _, stderr = install(tmp_path, "/opt/cni/bin", expect=2)
     assert "/opt/cni/bin is not a directory. The plugin" in stderr
+    assert "--create-dir" not in stderr
+    _, stderr = install(tmp_path, "/opt/cni/bin", "--create-dir", expect=2)
+    assert "/opt/cni/bin is not a directory. The plugin" in stderr
+
+
+# -- install-plugin without a directory -----------------------------------------------
+def test_without_a_directory_opt_cni_bin_else_usr_lib_cni(tmp_path, install):
+    (tmp_path / "usr/lib/cni").mkdir(parents=True)
+    info, _ = install(tmp_path)
+    why = ("it exists (/opt/cni/bin does not); it is Debian's (containernetworking-plugins); "
+           "no container runtime found here runs CNI plugins")
+    assert (info["directory"], info["why"], info["created"]) == ("/usr/lib/cni", why, [])
+    assert info["path"] == "/usr/lib/cni/host-local-sqlite"
+    assert is_launcher(tmp_path / "usr/lib/cni/host-local-sqlite")
+
+    (tmp_path / "opt/cni/bin").mkdir(parents=True)
+    text, _ = install(tmp_path, output="table")
+    assert text == ("chose /opt/cni/bin: it exists; it is the CNI default; no container "
+                    "runtime found here runs CNI plugins\nwrote /opt/cni/bin/host-local-sqlite\n")
+    # A directory named is not chosen: no "why".
+    info, _ = install(tmp_path, "/usr/lib/cni")
+    assert (info["directory"], info["why"]) == ("/usr/lib/cni", None)
+
+
+def test_without_a_directory_the_one_the_runtimes_would_run_it_from(tmp_path, install):
+    """Debian with podman 4: Go's host-local sits in /usr/lib/cni, which podman searches
+    before /opt/cni/bin; so a drop-in goes to /usr/lib/cni (and is refused there,
+    naming the package), a plugin of its own name to /opt/cni/bin."""
+    program(tmp_path, "podman")
+    go_binary(tmp_path, "/usr/lib/cni/host-local")
+    dpkg_package(tmp_path, "containernetworking-plugins", "/usr/lib/cni/host-local")
+    (tmp_path / "opt/cni/bin").mkdir(parents=True)
+    _, stderr = install(tmp_path, "--name", "host-local", expect=1)
+    assert stderr.startswith("Error: /usr/lib/cni/host-local is %s, owned by Debian package "
+                             "containernetworking-plugins, not a" % kind_of_go_binary())
+    info, _ = install(tmp_path)
+    assert (info["directory"], info["why"], info["warnings"]) == (
+        "/opt/cni/bin", "it exists; podman would run host-local-sqlite from it", [])
+
+    # What a runtime's config says: CRI-O searching only /usr/libexec/cni wins over an
+    # /opt/cni/bin that it does not search (podman searches both).
+    put(tmp_path, "/etc/crio/crio.conf", '[crio.network]\nplugin_dirs = ["/usr/libexec/cni"]\n')
+    (tmp_path / "usr/libexec/cni").mkdir(parents=True)
+    info, _ = install(tmp_path)
+    assert (info["directory"], info["why"], info["warnings"]) == (
+        "/usr/libexec/cni", "it exists; podman and crio would run host-local-sqlite from it", [])
+
+
+def test_without_a_directory_nothing_existing_is_an_error_unless_told_to_create(
+        tmp_path, install):
+    put(tmp_path, "/etc/nomad.d/client.hcl", 'cni_path = "/var/lib/nomad/cni:/opt/cni/bin"\n')
+    _, stderr = install(tmp_path, expect=1)
+    assert stderr == (
+        "Error: /opt/cni/bin does not exist (chosen: none of /opt/cni/bin, /usr/lib/cni, "
+        "/var/lib/nomad/cni exists; nomad would run host-local-sqlite from it). The plugin "
+        "directories of the runtimes found here, in their search order: nomad: "
+        "/var/lib/nomad/cni, /opt/cni/bin. --create-dir creates it\n")
+    assert sorted(os.listdir(tmp_path)) == ["etc"]
+
+    umask = os.umask(0o077)  # parents too get 0755: a runtime may run as another user
+    try:
+        info, _ = install(tmp_path, "--create-dir")
+    finally:
+        os.umask(umask)
+    assert info["created"] == ["/opt", "/opt/cni", "/opt/cni/bin"]
+    assert info["path"] == "/opt/cni/bin/host-local-sqlite" and info["warnings"] == []
+    assert [stat.S_IMODE((tmp_path / d.lstrip("/")).stat().st_mode)
+            for d in info["created"]] == [0o755] * 3
+    # Once it exists, --create-dir creates nothing.
+    assert install(tmp_path, "--create-dir")[0]["created"] == []
+
+
+def test_create_dir_makes_a_named_directory(tmp_path, install):
+    (tmp_path / "usr").mkdir()
+    text, _ = install(tmp_path, "/usr/local/lib/cni", "--create-dir", output="table")
+    assert text.startswith("created /usr/local\ncreated /usr/local/lib\ncreated "
+                           "/usr/local/lib/cni\nwrote /usr/local/lib/cni/host-local-sqlite\n")
+    assert is_launcher(tmp_path / "usr/local/lib/cni/host-local-sqlite")
 
 
 def test_help_explains_refusal_and_ends_with_examples():

@@ -1,11 +1,13 @@
 """``ipamctl install-plugin``: the launcher behaves exactly as the console script does,
-starts without site processing, and fails as a CNI error object when it is stale."""
+starts without site processing, and fails as a CNI error object when it is stale or its
+interpreter is gone."""
 import json
 import os
 import stat
 import subprocess
 import sys
 
+import pytest
 from helpers import IPAMCTL, PLUGIN, cni_env, launcher_probe
 
 from ipam import bundle, launcher, migrate, paths
@@ -37,7 +39,8 @@ def test_writes_an_executable_with_the_installation_paths(tmp_path):
     assert info["bundle"] == bundle.path() and os.path.isfile(info["bundle"])
     assert stat.S_IMODE(path.stat().st_mode) == 0o755
     text = path.read_text()
-    assert text.startswith("#!%s -IS\n" % sys.executable)
+    assert text.startswith("#!/bin/sh\n")
+    assert '\n[ -x {0} ] && exec {0} -I -S "$0" "$@"\n'.format(sys.executable) in text
     assert all(repr(p) in text for p in info["paths"])
     assert not [p for p in os.listdir(tmp_path / "bin") if p.startswith(".")]  # no temp file
     assert install(tmp_path, "--name", "host-local")["path"].endswith("/bin/host-local")
@@ -95,14 +98,64 @@ def test_refuses_bad_names_and_directories(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr, out
 
 
-def test_an_interpreter_path_unfit_for_a_shebang_is_refused():
-    for python in ("/x" * 200, "/opt/my python/bin/python"):
+def test_an_interpreter_path_the_shell_would_read_is_refused():
+    for python in ("/opt/my python/bin/python", "/opt/it's/python", "/opt/$HOME/python",
+                   "/opt/a\\b/python", "bin/python", "/opt/\u00e9/python"):
         try:
             launcher.render(python=python, paths=[])
         except ValueError as e:
             assert "console script" in str(e)
         else:
             raise AssertionError(python)
+
+
+def test_an_interpreter_path_longer_than_a_shebang_line_works(tmp_path):
+    """No "#!" line holds the interpreter's path any more: Linux cut one at 255 bytes."""
+    deep = tmp_path / ("d" * 100) / ("e" * 100) / ("f" * 60)
+    deep.mkdir(parents=True)
+    (deep / "python").symlink_to(sys.executable)
+    python = str(deep / "python")
+    assert len(python) > 255
+    long = tmp_path / "long"
+    long.write_text(launcher.render(python=python, paths=launcher.install_paths()))
+    long.chmod(0o755)
+    rc, out = run(str(long), "VERSION", {"cniVersion": "1.0.0"})
+    assert rc == 0 and "1.1.0" in json.loads(out)["supportedVersions"], out
+
+
+def test_a_missing_interpreter_is_a_cni_error_that_says_what_to_do(tmp_path, netconf):
+    """A virtualenv moved away from under its launcher, the launcher run as a runtime
+    runs a plugin (libcni: execve of the path, CNI_* environment, config on stdin): the
+    runtime reads an error object, where a "#!<python>" line made execve itself fail
+    ("fork/exec ...: no such file or directory", for a file that is there)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   capture_output=True, timeout=60)
+    python = str(venv / "bin" / "python")
+    plugin = tmp_path / "host-local-sqlite"
+    plugin.write_text(launcher.render(python=python, paths=launcher.install_paths()))
+    plugin.chmod(0o755)
+    conf = netconf({"subnet": "10.80.0.0/24"})
+    assert run(str(plugin), "ADD", conf, container_id="c1")[0] == 0
+
+    venv.rename(tmp_path / "moved")
+    for command in ("ADD", "DEL", "VERSION"):
+        env = {"PATH": os.environ.get("PATH", "")}
+        env.update(cni_env(command, container_id="c1"))
+        proc = subprocess.run([str(plugin)], input=json.dumps(conf).encode(), env=env,
+                              capture_output=True, timeout=60)
+        assert (proc.returncode, proc.stderr) == (1, b""), (command, proc)
+        assert json.loads(proc.stdout) == {"code": 5, "msg": (
+            "host-local-sqlite: the Python interpreter %s that this launcher was written "
+            "for is missing (the virtualenv was removed or moved) or not executable by "
+            "this user: reinstall it, then run 'ipamctl install-plugin' again" % python)}, command
+
+    # What the old "#!<python> -IS" line made of it: no answer at all, ENOENT from execve.
+    shebang = tmp_path / "shebang"
+    shebang.write_text("#!%s -IS\nprint('never')\n" % python)
+    shebang.chmod(0o755)
+    with pytest.raises(FileNotFoundError):
+        subprocess.run([str(shebang)], capture_output=True, timeout=60)
 
 
 def test_the_launcher_reaches_a_shared_pool(tmp_path, netconf, pg_url):

@@ -62,6 +62,10 @@ def _argv(example, tmp, data):
               "URL": os.path.join(data, ".host-local-sqlite.db"),
               "FILE": os.path.join(tmp, "backup.db"), "now.db": os.path.join(tmp, "backup.db"),
               "DIR": directory}
+    if words[:1] == ["install-plugin"]:
+        # Inside a throwaway root, never this system's CNI directories (an example
+        # without DIRECTORY picks one of them): its paths are looked up under it.
+        return [{"DIR": "/opt/cni/bin"}.get(word, word) for word in words] + ["--root", tmp]
     out = []
     for word in words:
         if word in values:
@@ -104,6 +108,8 @@ def test_every_readme_command_runs(tmp_path, pool, where, example):
     shutil.rmtree(data)
     shutil.copytree(template, data, symlinks=True)
     (tmp_path / "bin").mkdir()
+    for cni_bin in ("opt/cni/bin", "usr/lib/cni"):  # install-plugin's, under --root
+        (tmp_path / cni_bin).mkdir(parents=True)
     (tmp_path / "host-local" / "mynet").mkdir(parents=True)  # Go's layout, nothing leased
     argv = _argv(example, str(tmp_path), str(data))
     runner = CliRunner()

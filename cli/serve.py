@@ -41,9 +41,10 @@ def serve_cmd(socket_path: str, pool_size: int, drain_timeout: float) -> None:
     processes, ipamctl and the daemon may all run at once. Only root and the
     daemon's own user may call it. One line per call is logged to stderr. A
     second daemon on the same socket refuses to start. SIGTERM, SIGINT or SIGHUP
-    drains it (see --drain-timeout); a second signal stops it at once. Under systemd, the units in deploy/systemd start
-    it on the first call (socket activation); 'ipamctl health' asks it how it
-    is. Restart it after an upgrade: it runs the code it loaded.
+    drains it (see --drain-timeout); a second signal stops it at once. Under
+    systemd, the units in deploy/systemd start it on the first call (socket
+    activation); 'ipamctl health' asks it how it is. Restart it after an
+    upgrade: it runs the code it loaded.
 
     \b
     Example:

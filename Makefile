@@ -7,7 +7,7 @@ PYTHONS ?= 3.11 3.12 3.13
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install compile demo test check test-all lint typecheck bench wheel-smoke clean
+.PHONY: install compile demo test check test-all lint typecheck bench wheel-smoke dist clean
 
 install: $(STAMP)
 
@@ -57,6 +57,18 @@ typecheck: install
 bench: compile
 	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) tools/bench.py $(BENCH_ARGS)
+
+# The self-contained build: dist/host-local-sqlite-<version>-linux-<arch>.tgz, both
+# executables frozen with cx_Freeze from $(PYTHON), for nodes with no Python. Its own venv
+# holds a regular install of this tree (an editable one maps cli/ by an import hook that
+# a freezer cannot follow).
+DIST_VENV ?= build/dist-venv
+dist:
+	test -x $(DIST_VENV)/bin/python || $(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DIST_VENV)/bin/python -m pip install -q --force-reinstall --no-deps .
+	$(DIST_VENV)/bin/python -m pip install -q '.[postgresql,dist]'
+	$(DIST_VENV)/bin/python tools/build_dist.py $(DIST_ARGS)
 
 wheel-smoke: install
 	$(PY) -m pytest tests/test_wheel.py

@@ -30,6 +30,7 @@ symbol version any of its ELF files requires.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -130,6 +131,23 @@ def glibc_needed(root: str) -> str:
     return ".".join(str(n) for n in (best if best[2] else best[:2]))
 
 
+def digest(root: str) -> str:
+    """SHA-256 over every file's path and bytes (and every symlink's target): two
+    builds of one version are told apart by it (the installed copy's name)."""
+    h = hashlib.sha256()
+    for folder, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            h.update(os.path.relpath(path, root).encode() + b"\0")
+            if os.path.islink(path):
+                h.update(b"->" + os.readlink(path).encode())
+            else:
+                with open(path, "rb") as f:
+                    h.update(f.read())
+    return h.hexdigest()
+
+
 def size(root: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root)
                for f in fs if not os.path.islink(os.path.join(d, f)))
@@ -149,7 +167,7 @@ def build(out_dir: str, work: str) -> dict:
     info = {"name": "host-local-sqlite", "version": version,
             "python": platform.python_version(), "freezer": "cx_Freeze " + cx_Freeze.__version__,
             "platform": "linux-" + machine, "glibc": glibc_needed(tree),
-            "vendored": vendored, "size_bytes": size(tree)}
+            "vendored": vendored, "size_bytes": size(tree), "digest": digest(tree)}
     with open(os.path.join(tree, "BUILD-INFO"), "w") as f:
         json.dump(info, f, indent=2)
         f.write("\n")

@@ -10,7 +10,7 @@ import click
 
 from host_local_sqlite_cli.common import Obj
 from host_local_sqlite_cli.output import emit, table_or_json
-from ipam import bundle, launcher, plugin_dirs
+from ipam import bundle, frozen, launcher, plugin_dirs
 from ipam.paths import PLUGIN_NAME
 
 CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), PLUGIN_NAME)
@@ -50,6 +50,11 @@ def install_plugin_cmd(obj: Obj, directory: str | None, name: str, force: bool, 
     It records this installation's interpreter and paths: run it again after
     rebuilding the virtualenv, upgrading Python or upgrading this package.
 
+    Run from the self-contained build (make dist), it installs that build instead:
+    a copy in DIRECTORY/host-local-sqlite.d/<version>-<digest>/ and NAME a relative
+    symlink to its plugin, switched in one rename; copies no link uses any more are
+    removed, but for the one NAME used just before.
+
     It refuses to replace a file that is not one of its launchers (Go's host-local,
     a script...), naming it and its Debian package; --force replaces it and keeps it
     beside. Then it warns about each runtime found here (podman, containerd, crio,
@@ -57,9 +62,11 @@ def install_plugin_cmd(obj: Obj, directory: str | None, name: str, force: bool, 
     directories, or that does not search DIRECTORY at all.
 
     JSON: {"path", "directory", "why", "created", "python", "paths", "bundle",
-    "kept", "warnings", "runtimes"} (why: null when DIRECTORY was given; created:
-    the directories --create-dir made; bundle: null if it could not be written, the
-    launcher then imports the usual way; kept: null, or where and how the replaced
+    "build", "kept", "warnings", "runtimes"} (why: null when DIRECTORY was given;
+    created: the directories --create-dir made; bundle: null if it could not be
+    written, the launcher then imports the usual way; python, paths and bundle are
+    null from the self-contained build, and build null from a Python installation,
+    else {"build", "link", "reused", "removed"}; kept: null, or where and how the replaced
     file was kept; runtimes: those found, with their search order and the file each
     would run).
 
@@ -82,30 +89,41 @@ def install_plugin_cmd(obj: Obj, directory: str | None, name: str, force: bool, 
             "%s is %s, not a host-local-sqlite launcher: not replacing it. --force "
             "replaces it and keeps it as %s" % (target, old, "%s.distrib (a dpkg "
             "diversion)" % target if old.package else "%s.orig" % target))
-    paths = launcher.install_paths()
+    build = frozen.running_build()
+    paths: list[str] | None = None
+    bundle_path = installed = None
     warnings = []
-    try:
-        launcher.render(paths=paths)  # fails before anything moves, if it is to fail
-        bundle_path = bundle.build()
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
-    except OSError as e:
-        bundle_path = None
-        warnings.append("cannot write the byte-code bundle (%s); the launcher works "
-                        "without it, about 1 ms slower per call" % e)
+    if build is None:
+        paths = launcher.install_paths()
+        try:
+            launcher.render(paths=paths)  # fails before anything moves, if it is to fail
+            bundle_path = bundle.build()
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+        except OSError as e:
+            warnings.append("cannot write the byte-code bundle (%s); the launcher works "
+                            "without it, about 1 ms slower per call" % e)
     try:
         created = plugin_dirs.create(root, directory) if create_dir else []
     except OSError as e:
         raise click.ClickException("cannot create %s: %s" % (directory, e)) from None
     try:
         kept = plugin_dirs.set_aside(root, target, old) if old else None
-        launcher.install(real_dir, name, paths=paths)
+        if build is None:
+            launcher.install(real_dir, name, paths=paths)
+        else:
+            installed = frozen.install(real_dir, name, build)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException("cannot install into %s: %s" % (directory, e)) from None
     warnings += plugin_dirs.warnings(root, directory, name, runtimes)
     for warning in warnings:
         click.echo("warning: " + warning, err=True)
     text = "".join("created %s\n" % d for d in created) + "wrote %s" % target
+    if installed:
+        text += " -> %s (%s)" % (installed["link"], "already there" if installed["reused"]
+                                 else "copied from %s" % build)
     if chosen.why:
         text = "chose %s: %s\n%s" % (directory, chosen.why, text)
     if kept and kept["package"]:
@@ -116,8 +134,9 @@ def install_plugin_cmd(obj: Obj, directory: str | None, name: str, force: bool, 
     elif kept:
         text += "\nkept the file it replaced (%s) as %s" % (old, kept["path"])
     emit(obj.output, {"path": target, "directory": directory, "why": chosen.why,
-                      "created": created, "python": sys.executable, "paths": paths,
-                      "bundle": bundle_path, "kept": kept, "warnings": warnings,
+                      "created": created, "python": None if build else sys.executable,
+                      "paths": paths, "bundle": bundle_path, "build": installed,
+                      "kept": kept, "warnings": warnings,
                       "runtimes": [r.report(name) for r in runtimes if r.present]}, text)
 
 

@@ -22,6 +22,8 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
+from ipam import frozen
+
 # The launcher's second line (ipam.launcher's template; a test keeps the two in step).
 MARKER = b'# host-local-sqlite launcher, written by "ipamctl install-plugin"'
 PODMAN_DIRS = ["/usr/local/libexec/cni", "/usr/libexec/cni", "/usr/local/lib/cni",
@@ -313,13 +315,16 @@ class Foreign:
 
 
 def foreign(root: str, path: str, console_script: str | None = None) -> Foreign | None:
-    """What is at ``path``, unless nothing or ours: a launcher (by its marker line) or a
-    symlink to ``console_script`` (the README's other way to install)."""
+    """What is at ``path``, unless nothing or ours: a launcher (by its marker line), a
+    symlink to ``console_script`` (the README's other way to install) or to a copy of
+    the self-contained build (:mod:`ipam.frozen`)."""
     real = at(root, path)
     try:
         if os.path.islink(real):
             target = os.readlink(real)
             if console_script and os.path.realpath(real) == os.path.realpath(console_script):
+                return None
+            if frozen.is_ours(target):  # a self-contained build that install-plugin copied
                 return None
             in_root = os.path.normpath(os.path.join(os.path.dirname(path), target))
             owner = package_owner(root, in_root)

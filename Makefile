@@ -54,7 +54,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-bench: compile
+bench: compile dist
 	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) tools/bench.py $(BENCH_ARGS)
 

@@ -17,6 +17,11 @@ and stopped with SIGTERM) gets rows of its own beside the others, with issue 16'
 the launcher forwarding to it, per call and in bursts (its CPU counted with the clients'),
 on SQLite and on the shared pool, and how many server connections one node holds during
 a burst, in process and through the daemon. ``--no-daemon`` leaves them out.
+
+The self-contained build (``make dist``, which ``make bench`` runs first) gets a row
+too, "frozen": its plugin and its ipamctl, interleaved with the others, and its ratio to
+the launcher (issue 17's target: within 1.5x). ``--frozen DIR`` names another build
+directory; ``--frozen ''`` leaves it out.
 """
 import argparse
 import ipaddress
@@ -45,6 +50,7 @@ BURST_SETTLE = 1.0  # seconds of quiet before each burst
 FELL_BACK = b"running the call in process"  # the client's word when no daemon answered
 REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 DOCS = os.path.join(REPO, "docs")
+FROZEN = os.path.join(REPO, "build", "frozen", "host-local-sqlite.d")  # make dist's build
 
 
 def write_host_local_dir(data_dir, n, network=NETWORK):
@@ -159,10 +165,11 @@ def install_baseline(tmp, rev):
     return path, ctl
 
 
-def prepare(tmp, n, with_go, launcher, baseline=None, daemon=None):
+def prepare(tmp, n, with_go, launcher, baseline=None, daemon=None, frozen=None):
     """A pool of ``n`` leases for each plugin: files for Go, ``ipamctl import`` for ours
     (one copy for the console script, one for the launcher, one for the baseline, one
-    for the launcher forwarding to ``daemon``)."""
+    for the launcher forwarding to ``daemon``, one for the ``frozen`` build's plugin and
+    ipamctl)."""
     plugins = {}
     src = os.path.join(tmp, "src-%d" % n)
     write_host_local_dir(src, n)
@@ -172,6 +179,9 @@ def prepare(tmp, n, with_go, launcher, baseline=None, daemon=None):
         ours.append(("baseline", baseline[0], baseline[1], config))
     if daemon is not None:
         ours.append(("daemon", launcher, [IPAMCTL], daemon_config(daemon)))
+    if frozen:
+        ours.append(("frozen", os.path.join(frozen, "host-local-sqlite"),
+                     [os.path.join(frozen, "ipamctl")], config))
     for name, binary, ctl, conf in ours:
         data_dir = os.path.join(tmp, "%s-%d" % (name, n))
         shutil.copytree(src, data_dir)
@@ -590,9 +600,15 @@ def main():
                          "(0: skip)")
     ap.add_argument("--no-daemon", action="store_true",
                     help="leave out the node daemon's rows (ipamctl serve)")
+    ap.add_argument("--frozen", metavar="DIR", default=FROZEN,
+                    help="the self-contained build to measure beside the launcher "
+                         "(default: make dist's; '' for none)")
     ap.add_argument("--baseline", metavar="REV",
                     help="also measure the launcher of git revision REV, interleaved")
     args = ap.parse_args()
+    if args.frozen and not os.access(os.path.join(args.frozen, "host-local-sqlite"), os.X_OK):
+        ap.error("no self-contained build at %s: run make dist, or pass --frozen ''"
+                 % args.frozen)
     with_go = os.access(GO, os.X_OK)
     if not with_go:
         print("Go host-local not found at %s: measuring host-local-sqlite alone" % GO)
@@ -606,7 +622,8 @@ def main():
         if not args.no_daemon:
             daemon = start_daemon(tmp, "sqlite", DAEMON_POOL)
         for n in sizes:
-            plugins, import_s = prepare(tmp, n, with_go, launcher, baseline, daemon)
+            plugins, import_s = prepare(tmp, n, with_go, launcher, baseline, daemon,
+                                        args.frozen)
             r = cycles(plugins, args.cycles, n)
             r.update(n=n, import_s=import_s)
             rows.append(r)
@@ -624,6 +641,11 @@ def main():
             if daemon is not None:
                 line += "  daemon ADD %6.1f DEL %6.1f ms" % (r["daemon"]["ADD"],
                                                            r["daemon"]["DEL"])
+            if args.frozen:
+                line += "  frozen ADD %6.1f DEL %6.1f ms (x%.2f, x%.2f the launcher)" % (
+                    r["frozen"]["ADD"], r["frozen"]["DEL"],
+                    r["frozen"]["ADD"] / r["launcher"]["ADD"],
+                    r["frozen"]["DEL"] / r["launcher"]["DEL"])
             print(line, flush=True)
         burst_dir = os.path.join(tmp, "burst")
         contenders = {"ours": (OURS, config), "launcher": (launcher, config)}

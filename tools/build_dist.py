@@ -141,7 +141,10 @@ def glibc_needed(root: str) -> str:
 
 def digest(root: str) -> str:
     """SHA-256 over every file's path and bytes (and every symlink's target): two
-    builds of one version are told apart by it (the installed copy's name)."""
+    builds of one version are told apart by it (the installed copy's name), and a
+    rebuild of the same sources is the same build. So a ``.pyc`` counts without its
+    header's source mtime and size (bytes 8 to 16), which change with every install
+    of the package into the build venv."""
     h = hashlib.sha256()
     for folder, dirs, files in sorted(os.walk(root)):
         dirs.sort()
@@ -152,7 +155,10 @@ def digest(root: str) -> str:
                 h.update(b"->" + os.readlink(path).encode())
             else:
                 with open(path, "rb") as f:
-                    h.update(f.read())
+                    data = f.read()
+                if name.endswith(".pyc") and data[4:8] == b"\0\0\0\0":  # mtime-based
+                    data = data[:8] + data[16:]
+                h.update(data)
     return h.hexdigest()
 
 

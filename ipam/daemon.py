@@ -49,6 +49,9 @@ REQUEST_TIMEOUT = 10.0  # seconds a connected client has to send its whole reque
 # A terminal's hang-up too: a daemon started by hand stops as cleanly as under systemd.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 BACKLOG = 512  # connections the kernel queues: a node starting hundreds of pods at once
+# Linux 4.5's flag; a Python built against older kernel headers lacks the name (the
+# CPython in cx_Freeze's bases, built for glibc 2.17: the self-contained build's).
+EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 _SD_LISTEN_FDS_START = 3  # systemd's first passed descriptor (sd_listen_fds(3))
 
 
@@ -432,7 +435,7 @@ class Daemon:
         assert listener is not None and wake is not None
         poller = select.epoll()
         try:
-            poller.register(listener.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+            poller.register(listener.fileno(), select.EPOLLIN | EPOLLEXCLUSIVE)
             poller.register(wake[0], select.EPOLLIN)
             while not self._stopping.is_set():
                 poller.poll()

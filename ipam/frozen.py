@@ -6,7 +6,7 @@ may run them through a symlink, and ``ipamctl install-plugin``, run from a build
 that build, not a launcher::
 
     DIR/host-local-sqlite.d/<version>-<digest>/   a copy of the build
-    DIR/NAME -> host-local-sqlite.d/<version>-<digest>/host-local-sqlite
+    DIR/NAME -> host-local-sqlite.d/<version>-<digest>/host_local_sqlite
 
 The copy is made under a temporary name and renamed into place, and ``NAME`` is a new
 symlink renamed over the old one: a runtime starting the plugin meanwhile runs the old
@@ -27,7 +27,7 @@ import sys
 from typing import Any
 
 BUILDS = "host-local-sqlite.d"  # in DIR: the installed copies (and the tarball's name)
-PLUGIN = "host-local-sqlite"    # the plugin's executable in a build
+PLUGIN = "host_local_sqlite"    # the plugin's executable in a build (tools/build_dist.py)
 INFO = "BUILD-INFO"
 
 

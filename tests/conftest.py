@@ -230,3 +230,24 @@ def podman():
     instance = Podman()
     yield instance
     instance.close()
+
+
+# -- the self-contained build (make dist) ------------------------------------------------------
+@pytest.fixture(scope="session")
+def frozen_build(tmp_path_factory):
+    """``make dist`` once per session, as the README says, from this run's Python (its
+    build venv, ``build/dist-venv-X.Y``, is kept between runs): the unpacked build
+    directory (``host-local-sqlite.d``), its tarball and BUILD-INFO."""
+    from helpers import REPO, FrozenBuild
+
+    out = tmp_path_factory.mktemp("dist")
+    version = "%d.%d" % sys.version_info[:2]
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "dist", "PYTHON=" + sys._base_executable,
+         "DIST_VENV=build/dist-venv-" + version,
+         "DIST_ARGS=--out %s --work %s" % (out, out / "work")],
+        cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, "make dist failed:\n%s\n%s" % (proc.stdout[-4000:],
+                                                                 proc.stderr[-4000:])
+    return FrozenBuild(str(out / "work" / "host-local-sqlite.d"), str(out))
+

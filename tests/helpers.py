@@ -556,3 +556,29 @@ class Podman:
             left = mounts_under(self.directory)
             assert not left, "podman left mounts: %s" % left
             shutil.rmtree(self.directory)
+
+
+class FrozenBuild:
+    """A self-contained build (``make dist``): ``directory`` (unpacked) holds both
+    executables and BUILD-INFO (``info``); ``tarball`` is in ``out``."""
+
+    def __init__(self, directory, out):
+        self.directory = directory
+        self.plugin = os.path.join(directory, "host_local_sqlite")
+        self.ipamctl = os.path.join(directory, "ipamctl")
+        with open(os.path.join(directory, "BUILD-INFO")) as f:
+            self.info = json.load(f)
+        self.tarball = os.path.join(out, "host-local-sqlite-%s-%s.tgz" % (
+            self.info["version"], self.info["platform"]))
+
+    def run(self, executable, *args, input=b"", env=None, root=None, timeout=120):
+        """``executable`` (a path) with ``args``; under ``root``, chrooted there in a
+        mount namespace of its own with /proc mounted (the executables find their
+        libraries through /proc/self/exe), nothing else of the host's."""
+        argv = [executable, *args]
+        if root is not None:
+            argv = ["unshare", "--mount", "--propagation", "private", "--fork", "sh", "-c",
+                    'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"', root, *argv]
+        return subprocess.run(argv, input=input, env=env if env is not None else {},
+                              capture_output=True, timeout=timeout)
+

@@ -80,11 +80,12 @@ def calls(request):
     return request.getfixturevalue("start_daemon")() if request.param == "daemon" else None
 
 
-def install_plugin(podman, *args):
+def install_plugin(podman, *args, ipamctl=IPAMCTL):
     """``ipamctl -o json install-plugin`` into the podman's first plugin directory, with
     its containers.conf in the environment (as on a node where it is the system's): the
-    JSON report, and the podman runtime's part of it."""
-    proc = subprocess.run([IPAMCTL, "-o", "json", "install-plugin", podman.plugin_dir, *args],
+    JSON report, and the podman runtime's part of it. ``ipamctl``: this installation's
+    (which writes the launcher) or a self-contained build's (which copies the build)."""
+    proc = subprocess.run([ipamctl, "-o", "json", "install-plugin", podman.plugin_dir, *args],
                           env=podman.env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
@@ -198,6 +199,25 @@ def test_the_drop_in_name_found_first_is_ours(bridge, podman, rootfs, tmp_path):
     assert mirror(data_dir, net) == {ip: cid + "\r\neth0"}
 
     podman("rm", "--force", "--time", "0", "c")
+    assert leases(data_dir, net) == [] and mirror(data_dir, net) == {}
+    gone(sandbox, net, cid)
+
+
+@pytest.mark.network  # the self-contained build: make dist installs cx_Freeze
+def test_the_self_contained_build_serves_podman(bridge, frozen_build, podman, rootfs,
+                                                tmp_path):
+    """The build installed by its own ipamctl serves podman as the launcher does."""
+    report = install_plugin(podman, ipamctl=frozen_build.ipamctl)
+    assert report["build"]["link"].startswith("host-local-sqlite.d/")
+    data_dir, net = tmp_path / "ipam", "hlsp"
+    network(podman, net, bridge, paths.PLUGIN_NAME, data_dir)
+
+    cid, ip, sandbox = start(podman, rootfs, net, "f")
+    listed = subprocess.run([frozen_build.ipamctl, "--data-dir", str(data_dir), "-o", "json",
+                             "list"], capture_output=True, text=True, timeout=60)
+    assert owners(json.loads(listed.stdout)) == [(net, ip, cid, "eth0")], listed.stderr
+    assert mirror(data_dir, net) == {ip: cid + "\r\neth0"}
+    podman("rm", "--force", "--time", "0", "f")
     assert leases(data_dir, net) == [] and mirror(data_dir, net) == {}
     gone(sandbox, net, cid)
 

@@ -180,7 +180,7 @@ def prepare(tmp, n, with_go, launcher, baseline=None, daemon=None, frozen=None):
     if daemon is not None:
         ours.append(("daemon", launcher, [IPAMCTL], daemon_config(daemon)))
     if frozen:
-        ours.append(("frozen", os.path.join(frozen, "host-local-sqlite"),
+        ours.append(("frozen", os.path.join(frozen, "host_local_sqlite"),
                      [os.path.join(frozen, "ipamctl")], config))
     for name, binary, ctl, conf in ours:
         data_dir = os.path.join(tmp, "%s-%d" % (name, n))
@@ -606,7 +606,7 @@ def main():
     ap.add_argument("--baseline", metavar="REV",
                     help="also measure the launcher of git revision REV, interleaved")
     args = ap.parse_args()
-    if args.frozen and not os.access(os.path.join(args.frozen, "host-local-sqlite"), os.X_OK):
+    if args.frozen and not os.access(os.path.join(args.frozen, "host_local_sqlite"), os.X_OK):
         ap.error("no self-contained build at %s: run make dist, or pass --frozen ''"
                  % args.frozen)
     with_go = os.access(GO, os.X_OK)

@@ -14,7 +14,7 @@ import sys
 
 sys.frozen = True  # what frozen-aware code checks: ipamctl install-plugin copies the build
 
-PLUGIN_MAIN = "__main__host_local_sqlite"
+PLUGIN_MAIN = "__main__host_local_sqlite"  # the executable host_local_sqlite's
 
 
 def run(name):

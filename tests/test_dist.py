@@ -1,0 +1,177 @@
+"""The self-contained build (``make dist``, tools/build_dist.py): it runs where no Python
+is, installs itself with ``ipamctl install-plugin``, serves and forwards like the
+Python installation, and the README states what it needs."""
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+
+import pytest
+from helpers import REPO, cni_env
+
+pytestmark = pytest.mark.network  # make dist installs the freezer from the package index
+
+
+def conf(data_dir, ipam_type="host-local-sqlite", **ipam):
+    return json.dumps({"cniVersion": "1.0.0", "name": "dist", "type": "bridge",
+                       "ipam": {"type": ipam_type, "dataDir": data_dir, "daemon": False,
+                                "ranges": [[{"subnet": "10.66.0.0/24"}]], **ipam}}).encode()
+
+
+def cni(frozen_build, plugin, command, config, container="c1", root=None):
+    proc = frozen_build.run(plugin, input=config, root=root,
+                            env=cni_env(command, container_id=container))
+    assert b"Traceback" not in proc.stderr, proc.stderr.decode()
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    return json.loads(proc.stdout) if proc.stdout.strip() else None
+
+
+def glibc_root(root):
+    """A root file system holding glibc's shared libraries (Debian's libc6 package) and
+    nothing else of the host's: no Python, no libz, no libsqlite3."""
+    listing = subprocess.run(["dpkg", "-L", "libc6"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    for path in listing + ["/lib64/ld-linux-x86-64.so.2"]:
+        if ".so" in os.path.basename(path) and os.path.lexists(path) \
+                and not os.path.isdir(path):
+            dest = os.path.join(root, path.lstrip("/"))
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            if not os.path.lexists(dest):
+                shutil.copy2(path, dest, follow_symlinks=False)
+    for sub in ("proc", "tmp", "opt/cni/bin"):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    return root
+
+
+def test_build_info_states_what_the_node_needs(frozen_build):
+    info = frozen_build.info
+    assert info["freezer"].startswith("cx_Freeze ")
+    assert re.fullmatch(r"2\.\d+", info["glibc"]), info
+    # The tarball unpacks into a CNI bin directory like the CNI plugins' release: the
+    # two executables (symlinks into the build) and the build itself.
+    with tarfile.open(frozen_build.tarball) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert members["host-local-sqlite"].issym()
+    assert members["host-local-sqlite"].linkname == "host-local-sqlite.d/host_local_sqlite"
+    assert members["ipamctl"].linkname == "host-local-sqlite.d/ipamctl"
+    assert "host-local-sqlite.d/BUILD-INFO" in members
+    assert not [n for n in members if re.search(r"(^|/)python3?(\.\d+)?$", n)]
+
+
+def test_readme_states_the_glibc_and_size_it_needs(frozen_build):
+    """The README names the oldest glibc the build runs on: this build needs no newer."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    stated = re.search(r"glibc\s+(2\.\d+)\s+or\s+newer", readme)
+    assert stated, "the README does not say which glibc the self-contained build needs"
+    need = tuple(map(int, frozen_build.info["glibc"].split(".")))
+    assert need <= tuple(map(int, stated.group(1).split("."))), frozen_build.info
+    assert re.search(r"\d+ MB\s+unpacked", readme)
+
+
+@pytest.mark.root
+def test_runs_with_no_python_on_the_node(frozen_build, tmp_path):
+    """Unpacked into a root that has glibc and nothing else, the plugin adds, checks and
+    deletes (migrating a new database on the way, which loads alembic), and ipamctl
+    reads the result: no host Python, nor any other library of the host's."""
+    root = glibc_root(str(tmp_path / "root"))
+    with tarfile.open(frozen_build.tarball) as tar:
+        tar.extractall(os.path.join(root, "opt/cni/bin"), filter="tar")
+    found = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs
+             if f.startswith("python") or f.startswith("libpython")]
+    assert not found, found
+    config = conf("/var/lib/cni/networks")
+    plugin = "/opt/cni/bin/host-local-sqlite"
+    result = cni(frozen_build, plugin, "ADD", config, root=root)
+    assert result["ips"][0]["address"] == "10.66.0.2/24"
+    cni(frozen_build, plugin, "CHECK", config, root=root)
+    ctl = frozen_build.run("/opt/cni/bin/ipamctl", "--data-dir", "/var/lib/cni/networks",
+                           "-o", "json", "list", root=root)
+    assert ctl.returncode == 0, ctl.stderr
+    assert [lease["ip"] for lease in json.loads(ctl.stdout)] == ["10.66.0.2"]
+    with open(os.path.join(root, "var/lib/cni/networks/dist/10.66.0.2"), "rb") as f:
+        assert f.read() == b"c1\r\neth0"  # the mirror, as Go host-local writes it
+    cni(frozen_build, plugin, "DEL", config, root=root)
+    version = frozen_build.run(plugin, root=root, env={"CNI_COMMAND": "VERSION"},
+                               input=b'{"cniVersion": "1.0.0"}')
+    assert json.loads(version.stdout)["cniVersion"] == "1.1.0"
+
+
+def test_install_plugin_installs_the_build(frozen_build, tmp_path):
+    """From the build, install-plugin copies the build into DIR and links NAME to it,
+    relative, in one rename; again, it reuses the copy; a new build switches the link,
+    keeps the previous copy and removes older ones; a foreign file stays unless
+    --force."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+
+    def install(build_dir, *args):
+        proc = frozen_build.run(os.path.join(build_dir, "ipamctl"), "-o", "json",
+                                "install-plugin", str(bin_dir), *args)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    first = install(frozen_build.directory)
+    link = os.readlink(bin_dir / "host-local-sqlite")
+    assert not os.path.isabs(link) and link.startswith("host-local-sqlite.d/0.1.0-")
+    assert first["build"]["reused"] is False and first["python"] is None
+    assert install(frozen_build.directory)["build"]["reused"] is True
+    data = str(tmp_path / "data")
+    assert cni(frozen_build, str(bin_dir / "host-local-sqlite"), "ADD", conf(data))
+
+    # Two later builds: each a copy of this one with another digest in its BUILD-INFO.
+    builds = []
+    for n in (1, 2):
+        other = str(tmp_path / ("build-%d" % n))
+        shutil.copytree(frozen_build.directory, other, symlinks=True)
+        info = dict(frozen_build.info, digest="%d" % n * 64)
+        with open(os.path.join(other, "BUILD-INFO"), "w") as f:
+            json.dump(info, f)
+        builds.append(install(other))
+    assert builds[0]["build"]["removed"] == []  # the first copy was in use just before
+    assert [os.path.basename(p) for p in builds[1]["build"]["removed"]] == [
+        os.path.basename(first["build"]["build"])]
+    assert sorted(os.listdir(bin_dir / "host-local-sqlite.d")) == [
+        "0.1.0-111111111111", "0.1.0-222222222222"]
+    assert cni(frozen_build, str(bin_dir / "host-local-sqlite"), "DEL", conf(data)) is None
+
+    # A drop-in beside it, and a foreign file at the name: refused, untouched.
+    assert install(frozen_build.directory, "--name", "host-local")["path"].endswith(
+        "/host-local")
+    shutil.copy("/bin/true", bin_dir / "foreign")
+    proc = frozen_build.run(frozen_build.ipamctl, "install-plugin", str(bin_dir),
+                            "--name", "foreign")
+    assert proc.returncode == 1 and b"not replacing it" in proc.stderr
+    assert not os.path.islink(bin_dir / "foreign")
+    kept = install(frozen_build.directory, "--name", "foreign", "--force")["kept"]
+    assert kept["path"] == str(bin_dir / "foreign.orig")
+
+
+def test_a_damaged_build_answers_a_cni_error(frozen_build, tmp_path):
+    """A copy missing a module of the plugin's answers the runtime with a CNI error
+    object saying what to do, not a traceback."""
+    broken = str(tmp_path / "broken")
+    shutil.copytree(frozen_build.directory, broken, symlinks=True)
+    for path in glob.glob(os.path.join(broken, "lib", "ipam", "commands*.pyc")):
+        os.unlink(path)
+    proc = frozen_build.run(os.path.join(broken, "host_local_sqlite"),
+                            input=conf(str(tmp_path / "data")), env=cni_env("ADD"))
+    assert proc.returncode == 1
+    assert b"Traceback" not in proc.stdout + proc.stderr
+    error = json.loads(proc.stdout)
+    assert error["code"] == 5 and "unpack it again" in error["msg"]
+
+
+def test_the_node_daemon_of_the_build_serves_its_plugin(frozen_build, start_daemon,
+                                                         tmp_path):
+    """The build's ipamctl serves, and the build's plugin forwards to it."""
+    socket = str(tmp_path / "d.sock")
+    daemon = start_daemon(socket=socket, argv=[frozen_build.ipamctl, "serve", "--socket",
+                                               socket])
+    config = conf(str(tmp_path / "data"), daemon=daemon.socket)
+    assert cni(frozen_build, frozen_build.plugin, "ADD", config)["ips"]
+    assert daemon.health()["calls"] == 1
+    assert "ADD network=dist container=c1" in daemon.log()

@@ -79,7 +79,10 @@ def freeze(out: str) -> None:
               "include_files": [(migrations, "lib/host_local_sqlite_migrations")],
               # Plain files, no zip: the interpreter's own path finder, no zipimport.
               "zip_include_packages": [], "zip_exclude_packages": ["*"],
-              "no_compress": True, "silent": True, "include_msvcr": False}},
+              "no_compress": True, "include_msvcr": False,
+              # Its report of modules that optional imports name but nothing installs
+              # (twisted for prometheus_client, ...) is left out; other warnings stay.
+              "silent_level": 2}},
           script_args=["build_exe"])
 
 

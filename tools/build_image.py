@@ -36,17 +36,23 @@ ROOT = os.path.dirname(HERE)
 CONTAINERFILE = os.path.join(ROOT, "deploy", "kubernetes", "Containerfile")
 FROZEN = os.path.join(ROOT, "build", "frozen", "host-local-sqlite.d")
 NAME = "localhost/host-local-sqlite"  # podman's name for a local image "host-local-sqlite"
-GLIBC_PACKAGE = "libc6"
+GLIBC_PACKAGE = "libc6"  # of dpkg's architecture: a multiarch system may have others
 _SHARED_LIBRARY = re.compile(r"\.so(\.\d+)*$")
 PASSWD = "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:" \
          "/sbin/nologin\n"
 GROUP = "root:x:0:\nnogroup:x:65534:\n"
 
 
+def _native(package: str) -> str:
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    return "%s:%s" % (package, arch)
+
+
 def glibc_files(package: str = GLIBC_PACKAGE) -> list[str]:
     """The shared libraries of Debian's glibc package, as dpkg lists them (the image's
     paths), but its gconv modules."""
-    listed = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True,
+    listed = subprocess.run(["dpkg", "-L", _native(package)], capture_output=True, text=True,
                             check=True).stdout.split()
     return sorted(p for p in listed if _SHARED_LIBRARY.search(p) and "/gconv/" not in p
                   and os.path.isfile(p))
@@ -54,7 +60,7 @@ def glibc_files(package: str = GLIBC_PACKAGE) -> list[str]:
 
 def glibc_version(package: str = GLIBC_PACKAGE) -> str:
     """The package's upstream version, e.g. ``2.36`` for ``2.36-9+deb12u14``."""
-    version = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package],
+    version = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", _native(package)],
                              capture_output=True, text=True, check=True).stdout
     return re.sub(r"^\d+:", "", version).split("-")[0]
 

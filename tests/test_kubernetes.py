@@ -7,7 +7,8 @@ socket directory and a dataDir mounted, serving the host's plugin.
 
 The containers' command lines and mount paths are read from daemonset.yaml itself
 (helpers.read_manifest), so the test and the manifest stay in step; what a cluster would
-add (scheduling, probes' timing, rolling updates) is checked as the manifest's fields.
+add (scheduling, probes' timing, rolling updates) is checked as the manifest's fields,
+in a test that needs nothing more than this venv.
 """
 import json
 import os
@@ -39,9 +40,16 @@ def _missing():
 
 
 MISSING = _missing()
-pytestmark = [pytest.mark.root, pytest.mark.reference,
-              pytest.mark.network,  # make dist installs the freezer from the package index
-              pytest.mark.skipif(bool(MISSING), reason=MISSING or "runnable")]
+
+
+def runs_containers(test):
+    """The marks of a test that builds the image and runs it (the manifest's own test
+    needs none of it: it runs in ``make check``)."""
+    for mark in (pytest.mark.root, pytest.mark.reference,
+                 pytest.mark.network,  # make dist installs the freezer from the package index
+                 pytest.mark.skipif(bool(MISSING), reason=MISSING or "runnable")):
+        test = mark(test)
+    return test
 
 
 def host_path(container, mount_path):
@@ -114,6 +122,7 @@ def test_the_manifest_mounts_what_the_plugin_names():
     assert INSTALL["image"].rsplit(":", 1)[1] == version("host-local-sqlite")
 
 
+@runs_containers
 def test_the_image_holds_glibc_and_the_build_only(installer_image, frozen_build):
     """FROM scratch: the build at /opt/host-local-sqlite (its entrypoint ipamctl), glibc
     in two layers; no shell, no Python interpreter, no other program."""
@@ -144,6 +153,7 @@ def test_the_image_holds_glibc_and_the_build_only(installer_image, frozen_build)
     print("image: %.1f MB" % (image["Size"] / 1e6))
 
 
+@runs_containers
 def test_the_installer_container_installs_the_build(installer_image, frozen_build,
                                                     tmp_path):
     """The initContainer leaves on the host a relative link into the host directory's
@@ -173,6 +183,7 @@ def test_the_installer_container_installs_the_build(installer_image, frozen_buil
     assert json.loads(listed.stdout) == []
 
 
+@runs_containers
 def test_the_installer_container_keeps_a_foreign_file(installer_image, tmp_path):
     """A file the installer did not put there stays, and the pod fails to start (the
     initContainer exits non-zero, saying why) until the operator adds --force, which
@@ -195,6 +206,7 @@ def test_the_installer_container_keeps_a_foreign_file(installer_image, tmp_path)
         "#!/bin/sh\necho another plugin\n"
 
 
+@runs_containers
 def test_the_daemon_container_serves_the_host_plugin(installer_image, frozen_build,
                                                      tmp_path):
     """The serve container, run as the manifest says (its args, its probes' command)

@@ -6,14 +6,15 @@ package and cx_Freeze (the Makefile makes it). cx_Freeze freezes both executable
 interpreter's library, the standard library and the dependencies as byte-code files
 under ``lib/``, and every shared library they need but glibc's.
 
-Why cx_Freeze: measured here side by side (median per call of ADD, then DEL, on a
-SQLite pool), the ``-I -S`` launcher took 12.9 / 12.1 ms; cx_Freeze with the init script
-below 12.5 / 11.9 ms; Nuitka (standalone, the hot path compiled) 21.6 / 21.0 ms: its
-runtime imports ``inspect`` (and with it ``ast``, ``dis``, ``re``, ``enum``) on every
-start; PyInstaller (onedir) 110 / 108 ms: its bootloader re-executes itself and unpacks
-its archive's index. cx_Freeze's stock init script imports ``typing``, which cost about
-10 ms a call: ``tools/frozen/cx_init.py`` replaces it. Its modules are plain ``.pyc`` files
-(no zip), found by the interpreter's own path finder.
+Why cx_Freeze: it starts fastest. Measured here side by side in one run (median per
+call of ADD, then DEL, on a SQLite pool; docs/performance.md), the ``-I -S`` launcher
+took 14.2 / 13.9 ms; cx_Freeze with the init script below 13.4 / 12.3 ms; Nuitka
+(standalone, the hot path compiled) 24.2 / 22.7 ms: its runtime imports ``inspect`` (and
+with it ``ast``, ``dis``, ``re``, ``enum``) on every start; PyInstaller (onedir) 113 /
+110 ms: its bootloader re-executes itself and reads its archive's index. cx_Freeze's
+stock init script imports ``typing``: ``tools/frozen/cx_init.py`` replaces it. Its
+modules are plain ``.pyc`` files, not its zip, found by the interpreter's own path
+finder without ``zipimport``. Those two were worth 12 ms a call.
 
 The tarball, like the containernetworking-plugins release, unpacks into a CNI bin
 directory::

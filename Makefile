@@ -70,6 +70,13 @@ dist:
 	$(DIST_VENV)/bin/python -m pip install -q '.[postgresql,dist]'
 	$(DIST_VENV)/bin/python tools/build_dist.py $(DIST_ARGS)
 
+# The installer image of deploy/kubernetes/ (FROM scratch: glibc and the build of
+# `make dist`), built with podman, nothing pulled: localhost/host-local-sqlite:<version>.
+# IMAGE_ARGS=--save also writes it as an OCI archive into dist/ (for ctr images import).
+.PHONY: image
+image: dist
+	$(PYTHON) tools/build_image.py $(IMAGE_ARGS)
+
 wheel-smoke: install
 	$(PY) -m pytest tests/test_wheel.py
 

@@ -251,3 +251,30 @@ def frozen_build(tmp_path_factory):
                                                                  proc.stderr[-4000:])
     return FrozenBuild(str(out / "work" / "host-local-sqlite.d"), str(out))
 
+
+
+# -- the Kubernetes installer image (deploy/kubernetes/) --------------------------------------
+@pytest.fixture(scope="module")
+def installer_image(frozen_build, tmp_path_factory):
+    """The installer image of deploy/kubernetes/, built from the session's
+    :func:`frozen_build` as ``make image`` builds it (tools/build_image.py makes the
+    context and gives podman's arguments), in a podman of the module's own
+    (helpers.Podman: nothing pulled, the host's images untouched). Yields that podman, the
+    image's name (``tag``) and the script's report; at teardown every container goes."""
+    from types import SimpleNamespace
+
+    from helpers import REPO, Podman
+
+    context = tmp_path_factory.mktemp("image") / "context"
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "build_image.py"),
+                           "--no-build", "--frozen", frozen_build.directory,
+                           "--context", str(context)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    podman = Podman()
+    try:
+        podman(*report["build_args"], timeout=600)
+        yield SimpleNamespace(podman=podman, tag=report["tag"], report=report)
+    finally:
+        podman.close()

@@ -263,15 +263,10 @@ def installer_image(frozen_build, tmp_path_factory):
     image's name (``tag``) and the script's report; at teardown every container goes."""
     from types import SimpleNamespace
 
-    from helpers import REPO, Podman
+    from helpers import Podman, image_context
 
-    context = tmp_path_factory.mktemp("image") / "context"
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "build_image.py"),
-                           "--no-build", "--frozen", frozen_build.directory,
-                           "--context", str(context)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    report = image_context(frozen_build.directory,
+                           tmp_path_factory.mktemp("image") / "context")
     podman = Podman()
     try:
         podman(*report["build_args"], timeout=600)

@@ -642,3 +642,15 @@ def read_manifest(path):
     value, end = block(0, lines[0][0])
     assert end == len(lines), "not in the subset from: %r" % lines[end][1]
     return value
+
+
+def image_context(build_dir, context):
+    """``tools/build_image.py --no-build``: the installer image's build context made in
+    ``context`` from the build at ``build_dir`` (its ``base/`` is glibc and nothing else
+    of this machine's); the script's report, with podman's build arguments."""
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "build_image.py"),
+                           "--no-build", "--frozen", build_dir, "--context", str(context)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+

@@ -6,11 +6,10 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tarfile
 
 import pytest
-from helpers import REPO, cni_env
+from helpers import REPO, cni_env, image_context
 
 pytestmark = pytest.mark.network  # make dist installs the freezer from the package index
 
@@ -27,23 +26,6 @@ def cni(frozen_build, plugin, command, config, container="c1", root=None):
     assert b"Traceback" not in proc.stderr, proc.stderr.decode()
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     return json.loads(proc.stdout) if proc.stdout.strip() else None
-
-
-def glibc_root(root):
-    """A root file system holding glibc's shared libraries (Debian's libc6 package) and
-    nothing else of the host's: no Python, no libz, no libsqlite3."""
-    listing = subprocess.run(["dpkg", "-L", "libc6"], capture_output=True, text=True,
-                             check=True).stdout.split()
-    for path in listing + ["/lib64/ld-linux-x86-64.so.2"]:
-        if ".so" in os.path.basename(path) and os.path.lexists(path) \
-                and not os.path.isdir(path):
-            dest = os.path.join(root, path.lstrip("/"))
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            if not os.path.lexists(dest):
-                shutil.copy2(path, dest, follow_symlinks=False)
-    for sub in ("proc", "tmp", "opt/cni/bin"):
-        os.makedirs(os.path.join(root, sub), exist_ok=True)
-    return root
 
 
 def test_build_info_states_what_the_node_needs(frozen_build):
@@ -77,7 +59,10 @@ def test_runs_with_no_python_on_the_node(frozen_build, tmp_path):
     """Unpacked into a root that has glibc and nothing else, the plugin adds, checks and
     deletes (migrating a new database on the way, which loads alembic), and ipamctl
     reads the result: no host Python, nor any other library of the host's."""
-    root = glibc_root(str(tmp_path / "root"))
+    # The installer image's first layer: glibc's shared libraries, /etc, /tmp.
+    image_context(frozen_build.directory, tmp_path / "context")
+    root = str(tmp_path / "context" / "base")
+    os.makedirs(os.path.join(root, "proc"))
     with tarfile.open(frozen_build.tarball) as tar:
         tar.extractall(os.path.join(root, "opt/cni/bin"), filter="tar")
     found = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs

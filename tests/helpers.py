@@ -583,65 +583,14 @@ class FrozenBuild:
                               capture_output=True, timeout=timeout)
 
 
-
 # --- the Kubernetes manifest and the installer image (test_kubernetes.py) -------------------
 def read_manifest(path):
-    """The YAML of deploy/kubernetes/ as Python objects, read by the subset of YAML it is
-    written in (no PyYAML among the test dependencies): block mappings and sequences by
-    indentation, ``- key: value`` items, full-line comments, JSON-style flow lists and
-    quoted strings, integers, booleans, and a scalar's ``&anchor`` / ``*alias``. Anything
-    else fails loudly rather than read wrongly."""
-    lines = []
+    """The YAML of deploy/kubernetes/ as Python objects, as kubectl reads it (anchors
+    and aliases resolved)."""
+    import yaml
+
     with open(path) as f:
-        text = f.read()
-    for raw in text.splitlines():
-        text = raw.strip()
-        if text and not text.startswith("#"):
-            assert "\t" not in raw and " #" not in text, "not in the subset: %r" % raw
-            lines.append([len(raw) - len(raw.lstrip(" ")), text])
-    anchors = {}
-
-    def scalar(text):
-        if text.startswith("*"):
-            return anchors[text[1:]]
-        if text.startswith("&"):
-            name, _, rest = text[1:].partition(" ")
-            anchors[name] = scalar(rest.strip())
-            return anchors[name]
-        if text[0] in "[{\"" or text.lstrip("-").isdigit() or text in ("true", "false"):
-            return json.loads(text)
-        assert text[0] not in "'|>!%@`", "not in the subset: %r" % text
-        return text
-
-    def block(i, indent):
-        if lines[i][1].startswith("- "):
-            items = []
-            while i < len(lines) and lines[i][0] == indent and lines[i][1].startswith("- "):
-                item = lines[i][1][2:].strip()
-                if ":" in item and not item.startswith(("[", "{", '"')):
-                    lines[i] = [indent + 2, item]  # a mapping's first key
-                    value, i = block(i, indent + 2)
-                else:
-                    value, i = scalar(item), i + 1
-                items.append(value)
-            return items, i
-        mapping = {}
-        while i < len(lines) and lines[i][0] == indent and not lines[i][1].startswith("- "):
-            key, colon, rest = lines[i][1].partition(":")
-            assert colon and key not in mapping, "not in the subset: %r" % lines[i][1]
-            i += 1
-            if rest.strip():
-                mapping[key] = scalar(rest.strip())
-            elif i < len(lines) and (lines[i][0] > indent or (
-                    lines[i][0] == indent and lines[i][1].startswith("- "))):
-                mapping[key], i = block(i, lines[i][0])
-            else:
-                mapping[key] = None
-        return mapping, i
-
-    value, end = block(0, lines[0][0])
-    assert end == len(lines), "not in the subset from: %r" % lines[end][1]
-    return value
+        return yaml.safe_load(f)
 
 
 def image_context(build_dir, context):

@@ -312,6 +312,29 @@ def daemon_env():
     return {k: v for k, v in os.environ.items() if not k.startswith("CNI_") and k not in drop}
 
 
+def wait_health(socket, exited, log, timeout=DAEMON_READY):
+    """Wait until a node daemon answers a health check on ``socket`` (the check
+    ``ipamctl health`` makes); its health. ``exited()``: how the daemon ended, or None
+    while it runs; ``log()``: its log, shown when it ends or does not answer in time."""
+    from ipam.daemon import check_health
+    from ipam.errors import IpamError
+
+    deadline = time.monotonic() + timeout
+    why = "no answer yet"
+    while time.monotonic() < deadline:
+        ended = exited()
+        if ended:
+            raise AssertionError("the daemon %s before answering:\n%s" % (ended, log()))
+        if os.path.exists(socket):
+            try:
+                return check_health(socket, max(deadline - time.monotonic(), 0.1))
+            except IpamError as e:
+                why = str(e)
+        time.sleep(0.02)
+    raise AssertionError("the daemon on %s did not answer a health check within %g s "
+                         "(%s):\n%s" % (socket, timeout, why, log()))
+
+
 class NodeDaemon:
     """An ``ipamctl serve`` process (or ``argv`` that execs one), its stdout and stderr
     (the log) in ``<directory>/daemon-<n>.log``. :meth:`wait_ready` before use;
@@ -333,23 +356,11 @@ class NodeDaemon:
     def wait_ready(self, timeout=DAEMON_READY):
         """Wait until the daemon answers a health check (the check ``ipamctl health``
         makes); its health. Fails, with its log, if it exits or does not answer."""
-        from ipam.daemon import check_health
-        from ipam.errors import IpamError
-
-        deadline = time.monotonic() + timeout
-        why = "no answer yet"
-        while time.monotonic() < deadline:
+        def exited():
             if self.proc.poll() is not None:
-                raise AssertionError("the daemon exited (%d) before answering:\n%s"
-                                     % (self.proc.returncode, self.log()))
-            if os.path.exists(self.socket):
-                try:
-                    return check_health(self.socket, max(deadline - time.monotonic(), 0.1))
-                except IpamError as e:
-                    why = str(e)
-            time.sleep(0.02)
-        raise AssertionError("the daemon on %s did not answer a health check within %g s "
-                             "(%s):\n%s" % (self.socket, timeout, why, self.log()))
+                return "exited (%d)" % self.proc.returncode
+            return None
+        return wait_health(self.socket, exited, self.log, timeout)
 
     def health(self):
         from ipam.daemon import check_health

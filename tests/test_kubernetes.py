@@ -15,13 +15,11 @@ import os
 import re
 import shutil
 import stat
-import time
 
 import pytest
-from helpers import REPO, cni_env, read_manifest
+from helpers import REPO, cni_env, read_manifest, wait_health
 
 from ipam import daemon, frozen, paths
-from ipam.errors import IpamError
 
 MANIFEST = os.path.join(REPO, "deploy", "kubernetes", "daemonset.yaml")
 POD = read_manifest(MANIFEST)["spec"]["template"]["spec"]
@@ -221,19 +219,11 @@ def test_the_daemon_container_serves_the_host_plugin(installer_image, frozen_bui
            "--volume", "%s:%s" % (sockets, socket_dir), "--volume", "%s:%s" % (data, data),
            installer_image.tag, *SERVE["args"])
     socket = str(sockets / os.path.basename(paths.DAEMON_SOCKET))
-    deadline, why = time.monotonic() + 30, "no socket yet"
-    while time.monotonic() < deadline:
+
+    def exited():
         state = podman.inspect("serve")["State"]
-        assert state["Running"], "serve exited:\n" + podman("logs", "serve").stderr
-        try:
-            health = daemon.check_health(socket, 2.0)
-            break
-        except IpamError as e:
-            why = str(e)
-        time.sleep(0.05)
-    else:
-        raise AssertionError("the serve container did not answer within 30 s (%s):\n%s"
-                             % (why, podman("logs", "serve").stderr))
+        return None if state["Running"] else "exited (%d)" % state["ExitCode"]
+    health = wait_health(socket, exited, lambda: podman("logs", "serve").stderr, timeout=30)
     assert health["calls"] == 0
     probe = podman("exec", "serve", *SERVE["livenessProbe"]["exec"]["command"])
     assert "status: ok" in probe.stdout

@@ -86,7 +86,7 @@ def install_plugin_cmd(obj: Obj, directory: str | None, name: str, force: bool, 
     old = plugin_dirs.foreign(root, target, CONSOLE_SCRIPT)
     if old and not force:
         raise click.ClickException(
-            "%s is %s, not a host-local-sqlite launcher: not replacing it. --force "
+            "%s is %s, not one that install-plugin wrote: not replacing it. --force "
             "replaces it and keeps it as %s" % (target, old, "%s.distrib (a dpkg "
             "diversion)" % target if old.package else "%s.orig" % target))
     build = frozen.running_build()

@@ -279,8 +279,8 @@ def test_refuses_to_replace_a_file_that_is_not_its_launcher(tmp_path, install):
     go = go_binary(tmp_path, "/opt/cni/bin/host-local")
     before = go.read_bytes()
     _, stderr = install(tmp_path, "/opt/cni/bin", "--name", "host-local", expect=1)
-    assert stderr == ("Error: /opt/cni/bin/host-local is %s, not a host-local-sqlite "
-                      "launcher: not replacing it. --force replaces it and keeps it as "
+    assert stderr == ("Error: /opt/cni/bin/host-local is %s, not one that install-plugin "
+                      "wrote: not replacing it. --force replaces it and keeps it as "
                       "/opt/cni/bin/host-local.orig\n" % kind_of_go_binary())
     script = put(tmp_path, "/opt/cni/bin/host-local-sqlite", "#!/bin/sh\n", 0o755)
     _, stderr = install(tmp_path, "/opt/cni/bin", expect=1)
@@ -457,7 +457,8 @@ def test_without_a_directory_the_one_the_runtimes_would_run_it_from(tmp_path, in
     (tmp_path / "opt/cni/bin").mkdir(parents=True)
     _, stderr = install(tmp_path, "--name", "host-local", expect=1)
     assert stderr.startswith("Error: /usr/lib/cni/host-local is %s, owned by Debian package "
-                             "containernetworking-plugins, not a" % kind_of_go_binary())
+                             "containernetworking-plugins, not one that install-plugin "
+                             "wrote" % kind_of_go_binary())
     info, _ = install(tmp_path)
     assert (info["directory"], info["why"], info["warnings"]) == (
         "/opt/cni/bin", "it exists; podman would run host-local-sqlite from it", [])

@@ -284,7 +284,7 @@ def test_refuses_to_replace_a_file_that_is_not_its_launcher(tmp_path, install):
                       "/opt/cni/bin/host-local.orig\n" % kind_of_go_binary())
     script = put(tmp_path, "/opt/cni/bin/host-local-sqlite", "#!/bin/sh\n", 0o755)
     _, stderr = install(tmp_path, "/opt/cni/bin", expect=1)
-    assert "host-local-sqlite is a script (#!/bin/sh), not a host-local-sqlite" in stderr
+    assert "host-local-sqlite is a script (#!/bin/sh), not one that install-plugin wrote" in stderr
 
     go_binary(tmp_path, "/usr/lib/cni/host-local")
     dpkg_package(tmp_path, "containernetworking-plugins", "/usr/lib/cni/host-local")

@@ -289,7 +289,7 @@ def test_refuses_to_replace_a_file_that_is_not_its_launcher(tmp_path, install):
     go_binary(tmp_path, "/usr/lib/cni/host-local")
     dpkg_package(tmp_path, "containernetworking-plugins", "/usr/lib/cni/host-local")
     _, stderr = install(tmp_path, "/usr/lib/cni", "--name", "host-local", expect=1)
-    assert ", owned by Debian package containernetworking-plugins, not a" in stderr
+    assert ", owned by Debian package containernetworking-plugins, not one" in stderr
     assert "keeps it as /usr/lib/cni/host-local.distrib (a dpkg diversion)" in stderr
     assert go.read_bytes() == before and script.read_text() == "#!/bin/sh\n"
     assert sorted(os.listdir(tmp_path / "opt/cni/bin")) == ["host-local", "host-local-sqlite"]

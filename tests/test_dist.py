@@ -160,3 +160,25 @@ def test_the_node_daemon_of_the_build_serves_its_plugin(frozen_build, start_daem
     assert cni(frozen_build, frozen_build.plugin, "ADD", config)["ips"]
     assert daemon.health()["calls"] == 1
     assert "ADD network=dist container=c1" in daemon.log()
+
+
+def test_a_rebuild_of_the_same_sources_is_the_same_build(tmp_path):
+    """The digest that names an installed copy ignores what differs between two builds
+    of the same sources: the .pyc headers' source mtimes, cx_Freeze's build stamp."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "build_dist", os.path.join(REPO, "tools", "build_dist.py"))
+    build_dist = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_dist)
+
+    def tree(name, mtime, stamp, code=b"code"):
+        lib = tmp_path / name / "lib"
+        lib.mkdir(parents=True)
+        (lib / "m.pyc").write_bytes(b"\xa7\r\r\n\0\0\0\0" + mtime + b"\x10\0\0\0" + code)
+        (lib / "BUILD_CONSTANTS.pyc").write_bytes(stamp)
+        return str(tmp_path / name)
+
+    a = build_dist.digest(tree("a", b"\1\2\3\4", b"04:05:15"))
+    assert build_dist.digest(tree("b", b"\5\6\7\x08", b"04:05:34")) == a
+    assert build_dist.digest(tree("c", b"\1\2\3\4", b"04:05:15", code=b"other")) != a

@@ -144,12 +144,15 @@ def digest(root: str) -> str:
     builds of one version are told apart by it (the installed copy's name), and a
     rebuild of the same sources is the same build. So a ``.pyc`` counts without its
     header's source mtime and size (bytes 8 to 16), which change with every install
-    of the package into the build venv."""
+    of the package into the build venv, and cx_Freeze's record of when and on which
+    host it built (``lib/BUILD_CONSTANTS.pyc``) not at all."""
     h = hashlib.sha256()
     for folder, dirs, files in sorted(os.walk(root)):
         dirs.sort()
         for name in sorted(files):
             path = os.path.join(folder, name)
+            if os.path.relpath(path, root) == os.path.join("lib", "BUILD_CONSTANTS.pyc"):
+                continue
             h.update(os.path.relpath(path, root).encode() + b"\0")
             if os.path.islink(path):
                 h.update(b"->" + os.readlink(path).encode())

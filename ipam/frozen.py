@@ -8,6 +8,9 @@ that build, not a launcher::
     DIR/host-local-sqlite.d/<version>-<digest>/   a copy of the build
     DIR/NAME -> host-local-sqlite.d/<version>-<digest>/host_local_sqlite
 
+which is also what the build's tarball unpacks into DIR (``tools/build_dist.py``), so
+an unpacked tarball and an installed build are one thing to install over.
+
 The copy is made under a temporary name and renamed into place, and ``NAME`` is a new
 symlink renamed over the old one: a runtime starting the plugin meanwhile runs the old
 build or the new, never half of one. The link is relative, so it is right on the node
@@ -22,13 +25,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from typing import Any
 
-BUILDS = "host-local-sqlite.d"  # in DIR: the installed copies (and the tarball's name)
+BUILDS = "host-local-sqlite.d"  # in DIR: the installed copies (as the tarball unpacks)
 PLUGIN = "host_local_sqlite"    # the plugin's executable in a build (tools/build_dist.py)
+IPAMCTL = "ipamctl"             # the other one
 INFO = "BUILD-INFO"
+# A copy's name (tag()), or one being copied: the only entries of BUILDS ever removed.
+_COPY = re.compile(r"[0-9A-Za-z.+!_-]+-[0-9a-f]{12}(\.tmp-\d+)?")
 
 
 def running_build() -> str | None:
@@ -50,10 +57,19 @@ def tag(build: str) -> str:
     return "%s-%s" % (meta["version"], meta["digest"][:12])
 
 
-def is_ours(link_target: str) -> bool:
-    """Whether a symlink's target is one of the copies this module installs."""
+def copy_of(link_target: str) -> str | None:
+    """The copy a symlink's target is an executable of (``BUILDS/<copy>/<executable>``,
+    as install-plugin and the tarball make them), or None."""
     parts = os.path.normpath(link_target).split(os.sep)
-    return len(parts) == 3 and parts[0] == BUILDS and parts[2] == PLUGIN
+    if len(parts) == 3 and parts[0] == BUILDS and parts[2] in (PLUGIN, IPAMCTL) \
+            and _COPY.fullmatch(parts[1]):
+        return parts[1]
+    return None
+
+
+def is_ours(link_target: str) -> bool:
+    """Whether a symlink's target is the plugin of one of the copies installed here."""
+    return copy_of(link_target) is not None and link_target.endswith(PLUGIN)
 
 
 def install(directory: str, name: str, build: str) -> dict[str, Any]:
@@ -77,9 +93,7 @@ def install(directory: str, name: str, build: str) -> dict[str, Any]:
         os.unlink(tmp)
         raise
     _fsync_dir(directory)
-    keep = {os.path.basename(copy)}
-    if previous and is_ours(previous):
-        keep.add(os.path.normpath(previous).split(os.sep)[1])
+    keep = {os.path.basename(copy), previous and copy_of(previous)}
     return {"build": copy, "link": link, "reused": reused,
             "removed": _prune(directory, builds, keep)}
 
@@ -118,17 +132,16 @@ def _target(path: str) -> str | None:
         return None
 
 
-def _prune(directory: str, builds: str, keep: set[str]) -> list[str]:
+def _prune(directory: str, builds: str, keep: set[str | None]) -> list[str]:
     """Remove the copies in ``builds`` that neither ``keep`` names nor a symlink in
-    ``directory`` points to (another NAME, the drop-in's, may use one), and leftovers
-    of an interrupted copy."""
+    ``directory`` points to (another NAME, the drop-in's, or the tarball's ``ipamctl``,
+    may use one), and leftovers of an interrupted copy; nothing else that is there."""
     for entry in os.listdir(directory):
         target = _target(os.path.join(directory, entry))
-        if target and is_ours(target):
-            keep.add(os.path.normpath(target).split(os.sep)[1])
+        keep.add(target and copy_of(target))
     removed = []
     for entry in sorted(os.listdir(builds)):
-        if entry not in keep:
+        if entry not in keep and _COPY.fullmatch(entry):
             shutil.rmtree(os.path.join(builds, entry), ignore_errors=True)
             removed.append(os.path.join(builds, entry))
     return removed

@@ -236,8 +236,8 @@ def podman():
 @pytest.fixture(scope="session")
 def frozen_build(tmp_path_factory):
     """``make dist`` once per session, as the README says, from this run's Python (its
-    build venv, ``build/dist-venv-X.Y``, is kept between runs): the unpacked build
-    directory (``host-local-sqlite.d``), its tarball and BUILD-INFO."""
+    build venv, ``build/dist-venv-X.Y``, is kept between runs): the build (its copy in
+    the unpacked tarball's ``host-local-sqlite.d/``), its tarball and BUILD-INFO."""
     from helpers import REPO, FrozenBuild
 
     out = tmp_path_factory.mktemp("dist")
@@ -249,7 +249,7 @@ def frozen_build(tmp_path_factory):
         cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, "make dist failed:\n%s\n%s" % (proc.stdout[-4000:],
                                                                  proc.stderr[-4000:])
-    return FrozenBuild(str(out / "work" / "host-local-sqlite.d"), str(out))
+    return FrozenBuild(os.path.dirname(os.path.realpath(out / "work" / "ipamctl")), str(out))
 
 
 

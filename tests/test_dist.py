@@ -33,13 +33,17 @@ def test_build_info_states_what_the_node_needs(frozen_build):
     assert info["freezer"].startswith("cx_Freeze ")
     assert re.fullmatch(r"2\.\d+", info["glibc"]), info
     # The tarball unpacks into a CNI bin directory like the CNI plugins' release: the
-    # two executables (symlinks into the build) and the build itself.
+    # two executables (symlinks into the build) and the build itself, laid out as
+    # install-plugin installs it.
     with tarfile.open(frozen_build.tarball) as tar:
         members = {m.name: m for m in tar.getmembers()}
+    copy = "host-local-sqlite.d/%s-%s" % (info["version"], info["digest"][:12])
     assert members["host-local-sqlite"].issym()
-    assert members["host-local-sqlite"].linkname == "host-local-sqlite.d/host_local_sqlite"
-    assert members["ipamctl"].linkname == "host-local-sqlite.d/ipamctl"
-    assert "host-local-sqlite.d/BUILD-INFO" in members
+    assert members["host-local-sqlite"].linkname == copy + "/host_local_sqlite"
+    assert members["ipamctl"].linkname == copy + "/ipamctl"
+    assert copy + "/BUILD-INFO" in members
+    assert {n.split("/")[0] for n in members} == {"host-local-sqlite", "ipamctl",
+                                                  "host-local-sqlite.d"}
     assert not [n for n in members if re.search(r"(^|/)python3?(\.\d+)?$", n)]
 
 
@@ -133,6 +137,36 @@ def test_install_plugin_installs_the_build(frozen_build, tmp_path):
     assert not os.path.islink(bin_dir / "foreign")
     kept = install(frozen_build.directory, "--name", "foreign", "--force")["kept"]
     assert kept["path"] == str(bin_dir / "foreign.orig")
+
+
+def test_the_tarball_unpacked_into_a_bin_directory_is_an_installed_build(frozen_build,
+                                                                          tmp_path):
+    """Unpacked as the CNI plugins' release is (tar -C DIR), it is what install-plugin
+    would have written: install-plugin from it finds its own copy there, and a later
+    build installed over it keeps the copy that the tarball's ipamctl still uses."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    with tarfile.open(frozen_build.tarball) as tar:
+        tar.extractall(bin_dir, filter="tar")
+    unpacked = os.readlink(bin_dir / "host-local-sqlite")
+    proc = frozen_build.run(str(bin_dir / "ipamctl"), "-o", "json", "install-plugin",
+                            str(bin_dir))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)["build"]
+    assert (report["reused"], report["link"], report["removed"]) == (True, unpacked, [])
+
+    newer = str(tmp_path / "newer")
+    shutil.copytree(frozen_build.directory, newer, symlinks=True)
+    with open(os.path.join(newer, "BUILD-INFO"), "w") as f:
+        json.dump(dict(frozen_build.info, digest="f" * 64), f)
+    for _ in range(2):  # the second time, the copy it replaced is no longer "previous"
+        proc = frozen_build.run(os.path.join(newer, "ipamctl"), "install-plugin",
+                                str(bin_dir))
+        assert proc.returncode == 0, proc.stderr
+    assert os.readlink(bin_dir / "host-local-sqlite").startswith(
+        "host-local-sqlite.d/0.1.0-ffffffffffff/")
+    ctl = frozen_build.run(str(bin_dir / "ipamctl"), "--version")
+    assert ctl.returncode == 0 and b"0.1.0" in ctl.stdout, ctl  # its copy is still there
 
 
 def test_a_damaged_build_answers_a_cni_error(frozen_build, tmp_path):

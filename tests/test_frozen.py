@@ -65,3 +65,28 @@ def test_a_link_to_an_installed_copy_is_not_foreign(tmp_path):
     assert plugin_dirs.foreign(str(tmp_path), "/bin/host-local") is None
     os.symlink("/usr/lib/cni/host-local", os.path.join(bin_dir, "other"))
     assert "symbolic link" in plugin_dirs.foreign(str(tmp_path), "/bin/other").what
+
+
+def test_only_copies_are_pruned_and_any_link_keeps_its_copy(tmp_path):
+    """A copy that the tarball's ipamctl link uses stays; an entry of the copies'
+    directory that is not a copy (an operator's file) is never removed."""
+    a = fake_build(tmp_path / "a", "a" * 64)
+    b = fake_build(tmp_path / "b", "b" * 64)
+    c = fake_build(tmp_path / "c", "c" * 64)
+    bin_dir = str(tmp_path / "bin")
+    os.mkdir(bin_dir)
+    frozen.install(bin_dir, "host-local-sqlite", a)
+    os.symlink("host-local-sqlite.d/1.2.3-aaaaaaaaaaaa/ipamctl",
+               os.path.join(bin_dir, "ipamctl"))
+    notes = os.path.join(bin_dir, frozen.BUILDS, "NOTES")
+    with open(notes, "w") as f:
+        f.write("mine")
+    frozen.install(bin_dir, "host-local-sqlite", b)
+    assert frozen.install(bin_dir, "host-local-sqlite", c)["removed"] == []  # a: ipamctl's
+    assert frozen.install(bin_dir, "host-local-sqlite", c)["removed"] == [
+        os.path.join(bin_dir, frozen.BUILDS, "1.2.3-bbbbbbbbbbbb")]
+    assert os.path.isfile(notes)
+    assert frozen.copy_of("host-local-sqlite.d/1.2.3-aaaaaaaaaaaa/ipamctl") == \
+        "1.2.3-aaaaaaaaaaaa"
+    assert not frozen.is_ours("host-local-sqlite.d/1.2.3-aaaaaaaaaaaa/ipamctl")
+

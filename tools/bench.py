@@ -50,7 +50,8 @@ BURST_SETTLE = 1.0  # seconds of quiet before each burst
 FELL_BACK = b"running the call in process"  # the client's word when no daemon answered
 REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 DOCS = os.path.join(REPO, "docs")
-FROZEN = os.path.join(REPO, "build", "frozen", "host-local-sqlite.d")  # make dist's build
+# make dist's build: the copy that its unpacked tarball's ipamctl links to.
+FROZEN = os.path.dirname(os.path.realpath(os.path.join(REPO, "build", "frozen", "ipamctl")))
 
 
 def write_host_local_dir(data_dir, n, network=NETWORK):

@@ -17,16 +17,16 @@ modules are plain ``.pyc`` files, not its zip, found by the interpreter's own pa
 finder without ``zipimport``. Those two were worth 12 ms a call.
 
 The tarball, like the containernetworking-plugins release, unpacks into a CNI bin
-directory::
+directory, and what it unpacks is what ``ipamctl install-plugin`` run from the build
+installs there (:mod:`ipam.frozen`)::
 
-    host-local-sqlite -> host-local-sqlite.d/host_local_sqlite
-    ipamctl           -> host-local-sqlite.d/ipamctl
-    host-local-sqlite.d/   the executables, lib/, BUILD-INFO
+    host-local-sqlite -> host-local-sqlite.d/<version>-<digest>/host_local_sqlite
+    ipamctl           -> host-local-sqlite.d/<version>-<digest>/ipamctl
+    host-local-sqlite.d/<version>-<digest>/   the executables, lib/, BUILD-INFO
 
-``ipamctl install-plugin``, run from the build, copies it into a bin directory
-atomically (:mod:`ipam.frozen`). ``BUILD-INFO`` (JSON) records the version, the
-Python, the freezer and the oldest glibc the build runs on: the newest ``GLIBC_x.y``
-symbol version any of its ELF files requires.
+``BUILD-INFO`` (JSON) records the version, the Python, the freezer and the oldest glibc
+the build runs on: the newest ``GLIBC_x.y`` symbol version any of its ELF files
+requires.
 """
 from __future__ import annotations
 
@@ -42,14 +42,17 @@ import sys
 import tarfile
 from importlib import metadata
 
+from ipam import frozen  # the installed copy's layout, which the tarball's is
+from ipam.paths import PLUGIN_NAME
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-DIR_NAME = "host-local-sqlite.d"
-# The executables' real names, and the symlinks to them the tarball carries. Identifiers:
-# cx_Freeze's start-up imports ``string`` (and with it ``re``: 4 ms a call) to mangle
-# any other name into the name of its init module.
-EXECUTABLES = {"host_local_sqlite": "plugin.py", "ipamctl": "ipamctl.py"}
-LINKS = {"host-local-sqlite": "host_local_sqlite", "ipamctl": "ipamctl"}
+# The executables (their main scripts in tools/frozen/), and the symlinks to them the
+# tarball carries. Their names are identifiers (frozen.PLUGIN): cx_Freeze's start-up
+# imports ``string`` (and with it ``re``: 4 ms a call) to mangle any other name into the
+# name of its init module.
+EXECUTABLES = {frozen.PLUGIN: "plugin.py", frozen.IPAMCTL: "ipamctl.py"}
+LINKS = {PLUGIN_NAME: frozen.PLUGIN, frozen.IPAMCTL: frozen.IPAMCTL}
 # Imported lazily, by name, or by alembic from files: cx_Freeze's import graph
 # cannot see them.
 PACKAGES = ["ipam", "host_local_sqlite_cli", "alembic", "mako", "sqlalchemy", "click",
@@ -171,12 +174,13 @@ def size(root: str) -> int:
 
 
 def build(out_dir: str, work: str) -> dict:
-    """Freeze into ``work``, then write the tarball into ``out_dir``; returns BUILD-INFO."""
+    """Freeze into ``work`` (laid out as the tarball unpacks), then write the tarball into
+    ``out_dir``; returns BUILD-INFO."""
     version = metadata.version("host-local-sqlite")
     machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(),
                                                           platform.machine())
     shutil.rmtree(work, ignore_errors=True)
-    tree = os.path.join(work, DIR_NAME)
+    tree = os.path.join(work, frozen.BUILDS, "frozen.tmp")
     freeze(tree)
     vendored = vendor_system_libraries(tree)
     import cx_Freeze
@@ -185,17 +189,20 @@ def build(out_dir: str, work: str) -> dict:
             "python": platform.python_version(), "freezer": "cx_Freeze " + cx_Freeze.__version__,
             "platform": "linux-" + machine, "glibc": glibc_needed(tree),
             "vendored": vendored, "size_bytes": size(tree), "digest": digest(tree)}
-    with open(os.path.join(tree, "BUILD-INFO"), "w") as f:
+    with open(os.path.join(tree, frozen.INFO), "w") as f:
         json.dump(info, f, indent=2)
         f.write("\n")
+    copy = os.path.join(work, frozen.BUILDS, frozen.tag(tree))
+    os.rename(tree, copy)
     for link, name in LINKS.items():
-        os.symlink(os.path.join(DIR_NAME, name), os.path.join(work, link))
+        os.symlink(os.path.relpath(os.path.join(copy, name), work), os.path.join(work, link))
     os.makedirs(out_dir, exist_ok=True)
     tarball = os.path.join(out_dir, "host-local-sqlite-%s-linux-%s.tgz" % (version, machine))
     with tarfile.open(tarball + ".tmp", "w:gz") as tar:
-        for name in [*LINKS, DIR_NAME]:
+        for name in [*LINKS, frozen.BUILDS]:
             tar.add(os.path.join(work, name), arcname=name)
     os.replace(tarball + ".tmp", tarball)
+    info["build"] = copy
     info["tarball"] = tarball
     info["tarball_bytes"] = os.path.getsize(tarball)
     return info

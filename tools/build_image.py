@@ -34,7 +34,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CONTAINERFILE = os.path.join(ROOT, "deploy", "kubernetes", "Containerfile")
-FROZEN = os.path.join(ROOT, "build", "frozen", "host-local-sqlite.d")
+# make dist's build: the copy that its unpacked tarball's ipamctl links to.
+FROZEN = os.path.dirname(os.path.realpath(os.path.join(ROOT, "build", "frozen", "ipamctl")))
 NAME = "localhost/host-local-sqlite"  # podman's name for a local image "host-local-sqlite"
 GLIBC_PACKAGE = "libc6"  # of dpkg's architecture: a multiarch system may have others
 _SHARED_LIBRARY = re.compile(r"\.so(\.\d+)*$")
@@ -145,7 +146,7 @@ def build_args(context: str, info: dict, tag: str) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frozen", default=FROZEN,
-                        help="the unpacked build (default: build/frozen/host-local-sqlite.d)")
+                        help="the build (default: make dist's, in build/frozen/)")
     parser.add_argument("--context", default=os.path.join(ROOT, "build", "image"),
                         help="the build context made here (default: build/image/)")
     parser.add_argument("--tag", help="the image's name (default: %s:<version>)" % NAME)

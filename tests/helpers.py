@@ -335,6 +335,21 @@ def wait_health(socket, exited, log, timeout=DAEMON_READY):
                          "(%s):\n%s" % (socket, timeout, why, log()))
 
 
+def counted(socket, calls, timeout=10.0):
+    """The health of the daemon on ``socket`` once it has counted ``calls`` calls: it
+    counts a call just after answering it, so its client may be back first."""
+    from ipam.daemon import check_health
+
+    deadline = time.monotonic() + timeout
+    while True:
+        health = check_health(socket, timeout)
+        if health["calls"] >= calls:
+            return health
+        assert time.monotonic() < deadline, "waited %g s for %d call(s) counted" % (
+            timeout, calls)
+        time.sleep(0.01)
+
+
 class NodeDaemon:
     """An ``ipamctl serve`` process (or ``argv`` that execs one), its stdout and stderr
     (the log) in ``<directory>/daemon-<n>.log``. :meth:`wait_ready` before use;

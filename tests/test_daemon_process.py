@@ -27,6 +27,7 @@ from helpers import (
     PLUGIN,
     RUN_AS_NOBODY,
     cni_env,
+    counted,
     daemon_env,
     run_inprocess,
     run_plugin,
@@ -76,13 +77,6 @@ def wait_in_flight(daemon, count=1):
     """Wait until ``count`` calls are inside the daemon (health's in_flight)."""
     wait_until(lambda: daemon.health()["in_flight"] >= count,
                "%d call(s) in flight in the daemon" % count)
-
-
-def settled(daemon, calls):
-    """Its health once ``calls`` calls are counted: the daemon counts a call just after
-    answering it, so the client may be back first."""
-    wait_until(lambda: daemon.health()["calls"] >= calls, "%d call(s) counted" % calls)
-    return daemon.health()
 
 
 def connects(path):
@@ -167,7 +161,7 @@ def test_a_peer_of_another_uid_is_refused(start_daemon, netconf):
         text = err.decode()
         assert "Traceback" not in text, text
         assert "refused pid=%d uid=%d" % (proc.pid, NOBODY) in daemon.log()
-        health = settled(daemon, 1)
+        health = counted(daemon.socket, 1)
         assert (health["refused"], health["calls"]) == (1, 1)
         assert ("the node daemon at %s did not take the call: uid %d may not use this daemon"
                 % (daemon.socket, NOBODY)) in text and FALLBACK in text, text
@@ -279,7 +273,7 @@ def test_systemd_socket_activation(start_daemon, data_dir, netconf, tmp_path):
     daemon.wait_log(lambda log: "socket from systemd" in log, "the daemon's first line")
     out = run_plugin("ADD", netconf(SUBNET), env_extra=via(daemon))
     assert out.status == 0 and out.json["ips"][0]["address"] == "10.1.0.2/24", out
-    health = settled(daemon, 1)
+    health = counted(daemon.socket, 1)
     assert (health["status"], health["socket"], health["calls"]) == ("ok", sock, 1)
     assert health["pid"] == daemon.pid  # systemd-socket-activate exec'd it
     assert daemon.stop() == 0

@@ -9,7 +9,7 @@ import shutil
 import tarfile
 
 import pytest
-from helpers import REPO, cni_env, image_context
+from helpers import REPO, cni_env, counted, image_context
 
 pytestmark = pytest.mark.network  # make dist installs the freezer from the package index
 
@@ -192,7 +192,7 @@ def test_the_node_daemon_of_the_build_serves_its_plugin(frozen_build, start_daem
                                                socket])
     config = conf(str(tmp_path / "data"), daemon=daemon.socket)
     assert cni(frozen_build, frozen_build.plugin, "ADD", config)["ips"]
-    assert daemon.health()["calls"] == 1
+    assert counted(daemon.socket, 1)["calls"] == 1
     assert "ADD network=dist container=c1" in daemon.log()
 
 

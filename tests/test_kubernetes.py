@@ -17,7 +17,7 @@ import shutil
 import stat
 
 import pytest
-from helpers import REPO, cni_env, read_manifest, wait_health
+from helpers import REPO, cni_env, counted, read_manifest, wait_health
 
 from ipam import daemon, frozen, paths
 
@@ -230,12 +230,12 @@ def test_the_daemon_container_serves_the_host_plugin(installer_image, frozen_bui
 
     conf = config(str(data), daemon_socket=socket)
     address = cni(frozen_build, frozen_build.plugin, "ADD", conf)["ips"][0]["address"]
-    assert daemon.check_health(socket, 5.0)["calls"] == 1
+    assert counted(socket, 1)["calls"] == 1
     listed = frozen_build.run(frozen_build.ipamctl, "--data-dir", str(data), "-o", "json",
                               "list")
     assert [lease["ip"] for lease in json.loads(listed.stdout)] == [address.split("/")[0]]
     cni(frozen_build, frozen_build.plugin, "DEL", conf)
-    assert daemon.check_health(socket, 5.0)["calls"] == 2
+    assert counted(socket, 2)["calls"] == 2
 
     podman("stop", "--time", str(POD["terminationGracePeriodSeconds"]), "serve")
     assert podman.inspect("serve")["State"]["ExitCode"] == 0

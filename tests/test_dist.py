@@ -193,7 +193,7 @@ def test_the_node_daemon_of_the_build_serves_its_plugin(frozen_build, start_daem
     config = conf(str(tmp_path / "data"), daemon=daemon.socket)
     assert cni(frozen_build, frozen_build.plugin, "ADD", config)["ips"]
     assert counted(daemon.socket, 1)["calls"] == 1
-    assert "ADD network=dist container=c1" in daemon.log()
+    daemon.wait_log(lambda log: "ADD network=dist container=c1" in log, "the call's log line")
 
 
 def test_a_rebuild_of_the_same_sources_is_the_same_build(tmp_path):

@@ -197,7 +197,8 @@ class Daemon:
         self.pool = StorePool(pool_size)
         self.calls = 0
         self.refused = 0
-        self._busy = 0  # connections taken and not yet answered
+        self._busy = 0  # connections taken and not yet answered (what a drain waits for)
+        self._calling = 0  # of those, calls: from their request read to their log line
         self._idle = threading.Condition()
         self._workers: "list[threading.Thread]" = []
         self._wake: "Optional[tuple[int, int]]" = None  # the stop's wake-up pipe
@@ -485,12 +486,21 @@ class Daemon:
             self._refuse(conn, "bad request: %s" % e)
             return
         if kind == client.HEALTH:
-            self._send(conn, _reply(0, json.dumps(self.health(asking=1)).encode(), b""))
+            self._send(conn, _reply(0, json.dumps(self.health()).encode(), b""))
             return
         if kind != client.CALL:
             self._refuse(conn, "unknown request %r" % kind)
             return
-        raw_env, cwd, data = blobs
+        with self._idle:
+            self._calling += 1
+        try:
+            self._answer_call(conn, started, *blobs)
+        finally:
+            with self._idle:
+                self._calling -= 1
+
+    def _answer_call(self, conn: "socket.socket", started: "float", raw_env: "bytes",
+                     cwd: "bytes", data: "bytes") -> "None":
         env = system.environ(client.decode_environ(raw_env))
         conf = _config(data) if cwd != self._cwd else None  # parsed once, if before
         relative = conf is not None and _relative_paths(conf)
@@ -546,9 +556,10 @@ class Daemon:
         except OSError as e:  # the client went away: what was committed stands
             self.log("could not answer (%s): the client went away" % (e.strerror or e))
 
-    def health(self, asking: "int" = 0) -> "dict[str, Any]":
-        """The health answer; ``asking``: connections of the health check itself, which
-        are no calls in flight."""
+    def health(self) -> "dict[str, Any]":
+        """The health answer. ``in_flight`` counts calls, from their request read to
+        their log line (so at 0, every call answered is counted in ``calls``); not
+        health checks, nor connections still sending their request."""
         from importlib.metadata import PackageNotFoundError, version
 
         try:
@@ -556,11 +567,11 @@ class Daemon:
         except PackageNotFoundError:
             ours = "unknown"
         with self._idle:
-            busy = self._busy
+            calling = self._calling
         return {"status": "draining" if self._stopping.is_set() else "ok",
                 "pid": os.getpid(), "version": ours, "socket": self.socket_path,
                 "uptime_s": round(time.monotonic() - self._started, 1),
-                "calls": self.calls, "refused": self.refused, "in_flight": busy - asking,
+                "calls": self.calls, "refused": self.refused, "in_flight": calling,
                 "pool_size": self.pool_size, "stores_open": self.pool.idle(),
                 "stores_opened": self.pool.opened}
 

@@ -608,6 +608,15 @@ class FrozenBuild:
         return subprocess.run(argv, input=input, env=env if env is not None else {},
                               capture_output=True, timeout=timeout)
 
+    def cni(self, plugin, command, conf, container="c1", root=None):
+        """One CNI call of ``plugin`` (a path: the build's, or a link to it) as a runtime
+        makes it, which must succeed without a traceback: its result, or None."""
+        proc = self.run(plugin, input=conf, root=root,
+                        env=cni_env(command, container_id=container))
+        assert b"Traceback" not in proc.stderr, proc.stderr.decode()
+        assert proc.returncode == 0, (proc.stdout, proc.stderr)
+        return json.loads(proc.stdout) if proc.stdout.strip() else None
+
 
 # --- the Kubernetes manifest and the installer image (test_kubernetes.py) -------------------
 def read_manifest(path):

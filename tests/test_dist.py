@@ -20,14 +20,6 @@ def conf(data_dir, ipam_type="host-local-sqlite", **ipam):
                                 "ranges": [[{"subnet": "10.66.0.0/24"}]], **ipam}}).encode()
 
 
-def cni(frozen_build, plugin, command, config, container="c1", root=None):
-    proc = frozen_build.run(plugin, input=config, root=root,
-                            env=cni_env(command, container_id=container))
-    assert b"Traceback" not in proc.stderr, proc.stderr.decode()
-    assert proc.returncode == 0, (proc.stdout, proc.stderr)
-    return json.loads(proc.stdout) if proc.stdout.strip() else None
-
-
 def test_build_info_states_what_the_node_needs(frozen_build):
     info = frozen_build.info
     assert info["freezer"].startswith("cx_Freeze ")
@@ -74,16 +66,16 @@ def test_runs_with_no_python_on_the_node(frozen_build, tmp_path):
     assert not found, found
     config = conf("/var/lib/cni/networks")
     plugin = "/opt/cni/bin/host-local-sqlite"
-    result = cni(frozen_build, plugin, "ADD", config, root=root)
+    result = frozen_build.cni(plugin, "ADD", config, root=root)
     assert result["ips"][0]["address"] == "10.66.0.2/24"
-    cni(frozen_build, plugin, "CHECK", config, root=root)
+    frozen_build.cni(plugin, "CHECK", config, root=root)
     ctl = frozen_build.run("/opt/cni/bin/ipamctl", "--data-dir", "/var/lib/cni/networks",
                            "-o", "json", "list", root=root)
     assert ctl.returncode == 0, ctl.stderr
     assert [lease["ip"] for lease in json.loads(ctl.stdout)] == ["10.66.0.2"]
     with open(os.path.join(root, "var/lib/cni/networks/dist/10.66.0.2"), "rb") as f:
         assert f.read() == b"c1\r\neth0"  # the mirror, as Go host-local writes it
-    cni(frozen_build, plugin, "DEL", config, root=root)
+    frozen_build.cni(plugin, "DEL", config, root=root)
     version = frozen_build.run(plugin, root=root, env={"CNI_COMMAND": "VERSION"},
                                input=b'{"cniVersion": "1.0.0"}')
     assert json.loads(version.stdout)["cniVersion"] == "1.1.0"
@@ -109,7 +101,7 @@ def test_install_plugin_installs_the_build(frozen_build, tmp_path):
     assert first["build"]["reused"] is False and first["python"] is None
     assert install(frozen_build.directory)["build"]["reused"] is True
     data = str(tmp_path / "data")
-    assert cni(frozen_build, str(bin_dir / "host-local-sqlite"), "ADD", conf(data))
+    assert frozen_build.cni(str(bin_dir / "host-local-sqlite"), "ADD", conf(data))
 
     # Two later builds: each a copy of this one with another digest in its BUILD-INFO.
     builds = []
@@ -125,7 +117,7 @@ def test_install_plugin_installs_the_build(frozen_build, tmp_path):
         os.path.basename(first["build"]["build"])]
     assert sorted(os.listdir(bin_dir / "host-local-sqlite.d")) == [
         "0.1.0-111111111111", "0.1.0-222222222222"]
-    assert cni(frozen_build, str(bin_dir / "host-local-sqlite"), "DEL", conf(data)) is None
+    assert frozen_build.cni(str(bin_dir / "host-local-sqlite"), "DEL", conf(data)) is None
 
     # A drop-in beside it, and a foreign file at the name: refused, untouched.
     assert install(frozen_build.directory, "--name", "host-local")["path"].endswith(
@@ -191,7 +183,7 @@ def test_the_node_daemon_of_the_build_serves_its_plugin(frozen_build, start_daem
     daemon = start_daemon(socket=socket, argv=[frozen_build.ipamctl, "serve", "--socket",
                                                socket])
     config = conf(str(tmp_path / "data"), daemon=daemon.socket)
-    assert cni(frozen_build, frozen_build.plugin, "ADD", config)["ips"]
+    assert frozen_build.cni(frozen_build.plugin, "ADD", config)["ips"]
     assert counted(daemon.socket, 1)["calls"] == 1
     daemon.wait_log(lambda log: "ADD network=dist container=c1" in log, "the call's log line")
 

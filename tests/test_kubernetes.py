@@ -17,7 +17,7 @@ import shutil
 import stat
 
 import pytest
-from helpers import REPO, cni_env, counted, read_manifest, wait_health
+from helpers import REPO, counted, read_manifest, wait_health
 
 from ipam import daemon, frozen, paths
 
@@ -61,13 +61,6 @@ def config(data_dir, daemon_socket=False):
                        "ipam": {"type": "host-local-sqlite", "dataDir": data_dir,
                                 "daemon": daemon_socket,
                                 "ranges": [[{"subnet": "10.67.0.0/24"}]]}}).encode()
-
-
-def cni(frozen_build, plugin, command, conf):
-    proc = frozen_build.run(plugin, input=conf, env=cni_env(command, container_id="c1"))
-    assert proc.returncode == 0 and b"Traceback" not in proc.stderr, (proc.stdout,
-                                                                       proc.stderr)
-    return json.loads(proc.stdout) if proc.stdout.strip() else None
 
 
 def install(installer_image, host_dir, *edits, expect=0):
@@ -166,7 +159,7 @@ def test_the_installer_container_installs_the_build(installer_image, frozen_buil
                                 frozen.PLUGIN)
     data = str(tmp_path / "data")
     plugin = str(host_dir / "host-local-sqlite")
-    address = cni(frozen_build, plugin, "ADD", config(data))["ips"][0]["address"]
+    address = frozen_build.cni(plugin, "ADD", config(data))["ips"][0]["address"]
     (ipamctl,) = (host_dir / frozen.BUILDS).glob("*/ipamctl")
     listed = frozen_build.run(str(ipamctl), "--data-dir", data, "-o", "json", "list")
     assert listed.returncode == 0, listed.stderr
@@ -176,7 +169,7 @@ def test_the_installer_container_installs_the_build(installer_image, frozen_buil
     again = install(installer_image, host_dir)
     assert "already there" in again.stdout
     assert tree(host_dir) == before
-    cni(frozen_build, plugin, "DEL", config(data))
+    frozen_build.cni(plugin, "DEL", config(data))
     listed = frozen_build.run(str(ipamctl), "--data-dir", data, "-o", "json", "list")
     assert json.loads(listed.stdout) == []
 
@@ -229,12 +222,12 @@ def test_the_daemon_container_serves_the_host_plugin(installer_image, frozen_bui
     assert "status: ok" in probe.stdout
 
     conf = config(str(data), daemon_socket=socket)
-    address = cni(frozen_build, frozen_build.plugin, "ADD", conf)["ips"][0]["address"]
+    address = frozen_build.cni(frozen_build.plugin, "ADD", conf)["ips"][0]["address"]
     assert counted(socket, 1)["calls"] == 1
     listed = frozen_build.run(frozen_build.ipamctl, "--data-dir", str(data), "-o", "json",
                               "list")
     assert [lease["ip"] for lease in json.loads(listed.stdout)] == [address.split("/")[0]]
-    cni(frozen_build, frozen_build.plugin, "DEL", conf)
+    frozen_build.cni(frozen_build.plugin, "DEL", conf)
     assert counted(socket, 2)["calls"] == 2
 
     podman("stop", "--time", str(POD["terminationGracePeriodSeconds"]), "serve")

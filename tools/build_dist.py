@@ -40,6 +40,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
 from importlib import metadata
 
 from ipam import frozen  # the installed copy's layout, which the tarball's is
@@ -99,46 +100,42 @@ def vendor_system_libraries(root: str) -> list[str]:
     copied beside that file, which its ``$ORIGIN`` run path searches; a second copy in
     the tree is a hard link. Returns the libraries copied in."""
     copied: dict[str, str] = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            if os.path.islink(path) or not _is_elf(path):
+    for path in list(_elf_files(root)):  # listed first: the copies are ELF files too
+        ldd = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
+        for soname, found in re.findall(r"^\s*(\S+) => (/\S+)", ldd, re.M):
+            if soname.startswith(GLIBC_SONAMES) or found.startswith(root + os.sep):
                 continue
-            ldd = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
-            for soname, found in re.findall(r"^\s*(\S+) => (/\S+)", ldd, re.M):
-                if soname.startswith(GLIBC_SONAMES) or found.startswith(root + os.sep):
-                    continue
-                target = os.path.join(folder, soname)
-                if os.path.exists(target):
-                    continue
-                if found in copied:
-                    os.link(copied[found], target)
-                else:
-                    shutil.copy2(found, target)
-                    copied[found] = target
+            target = os.path.join(os.path.dirname(path), soname)
+            if os.path.exists(target):
+                continue
+            if found in copied:
+                os.link(copied[found], target)
+            else:
+                shutil.copy2(found, target)
+                copied[found] = target
     return sorted(copied)
 
 
-def _is_elf(path: str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(4) == b"\x7fELF"
+def _elf_files(root: str) -> Iterator[str]:
+    """The ELF files under ``root`` (executables, shared libraries), not symlinks."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                with open(path, "rb") as f:
+                    if f.read(4) == b"\x7fELF":
+                        yield path
 
 
 def glibc_needed(root: str) -> str:
     """The newest ``GLIBC_`` symbol version that an ELF file under ``root`` asks for:
     the oldest glibc the build runs on."""
     best = (0, 0, 0)
-    for folder, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            if os.path.islink(path):
-                continue
-            if not _is_elf(path):
-                continue
-            with open(path, "rb") as f:
-                data = f.read()
-            for m in _GLIBC.finditer(data):
-                best = max(best, tuple(int(g or 0) for g in m.groups()))
+    for path in _elf_files(root):
+        with open(path, "rb") as f:
+            data = f.read()
+        for m in _GLIBC.finditer(data):
+            best = max(best, tuple(int(g or 0) for g in m.groups()))
     return ".".join(str(n) for n in (best if best[2] else best[:2]))
 
 
@@ -150,8 +147,7 @@ def digest(root: str) -> str:
     of the package into the build venv, and cx_Freeze's record of when and on which
     host it built (``lib/BUILD_CONSTANTS.pyc``) not at all."""
     h = hashlib.sha256()
-    for folder, dirs, files in sorted(os.walk(root)):
-        dirs.sort()
+    for folder, _, files in sorted(os.walk(root)):  # folders in path order
         for name in sorted(files):
             path = os.path.join(folder, name)
             if os.path.relpath(path, root) == os.path.join("lib", "BUILD_CONSTANTS.pyc"):

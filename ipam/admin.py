@@ -18,6 +18,7 @@ from ipam.ranges import from_description
 from ipam.schema_version import HEAD
 from ipam.selection import of_container, of_pod
 from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
+from ipam.waits import Patience
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -432,7 +433,7 @@ def import_networks(store: Store, source: str, networks: Optional[Iterable[str]]
         # remove a file between the scan and the import (it would come back).
         source_dir = NetworkDir(source, name, create=False)
         try:
-            source_dir.lock(DEFAULT_BUSY_TIMEOUT)
+            source_dir.lock(Patience.each(DEFAULT_BUSY_TIMEOUT))
             with store.transaction():
                 if not dry_run:
                     store.lock_network(name, 1)

@@ -28,6 +28,7 @@ from ipam import paths, sqlite_db, writer_lock
 from ipam.backend import SQLITE, locate
 from ipam.errors import ConfigError, IoFailure, SchemaError, TryAgain
 from ipam.schema_version import HEAD, REVISIONS
+from ipam.waits import Patience
 
 _MAGIC = b"SQLite format 3\0"
 _COMPANIONS = ("", *paths.SQLITE_SIDECARS, paths.WRITER_QUEUE_SUFFIX)
@@ -138,7 +139,7 @@ def _replace(copy: sqlite3.Connection, path: str, timeout: float) -> None:
     transaction, which running processes see whole or not at all."""
     live = sqlite_db.connect(path, timeout)
     try:
-        queue = writer_lock.acquire(paths.writer_queue(path), timeout)
+        queue = writer_lock.acquire(paths.writer_queue(path), Patience.each(timeout))
         try:
             _known_revision(live, path)  # never write over a foreign or newer one
             copy.backup(live, progress=_deadline(timeout, path))

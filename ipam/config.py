@@ -9,6 +9,7 @@ CNI_ARGS problems are :class:`~ipam.errors.EnvError` (code 4).
 from ipam import addr, ranges
 from ipam.errors import ConfigError, EnvError
 from ipam.paths import DEFAULT_DATA_DIR, default_database
+from ipam.waits import DEFAULT_LOCK_WAIT_LIMIT, MAX_LOCK_WAIT_LIMIT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
@@ -30,8 +31,8 @@ class IpamConfig:
     the identity as sent, which only ADD checks (:func:`recorded_pod`)."""
 
     __slots__ = ("name", "cni_version", "range_sets", "routes", "data_dir", "resolv_conf",
-                 "requested", "database", "export", "adopt", "busy_timeout", "node", "ipam",
-                 "pod", "history_retention")
+                 "requested", "database", "export", "adopt", "busy_timeout",
+                 "lock_wait_limit", "node", "ipam", "pod", "history_retention")
     if TYPE_CHECKING:  # what load() sets; the class body declares nothing at run time
         name: str
         cni_version: str
@@ -44,6 +45,7 @@ class IpamConfig:
         export: bool
         adopt: bool
         busy_timeout: Optional[float]
+        lock_wait_limit: float
         node: Optional[str]
         ipam: dict[str, Any]
         pod: Optional[Pod]
@@ -384,6 +386,14 @@ def load(conf: "dict[str, Any]", env_args: "str" = "") -> "IpamConfig":
                              or not 0 <= busy <= MAX_BUSY_TIMEOUT):
         raise ConfigError("invalid config: ipam.busyTimeout must be a number of seconds "
                           "from 0 to %d" % MAX_BUSY_TIMEOUT)
+    limit = ipam.get("lockwaitlimit")
+    if limit is None:
+        limit = DEFAULT_LOCK_WAIT_LIMIT
+    elif isinstance(limit, bool) or not isinstance(limit, (int, float)) \
+            or not 0 <= limit <= MAX_LOCK_WAIT_LIMIT:
+        raise ConfigError("invalid config: ipam.lockWaitLimit must be a number of seconds "
+                          "from 0 to %d (all of a call's lock waits together: kubelet gives "
+                          "a pod's sandbox 2 minutes)" % MAX_LOCK_WAIT_LIMIT)
     retention = _retention(ipam.get("historyretention"))
     daemon = ipam.get("daemon")  # the client acted on it already (ipam.client); checked here
     if daemon is not None and not (daemon is False or daemon is True
@@ -432,7 +442,8 @@ def load(conf: "dict[str, Any]", env_args: "str" = "") -> "IpamConfig":
         routes=routes, data_dir=data_dir, resolv_conf=resolv_conf, requested=requested,
         database=database, export=True if export is None else export,
         adopt=True if adopt is None else adopt,
-        busy_timeout=busy, node=node, ipam=ipam, pod=pod, history_retention=retention,
+        busy_timeout=busy, lock_wait_limit=float(limit), node=node, ipam=ipam, pod=pod,
+        history_retention=retention,
     )
 
 

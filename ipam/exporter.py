@@ -47,6 +47,7 @@ from ipam.system import (
     O_TRUNC,
     O_WRONLY,
 )
+from ipam.waits import Patience
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
@@ -109,9 +110,9 @@ class NetworkDir:
             self.lock_fd = None
         system.close(self.fd)
 
-    def lock(self, timeout: "float") -> "None":
+    def lock(self, patience: "Patience") -> "None":
         """Hold host-local's ``lock`` (flock, as Go's disk backend takes it for a whole
-        command); a holder past ``timeout`` is code 11 naming the file. A reader
+        command); a holder past what ``patience`` allows is code 11 naming the file. A reader
         (``create=False``) creates nothing: without a ``lock`` there is no one to wait for."""
         flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC
         try:  # created as ensure_lock() would, in the same open
@@ -128,7 +129,7 @@ class NetworkDir:
             if not _is_regular(system.fstat(fd)):  # a FIFO, a device: no one's lock
                 raise IoFailure("mirror %s is not a regular file; refusing to use it"
                                 % self.lock_path())
-            writer_lock.poll(fd, timeout, "%s (host-local's lock)" % self.lock_path())
+            writer_lock.poll(fd, patience, "%s (host-local's lock)" % self.lock_path())
         except BaseException:
             system.close(fd)
             raise
@@ -315,16 +316,18 @@ class Mirror:
             name = PENDING_PREFIX + hashlib.sha256(network.encode()).hexdigest()
         return system.join(self.data_dir, name)
 
-    def open(self, store: "Store", network: "str", create: "bool" = True
-             ) -> "Optional[NetworkFiles]":
+    def open(self, store: "Store", network: "str", create: "bool" = True,
+             patience: "Optional[Patience]" = None) -> "Optional[NetworkFiles]":
         """This command's hold on the network's files (host-local's lock taken), or None
         when not mirrored. Taken BEFORE the store's transaction: every writer of ours
         takes its networks' locks (in name order) before the node-wide writers' queue,
         so a stuck holder of one network's lock (a stopped Go plugin, a FIFO planted
-        there) stalls that network only, for ``busyTimeout`` at most."""
+        there) stalls that network only, for ``busyTimeout`` at most. ``patience``: a
+        plugin call's (:mod:`ipam.waits`), else this mirror's timeout for this wait."""
         if not self.enabled:
             return None
-        return NetworkFiles(self, store, network, create)
+        return NetworkFiles(self, store, network, create,
+                            patience or Patience.each(self.timeout))
 
 
 class NetworkFiles:
@@ -332,7 +335,7 @@ class NetworkFiles:
     transaction), the journal, and the stamp recorded for the next command (inside it)."""
 
     def __init__(self, mirror: "Mirror", store: "Store", network: "str",
-                 create: "bool" = True) -> "None":
+                 create: "bool" = True, patience: "Optional[Patience]" = None) -> "None":
         self.mirror = mirror
         self.store = store
         self.network = network
@@ -343,7 +346,7 @@ class NetworkFiles:
         self.d = NetworkDir(mirror.data_dir, network, create)
         self.closed = False
         try:
-            self.d.lock(mirror.timeout)
+            self.d.lock(patience or Patience.each(mirror.timeout))
             self.pending = self._read_journal()
         except BaseException:
             self.d.close()

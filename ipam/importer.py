@@ -98,6 +98,7 @@ def scan(path: "str", network: "str", step: "Optional[Callable[[int], object]]" 
     ``step(1)`` is called per directory entry, for a progress bar."""
     from ipam import writer_lock
     from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
+    from ipam.waits import Patience
 
     result = Scan(network)
     lock_fd = None
@@ -109,8 +110,9 @@ def scan(path: "str", network: "str", step: "Optional[Callable[[int], object]]" 
         pass  # no lock file (old versions, or ours with export off): read anyway
     try:
         if lock_fd is not None:
-            writer_lock.poll(lock_fd, DEFAULT_BUSY_TIMEOUT if timeout is None else timeout,
-                             "%s (host-local's lock)" % os.path.join(path, MIRROR_LOCK))
+            writer_lock.poll(lock_fd, Patience.each(
+                DEFAULT_BUSY_TIMEOUT if timeout is None else timeout),
+                "%s (host-local's lock)" % os.path.join(path, MIRROR_LOCK))
         with os.scandir(path) as it:
             entries = sorted(it, key=lambda e: e.name)
         for entry in entries:

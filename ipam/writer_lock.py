@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
     from types import FrameType
     from typing import Any, NoReturn, Optional
 
+    from ipam.waits import Patience
+
 
 class _Expired(Exception):
     pass
@@ -44,13 +46,15 @@ def share_between_threads() -> "None":
     _THREAD_LOCKS = {}
 
 
-def acquire(path: "str", timeout: "float", create: "bool" = True) -> "Optional[int]":
-    """Hold an exclusive flock on ``path`` (created 0600); returns the fd to release.
+def acquire(path: "str", patience: "Patience", create: "bool" = True) -> "Optional[int]":
+    """Hold an exclusive flock on ``path`` (created 0600), waiting as ``patience`` allows
+    (:mod:`ipam.waits`); returns the fd to release.
 
     A reader that queues (``create`` False: ipamctl check) creates nothing: where the
     file does not exist no writer has ever queued, and the answer is None."""
+    timeout, why = patience.timeout()
     if _THREAD_LOCKS is None:
-        return _acquire(path, timeout, create)
+        return _acquire(path, timeout, why, create)
     import threading
     from time import monotonic
 
@@ -59,11 +63,10 @@ def acquire(path: "str", timeout: "float", create: "bool" = True) -> "Optional[i
         lock = _THREAD_LOCKS.setdefault(path, threading.Lock())
     start = monotonic()
     if not lock.acquire(timeout=max(timeout, 0)):
-        raise TryAgain("database %s is locked by another call past the busy timeout "
-                       "(%gs); try again later" % (path.removesuffix(WRITER_QUEUE_SUFFIX),
-                                                   timeout))
+        raise TryAgain("database %s is locked by another call past %s; try again later"
+                       % (path.removesuffix(WRITER_QUEUE_SUFFIX), why))
     try:
-        fd = _acquire(path, timeout - (monotonic() - start), create)
+        fd = _acquire(path, timeout - (monotonic() - start), why, create)
     except BaseException:
         lock.release()
         raise
@@ -74,7 +77,7 @@ def acquire(path: "str", timeout: "float", create: "bool" = True) -> "Optional[i
     return fd
 
 
-def _acquire(path: "str", timeout: "float", create: "bool") -> "Optional[int]":
+def _acquire(path: "str", timeout: "float", why: "str", create: "bool") -> "Optional[int]":
     try:
         if create:
             fd = system.open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
@@ -102,9 +105,8 @@ def _acquire(path: "str", timeout: "float", create: "bool") -> "Optional[int]":
         _wait(fd, timeout)
     except _Expired:
         system.close(fd)
-        raise TryAgain("database %s is locked by another process past the busy timeout "
-                       "(%gs); try again later"
-                       % (path.removesuffix(WRITER_QUEUE_SUFFIX), timeout)) from None
+        raise TryAgain("database %s is locked by another process past %s; try again later"
+                       % (path.removesuffix(WRITER_QUEUE_SUFFIX), why)) from None
     except OSError as e:
         system.close(fd)
         raise _cannot(path, e) from None
@@ -154,15 +156,17 @@ def _poll(fd: "int", timeout: "float") -> "None":
             pause = min(pause * 2, 0.01)
 
 
-def poll(fd: "int", timeout: "float", what: "str") -> "None":
+def poll(fd: "int", patience: "Patience", what: "str") -> "None":
     """Hold an exclusive flock on ``fd``, a lock another program owns (host-local's
     ``lock``): polled with ``LOCK_NB``, never a blocking wait in the kernel, so that a
-    stuck holder costs us ``timeout`` at most, and the error names what it waited for."""
+    stuck holder costs us what ``patience`` allows at most, and the error names what it
+    waited for."""
+    timeout, why = patience.timeout()
     try:
         _poll(fd, timeout)
     except _Expired:
-        raise TryAgain("%s is held by another process past the busy timeout (%gs); try "
-                       "again later" % (what, timeout)) from None
+        raise TryAgain("%s is held by another process past %s; try again later"
+                       % (what, why)) from None
     except OSError as e:
         raise _cannot(what, e) from None
 

@@ -23,6 +23,7 @@ from host_local_sqlite_cli.main import cli
 from ipam import backup, migrate, writer_lock
 from ipam.errors import IoFailure, SchemaError, TryAgain
 from ipam.schema_version import HEAD
+from ipam.waits import Patience
 
 NET = "mynet"
 IPAM = {"subnet": "10.1.0.0/24"}
@@ -161,7 +162,7 @@ def test_backup_neither_waits_for_writers_nor_copies_their_open_transaction(
         runner, conf, data_dir, tmp_path):
     before = add(conf, "a", "b")
     (tmp_path / "copy").mkdir()
-    queue = writer_lock.acquire(live(data_dir) + ".lock", 1)  # a writer half-way
+    queue = writer_lock.acquire(live(data_dir) + ".lock", Patience.each(1))  # a writer half-way
     writer = sqlite3.connect(live(data_dir), isolation_level=None)
     try:
         writer.execute("BEGIN IMMEDIATE")
@@ -368,7 +369,7 @@ def test_restore_waits_for_the_writers_queue_within_its_timeout(conf, data_dir, 
     dest = str(tmp_path / "b.db")
     backup.backup(live(data_dir), dest)
     add(conf, "b")
-    queue = writer_lock.acquire(live(data_dir) + ".lock", 1)
+    queue = writer_lock.acquire(live(data_dir) + ".lock", Patience.each(1))
     try:
         with pytest.raises(TryAgain):
             backup.restore(live(data_dir), dest, timeout=0.2)

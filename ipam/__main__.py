@@ -24,16 +24,16 @@ def in_process(data: "Optional[bytes]") -> "int":
     truncates it itself, after COMMIT and still in the writers' queue, once it passes
     1 MiB (``trim_wal`` in the SQLite store's ``sqlite_db`` module).
     """
-    from ipam import commands
     from ipam.cni import main
+    from ipam.commands import CallContext
 
-    commands.KEEP_OPEN = True
+    context = CallContext(keep_open=True)
     if data is None:
-        status = main()
+        status = main(context=context)
     else:
         import io
 
-        status = main(stdin=io.BytesIO(data))
+        status = main(stdin=io.BytesIO(data), context=context)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
     from types import FrameType
     from typing import Any, BinaryIO, Callable, Iterable, Mapping, Optional, TextIO
 
+    from ipam.commands import CallContext
+
 ABOUT = "CNI host-local-sqlite plugin (host-local compatible, SQLite leases)"
 _VARS = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
 _REQUIRED = {
@@ -122,8 +124,11 @@ def check_version(conf: "dict[str, Any]", command: "str") -> "None":
             go_quote(version), " ".join(go_quote(v) for v in SUPPORTED_VERSIONS)))
 
 
-def dispatch(env: "Mapping[str, str]", stdin: "BinaryIO") -> "str":
-    """Run one invocation; return the text for stdout, or raise IpamError."""
+def dispatch(env: "Mapping[str, str]", stdin: "BinaryIO",
+             context: "Optional[CallContext]" = None) -> "str":
+    """Run one invocation; return the text for stdout, or raise IpamError. ``context``:
+    how the caller runs it (:class:`ipam.commands.CallContext`; default: once, then
+    close)."""
     command = env.get("CNI_COMMAND", "")
     missing = [v for v in _VARS
                if not env.get(v) and (v == "CNI_COMMAND" or v in _REQUIRED.get(command, ()))]
@@ -151,7 +156,7 @@ def dispatch(env: "Mapping[str, str]", stdin: "BinaryIO") -> "str":
     if handler is None:
         raise EnvError("unknown CNI_COMMAND: %s" % command)
     check_version(conf, command)
-    return handler(env, conf)
+    return handler(env, conf, context)
 
 
 
@@ -180,7 +185,8 @@ def _restore_signals(saved: "dict[int, Any]") -> "None":
 
 
 def main(env: "Optional[Mapping[str, str]]" = None, stdin: "Optional[BinaryIO]" = None,
-         stdout: "Optional[TextIO]" = None) -> "int":
+         stdout: "Optional[TextIO]" = None, context: "Optional[CallContext]" = None
+         ) -> "int":
     """Entry point: prints a result or a CNI error object; returns the exit status.
 
     SIGINT, SIGTERM and SIGHUP become an error object too (code 11), raised where the
@@ -190,7 +196,7 @@ def main(env: "Optional[Mapping[str, str]]" = None, stdin: "Optional[BinaryIO]" 
     stdout = stdout if stdout is not None else sys.stdout
     saved = _on_signals(_interrupted)
     try:
-        out = dispatch(env, stdin)
+        out = dispatch(env, stdin, context)
         status = 0
     except IpamError as e:
         out, status = result.error_output(e), 1

@@ -11,6 +11,7 @@ from ipam.errors import ConfigError, IoFailure, IpamError, Retry, Unavailable
 from ipam.exporter import Mirror
 from ipam.lease import Changes, NetworkRecord
 from ipam.ranges import describe
+from ipam.waits import Patience
 
 # Events a call with historyRetention deletes at most: each ADD or DEL writes one, so
 # the trim outruns the growth 64 to 1 while its cost stays one short indexed DELETE.
@@ -30,43 +31,62 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
     T = TypeVar("T")
     Env = Mapping[str, str]
 
-# Set by the console script, which ends the process with os._exit right after the
-# answer: closing the database there would only checkpoint and delete the WAL.
-KEEP_OPEN = False
-# Set by the node daemon (:mod:`ipam.daemon`): its stores, kept open across calls.
-POOL: "Optional[StorePool]" = None
+class CallContext:
+    """How the caller runs its commands, passed in (never set on this module).
+
+    ``keep_open``: a plugin process, which ends with ``os._exit`` right after the
+    answer: closing the database there would only checkpoint and delete the WAL.
+    ``pool``: the node daemon's stores, kept open across calls (:mod:`ipam.daemon`).
+    ``before_commit``: run last inside each transaction; the node daemon's check that
+    the client still waits for this call (raising rolls the call back)."""
+
+    __slots__ = ("keep_open", "pool", "before_commit")
+
+    def __init__(self, keep_open: "bool" = False, pool: "Optional[StorePool]" = None,
+                 before_commit: "Optional[Callable[[], None]]" = None) -> "None":
+        self.keep_open = keep_open
+        self.pool = pool
+        self.before_commit = before_commit
+
+
+_DEFAULT = CallContext()
 
 
 class _Opened:
-    """``with _Opened(conf) as (store, mirror):`` the store and mirror of one command.
+    """``with _Opened(conf, context) as opened:`` the store, mirror and lock-wait
+    patience of one command.
 
     In the node daemon the store comes from its pool and goes back after a call that
     succeeded (one that failed closes it: whatever state the failure left goes too);
-    in a plugin process it is opened for this call alone."""
+    in a plugin process it is opened for this call alone. The patience starts once the
+    store is open: a shared pool's connect has its own timeout."""
 
-    def __init__(self, conf: "IpamConfig") -> "None":
-        if POOL is not None:
-            self.store = POOL.take(conf.database, conf.busy_timeout, conf.node, conf.data_dir)
+    def __init__(self, conf: "IpamConfig", context: "Optional[CallContext]") -> "None":
+        self.context = context = context or _DEFAULT
+        if context.pool is not None:
+            self.store = context.pool.take(conf.database, conf.busy_timeout, conf.node,
+                                           conf.data_dir)
         else:
             self.store = open_store(conf.database, conf.busy_timeout, node=conf.node,
                                     data_dir=conf.data_dir)
         self.mirror = Mirror(conf.data_dir, conf.export, conf.busy_timeout)
+        self.patience = Patience(self.store.timeout, conf.lock_wait_limit)
 
-    def __enter__(self) -> "tuple[Store, Mirror]":
-        return self.store, self.mirror
+    def __enter__(self) -> "_Opened":
+        return self
 
     def __exit__(self, exc_type: "Optional[type[BaseException]]", exc: "Any",
                  tb: "Any") -> "None":
-        if POOL is not None:
-            POOL.give(self.store, reuse=exc_type is None)
-        elif not KEEP_OPEN:
+        if self.context.pool is not None:
+            self.context.pool.give(self.store, reuse=exc_type is None)
+        elif not self.context.keep_open:
             self.store.close()
 
 
-def _attempts(store: "Store", run: "Callable[[], T]") -> "T":
+def _attempts(opened: "_Opened", run: "Callable[[], T]") -> "T":
     """``run()`` (one whole transaction), again after a pause each time a shared store
     raises :class:`Retry`; the last attempt's error is the answer. On SQLite, once."""
-    for delay in store.retry_delays():
+    for delay in opened.store.retry_delays():
         try:
             return run()
         except Retry:
@@ -74,7 +94,7 @@ def _attempts(store: "Store", run: "Callable[[], T]") -> "T":
     return run()
 
 
-def _run(store: "Store", mirror: "Mirror", conf: "IpamConfig",
+def _run(opened: "_Opened", conf: "IpamConfig",
          body: "Callable[[Optional[NetworkFiles]], tuple[T, Changes]]"
          ) -> "tuple[T, list[str]]":
     """Run ``body(files) -> (value, changes)`` as one transaction, with the network's files
@@ -86,9 +106,13 @@ def _run(store: "Store", mirror: "Mirror", conf: "IpamConfig",
     anything fails once files were touched, the transaction rolls back and the files
     this command journaled are put back from the database, still under the lock.
     """
-    files = mirror.open(store, conf.name)  # creates them, as host-local's store open does
+    store, patience = opened.store, opened.patience
+    # created, as host-local's store open does
+    files = opened.mirror.open(store, conf.name, patience=patience)
     try:
-        with store.transaction(after_commit=files.committed if files else None):
+        with store.transaction(after_commit=files.committed if files else None,
+                               patience=patience,
+                               before_commit=opened.context.before_commit):
             note_network(store, conf)
             if files is not None:
                 # A shared pool takes no node's old files on first contact: the nodes'
@@ -120,7 +144,8 @@ def trim_history(store: "Store", conf: "IpamConfig") -> "None":
         store.prune_history(time.time() - conf.history_retention, TRIM_BATCH)
 
 
-def cmd_add(env: "Env", conf_obj: "dict[str, Any]") -> "str":
+def cmd_add(env: "Env", conf_obj: "dict[str, Any]",
+            context: "Optional[CallContext]" = None) -> "str":
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
     pod = config.recorded_pod(conf.pod, system.warn)
     dns: dict[str, Any] = {}
@@ -128,48 +153,59 @@ def cmd_add(env: "Env", conf_obj: "dict[str, Any]") -> "str":
         from ipam.dns import parse_resolv_conf
 
         dns = parse_resolv_conf(conf.resolv_conf)
-    with _Opened(conf) as (store, mirror):
+    with _Opened(conf, context) as opened:
+        store = opened.store
+
         def body(files: "Optional[NetworkFiles]"
                  ) -> "tuple[list[allocator.Allocation], Changes]":
             trim_history(store, conf)
             return allocator.add(store, conf.name, conf.range_sets, conf.requested,
                                  env["CNI_CONTAINERID"], env["CNI_IFNAME"], files=files,
                                  pod=pod)
-        allocations, _ = _attempts(store, lambda: _run(store, mirror, conf, body))
+        allocations, _ = _attempts(opened, lambda: _run(opened, conf, body))
     return result.render(conf.cni_version, [a.as_tuple() for a in allocations], conf.routes, dns)
 
 
-def cmd_del(env: "Env", conf_obj: "dict[str, Any]") -> "str":
+def cmd_del(env: "Env", conf_obj: "dict[str, Any]",
+            context: "Optional[CallContext]" = None) -> "str":
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
-    with _Opened(conf) as (store, mirror):
+    with _Opened(conf, context) as opened:
+        store = opened.store
+
         def body(files: "Optional[NetworkFiles]") -> "tuple[None, Changes]":
             trim_history(store, conf)
             return None, allocator.release(store, conf.name, env["CNI_CONTAINERID"],
                                            env["CNI_IFNAME"], len(conf.range_sets))
-        _attempts(store, lambda: _run(store, mirror, conf, body))
+        _attempts(opened, lambda: _run(opened, conf, body))
     return ""
 
 
-def cmd_check(env: "Env", conf_obj: "dict[str, Any]") -> "str":
+def cmd_check(env: "Env", conf_obj: "dict[str, Any]",
+              context: "Optional[CallContext]" = None) -> "str":
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
     prev_ips = prev_result_ips(conf_obj.get("prevresult"))
-    with _Opened(conf) as (store, mirror):
+    with _Opened(conf, context) as opened:
+        store = opened.store
+
         def body(files: "Optional[NetworkFiles]") -> "tuple[None, Changes]":
             allocator.check(store, conf.name, env["CNI_CONTAINERID"], env["CNI_IFNAME"],
                             prev_ips)
             return None, Changes(conf.name)
-        _attempts(store, lambda: _run(store, mirror, conf, body))
+        _attempts(opened, lambda: _run(opened, conf, body))
     return ""
 
 
-def cmd_gc(env: "Env", conf_obj: "dict[str, Any]") -> "str":
+def cmd_gc(env: "Env", conf_obj: "dict[str, Any]",
+           context: "Optional[CallContext]" = None) -> "str":
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
     valid = valid_attachments(conf_obj)
-    with _Opened(conf) as (store, mirror):
+    with _Opened(conf, context) as opened:
+        store = opened.store
+
         # host-local's files are reconciled first: GC judges them too
         def body(files: "Optional[NetworkFiles]") -> "tuple[None, Changes]":
             return None, allocator.gc(store, conf.name, valid)
-        _, problems = _attempts(store, lambda: _run(store, mirror, conf, body))
+        _, problems = _attempts(opened, lambda: _run(opened, conf, body))
     failed = [p for p in problems if not p.startswith("left ")]
     if failed:
         # The leases are released (committed); the runtime hears about the files.
@@ -178,14 +214,17 @@ def cmd_gc(env: "Env", conf_obj: "dict[str, Any]") -> "str":
     return ""
 
 
-def cmd_status(env: "Env", conf_obj: "dict[str, Any]") -> "str":
+def cmd_status(env: "Env", conf_obj: "dict[str, Any]",
+               context: "Optional[CallContext]" = None) -> "str":
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
-    with _Opened(conf) as (store, mirror):
+    with _Opened(conf, context) as opened:
+        store = opened.store
+
         # host-local's files count as taken addresses
         def body(files: "Optional[NetworkFiles]"
                  ) -> "tuple[Optional[tuple[int, RangeSet]], Changes]":
             return allocator.exhausted(store, conf.name, conf.range_sets), Changes(conf.name)
-        full, _ = _attempts(store, lambda: _run(store, mirror, conf, body))
+        full, _ = _attempts(opened, lambda: _run(opened, conf, body))
     if full is not None:
         idx, rs = full
         raise Unavailable("no IP addresses available in range set %d: %s" % (idx, rs))

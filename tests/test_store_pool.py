@@ -8,7 +8,8 @@ import psycopg
 import pytest
 from helpers import held, put, run_inprocess
 
-from ipam import commands, paths
+from ipam import paths
+from ipam.commands import CallContext
 from ipam.store.pool import StorePool
 from ipam.store.sqlite import SqliteStore
 
@@ -124,19 +125,19 @@ def test_a_database_file_removed_or_replaced_is_opened_anew(tmp_path, data_dir, 
     assert how == "removed" or os.stat(db).st_ino != before
 
 
-def test_commands_take_their_store_from_the_pool(netconf, data_dir, monkeypatch):
-    """A pool set in ipam.commands (as the daemon does) serves every call; a call that
-    fails closes its store, the next opens another."""
+def test_commands_take_their_store_from_the_pool(netconf, data_dir):
+    """A pool in the call's context (as the daemon gives it) serves every call; a call
+    that fails closes its store, the next opens another."""
     pool = StorePool(2)
-    monkeypatch.setattr(commands, "POOL", pool)
+    context = CallContext(pool=pool)
     for i in range(3):
-        out = run_inprocess("ADD", netconf(SUBNET), container_id="c%d" % i)
+        out = run_inprocess("ADD", netconf(SUBNET), context, container_id="c%d" % i)
         assert out.status == 0, out.out
     assert pool.opened == 1 and pool.idle() == 1
-    bad = run_inprocess("ADD", netconf(SUBNET), container_id="c0", ifname="eth1",
+    bad = run_inprocess("ADD", netconf(SUBNET), context, container_id="c0", ifname="eth1",
                         args="IP=10.7.0.2")  # c0 holds it: an error inside the transaction
     assert bad.status != 0 and pool.idle() == 0
-    assert run_inprocess("DEL", netconf(SUBNET), container_id="c1").status == 0
+    assert run_inprocess("DEL", netconf(SUBNET), context, container_id="c1").status == 0
     assert pool.opened == 2 and pool.idle() == 1
     pool.close()
     assert [r[2] for r in held(data_dir)] == ["c0", "c2"]
@@ -158,12 +159,12 @@ def test_postgres_statements_are_prepared_at_first_use(pg_url, data_dir):
     pool.close()
 
 
-def test_postgres_calls_through_the_pool_use_one_connection(pg_url, netconf, monkeypatch):
+def test_postgres_calls_through_the_pool_use_one_connection(pg_url, netconf):
     pool = StorePool(2)
-    monkeypatch.setattr(commands, "POOL", pool)
     for i in range(6):
         command = "ADD" if i % 2 == 0 else "DEL"
-        out = run_inprocess(command, pg_conf(netconf, pg_url), container_id="c%d" % (i // 2))
+        out = run_inprocess(command, pg_conf(netconf, pg_url), CallContext(pool=pool),
+                            container_id="c%d" % (i // 2))
         assert out.status == 0, out.out
     with psycopg.connect(pg_url.replace("+psycopg", ""), application_name="test") as conn:
         count, = conn.execute(

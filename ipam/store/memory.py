@@ -10,9 +10,10 @@ from ipam.lease import NO_POD, Event, Lease, new_boot_time
 
 
 class _Txn:
-    def __init__(self, store, after_commit=None):
+    def __init__(self, store, after_commit=None, before_commit=None):
         self.store = store
         self.after_commit = after_commit
+        self.before_commit = before_commit
 
     def __enter__(self):
         self.saved = (dict(self.store._leases), dict(self.store._cursors),
@@ -20,6 +21,12 @@ class _Txn:
                       dict(self.store._stamps))
 
     def __exit__(self, exc_type, exc, tb):
+        if exc_type is None and self.before_commit is not None:
+            try:
+                self.before_commit()
+            except BaseException:
+                self.__exit__(Exception, None, None)
+                raise
         if exc_type is not None:
             (self.store._leases, self.store._cursors, self.store.history_rows,
              self.store._networks, self.store._stamps) = self.saved
@@ -30,6 +37,7 @@ class _Txn:
 
 class MemoryStore:
     shared = False  # one node's store
+    timeout = 10.0  # nothing to wait for: one thread, no lock
 
     def __init__(self, node="memory"):
         self.node = node
@@ -39,8 +47,8 @@ class MemoryStore:
         self._networks = {}  # network -> NetworkRecord
         self._stamps = {}  # network -> the mirror directory's stamp
 
-    def transaction(self, after_commit=None):
-        return _Txn(self, after_commit)
+    def transaction(self, after_commit=None, patience=None, before_commit=None):
+        return _Txn(self, after_commit, before_commit)
 
     def retry_delays(self):
         return []  # one writer at a time: an attempt never needs repeating

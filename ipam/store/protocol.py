@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Optional, Protocol
 
 from ipam.addr import IP
 from ipam.lease import Event, Lease, NetworkRecord
+from ipam.waits import Patience
 
 
 class Store(Protocol):
@@ -23,6 +24,9 @@ class Store(Protocol):
     # This node's name: recorded with each lease and event it makes (None: a memory store
     # made without one).
     node: Optional[str]
+    # Seconds a wait for a lock's holder may last (the config's busyTimeout, else the
+    # engine's default): a plugin call's Patience starts from it (ipam.waits).
+    timeout: float
 
     def close(self) -> None:
         """Release the connection; the store is not used again."""
@@ -42,10 +46,14 @@ class Store(Protocol):
                  tb: Optional[TracebackType]) -> None:
         """Close the store (``with open_store(...) as store:``)."""
 
-    def transaction(self, after_commit: Optional[Callable[[], None]] = None
+    def transaction(self, after_commit: Optional[Callable[[], None]] = None,
+                    patience: "Optional[Patience]" = None,
+                    before_commit: Optional[Callable[[], None]] = None
                     ) -> AbstractContextManager[None]:
         """One atomic unit holding the write lock: all of a command or none of it.
-        ``after_commit`` runs after COMMIT, while the lock is still held."""
+        ``patience`` bounds the wait for the lock (:mod:`ipam.waits`; default: the
+        store's timeout); ``before_commit`` runs last inside, and may still stop it by
+        raising; ``after_commit`` runs after COMMIT, while the lock is still held."""
 
     def retry_delays(self) -> list[float]:
         """Pauses before each further attempt of a command that raised ``Retry``; empty

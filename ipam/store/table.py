@@ -22,6 +22,7 @@ from ipam import addr, system, writer_lock
 from ipam.errors import SchemaError
 from ipam.lease import NO_POD, Event, Lease, NetworkRecord, new_boot_time
 from ipam.schema_version import HEAD, REVISIONS
+from ipam.waits import Patience
 
 TYPE_CHECKING = False  # typing costs a plugin call ~2 ms: read by type checkers only
 if TYPE_CHECKING:
@@ -58,22 +59,36 @@ def _lease(row: "Sequence[Any]") -> "Lease":
 class Transaction:
     """BEGIN ... COMMIT, or ROLLBACK on any exception, the engine's errors translated.
 
+    ``patience`` bounds the wait in the writers' queue (:mod:`ipam.waits`: a plugin
+    call's, shared by all its waits; without one, the store's busy timeout).
+    ``before_commit`` runs last inside the transaction and may still stop it by raising:
+    the node daemon's check that its client is still waiting for the answer.
     ``after_commit`` runs after a successful COMMIT but before the writers' queue is
     left: the mirror's pending marker must go while no other writer can have started.
     """
 
     def __init__(self, store: "LeaseTable",
-                 after_commit: "Optional[Callable[[], None]]" = None) -> "None":
+                 after_commit: "Optional[Callable[[], None]]" = None,
+                 patience: "Optional[Patience]" = None,
+                 before_commit: "Optional[Callable[[], None]]" = None) -> "None":
         self.store = store
         self.after_commit = after_commit
+        self.patience = patience
+        self.before_commit = before_commit
 
     def __enter__(self) -> "None":
-        self.store.begin()
+        self.store.begin(self.patience)
 
     def __exit__(self, exc_type: "Optional[type[BaseException]]",
                  exc: "Optional[BaseException]", tb: "Any") -> "None":
         store = self.store
         try:
+            if exc_type is None and self.before_commit is not None:
+                try:
+                    self.before_commit()
+                except BaseException:
+                    store.rollback()
+                    raise
             if exc_type is None:
                 store.commit()
                 if self.after_commit is not None:
@@ -143,19 +158,22 @@ class LeaseTable:
         return "%s >= ? AND %s < ?" % (column, column), [prefix, prefix + "\U0010ffff"]
 
     # -- transactions and schema ------------------------------------------------------
-    def transaction(self, after_commit: "Optional[Callable[[], None]]" = None) -> "Transaction":
-        return Transaction(self, after_commit)
+    def transaction(self, after_commit: "Optional[Callable[[], None]]" = None,
+                    patience: "Optional[Patience]" = None,
+                    before_commit: "Optional[Callable[[], None]]" = None) -> "Transaction":
+        return Transaction(self, after_commit, patience, before_commit)
 
     def retry_delays(self) -> "list[float]":
         return []  # one writer at a time: an attempt never needs repeating
 
-    def begin(self) -> "None":
-        """Queue (node-local writers, :mod:`ipam.writer_lock`), BEGIN, and make sure the
-        schema is current: one cheap read in the steady state; alembic only for a
-        missing or older schema."""
+    def begin(self, patience: "Optional[Patience]" = None) -> "None":
+        """Queue (node-local writers, :mod:`ipam.writer_lock`; as long as ``patience``
+        allows, else the busy timeout), BEGIN, and make sure the schema is current: one
+        cheap read in the steady state; alembic only for a missing or older schema."""
         if self.queue_path is not None:
-            self._queue = writer_lock.acquire(self.queue_path, self.timeout,
-                                              create=not self.readonly)
+            self._queue = writer_lock.acquire(
+                self.queue_path, patience or Patience.each(self.timeout),
+                create=not self.readonly)
         try:
             self._begin()
             self._locked_at = monotonic()

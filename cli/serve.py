@@ -17,15 +17,22 @@ _SOCKET_HELP = "The daemon's unix socket."
               "0700 if missing; under systemd socket activation, the socket unit's is used.")
 @click.option("--pool-size", default=daemon.DEFAULT_POOL_SIZE, show_default=True,
               type=click.IntRange(1, 64),
-              help="Calls served at once; also the most stores kept open for each "
-                   "database (PostgreSQL connections, SQLite connections) and each "
+              help="Threads kept waiting for calls; also the most stores kept open for "
+                   "each database (PostgreSQL connections, SQLite connections) and each "
                    "dataDir, node and busyTimeout the configs give it.")
+@click.option("--max-calls", default=daemon.DEFAULT_MAX_CALLS, show_default=True,
+              type=click.IntRange(1, 4096),
+              help="Calls served at once, at most: a thread each, started as calls come, "
+                   "so that a call never waits behind calls waiting for another "
+                   "network's lock. Past it, a call is not taken, and its plugin runs it "
+                   "in process within a second.")
 @click.option("--drain-timeout", default=daemon.DEFAULT_DRAIN_TIMEOUT, show_default=True,
               type=click.FloatRange(0), metavar="SECONDS",
               help="On SIGTERM, SIGINT or SIGHUP: how long to go on answering the calls "
                    "already taken. A call still running then (or at a second signal) is "
                    "cut off; its client runs it in process.")
-def serve_cmd(socket_path: str, pool_size: int, drain_timeout: float) -> None:
+def serve_cmd(socket_path: str, pool_size: int, max_calls: int, drain_timeout: float
+              ) -> None:
     """Run the node daemon: plugin calls are forwarded to it and served by this
     process, which has the plugin loaded and its stores open, instead of each
     loading the plugin anew (on PostgreSQL: a few kept connections instead of a new
@@ -38,8 +45,12 @@ def serve_cmd(socket_path: str, pool_size: int, drain_timeout: float) -> None:
     own process, exactly as without one.
 
     Each call runs through the plugin's own code and transaction, so plugin
-    processes, ipamctl and the daemon may all run at once. Only root and the
-    daemon's own user may call it. One line per call is logged to stderr. A
+    processes, ipamctl and the daemon may all run at once, and it waits as long
+    as in process (busyTimeout, lockWaitLimit). The daemon takes only a call its
+    plugin could have run itself: from root or its own user, in its user
+    namespace, with its capabilities, seeing the same files at the paths the
+    config names; any other runs in the plugin's process. One line per call is
+    logged to stderr. A
     second daemon on the same socket refuses to start. SIGTERM, SIGINT or SIGHUP
     drains it (see --drain-timeout); a second signal stops it at once. Under
     systemd, the units in deploy/systemd start it on the first call (socket
@@ -52,7 +63,7 @@ def serve_cmd(socket_path: str, pool_size: int, drain_timeout: float) -> None:
         ipamctl serve --socket /run/ipam/daemon.sock --pool-size 8
         ipamctl serve --drain-timeout 60 2>> /var/log/host-local-sqlite.log
     """
-    raise SystemExit(daemon.serve(socket_path, pool_size, drain_timeout))
+    raise SystemExit(daemon.serve(socket_path, pool_size, drain_timeout, max_calls))
 
 
 @click.command("health")
@@ -66,7 +77,8 @@ def health_cmd(obj: Obj, socket_path: str, timeout: float) -> None:
     did not answer or refused (a liveness probe: ipamctl health --timeout 2).
 
     JSON: {"status", "pid", "version", "socket", "uptime_s", "calls", "refused",
-    "in_flight", "pool_size", "stores_open", "stores_opened"}
+    "declined", "in_flight", "threads", "max_calls", "pool_size", "stores_open",
+    "stores_opened"}
 
     \b
     Example:

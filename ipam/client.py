@@ -20,8 +20,17 @@ saying why on stderr in every other case: a named socket that is missing, a daem
 refuses the call, one run by a user that is neither root nor ours, one that stops
 answering mid-call (killed, restarted). Running again in process is safe: ADD is
 idempotent for a container and ifname, DEL always was, and CHECK, GC and STATUS change
-nothing twice. Every wait here is bounded: the connection is made at once or not at
-all, and the answer waits :data:`ANSWER_TIMEOUT` at most.
+nothing twice.
+
+Every wait here is bounded. The connection is made at once or not at all. The daemon
+must take the call within :data:`TAKE_TIMEOUT`, after it has asked what this process
+sees at the paths the call may touch (its own mount namespace may show other files:
+:func:`view`); a daemon that is stopped, or busy with its most calls, does not, and the
+call runs here. Once taken, the daemon tells the call's bound (:func:`ipam.waits.
+call_bound`: every lock wait and the work), and the answer waits that and
+:data:`ANSWER_MARGIN` at most. Giving up closes the socket, and a daemon that finds its
+client gone before COMMIT rolls the call back; one past COMMIT has committed what this
+process's own run then finds (an ADD idempotent, a DEL done): either way, one lease.
 """
 import posix
 import sys
@@ -36,22 +45,39 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
 # (which prints the plugin's "about" text) answer at once in process.
 FORWARDED = frozenset(("ADD", "DEL", "CHECK", "GC", "STATUS"))
 MAX_STDIN = 64 * 1024 * 1024  # bytes of network config read, here and in process
-# Seconds a client waits for the daemon's answer. The daemon's own waits are bounded
-# (the config's busy timeout, the shared pool's retries); past this the call runs in
-# process, which waits for the same locks, with the same bounds, and says so.
-ANSWER_TIMEOUT = 300.0
 _OFF = ("false", "0", "off", "no")
 
 # --- the wire format -------------------------------------------------------------------
 # A request: MAGIC, a kind byte, then for a call three blobs (each a 4-byte big-endian
 # length and the bytes): the environment (NUL-separated KEY=VALUE), the working
-# directory, and stdin. An answer: ANSWER, the exit status (one byte) and two blobs
-# (stdout, stderr); or NOT_SERVED and one blob (why). The daemon closes after answering.
-MAGIC = b"host-local-sqlite/1\n"
+# directory, and stdin. Then messages, each a kind byte and its parts:
+#   daemon -> client  PROVE (blob: the paths the call may touch, NUL-separated): the
+#                     daemon asks what the caller sees at each (:func:`view`);
+#   client -> daemon  VIEWS (blob: one view per path, NUL-separated, in order);
+#   daemon -> client  TAKEN (blob: the call's bound in seconds, ASCII): the call is the
+#                     daemon's now, and ends within the bound (:mod:`ipam.waits`);
+#   daemon -> client  ANSWER (the exit status, one byte; blobs: stdout, stderr);
+#   daemon -> client  NOT_SERVED (blob: why), instead of any of its messages.
+# A health check is MAGIC and HEALTH, answered by ANSWER at once. The daemon closes after
+# answering; the client closes when it gives up, which tells the daemon not to commit.
+MAGIC = b"host-local-sqlite/2\n"
 CALL = b"C"
 HEALTH = b"H"
+PROVE = b"P"
+VIEWS = b"V"
+TAKEN = b"T"
 ANSWER = b"A"
 NOT_SERVED = b"N"
+# Seconds the daemon has to send each of PROVE and TAKEN: a daemon that is stopped
+# (SIGSTOP, a frozen cgroup) or serving its most calls at once does not take a call,
+# and the call runs in process at once rather than waiting with it.
+TAKE_TIMEOUT = 1.0
+# Seconds a taken call's answer may come after its bound: the COMMIT and the answer
+# itself, after the daemon's last check of its bound (ipam.daemon).
+ANSWER_MARGIN = 2.0
+# The most bound a daemon may give (kubelet's CRI timeout is 120 s): anything else is not
+# a daemon of this version, and the call runs in process.
+MAX_BOUND = 120.0
 
 
 def blob(data: "bytes") -> "bytes":
@@ -66,12 +92,54 @@ def read_blob(buf: "bytes", at: "int") -> "tuple[bytes, int]":
     return buf[at + 4:end], end
 
 
+def parse_message(buf: "bytes") -> "tuple[bytes, list[bytes], int]":
+    """``(kind, parts, length)`` of the daemon's message at the start of ``buf`` (an
+    ANSWER's first part is its status byte); ValueError if it is cut short, IndexError
+    if it is no message at all."""
+    kind = buf[:1]
+    if kind == ANSWER:
+        if len(buf) < 2:
+            raise ValueError("cut short")
+        out, at = read_blob(buf, 2)
+        err, at = read_blob(buf, at)
+        return kind, [buf[1:2], out, err], at
+    if kind in (PROVE, TAKEN, NOT_SERVED, VIEWS):
+        part, at = read_blob(buf, 1)
+        return kind, [part], at
+    if not kind:
+        raise ValueError("cut short")
+    raise IndexError("not a message")
+
+
 def encode_environ(env: "dict[bytes, bytes]") -> "bytes":
     return b"\0".join(k + b"=" + v for k, v in env.items())
 
 
 def decode_environ(block: "bytes") -> "dict[bytes, bytes]":
     return dict(item.partition(b"=")[::2] for item in block.split(b"\0") if item)
+
+
+def view(path: "str") -> "bytes":
+    """What this process sees at ``path``: the device and inode of the file, or, where it
+    does not exist yet, of its nearest existing ancestor followed by the rest of the
+    path (``dev:ino:rest``); ``!errno`` where it cannot look. The daemon serves a call
+    only where it sees the same at every path the call may touch: the same files, though
+    a mount namespace of its own (a pod with hostPaths) may show them."""
+    rest: "list[str]" = []
+    at = path
+    while True:
+        try:
+            st = posix.stat(at or "/")
+        except (FileNotFoundError, NotADirectoryError):
+            if not at.strip("/"):
+                return b"!2"
+            at, _, name = at.rstrip("/").rpartition("/")
+            rest.append(name)
+            continue
+        except OSError as e:
+            return b"!%d" % (e.errno or 0)
+        tail = "/".join(reversed(rest)).encode("utf-8", "surrogateescape")
+        return b"%d:%d:%s" % (st.st_dev, st.st_ino, tail)
 
 
 def peer_cred(sock: "object") -> "tuple[int, int]":
@@ -103,8 +171,8 @@ def _signalled(signum: "int", frame: "object") -> "None":
 
 def _interrupted(signum: "int") -> "int":
     """The error object an in-process call answers to the same signal (code 11): the
-    runtime gives up on this call, which the daemon may still finish; a repeated ADD
-    returns what it committed."""
+    runtime gives up on this call, and so does the daemon, which finds its client gone
+    before COMMIT (if it was past it, a repeated ADD returns what it committed)."""
     from ipam import result
     from ipam.errors import Interrupted
 
@@ -148,57 +216,124 @@ def choose_socket(data: "bytes", env: "dict[bytes, bytes]") -> "tuple[Optional[s
     return str(choice), True
 
 
-def exchange(path: "str", request: "bytes", named: "bool" = True,
-             timeout: "float" = ANSWER_TIMEOUT) -> "bytes":
-    """Send ``request`` to the daemon at ``path`` and return its whole answer; raises
-    :class:`Unanswered` when there is no daemon to ask, or no whole answer came."""
-    import _socket
+class Channel:
+    """A connection to the daemon at ``path``: connected at once or not at all, and its
+    peer checked (root or this user; ``SO_PEERCRED``, the kernel's word), then
+    messages each read by a deadline. Raises :class:`Unanswered` saying why."""
 
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
+    def __init__(self, path: "str", named: "bool" = True) -> "None":
+        import _socket
+
+        self.path = path
+        self.buf = b""
+        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
-            sock.connect(path)
-        except OSError as e:  # ENOENT, ECONNREFUSED, EACCES; EAGAIN: its queue is full
-            raise Unanswered("cannot reach the node daemon at %s (%s)"
-                            % (path, e.strerror or e) if named else None) from None
-        uid = peer_cred(sock)[1]
-        if uid not in (0, posix.geteuid()):
-            raise Unanswered("the node daemon at %s runs as uid %d, neither root nor this "
-                            "user: not trusting it" % (path, uid))
-        chunks = []
+            self.sock.settimeout(TAKE_TIMEOUT)
+            try:
+                self.sock.connect(path)
+            except OSError as e:  # ENOENT, ECONNREFUSED, EACCES; EAGAIN: its queue is full
+                raise Unanswered("cannot reach the node daemon at %s (%s)"
+                                % (path, e.strerror or e) if named else None) from None
+            uid = peer_cred(self.sock)[1]
+            if uid not in (0, posix.geteuid()):
+                raise Unanswered("the node daemon at %s runs as uid %d, neither root nor "
+                                "this user: not trusting it" % (path, uid))
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def close(self) -> "None":
+        self.sock.close()
+
+    def send(self, data: "bytes", timeout: "float", late: "str") -> "None":
         try:
-            sock.sendall(request)
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
+            self.sock.settimeout(timeout)
+            self.sock.sendall(data)
         except TimeoutError:
-            raise Unanswered("no answer from the node daemon at %s within %g s"
-                            % (path, timeout)) from None
-        except OSError as e:  # ECONNRESET, EPIPE: it went away
+            raise Unanswered(late) from None
+        except OSError as e:  # EPIPE, ECONNRESET: it went away
             raise Unanswered("the node daemon at %s went away mid-call (%s)"
-                            % (path, e.strerror or e)) from None
-        return b"".join(chunks)
-    finally:
-        sock.close()
+                            % (self.path, e.strerror or e)) from None
+
+    def receive(self, timeout: "float", late: "str") -> "tuple[bytes, list[bytes]]":
+        """The next message, within ``timeout`` seconds (``late``: what to say if not)."""
+        from time import monotonic
+
+        deadline = monotonic() + timeout
+        while True:
+            try:
+                kind, parts, length = parse_message(self.buf)
+                self.buf = self.buf[length:]
+                return kind, parts
+            except ValueError:
+                pass
+            except IndexError:
+                raise Unanswered("the node daemon at %s stopped answering mid-call"
+                                % self.path) from None
+            try:
+                self.sock.settimeout(max(deadline - monotonic(), 0.001))
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                raise Unanswered(late) from None
+            except OSError as e:  # ECONNRESET: it went away
+                raise Unanswered("the node daemon at %s went away mid-call (%s)"
+                                % (self.path, e.strerror or e)) from None
+            if not chunk:
+                raise Unanswered("the node daemon at %s stopped answering mid-call"
+                                % self.path)
+            self.buf += chunk
 
 
-def answer(path: "str", reply: "bytes") -> "tuple[int, bytes, bytes]":
-    """The exit status, stdout and stderr of a daemon's ``reply``."""
+def _expect(channel: "Channel", kind: "bytes", got: "tuple[bytes, list[bytes]]"
+            ) -> "list[bytes]":
+    if got[0] == NOT_SERVED:
+        raise Unanswered("the node daemon at %s did not take the call: %s"
+                        % (channel.path, got[1][0].decode("utf-8", "replace")))
+    if got[0] != kind:
+        raise Unanswered("the node daemon at %s stopped answering mid-call" % channel.path)
+    return got[1]
+
+
+def call(path: "str", request: "bytes", named: "bool" = True) -> "tuple[int, bytes, bytes]":
+    """Run a call (``request``) on the daemon at ``path``: its exit status, stdout and
+    stderr. :class:`Unanswered` when it did not take the call within
+    :data:`TAKE_TIMEOUT` (each of its first two messages), declined it, or took it and
+    gave no answer within the call's bound; the socket is closed before this returns,
+    which tells the daemon to give up on a call it took and has not committed."""
+    channel = Channel(path, named)
     try:
-        if reply[:1] == NOT_SERVED:
-            why, _ = read_blob(reply, 1)
-            raise Unanswered("the node daemon at %s did not take the call: %s"
-                            % (path, why.decode("utf-8", "replace")))
-        if reply[:1] != ANSWER or len(reply) < 2:
-            raise ValueError("no answer")
-        out, at = read_blob(reply, 2)
-        err, at = read_blob(reply, at)
-    except ValueError:
-        raise Unanswered("the node daemon at %s stopped answering mid-call" % path) from None
-    return reply[1], out, err
+        untaken = "the node daemon at %s did not take the call within %g s (stopped, or " \
+                  "serving its most calls at once)" % (path, TAKE_TIMEOUT)
+        channel.send(request, TAKE_TIMEOUT, untaken)
+        asked = _expect(channel, PROVE, channel.receive(TAKE_TIMEOUT, untaken))[0]
+        views = [view(p.decode("utf-8", "surrogateescape")) for p in asked.split(b"\0") if p]
+        channel.send(VIEWS + blob(b"\0".join(views)), TAKE_TIMEOUT, untaken)
+        bound = _expect(channel, TAKEN, channel.receive(TAKE_TIMEOUT, untaken))[0]
+        try:
+            seconds = float(bound)
+        except ValueError:
+            seconds = -1.0
+        if not 0 <= seconds <= MAX_BOUND:
+            raise Unanswered("the node daemon at %s gave no bound for the call" % path)
+        late = "the node daemon at %s took the call but gave no answer within its bound " \
+               "(%g s) and %g s more; gave up on it" % (path, seconds, ANSWER_MARGIN)
+        status, out, err = _expect(channel, ANSWER,
+                                   channel.receive(seconds + ANSWER_MARGIN, late))
+        return status[0], out, err
+    finally:
+        channel.close()
+
+
+def ask(path: "str", request: "bytes", timeout: "float") -> "tuple[int, bytes, bytes]":
+    """A request answered at once (a health check): the answer's status, stdout, stderr."""
+    channel = Channel(path)
+    try:
+        late = "no answer from the node daemon at %s within %g s" % (path, timeout)
+        channel.send(request, timeout, late)
+        status, out, err = _expect(channel, ANSWER, channel.receive(timeout, late))
+        return status[0], out, err
+    finally:
+        channel.close()
 
 
 def _write_all(fd: "int", data: "bytes") -> "bool":
@@ -239,7 +374,7 @@ def forward() -> "tuple[Optional[int], Optional[bytes]]":
 
     saved = {n: _signal.signal(n, _signalled) for n in SIGNALS}
     try:
-        status, out, err = answer(path, exchange(path, request, named))
+        status, out, err = call(path, request, named)
     except Unanswered as e:
         if e.args[0] is not None:
             sys.stderr.write("host-local-sqlite: %s; running the call in process\n"

@@ -6,25 +6,53 @@ the plugin once, keeps its stores open (:class:`ipam.store.pool.StorePool`), and
 the calls that thin clients (:mod:`ipam.client`) forward over a unix socket: the same
 thing Multus' thick plugin, Cilium's ``cilium-cni`` and CNI's own ``dhcp`` plugin do.
 
-Each call runs through :func:`ipam.cni.main`, the in-process entry itself, on one of
-``pool_size`` worker threads, with the client's environment and stdin; its stderr is
-captured for the client (:class:`_Stderr`). It is one store transaction with the same
-locks as ever, so plugin processes, ipamctl and the daemon can all run at once.
+Each call runs through :func:`ipam.cni.main`, the in-process entry itself, with the
+client's environment and stdin; its stderr is captured for the client
+(:class:`_Stderr`). It is one store transaction with the same locks and the same waits
+(:mod:`ipam.waits`) as ever, so plugin processes, ipamctl and the daemon can all run at
+once.
 
-Who may call: peers whose ``SO_PEERCRED`` uid is root or the daemon's own; others get a
-refusal (their clients run the call in process, as that user). One daemon per socket:
-the second finds the first's flock (:func:`ipam.paths.daemon_lock`) and refuses to
-start. SIGTERM, SIGINT and SIGHUP drain: no new connection is taken, the calls already taken are
-answered (for ``drain_timeout`` at most: a client whose daemon went away runs its call
-in process), then the stores close. Under systemd the socket can be the socket unit's
-(``LISTEN_FDS``), and readiness and stopping are told through ``NOTIFY_SOCKET``.
+A door, not a second product: a forwarded call must be, to its caller, the call it would
+have run in process.
+
+- **The same waits.** Each call has a thread of its own: the daemon keeps ``pool_size``
+  idle threads waiting for connections and starts more as calls come, up to
+  ``max_calls``, so a call never queues behind calls waiting for another network's lock.
+  A request must arrive whole within :data:`REQUEST_TIMEOUT` (a peer that trickles it
+  holds a thread that long, no longer). The client hears within its ``TAKE_TIMEOUT``
+  that its call was taken, and the call's bound (:func:`ipam.waits.call_bound`); the
+  daemon commits nothing past that bound, nor once its client has gone (the last check
+  before COMMIT: :meth:`Daemon._guard`).
+- **The same files.** Before taking a call, the daemon asks what the caller sees at every
+  path the call may touch (dataDir, a SQLite database and its directory, resolvConf)
+  and serves it only where it sees the same device and inode (:func:`ipam.client.view`):
+  a caller in another mount namespace, or a pod without the hostPath a config names,
+  runs its call in process.
+- **The same powers.** Only a peer that could make the call itself: root or the daemon's
+  own uid (``SO_PEERCRED``), in the daemon's user namespace, with every capability the
+  daemon has, read from the kernel through the peer's pid (``/proc/<pid>/status``,
+  checked against a pidfd so a pid reused meanwhile cannot pass), never from its word.
+  A peer it cannot see (pid 0: another PID namespace) is declined; hence ``hostPID`` in
+  the DaemonSet.
+
+One daemon per socket: the second finds the first's flock (:func:`ipam.paths.
+daemon_lock`) and refuses to start. SIGTERM, SIGINT and SIGHUP drain: no new connection
+is taken, the calls already taken are answered (for ``drain_timeout`` at most: a client
+whose daemon went away runs its call in process), then the stores close. Under systemd
+the socket can be the socket unit's (``LISTEN_FDS``), and readiness and stopping are told
+through ``NOTIFY_SOCKET``.
 
 It logs one line per call to stderr (command, network, container, ifname, result,
 milliseconds), as ``key=value`` pairs, which journald and ``kubectl logs`` show as they
 are; with a UTC timestamp in front unless journald, which stamps lines itself, is
 stderr (``JOURNAL_STREAM``).
+
+For tests only: ``HOST_LOCAL_SQLITE_DAEMON_STOP_AT`` names a step of a call (see
+:data:`STEPS`) at which the daemon stops itself with SIGSTOP, as a frozen cgroup or an
+operator's SIGSTOP would stop it there.
 """
 import io
+import itertools
 import json
 import os
 import select
@@ -35,26 +63,36 @@ import sys
 import threading
 import time
 
-from ipam import client, commands, paths, system, writer_lock
-from ipam.errors import IoFailure
+from ipam import caller, client, paths, system, writer_lock
+from ipam.commands import CallContext
+from ipam.errors import Interrupted, IoFailure, TryAgain
 from ipam.store.pool import StorePool
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Optional, TextIO
+    from typing import Any, Callable, Optional, TextIO
 
 DEFAULT_POOL_SIZE = 4
+# Calls served at once, at most (threads): kubelet starts up to 110 pods on a node at
+# once, each with one call per network. Past it a client's call is not taken, and runs
+# in process after the client's TAKE_TIMEOUT.
+DEFAULT_MAX_CALLS = 256
 DEFAULT_DRAIN_TIMEOUT = 30.0
-REQUEST_TIMEOUT = 10.0  # seconds a connected client has to send its whole request
+# Seconds a connected client has to send its whole request, and then its views: a
+# plugin sends each at once; a peer that trickles bytes holds one thread this long.
+REQUEST_TIMEOUT = 5.0
 # A terminal's hang-up too: a daemon started by hand stops as cleanly as under systemd.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 BACKLOG = 512  # connections the kernel queues: a node starting hundreds of pods at once
 # Linux 4.5's flag; a Python built against older kernel headers lacks the name (the
 # CPython in cx_Freeze's bases, built for glibc 2.17: the self-contained build's).
 EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
+POLLRDHUP = getattr(select, "POLLRDHUP", 0x2000)  # Linux 2.6.17's, likewise
 _SD_LISTEN_FDS_START = 3  # systemd's first passed descriptor (sd_listen_fds(3))
-
-
+# The steps of a call, in order, at which HOST_LOCAL_SQLITE_DAEMON_STOP_AT may stop the
+# daemon (tests: the client's bounds and the one-lease promise, step by step).
+STEPS = ("accepted", "read", "proved", "taken", "before-commit", "committed")
+STOP_AT_ENV = "HOST_LOCAL_SQLITE_DAEMON_STOP_AT"
 class _Stderr:
     """``sys.stderr`` for a process whose threads serve calls: what a call writes (the
     plugin's warnings, :func:`ipam.system.warn`) goes to that call's client; anything
@@ -106,15 +144,19 @@ def _config(data: "bytes") -> "dict[str, Any]":
     return conf if isinstance(conf, dict) else {}
 
 
+def _call_fields(env: "dict[str, str]", conf: "dict[str, Any]") -> "str":
+    """The log line's fields naming a call: command, network, container, ifname."""
+    return " ".join([env.get("CNI_COMMAND", "?"),
+                     "network=" + _logfmt(conf.get("name") or "?"),
+                     "container=" + _logfmt(env.get("CNI_CONTAINERID", "") or "-"),
+                     "ifname=" + _logfmt(env.get("CNI_IFNAME", "") or "-")])
+
+
 def _summary(env: "dict[str, str]", conf: "dict[str, Any]", status: "int",
              out: "str") -> "str":
     """The log line's fields for one call (the network from the config, the addresses
     or the error from the answer); whatever does not parse is left out."""
-    fields = [env.get("CNI_COMMAND", "?")]
-    name = conf.get("name")
-    fields += ["network=" + _logfmt(name or "?"),
-               "container=" + _logfmt(env.get("CNI_CONTAINERID", "") or "-"),
-               "ifname=" + _logfmt(env.get("CNI_IFNAME", "") or "-")]
+    fields = [_call_fields(env, conf)]
     try:
         answer = json.loads(out) if out.strip() else {}
     except ValueError:
@@ -133,27 +175,16 @@ def _summary(env: "dict[str, str]", conf: "dict[str, Any]", status: "int",
     return " ".join(fields)
 
 
-def _relative_paths(conf: "dict[str, Any]") -> "list[str]":
-    """The config's paths that are relative to the caller's working directory."""
-    ipam = conf.get("ipam")
-    if not isinstance(ipam, dict):
-        return []
-    return [v for k in ("datadir", "database", "resolvconf")
-            for v in [ipam.get(k)] if isinstance(v, str) and v and not v.startswith("/")
-            and "://" not in v]
-
-
-def _read_request(conn: "socket.socket") -> "tuple[bytes, list[bytes]]":
-    """(kind, blobs) of a request; ValueError if it is not one, or cut short."""
+def _read_request(conn: "socket.socket", deadline: "float"
+                  ) -> "tuple[bytes, list[bytes]]":
+    """(kind, blobs) of a request, which must arrive whole by ``deadline``; ValueError
+    if it is not one, cut short or late."""
     head = len(client.MAGIC) + 1
     buf = b""
     while len(buf) < head:
-        chunk = conn.recv(65536)
-        if not chunk:
-            raise ValueError("the request was cut short")
-        buf += chunk
+        buf += _recv(conn, 65536, deadline, "request")
     if buf[:len(client.MAGIC)] != client.MAGIC:
-        raise ValueError("not a host-local-sqlite/1 request")
+        raise ValueError("not a %s request" % client.MAGIC.decode().strip())
     kind = buf[head - 1:head]
     wanted = 3 if kind == client.CALL else 0
     blobs: "list[bytes]" = []
@@ -167,11 +198,42 @@ def _read_request(conn: "socket.socket") -> "tuple[bytes, list[bytes]]":
             pass
         if len(buf) - at >= 4 and int.from_bytes(buf[at:at + 4], "big") > client.MAX_STDIN * 2:
             raise ValueError("the request is too large")
-        chunk = conn.recv(1 << 20)
-        if not chunk:
-            raise ValueError("the request was cut short")
-        buf += chunk
+        buf += _recv(conn, 1 << 20, deadline, "request")
     return kind, blobs
+
+
+def _read_views(conn: "socket.socket", deadline: "float") -> "list[bytes]":
+    """The client's VIEWS message, whole by ``deadline``; ValueError if not."""
+    buf = b""
+    while True:
+        try:
+            kind, parts, _ = client.parse_message(buf)
+        except ValueError:
+            if len(buf) > 1 << 20:
+                raise ValueError("views too large") from None
+            buf += _recv(conn, 65536, deadline, "views")
+            continue
+        except IndexError:
+            raise ValueError("not a views message") from None
+        if kind != client.VIEWS:
+            raise ValueError("not a views message")
+        return parts[0].split(b"\0") if parts[0] else []
+
+
+def _recv(conn: "socket.socket", size: "int", deadline: "float", what: "str") -> "bytes":
+    """What the client sent next, by ``deadline``; ValueError saying so if nothing."""
+    left = deadline - time.monotonic()
+    try:
+        if left <= 0:
+            raise TimeoutError
+        conn.settimeout(left)
+        chunk = conn.recv(size)
+    except TimeoutError:
+        raise ValueError("the %s did not arrive whole within %g s"
+                         % (what, REQUEST_TIMEOUT)) from None
+    if not chunk:
+        raise ValueError("the %s was cut short" % what)
+    return chunk
 
 
 def _reply(status: "int", out: "bytes", err: "bytes") -> "bytes":
@@ -189,18 +251,23 @@ class Daemon:
     def __init__(self, socket_path: "str" = paths.DAEMON_SOCKET,
                  pool_size: "int" = DEFAULT_POOL_SIZE,
                  drain_timeout: "float" = DEFAULT_DRAIN_TIMEOUT,
-                 log: "Optional[TextIO]" = None) -> "None":
+                 log: "Optional[TextIO]" = None,
+                 max_calls: "int" = DEFAULT_MAX_CALLS) -> "None":
         self.socket_path = os.path.abspath(socket_path)
         self.pool_size = pool_size
+        self.max_calls = max(max_calls, 1)
         self.drain_timeout = drain_timeout
         self._log_stream = log
         self.pool = StorePool(pool_size)
         self.calls = 0
         self.refused = 0
+        self.declined = 0
         self._busy = 0  # connections taken and not yet answered (what a drain waits for)
         self._calling = 0  # of those, calls: from their request read to their log line
         self._idle = threading.Condition()
-        self._workers: "list[threading.Thread]" = []
+        self._waiting = 0  # threads waiting for a connection
+        self._threads: "set[threading.Thread]" = set()
+        self._names = itertools.count()
         self._wake: "Optional[tuple[int, int]]" = None  # the stop's wake-up pipe
         self._stopping = threading.Event()
         self._listener: "Optional[socket.socket]" = None
@@ -211,6 +278,8 @@ class Daemon:
         self._stamp = not os.environ.get("JOURNAL_STREAM")
         self._cwd = os.getcwd().encode("utf-8", "surrogateescape")
         self._stderr: "Optional[_Stderr]" = None
+        self._stop_at = os.environ.get(STOP_AT_ENV)
+        self._powers = caller.Powers()
 
     # -- the log --------------------------------------------------------------------
     def log(self, line: "str") -> "None":
@@ -239,19 +308,17 @@ class Daemon:
         self._take_lock()
         if self._listener is None:
             self._listener = self._bind()
-        self._listener.setblocking(False)  # the workers' epoll says when to accept
+        self._listener.setblocking(False)  # the threads' epoll says when to accept
         self._wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        commands.POOL = self.pool
         writer_lock.share_between_threads()
         self._stderr = _Stderr(sys.stderr)
         sys.stderr = self._stderr  # type: ignore[assignment]
-        self.log("serving on %s (pid %d, %d calls at a time%s)"
-                 % (self.socket_path, os.getpid(), self.pool_size,
+        self.log("serving on %s (pid %d, up to %d calls at a time%s)"
+                 % (self.socket_path, os.getpid(), self.max_calls,
                     ", socket from systemd" if self._activated else ""))
-        self._workers = [threading.Thread(target=self._work, daemon=True, name="call-%d" % i)
-                         for i in range(self.pool_size)]
-        for worker in self._workers:
-            worker.start()
+        with self._idle:
+            for _ in range(self.pool_size):
+                self._spawn()
         _notify("READY=1\nSTATUS=serving on %s" % self.socket_path)
 
     @staticmethod
@@ -366,8 +433,9 @@ class Daemon:
             self.log("draining: %d call%s to answer, %g s at most"
                      % (busy, "" if busy == 1 else "s", self.drain_timeout))
         self._shut()
-        for worker in self._workers:  # each leaves after its call
-            worker.join(max(deadline - time.monotonic(), 0.1))
+        with self._idle:  # each thread leaves after its call
+            while self._threads and time.monotonic() < deadline:
+                self._idle.wait(max(min(deadline - time.monotonic(), 0.5), 0.01))
         self._close_listener()  # connections still queued in the kernel are reset
         with self._idle:
             left = self._busy
@@ -394,7 +462,7 @@ class Daemon:
         self._bound = None
 
     def _shut(self) -> "None":
-        """No more accepts: wake every worker waiting for a connection (the wake-up
+        """No more accepts: wake every thread waiting for a connection (the wake-up
         pipe stays readable). Not shutdown() on the socket: systemd's socket is shared
         with systemd, which must keep it for the next start."""
         if self._wake is not None:
@@ -416,25 +484,38 @@ class Daemon:
         self._close_listener()
         if self._stderr is not None and sys.stderr is self._stderr:
             sys.stderr = self._stderr.real  # type: ignore[assignment]
-        if commands.POOL is self.pool:
-            commands.POOL = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-        if self._wake is not None and not any(w.is_alive() for w in self._workers):
+        with self._idle:
+            alive = bool(self._threads)
+        if self._wake is not None and not alive:
             for fd in self._wake:
                 os.close(fd)
             self._wake = None
 
-    # -- one connection ---------------------------------------------------------------
+    # -- threads --------------------------------------------------------------------
+    def _spawn(self) -> "None":
+        """One more thread waiting for a connection (``self._idle`` held)."""
+        thread = threading.Thread(target=self._work, daemon=True,
+                                  name="call-%d" % next(self._names))
+        self._threads.add(thread)
+        self._waiting += 1
+        thread.start()
+
     def _work(self) -> "None":
-        """A worker: take a connection and answer it, until the daemon stops. Each
-        worker accepts for itself (no hand-over between threads on the way), woken by
-        its own epoll: EPOLLEXCLUSIVE wakes one worker per connection, not all, and the
-        wake-up pipe wakes them all to stop."""
+        """A thread: take a connection and answer it, until the daemon stops or enough
+        others wait. Each accepts for itself (no hand-over between threads on the way),
+        woken by its own epoll: EPOLLEXCLUSIVE wakes one thread per connection, not all,
+        and the wake-up pipe wakes them all to stop. The last one waiting starts another
+        before it serves its call (up to ``max_calls``), so a call that waits for a lock
+        never keeps the next connection waiting; past ``pool_size`` waiting, a thread
+        whose call is done leaves."""
         listener, wake = self._listener, self._wake
         assert listener is not None and wake is not None
+        me = threading.current_thread()
         poller = select.epoll()
+        waiting = True
         try:
             poller.register(listener.fileno(), select.EPOLLIN | EPOLLEXCLUSIVE)
             poller.register(wake[0], select.EPOLLIN)
@@ -444,23 +525,39 @@ class Daemon:
                     return
                 try:
                     conn, _ = listener.accept()
-                except BlockingIOError:  # another worker took it
+                except BlockingIOError:  # another thread took it
                     continue
                 except OSError as e:  # EMFILE and the like: say so, breathe, go on
                     self.log("accept failed: %s" % (e.strerror or e))
                     time.sleep(0.1)
                     continue
+                with self._idle:
+                    self._waiting -= 1
+                    waiting = False
+                    if not self._waiting and len(self._threads) < self.max_calls:
+                        self._spawn()
                 self._serve_one(conn)
+                with self._idle:
+                    if self._waiting >= self.pool_size:
+                        return
+                    self._waiting += 1
+                    waiting = True
         finally:
             poller.close()
+            with self._idle:
+                if waiting:
+                    self._waiting -= 1
+                self._threads.discard(me)
+                self._idle.notify_all()
 
+    # -- one connection ---------------------------------------------------------------
     def _serve_one(self, conn: "socket.socket") -> "None":
         with self._idle:
             self._busy += 1
         try:
             conn.setblocking(True)
             self._handle(conn)
-        except Exception as e:  # never lose a worker: log it, answer nothing more
+        except Exception as e:  # never lose a thread: log it, answer nothing more
             self.log("internal error: %r" % (e,))
         finally:
             conn.close()
@@ -468,9 +565,15 @@ class Daemon:
                 self._busy -= 1
                 self._idle.notify_all()
 
+    def _pause(self, step: "str") -> "None":
+        """Stop here, once, if a test asked (:data:`STOP_AT_ENV`)."""
+        if step == self._stop_at:
+            self._stop_at = None
+            os.kill(os.getpid(), signal.SIGSTOP)
+
     def _handle(self, conn: "socket.socket") -> "None":
         started = time.monotonic()
-        conn.settimeout(REQUEST_TIMEOUT)
+        self._pause("accepted")
         pid, uid = client.peer_cred(conn)
         if uid not in (0, os.geteuid()):
             self.refused += 1
@@ -480,7 +583,7 @@ class Daemon:
                          % (uid, os.geteuid()))
             return
         try:
-            kind, blobs = _read_request(conn)
+            kind, blobs = _read_request(conn, started + REQUEST_TIMEOUT)
         except (ValueError, OSError) as e:
             self.log("bad request from pid=%d: %s" % (pid, e))
             self._refuse(conn, "bad request: %s" % e)
@@ -494,32 +597,78 @@ class Daemon:
         with self._idle:
             self._calling += 1
         try:
-            self._answer_call(conn, started, *blobs)
+            self._answer_call(conn, pid, started, *blobs)
         finally:
             with self._idle:
                 self._calling -= 1
 
-    def _answer_call(self, conn: "socket.socket", started: "float", raw_env: "bytes",
-                     cwd: "bytes", data: "bytes") -> "None":
+    def _answer_call(self, conn: "socket.socket", pid: "int", started: "float",
+                     raw_env: "bytes", cwd: "bytes", data: "bytes") -> "None":
+        self._pause("read")
         env = system.environ(client.decode_environ(raw_env))
-        conf = _config(data) if cwd != self._cwd else None  # parsed once, if before
-        relative = conf is not None and _relative_paths(conf)
-        if relative:
-            self._refuse(conn, "the config names paths relative to the caller's directory "
-                         "(%s)" % ", ".join(relative))
+        conf = _config(data)
+        try:
+            caller.check_peer(conn, pid, self._powers)
+            if cwd != self._cwd and caller.relative_paths(conf):
+                raise caller.Declined("the config names paths relative to the caller's "
+                                      "directory (%s)"
+                                      % ", ".join(caller.relative_paths(conf)))
+            paths_, bound = caller.plan(env, conf)
+            conn.sendall(client.PROVE + client.blob(b"\0".join(
+                p.encode("utf-8", "surrogateescape") for p in paths_)))
+            self._pause("proved")
+            try:
+                theirs = _read_views(conn, time.monotonic() + REQUEST_TIMEOUT)
+            except ValueError as e:
+                raise caller.Declined("no views from the caller: %s" % e) from None
+            caller.check_views(paths_, theirs)
+        except caller.Declined as e:
+            self.declined += 1
+            self.log("declined %s pid=%d: %s" % (_call_fields(env, conf), pid, e.args[0]))
+            self._refuse(conn, e.args[0])
             return
+        except OSError as e:  # the client went away while asked
+            self.log("%s: the client went away before it was taken (%s)"
+                     % (_call_fields(env, conf), e.strerror or e))
+            return
+        deadline = time.monotonic() + bound
+        try:
+            conn.sendall(client.TAKEN + client.blob(b"%g" % bound))
+        except OSError as e:  # the client gave up waiting to be taken: not ours to run
+            self.log("%s: the client went away before it was taken (%s): not run"
+                     % (_call_fields(env, conf), e.strerror or e))
+            return
+        self._pause("taken")
         conn.settimeout(None)  # the call's own waits are bounded
-        status, out, err = self.call(env, data)
+        status, out, err = self.call(env, data, self._guard(conn, deadline, bound))
+        self._pause("committed")
         self._send(conn, _reply(status, out.encode("utf-8"),
                                  err.encode("utf-8", "backslashreplace")))
         conn.close()  # the client is done: the log line is ours
         elapsed = time.monotonic() - started
         with self._idle:
             self.calls += 1
-        self.log("%s ms=%.1f" % (_summary(env, _config(data) if conf is None else conf,
-                                          status, out), elapsed * 1000))
+        self.log("%s ms=%.1f" % (_summary(env, conf, status, out), elapsed * 1000))
 
-    def call(self, env: "dict[str, str]", data: "bytes") -> "tuple[int, str, str]":
+    def _guard(self, conn: "socket.socket", deadline: "float", bound: "float"
+               ) -> "Callable[[], None]":
+        """The call's last check before each COMMIT: within the bound its client was
+        told, and that client still waiting. A client that gave up runs the call in
+        process, so what it gave up on must not land (past this check, the COMMIT and
+        the locks it holds order the two: the client's own run finds what landed)."""
+        def guard() -> "None":
+            self._pause("before-commit")
+            if time.monotonic() > deadline:
+                raise TryAgain("the call ran past its bound (%g s) and was not committed; "
+                               "try again" % bound)
+            if _hung_up(conn):
+                raise Interrupted("the plugin that sent this call to the node daemon "
+                                  "stopped waiting for it; not committed")
+        return guard
+
+    def call(self, env: "dict[str, str]", data: "bytes",
+             before_commit: "Optional[Callable[[], None]]" = None
+             ) -> "tuple[int, str, str]":
         """One plugin call, as :func:`ipam.cni.main` runs it in a plugin process:
         (exit status, stdout, stderr)."""
         from ipam.cni import main
@@ -529,7 +678,8 @@ class Daemon:
         if stderr is not None:
             stderr.capture()
         try:
-            status = main(env, io.BytesIO(data), out)
+            status = main(env, io.BytesIO(data), out,
+                          CallContext(pool=self.pool, before_commit=before_commit))
         finally:
             err = stderr.release() if stderr is not None else ""
         return status, out.getvalue(), err
@@ -567,13 +717,31 @@ class Daemon:
         except PackageNotFoundError:
             ours = "unknown"
         with self._idle:
-            calling = self._calling
+            calling, threads = self._calling, len(self._threads)
         return {"status": "draining" if self._stopping.is_set() else "ok",
                 "pid": os.getpid(), "version": ours, "socket": self.socket_path,
                 "uptime_s": round(time.monotonic() - self._started, 1),
-                "calls": self.calls, "refused": self.refused, "in_flight": calling,
+                "calls": self.calls, "refused": self.refused, "declined": self.declined,
+                "in_flight": calling, "threads": threads, "max_calls": self.max_calls,
                 "pool_size": self.pool_size, "stores_open": self.pool.idle(),
                 "stores_opened": self.pool.opened}
+
+
+def _hung_up(conn: "socket.socket") -> "bool":
+    """Whether the client closed its end (it sends nothing after its views)."""
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN | POLLRDHUP)
+    events = poller.poll(0)
+    if not events:
+        return False
+    if events[0][1] & (select.POLLHUP | POLLRDHUP | select.POLLERR):
+        return True
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _notify(state: "str") -> "None":
@@ -594,8 +762,7 @@ def check_health(socket_path: "str", timeout: "float" = 5.0) -> "dict[str, Any]"
     """The health of the daemon at ``socket_path``; IoFailure saying why if there is
     none, or it does not answer within ``timeout`` seconds."""
     try:
-        _, out, _ = client.answer(socket_path, client.exchange(
-            socket_path, client.MAGIC + client.HEALTH, timeout=timeout))
+        _, out, _ = client.ask(socket_path, client.MAGIC + client.HEALTH, timeout)
         health = json.loads(out)
     except client.Unanswered as e:
         raise IoFailure(str(e.args[0])) from None
@@ -605,15 +772,16 @@ def check_health(socket_path: "str", timeout: "float" = 5.0) -> "dict[str, Any]"
 
 
 def serve(socket_path: "str" = paths.DAEMON_SOCKET, pool_size: "int" = DEFAULT_POOL_SIZE,
-          drain_timeout: "float" = DEFAULT_DRAIN_TIMEOUT) -> "int":
+          drain_timeout: "float" = DEFAULT_DRAIN_TIMEOUT,
+          max_calls: "int" = DEFAULT_MAX_CALLS) -> "int":
     """Run a daemon until one of :data:`STOP_SIGNALS`; returns the exit status."""
-    daemon = Daemon(socket_path, pool_size, drain_timeout)
+    daemon = Daemon(socket_path, pool_size, drain_timeout, max_calls=max_calls)
     try:
         daemon.start()
         status = daemon.serve()
     finally:
         daemon.close()
-    if status:  # calls still running on worker threads: leave without waiting for them
+    if status:  # calls still running on threads: leave without waiting for them
         sys.stderr.flush()
         os._exit(status)
     return status

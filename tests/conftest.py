@@ -2,6 +2,7 @@
 CI=true a skipped test fails the run. Plain helpers live in helpers.py."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -158,18 +159,21 @@ def delete(netconf):
 # -- the node daemon as a process (helpers.NodeDaemon) ------------------------------------
 @pytest.fixture
 def start_daemon(tmp_path):
-    """``start_daemon(*serve_options, socket=None, argv=None)``: an ``ipamctl serve``
-    process on ``<tmp>/d.sock`` (or ``socket``; ``argv``: a command that execs one), its
-    health answered. A daemon the test left running is killed at teardown."""
+    """``start_daemon(*serve_options, socket=None, argv=None, env_extra=None)``: an
+    ``ipamctl serve`` process on ``<tmp>/d.sock`` (or ``socket``; ``argv``: a command that
+    execs one; ``env_extra``: more of its environment), its health answered. A daemon the
+    test left running is killed at teardown (and continued first, if stopped)."""
     started = []
 
-    def start(*options, socket=None, argv=None):
-        daemon = NodeDaemon(tmp_path, *options, socket=socket, argv=argv)
+    def start(*options, socket=None, argv=None, env_extra=None):
+        daemon = NodeDaemon(tmp_path, *options, socket=socket, argv=argv, env_extra=env_extra)
         started.append(daemon)
         daemon.wait_ready()
         return daemon
     yield start
     for daemon in started:
+        if daemon.proc.poll() is None:
+            os.kill(daemon.pid, signal.SIGCONT)
         daemon.kill()
 
 

@@ -63,10 +63,11 @@ def _stdin_bytes(conf):
     return json.dumps(conf).encode()
 
 
-def run_inprocess(command, conf, **kw):
-    """One plugin invocation in this process (fast; same code path as the binary)."""
+def run_inprocess(command, conf, context=None, **kw):
+    """One plugin invocation in this process (fast; same code path as the binary);
+    ``context``: an :class:`ipam.commands.CallContext` (the node daemon's store pool)."""
     out = io.StringIO()
-    status = cni_main(cni_env(command, **kw), io.BytesIO(_stdin_bytes(conf)), out)
+    status = cni_main(cni_env(command, **kw), io.BytesIO(_stdin_bytes(conf)), out, context)
     return Outcome(status, out.getvalue())
 
 
@@ -227,7 +228,7 @@ def serve_daemon(socket_path, **kw):
     """An :class:`ipam.daemon.Daemon` on ``socket_path`` in this process, its workers on
     threads (its ``serve()`` waits for signals, which only the main thread gets): yields
     the daemon; drains and closes it after, and puts back the state it set for the
-    process (the store pool in ipam.commands, stderr, the writers' thread locks)."""
+    process (stderr, the writers' thread locks)."""
     from ipam import daemon, writer_lock
 
     saved = writer_lock._THREAD_LOCKS
@@ -237,7 +238,7 @@ def serve_daemon(socket_path, **kw):
         yield d
     finally:
         d.stop()
-        if d._workers and d._listener is not None:  # not drained by the test already
+        if d._listener is not None:  # not drained by the test already
             d._drain()
         d.close()
         writer_lock._THREAD_LOCKS = saved
@@ -351,20 +352,20 @@ def counted(socket, calls, timeout=10.0):
 
 
 class NodeDaemon:
-    """An ``ipamctl serve`` process (or ``argv`` that execs one), its stdout and stderr
-    (the log) in ``<directory>/daemon-<n>.log``. :meth:`wait_ready` before use;
-    :meth:`stop` (or :meth:`kill`) before the test ends."""
+    """An ``ipamctl serve`` process (or ``argv`` that execs one; ``env_extra`` added to
+    its environment), its stdout and stderr (the log) in ``<directory>/daemon-<n>.log``.
+    :meth:`wait_ready` before use; :meth:`stop` (or :meth:`kill`) before the test ends."""
 
     _count = 0
 
-    def __init__(self, directory, *options, socket=None, argv=None):
+    def __init__(self, directory, *options, socket=None, argv=None, env_extra=None):
         NodeDaemon._count += 1
         self.socket = str(socket or os.path.join(str(directory), "d.sock"))
         self.log_path = os.path.join(str(directory), "daemon-%d.log" % NodeDaemon._count)
         argv = argv or [IPAMCTL, "serve", "--socket", self.socket, *options]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=log, env=daemon_env())
+                                         stderr=log, env=dict(daemon_env(), **(env_extra or {})))
         self.pid = self.proc.pid
         self._terminated = False
 
@@ -418,6 +419,11 @@ class NodeDaemon:
         if self.proc.poll() is None:
             self.proc.kill()
         return self.proc.wait(10)
+
+    def stopped(self):
+        """Whether the daemon is stopped (SIGSTOP: state T in /proc/<pid>/stat)."""
+        with open("/proc/%d/stat" % self.pid) as f:
+            return f.read().rpartition(")")[2].split()[0] in ("T", "t")
 
 
 # Another user (nobody) running our programs: a peer the daemon must refuse, a user who

@@ -127,8 +127,16 @@ class Server:
 
     def read(self, conn):
         """Read the whole request, as the daemon does."""
-        kind, blobs = daemon._read_request(conn)
+        kind, blobs = daemon._read_request(conn, time.monotonic() + 5)
         self.requests.append((kind, blobs))
+
+    def take(self, conn, bound=b"5"):
+        """Read the request, ask its views of no path, and take the call: what a daemon
+        does before it runs one."""
+        self.read(conn)
+        conn.sendall(client.PROVE + client.blob(b""))
+        daemon._read_views(conn, time.monotonic() + 5)
+        conn.sendall(client.TAKEN + client.blob(bound))
 
 
 def refuse(server, conn):
@@ -137,8 +145,9 @@ def refuse(server, conn):
 
 
 def cut_after(reply):
+    """Take the call, answer ``reply``, and close."""
     def answer(server, conn):
-        server.read(conn)
+        server.take(conn)
         conn.sendall(reply)
     return answer
 
@@ -148,14 +157,27 @@ def reset(server, conn):
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
 
 
-def hold(server, conn):
-    """Take the request and never answer: wait for the client to give up."""
-    server.read(conn)
+def _until_closed(conn):
     try:
         while conn.recv(4096):
             pass
     except OSError:
         pass
+
+
+def hold(server, conn):
+    """Read the request and never take it (a stopped daemon, or one with every thread
+    busy): wait for the client to give up."""
+    server.read(conn)
+    _until_closed(conn)
+
+
+def take_and_hold(bound):
+    """Take the call with ``bound`` and never answer: wait for the client to give up."""
+    def answer(server, conn):
+        server.take(conn, bound)
+        _until_closed(conn)
+    return answer
 
 
 # -- the plugin falls back --------------------------------------------------------------
@@ -211,7 +233,7 @@ def test_a_named_socket_no_one_listens_on_is_said_once(tmp_path, conf, baseline)
 
 def test_no_socket_named_and_none_there_is_silent(tmp_path, conf, baseline):
     with pytest.raises(client.Unanswered) as e:
-        client.exchange(str(tmp_path / "none.sock"), b"", named=False)
+        client.Channel(str(tmp_path / "none.sock"), named=False)
     assert e.value.args == (None,)
     # the default socket: this node runs no daemon (the tests' own run on sockets of theirs)
     assert not os.path.exists(DAEMON_SOCKET), "a node daemon serves " + DAEMON_SOCKET
@@ -239,10 +261,21 @@ CUT_SHORT = [b"", client.ANSWER, client.ANSWER + b"\0" + b"\0\0\0\x40" + b'{"cni
 
 
 @pytest.mark.parametrize("reply", CUT_SHORT)
-def test_an_answer_cut_short_is_no_answer(reply):
-    with pytest.raises(client.Unanswered) as e:
-        client.answer("/d.sock", reply)
-    assert e.value.args == ("the node daemon at /d.sock stopped answering mid-call",)
+def test_an_answer_cut_short_is_no_answer(tmp_path, reply):
+    path = str(tmp_path / "d.sock")
+    with Server(path, cut_after(reply)):
+        with pytest.raises(client.Unanswered) as e:
+            client.call(path, client.MAGIC + client.CALL + client.blob(b"") * 3)
+    assert e.value.args == ("the node daemon at %s stopped answering mid-call" % path,)
+
+
+@pytest.mark.parametrize("bound", [b"-1", b"121", b"nan", b"soon", b""])
+def test_a_bound_that_is_none_is_no_answer(tmp_path, bound):
+    path = str(tmp_path / "d.sock")
+    with Server(path, take_and_hold(bound)):
+        with pytest.raises(client.Unanswered) as e:
+            client.call(path, client.MAGIC + client.CALL + client.blob(b"") * 3)
+    assert e.value.args == ("the node daemon at %s gave no bound for the call" % path,)
 
 
 @pytest.mark.parametrize("reply", [CUT_SHORT[0], CUT_SHORT[2]], ids=["nothing", "half-stdout"])
@@ -277,17 +310,60 @@ def test_the_daemons_answer_is_copied_as_it_is(tmp_path, conf):
                                                            b"warning: \xff\n")
 
 
-def test_no_answer_is_waited_for_only_as_long_as_the_timeout(tmp_path):
+def test_a_call_not_taken_within_a_second_runs_in_process(tmp_path, conf, baseline):
+    """A daemon that reads the call and does not take it (SIGSTOP, a frozen cgroup,
+    every thread busy: the kernel still accepts connections): about a second, then
+    the call runs in process."""
+    path = tmp_path / "d.sock"
+    with Server(path, hold):
+        started = time.monotonic()
+        out, err = add_via(path, conf)
+        elapsed = time.monotonic() - started
+    assert (out.status, out.out) == (0, baseline)
+    assert err == in_process("the node daemon at %s did not take the call within 1 s "
+                             "(stopped, or serving its most calls at once)" % path)
+    assert client.TAKE_TIMEOUT <= elapsed < client.TAKE_TIMEOUT + 2, elapsed
+
+
+def test_a_taken_call_is_waited_for_its_bound_and_no_longer(tmp_path):
     path = str(tmp_path / "d.sock")
     request = client.MAGIC + client.CALL + client.blob(b"") + client.blob(b"/") + \
         client.blob(b"{}")
-    with Server(path, hold):
+    with Server(path, take_and_hold(b"0.5")):
         started = time.monotonic()
         with pytest.raises(client.Unanswered) as e:
-            client.exchange(path, request, timeout=0.5)
+            client.call(path, request)
         elapsed = time.monotonic() - started
-    assert e.value.args == ("no answer from the node daemon at %s within 0.5 s" % path,)
-    assert 0.4 < elapsed < 3
+    assert e.value.args == ("the node daemon at %s took the call but gave no answer within "
+                            "its bound (0.5 s) and %g s more; gave up on it"
+                            % (path, client.ANSWER_MARGIN),)
+    assert 0.5 + client.ANSWER_MARGIN <= elapsed < 0.5 + client.ANSWER_MARGIN + 2
+
+
+def test_the_views_asked_are_what_this_process_sees(tmp_path):
+    """PROVE names paths; the client answers with its own view of each, in order: the
+    device and inode of what exists, else of its nearest existing ancestor and the rest."""
+    there = tmp_path / "there"
+    there.mkdir()
+    asked = [str(there), str(there / "not" / "yet"), str(tmp_path / "file") + "/under"]
+    (tmp_path / "file").write_text("x")
+    got = []
+
+    def prove(server, conn):
+        server.read(conn)
+        conn.sendall(client.PROVE + client.blob("\0".join(asked).encode()))
+        got.extend(daemon._read_views(conn, time.monotonic() + 5))
+        conn.sendall(client.NOT_SERVED + client.blob(b"seen"))
+
+    path = str(tmp_path / "d.sock")
+    with Server(path, prove):
+        with pytest.raises(client.Unanswered):
+            client.call(path, client.MAGIC + client.CALL + client.blob(b"") * 3)
+    st, f = os.stat(there), os.stat(tmp_path / "file")
+    assert got == [b"%d:%d:" % (st.st_dev, st.st_ino), b"%d:%d:not/yet" % (st.st_dev, st.st_ino),
+                   b"%d:%d:under" % (f.st_dev, f.st_ino)]
+    assert [client.view(p) for p in asked] == got
+    assert client.view("/") == b"%d:%d:" % (os.stat("/").st_dev, os.stat("/").st_ino)
 
 
 LISTEN_AS_NOBODY = """
@@ -317,7 +393,7 @@ def test_a_daemon_run_by_another_user_is_not_trusted(conf, baseline):
         assert ready and child.stdout.readline() == b"listening\n", \
             "the listener run as uid 65534 did not start in 10 s"
         with pytest.raises(client.Unanswered) as e:
-            client.exchange(path, b"", named=False)
+            client.Channel(path, named=False)
         why = "the node daemon at %s runs as uid 65534, neither root nor this user: " \
               "not trusting it" % path
         assert e.value.args == (why,)  # said even when no socket was named

@@ -1,5 +1,5 @@
-"""The node daemon (ipam.daemon) in this process: its workers on threads, called through
-its socket by the client's own exchange() or by the real plugin. Its log line, the
+"""The node daemon (ipam.daemon) in this process: its threads serving calls, called through
+its socket by the client's own call() or by the real plugin. Its log line, the
 stderr it captures per call, the calls it declines, its health answer, how it takes its
 socket (and refuses to take another's) and what a drain leaves behind. A daemon as a
 process of its own (ipamctl serve: signals, SIGKILL mid-burst) is tested elsewhere."""
@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -35,14 +36,8 @@ def call(sock, command, conf, cwd=None, **kw):
     env = {k.encode(): v.encode() for k, v in cni_env(command, **kw).items()}
     request = client.MAGIC + client.CALL + client.blob(client.encode_environ(env)) + \
         client.blob((cwd or os.getcwd()).encode()) + client.blob(json.dumps(conf).encode())
-    status, out, err = client.answer(str(sock), client.exchange(str(sock), request,
-                                                                 timeout=30))
+    status, out, err = client.call(str(sock), request)
     return status, out.decode(), err.decode()
-
-
-def raw(sock, request):
-    """What the daemon answers ``request`` (bytes as sent)."""
-    return client.exchange(str(sock), request, timeout=30)
 
 
 @pytest.fixture
@@ -140,7 +135,8 @@ def test_one_log_line_per_call(sock, netconf, monkeypatch):
         assert call(sock, "ADD", netconf(SUBNET), container_id="c1", ifname="bad/name")[0] == 1
     lines = [line for line in log.getvalue().splitlines()  # workers may still be logging
              if not line.startswith("draining: ")]
-    assert lines[0] == "serving on %s (pid %d, 4 calls at a time)" % (sock, os.getpid())
+    assert lines[0] == "serving on %s (pid %d, up to %d calls at a time)" % (
+        sock, os.getpid(), daemon.DEFAULT_MAX_CALLS)
     error, ok = sorted(lines[1:3])  # each worker logs after its answer: in either order
     assert re.fullmatch(r"ADD network=mynet container=c1 ifname=eth0 result=ok "
                         r"ips=10\.8\.0\.2/24 ms=\d+\.\d", ok), ok
@@ -191,7 +187,7 @@ def test_relative_paths_from_the_daemons_directory_are_served(sock, tmp_path, mo
 
 
 @pytest.mark.parametrize("request_,why", [
-    (b"GET / HTTP/1.0\r\nHost: node\r\n\r\n", "bad request: not a host-local-sqlite/1 request"),
+    (b"GET / HTTP/1.0\r\nHost: node\r\n\r\n", "bad request: not a host-local-sqlite/2 request"),
     (b"GET /", "bad request: the request was cut short"),
     (client.MAGIC + b"X", "unknown request b'X'"),
     (client.MAGIC + client.CALL + client.blob(b""), "bad request: the request was cut short"),
@@ -265,15 +261,16 @@ def test_health(sock, netconf):
         assert call(sock, "ADD", netconf(SUBNET), container_id="c1")[0] == 0
         after = settled(sock)
     assert set(before) == {"status", "pid", "version", "socket", "uptime_s", "calls",
-                           "refused", "in_flight", "pool_size", "stores_open",
-                           "stores_opened"}
+                           "refused", "declined", "in_flight", "threads", "max_calls",
+                           "pool_size", "stores_open", "stores_opened"}
     assert before["status"] == "ok" and before["pid"] == os.getpid()
     assert before["version"] == version("host-local-sqlite")
     assert before["socket"] == str(sock) and before["pool_size"] == 2
     assert isinstance(before["uptime_s"], float) and before["uptime_s"] >= 0
-    fields = ("calls", "refused", "in_flight", "stores_open", "stores_opened")
-    assert [before[k] for k in fields] == [0, 0, 0, 0, 0]
-    assert [after[k] for k in fields] == [1, 0, 0, 1, 1]
+    assert before["max_calls"] == daemon.DEFAULT_MAX_CALLS and before["threads"] >= 2
+    fields = ("calls", "refused", "declined", "in_flight", "stores_open", "stores_opened")
+    assert [before[k] for k in fields] == [0, 0, 0, 0, 0, 0]
+    assert [after[k] for k in fields] == [1, 0, 0, 0, 1, 1]
 
 
 def settled(sock):
@@ -361,21 +358,21 @@ def test_after_the_drain_the_socket_is_gone_and_the_stores_closed(sock, netconf,
         with pytest.raises(sqlite3.ProgrammingError):
             stores[0].conn.execute("SELECT 1")
         assert d.pool.idle() == 0
-        assert not any(w.is_alive() for w in d._workers)
+        assert not d._threads
         assert d.health()["status"] == "draining"
     assert log.getvalue().splitlines()[-1] == "stopped after 1 calls"
     with pytest.raises(client.Unanswered):
-        client.exchange(str(sock), client.MAGIC + client.HEALTH, named=False, timeout=1)
+        client.ask(str(sock), client.MAGIC + client.HEALTH, timeout=1)
 
 
 def test_the_process_state_is_put_back_after_close(sock):
-    from ipam import commands, writer_lock
+    from ipam import writer_lock
 
-    stderr, pool, locks = sys.stderr, commands.POOL, writer_lock._THREAD_LOCKS
-    with serve_daemon(sock, log=io.StringIO()) as d:
-        assert isinstance(sys.stderr, daemon._Stderr) and commands.POOL is d.pool
+    stderr, locks = sys.stderr, writer_lock._THREAD_LOCKS
+    with serve_daemon(sock, log=io.StringIO()):
+        assert isinstance(sys.stderr, daemon._Stderr)
         assert writer_lock._THREAD_LOCKS is not None
-    assert (sys.stderr, commands.POOL) == (stderr, pool)
+    assert sys.stderr is stderr
     assert writer_lock._THREAD_LOCKS is locks
 
 
@@ -449,6 +446,194 @@ def test_a_refusal_reaches_a_client_still_sending(sock):
     """A request refused before it was read whole (here: not ours, 1 MiB of it): the
     client, which reads only once it has sent everything, still gets the refusal."""
     with serve_daemon(sock, log=io.StringIO()):
-        reply = client.exchange(str(sock), b"x" * (1 << 20), timeout=30)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(30)
+            s.connect(str(sock))
+            s.sendall(b"x" * (1 << 20))
+            reply = s.recv(65536)
     assert reply == client.NOT_SERVED + client.blob(
-        b"bad request: not a host-local-sqlite/1 request")
+        b"bad request: not a host-local-sqlite/2 request")
+
+
+# -- the same waits as in process ----------------------------------------------------------
+def _hold(path):
+    """An exclusive flock on ``path``, held until the fd is closed."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _in_flight(d, count, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while d.health()["in_flight"] < count:
+        assert time.monotonic() < deadline, "%d calls did not reach the daemon in %g s" % (
+            count, seconds)
+        time.sleep(0.01)
+
+
+def test_calls_waiting_for_one_networks_lock_hold_up_no_other_network(sock, netconf,
+                                                                       data_dir):
+    """Eight calls wait for network a's lock (held here, as a stopped Go plugin would):
+    network b's call is answered at once, as in process; a's calls go on when it goes."""
+    conf_a = netconf(dict(SUBNET, busyTimeout=30), name="a")
+    conf_b = netconf(dict(SUBNET, busyTimeout=30), name="b")
+    results = []
+    with serve_daemon(sock, log=io.StringIO()) as d:
+        assert call(sock, "ADD", conf_a, container_id="a0")[0] == 0  # a's lock file exists
+        lock = _hold(data_dir / "a" / "lock")
+        try:
+            callers = [threading.Thread(target=lambda i=i: results.append(
+                call(sock, "ADD", conf_a, container_id="a%d" % i))) for i in range(1, 9)]
+            for t in callers:
+                t.start()
+            _in_flight(d, 8)
+            threads = d.health()["threads"]  # 8 calls, and at least one more waiting
+            started = time.monotonic()
+            status, _, _ = call(sock, "ADD", conf_b, container_id="b1")
+            elapsed = time.monotonic() - started
+        finally:
+            os.close(lock)
+        for t in callers:
+            t.join(30)
+    assert status == 0 and elapsed < 0.5, elapsed
+    assert sorted(r[0] for r in results) == [0] * 8
+    assert 9 <= threads <= daemon.DEFAULT_MAX_CALLS
+
+
+def test_past_max_calls_a_call_is_not_taken_and_runs_in_process(sock, netconf, data_dir):
+    conf_a = netconf(dict(SUBNET, busyTimeout=30), name="a")
+    conf_b = netconf(SUBNET, name="b")
+    results = []
+    with serve_daemon(sock, pool_size=1, max_calls=2, log=io.StringIO()) as d:
+        assert call(sock, "ADD", conf_a, container_id="a0")[0] == 0
+        lock = _hold(data_dir / "a" / "lock")
+        try:
+            callers = [threading.Thread(target=lambda i=i: results.append(
+                call(sock, "ADD", conf_a, container_id="a%d" % i))) for i in (1, 2)]
+            for t in callers:
+                t.start()
+            _in_flight(d, 2)
+            threads = d.health()["threads"]
+            out, err = plugin_process("ADD", conf_b, env_extra={paths.DAEMON_ENV: str(sock)},
+                                      container_id="b1")
+        finally:
+            os.close(lock)
+        for t in callers:
+            t.join(30)
+    assert threads == 2
+    assert out.status == 0 and out.json["ips"][0]["address"] == "10.8.0.2/24"
+    assert err == ("host-local-sqlite: the node daemon at %s did not take the call within "
+                   "1 s (stopped, or serving its most calls at once); running the call in "
+                   "process\n" % sock)
+    assert [r[0] for r in results] == [0, 0]
+
+
+def test_a_request_must_arrive_whole_within_the_request_timeout(sock, monkeypatch):
+    """A peer that trickles its request (a byte now and then) is refused once
+    REQUEST_TIMEOUT has passed since it connected, however often it sends."""
+    monkeypatch.setattr(daemon, "REQUEST_TIMEOUT", 0.5)
+    with serve_daemon(sock, log=io.StringIO()):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(30)
+            s.connect(str(sock))
+            started = time.monotonic()
+            s.sendall(client.MAGIC + client.CALL)
+            reply = b""
+            s.setblocking(False)
+            while not reply and time.monotonic() - started < 10:
+                try:
+                    s.send(b"\0")
+                except OSError:
+                    pass
+                ready, _, _ = select.select([s], [], [], 0.1)
+                if ready:
+                    reply = s.recv(65536)
+            elapsed = time.monotonic() - started
+    assert reply == client.NOT_SERVED + client.blob(
+        b"bad request: the request did not arrive whole within 0.5 s")
+    assert 0.5 <= elapsed < 2, elapsed
+
+
+def _send_call(sock, conf, container_id):
+    """A client's first steps, by hand: the request sent; the daemon's PROVE read."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(str(sock))
+    env = {k.encode(): v.encode() for k, v in cni_env("ADD", container_id).items()}
+    s.sendall(client.MAGIC + client.CALL + client.blob(client.encode_environ(env)) +
+              client.blob(os.getcwd().encode()) + client.blob(json.dumps(conf).encode()))
+    return s, _message(s)
+
+
+def _message(s):
+    buf = b""
+    while True:
+        try:
+            kind, parts, _ = client.parse_message(buf)
+            return kind, parts
+        except ValueError:
+            chunk = s.recv(65536)
+            assert chunk, "the daemon closed: %r" % buf
+            buf += chunk
+
+
+def test_a_caller_that_sees_other_files_is_declined(sock, netconf, data_dir):
+    with serve_daemon(sock, log=io.StringIO()) as d:
+        s, (kind, (asked,)) = _send_call(sock, netconf(SUBNET), "c1")
+        with s:
+            db = paths.default_database(str(data_dir))
+            assert kind == client.PROVE and asked.split(b"\0") == [str(data_dir).encode(),
+                                                                   db.encode()]
+            s.sendall(client.VIEWS + client.blob(b"1:2:\0" + client.view(db)))
+            kind, (why,) = _message(s)
+        declined = d.health()["declined"]
+    assert kind == client.NOT_SERVED and why.decode().startswith(
+        "the caller sees other files than the node daemon at %s (1:2: against " % data_dir)
+    assert declined == 1 and not os.path.exists(paths.default_database(str(data_dir)))
+
+
+@pytest.mark.parametrize("ipam,bound", [
+    ({}, b"63"), ({"lockWaitLimit": 5}, b"8"),
+    ({"database": "postgresql://127.0.0.1:1/none"}, None)])
+def test_the_bound_given_is_the_calls_own(sock, netconf, ipam, bound):
+    from ipam import caller
+
+    conf = netconf(dict(SUBNET, **ipam))
+    with serve_daemon(sock, log=io.StringIO()):
+        s, (kind, (asked,)) = _send_call(sock, conf, "c1")
+        with s:
+            views = [client.view(p.decode()) for p in asked.split(b"\0")]
+            s.sendall(client.VIEWS + client.blob(b"\0".join(views)))
+            kind, (given,) = _message(s)
+            assert kind == client.TAKEN
+            assert float(given) == caller.plan({}, daemon._config(json.dumps(conf).encode()))[1]
+            assert bound is None or given == bound
+            kind, parts = _message(s)  # the answer still comes
+            assert kind == client.ANSWER
+
+
+def test_a_call_whose_client_left_is_not_committed(sock, netconf, data_dir):
+    """The client takes its TAKEN and goes (its signal, or its bound run out) while the
+    call waits for a network's lock: the call reaches its last check before COMMIT,
+    finds no one waiting, and rolls back, as a signal rolls back a call in process."""
+    conf = netconf(dict(SUBNET, busyTimeout=30))
+    log = io.StringIO()
+    with serve_daemon(sock, log=log) as d:
+        assert call(sock, "ADD", conf, container_id="c0")[0] == 0
+        lock = _hold(data_dir / "mynet" / "lock")
+        try:
+            s, (kind, (asked,)) = _send_call(sock, conf, "c1")
+            with s:
+                s.sendall(client.VIEWS + client.blob(b"\0".join(
+                    client.view(p.decode()) for p in asked.split(b"\0"))))
+                assert _message(s)[0] == client.TAKEN
+        finally:
+            os.close(lock)
+        deadline = time.monotonic() + 10
+        while "container=c1" not in log.getvalue():
+            assert time.monotonic() < deadline, log.getvalue()
+            time.sleep(0.01)
+        assert d.calls == 2
+    line = [x for x in log.getvalue().splitlines() if "container=c1" in x][0]
+    assert "result=error code=11" in line and "stopped waiting for it" in line, line
+    assert [r[2] for r in held(data_dir)] == ["c0"]

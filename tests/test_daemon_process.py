@@ -10,11 +10,13 @@ import fcntl
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -29,6 +31,7 @@ from helpers import (
     cni_env,
     counted,
     daemon_env,
+    plugin_process,
     run_inprocess,
     run_plugin,
 )
@@ -279,3 +282,250 @@ def test_systemd_socket_activation(start_daemon, data_dir, netconf, tmp_path):
     assert daemon.stop() == 0
     assert stat.S_ISSOCK(os.lstat(sock).st_mode)
     assert "stopped after 1 calls" in daemon.log()
+
+
+# -- a call through the daemon waits no longer than in process --------------------------------
+def _hold(path):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _call_ms(daemon, container):
+    """The milliseconds the daemon's log line gives for ``container``'s call."""
+    line = [x for x in daemon.log().splitlines() if "container=%s " % container in x][-1]
+    return float(line.rpartition(" ms=")[2])
+
+
+def test_a_stuck_network_holds_up_no_call_on_another(start_daemon, data_dir, netconf):
+    """Network a's lock held by a stuck process, eight ADDs on a waiting for it in the
+    daemon (more than it keeps threads for): an ADD on network b is answered as it
+    would be in process, at once."""
+    daemon = start_daemon()
+    conf_a = netconf(dict(SUBNET, busyTimeout=30), name="a")
+    conf_b = netconf(SUBNET, name="b")
+    assert run_inprocess("ADD", conf_a, container_id="a0").status == 0
+    lock = _hold(data_dir / "a" / paths.MIRROR_LOCK)
+    waiting = [Invocation("ADD", "a%d" % i, conf_a, env_extra=via(daemon)) for i in range(8)]
+    try:
+        wait_reading_stdin(waiting, timeout=10.0)
+        for inv in waiting:
+            inv.feed()
+        wait_in_flight(daemon, 8)
+        started = time.monotonic()
+        out = run_plugin("ADD", conf_b, env_extra=via(daemon), container_id="b1")
+        elapsed = time.monotonic() - started
+        assert out.status == 0 and out.json["ips"][0]["address"] == "10.1.0.2/24", out
+        assert all(inv.proc.poll() is None for inv in waiting)  # a's calls still wait
+    finally:
+        os.close(lock)
+        run_all(waiting)
+    counted(daemon.socket, 10)
+    assert _call_ms(daemon, "b1") < 100, daemon.log()  # issue 24's target: as in process
+    assert elapsed < 2, elapsed  # the plugin process's start and the call
+    assert all(inv.rc == 0 and FALLBACK.encode() not in inv.err for inv in waiting)
+
+
+def test_a_stopped_daemon_costs_a_call_about_a_second(start_daemon, data_dir, netconf):
+    """A daemon stopped by SIGSTOP (a frozen cgroup) still has its socket accept: the
+    call is not taken within TAKE_TIMEOUT and runs in process; continued, the daemon
+    finds the client gone and never runs it. One lease."""
+    from ipam import client
+
+    daemon = start_daemon()
+    conf = netconf(SUBNET)
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        wait_until(daemon.stopped, "the daemon to stop")
+        started = time.monotonic()
+        out = Invocation("ADD", "c1", conf, env_extra=via(daemon))
+        out.feed()
+        out.finish()
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    assert out.rc == 0 and out.address == "10.1.0.2", out
+    assert ("the node daemon at %s did not take the call within 1 s" % daemon.socket
+            ).encode() in out.err and FALLBACK.encode() in out.err, out
+    assert client.TAKE_TIMEOUT <= elapsed < client.TAKE_TIMEOUT + 1.5, elapsed  # target: 2 s
+    daemon.wait_log(lambda log: "went away before it was taken" in log, "the stale call")
+    assert daemon.health()["calls"] == 0
+    assert leases(data_dir, "mynet") == {"c1": "10.1.0.2"}
+
+
+def test_peers_that_trickle_their_requests_hold_no_call_up(start_daemon, data_dir, netconf):
+    """Eight root peers each send a request's start, then a byte now and then, for
+    longer than a request may take: a plugin's call is served at once meanwhile, and
+    each trickler is refused once REQUEST_TIMEOUT has passed since it connected."""
+    from ipam import client
+    from ipam import daemon as daemon_module
+
+    daemon = start_daemon()
+    peers = []
+    for _ in range(8):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(daemon.socket)
+        s.sendall(client.MAGIC + client.CALL)
+        s.setblocking(False)
+        peers.append(s)
+    opened = time.monotonic()
+    replies = {s: b"" for s in peers}
+    try:
+        out = run_plugin("ADD", netconf(SUBNET), env_extra=via(daemon), container_id="c1")
+        served = time.monotonic() - opened
+        while any(not r for r in replies.values()) and time.monotonic() - opened < 30:
+            for s in peers:
+                if not replies[s]:
+                    try:
+                        s.send(b"\0")
+                        replies[s] = s.recv(65536)
+                    except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                        pass
+            time.sleep(0.2)
+        refused = time.monotonic() - opened
+    finally:
+        for s in peers:
+            s.close()
+    assert out.status == 0 and out.json["ips"][0]["address"] == "10.1.0.2/24", out
+    assert served < 3, served
+    why = "bad request: the request did not arrive whole within %g s" % (
+        daemon_module.REQUEST_TIMEOUT)
+    assert set(replies.values()) == {client.NOT_SERVED + client.blob(why.encode())}
+    assert daemon_module.REQUEST_TIMEOUT <= refused < daemon_module.REQUEST_TIMEOUT + 3
+
+
+def _first_line(inv, text, timeout=30.0):
+    """Read the plugin's stderr until a line holds ``text``; the lines read."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while text.encode() not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, "no %r on the plugin's stderr in %g s: %r" % (text, timeout, seen)
+        ready, _, _ = select.select([inv.proc.stderr], [], [], left)
+        if ready:
+            chunk = os.read(inv.proc.stderr.fileno(), 4096)
+            assert chunk, "the plugin ended first: %r" % seen
+            seen += chunk
+    return seen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", ["accepted", "read", "proved", "taken", "before-commit",
+                                  "committed"])
+def test_a_call_given_up_at_any_step_ends_with_one_lease(start_daemon, data_dir, netconf,
+                                                         step):
+    """The daemon stopped (SIGSTOP) at each step of an ADD, until its client gives up
+    and runs the call in process, then continued: either the daemon never commits the
+    call, or the client's own run finds what it committed; one lease for the container
+    either way, the address the client answered, and the mirror the database."""
+    from ipam import daemon as daemon_module
+
+    assert step in daemon_module.STEPS
+    daemon = start_daemon(env_extra={daemon_module.STOP_AT_ENV: step})
+    conf = netconf(dict(SUBNET, lockWaitLimit=1))
+    assert run_inprocess("ADD", conf, container_id="c0").status == 0
+    inv = Invocation("ADD", "c1", conf, env_extra=via(daemon))
+    seen = b""
+    try:
+        inv.feed()
+        seen = _first_line(inv, FALLBACK)
+        assert daemon.stopped(), daemon.log()
+        os.kill(daemon.pid, signal.SIGCONT)
+    finally:
+        inv.finish()
+        inv.err = seen + inv.err
+    assert inv.rc == 0 and FALLBACK.encode() in inv.err, inv
+    wait_until(lambda: daemon.health()["in_flight"] == 0, "the daemon to be done")
+    held = leases(data_dir, "mynet")
+    assert held == {"c0": "10.1.0.2", "c1": inv.address}, (held, daemon.log())
+    assert mirror(data_dir, "mynet") == expected_mirror(held)
+    assert check_json(data_dir) == (0, {"ok": True, "problems": []})
+
+
+# -- the daemon writes only where its caller would -----------------------------------------
+SEES_ANOTHER_DATA_DIR = """
+import json, subprocess, sys
+data, plugin, conf, env = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+subprocess.run(["mount", "-t", "tmpfs", "tmpfs", data], check=True)
+for container, daemon in (("c1", env["HOST_LOCAL_SQLITE_DAEMON"]), ("c2", "false")):
+    run = subprocess.run([plugin], input=conf.encode(), capture_output=True,
+                         env=dict(env, CNI_CONTAINERID=container,
+                                  HOST_LOCAL_SQLITE_DAEMON=daemon))
+    print(json.dumps([run.returncode, run.stdout.decode(), run.stderr.decode()]))
+"""
+
+
+@pytest.mark.root
+def test_a_caller_in_another_mount_namespace_runs_its_call_itself(start_daemon, data_dir,
+                                                                  netconf):
+    """A caller whose dataDir is another file system (a tmpfs mounted in its own mount
+    namespace): the daemon sees other files there and declines; the call runs in
+    process, where the caller's next in-process call finds its lease."""
+    daemon = start_daemon()
+    conf = json.dumps(netconf(SUBNET))
+    env = dict(cni_env("ADD"), PATH=os.environ["PATH"], **via(daemon))
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
+                           "-I", "-c", SEES_ANOTHER_DATA_DIR, str(data_dir), PLUGIN, conf,
+                           json.dumps(env)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (rc1, out1, err1), (rc2, out2, err2) = map(json.loads, proc.stdout.splitlines())
+    assert (rc1, rc2) == (0, 0), (err1, err2)
+    assert ("the node daemon at %s did not take the call: the caller sees other files than "
+            "the node daemon at %s (" % (daemon.socket, data_dir)) in err1, err1
+    first, second = (json.loads(o)["ips"][0]["address"] for o in (out1, out2))
+    assert (first, second) == ("10.1.0.2/24", "10.1.0.3/24")
+    assert daemon.health()["declined"] == 1
+    assert leases(data_dir, "mynet") == {}  # nothing in the daemon's view, the host's
+
+
+@pytest.mark.root
+def test_a_caller_without_the_daemons_capabilities_runs_its_call_itself(start_daemon,
+                                                                       tmp_path, netconf):
+    """root with every capability dropped cannot write under a directory closed to it
+    (nobody's, 0700); through the daemon, which has them, it could: the daemon declines,
+    and the call fails in process as it would without a daemon (code 5)."""
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    os.chown(closed, NOBODY, 0)
+    daemon = start_daemon()
+    conf = json.dumps(dict(netconf(SUBNET), ipam=dict(SUBNET, type="host-local-sqlite",
+                                                      dataDir=str(closed / "data"))))
+    env = dict(cni_env("ADD", container_id="c1"), PATH=os.environ["PATH"], **via(daemon))
+    proc = subprocess.run(["setpriv", "--bounding-set=-all", PLUGIN], input=conf.encode(),
+                          env=env, capture_output=True, timeout=60)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and json.loads(proc.stdout)["code"] == 5, (proc.stdout, err)
+    assert "lacks capabilities the node daemon has (cap_chown, cap_dac_override" in err, err
+    assert FALLBACK in err and "Traceback" not in err
+    assert not (closed / "data").exists()
+    assert daemon.health()["calls"] == 0
+
+
+@pytest.mark.root
+def test_a_caller_in_another_user_namespace_runs_its_call_itself(start_daemon, data_dir,
+                                                                 netconf):
+    daemon = start_daemon()
+    env = dict(cni_env("ADD", container_id="c1"), PATH=os.environ["PATH"], **via(daemon))
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", PLUGIN],
+                          input=json.dumps(netconf(SUBNET)).encode(), env=env,
+                          capture_output=True, timeout=60)
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, (proc.stdout, err)
+    assert "runs in another user namespace than the node daemon" in err and FALLBACK in err
+    assert leases(data_dir, "mynet") == {"c1": "10.1.0.2"}
+
+
+@pytest.mark.root
+def test_a_daemon_that_cannot_see_its_callers_declines(start_daemon, data_dir, netconf,
+                                                       tmp_path):
+    """A daemon in a PID namespace of its own (a pod without hostPID) sees every caller
+    on the host as pid 0, and can read none of their powers: it declines them all."""
+    sock = str(tmp_path / "pidns.sock")
+    daemon = start_daemon(socket=sock, argv=["unshare", "--pid", "--fork", "--mount-proc",
+                                             "--kill-child", IPAMCTL, "serve", "--socket",
+                                             sock])
+    out, err = plugin_process("ADD", netconf(SUBNET), env_extra=via(daemon),
+                              container_id="c1")
+    assert out.status == 0, out
+    assert "cannot see the calling process" in err and "hostPID" in err, err
+    assert leases(data_dir, "mynet") == {"c1": "10.1.0.2"}

@@ -1,8 +1,10 @@
 """A plugin stopped by its runtime while the node daemon runs its call (README, "Node
 daemon", "When it is down"): the plugin answers a CNI error object (code 11), as an
-in-process call does, never a traceback; the daemon finishes the call, and a repeated
-ADD returns what it committed. Real processes: ``ipamctl serve``, the plugin, and the
-writers' queue held by this test so that the call waits inside the daemon."""
+in-process call does, never a traceback; and as in process, the call rolls back: the
+daemon finds its client gone at its last check before COMMIT and commits nothing, so
+the runtime's repeated ADD allocates afresh. Real processes: ``ipamctl serve``, the
+plugin, and the writers' queue held by this test so that the call waits inside the
+daemon."""
 import fcntl
 import json
 import os
@@ -11,7 +13,7 @@ import subprocess
 import time
 
 import pytest
-from helpers import IPAMCTL, PLUGIN, cni_env, run_inprocess
+from helpers import IPAMCTL, PLUGIN, cni_env, held, run_inprocess
 
 from ipam import daemon, paths
 
@@ -49,7 +51,7 @@ def _waits_for(pid, path):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_plugin_stopped_mid_call_answers_code_11_and_the_daemon_finishes(
+def test_a_plugin_stopped_mid_call_answers_code_11_and_the_daemon_rolls_back(
         tmp_path, netconf, data_dir, signum):
     sock = str(tmp_path / "d.sock")
     conf = netconf(dict(SUBNET, busyTimeout=30))
@@ -85,9 +87,11 @@ def test_a_plugin_stopped_mid_call_answers_code_11_and_the_daemon_finishes(
         assert answer["code"] == 11 and "interrupted by SIG" in answer["msg"], answer
         _until("the daemon's log line", lambda: "container=b" in log_path.read_text())
         line = [x for x in log_path.read_text().splitlines() if "container=b" in x][0]
-        assert "result=ok ips=10.1.2.3/24" in line, line
+        assert "result=error code=11" in line and "stopped waiting for it" in line, line
+        assert [r[2] for r in held(data_dir)] == ["a"]  # nothing of b's committed
         again = run_inprocess("ADD", conf, container_id="b")  # the runtime's retry
         assert again.status == 0 and again.json["ips"][0]["address"] == "10.1.2.3/24"
+        assert [r[2] for r in held(data_dir)] == ["a", "b"]
     finally:
         served.send_signal(signal.SIGTERM)
         assert served.wait(timeout=daemon.DEFAULT_DRAIN_TIMEOUT + 10) == 0, \

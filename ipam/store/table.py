@@ -150,9 +150,9 @@ class LeaseTable:
         return []  # one writer at a time: an attempt never needs repeating
 
     def begin(self) -> "None":
-        """Queue (node-local writers, :mod:`ipam.writer_lock`), BEGIN, and make sure the
-        schema is current: one cheap read in the steady state; alembic only for a
-        missing or older schema."""
+        """Queue (node-local writers, :mod:`ipam.writer_lock`), BEGIN on the database
+        the store names now (:meth:`_begin`), and make sure the schema is current: one
+        cheap read in the steady state; alembic only for a missing or older schema."""
         if self.queue_path is not None:
             self._queue = writer_lock.acquire(self.queue_path, self.timeout,
                                               create=not self.readonly)
@@ -463,6 +463,9 @@ class LeaseTable:
         raise NotImplementedError
 
     def _begin(self) -> "None":
+        """BEGIN, in the writers' queue, on the database the store names now: an engine
+        whose database can be replaced under an open connection (SQLite's file, by an
+        operator's ``mv``) checks that here and opens it anew."""
         raise NotImplementedError
 
     def commit(self) -> "None":

@@ -115,6 +115,44 @@ def checked(result):
     return result
 
 
+def wait_queued(path, pid, polling=False, timeout=30.0):
+    """Wait until process ``pid`` waits for the flock the test holds on ``path`` (the
+    writers' queue). A plugin process waits in the kernel's queue: /proc/locks shows a
+    blocked entry (``->``) of its pid on the file's device and inode. The node daemon
+    (``polling``) does not: its worker threads poll the flock (ipam.writer_lock), so the
+    sign there is the file open in the daemon, which opens it only to queue and closes
+    it after its transaction."""
+    path = os.path.realpath(path)  # as /proc/PID/fd names it
+    st = os.stat(path)
+    file_id = "%02x:%02x:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    deadline = time.monotonic() + timeout
+    while not (_opened_by(pid, path) if polling else _blocked_on(pid, file_id)):
+        if time.monotonic() > deadline:
+            raise AssertionError("process %d did not queue for %s in %g s"
+                                 % (pid, path, timeout))
+        time.sleep(0.005)
+
+
+def _blocked_on(pid, file_id):
+    with open("/proc/locks") as f:
+        for line in f:
+            fields = line.split()
+            if fields[1] == "->" and fields[5] == str(pid) and fields[6] == file_id:
+                return True
+    return False
+
+
+def _opened_by(pid, path):
+    where = "/proc/%d/fd" % pid
+    for fd in os.listdir(where):
+        try:
+            if os.readlink(os.path.join(where, fd)) == path:
+                return True
+        except OSError:  # closed meanwhile
+            pass
+    return False
+
+
 # -- PostgreSQL ----------------------------------------------------------------------------
 def upgrade_pg_to(url, revision):
     """Bring the PostgreSQL database ``url`` to schema ``revision`` with the shipped

@@ -1,4 +1,5 @@
-"""Faults from outside: a full disk, read-only files, foreign or damaged files, links.
+"""Faults from outside: a full disk, read-only files, foreign or damaged files, links, a
+database replaced under a call.
 
 Each test drives the installed plugin and ``ipamctl`` as separate processes, as a
 runtime and an operator would, and checks three things: the answer is a CNI error
@@ -10,6 +11,7 @@ reason otherwise; under CI=true a skip fails the run, which is what CI wants.
 """
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -19,7 +21,8 @@ import subprocess
 from urllib.parse import quote
 
 import pytest
-from helpers import IPAMCTL, PLUGIN, Outcome, cni_env, run_plugin
+from helpers import IPAMCTL, PLUGIN, Outcome, cni_env, note_plugin_run, run_plugin, wait_queued
+from plugin_procs import Invocation, leases
 
 from ipam.paths import PENDING_PREFIX, TMP_PREFIX
 
@@ -781,3 +784,43 @@ def test_a_sqlite_url_that_names_no_plain_file_is_refused_alike(tmp_path, value)
                            "upgrade"], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 1 and "invalid SQLite URL" in proc.stderr, proc.stderr
     assert list(tmp_path.iterdir()) == [data] or not any(tmp_path.glob("*.db"))
+
+
+# -- a database replaced under a call ---------------------------------------------------
+def test_a_database_replaced_while_a_call_queues_takes_its_write(tmp_path, through):
+    """Issue 24: an operator holds the writers' queue (``<db>.lock``, so that no call of
+    ours writes meanwhile), restores a copy of the database with ``mv``, removes the old
+    file's -wal and -shm, and lets go. A call that opened the old file before it queued
+    (a plugin process opens it first; the daemon keeps it open across calls) must commit
+    into the file now at the path: with ``"export": false`` no mirror file would stop the
+    next ADD from handing out its address again."""
+    data = tmp_path / "data"
+    conf = make_conf(data, dict(SUBNET, export=False, busyTimeout=60))
+    assert add_ip(conf, "a") == "10.1.2.2"
+    db = str(data / DB_NAME)
+    queue = os.open(db + ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(queue, fcntl.LOCK_EX)
+        call = Invocation("ADD", "b", conf)
+        call.feed()
+        if through is None:
+            wait_queued(db + ".lock", call.proc.pid)
+        else:
+            wait_queued(db + ".lock", through.pid, polling=True)
+        copy = str(tmp_path / "copy.db")
+        source, target = sqlite3.connect(db), sqlite3.connect(copy)
+        source.backup(target)  # a consistent copy: what the WAL holds too
+        source.close()
+        target.close()
+        os.replace(copy, db)
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(db + suffix)
+    finally:
+        os.close(queue)
+    call.finish()
+    note_plugin_run(os.environ, "ADD", call.err)
+    assert call.rc == 0 and call.address == "10.1.2.3", call
+    assert add_ip(conf, "c") == "10.1.2.4"
+    assert leases(data, "mynet") == {"a": "10.1.2.2", "b": "10.1.2.3", "c": "10.1.2.4"}
+    assert db_state(db)["integrity"] == [("ok",)]

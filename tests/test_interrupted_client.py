@@ -13,7 +13,7 @@ import subprocess
 import time
 
 import pytest
-from helpers import IPAMCTL, PLUGIN, cni_env, held, run_inprocess
+from helpers import IPAMCTL, PLUGIN, cni_env, held, run_inprocess, wait_queued
 
 from ipam import daemon, paths
 
@@ -34,20 +34,6 @@ def _health(sock):
         return daemon.check_health(sock, timeout=2)
     except Exception:
         return None
-
-
-def _waits_for(pid, path):
-    """Whether process ``pid`` has ``path`` open: the daemon's call opens the writers'
-    queue to wait for it (polling its flock from a worker thread, so /proc/locks shows
-    no waiter), and closes it after its transaction."""
-    where = "/proc/%d/fd" % pid
-    for fd in os.listdir(where):
-        try:
-            if os.readlink(os.path.join(where, fd)) == path:
-                return True
-        except OSError:  # closed meanwhile
-            pass
-    return False
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -72,8 +58,7 @@ def test_a_plugin_stopped_mid_call_answers_code_11_and_the_daemon_rolls_back(
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             plugin.stdin.write(json.dumps(conf).encode())
             plugin.stdin.close()
-            _until("the daemon's call to wait for the writers' queue",
-                   lambda: _waits_for(served.pid, queue_path))
+            wait_queued(queue_path, served.pid, polling=True)
             plugin.send_signal(signum)
             status = plugin.wait(timeout=30)
             out, err = plugin.stdout.read(), plugin.stderr.read()

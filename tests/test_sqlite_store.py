@@ -4,6 +4,7 @@ import os
 import sqlite3
 
 import pytest
+from helpers import put
 
 from ipam.errors import IoFailure, SchemaError
 from ipam.lease import Lease
@@ -200,3 +201,79 @@ def test_hot_path_loads_sqlite_without_functools_and_leaves_the_real_one(tmp_pat
     proc = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(tmp_path / "db")],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout == "ok\n", proc.stderr
+
+
+# -- a database replaced or removed under an open store ---------------------------------
+def _rows(path):
+    conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    try:
+        return conn.execute("SELECT ip, container_id FROM leases ORDER BY ip").fetchall()
+    finally:
+        conn.close()
+
+
+def _database_elsewhere(tmp_path, cid):
+    """A database with one lease, made at another path and closed (WAL checkpointed):
+    what an operator restores over ours."""
+    other = str(tmp_path / "other.db")
+    store = SqliteStore(other)
+    put(store, "n", "10.0.0.9", cid)
+    store.close()
+    return other
+
+
+@pytest.mark.parametrize("how", ["replaced", "removed"])
+def test_a_database_replaced_under_an_open_store_takes_the_next_write(tmp_path, how):
+    """A store opened before an operator replaced its file (a restore with ``mv``, the
+    old -wal and -shm removed) or removed it writes its next transaction into the file
+    now at the path, never through the old handle into an unlinked file no one reads.
+    A removed file is created anew, as a call started after the removal would; a reader
+    opened before reads the file now at the path too."""
+    path = str(tmp_path / "db")
+    store = SqliteStore(path)
+    put(store, "n", "10.0.0.2", "before")
+    reader = SqliteStore(path, readonly=True)
+    if how == "replaced":
+        os.replace(_database_elsewhere(tmp_path, "elsewhere"), path)
+    else:
+        os.remove(path)
+    for suffix in ("-wal", "-shm"):
+        os.remove(path + suffix)
+    put(store, "n", "10.0.0.3", "after")
+    assert store.reusable() and not reader.reusable()
+    store.close()
+    expected = {"replaced": [("10.0.0.3", "after"), ("10.0.0.9", "elsewhere")],
+                "removed": [("10.0.0.3", "after")]}[how]
+    assert _rows(path) == expected
+    with reader.transaction():
+        assert [(str(x.ip), x.container_id) for x in reader.leases("n")] == expected
+    assert reader.reusable()
+    reader.close()
+
+
+def test_a_database_replaced_while_the_store_opens_it_is_opened_again(tmp_path,
+                                                                      monkeypatch):
+    """The file can change between the stat and SQLite's open: the store keeps a
+    connection only when the path named the same file before and after connecting, so
+    the identity it checks each transaction against is that of the file it has open."""
+    from ipam.store import sqlite as module
+
+    path = str(tmp_path / "db")
+    store = SqliteStore(path)
+    put(store, "n", "10.0.0.2", "before")
+    store.close()
+    other = _database_elsewhere(tmp_path, "elsewhere")
+    real_connect, opened = module.connect, []
+
+    def connect_then_replace(*args, **kw):
+        conn = real_connect(*args, **kw)
+        if not opened:
+            os.replace(other, path)
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(module, "connect", connect_then_replace)
+    store = SqliteStore(path)
+    put(store, "n", "10.0.0.3", "after")
+    store.close()
+    assert _rows(path) == [("10.0.0.3", "after"), ("10.0.0.9", "elsewhere")]

@@ -9,8 +9,11 @@ else changes: each call is still one transaction through the same code, with the
 locks, beside plugin processes and ipamctl.
 
 A store goes back only after a call that succeeded, and is checked when taken again
-(:meth:`~ipam.store.protocol.Store.reusable`): a SQLite file that was removed or
-replaced since is opened anew, never written through a stale handle.
+(:meth:`~ipam.store.protocol.Store.reusable`): a SQLite store whose file was removed or
+replaced since is closed, and a new one opened. That only saves a reopen later: the
+guarantee that no call writes through a stale handle is the transaction's own check, in
+the writers' queue (:meth:`ipam.store.sqlite.SqliteStore._begin`), since a call taken
+from here may wait in that queue while the file is replaced.
 """
 import threading
 

@@ -1,9 +1,10 @@
 """The Store on SQLite through the stdlib's C module: the default, one node's file.
 
 The lease-table algorithm is :class:`ipam.store.table.LeaseTable`'s; this module adds the
-engine: opening the file (:mod:`ipam.sqlite_db`), ``BEGIN IMMEDIATE`` (every command
-is one, so concurrent plugin processes serialize on SQLite's lock and a crash before
-COMMIT leaves no trace), the WAL trim after COMMIT, and sqlite3's errors as CNI errors.
+engine: opening the file (:mod:`ipam.sqlite_db`) and knowing which file it opened,
+``BEGIN IMMEDIATE`` on the file now at the path (every command is one, so concurrent
+plugin processes serialize on SQLite's lock and a crash before COMMIT leaves no trace),
+the WAL trim after COMMIT, and sqlite3's errors as CNI errors.
 The tables are those :mod:`ipam.schema` declares and the alembic migrations create;
 neither is imported here (they cost 200+ ms): only a missing or old schema loads
 :mod:`ipam.migrate`, under the write lock.
@@ -43,6 +44,16 @@ def translate(err: "Exception", path: "str", write: "Optional[bool]" = None) -> 
     return IoFailure("database %s: %s" % (path, text))
 
 
+# Opens of the path in a row that found another file there than before: a file replaced
+# again and again while a call opens it is an operator's loop, answered with code 11.
+OPEN_ATTEMPTS = 5
+
+
+def _replaced_again(path: "str") -> "TryAgain":
+    return TryAgain("database %s was replaced again each time it was opened (%d times); "
+                    "try again later" % (path, OPEN_ATTEMPTS))
+
+
 class SqliteStore(LeaseTable):
     ERROR = sqlite3.Error
     # DELETE ... RETURNING came with SQLite 3.35 (2021); older libraries take the
@@ -61,33 +72,55 @@ class SqliteStore(LeaseTable):
         if not readonly if queue is None else queue:
             self.queue_path = writer_queue(path)
         self.timeout = DEFAULT_BUSY_TIMEOUT if busy_timeout is None else busy_timeout
+        self.conn, self._identity = self._connect()
+
+    def _file(self) -> "Optional[tuple[int, int]]":
+        """The device and inode of the file now at the path; None if there is none (or
+        it cannot be reached: connecting then says why)."""
+        try:
+            st = system.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _connect(self) -> "tuple[sqlite3.Connection, tuple[int, int]]":
+        """A connection to the file at the path, and that file's identity, which each
+        transaction checks (:meth:`_begin`). SQLite opens the file by name, and the name
+        may be given to another file meanwhile: the identity is taken only when the path
+        named one file before connecting and after, so SQLite opened that one (short of
+        two swaps in those microseconds, the second bringing the first file's inode
+        back). A file that did not exist before is the one connecting created: the next
+        attempt finds it."""
+        path, readonly = self.path, self.readonly
         if readonly and not system.exists(path):
             from ipam import access  # a directory on the way may hide it
 
             raise access.denied(path) or IoFailure("database %s does not exist" % path)
-        try:
-            self.conn = connect(path, self.timeout, readonly=readonly)
-            st = system.stat(path)
-            self._identity = (st.st_dev, st.st_ino)
-        except sqlite3.Error as e:
-            raise translate(e, path, write=not readonly) from None
-        except OSError as e:
-            from ipam import access
+        for _ in range(OPEN_ATTEMPTS):
+            before = self._file()
+            try:
+                conn = connect(path, self.timeout, readonly=readonly)
+            except sqlite3.Error as e:
+                raise translate(e, path, write=not readonly) from None
+            except OSError as e:
+                from ipam import access
 
-            raise (access.is_denied(e) and access.denied(path, write=not readonly)) or \
-                IoFailure("cannot open database %s: %s" % (path, e.strerror or e)) from None
+                raise (access.is_denied(e) and access.denied(path, write=not readonly)) or \
+                    IoFailure("cannot open database %s: %s" % (path, e.strerror or e)) from None
+            after = self._file()
+            if after is not None and after == before:
+                return conn, after
+            conn.close()
+        raise _replaced_again(path)
 
     def close(self) -> "None":
         self.conn.close()
 
     def reusable(self) -> "bool":
         """The file is still the one opened: an operator may have removed or replaced
-        it since, and the old handle would write where no one reads."""
-        try:
-            st = system.stat(self.path)
-        except OSError:
-            return False
-        return (st.st_dev, st.st_ino) == self._identity
+        it since, and the old handle would write where no one reads. (A transaction
+        checks again, in the writers' queue: see :meth:`_begin`.)"""
+        return self._file() == self._identity
 
     def describe(self) -> "str":
         return self.path
@@ -96,7 +129,26 @@ class SqliteStore(LeaseTable):
         return translate(err, self.path)
 
     def _begin(self) -> "None":
-        self._exec("BEGIN" if self.readonly else "BEGIN IMMEDIATE")
+        """BEGIN, on the file now at the path. An operator may have replaced it since
+        the connection opened it (a copy restored with ``mv``, the old -wal and -shm
+        removed), or removed it, while the call waited in the writers' queue or while
+        the node daemon kept the store: the old handle would commit into an unlinked
+        file that no one reads again, and the next call would hand out the same address.
+        Checked in the queue and inside the transaction (so after any wait for SQLite's
+        own lock too), one ``stat``: from here on only an operator who ignores the
+        queue can change the file. If it changed, the path is opened anew, still in the
+        queue, and the transaction begins there; a removed file is created anew, as a
+        call started after the removal would create it."""
+        for _ in range(OPEN_ATTEMPTS):
+            self._exec("BEGIN" if self.readonly else "BEGIN IMMEDIATE")
+            if self._file() == self._identity:
+                return
+            self.rollback()
+            # Closed first: SQLite sees its file moved, so it neither checkpoints the
+            # old WAL nor deletes the -wal and -shm now at the path (the new file's).
+            self.conn.close()
+            self.conn, self._identity = self._connect()
+        raise _replaced_again(self.path)
 
     def commit(self) -> "None":
         try:
@@ -110,7 +162,11 @@ class SqliteStore(LeaseTable):
             raise err from None
 
     def rollback(self) -> "None":
-        if self.conn.in_transaction:
+        try:
+            open_transaction = self.conn.in_transaction
+        except sqlite3.ProgrammingError:  # closed: a reopen that failed (_begin)
+            return
+        if open_transaction:
             try:
                 self.conn.execute("ROLLBACK")
             except sqlite3.Error:

@@ -168,7 +168,8 @@ class LeaseTable:
 
     def begin(self, patience: "Optional[Patience]" = None) -> "None":
         """Queue (node-local writers, :mod:`ipam.writer_lock`; as long as ``patience``
-        allows, else the busy timeout), BEGIN, and make sure the schema is current: one
+        allows, else the busy timeout), BEGIN on the database the store names now
+        (:meth:`_begin`), and make sure the schema is current: one
         cheap read in the steady state; alembic only for a missing or older schema."""
         if self.queue_path is not None:
             self._queue = writer_lock.acquire(
@@ -481,6 +482,9 @@ class LeaseTable:
         raise NotImplementedError
 
     def _begin(self) -> "None":
+        """BEGIN, in the writers' queue, on the database the store names now: an engine
+        whose database can be replaced under an open connection (SQLite's file, by an
+        operator's ``mv``) checks that here and opens it anew."""
         raise NotImplementedError
 
     def commit(self) -> "None":

@@ -11,6 +11,7 @@ import io
 import ipaddress
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -607,6 +608,15 @@ class FrozenBuild:
                     'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"', root, *argv]
         return subprocess.run(argv, input=input, env=env if env is not None else {},
                               capture_output=True, timeout=timeout)
+
+    def variant(self, directory, mark):
+        """Another build, to install over this one: a copy of it in ``directory`` with
+        another digest in its BUILD-INFO (``mark``, one hex digit, 64 times), and so
+        another installed copy."""
+        shutil.copytree(self.directory, directory, symlinks=True)
+        with open(os.path.join(directory, "BUILD-INFO"), "w") as f:
+            json.dump(dict(self.info, digest=mark * 64), f)
+        return str(directory)
 
     def cni(self, plugin, command, conf, container="c1", root=None):
         """One CNI call of ``plugin`` (a path: the build's, or a link to it) as a runtime

@@ -104,14 +104,8 @@ def test_install_plugin_installs_the_build(frozen_build, tmp_path):
     assert frozen_build.cni(str(bin_dir / "host-local-sqlite"), "ADD", conf(data))
 
     # Two later builds: each a copy of this one with another digest in its BUILD-INFO.
-    builds = []
-    for n in (1, 2):
-        other = str(tmp_path / ("build-%d" % n))
-        shutil.copytree(frozen_build.directory, other, symlinks=True)
-        info = dict(frozen_build.info, digest="%d" % n * 64)
-        with open(os.path.join(other, "BUILD-INFO"), "w") as f:
-            json.dump(info, f)
-        builds.append(install(other))
+    builds = [install(frozen_build.variant(tmp_path / ("build-%d" % n), str(n)))
+              for n in (1, 2)]
     assert builds[0]["build"]["removed"] == []  # the first copy was in use just before
     assert [os.path.basename(p) for p in builds[1]["build"]["removed"]] == [
         os.path.basename(first["build"]["build"])]
@@ -147,10 +141,7 @@ def test_the_tarball_unpacked_into_a_bin_directory_is_an_installed_build(frozen_
     report = json.loads(proc.stdout)["build"]
     assert (report["reused"], report["link"], report["removed"]) == (True, unpacked, [])
 
-    newer = str(tmp_path / "newer")
-    shutil.copytree(frozen_build.directory, newer, symlinks=True)
-    with open(os.path.join(newer, "BUILD-INFO"), "w") as f:
-        json.dump(dict(frozen_build.info, digest="f" * 64), f)
+    newer = frozen_build.variant(tmp_path / "newer", "f")
     for _ in range(2):  # the second time, the copy it replaced is no longer "previous"
         proc = frozen_build.run(os.path.join(newer, "ipamctl"), "install-plugin",
                                 str(bin_dir))

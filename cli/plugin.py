@@ -53,7 +53,8 @@ def install_plugin_cmd(obj: Obj, directory: str | None, name: str, force: bool, 
     Run from the self-contained build (make dist), it installs that build instead:
     a copy in DIRECTORY/host-local-sqlite.d/<version>-<digest>/ and NAME a relative
     symlink to its plugin, switched in one rename; copies no link uses any more are
-    removed, but for the one NAME used just before.
+    removed, but for the one NAME used just before and those a process still runs
+    from (a call, the node daemon).
 
     It refuses to replace a file that is not one of its launchers (Go's host-local,
     a script...), naming it and its Debian package; --force replaces it and keeps it
@@ -66,7 +67,8 @@ def install_plugin_cmd(obj: Obj, directory: str | None, name: str, force: bool, 
     created: the directories --create-dir made; bundle: null if it could not be
     written, the launcher then imports the usual way; python, paths and bundle are
     null from the self-contained build, and build null from a Python installation,
-    else {"build", "link", "reused", "removed"}; kept: null, or where and how the replaced
+    else {"build", "link", "reused", "removed", "in_use"}; in_use: the copies kept
+    because a process runs from them; kept: null, or where and how the replaced
     file was kept; runtimes: those found, with their search order and the file each
     would run).
 
@@ -124,6 +126,8 @@ def install_plugin_cmd(obj: Obj, directory: str | None, name: str, force: bool, 
     if installed:
         text += " -> %s (%s)" % (installed["link"], "already there" if installed["reused"]
                                  else "copied from %s" % build)
+        text += "".join("\nkept %s: a process runs from it" % copy
+                        for copy in installed["in_use"])
     if chosen.why:
         text = "chose %s: %s\n%s" % (directory, chosen.why, text)
     if kept and kept["package"]:

@@ -161,6 +161,23 @@ def dispatch(env: "Mapping[str, str]", stdin: "BinaryIO",
 
 
 
+def changed_under_us(err: "ImportError") -> "IoFailure":
+    """A module the call imports lazily (``ipam.reconcile`` after a foreign change, the
+    migrations, a driver) cannot be loaded: the plugin's own files changed or vanished
+    under the running call (its build's copy removed, the package upgraded or removed
+    meanwhile) or are damaged. Not a bug of the call: code 5, saying what to do, as
+    when the build or the launcher cannot load the plugin at its start. The next call
+    runs what is installed then."""
+    if getattr(sys, "frozen", False):
+        where = "the build at %s" % system.dirname(sys.executable)
+        fix = "unpack it again, or run its ipamctl install-plugin"
+    else:
+        where = "this installation"
+        fix = "reinstall it, then run 'ipamctl install-plugin' again"
+    return IoFailure("host-local-sqlite: cannot load the plugin's modules (%s): %s changed "
+                     "or is damaged under this call; %s" % (err, where, fix))
+
+
 def _interrupted(signum: "int", frame: "Optional[FrameType]") -> "None":
     raise Interrupted("interrupted by %s; try again" % SIGNALS.get(signum, signum))
 
@@ -202,6 +219,8 @@ def main(env: "Optional[Mapping[str, str]]" = None, stdin: "Optional[BinaryIO]" 
         out, status = result.error_output(e), 1
     except MemoryError:
         out, status = result.error_output(IpamError("out of memory")), 1
+    except ImportError as e:  # a module imported on the way: see changed_under_us
+        out, status = result.error_output(changed_under_us(e)), 1
     except Exception as e:  # never a traceback on the runtime's stdout
         sys.stderr.write("host-local-sqlite: internal error: %r\n" % (e,))
         out, status = result.error_output(IpamError("internal error: %s" % e)), 1

@@ -15,25 +15,59 @@ The copy is made under a temporary name and renamed into place, and ``NAME`` is 
 symlink renamed over the old one: a runtime starting the plugin meanwhile runs the old
 build or the new, never half of one. The link is relative, so it is right on the node
 when the installer (a DaemonSet's container) sees the directory at another path. An
-identical build already there is reused. After switching, the copies that no link in
-DIR points to are removed, except the one NAME pointed to just before, which a plugin
-started a moment ago may still be loading.
+identical build already there is reused.
+
+After switching, a copy is removed only when nothing may still use it: no link in DIR
+points to it, NAME did not point to it just before (a plugin started a moment ago may
+still be loading), and no process runs from it. A process running from a copy, a
+plugin call waiting for a network's lock or the node daemon, imports modules from it
+for as long as it runs; removing its copy under it would fail the call. How we know:
+
+- every process started from a build holds a shared ``flock`` on the copy's
+  :data:`IN_USE` file from its start until it exits (the build's init script,
+  ``tools/frozen/cx_init.py``: one open and one flock, never a failure). The
+  installer takes an exclusive, non-blocking flock on that file and holds it while it
+  renames the copy away and removes it; if it cannot, the copy is in use and stays
+  (``in_use`` in the report). An flock belongs to the file, not to a process id or a
+  path: it works across PID and mount namespaces, which a ``/proc`` scan does not (the
+  installer runs in a DaemonSet's container, which sees neither the runtime's plugin
+  processes nor their pids), and it goes with the process, however it ends (kill -9
+  too): no stale marker to clean. A copy that a process holds only through an open
+  file description it inherited (fork without exec) counts: that child runs from the
+  copy too. The descriptor is close-on-exec, so a program the process starts does not
+  keep the copy alive.
+- ``/proc/*/exe`` as well: a copy is in use if a process this installer can see
+  executes one of its executables (compared by device and inode, which hold across
+  mount namespaces). This covers what no lock can: a copy installed by a version
+  before the lock file (kept only while such a process is visible, else removed as
+  before), a filesystem without flock, and the instant between a process's exec and
+  its init script's flock. It sees only the installer's PID namespace, and only the
+  processes it may inspect (root: all of them): from a DaemonSet's container without
+  ``hostPID``, none of the runtime's, so there the lock alone decides.
+
+A call whose copy vanishes all the same (removed by hand, or by an older installer)
+answers code 5, install it again, never a traceback or 999 (:func:`ipam.cni.main`).
 
 Off the plugin's hot path.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from typing import Any
 
 BUILDS = "host-local-sqlite.d"  # in DIR: the installed copies (as the tarball unpacks)
 PLUGIN = "host_local_sqlite"    # the plugin's executable in a build (tools/build_dist.py)
 IPAMCTL = "ipamctl"             # the other one
 INFO = "BUILD-INFO"
+# In a copy: what every process running from it holds a shared flock on (the build's
+# init script, tools/frozen/cx_init.py, names it too); written by make dist.
+IN_USE = "IN-USE.lock"
 # A copy's name (tag()), or one being copied: the only entries of BUILDS ever removed.
 _COPY = re.compile(r"[0-9A-Za-z.+!_-]+-[0-9a-f]{12}(\.tmp-\d+)?")
 
@@ -72,9 +106,10 @@ def is_ours(link_target: str) -> bool:
     return copy_of(link_target) is not None and link_target.endswith(PLUGIN)
 
 
-def install(directory: str, name: str, build: str) -> dict[str, Any]:
+def install(directory: str, name: str, build: str, proc: str = "/proc") -> dict[str, Any]:
     """Install ``build`` into ``directory`` (a real path) as ``name``; returns where the
-    copy is, the link, whether the copy was reused, and the copies removed."""
+    copy is, the link, whether the copy was reused, the copies removed and those kept
+    because a process runs from them (``proc``: where to see processes)."""
     builds = os.path.join(directory, BUILDS)
     os.makedirs(builds, mode=0o755, exist_ok=True)
     os.chmod(builds, 0o755)
@@ -94,8 +129,9 @@ def install(directory: str, name: str, build: str) -> dict[str, Any]:
         raise
     _fsync_dir(directory)
     keep = {os.path.basename(copy), previous and copy_of(previous)}
-    return {"build": copy, "link": link, "reused": reused,
-            "removed": _prune(directory, builds, keep)}
+    removed, in_use = _prune(directory, builds, keep, proc)
+    return {"build": copy, "link": link, "reused": reused, "removed": removed,
+            "in_use": in_use}
 
 
 def _copy(build: str, copy: str) -> None:
@@ -132,19 +168,95 @@ def _target(path: str) -> str | None:
         return None
 
 
-def _prune(directory: str, builds: str, keep: set[str | None]) -> list[str]:
-    """Remove the copies in ``builds`` that neither ``keep`` names nor a symlink in
+def _prune(directory: str, builds: str, keep: set[str | None],
+           proc: str = "/proc") -> tuple[list[str], list[str]]:
+    """Remove the copies in ``builds`` that neither ``keep`` names, nor a symlink in
     ``directory`` points to (another NAME, the drop-in's, or the tarball's ``ipamctl``,
-    may use one), and leftovers of an interrupted copy; nothing else that is there."""
+    may use one), nor a process runs from; and leftovers of an interrupted copy or
+    removal, on the same terms; nothing else that is there. Returns the copies
+    removed and those kept because a process runs from them."""
     for entry in os.listdir(directory):
         target = _target(os.path.join(directory, entry))
         keep.add(target and copy_of(target))
-    removed = []
+    removed: list[str] = []
+    in_use: list[str] = []
+    running: set[tuple[int, int]] | None = None
+
+    def executed() -> set[tuple[int, int]]:  # read once, if a copy is to go at all
+        nonlocal running
+        if running is None:
+            running = _executables(proc)
+        return running
+
     for entry in sorted(os.listdir(builds)):
         if entry not in keep and _COPY.fullmatch(entry):
-            shutil.rmtree(os.path.join(builds, entry), ignore_errors=True)
-            removed.append(os.path.join(builds, entry))
-    return removed
+            path = os.path.join(builds, entry)
+            (removed if _remove_unless_running(path, executed) else in_use).append(path)
+    return removed, in_use
+
+
+def _remove_unless_running(path: str, executed: Callable[[], set[tuple[int, int]]]
+                           ) -> bool:
+    """Remove the copy at ``path`` unless a process runs from it (its :data:`IN_USE`
+    locked, or one of its executables running); returns whether it was removed. The
+    exclusive lock is held while the copy is renamed away and removed, so that no
+    process takes a shared lock on it meanwhile; renamed first, so that nothing finds
+    half a build at its name, and what an interruption leaves has a leftover's name,
+    removed next time."""
+    try:
+        fd: int | None = os.open(os.path.join(path, IN_USE),
+                                 os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # a copy of an older version: /proc alone says
+        fd = None
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # a process holds its shared lock
+            except OSError:  # no flock on this filesystem: nor did the processes get one
+                pass
+        if _executes_from(path, executed()):
+            return False
+        gone = "%s.tmp-%d" % (path.split(".tmp-")[0], os.getpid())
+        if gone != path:
+            try:
+                os.rename(path, gone)
+            except OSError:  # our pid's leftover is in the way: remove in place
+                gone = path
+        shutil.rmtree(gone, ignore_errors=True)
+        return True
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _executables(proc: str) -> set[tuple[int, int]]:
+    """(device, inode) of what each process this one may inspect executes."""
+    found: set[tuple[int, int]] = set()
+    try:
+        pids = [p for p in os.listdir(proc) if p.isdigit()]
+    except OSError:  # no /proc mounted
+        return found
+    for pid in pids:
+        try:
+            st = os.stat(os.path.join(proc, pid, "exe"))
+        except OSError:  # exited, a kernel thread, or not ours to inspect
+            continue
+        found.add((st.st_dev, st.st_ino))
+    return found
+
+
+def _executes_from(path: str, executables: set[tuple[int, int]]) -> bool:
+    """Whether a process runs one of the copy's executables."""
+    for name in (PLUGIN, IPAMCTL):
+        try:
+            st = os.lstat(os.path.join(path, name))
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in executables:
+            return True
+    return False
 
 
 def _fsync_dir(path: str) -> None:

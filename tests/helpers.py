@@ -11,6 +11,7 @@ import io
 import ipaddress
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -343,6 +344,40 @@ def forwarded_runs():
     return _FORWARDED_RUNS[0]
 
 
+def wait_until(predicate, what, timeout=10.0):
+    """Wait for an event that ``predicate`` reads from the kernel (/proc, a socket)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "waited %g s for %s" % (timeout, what)
+        time.sleep(0.01)
+
+
+def has_open(pid, path):
+    """Whether process ``pid`` has ``path`` open (/proc/PID/fd): a call polling a lock
+    with LOCK_NB (host-local's) holds the file open and /proc/locks shows no waiter."""
+    where = "/proc/%d/fd" % pid
+    for fd in os.listdir(where):
+        try:
+            if os.readlink(os.path.join(where, fd)) == str(path):
+                return True
+        except OSError:  # closed meanwhile
+            pass
+    return False
+
+
+def holds_flock(pid, path, kind="READ"):
+    """Whether /proc/locks shows process ``pid`` holding an flock (``READ``: shared,
+    ``WRITE``: exclusive) on the file at ``path`` (by its inode)."""
+    inode = str(os.stat(path).st_ino)
+    with open("/proc/locks") as f:
+        for line in f:
+            fields = line.split()  # N: FLOCK ADVISORY READ PID MAJ:MIN:INODE START END
+            if fields[1:2] == ["FLOCK"] and fields[3] == kind and fields[4] == str(pid) \
+                    and fields[5].rsplit(":", 1)[1] == inode:
+                return True
+    return False
+
+
 def daemon_env():
     """The environment a daemon starts with: the tests' own, minus what would change its
     behaviour (the CNI protocol's variables, a systemd's, another daemon named)."""
@@ -651,6 +686,15 @@ class FrozenBuild:
                     'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"', root, *argv]
         return subprocess.run(argv, input=input, env=env if env is not None else {},
                               capture_output=True, timeout=timeout)
+
+    def variant(self, directory, mark):
+        """Another build, to install over this one: a copy of it in ``directory`` with
+        another digest in its BUILD-INFO (``mark``, one hex digit, 64 times), and so
+        another installed copy."""
+        shutil.copytree(self.directory, directory, symlinks=True)
+        with open(os.path.join(directory, "BUILD-INFO"), "w") as f:
+            json.dump(dict(self.info, digest=mark * 64), f)
+        return str(directory)
 
     def cni(self, plugin, command, conf, container="c1", root=None):
         """One CNI call of ``plugin`` (a path: the build's, or a link to it) as a runtime

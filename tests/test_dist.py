@@ -1,15 +1,25 @@
 """The self-contained build (``make dist``, tools/build_dist.py): it runs where no Python
 is, installs itself with ``ipamctl install-plugin``, serves and forwards like the
 Python installation, and the README states what it needs."""
+import fcntl
 import glob
 import json
 import os
 import re
 import shutil
+import subprocess
 import tarfile
 
 import pytest
-from helpers import REPO, cni_env, counted, image_context
+from helpers import (
+    REPO,
+    cni_env,
+    counted,
+    has_open,
+    holds_flock,
+    image_context,
+    wait_until,
+)
 
 pytestmark = pytest.mark.network  # make dist installs the freezer from the package index
 
@@ -104,14 +114,8 @@ def test_install_plugin_installs_the_build(frozen_build, tmp_path):
     assert frozen_build.cni(str(bin_dir / "host-local-sqlite"), "ADD", conf(data))
 
     # Two later builds: each a copy of this one with another digest in its BUILD-INFO.
-    builds = []
-    for n in (1, 2):
-        other = str(tmp_path / ("build-%d" % n))
-        shutil.copytree(frozen_build.directory, other, symlinks=True)
-        info = dict(frozen_build.info, digest="%d" % n * 64)
-        with open(os.path.join(other, "BUILD-INFO"), "w") as f:
-            json.dump(info, f)
-        builds.append(install(other))
+    builds = [install(frozen_build.variant(tmp_path / ("build-%d" % n), str(n)))
+              for n in (1, 2)]
     assert builds[0]["build"]["removed"] == []  # the first copy was in use just before
     assert [os.path.basename(p) for p in builds[1]["build"]["removed"]] == [
         os.path.basename(first["build"]["build"])]
@@ -147,10 +151,7 @@ def test_the_tarball_unpacked_into_a_bin_directory_is_an_installed_build(frozen_
     report = json.loads(proc.stdout)["build"]
     assert (report["reused"], report["link"], report["removed"]) == (True, unpacked, [])
 
-    newer = str(tmp_path / "newer")
-    shutil.copytree(frozen_build.directory, newer, symlinks=True)
-    with open(os.path.join(newer, "BUILD-INFO"), "w") as f:
-        json.dump(dict(frozen_build.info, digest="f" * 64), f)
+    newer = frozen_build.variant(tmp_path / "newer", "f")
     for _ in range(2):  # the second time, the copy it replaced is no longer "previous"
         proc = frozen_build.run(os.path.join(newer, "ipamctl"), "install-plugin",
                                 str(bin_dir))
@@ -174,6 +175,93 @@ def test_a_damaged_build_answers_a_cni_error(frozen_build, tmp_path):
     assert b"Traceback" not in proc.stdout + proc.stderr
     error = json.loads(proc.stdout)
     assert error["code"] == 5 and "unpack it again" in error["msg"]
+
+
+def start_behind_go(plugin, config, data_dir, network="dist"):
+    """Start an ADD (container c1) of ``plugin`` that waits for the network's lock, held
+    as Go host-local holds it for a command of its own, in which it writes a lease file:
+    so the call, once it has the lock, reconciles, which loads ``ipam.reconcile``, a
+    module no call had imported before. Returns the call (a process) and the lock's
+    descriptor: closing it lets the call go on."""
+    directory = os.path.join(data_dir, network)
+    lock = os.open(os.path.join(directory, "lock"), os.O_RDONLY)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    with open(os.path.join(directory, "10.66.0.50"), "wb") as f:
+        f.write(b"go-owned\r\neth0")
+    stdin = os.path.join(data_dir, "c1.conf")
+    with open(stdin, "wb") as f:
+        f.write(config)
+    with open(stdin, "rb") as f:
+        call = subprocess.Popen([plugin], env=cni_env("ADD", container_id="c1"), stdin=f,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_until(lambda: has_open(call.pid, os.path.join(directory, "lock")),
+               "the call to wait for the network's lock", timeout=60)
+    return call, lock
+
+
+@pytest.mark.root
+def test_a_copy_in_use_is_kept_until_its_call_ends(frozen_build, tmp_path):
+    """Issue 24: a call from build copy v1 waits for a network's lock while v2, then
+    v3, are installed. v1 is neither linked nor the copy just replaced, but the call
+    runs from it (it holds v1's lock file shared, as /proc/locks shows): v1 stays,
+    reported in use, and the call, let go, succeeds with modules it loads only then.
+    Once it has ended, the next install removes v1. The installer runs in a PID
+    namespace of its own, as in the DaemonSet's container: its /proc shows none of the
+    node's processes, so the lock alone keeps v1."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+
+    def install(build_dir):
+        proc = frozen_build.run(shutil.which("unshare"), "--pid", "--fork", "--mount-proc",
+                                os.path.join(build_dir, "ipamctl"), "-o", "json",
+                                "install-plugin", str(bin_dir))
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)["build"]
+
+    v1 = install(frozen_build.directory)["build"]
+    plugin = str(bin_dir / "host-local-sqlite")
+    data = str(tmp_path / "data")
+    config = conf(data, busyTimeout=300)
+    assert frozen_build.cni(plugin, "ADD", config, container="c0")  # the network's files
+    v2, v3 = (frozen_build.variant(tmp_path / ("v%d" % n), str(n)) for n in (2, 3))
+    call, lock = start_behind_go(plugin, config, data)
+    try:
+        assert install(v2)["removed"] == []
+        report = install(v3)
+        assert os.path.isfile(os.path.join(v1, "lib", "ipam", "reconcile.pyc")), \
+            "the copy the call runs from was removed under it"
+        assert (report["removed"], report["in_use"]) == ([], [v1])
+        assert holds_flock(call.pid, os.path.join(v1, "IN-USE.lock"), "READ")
+    finally:
+        os.close(lock)  # the call goes on
+    out, err = call.communicate(timeout=300)
+    assert (call.returncode, b"Traceback" in err) == (0, False), (out, err)
+    assert json.loads(out)["ips"][0]["address"] == "10.66.0.3/24"
+    report = install(v2)  # v3 was the one just replaced
+    assert (report["removed"], report["in_use"]) == ([v1], [])
+    assert not os.path.exists(v1)
+
+
+def test_a_build_whose_files_vanish_mid_call_answers_code_5(frozen_build, tmp_path):
+    """A call whose build is removed under it all the same (by hand, or by an
+    installer of an older version), failing to load a module it needs only then,
+    answers with a CNI error object, code 5, saying what to do: never 999."""
+    copy = frozen_build.variant(tmp_path / "copy", "c")
+    plugin = os.path.join(copy, "host_local_sqlite")
+    data = str(tmp_path / "data")
+    config = conf(data, busyTimeout=300)
+    assert frozen_build.cni(plugin, "ADD", config, container="c0")
+    call, lock = start_behind_go(plugin, config, data)
+    try:
+        shutil.rmtree(copy)
+    finally:
+        os.close(lock)
+    out, err = call.communicate(timeout=300)
+    assert call.returncode == 1
+    assert b"Traceback" not in err and b"internal error" not in err, err
+    error = json.loads(out)
+    assert error["code"] == 5, error
+    assert "changed or is damaged under this call; unpack it again" in error["msg"], error
 
 
 def test_the_node_daemon_of_the_build_serves_its_plugin(frozen_build, start_daemon,

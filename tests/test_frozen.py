@@ -1,20 +1,34 @@
-"""ipam.frozen, in process, on stand-in builds (a BUILD-INFO and two files): the copies,
-links and pruning that install-plugin performs from a self-contained build. The real
-build is tests/test_dist.py's."""
+"""ipam.frozen, in process, on stand-in builds (a BUILD-INFO and a few files): the
+copies, links and pruning that install-plugin performs from a self-contained build. A
+process running from a copy is stood for by what it leaves for the installer to see:
+a shared flock on the copy's lock file (taken here by the test), or an entry of /proc
+(a stand-in directory). The real build and its processes are tests/test_dist.py's."""
+import fcntl
 import json
 import os
+import sys
 
 from ipam import frozen, plugin_dirs
 
 
-def fake_build(path, digest):
+def fake_build(path, digest, lock=False):
+    """A stand-in build; ``lock``: with the lock file that make dist writes since
+    install-plugin keeps copies in use (older builds have none)."""
     os.makedirs(os.path.join(path, "lib"))
     with open(os.path.join(path, frozen.INFO), "w") as f:
         json.dump({"version": "1.2.3", "digest": digest}, f)
-    for name in (frozen.PLUGIN, "lib/x.pyc"):
+    for name in (frozen.PLUGIN, "lib/x.pyc") + ((frozen.IN_USE,) if lock else ()):
         with open(os.path.join(path, name), "w") as f:
             f.write(digest)
     return str(path)
+
+
+def hold(copy):
+    """What a process running from ``copy`` holds from its start: a shared flock on
+    its lock file (an open file description of its own, as another process's is)."""
+    fd = os.open(os.path.join(copy, frozen.IN_USE), os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    return fd
 
 
 def test_is_ours_only_for_an_installed_copy_s_plugin():
@@ -90,3 +104,95 @@ def test_only_copies_are_pruned_and_any_link_keeps_its_copy(tmp_path):
         "1.2.3-aaaaaaaaaaaa"
     assert not frozen.is_ours("host-local-sqlite.d/1.2.3-aaaaaaaaaaaa/ipamctl")
 
+
+
+def test_a_copy_whose_lock_a_process_holds_is_kept_until_it_ends(tmp_path, monkeypatch):
+    """The issue's sequence: a call from copy a still runs (it holds a's lock) while b,
+    then c are installed: a stays, reported in use; once the call ended, the next
+    install removes it. A copy being removed is first renamed away, under its lock."""
+    a, b, c = (fake_build(tmp_path / n, n * 64, lock=True) for n in "abc")
+    bin_dir = str(tmp_path / "bin")
+    os.mkdir(bin_dir)
+    copy_a = frozen.install(bin_dir, "host-local-sqlite", a)["build"]
+    call = hold(copy_a)
+    try:
+        assert frozen.install(bin_dir, "host-local-sqlite", b)["in_use"] == []  # previous
+        report = frozen.install(bin_dir, "host-local-sqlite", c)
+        assert (report["removed"], report["in_use"]) == ([], [copy_a])
+        assert frozen.install(bin_dir, "host-local-sqlite", b)["in_use"] == [copy_a]
+        with open(os.path.join(copy_a, "lib/x.pyc")) as f:
+            assert f.read() == "a" * 64  # all of it, not half
+    finally:
+        os.close(call)
+    seen = []
+
+    def rmtree(path, ignore_errors=False):  # what a process starting from it would meet
+        try:
+            os.close(hold(path))
+        except BlockingIOError:
+            seen.append((path, os.path.exists(copy_a)))
+        remove(path, ignore_errors=ignore_errors)
+
+    remove = frozen.shutil.rmtree
+    monkeypatch.setattr(frozen.shutil, "rmtree", rmtree)
+    report = frozen.install(bin_dir, "host-local-sqlite", c)  # b: previous
+    assert (report["removed"], report["in_use"]) == ([copy_a], [])
+    assert seen == [("%s.tmp-%d" % (copy_a, os.getpid()), False)]  # renamed, locked
+    assert sorted(os.listdir(os.path.join(bin_dir, frozen.BUILDS))) == [
+        "1.2.3-bbbbbbbbbbbb", "1.2.3-cccccccccccc"]
+
+
+def test_a_leftover_of_an_interrupted_removal_is_removed_unless_in_use(tmp_path):
+    """A copy renamed away whose removal stopped half-way is a leftover like that of an
+    interrupted copy: removed next time, on the same terms."""
+    a = fake_build(tmp_path / "a", "a" * 64, lock=True)
+    bin_dir = str(tmp_path / "bin")
+    builds = os.path.join(bin_dir, frozen.BUILDS)
+    leftover = fake_build(os.path.join(builds, "1.2.3-bbbbbbbbbbbb.tmp-77"), "b" * 64,
+                          lock=True)
+    call = hold(leftover)
+    try:
+        assert frozen.install(bin_dir, "host-local-sqlite", a)["in_use"] == [leftover]
+    finally:
+        os.close(call)
+    assert frozen.install(bin_dir, "host-local-sqlite", a)["removed"] == [leftover]
+    assert os.listdir(builds) == ["1.2.3-aaaaaaaaaaaa"]
+
+
+def test_a_copy_is_kept_while_proc_shows_a_process_running_from_it(tmp_path):
+    """A process whose executable is one of a copy's, as /proc/PID/exe shows it (a
+    stand-in /proc, whose exe links resolve as the kernel's do), keeps the copy: one
+    without a lock file (installed by a version before it), and one whose lock is not
+    held yet (the instant between a process's exec and its flock). With none, a copy
+    without a lock file goes, as it always did."""
+    a = fake_build(tmp_path / "a", "a" * 64)
+    b, c = (fake_build(tmp_path / n, n * 64, lock=True) for n in "bc")
+    bin_dir = str(tmp_path / "bin")
+    os.mkdir(bin_dir)
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)  # not a process: not read
+    (proc / "4243").mkdir()  # a kernel thread: no exe
+    (proc / "4242").mkdir()
+    exe = proc / "4242" / "exe"
+
+    def install(build):
+        report = frozen.install(bin_dir, "host-local-sqlite", build, proc=str(proc))
+        return [os.path.basename(p) for p in report["removed"]], \
+            [os.path.basename(p) for p in report["in_use"]]
+
+    copy_a = frozen.install(bin_dir, "host-local-sqlite", a)["build"]
+    exe.symlink_to(os.path.join(copy_a, frozen.PLUGIN))
+    copy_b = frozen.install(bin_dir, "host-local-sqlite", b)["build"]
+    assert install(c) == ([], ["1.2.3-aaaaaaaaaaaa"])
+    exe.unlink()
+    exe.symlink_to(os.path.join(copy_b, frozen.PLUGIN))
+    assert install(c) == (["1.2.3-aaaaaaaaaaaa"], ["1.2.3-bbbbbbbbbbbb"])
+    exe.unlink()
+    assert install(c) == (["1.2.3-bbbbbbbbbbbb"], [])
+
+
+def test_proc_is_read_as_the_kernel_shows_it():
+    """The real /proc: this test's own interpreter is among what runs."""
+    st = os.stat(sys.executable)
+    assert (st.st_dev, st.st_ino) in frozen._executables("/proc")
+    assert frozen._executables("/nonexistent") == set()

@@ -22,11 +22,14 @@ installs there (:mod:`ipam.frozen`)::
 
     host-local-sqlite -> host-local-sqlite.d/<version>-<digest>/host_local_sqlite
     ipamctl           -> host-local-sqlite.d/<version>-<digest>/ipamctl
-    host-local-sqlite.d/<version>-<digest>/   the executables, lib/, BUILD-INFO
+    host-local-sqlite.d/<version>-<digest>/   the executables, lib/, IN-USE.lock,
+                                              BUILD-INFO
 
-``BUILD-INFO`` (JSON) records the version, the Python, the freezer and the oldest glibc
-the build runs on: the newest ``GLIBC_x.y`` symbol version any of its ELF files
-requires.
+``IN-USE.lock``: every process running from the copy holds a shared flock on it, so
+that install-plugin removes no copy in use (:mod:`ipam.frozen`); like every file but
+BUILD-INFO, it counts in the digest. ``BUILD-INFO`` (JSON) records the version, the
+Python, the freezer and the oldest glibc the build runs on: the newest ``GLIBC_x.y``
+symbol version any of its ELF files requires.
 """
 from __future__ import annotations
 
@@ -64,6 +67,10 @@ EXCLUDES = ["tkinter", "unittest", "pydoc_data", "test", "lib2to3", "ensurepip",
 GLIBC_SONAMES = ("libc.so", "libm.so", "libmvec.so", "libpthread.so", "libdl.so", "librt.so",
                  "libutil.so", "libresolv.so", "libanl.so", "libnsl.so", "libnss_",
                  "libBrokenLocale.so", "libthread_db.so", "ld-linux")
+# The copy's lock file (ipam.frozen.IN_USE): what it says to whoever opens it.
+IN_USE_TEXT = ("Each process running from this copy of host-local-sqlite holds a shared "
+               "flock on this file until it exits.\nipamctl install-plugin removes the "
+               "copy only when it can lock the file exclusively.\n")
 _GLIBC = re.compile(rb"GLIBC_(\d+)\.(\d+)(?:\.(\d+))?\x00")
 
 
@@ -179,6 +186,8 @@ def build(out_dir: str, work: str) -> dict:
     tree = os.path.join(work, frozen.BUILDS, "frozen.tmp")
     freeze(tree)
     vendored = vendor_system_libraries(tree)
+    with open(os.path.join(tree, frozen.IN_USE), "w") as f:  # counted in the digest
+        f.write(IN_USE_TEXT)
     import cx_Freeze
 
     info = {"name": "host-local-sqlite", "version": version,

@@ -3,9 +3,19 @@
 cx_Freeze runs an init script before the main script. Its stock one (``console``)
 imports ``typing`` and ``importlib.util`` first: a large part of the 12 ms a call
 between cx_Freeze's defaults and the ``-I -S`` launcher (docs/performance.md). This
-one imports nothing beyond what the interpreter has loaded already, loads the main
-script's byte-code from ``lib/`` and runs it as ``__main__``. cx_Freeze imports it as
-``__init__<name>`` and calls :func:`run` with the main module's name.
+one imports nothing beyond what the interpreter has loaded already (but ``fcntl``,
+below), loads the main script's byte-code from ``lib/`` and runs it as ``__main__``.
+cx_Freeze imports it as ``__init__<name>`` and calls :func:`run` with the main module's
+name.
+
+Each process holds a shared flock on its copy's ``IN-USE.lock`` until it exits:
+``ipamctl install-plugin`` removes a copy only once it can lock that file exclusively
+(:mod:`ipam.frozen`), so a call that waits on a network's lock, or the node daemon,
+keeps its modules. It costs 0.13 ms (median of 200 starts: loading ``fcntl``, which an
+in-process ADD or DEL loads anyway, 0.12 ms; the open and the flock 0.01 ms), lost in a
+start's noise (500 VERSION calls of each build, interleaved: medians 9.86 ms before, 9.77
+after), and never fails a call: a copy without the file, or a filesystem without flock,
+runs all the same.
 
 A plugin that cannot load its own modules (a damaged or partial copy of the build)
 answers the runtime with a CNI error object, as the launcher does, never a traceback.
@@ -15,9 +25,29 @@ import sys
 sys.frozen = True  # what frozen-aware code checks: ipamctl install-plugin copies the build
 
 PLUGIN_MAIN = "__main__host_local_sqlite"  # the executable host_local_sqlite's
+IN_USE = "IN-USE.lock"  # ipam.frozen.IN_USE, in the copy beside the executables
+
+
+def hold_copy():
+    """A shared flock on the copy's IN_USE, held by the descriptor until the process
+    exits (close-on-exec: a program started from here does not inherit it)."""
+    import posix
+
+    try:
+        import fcntl
+
+        fd = posix.open(sys.executable.rpartition("/")[0] + "/" + IN_USE,
+                        posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NOFOLLOW)
+    except (ImportError, OSError):
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:  # being removed (its installer's exclusive lock), or no flock here
+        posix.close(fd)
 
 
 def run(name):
+    hold_copy()
     from _frozen_importlib_external import SourcelessFileLoader
 
     import __main__

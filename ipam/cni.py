@@ -9,7 +9,7 @@ README says so.
 import sys
 
 from ipam import jsonio, result, system
-from ipam.client import MAX_STDIN, SIGNALS
+from ipam.client import MAX_STDIN, SIGNALS, armed
 from ipam.config import SUPPORTED_VERSIONS, go_quote, json_type, version_tuple
 from ipam.errors import (
     ConfigError,
@@ -24,8 +24,7 @@ from ipam.errors import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
-    from types import FrameType
-    from typing import Any, BinaryIO, Callable, Iterable, Mapping, Optional, TextIO
+    from typing import Any, BinaryIO, Iterable, Mapping, Optional, TextIO
 
     from ipam.commands import CallContext
 
@@ -178,27 +177,8 @@ def changed_under_us(err: "ImportError") -> "IoFailure":
                      "or is damaged under this call; %s" % (err, where, fix))
 
 
-def _interrupted(signum: "int", frame: "Optional[FrameType]") -> "None":
-    raise Interrupted("interrupted by %s; try again" % SIGNALS.get(signum, signum))
-
-
-def _on_signals(handler: "Callable[[int, Optional[FrameType]], None]"
-                ) -> "Optional[dict[int, Any]]":
-    """Set ``handler`` for the signals that end a call; returns the old ones (None when
-    not on the main thread, where Python cannot set them)."""
-    import _signal  # the C module: signal.py would import enum
-
-    try:
-        return {n: _signal.signal(n, handler) for n in SIGNALS}
-    except ValueError:
-        return None
-
-
-def _restore_signals(saved: "dict[int, Any]") -> "None":
-    import _signal
-
-    for n, old in saved.items():
-        _signal.signal(n, old)
+def _interrupted(signum: "int") -> "Interrupted":
+    return Interrupted("interrupted by %s; try again" % SIGNALS.get(signum, signum))
 
 
 def main(env: "Optional[Mapping[str, str]]" = None, stdin: "Optional[BinaryIO]" = None,
@@ -207,13 +187,14 @@ def main(env: "Optional[Mapping[str, str]]" = None, stdin: "Optional[BinaryIO]" 
     """Entry point: prints a result or a CNI error object; returns the exit status.
 
     SIGINT, SIGTERM and SIGHUP become an error object too (code 11), raised where the
-    call is, so that its transaction rolls back on the way out."""
+    call is, so that its transaction rolls back on the way out; once the answer is
+    decided, they change nothing (:class:`ipam.client.Guard`)."""
     env = dict(env) if env is not None else system.environ()
     stdin = stdin if stdin is not None else sys.stdin.buffer
     stdout = stdout if stdout is not None else sys.stdout
-    saved = _on_signals(_interrupted)
     try:
-        out = dispatch(env, stdin, context)
+        with armed(_interrupted):  # the answer decided, a signal changes nothing
+            out = dispatch(env, stdin, context)
         status = 0
     except IpamError as e:
         out, status = result.error_output(e), 1
@@ -224,9 +205,6 @@ def main(env: "Optional[Mapping[str, str]]" = None, stdin: "Optional[BinaryIO]" 
     except Exception as e:  # never a traceback on the runtime's stdout
         sys.stderr.write("host-local-sqlite: internal error: %r\n" % (e,))
         out, status = result.error_output(IpamError("internal error: %s" % e)), 1
-    finally:
-        if saved is not None:
-            _restore_signals(saved)
     try:
         out.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: a "\ud800" escape, non-UTF-8 env bytes

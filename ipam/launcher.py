@@ -20,6 +20,7 @@ import shlex
 import subprocess
 import sys
 
+from ipam.client import SIGNALS
 from ipam.paths import PLUGIN_NAME, temp_affixes
 
 # The launcher is a shell script and a Python script at once. The kernel runs it with
@@ -31,10 +32,16 @@ from ipam.paths import PLUGIN_NAME, temp_affixes
 # string that holds the shell's lines (sh never reads past them). The extra exec of
 # /bin/sh (dash on Debian) costs each call about 0.65 ms (docs/performance.md): the
 # price of an answer the runtime can show.
+# The shell's first real command ignores the signals that end a call
+# (ipam.client.SIGNALS), and the interpreter it execs keeps them ignored (and sets no
+# KeyboardInterrupt handler) until the plugin sets its own (ipam.client.Guard): a signal
+# during the start-up changes nothing, where it would kill the shell, or stop the
+# interpreter with a traceback.
 _TEMPLATE = '''#!/bin/sh
 # host-local-sqlite launcher, written by "ipamctl install-plugin". -I -S: no site
 # processing on each start; the installation's own paths are listed below instead.
 ''' + "'''" + ''':'
+trap '' {signals}
 [ -x {python} ] && exec {python} -I -S "$0" "$@"
 printf %s {missing}
 exit 1
@@ -94,7 +101,8 @@ def render(python=None, paths=None):
                          "or has blanks, quotes or other characters the shell would "
                          "read): use the console script instead" % python)
     missing = json.dumps({"code": 5, "msg": MISSING % python})
-    return _TEMPLATE.format(python=python, paths=list(paths), missing=shlex.quote(missing))
+    return _TEMPLATE.format(python=python, paths=list(paths), missing=shlex.quote(missing),
+                            signals=" ".join(name[3:] for name in SIGNALS.values()))
 
 
 def install(directory, name=PLUGIN_NAME, python=None, paths=None):

@@ -19,12 +19,20 @@ runs all the same.
 
 A plugin that cannot load its own modules (a damaged or partial copy of the build)
 answers the runtime with a CNI error object, as the launcher does, never a traceback.
+
+The plugin first ignores the signals that end a call, as the launcher's shell does,
+until :func:`ipam.client.run` sets its handler: a signal while it loads its modules
+changes nothing, where SIGINT would stop it with a traceback and SIGTERM or SIGHUP kill
+it. Earlier still (the interpreter's and cx_Freeze's own start-up) nothing of ours runs.
 """
 import sys
 
 sys.frozen = True  # what frozen-aware code checks: ipamctl install-plugin copies the build
 
 PLUGIN_MAIN = "__main__host_local_sqlite"  # the executable host_local_sqlite's
+# ipam.client.SIGNALS (SIGINT, SIGTERM, SIGHUP), before the plugin's modules are loaded;
+# tests/test_signals.py checks that they are the same.
+SIGNALS = (2, 15, 1)
 IN_USE = "IN-USE.lock"  # ipam.frozen.IN_USE, in the copy beside the executables
 
 
@@ -47,6 +55,16 @@ def hold_copy():
 
 
 def run(name):
+    if name == PLUGIN_MAIN:
+        import _signal  # the C module, loaded already: signal.py would import enum
+
+        while True:
+            try:
+                for signum in SIGNALS:
+                    _signal.signal(signum, _signal.SIG_IGN)
+                break
+            except KeyboardInterrupt:  # a SIGINT just before: ignored, as it is from now
+                pass
     hold_copy()
     from _frozen_importlib_external import SourcelessFileLoader
 

@@ -1,0 +1,327 @@
+"""A signal at any moment of a plugin process (SIGINT, SIGTERM, SIGHUP: the signals that
+end a call, ``ipam.client.SIGNALS``) ends in exactly one answer, never a traceback: a
+result, or one CNI error object with code 11. A signal is ignored only before the plugin
+sets its handler (``ipam.client.Guard``: the launcher's shell ignores them, and the
+interpreter it execs inherits that) and once the answer is out; before our first
+instruction (a shell's start) it may end the process with no answer at all, as it would
+any program. Real processes, as a runtime starts them: the launcher as
+``ipamctl install-plugin`` writes it, the console script, and the frozen build.
+
+Two kinds of test: each window of a call hit exactly (the process signals itself at a
+chosen point of its own code, found by a profile function), and a sweep of delays over a
+whole call, each run checked and the database afterwards (at most one lease a container:
+the runtime's retry of an interrupted ADD gets the same address)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import IPAMCTL, PLUGIN, REPO, cni_env, run_inprocess
+from plugin_procs import database_problems, expected_mirror, leases, mirror
+
+from ipam import client, launcher, paths
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SUBNET = {"subnet": "10.7.0.0/24"}
+NET = "signalled"
+PYTHON = os.path.realpath(sys.executable)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The launcher ``ipamctl install-plugin`` writes (with the byte-code bundle)."""
+    bin_dir = tmp_path_factory.mktemp("bin")
+    out = subprocess.run([IPAMCTL, "-o", "json", "install-plugin", str(bin_dir)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["path"]
+
+
+def _env(container, socket=None):
+    env = {"PATH": os.environ.get("PATH", ""), paths.DAEMON_ENV: socket or "false"}
+    env.update(cni_env("ADD", container_id=container))
+    return env
+
+
+def _disposition(pid, signum):
+    """What process ``pid`` does about ``signum`` now ("ignored", "caught", "default"),
+    and which executable it runs (None once it has exited)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            status = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+        exe = os.readlink("/proc/%d/exe" % pid)
+    except OSError:
+        return None, None
+    bit = 1 << (signum - 1)
+    if int(status["SigIgn"], 16) & bit:
+        return "ignored", exe
+    if int(status["SigCgt"], 16) & bit:
+        return "caught", exe
+    return "default", exe
+
+
+def _python_before_run(err):
+    """Whether stderr is Python's own report of a SIGINT before ``ipam.client.run``
+    began, naming no function of the plugin's package, only module bodies (the
+    imports): a KeyboardInterrupt traceback, or one Python prints and goes on after (in
+    ``site``, a ``.pth`` line that failed; in importlib, an "Exception ignored in" a
+    module lock's callback)."""
+    text = err.decode(errors="replace")
+    last = text.rstrip().rsplit("\n", 1)[-1]
+    if not (last.startswith("KeyboardInterrupt") or "Error processing line" in text):
+        return False
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith('File "') and "/ipam/" in line and not line.endswith(
+                ", in <module>"):
+            return False
+    return True
+
+
+def verdict(entry, signum, before, rc, out, err):
+    """How a signalled run ended, if that is allowed (else AssertionError): "result",
+    "interrupted" (one code-11 object), "killed before our code" (no output at all, the
+    signal at its default action when sent, and for the launcher still in its shell:
+    the launcher's shell ignores the signals from its first command, so once the
+    interpreter runs a kill means a window left open), or, for the console script and
+    the frozen build, "Python's traceback before run()": a SIGINT while the interpreter
+    starts (``site`` and the script's imports, or cx_Freeze's start-up) gets Python's
+    own handler, before any code of ours can run; stdout then holds nothing, or the
+    call's result if the start-up went on."""
+    what = (entry, signal.Signals(signum).name, before, rc, out, err.decode()[-3000:])
+    if entry != "launcher" and signum == signal.SIGINT and _python_before_run(err):
+        assert rc in (0, 1, -signum), what
+        assert not out or rc == 0 and json.loads(out)["ips"], what
+        return "Python's traceback before run()"
+    if rc == 0:
+        assert b"Traceback" not in err, what
+        answer = json.loads(out)  # exactly one JSON value, nothing after it
+        assert answer["ips"][0]["address"].startswith("10.7.0."), what
+        return "result"
+    if rc == 1 and out:
+        assert b"Traceback" not in err, what
+        answer = json.loads(out)
+        assert answer["code"] == 11, what
+        assert answer["msg"].startswith("interrupted by %s" % signal.Signals(signum).name), what
+        return "interrupted"
+    if rc == -signum and not out and not err:
+        state, exe = before
+        assert state == "default", what
+        assert entry != "launcher" or exe != PYTHON, what
+        return "killed before our code"
+    raise AssertionError(what)
+
+
+# -- each window, hit exactly -----------------------------------------------------------
+# The process sends itself the signal on reaching a point of its own code, the profile
+# function's event (call, return, or c_call: a C function called from that file); the
+# signal's handler runs at once after (at the interpreter's next check).
+_PROBE = '''
+import posix, sys
+def _probe(frame, event, arg):
+    if event == {event!r} and frame.f_code.co_filename.endswith({file!r}) and (
+            (arg.__name__ if event == "c_call" else frame.f_code.co_name) == {name!r}):
+        sys.setprofile(None)
+        posix.kill(posix.getpid(), {signum})
+sys.setprofile(_probe)
+'''
+POINTS = {
+    # point: (file, event, function, the answer), in the order a call meets them.
+    "the launcher's interpreter, before run()": ("ipam/client.py", "call", "run", "result"),
+    "run(), before forward()": ("ipam/client.py", "call", "forward", "interrupted"),
+    "after forward(), before cni.main's handlers": (
+        "ipam/__main__.py", "call", "in_process", "interrupted"),
+    "cni.main, at the call": ("ipam/cni.py", "call", "dispatch", "interrupted"),
+    "cni.main, writing the answer": ("ipam/cni.py", "c_call", "write", "result"),
+    "cni.main returned: the answer is out": ("ipam/cni.py", "return", "main", "result"),
+    "the process's exit": ("ipam/client.py", "c_call", "_exit", "result"),
+}
+DAEMON_POINTS = {
+    "run(), before forward()": ("ipam/client.py", "call", "forward", "interrupted"),
+    "waiting for the daemon": ("ipam/client.py", "call", "exchange", "interrupted"),
+    "writing the daemon's answer": ("ipam/client.py", "c_call", "write", "result"),
+    "the process's exit": ("ipam/client.py", "c_call", "_exit", "result"),
+}
+
+
+def _probe_argv(tmp_path, entry, point, signum):
+    file, event, name, _ = point
+    probe = _PROBE.format(event=event, file=file, name=name, signum=int(signum))
+    if entry == "script":  # what the console script runs, with the probe first
+        return [sys.executable, "-c", probe + "from ipam.__main__ import run\nrun()\n"]
+    path = tmp_path / ("probe-%d" % signum)
+    path.write_text(launcher.render().replace("\nrun(bundled=True)\n",
+                                              "\n" + probe + "run(bundled=True)\n"))
+    path.chmod(0o755)
+    return [str(path)]
+
+
+def _each_window(tmp_path, netconf, data_dir, entry, point, socket=None):
+    conf = json.dumps(netconf(SUBNET, name=NET)).encode()
+    containers = []
+    for signum in SIGNALS:
+        container = "%s-%d" % (entry, signum)
+        containers.append(container)
+        proc = subprocess.run(_probe_argv(tmp_path, entry, point, signum), input=conf,
+                              env=_env(container, socket), capture_output=True, timeout=60)
+        got = verdict(entry, signum, (None, None), proc.returncode, proc.stdout, proc.stderr)
+        assert got == point[3], (signal.Signals(signum).name, got, proc)
+        retry = run_inprocess("ADD", netconf(SUBNET, name=NET), container_id=container)
+        assert retry.status == 0, retry
+        if got == "result":
+            assert retry.json["ips"] == json.loads(proc.stdout)["ips"]
+    # One address a container (the retry got the interrupted call's, if it committed),
+    # and the mirror says the same.
+    held = leases(data_dir, NET)
+    assert sorted(held) == sorted(containers), held
+    assert mirror(data_dir, NET) == expected_mirror(held)
+    assert database_problems(data_dir, NET) == []
+
+
+# The console script has no window before run() to test: its interpreter has Python's
+# own handlers there (the sweeps below cover what happens).
+WINDOWS = [(entry, point) for entry in ("launcher", "script") for point in POINTS
+           if entry == "launcher" or POINTS[point][2] != "run"]
+
+
+@pytest.mark.parametrize("entry,point", WINDOWS, ids=["%s: %s" % w for w in WINDOWS])
+def test_each_window_of_a_call_in_process(tmp_path, netconf, data_dir, entry, point):
+    _each_window(tmp_path, netconf, data_dir, entry, POINTS[point])
+
+
+@pytest.mark.parametrize("point", list(DAEMON_POINTS), ids=list(DAEMON_POINTS))
+def test_each_window_of_a_call_through_the_daemon(tmp_path, netconf, data_dir, start_daemon,
+                                                  point):
+    daemon = start_daemon()
+    _each_window(tmp_path, netconf, data_dir, "launcher", DAEMON_POINTS[point],
+                 socket=daemon.socket)
+    assert daemon.stop() == 0, daemon.log()
+
+
+# -- a sweep of delays over whole calls -------------------------------------------------
+RUNS = 60  # per signal: delays stepping from 0 to past a whole call
+AT_ONCE = 3  # runs at a time, for the test's own time (a call's windows stretch under load)
+
+
+def _signalled_run(argv, signum, conf, env, delay):
+    """One call sent ``signum`` ``delay`` seconds after it started: (what the process
+    did about the signal just before, exit status, stdout, stderr)."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    try:
+        proc.stdin.write(conf)
+        proc.stdin.close()
+    except BrokenPipeError:  # ended by the signal before it read its config
+        pass
+    time.sleep(delay)
+    before = _disposition(proc.pid, signum)
+    proc.send_signal(signum)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    proc.stdout.close()
+    proc.stderr.close()
+    return before, proc.wait(60), out, err
+
+
+def _sweep(argv, entry, signum, netconf, data_dir, socket=None):
+    """RUNS calls (ADD, each its own container), each sent ``signum`` after a delay
+    stepping from 0 to 1.5 times an unsignalled call's own duration (measured first,
+    so that the sweep spans whole calls however loaded the machine is), AT_ONCE at a
+    time; checks each run's end, then the runtime's retry of each and the database.
+    Returns how the runs ended, by kind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    conf = json.dumps(netconf(SUBNET, name=NET)).encode()
+    assert run_inprocess("ADD", netconf(SUBNET, name=NET), container_id="first").status == 0
+    started = time.monotonic()  # a call as each run makes it: the database exists
+    warm = subprocess.run(argv, input=conf, env=_env("warm", socket), capture_output=True,
+                          timeout=60)
+    span = (time.monotonic() - started) * 1.5
+    assert warm.returncode == 0, warm
+    containers = ["c%d-%d" % (signum, i) for i in range(RUNS)]
+    with ThreadPoolExecutor(AT_ONCE) as pool:
+        runs = list(pool.map(lambda i: _signalled_run(
+            argv, signum, conf, _env(containers[i], socket), span * i / RUNS), range(RUNS)))
+    seen = {}
+    for container, (before, rc, out, err) in zip(containers, runs, strict=True):
+        got = verdict(entry, signum, before, rc, out, err)
+        seen[got] = seen.get(got, 0) + 1
+        # The runtime's retry: the same address if the call had committed it.
+        retry = run_inprocess("ADD", netconf(SUBNET, name=NET), container_id=container)
+        assert retry.status == 0, retry
+        if rc == 0:
+            assert retry.json["ips"] == json.loads(out)["ips"], (container, out, retry)
+    held = leases(data_dir, NET)  # one address a container, one container an address
+    assert sorted(held) == sorted(containers + ["first", "warm"]), held
+    assert mirror(data_dir, NET) == expected_mirror(held)
+    assert database_problems(data_dir, NET) == []
+    return seen
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_a_signal_at_any_moment_of_the_launcher(installed, netconf, data_dir, signum):
+    seen = _sweep([installed], "launcher", signum, netconf, data_dir)
+    assert "interrupted" in seen, seen
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_a_signal_at_any_moment_of_the_console_script(netconf, data_dir, signum):
+    seen = _sweep([PLUGIN], "script", signum, netconf, data_dir)
+    assert "interrupted" in seen, seen
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_a_signal_at_any_moment_through_the_daemon(installed, netconf, data_dir,
+                                                   start_daemon, signum):
+    daemon = start_daemon()
+    seen = _sweep([installed], "launcher", signum, netconf, data_dir, socket=daemon.socket)
+    assert "interrupted" in seen, seen
+    assert daemon.stop() == 0, daemon.log()
+
+
+@pytest.mark.network  # make dist installs the freezer from the package index
+@pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_a_signal_at_any_moment_of_the_frozen_build(frozen_build, netconf, data_dir, signum):
+    """Its init script (tools/frozen/cx_init.py) ignores the signals first thing, as the
+    launcher's shell does."""
+    seen = _sweep([frozen_build.plugin], "frozen", signum, netconf, data_dir)
+    assert "interrupted" in seen, seen
+
+
+# -- the steps before the plugin's handler ----------------------------------------------
+def test_the_launchers_first_command_ignores_the_signals():
+    shell = launcher.render().split("\n''':'\n", 1)[1]
+    assert shell.startswith("trap '' INT TERM HUP\n"), shell
+    assert {getattr(signal, "SIG" + n) for n in shell.split("\n")[0].split()[2:]} == set(
+        client.SIGNALS)
+
+
+def test_the_frozen_builds_init_script_ignores_them_for_the_plugin_only(tmp_path):
+    """cx_init.py run as cx_Freeze runs it, with main scripts that report what they find:
+    the plugin's finds the signals of ipam.client.SIGNALS ignored, ipamctl's finds
+    Python's own handlers (Ctrl-C stops an admin command)."""
+    import py_compile
+
+    report = ("import _signal\nprint(sorted(n for n in range(1, 32) if n not in (9, 19) "
+              "and _signal.getsignal(n) == _signal.SIG_IGN))\n")
+    for name in ("__main__host_local_sqlite", "__main__ipamctl"):
+        (tmp_path / (name + ".py")).write_text(report)
+        py_compile.compile(str(tmp_path / (name + ".py")), str(tmp_path / (name + ".pyc")),
+                           doraise=True)
+    ignored = {}
+    for name in ("host_local_sqlite", "ipamctl"):
+        code = ("import sys; sys.path.insert(0, %r)\n"
+                "import importlib.util as u\n"
+                "spec = u.spec_from_file_location('__init__%s', %r)\n"
+                "init = u.module_from_spec(spec)\n"
+                "spec.loader.exec_module(init)\n"
+                "init.run('__main__%s')\n"
+                % (str(tmp_path), name, os.path.join(REPO, "tools", "frozen", "cx_init.py"),
+                   name))
+        out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out
+        ignored[name] = set(json.loads(out.stdout))
+    assert ignored["host_local_sqlite"] - ignored["ipamctl"] == set(client.SIGNALS), ignored

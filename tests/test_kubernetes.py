@@ -17,7 +17,7 @@ import shutil
 import stat
 
 import pytest
-from helpers import REPO, counted, read_manifest, wait_health
+from helpers import REPO, cni_env, counted, read_manifest, wait_health
 
 from ipam import daemon, frozen, paths
 
@@ -90,7 +90,8 @@ def test_the_manifest_mounts_what_the_plugin_names():
     """The initContainer installs into its mount of the node's CNI bin directory (the
     runtimes' default), never with --force unless edited; the daemon sees the dataDir and
     socket directory at the node's own paths, on the host's network, as root, on every
-    node, and gets longer than its drain to stop; both run one image, of this version."""
+    node, in the host's PID namespace (it reads its callers' powers from /proc), and gets
+    longer than its drain to stop; both run one image, of this version."""
     from importlib.metadata import version
 
     target = INSTALL["args"][1]
@@ -104,6 +105,7 @@ def test_the_manifest_mounts_what_the_plugin_names():
     for probe in ("livenessProbe", "readinessProbe"):
         assert SERVE[probe]["exec"]["command"][:2] == [IMAGE_IPAMCTL, "health"]
     assert POD["hostNetwork"] is True and POD["securityContext"]["runAsUser"] == 0
+    assert POD["hostPID"] is True
     assert POD["priorityClassName"] == "system-node-critical"
     assert {"operator": "Exists"} in POD["tolerations"]
     assert POD["terminationGracePeriodSeconds"] > daemon.DEFAULT_DRAIN_TIMEOUT
@@ -197,6 +199,26 @@ def test_the_installer_container_keeps_a_foreign_file(installer_image, tmp_path)
         "#!/bin/sh\necho another plugin\n"
 
 
+def serve_container(podman, tag, sockets, *volumes):
+    """The serve container as the manifest runs it (host network and PID namespace, its
+    args), with the socket directory at ``sockets`` and ``volumes`` (host paths, each
+    mounted at the same path, as the manifest's hostPaths are): its socket's path."""
+    socket_dir = os.path.dirname(paths.DAEMON_SOCKET)  # the manifest's mount, checked above
+    assert POD["hostNetwork"] and POD["hostPID"]
+    podman("run", "--detach", "--name", "serve", "--network", "host", "--pid", "host",
+           "--volume", "%s:%s" % (sockets, socket_dir),
+           *[arg for v in volumes for arg in ("--volume", "%s:%s" % (v, v))],
+           tag, *SERVE["args"])
+    socket = str(sockets / os.path.basename(paths.DAEMON_SOCKET))
+
+    def exited():
+        state = podman.inspect("serve")["State"]
+        return None if state["Running"] else "exited (%d)" % state["ExitCode"]
+    health = wait_health(socket, exited, lambda: podman("logs", "serve").stderr, timeout=30)
+    assert health["calls"] == 0
+    return socket
+
+
 @runs_containers
 def test_the_daemon_container_serves_the_host_plugin(installer_image, frozen_build,
                                                      tmp_path):
@@ -207,17 +229,7 @@ def test_the_daemon_container_serves_the_host_plugin(installer_image, frozen_bui
     sockets, data = tmp_path / "run", tmp_path / "data"
     sockets.mkdir()
     data.mkdir()
-    socket_dir = os.path.dirname(paths.DAEMON_SOCKET)  # the manifest's mount, checked above
-    podman("run", "--detach", "--name", "serve", "--network", "host",
-           "--volume", "%s:%s" % (sockets, socket_dir), "--volume", "%s:%s" % (data, data),
-           installer_image.tag, *SERVE["args"])
-    socket = str(sockets / os.path.basename(paths.DAEMON_SOCKET))
-
-    def exited():
-        state = podman.inspect("serve")["State"]
-        return None if state["Running"] else "exited (%d)" % state["ExitCode"]
-    health = wait_health(socket, exited, lambda: podman("logs", "serve").stderr, timeout=30)
-    assert health["calls"] == 0
+    socket = serve_container(podman, installer_image.tag, sockets, data)
     probe = podman("exec", "serve", *SERVE["livenessProbe"]["exec"]["command"])
     assert "status: ok" in probe.stdout
 
@@ -234,3 +246,34 @@ def test_the_daemon_container_serves_the_host_plugin(installer_image, frozen_bui
     assert podman.inspect("serve")["State"]["ExitCode"] == 0
     log = podman("logs", "serve").stderr
     assert "ADD network=kube container=c1" in log and "stopped after 2 calls" in log, log
+
+
+@runs_containers
+def test_a_data_dir_the_daemons_pod_does_not_mount_is_left_to_the_plugin(
+        installer_image, frozen_build, tmp_path):
+    """A host's config names a dataDir for which the DaemonSet has no hostPath: the
+    daemon sees its own image's files there, not the host's, and declines; pod-a's call
+    runs in process on the host. With the daemon gone, pod-b's call (in process) finds
+    pod-a's lease: two addresses, where a daemon that served pod-a would have kept its
+    lease in the pod's own filesystem and given pod-b the same one."""
+    podman = installer_image.podman
+    sockets, mounted, unmounted = tmp_path / "run", tmp_path / "data", tmp_path / "other"
+    for d in (sockets, mounted, unmounted):
+        d.mkdir()
+    socket = serve_container(podman, installer_image.tag, sockets, mounted)
+    conf = config(str(unmounted), daemon_socket=socket)
+    proc = frozen_build.run(frozen_build.plugin, input=conf,
+                            env=cni_env("ADD", container_id="pod-a"))
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, (proc.stdout, err)
+    assert "the caller sees other files than the node daemon at %s" % unmounted in err, err
+    first = json.loads(proc.stdout)["ips"][0]["address"]
+    health = counted(socket, 0)
+    assert (health["calls"], health["declined"]) == (0, 1)
+    podman("kill", "serve")
+    second = frozen_build.cni(frozen_build.plugin, "ADD", conf, container="pod-b")
+    assert second["ips"][0]["address"] != first
+    listed = frozen_build.run(frozen_build.ipamctl, "--data-dir", str(unmounted), "-o",
+                              "json", "list")
+    assert sorted(lease["container_id"] for lease in json.loads(listed.stdout)) == [
+        "pod-a", "pod-b"]

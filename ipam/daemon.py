@@ -91,7 +91,7 @@ POLLRDHUP = getattr(select, "POLLRDHUP", 0x2000)  # Linux 2.6.17's, likewise
 _SD_LISTEN_FDS_START = 3  # systemd's first passed descriptor (sd_listen_fds(3))
 # The steps of a call, in order, at which HOST_LOCAL_SQLITE_DAEMON_STOP_AT may stop the
 # daemon (tests: the client's bounds and the one-lease promise, step by step).
-STEPS = ("accepted", "read", "proved", "taken", "before-commit", "committed")
+STEPS = ("read", "proved", "taken", "before-commit", "committed")
 STOP_AT_ENV = "HOST_LOCAL_SQLITE_DAEMON_STOP_AT"
 class _Stderr:
     """``sys.stderr`` for a process whose threads serve calls: what a call writes (the
@@ -573,7 +573,6 @@ class Daemon:
 
     def _handle(self, conn: "socket.socket") -> "None":
         started = time.monotonic()
-        self._pause("accepted")
         pid, uid = client.peer_cred(conn)
         if uid not in (0, os.geteuid()):
             self.refused += 1

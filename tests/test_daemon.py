@@ -537,7 +537,7 @@ def test_a_request_must_arrive_whole_within_the_request_timeout(sock, monkeypatc
             s.settimeout(30)
             s.connect(str(sock))
             started = time.monotonic()
-            s.sendall(client.MAGIC + client.CALL)
+            s.sendall(client.MAGIC + client.CALL + (4096).to_bytes(4, "big"))
             reply = b""
             s.setblocking(False)
             while not reply and time.monotonic() - started < 10:

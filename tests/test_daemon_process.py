@@ -320,7 +320,7 @@ def test_a_stuck_network_holds_up_no_call_on_another(start_daemon, data_dir, net
     finally:
         os.close(lock)
         run_all(waiting)
-    counted(daemon.socket, 10)
+    counted(daemon.socket, 9)  # b1 and a1 to a8 (a0 ran in process)
     assert _call_ms(daemon, "b1") < 100, daemon.log()  # issue 24's target: as in process
     assert elapsed < 2, elapsed  # the plugin process's start and the call
     assert all(inv.rc == 0 and FALLBACK.encode() not in inv.err for inv in waiting)
@@ -348,7 +348,11 @@ def test_a_stopped_daemon_costs_a_call_about_a_second(start_daemon, data_dir, ne
     assert ("the node daemon at %s did not take the call within 1 s" % daemon.socket
             ).encode() in out.err and FALLBACK.encode() in out.err, out
     assert client.TAKE_TIMEOUT <= elapsed < client.TAKE_TIMEOUT + 1.5, elapsed  # target: 2 s
-    daemon.wait_log(lambda log: "went away before it was taken" in log, "the stale call")
+    # The stale connection, read once continued: its client gone, declined (its process
+    # is gone too) or found gone when asked; never run.
+    daemon.wait_log(lambda log: "container=c1" in log, "the stale call's line")
+    lines = [x for x in daemon.log().splitlines() if "container=c1" in x]
+    assert len(lines) == 1 and ("went away" in lines[0] or "declined" in lines[0]), lines
     assert daemon.health()["calls"] == 0
     assert leases(data_dir, "mynet") == {"c1": "10.1.0.2"}
 
@@ -410,8 +414,7 @@ def _first_line(inv, text, timeout=30.0):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("step", ["accepted", "read", "proved", "taken", "before-commit",
-                                  "committed"])
+@pytest.mark.parametrize("step", ["read", "proved", "taken", "before-commit", "committed"])
 def test_a_call_given_up_at_any_step_ends_with_one_lease(start_daemon, data_dir, netconf,
                                                          step):
     """The daemon stopped (SIGSTOP) at each step of an ADD, until its client gives up
@@ -475,7 +478,8 @@ def test_a_caller_in_another_mount_namespace_runs_its_call_itself(start_daemon, 
     first, second = (json.loads(o)["ips"][0]["address"] for o in (out1, out2))
     assert (first, second) == ("10.1.0.2/24", "10.1.0.3/24")
     assert daemon.health()["declined"] == 1
-    assert leases(data_dir, "mynet") == {}  # nothing in the daemon's view, the host's
+    # nothing in the daemon's view, the host's
+    assert not os.path.exists(paths.default_database(str(data_dir)))
 
 
 @pytest.mark.root

@@ -342,26 +342,27 @@ def test_an_unsupported_url_creates_nothing(tmp_path):
 
 
 def test_a_kept_connection_survives_a_schema_change_under_its_prepared_statements(
-        pg_url, tmp_path, monkeypatch):
+        pg_url, tmp_path):
     """The node daemon's stores prepare their statements and keep their connection. When
     ``ipamctl db upgrade`` (here: an ALTER by hand) changes a column's type under them,
     PostgreSQL refuses a prepared statement whose result type changed ("cached plan must
     not change result type"); the call is retried on a new connection, not failed."""
     import psycopg
 
-    from ipam import commands
+    from ipam.commands import CallContext
     from ipam.store.pool import StorePool
 
     migrate.upgrade(pg_url)
     pool = StorePool(1)
-    monkeypatch.setattr(commands, "POOL", pool)
+    context = CallContext(pool=pool)
     data_dir = tmp_path / "data"
     for i in range(3):
-        out = run_inprocess("ADD", conf(pg_url, data_dir), container_id="c%d" % i)
+        out = run_inprocess("ADD", conf(pg_url, data_dir), context, container_id="c%d" % i)
         assert out.status == 0, out
     with psycopg.connect(conninfo(pg_url), autocommit=True) as admin:
         admin.execute("ALTER TABLE leases ALTER COLUMN ifname TYPE varchar(64)")
-    out = run_inprocess("ADD", conf(pg_url, data_dir), container_id="c1")  # reads ifname
+    out = run_inprocess("ADD", conf(pg_url, data_dir), context,
+                        container_id="c1")  # reads ifname
     assert out.status == 0 and out.json["ips"][0]["address"] == "10.70.0.3/24", out
     assert pool.opened == 1  # the same store, on a new connection
     pool.close()

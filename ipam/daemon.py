@@ -569,7 +569,9 @@ class Daemon:
         """Stop here, once, if a test asked (:data:`STOP_AT_ENV`)."""
         if step == self._stop_at:
             self._stop_at = None
-            os.kill(os.getpid(), signal.SIGSTOP)
+            # To this thread: it stops before its next instruction, where kill() on the
+            # process would have the main thread stop it, a moment after this one went on.
+            signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
 
     def _handle(self, conn: "socket.socket") -> "None":
         started = time.monotonic()

@@ -106,6 +106,7 @@ def test_the_manifest_mounts_what_the_plugin_names():
         assert SERVE[probe]["exec"]["command"][:2] == [IMAGE_IPAMCTL, "health"]
     assert POD["hostNetwork"] is True and POD["securityContext"]["runAsUser"] == 0
     assert POD["hostPID"] is True
+    assert SERVE["securityContext"]["capabilities"]["add"] == ["SYS_PTRACE"]
     assert POD["priorityClassName"] == "system-node-critical"
     assert {"operator": "Exists"} in POD["tolerations"]
     assert POD["terminationGracePeriodSeconds"] > daemon.DEFAULT_DRAIN_TIMEOUT
@@ -199,22 +200,25 @@ def test_the_installer_container_keeps_a_foreign_file(installer_image, tmp_path)
         "#!/bin/sh\necho another plugin\n"
 
 
-def serve_container(podman, tag, sockets, *volumes):
-    """The serve container as the manifest runs it (host network and PID namespace, its
-    args), with the socket directory at ``sockets`` and ``volumes`` (host paths, each
-    mounted at the same path, as the manifest's hostPaths are): its socket's path."""
+def serve_container(podman, tag, sockets, *volumes, name="serve"):
+    """The serve container ``name`` as the manifest runs it (host network and PID
+    namespace, its capabilities, its args), with the socket directory at ``sockets`` and
+    ``volumes`` (host paths, each mounted at the same path, as the manifest's hostPaths
+    are): its socket's path."""
     socket_dir = os.path.dirname(paths.DAEMON_SOCKET)  # the manifest's mount, checked above
     assert POD["hostNetwork"] and POD["hostPID"]
-    podman("run", "--detach", "--name", "serve", "--network", "host", "--pid", "host",
+    added = SERVE["securityContext"]["capabilities"]["add"]
+    podman("run", "--detach", "--name", name, "--network", "host", "--pid", "host",
+           *["--cap-add=%s" % cap for cap in added],
            "--volume", "%s:%s" % (sockets, socket_dir),
            *[arg for v in volumes for arg in ("--volume", "%s:%s" % (v, v))],
            tag, *SERVE["args"])
     socket = str(sockets / os.path.basename(paths.DAEMON_SOCKET))
 
     def exited():
-        state = podman.inspect("serve")["State"]
+        state = podman.inspect(name)["State"]
         return None if state["Running"] else "exited (%d)" % state["ExitCode"]
-    health = wait_health(socket, exited, lambda: podman("logs", "serve").stderr, timeout=30)
+    health = wait_health(socket, exited, lambda: podman("logs", name).stderr, timeout=30)
     assert health["calls"] == 0
     return socket
 
@@ -260,7 +264,7 @@ def test_a_data_dir_the_daemons_pod_does_not_mount_is_left_to_the_plugin(
     sockets, mounted, unmounted = tmp_path / "run", tmp_path / "data", tmp_path / "other"
     for d in (sockets, mounted, unmounted):
         d.mkdir()
-    socket = serve_container(podman, installer_image.tag, sockets, mounted)
+    socket = serve_container(podman, installer_image.tag, sockets, mounted, name="serve-b")
     conf = config(str(unmounted), daemon_socket=socket)
     proc = frozen_build.run(frozen_build.plugin, input=conf,
                             env=cni_env("ADD", container_id="pod-a"))
@@ -270,7 +274,7 @@ def test_a_data_dir_the_daemons_pod_does_not_mount_is_left_to_the_plugin(
     first = json.loads(proc.stdout)["ips"][0]["address"]
     health = counted(socket, 0)
     assert (health["calls"], health["declined"]) == (0, 1)
-    podman("kill", "serve")
+    podman("kill", "serve-b")
     second = frozen_build.cni(frozen_build.plugin, "ADD", conf, container="pod-b")
     assert second["ips"][0]["address"] != first
     listed = frozen_build.run(frozen_build.ipamctl, "--data-dir", str(unmounted), "-o",

@@ -358,9 +358,10 @@ def test_a_stopped_daemon_costs_a_call_about_a_second(start_daemon, data_dir, ne
 
 
 def test_peers_that_trickle_their_requests_hold_no_call_up(start_daemon, data_dir, netconf):
-    """Eight root peers each send a request's start, then a byte now and then, for
-    longer than a request may take: a plugin's call is served at once meanwhile, and
-    each trickler is refused once REQUEST_TIMEOUT has passed since it connected."""
+    """Eight root peers each send a request's start (a call whose environment is 4 KiB
+    long), then a byte now and then, for longer than a request may take: a plugin's call
+    is served at once meanwhile, and each trickler is refused once REQUEST_TIMEOUT has
+    passed since it connected."""
     from ipam import client
     from ipam import daemon as daemon_module
 
@@ -369,7 +370,7 @@ def test_peers_that_trickle_their_requests_hold_no_call_up(start_daemon, data_di
     for _ in range(8):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect(daemon.socket)
-        s.sendall(client.MAGIC + client.CALL)
+        s.sendall(client.MAGIC + client.CALL + (4096).to_bytes(4, "big"))
         s.setblocking(False)
         peers.append(s)
     opened = time.monotonic()

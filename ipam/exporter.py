@@ -106,7 +106,7 @@ class NetworkDir:
 
     def close(self) -> "None":
         if self.lock_fd is not None:
-            system.close(self.lock_fd)  # closing drops the flock
+            writer_lock.release(self.lock_fd)  # closing drops the flock
             self.lock_fd = None
         system.close(self.fd)
 
@@ -129,7 +129,8 @@ class NetworkDir:
             if not _is_regular(system.fstat(fd)):  # a FIFO, a device: no one's lock
                 raise IoFailure("mirror %s is not a regular file; refusing to use it"
                                 % self.lock_path())
-            writer_lock.poll(fd, patience, "%s (host-local's lock)" % self.lock_path())
+            writer_lock.poll(fd, patience, "%s (host-local's lock)" % self.lock_path(),
+                             key=self.lock_path())
         except BaseException:
             system.close(fd)
             raise

@@ -55,16 +55,11 @@ def acquire(path: "str", patience: "Patience", create: "bool" = True) -> "Option
     timeout, why = patience.timeout()
     if _THREAD_LOCKS is None:
         return _acquire(path, timeout, why, create)
-    import threading
     from time import monotonic
 
-    lock = _THREAD_LOCKS.get(path)
-    if lock is None:
-        lock = _THREAD_LOCKS.setdefault(path, threading.Lock())
     start = monotonic()
-    if not lock.acquire(timeout=max(timeout, 0)):
-        raise TryAgain("database %s is locked by another call past %s; try again later"
-                       % (path.removesuffix(WRITER_QUEUE_SUFFIX), why))
+    lock = _threads_queue(path, timeout, "database %s is locked by another call past %s; "
+                          "try again later" % (path.removesuffix(WRITER_QUEUE_SUFFIX), why))
     try:
         fd = _acquire(path, timeout - (monotonic() - start), why, create)
     except BaseException:
@@ -75,6 +70,20 @@ def acquire(path: "str", patience: "Patience", create: "bool" = True) -> "Option
     else:
         _HELD[fd] = lock
     return fd
+
+
+def _threads_queue(key: "str", timeout: "float", late: "str") -> "Any":
+    """In the node daemon, this process's own queue for ``key`` (a lock file's path),
+    waited in before its flock: one thread at a time waits for the flock, the others
+    for it here, asleep (``late``: the error when ``timeout`` runs out first)."""
+    import threading
+
+    lock = _THREAD_LOCKS.get(key)  # type: ignore[union-attr]
+    if lock is None:
+        lock = _THREAD_LOCKS.setdefault(key, threading.Lock())  # type: ignore[union-attr]
+    if not lock.acquire(timeout=max(timeout, 0)):
+        raise TryAgain(late)
+    return lock
 
 
 def _acquire(path: "str", timeout: "float", why: "str", create: "bool") -> "Optional[int]":
@@ -156,19 +165,36 @@ def _poll(fd: "int", timeout: "float") -> "None":
             pause = min(pause * 2, 0.01)
 
 
-def poll(fd: "int", patience: "Patience", what: "str") -> "None":
+def poll(fd: "int", patience: "Patience", what: "str", key: "Optional[str]" = None) -> "None":
     """Hold an exclusive flock on ``fd``, a lock another program owns (host-local's
     ``lock``): polled with ``LOCK_NB``, never a blocking wait in the kernel, so that a
     stuck holder costs us what ``patience`` allows at most, and the error names what it
-    waited for."""
+    waited for. ``key`` (the file's path): in the node daemon, its threads queue for it
+    among themselves first, and only the first polls; release with :func:`release`."""
     timeout, why = patience.timeout()
+    lock = None
+    if key is not None and _THREAD_LOCKS is not None:
+        from time import monotonic
+
+        start = monotonic()
+        lock = _threads_queue(key, timeout, "%s is held by another call past %s; try again "
+                              "later" % (what, why))
+        timeout -= monotonic() - start
     try:
         _poll(fd, timeout)
     except _Expired:
+        if lock is not None:
+            lock.release()
         raise TryAgain("%s is held by another process past %s; try again later"
                        % (what, why)) from None
-    except OSError as e:
-        raise _cannot(what, e) from None
+    except BaseException as e:
+        if lock is not None:
+            lock.release()
+        if isinstance(e, OSError):
+            raise _cannot(what, e) from None
+        raise
+    if lock is not None:
+        _HELD[fd] = lock
 
 
 def release(fd: "Optional[int]") -> "None":

@@ -123,18 +123,41 @@ def relative_paths(conf: dict[str, Any]) -> list[str]:
 
 
 def check_views(paths: list[str], theirs: list[bytes]) -> None:
-    """Raise :class:`Declined` unless the caller's views of ``paths`` are this
-    process's."""
+    """Raise :class:`Declined` unless the caller's views of ``paths`` show the files this
+    process sees there (:func:`seen_alike`)."""
     if len(theirs) != len(paths):
         raise Declined("the caller sent %d views for %d paths" % (len(theirs), len(paths)))
     for path, seen in zip(paths, theirs, strict=True):
-        ours = client.view(path)
-        if seen != ours:
+        if not seen_alike(path, seen):
             raise Declined("the caller sees other files than the node daemon at %s (%s "
                            "against %s): another mount namespace without the same mounts, "
                            "or a path the daemon's pod does not mount"
                            % (path, seen.decode("utf-8", "replace"),
-                              ours.decode("utf-8", "replace")))
+                              client.view(path).decode("utf-8", "replace")))
+
+
+def seen_alike(path: str, seen: bytes) -> bool:
+    """Whether ``seen``, the caller's :func:`ipam.client.view` of ``path``, names what is
+    there for this process: the object the caller found (the path's, or its nearest
+    existing ancestor's) is this process's at that same path. What lies below that
+    ancestor is then the same for both, though it may exist by now: another call
+    created the dataDir since the caller looked (a burst's first calls on a new one)."""
+    try:
+        dev, ino, rest = seen.split(b":", 2)
+        found = (int(dev), int(ino))
+    except ValueError:  # "!errno": the caller could not look; alike only if neither could
+        return seen == client.view(path)
+    at = path.rstrip("/") or "/"
+    if rest:
+        tail = "/" + rest.decode("utf-8", "surrogateescape")
+        if not at.endswith(tail):
+            return False
+        at = at[:-len(tail)] or "/"
+    try:
+        st = os.stat(at)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == found
 
 
 def _ended(pidfd: int) -> bool:

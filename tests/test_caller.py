@@ -140,3 +140,25 @@ def test_views_are_compared_path_by_path(tmp_path):
         % (here, client.view(here).decode()))
     with pytest.raises(caller.Declined, match="the caller sent 0 views for 1 paths"):
         caller.check_views([here], [])
+
+
+def test_a_path_created_since_the_caller_looked_is_still_alike(tmp_path):
+    """In a burst on a new dataDir, a caller's view names its nearest existing ancestor;
+    another call creates the directory before the daemon looks: the same files."""
+    data = tmp_path / "data" / "net"
+    before = client.view(str(data))
+    data.mkdir(parents=True)
+    assert client.view(str(data)) != before
+    caller.check_views([str(data)], [before])
+
+
+def test_an_ancestor_that_is_another_object_is_not_alike(tmp_path):
+    """The caller's nearest ancestor of a path not created yet is not the object at that
+    path here: another file system mounted there, or another directory renamed over it."""
+    (tmp_path / "a").mkdir()
+    view = client.view(str(tmp_path / "a" / "data"))
+    (tmp_path / "a").rename(tmp_path / "old")
+    (tmp_path / "a").mkdir()
+    assert not caller.seen_alike(str(tmp_path / "a" / "data"), view)
+    assert not caller.seen_alike(str(tmp_path / "b" / "data"), view)  # rest elsewhere
+    assert not caller.seen_alike(str(tmp_path / "a"), b"!13")

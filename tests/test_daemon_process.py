@@ -399,6 +399,26 @@ def test_peers_that_trickle_their_requests_hold_no_call_up(start_daemon, data_di
     assert daemon_module.REQUEST_TIMEOUT <= refused < daemon_module.REQUEST_TIMEOUT + 3
 
 
+def test_a_burst_on_a_new_data_dir_is_served_whole(start_daemon, tmp_path, netconf):
+    """60 ADDs at once on a dataDir that does not exist yet: each caller's view names an
+    ancestor, the first call creates the directory before the daemon looks at the others'
+    paths, and every call is still served by the daemon, none in process."""
+    daemon = start_daemon()
+    conf = dict(netconf(SUBNET), ipam=dict(SUBNET, type="host-local-sqlite",
+                                            dataDir=str(tmp_path / "new" / "data")))
+    burst = [Invocation("ADD", "c%d" % n, conf, env_extra=via(daemon)) for n in range(60)]
+    try:
+        wait_reading_stdin(burst, timeout=10.0)
+        for inv in burst:
+            inv.feed()
+    finally:
+        run_all(burst)
+    assert all(inv.rc == 0 and FALLBACK.encode() not in inv.err for inv in burst), [
+        inv for inv in burst if inv.rc or FALLBACK.encode() in inv.err][:3]
+    assert len({inv.address for inv in burst}) == 60
+    assert counted(daemon.socket, 60)["declined"] == 0
+
+
 def _first_line(inv, text, timeout=30.0):
     """Read the plugin's stderr until a line holds ``text``; the lines read."""
     seen = b""

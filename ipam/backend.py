@@ -67,6 +67,20 @@ def _check_server(rest):
         raise ConfigError("invalid PostgreSQL URL: %s" % e) from None
 
 
+def busy_timeout(database, configured=None):
+    """Seconds a wait for a lock's holder may last for ``database``: the config's
+    ``busyTimeout``, else its engine's default (what its store's ``timeout`` will be)."""
+    if configured is not None:
+        return configured
+    if locate(database)[0] == POSTGRESQL:
+        from ipam.store.postgres import DEFAULT_LOCK_TIMEOUT
+
+        return DEFAULT_LOCK_TIMEOUT
+    from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
+
+    return DEFAULT_BUSY_TIMEOUT
+
+
 def open_store(database, busy_timeout=None, readonly=False, node=None, data_dir=None,
                scope=True, queue=None):
     """The Store for ``database``. ``node``/``data_dir``/``scope`` matter only to a

@@ -6,7 +6,7 @@ lock) and the result is returned only after COMMIT: the database is the truth.
 import time
 
 from ipam import addr, allocator, config, jsonio, result, system
-from ipam.backend import open_store
+from ipam.backend import busy_timeout, open_store
 from ipam.errors import ConfigError, IoFailure, IpamError, Retry, Unavailable
 from ipam.exporter import Mirror
 from ipam.lease import Changes, NetworkRecord
@@ -19,7 +19,7 @@ TRIM_BATCH = 64
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
-    from typing import Any, Callable, Mapping, Optional, TypeVar
+    from typing import Any, Callable, Iterator, Mapping, Optional, TypeVar
 
     from ipam.addr import IP
     from ipam.config import IpamConfig
@@ -56,59 +56,85 @@ class _Opened:
     """``with _Opened(conf, context) as opened:`` the store, mirror and lock-wait
     patience of one command.
 
-    In the node daemon the store comes from its pool and goes back after a call that
-    succeeded (one that failed closes it: whatever state the failure left goes too);
-    in a plugin process it is opened for this call alone. The patience starts once the
-    store is open: a shared pool's connect has its own timeout."""
+    In a plugin process the store is opened for this call alone, first: a shared pool's
+    connect must not hold a network's lock. In the node daemon it comes from the pool
+    only once the network's lock is held (:meth:`take_store`), so that calls waiting for
+    one network's lock hold no store (a burst on one network then uses one, where every
+    call would open its own), and goes back after a call that succeeded (one that
+    failed closes it: whatever state the failure left goes too)."""
 
     def __init__(self, conf: "IpamConfig", context: "Optional[CallContext]") -> "None":
         self.context = context = context or _DEFAULT
-        if context.pool is not None:
-            self.store = context.pool.take(conf.database, conf.busy_timeout, conf.node,
-                                           conf.data_dir)
-        else:
-            self.store = open_store(conf.database, conf.busy_timeout, node=conf.node,
-                                    data_dir=conf.data_dir)
+        self.conf = conf
+        self._store: "Optional[Store]" = None
+        if context.pool is None:
+            self._store = open_store(conf.database, conf.busy_timeout, node=conf.node,
+                                     data_dir=conf.data_dir)
         self.mirror = Mirror(conf.data_dir, conf.export, conf.busy_timeout)
-        self.patience = Patience(self.store.timeout, conf.lock_wait_limit)
+        self.patience = Patience(busy_timeout(conf.database, conf.busy_timeout),
+                                 conf.lock_wait_limit)
+
+    def take_store(self) -> "Store":
+        """The command's store: the one opened, or one from the daemon's pool."""
+        if self._store is None:
+            pool, conf = self.context.pool, self.conf
+            assert pool is not None  # a plugin process opened its store in __init__
+            self._store = pool.take(conf.database, conf.busy_timeout, conf.node,
+                                    conf.data_dir)
+        return self._store
 
     def __enter__(self) -> "_Opened":
         return self
 
     def __exit__(self, exc_type: "Optional[type[BaseException]]", exc: "Any",
                  tb: "Any") -> "None":
+        store, self._store = self._store, None
+        if store is None:
+            return
         if self.context.pool is not None:
-            self.context.pool.give(self.store, reuse=exc_type is None)
+            self.context.pool.give(store, reuse=exc_type is None)
         elif not self.context.keep_open:
-            self.store.close()
+            store.close()
 
 
 def _attempts(opened: "_Opened", run: "Callable[[], T]") -> "T":
     """``run()`` (one whole transaction), again after a pause each time a shared store
     raises :class:`Retry`; the last attempt's error is the answer. On SQLite, once."""
-    for delay in opened.store.retry_delays():
+    delays: "Optional[Iterator[float]]" = None
+    while True:
         try:
             return run()
         except Retry:
+            if delays is None:
+                delays = iter(opened.take_store().retry_delays())
+            delay = next(delays, None)
+            if delay is None:
+                raise
             time.sleep(delay)
-    return run()
 
 
 def _run(opened: "_Opened", conf: "IpamConfig",
-         body: "Callable[[Optional[NetworkFiles]], tuple[T, Changes]]"
+         body: "Callable[[Store, Optional[NetworkFiles]], tuple[T, Changes]]"
          ) -> "tuple[T, list[str]]":
-    """Run ``body(files) -> (value, changes)`` as one transaction, with the network's files
-    held (host-local's ``lock``, taken first) and reconciled first if someone else
-    changed them.
+    """Run ``body(store, files) -> (value, changes)`` as one transaction, with the
+    network's files held (host-local's ``lock``, taken first, then the store) and
+    reconciled first if someone else changed them.
 
     Returns ``(value, problems)``: the mirror problems that did not stop the command
     (see :meth:`NetworkFiles.apply`); the journal then stays for a later command. If
     anything fails once files were touched, the transaction rolls back and the files
     this command journaled are put back from the database, still under the lock.
     """
-    store, patience = opened.store, opened.patience
+    patience = opened.patience
     # created, as host-local's store open does
-    files = opened.mirror.open(store, conf.name, patience=patience)
+    held = opened.mirror.hold(conf.name, patience=patience)
+    try:
+        store = opened.take_store()
+    except BaseException:
+        if held is not None:
+            held.close()
+        raise
+    files = None if held is None else opened.mirror.files(store, held)
     try:
         with store.transaction(after_commit=files.committed if files else None,
                                patience=patience,
@@ -119,7 +145,7 @@ def _run(opened: "_Opened", conf: "IpamConfig",
                 # host-local pools overlap ("ipamctl import" reports that).
                 first = store.shared and store.mirror_stamp(conf.name) is None
                 files.reconcile_if_changed(conf.range_sets, conf.adopt and not first)
-            value, changes = body(files)
+            value, changes = body(store, files)
             problems = files.apply(changes) if files is not None else []
             if files is not None:
                 files.record()
@@ -154,9 +180,7 @@ def cmd_add(env: "Env", conf_obj: "dict[str, Any]",
 
         dns = parse_resolv_conf(conf.resolv_conf)
     with _Opened(conf, context) as opened:
-        store = opened.store
-
-        def body(files: "Optional[NetworkFiles]"
+        def body(store: "Store", files: "Optional[NetworkFiles]"
                  ) -> "tuple[list[allocator.Allocation], Changes]":
             trim_history(store, conf)
             return allocator.add(store, conf.name, conf.range_sets, conf.requested,
@@ -170,9 +194,7 @@ def cmd_del(env: "Env", conf_obj: "dict[str, Any]",
             context: "Optional[CallContext]" = None) -> "str":
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
     with _Opened(conf, context) as opened:
-        store = opened.store
-
-        def body(files: "Optional[NetworkFiles]") -> "tuple[None, Changes]":
+        def body(store: "Store", files: "Optional[NetworkFiles]") -> "tuple[None, Changes]":
             trim_history(store, conf)
             return None, allocator.release(store, conf.name, env["CNI_CONTAINERID"],
                                            env["CNI_IFNAME"], len(conf.range_sets))
@@ -185,9 +207,7 @@ def cmd_check(env: "Env", conf_obj: "dict[str, Any]",
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
     prev_ips = prev_result_ips(conf_obj.get("prevresult"))
     with _Opened(conf, context) as opened:
-        store = opened.store
-
-        def body(files: "Optional[NetworkFiles]") -> "tuple[None, Changes]":
+        def body(store: "Store", files: "Optional[NetworkFiles]") -> "tuple[None, Changes]":
             allocator.check(store, conf.name, env["CNI_CONTAINERID"], env["CNI_IFNAME"],
                             prev_ips)
             return None, Changes(conf.name)
@@ -200,10 +220,8 @@ def cmd_gc(env: "Env", conf_obj: "dict[str, Any]",
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
     valid = valid_attachments(conf_obj)
     with _Opened(conf, context) as opened:
-        store = opened.store
-
         # host-local's files are reconciled first: GC judges them too
-        def body(files: "Optional[NetworkFiles]") -> "tuple[None, Changes]":
+        def body(store: "Store", files: "Optional[NetworkFiles]") -> "tuple[None, Changes]":
             return None, allocator.gc(store, conf.name, valid)
         _, problems = _attempts(opened, lambda: _run(opened, conf, body))
     failed = [p for p in problems if not p.startswith("left ")]
@@ -218,10 +236,8 @@ def cmd_status(env: "Env", conf_obj: "dict[str, Any]",
                context: "Optional[CallContext]" = None) -> "str":
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
     with _Opened(conf, context) as opened:
-        store = opened.store
-
         # host-local's files count as taken addresses
-        def body(files: "Optional[NetworkFiles]"
+        def body(store: "Store", files: "Optional[NetworkFiles]"
                  ) -> "tuple[Optional[tuple[int, RangeSet]], Changes]":
             return allocator.exhausted(store, conf.name, conf.range_sets), Changes(conf.name)
         full, _ = _attempts(opened, lambda: _run(opened, conf, body))

@@ -81,6 +81,7 @@ class NetworkDir:
     """An open ``<dataDir>/<network>`` directory; every operation is relative to its fd."""
 
     def __init__(self, data_dir: "str", network: "str", create: "bool" = True) -> "None":
+        self.network = network
         self.path = system.join(data_dir, network)
         self.lock_fd: Optional[int] = None
         self.leftovers: list[str] = []  # our temporary files that could not be removed
@@ -320,34 +321,49 @@ class Mirror:
     def open(self, store: "Store", network: "str", create: "bool" = True,
              patience: "Optional[Patience]" = None) -> "Optional[NetworkFiles]":
         """This command's hold on the network's files (host-local's lock taken), or None
-        when not mirrored. Taken BEFORE the store's transaction: every writer of ours
-        takes its networks' locks (in name order) before the node-wide writers' queue,
-        so a stuck holder of one network's lock (a stopped Go plugin, a FIFO planted
-        there) stalls that network only, for ``busyTimeout`` at most. ``patience``: a
-        plugin call's (:mod:`ipam.waits`), else this mirror's timeout for this wait."""
+        when not mirrored: :meth:`hold`, then :meth:`files`."""
+        held = self.hold(network, create, patience)
+        return None if held is None else self.files(store, held)
+
+    def hold(self, network: "str", create: "bool" = True,
+             patience: "Optional[Patience]" = None) -> "Optional[NetworkDir]":
+        """The network's directory with host-local's lock held, or None when not
+        mirrored. Taken BEFORE the store's transaction: every writer of ours takes its
+        networks' locks (in name order) before the node-wide writers' queue, so a stuck
+        holder of one network's lock (a stopped Go plugin, a FIFO planted there) stalls
+        that network only, for ``busyTimeout`` at most. ``patience``: a plugin call's
+        (:mod:`ipam.waits`), else this mirror's timeout for this wait."""
         if not self.enabled:
             return None
-        return NetworkFiles(self, store, network, create,
-                            patience or Patience.each(self.timeout))
+        d = NetworkDir(self.data_dir, network, create)
+        try:
+            d.lock(patience or Patience.each(self.timeout))
+        except BaseException:
+            d.close()
+            raise
+        return d
+
+    def files(self, store: "Store", held: "NetworkDir") -> "NetworkFiles":
+        """The command's hold on a network's files, for ``store``'s transaction, from its
+        directory :meth:`hold` locked (and that it closes)."""
+        return NetworkFiles(self, store, held)
 
 
 class NetworkFiles:
     """One command's hold on one network's files: host-local's lock (taken before the
     transaction), the journal, and the stamp recorded for the next command (inside it)."""
 
-    def __init__(self, mirror: "Mirror", store: "Store", network: "str",
-                 create: "bool" = True, patience: "Optional[Patience]" = None) -> "None":
+    def __init__(self, mirror: "Mirror", store: "Store", held: "NetworkDir") -> "None":
         self.mirror = mirror
         self.store = store
-        self.network = network
+        self.d = held  # locked by Mirror.hold
+        self.network = held.network
         self.problems: list[str] = []  # files that could not be changed: the journal stays
         self.notes: list[str] = []  # files left alone because they are someone else's
         self._journal: Optional[int] = None
         self.redone = False  # the pending journal was replayed (ipam.reconcile)
-        self.d = NetworkDir(mirror.data_dir, network, create)
         self.closed = False
         try:
-            self.d.lock(patience or Patience.each(mirror.timeout))
             self.pending = self._read_journal()
         except BaseException:
             self.d.close()

@@ -47,8 +47,12 @@ class Powers:
     """A process's effective capabilities and user namespace, as the kernel shows them."""
 
     def __init__(self, pid: str = "self") -> None:
-        with open("/proc/%s/status" % pid) as f:
-            self.caps = int(_status_field(f.read(), "CapEff") or "", 16)
+        fd = os.open("/proc/%s/status" % pid, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            status = os.read(fd, 1 << 16)
+        finally:
+            os.close(fd)
+        self.caps = int(_status_field(status, b"CapEff") or b"", 16)
         st = os.stat("/proc/%s/ns/user" % pid)
         self.userns = (st.st_dev, st.st_ino)
 
@@ -170,11 +174,12 @@ def _ended(pidfd: int) -> bool:
     return bool(poller.poll(0))
 
 
-def _status_field(text: str, name: str) -> Optional[str]:
-    for line in text.splitlines():
-        if line.startswith(name + ":"):
-            return line[len(name) + 1:].strip()
-    return None
+def _status_field(text: bytes, name: bytes) -> Optional[bytes]:
+    at = text.find(b"\n" + name + b":")
+    if at < 0:
+        return None
+    end = text.find(b"\n", at + 1)
+    return text[at + len(name) + 2:end if end >= 0 else len(text)].strip()
 
 
 def _names(mask: int) -> str:

@@ -78,6 +78,9 @@ DEFAULT_POOL_SIZE = 4
 # in process after the client's TAKE_TIMEOUT.
 DEFAULT_MAX_CALLS = 256
 DEFAULT_DRAIN_TIMEOUT = 30.0
+# Seconds a thread past pool_size waits for another call before it leaves: a burst's
+# threads serve the next burst, rather than leave and be started again.
+IDLE_TIMEOUT = 30.0
 # Seconds a connected client has to send its whole request, and then its views: a
 # plugin sends each at once; a peer that trickles bytes holds one thread this long.
 REQUEST_TIMEOUT = 5.0
@@ -504,13 +507,14 @@ class Daemon:
         thread.start()
 
     def _work(self) -> "None":
-        """A thread: take a connection and answer it, until the daemon stops or enough
-        others wait. Each accepts for itself (no hand-over between threads on the way),
-        woken by its own epoll: EPOLLEXCLUSIVE wakes one thread per connection, not all,
-        and the wake-up pipe wakes them all to stop. The last one waiting starts another
-        before it serves its call (up to ``max_calls``), so a call that waits for a lock
-        never keeps the next connection waiting; past ``pool_size`` waiting, a thread
-        whose call is done leaves."""
+        """A thread: take a connection and answer it, until the daemon stops, or until
+        it has waited :data:`IDLE_TIMEOUT` while more than ``pool_size`` others wait too.
+        Each accepts for itself (no hand-over between threads on the way), woken by its
+        own epoll: EPOLLEXCLUSIVE wakes one thread per connection, not all, and the
+        wake-up pipe wakes them all to stop. The last one waiting starts another before
+        it serves its call (up to ``max_calls``), so a call that waits for a lock never
+        keeps the next connection waiting; the threads a burst started wait for the next
+        one a while, rather than leave and be started again."""
         listener, wake = self._listener, self._wake
         assert listener is not None and wake is not None
         me = threading.current_thread()
@@ -520,9 +524,16 @@ class Daemon:
             poller.register(listener.fileno(), select.EPOLLIN | EPOLLEXCLUSIVE)
             poller.register(wake[0], select.EPOLLIN)
             while not self._stopping.is_set():
-                poller.poll()
+                with self._idle:
+                    surplus = len(self._threads) > self.pool_size
+                ready = poller.poll(IDLE_TIMEOUT if surplus else -1)
                 if self._stopping.is_set():
                     return
+                if not ready:
+                    with self._idle:
+                        if self._waiting > self.pool_size:
+                            return
+                    continue
                 try:
                     conn, _ = listener.accept()
                 except BlockingIOError:  # another thread took it
@@ -538,8 +549,6 @@ class Daemon:
                         self._spawn()
                 self._serve_one(conn)
                 with self._idle:
-                    if self._waiting >= self.pool_size:
-                        return
                     self._waiting += 1
                     waiting = True
         finally:

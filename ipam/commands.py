@@ -19,7 +19,7 @@ TRIM_BATCH = 64
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
-    from typing import Any, Callable, Iterator, Mapping, Optional, TypeVar
+    from typing import Any, Callable, ContextManager, Iterator, Mapping, Optional, TypeVar
 
     from ipam.addr import IP
     from ipam.config import IpamConfig
@@ -38,15 +38,19 @@ class CallContext:
     answer: closing the database there would only checkpoint and delete the WAL.
     ``pool``: the node daemon's stores, kept open across calls (:mod:`ipam.daemon`).
     ``before_commit``: run last inside each transaction; the node daemon's check that
-    the client still waits for this call (raising rolls the call back)."""
+    the client still waits for this call (raising rolls the call back). ``idle``: what
+    the call's lock waits are wrapped in (:class:`ipam.waits.Patience`): the daemon's,
+    which lets another call run meanwhile."""
 
-    __slots__ = ("keep_open", "pool", "before_commit")
+    __slots__ = ("keep_open", "pool", "before_commit", "idle")
 
     def __init__(self, keep_open: "bool" = False, pool: "Optional[StorePool]" = None,
-                 before_commit: "Optional[Callable[[], None]]" = None) -> "None":
+                 before_commit: "Optional[Callable[[], None]]" = None,
+                 idle: "Optional[Callable[[], ContextManager[object]]]" = None) -> "None":
         self.keep_open = keep_open
         self.pool = pool
         self.before_commit = before_commit
+        self.idle = idle
 
 
 _DEFAULT = CallContext()
@@ -72,7 +76,7 @@ class _Opened:
                                      data_dir=conf.data_dir)
         self.mirror = Mirror(conf.data_dir, conf.export, conf.busy_timeout)
         self.patience = Patience(busy_timeout(conf.database, conf.busy_timeout),
-                                 conf.lock_wait_limit)
+                                 conf.lock_wait_limit, context.idle)
 
     def take_store(self) -> "Store":
         """The command's store: the one opened, or one from the daemon's pool."""

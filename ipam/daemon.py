@@ -51,6 +51,7 @@ For tests only: ``HOST_LOCAL_SQLITE_DAEMON_STOP_AT`` names a step of a call (see
 :data:`STEPS`) at which the daemon stops itself with SIGSTOP, as a frozen cgroup or an
 operator's SIGSTOP would stop it there.
 """
+import contextlib
 import io
 import itertools
 import json
@@ -70,7 +71,7 @@ from ipam.store.pool import StorePool
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Optional, TextIO
+    from typing import Any, Callable, Iterator, Optional, TextIO
 
 DEFAULT_POOL_SIZE = 4
 # Calls served at once, at most (threads): kubelet starts up to 110 pods on a node at
@@ -262,6 +263,11 @@ class Daemon:
         self.drain_timeout = drain_timeout
         self._log_stream = log
         self.pool = StorePool(pool_size)
+        # Calls running the plugin's code at once, at most: those that wait for a lock
+        # give theirs up meanwhile (CallContext.idle), so a call never waits behind
+        # another network's stuck lock, and a burst's calls do not all contend for the
+        # interpreter at once (that cost the daemon's CPU twice over).
+        self._running = threading.Semaphore(pool_size)
         self.calls = 0
         self.refused = 0
         self.declined = 0
@@ -615,15 +621,19 @@ class Daemon:
     def _answer_call(self, conn: "socket.socket", pid: "int", started: "float",
                      raw_env: "bytes", cwd: "bytes", data: "bytes") -> "None":
         self._pause("read")
-        env = system.environ(client.decode_environ(raw_env))
-        conf = _config(data)
+        # The door's own work runs as a call's does (_running), its waits for the
+        # client outside it.
+        with self._running:
+            env = system.environ(client.decode_environ(raw_env))
+            conf = _config(data)
         try:
-            caller.check_peer(conn, pid, self._powers)
-            if cwd != self._cwd and caller.relative_paths(conf):
-                raise caller.Declined("the config names paths relative to the caller's "
-                                      "directory (%s)"
-                                      % ", ".join(caller.relative_paths(conf)))
-            paths_, bound = caller.plan(env, conf)
+            with self._running:
+                caller.check_peer(conn, pid, self._powers)
+                if cwd != self._cwd and caller.relative_paths(conf):
+                    raise caller.Declined("the config names paths relative to the "
+                                          "caller's directory (%s)"
+                                          % ", ".join(caller.relative_paths(conf)))
+                paths_, bound = caller.plan(env, conf)
             conn.sendall(client.PROVE + client.blob(b"\0".join(
                 p.encode("utf-8", "surrogateescape") for p in paths_)))
             self._pause("proved")
@@ -631,7 +641,8 @@ class Daemon:
                 theirs = _read_views(conn, time.monotonic() + REQUEST_TIMEOUT)
             except ValueError as e:
                 raise caller.Declined("no views from the caller: %s" % e) from None
-            caller.check_views(paths_, theirs)
+            with self._running:
+                caller.check_views(paths_, theirs)
         except caller.Declined as e:
             self.declined += 1
             self.log("declined %s pid=%d: %s" % (_call_fields(env, conf), pid, e.args[0]))
@@ -688,11 +699,22 @@ class Daemon:
         if stderr is not None:
             stderr.capture()
         try:
-            status = main(env, io.BytesIO(data), out,
-                          CallContext(pool=self.pool, before_commit=before_commit))
+            with self._running:
+                status = main(env, io.BytesIO(data), out,
+                              CallContext(pool=self.pool, before_commit=before_commit,
+                                          idle=self._waiting_for_a_lock))
         finally:
             err = stderr.release() if stderr is not None else ""
         return status, out.getvalue(), err
+
+    @contextlib.contextmanager
+    def _waiting_for_a_lock(self) -> "Iterator[None]":
+        """A call waiting for a lock lets another run meanwhile (:attr:`_running`)."""
+        self._running.release()
+        try:
+            yield
+        finally:
+            self._running.acquire()
 
     def _refuse(self, conn: "socket.socket", why: "str") -> "None":
         """Answer NOT_SERVED, then read and drop what the client still sends until it

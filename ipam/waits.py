@@ -17,6 +17,10 @@ Stdlib only, and only ``time``: the plugin's hot path imports it.
 """
 from time import monotonic
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
+    from typing import Callable, ContextManager, Optional
+
 # Seconds all of one call's lock waits may take together, by default and at most. The
 # most is what keeps call_bound() under kubelet's 120 s with every allowance added.
 DEFAULT_LOCK_WAIT_LIMIT = 60.0
@@ -28,14 +32,19 @@ WORK_ALLOWANCE = 3.0
 
 class Patience:
     """One call's lock waits: :meth:`timeout` bounds the next one. Made when the call
-    starts, so the limit counts every wait of the call, and every attempt of it."""
+    starts, so the limit counts every wait of the call, and every attempt of it.
 
-    __slots__ = ("stall", "limit", "deadline")
+    ``idle``: what a wait is wrapped in, if anything: the node daemon's, which lets
+    another call run while this one waits (its calls share one interpreter)."""
 
-    def __init__(self, stall: "float", limit: "float" = DEFAULT_LOCK_WAIT_LIMIT) -> "None":
+    __slots__ = ("stall", "limit", "deadline", "idle")
+
+    def __init__(self, stall: "float", limit: "float" = DEFAULT_LOCK_WAIT_LIMIT,
+                 idle: "Optional[Callable[[], ContextManager[object]]]" = None) -> "None":
         self.stall = stall
         self.limit = limit
         self.deadline = monotonic() + limit
+        self.idle = idle
 
     @classmethod
     def each(cls, stall: "float") -> "Patience":

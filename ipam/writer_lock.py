@@ -59,9 +59,11 @@ def acquire(path: "str", patience: "Patience", create: "bool" = True) -> "Option
 
     start = monotonic()
     lock = _threads_queue(path, timeout, "database %s is locked by another call past %s; "
-                          "try again later" % (path.removesuffix(WRITER_QUEUE_SUFFIX), why))
+                          "try again later" % (path.removesuffix(WRITER_QUEUE_SUFFIX), why),
+                          patience)
     try:
-        fd = _acquire(path, timeout - (monotonic() - start), why, create)
+        with _idle(patience):  # a thread: its flock wait is a poll
+            fd = _acquire(path, timeout - (monotonic() - start), why, create)
     except BaseException:
         lock.release()
         raise
@@ -72,7 +74,8 @@ def acquire(path: "str", patience: "Patience", create: "bool" = True) -> "Option
     return fd
 
 
-def _threads_queue(key: "str", timeout: "float", late: "str") -> "Any":
+def _threads_queue(key: "str", timeout: "float", late: "str", patience: "Patience"
+                   ) -> "Any":
     """In the node daemon, this process's own queue for ``key`` (a lock file's path),
     waited in before its flock: one thread at a time waits for the flock, the others
     for it here, asleep (``late``: the error when ``timeout`` runs out first)."""
@@ -81,9 +84,21 @@ def _threads_queue(key: "str", timeout: "float", late: "str") -> "Any":
     lock = _THREAD_LOCKS.get(key)  # type: ignore[union-attr]
     if lock is None:
         lock = _THREAD_LOCKS.setdefault(key, threading.Lock())  # type: ignore[union-attr]
-    if not lock.acquire(timeout=max(timeout, 0)):
-        raise TryAgain(late)
+    if not lock.acquire(blocking=False):
+        with _idle(patience):
+            if not lock.acquire(timeout=max(timeout, 0)):
+                raise TryAgain(late)
     return lock
+
+
+def _idle(patience: "Patience") -> "Any":
+    """The wait's wrapper that ``patience`` gives (the node daemon's: another call runs
+    meanwhile), or one that does nothing."""
+    if patience.idle is None:
+        from contextlib import nullcontext
+
+        return nullcontext()
+    return patience.idle()
 
 
 def _acquire(path: "str", timeout: "float", why: "str", create: "bool") -> "Optional[int]":
@@ -178,10 +193,14 @@ def poll(fd: "int", patience: "Patience", what: "str", key: "Optional[str]" = No
 
         start = monotonic()
         lock = _threads_queue(key, timeout, "%s is held by another call past %s; try again "
-                              "later" % (what, why))
+                              "later" % (what, why), patience)
         timeout -= monotonic() - start
     try:
-        _poll(fd, timeout)
+        try:  # at once, as most are: no wrapper
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with _idle(patience):
+                _poll(fd, timeout)
     except _Expired:
         if lock is not None:
             lock.release()

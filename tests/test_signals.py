@@ -141,7 +141,7 @@ POINTS = {
 }
 DAEMON_POINTS = {
     "run(), before forward()": ("ipam/client.py", "call", "forward", "interrupted"),
-    "waiting for the daemon": ("ipam/client.py", "call", "exchange", "interrupted"),
+    "waiting for the daemon": ("ipam/client.py", "call", "receive", "interrupted"),
     "writing the daemon's answer": ("ipam/client.py", "c_call", "write", "result"),
     "the process's exit": ("ipam/client.py", "c_call", "_exit", "result"),
 }

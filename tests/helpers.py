@@ -527,7 +527,7 @@ class NodeDaemon:
 # --- entry paths: how a test's plugin processes reach the plugin's code -------------------
 # The guarantee suites run each test through every one (conftest's ``through``), but where
 # a mark says why not (``not_through``, ``in_process_only``, ``no_entry_path``): a path
-# added here runs every guarantee test.
+# added here runs every guarantee test (tests/test_entry_paths.py holds the suites to it).
 #   in-process                 forwarding off: the console script runs the call itself;
 #   daemon                     a node daemon serves every call (a call that falls back in
 #                              process fails the test);
@@ -536,6 +536,9 @@ class NodeDaemon:
 #                              moments: calls may fall back in process, saying so;
 #   build                      the self-contained build's plugin, forwarding off.
 ENTRY_PATHS = ("in-process", "daemon", "daemon-stopped-and-killed", "build")
+# The modules whose every test runs through ENTRY_PATHS or says why not.
+GUARANTEE_SUITES = ("test_concurrency", "test_crash", "test_foreign_writers",
+                    "test_shared_pool", "test_signals")
 # Calls a test must make through the stopped and killed daemon for some to be bound to
 # meet it stopped or gone (and so fall back in process).
 CHAOS_CALLS = 60
@@ -691,6 +694,14 @@ class DaemonChaos:
             raise self.error
         status = self.daemon.stop()
         assert status == 0, self.daemon.log()
+
+
+def marks_of(module, function):
+    """The marks on a test ``function`` of ``module``, its module's (``pytestmark``) too."""
+    marks = getattr(module, "pytestmark", [])
+    marks = list(marks) if isinstance(marks, (list, tuple)) else [marks]
+    marks += getattr(function, "pytestmark", [])
+    return [getattr(m, "mark", m) for m in marks]
 
 
 # Another user (nobody) running our programs: a peer the daemon must refuse, a user who

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -696,12 +697,40 @@ class DaemonChaos:
         assert status == 0, self.daemon.log()
 
 
+def collected_entry_paths(modules):
+    """``{(module file, function): {entry paths}}`` as pytest collects the tests of
+    ``modules`` (file names under tests/): the paths the ids of each function's
+    instances begin with (conftest's ``through`` puts its id first). Only a function
+    that takes ``through`` has its paths here; another's ids may begin alike."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                           "-p", "no:cacheprovider", *("tests/" + m for m in modules)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    paths = "|".join(re.escape(p) for p in sorted(ENTRY_PATHS, key=len, reverse=True))
+    found = {}
+    for line in proc.stdout.splitlines():
+        m = re.match(r"tests/(\w+\.py)::(\w+)\[(%s)(?:-|\])" % paths, line)
+        if m:
+            found.setdefault((m.group(1), m.group(2)), set()).add(m.group(3))
+    return found
+
+
+
 def marks_of(module, function):
     """The marks on a test ``function`` of ``module``, its module's (``pytestmark``) too."""
     marks = getattr(module, "pytestmark", [])
     marks = list(marks) if isinstance(marks, (list, tuple)) else [marks]
     marks += getattr(function, "pytestmark", [])
     return [getattr(m, "mark", m) for m in marks]
+
+
+def takes_through(module, function):
+    """Whether a test takes conftest's ``through``: as an argument, or by a
+    ``usefixtures`` mark (its own or its module's)."""
+    import inspect
+
+    return "through" in inspect.signature(function).parameters or any(
+        m.name == "usefixtures" and "through" in m.args for m in marks_of(module, function))
 
 
 # Another user (nobody) running our programs: a peer the daemon must refuse, a user who

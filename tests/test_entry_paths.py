@@ -11,24 +11,24 @@ import importlib
 import inspect
 
 import pytest
-from helpers import ENTRY_PATHS, GUARANTEE_SUITES, marks_of
+from helpers import ENTRY_PATHS, GUARANTEE_SUITES, marks_of, takes_through
 
 
 def functions_of(suite):
-    """``(name, function, marks)`` of each test function of the module ``suite``."""
+    """``(name, function, marks, whether it takes through)`` of each test function of the
+    module ``suite``."""
     module = importlib.import_module(suite)
     assert not [n for n in vars(module) if n.startswith("Test")], (
         "%s: a test class: its tests would not be checked here" % suite)
     for name, function in sorted(vars(module).items()):
         if name.startswith("test_") and inspect.isfunction(function):
-            yield name, function, marks_of(module, function)
+            yield name, function, marks_of(module, function), takes_through(module, function)
 
 
 @pytest.mark.parametrize("suite", GUARANTEE_SUITES)
 def test_every_guarantee_test_runs_through_the_entry_paths_or_says_why_not(suite):
     loose = []
-    for name, function, marks in functions_of(suite):
-        through = "through" in inspect.signature(function).parameters
+    for name, _function, marks, through in functions_of(suite):
         said = [m for m in marks if m.name in ("in_process_only", "no_entry_path")]
         if len(said) + through != 1 or not all(m.kwargs.get("why") for m in said):
             loose.append(name)
@@ -46,8 +46,8 @@ def test_the_guarantee_suites_run_through_every_path():
     out would be a path the guarantees never saw."""
     left = set(ENTRY_PATHS)
     for suite in GUARANTEE_SUITES:
-        for _name, function, marks in functions_of(suite):
-            if "through" in inspect.signature(function).parameters:
+        for _name, _function, marks, through in functions_of(suite):
+            if through:
                 out = {p for m in marks if m.name == "not_through" for p in m.args}
                 left -= set(ENTRY_PATHS) - out
     assert left == set(), left

@@ -19,16 +19,17 @@ from dataclasses import dataclass
 from typing import Any
 
 try:  # tests/ may or may not become a package
-    from .helpers import note_plugin_run
+    from .helpers import note_plugin_run, plugin_program
 except ImportError:
-    from helpers import note_plugin_run
+    from helpers import note_plugin_run, plugin_program
 
 GO_HOST_LOCAL = "/usr/lib/cni/host-local"
 GO_BRIDGE = "/usr/lib/cni/bridge"
-# Tests run under .venv/bin/python, so the console script sits beside the interpreter.
-OURS = os.environ.get("HLS_PLUGIN") or os.path.join(
-    os.path.dirname(sys.executable), "host-local-sqlite"
-)
+# Tests run under .venv/bin/python, so the console script sits beside the interpreter;
+# :func:`run` runs it as the test's entry path does (the build's program, under conftest's
+# ``through``).
+CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), "host-local-sqlite")
+OURS = os.environ.get("HLS_PLUGIN") or CONSOLE_SCRIPT
 
 # The environment variables of the CNI protocol; never inherited from the caller.
 CNI_ENV = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
@@ -81,6 +82,8 @@ def run(
             env.pop(name, None)
         else:
             env[name] = value
+    if binary == CONSOLE_SCRIPT:
+        binary = plugin_program()
     proc = subprocess.run(
         [binary], input=stdin, capture_output=True, env=env, timeout=timeout, check=False
     )

@@ -2,19 +2,25 @@
 CI=true a skipped test fails the run. Plain helpers live in helpers.py."""
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 
+import helpers
 import pytest
 from click.testing import CliRunner
 from helpers import (
+    CHAOS_CALLS,
+    ENTRY_PATHS,
     IPAMCTL,
+    PLUGIN,
+    DaemonChaos,
+    EntryPath,
     NodeDaemon,
     checked,
     daemon_env,
-    forwarded_runs,
     run_inprocess,
 )
 
@@ -29,12 +35,56 @@ _skipped = []
 def pytest_collection_modifyitems(items):
     """``postgres`` marks every test that needs the throwaway PostgreSQL server: those
     asking for pg_server or pg_url, and the ``store`` fixture's postgresql instance (which
-    asks for pg_url only once it runs). ``make check`` leaves them out."""
+    asks for pg_url only once it runs). ``network`` marks those run through the
+    self-contained build (``make dist`` installs the freezer from the package index).
+    ``make check`` leaves them out."""
     for item in items:
         params = getattr(item, "callspec", None)
         if "pg_server" in item.fixturenames or (
                 params is not None and params.params.get("store") == "postgresql"):
             item.add_marker(pytest.mark.postgres)
+        if params is not None and params.params.get("through") == "build":
+            item.add_marker(pytest.mark.network)
+
+
+def entry_paths_of(marks):
+    """The entry paths a test taking ``through`` runs through: :data:`ENTRY_PATHS`, but
+    those its ``not_through(*paths, why=...)`` marks leave out (each must say why)."""
+    left_out = set()
+    for mark in marks:
+        if mark.name != "not_through":
+            continue
+        if not mark.kwargs.get("why") or not mark.args or not set(mark.args) <= set(
+                ENTRY_PATHS):
+            raise pytest.UsageError("not_through%r: name entry paths of %s, and say why"
+                                    % (mark.args, ENTRY_PATHS))
+        left_out.update(mark.args)
+    return [path for path in ENTRY_PATHS if path not in left_out]
+
+
+@pytest.hookimpl(tryfirst=True)  # the path's id first: "test_x[daemon-...]"
+def pytest_generate_tests(metafunc):
+    if "through" in metafunc.fixturenames:
+        metafunc.parametrize("through", entry_paths_of(
+            metafunc.definition.iter_markers("not_through")), indirect=True)
+
+
+ENTRY_KEY = pytest.StashKey()  # the daemon logs of a test's entry path
+FAILED_KEY = pytest.StashKey()  # the test itself failed
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that failed through a node daemon shows the daemon's log (its part since the
+    test began; under the chaos, every daemon's)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and report.when == "call":
+        item.stash[FAILED_KEY] = True
+    logs = item.stash.get(ENTRY_KEY, None)
+    if report.failed and logs is not None:
+        for title, text in logs():
+            report.sections.append((title, text[-30000:]))
 
 
 def pytest_runtest_logreport(report):
@@ -197,30 +247,67 @@ def node_daemon(tmp_path_factory):
     assert "stopped after" in daemon.log()
 
 
-@pytest.fixture(params=["in-process", "daemon"])
-def through(request, monkeypatch):
-    """Run the test's plugin processes twice: in process (forwarding turned off), then
-    through the module's :func:`node_daemon` (``HOST_LOCAL_SQLITE_DAEMON``). Proof that
-    they went there: each such call whose client fell back in process fails at once
-    (helpers.note_plugin_run), and the daemon must have served at least as many calls
-    as the test's plugin processes made (its own ``calls`` counter)."""
-    if request.param == "in-process":
-        monkeypatch.setenv(DAEMON_ENV, "false")
-        yield None
-        return
-    daemon = request.getfixturevalue("node_daemon")
-    monkeypatch.setenv(DAEMON_ENV, daemon.socket)
-    before, runs = daemon.health()["calls"], forwarded_runs()
-    yield daemon
-    made = forwarded_runs() - runs
-    deadline = time.monotonic() + 5.0  # the daemon counts a call just after answering it
-    while True:
-        served = daemon.health()["calls"] - before
-        if served >= made or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-    assert served >= made, ("the daemon served %d calls, the test's plugin processes made %d"
-                            % (served, made))
+@pytest.fixture
+def through(request, monkeypatch, tmp_path_factory):
+    """The entry path (helpers.ENTRY_PATHS) of the test's plugin processes, run once each
+    (pytest_generate_tests; ``not_through`` leaves some out, saying why): an
+    :class:`helpers.EntryPath`, also put in ``helpers.ENTRY`` for the duration, where
+    run_plugin, Invocation and cniexec.run find the program to run (plugin_program)
+    and account for their answers (note_plugin_run). Forwarding goes by the
+    environment, which plugin processes inherit (``HOST_LOCAL_SQLITE_DAEMON``).
+
+    - in-process: forwarding off;
+    - daemon: the module's :func:`node_daemon`. A call that fell back in process fails
+      at once, and the daemon must have served at least as many calls as the test's
+      plugin processes made (its own ``calls`` counter);
+    - daemon-stopped-and-killed: a :class:`helpers.DaemonChaos` of the test's own. Calls
+      may fall back in process (saying so); a test that makes ``CHAOS_CALLS`` calls or
+      more must have had some fall back: the chaos hit calls;
+    - build: the self-contained build's plugin (:func:`frozen_build`), forwarding off;
+      at least one process of it must have run."""
+    name = request.param
+    node_daemon = request.getfixturevalue("node_daemon") if name == "daemon" else None
+    plugin = request.getfixturevalue("frozen_build").plugin if name == "build" else PLUGIN
+    entry = EntryPath(name, plugin, node_daemon)
+    if name == "daemon-stopped-and-killed":
+        entry.chaos = DaemonChaos(tmp_path_factory.mktemp("chaos"), random.randrange(1 << 30),
+                                  lambda: entry.started)
+    chaos = entry.chaos
+    monkeypatch.setattr(helpers, "ENTRY", entry)
+    monkeypatch.setenv(DAEMON_ENV, entry.socket or "false")
+    if node_daemon is not None:
+        before, since = node_daemon.health()["calls"], len(node_daemon.log())
+        request.node.stash[ENTRY_KEY] = lambda: [("daemon log (this test)",
+                                                  node_daemon.log()[since:])]
+    elif chaos is not None:
+        request.node.stash[ENTRY_KEY] = chaos.logs
+    try:
+        yield entry
+    finally:
+        if chaos is not None:
+            chaos.close()
+    if request.node.stash.get(FAILED_KEY, False):
+        return  # its calls were cut short: nothing to count
+    if name == "build":
+        assert entry.started > 0, "the test ran no process of the build's plugin"
+    elif chaos is not None:
+        what = ("%d calls, %d fell back in process %s; the chaos (seed %d) stopped the "
+                "daemon %d times, killed it %d times" % (
+                    entry.forwarded, entry.fell_back, entry.reasons, chaos.seed,
+                    chaos.stops, chaos.kills))
+        print(what)
+        assert entry.forwarded < CHAOS_CALLS or entry.fell_back > 0, (
+            "the chaos hit no call: " + what)
+    elif node_daemon is not None:
+        made = entry.forwarded
+        deadline = time.monotonic() + 5.0  # the daemon counts a call just after answering it
+        while True:
+            served = node_daemon.health()["calls"] - before
+            if served >= made or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        assert served >= made, ("the daemon served %d calls, the test's plugin processes "
+                                "made %d" % (served, made))
 
 
 # -- podman 4 on its CNI backend (helpers.Podman) -------------------------------------------

@@ -11,10 +11,14 @@ import io
 import ipaddress
 import json
 import os
+import random
+import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from datetime import datetime, timezone
@@ -80,15 +84,16 @@ def _plugin(command, conf, env_extra, cwd, kw, daemon_from_environ):
         env[paths.DAEMON_ENV] = os.environ[paths.DAEMON_ENV]
     env.update(cni_env(command, **kw))
     env.update(env_extra or {})
-    proc = subprocess.run([PLUGIN], input=_stdin_bytes(conf), env=env, capture_output=True,
-                          timeout=60, cwd=cwd)
+    proc = subprocess.run([plugin_program()], input=_stdin_bytes(conf), env=env,
+                          capture_output=True, timeout=60, cwd=cwd)
     assert b"Traceback" not in proc.stderr, proc.stderr.decode()
     return env, proc
 
 
 def run_plugin(command, conf, env_extra=None, **kw):
-    """One invocation of the installed console script, as a runtime runs it (with the
-    node daemon the tests' environment names, if any: see ``through`` in conftest.py)."""
+    """One invocation of the plugin, as a runtime runs it: the test's entry path's
+    program (the installed console script, or the build's: :func:`plugin_program`), with
+    the node daemon the tests' environment names, if any (``through`` in conftest.py)."""
     env, proc = _plugin(command, conf, env_extra, None, kw, daemon_from_environ=True)
     note_plugin_run(env, command, proc.stderr)
     return Outcome(proc.returncode, proc.stdout.decode())
@@ -123,14 +128,24 @@ def wait_queued(path, pid, polling=False, timeout=30.0):
     (``polling``) does not: its worker threads poll the flock (ipam.writer_lock), so the
     sign there is the file open in the daemon, which opens it only to queue and closes
     it after its transaction."""
+    wait_queued_in(path, [(pid, polling)], timeout)
+
+
+def wait_queued_in(path, waiters, timeout=30.0):
+    """:func:`wait_queued` for the first of ``waiters`` (``(pid, polling)`` pairs, or a
+    function giving them, read again at each look) to queue."""
     path = os.path.realpath(path)  # as /proc/PID/fd names it
     st = os.stat(path)
     file_id = "%02x:%02x:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
     deadline = time.monotonic() + timeout
-    while not (_opened_by(pid, path) if polling else _blocked_on(pid, file_id)):
+    while True:
+        now = waiters() if callable(waiters) else waiters
+        if any(_opened_by(pid, path) if polling else _blocked_on(pid, file_id)
+               for pid, polling in now):
+            return
         if time.monotonic() > deadline:
-            raise AssertionError("process %d did not queue for %s in %g s"
-                                 % (pid, path, timeout))
+            raise AssertionError("none of %s queued for %s in %g s"
+                                 % ([pid for pid, _ in now], path, timeout))
         time.sleep(0.005)
 
 
@@ -145,7 +160,11 @@ def _blocked_on(pid, file_id):
 
 def _opened_by(pid, path):
     where = "/proc/%d/fd" % pid
-    for fd in os.listdir(where):
+    try:
+        fds = os.listdir(where)
+    except FileNotFoundError:  # ended (a daemon killed meanwhile)
+        return False
+    for fd in fds:
         try:
             if os.readlink(os.path.join(where, fd)) == path:
                 return True
@@ -306,9 +325,11 @@ def launcher_probe(path, report):
 # `ipamctl serve` as a process of its own, and the proof that a plugin process's call went
 # through it (tests/test_daemon_process.py; the suites run "through the daemon").
 DAEMON_READY = 10.0  # seconds a daemon may take to answer its first health check
-# What the client says on stderr when a daemon it was told to use did not answer a call.
+# What the client says on stderr when a daemon it was told to use did not answer a call,
+# and the reasons it gives (ipam.client), counted under the chaos.
 FALLBACK = "running the call in process"
-_FORWARDED_RUNS = [0]  # plugin processes run with a daemon named, whose call it must serve
+_FALLBACK_REASONS = ("cannot reach", "did not take the call within", "went away mid-call",
+                     "stopped answering mid-call", "gave no answer within")
 
 
 def daemon_named(env):
@@ -321,10 +342,11 @@ def daemon_named(env):
 
 
 def note_plugin_run(env, command, stderr):
-    """After a plugin process (or a runtime plugin delegating to ours) ran with ``env``:
-    when a daemon was named, its call must have gone there, never silently in process
-    (the client says so on stderr whenever a named daemon does not answer); counted, so
-    that the suites' ``through`` fixture can hold the daemon's own count against it.
+    """After a plugin process (or a runtime plugin delegating to ours) ran with ``env``
+    and answered: when a daemon was named, its call must have gone there, never silently
+    in process (the client says so on stderr whenever a named daemon does not answer),
+    unless the test's entry path stops and kills the daemon (:data:`ENTRY`); counted
+    there, so that ``through`` (conftest.py) can hold the daemon's own count against it.
     When the test itself names one, the process must have been given it."""
     from ipam import client
 
@@ -336,12 +358,16 @@ def note_plugin_run(env, command, stderr):
     if daemon_named(env) is None:
         return
     text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
-    assert FALLBACK not in text, "the call did not go through the daemon: " + text
-    _FORWARDED_RUNS[0] += 1
-
-
-def forwarded_runs():
-    return _FORWARDED_RUNS[0]
+    fell_back = FALLBACK in text
+    entry = ENTRY
+    assert entry.chaos is not None or not fell_back, (
+        "the call did not go through the daemon: " + text)
+    with entry.lock:
+        entry.forwarded += 1
+        entry.fell_back += fell_back
+        for why in _FALLBACK_REASONS:
+            if fell_back and why in text:
+                entry.reasons[why] = entry.reasons.get(why, 0) + 1
 
 
 def wait_until(predicate, what, timeout=10.0):
@@ -497,6 +523,214 @@ class NodeDaemon:
         """Whether the daemon is stopped (SIGSTOP: state T in /proc/<pid>/stat)."""
         with open("/proc/%d/stat" % self.pid) as f:
             return f.read().rpartition(")")[2].split()[0] in ("T", "t")
+
+
+# --- entry paths: how a test's plugin processes reach the plugin's code -------------------
+# The guarantee suites run each test through every one (conftest's ``through``), but where
+# a mark says why not (``not_through``, ``in_process_only``, ``no_entry_path``): a path
+# added here runs every guarantee test (tests/test_entry_paths.py holds the suites to it).
+#   in-process                 forwarding off: the console script runs the call itself;
+#   daemon                     a node daemon serves every call (a call that falls back in
+#                              process fails the test);
+#   daemon-stopped-and-killed  a daemon that a thread stops (past the client's
+#                              TAKE_TIMEOUT) and kills (then starts anew) at random
+#                              moments: calls may fall back in process, saying so;
+#   build                      the self-contained build's plugin, forwarding off.
+ENTRY_PATHS = ("in-process", "daemon", "daemon-stopped-and-killed", "build")
+# The modules whose every test runs through ENTRY_PATHS or says why not.
+GUARANTEE_SUITES = ("test_concurrency", "test_crash", "test_foreign_writers",
+                    "test_shared_pool", "test_signals")
+# Calls a test must make through the stopped and killed daemon for some to be bound to
+# meet it stopped or gone (and so fall back in process).
+CHAOS_CALLS = 60
+
+
+class EntryPath:
+    """The entry path of the running test's plugin processes (:data:`ENTRY`): ``name``
+    (one of :data:`ENTRY_PATHS`; "default" outside ``through``), the ``plugin`` program
+    they run, the ``socket`` of the daemon they name (None: forwarding is off) and its
+    ``chaos`` (a :class:`DaemonChaos`, or None); and what they did: ``started``
+    processes of ``plugin`` (:func:`plugin_program`), ``forwarded`` calls answered with a
+    daemon named, of which ``fell_back`` ran in process (:func:`note_plugin_run`)."""
+
+    def __init__(self, name="default", plugin=PLUGIN, node_daemon=None):
+        self.name = name
+        self.plugin = plugin
+        self.chaos = None  # set by whoever starts one
+        self._daemon = node_daemon
+        self.lock = threading.Lock()
+        self.started = self.forwarded = self.fell_back = 0
+        self.reasons = {}  # of falling back: how many calls gave each
+
+    @property
+    def daemon(self):
+        """The daemon serving now (:class:`NodeDaemon`; the chaos starts new ones), or
+        None."""
+        return self.chaos.daemon if self.chaos is not None else self._daemon
+
+    @property
+    def socket(self):
+        daemon = self.daemon
+        return None if daemon is None else daemon.socket
+
+    def wait_queued(self, path, process, timeout=30.0):
+        """Wait until the call of plugin process ``process`` (a Popen) waits for the
+        flock the test holds on ``path``: in the process, or in the daemon that took
+        it (under the chaos, whichever of the two: the daemon may be gone, the call
+        run in process)."""
+        def waiters():
+            daemon = self.daemon
+            return [(process.pid, False)] + ([] if daemon is None else [(daemon.pid, True)])
+        wait_queued_in(path, waiters, timeout)
+
+    def expected_stderr(self, err):
+        """A plugin process's stderr without the client's word that it ran the call in
+        process, where this path allows that (the daemon stopped or killed under it)."""
+        if self.chaos is None:
+            return err
+        nl = b"\n" if isinstance(err, bytes) else "\n"
+        word = FALLBACK.encode() if isinstance(err, bytes) else FALLBACK
+        return nl.join(line for line in err.split(nl) if word not in line)
+
+
+ENTRY = EntryPath()  # the running test's (conftest's ``through`` puts its own here)
+
+
+def plugin_program():
+    """The plugin program of the test's entry path (the console script, or the build's),
+    counted as one more process started (:func:`starting`)."""
+    return starting(ENTRY.plugin)
+
+
+def starting(program):
+    """``program``, counted as one more plugin process the test starts (the build's path
+    must have run some; the chaos acts while they run)."""
+    entry = ENTRY
+    with entry.lock:
+        entry.started += 1
+    return program
+
+
+class DaemonChaos:
+    """A node daemon on one socket that a thread, until :meth:`close`, stops (SIGSTOP,
+    for longer than the client's TAKE_TIMEOUT, then SIGCONT) or kills (SIGKILL, then a
+    new daemon on the same socket) at random moments while the test's plugin processes
+    run (within 0.3 s of one's start: ``activity()`` counts them), each after it served
+    0.2 to 1.5 s: calls meet a daemon that takes them late, answers late, or goes away
+    under them, and one that serves them. ``stops`` and
+    ``kills`` count what it did; ``seed`` makes its choices (not the moments they
+    meet)."""
+
+    def __init__(self, directory, seed, activity):
+        from ipam.client import TAKE_TIMEOUT
+
+        self.directory = str(directory)
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.activity = activity
+        self.stop_for = (TAKE_TIMEOUT * 1.2, TAKE_TIMEOUT * 2.0)
+        self.serve_for = (0.2, 1.5)
+        self.daemons = [self._start(None)]
+        self.socket = self.daemons[0].socket
+        self.stops = self.kills = 0
+        self.error = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    @property
+    def daemon(self):
+        return self.daemons[-1]
+
+    def _start(self, socket):
+        """A daemon, its first health check answered: a new one meets the calls that
+        queued for the socket meanwhile, and answers its health after them."""
+        daemon = NodeDaemon(self.directory, socket=socket)
+        try:
+            daemon.wait_ready(DAEMON_READY if socket is None else 60.0)
+        except BaseException:
+            daemon.kill()
+            raise
+        return daemon
+
+    def _run(self):
+        try:
+            seen = self.activity()
+            while not self.done.is_set():
+                if self.activity() == seen:  # no plugin process started since the last
+                    self.done.wait(0.005)
+                    continue
+                seen = self.activity()
+                if self.done.wait(self.rng.uniform(0.0, 0.3)):
+                    break
+                daemon = self.daemon
+                if self.rng.random() < 0.5:
+                    os.kill(daemon.pid, signal.SIGSTOP)
+                    self.stops += 1
+                    try:
+                        self.done.wait(self.rng.uniform(*self.stop_for))
+                    finally:
+                        os.kill(daemon.pid, signal.SIGCONT)
+                else:
+                    daemon.kill()
+                    self.kills += 1
+                    self.daemons.append(self._start(self.socket))
+                # Serving a while before the next: a burst meets every state.
+                if self.done.wait(self.rng.uniform(*self.serve_for)):
+                    break
+        except BaseException as e:  # raised again by close(), in the test
+            self.error = e
+
+    def logs(self):
+        return [("daemon %d (pid %d)" % (n, d.pid), d.log())
+                for n, d in enumerate(self.daemons, 1)]
+
+    def close(self):
+        """Stop the chaos; the daemon serving then must drain cleanly (exit 0)."""
+        self.done.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the chaos thread did not end"
+        if self.error is not None:
+            self.daemon.kill()
+            raise self.error
+        status = self.daemon.stop()
+        assert status == 0, self.daemon.log()
+
+
+def collected_entry_paths(modules):
+    """``{(module file, function): {entry paths}}`` as pytest collects the tests of
+    ``modules`` (file names under tests/): the paths the ids of each function's
+    instances begin with (conftest's ``through`` puts its id first). Only a function
+    that takes ``through`` has its paths here; another's ids may begin alike."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                           "-p", "no:cacheprovider", *("tests/" + m for m in modules)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    paths = "|".join(re.escape(p) for p in sorted(ENTRY_PATHS, key=len, reverse=True))
+    found = {}
+    for line in proc.stdout.splitlines():
+        m = re.match(r"tests/(\w+\.py)::(\w+)\[(%s)(?:-|\])" % paths, line)
+        if m:
+            found.setdefault((m.group(1), m.group(2)), set()).add(m.group(3))
+    return found
+
+
+
+def marks_of(module, function):
+    """The marks on a test ``function`` of ``module``, its module's (``pytestmark``) too."""
+    marks = getattr(module, "pytestmark", [])
+    marks = list(marks) if isinstance(marks, (list, tuple)) else [marks]
+    marks += getattr(function, "pytestmark", [])
+    return [getattr(m, "mark", m) for m in marks]
+
+
+def takes_through(module, function):
+    """Whether a test takes conftest's ``through``: as an argument, or by a
+    ``usefixtures`` mark (its own or its module's)."""
+    import inspect
+
+    return "through" in inspect.signature(function).parameters or any(
+        m.name == "usefixtures" and "through" in m.args for m in marks_of(module, function))
 
 
 # Another user (nobody) running our programs: a peer the daemon must refuse, a user who

@@ -12,7 +12,9 @@ import subprocess
 import sys
 import time
 
-from helpers import IPAMCTL, PLUGIN, cni_env
+from helpers import IPAMCTL, cni_env, note_plugin_run, plugin_program
+
+from ipam.paths import DAEMON_ENV
 
 DB_NAME = ".host-local-sqlite.db"
 PENDING = ".host-local-sqlite-pending-"
@@ -30,19 +32,27 @@ def plugin_env(command, container_id, **kw):
 class Invocation:
     """One plugin process. ``feed()`` writes its config on stdin; until then the process
     waits in its read of stdin, after the interpreter's start-up: feeding many at once
-    releases them together."""
+    releases them together.
+
+    Without ``argv``, the plugin of the test's entry path (helpers.plugin_program): its
+    answer is then held to the path's accounting (helpers.note_plugin_run: a call meant
+    for the path's node daemon must have gone there), unless the test killed the process
+    or named a daemon itself (``env_extra``: a test of the daemon, which counts its own)."""
 
     def __init__(self, command, container_id, conf, argv=None, env_extra=None, **kw):
         self.command = command
         self.container_id = container_id
         self.conf = conf if isinstance(conf, bytes) else json.dumps(conf).encode()
-        env = plugin_env(command, container_id, **kw)
-        env.update(env_extra or {})
-        self.proc = subprocess.Popen(argv or [PLUGIN], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        self.env = plugin_env(command, container_id, **kw)
+        self.env.update(env_extra or {})
+        self.ours = argv is None and DAEMON_ENV not in (env_extra or {})
+        self.proc = subprocess.Popen(argv or [plugin_program()], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=self.env)
         self.started = time.monotonic()
         self.rc = self.out = self.err = None
         self.killed = False
+        self.noted = False
 
     def feed(self):
         try:
@@ -61,7 +71,8 @@ class Invocation:
             self.proc.kill()
             self.killed = True
 
-    def finish(self, timeout=120):
+    def wait(self, timeout=120):
+        """Feed it (if not yet), read its output, wait for its end."""
         if self.rc is None:
             if not self.proc.stdin.closed:
                 self.feed()
@@ -70,6 +81,14 @@ class Invocation:
             self.proc.stdout.close()
             self.proc.stderr.close()
             self.rc = self.proc.wait(timeout)
+        return self
+
+    def finish(self, timeout=120):
+        """:meth:`wait`, then the entry path's accounting of its answer (once)."""
+        self.wait(timeout)
+        if self.ours and not self.killed and not self.noted:
+            self.noted = True
+            note_plugin_run(self.env, self.command, self.err)
         return self
 
     @property
@@ -109,8 +128,12 @@ def wait_reading_stdin(invocations, timeout=5.0):
 
 
 def run_all(invocations, timeout=120):
+    """Wait for every process, then account for each (a failed check leaves none
+    running)."""
     for inv in invocations:
-        inv.finish(timeout)
+        inv.wait(timeout)
+    for inv in invocations:
+        inv.finish()
     return invocations
 
 

@@ -20,9 +20,11 @@ from pathlib import Path
 import pytest
 
 try:  # tests/ may or may not become a package
-    from .cniexec import GO_BRIDGE, GO_HOST_LOCAL, OURS, run
+    from .cniexec import CONSOLE_SCRIPT, GO_BRIDGE, GO_HOST_LOCAL, OURS, run
+    from .helpers import plugin_program
 except ImportError:
-    from cniexec import GO_BRIDGE, GO_HOST_LOCAL, OURS, run
+    from cniexec import CONSOLE_SCRIPT, GO_BRIDGE, GO_HOST_LOCAL, OURS, run
+    from helpers import plugin_program
 
 SUBNET = ipaddress.ip_network("10.99.0.0/24")
 DB_NAME = ".host-local-sqlite.db"
@@ -47,8 +49,8 @@ def _skip_reason() -> str:
 pytestmark = [
     pytest.mark.reference,
     pytest.mark.root,
-    # Twice: ours in process, then through a node daemon (conftest.py); the bridge plugin
-    # passes its environment on to ours.
+    # Through each entry path of ours (conftest.py's through): the bridge plugin passes
+    # its environment on to ours, which is the path's program (cni_path).
     pytest.mark.usefixtures("through"),
     pytest.mark.skipif(bool(_skip_reason()), reason=_skip_reason() or "runnable"),
 ]
@@ -110,11 +112,12 @@ def namespaces(tag: str) -> Iterator[list[str]]:
 
 
 @pytest.fixture
-def cni_path(tmp_path: Path) -> str:
-    """A CNI_PATH holding only the two plugins of this chain."""
+def cni_path(tmp_path: Path, through: object) -> str:
+    """A CNI_PATH holding only the two plugins of this chain: ours as the test's entry
+    path runs it (the console script, or the build's program)."""
     d = tmp_path / "cni-bin"
     d.mkdir()
-    (d / "host-local-sqlite").symlink_to(OURS)
+    (d / "host-local-sqlite").symlink_to(plugin_program() if OURS == CONSOLE_SCRIPT else OURS)
     (d / "bridge").symlink_to(GO_BRIDGE)
     return str(d)
 

@@ -3,7 +3,11 @@ is not a URL names a file of this repository, and its ``#anchor``, if any, names
 heading of that file (as GitHub derives anchors from headings).
 
 Moving a section to another file, or renaming a heading, would otherwise leave a link
-that a reader only finds broken on GitHub."""
+that a reader only finds broken on GitHub.
+
+And docs/guarantees.md names real tests, and its entry-path columns say what they run."""
+import importlib
+import inspect
 import os
 import re
 
@@ -96,3 +100,87 @@ def test_anchors_follow_githubs_rule(tmp_path):
         "host-local-sqlite", "installing-into-a-cni-bin-directory",
         "automatic-adoption-and-host-local-beside-it", "json-output-a-stable-contract",
         "gc-and-status-cni-110", "ipamctl-see-and-manage-leases", "notes", "notes-1"}
+
+
+# -- docs/guarantees.md: the entry paths each guarantee's tests run through ---------------
+GUARANTEES = os.path.join(ROOT, "docs", "guarantees.md")
+TEST_NAME = re.compile(r"(?:tests/)?(test_\w+\.py)?(?:::(test_\w+))?")
+
+
+def guarantee_table():
+    """The table of docs/guarantees.md: its header's cells, and each row's."""
+    with open(GUARANTEES, encoding="utf-8") as f:
+        lines = [line for line in f.read().splitlines() if line.startswith("| ")]
+    rows = [[cell.strip() for cell in line.strip().strip("|").split(" | ")] for line in lines]
+    return rows[0], rows[2:]
+
+
+def named_tests(cell):
+    """``(module file, function or None: the whole module)`` of each test a "proven by"
+    cell names in backticks (``::name``: of the module named before it)."""
+    found, module = [], None
+    for name in re.findall(r"`([^`]*)`", cell):
+        m = TEST_NAME.fullmatch(name)
+        if not m or not (m.group(1) or m.group(2)):
+            continue  # not a test: ipam/commands.py, a command line
+        module = m.group(1) or module
+        assert module, (cell, name, "::name with no module named before it")
+        found.append((module, m.group(2)))
+    return found
+
+
+def entry_paths_of(module, function, collected):
+    """The entry paths a test runs its plugin through: those pytest collects it with
+    when it takes ``through``; "in-process" for one marked ``in_process_only``; None
+    for any other (it runs the plugin its own way: a daemon's tests, strace's...)."""
+    from helpers import marks_of, takes_through
+
+    loaded = importlib.import_module(module[:-3])
+    test = getattr(loaded, function, None)
+    assert inspect.isfunction(test), "docs/guarantees.md names %s::%s, which is no test" % (
+        module, function)
+    if takes_through(loaded, test):
+        paths = collected.get((module, function))
+        assert paths, (module, function, "takes through, collected with no entry path")
+        return paths
+    if any(m.name == "in_process_only" for m in marks_of(loaded, test)):
+        return {"in-process"}
+    return None
+
+
+def expected_mark(paths_of_tests, path):
+    """A path's cell in a row: "✓" when every test of the row that has entry paths runs
+    through it, "*k of n*" when k of those n do, empty when none (or none has paths)."""
+    have = [paths for paths in paths_of_tests if paths is not None]
+    k = sum(path in paths for paths in have)
+    return "✓" if have and k == len(have) else "*%d of %d*" % (k, len(have)) if k else ""
+
+
+def test_the_guarantees_entry_path_columns_say_what_the_tests_run():
+    """One column per entry path (helpers.ENTRY_PATHS, spaces for dashes), after "proven
+    by"; each cell is what the row's named tests are collected with, so a mark can
+    neither claim a path a test does not run nor miss one it runs."""
+    from helpers import ENTRY_PATHS, collected_entry_paths
+
+    header, rows = guarantee_table()
+    assert header == ["guarantee", "proven by"] + [p.replace("-", " ") for p in ENTRY_PATHS]
+    named = [named_tests(row[1]) for row in rows]
+    modules = sorted({module for tests in named for module, _ in tests})
+    collected = collected_entry_paths(modules)
+    wrong = []
+    for row, tests in zip(rows, named, strict=True):
+        assert len(row) == len(header), row[0]
+        functions = []
+        for module, function in tests:
+            if function is None:
+                loaded = importlib.import_module(module[:-3])
+                functions += [(module, name) for name, test in sorted(vars(loaded).items())
+                              if name.startswith("test_") and inspect.isfunction(test)]
+            else:
+                functions.append((module, function))
+        paths = [entry_paths_of(module, function, collected) for module, function in functions]
+        for path, cell in zip(ENTRY_PATHS, row[2:], strict=True):
+            if cell != expected_mark(paths, path):
+                wrong.append("%s... | %s: %r, the tests say %r" % (
+                    row[0][:50], path, cell, expected_mark(paths, path)))
+    assert wrong == [], "\n".join(wrong)

@@ -21,7 +21,7 @@ import subprocess
 from urllib.parse import quote
 
 import pytest
-from helpers import IPAMCTL, PLUGIN, Outcome, cni_env, note_plugin_run, run_plugin, wait_queued
+from helpers import IPAMCTL, PLUGIN, Outcome, cni_env, run_plugin
 from plugin_procs import Invocation, leases
 
 from ipam.paths import PENDING_PREFIX, TMP_PREFIX
@@ -803,10 +803,7 @@ def test_a_database_replaced_while_a_call_queues_takes_its_write(tmp_path, throu
         fcntl.flock(queue, fcntl.LOCK_EX)
         call = Invocation("ADD", "b", conf)
         call.feed()
-        if through is None:
-            wait_queued(db + ".lock", call.proc.pid)
-        else:
-            wait_queued(db + ".lock", through.pid, polling=True)
+        through.wait_queued(db + ".lock", call.proc)
         copy = str(tmp_path / "copy.db")
         source, target = sqlite3.connect(db), sqlite3.connect(copy)
         source.backup(target)  # a consistent copy: what the WAL holds too
@@ -819,7 +816,6 @@ def test_a_database_replaced_while_a_call_queues_takes_its_write(tmp_path, throu
     finally:
         os.close(queue)
     call.finish()
-    note_plugin_run(os.environ, "ADD", call.err)
     assert call.rc == 0 and call.address == "10.1.2.3", call
     assert add_ip(conf, "c") == "10.1.2.4"
     assert leases(data, "mynet") == {"a": "10.1.2.2", "b": "10.1.2.3", "c": "10.1.2.4"}

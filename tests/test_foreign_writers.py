@@ -38,8 +38,8 @@ from plugin_procs import DB_NAME, Invocation, run_all, wait_reading_stdin
 
 pytestmark = pytest.mark.reference
 
-BINARY = {"go": GO_HOST_LOCAL, "ours": PLUGIN}
 TYPE = {"go": "host-local", "ours": "host-local-sqlite"}
+GO_ONLY = pytest.mark.no_entry_path(why="a baseline: Go's host-local beside itself")
 NET = "shared"
 
 
@@ -89,11 +89,14 @@ class Pool:
         self.live = {}
         self.conf = {who: {"cniVersion": "1.0.0", "name": net, "type": "bridge",
                            "ipam": dict({"type": TYPE[who], "dataDir": self.data_dir}, **ipam)}
-                     for who in BINARY}
+                     for who in TYPE}
 
     # -- one call at a time ---------------------------------------------------------
     def call(self, who, command, cid, args=None):
-        return run_binary(BINARY[who], command, self.conf[who], container_id=cid, args=args)
+        """Go's binary, or ours as the test's entry path runs it (cniexec.run, under
+        conftest's through)."""
+        binary = GO_HOST_LOCAL if who == "go" else PLUGIN
+        return run_binary(binary, command, self.conf[who], container_id=cid, args=args)
 
     def add(self, who, cid, args=None):
         out = self.call(who, "ADD", cid, args)
@@ -110,7 +113,8 @@ class Pool:
 
     # -- many at once ---------------------------------------------------------------
     def invocation(self, who, command, cid):
-        return Invocation(command, cid, self.conf[who], argv=[BINARY[who]])
+        return Invocation(command, cid, self.conf[who],
+                          argv=[GO_HOST_LOCAL] if who == "go" else None)
 
     def settle(self, invocations, whos):
         """Record what a batch did; every call must have succeeded."""
@@ -208,7 +212,7 @@ def listed(data_dir, network):
 
 
 # -- 1. roll back to Go, then forward ----------------------------------------------------
-def test_rollback_to_go_then_forward(data_dir):
+def test_rollback_to_go_then_forward(data_dir, through):
     pool = Pool(data_dir, subnet="10.71.0.0/24")
     for cid in "abc":
         pool.add("ours", cid)
@@ -230,7 +234,7 @@ def test_rollback_to_go_then_forward(data_dir):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_go_takes_a_freed_address_then_our_del_leaves_its_file(data_dir):
+def test_go_takes_a_freed_address_then_our_del_leaves_its_file(data_dir, through):
     """Go DELs ours' ``a`` and gives its address to ``x``: our lease of ``a`` was released
     outside. Ours must hand the address to nobody else, and ours' DEL of ``a`` must not
     remove ``x``'s file."""
@@ -256,7 +260,7 @@ def test_go_takes_a_freed_address_then_our_del_leaves_its_file(data_dir):
     assert [e["reason"] for e in released] == ["reconcile"], released
 
 
-def test_a_lease_whose_file_go_removed_is_kept(data_dir):
+def test_a_lease_whose_file_go_removed_is_kept(data_dir, through):
     """Go DELs ours' ``a``: the file goes, the lease stays (never released automatically),
     its address is not handed out, and the loss is reported: on stderr and by check."""
     pool = Pool(data_dir, subnet="10.79.0.0/24", rangeStart="10.79.0.2",
@@ -278,7 +282,7 @@ def test_a_lease_whose_file_go_removed_is_kept(data_dir):
     assert (a_ip, "a", "eth0") in listed(data_dir, NET)
 
 
-def test_ours_waits_for_host_locals_lock(data_dir):
+def test_ours_waits_for_host_locals_lock(data_dir, through):
     """While someone holds ``<network>/lock`` (as Go does for a whole command) ours
     changes no file; when the holder lets go, ours carries on."""
     pool = Pool(data_dir, subnet="10.80.0.0/24", busyTimeout=30)
@@ -316,7 +320,7 @@ def _swap_burst(data_dir, second):
 
 
 @pytest.mark.slow
-def test_go_adds_queued_at_the_swap_beside_ours(data_dir):
+def test_go_adds_queued_at_the_swap_beside_ours(data_dir, through):
     pool = _swap_burst(data_dir, "ours")
     pool.add("ours", "last")   # sees everything Go wrote
     pool.assert_ok("after one more ours ADD")
@@ -324,6 +328,7 @@ def test_go_adds_queued_at_the_swap_beside_ours(data_dir):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@GO_ONLY
 def test_baseline_go_adds_beside_go(data_dir):
     _swap_burst(data_dir, "go")
 
@@ -353,7 +358,7 @@ def _back_in_time(data_dir, restore):
     return pool
 
 
-def test_database_restored_from_a_backup_by_copy(data_dir):
+def test_database_restored_from_a_backup_by_copy(data_dir, through):
     def restore(pool, backup):
         for suffix in ("-wal", "-shm", "-journal"):
             if os.path.exists(pool.db + suffix):
@@ -363,7 +368,7 @@ def test_database_restored_from_a_backup_by_copy(data_dir):
     _back_in_time(data_dir, restore)
 
 
-def test_database_restored_with_ipamctl_db_restore(data_dir):
+def test_database_restored_with_ipamctl_db_restore(data_dir, through):
     def restore(pool, backup):
         proc = ctl(pool.data_dir, "db", "restore", backup, "--yes")
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -381,7 +386,8 @@ ADMIN = {
 
 
 @pytest.mark.parametrize("command", sorted(ADMIN))
-def test_admin_command_on_a_stale_lease_leaves_the_new_owners_file(data_dir, command):
+def test_admin_command_on_a_stale_lease_leaves_the_new_owners_file(data_dir, command,
+                                                                   through):
     """Ours ADDs ``a``; Go DELs it and gives its address to ``b``. An operator's command
     that releases (or repairs) ``a``'s stale lease must leave ``b``'s file alone, and the
     address must stay taken."""
@@ -425,7 +431,7 @@ class Loop(threading.Thread):
 
 
 @pytest.mark.slow
-def test_import_beside_dels_brings_no_lease_back(data_dir):
+def test_import_beside_dels_brings_no_lease_back(data_dir, through):
     """Two ``ipamctl import --network`` loops run the whole time. In each wave Go ADDs 30
     containers, the imports take them in, then ours DELs all 30 at once: an import that
     read the directory before a DEL and wrote after it brings a deleted lease back."""
@@ -462,7 +468,7 @@ def test_import_beside_dels_brings_no_lease_back(data_dir):
 
 # -- 6. ipamctl check under load -------------------------------------------------------
 @pytest.mark.slow
-def test_check_under_a_burst_never_raises_a_false_alarm(data_dir):
+def test_check_under_a_burst_never_raises_a_false_alarm(data_dir, through):
     pool = Pool(data_dir, subnet="10.77.0.0/24", busyTimeout=60)
     for i in range(5):
         pool.add("ours", "base%d" % i)
@@ -515,11 +521,12 @@ def _mixed(data_dir, plugins, seed):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [78, 7])
-def test_go_and_ours_adding_and_deleting_at_once(data_dir, seed):
+def test_go_and_ours_adding_and_deleting_at_once(data_dir, seed, through):
     pool = _mixed(data_dir, ("go", "ours"), seed=seed)
     pool.add("ours", "last")
     pool.assert_ok("after one more ours ADD")
 
 
+@GO_ONLY
 def test_baseline_go_and_go_adding_and_deleting_at_once(data_dir):
     _mixed(data_dir, ("go", "go"), seed=78)

@@ -116,7 +116,7 @@ def cid(node, i):
 
 # -- many nodes at once ---------------------------------------------------------------
 @pytest.mark.slow
-def test_four_nodes_200_adds_then_200_dels_at_once(pg_url, tmp_path):
+def test_four_nodes_200_adds_then_200_dels_at_once(pg_url, tmp_path, through):
     per_node = 50
     dirs = node_dirs(tmp_path, ("node-a", "node-b", "node-c", "node-d"))
     proc = ipamctl(pg_url, "db", "upgrade")
@@ -146,7 +146,7 @@ def test_four_nodes_200_adds_then_200_dels_at_once(pg_url, tmp_path):
     assert_mirrors_match(pg_url, dirs, [])
 
 
-def test_first_adds_on_an_empty_database_create_the_schema_once(pg_url, tmp_path):
+def test_first_adds_on_an_empty_database_create_the_schema_once(pg_url, tmp_path, through):
     """No `db upgrade`: eight first ADDs race to create the schema; the losers' DDL rolls
     back and their retry finds the winner's tables."""
     dirs = node_dirs(tmp_path, ("node-a", "node-b"))
@@ -204,7 +204,7 @@ def _stop_after(server, mode, done_first):
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_server_stopped_mid_burst_gives_code_11_and_leaves_a_consistent_pool(
-        pg_server, pg_url, tmp_path, mode):
+        pg_server, pg_url, tmp_path, mode, through):
     dirs = node_dirs(tmp_path, ("node-a", "node-b"))
     confs = {node: pool_conf(pg_url, d, node) for node, d in dirs.items()}
     proc = ipamctl(pg_url, "db", "upgrade")
@@ -264,7 +264,7 @@ def test_server_stopped_mid_burst_gives_code_11_and_leaves_a_consistent_pool(
     assert_mirrors_match(pg_url, dirs, rows)
 
 
-def test_unreachable_server_is_code_11_naming_it(tmp_path):
+def test_unreachable_server_is_code_11_naming_it(tmp_path, through):
     port = free_port()  # nothing listens there: connection refused
     url = "postgresql+psycopg://postgres@127.0.0.1:%d/ipam" % port
     conf = pool_conf(url, tmp_path / "node-a", "node-a")

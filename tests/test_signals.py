@@ -19,7 +19,15 @@ import sys
 import time
 
 import pytest
-from helpers import IPAMCTL, PLUGIN, REPO, cni_env, run_inprocess
+from helpers import (
+    IPAMCTL,
+    PLUGIN,
+    REPO,
+    cni_env,
+    note_plugin_run,
+    run_inprocess,
+    starting,
+)
 from plugin_procs import database_problems, expected_mirror, leases, mirror
 
 from ipam import client, launcher, paths
@@ -159,46 +167,56 @@ def _probe_argv(tmp_path, entry, point, signum):
     return [str(path)]
 
 
-def _each_window(tmp_path, netconf, data_dir, entry, point, socket=None):
-    conf = json.dumps(netconf(SUBNET, name=NET)).encode()
+def _each_window(tmp_path, netconf, data_dir, entry, point, net, socket=None):
+    """Each signal at ``point`` of a call (ADD) of ``entry`` on network ``net``: the
+    answer the point expects, and the runtime's retry of each gets its address."""
+    conf = json.dumps(netconf(SUBNET, name=net)).encode()
     containers = []
     for signum in SIGNALS:
         container = "%s-%d" % (entry, signum)
         containers.append(container)
-        proc = subprocess.run(_probe_argv(tmp_path, entry, point, signum), input=conf,
-                              env=_env(container, socket), capture_output=True, timeout=60)
+        env = _env(container, socket)
+        argv = _probe_argv(tmp_path, entry, point, signum)
+        proc = subprocess.run([starting(argv[0]), *argv[1:]], input=conf, env=env,
+                              capture_output=True, timeout=60)
         got = verdict(entry, signum, (None, None), proc.returncode, proc.stdout, proc.stderr)
-        assert got == point[3], (signal.Signals(signum).name, got, proc)
-        retry = run_inprocess("ADD", netconf(SUBNET, name=NET), container_id=container)
+        assert got == point[3], (entry, point, signal.Signals(signum).name, got, proc)
+        retry = run_inprocess("ADD", netconf(SUBNET, name=net), container_id=container)
         assert retry.status == 0, retry
-        if got == "result":
+        if got == "result":  # a whole call: through the daemon, when one is named
+            note_plugin_run(env, "ADD", proc.stderr)
             assert retry.json["ips"] == json.loads(proc.stdout)["ips"]
     # One address a container (the retry got the interrupted call's, if it committed),
     # and the mirror says the same.
-    held = leases(data_dir, NET)
+    held = leases(data_dir, net)
     assert sorted(held) == sorted(containers), held
-    assert mirror(data_dir, NET) == expected_mirror(held)
-    assert database_problems(data_dir, NET) == []
+    assert mirror(data_dir, net) == expected_mirror(held)
+    assert database_problems(data_dir, net) == []
 
 
-# The console script has no window before run() to test: its interpreter has Python's
-# own handlers there (the sweeps below cover what happens).
-WINDOWS = [(entry, point) for entry in ("launcher", "script") for point in POINTS
-           if entry == "launcher" or POINTS[point][2] != "run"]
+# The windows of a call each path's plugin process goes through: (entry, points). In
+# process, the launcher's and the console script's (which has no window before run() to
+# test: its interpreter has Python's own handlers there; the sweeps below cover what
+# happens); through the daemon, the client's.
+WINDOWS = {"in-process": [("launcher", POINTS), ("script", {
+               name: point for name, point in POINTS.items() if point[2] != "run"})],
+           "daemon": [("launcher", DAEMON_POINTS)]}
 
 
-@pytest.mark.parametrize("entry,point", WINDOWS, ids=["%s: %s" % w for w in WINDOWS])
-def test_each_window_of_a_call_in_process(tmp_path, netconf, data_dir, entry, point):
-    _each_window(tmp_path, netconf, data_dir, entry, POINTS[point])
-
-
-@pytest.mark.parametrize("point", list(DAEMON_POINTS), ids=list(DAEMON_POINTS))
-def test_each_window_of_a_call_through_the_daemon(tmp_path, netconf, data_dir, start_daemon,
-                                                  point):
-    daemon = start_daemon()
-    _each_window(tmp_path, netconf, data_dir, "launcher", DAEMON_POINTS[point],
-                 socket=daemon.socket)
-    assert daemon.stop() == 0, daemon.log()
+@pytest.mark.not_through("daemon-stopped-and-killed", why=(
+    "each window is hit exactly, where the chaos hits at random: the sweeps below run "
+    "through it"))
+@pytest.mark.not_through("build", why=(
+    "the probe is Python source run before the plugin's, which the build's frozen "
+    "start cannot take: the sweeps below run the build"))
+def test_each_window_of_a_call(tmp_path, netconf, data_dir, through):
+    """Each window on its own network (``w<n>``), in the order a call meets them."""
+    n = 0
+    for entry, points in WINDOWS[through.name]:
+        for point in points.values():
+            n += 1
+            _each_window(tmp_path, netconf, data_dir, entry, point, "w%d" % n,
+                         socket=through.socket)
 
 
 # -- a sweep of delays over whole calls -------------------------------------------------
@@ -209,8 +227,8 @@ AT_ONCE = 3  # runs at a time, for the test's own time (a call's windows stretch
 def _signalled_run(argv, signum, conf, env, delay):
     """One call sent ``signum`` ``delay`` seconds after it started: (what the process
     did about the signal just before, exit status, stdout, stderr)."""
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen([starting(argv[0]), *argv[1:]], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
         proc.stdin.write(conf)
         proc.stdin.close()
@@ -236,10 +254,11 @@ def _sweep(argv, entry, signum, netconf, data_dir, socket=None):
     conf = json.dumps(netconf(SUBNET, name=NET)).encode()
     assert run_inprocess("ADD", netconf(SUBNET, name=NET), container_id="first").status == 0
     started = time.monotonic()  # a call as each run makes it: the database exists
-    warm = subprocess.run(argv, input=conf, env=_env("warm", socket), capture_output=True,
-                          timeout=60)
+    env = _env("warm", socket)
+    warm = subprocess.run(argv, input=conf, env=env, capture_output=True, timeout=60)
     span = (time.monotonic() - started) * 1.5
     assert warm.returncode == 0, warm
+    note_plugin_run(env, "ADD", warm.stderr)
     containers = ["c%d-%d" % (signum, i) for i in range(RUNS)]
     with ThreadPoolExecutor(AT_ONCE) as pool:
         runs = list(pool.map(lambda i: _signalled_run(
@@ -251,7 +270,8 @@ def _sweep(argv, entry, signum, netconf, data_dir, socket=None):
         # The runtime's retry: the same address if the call had committed it.
         retry = run_inprocess("ADD", netconf(SUBNET, name=NET), container_id=container)
         assert retry.status == 0, retry
-        if rc == 0:
+        if rc == 0:  # a whole call: through the daemon, when one is named
+            note_plugin_run(_env(container, socket), "ADD", err)
             assert retry.json["ips"] == json.loads(out)["ips"], (container, out, retry)
     held = leases(data_dir, NET)  # one address a container, one container an address
     assert sorted(held) == sorted(containers + ["first", "warm"]), held
@@ -261,36 +281,31 @@ def _sweep(argv, entry, signum, netconf, data_dir, socket=None):
 
 
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
-def test_a_signal_at_any_moment_of_the_launcher(installed, netconf, data_dir, signum):
-    seen = _sweep([installed], "launcher", signum, netconf, data_dir)
+def test_a_signal_at_any_moment(installed, netconf, data_dir, signum, through):
+    """The console script's paths (in process, through the daemon, stopped and killed
+    under it) are swept as the launcher runs them, which a venv install puts in the
+    runtime's bin directory; the build's is its own program, whose init script
+    (tools/frozen/cx_init.py) ignores the signals first thing, as the launcher's shell
+    does."""
+    if through.plugin == PLUGIN:
+        argv, entry = [installed], "launcher"
+    else:
+        argv, entry = [through.plugin], "frozen"
+    seen = _sweep(argv, entry, signum, netconf, data_dir, socket=through.socket)
     assert "interrupted" in seen, seen
 
 
+@pytest.mark.in_process_only(why=(
+    "the console script's own start (Python's, before run()); its calls go through each "
+    "entry path as the launcher's do, swept by test_a_signal_at_any_moment"))
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
 def test_a_signal_at_any_moment_of_the_console_script(netconf, data_dir, signum):
     seen = _sweep([PLUGIN], "script", signum, netconf, data_dir)
     assert "interrupted" in seen, seen
 
 
-@pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
-def test_a_signal_at_any_moment_through_the_daemon(installed, netconf, data_dir,
-                                                   start_daemon, signum):
-    daemon = start_daemon()
-    seen = _sweep([installed], "launcher", signum, netconf, data_dir, socket=daemon.socket)
-    assert "interrupted" in seen, seen
-    assert daemon.stop() == 0, daemon.log()
-
-
-@pytest.mark.network  # make dist installs the freezer from the package index
-@pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
-def test_a_signal_at_any_moment_of_the_frozen_build(frozen_build, netconf, data_dir, signum):
-    """Its init script (tools/frozen/cx_init.py) ignores the signals first thing, as the
-    launcher's shell does."""
-    seen = _sweep([frozen_build.plugin], "frozen", signum, netconf, data_dir)
-    assert "interrupted" in seen, seen
-
-
 # -- the steps before the plugin's handler ----------------------------------------------
+@pytest.mark.no_entry_path(why="reads the launcher's text")
 def test_the_launchers_first_command_ignores_the_signals():
     shell = launcher.render().split("\n''':'\n", 1)[1]
     assert shell.startswith("trap '' INT TERM HUP\n"), shell
@@ -298,6 +313,7 @@ def test_the_launchers_first_command_ignores_the_signals():
         client.SIGNALS)
 
 
+@pytest.mark.no_entry_path(why="runs the build's init script alone, in this Python")
 def test_the_frozen_builds_init_script_ignores_them_for_the_plugin_only(tmp_path):
     """cx_init.py run as cx_Freeze runs it, with main scripts that report what they find:
     the plugin's finds the signals of ipam.client.SIGNALS ignored, ipamctl's finds

@@ -7,11 +7,17 @@ only pay on the first run against a fresh or older database.
 A SQLite database is migrated through the caller's own stdlib connection, inside a
 ``BEGIN IMMEDIATE`` that it already holds: SQLite's write lock is what stops two first
 invocations (two pods started at once) from both creating the tables.
+
+alembic keeps a migration's context in module globals (``alembic.context``,
+``alembic.op``), so one process runs one migration at a time (:data:`_ALEMBIC`): the
+node daemon's threads may meet new or older databases at once (two dataDirs, a shared
+pool's first calls), and two migrations in one process ran each other's DDL.
 """
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from typing import TYPE_CHECKING, Any
 
 from ipam import paths, sqlite_db
@@ -25,6 +31,7 @@ if TYPE_CHECKING:
 
 
 MIGRATIONS = "host_local_sqlite_migrations"
+_ALEMBIC = threading.Lock()  # held around every alembic migration of this process
 
 
 def script_location() -> str:
@@ -127,7 +134,7 @@ def upgrade_sqlite_connection(conn: sqlite3.Connection, database: str = "") -> N
     try:
         # begin() makes alembic see an external transaction and leave it alone; its
         # commit reaches only _Borrowed.commit.
-        with engine.connect() as connection, connection.begin():
+        with _ALEMBIC, engine.connect() as connection, connection.begin():
             command.upgrade(alembic_config("sqlite://", connection), "head")
         conn.execute("COMMIT")
     except BaseException:
@@ -232,8 +239,9 @@ def _upgrade_url(url: str) -> str:
     engine = create_engine(url)
     try:
         # One transaction: on engines with transactional DDL (PostgreSQL) a failed
-        # migration leaves nothing behind.
-        with engine.begin() as connection:
+        # migration leaves nothing behind. One migration of this process at a time,
+        # taken before the transaction: it waits holding nothing of the database's.
+        with _ALEMBIC, engine.begin() as connection:
             # Tables first, then the revision: each statement reads what is committed when
             # it starts (READ COMMITTED), and a racing creator commits its tables and its
             # revision at once. Read the other way round, a creator committing between

@@ -637,3 +637,18 @@ def test_a_call_whose_client_left_is_not_committed(sock, netconf, data_dir):
     line = [x for x in log.getvalue().splitlines() if "container=c1" in x][0]
     assert "result=error code=11" in line and "stopped waiting for it" in line, line
     assert [r[2] for r in held(data_dir)] == ["c0"]
+
+
+def test_first_calls_on_new_databases_at_once_each_create_theirs(sock, netconf, tmp_path):
+    """Eight first ADDs on eight new dataDirs at once: each thread creates its database's
+    schema (one alembic migration at a time in the process) and answers."""
+    results = []
+    confs = [netconf(dict(SUBNET, dataDir=str(tmp_path / ("data%d" % i)))) for i in range(8)]
+    with serve_daemon(sock, log=io.StringIO()):
+        callers = [threading.Thread(target=lambda c=c: results.append(
+            call(sock, "ADD", c, container_id="c1"))) for c in confs]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join(120)
+    assert [r[0] for r in results] == [0] * 8, results

@@ -273,3 +273,26 @@ def test_downgrade_to_base_then_upgrade(db):
     assert migrate.current(db) is None
     assert migrate.upgrade(db) == HEAD
     assert table_names(db) == TABLES
+
+
+def test_migrations_on_threads_of_one_process_run_one_at_a_time(tmp_path):
+    """The node daemon's threads may create eight new databases at once: alembic's
+    context is the process's, so they take turns, and each ends at head."""
+    import threading
+
+    barrier = threading.Barrier(8, timeout=30)
+    results = {}
+
+    def create(i):
+        barrier.wait()
+        try:
+            results[i] = migrate.upgrade(str(tmp_path / ("db%d.sqlite" % i)))
+        except Exception as e:  # reported below, with the others
+            results[i] = e
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert results == {i: HEAD for i in range(8)}

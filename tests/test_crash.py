@@ -157,15 +157,15 @@ system.link = _link_or_die
 # Pause the writer the moment it has left the writers' queue (after its COMMIT), until
 # the test lets it go: the scheduler can do the same to any process at that point.
 PAUSE_AFTER_THE_QUEUE = """
-from ipam import writer_lock
-_release = writer_lock.release
-def _release_and_pause(fd):
-    _release(fd)
+from ipam.store import table
+_end = table.LeaseTable.end
+def _end_and_pause(self):
+    _end(self)  # out of the writers' queue (writer_lock.release also drops other locks)
     open(os.environ["T_READY"], "w").close()
     deadline = time.monotonic() + 60
     while not os.path.exists(os.environ["T_GO"]) and time.monotonic() < deadline:
         time.sleep(0.005)
-writer_lock.release = _release_and_pause
+table.LeaseTable.end = _end_and_pause
 """
 
 NET = "det"

@@ -18,9 +18,11 @@ from ipam.system import O_CLOEXEC, O_CREAT, O_NOFOLLOW, O_RDONLY, O_RDWR
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
     from types import FrameType
-    from typing import Any, NoReturn, Optional
+    from typing import Any, Callable, NoReturn, Optional, TypeVar
 
     from ipam.waits import Patience
+
+    T = TypeVar("T")
 
 
 class _Expired(Exception):
@@ -62,8 +64,8 @@ def acquire(path: "str", patience: "Patience", create: "bool" = True) -> "Option
                           "try again later" % (path.removesuffix(WRITER_QUEUE_SUFFIX), why),
                           patience)
     try:
-        with _idle(patience):  # a thread: its flock wait is a poll
-            fd = _acquire(path, timeout - (monotonic() - start), why, create)
+        # a thread: its flock wait is a poll
+        fd = _idly(patience, _acquire, path, timeout - (monotonic() - start), why, create)
     except BaseException:
         lock.release()
         raise
@@ -84,21 +86,21 @@ def _threads_queue(key: "str", timeout: "float", late: "str", patience: "Patienc
     lock = _THREAD_LOCKS.get(key)  # type: ignore[union-attr]
     if lock is None:
         lock = _THREAD_LOCKS.setdefault(key, threading.Lock())  # type: ignore[union-attr]
-    if not lock.acquire(blocking=False):
-        with _idle(patience):
-            if not lock.acquire(timeout=max(timeout, 0)):
-                raise TryAgain(late)
+    if not lock.acquire(blocking=False) and not _idly(
+            patience, lock.acquire, timeout=max(timeout, 0)):
+        raise TryAgain(late)
     return lock
 
 
-def _idle(patience: "Patience") -> "Any":
-    """The wait's wrapper that ``patience`` gives (the node daemon's: another call runs
-    meanwhile), or one that does nothing."""
+def _idly(patience: "Patience", wait: "Callable[..., T]", *args: "Any", **kw: "Any"
+          ) -> "T":
+    """``wait(*args, **kw)``, in the wrapper ``patience`` gives, if any (the node
+    daemon's: another call runs meanwhile). Not contextlib: a plugin process that
+    waits would import it, 1 to 2 ms."""
     if patience.idle is None:
-        from contextlib import nullcontext
-
-        return nullcontext()
-    return patience.idle()
+        return wait(*args, **kw)
+    with patience.idle():
+        return wait(*args, **kw)
 
 
 def _acquire(path: "str", timeout: "float", why: "str", create: "bool") -> "Optional[int]":
@@ -199,8 +201,7 @@ def poll(fd: "int", patience: "Patience", what: "str", key: "Optional[str]" = No
         try:  # at once, as most are: no wrapper
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            with _idle(patience):
-                _poll(fd, timeout)
+            _idly(patience, _poll, fd, timeout)
     except _Expired:
         if lock is not None:
             lock.release()

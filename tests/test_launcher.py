@@ -1,11 +1,13 @@
 """``ipamctl install-plugin``: the launcher behaves exactly as the console script does,
 starts without site processing, and fails as a CNI error object when it is stale or its
 interpreter is gone."""
+import fcntl
 import json
 import os
 import stat
 import subprocess
 import sys
+import threading
 
 import pytest
 from helpers import IPAMCTL, PLUGIN, cni_env, launcher_probe
@@ -170,7 +172,8 @@ def test_the_launcher_reaches_a_shared_pool(tmp_path, netconf, pg_url):
 def test_the_launchers_commands_import_only_the_lean_set(tmp_path, netconf):
     """What the launcher saves (site, os and its ABCs, functools, importlib's search)
     stays saved: the modules loaded by the time the process exits, for each hot-path
-    command, and the bundle serves every one of the plugin's own modules."""
+    command, and for an ADD that first waits for host-local's lock (as most of a burst's
+    calls do), and the bundle serves every one of the plugin's own modules."""
     resolv = tmp_path / "resolv.conf"
     resolv.write_text("nameserver 10.0.0.53\nsearch example.org\n")
     conf = netconf({"subnet": "10.80.0.0/24", "resolvConf": str(resolv)})
@@ -181,12 +184,17 @@ def test_the_launchers_commands_import_only_the_lean_set(tmp_path, netconf):
         " for n, m in sys.modules.items() if n.split('.')[0] == 'ipam'))"))
     unwanted = {"os", "site", "functools", "collections", "_collections_abc", "sqlite3",
                 "json", "re", "enum", "typing", "__future__", "importlib", "sqlalchemy", "alembic",
-                "click", "_socket"}  # _socket: only a call that the node daemon takes
+                "click", "contextlib", "_socket"}  # _socket: only a call the daemon takes
     before_the_bundle = {"ipam", "ipam.bundle", "ipam.system", "ipam.client", "ipam.paths"}
     seen = set()
-    for command in ("ADD", "CHECK", "DEL"):
+    for command, waits in (("ADD", False), ("CHECK", False), ("DEL", False), ("ADD", True)):
         env = {"PATH": os.environ.get("PATH", "")}
         env.update(cni_env(command, container_id="c1"))
+        lock = None
+        if waits:  # host-local's lock held for a moment: the call polls it
+            lock = os.open(tmp_path / "data" / "mynet" / "lock", os.O_RDONLY)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            threading.Timer(0.3, os.close, (lock,)).start()
         proc = subprocess.run([str(probe)], input=json.dumps(conf).encode(), env=env,
                               capture_output=True, timeout=60)
         assert proc.returncode == 0, proc.stdout

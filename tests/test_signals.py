@@ -76,10 +76,13 @@ def _python_before_run(err):
     began, naming no function of the plugin's package, only module bodies (the
     imports): a KeyboardInterrupt traceback, or one Python prints and goes on after (in
     ``site``, a ``.pth`` line that failed; in importlib, an "Exception ignored in" a
-    module lock's callback)."""
+    module lock's callback), or the interpreter's own fatal error while it initialises
+    (seen: the signal while ``io`` is imported for ``sys.stdin``, "Fatal Python error:
+    init_sys_streams")."""
     text = err.decode(errors="replace")
     last = text.rstrip().rsplit("\n", 1)[-1]
-    if not (last.startswith("KeyboardInterrupt") or "Error processing line" in text):
+    if not (last.startswith("KeyboardInterrupt") or "Error processing line" in text
+            or text.startswith("Fatal Python error: init_")):
         return False
     for line in text.splitlines():
         line = line.strip()

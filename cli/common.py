@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ipam import addr
+from ipam import addr, labels
 from ipam.backend import open_store as _open_store
 
 
@@ -56,6 +56,18 @@ def parse_pod(ctx: Any, param: Any, value: str | None) -> tuple[str | None, str]
     return (namespace if slash else None), name
 
 
+def parse_container(ctx: Any, param: Any, value: str | None) -> str | None:
+    """``--container ID`` or ``--container START...``: refused here when empty or a bare
+    mark; the library reads the mark (:mod:`ipam.selection`)."""
+    if value is None:
+        return None
+    try:
+        labels.container_ref(not_empty(ctx, param, value) or "")
+    except labels.BadLabel as e:
+        raise click.BadParameter(e.msg) from None
+    return value
+
+
 def not_empty(ctx: Any, param: Any, value: str | None) -> str | None:
     if value is not None and not value:
         raise click.BadParameter("must not be empty")
@@ -65,10 +77,12 @@ def not_empty(ctx: Any, param: Any, value: str | None) -> str | None:
 # The lease selection that list and history share (admin.list_leases, admin.history).
 LEASE_FILTERS = (
     click.option("--network", metavar="N", help="Only this network."),
-    click.option("--container", "container_id", metavar="ID", callback=not_empty,
-                 help="Only this container: its ID, or the start of one (podman shows 12 "
-                      "characters); a start that fits several IDs is an error that lists "
-                      "them."),
+    click.option("--container", "container_id", metavar="ID", callback=parse_container,
+                 help="Only this container: its whole ID (never another that it starts), "
+                      "or the start of one, such as podman's 12 characters or a table's "
+                      "'3f2a9c01b2c4...'; a start that fits several of the IDs the other "
+                      "options keep is an error that lists them. A text that is no whole "
+                      "ID is read as a start, and a note on stderr says so."),
     click.option("--ip", "ip", metavar="IP", callback=parse_ip, help="Only this address."),
     click.option("--pod", metavar="NS/NAME", callback=parse_pod,
                  help="Only this pod (NAME alone: a name sent without a namespace, as "

@@ -47,13 +47,24 @@ def parse_ip(ctx: Any, param: Any, value: str | None) -> Any:
 
 def parse_pod(ctx: Any, param: Any, value: str | None) -> tuple[str | None, str] | None:
     """``--pod NS/NAME`` -> (NS, NAME); ``--pod NAME`` -> (None, NAME): a lease whose
-    runtime sent a name and no namespace (podman), as the table's POD column shows it."""
+    runtime sent a name and no namespace (podman). Either part JSON-quoted as the POD
+    column quotes it (``--pod '"kube-system/coredns"'``)."""
     if value is None:
         return None
-    namespace, slash, name = value.rpartition("/")
-    if not name or (slash and not namespace):
-        raise click.BadParameter("%r is not NAMESPACE/NAME or NAME" % value)
-    return (namespace if slash else None), name
+    try:
+        return labels.parse_pod(value)
+    except labels.BadLabel as e:
+        raise click.BadParameter(e.msg) from None
+
+
+def parse_name(ctx: Any, param: Any, value: str | None) -> str | None:
+    """``--name NAME``, quoted as the POD column quotes it."""
+    if value is None:
+        return None
+    try:
+        return labels.parse_name(not_empty(ctx, param, value) or "")
+    except labels.BadLabel as e:
+        raise click.BadParameter(e.msg) from None
 
 
 def parse_container(ctx: Any, param: Any, value: str | None) -> str | None:
@@ -86,9 +97,11 @@ LEASE_FILTERS = (
     click.option("--ip", "ip", metavar="IP", callback=parse_ip, help="Only this address."),
     click.option("--pod", metavar="NS/NAME", callback=parse_pod,
                  help="Only this pod (NAME alone: a name sent without a namespace, as "
-                      "podman sends its container's)."),
-    click.option("--name", metavar="NAME", callback=not_empty,
-                 help="Only this pod or container name, in any namespace."),
+                      "podman sends its container's), as the POD column shows it: a part "
+                      "holding '/', quotes or spaces is JSON-quoted there and here."),
+    click.option("--name", metavar="NAME", callback=parse_name,
+                 help="Only this pod or container name, in any namespace (quoted as in "
+                      "--pod)."),
 )
 
 

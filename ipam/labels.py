@@ -1,16 +1,21 @@
 """Who holds a lease, as operators read it in ``ipamctl``'s tables and type it back into
-its filters:
+its filters. Each printed form is one that no other value prints as, and the filters
+read back every form the tables print:
 
+- a pod reads ``NS/NAME``, or ``NAME`` where no namespace was sent (podman); a part that
+  holds ``/``, ``"``, a backslash, whitespace or an unprintable character, or is ``-``
+  (a table's "none"), is JSON-quoted, so a pod named ``kube-system/coredns`` with no namespace
+  reads ``"kube-system/coredns"``, never ``kube-system/coredns``;
 - a container ID longer than a table's column is shortened to its start, at least
   :data:`SHORT_ID` characters and as many more as make it the start of no other ID the
   database knows, followed by :data:`PREFIX`: exactly the form ``--container`` reads as
-  "the one container whose ID starts with this". An ID without the mark is a whole ID;
-- a pod reads ``NS/NAME``, or ``NAME`` where no namespace was sent (podman).
+  "the one container whose ID starts with this". An ID without the mark is a whole ID.
 
-Only ipamctl loads this module; the plugin records values as sent.
+Only ipamctl loads this module (it imports json); the plugin records values as sent.
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Iterable, Optional
 
@@ -76,8 +81,73 @@ def _common(a: str, b: str) -> int:
 
 # -- pods ----------------------------------------------------------------------------
 def pod_label(namespace: Optional[str], name: Optional[str]) -> Optional[str]:
-    """How people read an identity: ``NS/NAME``, or ``NAME`` where no namespace was sent
-    (podman), or None. ``ipamctl --pod`` takes the same text."""
+    """How people read an identity: ``NS/NAME``, ``NAME`` where no namespace was sent,
+    ``NS/`` where no name was, or None; each part quoted where it must be (see the
+    module's docstring). ``--pod`` takes the same text back (:func:`parse_pod`)."""
     if name is None:
-        return None if namespace is None else namespace + "/"
-    return name if namespace is None else "%s/%s" % (namespace, name)
+        return None if namespace is None else quoted(namespace) + "/"
+    return quoted(name) if namespace is None else quoted(namespace) + "/" + quoted(name)
+
+
+def quoted(part: str) -> str:
+    """``part`` as a label prints it: as it is, or JSON-quoted when it could be read as
+    something else (it holds '/', '"', a backslash, whitespace or an unprintable
+    character, or is '-' or empty). Inside the quotes every unprintable character is
+    escaped, so what prints is only ever what the value holds, and ``json.loads`` reads
+    it back."""
+    if part and part != "-" and not any(c in '/"\\' or c.isspace() or not c.isprintable()
+                                        for c in part):
+        return part
+    return '"%s"' % "".join(_escaped(c) for c in part)
+
+
+def _escaped(c: str) -> str:
+    if c in '"\\':
+        return "\\" + c
+    if c.isprintable():  # a space included
+        return c
+    if ord(c) < 0x20:
+        return json.dumps(c)[1:-1]  # \n, \t, \u0001
+    n = ord(c)
+    if n < 0x10000:
+        return "\\u%04x" % n
+    n -= 0x10000  # as JSON writes it: a surrogate pair
+    return "\\u%04x\\u%04x" % (0xD800 + (n >> 10), 0xDC00 + (n & 0x3FF))
+
+
+def parse_pod(text: str) -> tuple[Optional[str], str]:
+    """``--pod`` text, as :func:`pod_label` prints it -> ``(namespace or None, name)``."""
+    first, rest = _part(text, text)
+    if not rest:
+        return None, first
+    if not rest.startswith("/") or len(rest) == 1:
+        raise BadLabel("%r is not NAMESPACE/NAME or NAME" % text)
+    name, rest = _part(rest[1:], text)
+    if rest:
+        raise BadLabel("%r is not NAMESPACE/NAME or NAME" % text)
+    return first, name
+
+
+def parse_name(text: str) -> str:
+    """``--name`` text: a name as :func:`pod_label` prints it."""
+    name, rest = _part(text, text)
+    if rest:
+        raise BadLabel("%r is not a NAME (quote one that holds '/': '\"a/b\"')" % text)
+    return name
+
+
+def _part(text: str, whole: str) -> tuple[str, str]:
+    """One part at the start of ``text`` -> ``(value, what follows)``: a JSON string,
+    or the text up to the next '/'."""
+    if text.startswith('"'):
+        try:
+            value, end = json.JSONDecoder().raw_decode(text)
+        except ValueError:
+            raise BadLabel("%r: a quoted part must be a JSON string" % whole) from None
+        if not value:
+            raise BadLabel("%r: a part must not be empty" % whole)
+        return value, text[end:]
+    value, slash, rest = text.partition("/")
+    if not value:
+        raise BadLabel("%r is not NAMESPACE/NAME or NAME" % whole)
+    return value, slash + rest

@@ -412,6 +412,43 @@ def test_a_short_id_is_never_longer_than_the_whole(ctl, add):
         "a" * 12 + "...", "b" * 15, "c" * 15 + "1x", "c" * 15 + "2x"]
 
 
+FORGED = "K8S_POD_NAME=kube-system/coredns"
+REAL = "K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=coredns"
+
+
+def test_a_pod_name_holding_a_slash_never_reads_as_a_namespace(ctl, ctl_json, add):
+    add("forged", args=FORGED)
+    add("real", args=REAL)
+    add("spaced", args='K8S_POD_NAMESPACE=my ns;K8S_POD_NAME="quoted"')
+    add("dash", args="K8S_POD_NAME=-")
+    add("none")
+    pods = ['"kube-system/coredns"', "kube-system/coredns", '"my ns"/"\\"quoted\\""', '"-"',
+            "-"]
+    assert column(ctl("list").stdout, "POD") == pods
+    assert column(ctl("history").stdout, "POD") == pods
+
+    def ids(command, *args):
+        return sorted({r["container_id"] for r in ctl_json(command, *args)})
+
+    for command in ("list", "history"):
+        # Each label as the column shows it selects that pod alone.
+        assert ids(command, "--pod", "kube-system/coredns") == ["real"]
+        assert ids(command, "--pod", '"kube-system/coredns"') == ["forged"]
+        assert ids(command, "--pod", '"kube-system"/"coredns"') == ["real"]
+        assert ids(command, "--pod", '"my ns"/"\\"quoted\\""') == ["spaced"]
+        assert ids(command, "--pod", '"-"') == ["dash"]
+        assert ids(command, "--name", "coredns") == ["real"]
+        assert ids(command, "--name", '"kube-system/coredns"') == ["forged"]
+    result = ctl("list", "--name", "kube-system/coredns", expect=2)
+    assert "is not a NAME" in result.stderr
+    # The pods an ambiguity error names are quoted alike.
+    add("ab1", args=FORGED)
+    add("ab2", args=REAL)
+    result = ctl("list", "--container", "ab", expect=1)
+    assert result.stderr.splitlines()[1:] == ['  ab1  ("kube-system/coredns")',
+                                              "  ab2  (kube-system/coredns)"]
+
+
 # gc: tests/test_gc.py
 
 

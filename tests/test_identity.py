@@ -241,6 +241,9 @@ def test_a_value_no_runtime_sends_is_not_recorded_and_the_add_succeeds(
     (["release", "--container", ""], "must not be empty"),
     (["list", "--container", "..."], "names no container"),
     (["release", "--container", "..."], "names no container"),
+    (["list", "--pod", '"web'], "a quoted part must be a JSON string"),
+    (["list", "--pod", 'default/"web"x'], "is not NAMESPACE/NAME or NAME"),
+    (["list", "--name", "kube-system/coredns"], "is not a NAME"),
 ])
 def test_empty_or_malformed_filters_are_usage_errors(tmp_path, args, msg):
     result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), *args])

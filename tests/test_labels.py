@@ -1,8 +1,56 @@
-"""How ipamctl prints who holds a lease (ipam/labels.py): each printed form parses back
-to what it shows. The commands that use it: tests/test_cli.py ("who holds a lease")."""
+"""How ipamctl prints who holds a lease (ipam/labels.py): no two identities print alike,
+and each printed form parses back to what it shows. The commands that use it:
+tests/test_cli.py ("who holds a lease")."""
+import itertools
+import json
+
 import pytest
 
-from ipam.labels import BadLabel, container_ref, short_ids
+from ipam.labels import BadLabel, container_ref, parse_name, parse_pod, pod_label, short_ids
+
+TRICKY = ["web-0", "kube-system", "kube-system/coredns", "a/b/c", "-", "--", '"quoted"',
+          'a"b', "back\\slash", "two words", " lead", "tab\there", "new\nline", "bell\x07",
+          "del\x7f", "rtl\u202eevil", "zero\u200bwidth", "nbsp\u00a0", "tag\U000e0001",
+          "snow\u2603man", "emoji\U0001f600", "\u00e9t\u00e9", "{}", "NS/", "/"]
+
+
+def test_no_two_identities_print_alike_and_each_parses_back():
+    seen = {}
+    for ns, name in itertools.product([None, *TRICKY], TRICKY):
+        label = pod_label(ns, name)
+        assert label not in seen, (label, (ns, name), seen.get(label))
+        seen[label] = (ns, name)
+        assert parse_pod(label) == (ns, name), label
+        if ns is None:
+            assert parse_name(label) == name
+    assert pod_label(None, None) is None
+
+
+@pytest.mark.parametrize("ns,name,label", [
+    ("kube-system", "coredns", "kube-system/coredns"),
+    (None, "kube-system/coredns", '"kube-system/coredns"'),
+    (None, "nginx", "nginx"),
+    ("default", None, "default/"),
+    (None, "-", '"-"'),                      # a table's "none" is '-'
+    (None, "rtl\u202eevil", '"rtl\\u202eevil"'),   # never printed raw, even quoted
+    (None, "bell\x07", '"bell\\u0007"'),
+    (None, "new\nline", '"new\\nline"'),
+    (None, "tag\U000e0001", '"tag\\udb40\\udc01"'),
+    (None, "two words", '"two words"'),
+    (None, 'a"b', '"a\\"b"'),
+    (None, "\u00e9t\u00e9", "\u00e9t\u00e9"),     # printable: as it is
+])
+def test_labels(ns, name, label):
+    assert pod_label(ns, name) == label
+    if label.startswith('"'):
+        assert json.loads(label.split("/")[0] if ns else label) == (ns or name)
+
+
+@pytest.mark.parametrize("text", ["", "/web", "default/", '"web', 'default/"web"x', '""',
+                                  '"a"/""', "a/b/c"])
+def test_malformed_pods_are_refused(text):
+    with pytest.raises(BadLabel):
+        parse_pod(text)
 
 
 def test_container_ref():

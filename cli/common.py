@@ -89,11 +89,13 @@ def not_empty(ctx: Any, param: Any, value: str | None) -> str | None:
 LEASE_FILTERS = (
     click.option("--network", metavar="N", help="Only this network."),
     click.option("--container", "container_id", metavar="ID", callback=parse_container,
-                 help="Only this container: its whole ID (never another that it starts), "
-                      "or the start of one, such as podman's 12 characters or a table's "
-                      "'3f2a9c01b2c4...'; a start that fits several of the IDs the other "
-                      "options keep is an error that lists them. A text that is no whole "
-                      "ID is read as a start, and a note on stderr says so."),
+                 help="Only this container: a whole ID selects itself alone, never "
+                      "another that it starts. The start of an ID, marked as tables print "
+                      "it ('3f2a9c01b2c4...') or not (podman's 12 characters: read as a "
+                      "start when no container has that whole ID), selects the one "
+                      "container among what the other options keep whose ID starts so, "
+                      "and a note on stderr says which; one that fits several is an error "
+                      "that lists them. (release takes only a marked start.)"),
     click.option("--ip", "ip", metavar="IP", callback=parse_ip, help="Only this address."),
     click.option("--pod", metavar="NS/NAME", callback=parse_pod,
                  help="Only this pod (NAME alone: a name sent without a namespace, as "

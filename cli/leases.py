@@ -29,8 +29,9 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | N
              pod: tuple[str | None, str] | None, name: str | None) -> None:
     """List leases, sorted by network, then address. The table shows a long container ID
     as its start and '...': 12 characters, or as many more as make it the start of no
-    other ID, so it works as --container (with release too). The pod reads NS/NAME, a
-    part JSON-quoted when it holds '/', quotes or spaces. JSON has them whole.
+    other ID the database knows, so it works as --container (with release too). The
+    pod reads NS/NAME, a part JSON-quoted when it holds '/', quotes or spaces. JSON has
+    them whole.
 
     JSON: a list of {network, ip, container_id, ifname, range_set, allocated_at, node,
     pod_namespace, pod_name, pod_uid}.
@@ -39,7 +40,7 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | N
     Example:
         ipamctl list --network cbr0
         ipamctl list --pod default/web-0
-        ipamctl -o json list --container 3f2a9c...
+        ipamctl -o json list --container 3f2a9c01b2c4...
     """
     table_or_json(obj)
     with open_store(obj, readonly=True, every_node=True) as store:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ipam import addr
+from ipam import addr, labels
 from ipam.backend import open_store as _open_store
 
 
@@ -47,13 +47,36 @@ def parse_ip(ctx: Any, param: Any, value: str | None) -> Any:
 
 def parse_pod(ctx: Any, param: Any, value: str | None) -> tuple[str | None, str] | None:
     """``--pod NS/NAME`` -> (NS, NAME); ``--pod NAME`` -> (None, NAME): a lease whose
-    runtime sent a name and no namespace (podman), as the table's POD column shows it."""
+    runtime sent a name and no namespace (podman). Either part JSON-quoted as the POD
+    column quotes it (``--pod '"kube-system/coredns"'``)."""
     if value is None:
         return None
-    namespace, slash, name = value.rpartition("/")
-    if not name or (slash and not namespace):
-        raise click.BadParameter("%r is not NAMESPACE/NAME or NAME" % value)
-    return (namespace if slash else None), name
+    try:
+        return labels.parse_pod(value)
+    except labels.BadLabel as e:
+        raise click.BadParameter(e.msg) from None
+
+
+def parse_name(ctx: Any, param: Any, value: str | None) -> str | None:
+    """``--name NAME``, quoted as the POD column quotes it."""
+    if value is None:
+        return None
+    try:
+        return labels.parse_name(not_empty(ctx, param, value) or "")
+    except labels.BadLabel as e:
+        raise click.BadParameter(e.msg) from None
+
+
+def parse_container(ctx: Any, param: Any, value: str | None) -> str | None:
+    """``--container ID`` or ``--container START...``: refused here when empty or a bare
+    mark; the library reads the mark (:mod:`ipam.selection`)."""
+    if value is None:
+        return None
+    try:
+        labels.container_ref(not_empty(ctx, param, value) or "")
+    except labels.BadLabel as e:
+        raise click.BadParameter(e.msg) from None
+    return value
 
 
 def not_empty(ctx: Any, param: Any, value: str | None) -> str | None:
@@ -65,16 +88,22 @@ def not_empty(ctx: Any, param: Any, value: str | None) -> str | None:
 # The lease selection that list and history share (admin.list_leases, admin.history).
 LEASE_FILTERS = (
     click.option("--network", metavar="N", help="Only this network."),
-    click.option("--container", "container_id", metavar="ID", callback=not_empty,
-                 help="Only this container: its ID, or the start of one (podman shows 12 "
-                      "characters); a start that fits several IDs is an error that lists "
-                      "them."),
+    click.option("--container", "container_id", metavar="ID", callback=parse_container,
+                 help="Only this container: a whole ID selects itself alone, never "
+                      "another that it starts. The start of an ID, marked as tables print "
+                      "it ('3f2a9c01b2c4...') or not (podman's 12 characters: read as a "
+                      "start when no container has that whole ID), selects the one "
+                      "container among what the other options keep whose ID starts so, "
+                      "and a note on stderr says which; one that fits several is an error "
+                      "that lists them. (release takes only a marked start.)"),
     click.option("--ip", "ip", metavar="IP", callback=parse_ip, help="Only this address."),
     click.option("--pod", metavar="NS/NAME", callback=parse_pod,
                  help="Only this pod (NAME alone: a name sent without a namespace, as "
-                      "podman sends its container's)."),
-    click.option("--name", metavar="NAME", callback=not_empty,
-                 help="Only this pod or container name, in any namespace."),
+                      "podman sends its container's), as the POD column shows it: a part "
+                      "holding '/', quotes or spaces is JSON-quoted there and here."),
+    click.option("--name", metavar="NAME", callback=parse_name,
+                 help="Only this pod or container name, in any namespace (quoted as in "
+                      "--pod)."),
 )
 
 

@@ -35,7 +35,9 @@ def parse_share(ctx: Any, param: Any, value: str) -> float:
               help="A network to collect (repeatable).  [default: every network of this "
               "node]")
 @click.option("--valid", "valid", multiple=True, metavar="ID[/IFNAME]",
-              help="A live attachment (repeatable); an ID alone covers every ifname.")
+              help="A live attachment (repeatable); an ID alone covers every ifname. An "
+              "ID is taken whole; 'START...' stands for the one container of the whole "
+              "database whose ID starts so (several: an error, nothing released).")
 @click.option("--valid-file", type=click.File("r"), metavar="PATH|-",
               help="Live attachments, one ID[/IFNAME] per line ('-': stdin).")
 @click.option("--grace", default="10m", show_default=True, metavar="DURATION",
@@ -71,6 +73,9 @@ def gc_cmd(obj: Obj, networks: tuple[str, ...], valid: tuple[str, ...], valid_fi
     The list must hold the IDs the runtime gives CNI as CNI_CONTAINERID, in full: for
     Kubernetes/CRI the pod sandboxes ('crictl pods -q'; 'crictl ps -q' lists
     containers, and would release every pod), for podman 'podman ps -a -q --no-trunc'.
+    An ID is never read as the start of another: a truncated one lists nothing. To
+    list a container by the start of its ID, mark it: '3f2a9c01b2c4...' (as tables
+    print IDs) stands for the one container of the whole database whose ID starts so.
     README's "Cleaning up after runtimes" has the recipe of each runtime.
 
     JSON: {"candidates": [lease + "reason"], "released": [lease], "kept": [lease +
@@ -80,7 +85,7 @@ def gc_cmd(obj: Obj, networks: tuple[str, ...], valid: tuple[str, ...], valid_fi
     Example:
         crictl pods -q | ipamctl gc --valid-file -
         crictl pods -q | ipamctl gc --valid-file - --apply
-        ipamctl gc --network cbr0 --valid 3f2a9c... --valid 77be01.../eth1
+        ipamctl gc --network cbr0 --valid 3f2a9c01b2c4... --valid 77be01a4c2f9.../eth1
         ipamctl gc --previous-boots --grace 0 --apply   # at boot, before the runtime
     """
     table_or_json(obj)
@@ -122,11 +127,12 @@ def _json(report: gc.Report) -> dict[str, Any]:
 
 def _table(report: gc.Report) -> str:
     lines = ["candidates:", rows_table([_with_reason(x, why) for x, why in report.candidates()],
-                                       LEASE_COLUMNS + ["reason"])]
+                                       LEASE_COLUMNS + ["reason"], ids=report.shown)]
     kept = report.kept()
     if kept:
         lines += ["kept:", rows_table([_with_reason(x, why) for x, why in kept],
-                                      ["network", "ip", "container_id", "ifname", "reason"])]
+                                      ["network", "ip", "container_id", "ifname", "reason"],
+                                      ids=report.shown)]
     lines.append("guards:")
     for plan in report.plans:
         prefix = "network %s: " % plan.network

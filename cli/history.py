@@ -10,6 +10,7 @@ from host_local_sqlite_cli.output import (
     emit_rows,
     event_row,
     iso,
+    note,
     parse_time,
     table_or_json,
 )
@@ -38,7 +39,7 @@ def history_cmd(ctx: click.Context, network: str | None, ip: IP | None, containe
     \b
     Example:
         ipamctl history --ip 10.22.0.17 --at 2026-11-28T14:05:00Z
-        ipamctl history --container 3f2a9c --since 2h
+        ipamctl history --container 3f2a9c... --since 2h
         ipamctl history --name nginx
     """
     if ctx.invoked_subcommand is not None:
@@ -52,7 +53,9 @@ def history_cmd(ctx: click.Context, network: str | None, ip: IP | None, containe
         events = admin.history(store, network, ip, container_id,
                                parse_time(since) if since else None,
                                parse_time(at) if at else None, pod, name)
-    emit_rows(obj.output, [event_row(e) for e in events], EVENT_COLUMNS, "(no events)")
+    note(events.note)
+    emit_rows(obj.output, [event_row(e) for e in events], EVENT_COLUMNS, "(no events)",
+              events.shown)
 
 
 @history_cmd.command("prune")

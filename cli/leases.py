@@ -3,12 +3,19 @@ from __future__ import annotations
 
 import click
 
-from host_local_sqlite_cli.common import Obj, lease_filters, not_empty, open_store, parse_ip
+from host_local_sqlite_cli.common import (
+    Obj,
+    lease_filters,
+    open_store,
+    parse_container,
+    parse_ip,
+)
 from host_local_sqlite_cli.output import (
     LEASE_COLUMNS,
     emit_rows,
     is_terminal,
     lease_row,
+    note,
     table_or_json,
 )
 from ipam import admin
@@ -20,8 +27,11 @@ from ipam.addr import IP
 @click.pass_obj
 def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | None,
              pod: tuple[str | None, str] | None, name: str | None) -> None:
-    """List leases, sorted by network, then address. The table shows container IDs in
-    12 characters and the pod as NS/NAME; JSON has them whole.
+    """List leases, sorted by network, then address. The table shows a long container ID
+    as its start and '...': 12 characters, or as many more as make it the start of no
+    other ID the database knows, so it works as --container (with release too). The
+    pod reads NS/NAME, a part JSON-quoted when it holds '/', quotes or spaces. JSON has
+    them whole.
 
     JSON: a list of {network, ip, container_id, ifname, range_set, allocated_at, node,
     pod_namespace, pod_name, pod_uid}.
@@ -30,19 +40,23 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | N
     Example:
         ipamctl list --network cbr0
         ipamctl list --pod default/web-0
-        ipamctl -o json list --container 3f2a9c
+        ipamctl -o json list --container 3f2a9c01b2c4...
     """
     table_or_json(obj)
     with open_store(obj, readonly=True, every_node=True) as store:
         leases = admin.list_leases(store, network, container_id, ip, pod, name)
-    emit_rows(obj.output, [lease_row(x) for x in leases], LEASE_COLUMNS, "(no leases)")
+    note(leases.note)
+    emit_rows(obj.output, [lease_row(x) for x in leases], LEASE_COLUMNS, "(no leases)",
+              leases.shown)
 
 
 @click.command("release")
 @click.argument("ips", nargs=-1, metavar="[IP]...")
-@click.option("--container", "container_id", metavar="ID", callback=not_empty,
-              help="Release every lease of this container (instead of addresses): its ID, "
-                   "or the start of exactly one.")
+@click.option("--container", "container_id", metavar="ID", callback=parse_container,
+              help="Release every lease of this container (instead of addresses): its "
+                   "whole ID, never another that it starts; or, marked with a trailing "
+                   "'...' (as tables print IDs), the start of exactly one container in the "
+                   "whole database, whatever --ifname and --network select.")
 @click.option("--ifname", metavar="IF", help="With --container: only this interface.")
 @click.option("--network", metavar="N", help="Only in this network.")
 @click.option("--dry-run", is_flag=True, help="Show what would be released; change nothing.")
@@ -52,14 +66,16 @@ def release_cmd(obj: Obj, ips: tuple[str, ...], container_id: str | None,
                 ifname: str | None, network: str | None, dry_run: bool, yes: bool) -> None:
     """Release leases as a DEL would: the mirror is updated and the history records
     reason 'admin'. Releasing an address that is not leased is an error, and so is a
-    --container start that fits several IDs (nothing is released).
+    --container ID with no lease, or a marked start ('3f2a9c...') that fits no container
+    or several (nothing is released). An ID without the mark is taken whole: 'web'
+    never releases 'web-2'.
 
     JSON: the released (or, with --dry-run, the selected) leases.
 
     \b
     Example:
         ipamctl release 10.22.0.17 --network cbr0
-        ipamctl release --container 3f2a9c --ifname eth0 --yes
+        ipamctl release --container 3f2a9c01b2c4... --ifname eth0 --yes
     """
     table_or_json(obj)
     if bool(ips) == bool(container_id):
@@ -70,10 +86,12 @@ def release_cmd(obj: Obj, ips: tuple[str, ...], container_id: str | None,
     with open_store(obj, readonly=dry_run) as store:
         chosen = admin.select_release(store, addresses, container_id, ifname, network)
         if not dry_run and not yes and is_terminal():
-            emit_rows("table", [lease_row(x) for x in chosen], LEASE_COLUMNS)
+            emit_rows("table", [lease_row(x) for x in chosen], LEASE_COLUMNS,
+                      ids=chosen.shown)
             click.confirm("Release %d lease(s)?" % len(chosen), abort=True)
         done, problems = (chosen, []) if dry_run else admin.release(store, chosen,
                                                                     obj.data_dir)
     for p in problems:  # released all the same; the file is someone else's to remove
         click.echo("warning: %s" % p, err=True)
-    emit_rows(obj.output, [lease_row(x) for x in done], LEASE_COLUMNS, "(nothing released)")
+    emit_rows(obj.output, [lease_row(x) for x in done], LEASE_COLUMNS, "(nothing released)",
+              chosen.shown)

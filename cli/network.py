@@ -104,7 +104,8 @@ def forget_cmd(obj: Obj, name: str, release: bool, yes: bool) -> None:
     if others:
         click.echo("note: %s" % network_admin.still_held(name, others), err=True)
     leases = [lease_row(x) for x in released]
-    text = (["released:", rows_table(leases, LEASE_COLUMNS)] if leases else []) + [
+    text = (["released:", rows_table(leases, LEASE_COLUMNS, ids=released.shown)]
+            if leases else []) + [
         "removed %s" % path for path in removed] + [
         "forgot network %s" % name if not others else
         "released this node's leases of network %s; not forgotten yet" % name]

@@ -10,14 +10,15 @@ import math
 import re
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Any, NoReturn
 
 import click
 
 from ipam.errors import IpamError
-from ipam.lease import pod_label
+from ipam.labels import pod_label
 
 
 class IpamGroup(click.Group):
@@ -49,6 +50,13 @@ def emit(output: str, data: Any, text: str | Callable[[], str]) -> None:
         click.echo(json.dumps(data, indent=2))
     else:
         click.echo(text if isinstance(text, str) else text())
+
+
+def note(text: str | None) -> None:
+    """A remark on how the input was read, on stderr (never in the output a script
+    reads): ``note: ...``; nothing for None."""
+    if text is not None:
+        click.echo("note: %s" % text, err=True)
 
 
 def failed(message: str | None = None) -> NoReturn:
@@ -139,25 +147,27 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-# podman and docker show container IDs in 12 characters; --container takes them back.
-SHORT_ID = 12
+# A table given no short forms prints every container ID whole.
+NO_SHORT_IDS: Mapping[str, str] = MappingProxyType({})
 
 
-def _shown(row: dict[str, Any], column: str) -> Any:
+def _shown(row: dict[str, Any], column: str, ids: Mapping[str, str]) -> Any:
     """A table cell: the row's value, shortened or combined where a table needs it."""
     if column == "pod":
         return pod_label(row.get("pod_namespace"), row.get("pod_name"))
     value = row.get(column)
     if column == "container_id" and isinstance(value, str):
-        return value[:SHORT_ID]
+        return ids.get(value, value)
     return value
 
 
-def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+def table(rows: list[dict[str, Any]], columns: list[str], ids: Mapping[str, str] = NO_SHORT_IDS
+          ) -> str:
     """Aligned columns with a header; None prints as '-', big counts as :func:`count`.
-    Container IDs show their first 12 characters, and ``pod`` reads ``NS/NAME`` (the
-    JSON has every field whole)."""
-    cells = [[_cell(_shown(r, c)) for c in columns] for r in rows]
+    A container ID prints as ``ids`` has it (the short forms a library call returned with
+    its rows: ``Found.shown``), else whole, and ``pod`` reads ``NS/NAME``, quoted where
+    needed (:mod:`ipam.labels`). The JSON has every field whole."""
+    cells = [[_cell(_shown(r, c, ids)) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
@@ -165,14 +175,15 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def emit_rows(output: str, rows: list[dict[str, Any]], columns: list[str],
-              empty: str = "(none)") -> None:
+              empty: str = "(none)", ids: Mapping[str, str] = NO_SHORT_IDS) -> None:
     """A list of JSON objects, or their table (``empty`` when there are none)."""
-    emit(output, rows, lambda: rows_table(rows, columns, empty))
+    emit(output, rows, lambda: rows_table(rows, columns, empty, ids))
 
 
-def rows_table(rows: list[dict[str, Any]], columns: list[str], empty: str = "(none)") -> str:
+def rows_table(rows: list[dict[str, Any]], columns: list[str], empty: str = "(none)",
+               ids: Mapping[str, str] = NO_SHORT_IDS) -> str:
     """:func:`table`, or ``empty`` when there are no rows."""
-    return table(rows, columns) if rows else empty
+    return table(rows, columns, ids) if rows else empty
 
 
 def _pod_fields(x: Any) -> dict[str, Any]:

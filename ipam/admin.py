@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 from ipam import addr
 from ipam.errors import IpamError
 from ipam.exporter import Mirror, NetworkDir, mirrored_cursors
+from ipam.labels import PREFIX, container_ref
 from ipam.ranges import from_description
 from ipam.schema_version import HEAD
-from ipam.selection import of_container, of_pod
+from ipam.selection import Found, found, of_container, of_pod, the_container
 from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
 from ipam.waits import Patience
 
@@ -41,13 +42,22 @@ class AdminError(IpamError):
 def list_leases(store: Store, network: Optional[str] = None,
                 container_id: Optional[str] = None, ip: Optional[IP] = None,
                 pod: Optional[tuple[Optional[str], str]] = None, name: Optional[str] = None
-                ) -> list[Lease]:
-    """Leases sorted by network, then address numerically. ``container_id`` may be a
-    unique prefix (see :func:`of_container`) among the leases the other filters keep."""
+                ) -> Found[Lease]:
+    """Leases sorted by network, then address numerically. ``container_id`` is a whole
+    ID, or the start of one among the leases the other filters keep (see
+    :mod:`ipam.selection`)."""
     with store.transaction():
-        leases = store.leases(network)
-    leases = of_pod([lease for lease in leases if ip is None or lease.ip == ip], pod, name)
-    return leases if container_id is None else of_container(leases, container_id)
+        leases = of_pod([lease for lease in store.leases(network)
+                         if ip is None or lease.ip == ip], pod, name)
+        note = None
+        if container_id is not None:
+            leases, note = of_container(leases, container_id, _known(store, container_id))
+        return found(store, leases, note)
+
+
+def _known(store: Store, text: str) -> set[str]:
+    """The IDs the database knows that start with ``text``'s (a start's or a whole ID's)."""
+    return store.container_ids([container_ref(text)[0]])
 
 
 def range_sets_of(store: Store, network: str) -> Optional[tuple[RangeSet, ...]]:
@@ -90,22 +100,30 @@ def _allocatable(rs: RangeSet, ip: IP) -> bool:
 def history(store: Store, network: Optional[str] = None, ip: Optional[IP] = None,
             container_id: Optional[str] = None, since: Optional[float] = None,
             at: Optional[float] = None, pod: Optional[tuple[Optional[str], str]] = None,
-            name: Optional[str] = None) -> list[Event]:
+            name: Optional[str] = None) -> Found[Event]:
     """Lease events in commit order. With ``at``: the allocations in force at that
-    moment, i.e. after the last event stamped at or before it. ``container_id`` may be
-    a unique prefix among the events the other filters keep.
+    moment, i.e. after the last event stamped at or before it. ``container_id`` is a
+    whole ID, or the start of one among the events the other filters keep (see
+    :mod:`ipam.selection`).
 
     Commit order, not the wall clock, orders them: after the clock stepped back, a
     release stamped later than a newer allocation still comes before it. A moment the
     clock showed twice is read as its later occurrence."""
+    start = None if container_id is None else container_ref(container_id)[0]
     with store.transaction():
-        events = store.history(network, ip, since=since, container_prefix=container_id,
+        events = store.history(network, ip, since=since, container_prefix=start,
                                pod_name=name if pod is None else pod[1])
-    events = of_pod(events, pod, name)
-    if container_id is not None:
-        events = of_container(events, container_id)
-    if at is None:
-        return events
+        events = of_pod(events, pod, name)
+        note = None
+        if container_id is not None:
+            events, note = of_container(events, container_id, _known(store, container_id))
+        if at is not None:
+            events = _held_at(events, at)
+        return found(store, events, note)
+
+
+def _held_at(events: list[Event], at: float) -> list[Event]:
+    """The allocations in force after the last of ``events`` stamped at or before ``at``."""
     last = max((i for i, e in enumerate(events) if e.time <= at), default=-1)
     held: dict[tuple[str, str], Event] = {}
     for e in events[:last + 1]:
@@ -244,18 +262,14 @@ def _release_all(store: Store, leases: Iterable[Lease], reason: str, held: _Held
 
 def select_release(store: Store, ips: Iterable[IP] = (), container_id: Optional[str] = None,
                    ifname: Optional[str] = None, network: Optional[str] = None
-                   ) -> list[Lease]:
-    """The leases ``ipamctl release`` would free; an address not leased is an error, and
-    so is a container ID prefix that starts more than one of the leases selected."""
+                   ) -> Found[Lease]:
+    """The leases ``ipamctl release`` would free. An address not leased is an error.
+    ``container_id`` is a whole ID, or a marked start (``3f2a...``) that fits exactly one
+    container in the whole database (:func:`~ipam.selection.the_container`); a
+    container with no lease that the other options keep is an error."""
     with store.transaction():
         if container_id is not None:
-            chosen = of_container([lease for lease in store.leases(network)
-                                   if ifname is None or lease.ifname == ifname], container_id)
-            if not chosen:
-                raise AdminError("no lease held by container %s%s%s" % (
-                    container_id, "" if ifname is None else " interface " + ifname,
-                    "" if network is None else " in network " + network))
-            return chosen
+            return found(store, _of_container(store, container_id, ifname, network))
         chosen = []
         for ip in ips:
             holders = [lease for lease in store.leases(network) if lease.ip == ip]
@@ -266,7 +280,33 @@ def select_release(store: Store, ips: Iterable[IP] = (), container_id: Optional[
                 raise AdminError("%s is leased in several networks (%s): choose one with "
                                  "--network" % (ip, ", ".join(h.network for h in holders)))
             chosen.append(holders[0])
+        return found(store, chosen)
+
+
+def _of_container(store: Store, text: str, ifname: Optional[str], network: Optional[str]
+                  ) -> list[Lease]:
+    start, marked = container_ref(text)
+    leases = store.leases()
+    cid = the_container(text, _known(store, text) if marked else (), leases)
+    if cid is None:
+        raise AdminError("no container ID starts with %s" % start)
+    chosen = [lease for lease in leases if lease.container_id == cid
+              and (ifname is None or lease.ifname == ifname)
+              and (network is None or lease.network == network)]
+    if chosen:
         return chosen
+    msg = "no lease held by container %s%s%s" % (
+        cid, "" if ifname is None else " interface " + ifname,
+        "" if network is None else " in network " + network)
+    known = _known(store, text) if not marked else {cid}
+    if cid not in known and known:  # a start typed as a whole ID: say how to mark one
+        starting = sorted(known)
+        raise AdminError(msg, "  an ID is taken whole; to name the one container whose ID "
+                         "starts with %s, write %s%s (IDs that start with it: %s%s)" % (
+                             cid, cid, PREFIX, ", ".join(starting[:5]),
+                             " and %d more" % (len(starting) - 5) if len(starting) > 5
+                             else ""))
+    raise AdminError(msg)
 
 
 def release(store: Store, leases: list[Lease], data_dir: str, reason: str = "admin"

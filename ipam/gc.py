@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from ipam import system
 from ipam.admin import _Held, _mirrors, _release_all
+from ipam.labels import container_ref
+from ipam.selection import found, the_container
 
 if TYPE_CHECKING:
     from ipam.addr import IP
@@ -31,13 +33,38 @@ SMALL = 3
 
 
 class Valid:
-    """The live attachments: ``ID`` (every ifname) or ``ID/IFNAME`` entries."""
+    """The live attachments: ``ID`` (every ifname) or ``ID/IFNAME`` entries. An ID is
+    taken whole, unless it is marked as the start of one (``3f2a9c...``): such an entry
+    stands for the one container of the whole database whose ID starts so (see
+    :meth:`resolve`; one that fits none names nothing, as an unknown ID)."""
 
     def __init__(self, entries: Iterable[str]) -> None:
         self.any_if, self.pairs = parse_valid(entries)
 
     def __bool__(self) -> bool:
         return bool(self.any_if or self.pairs)
+
+    def starts(self) -> set[str]:
+        """The entries' IDs that are marked as starts."""
+        return {cid for cid in self.any_if | {cid for cid, _ in self.pairs}
+                if container_ref(cid)[1]}
+
+    def resolve(self, store: Store) -> None:
+        """Replace each marked start with the whole ID it names (inside the caller's
+        transaction); a start that fits several containers raises, and nothing goes."""
+        starts = self.starts()
+        if not starts:
+            return
+        known = store.container_ids(container_ref(s)[0] for s in starts)
+        leases = store.leases()
+        whole = {s: the_container(s, known, leases) for s in starts}
+
+        def named(cid: str) -> Optional[str]:
+            return whole[cid] if cid in whole else cid
+
+        self.any_if = {n for n in map(named, self.any_if) if n is not None}
+        self.pairs = {(n, ifname) for cid, ifname in self.pairs
+                      if (n := named(cid)) is not None}
 
     def lists(self, lease: Lease) -> bool:
         if lease.container_id in self.any_if:
@@ -56,6 +83,7 @@ def parse_valid(entries: Iterable[str]) -> tuple[set[str], set[tuple[str, str]]]
         if not entry or entry.startswith("#"):
             continue
         cid, sep, ifname = entry.partition("/")
+        container_ref(cid)  # a bare mark names no container: refused
         (pairs.add((cid, ifname)) if sep else any_if.add(cid))
     return any_if, pairs
 
@@ -174,6 +202,8 @@ class Report:
         self.released: list[Lease] = []
         self.problems: list[str] = []
         self.forced = False
+        # {container ID: its short form in a table} (see ipam.selection.found)
+        self.shown: dict[str, str] = {}
 
     @property
     def refusals(self) -> list[tuple[str, str, str]]:
@@ -204,11 +234,15 @@ def gc(store: Store, networks: Optional[Iterable[str]], valid: Optional[Valid],
     goes ahead. Candidates are checked again inside the releasing transaction.
     """
     with store.transaction():
+        if valid is not None:
+            valid.resolve(store)
         names = sorted(store.networks()) if networks is None else list(dict.fromkeys(networks))
         plans = [plan_network(store, n, valid, grace, previous_boots) for n in names]
+        shown = found(store, [lease for p in plans for lease, _ in p.candidates + p.kept]).shown
     for plan in plans:
         plan.refusals = guard(plan, valid, max_share)
     report = Report(plans, apply)
+    report.shown = shown
     if netns and any(p.candidates for p in plans):
         from ipam import netns as wire
 

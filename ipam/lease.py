@@ -17,14 +17,6 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
 NO_POD = (None, None, None)
 
 
-def pod_label(namespace: "Optional[str]", name: "Optional[str]") -> "Optional[str]":
-    """How people read an identity: ``NS/NAME``, or ``NAME`` where no namespace was sent
-    (podman), or None. ``ipamctl --pod`` takes the same text."""
-    if name is None:
-        return None if namespace is None else namespace + "/"
-    return name if namespace is None else "%s/%s" % (namespace, name)
-
-
 class Lease:
     """One address held by one attachment. ``ifname`` is None for a legacy ID-only lease.
 

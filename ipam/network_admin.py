@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from ipam.admin import AdminError, _Held, _mirrors, range_sets_in, range_sets_of
 from ipam.errors import IoFailure
 from ipam.paths import MIRROR_LOCK, TMP_PREFIX, is_cursor_name
+from ipam.selection import Found, found
 
 if TYPE_CHECKING:
     from ipam.exporter import NetworkFiles
@@ -68,7 +69,7 @@ def _others(store: Store, network: str, leases: list[Lease]) -> dict[Optional[st
 
 
 def forget(store: Store, network: str, data_dir: str, release: bool = False
-           ) -> tuple[list[Lease], list[str], list[str], dict[Optional[str], int]]:
+           ) -> tuple[Found[Lease], list[str], list[str], dict[Optional[str], int]]:
     """Remove ``network``'s records: its ``networks`` row, cursors and every node's
     mirror stamp. The history stays (it is the audit log). Refused while it holds
     leases, unless ``release``: this node's are then released first, as ``ipamctl
@@ -111,7 +112,7 @@ def forget(store: Store, network: str, data_dir: str, release: bool = False
             store.lock_network(network, 1)  # as the plugin does, before any change
             if files is not None:  # another writer's files become leases first
                 files.reconcile_if_changed(range_sets_of(store, network))
-            leases = store.leases(network)
+            leases = found(store, store.leases(network))
             others = _others(store, network, leases)
             if (leases or others) and not release:
                 raise _refusal(network, len(leases), others)

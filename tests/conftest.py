@@ -188,10 +188,13 @@ def ctl_json(ctl):
 
 @pytest.fixture
 def add(netconf):
-    """ADD through the plugin (in process); returns the addresses handed out."""
-    def do(container_id, ifname="eth0", network="mynet", ipam=SUBNET, ip=None):
+    """ADD through the plugin (in process); returns the addresses handed out. ``args``:
+    more of CNI_ARGS (``K8S_POD_NAME=web-0``; IgnoreUnknown=1 is added)."""
+    def do(container_id, ifname="eth0", network="mynet", ipam=SUBNET, ip=None, args=None):
+        cni_args = ([] if ip is None else ["IP=%s" % ip]) + (
+            [] if args is None else ["IgnoreUnknown=1", args])
         out = run_inprocess("ADD", netconf(ipam, name=network), container_id=container_id,
-                            ifname=ifname, args=None if ip is None else "IP=%s" % ip)
+                            ifname=ifname, args=";".join(cni_args) or None)
         assert out.status == 0, out.out
         return [i["address"].split("/")[0] for i in out.json["ips"]]
     return do

@@ -284,6 +284,171 @@ def test_release_usage_errors(ctl, add, data_dir, args):
     assert len(held(data_dir)) == 1
 
 
+# -- who holds a lease: whole IDs, marked starts, pod labels ---------------------------
+# Runtime-sized IDs (64 hex characters): the first two share their first 12.
+LONG_A = "3f2a9c01b2c4" + "0" * 52
+LONG_B = "3f2a9c01b2c4" + "1" * 52
+
+
+def column(out, name):
+    """The cells of one column of a table ipamctl printed."""
+    lines = out.splitlines()
+    at = lines[0].index(name)
+    return [line[at:].split("  ")[0].strip() for line in lines[1:]]
+
+
+def test_a_whole_id_selects_only_itself_in_every_command(ctl, ctl_json, add, delete,
+                                                          data_dir):
+    """web is gone, web-2 lives: no command takes 'web' for web-2, and a destructive one
+    takes 'web...' only where one container of the whole database starts so."""
+    for cid in ("web", "web-2"):
+        for ifname in ("eth0", "eth1"):
+            add(cid, ifname=ifname)
+    delete("web", ifname="eth0")
+    delete("web", ifname="eth1")
+    before = (held(data_dir), events(data_dir))
+    live = [("mynet", "10.1.2.4", "web-2", "eth0"), ("mynet", "10.1.2.5", "web-2", "eth1")]
+    assert held(data_dir) == live
+
+    result = ctl("release", "--container", "web", "--yes", expect=1)
+    assert result.stderr == "Error: no lease held by container web\n"
+    result = ctl("release", "--container", "web", "--dry-run", expect=1)
+    assert result.stderr == "Error: no lease held by container web\n"
+    result = ctl("release", "--container", "web...", "--yes", expect=1)  # web and web-2
+    assert result.stderr.splitlines() == [
+        "Error: container ID prefix web... is ambiguous: 2 containers in the database "
+        "match; give more characters", "  web", "  web-2"]
+    result = ctl("gc", "--valid", "web...", "--grace", "0", "--apply", "--force", expect=1)
+    assert result.stderr.startswith("Error: container ID prefix web... is ambiguous")
+    assert (held(data_dir), events(data_dir)) == before
+
+    # Reading: the whole ID 'web' is known (its history), so it is web alone.
+    assert ctl_json("list", "--container", "web") == []
+    result = ctl("list", "--container", "web")
+    assert (result.stdout, result.stderr) == ("(no leases)\n", "")
+    assert {r["container_id"] for r in ctl_json("history", "--container", "web")} == {"web"}
+    assert owners(ctl_json("list", "--container", "web-2")) == live
+
+    # gc: an ID lists only itself; a marked start the one container it fits.
+    dry = ctl_json("gc", "--valid", "web", "--grace", "0")
+    assert sorted(r["container_id"] for r in dry["candidates"]) == ["web-2", "web-2"]
+    assert ctl_json("gc", "--valid", "web-...", "--grace", "0")["candidates"] == []
+    assert ctl_json("gc", "--valid-file", "-", "--grace", "0",
+                    input="web-.../eth0\nweb-.../eth1\n")["candidates"] == []
+
+    assert owners(ctl_json("release", "--container", "web-...", "--yes")) == live
+    assert held(data_dir) == []
+
+
+def test_release_by_container_and_ifname_never_takes_another_container(ctl, ctl_json, add,
+                                                                       data_dir):
+    add("db")
+    add("db-replica")
+    add("db-replica", ifname="eth1")
+    before = held(data_dir)
+    result = ctl("release", "--container", "db", "--ifname", "eth1", "--yes", expect=1)
+    assert result.stderr == "Error: no lease held by container db interface eth1\n"
+    result = ctl("release", "--container", "db...", "--ifname", "eth1", "--yes", expect=1)
+    assert "2 containers in the database match" in result.stderr
+    # A start must fit one container in the whole database, not among what --ifname keeps.
+    result = ctl("release", "--container", "db-r", "--ifname", "eth1", "--yes", expect=1)
+    assert result.stderr.splitlines() == [
+        "Error: no lease held by container db-r interface eth1",
+        "  an ID is taken whole; to name the one container whose ID starts with db-r, "
+        "write db-r... (IDs that start with it: db-replica)"]
+    assert held(data_dir) == before
+    assert owners(ctl_json("release", "--container", "db-r...", "--ifname", "eth1",
+                           "--yes")) == [("mynet", "10.1.2.4", "db-replica", "eth1")]
+    assert owners(ctl_json("release", "--container", "db", "--yes")) == [
+        ("mynet", "10.1.2.2", "db", "eth0")]
+    assert held(data_dir) == [("mynet", "10.1.2.3", "db-replica", "eth0")]
+
+
+def test_a_table_shows_each_id_as_a_start_that_every_command_takes(ctl, ctl_json, add, delete,
+                                                                   data_dir):
+    """Copy an ID from any table: list and history find it, release and gc take it (the
+    start is unique in the whole database, the history included)."""
+    add(LONG_A)
+    delete(LONG_A)  # known to the history only
+    add(LONG_B)
+    add("c")
+    short_b, short_a = LONG_B[:13] + "...", LONG_A[:13] + "..."
+    assert column(ctl("list").stdout, "CONTAINER_ID") == [short_b, "c"]
+    assert column(ctl("history").stdout, "CONTAINER_ID") == [short_a, short_a, short_b, "c"]
+    dry = ctl("gc", "--valid", "c", "--grace", "0").stdout
+    assert column(dry.split("kept:")[0].split("guards:")[0].split("candidates:")[1].strip(),
+                  "CONTAINER_ID") == [short_b]
+
+    result = ctl("list", "--container", short_b)
+    assert result.stderr == ("note: --container %s chose container %s: the start of its ID\n"
+                             % (short_b, LONG_B))
+    assert owners(ctl_json("list", "--container", short_b)) == [
+        ("mynet", "10.1.2.3", LONG_B, "eth0")]
+    assert [r["event"] for r in ctl_json("history", "--container", short_a)] == [
+        "allocate", "release"]
+    assert ctl_json("gc", "--valid", short_b, "--valid", "c", "--grace", "0")[
+        "candidates"] == []
+    # A's start names A, which holds nothing: B is never taken for it.
+    result = ctl("release", "--container", short_a, "--yes", expect=1)
+    assert result.stderr == "Error: no lease held by container %s\n" % LONG_A
+    # 12 characters start both: a table never shows them, and release refuses them.
+    result = ctl("release", "--container", LONG_B[:12] + "...", "--yes", expect=1)
+    assert "2 containers in the database match" in result.stderr
+    # An unmarked start is no ID to gc either: B is not listed.
+    assert [r["container_id"] for r in ctl_json("gc", "--valid", LONG_B[:13], "--valid", "c",
+                                                "--grace", "0")["candidates"]] == [LONG_B]
+
+    released = ctl("release", "--container", short_b, "--yes").stdout
+    assert column(released, "CONTAINER_ID") == [short_b]
+    assert held(data_dir) == [("mynet", "10.1.2.4", "c", "eth0")]
+
+
+def test_a_short_id_is_never_longer_than_the_whole(ctl, add):
+    add("a" * 16)  # 12 characters and '...' are shorter
+    add("b" * 15)  # printed whole
+    add("c" * 15 + "1x")  # these two differ only in their last character: whole
+    add("c" * 15 + "2x")
+    assert column(ctl("list").stdout, "CONTAINER_ID") == [
+        "a" * 12 + "...", "b" * 15, "c" * 15 + "1x", "c" * 15 + "2x"]
+
+
+FORGED = "K8S_POD_NAME=kube-system/coredns"
+REAL = "K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=coredns"
+
+
+def test_a_pod_name_holding_a_slash_never_reads_as_a_namespace(ctl, ctl_json, add):
+    add("forged", args=FORGED)
+    add("real", args=REAL)
+    add("spaced", args='K8S_POD_NAMESPACE=my ns;K8S_POD_NAME="quoted"')
+    add("dash", args="K8S_POD_NAME=-")
+    add("none")
+    pods = ['"kube-system/coredns"', "kube-system/coredns", '"my ns"/"\\"quoted\\""', '"-"',
+            "-"]
+    assert column(ctl("list").stdout, "POD") == pods
+    assert column(ctl("history").stdout, "POD") == pods
+
+    def ids(command, *args):
+        return sorted({r["container_id"] for r in ctl_json(command, *args)})
+
+    for command in ("list", "history"):
+        # Each label as the column shows it selects that pod alone.
+        assert ids(command, "--pod", "kube-system/coredns") == ["real"]
+        assert ids(command, "--pod", '"kube-system/coredns"') == ["forged"]
+        assert ids(command, "--pod", '"kube-system"/"coredns"') == ["real"]
+        assert ids(command, "--pod", '"my ns"/"\\"quoted\\""') == ["spaced"]
+        assert ids(command, "--pod", '"-"') == ["dash"]
+        assert ids(command, "--name", "coredns") == ["real"]
+        assert ids(command, "--name", '"kube-system/coredns"') == ["forged"]
+    result = ctl("list", "--name", "kube-system/coredns", expect=2)
+    assert "is not a NAME" in result.stderr
+    # The pods an ambiguity error names are quoted alike.
+    add("ab1", args=FORGED)
+    add("ab2", args=REAL)
+    result = ctl("list", "--container", "ab", expect=1)
+    assert result.stderr.splitlines()[1:] == ['  ab1  ("kube-system/coredns")',
+                                              "  ab2  (kube-system/coredns)"]
+
+
 # gc: tests/test_gc.py
 
 

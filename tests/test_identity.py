@@ -52,9 +52,11 @@ def test_add_records_the_identity_and_list_shows_and_filters_it(pool, data_dir):
         (WEB, "default", "web-0", UID), (NGINX, None, "nginx", None), (DB, None, None, None)]
     lines = ipamctl("list", data_dir=data_dir).stdout.splitlines()
     assert lines[0].split()[-1] == "POD"
-    # 12 characters of each ID, as podman shows them; the pod as NS/NAME, NAME or -.
+    # Each ID's start, marked: 12 characters as podman shows them, 13 where 12 start two
+    # IDs; the pod as NS/NAME, NAME or -.
     assert [(line.split()[2], line.split()[-1]) for line in lines[1:]] == [
-        (WEB[:12], "default/web-0"), (NGINX[:12], "nginx"), (DB[:12], "-")]
+        (WEB[:13] + "...", "default/web-0"), (NGINX[:13] + "...", "nginx"),
+        (DB[:12] + "...", "-")]
 
     def ids(*args):
         return [r["container_id"] for r in js("list", *args, data_dir=data_dir)]
@@ -98,32 +100,51 @@ def test_container_prefix_unique_ambiguous_and_none(pool, data_dir):
         return [r["container_id"] for r in js(command, *args, data_dir=data_dir,
                                               expect=expect)]
 
-    # Unique: podman's 12 characters are not enough here, 13 are; a full ID works.
+    # Reading: unique among the items, marked or not; podman's 12 characters are not
+    # enough here, 13 are; a full ID works. An unmarked start is said on stderr.
     assert ids("list", "--container", "77d1e5") == [DB]
+    assert ids("list", "--container", "77d1e5...") == [DB]
     assert ids("list", "--container", WEB[:13]) == [WEB]
     assert ids("list", "--container", NGINX) == [NGINX]
     assert ids("history", "--container", "77d1") == [DB]
+    proc = ipamctl("list", "--container", "77d1", data_dir=data_dir)
+    assert proc.stderr == "note: --container 77d1 chose container %s: the start of its ID\n" % DB
+    assert ipamctl("list", "--container", DB, data_dir=data_dir).stderr == ""
     # Unique among what the other options keep.
     assert ids("list", "--container", "3f2a", "--name", "nginx") == [NGINX]
     # None: an empty answer, as for an unknown full ID.
     assert ids("list", "--container", "ffff") == []
     assert ids("history", "--container", "ffff") == []
 
-    for command in (["list"], ["history"], ["release", "--yes"], ["release", "--dry-run"]):
-        proc = ipamctl(*command, "--container", WEB[:12], data_dir=data_dir, expect=1)
+    for command, text, where in (
+            (["list"], WEB[:12], ""), (["history"], WEB[:12], ""),
+            (["list"], WEB[:12] + "...", ""), (["history"], WEB[:12] + "...", ""),
+            (["release", "--yes"], WEB[:12] + "...", " in the database"),
+            (["release", "--dry-run"], WEB[:12] + "...", " in the database"),
+            (["release", "--yes", "--ifname", "eth0", "--network", "mynet"],
+             WEB[:12] + "...", " in the database")):
+        proc = ipamctl(*command, "--container", text, data_dir=data_dir, expect=1)
         assert proc.stderr.splitlines() == [
-            "Error: container ID prefix %s is ambiguous: 2 containers match; give more "
-            "characters" % WEB[:12],
+            "Error: container ID prefix %s is ambiguous: 2 containers%s match; give more "
+            "characters" % (text, where),
             "  %s  (default/web-0)" % WEB,
             "  %s  (nginx)" % NGINX], command
-    # Nothing was released by the ambiguous release.
+    # Changing: an unmarked start is no ID, and says how to mark one.
+    proc = ipamctl("release", "--container", "77d", "--yes", data_dir=data_dir, expect=1)
+    assert proc.stderr.splitlines() == [
+        "Error: no lease held by container 77d",
+        "  an ID is taken whole; to name the one container whose ID starts with 77d, "
+        "write 77d... (IDs that start with it: %s)" % DB]
+    # Nothing was released by the refused releases.
     assert len(js("list", data_dir=data_dir)) == 3
     assert sorted(os.listdir(data_dir / "mynet")) == sorted(
         ["10.1.2.2", "10.1.2.3", "10.1.2.4", "last_reserved_ip.0", "lock"])
 
     proc = ipamctl("release", "--container", "ffff", "--yes", data_dir=data_dir, expect=1)
     assert proc.stderr == "Error: no lease held by container ffff\n"
-    released = js("release", "--container", "77d", "--yes", data_dir=data_dir)
+    proc = ipamctl("release", "--container", "ffff...", "--yes", data_dir=data_dir, expect=1)
+    assert proc.stderr == "Error: no container ID starts with ffff\n"
+    released = js("release", "--container", "77d...", "--yes", data_dir=data_dir)
     assert pods(released) == [(DB, None, None, None)]
     assert not (data_dir / "mynet" / "10.1.2.4").exists()
     assert [r["container_id"] for r in js("list", data_dir=data_dir)] == [WEB, NGINX]
@@ -218,6 +239,11 @@ def test_a_value_no_runtime_sends_is_not_recorded_and_the_add_succeeds(
     (["list", "--container", ""], "must not be empty"),
     (["history", "--container", ""], "must not be empty"),
     (["release", "--container", ""], "must not be empty"),
+    (["list", "--container", "..."], "names no container"),
+    (["release", "--container", "..."], "names no container"),
+    (["list", "--pod", '"web'], "a quoted part must be a JSON string"),
+    (["list", "--pod", 'default/"web"x'], "is not NAMESPACE/NAME or NAME"),
+    (["list", "--name", "kube-system/coredns"], "is not a NAME"),
 ])
 def test_empty_or_malformed_filters_are_usage_errors(tmp_path, args, msg):
     result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), *args])

@@ -260,6 +260,27 @@ def test_history_by_container_prefix_and_pod_name(store):
                                                       container_prefix="3f2a")] == ["3f2a9c01"]
 
 
+@pytest.mark.parametrize("probes", [True, False], ids=["probes", "many-at-once"])
+def test_container_ids_of_every_node_and_the_history(store, probes, monkeypatch):
+    """What a container ID's start may name (ipamctl release, gc): every ID the database
+    knows, a lease's of any node whatever the store's scope, or only the history's."""
+    if hasattr(store, "PROBES"):  # the engines' two paths: a probe per start, or many at once
+        monkeypatch.setattr(store, "PROBES", 100 if probes else 0)
+    with store.transaction():
+        store.reserve(lease("10.0.0.2", cid="3f2a9c01"), "add")
+        store.reserve(Lease("n", ip("10.0.0.3"), 0, "3f2ab7", "eth0", node="elsewhere"),
+                      "add")
+        store.reserve(lease("10.0.0.4", cid="3f2gone"), "add")
+        store.release(store.lease_at("n", ip("10.0.0.4")), "del")
+        store.reserve(lease("10.0.0.5", cid="a_%3f2"), "add")
+        assert store.container_ids(["3f2a"]) == {"3f2a9c01", "3f2ab7"}
+        assert store.container_ids(["3f2"]) == {"3f2a9c01", "3f2ab7", "3f2gone"}
+        assert store.container_ids(["3f2gone", "a_%"]) == {"3f2gone", "a_%3f2"}
+        assert store.container_ids(["3f2a9c01", "3f2a9c012"]) == {"3f2a9c01"}
+        assert store.container_ids(["a%", "_", "3f2a9c012"]) == set()
+        assert store.container_ids([]) == set()
+
+
 def test_integrity_holds_through_churn(store):
     """The lease table's invariant (ipam.store.invariant) after reserve/release churn,
     on both engines and the fake: every flag and key as allocation trusts them."""

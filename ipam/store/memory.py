@@ -137,6 +137,12 @@ class MemoryStore:
                 out.append(e)
         return out
 
+    def container_ids(self, starts):
+        starts = tuple(starts)
+        ids = {lease.container_id for lease in self._leases.values()}
+        ids |= {row[5] for row in self.history_rows}
+        return {i for i in ids if i.startswith(starts)}
+
     def prune_history(self, before, limit):
         old = sorted((row[0], i) for i, row in enumerate(self.history_rows)
                      if row[0] < before)[:limit]

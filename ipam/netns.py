@@ -24,7 +24,7 @@ import sys
 
 from ipam import nsaddr, nsfind, nsmounts
 
-TIMEOUT = 10.0  # seconds for the whole check
+TIMEOUT = 10.0  # seconds for the whole check (docs/performance.md: ~1 s, 2,000 namespaces)
 
 
 class Incomplete(Exception):

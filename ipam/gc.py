@@ -194,7 +194,7 @@ def keep_all(plans: list[NetworkPlan], why: str) -> None:
 
 class Report:
     """What gc found and did: per network plans, ``released`` leases, ``problems``
-    (files left, namespaces not read), whether guards ``refused`` or were ``forced``."""
+    (files left), whether guards ``refused`` or were ``forced``."""
 
     def __init__(self, plans: list[NetworkPlan], applied: bool) -> None:
         self.plans = plans
@@ -247,12 +247,9 @@ def gc(store: Store, networks: Optional[Iterable[str]], valid: Optional[Valid],
         from ipam import netns as wire
 
         try:
-            holders, unreadable = wire.holders()
+            keep_held_addresses(plans, wire.holders())
         except wire.Incomplete as e:
             keep_all(plans, str(e))
-        else:
-            keep_held_addresses(plans, holders)
-            report.problems += ["network namespace not checked: %s" % u for u in unreadable]
     if report.refusals:
         report.forced = force or bool(apply and confirm is not None and confirm(report))
     if not apply or report.refused:

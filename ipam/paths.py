@@ -8,8 +8,9 @@ node daemon's thin client (:mod:`ipam.client`), for two names: the functions imp
 
 Not here, on purpose: the launcher's byte-code bundle (``launcher-bundle.<tag>.marshal``,
 :func:`ipam.bundle.path`), because the launcher reads it before it may import this
-module from the bundle; the kernel's ``/proc`` files (:mod:`ipam.netns`); and the
-container runtimes' own config files, looked up by :mod:`ipam.plugin_dirs`.
+module from the bundle; the kernel's ``/proc`` files (:mod:`ipam.nsfind` and
+:mod:`ipam.nsaddr`, through which gc finds the network namespaces, at no fixed path);
+and the container runtimes' own config files, looked up by :mod:`ipam.plugin_dirs`.
 """
 # --- dataDir: the directory host-local uses, and we share with it ---------------------
 # host-local's default dataDir (plugins/ipam/host-local/backend/disk); operators' scripts
@@ -71,11 +72,6 @@ def daemon_lock(socket_path: "str") -> "str":
     return socket_path + ".lock"
 
 
-# --- found, not made: network namespaces the runtimes bind-mount ---------------------
-# iproute2's ``ip netns`` directories, then rootless podman's: where ``ipamctl gc``
-# looks for the network namespaces still in use.
-NETNS_DIRS = ("/run/netns", "/var/run/netns")
-ROOTLESS_NETNS_GLOB = "/run/user/*/netns"
 
 
 def default_database(data_dir: "str") -> "str":

@@ -2,12 +2,15 @@
 on-the-wire check, gc over every network; in process for the rules, through the
 installed ipamctl and plugin for the guards, a terminal, a real network namespace, the
 README's runtime recipes (against fake runtime commands) and the systemd units."""
+import contextlib
 import json
 import os
 import re
 import select
 import shutil
 import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from ipaddress import ip_address
@@ -542,9 +545,261 @@ def test_the_wire_check_is_bounded_and_survives_vanishing_namespaces(store, monk
     assert report.released == []
     assert report.kept()[0][1].startswith(
         "reading the network namespaces did not finish in 0.001 s (--ignore-netns")
-    # A name whose namespace is gone (a leftover file, a dead process) is skipped.
-    spaces, _ = netns.namespaces()
-    assert all(p.startswith(("/run/", "/var/run/", "/proc/")) for _, p in spaces)
+
+
+@pytest.mark.root
+def test_what_is_found_is_a_namespace_and_opens_as_itself(namespace):
+    """Only holders are found: a bind-mounted namespace by its path, never a leftover
+    name (its bind mount undone, the file left: what a failed 'ip netns del' leaves);
+    each opens as the namespace it was found as, and root leaves nothing unread."""
+    from ipam import nsfind
+
+    leftover = namespace + "x"
+    ip("netns", "add", leftover)
+    try:
+        subprocess.run(["umount", "/run/netns/" + leftover], check=True)
+        found = nsfind.find()
+        try:
+            assert found.unreadable == []
+            labels = [space.label for space in found.ordered()]
+            assert "/run/netns/" + namespace in labels
+            assert not any(leftover in label for label in labels)
+            for space in found.ordered():
+                fd = space.open()
+                if fd is not None:  # None: gone meanwhile
+                    st = os.fstat(fd)
+                    os.close(fd)
+                    assert (st.st_dev, st.st_ino) == space.key
+        finally:
+            found.close()
+    finally:
+        ip("netns", "del", leftover, check=False)
+
+
+NOBODY = 65534
+# A process whose main thread stays in the host's namespace while a second thread enters
+# the namespace named by argv[1] (setns), prints its thread id and waits for stdin's end.
+THREAD_IN = r"""
+import ctypes, os, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def enter():
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    if libc.setns(fd, 0x40000000) != 0:
+        raise OSError(ctypes.get_errno(), "setns")
+    os.close(fd)
+    print(threading.get_native_id(), flush=True)
+    sys.stdin.read()
+
+
+thread = threading.Thread(target=enter)
+thread.start()
+thread.join()
+"""
+# A network namespace bind-mounted on the empty file $1, its end of a veth holding the
+# address $2.
+NAMESPACE_AT = r"""
+unshare --net="$1" true
+nsenter --net="$1" sh -ec "
+    ip link add eth0 type veth peer name host0
+    ip addr add $2/24 dev eth0
+    ip link set eth0 up"
+"""
+# What rootless podman does, in its user namespace and private mount namespace: an empty
+# file under its runtime directory, the namespace mounted on it; then the process stays
+# (podman's pause process) and holds that mount namespace.
+ROOTLESS = 'touch "$1"\n' + NAMESPACE_AT + "echo ready\nexec cat\n"
+
+
+def started(argv, **kw):
+    """``(process, its first line)``: a helper that says it is ready by printing a line."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            **kw)
+    readable, _, _ = select.select([proc.stdout], [], [], 30)
+    line = proc.stdout.readline().strip() if readable else ""
+    if not line:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("%s did not say it was ready" % argv[0])
+    return proc, line
+
+
+def stopped(proc):
+    """End a helper from :func:`started` (its stdin closed), and wait for it."""
+    proc.stdin.close()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.stdout.close()
+
+
+def comm(pid, tid=None):
+    with open("/proc/%d/task/%d/comm" % (pid, tid or pid)) as f:
+        return f.read().strip()
+
+
+@contextlib.contextmanager
+def rootless_namespace(address):
+    """A network namespace made as rootless podman makes it (an unprivileged user's user
+    namespace, a private mount namespace, a bind mount under a directory standing in for
+    /run/user/UID/netns, with a space in its path) holding ``address``: yields the pid
+    that holds the mount namespace and the mount point, from here an empty file."""
+    top = tempfile.mkdtemp(prefix="hlsgc run-user-")
+    try:
+        os.chmod(top, 0o755)
+        runtime = os.path.join(top, "netns")
+        os.mkdir(runtime)
+        os.chown(runtime, NOBODY, NOBODY)
+        path = os.path.join(runtime, "netns-" + uuid.uuid4().hex)
+        proc, _ = started(["unshare", "--user", "--map-root-user", "--mount",
+                           "--propagation", "private", "--", "sh", "-ec", ROOTLESS, "sh",
+                           path, address], user=NOBODY, group=NOBODY, extra_groups=[])
+        try:
+            yield proc.pid, path
+        finally:
+            stopped(proc)
+    finally:
+        shutil.rmtree(top)
+
+
+def gc_without_ptrace(data_dir, *args):
+    """gc as root without CAP_SYS_PTRACE, as in a container that lacks it: the kernel
+    refuses it a look at the namespaces of a process more privileged than itself."""
+    env = {"PATH": os.environ.get("PATH", ""), "IPAM_DATA_DIR": str(data_dir)}
+    proc = subprocess.run(["setpriv", "--bounding-set", "-sys_ptrace", "--inh-caps",
+                           "-sys_ptrace", IPAMCTL, "-o", "json", "gc", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.root
+def test_a_namespace_only_a_thread_is_in_is_found(data_dir, pool, namespace):
+    """A thread that entered a namespace whose bind mount was then removed keeps it, and
+    its address, alive while its process's main thread is elsewhere: found through
+    /proc/PID/task/TID, named by the thread."""
+    pool("podnet", "orphan", "live")
+    address = [a for n, a, c, _ in held(data_dir) if c == "orphan"][0]
+    ip("-n", namespace, "addr", "add", address + "/24", "dev", "eth0")
+    proc, tid = started([sys.executable, "-c", THREAD_IN, "/run/netns/" + namespace])
+    try:
+        ip("netns", "del", namespace)
+        answer = gc_json(data_dir, "--valid", "live", "--apply")
+        assert answer["released"] == []
+        assert [(r["container_id"], r["reason"]) for r in answer["kept"]] == [
+            ("orphan", "namespace /proc/%d/task/%s/ns/net (%s) (eth0) holds %s"
+             % (proc.pid, tid, comm(proc.pid, int(tid)), address))]
+    finally:
+        stopped(proc)
+    answer = gc_json(data_dir, "--valid", "live", "--apply")   # gone with its thread
+    assert [r["container_id"] for r in answer["released"]] == ["orphan"]
+
+
+@pytest.mark.root
+def test_a_rootless_podman_namespace_in_its_own_mount_namespace_is_found(data_dir, pool):
+    """Bind-mounted only inside another mount namespace, with no process in it: found
+    through the mount namespace's /proc/PID/mountinfo, entered through /proc/PID/root."""
+    pool("podnet", "orphan", "live")
+    address = [a for n, a, c, _ in held(data_dir) if c == "orphan"][0]
+    with rootless_namespace(address) as (pid, path):
+        assert os.stat(path).st_size == 0 and not os.path.ismount(path)
+        answer = gc_json(data_dir, "--valid", "live", "--apply")
+        assert answer["released"] == []
+        assert [(r["container_id"], r["reason"]) for r in answer["kept"]] == [
+            ("orphan", "namespace /proc/%d/root%s (cat) (eth0) holds %s"
+             % (pid, path, address))]
+    answer = gc_json(data_dir, "--valid", "live", "--apply")   # gone with its pause process
+    assert [r["container_id"] for r in answer["released"]] == ["orphan"]
+
+
+@pytest.mark.root
+def test_a_namespace_in_a_mount_namespace_no_process_is_in_is_found(data_dir, pool,
+                                                                    tmp_path):
+    """A mount namespace kept only by a bind mount of it (``unshare --mount=FILE``), a
+    network namespace mounted inside it: gc enters the mount namespace to find it."""
+    pool("podnet", "orphan", "live")
+    address = [a for n, a, c, _ in held(data_dir) if c == "orphan"][0]
+    pins = tmp_path / "pins"
+    pins.mkdir()
+    subprocess.run(["mount", "--bind", str(pins), str(pins)], check=True)
+    try:
+        subprocess.run(["mount", "--make-private", str(pins)], check=True)
+        (pins / "mnt").touch()
+        (pins / "net").touch()
+        subprocess.run(["unshare", "--mount=%s" % (pins / "mnt"), "--propagation",
+                        "private", "--", "sh", "-ec", NAMESPACE_AT, "sh", str(pins / "net"),
+                        address], check=True, timeout=60)
+        answer = gc_json(data_dir, "--valid", "live", "--apply")
+        assert answer["released"] == []
+        assert [(r["container_id"], r["reason"]) for r in answer["kept"]] == [
+            ("orphan", "namespace %s (in mount namespace %s) (eth0) holds %s"
+             % (pins / "net", pins / "mnt", address))]
+    finally:
+        subprocess.run(["umount", str(pins / "mnt")], check=False)
+        subprocess.run(["umount", str(pins)], check=False)
+    answer = gc_json(data_dir, "--valid", "live", "--apply")   # gone with its mount
+    assert [r["container_id"] for r in answer["released"]] == ["orphan"]
+
+
+@pytest.mark.root
+def test_a_namespace_root_may_not_look_at_is_read_through_proc(data_dir, pool, namespace):
+    """gc refused a look at a process's namespace (no CAP_SYS_PTRACE) reads the
+    addresses /proc/PID/net shows, which it may read: the lease is kept all the same."""
+    pool("podnet", "orphan", "live")
+    address = [a for n, a, c, _ in held(data_dir) if c == "orphan"][0]
+    ip("-n", namespace, "addr", "add", address + "/24", "dev", "eth0")
+    proc, tid = started([sys.executable, "-c", THREAD_IN, "/run/netns/" + namespace])
+    try:
+        ip("netns", "del", namespace)
+        answer = gc_without_ptrace(data_dir, "--valid", "live", "--apply")
+        assert answer["released"] == []
+        assert [(r["container_id"], r["reason"]) for r in answer["kept"]] == [
+            ("orphan", "namespace /proc/%d/task/%s/net (%s) holds %s"
+             % (proc.pid, tid, comm(proc.pid, int(tid)), address))]
+    finally:
+        stopped(proc)
+
+
+@pytest.mark.root
+def test_a_mount_gc_may_not_reach_keeps_every_candidate(data_dir, pool):
+    """A namespace mounted in a mount namespace gc may not enter (/proc/PID/root refused
+    without CAP_SYS_PTRACE) could hold any address: every candidate is kept, saying why."""
+    pool("podnet", "orphan", "gone", "live")
+    address = [a for n, a, c, _ in held(data_dir) if c == "orphan"][0]
+    with rootless_namespace(address) as (pid, path):
+        answer = gc_without_ptrace(data_dir, "--valid", "live", "--apply")
+        assert answer["released"] == []
+        reasons = {r["container_id"]: r["reason"] for r in answer["kept"]}
+        assert set(reasons) == {"orphan", "gone"}
+        assert "/proc/%d/task/%d/root%s: Permission denied" % (pid, pid, path) \
+            in reasons["gone"]
+        assert reasons["gone"].endswith("(--ignore-netns to skip the check)")
+
+
+@pytest.mark.root
+def test_addresses_read_from_outside_a_namespace(namespace):
+    """What /proc/PID/task/TID/net shows of a thread's namespace (read where root may
+    not look inside): IPv6 addresses with their interface (if_inet6), IPv4 ones without
+    (fib_trie's local routes), those of an interface that is down included."""
+    from ipam import nsaddr
+
+    ip("-n", namespace, "addr", "add", "10.1.2.77/24", "dev", "eth0")
+    ip("-n", namespace, "addr", "add", "2001:db8::77/64", "dev", "eth0")
+    ip("-n", namespace, "link", "set", "eth0", "up")
+    ip("-n", namespace, "link", "set", "lo", "up")
+    ip("-n", namespace, "link", "add", "down0", "type", "veth", "peer", "name", "down1")
+    ip("-n", namespace, "addr", "add", "10.5.5.5/24", "dev", "down0")
+    proc, tid = started([sys.executable, "-c", THREAD_IN, "/run/netns/" + namespace])
+    try:
+        seen = nsaddr.proc_addresses("/proc/%d/task/%s" % (proc.pid, tid))
+    finally:
+        stopped(proc)
+    assert sorted((a, i) for a, i in seen if not a.startswith("fe80:")) == [
+        ("10.1.2.77", None), ("10.5.5.5", None), ("127.0.0.1", None),
+        ("2001:db8::77", "eth0"), ("::1", "lo")]
 
 
 # -- the README's recipes, against fake runtime commands -----------------------------------

@@ -16,8 +16,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOT_YET: set = set()
 # Names distinctive enough to be found inside any string: messages name files through
 # the constants, never by spelling them.
-# (Not the plugin's name, the bin directory or the netns directories: the distribution,
-# the config's ``type`` and the runtimes' own defaults spell the same words.)
+# (Not the plugin's name or the bin directory: the distribution, the config's ``type``
+# and the runtimes' own defaults spell the same words.)
 CONTAINED = [".host-local-sqlite", paths.LEGACY_CURSOR, paths.DEFAULT_DATA_DIR,
              "launcher-bundle"]
 # Short names, found only as a whole string (a message may well say "lock").

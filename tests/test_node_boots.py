@@ -118,3 +118,15 @@ def test_a_call_writes_its_stamp_once_a_minute(engine, tmp_path, request):
 def test_no_boot_id_records_nothing(store):
     assert call(store, None) is None
     assert store.boots(store.node)[1] == []
+
+
+def test_a_new_boot_drops_records_a_week_old_unless_they_hold_leases(store):
+    for boot in ("boot-1", "boot-2", "boot-3"):
+        call(store, boot)
+    lease_of(store, "boot-2")
+    age(store, "boot-1", node_boots.KEEP + 60)
+    age(store, "boot-2", node_boots.KEEP + 60)
+    call(store, "boot-3")  # not a new boot: no pruning on the hot path
+    assert len(store.boots(store.node)[1]) == 3
+    call(store, "boot-4")
+    assert [b.boot_id for b in store.boots(store.node)[1]] == ["boot-2", "boot-3", "boot-4"]

@@ -68,7 +68,8 @@ def gc_cmd(obj: Obj, networks: tuple[str, ...], valid: tuple[str, ...], valid_fi
     --apply nothing changes: the dry run shows the candidates, the leases kept and why,
     and the guards' verdicts. With --apply, a refusing guard releases nothing in any
     network (exit 1); on a terminal gc asks instead, unless --force. Each candidate is
-    checked again inside the releasing transaction.
+    checked again inside the releasing transaction. While two hosts use the node's
+    name (see 'ipamctl node list'), nothing is released, --force or not.
 
     The list must hold the IDs the runtime gives CNI as CNI_CONTAINERID, in full: for
     Kubernetes/CRI the pod sandboxes ('crictl pods -q'; 'crictl ps -q' lists
@@ -79,7 +80,8 @@ def gc_cmd(obj: Obj, networks: tuple[str, ...], valid: tuple[str, ...], valid_fi
     README's "Cleaning up after runtimes" has the recipe of each runtime.
 
     JSON: {"candidates": [lease + "reason"], "released": [lease], "kept": [lease +
-    "reason"], "refused": [{"network", "guard", "message"}], "forced", "networks"}.
+    "reason"], "refused": [{"network", "guard", "message"}], "forced", "networks",
+    "conflicts": [{"node", "message", "boots": [boot id...]}]}.
 
     \b
     Example:
@@ -106,8 +108,8 @@ def gc_cmd(obj: Obj, networks: tuple[str, ...], valid: tuple[str, ...], valid_fi
     if note and obj.output == "table":
         click.echo(note, err=True)
     if apply_ and report.refused:
-        failed("gc refused, nothing released in any network:\n"
-               + "\n".join(m for _, _, m in report.refusals))
+        failed("gc refused, nothing released in any network:\n" + "\n".join(
+            [c.refusal() for c in report.conflicts] + [m for _, _, m in report.refusals]))
 
 
 def _with_reason(lease: Any, reason: str) -> dict[str, Any]:
@@ -122,7 +124,9 @@ def _json(report: gc.Report) -> dict[str, Any]:
             "refused": [{"network": n, "guard": g, "message": m}
                         for n, g, m in report.refusals],
             "forced": report.forced,
-            "networks": [p.network for p in report.plans]}
+            "networks": [p.network for p in report.plans],
+            "conflicts": [{"node": c.node, "message": c.refusal(),
+                           "boots": [b.boot_id for b in c.boots]} for c in report.conflicts]}
 
 
 def _table(report: gc.Report) -> str:
@@ -144,6 +148,8 @@ def _table(report: gc.Report) -> str:
             plan.network, plan.total, len(plan.candidates), len(plan.kept), verdict))
     if not report.plans:
         lines.append("  (no network)")
+    for conflict in report.conflicts:
+        lines.append("  node name %s: refused: %s" % (conflict.node, conflict.refusal()))
     if report.applied and not report.refused:
         lines.append("released: %d" % len(report.released))
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from host_local_sqlite_cli import (
     leases,
     mirror,
     network,
+    node,
     plugin,
     serve,
     stats,
@@ -83,7 +84,7 @@ def cli(ctx: click.Context, data_dir: str, database: str | None, node: str | Non
 for command in (leases.list_cmd, leases.release_cmd, gc.gc_cmd, stats.stats_cmd,
                 history.history_cmd, mirror.export_cmd, mirror.check_cmd,
                 importcmd.import_cmd, db.db, plugin.install_plugin_cmd, network.network,
-                serve.serve_cmd, serve.health_cmd):
+                node.node, serve.serve_cmd, serve.health_cmd):
     cli.add_command(command)
 
 

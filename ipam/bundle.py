@@ -33,7 +33,7 @@ HOT_PATH = (
     "ipam.waits",
     "ipam.schema_version", "ipam.sqlite_module", "ipam.sqlite_db", "ipam.store",
     "ipam.store.table", "ipam.store.sqlite",
-    "ipam.dns",
+    "ipam.dns", "ipam.node_boots",
 )
 PACKAGE_DIR = system.dirname(__file__)
 

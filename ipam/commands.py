@@ -5,9 +5,9 @@ lock) and the result is returned only after COMMIT: the database is the truth.
 """
 import time
 
-from ipam import addr, allocator, config, jsonio, result, system
+from ipam import addr, allocator, config, jsonio, node_boots, result, system
 from ipam.backend import busy_timeout, open_store
-from ipam.errors import ConfigError, IoFailure, IpamError, Retry, Unavailable
+from ipam.errors import ConfigError, IoFailure, IpamError, NodeConflict, Retry, Unavailable
 from ipam.exporter import Mirror
 from ipam.lease import Changes, NetworkRecord
 from ipam.ranges import describe
@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
     from ipam.addr import IP
     from ipam.config import IpamConfig
     from ipam.exporter import NetworkFiles
+    from ipam.node_boots import Conflict
     from ipam.ranges import RangeSet
     from ipam.store.pool import StorePool
     from ipam.store.protocol import Store
@@ -71,6 +72,8 @@ class _Opened:
         self.context = context = context or _DEFAULT
         self.conf = conf
         self._store: "Optional[Store]" = None
+        # Two hosts using the node's name, as the last attempt's transaction found them
+        self.conflict: "Optional[Conflict]" = None
         if context.pool is None:
             self._store = open_store(conf.database, conf.busy_timeout, node=conf.node,
                                      data_dir=conf.data_dir)
@@ -118,11 +121,16 @@ def _attempts(opened: "_Opened", run: "Callable[[], T]") -> "T":
 
 
 def _run(opened: "_Opened", conf: "IpamConfig",
-         body: "Callable[[Store, Optional[NetworkFiles]], tuple[T, Changes]]"
-         ) -> "tuple[T, list[str]]":
+         body: "Callable[[Store, Optional[NetworkFiles]], tuple[T, Changes]]",
+         judge: "bool" = False) -> "tuple[T, list[str]]":
     """Run ``body(store, files) -> (value, changes)`` as one transaction, with the
     network's files held (host-local's ``lock``, taken first, then the store) and
     reconciled first if someone else changed them.
+
+    First in the transaction, before the network's lock (so that a shared pool's
+    other nodes never wait for it), this boot is stamped under the node's name; with
+    ``judge``, ``opened.conflict`` says whether another host uses the name too
+    (:mod:`ipam.node_boots`), for ``body`` and the caller.
 
     Returns ``(value, problems)``: the mirror problems that did not stop the command
     (see :meth:`NetworkFiles.apply`); the journal then stays for a later command. If
@@ -143,6 +151,7 @@ def _run(opened: "_Opened", conf: "IpamConfig",
         with store.transaction(after_commit=files.committed if files else None,
                                patience=patience,
                                before_commit=opened.context.before_commit):
+            opened.conflict = node_boots.note(store, system.boot_id(), judge)
             note_network(store, conf)
             if files is not None:
                 # A shared pool takes no node's old files on first contact: the nodes'
@@ -190,7 +199,9 @@ def cmd_add(env: "Env", conf_obj: "dict[str, Any]",
             return allocator.add(store, conf.name, conf.range_sets, conf.requested,
                                  env["CNI_CONTAINERID"], env["CNI_IFNAME"], files=files,
                                  pod=pod)
-        allocations, _ = _attempts(opened, lambda: _run(opened, conf, body))
+        allocations, _ = _attempts(opened, lambda: _run(opened, conf, body, judge=True))
+        if opened.conflict is not None:  # committed all the same: the pod needs its address
+            system.warn(opened.conflict.warning())
     return result.render(conf.cni_version, [a.as_tuple() for a in allocations], conf.routes, dns)
 
 
@@ -226,8 +237,12 @@ def cmd_gc(env: "Env", conf_obj: "dict[str, Any]",
     with _Opened(conf, context) as opened:
         # host-local's files are reconciled first: GC judges them too
         def body(store: "Store", files: "Optional[NetworkFiles]") -> "tuple[None, Changes]":
+            if opened.conflict is not None:  # the name's leases are two hosts'
+                return None, Changes(conf.name)
             return None, allocator.gc(store, conf.name, valid)
-        _, problems = _attempts(opened, lambda: _run(opened, conf, body))
+        _, problems = _attempts(opened, lambda: _run(opened, conf, body, judge=True))
+    if opened.conflict is not None:  # the stamp is committed: the other host sees this one
+        raise NodeConflict("GC refused, nothing released: " + opened.conflict.refusal())
     failed = [p for p in problems if not p.startswith("left ")]
     if failed:
         # The leases are released (committed); the runtime hears about the files.

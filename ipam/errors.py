@@ -96,6 +96,14 @@ class AllocationError(IpamError):
     code = 999
 
 
+class NodeConflict(IpamError):
+    """GC refused: two hosts use this node's name at once (:mod:`ipam.node_boots`), so
+    the name's leases cannot be told apart. host-local has no such failure; it keeps
+    host-local's code for every failure the spec names no code for (999)."""
+
+    code = 999
+
+
 class NotFound(IpamError):
     """CHECK found no lease for the attachment (host-local's 999 and message)."""
 

@@ -6,7 +6,9 @@ is the danger: an empty one (the command that fed it failed), one of the wrong k
 (``crictl ps -q`` lists containers, CRI calls CNI with pod sandboxes), or one that lacks
 half of the node. So gc plans first, then asks three guards about each network, then
 checks the host for a namespace that still holds each address; with ``apply`` it
-releases only when no guard refused (or ``force``), all networks or none.
+releases only when no guard refused (or ``force``), all networks or none. While two hosts
+use the node's name (:mod:`ipam.node_boots`), nothing is released, ``force`` or not: the
+leases under the name are both hosts', and the other's are not listed here.
 
 A lease is a candidate when its attachment is not listed, or (``previous_boots``) it was
 made before this boot; never while younger than ``grace``, so an ADD in flight is safe.
@@ -16,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
-from ipam import system
+from ipam import node_boots, system
 from ipam.admin import _Held, _mirrors, _release_all
 from ipam.labels import container_ref
 from ipam.selection import found, the_container
@@ -24,6 +26,7 @@ from ipam.selection import found, the_container
 if TYPE_CHECKING:
     from ipam.addr import IP
     from ipam.lease import Lease
+    from ipam.node_boots import Conflict
     from ipam.store.protocol import Store
 
 NOT_LISTED, EARLIER_BOOT = "not listed", "earlier boot"
@@ -194,11 +197,15 @@ def keep_all(plans: list[NetworkPlan], why: str) -> None:
 
 class Report:
     """What gc found and did: per network plans, ``released`` leases, ``problems``
-    (files left), whether guards ``refused`` or were ``forced``."""
+    (files left), whether guards ``refused`` or were ``forced``,
+    and the node names two hosts use at once (``conflicts``: no ``force`` overrides
+    them)."""
 
-    def __init__(self, plans: list[NetworkPlan], applied: bool) -> None:
+    def __init__(self, plans: list[NetworkPlan], applied: bool,
+                 conflicts: Optional[list[Conflict]] = None) -> None:
         self.plans = plans
         self.applied = applied
+        self.conflicts = conflicts or []
         self.released: list[Lease] = []
         self.problems: list[str] = []
         self.forced = False
@@ -212,7 +219,7 @@ class Report:
 
     @property
     def refused(self) -> bool:
-        return bool(self.refusals) and not self.forced
+        return bool(self.conflicts) or (bool(self.refusals) and not self.forced)
 
     def candidates(self) -> list[tuple[Lease, str]]:
         return [c for p in self.plans for c in p.candidates]
@@ -231,7 +238,8 @@ def gc(store: Store, networks: Optional[Iterable[str]], valid: Optional[Valid],
     ``networks``: names, or None for every network of this node. ``valid``: a
     :class:`Valid`, or None when no list was given (only ``previous_boots`` then picks).
     ``confirm(report)``: asked when a guard refuses and ``force`` is not given; True
-    goes ahead. Candidates are checked again inside the releasing transaction.
+    goes ahead. Candidates, and whether two hosts use the node's name, are checked
+    again inside the releasing transaction.
     """
     with store.transaction():
         if valid is not None:
@@ -239,9 +247,10 @@ def gc(store: Store, networks: Optional[Iterable[str]], valid: Optional[Valid],
         names = sorted(store.networks()) if networks is None else list(dict.fromkeys(networks))
         plans = [plan_network(store, n, valid, grace, previous_boots) for n in names]
         shown = found(store, [lease for p in plans for lease, _ in p.candidates + p.kept]).shown
+        conflicts = name_conflicts(store)
     for plan in plans:
         plan.refusals = guard(plan, valid, max_share)
-    report = Report(plans, apply)
+    report = Report(plans, apply, conflicts)
     report.shown = shown
     if netns and any(p.candidates for p in plans):
         from ipam import netns as wire
@@ -250,7 +259,7 @@ def gc(store: Store, networks: Optional[Iterable[str]], valid: Optional[Valid],
             keep_held_addresses(plans, wire.holders())
         except wire.Incomplete as e:
             keep_all(plans, str(e))
-    if report.refusals:
+    if report.refusals and not report.conflicts:
         report.forced = force or bool(apply and confirm is not None and confirm(report))
     if not apply or report.refused:
         return report
@@ -264,14 +273,24 @@ def gc(store: Store, networks: Optional[Iterable[str]], valid: Optional[Valid],
     try:
         held.open(store, mirrors)
         with store.transaction(after_commit=held.committed):
-            again = [lease for n in names for lease, _ in plan_network(
-                store, n, valid, grace, previous_boots).candidates
+            report.conflicts = name_conflicts(store)
+            again = [] if report.conflicts else [
+                lease for n in names for lease, _ in plan_network(
+                    store, n, valid, grace, previous_boots).candidates
                 if _owner(lease) in chosen]
             report.released, problems = _release_all(store, again, "gc", held)
             report.problems += problems
     finally:
         held.close()
     return report
+
+
+def name_conflicts(store: Store) -> list[Conflict]:
+    """The node names whose leases this gc would judge that two hosts use at once: the
+    store's node's on a shared database (``--node``, else this host's), every name in
+    a SQLite file (whose gc walks every lease in it). This host's boot counts as active
+    now, if it is one of a name's."""
+    return node_boots.conflicts(store, store.scope, system.boot_id())
 
 
 def _owner(lease: Lease) -> tuple[str, IP, str, Optional[str]]:

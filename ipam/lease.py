@@ -167,3 +167,32 @@ class Event:
         return "Event(%s %s %s %s %s %s/%s)" % (self.time, self.event, self.reason,
                                                 self.network, self.ip, self.container_id,
                                                 self.ifname)
+
+
+class Boot:
+    """One boot of a host under a node name, as the ``node_boots`` table records it: the
+    kernel's ``boot_id``, the ``host`` name then, the stamps' order numbers
+    (``first_seq``..``last_seq``: per name, each stamp one more than any before it) and
+    the database clock's ``first_seen`` and ``seen_at``."""
+
+    __slots__ = ("node", "boot_id", "host", "first_seq", "last_seq", "first_seen", "seen_at")
+
+    def __init__(self, node: "str", boot_id: "str", host: "Optional[str]", first_seq: "int",
+                 last_seq: "int", first_seen: "float", seen_at: "float") -> "None":
+        self.node = node
+        self.boot_id = boot_id
+        self.host = host
+        self.first_seq = first_seq
+        self.last_seq = last_seq
+        self.first_seen = first_seen
+        self.seen_at = seen_at
+
+    def row(self) -> "tuple":
+        return (self.node, self.boot_id, self.host, self.first_seq, self.last_seq,
+                self.first_seen, self.seen_at)
+
+    def __eq__(self, other: "object") -> "bool":
+        return isinstance(other, Boot) and self.row() == other.row()
+
+    def __repr__(self) -> "str":
+        return "Boot(%s %s %s..%s)" % (self.node, self.boot_id, self.first_seq, self.last_seq)

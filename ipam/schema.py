@@ -159,3 +159,29 @@ history = Table(
     # --since, "history prune --before" and the historyRetention trim: the oldest first.
     Index("ix_history_time", "time"),
 )
+
+# Which hosts use each node name, one row per (name, boot of a host): the kernel's boot
+# id tells hosts apart where the name, /etc/machine-id and every key on a cloned disk do
+# not. Each plugin call reads its name's rows and rewrites its own when it is a minute
+# old (or another boot of the name appeared since); two boots whose activity overlapped
+# in the database's own order (``first_seq``..``last_seq``), both still live (seen within
+# minutes, or holding leases they made), are two hosts sharing one name: ADD warns and
+# every GC of the name is refused (ipam.node_boots). ``ipamctl node claim`` takes the
+# name back for one host. Not indexed beyond its key: a name has a row per boot.
+node_boots = Table(
+    "node_boots",
+    metadata,
+    Column("node", String, nullable=False),
+    Column("boot_id", String, nullable=False),
+    # The host name (uname -n) at the last stamp, for people: clones share it too.
+    Column("host", String, nullable=True),
+    # A number per name, one more than any before it at each stamp: which boot was
+    # active after which, without comparing two hosts' clocks (or one host's clock
+    # before and after a reboot, which may be set wrong at first).
+    Column("first_seq", Integer, nullable=False),
+    Column("last_seq", Integer, nullable=False),
+    # The database's clock (PostgreSQL's on a shared pool) at the first and last stamp.
+    Column("first_seen", Float, nullable=False),
+    Column("seen_at", Float, nullable=False),
+    PrimaryKeyConstraint("node", "boot_id"),
+)

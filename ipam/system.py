@@ -50,22 +50,31 @@ S_IFREG = 0o100000
 S_IFLNK = 0o120000
 
 
-_BOOT_ID: "list" = []
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+# For tests only: a file to read the boot id from instead of BOOT_ID_PATH, so that one
+# machine can play two hosts (or one host before and after a reboot) with real plugin,
+# daemon and ipamctl processes on a real database. A variable, not a parameter: it
+# reaches every process a test starts; and the code that reads the kernel's file is the
+# code that reads this one.
+BOOT_ID_FILE_ENV = "HOST_LOCAL_SQLITE_BOOT_ID_FILE"
+_BOOT_IDS: "dict" = {}
 
 
 def boot_id():
     """The kernel's boot id (None where /proc does not say): a lease made in an earlier
-    boot belongs to a network namespace that no longer exists."""
-    if not _BOOT_ID:
+    boot belongs to a network namespace that no longer exists, and two hosts that share
+    a node name (cloned VMs share even /etc/machine-id) differ in it."""
+    path = _environ.get(BOOT_ID_FILE_ENV.encode()) or BOOT_ID_PATH
+    if path not in _BOOT_IDS:
         try:
-            fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC)
+            fd = open(path, O_RDONLY | O_CLOEXEC)
             try:
-                _BOOT_ID.append(read(fd, 64).decode().strip() or None)
+                _BOOT_IDS[path] = read(fd, 64).decode().strip() or None
             finally:
                 close(fd)
-        except OSError:
-            _BOOT_ID.append(None)
-    return _BOOT_ID[0]
+        except (OSError, UnicodeDecodeError):
+            _BOOT_IDS[path] = None
+    return _BOOT_IDS[path]
 
 
 def boot_clock():

@@ -36,7 +36,7 @@ from ipam.store import memory, table
 
 SUBNET = {"subnet": "10.1.2.0/24"}
 LEASE_KEYS = set(lease_row(Lease("n", "10.1.2.2", 0, "a", "eth0")))
-GC_KEYS = {"candidates", "released", "kept", "refused", "forced", "networks"}
+GC_KEYS = {"candidates", "released", "kept", "refused", "forced", "networks", "conflicts"}
 README = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")
 SYSTEMD = os.path.join(os.path.dirname(os.path.dirname(__file__)), "deploy", "systemd")
 

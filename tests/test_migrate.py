@@ -20,7 +20,8 @@ from ipam import migrate, schema, schema_version, sqlite_db
 from ipam.errors import SchemaError
 from ipam.schema_version import HEAD
 
-TABLES = ["alembic_version", "cursors", "history", "leases", "mirror_stamps", "networks"]
+TABLES = ["alembic_version", "cursors", "history", "leases", "mirror_stamps", "networks",
+          "node_boots"]
 
 
 @pytest.fixture
@@ -155,8 +156,9 @@ def test_upgrade_sqlite_connection_holds_the_write_lock(db):
     # 0001: 3 tables, 4 indexes, alembic_version and its row; 0002: a table and the
     # version update; 0003: two columns, an index and the version update; 0004: a table
     # and the version update; 0005: a column and the version update; 0006: six columns
-    # and the version update; 0007: two indexes and the version update.
-    assert len(probes) == 29
+    # and the version update; 0007: two indexes and the version update; 0008: a table
+    # and the version update.
+    assert len(probes) == 31
     assert set(probes) == {(True, 0)}
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()

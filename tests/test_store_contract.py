@@ -1,6 +1,7 @@
 """The Store contract, run against the in-memory fake and SQLite alike."""
 import ipaddress
 import random
+import time
 
 import pytest
 
@@ -327,3 +328,32 @@ def test_a_sqlite_store_closes_as_a_context_manager(tmp_path):
             store.reserve(lease("10.0.0.2"), "add")
     with pytest.raises(sqlite3.ProgrammingError):
         store.conn.execute("SELECT 1")
+
+
+def test_boots_are_recorded_per_name_and_boot(store):
+    """The hosts behind each node name (ipam.node_boots): a stamp keeps its first fields,
+    the clock is the database's, leases count per boot, and forgetting keeps one."""
+    from ipam.lease import Boot
+
+    with store.transaction():
+        now, boots = store.boots("w7")
+        assert boots == [] and abs(now - time.time()) < 60
+        store.stamp_boot(Boot("w7", "b1", "vm", 1, 1, 100.0, 100.0))
+        store.stamp_boot(Boot("w7", "b1", "vm-renamed", 9, 3, 500.0, 200.0))
+        store.stamp_boot(Boot("w7", "b2", "vm", 2, 2, 150.0, 150.0))
+        store.stamp_boot(Boot("other", "b1", "x", 1, 1, 100.0, 100.0))
+        assert store.boots("w7")[1] == [Boot("w7", "b1", "vm-renamed", 1, 3, 100.0, 200.0),
+                                        Boot("w7", "b2", "vm", 2, 2, 150.0, 150.0)]
+        assert [b.node for b in store.boots()[1]] == ["other", "w7", "w7"]
+        store.reserve(Lease("n", ip("10.0.0.2"), 0, "c", "eth0", boot_id="b2", node="w7"), "add")
+        store.reserve(Lease("n", ip("10.0.0.3"), 0, "d", "eth0", boot_id="b2", node="w7"), "add")
+        store.reserve(Lease("n", ip("10.0.0.4"), 0, "e", "eth0", boot_id="b1", node="x"), "add")
+        assert store.boot_leases("w7") == {("w7", "b2"): 2}
+        assert store.boot_leases("w7", "b1") == {}
+        assert store.boot_leases() == {("w7", "b2"): 2, ("x", "b1"): 1}
+        # a new boot's stamp prunes the name's old boots that hold no lease, only those
+        store.stamp_boot(Boot("w7", "b3", "vm", 4, 4, 300.0, 300.0), prune_before=250.0)
+        assert [b.boot_id for b in store.boots("w7")[1]] == ["b2", "b3"]
+        assert store.forget_boots("w7", "b3") == 1
+        assert [b.boot_id for b in store.boots("w7")[1]] == ["b3"]
+        assert [b.boot_id for b in store.boots("other")[1]] == ["b1"]

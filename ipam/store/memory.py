@@ -6,7 +6,11 @@ that passes here and fails on SQLite points at the SQL, not at the rule.
 import time
 
 from ipam import addr, system
-from ipam.lease import NO_POD, Event, Lease, new_boot_time
+from ipam.lease import NO_POD, Boot, Event, Lease, new_boot_time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 
 class _Txn:
@@ -18,7 +22,7 @@ class _Txn:
     def __enter__(self):
         self.saved = (dict(self.store._leases), dict(self.store._cursors),
                       list(self.store.history_rows), dict(self.store._networks),
-                      dict(self.store._stamps))
+                      dict(self.store._stamps), dict(self.store._boots))
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None and self.before_commit is not None:
@@ -29,7 +33,7 @@ class _Txn:
                 raise
         if exc_type is not None:
             (self.store._leases, self.store._cursors, self.store.history_rows,
-             self.store._networks, self.store._stamps) = self.saved
+             self.store._networks, self.store._stamps, self.store._boots) = self.saved
         elif self.after_commit is not None:
             self.after_commit()
         return False
@@ -37,6 +41,7 @@ class _Txn:
 
 class MemoryStore:
     shared = False  # one node's store
+    scope: "Optional[str]" = None  # leases() walks every lease
     timeout = 10.0  # nothing to wait for: one thread, no lock
 
     def __init__(self, node="memory"):
@@ -46,6 +51,7 @@ class MemoryStore:
         self.history_rows = []  # Event's fields, in its order
         self._networks = {}  # network -> NetworkRecord
         self._stamps = {}  # network -> the mirror directory's stamp
+        self._boots = {}  # (node, boot id) -> Boot
 
     def transaction(self, after_commit=None, patience=None, before_commit=None):
         return _Txn(self, after_commit, before_commit)
@@ -217,6 +223,38 @@ class MemoryStore:
         self._stamps.pop(network, None)
         for key in [k for k in self._cursors if k[0] == network]:
             del self._cursors[key]
+
+    def boots(self, node=None):
+        found = [b for b in self._boots.values() if node is None or b.node == node]
+        return time.time(), sorted(found, key=lambda b: (b.node, b.first_seq, b.boot_id))
+
+    def stamp_boot(self, boot, prune_before=None):
+        old = self._boots.get((boot.node, boot.boot_id))
+        if old is not None:  # the first stamp's fields stay, as the engines' upsert keeps them
+            boot = Boot(boot.node, boot.boot_id, boot.host, old.first_seq, boot.last_seq,
+                        old.first_seen, boot.seen_at)
+        self._boots[(boot.node, boot.boot_id)] = boot
+        if prune_before is not None:
+            held = self.boot_leases(boot.node)
+            for key, b in list(self._boots.items()):
+                if (b.node == boot.node and b.boot_id != boot.boot_id
+                        and b.seen_at < prune_before and key not in held):
+                    del self._boots[key]
+
+    def boot_leases(self, node=None, boot_id=None):
+        counts: dict = {}
+        for lease in self._leases.values():
+            if None not in (lease.node, lease.boot_id) and node in (None, lease.node) \
+                    and boot_id in (None, lease.boot_id):
+                key = (lease.node, lease.boot_id)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def forget_boots(self, node, keep):
+        gone = [k for k in self._boots if k[0] == node and k[1] != keep]
+        for key in gone:
+            del self._boots[key]
+        return len(gone)
 
 
 def _order(lease):

@@ -129,6 +129,8 @@ class PostgresStore(LeaseTable):
     # Events another node's transaction is deleting are left to it: two nodes trimming
     # history at once neither wait on nor deadlock with each other.
     SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
+    # The server's clock: one clock for every node of the pool, whatever theirs say.
+    NOW = "extract(epoch from clock_timestamp())::float8"
 
     def __init__(self, url: str, node: "Optional[str]" = None, scope: "bool | str | None" = True,
                  lock_path: "Optional[str]" = None, readonly: bool = False,

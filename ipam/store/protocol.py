@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Callable, Iterable, Optional, Protocol
 
 from ipam.addr import IP
-from ipam.lease import Event, Lease, NetworkRecord
+from ipam.lease import Boot, Event, Lease, NetworkRecord
 from ipam.waits import Patience
 
 
@@ -21,6 +21,9 @@ class Store(Protocol):
     # True when many nodes share the store: a node's mirror, GC and ipamctl then walk
     # its own leases (leases() is scoped), and its dataDir and cursor files are its own.
     shared: bool
+    # Whose leases leases() walks: a node's name (a shared store's, by default its own
+    # node), or None for every lease in the store.
+    scope: Optional[str]
     # This node's name: recorded with each lease and event it makes (None: a memory store
     # made without one).
     node: Optional[str]
@@ -150,6 +153,25 @@ class Store(Protocol):
     def forget_network(self, network: str) -> None:
         """Delete the network's ``networks`` row, cursors and every node's mirror stamp;
         its history stays. The caller has released its leases first."""
+
+    def boots(self, node: Optional[str] = None) -> tuple[float, list[Boot]]:
+        """The database clock's now (seconds since the epoch; on a shared store the
+        server's, one clock for every node), and the recorded boots of ``node`` (None:
+        of every name), ordered by name and first stamp."""
+
+    def stamp_boot(self, boot: Boot, prune_before: Optional[float] = None) -> None:
+        """Record ``boot`` (its first stamp's fields stay as first written); with
+        ``prune_before``, drop its name's other boots seen before then that hold no
+        lease made in them."""
+
+    def boot_leases(self, node: Optional[str] = None, boot_id: Optional[str] = None
+                    ) -> dict[tuple[str, str], int]:
+        """``{(node, boot id): leases made in that boot under that name}``, of every
+        name and boot unless given (a walk of the leases: ipamctl's, and a call's only
+        while a conflict stands)."""
+
+    def forget_boots(self, node: str, keep: Optional[str]) -> int:
+        """Drop the records of every boot of ``node`` but ``keep``; how many went."""
 
 
 if TYPE_CHECKING:  # each implementation must satisfy the protocol: mypy checks these

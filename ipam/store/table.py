@@ -20,7 +20,7 @@ from time import monotonic  # not time.monotonic: tests replace the module's clo
 
 from ipam import addr, system, writer_lock
 from ipam.errors import SchemaError
-from ipam.lease import NO_POD, Event, Lease, NetworkRecord, new_boot_time
+from ipam.lease import NO_POD, Boot, Event, Lease, NetworkRecord, new_boot_time
 from ipam.schema_version import HEAD, REVISIONS
 from ipam.waits import Patience
 
@@ -41,6 +41,12 @@ _INSERT_LEASE = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _INSERT_EVENT = "INSERT INTO history (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" % EVENT_COLS
 _TAKEN = "SELECT 1 FROM leases WHERE network = ? AND ip_key = ?"
+_BOOTS = ("SELECT %s, b.node, b.boot_id, b.host, b.first_seq, b.last_seq, b.first_seen, "
+          "b.seen_at FROM (SELECT 1 AS one) AS o LEFT JOIN node_boots AS b ON %s")
+_STAMP_BOOT = (
+    "INSERT INTO node_boots (node, boot_id, host, first_seq, last_seq, first_seen, seen_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node, boot_id) DO UPDATE SET "
+    "host = excluded.host, last_seq = excluded.last_seq, seen_at = excluded.seen_at")
 _SET_FLAG = "UPDATE leases SET next_free = ? WHERE network = ? AND ip_key = ?"
 
 
@@ -114,6 +120,8 @@ class LeaseTable:
     DISTINCT = "IS NOT"  # null-safe "differs from"
     RETURNING = False  # DELETE ... RETURNING
     SKIP_LOCKED = ""  # what lets concurrent prunes pass each other's rows (one writer here)
+    # The database's clock, in seconds since the epoch (this host's, for SQLite's file)
+    NOW = "(julianday('now') - 2440587.5) * 86400.0"
 
     conn: "Any" = None  # the DB-API connection
     node: "Optional[str]" = None
@@ -494,6 +502,46 @@ class LeaseTable:
     def forget_network(self, network: "str") -> "None":
         for table in ("networks", "cursors", "mirror_stamps"):
             self._exec("DELETE FROM %s WHERE network = ?" % table, (network,))
+
+    # -- the hosts using each node name (ipam.node_boots) ------------------------------
+    def boots(self, node: "Optional[str]" = None) -> "tuple[float, list[Boot]]":
+        """The database clock's now, and the recorded boots of ``node`` (None: of every
+        name): one statement, which answers the clock even where no row matches."""
+        sql = _BOOTS % (self.NOW, "b.node = ?" if node is not None else "b.node IS NOT NULL")
+        rows = self._exec(sql, (node,) if node is not None else ()).fetchall()
+        boots = [Boot(*r[1:]) for r in rows if r[1] is not None]
+        boots.sort(key=lambda b: (b.node, b.first_seq, b.boot_id))
+        return rows[0][0], boots
+
+    def stamp_boot(self, boot: "Boot", prune_before: "Optional[float]" = None) -> "None":
+        """Insert or refresh ``boot``'s row; with ``prune_before``, drop its name's other
+        boots last seen before then that hold no lease they made."""
+        self._exec(_STAMP_BOOT, boot.row())
+        if prune_before is not None:
+            self._exec("DELETE FROM node_boots WHERE node = ? AND boot_id <> ? AND seen_at < ? "
+                       "AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.node = node_boots.node "
+                       "AND leases.boot_id = node_boots.boot_id)",
+                       (boot.node, boot.boot_id, prune_before))
+
+    def boot_leases(self, node: "Optional[str]" = None, boot_id: "Optional[str]" = None
+                    ) -> "dict[tuple[str, str], int]":
+        """``{(node, boot id): leases made in that boot under that name}`` (of one name,
+        one boot). No index serves it (every ADD would pay for one): it walks the leases,
+        which only ipamctl and a call that finds a standing conflict do."""
+        where = ["node IS NOT NULL", "boot_id IS NOT NULL"]
+        params: "list[Any]" = []
+        for column, value in (("node", node), ("boot_id", boot_id)):
+            if value is not None:
+                where.append("%s = ?" % column)
+                params.append(value)
+        rows = self._exec("SELECT node, boot_id, count(*) FROM leases WHERE %s "
+                          "GROUP BY node, boot_id" % " AND ".join(where), params)
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    def forget_boots(self, node: "str", keep: "Optional[str]") -> "int":
+        """Drop the records of every boot of ``node`` but ``keep``; how many went."""
+        return self._exec("DELETE FROM node_boots WHERE node = ? AND boot_id %s ?"
+                          % self.DISTINCT, (node, keep)).rowcount
 
     # -- engine hooks -----------------------------------------------------------------
     ERROR: "type[Exception]" = Exception  # the driver's base exception class

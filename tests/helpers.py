@@ -482,6 +482,17 @@ class NodeDaemon:
 
         return check_health(self.socket, 5.0)
 
+    def calls_served(self, at_least, timeout=5.0):
+        """The daemon's count of calls served, once it reaches ``at_least`` or after
+        ``timeout`` s: it counts a call just after answering it, so a count read at
+        once may not have the last answer's yet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            served = self.health()["calls"]
+            if served >= at_least or time.monotonic() > deadline:
+                return served
+            time.sleep(0.01)
+
     def log(self):
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
             return f.read()

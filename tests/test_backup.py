@@ -10,7 +10,9 @@ import pytest
 from plugin_procs import (
     DB_NAME,
     Invocation,
+    check_json,
     database_problems,
+    expected_mirror,
     integrity,
     leases,
     mirror,
@@ -240,6 +242,40 @@ def test_restore_beside_a_burst_of_plugins(conf, data_dir, tmp_path):
     final = leases(data_dir, NET)  # asserts: no address twice
     assert {cid: final[cid] for cid in before} == before
     assert not {inv.address for inv in burst} & set(before.values())
+
+
+@pytest.mark.parametrize("failing", ["taken", "exhausted"])
+def test_after_a_restore_a_failing_add_and_a_del_leave_check_clean(netconf, data_dir,
+                                                                   tmp_path, failing):
+    """The README's promise: the next call on the network reconciles it, whatever the
+    command and whatever its outcome. An ADD that fails (its requested address is one
+    the backup does not know, or the pool is full) still leaves the containers started
+    since the backup recorded, and a DEL leaves ``last_reserved_ip.0`` what the
+    database says: ``ipamctl check`` is clean after both."""
+    conf = netconf(ipam={"subnet": "10.1.0.0/24", "rangeStart": "10.1.0.2",
+                         "rangeEnd": "10.1.0.6"}, name=NET)
+    before = add(conf, "a", "b", "c")
+    dest = str(tmp_path / "b.db")
+    backup.backup(live(data_dir), dest)
+    later = add(conf, "d", "e")
+    backup.restore(live(data_dir), dest)
+    assert leases(data_dir, NET) == before
+    # Five addresses, all held once d and e are recorded: a plain ADD finds the pool
+    # full; asking for d's address finds it taken.
+    args = {"taken": {"args": "IP=%s" % later["d"]}, "exhausted": {}}[failing]
+    inv = Invocation("ADD", "f", conf, **args).finish()
+    assert inv.rc != 0 and inv.json["msg"], inv
+    assert ("not available" if failing == "taken" else "no IP addresses available") \
+        in inv.json["msg"], inv
+    assert leases(data_dir, NET) == dict(before, **later)  # recorded all the same
+    inv = Invocation("DEL", "b", conf).finish()
+    assert (inv.rc, inv.out) == (0, b""), inv
+    assert integrity(data_dir) == ["ok"] and database_problems(data_dir, NET) == []
+    assert check_json(data_dir) == (0, {"ok": True, "problems": []})
+    kept = dict(before, **later)
+    del kept["b"]
+    assert leases(data_dir, NET) == kept
+    assert mirror(data_dir, NET) == expected_mirror(kept)
 
 
 def test_restore_brings_an_older_schema_up_to_date(conf, data_dir, tmp_path):

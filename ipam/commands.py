@@ -1,7 +1,8 @@
 """The plugin's commands: load the config, open the store, run the rules, commit, render.
 
-Each command is one store transaction. The mirror is written inside it (under the write
-lock) and the result is returned only after COMMIT: the database is the truth.
+Each command is one store transaction (preceded by one of its own when the network's
+files must be reconciled first). The mirror is written inside it (under the write lock)
+and the result is returned only after COMMIT: the database is the truth.
 """
 import time
 

@@ -19,9 +19,9 @@ The rules, each the one that can never put two containers on one address:
   host-local beside us would hand the address out again. If Go's DEL removed it, the
   address stays held until a DEL of ours, ``ipamctl release`` or ``ipamctl gc``: a
   leak, never a duplicate;
-- the cursor files show the database's cursors (a range set the database has no cursor
-  for takes the file's): round robin goes on where the database says, and Go beside
-  us goes on from there too;
+- the cursor files show the database's cursors (a network we never served takes the
+  files'): round robin goes on where the database says, and Go beside us goes on from
+  there too;
 - files a command of ours journaled (see :mod:`ipam.exporter`) are undone or redone from
   the database: they were ours.
 """
@@ -136,7 +136,8 @@ def reconcile(files: "NetworkFiles", range_sets: "Optional[tuple[RangeSet, ...]]
     ``adopt`` False only finishes our own journal. Returns the reconciled files as
     ``[(kind, name)]``: ``stale`` and ``restored`` (our journal, undone or redone),
     ``adopted``, ``reassigned``, ``missing`` (a lease's file or a cursor file, written
-    back), ``wrong`` (a cursor file, rewritten), ``blocked``, ``unreadable``, ``held
+    back), ``wrong`` (a cursor file, rewritten), ``stale`` (also a cursor file the
+    database has no cursor for, removed), ``blocked``, ``unreadable``, ``held
     elsewhere``, ``temporary``; the other writers' changes are summed up on stderr.
     """
     found = redo_journal(files)
@@ -148,12 +149,14 @@ def reconcile(files: "NetworkFiles", range_sets: "Optional[tuple[RangeSet, ...]]
     cursors = {} if store.shared else store.cursors(network)
     new = []
     file_cursors: dict[int, IP] = {}
+    cursor_files = []
     for name in sorted(d.names()):
         if name.startswith(TMP_PREFIX):
             d.remove(name)  # ours, left by a process that died (we hold every lock)
             found.append(("temporary", name))
             continue
         if is_cursor_name(name):
+            cursor_files.append(name)
             data = d.read(name)
             ip = addr.parse_ip(data.decode("ascii", "replace")) if data else None
             if ip is not None:
@@ -187,7 +190,9 @@ def reconcile(files: "NetworkFiles", range_sets: "Optional[tuple[RangeSet, ...]]
         store.import_leases(network, new, ADOPT)
     gone = [_write_back(files, leases[name]) for name in sorted(leases)]
     _summarise(d.path, found[len(redone):] + gone)
-    return found + gone + ([] if store.shared else _cursors(files, cursors, file_cursors))
+    if store.shared:
+        return found + gone
+    return found + gone + _cursors(files, cursors, file_cursors, cursor_files)
 
 
 def _write_back(files: "NetworkFiles", lease: "Lease") -> "Found":
@@ -200,16 +205,21 @@ def _write_back(files: "NetworkFiles", lease: "Lease") -> "Found":
 
 
 def _cursors(files: "NetworkFiles", cursors: "dict[int, IP]",
-             file_cursors: "dict[int, IP]") -> "list[Found]":
-    """Make the cursor files show the database's cursors; a range set the database has
-    no cursor for (a network we never served: all of them) takes the file's, so round
-    robin goes on from host-local's cursor. Returns the files written, as ``missing``
-    or ``wrong``."""
+             file_cursors: "dict[int, IP]", cursor_files: "list[str]") -> "list[Found]":
+    """A network we never served takes host-local's cursors, so that round robin goes
+    on from them. Otherwise the cursor files are made to show the database's cursors:
+    written where they differ (``missing``, ``wrong``), removed where the database has
+    none (``stale``: no one's, as ``ipamctl check --repair`` removes them)."""
     store, d, network = files.store, files.d, files.network
-    for idx, ip in sorted(file_cursors.items()):
-        if idx not in cursors:
+    if not cursors:
+        for idx, ip in sorted(file_cursors.items()):
             store.set_last_reserved(network, idx, ip)
+        return []
     written = []
+    for name in cursor_files:
+        if cursor_index(name) not in cursors and not d.is_dir(name):
+            d.remove(name)
+            written.append(("stale", name))
     for idx, ip in sorted(cursors.items()):
         name, data = cursor_name(idx), str(ip).encode()
         have = d.read(name)

@@ -101,7 +101,8 @@ def db_restore(obj: Obj, file: str, yes: bool, timeout: float) -> None:
     """Replace the database's contents with a backup's, safely beside running plugins.
 
     FILE must pass SQLite's integrity check and hold this tool's schema at a revision
-    it knows; an older one is brought up to date. The mirror files are not restored:
+    it knows, with exactly the tables, indexes, triggers and views that revision
+    creates; an older one is brought up to date. The mirror files are not restored:
     the next plugin call on each network reconciles them. On a terminal it asks first,
     unless you pass --yes. For PostgreSQL use pg_restore.
 

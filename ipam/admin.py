@@ -401,7 +401,7 @@ def _check_network(store: Store, name: str, files: NetworkFiles, repair: bool,
                                       mirrored_cursors(store, name), journal=files.pending)
         return ["%s/%s: %s" % (path, f, _KIND.get(kind, kind)) for kind, f in diffs]
     return ["%s/%s: %s%s" % (path, f, _KIND.get(kind, kind),
-                             " (repaired)" if kind in _REPAIRED else "")
+                             " (repaired)" if kind in _RECONCILED else "")
             for kind, f in _mend(store, files, name)]
 
 
@@ -420,10 +420,9 @@ def _mend(store: Store, files: NetworkFiles, name: str,
     return done + diffs
 
 
-# What a reconcile did, and what a repair did in all; the other kinds name files that are
-# someone else's (left alone).
-_RECONCILED = ("stale", "restored", "wrong", "temporary", "adopted", "reassigned")
-_REPAIRED = _RECONCILED + ("missing",)
+# What a reconcile or a repair did; the other kinds name files that are someone else's
+# (left alone).
+_RECONCILED = ("stale", "restored", "wrong", "temporary", "adopted", "reassigned", "missing")
 
 # How check names each difference (see ipam.reconcile.differences).
 _KIND = {

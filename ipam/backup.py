@@ -168,12 +168,13 @@ def _stage(source: str, stage: str, page_size: int | None) -> dict[str, Any]:
         conn = _reopen_rollback(stage)
         try:
             info = _validate(conn, source)
+            _drop_statistics(conn)
             if page_size and conn.execute("PRAGMA page_size").fetchone()[0] != page_size:
                 # The backup API cannot change a WAL database's page size.
                 conn.execute("PRAGMA page_size=%d" % page_size)
                 conn.execute("VACUUM")
             if info["revision"] != HEAD:
-                from ipam import migrate  # alembic: only for an older backup
+                from ipam import migrate
 
                 conn.execute("BEGIN IMMEDIATE")
                 migrate.upgrade_sqlite_connection(conn)
@@ -183,6 +184,15 @@ def _stage(source: str, stage: str, page_size: int | None) -> dict[str, Any]:
         raise IoFailure("%s is not a usable SQLite database: %s" % (source, e)) from None
     return {"source_revision": info["revision"], "leases": info["leases"],
             "migrated": info["revision"] != HEAD}
+
+
+def _drop_statistics(conn: sqlite3.Connection) -> None:
+    """Drop ANALYZE's ``sqlite_stat*`` tables from the staged copy: no revision creates
+    them and this tool never writes them, and false ones would steer every query plan
+    (the restored database plans as a new one does)."""
+    for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                 "AND name LIKE 'sqlite\\_stat%' ESCAPE '\\'").fetchall():
+        conn.execute("DROP TABLE %s" % table)
 
 
 def _seal(tmp: str, path: str) -> dict[str, Any]:
@@ -251,8 +261,34 @@ def _validate(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
     revision = _known_revision(conn, name)
     if revision is None:
         raise SchemaError("%s has no schema: not a host-local-sqlite backup" % name)
+    _check_schema(conn, revision, name)
     leases = conn.execute("SELECT count(*) FROM leases").fetchone()[0]
     return {"path": name, "revision": revision, "leases": leases}
+
+
+def _check_schema(conn: sqlite3.Connection, revision: str, name: str) -> None:
+    """Refuse a backup whose schema objects (tables, indexes, triggers, views) are not
+    exactly those its revision creates, as a new database migrated to that revision
+    holds them: a trigger, a dropped unique index or a changed table would go on acting
+    on every later ADD and DEL. Checked at the backup's own revision, before any
+    migration, so an older backup is held to what its version created."""
+    from ipam import migrate  # alembic: an admin command, off the plugin's path
+
+    have, want = migrate.sqlite_schema(conn), migrate.fresh_sqlite_schema(revision)
+    problems = []
+    for kind, obj in sorted(have.keys() | want.keys()):
+        if (kind, obj) not in want:
+            problems.append("%s %s: not created by revision %s" % (kind, obj, revision))
+        elif (kind, obj) not in have:
+            problems.append("%s %s: missing" % (kind, obj))
+        elif have[kind, obj] != want[kind, obj]:
+            problems.append("%s %s: differs from revision %s: %s" % (
+                kind, obj, revision, have[kind, obj][1]))
+    if problems:
+        more = " and %d more" % (len(problems) - 1) if len(problems) > 1 else ""
+        raise SchemaError("%s does not hold the schema revision %s creates (%s%s); "
+                          "refusing it" % (name, revision, problems[0], more),
+                          "\n".join(problems))
 
 
 def _check_header(path: str) -> None:

@@ -1,7 +1,8 @@
 """The plugin's commands: load the config, open the store, run the rules, commit, render.
 
-Each command is one store transaction. The mirror is written inside it (under the write
-lock) and the result is returned only after COMMIT: the database is the truth.
+Each command is one store transaction (preceded by one of its own when the network's
+files must be reconciled first). The mirror is written inside it (under the write lock)
+and the result is returned only after COMMIT: the database is the truth.
 """
 import time
 
@@ -132,6 +133,13 @@ def _run(opened: "_Opened", conf: "IpamConfig",
     ``judge``, ``opened.conflict`` says whether another host uses the name too
     (:mod:`ipam.node_boots`), for ``body`` and the caller.
 
+    A reconcile is committed on its own, first, in a transaction of its own (only
+    when there is one to do: the common call stays one transaction). It records what
+    others did to the files and puts ours back, which stays true whatever the command
+    then does: an ADD that fails (a full pool, a requested address taken) must not
+    roll it back, or every later call would redo it, and fail alike, while ``ipamctl
+    check`` kept reporting it. host-local's lock is held across both transactions.
+
     Returns ``(value, problems)``: the mirror problems that did not stop the command
     (see :meth:`NetworkFiles.apply`); the journal then stays for a later command. If
     anything fails once files were touched, the transaction rolls back and the files
@@ -148,20 +156,27 @@ def _run(opened: "_Opened", conf: "IpamConfig",
         raise
     files = None if held is None else opened.mirror.files(store, held)
     try:
-        with store.transaction(after_commit=files.committed if files else None,
-                               patience=patience,
-                               before_commit=opened.context.before_commit):
-            opened.conflict = node_boots.note(store, system.boot_id(), judge)
-            note_network(store, conf)
-            if files is not None:
-                # A shared pool takes no node's old files on first contact: the nodes'
-                # host-local pools overlap ("ipamctl import" reports that).
-                first = store.shared and store.mirror_stamp(conf.name) is None
-                files.reconcile_if_changed(conf.range_sets, conf.adopt and not first)
-            value, changes = body(store, files)
-            problems = files.apply(changes) if files is not None else []
-            if files is not None:
-                files.record()
+        for alone in (True, False):  # the reconcile alone, if any; then the command
+            after = _AfterCommit(files)
+            with store.transaction(after_commit=after, patience=patience,
+                                   before_commit=opened.context.before_commit):
+                opened.conflict = node_boots.note(store, system.boot_id(), judge)
+                note_network(store, conf)
+                if files is not None:
+                    # A shared pool takes no node's old files on first contact: the
+                    # nodes' host-local pools overlap ("ipamctl import" reports that).
+                    first = store.shared and store.mirror_stamp(conf.name) is None
+                    if files.reconcile_if_changed(conf.range_sets,
+                                                  conf.adopt and not first) is not None \
+                            and alone:
+                        files.record()
+                        after.reconciled_only = True
+                        continue  # COMMIT it
+                value, changes = body(store, files)
+                problems = files.apply(changes) if files is not None else []
+                if files is not None:
+                    files.record()
+            break
     except IpamError as e:
         # After a failed COMMIT only the next process knows whether it landed: the
         # journal stays for it, untouched.
@@ -174,6 +189,25 @@ def _run(opened: "_Opened", conf: "IpamConfig",
     for p in problems:
         system.warn(p)
     return value, problems
+
+
+class _AfterCommit:
+    """What follows one of :func:`_run`'s COMMITs, still in the writers' queue: the
+    files' journal goes; host-local's lock too, unless the transaction committed only
+    the reconcile and the command's own is next."""
+
+    __slots__ = ("files", "reconciled_only")
+
+    def __init__(self, files: "Optional[NetworkFiles]") -> "None":
+        self.files = files
+        self.reconciled_only = False
+
+    def __call__(self) -> "None":
+        if self.files is not None:
+            if self.reconciled_only:
+                self.files.settled()
+            else:
+                self.files.committed()
 
 
 def trim_history(store: "Store", conf: "IpamConfig") -> "None":

@@ -425,6 +425,21 @@ class NetworkFiles:
         command), then host-local's lock, before the next writer of ours can start."""
         journaled = self._journal is not None or self.redone
         self.close()
+        self._remove_journal(journaled)
+
+    def settled(self) -> "None":
+        """After a COMMIT that ended only the reconcile (:func:`ipam.commands._run`):
+        the journal goes as in :meth:`committed`, but host-local's lock stays held for
+        the command's own transaction, which starts a journal of its own."""
+        journaled = self._journal is not None or self.redone
+        if self._journal is not None:
+            system.close(self._journal)
+            self._journal = None
+        self.redone = False
+        self._remove_journal(journaled)
+        self.pending = self._read_journal()  # None, unless it had to stay
+
+    def _remove_journal(self, journaled: "bool") -> "None":
         if self.problems or not journaled:
             return
         path = self.mirror.marker(self.network)
@@ -450,12 +465,13 @@ class NetworkFiles:
 
     def reconcile_if_changed(self, range_sets: "Optional[tuple[RangeSet, ...]]" = None,
                              adopt: "bool" = True, always: "bool" = False
-                             ) -> "list[tuple[str, str]]":
+                             ) -> "Optional[list[tuple[str, str]]]":
         """Inside the transaction, first thing: reconcile the network if someone else
         changed its files (``always``: whatever the stamp says, for an operator's
-        repair). Returns what was reconciled (see :func:`ipam.reconcile.reconcile`)."""
+        repair). Returns what was reconciled (see :func:`ipam.reconcile.reconcile`), or
+        None when nothing needed it."""
         if not always and (not self.changed() or self.new()):
-            return []
+            return None
         from ipam import reconcile  # lazy: only after a foreign change
 
         return reconcile.reconcile(self, range_sets, adopt)

@@ -16,6 +16,7 @@ pool's first calls), and two migrations in one process ran each other's DDL.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 from typing import TYPE_CHECKING, Any
@@ -144,6 +145,81 @@ def upgrade_sqlite_connection(conn: sqlite3.Connection, database: str = "") -> N
     finally:
         engine.dispose()
     sqlite_db.enable_wal(conn)
+
+
+def sqlite_schema(conn: sqlite3.Connection) -> dict[tuple[str, str], tuple[str, str | None]]:
+    """Every schema object of a SQLite database (tables, indexes, triggers, views):
+    ``{(type, name): (table, sql)}``, the SQL in :func:`canonical_sql`'s form. SQLite's
+    own ``sqlite_stat*`` tables (ANALYZE's statistics, which this tool never writes)
+    are left out: they are no part of any revision."""
+    rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")
+    return {(kind, name): (table, sql and canonical_sql(sql))
+            for kind, name, table, sql in rows if not name.startswith("sqlite_stat")}
+
+
+# A string literal (kept as it is), or a plain name in double quotes (unquoted).
+_QUOTED_NAME = re.compile(r"'(?:[^']|'')*'" + r'|"([A-Za-z_][A-Za-z0-9_]*)"')
+_TABLE_CONSTRAINT = ("CONSTRAINT ", "PRIMARY KEY", "UNIQUE ", "UNIQUE(", "CHECK ", "CHECK(",
+                     "FOREIGN KEY")
+
+
+def canonical_sql(sql: str) -> str:
+    """The stored CREATE statement of a schema object, in one spelling for one meaning.
+
+    The same revision reached by other paths is stored as other text: SQLite splices an
+    added column into the CREATE TABLE text as written, alembic's batch mode (a table
+    copied and moved, as in a downgrade) quotes its names and lists the table's
+    constraints in another order. So whitespace is collapsed, a double-quoted plain
+    name unquoted, and a CREATE TABLE's table constraints sorted after its columns
+    (which keep their order). Anything else, a CHECK or a DEFAULT included, stays."""
+    text = " ".join(_QUOTED_NAME.sub(lambda m: m.group(1) or m.group(0), sql).split())
+    if not text.upper().startswith("CREATE TABLE ") or "(" not in text:
+        return text
+    head, _, rest = text.partition("(")
+    items, tail = _split_items(rest)
+    columns = [i for i in items if not i.upper().startswith(_TABLE_CONSTRAINT)]
+    constraints = sorted(i for i in items if i.upper().startswith(_TABLE_CONSTRAINT))
+    return "%s (%s)%s" % (head.strip(), ", ".join(columns + constraints), tail)
+
+
+def _split_items(body: str) -> tuple[list[str], str]:
+    """A CREATE TABLE's parenthesized list, after its ``(``: its items, split at the
+    commas outside parentheses and quotes, and what follows the closing ``)``."""
+    items, depth, quote, start = [], 0, "", 0
+    for at, char in enumerate(body):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"`[":
+            quote = "]" if char == "[" else char
+        elif char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif char in ",)" and not depth:
+            items.append(body[start:at].strip())
+            start = at + 1
+            if char == ")":
+                return items, body[at + 1:]
+    return items + [body[start:].strip()], ""
+
+
+def fresh_sqlite_schema(revision: str) -> dict[tuple[str, str], tuple[str, str | None]]:
+    """:func:`sqlite_schema` of a new SQLite database that the migrations brought to
+    ``revision``, built in memory: what a database at that revision must hold, and
+    nothing else (a backup is checked against it before it is restored)."""
+    from alembic import command
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import StaticPool
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    engine = create_engine("sqlite://", creator=lambda: conn, poolclass=StaticPool)
+    try:
+        with _ALEMBIC, engine.begin() as connection:
+            command.upgrade(alembic_config("sqlite://", connection), revision)
+        return sqlite_schema(conn)
+    finally:
+        engine.dispose()
+        conn.close()
 
 
 def upgrade(database: str) -> str:

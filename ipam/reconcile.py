@@ -13,9 +13,15 @@ The rules, each the one that can never put two containers on one address:
   released outside and the address handed out again (host-local creates a file only
   where none exists): our lease is released (reason ``reconcile``) and the file's owner
   adopted;
-- a lease whose file someone removed is kept and reported: a missing file alone does not
-  prove the container is gone (an operator's ``rm``, a restored mirror), and keeping it
-  can only leak an address until a DEL or ``ipamctl gc``, never duplicate one;
+- a lease whose file someone removed is kept, and its file written back (created, so
+  never over another's): a missing file alone does not prove the container is gone (an
+  operator's ``rm``, a dataDir restored from a copy), and without its file Go
+  host-local beside us would hand the address out again. If Go's DEL removed it, the
+  address stays held until a DEL of ours, ``ipamctl release`` or ``ipamctl gc``: a
+  leak, never a duplicate;
+- the cursor files show the database's cursors (a network we never served takes the
+  files'): round robin goes on where the database says, and Go beside us goes on from
+  there too;
 - files a command of ours journaled (see :mod:`ipam.exporter`) are undone or redone from
   the database: they were ours.
 """
@@ -129,7 +135,9 @@ def reconcile(files: "NetworkFiles", range_sets: "Optional[tuple[RangeSet, ...]]
     ``range_sets`` (the config's, or None) assigns adopted leases their range set;
     ``adopt`` False only finishes our own journal. Returns the reconciled files as
     ``[(kind, name)]``: ``stale`` and ``restored`` (our journal, undone or redone),
-    ``adopted``, ``reassigned``, ``missing``, ``blocked``, ``unreadable``, ``held
+    ``adopted``, ``reassigned``, ``missing`` (a lease's file or a cursor file, written
+    back), ``wrong`` (a cursor file, rewritten), ``stale`` (also a cursor file the
+    database has no cursor for, removed), ``blocked``, ``unreadable``, ``held
     elsewhere``, ``temporary``; the other writers' changes are summed up on stderr.
     """
     found = redo_journal(files)
@@ -141,12 +149,14 @@ def reconcile(files: "NetworkFiles", range_sets: "Optional[tuple[RangeSet, ...]]
     cursors = {} if store.shared else store.cursors(network)
     new = []
     file_cursors: dict[int, IP] = {}
+    cursor_files = []
     for name in sorted(d.names()):
         if name.startswith(TMP_PREFIX):
             d.remove(name)  # ours, left by a process that died (we hold every lock)
             found.append(("temporary", name))
             continue
         if is_cursor_name(name):
+            cursor_files.append(name)
             data = d.read(name)
             ip = addr.parse_ip(data.decode("ascii", "replace")) if data else None
             if ip is not None:
@@ -178,13 +188,45 @@ def reconcile(files: "NetworkFiles", range_sets: "Optional[tuple[RangeSet, ...]]
         found.append(("adopted", name))
     if new:
         store.import_leases(network, new, ADOPT)
-    if not store.shared and not cursors:
-        # A network we never served before: round robin goes on from host-local's cursor.
+    gone = [_write_back(files, leases[name]) for name in sorted(leases)]
+    _summarise(d.path, found[len(redone):] + gone)
+    if store.shared:
+        return found + gone
+    return found + gone + _cursors(files, cursors, file_cursors, cursor_files)
+
+
+def _write_back(files: "NetworkFiles", lease: "Lease") -> "Found":
+    """Our lease's file is gone: create it again (journaled, as every file we create),
+    so that no other writer takes the address. Something appearing meanwhile under its
+    name is never replaced: ``blocked``."""
+    name, data = str(lease.ip), lease.mirror_content()
+    files.note(name, None, data)
+    return ("missing" if files.d.create(name, data) else "blocked", name)
+
+
+def _cursors(files: "NetworkFiles", cursors: "dict[int, IP]",
+             file_cursors: "dict[int, IP]", cursor_files: "list[str]") -> "list[Found]":
+    """A network we never served takes host-local's cursors, so that round robin goes
+    on from them. Otherwise the cursor files are made to show the database's cursors:
+    written where they differ (``missing``, ``wrong``), removed where the database has
+    none (``stale``: no one's, as ``ipamctl check --repair`` removes them)."""
+    store, d, network = files.store, files.d, files.network
+    if not cursors:
         for idx, ip in sorted(file_cursors.items()):
             store.set_last_reserved(network, idx, ip)
-    gone = [("missing", name) for name in sorted(leases)]
-    _summarise(d.path, found[len(redone):] + gone)
-    return found + gone
+        return []
+    written = []
+    for name in cursor_files:
+        if cursor_index(name) not in cursors and not d.is_dir(name):
+            d.remove(name)
+            written.append(("stale", name))
+    for idx, ip in sorted(cursors.items()):
+        name, data = cursor_name(idx), str(ip).encode()
+        have = d.read(name)
+        if have != data and not d.is_dir(name):  # a directory: never ours
+            d.write(name, data)
+            written.append(("missing" if have is None else "wrong", name))
+    return written
 
 
 def _range_set_index(ip: "IP", range_sets: "Optional[tuple[RangeSet, ...]]",
@@ -200,8 +242,8 @@ _SAY = {
     "adopted": "recorded %d lease(s) that another writer made (history reason 'adopt')",
     "reassigned": "released %d lease(s) whose address another writer handed out again "
                   "(history reason 'reconcile')",
-    "missing": "%d lease(s) have no file: someone else removed it; the lease is kept "
-               "until a DEL or 'ipamctl gc' (see 'ipamctl check')",
+    "missing": "%d lease(s) had no file (someone else removed it): wrote it back; the "
+               "lease is kept until a DEL, 'ipamctl release' or 'ipamctl gc'",
     "unreadable": "%d address file(s) name no owner: their addresses stay unused",
     "blocked": "%d lease(s) have a directory or link in place of their file: kept, "
                "never followed (see 'ipamctl check')",

@@ -10,7 +10,9 @@ import pytest
 from plugin_procs import (
     DB_NAME,
     Invocation,
+    check_json,
     database_problems,
+    expected_mirror,
     integrity,
     leases,
     mirror,
@@ -242,6 +244,40 @@ def test_restore_beside_a_burst_of_plugins(conf, data_dir, tmp_path):
     assert not {inv.address for inv in burst} & set(before.values())
 
 
+@pytest.mark.parametrize("failing", ["taken", "exhausted"])
+def test_after_a_restore_a_failing_add_and_a_del_leave_check_clean(netconf, data_dir,
+                                                                   tmp_path, failing):
+    """The README's promise: the next call on the network reconciles it, whatever the
+    command and whatever its outcome. An ADD that fails (its requested address is one
+    the backup does not know, or the pool is full) still leaves the containers started
+    since the backup recorded, and a DEL leaves ``last_reserved_ip.0`` what the
+    database says: ``ipamctl check`` is clean after both."""
+    conf = netconf(ipam={"subnet": "10.1.0.0/24", "rangeStart": "10.1.0.2",
+                         "rangeEnd": "10.1.0.6"}, name=NET)
+    before = add(conf, "a", "b", "c")
+    dest = str(tmp_path / "b.db")
+    backup.backup(live(data_dir), dest)
+    later = add(conf, "d", "e")
+    backup.restore(live(data_dir), dest)
+    assert leases(data_dir, NET) == before
+    # Five addresses, all held once d and e are recorded: a plain ADD finds the pool
+    # full; asking for d's address finds it taken.
+    args = {"taken": {"args": "IP=%s" % later["d"]}, "exhausted": {}}[failing]
+    inv = Invocation("ADD", "f", conf, **args).finish()
+    assert inv.rc != 0 and inv.json["msg"], inv
+    assert ("not available" if failing == "taken" else "no IP addresses available") \
+        in inv.json["msg"], inv
+    assert leases(data_dir, NET) == dict(before, **later)  # recorded all the same
+    inv = Invocation("DEL", "b", conf).finish()
+    assert (inv.rc, inv.out) == (0, b""), inv
+    assert integrity(data_dir) == ["ok"] and database_problems(data_dir, NET) == []
+    assert check_json(data_dir) == (0, {"ok": True, "problems": []})
+    kept = dict(before, **later)
+    del kept["b"]
+    assert leases(data_dir, NET) == kept
+    assert mirror(data_dir, NET) == expected_mirror(kept)
+
+
 def test_restore_brings_an_older_schema_up_to_date(conf, data_dir, tmp_path):
     before = add(conf, "a", "b")
     d, old = copy_dir(tmp_path, "old")
@@ -320,18 +356,56 @@ def _corrupt(path):
         f.write(b"CORRUPTME")
 
 
+def _spoil_schema(name, *statements):
+    def spoil(path):
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            for statement in statements:
+                conn.execute(statement)
+        finally:
+            conn.close()
+    spoil.__name__ = name
+    return spoil
+
+
+# A schema object that the backup's revision does not create, or creates otherwise:
+# each could change what later ADDs and DELs do, or what they cost.
+_TRIGGER = _spoil_schema("trigger", "CREATE TRIGGER eat AFTER INSERT ON leases "
+                         "BEGIN DELETE FROM leases WHERE id = new.id; END")
+_VIEW = _spoil_schema("view", "CREATE VIEW seen AS SELECT ip FROM leases")
+_INDEX = _spoil_schema("index", "CREATE INDEX ix_extra ON leases (container_id)")
+_TABLE = _spoil_schema("table", "CREATE TABLE notes (x)")
+# Without it every ADD walks the leases; then the same name over other columns.
+_DROPPED = _spoil_schema("dropped", "DROP INDEX ix_leases_run_end")
+_CHANGED = _spoil_schema("changed", "DROP INDEX ix_leases_owner",
+                         "CREATE INDEX ix_leases_owner ON leases (network)")
+_COLUMN = _spoil_schema("column", "ALTER TABLE leases ADD COLUMN x DEFAULT 1")
+_CHECK = _spoil_schema(  # the same columns, but an interface named eth9 is refused
+    "check", "PRAGMA writable_schema = ON",
+    "UPDATE sqlite_master SET sql = replace(sql, 'ifname VARCHAR, ', "
+    "'ifname VARCHAR CHECK (ifname != ''eth9''), ') WHERE name = 'leases'")
+
+
 @pytest.mark.parametrize("spoil, message", [
     (_garbage, "is not a SQLite database"),
     (_empty, "is not a SQLite database"),
     (_foreign, "not a host-local-sqlite database"),
     (_newer, "schema revision 9999"),
     (_corrupt, "fails SQLite's integrity check"),
+    (_TRIGGER, "trigger eat: not created by revision"),
+    (_VIEW, "view seen: not created by revision"),
+    (_INDEX, "index ix_extra: not created by revision"),
+    (_TABLE, "table notes: not created by revision"),
+    (_DROPPED, "index ix_leases_run_end: missing"),
+    (_CHANGED, "index ix_leases_owner: differs from revision"),
+    (_COLUMN, "table leases: differs from revision"),
+    (_CHECK, "table leases: differs from revision"),
 ])
 def test_restore_refuses_a_file_it_cannot_trust(runner, conf, data_dir, tmp_path, spoil,
                                                 message):
     add(conf, "corruptme-" + "x" * 40)
     bad = tmp_path / "bad.db"
-    if spoil in (_newer, _corrupt):
+    if spoil not in (_garbage, _empty, _foreign):
         backup.backup(live(data_dir), str(bad))
     spoil(str(bad))
     add(conf, "after")
@@ -343,6 +417,51 @@ def test_restore_refuses_a_file_it_cannot_trust(runner, conf, data_dir, tmp_path
         assert "Traceback" not in result.output
     assert leases(data_dir, NET) == expected
     assert not [name for name in os.listdir(data_dir) if name.endswith(".tmp")]
+
+
+def test_restore_checks_an_older_backup_against_its_own_revision(conf, data_dir, tmp_path):
+    """A backup at 0002 is held to what 0002 creates: one spoiled there is refused
+    before any migration runs; one holding a later revision's index is refused too."""
+    add(conf, "a")
+    from alembic import command
+
+    clean = str(tmp_path / "clean.db")
+    backup.backup(live(data_dir), clean)
+    command.downgrade(migrate.alembic_config("sqlite:///" + clean), "0002")
+    spoiled = str(tmp_path / "spoiled.db")
+    shutil.copyfile(clean, spoiled)
+    _TRIGGER(spoiled)
+    ahead = str(tmp_path / "ahead.db")
+    shutil.copyfile(clean, ahead)
+    _spoil_schema("later", "CREATE INDEX ix_leases_network_node ON leases (network)")(ahead)
+    add(conf, "b")
+    expected = leases(data_dir, NET)
+    with pytest.raises(SchemaError, match="trigger eat: not created by revision 0002"):
+        backup.restore(live(data_dir), spoiled)
+    with pytest.raises(SchemaError, match="index ix_leases_network_node: not created by "
+                                          "revision 0002"):
+        backup.restore(live(data_dir), ahead)
+    assert leases(data_dir, NET) == expected
+    assert backup.restore(live(data_dir), clean)["source_revision"] == "0002"
+    assert set(leases(data_dir, NET)) == {"a"}
+
+
+def test_restore_drops_statistics_no_revision_creates(conf, data_dir, tmp_path):
+    """ANALYZE's tables (an operator's, never ours) are no reason to refuse a backup;
+    they are not restored: the database plans its queries as a new one does."""
+    before = add(conf, "a")
+    dest = str(tmp_path / "b.db")
+    backup.backup(live(data_dir), dest)
+    _spoil_schema("analyze", "ANALYZE")(dest)
+    conn = sqlite3.connect(dest)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'sqlite_stat1'"
+                        ).fetchall() == [("sqlite_stat1",)]
+    conn.close()
+    add(conf, "b")
+    backup.restore(live(data_dir), dest)
+    assert leases(data_dir, NET) == before
+    assert query(data_dir, "SELECT name FROM sqlite_master WHERE name LIKE 'sqlite_stat%'"
+                 ) == []
 
 
 def test_restore_refuses_the_live_database(conf, data_dir):

@@ -121,10 +121,14 @@ def test_random_sigkills_never_corrupt_or_duplicate(data_dir, netconf, through):
 # of a call is test_daemon_process.py's (HOST_LOCAL_SQLITE_DAEMON_STOP_AT).
 CHOSEN_POINT = pytest.mark.in_process_only(
     why="kills the plugin process at a chosen point of its own code (child_argv)")
+# Killed before the command's own COMMIT; a reconcile committed alone before it (a
+# foreign change met first: ipam.commands._run) is let through.
 BEFORE_COMMIT = """
 from ipam.store import table
 _exit = table.Transaction.__exit__
 def _patched(self, exc_type, exc, tb):
+    if getattr(self.after_commit, "reconciled_only", False):
+        return _exit(self, exc_type, exc, tb)
     if exc_type is None and self.store.conn.in_transaction:
         if self.store.conn.total_changes == 0:
             sys.exit("nothing changed before COMMIT")
@@ -327,6 +331,9 @@ def test_a_legacy_lease_is_claimed_once_and_a_crash_undoes_the_claim(data_dir, n
     (net / "last_reserved_ip.0").write_bytes(b"10.80.0.7")
     _crash(conf, "ADD", "old", BEFORE_COMMIT)  # eth0 claims it, and dies before COMMIT
     assert mirror(data_dir, NET)["10.80.0.7"] == b"old\r\neth0"
+    # The adoption, committed alone before the claim, stays: still the legacy lease.
+    assert query(data_dir, "SELECT ip, container_id, ifname FROM leases") == [
+        ("10.80.0.7", "old", None)]
     # The next call puts the legacy file back first; else eth0 would keep it.
     out = run_plugin("ADD", conf, container_id="old", ifname="eth1")
     assert out.status == 0 and out.json["ips"][0]["address"] == "10.80.0.7/24", out

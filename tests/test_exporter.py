@@ -205,6 +205,47 @@ def test_an_unfinished_commands_journal_is_undone_from_the_database(tmp_path):
     assert sorted(str(x.ip) for x in store.leases("net")) == ["10.1.2.2", "10.1.2.6"]
 
 
+def test_a_reconcile_writes_back_our_files_and_cursors_never_over_anothers(tmp_path):
+    """Our lease whose file is gone gets it back; our lease whose file now names another
+    owner is released and that owner recorded (the file is never replaced); the cursor
+    files show the database's cursors (one it has none for goes, as check --repair
+    removes it); a directory under a cursor's name is left."""
+    store = MemoryStore()
+    with store.transaction():
+        for addr, cid in (("10.1.2.2", "a"), ("10.1.2.3", "b"), ("10.1.2.4", "c")):
+            store.reserve(lease(addr, cid), "add")
+        store.set_last_reserved("net", 0, ip("10.1.2.4"))
+        store.set_last_reserved("net", 1, ip("10.1.3.9"))
+    files = hold(tmp_path, store)
+    assert files.claim(lease("10.1.2.3", "b")) is None
+    assert files.claim(lease("10.1.2.4", "c")) is None
+    commit(files)
+    d = tmp_path / "net"
+    (d / "10.1.2.4").unlink()
+    (d / "10.1.2.3").write_bytes(b"go\r\neth0")  # Go freed b's address and reused it
+    (d / "last_reserved_ip.0").write_bytes(b"10.1.2.9")
+    (d / "last_reserved_ip.1").mkdir()
+    (d / "last_reserved_ip.2").write_bytes(b"10.1.4.7")  # no cursor of ours: stale
+    files = Mirror(str(tmp_path)).open(store, "net")
+    with store.transaction():
+        found = files.reconcile_if_changed()
+        files.record()
+    files.committed()
+    assert sorted(found) == [("adopted", "10.1.2.3"), ("missing", "10.1.2.2"),
+                             ("missing", "10.1.2.4"), ("reassigned", "10.1.2.3"),
+                             ("stale", "last_reserved_ip.2"), ("wrong", "last_reserved_ip.0")]
+    assert (d / "10.1.2.2").read_bytes() == b"a\r\neth0"
+    assert (d / "10.1.2.4").read_bytes() == b"c\r\neth0"
+    assert (d / "10.1.2.3").read_bytes() == b"go\r\neth0"
+    assert (d / "last_reserved_ip.0").read_bytes() == b"10.1.2.4"
+    assert (d / "last_reserved_ip.1").is_dir()
+    assert not (d / "last_reserved_ip.2").exists()
+    assert store.cursors("net") == {0: ip("10.1.2.4"), 1: ip("10.1.3.9")}
+    assert sorted((str(x.ip), x.container_id) for x in store.leases("net")) == [
+        ("10.1.2.2", "a"), ("10.1.2.3", "go"), ("10.1.2.4", "c")]
+    assert not (tmp_path / (PENDING_PREFIX + "net")).exists()
+
+
 def test_differences_and_sync(tmp_path):
     d = tmp_path / "net"
     d.mkdir()

@@ -553,9 +553,10 @@ def test_adoption_reports_skipped_files(tmp_path):
 
 @pytest.mark.reference
 @needs_go
-def test_adoption_shares_the_add_transaction(tmp_path):
-    """"multi"'s pool is full in Go's files: the ADD fails as Go's does, and the
-    adoption goes with it; the files are left alone."""
+def test_adoption_outlives_a_failing_add(tmp_path):
+    """"multi"'s pool is full in Go's files: the ADD fails as Go's does, but the
+    adoption, committed on its own before the ADD's transaction, stays (issue 25: a
+    failing call must not take the reconcile back); the files are left alone."""
     made = go_made(tmp_path / "made", extras=False)
     assert go("ADD", "multi", made, "fill")[0] == 0
     theirs = copy(made, tmp_path / "go")
@@ -564,9 +565,13 @@ def test_adoption_shares_the_add_transaction(tmp_path):
     assert want == (1, {"code": 999, "msg": "failed to allocate for range 0: no IP addresses "
                         "available in range set: 10.3.0.1-10.3.0.2,10.3.1.1-10.3.1.6"})
     assert ours("ADD", "multi", mine, "x") == want
-    assert ctl_json(mine, "list") == [] and ctl_json(mine, "history") == []
+    held = {x for x in files_leases(made) if x[0] == "multi"}
+    assert held and db_leases(mine) == held
+    assert {(e["network"], e["ip"], e["container_id"], e["ifname"], e["reason"])
+            for e in ctl_json(mine, "history")} == {x + ("adopt",) for x in held}
     assert contents(snapshot_networks(mine)) == contents(snapshot_networks(made))
-    # The next command adopts them after all, and both go on alike.
+    assert ctl_json(mine, "check") == {"ok": True, "problems": []}
+    # Both go on alike.
     for command, cid in (("DEL", "c3"), ("ADD", "x"), ("ADD", "y")):
         assert ours(command, "multi", mine, cid) == go(command, "multi", theirs, cid)
     assert db_leases(mine) == {x for x in files_leases(theirs) if x[0] == "multi"}

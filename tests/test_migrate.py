@@ -298,3 +298,55 @@ def test_migrations_on_threads_of_one_process_run_one_at_a_time(tmp_path):
     for t in threads:
         t.join(120)
     assert results == {i: HEAD for i in range(8)}
+
+
+def schema_of(path):
+    conn = sqlite3.connect(path)
+    try:
+        return migrate.sqlite_schema(conn)
+    finally:
+        conn.close()
+
+
+def test_each_revision_has_one_schema_whichever_way_it_was_reached(tmp_path):
+    """What ``db restore`` holds a backup to: the schema a new database migrated to the
+    backup's revision has. A database that reached that revision otherwise (created at
+    an older one and upgraded step by step, or brought down from head by alembic's
+    batch mode, which quotes names and reorders constraints) has the same one."""
+    for revision in schema_version.REVISIONS:
+        want = migrate.fresh_sqlite_schema(revision)
+        assert ("table", "alembic_version") in want and ("table", "leases") in want
+        up, down = str(tmp_path / ("up-%s.db" % revision)), str(tmp_path / ("down-%s.db"
+                                                                             % revision))
+        for step in schema_version.REVISIONS[:schema_version.REVISIONS.index(revision) + 1]:
+            command.upgrade(migrate.alembic_config("sqlite:///" + up), step)
+        command.upgrade(migrate.alembic_config("sqlite:///" + down), "head")
+        command.downgrade(migrate.alembic_config("sqlite:///" + down), revision)
+        assert schema_of(up) == want, revision
+        assert schema_of(down) == want, revision
+    plain = str(tmp_path / "plain.db")  # as the plugin's first call creates one
+    migrate.upgrade(plain)
+    assert schema_of(plain) == migrate.fresh_sqlite_schema(HEAD)
+
+
+@pytest.mark.parametrize("sql, same", [
+    ('CREATE TABLE "t" (\n\ta INTEGER, "b" VARCHAR,\n\tCONSTRAINT u UNIQUE (a, b), '
+     'CONSTRAINT pk PRIMARY KEY (a))', True),
+    ("CREATE TABLE t (a INTEGER, b VARCHAR, CONSTRAINT u UNIQUE (a, b), "
+     "CONSTRAINT pk PRIMARY KEY (a), CHECK (b != 'x,y'))", False),
+    ("CREATE TABLE t (b VARCHAR, a INTEGER, CONSTRAINT pk PRIMARY KEY (a), "
+     "CONSTRAINT u UNIQUE (a, b))", False),  # the columns' order is kept
+    ("CREATE TABLE t (a INTEGER DEFAULT 7, b VARCHAR, CONSTRAINT pk PRIMARY KEY (a), "
+     "CONSTRAINT u UNIQUE (a, b))", False),
+    ("CREATE TABLE t (a INTEGER, b VARCHAR, CONSTRAINT pk PRIMARY KEY (a), "
+     "CONSTRAINT u UNIQUE (a))", False),
+])
+def test_canonical_sql_is_one_spelling_for_one_meaning(sql, same):
+    reference = ("CREATE TABLE t (a INTEGER, b VARCHAR, CONSTRAINT pk PRIMARY KEY (a), "
+                 "CONSTRAINT u UNIQUE (a, b))")
+    assert migrate.canonical_sql(reference) == reference
+    assert (migrate.canonical_sql(sql) == reference) is same
+    # A name in double quotes is that name (a string there would be no column's).
+    assert migrate.canonical_sql('CREATE INDEX "ix" ON t ("a") WHERE "b" = \'"X"\' '
+                                 'AND a = "1"') == \
+        'CREATE INDEX ix ON t (a) WHERE b = \'"X"\' AND a = "1"'

@@ -160,7 +160,11 @@ def _run(opened: "_Opened", conf: "IpamConfig",
             after = _AfterCommit(files)
             with store.transaction(after_commit=after, patience=patience,
                                    before_commit=opened.context.before_commit):
-                opened.conflict = node_boots.note(store, system.boot_id(), judge)
+                conflict = node_boots.note(store, system.boot_id(),
+                                           judge or (files is not None and store.shared))
+                opened.conflict = conflict if judge else None
+                if files is not None and conflict is not None:
+                    files.strangers = conflict.strangers()
                 note_network(store, conf)
                 if files is not None:
                     # A shared pool takes no node's old files on first contact: the

@@ -362,6 +362,9 @@ class NetworkFiles:
         self.notes: list[str] = []  # files left alone because they are someone else's
         self._journal: Optional[int] = None
         self.redone = False  # the pending journal was replayed (ipam.reconcile)
+        # Boot ids of other hosts using this node's name at once (ipam.node_boots): their
+        # leases are the shared pool's under our name, but their files are on their host.
+        self.strangers: "frozenset[str]" = frozenset()
         self.closed = False
         try:
             self.pending = self._read_journal()

@@ -139,6 +139,10 @@ class Conflict:
         self.me = me
         self.now = now
 
+    def strangers(self) -> "frozenset[str]":
+        """The boot ids of the other hosts: every boot involved but the onlooker's."""
+        return frozenset(b.boot_id for b in self.boots if b.boot_id != self.me)
+
     def hosts(self) -> "str":
         """Each host by its boot id (what tells clones apart: ``cat
         /proc/sys/kernel/random/boot_id`` on a host says which it is) and host name."""

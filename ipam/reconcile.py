@@ -188,7 +188,10 @@ def reconcile(files: "NetworkFiles", range_sets: "Optional[tuple[RangeSet, ...]]
         found.append(("adopted", name))
     if new:
         store.import_leases(network, new, ADOPT)
-    gone = [_write_back(files, leases[name]) for name in sorted(leases)]
+    # Another host using our node name (a conflict, reported by every call) keeps its
+    # leases' files on its own host: written here, they would outlive its DELs.
+    gone = [_write_back(files, leases[name]) for name in sorted(leases)
+            if leases[name].boot_id not in files.strangers]
     _summarise(d.path, found[len(redone):] + gone)
     if store.shared:
         return found + gone

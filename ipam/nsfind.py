@@ -19,6 +19,7 @@ lacks towards a process more privileged than itself) is read from outside instea
 (:func:`ipam.nsaddr.proc_addresses`); a namespace found but not opened is reported, and
 gc then keeps every candidate. A thread or mount that vanishes meanwhile held nothing.
 """
+import errno
 import functools
 import os
 
@@ -214,6 +215,11 @@ def _mountinfo(found, task):
     except _GONE:
         return None
     except OSError as e:
+        if e.errno == errno.EINVAL:
+            # The kernel's answer for a task that has no namespaces any more (exited, a
+            # zombie until reaped: mounts_open_common finds no nsproxy), which holds
+            # no namespace either. containerd's shims leave such threads about.
+            return None
         found.unreadable.append("%s/mountinfo: %s" % (task, e.strerror))
         return None
 

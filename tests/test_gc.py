@@ -3,6 +3,7 @@ on-the-wire check, gc over every network; in process for the rules, through the
 installed ipamctl and plugin for the guards, a terminal, a real network namespace, the
 README's runtime recipes (against fake runtime commands) and the systemd units."""
 import contextlib
+import errno
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from helpers import (
     run_ipamctl,
     run_plugin,
     sql,
+    wait_until,
 )
 
 from host_local_sqlite_cli.output import lease_row
@@ -545,6 +547,32 @@ def test_the_wire_check_is_bounded_and_survives_vanishing_namespaces(store, monk
     assert report.released == []
     assert report.kept()[0][1].startswith(
         "reading the network namespaces did not finish in 0.001 s (--ignore-netns")
+
+
+def test_a_task_that_exits_between_two_reads_is_gone_not_unreadable():
+    """find() reads a thread's namespace links, then its mount namespace's mountinfo: a
+    thread that exits in between (containerd's shims and runc start and end many) is
+    answered EINVAL there, as a zombie is; it held nothing, and is no reason to keep
+    every candidate."""
+    from ipam import nsfind
+
+    zombie = subprocess.Popen(["true"])
+    task = "/proc/%d/task/%d" % (zombie.pid, zombie.pid)
+    try:
+        wait_until(lambda: _state(zombie.pid) == "Z", "the child to exit, unreaped")
+        with pytest.raises(OSError) as e:
+            open(task + "/mountinfo", "rb").close()
+        assert e.value.errno == errno.EINVAL
+        found = nsfind.Found()
+        assert nsfind._mountinfo(found, task) is None
+        assert found.unreadable == []
+    finally:
+        zombie.wait()
+
+
+def _state(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rpartition(")")[2].split()[0]
 
 
 @pytest.mark.root

@@ -5,8 +5,10 @@ No address twice across nodes, each mirror holding only its own node's leases, a
 schema created by whoever comes first, and a server that stops mid-burst or is not there
 at all answered with code 11 (try again later), never a traceback.
 """
+import fcntl
 import ipaddress
 import json
+import os
 import subprocess
 import threading
 import time
@@ -164,6 +166,37 @@ def test_first_adds_on_an_empty_database_create_the_schema_once(pg_url, tmp_path
     assert_mirrors_match(pg_url, dirs, rows)
     proc = ipamctl(pg_url, "db", "current")
     assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr.decode()
+
+
+def test_a_call_connects_before_it_takes_host_locals_lock(pg_server, pg_url, tmp_path,
+                                                          through):
+    """A call holds host-local's lock for its transaction only: its connect (a new
+    server process) is made before, while it may still wait, so that the calls queued
+    behind it do not wait for that too. In the node daemon, its pool has a store
+    connected by then, which the call takes once it holds the lock. The database is
+    new to the daemon: no call of ours has connected to it before."""
+    data_dir = tmp_path / "node-a"
+    proc = ipamctl(pg_url, "db", "upgrade")
+    assert proc.returncode == 0, proc.stderr.decode()
+    conf = pool_conf(pg_url, data_dir, "node-a")
+    lock = data_dir / NET / "lock"
+    lock.parent.mkdir(parents=True)
+    since = pg_server.sql(pg_url, "SELECT clock_timestamp()")[0][0]
+    fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a Go host-local would, mid-call
+        inv = Invocation("ADD", "c1", conf)
+        inv.feed()
+        through.wait_queued(lock, inv.proc, polling=True)
+        connected = pg_server.sql(
+            pg_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+            "current_database() AND application_name = 'host-local-sqlite' AND "
+            "backend_start > %s", (since,))[0][0]
+    finally:
+        os.close(fd)
+    inv.finish()
+    assert connected >= 1, "the call waiting for host-local's lock had not connected"
+    assert inv.rc == 0, inv
 
 
 # -- the server goes away ---------------------------------------------------------------

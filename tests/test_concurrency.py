@@ -117,6 +117,31 @@ def test_200_adds_then_200_dels_at_once_beside_ipamctl_list(data_dir, netconf, t
         assert {r["container_id"] for r in rows} <= set(got)
 
 
+@pytest.mark.slow
+def test_110_pods_starting_at_once_each_get_an_address(data_dir, netconf, through):
+    """kubelet's default maxPods, 110, starting at once on one network, with the config's
+    defaults (busyTimeout 10 s): the last call waits for all the others (a queue that
+    moves, never a stall), and every ADD, then every DEL, succeeds."""
+    n = 110
+    net = "pods"
+    conf = netconf({"subnet": "10.51.0.0/16"}, name=net)
+    adds = start_together([Invocation("ADD", "pod%03d" % i, conf) for i in range(n)])
+    for inv in adds:
+        assert_clean_output(inv)
+        assert inv.rc == 0, inv
+    got = {inv.container_id: inv.address for inv in adds}
+    assert len(set(got.values())) == n, "an address was handed out twice"
+    assert leases(data_dir, net) == got
+    assert mirror(data_dir, net) == expected_mirror(got)
+    dels = start_together([Invocation("DEL", "pod%03d" % i, conf) for i in range(n)])
+    for inv in dels:
+        assert_clean_output(inv)
+        assert (inv.rc, inv.out) == (0, b""), inv
+    assert leases(data_dir, net) == {}
+    assert mirror(data_dir, net) == {}
+    assert database_problems(data_dir, net) == []
+
+
 def test_mixed_storm_on_a_nearly_exhausted_pool(data_dir, netconf, through):
     """A /29 (5 addresses: .2-.6, .1 is the gateway) shared by 15 containers.
 

@@ -62,11 +62,13 @@ class _Opened:
     """``with _Opened(conf, context) as opened:`` the store, mirror and lock-wait
     patience of one command.
 
-    In a plugin process the store is opened for this call alone, first: a shared pool's
-    connect must not hold a network's lock. In the node daemon it comes from the pool
+    Whatever needs no lock is done before each attempt takes the network's lock
+    (:meth:`connect`): a shared pool's connect must not hold that lock. In a plugin
+    process the store is opened for this call alone, and connected then. In the node
+    daemon the pool has one ready then (:meth:`StorePool.ready`), and the call takes it
     only once the network's lock is held (:meth:`take_store`), so that calls waiting for
     one network's lock hold no store (a burst on one network then uses one, where every
-    call would open its own), and goes back after a call that succeeded (one that
+    call would open its own); it goes back after a call that succeeded (one that
     failed closes it: whatever state the failure left goes too)."""
 
     def __init__(self, conf: "IpamConfig", context: "Optional[CallContext]") -> "None":
@@ -81,6 +83,16 @@ class _Opened:
         self.mirror = Mirror(conf.data_dir, conf.export, conf.busy_timeout)
         self.patience = Patience(busy_timeout(conf.database, conf.busy_timeout),
                                  conf.lock_wait_limit, context.idle)
+
+    def connect(self) -> "None":
+        """Connect this call's own store (a plugin process's), or have one ready in the
+        node daemon's pool, before the network's lock is taken."""
+        if self._store is not None:
+            self._store.connect()
+        elif self.context.pool is not None:
+            conf = self.conf
+            self.context.pool.ready(conf.database, conf.busy_timeout, conf.node,
+                                    conf.data_dir)
 
     def take_store(self) -> "Store":
         """The command's store: the one opened, or one from the daemon's pool."""
@@ -125,8 +137,8 @@ def _run(opened: "_Opened", conf: "IpamConfig",
          body: "Callable[[Store, Optional[NetworkFiles]], tuple[T, Changes]]",
          judge: "bool" = False) -> "tuple[T, list[str]]":
     """Run ``body(store, files) -> (value, changes)`` as one transaction, with the
-    network's files held (host-local's ``lock``, taken first, then the store) and
-    reconciled first if someone else changed them.
+    network's files held (the store connected first, then host-local's ``lock``, then
+    the transaction) and reconciled first if someone else changed them.
 
     First in the transaction, before the network's lock (so that a shared pool's
     other nodes never wait for it), this boot is stamped under the node's name; with
@@ -146,6 +158,7 @@ def _run(opened: "_Opened", conf: "IpamConfig",
     this command journaled are put back from the database, still under the lock.
     """
     patience = opened.patience
+    opened.connect()  # a Retry from it is the attempt's, as any other
     # created, as host-local's store open does
     held = opened.mirror.hold(conf.name, patience=patience)
     try:

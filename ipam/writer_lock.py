@@ -1,4 +1,5 @@
-"""A queue for writers: an flock on a file beside the database, with a timeout.
+"""A queue for writers: an flock on a file beside the database, with a timeout; and the
+waits for host-local's ``lock``, which another program owns.
 
 SQLite's own busy handler polls with sleeps of up to 100 ms, so under a burst of plugin
 processes (a node starting 100 pods) most of the wall time would be spent asleep. The
@@ -7,6 +8,9 @@ lock is still taken inside it (BEGIN IMMEDIATE), so the database's correctness n
 depends on this file. The mirror's does: a writer removes the mirror's pending marker
 after COMMIT but before it leaves this queue, so no other writer can be half-way
 through its files when the marker goes.
+
+Every wait here is bounded as :mod:`ipam.waits` says: it looks at who holds the lock
+(:func:`holder`, from /proc/locks) now and then, and goes on while that changes.
 """
 import fcntl
 
@@ -20,7 +24,7 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
     from types import FrameType
     from typing import Any, Callable, NoReturn, Optional, TypeVar
 
-    from ipam.waits import Patience
+    from ipam.waits import Patience, Watch
 
     T = TypeVar("T")
 
@@ -33,12 +37,30 @@ def _expire(signum: "int", frame: "Optional[FrameType]") -> "NoReturn":
     raise _Expired()
 
 
-# The node daemon's threads queue among themselves first, each path on a lock of its
+class _Queue:
+    """The node daemon's own queue for one lock file: its threads wait here, asleep, and
+    only the one holding it waits for the flock. ``moves`` counts its turns, and the
+    changes of the flock's holder that the thread holding it saw: what a thread behind
+    watches (:class:`ipam.waits.Watch`), since the daemon's calls share one pid."""
+
+    __slots__ = ("lock", "moves")
+
+    def __init__(self) -> "None":
+        import threading
+
+        self.lock = threading.Lock()
+        self.moves = 0
+
+    def release(self) -> "None":
+        self.lock.release()
+
+
+# The node daemon's threads queue among themselves first, each path in a queue of its
 # own: a thread that is not the main one cannot wait in the kernel's flock queue (the
 # timer signal that bounds the wait reaches the main thread only) and would poll it,
 # asleep most of the time under a burst. None in a plugin process (one thread).
-_THREAD_LOCKS: "Optional[dict[str, Any]]" = None
-_HELD: "dict[int, Any]" = {}  # fd -> the thread lock taken with it
+_THREAD_LOCKS: "Optional[dict[str, _Queue]]" = None
+_HELD: "dict[int, _Queue]" = {}  # fd -> the queue taken with it
 
 
 def share_between_threads() -> "None":
@@ -54,42 +76,105 @@ def acquire(path: "str", patience: "Patience", create: "bool" = True) -> "Option
 
     A reader that queues (``create`` False: ipamctl check) creates nothing: where the
     file does not exist no writer has ever queued, and the answer is None."""
-    timeout, why = patience.timeout()
-    if _THREAD_LOCKS is None:
-        return _acquire(path, timeout, why, create)
-    from time import monotonic
-
-    start = monotonic()
-    lock = _threads_queue(path, timeout, "database %s is locked by another call past %s; "
-                          "try again later" % (path.removesuffix(WRITER_QUEUE_SUFFIX), why),
-                          patience)
+    database = path.removesuffix(WRITER_QUEUE_SUFFIX)
+    queue = None
+    if _THREAD_LOCKS is not None:
+        queue = _threads_queue(path, patience, "database %s is locked by another call "
+                               "past %%s; try again later" % database)
+    fd = None
     try:
-        # a thread: its flock wait is a poll
-        fd = _idly(patience, _acquire, path, timeout - (monotonic() - start), why, create)
+        fd = _open(path, create)
+        if fd is not None:
+            _take(fd, patience, queue, True, path, "database %s is locked by another "
+                  "process past %%s; try again later" % database)
     except BaseException:
-        lock.release()
+        if fd is not None:
+            system.close(fd)
+        if queue is not None:
+            queue.release()
         raise
-    if fd is None:
-        lock.release()
-    else:
-        _HELD[fd] = lock
+    if queue is not None:
+        if fd is None:
+            queue.release()
+        else:
+            _HELD[fd] = queue
     return fd
 
 
-def _threads_queue(key: "str", timeout: "float", late: "str", patience: "Patience"
-                   ) -> "Any":
+def poll(fd: "int", patience: "Patience", what: "str", key: "Optional[str]" = None) -> "None":
+    """Hold an exclusive flock on ``fd``, a lock another program owns (host-local's
+    ``lock``): polled with ``LOCK_NB``, never a blocking wait in the kernel, so that a
+    stuck holder costs us what ``patience`` allows at most, and the error names what it
+    waited for. ``key`` (the file's path): in the node daemon, its threads queue for it
+    among themselves first, and only the first polls; release with :func:`release`."""
+    queue = None
+    if key is not None and _THREAD_LOCKS is not None:
+        queue = _threads_queue(key, patience, "%s is held by another call past %%s; try "
+                               "again later" % what)
+    try:
+        _take(fd, patience, queue, False, what, "%s is held by another process past %%s; "
+              "try again later" % what)
+    except BaseException:
+        if queue is not None:
+            queue.release()
+        raise
+    if queue is not None:
+        _HELD[fd] = queue
+
+
+def release(fd: "Optional[int]") -> "None":
+    if fd is not None:
+        queue = _HELD.pop(fd, None)
+        system.close(fd)  # closing the only descriptor drops the flock
+        if queue is not None:
+            queue.release()
+
+
+def holder(fd: "int") -> "tuple[tuple[bytes, ...], int]":
+    """Who holds the flock on ``fd``'s file, as a waiter can tell (:class:`ipam.waits.
+    Watch`): the pids /proc/locks shows holding it, and the file's mtime, which the node
+    daemon stamps at each turn it takes (:func:`_mark_turn`: its calls share one pid).
+    No pid when the lock is free this moment, its holder is in a PID namespace this
+    process cannot see, or /proc is not there. Matched by inode number alone: the device
+    the kernel prints there is the superblock's, which stat does not give on btrfs
+    subvolumes or overlayfs; another file's lock with the same number only adds a pid
+    that stays. Read only while a call waits, once a look."""
+    st = system.fstat(fd)
+    try:
+        locks = _read("/proc/locks")
+    except OSError:
+        return (), st.st_mtime_ns
+    needle = b":%d " % st.st_ino
+    # "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF"; a waiter's line has "->"
+    return tuple(line.split()[4] for line in locks.split(b"\n")
+                 if needle in line and b" FLOCK " in line and b"->" not in line), \
+        st.st_mtime_ns
+
+
+def _threads_queue(key: "str", patience: "Patience", late: "str") -> "_Queue":
     """In the node daemon, this process's own queue for ``key`` (a lock file's path),
     waited in before its flock: one thread at a time waits for the flock, the others
-    for it here, asleep (``late``: the error when ``timeout`` runs out first)."""
-    import threading
+    for it here, asleep, while the queue moves (``late % why``: the error when it
+    stopped moving for ``busyTimeout``, or the call's limit came first)."""
+    queue = _THREAD_LOCKS.get(key)  # type: ignore[union-attr]
+    if queue is None:
+        queue = _THREAD_LOCKS.setdefault(key, _Queue())  # type: ignore[union-attr]
+    if not queue.lock.acquire(blocking=False):
+        watch = patience.watch(queue.moves)
 
-    lock = _THREAD_LOCKS.get(key)  # type: ignore[union-attr]
-    if lock is None:
-        lock = _THREAD_LOCKS.setdefault(key, threading.Lock())  # type: ignore[union-attr]
-    if not lock.acquire(blocking=False) and not _idly(
-            patience, lock.acquire, timeout=max(timeout, 0)):
-        raise TryAgain(late)
-    return lock
+        def wait() -> "bool":
+            while True:
+                step = watch.step()
+                if step <= 0:
+                    return False
+                if queue.lock.acquire(timeout=step):
+                    return True
+                watch.saw(queue.moves)
+
+        if not _idly(patience, wait):
+            raise TryAgain(late % watch.why())
+    queue.moves += 1
+    return queue
 
 
 def _idly(patience: "Patience", wait: "Callable[..., T]", *args: "Any", **kw: "Any"
@@ -103,12 +188,11 @@ def _idly(patience: "Patience", wait: "Callable[..., T]", *args: "Any", **kw: "A
         return wait(*args, **kw)
 
 
-def _acquire(path: "str", timeout: "float", why: "str", create: "bool") -> "Optional[int]":
+def _open(path: "str", create: "bool") -> "Optional[int]":
     try:
         if create:
-            fd = system.open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        else:
-            fd = system.open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+            return system.open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        return system.open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
     except FileNotFoundError:
         if create:
             raise IoFailure("cannot open lock file %s: No such file or directory"
@@ -119,27 +203,75 @@ def _acquire(path: "str", timeout: "float", why: "str", create: "bool") -> "Opti
 
         raise (access.is_denied(e) and access.denied(path, write=create)) or IoFailure(
             "cannot open lock file %s: %s" % (path, e.strerror or e)) from None
-    try:
+
+
+def _take(fd: "int", patience: "Patience", queue: "Optional[_Queue]", kernel: "bool",
+          what: "str", late: "str") -> "None":
+    """Hold the exclusive flock on ``fd``: at once, as most calls do, else waiting as
+    ``patience`` allows, in the kernel's queue (``kernel``: our writers' queue) or
+    polling (a lock another program owns). Each look at the holder that finds another
+    one than the last (:func:`holder`) is the queue moving; in the node daemon it is
+    counted in ``queue``, for its threads behind this one, and each turn the daemon
+    takes is marked on the file, for the waiters of other processes. ``late % why``:
+    the error when the wait ends."""
+    try:  # at once, as most are: no wrapper, no look at /proc
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return fd
     except BlockingIOError:
-        pass
+        watch = patience.watch(holder(fd))
+        try:
+            _idly(patience, _wait_watched, fd, watch, queue, kernel)
+        except _Expired:
+            raise TryAgain(late % watch.why()) from None
+        except OSError as e:
+            raise _cannot(what, e) from None
     except OSError as e:
-        system.close(fd)
-        raise _cannot(path, e) from None
+        raise _cannot(what, e) from None
+    if queue is not None:
+        _mark_turn(fd)
+
+
+def _mark_turn(fd: "int") -> "None":
+    """Stamp the lock file's mtime: the node daemon's turn. Its calls share one pid, so
+    a waiter in another process (a call it did not take, ipamctl) would see one holder
+    in /proc/locks however fast its queue moves, and give up at ``busyTimeout``; the
+    mtime moves with each turn. Nothing reads these files' times otherwise (host-local
+    never does)."""
+    from posix import utime
+
     try:
-        _wait(fd, timeout)
-    except _Expired:
+        utime(fd)
+    except OSError:  # a file it may not stamp: a waiter sees one holder, as before
+        pass
+
+
+def _wait_watched(fd: "int", watch: "Watch", queue: "Optional[_Queue]", kernel: "bool"
+                  ) -> "None":
+    while True:
+        step = watch.step()
+        if step <= 0:
+            raise _Expired()
+        try:
+            if kernel:
+                _wait(fd, step)
+            else:
+                _poll(fd, step)
+            return
+        except _Expired:
+            if watch.saw(holder(fd)) and queue is not None:
+                queue.moves += 1
+
+
+def _read(path: "str") -> "bytes":
+    fd = system.open(path, O_RDONLY | O_CLOEXEC)
+    try:
+        chunks: "list[bytes]" = []
+        while True:
+            chunk = system.read(fd, 1 << 16)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
         system.close(fd)
-        raise TryAgain("database %s is locked by another process past %s; try again later"
-                       % (path.removesuffix(WRITER_QUEUE_SUFFIX), why)) from None
-    except OSError as e:
-        system.close(fd)
-        raise _cannot(path, e) from None
-    except BaseException:
-        system.close(fd)
-        raise
-    return fd
 
 
 def _cannot(what: "str", err: "OSError") -> "IoFailure":
@@ -180,46 +312,3 @@ def _poll(fd: "int", timeout: "float") -> "None":
                 raise _Expired() from None
             time.sleep(pause)
             pause = min(pause * 2, 0.01)
-
-
-def poll(fd: "int", patience: "Patience", what: "str", key: "Optional[str]" = None) -> "None":
-    """Hold an exclusive flock on ``fd``, a lock another program owns (host-local's
-    ``lock``): polled with ``LOCK_NB``, never a blocking wait in the kernel, so that a
-    stuck holder costs us what ``patience`` allows at most, and the error names what it
-    waited for. ``key`` (the file's path): in the node daemon, its threads queue for it
-    among themselves first, and only the first polls; release with :func:`release`."""
-    timeout, why = patience.timeout()
-    lock = None
-    if key is not None and _THREAD_LOCKS is not None:
-        from time import monotonic
-
-        start = monotonic()
-        lock = _threads_queue(key, timeout, "%s is held by another call past %s; try again "
-                              "later" % (what, why), patience)
-        timeout -= monotonic() - start
-    try:
-        try:  # at once, as most are: no wrapper
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _idly(patience, _poll, fd, timeout)
-    except _Expired:
-        if lock is not None:
-            lock.release()
-        raise TryAgain("%s is held by another process past %s; try again later"
-                       % (what, why)) from None
-    except BaseException as e:
-        if lock is not None:
-            lock.release()
-        if isinstance(e, OSError):
-            raise _cannot(what, e) from None
-        raise
-    if lock is not None:
-        _HELD[fd] = lock
-
-
-def release(fd: "Optional[int]") -> "None":
-    if fd is not None:
-        lock = _HELD.pop(fd, None)
-        system.close(fd)  # closing the only descriptor drops the flock
-        if lock is not None:
-            lock.release()

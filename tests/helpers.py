@@ -404,6 +404,84 @@ def holds_flock(pid, path, kind="READ"):
     return False
 
 
+class LockRelay:
+    """A lock file held by one process after another, each for ``hold`` seconds once
+    :meth:`start` is called, ``turns`` in all: the holders /proc/locks shows keep
+    changing, as those of a queue of calls that moves do, though the file is never free
+    (each holder takes a shared flock before the last lets go, so an exclusive taker
+    waits throughout). The first holds it from the start. The processes are started
+    ahead and wait for their turn, so that a turn costs a pipe's write, not an
+    interpreter's start. Use as a context manager: every process ends at its exit."""
+
+    HOLDER = ("import fcntl, os, sys\n"
+              "fd = os.open(sys.argv[1], os.O_RDONLY | os.O_CREAT, 0o600)\n"
+              "sys.stdin.readline()\n"  # its turn
+              "fcntl.flock(fd, fcntl.LOCK_SH)\n"
+              "print('held', flush=True)\n"
+              "sys.stdin.readline()\n")  # its turn is over: the end of its stdin
+
+    def __init__(self, path, hold, turns):
+        self.hold = hold
+        self.procs = []
+        self.holders = []  # the pids that held it, in turn
+        self.error = None
+        self.ended = threading.Event()  # the last holder let go
+        self.thread = threading.Thread(target=self._relay, daemon=True)
+        try:
+            for _ in range(turns):
+                self.procs.append(subprocess.Popen(
+                    [sys.executable, "-c", self.HOLDER, str(path)], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE))
+            self._turn(0)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _turn(self, i):
+        proc = self.procs[i]
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        assert line == b"held\n", "holder %d of the relay answered %r" % (i, line)
+        self.holders.append(proc.pid)
+
+    def _end(self, i):
+        proc = self.procs[i]
+        proc.stdin.close()
+        proc.wait(30)
+
+    def _relay(self):
+        try:
+            for i in range(1, len(self.procs)):
+                time.sleep(self.hold)  # the holder's turn: what the test is about
+                self._turn(i)
+                self._end(i - 1)
+            time.sleep(self.hold)
+            self._end(len(self.procs) - 1)
+        except BaseException as e:  # told at the exit
+            self.error = e
+        finally:
+            self.ended.set()
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.thread.is_alive():
+            self.thread.join(60)
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(30)
+            proc.stdin.close()
+            proc.stdout.close()
+        assert self.error is None, self.error
+
+
 def daemon_env():
     """The environment a daemon starts with: the tests' own, minus what would change its
     behaviour (the CNI protocol's variables, a systemd's, another daemon named)."""
@@ -584,14 +662,15 @@ class EntryPath:
         daemon = self.daemon
         return None if daemon is None else daemon.socket
 
-    def wait_queued(self, path, process, timeout=30.0):
+    def wait_queued(self, path, process, timeout=30.0, polling=False):
         """Wait until the call of plugin process ``process`` (a Popen) waits for the
         flock the test holds on ``path``: in the process, or in the daemon that took
         it (under the chaos, whichever of the two: the daemon may be gone, the call
-        run in process)."""
+        run in process). ``polling``: the process polls that lock (host-local's)."""
         def waiters():
             daemon = self.daemon
-            return [(process.pid, False)] + ([] if daemon is None else [(daemon.pid, True)])
+            return [(process.pid, polling)] + (
+                [] if daemon is None else [(daemon.pid, True)])
         wait_queued_in(path, waiters, timeout)
 
     def expected_stderr(self, err):

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from helpers import IPAMCTL, run_plugin
+from helpers import IPAMCTL, LockRelay, run_plugin
 from plugin_procs import (
     DB_NAME,
     PENDING,
@@ -115,6 +115,31 @@ def test_200_adds_then_200_dels_at_once_beside_ipamctl_list(data_dir, netconf, t
         ips = [r["ip"] for r in rows]
         assert len(ips) == len(set(ips))
         assert {r["container_id"] for r in rows} <= set(got)
+
+
+@pytest.mark.slow
+def test_110_pods_starting_at_once_each_get_an_address(data_dir, netconf, through):
+    """kubelet's default maxPods, 110, starting at once on one network, with the config's
+    defaults (busyTimeout 10 s): the last call waits for all the others (a queue that
+    moves, never a stall), and every ADD, then every DEL, succeeds."""
+    n = 110
+    net = "pods"
+    conf = netconf({"subnet": "10.51.0.0/16"}, name=net)
+    adds = start_together([Invocation("ADD", "pod%03d" % i, conf) for i in range(n)])
+    for inv in adds:
+        assert_clean_output(inv)
+        assert inv.rc == 0, inv
+    got = {inv.container_id: inv.address for inv in adds}
+    assert len(set(got.values())) == n, "an address was handed out twice"
+    assert leases(data_dir, net) == got
+    assert mirror(data_dir, net) == expected_mirror(got)
+    dels = start_together([Invocation("DEL", "pod%03d" % i, conf) for i in range(n)])
+    for inv in dels:
+        assert_clean_output(inv)
+        assert (inv.rc, inv.out) == (0, b""), inv
+    assert leases(data_dir, net) == {}
+    assert mirror(data_dir, net) == {}
+    assert database_problems(data_dir, net) == []
 
 
 def test_mixed_storm_on_a_nearly_exhausted_pool(data_dir, netconf, through):
@@ -247,6 +272,38 @@ def test_writer_waits_in_the_queue_while_the_holder_finishes_in_time(data_dir, n
     inv.finish()
     assert inv.rc == 0 and inv.address == "10.1.2.3", inv
     assert leases(data_dir, net) == {"a": "10.1.2.2", "c": "10.1.2.3"}
+
+
+@pytest.mark.parametrize("lock", ["host-local's lock", "writers' queue"])
+def test_a_lock_whose_holder_keeps_changing_is_waited_for_past_busy_timeout(
+        data_dir, netconf, lock, through):
+    """busyTimeout bounds the wait on a holder that does not move; a queue whose holder
+    keeps changing is progress. The lock passes from process to process here, each
+    holding it 0.25 s, for 3 s from the moment a call waits: calls with a busyTimeout
+    of 1 s wait it out and succeed (a holder that keeps it still ends the wait at
+    busyTimeout: test_writer_flock_held_past_busy_timeout_is_code_11, and the stuck
+    holder of one network's lock below).
+    Three calls on host-local's lock: the first polls it, the others wait behind the
+    first (in the node daemon, in its own queue, whose turns tell them it moves). One
+    on the writers' queue: a second would wait on host-local's lock meanwhile, whose
+    holder, that first call, does not change while it waits."""
+    net = "relay"
+    conf = netconf({"subnet": "10.1.2.0/24", "busyTimeout": 1}, name=net)
+    assert run_plugin("ADD", conf, container_id="a").status == 0
+    polled = lock == "host-local's lock"
+    path = data_dir / net / "lock" if polled else data_dir / (DB_NAME + ".lock")
+    with LockRelay(path, hold=0.25, turns=13) as relay:
+        invs = [Invocation("ADD", "c%d" % i, conf) for i in range(3 if polled else 1)]
+        for inv in invs:
+            inv.feed()
+        through.wait_queued(path, invs[0].proc, polling=polled)
+        relay.start()
+        run_all(invs)
+    assert len(set(relay.holders)) == 13
+    for inv in invs:
+        assert inv.rc == 0, inv
+    assert sorted(leases(data_dir, net)) == ["a"] + [inv.container_id for inv in invs]
+    assert check_json(data_dir)[0] == 0
 
 
 def _wait_stopped(pid, timeout=5.0):

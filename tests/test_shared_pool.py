@@ -5,8 +5,10 @@ No address twice across nodes, each mirror holding only its own node's leases, a
 schema created by whoever comes first, and a server that stops mid-burst or is not there
 at all answered with code 11 (try again later), never a traceback.
 """
+import fcntl
 import ipaddress
 import json
+import os
 import subprocess
 import threading
 import time
@@ -22,13 +24,13 @@ SUBNET = "10.60.0.0/16"
 BURST_TIMEOUT = 300  # seconds for a whole burst: ~0.4 s of CPU per process, 2 cores
 
 
-def pool_conf(url, data_dir, node, busy_timeout=60):
-    """A node's config. Every simulated node shares this machine's cores, so a node's
-    writers wait in their local queue far longer than on a real node: a generous
-    busyTimeout keeps the test about the pool, not about CPU starvation."""
-    return {"cniVersion": "1.0.0", "name": NET, "type": "bridge",
-            "ipam": {"type": "host-local-sqlite", "subnet": SUBNET, "dataDir": str(data_dir),
-                     "database": url, "node": node, "busyTimeout": busy_timeout}}
+def pool_conf(url, data_dir, node, busy_timeout=None):
+    """A node's config; busyTimeout the pool's default (60 s) unless given."""
+    ipam = {"type": "host-local-sqlite", "subnet": SUBNET, "dataDir": str(data_dir),
+            "database": url, "node": node}
+    if busy_timeout is not None:
+        ipam["busyTimeout"] = busy_timeout
+    return {"cniVersion": "1.0.0", "name": NET, "type": "bridge", "ipam": ipam}
 
 
 def node_dirs(tmp_path, names):
@@ -117,11 +119,14 @@ def cid(node, i):
 # -- many nodes at once ---------------------------------------------------------------
 @pytest.mark.slow
 def test_four_nodes_200_adds_then_200_dels_at_once(pg_url, tmp_path, through):
+    """Each node's 50 calls queue for its host-local lock, the last behind all the others,
+    and every node shares this machine's two cores: that queue moves, however slowly, so
+    a busyTimeout of 10 s (SQLite's default) is enough."""
     per_node = 50
     dirs = node_dirs(tmp_path, ("node-a", "node-b", "node-c", "node-d"))
     proc = ipamctl(pg_url, "db", "upgrade")
     assert proc.returncode == 0, proc.stderr.decode()
-    confs = {node: pool_conf(pg_url, d, node) for node, d in dirs.items()}
+    confs = {node: pool_conf(pg_url, d, node, busy_timeout=10) for node, d in dirs.items()}
     work = [(node, cid(node, i)) for i in range(per_node) for node in dirs]
 
     adds = burst([Invocation("ADD", c, confs[node]) for node, c in work])
@@ -146,6 +151,33 @@ def test_four_nodes_200_adds_then_200_dels_at_once(pg_url, tmp_path, through):
     assert_mirrors_match(pg_url, dirs, [])
 
 
+@pytest.mark.slow
+def test_110_pods_starting_at_once_on_a_node_of_the_pool(pg_url, tmp_path, through):
+    """kubelet's default maxPods, 110, starting at once on one node of a pool: each call
+    connects before it takes host-local's lock, the last waits for all the others, and
+    with a busyTimeout of 10 s every ADD, then every DEL, succeeds."""
+    n = 110
+    data_dir = tmp_path / "node-a"
+    proc = ipamctl(pg_url, "db", "upgrade")
+    assert proc.returncode == 0, proc.stderr.decode()
+    conf = pool_conf(pg_url, data_dir, "node-a", busy_timeout=10)
+    adds = burst([Invocation("ADD", cid("node-a", i), conf) for i in range(n)])
+    for inv in adds:
+        assert_clean(inv)
+        assert inv.rc == 0, inv
+    got = {inv.container_id: inv.address for inv in adds}
+    assert len(set(got.values())) == n, "an address was handed out twice"
+    rows = listed(pg_url)
+    assert sorted((r["container_id"], r["ip"]) for r in rows) == sorted(got.items())
+    assert_mirrors_match(pg_url, {"node-a": data_dir}, rows)
+    dels = burst([Invocation("DEL", cid("node-a", i), conf) for i in range(n)])
+    for inv in dels:
+        assert_clean(inv)
+        assert (inv.rc, inv.out) == (0, b""), inv
+    assert listed(pg_url) == []
+    assert_mirrors_match(pg_url, {"node-a": data_dir}, [])
+
+
 def test_first_adds_on_an_empty_database_create_the_schema_once(pg_url, tmp_path, through):
     """No `db upgrade`: eight first ADDs race to create the schema; the losers' DDL rolls
     back and their retry finds the winner's tables."""
@@ -164,6 +196,37 @@ def test_first_adds_on_an_empty_database_create_the_schema_once(pg_url, tmp_path
     assert_mirrors_match(pg_url, dirs, rows)
     proc = ipamctl(pg_url, "db", "current")
     assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr.decode()
+
+
+def test_a_call_connects_before_it_takes_host_locals_lock(pg_server, pg_url, tmp_path,
+                                                          through):
+    """A call holds host-local's lock for its transaction only: its connect (a new
+    server process) is made before, while it may still wait, so that the calls queued
+    behind it do not wait for that too. In the node daemon, its pool has a store
+    connected by then, which the call takes once it holds the lock. The database is
+    new to the daemon: no call of ours has connected to it before."""
+    data_dir = tmp_path / "node-a"
+    proc = ipamctl(pg_url, "db", "upgrade")
+    assert proc.returncode == 0, proc.stderr.decode()
+    conf = pool_conf(pg_url, data_dir, "node-a")
+    lock = data_dir / NET / "lock"
+    lock.parent.mkdir(parents=True)
+    since = pg_server.sql(pg_url, "SELECT clock_timestamp()")[0][0]
+    fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a Go host-local would, mid-call
+        inv = Invocation("ADD", "c1", conf)
+        inv.feed()
+        through.wait_queued(lock, inv.proc, polling=True)
+        connected = pg_server.sql(
+            pg_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+            "current_database() AND application_name = 'host-local-sqlite' AND "
+            "backend_start > %s", (since,))[0][0]
+    finally:
+        os.close(fd)
+    inv.finish()
+    assert connected >= 1, "the call waiting for host-local's lock had not connected"
+    assert inv.rc == 0, inv
 
 
 # -- the server goes away ---------------------------------------------------------------

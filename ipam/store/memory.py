@@ -71,6 +71,9 @@ class MemoryStore:
     def prepare_statements(self):
         pass
 
+    def connect(self):
+        pass
+
     def __enter__(self):
         return self
 

@@ -38,6 +38,7 @@ class StorePool:
         self.size = size
         self._idle: "dict[Key, list[Store]]" = {}
         self._keys: "dict[int, Key]" = {}
+        self._opening: "set[Key]" = set()  # keys ready() is opening a store for
         self._lock = threading.Lock()
         self.opened = 0  # stores opened, for the health check and the tests
         self.max_idle = MAX_IDLE_PER_SLOT * size
@@ -61,6 +62,37 @@ class StorePool:
             self.opened += 1
             self._keys[id(store)] = key
         return store
+
+    def ready(self, database: "str", busy_timeout: "Optional[float]", node: "Optional[str]",
+              data_dir: "str") -> "None":
+        """Make sure a store for these settings is open and idle for :meth:`take`, with
+        whatever needs no lock done (its engine imported, a server connected): a call
+        runs this before it takes its network's lock, then takes the store once it holds
+        the lock. Otherwise the first call of a database, and the first after a failed
+        call closed its store, would do all that inside the lock while the calls queued
+        behind it wait (a daemon started anew under a burst, starved of CPU, held one
+        for seconds). One store at a time per database: the other calls of a burst go
+        on to wait for the lock, and holding none meanwhile, use the one made."""
+        key = (database, busy_timeout, node, data_dir)
+        with self._lock:
+            if self._idle.get(key) or key in self._opening:
+                return
+            self._opening.add(key)
+        try:
+            store = open_store(database, busy_timeout, node=node, data_dir=data_dir)
+            try:
+                store.prepare_statements()
+                store.connect()
+            except BaseException:
+                store.close()
+                raise
+        finally:
+            with self._lock:
+                self._opening.discard(key)
+        with self._lock:
+            self.opened += 1
+            self._keys[id(store)] = key
+        self.give(store, reuse=True)
 
     def give(self, store: "Store", reuse: "bool") -> "None":
         """Back after a call; closed instead if the call failed, or if ``size`` stores

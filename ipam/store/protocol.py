@@ -43,6 +43,12 @@ class Store(Protocol):
         """Prepare statements on first use, where the engine can (a store that serves
         many calls: the node daemon's)."""
 
+    def connect(self) -> None:
+        """Be ready for a transaction: connected, where the engine connects lazily (a
+        shared pool's server), and whatever else needs no lock done. A command calls it
+        before it takes a network's lock, so that every call queued behind it does not
+        wait for its connect too."""
+
     def __enter__(self) -> "Store": ...
 
     def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],

@@ -139,6 +139,9 @@ class LeaseTable:
     def prepare_statements(self) -> "None":
         pass  # sqlite3 caches each connection's prepared statements already (128)
 
+    def connect(self) -> "None":
+        pass  # SQLite's file is opened with the store
+
     def __enter__(self) -> "LeaseTable":
         return self
 

@@ -101,6 +101,19 @@ def test_the_judge_fails_a_figure_that_grows_in_the_last_tenth(measure, grow):
     assert _failed(samples, times, fresh, totals) == []
 
 
+def test_the_database_file_may_keep_a_high_water_mark_but_not_grow():
+    """History is kept for a time, so a fast moment leaves the file larger (SQLite never
+    gives pages back): flat as long as the last tenth adds nothing. Growing with the
+    calls made, it grows in the last tenth too."""
+    samples, times, fresh, totals = _flat_run()
+    for s in samples[40:]:
+        s["db_bytes"] = 2 << 20
+    assert _failed(samples, times, fresh, totals) == []
+    for s in samples:
+        s["db_bytes"] = (1 << 20) + 340 * 100 * (s["slice"] + 1)  # unpruned history
+    assert _failed(samples, times, fresh, totals) == ["database file"]
+
+
 def test_the_judge_weighs_time_against_the_fresh_node_beside_it():
     samples, times, fresh, totals = _flat_run()
     for s in range(90, 100):  # the machine twice as busy in the last tenth: both slower

@@ -135,8 +135,11 @@ def report(samples, times, fresh, totals, args):
     print("soak: %d calls in %.0f s (%.0f calls/s) on %d networks of %d pods, "
           "historyRetention %s" % (calls, totals["seconds"], calls / totals["seconds"],
                                    args.networks, args.pods, args.history_retention))
-    print("calls, every phase: %s; fell back in process: %s; daemon CPU %.2f ms a call"
-          % (", ".join("%s %d" % kv for kv in sorted(totals["counts"].items())),
+    measured = {kind: sum(len(v) for k, v in by_slice.items() if k >= 0)
+                for kind, by_slice in times.items() if kind != "gc"}
+    print("measured calls: %s; fell back in process: %s; daemon CPU %.2f ms a call"
+          % (", ".join("%s %d (%.1f%%)" % (kind, n, 100 * n / max(calls, 1))
+                       for kind, n in measured.items()),
              totals["fell_back_why"] or 0,
              1000 * (last["cpu_s"] - first["cpu_s"]) / max(
                  last["daemon_calls"] - first["daemon_calls"], 1)))

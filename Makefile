@@ -7,7 +7,7 @@ PYTHONS ?= 3.11 3.12 3.13
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install compile demo test check test-all lint typecheck bench wheel-smoke dist clean
+.PHONY: install compile demo test check test-all lint typecheck bench soak wheel-smoke dist clean
 
 install: $(STAMP)
 
@@ -57,6 +57,12 @@ typecheck: install
 bench: compile dist
 	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) tools/bench.py $(BENCH_ARGS)
+
+# A quarter of churn in one run (tools/soak.py): 500,000 calls through the node daemon,
+# with plugin processes and Go host-local beside it; exits 1 unless every figure stays
+# flat. Hours long, so niced. A short one: make soak SOAK_ARGS='--calls 5000'.
+soak: compile
+	nice $(PY) tools/soak.py $(SOAK_ARGS)
 
 # The self-contained build: dist/host-local-sqlite-<version>-linux-<arch>.tgz, both
 # executables frozen with cx_Freeze from $(PYTHON), for nodes with no Python. Its own venv

@@ -111,6 +111,11 @@ def parse_message(buf: "bytes") -> "tuple[bytes, list[bytes], int]":
     raise IndexError("not a message")
 
 
+def request(env: "dict[bytes, bytes]", cwd: "bytes", data: "bytes") -> "bytes":
+    """A call's request: its environment, working directory and stdin (the config)."""
+    return MAGIC + CALL + blob(encode_environ(env)) + blob(cwd) + blob(data)
+
+
 def encode_environ(env: "dict[bytes, bytes]") -> "bytes":
     return b"\0".join(k + b"=" + v for k, v in env.items())
 
@@ -448,10 +453,9 @@ def forward() -> "tuple[Optional[int], Optional[bytes]]":
         cwd = posix.getcwd().encode("utf-8", "surrogateescape")
     except OSError:
         cwd = b""
-    request = MAGIC + CALL + blob(encode_environ(env)) + blob(cwd) + blob(data)
     try:
         with armed(_Signalled):  # a signal is an error object here too, as in process
-            status, out, err = call(path, request, named)
+            status, out, err = call(path, request(env, cwd, data), named)
     except Unanswered as e:
         if e.args[0] is not None:
             sys.stderr.write("host-local-sqlite: %s; running the call in process\n"

@@ -34,8 +34,7 @@ def call(sock, command, conf, cwd=None, **kw):
     """One call through the daemon's socket, as the client sends it: (status, out, err);
     Unanswered if the daemon declines it."""
     env = {k.encode(): v.encode() for k, v in cni_env(command, **kw).items()}
-    request = client.MAGIC + client.CALL + client.blob(client.encode_environ(env)) + \
-        client.blob((cwd or os.getcwd()).encode()) + client.blob(json.dumps(conf).encode())
+    request = client.request(env, (cwd or os.getcwd()).encode(), json.dumps(conf).encode())
     status, out, err = client.call(str(sock), request)
     return status, out.decode(), err.decode()
 
@@ -560,8 +559,7 @@ def _send_call(sock, conf, container_id):
     s.settimeout(30)
     s.connect(str(sock))
     env = {k.encode(): v.encode() for k, v in cni_env("ADD", container_id).items()}
-    s.sendall(client.MAGIC + client.CALL + client.blob(client.encode_environ(env)) +
-              client.blob(os.getcwd().encode()) + client.blob(json.dumps(conf).encode()))
+    s.sendall(client.request(env, os.getcwd().encode(), json.dumps(conf).encode()))
     return s, _message(s)
 
 

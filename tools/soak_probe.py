@@ -5,8 +5,8 @@ Measured: the daemon's RSS, threads, CPU time and open descriptors (from ``/proc
 the database file and its WAL, the mirror's bytes and entries (the networks' directories,
 and any journal or temporary file beside them), the leases and history rows. The audit
 stops the run at the first problem: a live pod whose lease is gone or at another
-address, a lease held for a pod that was DELed (one Go DELed is kept until the next GC:
-README, "Automatic adoption"), an address file that names no live pod or names another,
+address, a lease held for a pod that was DELed (one Go DELed is kept, its file written back,
+until the next GC: README, "Automatic adoption"), an address file that names no live pod or names another,
 an address told to two live pods.
 """
 import collections
@@ -159,6 +159,12 @@ class Probe:
             if owner != b"%s\r\n%s" % (cid.encode(), IFNAME.encode()):
                 problems.append("the file of %s on %s, live pod %d's, holds %r"
                                 % (p.ip, network, p.serial, owner))
+        # A pod Go DELed keeps its lease until the next GC, and (the reconcile writes
+        # back the file of every lease it keeps) its file too.
+        go_net = files.get(node.names[0], {})
+        for cid, p in node.go_gone.items():
+            if go_net.get(p.ip) == b"%s\r\n%s" % (cid.encode(), IFNAME.encode()):
+                del go_net[p.ip]
         problems += ["%s/%s names no live pod: %r" % (network, ip, owner)
                      for network, left in files.items() for ip, owner in left.items()]
         if problems:

@@ -5,9 +5,9 @@ Measured: the daemon's RSS, threads, CPU time and open descriptors (from ``/proc
 the database file and its WAL, the mirror's bytes and entries (the networks' directories,
 and any journal or temporary file beside them), the leases and history rows. The audit
 stops the run at the first problem: a live pod whose lease is gone or at another
-address, a lease held for a pod that was DELed (one Go DELed is kept, its file written back,
-until the next GC: README, "Automatic adoption"), an address file that names no live pod or names another,
-an address told to two live pods.
+address, a lease held for a pod that was DELed (one Go DELed is kept, its file written
+back, until the next GC: README, "Automatic adoption"), an address file that names no
+live pod or names another, an address told to two live pods.
 """
 import collections
 import ipaddress

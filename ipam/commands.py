@@ -92,7 +92,7 @@ class _Opened:
         elif self.context.pool is not None:
             conf = self.conf
             self.context.pool.ready(conf.database, conf.busy_timeout, conf.node,
-                                    conf.data_dir)
+                                    conf.data_dir, self.patience)
 
     def take_store(self) -> "Store":
         """The command's store: the one opened, or one from the daemon's pool."""

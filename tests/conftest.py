@@ -273,7 +273,7 @@ def through(request, monkeypatch, tmp_path_factory):
     entry = EntryPath(name, plugin, node_daemon)
     if name == "daemon-stopped-and-killed":
         entry.chaos = DaemonChaos(tmp_path_factory.mktemp("chaos"), random.randrange(1 << 30),
-                                  lambda: entry.started)
+                                  lambda: entry.started + entry.fed, lambda: entry.fed)
     chaos = entry.chaos
     monkeypatch.setattr(helpers, "ENTRY", entry)
     monkeypatch.setenv(DAEMON_ENV, entry.socket or "false")

@@ -639,8 +639,9 @@ class EntryPath:
     (one of :data:`ENTRY_PATHS`; "default" outside ``through``), the ``plugin`` program
     they run, the ``socket`` of the daemon they name (None: forwarding is off) and its
     ``chaos`` (a :class:`DaemonChaos`, or None); and what they did: ``started``
-    processes of ``plugin`` (:func:`plugin_program`), ``forwarded`` calls answered with a
-    daemon named, of which ``fell_back`` ran in process (:func:`note_plugin_run`)."""
+    processes of ``plugin`` (:func:`plugin_program`), ``fed`` calls begun by a process
+    started ahead (:func:`feeding`), ``forwarded`` calls answered with a daemon named,
+    of which ``fell_back`` ran in process (:func:`note_plugin_run`)."""
 
     def __init__(self, name="default", plugin=PLUGIN, node_daemon=None):
         self.name = name
@@ -648,7 +649,7 @@ class EntryPath:
         self.chaos = None  # set by whoever starts one
         self._daemon = node_daemon
         self.lock = threading.Lock()
-        self.started = self.forwarded = self.fell_back = 0
+        self.started = self.fed = self.forwarded = self.fell_back = 0
         self.reasons = {}  # of falling back: how many calls gave each
 
     @property
@@ -701,23 +702,35 @@ def starting(program):
     return program
 
 
+def feeding():
+    """Count one more call begun by a plugin process the test started ahead and now
+    gives its config (plugin_procs.Invocation): its call starts only then, and the
+    chaos acts while calls run, not only while processes start."""
+    entry = ENTRY
+    with entry.lock:
+        entry.fed += 1
+
+
 class DaemonChaos:
     """A node daemon on one socket that a thread, until :meth:`close`, stops (SIGSTOP,
     for longer than the client's TAKE_TIMEOUT, then SIGCONT) or kills (SIGKILL, then a
     new daemon on the same socket) at random moments while the test's plugin processes
-    run (within 0.3 s of one's start: ``activity()`` counts them), each after it served
-    0.2 to 1.5 s: calls meet a daemon that takes them late, answers late, or goes away
-    under them, and one that serves them. ``stops`` and
-    ``kills`` count what it did; ``seed`` makes its choices (not the moments they
-    meet)."""
+    run (within 0.3 s of one's start, or of the call of one started ahead:
+    ``activity()`` counts them), each after it served 0.2 to 1.5 s: calls meet a daemon
+    that takes them late, answers late, or goes away under them, and one that serves
+    them. A burst fed at once (``fed()`` counts its calls) cuts that serving short, to
+    0.3 s at most: the daemon serves such a burst whole in about a second, which the
+    chaos would otherwise meet only by chance. ``stops`` and ``kills`` count what it
+    did; ``seed`` makes its choices (not the moments they meet)."""
 
-    def __init__(self, directory, seed, activity):
+    def __init__(self, directory, seed, activity, fed=lambda: 0):
         from ipam.client import TAKE_TIMEOUT
 
         self.directory = str(directory)
         self.seed = seed
         self.rng = random.Random(seed)
         self.activity = activity
+        self.fed = fed
         self.stop_for = (TAKE_TIMEOUT * 1.2, TAKE_TIMEOUT * 2.0)
         self.serve_for = (0.2, 1.5)
         self.daemons = [self._start(None)]
@@ -747,13 +760,14 @@ class DaemonChaos:
         try:
             seen = self.activity()
             while not self.done.is_set():
-                if self.activity() == seen:  # no plugin process started since the last
+                if self.activity() == seen:  # no plugin process or call since the last
                     self.done.wait(0.005)
                     continue
                 seen = self.activity()
                 if self.done.wait(self.rng.uniform(0.0, 0.3)):
                     break
                 daemon = self.daemon
+                fed = self.fed()
                 if self.rng.random() < 0.5:
                     os.kill(daemon.pid, signal.SIGSTOP)
                     self.stops += 1
@@ -766,10 +780,22 @@ class DaemonChaos:
                     self.kills += 1
                     self.daemons.append(self._start(self.socket))
                 # Serving a while before the next: a burst meets every state.
-                if self.done.wait(self.rng.uniform(*self.serve_for)):
-                    break
+                self._serve(self.rng.uniform(*self.serve_for), fed)
         except BaseException as e:  # raised again by close(), in the test
             self.error = e
+
+    def _serve(self, seconds, fed):
+        """Let the daemon serve ``seconds``, or 0.3 s at most once a burst is fed (since
+        ``fed`` calls: a burst fed while the daemon was stopped or restarted counts)."""
+        end = time.monotonic() + seconds
+        while not self.done.is_set():
+            now = time.monotonic()
+            if now >= end:
+                return
+            if self.fed() != fed:
+                fed = self.fed()
+                end = min(end, now + self.rng.uniform(0.0, 0.3))
+            self.done.wait(min(0.005, end - now))
 
     def logs(self):
         return [("daemon %d (pid %d)" % (n, d.pid), d.log())

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from helpers import IPAMCTL, cni_env, note_plugin_run, plugin_program
+from helpers import IPAMCTL, cni_env, feeding, note_plugin_run, plugin_program
 
 from ipam.paths import DAEMON_ENV
 
@@ -55,6 +55,8 @@ class Invocation:
         self.noted = False
 
     def feed(self):
+        if self.ours:
+            feeding()
         try:
             self.proc.stdin.write(self.conf)
         except BrokenPipeError:  # killed before it read its config

@@ -152,6 +152,11 @@ def test_four_nodes_200_adds_then_200_dels_at_once(pg_url, tmp_path, through):
 
 
 @pytest.mark.slow
+@pytest.mark.not_through("daemon-stopped-and-killed", why=(
+    "110 calls through the daemon are served in about a second: the chaos, acting within "
+    "0.6 s of their start, stops the daemon after it took them all as often as not, and "
+    "then no call falls back, which the chaos path counts as a failure; the larger "
+    "bursts (200 calls, four nodes of 50) run through it"))
 def test_110_pods_starting_at_once_on_a_node_of_the_pool(pg_url, tmp_path, through):
     """kubelet's default maxPods, 110, starting at once on one node of a pool: each call
     connects before it takes host-local's lock, the last waits for all the others, and

@@ -3,6 +3,7 @@ process: what goes back, what is closed, what is opened anew; on PostgreSQL, sta
 prepared at first use and one server connection for many calls."""
 import os
 import sqlite3
+import threading
 
 import psycopg
 import pytest
@@ -12,6 +13,7 @@ from ipam import paths
 from ipam.commands import CallContext
 from ipam.store.pool import StorePool
 from ipam.store.sqlite import SqliteStore
+from ipam.waits import Patience
 
 SUBNET = {"subnet": "10.7.0.0/24"}
 
@@ -51,6 +53,30 @@ def test_a_failed_call_closes_its_store(data_dir):
     again = take(pool, data_dir)
     assert again is not store and pool.opened == 2
     pool.give(again, reuse=True)
+    pool.close()
+
+
+def test_a_bursts_calls_have_one_store_made_ready_before_their_lock(data_dir):
+    """ready(), which a call runs before it takes its network's lock: the first of a
+    burst opens (and connects) a store, the others wait for it, holding no lock, and
+    each finds it idle, for take() once it holds the lock."""
+    pool = StorePool(2)
+    db = paths.default_database(str(data_dir))
+    found = []
+
+    def call():
+        pool.ready(db, None, None, str(data_dir), Patience(10.0, 60.0))
+        found.append(pool.idle())
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert found == [1] * 8 and pool.opened == 1
+    store = take(pool, data_dir)
+    assert pool.opened == 1 and pool.idle() == 0
+    pool.give(store, reuse=True)
     pool.close()
 
 

@@ -16,6 +16,7 @@ the writers' queue (:meth:`ipam.store.sqlite.SqliteStore._begin`), since a call 
 from here may wait in that queue while the file is replaced.
 """
 import threading
+from time import monotonic
 
 from ipam.backend import open_store
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from typing import Optional
 
     from ipam.store.protocol import Store
+    from ipam.waits import Patience
 
     Key = tuple[str, Optional[float], Optional[str], str]
 
@@ -38,7 +40,7 @@ class StorePool:
         self.size = size
         self._idle: "dict[Key, list[Store]]" = {}
         self._keys: "dict[int, Key]" = {}
-        self._opening: "set[Key]" = set()  # keys ready() is opening a store for
+        self._opening: "dict[Key, threading.Event]" = {}  # ready() opening one: set when done
         self._lock = threading.Lock()
         self.opened = 0  # stores opened, for the health check and the tests
         self.max_idle = MAX_IDLE_PER_SLOT * size
@@ -64,20 +66,35 @@ class StorePool:
         return store
 
     def ready(self, database: "str", busy_timeout: "Optional[float]", node: "Optional[str]",
-              data_dir: "str") -> "None":
+              data_dir: "str", patience: "Patience") -> "None":
         """Make sure a store for these settings is open and idle for :meth:`take`, with
         whatever needs no lock done (its engine imported, a server connected): a call
         runs this before it takes its network's lock, then takes the store once it holds
         the lock. Otherwise the first call of a database, and the first after a failed
         call closed its store, would do all that inside the lock while the calls queued
         behind it wait (a daemon started anew under a burst, starved of CPU, held one
-        for seconds). One store at a time per database: the other calls of a burst go
-        on to wait for the lock, and holding none meanwhile, use the one made."""
+        for seconds, importing psycopg). One store at a time per database: the other
+        calls of a burst wait for it here, holding no lock, no longer than ``patience``
+        allows all of their waits, and in what it wraps waits in (the daemon's: another
+        call runs meanwhile); past that, or if it failed, :meth:`take` opens one."""
         key = (database, busy_timeout, node, data_dir)
         with self._lock:
-            if self._idle.get(key) or key in self._opening:
+            if self._idle.get(key):
                 return
-            self._opening.add(key)
+            opening = self._opening.get(key)
+            if opening is None:
+                opening = self._opening[key] = threading.Event()
+                mine = True
+            else:
+                mine = False
+        if not mine:
+            left = max(patience.deadline - monotonic(), 0.0)
+            if patience.idle is None:
+                opening.wait(left)
+            else:
+                with patience.idle():
+                    opening.wait(left)
+            return
         try:
             store = open_store(database, busy_timeout, node=node, data_dir=data_dir)
             try:
@@ -86,13 +103,14 @@ class StorePool:
             except BaseException:
                 store.close()
                 raise
+            with self._lock:
+                self.opened += 1
+                self._keys[id(store)] = key
+            self.give(store, reuse=True)
         finally:
             with self._lock:
-                self._opening.discard(key)
-        with self._lock:
-            self.opened += 1
-            self._keys[id(store)] = key
-        self.give(store, reuse=True)
+                del self._opening[key]
+            opening.set()
 
     def give(self, store: "Store", reuse: "bool") -> "None":
         """Back after a call; closed instead if the call failed, or if ``size`` stores

@@ -704,24 +704,32 @@ def gc_without_ptrace(data_dir, *args):
     return json.loads(proc.stdout)
 
 
-@pytest.mark.root
-def test_a_namespace_only_a_thread_is_in_is_found(data_dir, pool, namespace):
-    """A thread that entered a namespace whose bind mount was then removed keeps it, and
-    its address, alive while its process's main thread is elsewhere: found through
-    /proc/PID/task/TID, named by the thread."""
+@contextlib.contextmanager
+def held_by_a_thread(data_dir, pool, namespace):
+    """Lease ``orphan``'s address on ``namespace``, which then only a thread of a running
+    process is in (its bind mount removed): ``(process, tid, address)``."""
     pool("podnet", "orphan", "live")
     address = [a for n, a, c, _ in held(data_dir) if c == "orphan"][0]
     ip("-n", namespace, "addr", "add", address + "/24", "dev", "eth0")
     proc, tid = started([sys.executable, "-c", THREAD_IN, "/run/netns/" + namespace])
     try:
         ip("netns", "del", namespace)
+        yield proc, tid, address
+    finally:
+        stopped(proc)
+
+
+@pytest.mark.root
+def test_a_namespace_only_a_thread_is_in_is_found(data_dir, pool, namespace):
+    """A thread that entered a namespace whose bind mount was then removed keeps it, and
+    its address, alive while its process's main thread is elsewhere: found through
+    /proc/PID/task/TID, named by the thread."""
+    with held_by_a_thread(data_dir, pool, namespace) as (proc, tid, address):
         answer = gc_json(data_dir, "--valid", "live", "--apply")
         assert answer["released"] == []
         assert [(r["container_id"], r["reason"]) for r in answer["kept"]] == [
             ("orphan", "namespace /proc/%d/task/%s/ns/net (%s) (eth0) holds %s"
              % (proc.pid, tid, comm(proc.pid, int(tid)), address))]
-    finally:
-        stopped(proc)
     answer = gc_json(data_dir, "--valid", "live", "--apply")   # gone with its thread
     assert [r["container_id"] for r in answer["released"]] == ["orphan"]
 
@@ -776,19 +784,12 @@ def test_a_namespace_in_a_mount_namespace_no_process_is_in_is_found(data_dir, po
 def test_a_namespace_root_may_not_look_at_is_read_through_proc(data_dir, pool, namespace):
     """gc refused a look at a process's namespace (no CAP_SYS_PTRACE) reads the
     addresses /proc/PID/net shows, which it may read: the lease is kept all the same."""
-    pool("podnet", "orphan", "live")
-    address = [a for n, a, c, _ in held(data_dir) if c == "orphan"][0]
-    ip("-n", namespace, "addr", "add", address + "/24", "dev", "eth0")
-    proc, tid = started([sys.executable, "-c", THREAD_IN, "/run/netns/" + namespace])
-    try:
-        ip("netns", "del", namespace)
+    with held_by_a_thread(data_dir, pool, namespace) as (proc, tid, address):
         answer = gc_without_ptrace(data_dir, "--valid", "live", "--apply")
         assert answer["released"] == []
         assert [(r["container_id"], r["reason"]) for r in answer["kept"]] == [
             ("orphan", "namespace /proc/%d/task/%s/net (%s) holds %s"
              % (proc.pid, tid, comm(proc.pid, int(tid)), address))]
-    finally:
-        stopped(proc)
 
 
 @pytest.mark.root

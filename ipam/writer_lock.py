@@ -43,16 +43,16 @@ class _Queue:
     changes of the flock's holder that the thread holding it saw: what a thread behind
     watches (:class:`ipam.waits.Watch`), since the daemon's calls share one pid."""
 
-    __slots__ = ("lock", "moves")
+    __slots__ = ("turn", "moves")
 
     def __init__(self) -> "None":
         import threading
 
-        self.lock = threading.Lock()
+        self.turn = threading.Lock()
         self.moves = 0
 
     def release(self) -> "None":
-        self.lock.release()
+        self.turn.release()
 
 
 # The node daemon's threads queue among themselves first, each path in a queue of its
@@ -159,7 +159,7 @@ def _threads_queue(key: "str", patience: "Patience", late: "str") -> "_Queue":
     queue = _THREAD_LOCKS.get(key)  # type: ignore[union-attr]
     if queue is None:
         queue = _THREAD_LOCKS.setdefault(key, _Queue())  # type: ignore[union-attr]
-    if not queue.lock.acquire(blocking=False):
+    if not queue.turn.acquire(blocking=False):
         watch = patience.watch(queue.moves)
 
         def wait() -> "bool":
@@ -167,7 +167,7 @@ def _threads_queue(key: "str", patience: "Patience", late: "str") -> "_Queue":
                 step = watch.step()
                 if step <= 0:
                     return False
-                if queue.lock.acquire(timeout=step):
+                if queue.turn.acquire(timeout=step):
                     return True
                 watch.saw(queue.moves)
 

@@ -187,22 +187,42 @@ class Guard:
     :func:`run` to its end: a signal at any moment ends the call in exactly one answer,
     a code-11 error object or the call's own. Only code that can still answer it is
     armed (:func:`armed`): there it raises, once. Elsewhere it is held, for the next
-    armed stretch to raise at once; once the answer is decided, it changes nothing."""
+    armed stretch to raise at once; once the answer is decided, it changes nothing.
+    Raised where Python drops exceptions (a weakref or import-lock callback), it is held
+    again: :meth:`unraisable` re-arms it and says so in one line, not a traceback."""
 
-    __slots__ = ("signum", "raising", "arming", "saved")
+    __slots__ = ("signum", "raising", "arming", "saved", "raised", "hook")
 
     def __init__(self) -> "None":
         self.signum: "Optional[int]" = None  # the first signal caught
         self.raising: "Optional[Callable[[int], BaseException]]" = None  # while armed
         self.arming: "Optional[Callable[[int], BaseException]]" = None  # for __enter__
         self.saved: "Optional[dict[int, Any]]" = None  # what to put back on __exit__
+        self.raised: "Optional[tuple[BaseException, Callable[[int], BaseException]]]" = None
+        self.hook: "Any" = None  # the sys.unraisablehook it replaced
 
     def __call__(self, signum: "int", frame: "object") -> "None":
         if self.signum is None:
             self.signum = signum
         raising, self.raising = self.raising, None
         if raising is not None:
-            raise raising(signum)
+            exc = raising(signum)
+            self.raised = (exc, raising)
+            raise exc
+
+    def unraisable(self, what: "Any") -> "None":
+        """``sys.unraisablehook``: the exception this guard raised, dropped by Python where
+        it cannot propagate, re-arms the guard (a repeated signal raises; a later armed
+        stretch raises at once, :meth:`__enter__`); anything else goes to the hook it
+        replaced."""
+        raised = self.raised
+        if raised is None or what.exc_value is not raised[0]:
+            return self.hook(what)
+        self.raised = None
+        if self.arming is raised[1]:
+            self.raising = raised[1]
+        sys.stderr.write("%s came inside a callback, which Python does not let it end;"
+                         " the call goes on\n" % SIGNALS.get(self.signum or 0))
 
     def __enter__(self) -> "Guard":
         try:
@@ -223,6 +243,8 @@ class Guard:
             saved, self.saved = self.saved, None
             for n, old in saved.items():
                 _signal.signal(n, old)
+            if sys.unraisablehook == self.unraisable:
+                sys.unraisablehook = self.hook
 
 
 def _guard() -> "Guard":
@@ -235,7 +257,8 @@ def _guard() -> "Guard":
     try:
         guard.saved = {n: _signal.signal(n, guard) for n in SIGNALS}
     except ValueError:
-        pass
+        return guard
+    guard.hook, sys.unraisablehook = sys.unraisablehook, guard.unraisable
     return guard
 
 

@@ -355,3 +355,31 @@ def test_the_frozen_builds_init_script_ignores_them_for_the_plugin_only(tmp_path
         assert out.returncode == 0, out
         ignored[name] = set(json.loads(out.stdout))
     assert ignored["host_local_sqlite"] - ignored["ipamctl"] == set(client.SIGNALS), ignored
+
+
+class _Stopped(Exception):
+    pass
+
+
+def test_a_signal_python_drops_in_a_callback_is_held_not_a_traceback(capsys):
+    """A signal handled inside a weakref callback raises where Python can only print
+    "Exception ignored" and a traceback (seen in CI: the import lock's and
+    WeakValueDictionary's callbacks). The guard says one line instead, and stays armed: the
+    next signal of the stretch still ends it."""
+    import _signal
+    import weakref
+
+    class Thing:
+        pass
+
+    with pytest.raises(_Stopped):
+        with client.armed(_Stopped):
+            thing = Thing()
+            ref = weakref.ref(thing, lambda _: _signal.raise_signal(signal.SIGTERM))
+            del thing  # the callback runs here, and the handler inside it
+            assert ref() is None
+            err = capsys.readouterr().err
+            assert "Traceback" not in err and "SIGTERM came inside a callback" in err, err
+            _signal.raise_signal(signal.SIGTERM)
+    assert sys.unraisablehook is sys.__unraisablehook__ or \
+        not isinstance(getattr(sys.unraisablehook, "__self__", None), client.Guard)

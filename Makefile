@@ -77,6 +77,12 @@ dist:
 image: dist
 	$(PYTHON) tools/build_image.py $(IMAGE_ARGS)
 
+# ipam/cri/*_pb2*.py(i), committed: the CRI messages (typed) and stub of ipam/cri/api.proto (a part of
+# k8s.io/cri-api's runtime.v1, real names and field numbers), for ipamctl gc --cri.
+.PHONY: cri-proto
+cri-proto: install
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. ipam/cri/api.proto
+
 wheel-smoke: install
 	$(PY) -m pytest tests/test_wheel.py
 

@@ -108,3 +108,9 @@ class NotFound(IpamError):
     """CHECK found no lease for the attachment (host-local's 999 and message)."""
 
     code = 999
+
+
+class RuntimeUnreachable(IoFailure):
+    """``ipamctl gc --cri``: the CRI runtime did not answer, or answered with an error,
+    so there is no list of live pod sandboxes to judge by (nothing is released). Never
+    a plugin call's error; an I/O failure by the spec's table (code 5)."""

@@ -110,7 +110,8 @@ class NotFound(IpamError):
     code = 999
 
 
-class RuntimeUnreachable(IoFailure):
-    """``ipamctl gc --cri``: the CRI runtime did not answer, or answered with an error,
-    so there is no list of live pod sandboxes to judge by (nothing is released). Never
-    a plugin call's error; an I/O failure by the spec's table (code 5)."""
+class CriError(IoFailure):
+    """``ipamctl gc --cri``: the CRI runtime could not be asked (not answering, an error
+    answer, or no gRPC installed), so there is no list of live pod sandboxes to judge
+    by, and nothing is released. Never a plugin call's error; an I/O failure by the
+    spec's table (code 5)."""

@@ -195,7 +195,7 @@ class Containerd:
     def start(self, timeout=START_TIMEOUT):
         """Run containerd until its CRI answers (Version); import the pause image the
         first time."""
-        from ipam.cri import Runtime
+        from ipam.cri.client import Runtime
 
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(["containerd", "--config", self.config],
@@ -233,7 +233,7 @@ class Containerd:
             self._imported = True
 
     def runtime(self, timeout=60.0):
-        from ipam.cri import Runtime
+        from ipam.cri.client import Runtime
 
         return Runtime(self.endpoint, timeout=timeout)
 

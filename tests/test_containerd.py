@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from containerd import Containerd, missing
-from helpers import IPAMCTL, js, owners
+from helpers import IPAMCTL, PLUGIN, cni_env, js, owners
 
 MISSING = missing()
 pytestmark = [pytest.mark.root, pytest.mark.reference,
@@ -166,16 +166,99 @@ def test_containerd_restarted_with_sandboxes_live(pods):
 
 def test_a_cri_client_reports_an_absent_runtime(tmp_path):
     """Our CRI client against a socket nobody serves: a bounded, named failure."""
-    from ipam.cri import sandbox_ids
-    from ipam.errors import RuntimeUnreachable
+    from ipam.cri.client import sandbox_ids
+    from ipam.errors import CriError
 
-    with pytest.raises(RuntimeUnreachable, match="ListPodSandbox failed: UNAVAILABLE"):
+    with pytest.raises(CriError, match="ListPodSandbox failed: UNAVAILABLE"):
         sandbox_ids("unix://%s/none.sock" % tmp_path, timeout=5)
 
 
+# -- ipamctl gc --cri ---------------------------------------------------------------------
 def ipamctl_gc(c, *args, expect=0):
+    """``ipamctl -o json gc ARGS`` on the test's data dir: its JSON report, or the
+    process when it fails (``expect`` not 0)."""
     proc = subprocess.run([IPAMCTL, "--data-dir", c.data_dir, "-o", "json", "gc", *args],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == expect, proc.stdout + proc.stderr
-    return json.loads(proc.stdout) if proc.stdout.strip() else proc
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return json.loads(proc.stdout) if expect == 0 else proc
+
+
+def leak(c, network, subnet, n, prefix):
+    """``n`` leases whose sandboxes the runtime no longer knows (their DEL never came:
+    a crash, a wiped state dir), made by our plugin as containerd makes its ADDs; the
+    sandbox IDs. Same data dir, so the same database."""
+    conf = {"cniVersion": "1.0.0", "name": network, "type": "host-local-sqlite",
+            "ipam": {"type": "host-local-sqlite", "ranges": [[{"subnet": subnet}]],
+                     "dataDir": c.data_dir, "daemon": False}}
+    ids = []
+    for i in range(n):
+        sid = "%s%062x" % (prefix, i)
+        proc = subprocess.run([PLUGIN], input=json.dumps(conf).encode(),
+                              env=cni_env("ADD", container_id=sid), capture_output=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        ids.append(sid)
+    return ids
+
+
+def test_gc_cri_releases_only_the_leases_of_sandboxes_the_runtime_lost(pods):
+    """``ipamctl gc --cri`` lists the sandboxes over CRI (ready and not ready), judges
+    the network containerd loaded and nothing else: a podman network's leases in the same
+    database stay, though CRI lists none of their containers."""
+    c = pods
+    live = [c.run_pod("live-%d" % i) for i in range(5)]
+    c.stop_pod(live[0])  # NOTREADY: listed, its lease already released by Stop's DEL
+    lost = leak(c, NET, c.subnet, 2, "dd")
+    podman = leak(c, "podman", unique_subnet(), 2, "ee")
+
+    dry = ipamctl_gc(c, "--cri", c.endpoint, "--grace", "0")
+    assert dry["networks"] == [NET]
+    assert sorted(x["container_id"] for x in dry["candidates"]) == lost
+    assert dry["refused"] == [] and dry["released"] == []
+    report = ipamctl_gc(c, "--cri", c.endpoint, "--grace", "0", "--apply")
+    assert sorted(x["container_id"] for x in report["released"]) == lost
+    assert sorted(r["container_id"] for r in leases(c)) == sorted(live[1:])
+    assert sorted(r["container_id"] for r in js("list", "--network", "podman",
+                                                data_dir=c.data_dir)) == podman
+    # --network names the networks to judge instead: podman's goes (CRI lists none).
+    named = ipamctl_gc(c, "--cri", c.endpoint, "--grace", "0", "--network", "podman",
+                       "--force", "--apply")
+    assert named["networks"] == ["podman"]
+    assert sorted(x["container_id"] for x in named["released"]) == podman
+    assert sorted(r["container_id"] for r in leases(c)) == sorted(live[1:])
+
+
+def test_gc_cri_keeps_every_guard(pods):
+    """No sandbox at all, while the network has leases: the empty-list guard refuses
+    (the runtime may have lost its state, not the pods their network); --grace keeps a
+    young lease; nothing goes until --force."""
+    c = pods
+    lost = leak(c, NET, c.subnet, 2, "dd")
+    proc = ipamctl_gc(c, "--cri", c.endpoint, "--grace", "0", "--apply", expect=1)
+    assert "the list of live containers is empty" in proc.stderr
+    assert [r["guard"] for r in json.loads(proc.stdout)["refused"]] == ["empty-list"]
+    assert sorted(r["container_id"] for r in leases(c)) == lost
+    young = ipamctl_gc(c, "--cri", c.endpoint, "--force", "--apply")  # --grace 10m
+    assert young["released"] == [] and len(young["kept"]) == 2
+    forced = ipamctl_gc(c, "--cri", c.endpoint, "--grace", "0", "--force", "--apply")
+    assert sorted(x["container_id"] for x in forced["released"]) == lost
+
+
+def test_gc_cri_without_a_runtime_releases_nothing(containerd, tmp_path):
+    """A socket nobody serves: exit 1, the endpoint and call named, nothing released,
+    within the call's bound."""
+    containerd.data_dir = str(tmp_path / "ipam")
+    lost = leak(containerd, NET, unique_subnet(), 1, "dd")
+    proc = ipamctl_gc(containerd, "--cri", "unix://%s/none.sock" % tmp_path, "--grace", "0",
+                      "--force", "--apply", expect=1)
+    assert "Error: CRI runtime unix://%s/none.sock: ListPodSandbox failed: UNAVAILABLE" % (
+        tmp_path) in proc.stderr
+    assert [r["container_id"] for r in leases(containerd)] == lost
+
+
+def test_gc_cri_usage(containerd, tmp_path):
+    containerd.data_dir = str(tmp_path / "ipam")
+    proc = ipamctl_gc(containerd, "--cri", "--valid", "x", expect=2)
+    assert "--cri asks the runtime for the live sandboxes" in proc.stderr
 

@@ -4,7 +4,7 @@ drives), over the generated stubs of :file:`api.proto` (``make cri-proto``).
 Every call is bounded by the client's ``timeout`` and fails fast when nothing listens on
 the socket (gRPC's default: no waiting for the channel to become ready), so a gc run from
 a timer never hangs on a runtime that is down; a failure is
-:class:`ipam.errors.RuntimeUnreachable`, naming the endpoint and the call.
+:class:`ipam.errors.CriError`, naming the endpoint and the call.
 """
 from __future__ import annotations
 
@@ -15,11 +15,9 @@ import grpc
 
 from ipam.cri import api_pb2 as api
 from ipam.cri.api_pb2_grpc import RuntimeServiceStub
-from ipam.errors import RuntimeUnreachable
+from ipam.cri.defaults import DEFAULT_ENDPOINT, TIMEOUT
+from ipam.errors import CriError
 
-# containerd's socket; CRI-O's is unix:///var/run/crio/crio.sock (crictl's list).
-DEFAULT_ENDPOINT = "unix:///run/containerd/containerd.sock"
-TIMEOUT = 10.0  # seconds a call may take (crictl's default is 2 s; a busy node is slower)
 LOOPBACK = "cni-loopback"  # the network containerd adds before the conf dir's own
 
 
@@ -50,14 +48,14 @@ class Runtime:
 
     def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         """``RuntimeService/method(request)``, bounded; a gRPC failure raised as
-        :class:`RuntimeUnreachable`."""
+        :class:`CriError`."""
         try:
             return getattr(self.stub, method)(
                 request, timeout=self.timeout if timeout is None else timeout)
         except grpc.RpcError as e:
             code = e.code() if hasattr(e, "code") else None
             details = e.details() if hasattr(e, "details") else str(e)
-            raise RuntimeUnreachable("CRI runtime %s: %s failed: %s%s" % (
+            raise CriError("CRI runtime %s: %s failed: %s%s" % (
                 self.endpoint, method, getattr(code, "name", "error"),
                 ": %s" % details if details else "")) from None
 
@@ -99,7 +97,7 @@ def cni_networks(endpoint: str = DEFAULT_ENDPOINT, timeout: float = TIMEOUT) -> 
         info = runtime.info()
     loaded = info.get("cniconfig")
     if not isinstance(loaded, dict) or not isinstance(loaded.get("Networks"), list):
-        raise RuntimeUnreachable(
+        raise CriError(
             "CRI runtime %s does not report the CNI networks it loaded (no cniconfig in "
             "its verbose status); name the networks to collect with --network" % endpoint)
     names = []

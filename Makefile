@@ -58,6 +58,13 @@ bench: compile dist
 	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) tools/bench.py $(BENCH_ARGS)
 
+# RunPodSandbox and a burst of 20 through a private containerd's CRI, for Go host-local and
+# ours in process, through the daemon and as the self-contained build (tools/bench_cri.py;
+# root, containerd, runc, busybox-static). Fewer: BENCH_CRI_ARGS="--runs 10 --leases 500".
+.PHONY: bench-cri
+bench-cri: compile dist
+	$(PY) tools/bench_cri.py $(BENCH_CRI_ARGS)
+
 # The self-contained build: dist/host-local-sqlite-<version>-linux-<arch>.tgz, both
 # executables frozen with cx_Freeze from $(PYTHON), for nodes with no Python. Its own venv
 # holds a regular install of this tree (an editable one maps cli/ by an import hook that
@@ -67,7 +74,7 @@ dist:
 	test -x $(DIST_VENV)/bin/python || $(PYTHON) -m venv $(DIST_VENV)
 	$(DIST_VENV)/bin/python -m pip install -q --upgrade pip
 	$(DIST_VENV)/bin/python -m pip install -q --force-reinstall --no-deps .
-	$(DIST_VENV)/bin/python -m pip install -q '.[postgresql,dist]'
+	$(DIST_VENV)/bin/python -m pip install -q '.[postgresql,cri,dist]'
 	$(DIST_VENV)/bin/python tools/build_dist.py $(DIST_ARGS)
 
 # The installer image of deploy/kubernetes/ (FROM scratch: glibc and the build of

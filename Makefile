@@ -74,7 +74,7 @@ dist:
 	test -x $(DIST_VENV)/bin/python || $(PYTHON) -m venv $(DIST_VENV)
 	$(DIST_VENV)/bin/python -m pip install -q --upgrade pip
 	$(DIST_VENV)/bin/python -m pip install -q --force-reinstall --no-deps .
-	$(DIST_VENV)/bin/python -m pip install -q '.[postgresql,cri,dist]'
+	$(DIST_VENV)/bin/python -m pip install -q '.[postgresql,dist]'
 	$(DIST_VENV)/bin/python tools/build_dist.py $(DIST_ARGS)
 
 # The installer image of deploy/kubernetes/ (FROM scratch: glibc and the build of

@@ -262,3 +262,4 @@ def test_gc_cri_usage(containerd, tmp_path):
     proc = ipamctl_gc(containerd, "--cri", "--valid", "x", expect=2)
     assert "--cri asks the runtime for the live sandboxes" in proc.stderr
 
+

@@ -27,8 +27,8 @@ def live(endpoint: str = DEFAULT_ENDPOINT, networks: Optional[Sequence[str]] = N
     try:
         from ipam.cri import client
     except ImportError as e:
-        raise CriError("ipamctl gc --cri needs gRPC (%s): install host-local-sqlite[cri], "
-                       "or use the self-contained build" % e) from None
+        raise CriError("ipamctl gc --cri needs gRPC (%s): install host-local-sqlite[cri]"
+                       % e) from None
     ids = client.sandbox_ids(endpoint, timeout)
     names = list(networks) if networks else client.cni_networks(endpoint, timeout)
     return Live(ids, names)

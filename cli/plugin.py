@@ -10,7 +10,7 @@ import click
 
 from host_local_sqlite_cli.common import Obj
 from host_local_sqlite_cli.output import emit, table_or_json
-from ipam import bundle, frozen, launcher, plugin_dirs
+from ipam import bundle, frozen, install_check, launcher, plugin_dirs
 from ipam.paths import PLUGIN_NAME
 
 CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), PLUGIN_NAME)
@@ -172,3 +172,40 @@ def bin_directory(root: str, directory: str | None, name: str,
     if directory is None:
         raise click.ClickException(problem)
     raise click.BadParameter(problem, param_hint="DIRECTORY")
+
+
+@click.command("check-install")
+@click.option("--name", default=PLUGIN_NAME, show_default=True,
+              help="The plugin's file name: the network config's ipam type.")
+@click.option("--root", default="/", show_default=True, metavar="PATH",
+              type=click.Path(file_okay=False, exists=True),
+              help="The system's root, as for install-plugin (an image being built).")
+@click.option("--containerd-config", metavar="PATH",
+              help="containerd's config file, as for install-plugin.")
+@click.pass_obj
+def check_install_cmd(obj: Obj, name: str, root: str, containerd_config: str | None) -> None:
+    """Check the installation end to end: for each container runtime found here (as
+    install-plugin finds them: podman, each running containerd, crio, nomad), the file
+    it would run for NAME, whose it is, and a real ADD and DEL through that file, as
+    the runtime would run it, on a throwaway network (192.0.2.0/29) in a temporary
+    dataDir: nothing of yours is touched. Exits 1 unless every runtime found runs this
+    plugin and both calls succeed (or when no runtime is found).
+
+    JSON: [{"runtime", "runs", "what", "add", "ms", "problem"}] (what: null when the
+    file is ours, else what it is; add: the address ADD returned; problem: null when
+    all is well).
+
+    \b
+    Example:
+        ipamctl check-install
+        ipamctl check-install --name host-local
+    """
+    table_or_json(obj)
+    runtimes = plugin_dirs.runtimes(root, containerd=containerd_config)
+    reports = install_check.check(root, name, runtimes, CONSOLE_SCRIPT)
+    emit(obj.output, reports, lambda: "\n".join(
+        "%s: %s" % (r["runtime"], "ok: %s, ADD %s and DEL in %s ms" % (
+            r["runs"], r["add"], r["ms"]) if r["problem"] is None else r["problem"])
+        for r in reports) or "no container runtime found here")
+    if not reports or any(r["problem"] for r in reports):
+        raise SystemExit(1)

@@ -116,6 +116,20 @@ def test_the_manifest_mounts_what_the_plugin_names():
     assert INSTALL["image"].rsplit(":", 1)[1] == version("host-local-sqlite")
 
 
+def test_the_cni_bin_directory_is_named_in_one_place_with_both_values():
+    """The node's CNI bin directory is one hostPath, named nowhere else in the manifest
+    but in comments that give upstream's value and Debian's (whose containerd package
+    sets bin_dir = "/usr/lib/cni": a plugin in /opt/cni/bin is never run there)."""
+    with open(MANIFEST) as f:
+        lines = f.read().splitlines()
+    code = [line.split("#")[0] for line in lines]
+    comments = " ".join(line.split("#", 1)[1] for line in lines if "#" in line)
+    assert [c.strip() for c in code if "/opt/cni/bin" in c or "/usr/lib/cni" in c] == [
+        "path: " + paths.DEFAULT_BIN_DIR]
+    assert "/usr/lib/cni" in comments and "Debian's containerd" in comments
+    assert 'bin_dir = "/usr/lib/cni"' in comments
+
+
 @runs_containers
 def test_the_image_holds_glibc_and_the_build_only(installer_image, frozen_build):
     """FROM scratch: the build at /opt/host-local-sqlite (its entrypoint ipamctl), glibc

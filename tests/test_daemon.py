@@ -124,7 +124,7 @@ V4V6 = "ips=10.0.0.2/24,fd00::2/64"
 def test_summary(env, data, status, out, line):
     if "result=" not in line:
         line += " result=ok"
-    assert daemon._summary(env, daemon._config(data), status, out) == line
+    assert daemon._summary(env, daemon._config(data), status, daemon._answer(out)) == line
 
 
 def test_one_log_line_per_call(sock, netconf, monkeypatch):

@@ -39,9 +39,10 @@ class Source(Protocol):
         """How the log names it (``file /run/live``, ``CRI unix:///...``)."""
         ...
 
-    def valid(self) -> gc.Valid:
-        """The live attachments now; raises (any exception, its message a reason) when
-        it cannot list them."""
+    def live(self) -> tuple[gc.Valid, Optional[list[str]]]:
+        """The live attachments now, and the networks they judge (None: every network
+        of this node); raises (any exception, its message a reason) when it cannot
+        list them."""
         ...
 
 
@@ -56,14 +57,16 @@ class FileSource:
     def describe(self) -> str:
         return "file %s" % self.path
 
-    def valid(self) -> gc.Valid:
+    def live(self) -> tuple[gc.Valid, Optional[list[str]]]:
         with open(self.path) as f:
-            return gc.Valid(f.read().splitlines())
+            return gc.Valid(f.read().splitlines()), None
 
 
 class CriSource:
     """The pod sandboxes a CRI runtime (containerd, CRI-O) lists at ``endpoint``: the IDs
-    CRI gives CNI as CNI_CONTAINERID, as ``crictl pods -q`` prints them.
+    CRI gives CNI as CNI_CONTAINERID, as ``crictl pods -q`` prints them; they judge
+    only the networks that runtime loaded (:func:`ipam.cri.live.live`, as ``ipamctl gc
+    --cri``): a node's podman containers are no pod sandboxes.
 
     The client is :mod:`ipam.cri` (imported at the first run, so that a daemon without
     this source never loads gRPC)."""
@@ -75,10 +78,11 @@ class CriSource:
     def describe(self) -> str:
         return "CRI %s" % self.endpoint
 
-    def valid(self) -> gc.Valid:
-        from ipam import cri  # type: ignore[attr-defined,unused-ignore]
+    def live(self) -> tuple[gc.Valid, Optional[list[str]]]:
+        from ipam.cri.live import live
 
-        return gc.Valid(cri.sandbox_ids(self.endpoint, self.timeout))
+        runtime = live(self.endpoint, None, self.timeout)
+        return gc.Valid(runtime.sandboxes), runtime.networks
 
 
 class PeriodicGc:
@@ -139,7 +143,7 @@ class PeriodicGc:
         started = time.monotonic()
         self.runs += 1
         try:
-            valid = self.source.valid() if self.source is not None else None
+            valid, networks = self.source.live() if self.source is not None else (None, None)
         except Exception as e:  # noqa: BLE001 - the source's failure ends this run only
             self._failed("could not list the live attachments from %s: %s"
                          % (self.source.describe() if self.source else "?", _why(e)),
@@ -147,7 +151,7 @@ class PeriodicGc:
             return None
         try:
             with self.open_store() as store:
-                report = gc.gc(store, None, valid, self.grace, self.previous_boots,
+                report = gc.gc(store, networks, valid, self.grace, self.previous_boots,
                                apply=True, data_dir=self.data_dir, force=False,
                                max_share=self.max_share, netns=True)
         except Exception as e:  # noqa: BLE001 - a failed run is logged; the next one runs

@@ -263,3 +263,25 @@ def test_gc_cri_usage(containerd, tmp_path):
     assert "--cri asks the runtime for the live sandboxes" in proc.stderr
 
 
+
+
+# -- ipamctl serve --gc-interval --gc-cri: gc with no crictl and no timer -----------------
+def test_the_daemons_periodic_gc_asks_the_runtime_itself(pods, start_daemon):
+    """A node daemon running gc every second from containerd's CRI (as the DaemonSet
+    does): a run releases the leases of sandboxes the runtime lost, on the network it
+    loaded only (a podman network's leases stay), and keeps the live ones."""
+    c = pods
+    live = [c.run_pod("live-%d" % i) for i in range(3)]
+    lost = leak(c, NET, c.subnet, 2, "dd")
+    podman = leak(c, "podman", unique_subnet(), 1, "ee")
+    gc_daemon = start_daemon("--gc-interval", "1", "--gc-cri", c.endpoint, "--gc-grace", "0",
+                             socket=os.path.join(c.data_dir, "gc.sock"),
+                             env_extra={"IPAM_DATA_DIR": c.data_dir})
+    assert "gc every 1s (CRI %s; grace 0s" % c.endpoint in gc_daemon.log()
+    line = "gc run=1 result=ok networks=1 released=2"
+    gc_daemon.wait_log(lambda log: line in log, repr(line), timeout=60)
+    for sid in lost:
+        assert "network=%s" % NET in gc_daemon.log() and "container=%s" % sid in gc_daemon.log()
+    assert sorted(r["container_id"] for r in leases(c)) == sorted(live)
+    assert [r["container_id"] for r in js("list", "--network", "podman",
+                                          data_dir=c.data_dir)] == podman

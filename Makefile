@@ -64,6 +64,13 @@ bench: compile dist
 soak: compile
 	nice $(PY) tools/soak.py $(SOAK_ARGS)
 
+# RunPodSandbox and a burst of 20 through a private containerd's CRI, for Go host-local and
+# ours in process, through the daemon and as the self-contained build (tools/bench_cri.py;
+# root, containerd, runc, busybox-static). Fewer: BENCH_CRI_ARGS="--runs 10 --leases 500".
+.PHONY: bench-cri
+bench-cri: compile dist
+	$(PY) tools/bench_cri.py $(BENCH_CRI_ARGS)
+
 # The self-contained build: dist/host-local-sqlite-<version>-linux-<arch>.tgz, both
 # executables frozen with cx_Freeze from $(PYTHON), for nodes with no Python. Its own venv
 # holds a regular install of this tree (an editable one maps cli/ by an import hook that
@@ -82,6 +89,12 @@ dist:
 .PHONY: image
 image: dist
 	$(PYTHON) tools/build_image.py $(IMAGE_ARGS)
+
+# ipam/cri/*_pb2*.py(i), committed: the CRI messages (typed) and stub of ipam/cri/api.proto (a part of
+# k8s.io/cri-api's runtime.v1, real names and field numbers), for ipamctl gc --cri.
+.PHONY: cri-proto
+cri-proto: install
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. ipam/cri/api.proto
 
 wheel-smoke: install
 	$(PY) -m pytest tests/test_wheel.py

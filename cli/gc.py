@@ -17,6 +17,7 @@ from host_local_sqlite_cli.output import (
     table_or_json,
 )
 from ipam import gc
+from ipam.cri.defaults import DEFAULT_ENDPOINT
 
 
 def parse_share(ctx: Any, param: Any, value: str) -> float:
@@ -34,6 +35,11 @@ def parse_share(ctx: Any, param: Any, value: str) -> float:
 @click.option("--network", "networks", multiple=True, metavar="N",
               help="A network to collect (repeatable).  [default: every network of this "
               "node]")
+@click.option("--cri", "cri", is_flag=False, flag_value=DEFAULT_ENDPOINT, default=None,
+              metavar="[ENDPOINT]",
+              help="Ask the CRI runtime at ENDPOINT for the live pod sandboxes (no crictl), "
+              "and judge only the CNI networks it loaded, unless --network names others. "
+              "[ENDPOINT default: %s]" % DEFAULT_ENDPOINT)
 @click.option("--valid", "valid", multiple=True, metavar="ID[/IFNAME]",
               help="A live attachment (repeatable); an ID alone covers every ifname. An "
               "ID is taken whole; 'START...' stands for the one container of the whole "
@@ -57,9 +63,9 @@ def parse_share(ctx: Any, param: Any, value: str) -> float:
               help="Release even an address that a network namespace of this host holds.")
 @click.option("--apply", "apply_", is_flag=True, help="Release the candidates (default: dry run).")
 @click.pass_obj
-def gc_cmd(obj: Obj, networks: tuple[str, ...], valid: tuple[str, ...], valid_file: Any,
-           grace: str, previous_boots: bool, max_share: float, force: bool, ignore_netns: bool,
-           apply_: bool) -> None:
+def gc_cmd(obj: Obj, networks: tuple[str, ...], cri: str | None, valid: tuple[str, ...],
+           valid_file: Any, grace: str, previous_boots: bool, max_share: float, force: bool,
+           ignore_netns: bool, apply_: bool) -> None:
     """Release the leases of containers that no longer exist.
 
     Every lease whose attachment is not listed as valid, and (with --previous-boots)
@@ -79,26 +85,43 @@ def gc_cmd(obj: Obj, networks: tuple[str, ...], valid: tuple[str, ...], valid_fi
     print IDs) stands for the one container of the whole database whose ID starts so.
     README's "Cleaning up after runtimes" has the recipe of each runtime.
 
+    With --cri, gc asks the CRI runtime itself (containerd, CRI-O: gRPC, as kubelet
+    does) for every pod sandbox, ready or not, and judges only the networks it
+    loaded (containerd's: the first max_conf_num conflists of its conf dir), so the
+    leases of podman's networks on the same node are left alone; --network names
+    the networks instead.
+
     JSON: {"candidates": [lease + "reason"], "released": [lease], "kept": [lease +
     "reason"], "refused": [{"network", "guard", "message"}], "forced", "networks",
     "conflicts": [{"node", "message", "boots": [boot id...]}]}.
 
     \b
     Example:
+        ipamctl gc --cri                     # containerd's socket; dry run
+        ipamctl gc --cri unix:///var/run/crio/crio.sock --apply
         crictl pods -q | ipamctl gc --valid-file -
         crictl pods -q | ipamctl gc --valid-file - --apply
         ipamctl gc --network cbr0 --valid 3f2a9c01b2c4... --valid 77be01a4c2f9.../eth1
         ipamctl gc --previous-boots --grace 0 --apply   # at boot, before the runtime
     """
     table_or_json(obj)
-    if not valid and valid_file is None and not previous_boots:
-        raise click.UsageError("give the live attachments with --valid or --valid-file "
-                               "(or --previous-boots alone)")
+    if cri is not None and (valid or valid_file is not None):
+        raise click.UsageError("--cri asks the runtime for the live sandboxes; not with "
+                               "--valid or --valid-file")
+    if not valid and valid_file is None and not previous_boots and cri is None:
+        raise click.UsageError("give the live attachments with --cri, --valid or "
+                               "--valid-file (or --previous-boots alone)")
     entries = list(valid) + (valid_file.read().splitlines() if valid_file is not None else [])
     live = gc.Valid(entries) if (valid or valid_file is not None) else None
+    judged: list[str] | None = list(networks) or None
+    if cri is not None:
+        from ipam.cri.live import live as ask_runtime
+
+        runtime = ask_runtime(cri, networks)
+        live, judged = gc.Valid(runtime.sandboxes), runtime.networks
     ask = apply_ and not force and obj.output == "table" and is_terminal()
     with open_store(obj, readonly=not apply_) as store:
-        report = gc.gc(store, networks or None, live, parse_duration(grace), previous_boots,
+        report = gc.gc(store, judged, live, parse_duration(grace), previous_boots,
                        apply_, obj.data_dir, force=force, max_share=max_share,
                        netns=not ignore_netns, confirm=_ask if ask else None)
     for p in report.problems:  # released all the same; the file is someone else's to remove

@@ -83,8 +83,9 @@ def cli(ctx: click.Context, data_dir: str, database: str | None, node: str | Non
 
 for command in (leases.list_cmd, leases.release_cmd, gc.gc_cmd, stats.stats_cmd,
                 history.history_cmd, mirror.export_cmd, mirror.check_cmd,
-                importcmd.import_cmd, db.db, plugin.install_plugin_cmd, network.network,
-                node.node, serve.serve_cmd, serve.health_cmd):
+                importcmd.import_cmd, db.db, plugin.install_plugin_cmd,
+                plugin.check_install_cmd, network.network, node.node, serve.serve_cmd,
+                serve.health_cmd):
     cli.add_command(command)
 
 

@@ -10,7 +10,7 @@ import click
 
 from host_local_sqlite_cli.common import Obj
 from host_local_sqlite_cli.output import emit, table_or_json
-from ipam import bundle, frozen, launcher, plugin_dirs
+from ipam import bundle, frozen, install_check, launcher, plugin_dirs
 from ipam.paths import PLUGIN_NAME
 
 CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), PLUGIN_NAME)
@@ -32,9 +32,13 @@ CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), PLUGIN_NAME)
 @click.option("--create-dir", is_flag=True,
               help="Create the directory, and its missing parents (0755), if it does not "
                    "exist.")
+@click.option("--containerd-config", metavar="PATH",
+              help="containerd's config file, read instead of those the running "
+                   "containerd processes were started with (--config, else "
+                   "/etc/containerd/config.toml).")
 @click.pass_obj
 def install_plugin_cmd(obj: Obj, directory: str | None, name: str, force: bool, root: str,
-                       create_dir: bool) -> None:
+                       create_dir: bool, containerd_config: str | None) -> None:
     """Write the plugin into DIRECTORY as a launcher that starts about 5 ms faster
     than the console script: it skips Python's site processing on each start, and
     loads the plugin's byte-code from one file (the bundle, written beside the
@@ -43,7 +47,10 @@ def install_plugin_cmd(obj: Obj, directory: str | None, name: str, force: bool, 
     Without DIRECTORY it picks the CNI bin directory, and says which and why: of
     /opt/cni/bin, /usr/lib/cni (Debian's) and the directories the runtimes found here
     search, one that exists and that most of them would run NAME from, the first on
-    a tie (so with no runtime found: /opt/cni/bin, else /usr/lib/cni). If none
+    a tie (so with no runtime found: /opt/cni/bin, else /usr/lib/cni). containerd's
+    directories come from the config file each running containerd process was
+    started with (its --config, else /etc/containerd/config.toml; several processes:
+    each), or from --containerd-config; under --root, from that root's default. If none
     exists, it stops, listing the runtimes' directories; --create-dir creates it
     (as it creates a DIRECTORY that does not exist).
 
@@ -69,19 +76,20 @@ def install_plugin_cmd(obj: Obj, directory: str | None, name: str, force: bool, 
     null from the self-contained build, and build null from a Python installation,
     else {"build", "link", "reused", "removed", "in_use"}; in_use: the copies kept
     because a process runs from them; kept: null, or where and how the replaced
-    file was kept; runtimes: those found, with their search order and the file each
-    would run).
+    file was kept; runtimes: those found, with their search order, the file each
+    would run and, for a running containerd, its pid).
 
     \b
     Example:
         ipamctl install-plugin
         ipamctl install-plugin /opt/cni/bin --create-dir
         ipamctl install-plugin /usr/lib/cni --name host-local --force
+        ipamctl install-plugin --containerd-config /etc/k3s-containerd.toml
     """
     table_or_json(obj)
     if "/" in name or name in ("", ".", ".."):
         raise click.BadParameter("a file name, not a path", param_hint="--name")
-    runtimes = plugin_dirs.runtimes(root)
+    runtimes = plugin_dirs.runtimes(root, containerd=containerd_config)
     chosen = bin_directory(root, directory, name, runtimes, create_dir)
     directory, real_dir = chosen.directory, plugin_dirs.at(root, chosen.directory)
     target = os.path.join(directory, name)
@@ -164,3 +172,40 @@ def bin_directory(root: str, directory: str | None, name: str,
     if directory is None:
         raise click.ClickException(problem)
     raise click.BadParameter(problem, param_hint="DIRECTORY")
+
+
+@click.command("check-install")
+@click.option("--name", default=PLUGIN_NAME, show_default=True,
+              help="The plugin's file name: the network config's ipam type.")
+@click.option("--root", default="/", show_default=True, metavar="PATH",
+              type=click.Path(file_okay=False, exists=True),
+              help="The system's root, as for install-plugin (an image being built).")
+@click.option("--containerd-config", metavar="PATH",
+              help="containerd's config file, as for install-plugin.")
+@click.pass_obj
+def check_install_cmd(obj: Obj, name: str, root: str, containerd_config: str | None) -> None:
+    """Check the installation end to end: for each container runtime found here (as
+    install-plugin finds them: podman, each running containerd, crio, nomad), the file
+    it would run for NAME, whose it is, and a real ADD and DEL through that file, as
+    the runtime would run it, on a throwaway network (192.0.2.0/29) in a temporary
+    dataDir: nothing of yours is touched. Exits 1 unless every runtime found runs this
+    plugin and both calls succeed (or when no runtime is found).
+
+    JSON: [{"runtime", "runs", "what", "add", "ms", "problem"}] (what: null when the
+    file is ours, else what it is; add: the address ADD returned; problem: null when
+    all is well).
+
+    \b
+    Example:
+        ipamctl check-install
+        ipamctl check-install --name host-local
+    """
+    table_or_json(obj)
+    runtimes = plugin_dirs.runtimes(root, containerd=containerd_config)
+    reports = install_check.check(root, name, runtimes, CONSOLE_SCRIPT)
+    emit(obj.output, reports, lambda: "\n".join(
+        "%s: %s" % (r["runtime"], "ok: %s, ADD %s and DEL in %s ms" % (
+            r["runs"], r["add"], r["ms"]) if r["problem"] is None else r["problem"])
+        for r in reports) or "no container runtime found here")
+    if not reports or any(r["problem"] for r in reports):
+        raise SystemExit(1)

@@ -1,11 +1,15 @@
 """``ipamctl serve`` and ``ipamctl health``: the node daemon, and its health check."""
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from host_local_sqlite_cli.common import Obj
-from host_local_sqlite_cli.output import emit, table_or_json
-from ipam import daemon
+from host_local_sqlite_cli.common import Obj, open_store
+from host_local_sqlite_cli.gc import parse_share
+from host_local_sqlite_cli.output import emit, parse_duration, table_or_json
+from ipam import admin, daemon, gc_periodic
+from ipam.metrics_http import parse_address
 from ipam.paths import DAEMON_SOCKET
 
 _SOCKET_HELP = "The daemon's unix socket."
@@ -31,8 +35,34 @@ _SOCKET_HELP = "The daemon's unix socket."
               help="On SIGTERM, SIGINT or SIGHUP: how long to go on answering the calls "
                    "already taken. A call still running then (or at a second signal) is "
                    "cut off; its client runs it in process.")
-def serve_cmd(socket_path: str, pool_size: int, max_calls: int, drain_timeout: float
-              ) -> None:
+@click.option("--metrics", "metrics", metavar="HOST:PORT", callback=lambda c, p, v: _address(v),
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (':PORT': on "
+                   "every address): calls by command and result, their latency, errors "
+                   "by CNI code, calls declined, each range's size/used/free (as "
+                   "'ipamctl -o prometheus stats' prints them), gc runs and releases.")
+@click.option("--gc-interval", type=click.FloatRange(1), metavar="SECONDS",
+              help="Run gc (--apply, every guard, no --force) this often, the first "
+                   "time this long after the start; give the live attachments with "
+                   "--gc-cri or --gc-valid-file, or --gc-previous-boots alone.")
+@click.option("--gc-cri", metavar="ENDPOINT",
+              help="The live attachments are the pod sandboxes that this CRI runtime "
+                   "lists (containerd: unix:///run/containerd/containerd.sock).")
+@click.option("--gc-valid-file", metavar="PATH",
+              help="The live attachments are this file's ID[/IFNAME] lines, read again "
+                   "at each run (a missing file fails the run; it is not an empty list).")
+@click.option("--gc-previous-boots", is_flag=True,
+              help="Leases made before this boot go too (alone: only they do).")
+@click.option("--gc-grace", default="10m", show_default=True, metavar="DURATION",
+              help="Never release a lease younger than this.")
+@click.option("--gc-max-share", default="50%", show_default=True, metavar="PERCENT",
+              callback=parse_share,
+              help="Refuse a run that would release more than this share of a network's "
+                   "leases (as 'ipamctl gc --max-share').")
+@click.pass_obj
+def serve_cmd(obj: Obj, socket_path: str, pool_size: int, max_calls: int,
+              drain_timeout: float, metrics: str | None, gc_interval: float | None,
+              gc_cri: str | None, gc_valid_file: str | None, gc_previous_boots: bool,
+              gc_grace: str, gc_max_share: float) -> None:
     """Run the node daemon: plugin calls are forwarded to it and served by this
     process, which has the plugin loaded and its stores open, instead of each
     loading the plugin anew (on PostgreSQL: a few kept connections instead of a new
@@ -58,12 +88,65 @@ def serve_cmd(socket_path: str, pool_size: int, max_calls: int, drain_timeout: f
     upgrade: it runs the code it loaded.
 
     \b
+    With --gc-interval it also runs gc on a thread of its own, as 'ipamctl gc
+    --apply' would on the store that the global options name (--data-dir,
+    --database): a run that a guard refuses releases nothing, one that fails
+    (the runtime did not answer) is logged and counted, and the next goes ahead.
+    Each run logs one line, and one per lease released.
+
+    \b
     Example:
         ipamctl serve
         ipamctl serve --socket /run/ipam/daemon.sock --pool-size 8
         ipamctl serve --drain-timeout 60 2>> /var/log/host-local-sqlite.log
+        ipamctl serve --metrics :9731 --gc-interval 600 \\
+            --gc-cri unix:///run/containerd/containerd.sock
     """
-    raise SystemExit(daemon.serve(socket_path, pool_size, drain_timeout, max_calls))
+    periodic = _periodic_gc(obj, gc_interval, gc_cri, gc_valid_file, gc_previous_boots,
+                            parse_duration(gc_grace), gc_max_share)
+    usage = (lambda: _usage(obj)) if metrics is not None else None
+    raise SystemExit(daemon.serve(socket_path, pool_size, drain_timeout, max_calls,
+                                  metrics_address=metrics, usage=usage,
+                                  periodic_gc=periodic))
+
+
+def _address(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_address(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+    return value
+
+
+def _periodic_gc(obj: Obj, interval: float | None, cri: str | None,
+                 valid_file: str | None, previous_boots: bool, grace: float,
+                 max_share: float) -> gc_periodic.PeriodicGc | None:
+    sources = [s for s in (cri, valid_file) if s is not None]
+    if interval is None:
+        if sources or previous_boots:
+            raise click.UsageError("--gc-cri, --gc-valid-file and --gc-previous-boots "
+                                   "need --gc-interval")
+        return None
+    if len(sources) > 1:
+        raise click.UsageError("give one of --gc-cri and --gc-valid-file")
+    source: gc_periodic.Source | None = None
+    if cri is not None:
+        source = gc_periodic.CriSource(cri)
+    elif valid_file is not None:
+        source = gc_periodic.FileSource(valid_file)
+    elif not previous_boots:
+        raise click.UsageError("--gc-interval needs the live attachments: --gc-cri or "
+                               "--gc-valid-file (or --gc-previous-boots alone)")
+    return gc_periodic.PeriodicGc(lambda: open_store(obj, readonly=False), obj.data_dir,
+                                  interval, source, previous_boots, grace, max_share)
+
+
+def _usage(obj: Obj) -> list[dict[str, Any]]:
+    """The range rows of 'ipamctl stats' (its store: every node's on a shared
+    database unless --node), at each scrape."""
+    with open_store(obj, readonly=True, every_node=True) as store:
+        return admin.stats(store)
 
 
 @click.command("health")

@@ -5,7 +5,7 @@ import click
 
 from host_local_sqlite_cli.common import Obj, open_store
 from host_local_sqlite_cli.output import emit, rows_table
-from ipam import admin
+from ipam import admin, metrics
 
 COLUMNS = ["network", "range_set", "range", "size", "used", "free"]
 BAR = 20
@@ -17,30 +17,6 @@ def _bar(row: dict) -> str:
     filled = round(BAR * row["used"] / row["size"])
     percent = 100.0 * row["used"] / row["size"]
     return "[%s%s] %5.1f%%" % ("#" * filled, "." * (BAR - filled), percent)
-
-
-def prometheus(rows: list[dict]) -> str:
-    """Prometheus' text exposition format, for node_exporter's textfile collector."""
-    from prometheus_client import CollectorRegistry, Gauge, generate_latest
-
-    registry = CollectorRegistry()
-    labels = ["network", "range_set", "range"]
-    gauges = {
-        "size": Gauge("host_local_sqlite_range_size",
-                      "Addresses the range set can hand out (gateway and exclusions not "
-                      "counted)", labels, registry=registry),
-        "used": Gauge("host_local_sqlite_range_used", "Leased addresses in the range set",
-                      labels, registry=registry),
-        "free": Gauge("host_local_sqlite_range_free", "Free addresses in the range set",
-                      labels, registry=registry),
-    }
-    for row in rows:
-        if row["range_set"] is None:
-            continue
-        key = (row["network"], str(row["range_set"]), row["range"])
-        for name, gauge in gauges.items():
-            gauge.labels(*key).set(row[name])
-    return generate_latest(registry).decode()
 
 
 @click.command("stats")
@@ -63,7 +39,7 @@ def stats_cmd(obj: Obj, network: str | None) -> None:
     with open_store(obj, readonly=True, every_node=True) as store:
         rows = admin.stats(store, network)
     if obj.output == "prometheus":
-        click.echo(prometheus(rows), nl=False)
+        click.echo(metrics.render_ranges(rows), nl=False)
         return
     emit(obj.output, rows, lambda: rows_table([dict(r, utilization=_bar(r)) for r in rows],
                                               COLUMNS + ["utilization"], "(no networks)"))

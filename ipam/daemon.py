@@ -67,11 +67,15 @@ import time
 from ipam import caller, client, paths, system, writer_lock
 from ipam.commands import CallContext
 from ipam.errors import Interrupted, IoFailure, TryAgain
+from ipam.metrics import Metrics
 from ipam.store.pool import StorePool
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterator, Optional, TextIO
+
+    from ipam.gc_periodic import PeriodicGc
+    from ipam.metrics_http import MetricsServer
 
 DEFAULT_POOL_SIZE = 4
 # Calls served at once, at most (threads): kubelet starts up to 110 pods on a node at
@@ -156,15 +160,28 @@ def _call_fields(env: "dict[str, str]", conf: "dict[str, Any]") -> "str":
                      "ifname=" + _logfmt(env.get("CNI_IFNAME", "") or "-")])
 
 
+def _answer(out: "str") -> "dict[str, Any]":
+    """The plugin's answer as JSON, or {} when it is none."""
+    try:
+        answer = json.loads(out) if out.strip() else {}
+    except (ValueError, RecursionError):
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
+def _code(status: "int", answer: "dict[str, Any]") -> "Optional[int]":
+    """None for a call that succeeded, else its CNI error code (0 if it gave none)."""
+    if status == 0:
+        return None
+    code = answer.get("code")
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
+
+
 def _summary(env: "dict[str, str]", conf: "dict[str, Any]", status: "int",
-             out: "str") -> "str":
+             answer: "dict[str, Any]") -> "str":
     """The log line's fields for one call (the network from the config, the addresses
     or the error from the answer); whatever does not parse is left out."""
     fields = [_call_fields(env, conf)]
-    try:
-        answer = json.loads(out) if out.strip() else {}
-    except ValueError:
-        answer = {}
     if status == 0:
         fields.append("result=ok")
         ips = [ip.get("address") or ip.get("ip") for ip in answer.get("ips", ())
@@ -256,7 +273,10 @@ class Daemon:
                  pool_size: "int" = DEFAULT_POOL_SIZE,
                  drain_timeout: "float" = DEFAULT_DRAIN_TIMEOUT,
                  log: "Optional[TextIO]" = None,
-                 max_calls: "int" = DEFAULT_MAX_CALLS) -> "None":
+                 max_calls: "int" = DEFAULT_MAX_CALLS,
+                 metrics_server: "Optional[MetricsServer]" = None,
+                 periodic_gc: "Optional[PeriodicGc]" = None,
+                 metrics: "Optional[Metrics]" = None) -> "None":
         self.socket_path = os.path.abspath(socket_path)
         self.pool_size = pool_size
         self.max_calls = max(max_calls, 1)
@@ -269,8 +289,11 @@ class Daemon:
         # interpreter at once (that cost the daemon's CPU twice over).
         self._running = threading.Semaphore(pool_size)
         self.calls = 0
-        self.refused = 0
-        self.declined = 0
+        # Counts and latencies by command, declined and refused calls, gc runs: read by
+        # health() and by --metrics' scrapes.
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics_server = metrics_server
+        self.periodic_gc = periodic_gc
         self._busy = 0  # connections taken and not yet answered (what a drain waits for)
         self._calling = 0  # of those, calls: from their request read to their log line
         self._idle = threading.Condition()
@@ -325,9 +348,17 @@ class Daemon:
         self.log("serving on %s (pid %d, up to %d calls at a time%s)"
                  % (self.socket_path, os.getpid(), self.max_calls,
                     ", socket from systemd" if self._activated else ""))
+        if self.metrics_server is not None:
+            self.metrics_server.start()
+            self.log("metrics on http://%s:%d/metrics" % (
+                "[%s]" % self.metrics_server.host if ":" in self.metrics_server.host
+                else self.metrics_server.host or "*", self.metrics_server.port))
         with self._idle:
             for _ in range(self.pool_size):
                 self._spawn()
+        if self.periodic_gc is not None:
+            self.periodic_gc.start(self.log, self.metrics)
+            self.log(self.periodic_gc.describe())
         _notify("READY=1\nSTATUS=serving on %s" % self.socket_path)
 
     @staticmethod
@@ -442,12 +473,17 @@ class Daemon:
             self.log("draining: %d call%s to answer, %g s at most"
                      % (busy, "" if busy == 1 else "s", self.drain_timeout))
         self._shut()
+        gc_stopped = self._stop_gc(deadline)
         with self._idle:  # each thread leaves after its call
             while self._threads and time.monotonic() < deadline:
                 self._idle.wait(max(min(deadline - time.monotonic(), 0.5), 0.01))
         self._close_listener()  # connections still queued in the kernel are reset
         with self._idle:
             left = self._busy
+        if not gc_stopped:
+            self.log("stopping with a gc run unfinished after %g s: its transaction rolls "
+                     "back" % self.drain_timeout)
+            return 1
         if left:
             self.log("stopping with %d call%s unanswered after %g s: their clients run them "
                      "in process" % (left, "" if left == 1 else "s", self.drain_timeout))
@@ -480,6 +516,13 @@ class Daemon:
             except OSError:
                 pass
 
+    def _stop_gc(self, deadline: "float") -> "bool":
+        """Stop the periodic gc (a run in progress: until ``deadline``); whether it
+        stopped."""
+        if self.periodic_gc is None:
+            return True
+        return self.periodic_gc.stop(deadline - time.monotonic())
+
     def _close_listener(self) -> "None":
         if self._listener is not None:
             self._listener.close()
@@ -491,6 +534,9 @@ class Daemon:
         self._unlink()
         self._shut()
         self._close_listener()
+        self._stop_gc(time.monotonic())
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         if self._stderr is not None and sys.stderr is self._stderr:
             sys.stderr = self._stderr.real  # type: ignore[assignment]
         if self._lock_fd is not None:
@@ -592,7 +638,7 @@ class Daemon:
         started = time.monotonic()
         pid, uid = client.peer_cred(conn)
         if uid not in (0, os.geteuid()):
-            self.refused += 1
+            self.metrics.refused()
             self.log("refused pid=%d uid=%d: only root and uid %d may call"
                      % (pid, uid, os.geteuid()))
             self._refuse(conn, "uid %d may not use this daemon (only root and uid %d)"
@@ -644,7 +690,7 @@ class Daemon:
             with self._running:
                 caller.check_views(paths_, theirs)
         except caller.Declined as e:
-            self.declined += 1
+            self.metrics.declined()
             self.log("declined %s pid=%d: %s" % (_call_fields(env, conf), pid, e.args[0]))
             self._refuse(conn, e.args[0])
             return
@@ -667,9 +713,11 @@ class Daemon:
                                  err.encode("utf-8", "backslashreplace")))
         conn.close()  # the client is done: the log line is ours
         elapsed = time.monotonic() - started
+        answer = _answer(out)
+        self.metrics.call(env.get("CNI_COMMAND", "?"), _code(status, answer), elapsed)
         with self._idle:
             self.calls += 1
-        self.log("%s ms=%.1f" % (_summary(env, conf, status, out), elapsed * 1000))
+        self.log("%s ms=%.1f" % (_summary(env, conf, status, answer), elapsed * 1000))
 
     def _guard(self, conn: "socket.socket", deadline: "float", bound: "float"
                ) -> "Callable[[], None]":
@@ -753,7 +801,8 @@ class Daemon:
         return {"status": "draining" if self._stopping.is_set() else "ok",
                 "pid": os.getpid(), "version": ours, "socket": self.socket_path,
                 "uptime_s": round(time.monotonic() - self._started, 1),
-                "calls": self.calls, "refused": self.refused, "declined": self.declined,
+                "calls": self.calls, "refused": self.metrics.refused_total,
+                "declined": self.metrics.declined_total,
                 "in_flight": calling, "threads": threads, "max_calls": self.max_calls,
                 "pool_size": self.pool_size, "stores_open": self.pool.idle(),
                 "stores_opened": self.pool.opened}
@@ -805,9 +854,23 @@ def check_health(socket_path: "str", timeout: "float" = 5.0) -> "dict[str, Any]"
 
 def serve(socket_path: "str" = paths.DAEMON_SOCKET, pool_size: "int" = DEFAULT_POOL_SIZE,
           drain_timeout: "float" = DEFAULT_DRAIN_TIMEOUT,
-          max_calls: "int" = DEFAULT_MAX_CALLS) -> "int":
-    """Run a daemon until one of :data:`STOP_SIGNALS`; returns the exit status."""
-    daemon = Daemon(socket_path, pool_size, drain_timeout, max_calls=max_calls)
+          max_calls: "int" = DEFAULT_MAX_CALLS,
+          metrics_address: "Optional[str]" = None,
+          usage: "Optional[Callable[[], list[dict[str, Any]]]]" = None,
+          periodic_gc: "Optional[PeriodicGc]" = None) -> "int":
+    """Run a daemon until one of :data:`STOP_SIGNALS`; returns the exit status.
+
+    ``metrics_address``: serve Prometheus metrics there (``HOST:PORT``), with the range
+    gauges of ``usage()`` (:func:`ipam.admin.stats` rows); ``periodic_gc``: run it."""
+    server = None
+    if metrics_address is not None:
+        from ipam.metrics_http import MetricsServer
+
+        server = MetricsServer(metrics_address, lambda: daemon.metrics.text())
+    daemon = Daemon(socket_path, pool_size, drain_timeout, max_calls=max_calls,
+                    metrics_server=server, periodic_gc=periodic_gc,
+                    metrics=Metrics(usage))
+    daemon.metrics.log = daemon.log
     try:
         daemon.start()
         status = daemon.serve()

@@ -108,3 +108,10 @@ class NotFound(IpamError):
     """CHECK found no lease for the attachment (host-local's 999 and message)."""
 
     code = 999
+
+
+class CriError(IoFailure):
+    """``ipamctl gc --cri``: the CRI runtime could not be asked (not answering, an error
+    answer, or no gRPC installed), so there is no list of live pod sandboxes to judge
+    by, and nothing is released. Never a plugin call's error; an I/O failure by the
+    spec's table (code 5)."""

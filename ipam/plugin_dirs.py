@@ -22,7 +22,7 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
-from ipam import frozen
+from ipam import containerd_config, frozen
 
 # The launcher's second line (ipam.launcher's template; a test keeps the two in step).
 MARKER = b'# host-local-sqlite launcher, written by "ipamctl install-plugin"'
@@ -48,6 +48,15 @@ class Runtime:
     errors: list[str] = dataclasses.field(default_factory=list)   # the files not understood
     present: bool = False  # a config file or the program exists
     note: str | None = None  # set when configured to run no CNI plugin at all
+    pid: int | None = None  # the running process whose config this is (containerd)
+
+    @property
+    def title(self) -> str:
+        """Its name, with its process and config file when one of several may run."""
+        if self.pid is None:
+            return self.name
+        return "%s (pid %d, %s)" % (self.name, self.pid, self.configs[0] if self.configs
+                                    else "no config file")
 
     def runs(self, plugin: str) -> str | None:
         """The file it would run for ``plugin``: the first regular file of that name
@@ -59,19 +68,25 @@ class Runtime:
 
     def report(self, plugin: str) -> dict[str, Any]:
         return {"name": self.name, "dirs": self.dirs, "configs": self.configs,
-                "errors": self.errors, "note": self.note, "runs": self.runs(plugin)}
+                "errors": self.errors, "note": self.note, "runs": self.runs(plugin),
+                "pid": self.pid}
 
 
-def runtimes(root: str = "/", env: Mapping[str, str] | None = None) -> list[Runtime]:
-    """podman, containerd, crio and nomad, present or not, each with its search order."""
+def runtimes(root: str = "/", env: Mapping[str, str] | None = None,
+             containerd: str | None = None) -> list[Runtime]:
+    """podman, containerd, crio and nomad, present or not, each with its search order;
+    containerd once per config file it runs with (:func:`containerd_config.sources`;
+    ``containerd`` names the file)."""
     env = os.environ if env is None else env
-    found = [_podman(root, env), _containerd(root), _crio(root), _nomad(root)]
+    found = [_podman(root, env),
+             *(_containerd(s) for s in containerd_config.sources(root, containerd)),
+             _crio(root), _nomad(root)]
     search = [d for d in env.get("PATH", "").split(":") if d.startswith("/")] + _SYSTEM_BIN
     for r in found:
         r.dirs = [os.path.normpath(d) for d in r.dirs]
         program = next((at(root, os.path.join(d, r.name)) for d in search
                         if os.access(at(root, os.path.join(d, r.name)), os.X_OK)), None)
-        r.present = bool(r.configs or r.errors or program)
+        r.present = bool(r.configs or r.errors or program or r.pid is not None)
         if r.name == "podman" and program and r.note is None:
             r.note = _podman_5(program)
     return found
@@ -141,11 +156,15 @@ def _podman(root: str, env: Mapping[str, str]) -> Runtime:
     return r
 
 
-def _containerd(root: str) -> Runtime:
-    """The CRI plugin's ``cni`` table: config version 3 (containerd 2), 2, or 1."""
-    r = Runtime("containerd", ["/opt/cni/bin"], root)
-    path = "/etc/containerd/config.toml"
+def _containerd(source: containerd_config.Source) -> Runtime:
+    """The CRI plugin's ``cni`` table: config version 3 (containerd 2), 2, or 1; 1.x's
+    ``bin_dir``, 2.x's ``bin_dirs`` (a list, first)."""
+    r = Runtime("containerd", ["/opt/cni/bin"], source.root, pid=source.pid)
+    path = source.config
     data = _toml(r, path)
+    if source.how != "the default" and not r.configs and not r.errors:
+        r.errors.append("%s (%s) does not exist: containerd runs on its defaults"
+                        % (path, source.how))
     for key in ("io.containerd.cri.v1.runtime", "io.containerd.grpc.v1.cri", "cri"):
         cni = _get(data, "plugins", key, "cni")
         dirs = _strings(_get(cni, "bin_dirs")) or _strings([_get(cni, "bin_dir")])
@@ -185,7 +204,7 @@ def _nomad(root: str) -> Runtime:
 
 def search_orders(found: list[Runtime]) -> str:
     """``podman: /a, /b; crio: /c`` for the runtimes present, for messages."""
-    return "; ".join("%s: %s" % (r.name, ", ".join(r.dirs)) for r in found if r.present)
+    return "; ".join("%s: %s" % (r.title, ", ".join(r.dirs)) for r in found if r.present)
 
 
 def warnings(root: str, directory: str, plugin: str, found: list[Runtime]) -> list[str]:
@@ -195,24 +214,29 @@ def warnings(root: str, directory: str, plugin: str, found: list[Runtime]) -> li
         return ["found no container runtime (podman, containerd, crio or nomad: neither "
                 "its config files nor its program), so nothing checked which %s one "
                 "would run" % plugin]
-    out = [r.name + ": " + e for r in found if r.present for e in r.errors]
+    out = [r.title + ": " + e for r in found if r.present for e in r.errors]
+    several = [r for r in found if r.name == "containerd" and r.pid is not None]
+    if len(several) > 1:
+        out.append("%d containerd processes run, each checked here: %s" % (
+            len(several), "; ".join(r.title for r in several)))
     for r in present:
         runs = r.runs(plugin)
-        if runs is not None and _same(root, runs, os.path.join(directory, plugin)):
+        if runs is not None and _same(r.root, runs, root, os.path.join(directory, plugin)):
             continue
-        if any(_same(root, d, directory) for d in r.dirs) and runs is not None:
+        if any(_same(r.root, d, root, directory) for d in r.dirs) and runs is not None:
             where = "searches %s before %s" % (os.path.dirname(runs), directory)
         else:
             where = "does not search %s (it searches %s)" % (directory, ", ".join(r.dirs))
         out.append("%s %s: it would run %s" % (
-            r.name, where, "%s, not this launcher" % runs if runs else "no %s at all" % plugin))
+            r.title, where, "%s, not this launcher" % runs if runs else "no %s at all" % plugin))
     return out
 
 
-def _same(root: str, a: str, b: str) -> bool:
-    """The same file or directory, whatever the spelling (/lib is /usr/lib when merged)."""
+def _same(root_a: str, a: str, root_b: str, b: str) -> bool:
+    """The same file or directory, whatever the spelling (/lib is /usr/lib when merged)
+    or the tree each is seen in (a runtime's /proc/<pid>/root, ours)."""
     try:
-        return os.path.samefile(at(root, a), at(root, b))
+        return os.path.samefile(at(root_a, a), at(root_b, b))
     except OSError:
         return os.path.normpath(a) == os.path.normpath(b)
 
@@ -233,11 +257,11 @@ class Target:
     why: str | None = None
 
 
-def would_run_from(r: Runtime, directory: str, plugin: str) -> bool:
-    """Whether ``r`` would run ``directory/plugin`` once written: it searches
-    ``directory``, and no file of that name in a directory it searches before."""
+def would_run_from(r: Runtime, root: str, directory: str, plugin: str) -> bool:
+    """Whether ``r`` would run ``directory/plugin`` (under ``root``) once written: it
+    searches ``directory``, and no file of that name in a directory it searches before."""
     for d in r.dirs:
-        if _same(r.root, d, directory):
+        if _same(r.root, d, root, directory):
             return True
         if os.path.isfile(at(r.root, os.path.join(d, plugin))):
             return False
@@ -255,8 +279,8 @@ def choose(root: str, plugin: str, found: list[Runtime]) -> Target:
     candidates = list(dict.fromkeys([*COMMON_DIRS, *(d for r in active for d in r.dirs)]))
     existing = [d for d in candidates if os.path.isdir(at(root, d))]
     chosen = max(existing or candidates,
-                 key=lambda d: sum(would_run_from(r, d, plugin) for r in active))
-    runners = [r.name for r in active if would_run_from(r, chosen, plugin)]
+                 key=lambda d: sum(would_run_from(r, root, d, plugin) for r in active))
+    runners = [r.title for r in active if would_run_from(r, root, chosen, plugin)]
     absent = [d for d in COMMON_DIRS if d not in existing and d != chosen]
     why = ["none of %s exists" % ", ".join(candidates) if not existing else
            "it exists (%s do%s not)" % (", ".join(absent), "es" * (len(absent) == 1))

@@ -3,6 +3,7 @@ its socket by the client's own call() or by the real plugin. Its log line, the
 stderr it captures per call, the calls it declines, its health answer, how it takes its
 socket (and refuses to take another's) and what a drain leaves behind. A daemon as a
 process of its own (ipamctl serve: signals, SIGKILL mid-burst) is tested elsewhere."""
+import contextlib
 import fcntl
 import io
 import json
@@ -124,7 +125,7 @@ V4V6 = "ips=10.0.0.2/24,fd00::2/64"
 def test_summary(env, data, status, out, line):
     if "result=" not in line:
         line += " result=ok"
-    assert daemon._summary(env, daemon._config(data), status, out) == line
+    assert daemon._summary(env, daemon._config(data), status, daemon._answer(out)) == line
 
 
 def test_one_log_line_per_call(sock, netconf, monkeypatch):
@@ -657,3 +658,44 @@ def test_first_calls_on_new_databases_at_once_each_create_theirs(sock, netconf, 
         for t in callers:
             t.join(120)
     assert [r[0] for r in results] == [0] * 8, results
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--gc-cri", "unix:///run/containerd/containerd.sock"], "need --gc-interval"),
+    (["--gc-previous-boots"], "need --gc-interval"),
+    (["--gc-interval", "60"], "--gc-interval needs the live attachments"),
+    (["--gc-interval", "60", "--gc-cri", "unix:///x", "--gc-valid-file", "/x"],
+     "give one of --gc-cri and --gc-valid-file"),
+    (["--gc-interval", "0.5", "--gc-previous-boots"], "0.5 is not in the range x>=1"),
+    (["--metrics", "9731"], "is not HOST:PORT"),
+    (["--metrics", "localhost:http"], "is not HOST:PORT"),
+])
+def test_serve_refuses_gc_and_metrics_options_that_do_not_fit(ctl, tmp_path, args, message):
+    """A periodic gc without a list, a list without a period, two lists, a metrics
+    address without a port: usage errors, before anything is bound."""
+    sock = tmp_path / "d.sock"
+    result = ctl("serve", "--socket", str(sock), *args, expect=2)
+    assert message in result.output
+    assert not sock.exists()
+
+
+def test_periodic_gc_of_earlier_boots_alone(store, tmp_path):
+    """--gc-previous-boots alone: a run releases the lease of an earlier boot and keeps
+    this boot's, with no list; its log line and counts say so."""
+    from helpers import note, put
+
+    from ipam import gc_periodic, metrics
+
+    data = str(tmp_path)
+    note(store, "net", data, "10.5.0.0/24")
+    put(store, "net", "10.5.0.2", "old", boot="earlier", at=time.time() - 3600)
+    put(store, "net", "10.5.0.3", "now", at=time.time() - 3600)
+    lines, counts = [], metrics.Metrics()
+    periodic = gc_periodic.PeriodicGc(lambda: contextlib.nullcontext(store), data, 60,
+                                      None, previous_boots=True, grace=0)
+    periodic._log, periodic._metrics = lines.append, counts
+    report = periodic.run_once()
+    assert [lease.container_id for lease in report.released] == ["old"]
+    assert lines[0].startswith("gc run=1 result=ok networks=1 released=1 kept=0 ")
+    assert counts.gc_runs == {"ok": 1} and counts.gc_released == {"net": 1}
+    assert [lease.container_id for lease in store.leases("net")] == ["now"]

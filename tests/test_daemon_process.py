@@ -31,6 +31,7 @@ from helpers import (
     cni_env,
     counted,
     daemon_env,
+    js,
     plugin_process,
     run_inprocess,
     run_plugin,
@@ -554,3 +555,150 @@ def test_a_daemon_that_cannot_see_its_callers_declines(start_daemon, data_dir, n
     assert out.status == 0, out
     assert "cannot see the calling process" in err and "hostPID" in err, err
     assert leases(data_dir, "mynet") == {"c1": "10.1.0.2"}
+
+
+# -- ipamctl serve --metrics, --gc-interval: a node with nothing else ---------------------
+METRICS_LINE = re.compile(r"metrics on http://([^/]+)/metrics")
+
+
+def scrape(daemon):
+    """``/metrics`` over HTTP from the address the daemon's log gives: {(name, labels):
+    value}, parsed as Prometheus parses it."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    daemon.wait_log(lambda log: METRICS_LINE.search(log), "the metrics address")
+    where = METRICS_LINE.search(daemon.log()).group(1)
+    with urllib.request.urlopen("http://%s/metrics" % where, timeout=10) as answer:
+        assert answer.status == 200
+        assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = answer.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_are_scraped_over_http_after_real_calls(start_daemon, data_dir, netconf,
+                                                        tmp_path):
+    """Plugin processes call the daemon (two ADDs, one ADD refused with a CNI error, one
+    DEL, one call declined): /metrics, scraped over HTTP, counts each by command and
+    result, the error by its code, the declined call, their latencies, and each range's
+    size/used/free as 'ipamctl -o prometheus stats' prints them."""
+    daemon = start_daemon("--metrics", "127.0.0.1:0",
+                          env_extra={"IPAM_DATA_DIR": str(data_dir)})
+    conf = netconf(SUBNET)
+    for cid in ("m1", "m2"):
+        assert run_plugin("ADD", conf, env_extra=via(daemon), container_id=cid).status == 0
+    wrong = run_plugin("ADD", conf, env_extra=via(daemon), container_id="m3",
+                       args="IP=10.9.9.9")
+    assert wrong.status != 0
+    assert run_plugin("DEL", conf, env_extra=via(daemon), container_id="m2").status == 0
+    relative = netconf(SUBNET, name="rel")
+    relative["ipam"]["dataDir"] = "rel"
+    (tmp_path / "rel").mkdir()
+    declined, err = plugin_process("ADD", relative, env_extra=via(daemon), cwd=str(tmp_path))
+    assert declined.status == 0 and "relative to the caller's directory" in err, err
+    assert daemon.calls_served(4) == 4
+
+    got = scrape(daemon)
+    prefix = "host_local_sqlite_"
+    assert got[prefix + "calls_total", (("command", "ADD"), ("result", "ok"))] == 2
+    assert got[prefix + "calls_total", (("command", "ADD"), ("result", "error"))] == 1
+    assert got[prefix + "calls_total", (("command", "DEL"), ("result", "ok"))] == 1
+    code = str(wrong.error["code"])
+    assert got[prefix + "call_errors_total", (("code", code), ("command", "ADD"))] == 1
+    assert got[prefix + "calls_declined_total", ()] == 1
+    assert got[prefix + "call_duration_seconds_count", (("command", "ADD"),)] == 3
+    assert got[prefix + "call_duration_seconds_bucket", (("command", "DEL"), ("le", "+Inf"))
+               ] == 1
+    assert 0 < got[prefix + "call_duration_seconds_sum", (("command", "ADD"),)] < 60
+    key = (("network", "mynet"), ("range", "10.1.0.1-10.1.0.254"), ("range_set", "0"))
+    stats = js("stats", data_dir=data_dir)
+    assert (got[prefix + "range_used", key], got[prefix + "range_size", key]) == (
+        stats[0]["used"], stats[0]["size"]) == (1, stats[0]["size"])
+    assert daemon.stop() == 0
+
+
+def test_metrics_address_taken_stops_the_start(start_daemon, tmp_path):
+    """A metrics address already in use: serve says so and exits 1, and its socket is
+    not left behind."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        sock = str(tmp_path / "m.sock")
+        proc = subprocess.run([IPAMCTL, "serve", "--socket", sock, "--metrics",
+                               "127.0.0.1:%d" % port], capture_output=True, text=True,
+                              timeout=30, env=daemon_env())
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot serve metrics on 127.0.0.1:%d" % port in proc.stderr
+    assert "Traceback" not in proc.stderr and not os.path.exists(sock)
+
+
+GC_RUN = re.compile(r"gc run=(\d+) result=(\w+)")
+
+
+def gc_results(daemon):
+    return [m.group(2) for m in GC_RUN.finditer(daemon.log())]
+
+
+def wait_gc(daemon, result, after=0):
+    """Wait for a periodic gc run, later than the first ``after``, ending in ``result``;
+    the number of runs logged by then."""
+    daemon.wait_log(lambda log: result in gc_results(daemon)[after:],
+                    "a gc run with result=%s" % result)
+    return len(gc_results(daemon))
+
+
+def test_periodic_gc_releases_refuses_and_survives_a_failed_run(start_daemon, data_dir,
+                                                                netconf, tmp_path):
+    """serve --gc-interval with a valid-file source: a run releases the lease its list
+    leaves out (logged, counted); a run whose file is gone fails, logged and counted, and
+    the daemon goes on serving; a run given an empty list is refused by the empty-list
+    guard and releases nothing. /metrics counts each."""
+    conf = netconf(SUBNET)
+    for cid in ("keep", "gone"):
+        assert run_inprocess("ADD", conf, container_id=cid).status == 0
+    live = tmp_path / "live"
+    live.write_text("keep\n")
+    daemon = start_daemon("--gc-interval", "1", "--gc-valid-file", str(live),
+                          "--gc-grace", "0", "--metrics", "127.0.0.1:0",
+                          env_extra={"IPAM_DATA_DIR": str(data_dir)})
+    assert "gc every 1s (file %s; grace 0s, max share 50%%)" % live in daemon.log()
+    runs = wait_gc(daemon, "ok")
+    assert "gc released network=mynet ip=10.1.0.3 container=gone ifname=eth0" in daemon.log()
+    assert [lease["container_id"] for lease in js("list", data_dir=data_dir)] == ["keep"]
+
+    live.unlink()
+    runs = wait_gc(daemon, "failed", runs)
+    assert "could not list the live attachments from file %s" % live in daemon.log()
+    assert run_plugin("ADD", conf, env_extra=via(daemon), container_id="new").status == 0
+
+    live.write_text("")
+    wait_gc(daemon, "refused", runs)
+    assert "gc refused: network mynet: the list of live containers is empty" in daemon.log()
+    assert sorted(lease["container_id"] for lease in js("list", data_dir=data_dir)) == [
+        "keep", "new"]
+    got = scrape(daemon)
+    for result in ("ok", "failed", "refused"):
+        assert got["host_local_sqlite_gc_runs_total", (("result", result),)] >= 1
+    assert got["host_local_sqlite_gc_released_total", (("network", "mynet"),)] == 1
+    assert got["host_local_sqlite_gc_last_success_timestamp_seconds", ()] > 0
+    assert daemon.stop() == 0
+
+
+def test_periodic_gc_from_a_cri_runtime_that_does_not_answer(start_daemon, data_dir,
+                                                             netconf, tmp_path):
+    """--gc-cri naming a socket where no runtime listens: each run fails, saying so,
+    releases nothing, and the daemon serves on."""
+    conf = netconf(SUBNET)
+    assert run_inprocess("ADD", conf, container_id="c1").status == 0
+    endpoint = "unix://%s" % (tmp_path / "no-runtime.sock")
+    daemon = start_daemon("--gc-interval", "1", "--gc-cri", endpoint, "--gc-grace", "0",
+                          env_extra={"IPAM_DATA_DIR": str(data_dir)})
+    wait_gc(daemon, "failed")
+    assert "could not list the live attachments from CRI %s" % endpoint in daemon.log()
+    assert [lease["container_id"] for lease in js("list", data_dir=data_dir)] == ["c1"]
+    assert run_plugin("DEL", conf, env_extra=via(daemon), container_id="c1").status == 0
+    assert daemon.calls_served(1) == 1
+    assert daemon.stop() == 0

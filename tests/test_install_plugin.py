@@ -12,9 +12,10 @@ import traceback
 
 import pytest
 from click.testing import CliRunner
+from helpers import wait_until
 
 from host_local_sqlite_cli.main import cli
-from ipam import launcher, plugin_dirs
+from ipam import containerd_config, launcher, plugin_dirs
 
 GO_HOST_LOCAL = "/usr/lib/cni/host-local"  # Debian's containernetworking-plugins
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -225,6 +226,137 @@ def test_unreadable_config_files_are_reported_never_fatal(tmp_path, install):
         name: "/opt/cni/bin/host-local-sqlite" for name in found}
 
 
+# -- the containerd that runs ---------------------------------------------------------
+def test_containerds_config_flag_in_every_form_go_takes():
+    flag = containerd_config.config_flag
+    assert flag([]) is None and flag(["--log-level", "debug"]) is None
+    assert flag(["--config", "/a"]) == flag(["--config=/a"]) == "/a"
+    assert flag(["-c", "b.toml"]) == flag(["-c=b.toml"]) == flag(["-config", "b.toml"]) == "b.toml"
+    assert flag(["-c", "/a", "--address", "/s", "--config=/z"]) == "/z"  # the last wins
+    assert flag(["--config"]) is None and flag(["--", "--config", "/a"]) is None
+
+
+def containerd_toml(tmp_path, bin_dir, name="ctd"):
+    """A config for a private containerd (cri-facts.md): its own root, state and
+    sockets under ``tmp_path/name``, the CRI plugin's bin_dir ``bin_dir``."""
+    home = tmp_path / name
+    home.mkdir()
+    (home / "net.d").mkdir()
+    skip = ["io.containerd.snapshotter.v1." + s for s in ("aufs", "btrfs", "zfs", "devmapper")]
+    skip += ["io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+    text = (
+        'version = 2\nroot = "%(h)s/root"\nstate = "%(h)s/state"\ndisabled_plugins = %(skip)s\n'
+        '[grpc]\naddress = "%(h)s/c.sock"\n[ttrpc]\naddress = "%(h)s/c.sock.ttrpc"\n'
+        '[plugins."io.containerd.internal.v1.opt"]\npath = "%(h)s/opt"\n'
+        '[plugins."io.containerd.grpc.v1.cri"]\nstream_server_address = "127.0.0.1"\n'
+        'stream_server_port = "0"\n[plugins."io.containerd.grpc.v1.cri".cni]\n'
+        'bin_dir = "%(bin)s"\nconf_dir = "%(h)s/net.d"\n'
+        % {"h": home, "skip": json.dumps(skip), "bin": bin_dir})
+    (home / "config.toml").write_text(text)
+    return home
+
+
+@pytest.fixture
+def containerd():
+    """``containerd(home, *flags)``: a real containerd run with ``flags`` from ``home``,
+    until its gRPC socket listens (it has read its config); stopped after the test."""
+    if shutil.which("containerd") is None or os.geteuid() != 0:
+        assert not IN_CI, "CI runs as root and installs containerd"
+        pytest.skip("needs root and containerd (Debian: apt-get install containerd)")
+    started = []
+
+    def start(home, *flags):
+        log = open(home / "containerd.log", "wb")
+        proc = subprocess.Popen(["containerd", *flags], cwd=home, stdout=log, stderr=log)
+        started.append((proc, log))
+        wait_until(lambda: (home / "c.sock").exists() or proc.poll() is not None,
+                   "containerd to listen on %s" % (home / "c.sock"), timeout=30)
+        assert proc.poll() is None, (home / "containerd.log").read_text()
+        return proc
+    yield start
+    for proc, log in started:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def containerd_of(pid, **kw):
+    """The runtime found for the containerd process ``pid`` (others may run here)."""
+    found = [r for r in plugin_dirs.runtimes("/", env={}, **kw)
+             if r.name == "containerd" and r.pid == pid]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.root
+def test_containerd_is_read_from_the_config_it_runs_with(tmp_path, containerd):
+    """Each running containerd is checked against its own --config, in each form, a
+    relative one against its working directory; the warnings name the process."""
+    bin_a, bin_b = tmp_path / "bin-a", tmp_path / "bin-b"
+    bin_a.mkdir()
+    bin_b.mkdir()
+    one = containerd_toml(tmp_path, bin_a, "one")
+    two = containerd_toml(tmp_path, bin_b, "two")
+    first = containerd(one, "--config", str(one / "config.toml"))
+    second = containerd(two, "-c", "config.toml")  # relative: its cwd is two/
+    runtime = containerd_of(first.pid)
+    assert runtime.dirs == [str(bin_a)] and runtime.present and runtime.note is None
+    assert runtime.configs == [str(one / "config.toml")] and runtime.errors == []
+    assert runtime.root == "/proc/%d/root" % first.pid
+    assert containerd_of(second.pid).dirs == [str(bin_b)]
+    assert containerd_of(second.pid).configs == [str(two / "config.toml")]
+
+    result = CliRunner().invoke(cli, ["-o", "json", "install-plugin", str(bin_b)])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    mine = [w for w in info["warnings"] if w.startswith("containerd (pid %d," % first.pid)]
+    assert mine == ["containerd (pid %d, %s/config.toml) does not search %s (it searches "
+                    "%s): it would run no host-local-sqlite at all"
+                    % (first.pid, one, bin_b, bin_a)]
+    assert not [w for w in info["warnings"]
+                if w.startswith("containerd (pid %d," % second.pid)]
+    several = [w for w in info["warnings"] if "containerd processes run" in w]
+    assert len(several) == 1  # and each is named
+    assert "containerd (pid %d, %s/config.toml)" % (second.pid, two) in several[0]
+    reports = {r["pid"]: r for r in info["runtimes"] if r["name"] == "containerd"}
+    assert reports[second.pid]["runs"] == "%s/host-local-sqlite" % bin_b
+    assert reports[first.pid]["runs"] is None
+
+    second.terminate()
+    second.wait(timeout=30)
+    third = containerd(two, "--config=%s" % (two / "config.toml"))
+    assert containerd_of(third.pid).dirs == [str(bin_b)]
+
+
+@pytest.mark.root
+def test_containerd_config_names_the_file_to_read(tmp_path, containerd, install):
+    """--containerd-config: that file alone, whatever runs (here one on another bin_dir);
+    missing, it says so."""
+    (tmp_path / "bin").mkdir()
+    running = containerd_toml(tmp_path, tmp_path / "elsewhere", "running")
+    containerd(running, "--config", str(running / "config.toml"))
+    put(tmp_path, "/k3s/config.toml",
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".cni]\nbin_dir = "%s"\n'
+        % (tmp_path / "bin"))
+    result = CliRunner().invoke(cli, ["-o", "json", "install-plugin", str(tmp_path / "bin"),
+                                      "--containerd-config", str(tmp_path / "k3s/config.toml")])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    ours = [r for r in info["runtimes"] if r["name"] == "containerd"]
+    assert ours == [{"name": "containerd", "dirs": [str(tmp_path / "bin")], "pid": None,
+                     "configs": [str(tmp_path / "k3s/config.toml")], "errors": [],
+                     "note": None, "runs": str(tmp_path / "bin/host-local-sqlite")}]
+    assert not [w for w in info["warnings"] if w.startswith("containerd")]
+
+    # Under --root, the path is inside the root; a file that is not there is named.
+    info, _ = install(tmp_path, "/bin", "--containerd-config", "/k3s/config.toml")
+    assert [r["dirs"] for r in info["runtimes"] if r["name"] == "containerd"] == [
+        [str(tmp_path / "bin")]]
+    info, _ = install(tmp_path, "/bin", "--containerd-config", "/k3s/absent.toml")
+    assert "containerd: /k3s/absent.toml (--containerd-config) does not exist: containerd " \
+        "runs on its defaults" in info["warnings"]
+
+
 # -- who owns the file ----------------------------------------------------------------
 def test_package_owner_from_dpkg_file_lists(tmp_path):
     assert plugin_dirs.package_owner(str(tmp_path), "/usr/lib/cni/host-local") is None  # no dpkg
@@ -385,7 +517,7 @@ def test_warns_when_podman_would_run_gos_host_local_first(tmp_path, install):
     assert info["warnings"] == [warning] and stderr == "warning: %s\n" % warning
     assert info["runtimes"] == [{"name": "podman", "dirs": plugin_dirs.PODMAN_DIRS,
                                  "configs": [], "errors": [], "note": None,
-                                 "runs": "/usr/lib/cni/host-local"}]
+                                 "runs": "/usr/lib/cni/host-local", "pid": None}]
     assert is_launcher(tmp_path / "opt/cni/bin/host-local")  # written all the same
 
     # Under another name nothing is in the way.

@@ -101,12 +101,17 @@ def test_the_manifest_mounts_what_the_plugin_names():
     assert paths.DEFAULT_DATA_DIR in mounts
     assert os.path.dirname(paths.DAEMON_SOCKET) in mounts
     assert all(host_path(SERVE, m) == m for m in mounts)
-    assert SERVE["args"] == ["serve"] and "command" not in SERVE
+    assert SERVE["args"][0] == "serve" and "command" not in SERVE
+    serve = SERVE["args"]
+    assert serve[serve.index("--metrics") + 1] == ":%d" % SERVE["ports"][0]["containerPort"]
+    assert float(serve[serve.index("--gc-interval") + 1]) > 0
+    cri = serve[serve.index("--gc-cri") + 1]
+    assert cri.startswith("unix://") and os.path.dirname(cri[len("unix://"):]) in mounts
     for probe in ("livenessProbe", "readinessProbe"):
         assert SERVE[probe]["exec"]["command"][:2] == [IMAGE_IPAMCTL, "health"]
     assert POD["hostNetwork"] is True and POD["securityContext"]["runAsUser"] == 0
     assert POD["hostPID"] is True
-    assert SERVE["securityContext"]["capabilities"]["add"] == ["SYS_PTRACE"]
+    assert SERVE["securityContext"]["capabilities"]["add"] == ["SYS_PTRACE", "SYS_ADMIN"]
     assert POD["priorityClassName"] == "system-node-critical"
     assert {"operator": "Exists"} in POD["tolerations"]
     assert POD["terminationGracePeriodSeconds"] > daemon.DEFAULT_DRAIN_TIMEOUT
@@ -114,6 +119,20 @@ def test_the_manifest_mounts_what_the_plugin_names():
     assert read_manifest(MANIFEST)["spec"]["updateStrategy"]["type"] == "RollingUpdate"
     assert INSTALL["image"] == SERVE["image"]
     assert INSTALL["image"].rsplit(":", 1)[1] == version("host-local-sqlite")
+
+
+def test_the_cni_bin_directory_is_named_in_one_place_with_both_values():
+    """The node's CNI bin directory is one hostPath, named nowhere else in the manifest
+    but in comments that give upstream's value and Debian's (whose containerd package
+    sets bin_dir = "/usr/lib/cni": a plugin in /opt/cni/bin is never run there)."""
+    with open(MANIFEST) as f:
+        lines = f.read().splitlines()
+    code = [line.split("#")[0] for line in lines]
+    comments = " ".join(line.split("#", 1)[1] for line in lines if "#" in line)
+    assert [c.strip() for c in code if "/opt/cni/bin" in c or "/usr/lib/cni" in c] == [
+        "path: " + paths.DEFAULT_BIN_DIR]
+    assert "/usr/lib/cni" in comments and "Debian's containerd" in comments
+    assert 'bin_dir = "/usr/lib/cni"' in comments
 
 
 @runs_containers
@@ -243,6 +262,17 @@ def test_the_daemon_container_serves_the_host_plugin(installer_image, frozen_bui
     listed = frozen_build.run(frozen_build.ipamctl, "--data-dir", str(data), "-o", "json",
                               "list")
     assert [lease["ip"] for lease in json.loads(listed.stdout)] == [address.split("/")[0]]
+    # ipamctl by its name in the pod (kubectl exec POD -- ipamctl list), and gc's check of
+    # the node's namespaces from there: the lease is a candidate, not kept for a check
+    # that could not run.
+    inside = podman("exec", "serve", "ipamctl", "--data-dir", str(data), "-o", "json", "list")
+    assert [lease["ip"] for lease in json.loads(inside.stdout)] == [address.split("/")[0]]
+    dry = podman("exec", "serve", "ipamctl", "--data-dir", str(data), "-o", "json", "gc",
+                 "--valid", "other", "--grace", "0")
+    assert [c["container_id"] for c in json.loads(dry.stdout)["candidates"]] == ["c1"], \
+        dry.stdout
+    metrics = _scrape(SERVE["ports"][0]["containerPort"])
+    assert 'host_local_sqlite_calls_total{command="ADD",result="ok"} 1.0' in metrics
     frozen_build.cni(frozen_build.plugin, "DEL", conf)
     assert counted(socket, 2)["calls"] == 2
 
@@ -250,6 +280,14 @@ def test_the_daemon_container_serves_the_host_plugin(installer_image, frozen_bui
     assert podman.inspect("serve")["State"]["ExitCode"] == 0
     log = podman("logs", "serve").stderr
     assert "ADD network=kube container=c1" in log and "stopped after 2 calls" in log, log
+
+
+def _scrape(port):
+    """The serve container's /metrics, on the host's network as the manifest has it."""
+    import urllib.request
+
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as answer:
+        return answer.read().decode()
 
 
 @runs_containers

@@ -62,7 +62,7 @@ def _argv(example, tmp, data):
               "URL": os.path.join(data, ".host-local-sqlite.db"),
               "FILE": os.path.join(tmp, "backup.db"), "now.db": os.path.join(tmp, "backup.db"),
               "DIR": directory}
-    if words[:1] == ["install-plugin"]:
+    if words[:1] in (["install-plugin"], ["check-install"]):
         # Inside a throwaway root, never this system's CNI directories (an example
         # without DIRECTORY picks one of them): its paths are looked up under it.
         return [{"DIR": "/opt/cni/bin"}.get(word, word) for word in words] + ["--root", tmp]
@@ -113,6 +113,11 @@ def test_every_readme_command_runs(tmp_path, pool, where, example):
     (tmp_path / "host-local" / "mynet").mkdir(parents=True)  # Go's layout, nothing leased
     argv = _argv(example, str(tmp_path), str(data))
     runner = CliRunner()
+    if argv[0] == "check-install":  # a runtime and the plugin it runs, under --root
+        (tmp_path / "etc/containerd").mkdir(parents=True)
+        (tmp_path / "etc/containerd/config.toml").write_text("version = 2\n")
+        made = runner.invoke(cli, ["install-plugin", "--root", str(tmp_path)])
+        assert made.exit_code == 0, made.output
     if argv[:2] == ["db", "restore"]:  # a restore needs a backup made first
         made = runner.invoke(cli, ["--data-dir", str(data), "db", "backup", argv[2]])
         assert made.exit_code == 0, made.output

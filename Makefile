@@ -80,7 +80,7 @@ dist:
 	test -x $(DIST_VENV)/bin/python || $(PYTHON) -m venv $(DIST_VENV)
 	$(DIST_VENV)/bin/python -m pip install -q --upgrade pip
 	$(DIST_VENV)/bin/python -m pip install -q --force-reinstall --no-deps .
-	$(DIST_VENV)/bin/python -m pip install -q '.[postgresql,dist]'
+	$(DIST_VENV)/bin/python -m pip install -q '.[postgresql,cri,dist]'
 	$(DIST_VENV)/bin/python tools/build_dist.py $(DIST_ARGS)
 
 # The installer image of deploy/kubernetes/ (FROM scratch: glibc and the build of
@@ -90,11 +90,12 @@ dist:
 image: dist
 	$(PYTHON) tools/build_image.py $(IMAGE_ARGS)
 
-# ipam/cri/*_pb2*.py(i), committed: the CRI messages (typed) and stub of ipam/cri/api.proto (a part of
-# k8s.io/cri-api's runtime.v1, real names and field numbers), for ipamctl gc --cri.
+# tests/cri_api/*_pb2*.py(i), committed: the CRI messages (typed) and stub of
+# tests/cri_api/api.proto (a part of k8s.io/cri-api's runtime.v1, real names and field
+# numbers), with which the tests drive containerd and check ipam/cri/wire.py.
 .PHONY: cri-proto
 cri-proto: install
-	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. ipam/cri/api.proto
+	cd tests && ../$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. cri_api/api.proto
 
 wheel-smoke: install
 	$(PY) -m pytest tests/test_wheel.py

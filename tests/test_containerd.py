@@ -285,3 +285,18 @@ def test_the_daemons_periodic_gc_asks_the_runtime_itself(pods, start_daemon):
     assert sorted(r["container_id"] for r in leases(c)) == sorted(live)
     assert [r["container_id"] for r in js("list", "--network", "podman",
                                           data_dir=c.data_dir)] == podman
+
+
+@pytest.mark.parametrize("calls", ["in-process"], indirect=True)
+def test_the_self_contained_builds_gc_asks_the_runtime(pods, frozen_build):
+    """The build's ``ipamctl gc --cri`` (its HTTP/2 frozen in, no Python on the node)
+    releases the lease of a sandbox containerd lost, and keeps the live one's."""
+    c = pods
+    live = c.run_pod("live")
+    lost = leak(c, NET, c.subnet, 1, "dd")
+    proc = frozen_build.run(frozen_build.ipamctl, "--data-dir", c.data_dir, "-o", "json",
+                            "gc", "--cri", c.endpoint, "--grace", "0", "--apply")
+    assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert [x["container_id"] for x in report["released"]] == lost
+    assert [r["container_id"] for r in leases(c)] == [live]

@@ -60,7 +60,8 @@ LINKS = {PLUGIN_NAME: frozen.PLUGIN, frozen.IPAMCTL: frozen.IPAMCTL}
 # Imported lazily, by name, or by alembic from files: cx_Freeze's import graph
 # cannot see them.
 PACKAGES = ["ipam", "host_local_sqlite_cli", "alembic", "mako", "sqlalchemy", "click",
-            "prometheus_client", "psycopg", "psycopg_binary", "logging.config"]
+            "prometheus_client", "psycopg", "psycopg_binary", "logging.config",
+            "h2", "hpack", "hyperframe"]
 EXCLUDES = ["tkinter", "unittest", "pydoc_data", "test", "lib2to3", "ensurepip", "idlelib"]
 # glibc's own libraries (package libc6): the node provides them, in the version
 # BUILD-INFO names.

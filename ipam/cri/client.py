@@ -1,9 +1,9 @@
-"""A CRI client of the few calls ``ipamctl gc --cri`` needs (and the tests' containerd
-drives), over the generated stubs of :file:`api.proto` (``make cri-proto``).
+"""A CRI client of the calls ``ipamctl gc --cri`` needs: Version, ListPodSandbox and a
+verbose Status, each one gRPC call (:mod:`ipam.cri.grpc_call`) of a message encoded by
+hand (:mod:`ipam.cri.wire`).
 
 Every call is bounded by the client's ``timeout`` and fails fast when nothing listens on
-the socket (gRPC's default: no waiting for the channel to become ready), so a gc run from
-a timer never hangs on a runtime that is down; a failure is
+the socket, so a gc run from a timer never hangs on a runtime that is down; a failure is
 :class:`ipam.errors.CriError`, naming the endpoint and the call.
 """
 from __future__ import annotations
@@ -11,71 +11,53 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import grpc
-
-from ipam.cri import api_pb2 as api
-from ipam.cri.api_pb2_grpc import RuntimeServiceStub
+from ipam.cri import grpc_call, wire
 from ipam.cri.defaults import DEFAULT_ENDPOINT, TIMEOUT
 from ipam.errors import CriError
 
+SERVICE = "runtime.v1.RuntimeService"
 LOOPBACK = "cni-loopback"  # the network containerd adds before the conf dir's own
 
 
-def target(endpoint: str) -> str:
-    """crictl's endpoint forms (``unix:///path``, or a bare absolute path) as gRPC's."""
-    if endpoint.startswith("/"):
-        return "unix://" + endpoint
-    return endpoint
-
-
 class Runtime:
-    """A connection to a CRI runtime: ``with Runtime(endpoint) as rt: rt.sandboxes()``."""
+    """A CRI runtime at ``endpoint``: ``Runtime(endpoint).sandboxes()``."""
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = TIMEOUT) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(target(endpoint))
-        self.stub = RuntimeServiceStub(self.channel)
 
-    def __enter__(self) -> Runtime:
-        return self
+    def call(self, method: str, message: bytes, timeout: float | None = None) -> bytes:
+        """``RuntimeService/method(message)``, bounded: the response, encoded."""
+        return grpc_call.call(self.endpoint, SERVICE, method, message,
+                              self.timeout if timeout is None else timeout)
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def version(self) -> wire.Version:
+        return wire.version_response(self.call("Version", wire.version_request()))
 
-    def close(self) -> None:
-        self.channel.close()
-
-    def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
-        """``RuntimeService/method(request)``, bounded; a gRPC failure raised as
-        :class:`CriError`."""
-        try:
-            return getattr(self.stub, method)(
-                request, timeout=self.timeout if timeout is None else timeout)
-        except grpc.RpcError as e:
-            code = e.code() if hasattr(e, "code") else None
-            details = e.details() if hasattr(e, "details") else str(e)
-            raise CriError("CRI runtime %s: %s failed: %s%s" % (
-                self.endpoint, method, getattr(code, "name", "error"),
-                ": %s" % details if details else "")) from None
-
-    def version(self) -> Any:
-        return self.call("Version", api.VersionRequest(version="v1"))
-
-    def sandboxes(self) -> list[Any]:
+    def sandboxes(self) -> list[wire.Sandbox]:
         """Every pod sandbox the runtime knows, ready or not (``crictl pods``)."""
-        return list(self.call("ListPodSandbox", api.ListPodSandboxRequest()).items)
+        return self._decoded("ListPodSandbox", wire.list_pod_sandbox_response,
+                             wire.list_pod_sandbox_request())
 
     def info(self) -> dict[str, Any]:
         """The runtime's verbose status (``crictl info``): each value decoded from
         JSON (a value that is not JSON kept as text)."""
         out: dict[str, Any] = {}
-        for key, value in self.call("Status", api.StatusRequest(verbose=True)).info.items():
+        raw = self._decoded("Status", wire.status_response_info, wire.status_request(True))
+        for key, value in raw.items():
             try:
                 out[key] = json.loads(value)
             except ValueError:
                 out[key] = value
         return out
+
+    def _decoded(self, method: str, decode: Any, message: bytes) -> Any:
+        answer = self.call(method, message)
+        try:
+            return decode(answer)
+        except wire.WireError as e:
+            raise CriError("CRI runtime %s: %s answered what is not its response: %s"
+                           % (self.endpoint, method, e)) from None
 
 
 def sandbox_ids(endpoint: str = DEFAULT_ENDPOINT, timeout: float = TIMEOUT) -> list[str]:
@@ -83,8 +65,7 @@ def sandbox_ids(endpoint: str = DEFAULT_ENDPOINT, timeout: float = TIMEOUT) -> l
     CNI_CONTAINERID of its CNI calls (``crictl pods -q``). A NOTREADY sandbox counts as
     live: the runtime still owes it a DEL (containerd sends one on its StopPodSandbox,
     even for a sandbox whose RunPodSandbox a restart cut off)."""
-    with Runtime(endpoint, timeout) as runtime:
-        return sorted(s.id for s in runtime.sandboxes())
+    return sorted(s.id for s in Runtime(endpoint, timeout).sandboxes())
 
 
 def cni_networks(endpoint: str = DEFAULT_ENDPOINT, timeout: float = TIMEOUT) -> list[str]:
@@ -93,8 +74,7 @@ def cni_networks(endpoint: str = DEFAULT_ENDPOINT, timeout: float = TIMEOUT) -> 
     dir), without its own loopback: the only networks whose leases its list of
     sandboxes can judge. A runtime that does not report them (CRI-O) raises: name the
     networks instead."""
-    with Runtime(endpoint, timeout) as runtime:
-        info = runtime.info()
+    info = Runtime(endpoint, timeout).info()
     loaded = info.get("cniconfig")
     if not isinstance(loaded, dict) or not isinstance(loaded.get("Networks"), list):
         raise CriError(

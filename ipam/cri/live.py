@@ -1,6 +1,6 @@
 """``ipamctl gc --cri``'s question to the node's CRI runtime: which pod sandboxes live,
-and which networks their list can judge. gRPC is imported only when asked, so a host
-without the ``cri`` extra learns what to install instead of a traceback.
+and which networks their list can judge. The HTTP/2 library is imported only when asked,
+so a host without the ``cri`` extra learns what to install instead of a traceback.
 """
 from __future__ import annotations
 
@@ -25,10 +25,12 @@ def live(endpoint: str = DEFAULT_ENDPOINT, networks: Optional[Sequence[str]] = N
     database: a node may also run podman, whose containers CRI does not list).
     Sandboxes are listed first: one finished after that is younger than any grace."""
     try:
-        from ipam.cri import client
+        import h2.connection  # noqa: F401  (the one dependency of ipam.cri.grpc_call)
     except ImportError as e:
-        raise CriError("ipamctl gc --cri needs gRPC (%s): install host-local-sqlite[cri]"
-                       % e) from None
+        raise CriError("ipamctl gc --cri needs the h2 library (%s): install "
+                       "host-local-sqlite[cri], or use the self-contained build" % e) from None
+    from ipam.cri import client
+
     ids = client.sandbox_ids(endpoint, timeout)
     names = list(networks) if networks else client.cni_networks(endpoint, timeout)
     return Live(ids, names)

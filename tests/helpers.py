@@ -1076,3 +1076,65 @@ def image_context(build_dir, context):
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
+
+
+# -- deploy/systemd's units -------------------------------------------------------------
+def unit_lines(name):
+    """The text of ``deploy/systemd/NAME``."""
+    with open(os.path.join(REPO, "deploy", "systemd", name)) as f:
+        return f.read()
+
+
+def unit_exec_start(name):
+    """The unit's ExecStart as the shell sees it ($$ -> $, %% -> %)."""
+    line = [x for x in unit_lines(name).splitlines() if x.startswith("ExecStart=")][0]
+    return line[len("ExecStart="):].replace("$$", "$").replace("%%", "%")
+
+
+def unit_environment(name):
+    """The unit's Environment= settings, as a dict."""
+    out = {}
+    for line in unit_lines(name).splitlines():
+        if line.startswith("Environment="):
+            key, _, value = line[len("Environment="):].strip('"').partition("=")
+            out[key] = value
+    return out
+
+
+# -- a CRI runtime's answers ---------------------------------------------------------------
+@contextlib.contextmanager
+def cri_runtime(endpoint, sandboxes, networks):
+    """gRPC's own server (grpcio) on ``endpoint``, answering ListPodSandbox with
+    ``sandboxes`` (IDs, all ready) and a verbose Status with ``networks`` loaded, as
+    containerd's CRI does: for commands whose subject is not the runtime (README
+    examples). The messages are tests/cri_api's."""
+    from concurrent import futures
+
+    import grpc
+    from cri_api import api_pb2 as api
+
+    def list_pod_sandbox(request, context):
+        return api.ListPodSandboxResponse(items=[
+            api.PodSandbox(id=sid, state=0) for sid in sandboxes])
+
+    def status(request, context):
+        info = {"cniconfig": json.dumps({"Networks": [
+            {"Config": {"Name": "cni-loopback"}}] + [
+            {"Config": {"Name": name}} for name in networks]})}
+        return api.StatusResponse(info=info if request.verbose else {})
+
+    handlers = {
+        "ListPodSandbox": grpc.unary_unary_rpc_method_handler(
+            list_pod_sandbox, api.ListPodSandboxRequest.FromString,
+            api.ListPodSandboxResponse.SerializeToString),
+        "Status": grpc.unary_unary_rpc_method_handler(
+            status, api.StatusRequest.FromString, api.StatusResponse.SerializeToString)}
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "runtime.v1.RuntimeService", handlers)])
+    server.add_insecure_port(endpoint)
+    server.start()
+    try:
+        yield
+    finally:
+        server.stop(None)

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from containerd import Containerd, missing
-from helpers import IPAMCTL, PLUGIN, cni_env, js, owners
+from helpers import IPAMCTL, PLUGIN, cni_env, js, owners, unit_environment, unit_exec_start
 
 MISSING = missing()
 pytestmark = [pytest.mark.root, pytest.mark.reference,
@@ -300,3 +300,31 @@ def test_the_self_contained_builds_gc_asks_the_runtime(pods, frozen_build):
     report = json.loads(proc.stdout)
     assert [x["container_id"] for x in report["released"]] == lost
     assert [r["container_id"] for r in leases(c)] == [live]
+
+
+@pytest.mark.parametrize("calls", ["in-process"], indirect=True)
+def test_the_periodic_units_default_asks_containerd(pods):
+    """deploy/systemd/ipamctl-gc.service as shipped (GC_ARGS=--cri, no LIVE), its
+    endpoint the test's containerd: the lost sandbox's lease goes, the live one's stays;
+    with containerd stopped, the unit fails and releases nothing."""
+    c = pods
+    live = c.run_pod("live")
+    leak(c, NET, c.subnet, 1, "dd")
+    env = unit_environment("ipamctl-gc.service")
+    assert env["LIVE"] == "" and env["GC_ARGS"] == "--cri"
+
+    def unit():
+        return subprocess.run(
+            ["sh", "-c", unit_exec_start("ipamctl-gc.service")], capture_output=True,
+            text=True, timeout=120,
+            env=dict(env, IPAMCTL=IPAMCTL, IPAM_DATA_DIR=c.data_dir, PATH=os.environ["PATH"],
+                     GC_ARGS="--grace 0 --cri " + c.endpoint))
+
+    proc = unit()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [r["container_id"] for r in leases(c)] == [live]
+    again = leak(c, NET, c.subnet, 1, "de")
+    c.kill()
+    proc = unit()
+    assert proc.returncode != 0 and "UNAVAILABLE" in proc.stderr, proc.stdout + proc.stderr
+    assert sorted(r["container_id"] for r in leases(c)) == sorted([live] + again)

@@ -28,6 +28,9 @@ from helpers import (
     run_ipamctl,
     run_plugin,
     sql,
+    unit_environment,
+    unit_exec_start,
+    unit_lines,
     wait_until,
 )
 
@@ -924,11 +927,6 @@ def test_a_wrong_recipe_fails(data_dir, pool, tmp_path):
 
 
 # -- the systemd units ----------------------------------------------------------------
-def unit_lines(name):
-    with open(os.path.join(SYSTEMD, name)) as f:
-        return f.read()
-
-
 def test_systemd_units_verify(tmp_path):
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze not installed")
@@ -944,37 +942,25 @@ def test_systemd_units_verify(tmp_path):
     assert "ipamctl-gc" not in proc.stderr, proc.stderr  # not one warning about ours
 
 
-def exec_start(name):
-    """The unit's ExecStart as the shell sees it ($$ -> $, %% -> %)."""
-    line = [x for x in unit_lines(name).splitlines() if x.startswith("ExecStart=")][0]
-    return line[len("ExecStart="):].replace("$$", "$").replace("%%", "%")
-
-
-def environment(name):
-    out = {}
-    for line in unit_lines(name).splitlines():
-        if line.startswith("Environment="):
-            key, _, value = line[len("Environment="):].strip('"').partition("=")
-            out[key] = value
-    return out
-
-
 def test_boot_unit_releases_earlier_boots_only(data_dir, pool, tmp_path):
     pool("net1", "a", "b", age=False)
     sql(data_dir, "UPDATE leases SET boot_id = 'an-earlier-boot' WHERE container_id = 'a'")
-    command = exec_start("ipamctl-gc-boot.service").replace("/usr/local/bin/ipamctl", IPAMCTL)
+    command = unit_exec_start("ipamctl-gc-boot.service").replace("/usr/local/bin/ipamctl", IPAMCTL)
     proc = run_shell(command, data_dir, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert [c for _, _, c, _ in held(data_dir)] == ["b"]
 
 
-def test_periodic_unit_runs_the_cri_recipe(data_dir, pool, tmp_path):
+def test_periodic_unit_runs_a_live_command(data_dir, pool, tmp_path):
+    """LIVE set as its comment says (here the crictl recipe): the command's list, and
+    --cri dropped. Its default, --cri, is run against containerd in test_containerd."""
     ids = RUNTIMES["Kubernetes (CRI)"]
     pool("net1", *ids)
     fake_runtimes(tmp_path, ids[:3])
-    env = environment("ipamctl-gc.service")
-    assert env["LIVE"] == "crictl pods -q"
-    command = exec_start("ipamctl-gc.service")
+    env = unit_environment("ipamctl-gc.service")
+    assert env["LIVE"] == "" and env["GC_ARGS"] == "--cri"
+    env.update(LIVE="crictl pods -q", GC_ARGS="")
+    command = unit_exec_start("ipamctl-gc.service")
     proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60,
                           env=dict(env, IPAMCTL=IPAMCTL, IPAM_DATA_DIR=str(data_dir),
                                    PATH="%s:%s" % (tmp_path, os.environ["PATH"])))

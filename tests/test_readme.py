@@ -6,7 +6,10 @@ A README that names an option which no longer exists, or a value in a form the o
 refuses, fails here. Placeholders (``N``, ``ID``, ``IP``, ``DIR``, ...) and host paths are
 replaced by this pool's values and throwaway paths; an optional part (``[--yes]``) is
 given. The runtime recipes that feed ``gc`` are run by tests/test_gc.py against fake
-runtimes; here each command runs in process (a process adds nothing to parsing it)."""
+runtimes, and ``gc --cri`` here asks gRPC's own server answering as a CRI runtime
+that lists the pool's sandboxes (test_containerd asks containerd); each command runs in
+process (a process adds nothing to parsing it)."""
+import contextlib
 import os
 import re
 import shlex
@@ -14,7 +17,7 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
-from helpers import run_plugin
+from helpers import cri_runtime, run_plugin
 
 from host_local_sqlite_cli.main import cli
 
@@ -104,6 +107,11 @@ def pool(tmp_path_factory):
 
 @pytest.mark.parametrize("where,example", EXAMPLES, ids=[e for _, e in EXAMPLES])
 def test_every_readme_command_runs(tmp_path, pool, where, example):
+    with contextlib.ExitStack() as stack:
+        _run_example(tmp_path, pool, where, example, stack)
+
+
+def _run_example(tmp_path, pool, where, example, stack):
     data, template = pool
     shutil.rmtree(data)
     shutil.copytree(template, data, symlinks=True)
@@ -118,6 +126,14 @@ def test_every_readme_command_runs(tmp_path, pool, where, example):
         (tmp_path / "etc/containerd/config.toml").write_text("version = 2\n")
         made = runner.invoke(cli, ["install-plugin", "--root", str(tmp_path)])
         assert made.exit_code == 0, made.output
+    if "--cri" in argv:  # gRPC's server as the runtime, listing the pool's sandboxes
+        at = argv.index("--cri") + 1
+        endpoint = "unix://%s" % (tmp_path / "cri.sock")
+        if at < len(argv) and argv[at].startswith("unix://"):
+            argv[at] = endpoint
+        else:
+            argv.insert(at, endpoint)
+        stack.enter_context(cri_runtime(endpoint, [CID, "other"], ["mynet"]))
     if argv[:2] == ["db", "restore"]:  # a restore needs a backup made first
         made = runner.invoke(cli, ["--data-dir", str(data), "db", "backup", argv[2]])
         assert made.exit_code == 0, made.output

@@ -9,6 +9,7 @@ from host_local_sqlite_cli.common import Obj, open_store
 from host_local_sqlite_cli.gc import parse_share
 from host_local_sqlite_cli.output import emit, parse_duration, table_or_json
 from ipam import admin, daemon, gc_periodic
+from ipam.cri.defaults import DEFAULT_ENDPOINT
 from ipam.metrics_http import parse_address
 from ipam.paths import DAEMON_SOCKET
 
@@ -44,9 +45,11 @@ _SOCKET_HELP = "The daemon's unix socket."
               help="Run gc (--apply, every guard, no --force) this often, the first "
                    "time this long after the start; give the live attachments with "
                    "--gc-cri or --gc-valid-file, or --gc-previous-boots alone.")
-@click.option("--gc-cri", metavar="ENDPOINT",
-              help="The live attachments are the pod sandboxes that this CRI runtime "
-                   "lists (containerd: unix:///run/containerd/containerd.sock).")
+@click.option("--gc-cri", is_flag=False, flag_value=DEFAULT_ENDPOINT, default=None,
+              metavar="[ENDPOINT]",
+              help="The live attachments are the pod sandboxes that the CRI runtime at "
+                   "ENDPOINT lists, as for 'ipamctl gc --cri'.  [ENDPOINT default: %s]"
+                   % DEFAULT_ENDPOINT)
 @click.option("--gc-valid-file", metavar="PATH",
               help="The live attachments are this file's ID[/IFNAME] lines, read again "
                    "at each run (a missing file fails the run; it is not an empty list).")
@@ -99,8 +102,7 @@ def serve_cmd(obj: Obj, socket_path: str, pool_size: int, max_calls: int,
         ipamctl serve
         ipamctl serve --socket /run/ipam/daemon.sock --pool-size 8
         ipamctl serve --drain-timeout 60 2>> /var/log/host-local-sqlite.log
-        ipamctl serve --metrics :9731 --gc-interval 600 \\
-            --gc-cri unix:///run/containerd/containerd.sock
+        ipamctl serve --metrics :9731 --gc-interval 600 --gc-cri
     """
     periodic = _periodic_gc(obj, gc_interval, gc_cri, gc_valid_file, gc_previous_boots,
                             parse_duration(gc_grace), gc_max_share)

@@ -866,15 +866,18 @@ def fake_runtimes(bindir, live):
 
 
 def readme_recipes():
-    """``{runtime: shell text}``: the first ```sh block under each ``####`` heading of
-    README's "Cleaning up after runtimes"."""
+    """``{runtime: shell text}``: the first ```sh block that feeds gc a list
+    (``--valid-file``) under each ``####`` heading of README's "Cleaning up after
+    runtimes" (Kubernetes' ``gc --cri`` block before it runs in tests/test_readme.py,
+    and against containerd in tests/test_containerd.py)."""
     with open(README) as f:
         text = f.read()
     section = text.split("\n## Cleaning up after runtimes\n", 1)[1].split("\n## ", 1)[0]
     recipes = {}
     for part in section.split("\n#### ")[1:]:
         heading, _, body = part.partition("\n")
-        recipes[heading] = body.split("```sh\n", 1)[1].split("```", 1)[0]
+        blocks = [b.split("```", 1)[0] for b in body.split("```sh\n")[1:]]
+        recipes[heading] = [b for b in blocks if "--valid-file" in b][0]
     return recipes
 
 

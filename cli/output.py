@@ -17,13 +17,20 @@ from typing import Any, NoReturn
 
 import click
 
+from host_local_sqlite_cli.common import carry_global_options
 from ipam.errors import IpamError
 from ipam.labels import pod_label
 
 
 class IpamGroup(click.Group):
     """A group whose subcommands' library errors end as ``Error: <msg>``, exit 1, with no
-    traceback (usage errors stay click's own, exit 2)."""
+    traceback (usage errors stay click's own, exit 2), and whose commands take its global
+    options after their name too (:func:`~host_local_sqlite_cli.common.carry_global_options`).
+    """
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        super().add_command(cmd, name)
+        carry_global_options(self, cmd)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

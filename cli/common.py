@@ -65,7 +65,7 @@ def _given_after(ctx: click.Context, param: click.Parameter, value: Any) -> None
     given = ctx.meta.setdefault(_GIVEN, {})
     given[param.name] = value
     root = ctx.find_root()
-    values = {name: root.params.get(name) for name in GLOBAL_OPTIONS}
+    values: dict[str, Any] = {name: root.params.get(name) for name in GLOBAL_OPTIONS}
     values.update(given)
     ctx.obj = make_obj(**values)
 
@@ -90,8 +90,25 @@ def parse_ip(ctx: Any, param: Any, value: str | None) -> Any:
         return None
     ip = addr.parse_ip(value)
     if ip is None:
+        if "/" in value and addr.parse_cidr(value) is not None:
+            # release: each address must be leased, or nothing is released; a subnet
+            # has no such check, and /8 typed for /24 would release a pool.
+            raise click.BadParameter(
+                "%r is a subnet: give addresses (list them with 'ipamctl list --ip %s')"
+                % (value, value))
         raise click.BadParameter("%r is not an IP address" % value)
     return ip
+
+
+def parse_address(ctx: Any, param: Any, value: str | None) -> Any:
+    """``--ip``: an address, or a subnet (``10.1.0.0/16``, host bits ignored) that keeps
+    every address in it."""
+    if value is None or "/" not in value:
+        return parse_ip(ctx, param, value)
+    cidr = addr.parse_cidr(value)
+    if cidr is None or cidr[2]:
+        raise click.BadParameter("%r is not an IP address or a subnet (CIDR)" % value)
+    return addr.network_of(cidr[0], cidr[1])
 
 
 def parse_pod(ctx: Any, param: Any, value: str | None) -> tuple[str | None, str] | None:
@@ -145,7 +162,8 @@ LEASE_FILTERS = (
                       "container among what the other options keep whose ID starts so, "
                       "and a note on stderr says which; one that fits several is an error "
                       "that lists them. (release takes only a marked start.)"),
-    click.option("--ip", "ip", metavar="IP", callback=parse_ip, help="Only this address."),
+    click.option("--ip", "ip", metavar="IP|CIDR", callback=parse_address,
+                 help="Only this address, or the addresses in this subnet (10.1.0.0/16)."),
     click.option("--pod", metavar="NS/NAME", callback=parse_pod,
                  help="Only this pod (NAME alone: a name sent without a namespace, as "
                       "podman sends its container's), as the POD column shows it: a part "

@@ -2,8 +2,8 @@
 that take a subnet, history --limit/--reverse, and history --follow as a real process
 that an operator stops with Ctrl-C (SIGINT) or by closing the pipe (SIGPIPE)."""
 import json
-import queue
 import os
+import queue
 import select
 import signal
 import subprocess
@@ -216,7 +216,7 @@ def _next_within(iterator, timeout=30.0):
 def test_follow_on_postgresql_gives_an_event_committed_after_a_later_id(pg_url, tmp_path):
     """A sequence hands ids out at INSERT: a's transaction takes the smaller id and
     commits after b's. The follower has given b's event meanwhile, and still gives a's."""
-    from ipam import admin, addr
+    from ipam import addr, admin
     from ipam.lease import Lease
     from ipam.store.postgres import PostgresStore
 

@@ -85,6 +85,8 @@ def gc_cmd(obj: Obj, networks: tuple[str, ...], cri: str | None, valid: tuple[st
     print IDs) stands for the one container of the whole database whose ID starts so.
     README's "Cleaning up after runtimes" has the recipe of each runtime.
 
+    A --network the database does not know is an error, dry run or not.
+
     With --cri, gc asks the CRI runtime itself (containerd, CRI-O: gRPC, as kubelet
     does) for every pod sandbox, ready or not, and judges only the networks it
     loaded (containerd's: the first max_conf_num conflists of its conf dir), so the

@@ -38,7 +38,8 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | N
     as its start and '...': 12 characters, or as many more as make it the start of no
     other ID the database knows, so it works as --container (with release too). The
     pod reads NS/NAME, a part JSON-quoted when it holds '/', quotes or spaces. JSON has
-    them whole.
+    them whole. No lease: nothing on stdout, '(no leases)' on stderr (JSON: []); a
+    --network the database does not know is warned of there too.
 
     JSON: a list of {network, ip, container_id, ifname, range_set, allocated_at, node,
     pod_namespace, pod_name, pod_uid}.

@@ -27,7 +27,8 @@ def stats_cmd(obj: Obj, network: str | None) -> None:
 
     The ranges are those the plugin last saw in the network's config (recorded on
     ADD); a network it never served shows only its lease count. -o prometheus prints
-    gauges for node_exporter's textfile collector.
+    gauges for node_exporter's textfile collector. A --network the database does not
+    know is warned of on stderr.
 
     JSON: a list of {network, range_set, range, size, used, free}.
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ipam import addr, labels
+from ipam import addr, labels, paths
 from ipam.backend import open_store as _open_store
 
 
@@ -19,6 +19,55 @@ class Obj:
     database: str
     output: str
     node: str | None = None
+
+
+def make_obj(data_dir: str, database: str | None, output: str, node: str | None) -> Obj:
+    """The context object of the global options' values (``database`` None: the default
+    file inside ``data_dir``)."""
+    return Obj(data_dir=data_dir, database=database or paths.default_database(data_dir),
+               output=output, node=node)
+
+
+# The root group's options that every command and subcommand takes as well, where an
+# operator types them: "ipamctl list -o json", "ipamctl db backup F --data-dir D".
+GLOBAL_OPTIONS = ("data_dir", "database", "node", "output")
+_GIVEN = "ipamctl.global_options"
+
+
+def carry_global_options(root: click.Command, command: click.Command) -> None:
+    """Give ``command`` (and, for a group, each of its subcommands) a copy of each of the
+    ``root``'s :data:`GLOBAL_OPTIONS`: without an environment variable or a default, so
+    one not given changes nothing.
+
+    Given in several places, the later one wins, as click's own repeated option does (and
+    getopt's): it is the one the operator typed last, and an alias or wrapper that puts
+    ``--data-dir`` before the command stays overridable after it. Refusing a
+    difference would break exactly that use."""
+    names = {p.name for p in command.params}
+    for param in root.params:
+        if param.name in GLOBAL_OPTIONS and param.name not in names \
+                and isinstance(param, click.Option):
+            command.params.append(click.Option(
+                param.opts, type=param.type, metavar=param.metavar, expose_value=False,
+                callback=_given_after, is_eager=True,
+                help="As before the command (see ipamctl --help); the later one wins."))
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            carry_global_options(root, sub)
+
+
+def _given_after(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """A global option given after a command: the context object is rebuilt from the
+    root's values and those given after it so far (:func:`make_obj`), for this
+    command and the subcommands under it."""
+    if value is None or param.name is None:
+        return
+    given = ctx.meta.setdefault(_GIVEN, {})
+    given[param.name] = value
+    root = ctx.find_root()
+    values: dict[str, Any] = {name: root.params.get(name) for name in GLOBAL_OPTIONS}
+    values.update(given)
+    ctx.obj = make_obj(**values)
 
 
 def open_store(obj: Obj, readonly: bool, every_node: bool = False,
@@ -41,8 +90,25 @@ def parse_ip(ctx: Any, param: Any, value: str | None) -> Any:
         return None
     ip = addr.parse_ip(value)
     if ip is None:
+        if "/" in value and addr.parse_cidr(value) is not None:
+            # release: each address must be leased, or nothing is released; a subnet
+            # has no such check, and /8 typed for /24 would release a pool.
+            raise click.BadParameter(
+                "%r is a subnet: give addresses (list them with 'ipamctl list --ip %s')"
+                % (value, value))
         raise click.BadParameter("%r is not an IP address" % value)
     return ip
+
+
+def parse_address(ctx: Any, param: Any, value: str | None) -> Any:
+    """``--ip``: an address, or a subnet (``10.1.0.0/16``, host bits ignored) that keeps
+    every address in it."""
+    if value is None or "/" not in value:
+        return parse_ip(ctx, param, value)
+    cidr = addr.parse_cidr(value)
+    if cidr is None or cidr[2]:
+        raise click.BadParameter("%r is not an IP address or a subnet (CIDR)" % value)
+    return addr.network_of(cidr[0], cidr[1])
 
 
 def parse_pod(ctx: Any, param: Any, value: str | None) -> tuple[str | None, str] | None:
@@ -96,7 +162,8 @@ LEASE_FILTERS = (
                       "container among what the other options keep whose ID starts so, "
                       "and a note on stderr says which; one that fits several is an error "
                       "that lists them. (release takes only a marked start.)"),
-    click.option("--ip", "ip", metavar="IP", callback=parse_ip, help="Only this address."),
+    click.option("--ip", "ip", metavar="IP|CIDR", callback=parse_address,
+                 help="Only this address, or the addresses in this subnet (10.1.0.0/16)."),
     click.option("--pod", metavar="NS/NAME", callback=parse_pod,
                  help="Only this pod (NAME alone: a name sent without a namespace, as "
                       "podman sends its container's), as the POD column shows it: a part "

@@ -85,6 +85,8 @@ def gc_cmd(obj: Obj, networks: tuple[str, ...], cri: str | None, valid: tuple[st
     print IDs) stands for the one container of the whole database whose ID starts so.
     README's "Cleaning up after runtimes" has the recipe of each runtime.
 
+    A --network the database does not know is an error, dry run or not.
+
     With --cri, gc asks the CRI runtime itself (containerd, CRI-O: gRPC, as kubelet
     does) for every pod sandbox, ready or not, and judges only the networks it
     loaded (containerd's: the first max_conf_num conflists of its conf dir), so the
@@ -123,7 +125,8 @@ def gc_cmd(obj: Obj, networks: tuple[str, ...], cri: str | None, valid: tuple[st
     with open_store(obj, readonly=not apply_) as store:
         report = gc.gc(store, judged, live, parse_duration(grace), previous_boots,
                        apply_, obj.data_dir, force=force, max_share=max_share,
-                       netns=not ignore_netns, confirm=_ask if ask else None)
+                       netns=not ignore_netns, confirm=_ask if ask else None,
+                       named=networks)
     for p in report.problems:  # released all the same; the file is someone else's to remove
         click.echo("warning: %s" % p, err=True)
     emit(obj.output, _json(report), lambda: _table(report))
@@ -179,8 +182,9 @@ def _table(report: gc.Report) -> str:
 
 
 def _dry_run_note(report: gc.Report) -> str | None:
-    """What a dry run did not do, for stderr under the table."""
-    if report.applied and not report.refused:
+    """What a dry run did not do, for stderr under the table (an --apply a guard refused
+    says so in its error instead: it was no dry run)."""
+    if report.applied:
         return None
     if report.refused and not report.applied:
         return "dry run: --apply would refuse (see guards); nothing released"

@@ -1,21 +1,31 @@
 """``ipamctl history``: who held which address, and when."""
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping
+
 import click
 
 from host_local_sqlite_cli.common import Obj, lease_filters, open_store
 from host_local_sqlite_cli.output import (
     EVENT_COLUMNS,
+    NO_SHORT_IDS,
     emit,
     emit_rows,
     event_row,
     iso,
     note,
     parse_time,
+    table,
     table_or_json,
+    warn,
 )
 from ipam import admin
-from ipam.addr import IP
+from ipam.addr import IP, Net
+from ipam.lease import Event
 
 
 @click.group("history", invoke_without_command=True, subcommand_metavar="[prune ...]")
@@ -23,16 +33,26 @@ from ipam.addr import IP
 @click.option("--at", metavar="TIME",
               help="Show the allocations in force at TIME (who held --ip then).")
 @click.option("--since", metavar="TIME", help="Only events at or after TIME.")
+@click.option("--limit", type=click.IntRange(min=0), metavar="N",
+              help="Only the last N events (the newest, as tail -n does).")
+@click.option("--reverse", is_flag=True, help="The newest first.")
+@click.option("--follow", "-f", is_flag=True,
+              help="Then keep printing new events as they are committed, as tail -f does "
+                   "(a look every %gs), until interrupted (Ctrl-C) or the reader goes away."
+                   % admin.FOLLOW_POLL)
 @click.pass_context
-def history_cmd(ctx: click.Context, network: str | None, ip: IP | None, container_id: str | None,
-                pod: tuple[str | None, str] | None, name: str | None, at: str | None,
-                since: str | None) -> None:
+def history_cmd(ctx: click.Context, network: str | None, ip: IP | Net | None,
+                container_id: str | None, pod: tuple[str | None, str] | None, name: str | None,
+                at: str | None, since: str | None, limit: int | None, reverse: bool,
+                follow: bool) -> None:
     """Show lease events: allocations and releases, with the reason (add, del, gc,
     admin, import, adopt, reconcile, forget) and the pod the lease belonged to. TIME is ISO 8601
     (local time without a zone), 'now', or a duration ago such as 90m.
 
     JSON: a list of {time, event, reason, network, ip, container_id, ifname, node,
-    pod_namespace, pod_name, pod_uid}.
+    pod_namespace, pod_name, pod_uid}; with --follow, one such object per line (JSON
+    Lines: a list would never end). A network the database does not know is warned of
+    on stderr.
 
     'ipamctl history prune' deletes old events (see its --help).
 
@@ -41,21 +61,73 @@ def history_cmd(ctx: click.Context, network: str | None, ip: IP | None, containe
         ipamctl history --ip 10.22.0.17 --at 2026-11-28T14:05:00Z
         ipamctl history --container 3f2a9c... --since 2h
         ipamctl history --name nginx
+        ipamctl history --ip 10.22.0.0/24 --limit 20 --reverse
+        ipamctl history --network cbr0 --limit 10 --follow
     """
     if ctx.invoked_subcommand is not None:
-        if any(v is not None for v in (network, ip, container_id, pod, name, at, since)):
+        if any(v is not None for v in (network, ip, container_id, pod, name, at, since, limit)
+               ) or reverse or follow:
             raise click.UsageError("the filters go without a subcommand: 'ipamctl history "
                                    "%s' takes its own options" % ctx.invoked_subcommand)
         return
     obj = ctx.obj
     table_or_json(obj)
+    if follow and (at or reverse):
+        raise click.UsageError("--follow prints events as they come: not with --at or "
+                               "--reverse")
     with open_store(obj, readonly=True, every_node=True) as store:
+        if follow:
+            with store.transaction():  # the events after those printed first
+                after = store.last_event_id()
         events = admin.history(store, network, ip, container_id,
                                parse_time(since) if since else None,
-                               parse_time(at) if at else None, pod, name)
-    note(events.note)
-    emit_rows(obj.output, [event_row(e) for e in events], EVENT_COLUMNS, "(no events)",
-              events.shown)
+                               parse_time(at) if at else None, pod, name, limit, reverse)
+        if not events:
+            warn(admin.unknown_network(store, network))
+        note(events.note)
+        if not follow:
+            emit_rows(obj.output, [event_row(e) for e in events], EVENT_COLUMNS,
+                      "(no events)", events.shown)
+            return
+        with following():
+            show = _Lines(obj.output)
+            show(events, events.shown)
+            for batch in admin.follow(store, network, ip, container_id, pod, name,
+                                      after=after):
+                show(batch)
+
+
+class _Lines:
+    """``--follow``'s output: a table whose header comes once (each batch aligned on
+    its own), or one JSON object per line."""
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+        self.headers = True
+
+    def __call__(self, events: list[Event], shown: Mapping[str, str] = NO_SHORT_IDS) -> None:
+        rows = [event_row(e) for e in events]
+        if self.output == "json":
+            for row in rows:
+                click.echo(json.dumps(row))
+        elif rows:
+            click.echo(table(rows, EVENT_COLUMNS, shown, self.headers))
+            self.headers = False
+
+
+@contextlib.contextmanager
+def following() -> Iterator[None]:
+    """End ``--follow`` as ``tail -f`` ends: quietly with exit 0 on Ctrl-C (SIGINT) or
+    when the reader of a pipe went away (``| head``: EPIPE; later writes go nowhere, so
+    the interpreter's last flush cannot fail either)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 @history_cmd.command("prune")

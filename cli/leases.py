@@ -17,21 +17,29 @@ from host_local_sqlite_cli.output import (
     lease_row,
     note,
     table_or_json,
+    warn,
 )
 from ipam import admin
-from ipam.addr import IP
+from ipam.addr import IP, Net
 
 
 @click.command("list")
 @lease_filters
+@click.option("--sort", type=click.Choice(sorted(admin.SORTS)), default="network",
+              show_default=True,
+              help="Order by this field, then network and address (created: the oldest "
+                   "first; age: the youngest first).")
+@click.option("--no-headers", is_flag=True, help="Print the table without its header line.")
 @click.pass_obj
-def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | None,
-             pod: tuple[str | None, str] | None, name: str | None) -> None:
-    """List leases, sorted by network, then address. The table shows a long container ID
+def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | Net | None,
+             pod: tuple[str | None, str] | None, name: str | None, sort: str,
+             no_headers: bool) -> None:
+    """List leases, sorted by network, then address (or --sort). The table shows a long container ID
     as its start and '...': 12 characters, or as many more as make it the start of no
     other ID the database knows, so it works as --container (with release too). The
     pod reads NS/NAME, a part JSON-quoted when it holds '/', quotes or spaces. JSON has
-    them whole.
+    them whole. No lease: nothing on stdout, '(no leases)' on stderr (JSON: []); a
+    --network the database does not know is warned of there too.
 
     JSON: a list of {network, ip, container_id, ifname, range_set, allocated_at, node,
     pod_namespace, pod_name, pod_uid}.
@@ -39,15 +47,18 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | N
     \b
     Example:
         ipamctl list --network cbr0
+        ipamctl list --ip 10.22.0.0/16 --sort age --no-headers
         ipamctl list --pod default/web-0
         ipamctl -o json list --container 3f2a9c01b2c4...
     """
     table_or_json(obj)
     with open_store(obj, readonly=True, every_node=True) as store:
-        leases = admin.list_leases(store, network, container_id, ip, pod, name)
+        leases = admin.list_leases(store, network, container_id, ip, pod, name, sort)
+        if not leases:
+            warn(admin.unknown_network(store, network))
     note(leases.note)
     emit_rows(obj.output, [lease_row(x) for x in leases], LEASE_COLUMNS, "(no leases)",
-              leases.shown)
+              leases.shown, headers=not no_headers)
 
 
 @click.command("release")
@@ -69,6 +80,10 @@ def release_cmd(obj: Obj, ips: tuple[str, ...], container_id: str | None,
     --container ID with no lease, or a marked start ('3f2a9c...') that fits no container
     or several (nothing is released). An ID without the mark is taken whole: 'web'
     never releases 'web-2'.
+
+    A network the database does not know is an error. An address is one address: a
+    subnet is refused (list its leases with 'ipamctl list --ip CIDR'). After the table,
+    stderr says 'released N lease(s)' or, with --dry-run, 'would release N lease(s)'.
 
     JSON: the released (or, with --dry-run, the selected) leases.
 
@@ -95,3 +110,6 @@ def release_cmd(obj: Obj, ips: tuple[str, ...], container_id: str | None,
         click.echo("warning: %s" % p, err=True)
     emit_rows(obj.output, [lease_row(x) for x in done], LEASE_COLUMNS, "(nothing released)",
               chosen.shown)
+    click.echo("%s %d lease(s)%s" % ("would release" if dry_run else "released", len(done),
+                                     "; dry run: nothing changed" if dry_run else ""),
+               err=True)

@@ -23,7 +23,7 @@ from host_local_sqlite_cli import (
     serve,
     stats,
 )
-from host_local_sqlite_cli.common import Obj
+from host_local_sqlite_cli.common import make_obj
 from host_local_sqlite_cli.output import IpamGroup
 from ipam import paths
 
@@ -69,16 +69,14 @@ def cli(ctx: click.Context, data_dir: str, database: str | None, node: str | Non
         output: str) -> None:
     """Inspect and manage host-local-sqlite's IP address leases.
 
+    The options below go before the command or after it, or after a subcommand
+    (ipamctl list -o json); given twice, the later one wins.
+
     \b
     Example:
         ipamctl --data-dir /var/lib/cni/networks db upgrade
     """
-    ctx.obj = Obj(
-        data_dir=data_dir,
-        database=database or paths.default_database(data_dir),
-        output=output,
-        node=node,
-    )
+    ctx.obj = make_obj(data_dir, database, output, node)
 
 
 for command in (leases.list_cmd, leases.release_cmd, gc.gc_cmd, stats.stats_cmd,

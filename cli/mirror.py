@@ -21,7 +21,7 @@ def export_cmd(obj: Obj, network: str | None, to: str | None) -> None:
     removed. Files that name other owners (foreign, conflict), name no one
     (unreadable) or are no regular file (blocked) are someone else's: each network is
     first reconciled as the plugin would (foreign leases recorded), and what is left is
-    reported, never changed.
+    reported, never changed. A --network the database does not know is an error.
 
     JSON: {network: [[kind, file]...]} with kind missing, wrong, stale, temporary,
     foreign, conflict, unreadable or blocked.

@@ -7,6 +7,7 @@ from host_local_sqlite_cli.common import Obj, open_store
 from host_local_sqlite_cli.output import (
     LEASE_COLUMNS,
     emit,
+    emit_rows,
     is_terminal,
     iso,
     lease_row,
@@ -59,8 +60,8 @@ def list_cmd(obj: Obj) -> None:
     table_or_json(obj)
     with open_store(obj, readonly=True, every_node=True) as store:
         rows = network_admin.networks(store)
-    emit(obj.output, [network_row(r) for r in rows],
-         lambda: rows_table([_table_row(r) for r in rows], COLUMNS, "(no networks)"))
+    emit_rows(obj.output, [network_row(r) for r in rows], COLUMNS, "(no networks)",
+              shown=[_table_row(r) for r in rows])
 
 
 @network.command("forget")

@@ -6,7 +6,14 @@ from typing import Any
 import click
 
 from host_local_sqlite_cli.common import Obj, open_store
-from host_local_sqlite_cli.output import emit, is_terminal, iso, rows_table, table_or_json
+from host_local_sqlite_cli.output import (
+    emit,
+    emit_rows,
+    is_terminal,
+    iso,
+    rows_table,
+    table_or_json,
+)
 from ipam import node_admin, system
 
 COLUMNS = ["node", "boot_id", "host", "first_seen", "last_seen", "leases", "state"]
@@ -60,8 +67,8 @@ def list_cmd(obj: Obj) -> None:
     table_or_json(obj)
     with open_store(obj, readonly=True, every_node=True) as store:
         rows, conflicts = node_admin.boots(store, obj.node, system.boot_id())
-    emit(obj.output, [_json_row(r) for r in rows],
-         lambda: rows_table([_table_row(r) for r in rows], COLUMNS, "(no boots recorded)"))
+    emit_rows(obj.output, [_json_row(r) for r in rows], COLUMNS, "(no boots recorded)",
+              shown=[_table_row(r) for r in rows])
     for conflict in conflicts:
         click.echo("warning: %s" % conflict.refusal(), err=True)
 

@@ -17,13 +17,20 @@ from typing import Any, NoReturn
 
 import click
 
+from host_local_sqlite_cli.common import carry_global_options
 from ipam.errors import IpamError
 from ipam.labels import pod_label
 
 
 class IpamGroup(click.Group):
     """A group whose subcommands' library errors end as ``Error: <msg>``, exit 1, with no
-    traceback (usage errors stay click's own, exit 2)."""
+    traceback (usage errors stay click's own, exit 2), and whose commands take its global
+    options after their name too (:func:`~host_local_sqlite_cli.common.carry_global_options`).
+    """
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        super().add_command(cmd, name)
+        carry_global_options(self, cmd)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -57,6 +64,13 @@ def note(text: str | None) -> None:
     reads): ``note: ...``; nothing for None."""
     if text is not None:
         click.echo("note: %s" % text, err=True)
+
+
+def warn(text: str | None) -> None:
+    """Something the operator should look at, on stderr: ``warning: ...``; nothing for
+    None."""
+    if text is not None:
+        click.echo("warning: %s" % text, err=True)
 
 
 def failed(message: str | None = None) -> NoReturn:
@@ -161,23 +175,33 @@ def _shown(row: dict[str, Any], column: str, ids: Mapping[str, str]) -> Any:
     return value
 
 
-def table(rows: list[dict[str, Any]], columns: list[str], ids: Mapping[str, str] = NO_SHORT_IDS
-          ) -> str:
-    """Aligned columns with a header; None prints as '-', big counts as :func:`count`.
+def table(rows: list[dict[str, Any]], columns: list[str], ids: Mapping[str, str] = NO_SHORT_IDS,
+          headers: bool = True) -> str:
+    """Aligned columns with a header (unless not ``headers``: for ``sort``, ``awk``);
+    None prints as '-', big counts as :func:`count`.
     A container ID prints as ``ids`` has it (the short forms a library call returned with
     its rows: ``Found.shown``), else whole, and ``pod`` reads ``NS/NAME``, quoted where
     needed (:mod:`ipam.labels`). The JSON has every field whole."""
     cells = [[_cell(_shown(r, c, ids)) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))
+             ] if headers else []
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(line.rstrip() for line in lines)
 
 
 def emit_rows(output: str, rows: list[dict[str, Any]], columns: list[str],
-              empty: str = "(none)", ids: Mapping[str, str] = NO_SHORT_IDS) -> None:
-    """A list of JSON objects, or their table (``empty`` when there are none)."""
-    emit(output, rows, lambda: rows_table(rows, columns, empty, ids))
+              empty: str = "(none)", ids: Mapping[str, str] = NO_SHORT_IDS,
+              headers: bool = True, shown: list[dict[str, Any]] | None = None) -> None:
+    """A list of JSON objects, or their table (of ``shown``: the rows as a table shows
+    them, when it differs). No rows: ``[]``, or no table at all and ``empty`` on
+    stderr: a script reading the table finds no row, never a line that says so."""
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2))
+    elif rows:
+        click.echo(table(rows if shown is None else shown, columns, ids, headers))
+    else:
+        click.echo(empty, err=True)
 
 
 def rows_table(rows: list[dict[str, Any]], columns: list[str], empty: str = "(none)",

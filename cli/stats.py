@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from host_local_sqlite_cli.common import Obj, open_store
-from host_local_sqlite_cli.output import emit, rows_table
+from host_local_sqlite_cli.output import emit_rows, warn
 from ipam import admin, metrics
 
 COLUMNS = ["network", "range_set", "range", "size", "used", "free"]
@@ -27,7 +27,8 @@ def stats_cmd(obj: Obj, network: str | None) -> None:
 
     The ranges are those the plugin last saw in the network's config (recorded on
     ADD); a network it never served shows only its lease count. -o prometheus prints
-    gauges for node_exporter's textfile collector.
+    gauges for node_exporter's textfile collector. A --network the database does not
+    know is warned of on stderr.
 
     JSON: a list of {network, range_set, range, size, used, free}.
 
@@ -38,8 +39,10 @@ def stats_cmd(obj: Obj, network: str | None) -> None:
     """
     with open_store(obj, readonly=True, every_node=True) as store:
         rows = admin.stats(store, network)
+        if not rows:
+            warn(admin.unknown_network(store, network))
     if obj.output == "prometheus":
         click.echo(metrics.render_ranges(rows), nl=False)
         return
-    emit(obj.output, rows, lambda: rows_table([dict(r, utilization=_bar(r)) for r in rows],
-                                              COLUMNS + ["utilization"], "(no networks)"))
+    emit_rows(obj.output, rows, COLUMNS + ["utilization"], "(no networks)",
+              shown=[dict(r, utilization=_bar(r)) for r in rows])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional
 
 from ipam import addr
 from ipam.errors import IpamError
@@ -24,7 +24,7 @@ from ipam.waits import Patience
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from ipam.addr import IP
+    from ipam.addr import IP, Net
     from ipam.exporter import NetworkFiles
     from ipam.lease import Event, Lease, NetworkRecord
     from ipam.ranges import RangeSet
@@ -38,21 +38,73 @@ class AdminError(IpamError):
     """A request ipamctl refuses (e.g. releasing an address that is not leased)."""
 
 
+# -- which networks ---------------------------------------------------------------------
+def unknown_network(store: Store, network: Optional[str]) -> Optional[str]:
+    """Why ``network`` names nothing the database knows (no lease, cursor or recorded
+    config), or None: also for None (every network). A read-only command warns with it
+    (a typo lists nothing, which would read as "no leases"); a command that changes
+    anything refuses (:func:`require_networks`)."""
+    if network is None:
+        return None
+    known = list(store.networks())
+    if network in known:
+        return None
+    return "no network %s in the database (%s)" % (
+        network, "known: " + ", ".join(known[:10]) + (" ..." if len(known) > 10 else "")
+        if known else "it has none")
+
+
+def require_networks(store: Store, networks: Iterable[str]) -> None:
+    """Refuse (:class:`AdminError`) a network the database does not know, before a
+    command changes anything: a typo must not 'release nothing' and exit 0."""
+    for network in networks:
+        why = unknown_network(store, network)
+        if why is not None:
+            raise AdminError(why)
+
+
 # -- reading ------------------------------------------------------------------------
+def within(ip: Optional[IP], where: Optional[IP | Net]) -> bool:
+    """Whether an address filter (an address, or a subnet: ``--ip 10.1.0.0/16``) keeps
+    ``ip``; None keeps every one."""
+    if where is None:
+        return True
+    if ip is None:
+        return False
+    return ip in where if isinstance(where, addr.Net) else ip == where
+
+
+def _ip_key(lease: Lease) -> tuple[int, bytes]:
+    return lease.ip.version, addr.to_key(lease.ip)
+
+
+# ``list --sort``: each field, and the order it gives (then network and address).
+SORTS: dict[str, Callable[[Lease], Any]] = {
+    "network": lambda x: (x.network, _ip_key(x)),
+    "ip": lambda x: (_ip_key(x), x.network),
+    "container": lambda x: (x.container_id, x.ifname or "", x.network, _ip_key(x)),
+    "ifname": lambda x: (x.ifname or "", x.network, _ip_key(x)),
+    "node": lambda x: (x.node or "", x.network, _ip_key(x)),
+    "pod": lambda x: (x.pod_namespace or "", x.pod_name or "", x.network, _ip_key(x)),
+    "created": lambda x: (x.allocated_at, x.network, _ip_key(x)),  # the oldest first
+    "age": lambda x: (-x.allocated_at, x.network, _ip_key(x)),  # the youngest first
+}
+
+
 def list_leases(store: Store, network: Optional[str] = None,
-                container_id: Optional[str] = None, ip: Optional[IP] = None,
-                pod: Optional[tuple[Optional[str], str]] = None, name: Optional[str] = None
-                ) -> Found[Lease]:
-    """Leases sorted by network, then address numerically. ``container_id`` is a whole
-    ID, or the start of one among the leases the other filters keep (see
-    :mod:`ipam.selection`)."""
+                container_id: Optional[str] = None, ip: Optional[IP | Net] = None,
+                pod: Optional[tuple[Optional[str], str]] = None, name: Optional[str] = None,
+                sort: str = "network") -> Found[Lease]:
+    """Leases sorted by :data:`SORTS` ``sort`` (network, then address numerically).
+    ``container_id`` is a whole ID, or the start of one among the leases the other
+    filters keep (see :mod:`ipam.selection`); ``ip`` an address or a subnet."""
     with store.transaction():
-        leases = of_pod([lease for lease in store.leases(network)
-                         if ip is None or lease.ip == ip], pod, name)
+        leases = of_pod([lease for lease in store.leases(network) if within(lease.ip, ip)],
+                        pod, name)
         note = None
         if container_id is not None:
             leases, note = of_container(leases, container_id, _known(store, container_id))
-        return found(store, leases, note)
+        return found(store, sorted(leases, key=SORTS[sort]), note)
 
 
 def _known(store: Store, text: str) -> set[str]:
@@ -97,29 +149,98 @@ def _allocatable(rs: RangeSet, ip: IP) -> bool:
     return r is not None and ip != r.gateway and r.excluded(ip) is None
 
 
-def history(store: Store, network: Optional[str] = None, ip: Optional[IP] = None,
+def history(store: Store, network: Optional[str] = None, ip: Optional[IP | Net] = None,
             container_id: Optional[str] = None, since: Optional[float] = None,
             at: Optional[float] = None, pod: Optional[tuple[Optional[str], str]] = None,
-            name: Optional[str] = None) -> Found[Event]:
+            name: Optional[str] = None, limit: Optional[int] = None, reverse: bool = False
+            ) -> Found[Event]:
     """Lease events in commit order. With ``at``: the allocations in force at that
     moment, i.e. after the last event stamped at or before it. ``container_id`` is a
     whole ID, or the start of one among the events the other filters keep (see
-    :mod:`ipam.selection`).
+    :mod:`ipam.selection`); ``ip`` an address or a subnet. ``limit``: only the last
+    ``limit`` (the newest, as ``tail -n``); ``reverse``: the newest first.
 
     Commit order, not the wall clock, orders them: after the clock stepped back, a
     release stamped later than a newer allocation still comes before it. A moment the
     clock showed twice is read as its later occurrence."""
     start = None if container_id is None else container_ref(container_id)[0]
     with store.transaction():
-        events = store.history(network, ip, since=since, container_prefix=start,
+        # A subnet is kept here: the history holds an address's text, not its key.
+        events = store.history(network, ip if not isinstance(ip, addr.Net) else None,
+                               since=since, container_prefix=start,
                                pod_name=name if pod is None else pod[1])
+        if isinstance(ip, addr.Net):
+            events = [e for e in events if within(addr.parse_ip(e.ip), ip)]
         events = of_pod(events, pod, name)
         note = None
         if container_id is not None:
             events, note = of_container(events, container_id, _known(store, container_id))
         if at is not None:
             events = _held_at(events, at)
-        return found(store, events, note)
+        if limit is not None:
+            events = events[-limit:] if limit else []
+        return found(store, events[::-1] if reverse else events, note)
+
+
+# history --follow: how often to look for new events, and how long a missing id is
+# awaited. On PostgreSQL ids come from a sequence when a row is inserted, so a
+# transaction that took id 10 can commit after one that took 11; a gap is read again
+# until it fills or is older than the longest a writer's transaction lasts (a rolled-back
+# insert leaves a gap for good).
+FOLLOW_POLL = 0.5
+GAP_WAIT = 60.0
+FOLLOW_BATCH = 1000
+
+
+def follow(store: Store, network: Optional[str] = None, ip: Optional[IP | Net] = None,
+           container_id: Optional[str] = None, pod: Optional[tuple[Optional[str], str]] = None,
+           name: Optional[str] = None, poll: float = FOLLOW_POLL,
+           after: Optional[int] = None) -> Iterator[list[Event]]:
+    """The events committed from now on (after event id ``after``, if given), batch by
+    batch, as ``tail -f``: every ``poll`` seconds, one short read transaction. Filters
+    as in :func:`history`; ``container_id`` is a whole ID, or a marked start
+    (``3f2a9c...``) that keeps every ID starting so. Runs until the caller stops
+    (KeyboardInterrupt, a closed pipe). If the history was emptied and its ids started
+    again (SQLite reuses ids after a prune of every event), it starts from the first."""
+    start, marked = container_ref(container_id) if container_id is not None else ("", False)
+    if after is None:
+        with store.transaction():
+            after = store.last_event_id()
+    seen: set[int] = set()  # ids above ``after`` already given
+    gaps: dict[int, float] = {}  # missing id -> when it was found missing
+    while True:
+        with store.transaction():
+            rows = store.events_after(after, FOLLOW_BATCH + len(seen))
+            if not rows and after and not seen and store.last_event_id() < after:
+                after = 0
+                continue
+        now = time.monotonic()
+        fresh = [(i, e) for i, e in rows if i not in seen]
+        top = max([after, *seen, *(i for i, _ in rows)])
+        present = seen | {i for i, _ in rows}
+        for i in range(after + 1, top):
+            if i not in present:
+                gaps.setdefault(i, now)
+        for i, _ in fresh:
+            gaps.pop(i, None)
+        seen |= {i for i, _ in fresh}
+        # Move ``after`` up to the first gap still awaited; drop the ids below it.
+        open_gaps = [i for i, t in gaps.items() if now - t < GAP_WAIT]
+        gaps = {i: gaps[i] for i in open_gaps}
+        floor = min(open_gaps, default=top + 1) - 1
+        if floor > after:
+            after = floor
+            seen = {i for i in seen if i > after}
+        events = [e for _, e in fresh
+                  if (network is None or e.network == network)
+                  and within(addr.parse_ip(e.ip), ip)
+                  and (container_id is None or e.container_id == start
+                       or (marked and e.container_id.startswith(start)))]
+        events = of_pod(events, pod, name)
+        if events:
+            yield events
+        if len(fresh) < FOLLOW_BATCH:
+            time.sleep(poll)
 
 
 def _held_at(events: list[Event], at: float) -> list[Event]:
@@ -268,6 +389,7 @@ def select_release(store: Store, ips: Iterable[IP] = (), container_id: Optional[
     container in the whole database (:func:`~ipam.selection.the_container`); a
     container with no lease that the other options keep is an error."""
     with store.transaction():
+        require_networks(store, [network] if network is not None else [])
         if container_id is not None:
             return found(store, _of_container(store, container_id, ifname, network))
         chosen = []
@@ -337,6 +459,7 @@ def export(store: Store, data_dir: str, network: Optional[str] = None,
 
     out = {}
     with store.transaction():
+        require_networks(store, [network] if network is not None else [])
         names = [network] if network is not None else list(store.networks())
         targets = {n: m for n, m in ((n, mirror_for(store, n, data_dir, to)) for n in names)
                    if m is not None}

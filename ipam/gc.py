@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from ipam import node_boots, system
-from ipam.admin import _Held, _mirrors, _release_all
+from ipam.admin import _Held, _mirrors, _release_all, require_networks
 from ipam.labels import container_ref
 from ipam.selection import found, the_container
 
@@ -232,18 +232,22 @@ def gc(store: Store, networks: Optional[Iterable[str]], valid: Optional[Valid],
        grace: float, previous_boots: bool = False, apply: bool = False,
        data_dir: Optional[str] = None,
        force: bool = False, max_share: float = 0.5, netns: bool = True,
-       confirm: Optional[Callable[[Report], bool]] = None) -> Report:
+       confirm: Optional[Callable[[Report], bool]] = None, named: Iterable[str] = ()
+       ) -> Report:
     """Plan, guard, check the wire, then (``apply``) release; returns a :class:`Report`.
 
     ``networks``: names, or None for every network of this node. ``valid``: a
     :class:`Valid`, or None when no list was given (only ``previous_boots`` then picks).
     ``confirm(report)``: asked when a guard refuses and ``force`` is not given; True
     goes ahead. Candidates, and whether two hosts use the node's name, are checked
-    again inside the releasing transaction.
+    again inside the releasing transaction. ``named``: the networks the operator named
+    (``--network``), each refused when the database does not know it; those a runtime
+    loaded (``gc --cri``) may be new or another plugin's, and judge nothing then.
     """
     with store.transaction():
         if valid is not None:
             valid.resolve(store)
+        require_networks(store, named)
         names = sorted(store.networks()) if networks is None else list(dict.fromkeys(networks))
         plans = [plan_network(store, n, valid, grace, previous_boots) for n in names]
         shown = found(store, [lease for p in plans for lease, _ in p.candidates + p.kept]).shown

@@ -162,7 +162,9 @@ def test_list_filters(ctl, ctl_json, add):
     assert pairs("--network", "beta", "--ip", "10.1.2.9") == [("beta", "10.1.2.9")]
     assert pairs("--container", "a1", "--network", "beta") == []
     assert pairs("--network", "nosuch") == []
-    assert ctl("list", "--network", "nosuch").stdout == "(no leases)\n"
+    result = ctl("list", "--network", "nosuch")  # nothing to parse; stderr says why
+    assert (result.stdout, result.stderr) == ("", "warning: no network nosuch in the database "
+                                                  "(known: alpha, beta)\n(no leases)\n")
     result = ctl("list", "--ip", "10.1.2", expect=2)
     assert "not an IP address" in result.stderr
 
@@ -218,6 +220,14 @@ def test_release_of_an_address_not_leased_is_an_error(ctl, add, data_dir):
     assert "10.1.2.99 is not leased" in result.stderr
     assert (lease_rows(data_dir), events(data_dir)) == before
     assert (data_dir / "mynet" / "10.1.2.2").exists()
+    result = ctl("release", "10.1.2.2", "--network", "other", expect=1)
+    # A network the database does not know: refused as such, before anything else.
+    assert result.stderr == "Error: no network other in the database (known: mynet)\n"
+    result = ctl("release", "--container", "a", "--network", "other", expect=1)
+    assert result.stderr == "Error: no network other in the database (known: mynet)\n"
+    assert (lease_rows(data_dir), events(data_dir)) == before
+    add("b", network="other", ip="10.1.2.3")
+    before = (lease_rows(data_dir), events(data_dir))
     result = ctl("release", "10.1.2.2", "--network", "other", expect=1)
     assert result.stderr.startswith("Error: 10.1.2.2 is not leased in network other")
     result = ctl("release", "--container", "nobody", expect=1)
@@ -325,7 +335,7 @@ def test_a_whole_id_selects_only_itself_in_every_command(ctl, ctl_json, add, del
     # Reading: the whole ID 'web' is known (its history), so it is web alone.
     assert ctl_json("list", "--container", "web") == []
     result = ctl("list", "--container", "web")
-    assert (result.stdout, result.stderr) == ("(no leases)\n", "")
+    assert (result.stdout, result.stderr) == ("", "(no leases)\n")
     assert {r["container_id"] for r in ctl_json("history", "--container", "web")} == {"web"}
     assert owners(ctl_json("list", "--container", "web-2")) == live
 
@@ -485,7 +495,9 @@ def test_stats_table_has_a_utilization_bar(ctl, pools):
                                 "UTILIZATION"]
     assert lines[1].split()[:6] == ["small", "0", "10.1.2.1-10.1.2.6", "4", "2", "2"]
     assert lines[1].endswith("[##########..........]  50.0%")
-    assert ctl("stats", "--network", "nosuch").stdout == "(no networks)\n"
+    result = ctl("stats", "--network", "nosuch")
+    assert (result.stdout, result.stderr) == ("", "warning: no network nosuch in the database "
+                                                  "(known: dual, small)\n(no networks)\n")
 
 
 def test_stats_prometheus(ctl, pools):

@@ -310,8 +310,16 @@ def test_gc_over_every_network_and_repeated_network(ctl, ctl_json, add, data_dir
     text = ctl("gc", "--valid", "live").stdout
     assert "  n1 (leases 1, candidates 0, kept 0): ok" in text
     assert "  n2 (leases 2, candidates 1, kept 0): ok" in text
-    # A network with no lease and no record: nothing to do, and said so.
-    assert ctl_json("gc", "--valid", "live", "--network", "nowhere")["networks"] == ["nowhere"]
+    # A network the database does not know (a typo): an error, dry run or not, nothing
+    # released in any network.
+    before = held(data_dir)
+    for apply in ([], ["--apply"]):
+        result = ctl("gc", "--valid", "live", "--network", "n1", "--network", "nowhere",
+                     "--grace", "0", *apply, expect=1)
+        assert result.stdout == ""
+        assert result.stderr == ("Error: no network nowhere in the database (known: n1, n2, "
+                                 "n3)\n")
+    assert held(data_dir) == before
 
 
 @pytest.mark.parametrize("args", [

@@ -152,7 +152,8 @@ def test_network_list_empty(ctl, ctl_json, add, delete):
     sql_free = ctl_json("network", "list")
     assert [r["leases"] for r in sql_free] == [0]  # still known: forget removes it
     ctl("network", "forget", "mynet")
-    assert ctl("network", "list").stdout == "(no networks)\n"
+    result = ctl("network", "list")
+    assert (result.stdout, result.stderr) == ("", "(no networks)\n")
     assert ctl_json("network", "list") == []
 
 
@@ -265,7 +266,8 @@ def test_installed_ipamctl_network_list_and_forget(data_dir, netconf):
     assert proc.stderr.startswith("Error: network v6 holds 1 lease; ")
     proc = ipamctl(data_dir, "network", "forget", "v6", "--release")
     assert proc.stdout.endswith("forgot network v6\n")
-    assert ipamctl(data_dir, "network", "list").stdout == "(no networks)\n"
+    proc = ipamctl(data_dir, "network", "list")
+    assert (proc.stdout, proc.stderr) == ("", "(no networks)\n")
     assert ipamctl(data_dir, "-o", "prometheus", "stats").stdout.count("v6") == 0
     assert not (data_dir / "v6").exists()
 

@@ -13,6 +13,12 @@ if TYPE_CHECKING:
     from typing import Optional
 
 
+class _Row(tuple):
+    """An event's fields, and its id (``seq``), as the history table's rows have one."""
+
+    seq = 0
+
+
 class _Txn:
     def __init__(self, store, after_commit=None, before_commit=None):
         self.store = store
@@ -48,7 +54,8 @@ class MemoryStore:
         self.node = node
         self._leases = {}  # (network, ip) -> Lease
         self._cursors = {}  # (network, range_set) -> ip
-        self.history_rows = []  # Event's fields, in its order
+        self.history_rows = []  # Event's fields, in its order (a _Row each)
+        self._seq = 0  # the last event's id
         self._networks = {}  # network -> NetworkRecord
         self._stamps = {}  # network -> the mirror directory's stamp
         self._boots = {}  # (node, boot id) -> Boot
@@ -127,9 +134,11 @@ class MemoryStore:
             self._log("release", reason, gone)
 
     def _log(self, event, reason, lease):
-        self.history_rows.append((time.time(), event, reason, lease.network, str(lease.ip),
-                                  lease.container_id, lease.ifname, lease.node or self.node,
-                                  *lease.pod()))
+        row = _Row((time.time(), event, reason, lease.network, str(lease.ip),
+                    lease.container_id, lease.ifname, lease.node or self.node, *lease.pod()))
+        self._seq += 1
+        row.seq = self._seq
+        self.history_rows.append(row)
 
     def history(self, network=None, ip=None, container_id=None, since=None, until=None,
                 container_prefix=None, pod_name=None):
@@ -145,6 +154,12 @@ class MemoryStore:
                     and (until is None or e.time <= until)):
                 out.append(e)
         return out
+
+    def events_after(self, after, limit):
+        return [(row.seq, Event(*row)) for row in self.history_rows if row.seq > after][:limit]
+
+    def last_event_id(self):
+        return max((row.seq for row in self.history_rows), default=0)
 
     def container_ids(self, starts):
         starts = tuple(starts)

@@ -107,6 +107,14 @@ class Store(Protocol):
         with the lease's pod identity; ``container_prefix`` selects every container ID
         that starts with it."""
 
+    def events_after(self, after: int, limit: int) -> list[tuple[int, Event]]:
+        """``(id, event)`` of at most ``limit`` events whose id is above ``after``, in id
+        order. Ids grow with each event inserted; on a shared store a transaction that
+        began earlier may commit a smaller one later (see :func:`ipam.admin.follow`)."""
+
+    def last_event_id(self) -> int:
+        """The largest event id (0: no event)."""
+
     def container_ids(self, starts: Iterable[str]) -> set[str]:
         """Every container ID the database knows that begins with one of ``starts``: a
         lease's, of any node whatever the scope, or a history event's."""

@@ -402,6 +402,16 @@ class LeaseTable:
                   "+id" if since is not None or until is not None else "id"))
         return [Event(*row) for row in self._exec(sql, params)]
 
+    def events_after(self, after: "int", limit: "int") -> "list[tuple[int, Event]]":
+        """``(id, event)`` of at most ``limit`` events with an id above ``after``, in id
+        order: one probe of the primary key (``history --follow``)."""
+        return [(row[0], Event(*row[1:])) for row in self._exec(
+            "SELECT id, %s FROM history WHERE id > ? ORDER BY id LIMIT ?" % EVENT_COLS,
+            (after, limit))]
+
+    def last_event_id(self) -> "int":
+        return self._exec("SELECT coalesce(max(id), 0) FROM history").fetchone()[0]
+
     # Above this many starts, one read of every history ID costs less than a probe each
     # (measured at 1 M events and 200,000 IDs: 0.12 s for the read, 9 us a probe).
     PROBES = 10000

@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import click
 
-from host_local_sqlite_cli.common import Obj, lease_filters, open_store
+from host_local_sqlite_cli.common import (
+    Obj,
+    columns,
+    lease_filters,
+    located,
+    open_store,
+    read_all,
+)
 from host_local_sqlite_cli.output import (
     EVENT_COLUMNS,
     emit,
@@ -32,7 +39,8 @@ def history_cmd(ctx: click.Context, network: str | None, ip: IP | None, containe
     (local time without a zone), 'now', or a duration ago such as 90m.
 
     JSON: a list of {time, event, reason, network, ip, container_id, ifname, node,
-    pod_namespace, pod_name, pod_uid}.
+    pod_namespace, pod_name, pod_uid}, and database when none is named (every database
+    the CNI network configs name is read, their events merged by time).
 
     'ipamctl history prune' deletes old events (see its --help).
 
@@ -49,13 +57,16 @@ def history_cmd(ctx: click.Context, network: str | None, ip: IP | None, containe
         return
     obj = ctx.obj
     table_or_json(obj)
-    with open_store(obj, readonly=True, every_node=True) as store:
-        events = admin.history(store, network, ip, container_id,
-                               parse_time(since) if since else None,
-                               parse_time(at) if at else None, pod, name)
-    note(events.note)
-    emit_rows(obj.output, [event_row(e) for e in events], EVENT_COLUMNS, "(no events)",
-              events.shown)
+    since_t, at_t = parse_time(since) if since else None, parse_time(at) if at else None
+    timed, shown = [], {}
+    for database, events in read_all(obj, lambda store: admin.history(
+            store, network, ip, container_id, since_t, at_t, pod, name)):
+        note(events.note)
+        timed += [(e.time, located(event_row(e), database)) for e in events]
+        shown.update(events.shown)
+    timed.sort(key=lambda pair: pair[0])  # stable: each database's commit order stays
+    emit_rows(obj.output, [row for _, row in timed], columns(obj, EVENT_COLUMNS),
+              "(no events)", shown)
 
 
 @history_cmd.command("prune")

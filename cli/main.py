@@ -8,6 +8,8 @@ with exit 1, while usage errors exit 2 (click's own); neither shows a traceback.
 """
 from __future__ import annotations
 
+import os
+
 import click
 
 from host_local_sqlite_cli import (
@@ -23,7 +25,7 @@ from host_local_sqlite_cli import (
     serve,
     stats,
 )
-from host_local_sqlite_cli.common import Obj
+from host_local_sqlite_cli.common import ROOT_ENV, Obj, named_nothing
 from host_local_sqlite_cli.output import IpamGroup
 from ipam import paths
 
@@ -38,7 +40,9 @@ OUTPUT_FORMATS = ("table", "json", "prometheus")
     default=paths.DEFAULT_DATA_DIR,
     show_default=True,
     metavar="PATH",
-    help="The plugin's dataDir.",
+    help="The plugin's dataDir. Without it and --database, list, stats, history and "
+    "network list read every database the CNI network configs name (with the default), "
+    "other commands the one found, or the one holding --network.",
 )
 @click.option(
     "--database",
@@ -78,6 +82,8 @@ def cli(ctx: click.Context, data_dir: str, database: str | None, node: str | Non
         database=database or paths.default_database(data_dir),
         output=output,
         node=node,
+        discover=named_nothing(ctx),
+        root=os.environ.get(ROOT_ENV) or "/",
     )
 
 

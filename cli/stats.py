@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from host_local_sqlite_cli.common import Obj, open_store
+from host_local_sqlite_cli.common import Obj, columns, located, read_all
 from host_local_sqlite_cli.output import emit, rows_table
 from ipam import admin, metrics
 
@@ -29,17 +29,19 @@ def stats_cmd(obj: Obj, network: str | None) -> None:
     ADD); a network it never served shows only its lease count. -o prometheus prints
     gauges for node_exporter's textfile collector.
 
-    JSON: a list of {network, range_set, range, size, used, free}.
+    JSON: a list of {network, range_set, range, size, used, free}, and database when
+    none is named (every database the CNI network configs name is read).
 
     \b
     Example:
         ipamctl stats
         ipamctl -o prometheus stats > /var/lib/node_exporter/ipam.prom
     """
-    with open_store(obj, readonly=True, every_node=True) as store:
-        rows = admin.stats(store, network)
+    rows = [located(row, database) for database, found in read_all(
+        obj, lambda store: admin.stats(store, network)) for row in found]
     if obj.output == "prometheus":
         click.echo(metrics.render_ranges(rows), nl=False)
         return
-    emit(obj.output, rows, lambda: rows_table([dict(r, utilization=_bar(r)) for r in rows],
-                                              COLUMNS + ["utilization"], "(no networks)"))
+    emit(obj.output, rows, lambda: rows_table(
+        [dict(r, utilization=_bar(r)) for r in rows],
+        columns(obj, COLUMNS + ["utilization"]), "(no networks)"))

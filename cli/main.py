@@ -40,9 +40,7 @@ OUTPUT_FORMATS = ("table", "json", "prometheus")
     default=paths.DEFAULT_DATA_DIR,
     show_default=True,
     metavar="PATH",
-    help="The plugin's dataDir. Without it and --database, list, stats, history and "
-    "network list read every database the CNI network configs name (with the default), "
-    "other commands the one found, or the one holding --network.",
+    help="The plugin's dataDir.",
 )
 @click.option(
     "--database",
@@ -72,6 +70,10 @@ OUTPUT_FORMATS = ("table", "json", "prometheus")
 def cli(ctx: click.Context, data_dir: str, database: str | None, node: str | None,
         output: str) -> None:
     """Inspect and manage host-local-sqlite's IP address leases.
+
+    Without --data-dir or --database, the CNI network configs say where the leases
+    are: list, stats, history and network list read every database they name, other
+    commands the one found, or the one holding --network.
 
     \b
     Example:

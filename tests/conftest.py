@@ -164,6 +164,7 @@ SUBNET = {"subnet": "10.1.2.0/24"}
 def runner(monkeypatch):
     monkeypatch.delenv("IPAM_DATA_DIR", raising=False)
     monkeypatch.delenv("IPAM_DATABASE", raising=False)
+    monkeypatch.setenv("IPAM_ROOT", helpers.NO_ROOT)  # never the host's own CNI configs
     return CliRunner()
 
 

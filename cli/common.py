@@ -64,7 +64,9 @@ class Obj:
     def _choose(self) -> None:
         if self._chosen:
             return
-        chosen = network_configs.choose(self.found(), named_networks(), self._knows)
+        names = named_networks()
+        chosen = network_configs.choose(self.found(), names or [], self._knows,
+                                        by_network=names is not None)
         if chosen is None:  # nothing found: the default, as before (db upgrade creates it)
             self._data_dir = plugin_dirs.at(self.root, paths.DEFAULT_DATA_DIR)
             self._database = paths.default_database(self._data_dir)
@@ -80,17 +82,17 @@ class Obj:
                 return network in store.networks()
 
 
-def named_networks() -> list[str]:
+def named_networks() -> list[str] | None:
     """The networks the running command names: its ``--network`` (one, or repeated), or
-    the argument it shows as NETWORK (``network forget``)."""
+    the argument it shows as NETWORK (``network forget``); None when it takes none."""
     ctx = click.get_current_context(silent=True)
     if ctx is None:
-        return []
-    names: list[str] = []
+        return None
+    names: list[str] | None = None
     for param in ctx.command.params:
-        value = ctx.params.get(param.name or "")
         if param.name in ("network", "networks") or param.metavar == "NETWORK":
-            names += [value] if isinstance(value, str) else list(value or ())
+            value = ctx.params.get(param.name or "")
+            names = (names or []) + ([value] if isinstance(value, str) else list(value or ()))
     return names
 
 

@@ -167,8 +167,8 @@ def _networks(root: str, path: str) -> list[Network]:
         if not isinstance(ipam, dict) or ipam.get("type") not in TYPES:
             continue
         data_dir, database = config.storage(ipam)
-        if locate(database)[0] != POSTGRESQL:
-            kind, where = locate(database)
+        kind, where = locate(database)
+        if kind != POSTGRESQL:  # a file, as the runtime's plugin sees it
             database = plugin_dirs.at(root, where)
         net = Network(conf["name"], path, plugin_dirs.at(root, data_dir), database)
         if ipam["type"] == DROP_IN_TYPE and "database" not in ipam \
@@ -179,12 +179,13 @@ def _networks(root: str, path: str) -> list[Network]:
 
 
 def choose(found: Found, networks: Sequence[str],
-           knows: Callable[[Database, str], bool] | None = None) -> Database | None:
+           knows: Callable[[Database, str], bool] | None = None,
+           by_network: bool = True) -> Database | None:
     """The one database a command that changes things acts on: the one holding every
     network in ``networks`` (by the configs, else by ``knows``: whether a database that
     exists holds that network, for one whose config is gone), else the one database
     found (None: none at all, use the default). Anything else is :class:`NotChosen`,
-    naming the databases."""
+    naming the databases (and ``by_network``: saying a network would choose)."""
     if networks:
         fits = [d for d in found.databases if all(
             any(n.name == name for n in d.networks) for name in networks)]
@@ -202,8 +203,8 @@ def choose(found: Found, networks: Sequence[str],
     if len(candidates) <= 1:
         return candidates[0] if candidates else None
     raise NotChosen("%d databases were found here: %s; name one with --data-dir or "
-                    "--database, or a network with --network" % (
-                        len(candidates), "; ".join(d.describe() for d in candidates)))
+                    "--database%s" % (len(candidates), "; ".join(d.describe() for d in candidates),
+                                      ", or a network with --network" if by_network else ""))
 
 
 def read_each(databases: Sequence[Database], read: Callable[[Database], T]

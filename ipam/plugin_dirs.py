@@ -87,7 +87,8 @@ def runtimes(root: str = "/", env: Mapping[str, str] | None = None,
     containerd once per config file it runs with (:func:`containerd_config.sources`;
     ``containerd`` names the file)."""
     env = os.environ if env is None else env
-    found = configured(root, env, containerd)
+    # As root, as install-plugin runs: a rootless podman's own config is not read.
+    found = configured(root, env, containerd, rootless=False)
     search = [d for d in env.get("PATH", "").split(":") if d.startswith("/")] + _SYSTEM_BIN
     for r in found:
         r.dirs = [os.path.normpath(d) for d in r.dirs]

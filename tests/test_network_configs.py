@@ -251,3 +251,19 @@ def test_a_missing_database_says_where_the_leases_are(two, tmp_path):
         "Error: database %s/.host-local-sqlite.db does not exist; leases were found in: "
         "%s (networks a); %s (networks b)\n" % (missing, db_of(root), db_of(root, "/srv/b")))
     assert not missing.exists()
+
+
+def test_the_first_hour_one_network_elsewhere_needs_no_option(tmp_path):
+    """The operator's first commands on a node whose only network keeps its leases out of
+    the default dataDir: nothing to name, reading or changing."""
+    root = tmp_path / "node"
+    ipam = ours("10.7.0.0/24", dataDir="/srv/ipam")
+    write(root, "/etc/cni/net.d/10-pods.conflist", conflist("pods", ipam))
+    ip = add(root, "pods", ipam, "c1")
+    assert owners(json.loads(ipamctl("-o", "json", "list", root=root).stdout)) == [
+        ("pods", ip, "c1", "eth0")]
+    assert json.loads(ipamctl("-o", "json", "db", "current", root=root).stdout)[
+        "database"] == db_of(root, "/srv/ipam")
+    ipamctl("release", ip, "--yes", root=root)
+    assert json.loads(ipamctl("-o", "json", "list", root=root).stdout) == []
+    assert not (root / "srv/ipam/pods" / ip).exists()

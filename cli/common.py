@@ -2,30 +2,113 @@
 manager: ``with open_store(obj, ...) as store:``) and the options they parse alike."""
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
-from ipam import addr, labels, paths
+from ipam import access, addr, labels, network_configs, paths, plugin_dirs
+from ipam.backend import POSTGRESQL, locate
 from ipam.backend import open_store as _open_store
+from ipam.errors import IoFailure
+
+T = TypeVar("T")
 
 
-@dataclasses.dataclass(frozen=True)
+# The variable naming the tree in which the CNI network configs, and the databases they
+# name, are looked up ("/" unless set): a node's disk mounted elsewhere, and the tests,
+# which must never read the host's own /etc/cni. A variable, not an option: a global
+# --root would clash with install-plugin's and check-install's own --root.
+ROOT_ENV = "IPAM_ROOT"
+
+
 class Obj:
-    """What every command gets from the global options, as ``ctx.obj``."""
+    """What every command gets from the global options, as ``ctx.obj``.
 
-    data_dir: str
-    database: str
-    output: str
-    node: str | None = None
+    ``discover``: neither --data-dir nor --database (nor their variables) named the
+    database, so the CNI network configs say where the leases are
+    (:mod:`ipam.network_configs`, looked up under ``root``). Read-only commands that
+    list leases read every database found (:func:`read_all`); any other command's
+    ``data_dir`` and ``database`` are those of the one database it acts on, chosen at
+    their first use from the networks the command names (:func:`named_networks`), so
+    that a command which never opens a database (serve without metrics) never fails on
+    several.
+    """
+
+    def __init__(self, data_dir: str, database: str, output: str, node: str | None = None,
+                 discover: bool = False, root: str = "/") -> None:
+        self._data_dir, self._database = data_dir, database
+        self.output, self.node = output, node
+        self.discover, self.root = discover, root
+        self._found: network_configs.Found | None = None
+        self._chosen = not discover
+
+    @property
+    def data_dir(self) -> str:
+        self._choose()
+        return self._data_dir
+
+    @property
+    def database(self) -> str:
+        self._choose()
+        return self._database
+
+    def found(self) -> network_configs.Found:
+        """The databases the network configs name (read once)."""
+        if self._found is None:
+            self._found = network_configs.find(self.root)
+        return self._found
+
+    def _choose(self) -> None:
+        if self._chosen:
+            return
+        names = named_networks()
+        chosen = network_configs.choose(self.found(), names or [], self._knows,
+                                        by_network=names is not None)
+        if chosen is None:  # nothing found: the default, as before (db upgrade creates it)
+            self._data_dir = plugin_dirs.at(self.root, paths.DEFAULT_DATA_DIR)
+            self._database = paths.default_database(self._data_dir)
+        else:
+            self._data_dir, self._database = chosen.data_dir, chosen.database
+        self._chosen = True
+
+    def _knows(self, database: network_configs.Database, network: str) -> bool:
+        """Whether ``database`` holds ``network`` (its config may be gone)."""
+        with _open_store(database.database, readonly=True, node=self.node,
+                         data_dir=database.data_dir, scope=None) as store:
+            with store.transaction():
+                return network in store.networks()
 
 
-def make_obj(data_dir: str, database: str | None, output: str, node: str | None) -> Obj:
+def named_networks() -> list[str] | None:
+    """The networks the running command names: its ``--network`` (one, or repeated), or
+    the argument it shows as NETWORK (``network forget``); None when it takes none."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    names: list[str] | None = None
+    for param in ctx.command.params:
+        if param.name in ("network", "networks") or param.metavar == "NETWORK":
+            value = ctx.params.get(param.name or "")
+            names = (names or []) + ([value] if isinstance(value, str) else list(value or ()))
+    return names
+
+
+def named_nothing(ctx: click.Context) -> bool:
+    """Neither --data-dir nor --database was given, on the command line or in the
+    environment: the network configs say where the leases are."""
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return not any(ctx.get_parameter_source(p) in given for p in ("data_dir", "database"))
+
+
+def make_obj(data_dir: str, database: str | None, output: str, node: str | None,
+             discover: bool = False, root: str = "/") -> Obj:
     """The context object of the global options' values (``database`` None: the default
-    file inside ``data_dir``)."""
+    file inside ``data_dir``; ``discover``: neither was named, see :class:`Obj`)."""
     return Obj(data_dir=data_dir, database=database or paths.default_database(data_dir),
-               output=output, node=node)
+               output=output, node=node, discover=discover, root=root)
 
 
 # The root group's options that every command and subcommand takes as well, where an
@@ -59,7 +142,8 @@ def carry_global_options(root: click.Command, command: click.Command) -> None:
 def _given_after(ctx: click.Context, param: click.Parameter, value: Any) -> None:
     """A global option given after a command: the context object is rebuilt from the
     root's values and those given after it so far (:func:`make_obj`), for this
-    command and the subcommands under it."""
+    command and the subcommands under it. A --data-dir or --database given here names
+    the database: the network configs are no longer asked."""
     if value is None or param.name is None:
         return
     given = ctx.meta.setdefault(_GIVEN, {})
@@ -67,7 +151,11 @@ def _given_after(ctx: click.Context, param: click.Parameter, value: Any) -> None
     root = ctx.find_root()
     values: dict[str, Any] = {name: root.params.get(name) for name in GLOBAL_OPTIONS}
     values.update(given)
-    ctx.obj = make_obj(**values)
+    before = root.obj
+    discover = bool(getattr(before, "discover", False)) and not (
+        {"data_dir", "database"} & set(given))
+    ctx.obj = make_obj(**values, discover=discover,
+                       root=getattr(before, "root", "/"))
 
 
 def open_store(obj: Obj, readonly: bool, every_node: bool = False,
@@ -79,10 +167,68 @@ def open_store(obj: Obj, readonly: bool, every_node: bool = False,
     ``--node`` or this host's, since its mirror and its boots are that node's.
     ``queue``: read in the writers' queue (check, import's dry run read the mirror
     beside the database, and must not see a writer half-way).
+    A database that does not exist is an error that says where the leases are.
     """
+    return _open(obj, obj.database, obj.data_dir, readonly, every_node, queue)
+
+
+def _open(obj: Obj, database: str, data_dir: str, readonly: bool, every_node: bool = False,
+          queue: bool | None = None) -> Any:
     scope = obj.node if every_node else True
-    return _open_store(obj.database, readonly=readonly, node=obj.node,
-                       data_dir=obj.data_dir, scope=scope, queue=queue)
+    if readonly:
+        kind, path = locate(database)
+        if kind != POSTGRESQL and not os.path.lexists(path) and access.denied(path) is None:
+            raise IoFailure("database %s does not exist; %s"
+                            % (path, obj.found().where()))
+    return _open_store(database, readonly=readonly, node=obj.node, data_dir=data_dir,
+                       scope=scope, queue=queue)
+
+
+def read_all(obj: Obj, read: Callable[[Any], T]) -> list[tuple[str | None, T]]:
+    """``read(store)`` on the named database, ``[(None, result)]``; with none named
+    (``obj.discover``), on every database found that exists, ``[(label, result)...]``,
+    a database that cannot be read left out with a warning on stderr."""
+    if not obj.discover:
+        with open_store(obj, readonly=True, every_node=True) as store:
+            return [(None, read(store))]
+    found = obj.found()
+    for problem in found.errors:
+        click.echo("warning: %s" % problem, err=True)
+    existing = found.existing()
+    if not existing:
+        raise IoFailure("no database found: %s" % found.where())
+
+    def one(database: network_configs.Database) -> T:
+        with _open(obj, database.database, database.data_dir, True, every_node=True
+                   ) as store:
+            return read(store)
+
+    results, problems = network_configs.read_each(existing, one)
+    for problem in problems:
+        click.echo("warning: %s; left out" % problem, err=True)
+    return [(database.label, result) for database, result in results]
+
+
+def located(row: dict[str, Any], database: str | None) -> dict[str, Any]:
+    """A row of :func:`read_all`'s results with its ``database`` when several may be
+    read (the label: a path, or a URL without its password)."""
+    return row if database is None else dict(row, database=database)
+
+
+def warn_unknown(found: list[tuple[str | None, tuple[Any, str | None]]]) -> None:
+    """The warning of a read that found nothing, when no database read knows the
+    network it named: ``found`` is :func:`read_all`'s, each result ``(rows, why the
+    network is unknown there or None)`` (:func:`ipam.admin.unknown_network`)."""
+    unknown = [why for _, (_, why) in found]
+    if unknown and all(unknown):
+        click.echo("warning: %s" % unknown[0] if len(unknown) == 1 else
+                   "warning: %s (and in the %d other databases found)"
+                   % (unknown[0], len(unknown) - 1), err=True)
+
+
+def columns(obj: Obj, names: list[str]) -> list[str]:
+    """A table's columns, with DATABASE last when the configs chose the databases."""
+    return names + ["database"] if obj.discover else names
 
 
 def parse_ip(ctx: Any, param: Any, value: str | None) -> Any:

@@ -6,10 +6,19 @@ import json
 import os
 import sys
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import click
 
-from host_local_sqlite_cli.common import Obj, lease_filters, open_store
+from host_local_sqlite_cli.common import (
+    Obj,
+    columns,
+    lease_filters,
+    located,
+    open_store,
+    read_all,
+    warn_unknown,
+)
 from host_local_sqlite_cli.output import (
     EVENT_COLUMNS,
     NO_SHORT_IDS,
@@ -50,9 +59,10 @@ def history_cmd(ctx: click.Context, network: str | None, ip: IP | Net | None,
     (local time without a zone), 'now', or a duration ago such as 90m.
 
     JSON: a list of {time, event, reason, network, ip, container_id, ifname, node,
-    pod_namespace, pod_name, pod_uid}; with --follow, one such object per line (JSON
-    Lines: a list would never end). A network the database does not know is warned of
-    on stderr.
+    pod_namespace, pod_name, pod_uid}, and database when none is named (every database
+    the CNI network configs name is read, their events merged by time); with --follow,
+    one such object per line (JSON Lines: a list would never end), from one database. A
+    network no database read knows is warned of on stderr.
 
     'ipamctl history prune' deletes old events (see its --help).
 
@@ -75,26 +85,50 @@ def history_cmd(ctx: click.Context, network: str | None, ip: IP | Net | None,
     if follow and (at or reverse):
         raise click.UsageError("--follow prints events as they come: not with --at or "
                                "--reverse")
+    since_t, at_t = parse_time(since) if since else None, parse_time(at) if at else None
+    if not follow:
+        _history(obj, network, ip, container_id, since_t, at_t, pod, name, limit, reverse)
+        return
+    # One database: the one named, found, or holding --network (several: an error).
     with open_store(obj, readonly=True, every_node=True) as store:
-        if follow:
-            with store.transaction():  # the events after those printed first
-                after = store.last_event_id()
-        events = admin.history(store, network, ip, container_id,
-                               parse_time(since) if since else None,
-                               parse_time(at) if at else None, pod, name, limit, reverse)
+        with store.transaction():  # the events after those printed first
+            after = store.last_event_id()
+        events = admin.history(store, network, ip, container_id, since_t, at_t, pod, name,
+                               limit, reverse)
         if not events:
             warn(admin.unknown_network(store, network))
         note(events.note)
-        if not follow:
-            emit_rows(obj.output, [event_row(e) for e in events], EVENT_COLUMNS,
-                      "(no events)", events.shown)
-            return
         with following():
             show = _Lines(obj.output)
             show(events, events.shown)
             for batch in admin.follow(store, network, ip, container_id, pod, name,
                                       after=after):
                 show(batch)
+
+
+def _history(obj: Obj, network: str | None, ip: IP | Net | None, container_id: str | None,
+             since: Any, at: Any, pod: tuple[str | None, str] | None, name: str | None,
+             limit: int | None, reverse: bool) -> None:
+    """The events of every database read (:func:`read_all`), merged by time; --limit
+    and --reverse apply to the merge as to one database's events."""
+    found = read_all(obj, lambda store: (
+        admin.history(store, network, ip, container_id, since, at, pod, name, limit,
+                      reverse), admin.unknown_network(store, network)))
+    timed, shown = [], {}
+    for database, (events, _) in found:
+        note(events.note)
+        timed += [(e.time, located(event_row(e), database)) for e in events]
+        shown.update(events.shown)
+    if len(found) > 1:  # each database's own order is kept: the sort is stable
+        timed.sort(key=lambda pair: pair[0])
+        if limit is not None:
+            timed = timed[-limit:] if limit else []
+        if reverse:
+            timed.reverse()
+    if not timed:
+        warn_unknown(found)
+    emit_rows(obj.output, [row for _, row in timed], columns(obj, EVENT_COLUMNS),
+              "(no events)", shown)
 
 
 class _Lines:

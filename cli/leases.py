@@ -5,10 +5,14 @@ import click
 
 from host_local_sqlite_cli.common import (
     Obj,
+    columns,
     lease_filters,
+    located,
     open_store,
     parse_container,
     parse_ip,
+    read_all,
+    warn_unknown,
 )
 from host_local_sqlite_cli.output import (
     LEASE_COLUMNS,
@@ -17,7 +21,6 @@ from host_local_sqlite_cli.output import (
     lease_row,
     note,
     table_or_json,
-    warn,
 )
 from ipam import admin
 from ipam.addr import IP, Net
@@ -42,7 +45,8 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | N
     --network the database does not know is warned of there too.
 
     JSON: a list of {network, ip, container_id, ifname, range_set, allocated_at, node,
-    pod_namespace, pod_name, pod_uid}.
+    pod_namespace, pod_name, pod_uid}, and database when none is named: then every
+    database the CNI network configs name is read, one after the other.
 
     \b
     Example:
@@ -52,13 +56,18 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | N
         ipamctl -o json list --container 3f2a9c01b2c4...
     """
     table_or_json(obj)
-    with open_store(obj, readonly=True, every_node=True) as store:
-        leases = admin.list_leases(store, network, container_id, ip, pod, name, sort)
-        if not leases:
-            warn(admin.unknown_network(store, network))
-    note(leases.note)
-    emit_rows(obj.output, [lease_row(x) for x in leases], LEASE_COLUMNS, "(no leases)",
-              leases.shown, headers=not no_headers)
+    rows, shown = [], {}
+    found = read_all(obj, lambda store: (
+        admin.list_leases(store, network, container_id, ip, pod, name, sort),
+        admin.unknown_network(store, network)))
+    for database, (leases, _) in found:
+        note(leases.note)
+        rows += [located(lease_row(x), database) for x in leases]
+        shown.update(leases.shown)
+    if not rows:
+        warn_unknown(found)
+    emit_rows(obj.output, rows, columns(obj, LEASE_COLUMNS), "(no leases)", shown,
+              headers=not no_headers)
 
 
 @click.command("release")

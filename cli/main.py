@@ -8,6 +8,8 @@ with exit 1, while usage errors exit 2 (click's own); neither shows a traceback.
 """
 from __future__ import annotations
 
+import os
+
 import click
 
 from host_local_sqlite_cli import (
@@ -23,7 +25,7 @@ from host_local_sqlite_cli import (
     serve,
     stats,
 )
-from host_local_sqlite_cli.common import make_obj
+from host_local_sqlite_cli.common import ROOT_ENV, make_obj, named_nothing
 from host_local_sqlite_cli.output import IpamGroup
 from ipam import paths
 
@@ -72,11 +74,16 @@ def cli(ctx: click.Context, data_dir: str, database: str | None, node: str | Non
     The options below go before the command or after it, or after a subcommand
     (ipamctl list -o json); given twice, the later one wins.
 
+    Without --data-dir or --database, the CNI network configs say where the leases
+    are: list, stats, history and network list read every database they name, other
+    commands the one found, or the one holding --network.
+
     \b
     Example:
         ipamctl --data-dir /var/lib/cni/networks db upgrade
     """
-    ctx.obj = make_obj(data_dir, database, output, node)
+    ctx.obj = make_obj(data_dir, database, output, node, discover=named_nothing(ctx),
+                       root=os.environ.get(ROOT_ENV) or "/")
 
 
 for command in (leases.list_cmd, leases.release_cmd, gc.gc_cmd, stats.stats_cmd,

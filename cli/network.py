@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from host_local_sqlite_cli.common import Obj, open_store
+from host_local_sqlite_cli.common import Obj, columns, located, open_store, read_all
 from host_local_sqlite_cli.output import (
     LEASE_COLUMNS,
     emit,
@@ -50,7 +50,8 @@ def list_cmd(obj: Obj) -> None:
     and when it was last seen (the later of the last ADD that recorded its config and
     its newest allocation or release).
 
-    JSON: a list of {network, data_dir, export, ranges, size, leases, last_seen}.
+    JSON: a list of {network, data_dir, export, ranges, size, leases, last_seen}, and
+    database when none is named (every database the CNI network configs name is read).
 
     \b
     Example:
@@ -58,10 +59,10 @@ def list_cmd(obj: Obj) -> None:
         ipamctl -o json network list
     """
     table_or_json(obj)
-    with open_store(obj, readonly=True, every_node=True) as store:
-        rows = network_admin.networks(store)
-    emit_rows(obj.output, [network_row(r) for r in rows], COLUMNS, "(no networks)",
-              shown=[_table_row(r) for r in rows])
+    rows = [located(row, database) for database, found in read_all(
+        obj, network_admin.networks) for row in found]
+    emit_rows(obj.output, [network_row(r) for r in rows], columns(obj, COLUMNS),
+              "(no networks)", shown=[_table_row(r) for r in rows])
 
 
 @network.command("forget")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from host_local_sqlite_cli.common import Obj, open_store
-from host_local_sqlite_cli.output import emit_rows, warn
+from host_local_sqlite_cli.common import Obj, columns, located, read_all, warn_unknown
+from host_local_sqlite_cli.output import emit_rows
 from ipam import admin, metrics
 
 COLUMNS = ["network", "range_set", "range", "size", "used", "free"]
@@ -30,19 +30,21 @@ def stats_cmd(obj: Obj, network: str | None) -> None:
     gauges for node_exporter's textfile collector. A --network the database does not
     know is warned of on stderr.
 
-    JSON: a list of {network, range_set, range, size, used, free}.
+    JSON: a list of {network, range_set, range, size, used, free}, and database when
+    none is named (every database the CNI network configs name is read).
 
     \b
     Example:
         ipamctl stats
         ipamctl -o prometheus stats > /var/lib/node_exporter/ipam.prom
     """
-    with open_store(obj, readonly=True, every_node=True) as store:
-        rows = admin.stats(store, network)
-        if not rows:
-            warn(admin.unknown_network(store, network))
+    found = read_all(obj, lambda store: (admin.stats(store, network),
+                                         admin.unknown_network(store, network)))
+    rows = [located(row, database) for database, (got, _) in found for row in got]
+    if not rows:
+        warn_unknown(found)
     if obj.output == "prometheus":
         click.echo(metrics.render_ranges(rows), nl=False)
         return
-    emit_rows(obj.output, rows, COLUMNS + ["utilization"], "(no networks)",
+    emit_rows(obj.output, rows, columns(obj, COLUMNS + ["utilization"]), "(no networks)",
               shown=[dict(r, utilization=_bar(r)) for r in rows])

@@ -353,6 +353,15 @@ def _routes(value: "object", path: "str") -> "list[dict[str, Any]]":
     return routes
 
 
+def storage(ipam: "dict[str, Any]") -> "tuple[str, str]":
+    """(dataDir, database) of an ``ipam`` object (keys lower-cased): the one reading of
+    where a network's leases live, for the plugin and for ``ipamctl``, which finds the
+    databases in the runtimes' network configs (:mod:`ipam.network_configs`)."""
+    data_dir = _path(ipam.get("datadir"), "ipam.dataDir") or DEFAULT_DATA_DIR
+    database = _path(ipam.get("database"), "ipam.database") or default_database(data_dir)
+    return data_dir, database
+
+
 def load(conf: "dict[str, Any]", env_args: "str" = "") -> "IpamConfig":
     """Validate ``conf`` (the whole plugin config) in host-local's LoadIPAMConfig order."""
     ipam = conf.get("ipam")
@@ -373,9 +382,8 @@ def load(conf: "dict[str, Any]", env_args: "str" = "") -> "IpamConfig":
     runtime_sets = _raw_sets(runtime.get("ipranges"), "runtimeConfig.ipRanges")
     # ipam.exclude (decoded with the legacy range, in the same order) is for every range.
     global_exclude, legacy.exclude = legacy.exclude, []
-    data_dir = _path(ipam.get("datadir"), "ipam.dataDir") or DEFAULT_DATA_DIR
+    data_dir, database = storage(ipam)
     resolv_conf = _path(ipam.get("resolvconf"), "ipam.resolvConf") or None
-    database = _path(ipam.get("database"), "ipam.database") or default_database(data_dir)
     export = expect(ipam.get("export"), bool, "ipam.export")
     adopt = expect(ipam.get("adopt"), bool, "ipam.adopt")
     node = expect(ipam.get("node"), str, "ipam.node")

@@ -8,8 +8,10 @@ nothing says so. ``ipamctl install-plugin`` uses this module to say so, and to r
 or with ``--force`` set aside, a file it would replace: a package's file through a dpkg
 diversion, so that the package's upgrades land beside the launcher, not over it.
 
-Paths are as the runtimes see them, looked up under ``root`` ("/", or a tree a test or
-an image build prepared). Off the plugin's hot path.
+The same files name each runtime's network config directories (``Runtime.conf_dirs``),
+which :mod:`ipam.network_configs` reads to find the networks, and the leases, that are
+ours. Paths are as the runtimes see them, looked up under ``root`` ("/", or a tree a test
+or an image build prepared). Off the plugin's hot path.
 """
 from __future__ import annotations
 
@@ -30,6 +32,12 @@ PODMAN_DIRS = ["/usr/local/libexec/cni", "/usr/libexec/cni", "/usr/local/lib/cni
                "/usr/lib/cni", "/opt/cni/bin"]  # containers/common, podman 4.x
 _SYSTEM_BIN = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
 _CNI_PATH = re.compile(r'^\s*"?cni_path"?\s*[=:]\s*"([^"]*)"')  # HCL or JSON
+_CNI_CONFIG_DIR = re.compile(r'^\s*"?cni_config_dir"?\s*[=:]\s*"([^"]*)"')
+# Where the runtimes read their network configs by default (libcni's CNI_CONF_DIR; Nomad's
+# own); :mod:`ipam.network_configs` reads them to find the networks whose IPAM is ours.
+DEFAULT_CONF_DIR = "/etc/cni/net.d"
+NOMAD_CONF_DIR = "/opt/cni/config"
+ROOTLESS_CONF_DIR = ".config/cni/net.d"  # under $HOME: podman run by a user
 
 
 def at(root: str, path: str) -> str:
@@ -44,6 +52,7 @@ class Runtime:
     name: str
     dirs: list[str]
     root: str = "/"
+    conf_dirs: list[str] = dataclasses.field(default_factory=list)  # its network configs
     configs: list[str] = dataclasses.field(default_factory=list)  # the files read
     errors: list[str] = dataclasses.field(default_factory=list)   # the files not understood
     present: bool = False  # a config file or the program exists
@@ -78,9 +87,8 @@ def runtimes(root: str = "/", env: Mapping[str, str] | None = None,
     containerd once per config file it runs with (:func:`containerd_config.sources`;
     ``containerd`` names the file)."""
     env = os.environ if env is None else env
-    found = [_podman(root, env),
-             *(_containerd(s) for s in containerd_config.sources(root, containerd)),
-             _crio(root), _nomad(root)]
+    # As root, as install-plugin runs: a rootless podman's own config is not read.
+    found = configured(root, env, containerd, rootless=False)
     search = [d for d in env.get("PATH", "").split(":") if d.startswith("/")] + _SYSTEM_BIN
     for r in found:
         r.dirs = [os.path.normpath(d) for d in r.dirs]
@@ -90,6 +98,18 @@ def runtimes(root: str = "/", env: Mapping[str, str] | None = None,
         if r.name == "podman" and program and r.note is None:
             r.note = _podman_5(program)
     return found
+
+
+def configured(root: str, env: Mapping[str, str], containerd: str | None = None,
+               rootless: bool | None = None) -> list[Runtime]:
+    """What each runtime's config files say, without looking for its program (which
+    :func:`runtimes` does, running ``podman --version``): enough for the directories.
+    ``rootless``: podman run by a user, whose configs are in its home (default: unless
+    this process is root)."""
+    rootless = os.geteuid() != 0 if rootless is None else rootless
+    return [_podman(root, env, rootless),
+            *(_containerd(s) for s in containerd_config.sources(root, containerd)),
+            _crio(root), _nomad(root)]
 
 
 def _podman_5(program: str) -> str | None:
@@ -139,16 +159,25 @@ def _dropins(root: str, directory: str, *suffixes: str) -> list[str]:
     return [os.path.join(directory, n) for n in names if n.endswith(suffixes)]
 
 
-def _podman(root: str, env: Mapping[str, str]) -> Runtime:
+def _podman(root: str, env: Mapping[str, str], rootless: bool = False) -> Runtime:
     """containers.conf(5) as podman 4.3 reads it: CONTAINERS_CONF alone if set, else the
-    vendor file, the admin file and its drop-ins; a later ``cni_plugin_dirs`` wins."""
-    r = Runtime("podman", list(PODMAN_DIRS), root)
+    vendor file, the admin file and its drop-ins; a later ``cni_plugin_dirs`` (and
+    ``network_config_dir``) wins. A rootless podman's network configs default to
+    ``~/.config/cni/net.d``, and its user's ``~/.config/containers/containers.conf``
+    comes last."""
+    home = env.get("HOME", "")
+    rootless_conf = os.path.join(home, ROOTLESS_CONF_DIR) if rootless and home else None
+    r = Runtime("podman", list(PODMAN_DIRS), root,
+                conf_dirs=[rootless_conf or DEFAULT_CONF_DIR])
     files = [env["CONTAINERS_CONF"]] if env.get("CONTAINERS_CONF") else [
         "/usr/share/containers/containers.conf", "/etc/containers/containers.conf",
-        *_dropins(root, "/etc/containers/containers.conf.d", ".conf")]
+        *_dropins(root, "/etc/containers/containers.conf.d", ".conf"),
+        *([os.path.join(home, ".config/containers/containers.conf")] if rootless_conf
+          else [])]
     for path in files:
         network = _get(_toml(r, path), "network")
         r.dirs = _strings(_get(network, "cni_plugin_dirs")) or r.dirs
+        r.conf_dirs = _strings([_get(network, "network_config_dir")]) or r.conf_dirs
         if _get(network, "network_backend") == "netavark":
             r.note = '%s sets network_backend = "netavark": no CNI plugin runs' % path
         elif _get(network, "network_backend") is not None:
@@ -159,7 +188,8 @@ def _podman(root: str, env: Mapping[str, str]) -> Runtime:
 def _containerd(source: containerd_config.Source) -> Runtime:
     """The CRI plugin's ``cni`` table: config version 3 (containerd 2), 2, or 1; 1.x's
     ``bin_dir``, 2.x's ``bin_dirs`` (a list, first)."""
-    r = Runtime("containerd", ["/opt/cni/bin"], source.root, pid=source.pid)
+    r = Runtime("containerd", ["/opt/cni/bin"], source.root, pid=source.pid,
+                conf_dirs=[DEFAULT_CONF_DIR])
     path = source.config
     data = _toml(r, path)
     if source.how != "the default" and not r.configs and not r.errors:
@@ -171,6 +201,11 @@ def _containerd(source: containerd_config.Source) -> Runtime:
         if dirs:
             r.dirs = dirs
             break
+    for key in ("io.containerd.cri.v1.runtime", "io.containerd.grpc.v1.cri", "cri"):
+        conf_dir = _strings([_get(data, "plugins", key, "cni", "conf_dir")])
+        if conf_dir:
+            r.conf_dirs = conf_dir
+            break
     disabled = _strings(_get(data, "disabled_plugins")) or []
     if {"cri", "io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"} & set(disabled):
         r.note = "%s disables the CRI plugin (as Docker's does): no CNI plugin runs" % path
@@ -178,16 +213,18 @@ def _containerd(source: containerd_config.Source) -> Runtime:
 
 
 def _crio(root: str) -> Runtime:
-    r = Runtime("crio", ["/opt/cni/bin/"], root)
+    r = Runtime("crio", ["/opt/cni/bin/"], root, conf_dirs=[DEFAULT_CONF_DIR])
     for path in ["/etc/crio/crio.conf", *_dropins(root, "/etc/crio/crio.conf.d", ".conf")]:
-        r.dirs = _strings(_get(_toml(r, path), "crio", "network", "plugin_dirs")) or r.dirs
+        network = _get(_toml(r, path), "crio", "network")
+        r.dirs = _strings(_get(network, "plugin_dirs")) or r.dirs
+        r.conf_dirs = _strings([_get(network, "network_dir")]) or r.conf_dirs
     return r
 
 
 def _nomad(root: str) -> Runtime:
-    """The client's ``cni_path`` (colon-separated) in /etc/nomad.d; HCL is read with a
-    regular expression, enough for the one string setting."""
-    r = Runtime("nomad", ["/opt/cni/bin"], root)
+    """The client's ``cni_path`` (colon-separated) and ``cni_config_dir`` in
+    /etc/nomad.d; HCL is read with regular expressions, enough for two string settings."""
+    r = Runtime("nomad", ["/opt/cni/bin"], root, conf_dirs=[NOMAD_CONF_DIR])
     for path in _dropins(root, "/etc/nomad.d", ".hcl", ".json"):
         try:
             with open(at(root, path), encoding="utf-8") as f:
@@ -199,6 +236,8 @@ def _nomad(root: str) -> Runtime:
         for line in lines:
             m = _CNI_PATH.match(line)
             r.dirs = [d for d in m.group(1).split(":") if d] if m else r.dirs
+            m = _CNI_CONFIG_DIR.match(line)
+            r.conf_dirs = [m.group(1)] if m and m.group(1) else r.conf_dirs
     return r
 
 

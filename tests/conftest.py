@@ -29,6 +29,9 @@ from ipam.store.memory import MemoryStore
 from ipam.store.sqlite import SqliteStore
 
 _skipped = []
+# Every ipamctl a test starts (daemons included, which inherit this environment) looks for
+# CNI network configs in an empty tree unless the test gives it one: never the host's.
+os.environ["IPAM_ROOT"] = helpers.NO_ROOT
 
 
 def pytest_collection_modifyitems(items):

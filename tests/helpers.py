@@ -33,6 +33,9 @@ VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 PLUGIN = os.path.join(os.path.dirname(sys.executable), "host-local-sqlite")
 IPAMCTL = os.path.join(os.path.dirname(sys.executable), "ipamctl")
 HOUR = 3600.0
+# IPAM_ROOT for ipamctl in tests that prepare no tree of CNI configs: an empty one (it
+# does not exist), so that no test reads, or depends on, the host's /etc/cni/net.d.
+NO_ROOT = "/nonexistent/ipamctl-test-root"
 
 
 # -- the plugin, in process and as a process ---------------------------------------------
@@ -103,7 +106,8 @@ def run_ipamctl(data_dir, *args, input="", expect=0):
     """The installed ipamctl on ``data_dir``, as an operator runs it; its exit status
     checked. stdin is ``input``, never the terminal the tests run from (a command that
     asks on a terminal would wait for an answer)."""
-    env = {"PATH": os.environ.get("PATH", ""), "IPAM_DATA_DIR": str(data_dir)}
+    env = {"PATH": os.environ.get("PATH", ""), "IPAM_DATA_DIR": str(data_dir),
+           "IPAM_ROOT": NO_ROOT}
     proc = subprocess.run([IPAMCTL, *args], input=input, env=env, capture_output=True,
                           text=True, timeout=60)
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -253,9 +257,10 @@ def note(store, network, data_dir, *subnets, export=True, exclude=()):
                                                       json.dumps(describe(sets))))
 
 
-def ipamctl(*args, data_dir=None, database=None, expect=0):
-    """The installed ipamctl, as an operator runs it."""
-    env = {"PATH": os.environ.get("PATH", "")}
+def ipamctl(*args, data_dir=None, database=None, root=NO_ROOT, expect=0, env_extra=None):
+    """The installed ipamctl, as an operator runs it. Its CNI configs are looked up under
+    ``root`` (``IPAM_ROOT``): by default an empty tree, never the host's own."""
+    env = {"PATH": os.environ.get("PATH", ""), "IPAM_ROOT": str(root), **(env_extra or {})}
     if data_dir is not None:
         env["IPAM_DATA_DIR"] = str(data_dir)
     if database is not None:

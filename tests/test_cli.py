@@ -10,6 +10,7 @@ from datetime import datetime
 
 import pytest
 from helpers import (
+    NO_ROOT,
     checked,
     events,
     held,
@@ -79,10 +80,21 @@ def test_defaults(runner, monkeypatch):
         raise IoFailure("stop here")
 
     monkeypatch.setattr("host_local_sqlite_cli.common._open_store", fake_open_store)
-    result = checked(runner.invoke(cli, ["list"]))
+    # No CNI config under IPAM_ROOT (the runner's: an empty tree) names a database, so a
+    # command that changes things takes the default dataDir's, under that root...
+    result = checked(runner.invoke(cli, ["release", "10.1.2.2", "--yes"]))
     assert result.exit_code == 1
     assert result.stderr == "Error: stop here\n"
-    assert opened == [("/var/lib/cni/networks/.host-local-sqlite.db", True)]
+    default = NO_ROOT + "/var/lib/cni/networks/.host-local-sqlite.db"
+    assert opened == [(default, False)]
+    # ...and one that reads says where it looked, opening nothing.
+    result = checked(runner.invoke(cli, ["list"]))
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: no database found: no network config in /etc/cni/net.d, /opt/cni/config "
+        "has an IPAM of type host-local-sqlite or host-local, and %s does not exist\n"
+        % default)
+    assert opened == [(default, False)]
     text = checked(runner.invoke(cli, ["--help"])).stdout
     for fragment in ("--data-dir PATH", "IPAM_DATA_DIR", "default: /var/lib/cni/networks",
                      "--database PATH_OR_URL", "IPAM_DATABASE", "-o, --output",

@@ -34,7 +34,8 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | N
     them whole.
 
     JSON: a list of {network, ip, container_id, ifname, range_set, allocated_at, node,
-    pod_namespace, pod_name, pod_uid}.
+    pod_namespace, pod_name, pod_uid, kind, note}; kind is "lease" or "reservation"
+    (ipamctl reserve: container ID 'ipam:reserved', its note as ifname and note).
 
     \b
     Example:

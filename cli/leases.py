@@ -45,8 +45,10 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | N
     --network the database does not know is warned of there too.
 
     JSON: a list of {network, ip, container_id, ifname, range_set, allocated_at, node,
-    pod_namespace, pod_name, pod_uid}, and database when none is named: then every
-    database the CNI network configs name is read, one after the other.
+    pod_namespace, pod_name, pod_uid, kind, note}; kind is "lease" or "reservation"
+    (ipamctl reserve: container ID 'ipam:reserved', its note as ifname and note); and
+    database when none is named: then every database the CNI network configs name is
+    read, one after the other.
 
     \b
     Example:

@@ -22,6 +22,7 @@ from host_local_sqlite_cli import (
     network,
     node,
     plugin,
+    reserve,
     serve,
     stats,
 )
@@ -86,7 +87,8 @@ def cli(ctx: click.Context, data_dir: str, database: str | None, node: str | Non
                        root=os.environ.get(ROOT_ENV) or "/")
 
 
-for command in (leases.list_cmd, leases.release_cmd, gc.gc_cmd, stats.stats_cmd,
+for command in (leases.list_cmd, leases.release_cmd, reserve.reserve_cmd,
+                reserve.unreserve_cmd, gc.gc_cmd, stats.stats_cmd,
                 history.history_cmd, mirror.export_cmd, mirror.check_cmd,
                 importcmd.import_cmd, db.db, plugin.install_plugin_cmd,
                 plugin.check_install_cmd, network.network, node.node, serve.serve_cmd,

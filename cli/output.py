@@ -215,10 +215,15 @@ def _pod_fields(x: Any) -> dict[str, Any]:
 
 
 def lease_row(lease: Any) -> dict[str, Any]:
-    """The JSON shape of a lease (documented in the README)."""
+    """The JSON shape of a lease (documented in the README). ``kind``: "lease", or
+    "reservation" (``ipamctl reserve``: owner ``ipam:reserved``, its note as the ifname,
+    as in its mirror file; ``note`` has it too, null for a lease)."""
+    reserved = lease.is_reservation()
     return {"network": lease.network, "ip": str(lease.ip), "container_id": lease.container_id,
             "ifname": lease.ifname, "range_set": lease.range_set,
-            "allocated_at": iso(lease.allocated_at), "node": lease.node, **_pod_fields(lease)}
+            "allocated_at": iso(lease.allocated_at), "node": lease.node, **_pod_fields(lease),
+            "kind": "reservation" if reserved else "lease",
+            "note": lease.ifname if reserved else None}
 
 
 LEASE_COLUMNS = ["network", "ip", "container_id", "ifname", "range_set", "allocated_at",

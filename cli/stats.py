@@ -7,15 +7,16 @@ from host_local_sqlite_cli.common import Obj, columns, located, read_all, warn_u
 from host_local_sqlite_cli.output import emit_rows
 from ipam import admin, metrics
 
-COLUMNS = ["network", "range_set", "range", "size", "used", "free"]
+COLUMNS = ["network", "range_set", "range", "size", "used", "reserved", "free"]
 BAR = 20
 
 
 def _bar(row: dict) -> str:
     if not row["size"]:
         return ""
-    filled = round(BAR * row["used"] / row["size"])
-    percent = 100.0 * row["used"] / row["size"]
+    taken = row["used"] + row["reserved"]  # what the pool can no longer hand out
+    filled = round(BAR * taken / row["size"])
+    percent = 100.0 * taken / row["size"]
     return "[%s%s] %5.1f%%" % ("#" * filled, "." * (BAR - filled), percent)
 
 
@@ -23,15 +24,16 @@ def _bar(row: dict) -> str:
 @click.option("--network", metavar="N", help="Only this network.")
 @click.pass_obj
 def stats_cmd(obj: Obj, network: str | None) -> None:
-    """Show size, used and free addresses per network and range set.
+    """Show size, used, reserved and free addresses per network and range set
+    (reserved: by ipamctl reserve; the bar shows used and reserved together).
 
     The ranges are those the plugin last saw in the network's config (recorded on
     ADD); a network it never served shows only its lease count. -o prometheus prints
     gauges for node_exporter's textfile collector. A --network the database does not
     know is warned of on stderr.
 
-    JSON: a list of {network, range_set, range, size, used, free}, and database when
-    none is named (every database the CNI network configs name is read).
+    JSON: a list of {network, range_set, range, size, used, reserved, free}, and database
+    when none is named (every database the CNI network configs name is read).
 
     \b
     Example:

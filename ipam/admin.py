@@ -124,7 +124,8 @@ def range_sets_in(info: Optional[NetworkRecord]) -> Optional[tuple[RangeSet, ...
 
 def stats(store: Store, network: Optional[str] = None) -> list[dict[str, Any]]:
     """Per network and range set: the range, its size (gateway and exclusions not
-    counted), and how many of those addresses are leased."""
+    counted), and how many of those addresses are leased (``used``) and reserved
+    (``reserved``: ``ipamctl reserve``), apart: a reservation is no container's."""
     rows = []
     with store.transaction():
         names = [network] if network is not None else list(store.networks())
@@ -133,14 +134,19 @@ def stats(store: Store, network: Optional[str] = None) -> list[dict[str, Any]]:
             sets = range_sets_of(store, name)
             if sets is None:
                 if leases:
+                    reserved = sum(1 for lease in leases if lease.is_reservation())
                     rows.append({"network": name, "range_set": None, "range": None,
-                                 "size": None, "used": len(leases), "free": None})
+                                 "size": None, "used": len(leases) - reserved,
+                                 "reserved": reserved, "free": None})
                 continue
             for idx, rs in enumerate(sets):
-                used = sum(1 for lease in leases if _allocatable(rs, lease.ip))
+                inside = [lease for lease in leases if _allocatable(rs, lease.ip)]
+                reserved = sum(1 for lease in inside if lease.is_reservation())
+                used = len(inside) - reserved
                 size = rs.size()
                 rows.append({"network": name, "range_set": idx, "range": str(rs),
-                             "size": size, "used": used, "free": max(size - used, 0)})
+                             "size": size, "used": used, "reserved": reserved,
+                             "free": max(size - used - reserved, 0)})
     return rows
 
 
@@ -384,7 +390,9 @@ def _release_all(store: Store, leases: Iterable[Lease], reason: str, held: _Held
 def select_release(store: Store, ips: Iterable[IP] = (), container_id: Optional[str] = None,
                    ifname: Optional[str] = None, network: Optional[str] = None
                    ) -> Found[Lease]:
-    """The leases ``ipamctl release`` would free. An address not leased is an error.
+    """The leases ``ipamctl release`` would free. An address not leased is an error, and
+    so is a reserved one (``unreserve`` frees it: a release must never free one by
+    accident).
     ``container_id`` is a whole ID, or a marked start (``3f2a...``) that fits exactly one
     container in the whole database (:func:`~ipam.selection.the_container`); a
     container with no lease that the other options keep is an error."""
@@ -401,6 +409,10 @@ def select_release(store: Store, ips: Iterable[IP] = (), container_id: Optional[
             if len(holders) > 1:
                 raise AdminError("%s is leased in several networks (%s): choose one with "
                                  "--network" % (ip, ", ".join(h.network for h in holders)))
+            if holders[0].is_reservation():
+                raise AdminError("%s is reserved in network %s, not leased: 'ipamctl "
+                                 "unreserve %s --network %s' frees it" % (
+                                     ip, holders[0].network, ip, holders[0].network))
             chosen.append(holders[0])
         return found(store, chosen)
 
@@ -413,6 +425,7 @@ def _of_container(store: Store, text: str, ifname: Optional[str], network: Optio
     if cid is None:
         raise AdminError("no container ID starts with %s" % start)
     chosen = [lease for lease in leases if lease.container_id == cid
+              and not lease.is_reservation()  # unreserve frees those
               and (ifname is None or lease.ifname == ifname)
               and (network is None or lease.network == network)]
     if chosen:

@@ -237,11 +237,14 @@ def gc(store: "Store", network: "str", valid: "set[tuple[str, str]]") -> "Change
     """CNI GC: release every lease of the network not in ``valid`` ((id, ifname) pairs).
 
     A legacy ID-only lease matches on the container ID alone, so an upgrade from old
-    host-local files does not wipe them; an empty list releases everything.
+    host-local files does not wipe them; an empty list releases every lease. A
+    reservation (``ipamctl reserve``) is no attachment: no list names it, and it stays.
     """
     changes = Changes(network)
     ids = {cid for cid, _ in valid}
     for lease in store.leases(network):
+        if lease.is_reservation():
+            continue
         keep = (lease.container_id, lease.ifname) in valid if lease.ifname is not None \
             else lease.container_id in ids
         if not keep:

@@ -130,10 +130,11 @@ class NetworkPlan:
 
 def plan_network(store: Store, network: str, valid: Optional[Valid], grace: float,
                  previous_boots: bool, now: Optional[float] = None) -> NetworkPlan:
-    """Classify one network's leases (inside the caller's transaction)."""
+    """Classify one network's leases (inside the caller's transaction). Reservations
+    (``ipamctl reserve``) are no container's: never judged, never counted by a guard."""
     now = time.time() if now is None else now
     this_boot, uptime = system.boot_id(), system.boot_clock()
-    leases = store.leases(network)
+    leases = [lease for lease in store.leases(network) if not lease.is_reservation()]
     plan = NetworkPlan(network, leases)
     for lease in leases:
         why = reasons(lease, valid, previous_boots, this_boot)

@@ -11,7 +11,7 @@ import os
 import re
 
 from ipam import addr
-from ipam.lease import Lease
+from ipam.lease import RESERVED_ID, Lease, note_problem
 from ipam.paths import LEGACY_CURSOR, MIRROR_LOCK, cursor_index, is_cursor_name
 
 _ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
@@ -67,7 +67,9 @@ def _address(name: "str") -> "Optional[IP]":
 
 
 def parse_content(data: "bytes") -> "tuple[Optional[Owner], Optional[str]]":
-    """File bytes -> (container_id, ifname or None), or a reason to skip the file."""
+    """File bytes -> (container_id, ifname or None), or a reason to skip the file. A
+    reservation's file (:data:`~ipam.lease.RESERVED_ID`) gives its note as the ifname
+    (None when it has none, or one no reservation could have)."""
     if not data:
         return None, "empty file (host-local died between creating and writing it)"
     try:
@@ -82,6 +84,8 @@ def parse_content(data: "bytes") -> "tuple[Optional[Owner], Optional[str]]":
             break
     else:
         cid, ifname = text, None
+    if cid == RESERVED_ID:  # ipamctl reserve's file: the second line is its note
+        return (cid, ifname if ifname and note_problem(ifname) is None else None), None
     if not _ID.match(cid):
         return None, "content is not a container ID"
     if ifname is not None and (not ifname or len(ifname) > 15 or "\n" in ifname):

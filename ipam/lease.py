@@ -16,6 +16,30 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
 # or made before schema revision 0006).
 NO_POD = (None, None, None)
 
+# The container ID of a reservation (``ipamctl reserve``): an address no one may be given.
+# A reservation is a lease row with this owner, so the unique (network, ip) that makes
+# every lease exclusive makes it exclusive too, and the allocator's one index probe for
+# a free address skips it at no extra cost; its ifname column holds the operator's note
+# (None: none), as its mirror file's second line does. The ':' is outside skel's
+# container-ID characters (ours and Go's refuse it), so no runtime's ADD, DEL or GC can
+# name this owner, and Go host-local, which takes any existing file as taken, skips the
+# address too.
+RESERVED_ID = "ipam:reserved"
+# A note is one line of printable text: its file is read back line by line and trimmed
+# (host-local's TrimSpace), and the importer reads at most 4 KiB of a file.
+MAX_NOTE = 200
+
+
+def note_problem(note: "str") -> "Optional[str]":
+    """Why ``note`` cannot be a reservation's note (None: it can)."""
+    if len(note) > MAX_NOTE:
+        return "a note is at most %d characters" % MAX_NOTE
+    if not note.isprintable():
+        return "a note is one line of printable characters"
+    if note != note.strip():
+        return "a note does not start or end with white space"
+    return None
+
 
 class Lease:
     """One address held by one attachment. ``ifname`` is None for a legacy ID-only lease.
@@ -58,6 +82,10 @@ class Lease:
     def owned_by(self, container_id: "str", ifname: "Optional[str]") -> "bool":
         """host-local's match: ``ID\\r\\nifname``, or a legacy file holding the bare ID."""
         return self.container_id == container_id and self.ifname in (ifname, None)
+
+    def is_reservation(self) -> "bool":
+        """An address ``ipamctl reserve`` keeps out of the pool, not a container's lease."""
+        return self.container_id == RESERVED_ID
 
     def with_ifname(self, ifname: "Optional[str]") -> "Lease":
         """The same lease, held by one interface (a legacy lease claimed by its first)."""

@@ -27,12 +27,13 @@ RANGE_LABELS = ["network", "range_set", "range"]
 RANGE_GAUGES = (
     ("size", "Addresses the range set can hand out (gateway and exclusions not counted)"),
     ("used", "Leased addresses in the range set"),
+    ("reserved", "Reserved addresses in the range set (ipamctl reserve)"),
     ("free", "Free addresses in the range set"),
 )
 
 
 def range_families(rows: Iterable[dict[str, Any]]) -> list[Any]:
-    """``host_local_sqlite_range_{size,used,free}`` from :func:`ipam.admin.stats` rows
+    """``host_local_sqlite_range_{size,used,reserved,free}`` from :func:`ipam.admin.stats` rows
     (a network the plugin never served, with no range set, has none)."""
     from prometheus_client.core import GaugeMetricFamily
 

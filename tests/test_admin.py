@@ -52,15 +52,15 @@ def test_stats_counts_without_gateway_and_exclusions(store, tmp_path):
     put(store, "legacy", "10.9.0.6", "e")
     assert admin.stats(store) == [
         {"network": "dual", "range_set": 0, "range": "10.3.0.1-10.3.0.254", "size": 253,
-         "used": 0, "free": 253},
+         "used": 0, "reserved": 0, "free": 253},
         {"network": "dual", "range_set": 1, "range": "2001:db8::1-2001:db8::ff", "size": 254,
-         "used": 1, "free": 253},
+         "used": 1, "reserved": 0, "free": 253},
         {"network": "empty", "range_set": 0, "range": "10.4.0.1-10.4.0.2", "size": 1,
-         "used": 0, "free": 1},
+         "used": 0, "reserved": 0, "free": 1},
         {"network": "legacy", "range_set": None, "range": None, "size": None, "used": 2,
-         "free": None},
+         "reserved": 0, "free": None},
         {"network": "small", "range_set": 0, "range": "10.1.2.1-10.1.2.6", "size": 4,
-         "used": 2, "free": 2},
+         "used": 2, "reserved": 0, "free": 2},
     ]
     assert [r["network"] for r in admin.stats(store, "small")] == ["small"]
     assert admin.stats(store, "nosuch") == []

@@ -30,10 +30,10 @@ from ipam.errors import IoFailure
 SUBNET = {"subnet": "10.1.2.0/24"}
 POD_KEYS = {"pod_namespace", "pod_name", "pod_uid"}
 LEASE_KEYS = {"network", "ip", "container_id", "ifname", "range_set", "allocated_at", "node",
-              *POD_KEYS}
+              *POD_KEYS, "kind", "note"}
 EVENT_KEYS = {"time", "event", "reason", "network", "ip", "container_id", "ifname", "node",
               *POD_KEYS}
-STATS_KEYS = {"network", "range_set", "range", "size", "used", "free"}
+STATS_KEYS = {"network", "range_set", "range", "size", "used", "reserved", "free"}
 ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 
 
@@ -491,11 +491,11 @@ def test_stats_json(ctl_json, pools):
     assert all(set(r) == STATS_KEYS for r in rows)
     assert rows == [
         {"network": "dual", "range_set": 0, "range": "10.3.0.1-10.3.0.254", "size": 253,
-         "used": 1, "free": 252},
+         "used": 1, "reserved": 0, "free": 252},
         {"network": "dual", "range_set": 1, "range": "2001:db8::1-2001:db8::ff", "size": 254,
-         "used": 1, "free": 253},
+         "used": 1, "reserved": 0, "free": 253},
         {"network": "small", "range_set": 0, "range": "10.1.2.1-10.1.2.6", "size": 4,
-         "used": 2, "free": 2},
+         "used": 2, "reserved": 0, "free": 2},
     ]
     assert ctl_json("stats", "--network", "small") == rows[2:]
     assert ctl_json("stats", "--network", "nosuch") == []
@@ -503,9 +503,9 @@ def test_stats_json(ctl_json, pools):
 
 def test_stats_table_has_a_utilization_bar(ctl, pools):
     lines = ctl("stats", "--network", "small").stdout.splitlines()
-    assert lines[0].split() == ["NETWORK", "RANGE_SET", "RANGE", "SIZE", "USED", "FREE",
-                                "UTILIZATION"]
-    assert lines[1].split()[:6] == ["small", "0", "10.1.2.1-10.1.2.6", "4", "2", "2"]
+    assert lines[0].split() == ["NETWORK", "RANGE_SET", "RANGE", "SIZE", "USED", "RESERVED",
+                                "FREE", "UTILIZATION"]
+    assert lines[1].split()[:7] == ["small", "0", "10.1.2.1-10.1.2.6", "4", "2", "0", "2"]
     assert lines[1].endswith("[##########..........]  50.0%")
     result = ctl("stats", "--network", "nosuch")
     assert (result.stdout, result.stderr) == ("", "warning: no network nosuch in the database "
@@ -516,6 +516,7 @@ def test_stats_prometheus(ctl, pools):
     text = ctl("-o", "prometheus", "stats").stdout
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert set(families) == {"host_local_sqlite_range_size", "host_local_sqlite_range_used",
+                             "host_local_sqlite_range_reserved",
                              "host_local_sqlite_range_free"}
     values = {}
     for family in families.values():
@@ -529,6 +530,8 @@ def test_stats_prometheus(ctl, pools):
         ("size", "small", "0"): 4, ("used", "small", "0"): 2, ("free", "small", "0"): 2,
         ("size", "dual", "0"): 253, ("used", "dual", "0"): 1, ("free", "dual", "0"): 252,
         ("size", "dual", "1"): 254, ("used", "dual", "1"): 1, ("free", "dual", "1"): 253,
+        ("reserved", "small", "0"): 0, ("reserved", "dual", "0"): 0,
+        ("reserved", "dual", "1"): 0,
     }
 
 
@@ -536,9 +539,9 @@ def test_stats_of_a_network_without_recorded_ranges(ctl, ctl_json, pools, data_d
     sql(data_dir, "DELETE FROM networks WHERE network = 'small'")
     rows = ctl_json("stats", "--network", "small")
     assert rows == [{"network": "small", "range_set": None, "range": None, "size": None,
-                     "used": 2, "free": None}]
+                     "used": 2, "reserved": 0, "free": None}]
     assert ctl("stats", "--network", "small").stdout.splitlines()[1].split() == [
-        "small", "-", "-", "-", "2", "-"]
+        "small", "-", "-", "-", "2", "0", "-"]
     text = ctl("-o", "prometheus", "stats").stdout
     networks = {s.labels["network"] for f in text_string_to_metric_families(text)
                 for s in f.samples}
@@ -892,7 +895,7 @@ def test_installed_ipamctl_on_a_plugin_database(data_dir, netconf):
                                   ("mynet", "10.1.2.4", "c", "eth0")]
     assert js("stats") == [{"network": "mynet", "range_set": 0,
                             "range": "10.1.2.1-10.1.2.254", "size": 253, "used": 3,
-                            "free": 250}]
+                            "reserved": 0, "free": 250}]
     text = ipamctl(data_dir, "-o", "prometheus", "stats").stdout
     used = [s for f in text_string_to_metric_families(text) for s in f.samples
             if s.name == "host_local_sqlite_range_used"]

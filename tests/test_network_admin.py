@@ -46,8 +46,8 @@ def test_ipv6_stats_table_is_narrow_and_json_exact(ctl, ctl_json, add):
     text = ctl("stats").stdout
     lines = text.splitlines()
     assert not re.search(r"\d{11}", text), text  # no 20-digit count widens it
-    assert lines[2].split()[3:6] == ["2^64-2", "1", "2^64-3"]
-    assert lines[1].split()[3:6] == ["253", "1", "252"]  # small counts unchanged
+    assert lines[2].split()[3:7] == ["2^64-2", "1", "0", "2^64-3"]
+    assert lines[1].split()[3:7] == ["253", "1", "0", "252"]  # small counts unchanged
     rows = {r["network"]: r for r in ctl_json("stats")}
     assert (rows["v6"]["size"], rows["v6"]["free"]) == (2 ** 64 - 2, 2 ** 64 - 3)
     text = ctl("network", "list").stdout

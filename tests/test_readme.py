@@ -134,6 +134,9 @@ def _run_example(tmp_path, pool, where, example, stack):
         else:
             argv.insert(at, endpoint)
         stack.enter_context(cri_runtime(endpoint, [CID, "other"], ["mynet"]))
+    if argv[0] == "unreserve":  # an address is unreserved after it was reserved
+        made = runner.invoke(cli, ["--data-dir", str(data), "reserve", *argv[1:]])
+        assert made.exit_code == 0, made.output
     if argv[:2] == ["db", "restore"]:  # a restore needs a backup made first
         made = runner.invoke(cli, ["--data-dir", str(data), "db", "backup", argv[2]])
         assert made.exit_code == 0, made.output

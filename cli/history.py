@@ -9,7 +9,9 @@ from host_local_sqlite_cli.output import (
     emit,
     emit_rows,
     event_row,
+    id_forms,
     iso,
+    no_trunc_option,
     note,
     parse_time,
     table_or_json,
@@ -23,10 +25,11 @@ from ipam.addr import IP
 @click.option("--at", metavar="TIME",
               help="Show the allocations in force at TIME (who held --ip then).")
 @click.option("--since", metavar="TIME", help="Only events at or after TIME.")
+@no_trunc_option
 @click.pass_context
 def history_cmd(ctx: click.Context, network: str | None, ip: IP | None, container_id: str | None,
                 pod: tuple[str | None, str] | None, name: str | None, at: str | None,
-                since: str | None) -> None:
+                since: str | None, no_trunc: bool) -> None:
     """Show lease events: allocations and releases, with the reason (add, del, gc,
     admin, import, adopt, reconcile, forget) and the pod the lease belonged to. TIME is ISO 8601
     (local time without a zone), 'now', or a duration ago such as 90m.
@@ -43,7 +46,8 @@ def history_cmd(ctx: click.Context, network: str | None, ip: IP | None, containe
         ipamctl history --name nginx
     """
     if ctx.invoked_subcommand is not None:
-        if any(v is not None for v in (network, ip, container_id, pod, name, at, since)):
+        if any(v is not None for v in (network, ip, container_id, pod, name, at, since)) \
+                or no_trunc:
             raise click.UsageError("the filters go without a subcommand: 'ipamctl history "
                                    "%s' takes its own options" % ctx.invoked_subcommand)
         return
@@ -55,7 +59,7 @@ def history_cmd(ctx: click.Context, network: str | None, ip: IP | None, containe
                                parse_time(at) if at else None, pod, name)
     note(events.note)
     emit_rows(obj.output, [event_row(e) for e in events], EVENT_COLUMNS, "(no events)",
-              events.shown)
+              id_forms(events.shown, no_trunc))
 
 
 @history_cmd.command("prune")

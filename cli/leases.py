@@ -13,8 +13,10 @@ from host_local_sqlite_cli.common import (
 from host_local_sqlite_cli.output import (
     LEASE_COLUMNS,
     emit_rows,
+    id_forms,
     is_terminal,
     lease_row,
+    no_trunc_option,
     note,
     table_or_json,
 )
@@ -24,12 +26,14 @@ from ipam.addr import IP
 
 @click.command("list")
 @lease_filters
+@no_trunc_option
 @click.pass_obj
 def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | None,
-             pod: tuple[str | None, str] | None, name: str | None) -> None:
+             pod: tuple[str | None, str] | None, name: str | None, no_trunc: bool) -> None:
     """List leases, sorted by network, then address. The table shows a long container ID
     as its start and '...': 12 characters, or as many more as make it the start of no
-    other ID the database knows, so it works as --container (with release too). The
+    other ID the database knows, so it works as --container (with release too);
+--no-trunc prints it whole. The
     pod reads NS/NAME, a part JSON-quoted when it holds '/', quotes or spaces. JSON has
     them whole.
 
@@ -47,7 +51,7 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | N
         leases = admin.list_leases(store, network, container_id, ip, pod, name)
     note(leases.note)
     emit_rows(obj.output, [lease_row(x) for x in leases], LEASE_COLUMNS, "(no leases)",
-              leases.shown)
+              id_forms(leases.shown, no_trunc))
 
 
 @click.command("release")
@@ -61,9 +65,11 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | N
 @click.option("--network", metavar="N", help="Only in this network.")
 @click.option("--dry-run", is_flag=True, help="Show what would be released; change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@no_trunc_option
 @click.pass_obj
 def release_cmd(obj: Obj, ips: tuple[str, ...], container_id: str | None,
-                ifname: str | None, network: str | None, dry_run: bool, yes: bool) -> None:
+                ifname: str | None, network: str | None, dry_run: bool, yes: bool,
+                no_trunc: bool) -> None:
     """Release leases as a DEL would: the mirror is updated and the history records
     reason 'admin'. Releasing an address that is not leased is an error, and so is a
     --container ID with no lease, or a marked start ('3f2a9c...') that fits no container
@@ -87,11 +93,11 @@ def release_cmd(obj: Obj, ips: tuple[str, ...], container_id: str | None,
         chosen = admin.select_release(store, addresses, container_id, ifname, network)
         if not dry_run and not yes and is_terminal():
             emit_rows("table", [lease_row(x) for x in chosen], LEASE_COLUMNS,
-                      ids=chosen.shown)
+                      ids=id_forms(chosen.shown, no_trunc))
             click.confirm("Release %d lease(s)?" % len(chosen), abort=True)
         done, problems = (chosen, []) if dry_run else admin.release(store, chosen,
                                                                     obj.data_dir)
     for p in problems:  # released all the same; the file is someone else's to remove
         click.echo("warning: %s" % p, err=True)
     emit_rows(obj.output, [lease_row(x) for x in done], LEASE_COLUMNS, "(nothing released)",
-              chosen.shown)
+              id_forms(chosen.shown, no_trunc))

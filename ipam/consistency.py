@@ -36,8 +36,8 @@ class Finding:
     path: Optional[str]
     kind: str
     repair: Optional[str]
+    repaired: bool
     message: str
-    repaired: bool = False
 
     def __str__(self) -> str:
         return self.message
@@ -116,14 +116,14 @@ def _check(store: Store, data_dir: str, repair: bool, networks: Optional[Iterabl
         for name, msg in sorted(errors.items()):
             path = os.path.join(targets[name].data_dir, name)
             findings.append(Finding(name, None, path, "directory",
-                                    None if os.path.lexists(path) else "create",
+                                    None if os.path.lexists(path) else "create", False,
                                     "%s: %s" % (name, msg)))
         with store.transaction(after_commit=held.committed):
-            head = [Finding(None, None, None, "integrity", None, "database integrity: %s" % p)
-                    for p in store.integrity()]
+            head = [Finding(None, None, None, "integrity", None, False,
+                            "database integrity: %s" % p) for p in store.integrity()]
             revision = store.revision()
             if revision != HEAD:
-                head.append(Finding(None, None, None, "revision", None,
+                head.append(Finding(None, None, None, "revision", None, False,
                                     "schema revision %s, expected %s" % (revision, HEAD)))
             findings[:0] = head
             for name, files in sorted(held.files.items()):
@@ -148,6 +148,6 @@ def _finding(network: str, directory: str, kind: str, name: str, repair: bool
     ip = addr.parse_ip(name) if is_address_name(name) else None
     repaired = repair and kind in _RECONCILED
     return Finding(network, None if ip is None else str(ip), "%s/%s" % (directory, name),
-                   kind, REPAIR.get(kind) if repaired or not repair else None,
+                   kind, REPAIR.get(kind) if repaired or not repair else None, repaired,
                    "%s/%s: %s%s" % (directory, name, _KIND.get(kind, kind),
-                                    " (repaired)" if repaired else ""), repaired)
+                                    " (repaired)" if repaired else ""))

@@ -8,7 +8,7 @@ namespace comes first), marked with '...'; that text pasted back into ``list``,
 whole, and gc says so when its list looks like a runtime's 12-character short IDs."""
 import json
 
-from helpers import held, run_ipamctl
+from helpers import held, on_terminal, run_ipamctl
 
 HEX_A = "3f2a9c01b2c4" + "0" * 52  # 64 hexadecimal digits, as runtimes make them
 HEX_B = "3f2a9c01b2c4" + "1" * 52  # the same first 12 as A
@@ -97,6 +97,12 @@ def test_gc_says_when_its_list_holds_only_short_ids(add, data_dir):
     proc = run_ipamctl(data_dir, "-o", "json", "gc", "--valid-file", "-", "--grace", "0",
                        "--apply", input=short, expect=1)  # no-match: refused
     assert hint in proc.stderr and json.loads(proc.stdout)["released"] == []
+    assert len(held(data_dir)) == 2
+    # On a terminal the note comes before the question it explains, and once.
+    status, out = on_terminal(data_dir, "gc", "--valid", HEX_A[:12], "--valid", HEX_C[:12],
+                              "--grace", "0", "--apply", answer=b"n", prompt=b"anyway?")
+    assert status == 1 and out.count("note: every ID") == 1, out
+    assert out.index("note: every ID") < out.index("anyway? [y/N]"), out
     assert len(held(data_dir)) == 2
     # Whole IDs, marked starts, or a container whose whole ID has 12 characters: no note.
     for listed in ("%s\n%s\n" % (HEX_A, HEX_C), "%s...\n%s...\n" % (HEX_A[:12], HEX_C[:12])):

@@ -1,6 +1,7 @@
 """``ipamctl gc``: offline garbage collection for runtimes that never send CNI GC."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -10,8 +11,11 @@ from host_local_sqlite_cli.output import (
     LEASE_COLUMNS,
     emit,
     failed,
+    id_forms,
     is_terminal,
     lease_row,
+    no_trunc_option,
+    note,
     parse_duration,
     rows_table,
     table_or_json,
@@ -62,10 +66,11 @@ def parse_share(ctx: Any, param: Any, value: str) -> float:
 @click.option("--ignore-netns", is_flag=True,
               help="Release even an address that a network namespace of this host holds.")
 @click.option("--apply", "apply_", is_flag=True, help="Release the candidates (default: dry run).")
+@no_trunc_option
 @click.pass_obj
 def gc_cmd(obj: Obj, networks: tuple[str, ...], cri: str | None, valid: tuple[str, ...],
            valid_file: Any, grace: str, previous_boots: bool, max_share: float, force: bool,
-           ignore_netns: bool, apply_: bool) -> None:
+           ignore_netns: bool, apply_: bool, no_trunc: bool) -> None:
     """Release the leases of containers that no longer exist.
 
     Every lease whose attachment is not listed as valid, and (with --previous-boots)
@@ -80,7 +85,8 @@ def gc_cmd(obj: Obj, networks: tuple[str, ...], cri: str | None, valid: tuple[st
     The list must hold the IDs the runtime gives CNI as CNI_CONTAINERID, in full: for
     Kubernetes/CRI the pod sandboxes ('crictl pods -q'; 'crictl ps -q' lists
     containers, and would release every pod), for podman 'podman ps -a -q --no-trunc'.
-    An ID is never read as the start of another: a truncated one lists nothing. To
+    An ID is never read as the start of another: a truncated one lists nothing (a
+    list of 12-character IDs that names nothing gets a note on stderr). To
     list a container by the start of its ID, mark it: '3f2a9c01b2c4...' (as tables
     print IDs) stands for the one container of the whole database whose ID starts so.
     README's "Cleaning up after runtimes" has the recipe of each runtime.
@@ -122,17 +128,26 @@ def gc_cmd(obj: Obj, networks: tuple[str, ...], cri: str | None, valid: tuple[st
         runtime = ask_runtime(cri, networks)
         live, judged = gc.Valid(runtime.sandboxes), runtime.networks
     ask = apply_ and not force and obj.output == "table" and is_terminal()
+    asked = False
+
+    def ask_once(report: gc.Report) -> bool:
+        nonlocal asked
+        asked = True
+        return _ask(report)
+
     with open_store(obj, readonly=not apply_) as store:
         report = gc.gc(store, judged, live, parse_duration(grace), previous_boots,
                        apply_, obj.data_dir, force=force, max_share=max_share,
-                       netns=not ignore_netns, confirm=_ask if ask else None,
+                       netns=not ignore_netns, confirm=ask_once if ask else None,
                        named=networks)
     for p in report.problems:  # released all the same; the file is someone else's to remove
         click.echo("warning: %s" % p, err=True)
-    emit(obj.output, _json(report), lambda: _table(report))
-    note = _dry_run_note(report)
-    if note and obj.output == "table":
-        click.echo(note, err=True)
+    emit(obj.output, _json(report), lambda: _table(report, id_forms(report.shown, no_trunc)))
+    dry_run = _dry_run_note(report)
+    if dry_run and obj.output == "table":
+        click.echo(dry_run, err=True)
+    if not asked:
+        note(report.hint)
     if apply_ and report.refused:
         failed("gc refused, nothing released in any network:\n" + "\n".join(
             [c.refusal() for c in report.conflicts] + [m for _, _, m in report.refusals]))
@@ -155,14 +170,14 @@ def _json(report: gc.Report) -> dict[str, Any]:
                            "boots": [b.boot_id for b in c.boots]} for c in report.conflicts]}
 
 
-def _table(report: gc.Report) -> str:
+def _table(report: gc.Report, ids: Mapping[str, str]) -> str:
     lines = ["candidates:", rows_table([_with_reason(x, why) for x, why in report.candidates()],
-                                       LEASE_COLUMNS + ["reason"], ids=report.shown)]
+                                       LEASE_COLUMNS + ["reason"], ids=ids)]
     kept = report.kept()
     if kept:
         lines += ["kept:", rows_table([_with_reason(x, why) for x, why in kept],
                                       ["network", "ip", "container_id", "ifname", "reason"],
-                                      ids=report.shown)]
+                                      ids=ids)]
     lines.append("guards:")
     for plan in report.plans:
         prefix = "network %s: " % plan.network
@@ -194,6 +209,7 @@ def _dry_run_note(report: gc.Report) -> str | None:
 
 
 def _ask(report: gc.Report) -> bool:
+    note(report.hint)  # before the question it explains
     for _, _, message in report.refusals:
         click.echo("refused: %s" % message, err=True)
     return click.confirm("Release %d lease(s) anyway?" % len(report.candidates()),

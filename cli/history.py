@@ -25,7 +25,9 @@ from host_local_sqlite_cli.output import (
     emit,
     emit_rows,
     event_row,
+    id_forms,
     iso,
+    no_trunc_option,
     note,
     parse_time,
     table,
@@ -49,11 +51,12 @@ from ipam.lease import Event
               help="Then keep printing new events as they are committed, as tail -f does "
                    "(a look every %gs), until interrupted (Ctrl-C) or the reader goes away."
                    % admin.FOLLOW_POLL)
+@no_trunc_option
 @click.pass_context
 def history_cmd(ctx: click.Context, network: str | None, ip: IP | Net | None,
                 container_id: str | None, pod: tuple[str | None, str] | None, name: str | None,
                 at: str | None, since: str | None, limit: int | None, reverse: bool,
-                follow: bool) -> None:
+                follow: bool, no_trunc: bool) -> None:
     """Show lease events: allocations and releases, with the reason (add, del, gc,
     admin, import, adopt, reconcile, forget) and the pod the lease belonged to. TIME is ISO 8601
     (local time without a zone), 'now', or a duration ago such as 90m.
@@ -76,7 +79,7 @@ def history_cmd(ctx: click.Context, network: str | None, ip: IP | Net | None,
     """
     if ctx.invoked_subcommand is not None:
         if any(v is not None for v in (network, ip, container_id, pod, name, at, since, limit)
-               ) or reverse or follow:
+               ) or reverse or follow or no_trunc:
             raise click.UsageError("the filters go without a subcommand: 'ipamctl history "
                                    "%s' takes its own options" % ctx.invoked_subcommand)
         return
@@ -87,7 +90,8 @@ def history_cmd(ctx: click.Context, network: str | None, ip: IP | Net | None,
                                "--reverse")
     since_t, at_t = parse_time(since) if since else None, parse_time(at) if at else None
     if not follow:
-        _history(obj, network, ip, container_id, since_t, at_t, pod, name, limit, reverse)
+        _history(obj, network, ip, container_id, since_t, at_t, pod, name, limit, reverse,
+                 no_trunc)
         return
     # One database: the one named, found, or holding --network (several: an error).
     with open_store(obj, readonly=True, every_node=True) as store:
@@ -99,7 +103,7 @@ def history_cmd(ctx: click.Context, network: str | None, ip: IP | Net | None,
             warn(admin.unknown_network(store, network))
         note(events.note)
         with following():
-            show = _Lines(obj.output)
+            show = _Lines(obj.output, no_trunc)
             show(events, events.shown)
             for batch in admin.follow(store, network, ip, container_id, pod, name,
                                       after=after):
@@ -108,7 +112,7 @@ def history_cmd(ctx: click.Context, network: str | None, ip: IP | Net | None,
 
 def _history(obj: Obj, network: str | None, ip: IP | Net | None, container_id: str | None,
              since: Any, at: Any, pod: tuple[str | None, str] | None, name: str | None,
-             limit: int | None, reverse: bool) -> None:
+             limit: int | None, reverse: bool, no_trunc: bool) -> None:
     """The events of every database read (:func:`read_all`), merged by time; --limit
     and --reverse apply to the merge as to one database's events."""
     found = read_all(obj, lambda store: (
@@ -128,15 +132,16 @@ def _history(obj: Obj, network: str | None, ip: IP | Net | None, container_id: s
     if not timed:
         warn_unknown(found)
     emit_rows(obj.output, [row for _, row in timed], columns(obj, EVENT_COLUMNS),
-              "(no events)", shown)
+              "(no events)", id_forms(shown, no_trunc))
 
 
 class _Lines:
     """``--follow``'s output: a table whose header comes once (each batch aligned on
     its own), or one JSON object per line."""
 
-    def __init__(self, output: str) -> None:
+    def __init__(self, output: str, no_trunc: bool) -> None:
         self.output = output
+        self.no_trunc = no_trunc
         self.headers = True
 
     def __call__(self, events: list[Event], shown: Mapping[str, str] = NO_SHORT_IDS) -> None:
@@ -145,7 +150,8 @@ class _Lines:
             for row in rows:
                 click.echo(json.dumps(row))
         elif rows:
-            click.echo(table(rows, EVENT_COLUMNS, shown, self.headers))
+            click.echo(table(rows, EVENT_COLUMNS, id_forms(shown, self.no_trunc),
+                             self.headers))
             self.headers = False
 
 

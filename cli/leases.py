@@ -17,8 +17,10 @@ from host_local_sqlite_cli.common import (
 from host_local_sqlite_cli.output import (
     LEASE_COLUMNS,
     emit_rows,
+    id_forms,
     is_terminal,
     lease_row,
+    no_trunc_option,
     note,
     table_or_json,
 )
@@ -33,16 +35,18 @@ from ipam.addr import IP, Net
               help="Order by this field, then network and address (created: the oldest "
                    "first; age: the youngest first).")
 @click.option("--no-headers", is_flag=True, help="Print the table without its header line.")
+@no_trunc_option
 @click.pass_obj
 def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | Net | None,
              pod: tuple[str | None, str] | None, name: str | None, sort: str,
-             no_headers: bool) -> None:
+             no_headers: bool, no_trunc: bool) -> None:
     """List leases, sorted by network, then address (or --sort). The table shows a long container ID
     as its start and '...': 12 characters, or as many more as make it the start of no
-    other ID the database knows, so it works as --container (with release too). The
-    pod reads NS/NAME, a part JSON-quoted when it holds '/', quotes or spaces. JSON has
-    them whole. No lease: nothing on stdout, '(no leases)' on stderr (JSON: []); a
-    --network the database does not know is warned of there too.
+    other ID the database knows, so it works as --container (with release too);
+    --no-trunc prints it whole. The pod reads NS/NAME, a part JSON-quoted when it holds
+    '/', quotes or spaces. JSON has them whole. No lease: nothing on stdout, '(no
+    leases)' on stderr (JSON: []); a --network the database does not know is warned of
+    there too.
 
     JSON: a list of {network, ip, container_id, ifname, range_set, allocated_at, node,
     pod_namespace, pod_name, pod_uid, kind, note}; kind is "lease" or "reservation"
@@ -68,8 +72,8 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | N
         shown.update(leases.shown)
     if not rows:
         warn_unknown(found)
-    emit_rows(obj.output, rows, columns(obj, LEASE_COLUMNS), "(no leases)", shown,
-              headers=not no_headers)
+    emit_rows(obj.output, rows, columns(obj, LEASE_COLUMNS), "(no leases)",
+              id_forms(shown, no_trunc), headers=not no_headers)
 
 
 @click.command("release")
@@ -83,9 +87,11 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | N
 @click.option("--network", metavar="N", help="Only in this network.")
 @click.option("--dry-run", is_flag=True, help="Show what would be released; change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@no_trunc_option
 @click.pass_obj
 def release_cmd(obj: Obj, ips: tuple[str, ...], container_id: str | None,
-                ifname: str | None, network: str | None, dry_run: bool, yes: bool) -> None:
+                ifname: str | None, network: str | None, dry_run: bool, yes: bool,
+                no_trunc: bool) -> None:
     """Release leases as a DEL would: the mirror is updated and the history records
     reason 'admin'. Releasing an address that is not leased is an error, and so is a
     --container ID with no lease, or a marked start ('3f2a9c...') that fits no container
@@ -113,14 +119,14 @@ def release_cmd(obj: Obj, ips: tuple[str, ...], container_id: str | None,
         chosen = admin.select_release(store, addresses, container_id, ifname, network)
         if not dry_run and not yes and is_terminal():
             emit_rows("table", [lease_row(x) for x in chosen], LEASE_COLUMNS,
-                      ids=chosen.shown)
+                      ids=id_forms(chosen.shown, no_trunc))
             click.confirm("Release %d lease(s)?" % len(chosen), abort=True)
         done, problems = (chosen, []) if dry_run else admin.release(store, chosen,
                                                                     obj.data_dir)
     for p in problems:  # released all the same; the file is someone else's to remove
         click.echo("warning: %s" % p, err=True)
     emit_rows(obj.output, [lease_row(x) for x in done], LEASE_COLUMNS, "(nothing released)",
-              chosen.shown)
+              id_forms(chosen.shown, no_trunc))
     click.echo("%s %d lease(s)%s" % ("would release" if dry_run else "released", len(done),
                                      "; dry run: nothing changed" if dry_run else ""),
                err=True)

@@ -1,11 +1,13 @@
 """``ipamctl export`` and ``ipamctl check``: the host-local file mirror and its health."""
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from host_local_sqlite_cli.common import Obj, open_store
-from host_local_sqlite_cli.output import emit, failed, progress, table_or_json
-from ipam import admin
+from host_local_sqlite_cli.output import emit, failed, is_terminal, progress, table_or_json
+from ipam import admin, consistency
 from ipam.reconcile import FIXABLE
 
 
@@ -52,28 +54,53 @@ def _export_text(result: dict[str, list[tuple[str, str]]]) -> str:
 
 
 @click.command("check")
+@click.option("--network", "networks", multiple=True, metavar="N",
+              help="Only this network's mirror (repeatable); the database itself is "
+              "checked all the same.  [default: every network]")
 @click.option("--repair", is_flag=True,
               help="Fix the mirror from the database (never the other way round).")
+@click.option("--yes", "-y", is_flag=True,
+              help="With --repair: do not ask first (it asks only on a terminal).")
 @click.pass_obj
-def check_cmd(obj: Obj, repair: bool) -> None:
+def check_cmd(obj: Obj, networks: tuple[str, ...], repair: bool, yes: bool) -> None:
     """Check the database's integrity, its schema revision and the mirror.
 
     Lists every difference; exits 1 when anything is wrong (after --repair: when
-    anything could not be repaired).
+    anything could not be repaired). On a terminal, --repair shows what it found and
+    asks before it writes, unless --yes; run by a script (no terminal), it repairs
+    without asking, as it always has.
 
-    JSON: {"ok": bool, "problems": [text...]}.
+    JSON: {"ok": bool, "problems": [text...], "findings": [{network, ip, path, kind,
+    repair, repaired, message}...]}: one object per problem; repair is what --repair
+    does about it (did, when repaired is true), null when nothing.
 
     \b
     Example:
         ipamctl check
-        ipamctl check --repair
+        ipamctl -o json check --network cbr0
+        ipamctl check --repair --yes
     """
     table_or_json(obj)
+    if yes and not repair:
+        raise click.UsageError("--yes goes with --repair")
+    ask = repair and not yes and is_terminal()
     with open_store(obj, readonly=not repair, queue=True) as store:
-        problems = admin.check(store, obj.data_dir, repair)
-    unrepaired = [p for p in problems if not p.endswith("(repaired)")]
-    emit(obj.output, {"ok": not unrepaired, "problems": problems}, "\n".join(problems + [
-        "ok" if not problems else "%d problem(s)%s" % (
-            len(problems), ", repaired" if repair and not unrepaired else "")]))
+        findings = consistency.check(store, obj.data_dir, repair, networks or None,
+                                     confirm=_ask if ask else None)
+    problems = [f.message for f in findings]
+    repaired = any(f.repaired for f in findings)
+    unrepaired = [p for p in findings if not p.repaired]
+    emit(obj.output, {"ok": not unrepaired, "problems": problems,
+                      "findings": [dataclasses.asdict(f) for f in findings]},
+         "\n".join(problems + [
+             "ok" if not problems else "%d problem(s)%s" % (
+                 len(problems), ", repaired" if repaired and not unrepaired else "")]))
     if unrepaired:
         failed()
+
+
+def _ask(findings: list[consistency.Finding]) -> bool:
+    for f in findings:
+        click.echo(f.message, err=True)
+    return click.confirm("Repair %d of %d problem(s)?" % (
+        sum(1 for f in findings if f.repair), len(findings)), abort=True, err=True)

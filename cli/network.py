@@ -8,9 +8,11 @@ from host_local_sqlite_cli.output import (
     LEASE_COLUMNS,
     emit,
     emit_rows,
+    id_forms,
     is_terminal,
     iso,
     lease_row,
+    no_trunc_option,
     rows_table,
     table,
     table_or_json,
@@ -70,8 +72,9 @@ def list_cmd(obj: Obj) -> None:
 @click.option("--release", is_flag=True,
               help="Release the network's leases first (history reason 'forget').")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@no_trunc_option
 @click.pass_obj
-def forget_cmd(obj: Obj, name: str, release: bool, yes: bool) -> None:
+def forget_cmd(obj: Obj, name: str, release: bool, yes: bool, no_trunc: bool) -> None:
     """Forget a network that is gone: its records (ranges, cursors, mirror stamps) are
     removed, so that it leaves 'stats', 'network list' and the Prometheus gauges. Its
     history stays. Refused while it holds leases, unless --release.
@@ -106,7 +109,8 @@ def forget_cmd(obj: Obj, name: str, release: bool, yes: bool) -> None:
     if others:
         click.echo("note: %s" % network_admin.still_held(name, others), err=True)
     leases = [lease_row(x) for x in released]
-    text = (["released:", rows_table(leases, LEASE_COLUMNS, ids=released.shown)]
+    text = (["released:", rows_table(leases, LEASE_COLUMNS,
+                                     ids=id_forms(released.shown, no_trunc))]
             if leases else []) + [
         "removed %s" % path for path in removed] + [
         "forgot network %s" % name if not others else

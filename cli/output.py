@@ -165,6 +165,20 @@ def _cell(value: Any) -> str:
 NO_SHORT_IDS: Mapping[str, str] = MappingProxyType({})
 
 
+def no_trunc_option(command: Any) -> Any:
+    """``--no-trunc`` (docker's and podman's word for it): the command's tables print
+    every container ID whole; the command gets ``no_trunc``."""
+    return click.option(
+        "--no-trunc", is_flag=True,
+        help="Print container IDs whole in tables (JSON always has them whole).")(command)
+
+
+def id_forms(shown: Mapping[str, str], no_trunc: bool) -> Mapping[str, str]:
+    """The short forms a table prints (a library call's ``shown``), or none with
+    ``--no-trunc``."""
+    return NO_SHORT_IDS if no_trunc else shown
+
+
 def _shown(row: dict[str, Any], column: str, ids: Mapping[str, str]) -> Any:
     """A table cell: the row's value, shortened or combined where a table needs it."""
     if column == "pod":

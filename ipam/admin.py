@@ -16,13 +16,11 @@ from ipam.errors import IpamError
 from ipam.exporter import Mirror, NetworkDir, mirrored_cursors
 from ipam.labels import PREFIX, container_ref
 from ipam.ranges import from_description
-from ipam.schema_version import HEAD
 from ipam.selection import Found, found, of_container, of_pod, the_container
 from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
 from ipam.waits import Patience
 
 if TYPE_CHECKING:
-    from types import ModuleType
 
     from ipam.addr import IP, Net
     from ipam.exporter import NetworkFiles
@@ -494,53 +492,6 @@ def export(store: Store, data_dir: str, network: Optional[str] = None,
     return out
 
 
-def check(store: Store, data_dir: str, repair: bool = False) -> list[str]:
-    """Integrity, schema revision and mirror consistency: a list of problem strings.
-
-    Read inside one transaction in the writers' queue, each network under host-local's
-    lock, so a change in flight is never taken for a problem. With ``repair``, each
-    network is first reconciled as the plugin would (foreign files recorded), then the
-    files are made to show the database wherever that harms nobody.
-    """
-    from ipam import reconcile
-
-    with store.transaction():
-        targets = {}
-        for name in store.networks():
-            mirror = mirror_for(store, name, data_dir)
-            if mirror is not None and (os.path.isdir(os.path.join(mirror.data_dir, name))
-                                       or store.leases(name)):
-                targets[name] = mirror
-    problems = []
-    held = _Held()
-    try:
-        errors = held.open(store, targets, create=repair)
-        problems += ["%s: %s" % (name, msg) for name, msg in sorted(errors.items())]
-        with store.transaction(after_commit=held.committed):
-            head = ["database integrity: %s" % p for p in store.integrity()]
-            revision = store.revision()
-            if revision != HEAD:
-                head.append("schema revision %s, expected %s" % (revision, HEAD))
-            problems[:0] = head
-            for name, files in sorted(held.files.items()):
-                problems += _check_network(store, name, files, repair, reconcile)
-    finally:
-        held.close()
-    return problems
-
-
-def _check_network(store: Store, name: str, files: NetworkFiles, repair: bool,
-                   reconcile: ModuleType) -> list[str]:
-    path = files.d.path
-    if not repair:
-        diffs = reconcile.differences(files.d, store.leases(name),
-                                      mirrored_cursors(store, name), journal=files.pending)
-        return ["%s/%s: %s" % (path, f, _KIND.get(kind, kind)) for kind, f in diffs]
-    return ["%s/%s: %s%s" % (path, f, _KIND.get(kind, kind),
-                             " (repaired)" if kind in _RECONCILED else "")
-            for kind, f in _mend(store, files, name)]
-
-
 def _mend(store: Store, files: NetworkFiles, name: str,
           progress: Optional[Callable[[int], object]] = None) -> list[tuple[str, str]]:
     """An operator's repair of one network (export, check --repair): reconcile the whole
@@ -559,19 +510,6 @@ def _mend(store: Store, files: NetworkFiles, name: str,
 # What a reconcile or a repair did; the other kinds name files that are someone else's
 # (left alone).
 _RECONCILED = ("stale", "restored", "wrong", "temporary", "adopted", "reassigned", "missing")
-
-# How check names each difference (see ipam.reconcile.differences).
-_KIND = {
-    "missing": "missing",
-    "restored": "missing (an unfinished command's file, written back)",
-    "foreign": "foreign (names an owner the database does not know)",
-    "conflict": "conflict (names another owner than the database's lease)",
-    "unreadable": "unreadable (names no owner; its address stays unused)",
-    "blocked": "blocked (not a regular file; never followed or replaced)",
-    "adopted": "adopted (another writer's lease, now recorded)",
-    "reassigned": "reassigned (another writer reused the address; our lease released)",
-}
-
 
 # -- import from host-local ---------------------------------------------------------
 def import_networks(store: Store, source: str, networks: Optional[Iterable[str]] = None,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from ipam import node_boots, system
 from ipam.admin import _Held, _mirrors, _release_all, require_networks
-from ipam.labels import container_ref
+from ipam.labels import SHORT_ID, container_ref
 from ipam.selection import found, the_container
 
 if TYPE_CHECKING:
@@ -30,6 +30,12 @@ if TYPE_CHECKING:
     from ipam.store.protocol import Store
 
 NOT_LISTED, EARLIER_BOOT = "not listed", "earlier boot"
+# Said (on stderr) when the list looks like `docker ps -q`'s or `podman ps -q`'s.
+SHORT_LIST = ("every ID in the list has %d characters and none is an ID the database "
+              "knows: a runtime's short IDs? gc needs them whole, as the runtime gives them "
+              "to CNI: list them with --no-trunc ('podman ps -a -q --no-trunc', 'docker ps "
+              "-a -q --no-trunc'), or mark each as the start of one ('3f2a9c01b2c4...')"
+              % SHORT_ID)
 # A network losing at most this many leases is never refused for its share: on a small
 # node 2 of 3 going is routine, and a list of the wrong kind trips the no-match guard.
 SMALL = 3
@@ -68,6 +74,16 @@ class Valid:
         self.any_if = {n for n in map(named, self.any_if) if n is not None}
         self.pairs = {(n, ifname) for cid, ifname in self.pairs
                       if (n := named(cid)) is not None}
+
+    def truncated(self, store: Store) -> bool:
+        """Does the list look like a runtime's short IDs (``podman ps -q`` without
+        ``--no-trunc``): every ID unmarked, exactly :data:`SHORT_ID` characters, and none
+        an ID the database knows (inside the caller's transaction)? Such a list names
+        nothing, so every lease would go: the guards refuse, this says why."""
+        ids = self.any_if | {cid for cid, _ in self.pairs}
+        if not ids or any(len(cid) != SHORT_ID or container_ref(cid)[1] for cid in ids):
+            return False
+        return not store.container_ids(ids) & ids
 
     def lists(self, lease: Lease) -> bool:
         if lease.container_id in self.any_if:
@@ -212,6 +228,8 @@ class Report:
         self.forced = False
         # {container ID: its short form in a table} (see ipam.selection.found)
         self.shown: dict[str, str] = {}
+        # A remark on the list for the operator (:data:`SHORT_LIST`), or None.
+        self.hint: Optional[str] = None
 
     @property
     def refusals(self) -> list[tuple[str, str, str]]:
@@ -246,6 +264,7 @@ def gc(store: Store, networks: Optional[Iterable[str]], valid: Optional[Valid],
     loaded (``gc --cri``) may be new or another plugin's, and judge nothing then.
     """
     with store.transaction():
+        hint = SHORT_LIST if valid is not None and valid.truncated(store) else None
         if valid is not None:
             valid.resolve(store)
         require_networks(store, named)
@@ -256,7 +275,7 @@ def gc(store: Store, networks: Optional[Iterable[str]], valid: Optional[Valid],
     for plan in plans:
         plan.refusals = guard(plan, valid, max_share)
     report = Report(plans, apply, conflicts)
-    report.shown = shown
+    report.shown, report.hint = shown, hint
     if netns and any(p.candidates for p in plans):
         from ipam import netns as wire
 

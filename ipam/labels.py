@@ -7,22 +7,26 @@ read back every form the tables print:
   (a table's "none"), is JSON-quoted, so a pod named ``kube-system/coredns`` with no namespace
   reads ``"kube-system/coredns"``, never ``kube-system/coredns``;
 - a container ID longer than a table's column is shortened to its start, at least
-  :data:`SHORT_ID` characters and as many more as make it the start of no other ID the
-  database knows, followed by :data:`PREFIX`: exactly the form ``--container`` reads as
-  "the one container whose ID starts with this". An ID without the mark is a whole ID.
+  :data:`SHORT_ID` characters (of the runtime's digits, after a prefix such as
+  nerdctl's namespace: :func:`least`) and as many more as make it the start of no other
+  ID the database knows, followed by :data:`PREFIX`: exactly the form ``--container``
+  reads as "the one container whose ID starts with this". An ID without the mark is a
+  whole ID.
 
 Only ipamctl loads this module (it imports json); the plugin records values as sent.
 """
 from __future__ import annotations
 
 import json
-from collections import Counter
 from typing import Iterable, Optional
 
 from ipam.errors import IpamError
 
 # podman and docker show container IDs in 12 characters; a table shows at least as many.
 SHORT_ID = 12
+# The length of the IDs docker, podman, containerd and CRI-O make: 64 hex digits.
+RUNTIME_ID = 64
+_HEX = frozenset("0123456789abcdef")
 # Marks the start of a container ID. CNI allows '.' in an ID, but no runtime makes IDs
 # that end in three of them; '*' would be glob-expanded by the shell.
 PREFIX = "..."
@@ -45,27 +49,35 @@ def container_ref(text: str) -> tuple[str, bool]:
     return start, True
 
 
+def least(cid: str) -> int:
+    """How many characters a table shows of ``cid`` at least: :data:`SHORT_ID`, or, for
+    an ID that ends in a runtime's 64 hexadecimal digits after a prefix of its own
+    (nerdctl's ``<namespace>-``), the prefix and :data:`SHORT_ID` of those digits: the
+    12 characters ``nerdctl ps`` prints, so that ``default-3f2a9c01b2c4...`` matches
+    what the runtime shows (``default-3f2a...`` would show 4 of them)."""
+    tail = cid[-RUNTIME_ID:]
+    if len(cid) > RUNTIME_ID and len(tail) == RUNTIME_ID and all(c in _HEX for c in tail):
+        return len(cid) - RUNTIME_ID + SHORT_ID
+    return SHORT_ID
+
+
 def short_ids(ids: Iterable[str], known: Iterable[str]) -> dict[str, str]:
     """``{id: how a table prints it}`` for the ``ids`` a table shows in short; the others
-    print whole. ``known`` holds every ID the database knows that shares an ID's first
-    :data:`SHORT_ID` characters (more do no harm). A short form is never longer than
-    the whole ID."""
-    long = {cid for cid in ids if len(cid) > SHORT_ID + len(PREFIX)}
-    every = long.union(known)
-    shared = Counter(cid[:SHORT_ID] for cid in every)
-    out = {cid: cid[:SHORT_ID] + PREFIX for cid in long if shared[cid[:SHORT_ID]] == 1}
-    groups: dict[str, list[str]] = {}  # the IDs that share their first SHORT_ID characters
-    for cid in every:
-        if shared[cid[:SHORT_ID]] > 1:
-            groups.setdefault(cid[:SHORT_ID], []).append(cid)
-    for group in groups.values():
-        group.sort()  # an ID shares the most with its neighbours in sorted order
-        for i, cid in enumerate(group):
-            if cid not in long:
-                continue
-            n = 1 + max(_common(cid, group[j]) for j in (i - 1, i + 1) if 0 <= j < len(group))
-            if n + len(PREFIX) < len(cid):
-                out[cid] = cid[:n] + PREFIX
+    print whole. A short form is an ID's first :func:`least` characters, or as many more
+    as make it the start of no other ID in ``known``, followed by :data:`PREFIX`; it is
+    never longer than the whole ID. ``known`` holds every ID the database knows that
+    starts with an ID's first :func:`least` characters (more do no harm)."""
+    long = {cid for cid in ids if len(cid) > least(cid) + len(PREFIX)}
+    every = sorted(long.union(known))  # an ID shares the most with its neighbours here
+    out = {}
+    for i, cid in enumerate(every):
+        if cid not in long:
+            continue
+        shared = max((_common(cid, every[j]) for j in (i - 1, i + 1) if 0 <= j < len(every)),
+                     default=0)
+        n = max(least(cid), shared + 1)
+        if n + len(PREFIX) < len(cid):
+            out[cid] = cid[:n] + PREFIX
     return out
 
 

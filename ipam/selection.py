@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Iterable, Mapping, Optional, TypeVar
 
 from ipam.errors import IpamError
-from ipam.labels import PREFIX, SHORT_ID, container_ref, pod_label, short_ids
+from ipam.labels import PREFIX, container_ref, least, pod_label, short_ids
 from ipam.lease import Event, Lease
 
 if TYPE_CHECKING:
@@ -51,8 +51,9 @@ def found(store: Store, items: Iterable[Held], note: Optional[str] = None) -> Fo
     """``items`` with the short form of each ID, unique among every ID the database
     knows (inside the caller's transaction): a table's ID works as ``--container``."""
     items = list(items)
-    long = {x.container_id for x in items if len(x.container_id) > SHORT_ID + len(PREFIX)}
-    known = store.container_ids({cid[:SHORT_ID] for cid in long}) if long else set()
+    long = {x.container_id for x in items if len(x.container_id) > least(x.container_id)
+            + len(PREFIX)}
+    known = store.container_ids({cid[:least(cid)] for cid in long}) if long else set()
     return Found(items, note, short_ids(long, known))
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import select
 import shutil
 import signal
 import sqlite3
@@ -113,6 +114,38 @@ def run_ipamctl(data_dir, *args, input="", expect=0):
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.returncode == expect, (args, proc.stdout, proc.stderr)
     return proc
+
+
+def on_terminal(data_dir, *args, answer=None, prompt=b"[y/N]"):
+    """The installed ipamctl with a terminal as stdin, stdout and stderr, as an operator
+    at a shell runs it; ``answer`` (bytes) typed when ``prompt`` shows, None: never.
+    Returns ``(exit status, what the terminal showed)``. Popen, not pty.fork: Python
+    3.12+ warns about fork() in a threaded process."""
+    main, terminal = os.openpty()
+    env = {"PATH": os.environ.get("PATH", ""), "IPAM_DATA_DIR": str(data_dir)}
+    proc = subprocess.Popen([IPAMCTL, *args], stdin=terminal, stdout=terminal,
+                            stderr=terminal, env=env, start_new_session=True)
+    os.close(terminal)
+    out, deadline = b"", time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([main], [], [], deadline - time.monotonic())
+            if not ready:
+                break
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:
+                break  # EIO: ipamctl exited, the terminal has no other end
+            if not chunk:
+                break
+            out += chunk
+            if prompt in out and answer is not None:
+                os.write(main, answer + b"\r")
+                answer = None
+    finally:
+        status = proc.wait(timeout=30)
+        os.close(main)
+    return status, out.decode()
 
 
 def checked(result):

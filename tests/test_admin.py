@@ -7,7 +7,7 @@ import types
 import pytest
 from helpers import note, owners, put
 
-from ipam import admin, system
+from ipam import admin, consistency, system
 from ipam.schema_version import HEAD
 from ipam.store import memory, table
 
@@ -192,6 +192,11 @@ def test_mirror_for(store, tmp_path):
         assert admin.mirror_for(store, "unseen", str(data_dir)) is None
 
 
+def texts(findings):
+    """What check's table prints of each finding."""
+    return [str(f) for f in findings]
+
+
 def test_export_and_check(store, tmp_path):
     data_dir = tmp_path / "data"
     note(store, "n", data_dir, "10.1.2.0/24")
@@ -205,7 +210,7 @@ def test_export_and_check(store, tmp_path):
     # A shared pool's cursor moves with every node: a node's cursor files are its own
     # ADDs' to write, and export/check leave them be.
     cursor_files = [] if store.shared else ["last_reserved_ip.0"]
-    assert admin.check(store, str(data_dir)) == [
+    assert texts(consistency.check(store, str(data_dir))) == [
         "n: mirror cannot open %s: No such file or directory" % net]
     assert not net.exists()
 
@@ -218,7 +223,7 @@ def test_export_and_check(store, tmp_path):
         assert (net / "last_reserved_ip.0").read_bytes() == b"10.1.2.3"
     assert (net / "lock").exists()
     assert not (data_dir / "quiet").exists()
-    assert admin.check(store, str(data_dir)) == []
+    assert texts(consistency.check(store, str(data_dir))) == []
 
     (net / "10.1.2.2").write_bytes(b"x\r\neth0")
     (net / "10.1.2.9").write_bytes(b"y\r\neth0")
@@ -230,16 +235,16 @@ def test_export_and_check(store, tmp_path):
                 "%s/10.1.2.9: foreign (names an owner the database does not know)" % net,
                 "%s/10.1.2.2: conflict (names another owner than the database's lease)" % net,
                 "%s/10.1.2.3: wrong" % net]
-    assert admin.check(store, str(data_dir)) == problems
+    assert texts(consistency.check(store, str(data_dir))) == problems
     # The repair reconciles as the plugin would: they are recorded, ours is rewritten.
-    assert admin.check(store, str(data_dir), repair=True) == [
+    assert texts(consistency.check(store, str(data_dir), repair=True)) == [
         "%s/.host-local-sqlite.tmp.10.1.2.2.1.1: temporary (repaired)" % net,
         "%s/10.1.2.2: reassigned (another writer reused the address; our lease released) "
         "(repaired)" % net,
         "%s/10.1.2.2: adopted (another writer's lease, now recorded) (repaired)" % net,
         "%s/10.1.2.9: adopted (another writer's lease, now recorded) (repaired)" % net,
         "%s/10.1.2.3: wrong (repaired)" % net]
-    assert admin.check(store, str(data_dir)) == []
+    assert texts(consistency.check(store, str(data_dir))) == []
     assert (net / "10.1.2.2").read_bytes() == b"x\r\neth0"
     assert (net / "10.1.2.3").read_bytes() == b"legacy"
     assert owners(store.leases("n")) == [("n", "10.1.2.2", "x", "eth0"),
@@ -267,9 +272,13 @@ def test_export_and_check(store, tmp_path):
 
 
 def test_check_reports_integrity_and_schema(store, tmp_path, monkeypatch):
-    assert admin.check(store, str(tmp_path)) == []
+    assert texts(consistency.check(store, str(tmp_path))) == []
     monkeypatch.setattr(store, "integrity", lambda: ["row 1 missing from index ix"])
     monkeypatch.setattr(store, "revision", lambda: "0001")
-    assert admin.check(store, str(tmp_path)) == [
+    assert texts(consistency.check(store, str(tmp_path))) == [
         "database integrity: row 1 missing from index ix",
         "schema revision 0001, expected %s" % HEAD]
+    # The database's own problems: no network, address or file; no repair touches them.
+    assert [(f.network, f.ip, f.path, f.kind, f.repair, f.repaired)
+            for f in consistency.check(store, str(tmp_path), repair=True)] == [
+        (None, None, None, "integrity", None, False), (None, None, None, "revision", None, False)]

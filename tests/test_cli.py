@@ -760,7 +760,7 @@ def test_check_clean(ctl, ctl_json, add):
     add("a")
     add("b")
     assert ctl("check").stdout == "ok\n"
-    assert ctl_json("check") == {"ok": True, "problems": []}
+    assert ctl_json("check") == {"ok": True, "problems": [], "findings": []}
 
 
 def test_check_reports_and_repairs_the_mirror(ctl, ctl_json, add, data_dir):
@@ -789,7 +789,7 @@ def test_check_reports_and_repairs_the_mirror(ctl, ctl_json, add, data_dir):
     (net / "10.1.2.2").unlink()
     result = ctl("check", "--repair")
     assert result.stdout == f"{net}/10.1.2.2: missing (repaired)\n1 problem(s), repaired\n"
-    assert ctl_json("check") == {"ok": True, "problems": []}
+    assert ctl_json("check") == {"ok": True, "problems": [], "findings": []}
     assert (lease_rows(data_dir), events(data_dir)) == before
 
 
@@ -903,7 +903,7 @@ def test_installed_ipamctl_on_a_plugin_database(data_dir, netconf):
         ("mynet", "0", 3)]
     assert [(r["event"], r["reason"], r["container_id"]) for r in js("history")] == [
         ("allocate", "add", "a"), ("allocate", "add", "b"), ("allocate", "add", "c")]
-    assert js("check") == {"ok": True, "problems": []}
+    assert js("check") == {"ok": True, "problems": [], "findings": []}
 
     assert owners(js("release", "10.1.2.2")) == [("mynet", "10.1.2.2", "a", "eth0")]
     assert not (data_dir / "mynet" / "10.1.2.2").exists()
@@ -913,7 +913,7 @@ def test_installed_ipamctl_on_a_plugin_database(data_dir, netconf):
     assert owners(js("list")) == [("mynet", "10.1.2.3", "b", "eth0")]
     assert [(r["event"], r["reason"], r["container_id"]) for r in js("history")][3:] == [
         ("release", "admin", "a"), ("release", "gc", "c")]
-    assert js("check") == {"ok": True, "problems": []}
+    assert js("check") == {"ok": True, "problems": [], "findings": []}
 
     # The plugin still agrees: b's lease is checked, and the next ADD takes the cursor on.
     assert run_plugin("CHECK", conf, container_id="b").status == 0
@@ -921,7 +921,11 @@ def test_installed_ipamctl_on_a_plugin_database(data_dir, netconf):
 
     (data_dir / "mynet" / "10.1.2.3").unlink()
     answer = js("check", expect=1)
-    assert answer == {"ok": False, "problems": [f"{data_dir}/mynet/10.1.2.3: missing"]}
+    assert answer == {"ok": False, "problems": [f"{data_dir}/mynet/10.1.2.3: missing"],
+                      "findings": [{"network": "mynet", "ip": "10.1.2.3",
+                                    "path": f"{data_dir}/mynet/10.1.2.3", "kind": "missing",
+                                    "repair": "create", "repaired": False,
+                                    "message": f"{data_dir}/mynet/10.1.2.3: missing"}]}
     assert js("check", "--repair")["ok"] is True
     assert (data_dir / "mynet" / "10.1.2.3").read_bytes() == b"b\r\neth0"
 

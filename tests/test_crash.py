@@ -31,7 +31,7 @@ MIRROR_EXTRAS = {"last_reserved_ip.0", "lock"}
 def assert_mirror_clean(data_dir, net, why=""):
     """``ipamctl check`` is happy, and the directory holds exactly the leases."""
     status, report = check_json(data_dir)
-    assert (status, report) == (0, {"ok": True, "problems": []}), why
+    assert (status, report) == (0, {"ok": True, "problems": [], "findings": []}), why
     assert mirror(data_dir, net) == expected_mirror(leases(data_dir, net)), why
     assert set(others(data_dir, net)) <= MIRROR_EXTRAS, why
 

@@ -137,7 +137,7 @@ def test_sigkill_in_the_middle_of_a_burst(start_daemon, data_dir, netconf):
             assert held[inv.container_id] == inv.address, inv
     assert mirror(data_dir, "mynet") == expected_mirror(held)
     assert database_problems(data_dir, "mynet") == []
-    assert check_json(data_dir) == (0, {"ok": True, "problems": []})
+    assert check_json(data_dir) == (0, {"ok": True, "problems": [], "findings": []})
     for n in range(150):
         assert run_inprocess("DEL", conf, container_id="new%d" % n).status == 0
     assert leases(data_dir, "mynet") == {} and mirror(data_dir, "mynet") == {}
@@ -464,7 +464,7 @@ def test_a_call_given_up_at_any_step_ends_with_one_lease(start_daemon, data_dir,
     held = leases(data_dir, "mynet")
     assert held == {"c0": "10.1.0.2", "c1": inv.address}, (held, daemon.log())
     assert mirror(data_dir, "mynet") == expected_mirror(held)
-    assert check_json(data_dir) == (0, {"ok": True, "problems": []})
+    assert check_json(data_dir) == (0, {"ok": True, "problems": [], "findings": []})
 
 
 # -- the daemon writes only where its caller would -----------------------------------------

@@ -23,6 +23,7 @@ from helpers import (
     events,
     held,
     lease_rows,
+    on_terminal,
     owners,
     put,
     run_ipamctl,
@@ -429,42 +430,16 @@ def test_on_a_terminal_a_refusing_guard_asks(data_dir, pool, tmp_path):
     live = tmp_path / "live.txt"
     live.write_text("")
 
-    def on_terminal(answer):
-        """ipamctl with a terminal as stdin, stdout and stderr; ``answer`` to its prompt.
-        Popen, not pty.fork: Python 3.12+ warns about fork() in a threaded process."""
-        main, terminal = os.openpty()
-        env = {"PATH": os.environ["PATH"], "IPAM_DATA_DIR": str(data_dir)}
-        proc = subprocess.Popen([IPAMCTL, "gc", "--valid-file", str(live), "--apply"],
-                                stdin=terminal, stdout=terminal, stderr=terminal, env=env,
-                                start_new_session=True)
-        os.close(terminal)
-        out, deadline = b"", time.monotonic() + 30
-        try:
-            while time.monotonic() < deadline:
-                ready, _, _ = select.select([main], [], [], deadline - time.monotonic())
-                if not ready:
-                    break
-                try:
-                    chunk = os.read(main, 4096)
-                except OSError:
-                    break  # EIO: ipamctl exited, the terminal has no other end
-                if not chunk:
-                    break
-                out += chunk
-                if b"anyway? [y/N]" in out and answer is not None:
-                    os.write(main, answer + b"\r")
-                    answer = None
-        finally:
-            status = proc.wait(timeout=30)
-            os.close(main)
-        return status, out.decode()
+    def ask(answer):
+        return on_terminal(data_dir, "gc", "--valid-file", str(live), "--apply",
+                           answer=answer, prompt=b"anyway? [y/N]")
 
-    status, out = on_terminal(b"n")
+    status, out = ask(b"n")
     assert status == 1, out
     assert "refused: network cbr0: the list of live containers is empty" in out
     assert "Release 2 lease(s) anyway? [y/N]" in out
     assert len(held(data_dir)) == 2
-    status, out = on_terminal(b"y")
+    status, out = ask(b"y")
     assert status == 0, out
     assert "released: 2" in out and "cbr0 (leases 2, candidates 2, kept 0): overridden: " in out
     assert held(data_dir) == []

@@ -455,7 +455,7 @@ def test_imported_legacy_lease(tmp_path):
     assert ctl_json(data, "export", "--to", str(out)) == {"v4": [
         ["missing", "10.1.2.12"], ["missing", "10.1.2.13"]]}
     assert (out / "v4" / "10.1.2.12").read_bytes() == b"old"
-    assert ctl_json(data, "check") == {"ok": True, "problems": []}
+    assert ctl_json(data, "check") == {"ok": True, "problems": [], "findings": []}
     assert ours("CHECK", "v4", data, "old", "eth5") == (0, None)
     assert ours("DEL", "v4", data, "old", "eth3") == (0, None)
     assert db_leases(data) == {("v4", "10.1.2.13", "new", "eth0")}
@@ -570,7 +570,7 @@ def test_adoption_outlives_a_failing_add(tmp_path):
     assert {(e["network"], e["ip"], e["container_id"], e["ifname"], e["reason"])
             for e in ctl_json(mine, "history")} == {x + ("adopt",) for x in held}
     assert contents(snapshot_networks(mine)) == contents(snapshot_networks(made))
-    assert ctl_json(mine, "check") == {"ok": True, "problems": []}
+    assert ctl_json(mine, "check") == {"ok": True, "problems": [], "findings": []}
     # Both go on alike.
     for command, cid in (("DEL", "c3"), ("ADD", "x"), ("ADD", "y")):
         assert ours(command, "multi", mine, cid) == go(command, "multi", theirs, cid)

@@ -71,3 +71,16 @@ def test_short_ids_are_unique_starts_never_longer_than_the_whole():
     assert short_ids([x, y], [x, y]) == {}
     # An ID that starts another is shown whole (a whole ID selects only itself).
     assert short_ids([a[:20]], [a[:20], a]) == {}
+
+
+def test_short_ids_count_twelve_of_a_runtime_id_after_its_prefix():
+    """nerdctl's '<namespace>-<64 hex>': 12 characters of the runtime's ID, as 'nerdctl
+    ps' prints them, never 'default-3f2a...' (4 of them)."""
+    a, b = "3f2a9c01b2c4" + "0" * 52, "3f2a9c01b2c4" + "1" * 52
+    na, nb = "default-" + a, "default-" + b
+    assert short_ids([na], [na]) == {na: "default-3f2a9c01b2c4..."}
+    assert short_ids([na, nb], [na, nb]) == {na: na[:21] + "...", nb: nb[:21] + "..."}
+    # Not a runtime's ID: 12 characters, however it ends.
+    other = "default-" + "x" * 64
+    assert short_ids([other], [other]) == {other: "default-xxxx..."}
+    assert short_ids([a], [a]) == {a: a[:12] + "..."}

@@ -210,7 +210,7 @@ def test_forget_release_removes_records_files_and_gauges(ctl, ctl_json, add, dat
     text = ctl("-o", "prometheus", "stats").stdout
     assert {s.labels["network"] for f in text_string_to_metric_families(text)
             for s in f.samples} == {"other"}
-    assert ctl_json("check") == {"ok": True, "problems": []}
+    assert ctl_json("check") == {"ok": True, "problems": [], "findings": []}
     # A network of the same name later is a new one: the plugin starts it afresh.
     assert add("d") == ["10.1.2.2"]
 

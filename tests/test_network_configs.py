@@ -232,9 +232,12 @@ def test_a_change_needs_one_database_or_a_network_that_names_one(two):
         "with --data-dir or --database, or a network with --network\n"
         % (db_of(root), db_of(root, "/srv/b")))
     # A command that takes no --network is told only of the options that name one.
-    proc = ipamctl("check", root=root, expect=1)
+    proc = ipamctl("db", "upgrade", root=root, expect=1)
     assert proc.stderr.startswith("Error: 2 databases were found here: ")
     assert proc.stderr.endswith("; name one with --data-dir or --database\n")
+    # check takes --network: the network names the database checked.
+    assert json.loads(ipamctl("-o", "json", "check", "--network", "b", root=root).stdout
+                      )["ok"] is True
     mirror = root / "srv/b/b" / two.b_ip
     assert mirror.exists()
     released = json.loads(ipamctl("-o", "json", "release", two.b_ip, "--network", "b",

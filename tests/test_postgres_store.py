@@ -247,7 +247,7 @@ def test_each_node_mirrors_its_own_cursor_and_check_agrees(pg_url, tmp_path):
                                  text=True, timeout=60)
             assert out.returncode == 0, (n, args, out.stdout, out.stderr)
             if args == ["check"]:
-                assert json.loads(out.stdout) == {"ok": True, "problems": []}
+                assert json.loads(out.stdout) == {"ok": True, "problems": [], "findings": []}
     assert (dirs["node-a"] / "shared" / "last_reserved_ip.0").read_text() == "10.70.0.2"
 
 

@@ -90,7 +90,7 @@ def test_a_reserved_address_is_never_handed_out_and_shows_everywhere(pool):
     assert "ipam:reserved  router vm" in pool.ctl("list", "--ip", "10.1.2.3").stdout
     stats = pool.json("stats")
     assert [(s["size"], s["used"], s["reserved"], s["free"]) for s in stats] == [(5, 4, 1, 0)]
-    assert pool.json("check") == {"ok": True, "problems": []}
+    assert pool.json("check") == {"ok": True, "problems": [], "findings": []}
     reserve = [e for e in pool.json("history") if e["ip"] == "10.1.2.3"]
     assert [(e["event"], e["reason"], e["container_id"]) for e in reserve] == [
         ("allocate", "reserve", RESERVED_ID)]
@@ -165,7 +165,7 @@ def test_the_mirror_reads_a_reservation_back(pool, tmp_path, netconf):
     assert pool.add("b") == "10.1.2.4"  # reconciled first: .3 adopted, skipped
     row = [r for r in pool.json("list") if r["ip"] == "10.1.2.3"]
     assert [(r["kind"], r["note"]) for r in row] == [("reservation", "router vm")]
-    assert pool.json("check") == {"ok": True, "problems": []}
+    assert pool.json("check") == {"ok": True, "problems": [], "findings": []}
     (pool.data_dir / "mynet" / "10.1.2.3").unlink()
     problems = json.loads(pool.ctl("-o", "json", "check", expect=1).stdout)["problems"]
     assert len(problems) == 1 and problems[0].endswith("/mynet/10.1.2.3: missing"), problems

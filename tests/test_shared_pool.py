@@ -109,7 +109,7 @@ def assert_mirrors_match(url, dirs, rows):
         own = [r for r in rows if r["node"] == node]
         assert mirror(data_dir, NET) == expected_files(own), node
         assert set(others(data_dir, NET)) <= {"lock", "last_reserved_ip.0"}, node
-        assert check(url, node, data_dir) == (0, {"ok": True, "problems": []}), node
+        assert check(url, node, data_dir) == (0, {"ok": True, "problems": [], "findings": []}), node
 
 
 def cid(node, i):

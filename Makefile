@@ -117,6 +117,13 @@ constraints:
 	mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
 	rm -rf $(CONSTRAINTS_VENV)
 
+# The wheel, dist/host_local_sqlite-<version>-py3-none-any.whl (pip's name for it), and
+# the sdist it is built from: built from the sdist, so nothing stale under build/ goes in.
+WHEEL_DIR ?= dist
+wheel: install
+	$(PY) -m build --no-isolation --outdir $(WHEEL_DIR) . > /dev/null
+	@ls $(WHEEL_DIR)/host_local_sqlite-*.whl
+
 wheel-smoke: install
 	$(PY) -m pytest tests/test_wheel.py
 

@@ -30,7 +30,7 @@ compile: install
 	$(PY) -m compileall -q ipam cli migrations > /dev/null
 
 demo: compile
-	$(PY) tools/demo.py
+	$(PY) tools/demo.py $(DEMO_ARGS)
 
 test: compile
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -128,7 +128,9 @@ def install(directory: str, name: str, build: str, proc: str = "/proc") -> dict[
     previous = _target(path)
     link = os.path.join(BUILDS, os.path.basename(copy), PLUGIN)
     _switch(path, link)
-    _switch(os.path.join(builds, CURRENT), os.path.basename(copy))
+    current = os.path.join(builds, CURRENT)
+    if _target(current) != os.path.basename(copy):  # a second run changes nothing there
+        _switch(current, os.path.basename(copy))
     keep = {os.path.basename(copy), previous and copy_of(previous)}
     removed, in_use = _prune(directory, builds, keep, proc)
     return {"build": copy, "link": link, "reused": reused, "removed": removed,

@@ -210,6 +210,9 @@ def test_current_links_the_copy_installed_last(tmp_path):
     assert os.readlink(current) == "1.2.3-aaaaaaaaaaaa"  # relative, inside BUILDS
     frozen.install(bin_dir, "host-local", b)
     assert os.readlink(current) == "1.2.3-bbbbbbbbbbbb"
+    before = os.lstat(current).st_ino
+    frozen.install(bin_dir, "host-local", b)  # again: the link is not even replaced
+    assert os.lstat(current).st_ino == before
     with open(os.path.join(current, frozen.PLUGIN)) as f:
         assert f.read() == "b" * 64
     assert not [n for n in os.listdir(os.path.dirname(current)) if ".tmp-" in n]

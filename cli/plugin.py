@@ -180,6 +180,8 @@ def replaced_text(replaced: dict[str, Any]) -> str:
         lines.append("removed its copies no link uses any more: %s (%.0f MB)" % (
             ", ".join(replaced["removed"]), replaced["bytes"] / 1e6))
     lines += ["removed the link %s" % link for link in replaced.get("links", [])]
+    if replaced.get("directory"):
+        lines.append("removed the emptied %s/" % frozen.BUILDS)
     lines += ["kept %s: a process runs from it (the next install-plugin removes it)" % copy
               for copy in replaced.get("in_use", [])]
     return "\n".join(lines)

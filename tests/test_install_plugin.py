@@ -474,6 +474,7 @@ def test_a_launcher_over_a_build_says_so_and_removes_what_the_build_leaves(tmp_p
     text, _ = install(tmp_path, "/opt/cni/bin", output="table")
     assert "replaced the self-contained build 1.2.3-aaaaaaaaaaaa" in text
     assert "removed its copies no link uses any more: %s" % copy in text
+    assert "removed the emptied host-local-sqlite.d/" in text
 
 
 def test_the_build_over_a_launcher_names_the_launcher_it_replaces(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -61,7 +62,8 @@ def install_plugin_cmd(obj: Obj, directory: str | None, name: str, force: bool, 
     a copy in DIRECTORY/host-local-sqlite.d/<version>-<digest>/ and NAME a relative
     symlink to its plugin, switched in one rename; copies no link uses any more are
     removed, but for the one NAME used just before and those a process still runs
-    from (a call, the node daemon).
+    from (a call, the node daemon). DIRECTORY/host-local-sqlite.d/current links to the
+    copy installed last: current/ipamctl is a path to ipamctl that stays.
 
     It refuses to replace a file that is not one of its launchers (Go's host-local,
     a script...), naming it and its Debian package; --force replaces it and keeps it
@@ -69,15 +71,23 @@ def install_plugin_cmd(obj: Obj, directory: str | None, name: str, force: bool, 
     nomad) that would run another file of that name, found first in its own plugin
     directories, or that does not search DIRECTORY at all.
 
+    Installing one kind over the other (this Python installation's launcher over a
+    build, or the reverse) says what it replaced; the launcher also removes the
+    build's copies that no other NAME links to and no process runs from, their links
+    (the tarball's ipamctl, host-local-sqlite.d/current) and the emptied
+    host-local-sqlite.d/.
+
     JSON: {"path", "directory", "why", "created", "python", "paths", "bundle",
-    "build", "kept", "warnings", "runtimes"} (why: null when DIRECTORY was given;
-    created: the directories --create-dir made; bundle: null if it could not be
+    "build", "kept", "replaced", "warnings", "runtimes"} (why: null when DIRECTORY
+    was given; created: the directories --create-dir made; bundle: null if it could not be
     written, the launcher then imports the usual way; python, paths and bundle are
     null from the self-contained build, and build null from a Python installation,
     else {"build", "link", "reused", "removed", "in_use"}; in_use: the copies kept
     because a process runs from them; kept: null, or where and how the replaced
-    file was kept; runtimes: those found, with their search order, the file each
-    would run and, for a running containerd, its pid).
+    file was kept; replaced: null, or {"kind", "what"} of the other kind's
+    installation replaced, with, from a launcher, {"removed", "bytes", "in_use",
+    "links", "directory"} of the build's copies; runtimes: those found, with their
+    search order, the file each would run and, for a running containerd, its pid).
 
     \b
     Example:
@@ -100,6 +110,11 @@ def install_plugin_cmd(obj: Obj, directory: str | None, name: str, force: bool, 
             "replaces it and keeps it as %s" % (target, old, "%s.distrib (a dpkg "
             "diversion)" % target if old.package else "%s.orig" % target))
     build = frozen.running_build()
+    before = plugin_dirs.ours(root, target, CONSOLE_SCRIPT)
+    # The other kind of installation (the build over a launcher, or the reverse) is
+    # said, and what it leaves behind removed.
+    other_kind = before and (before["kind"] == "build") != (build is not None)
+    replaced: dict[str, Any] | None = before if other_kind else None
     paths: list[str] | None = None
     bundle_path = installed = None
     warnings = []
@@ -121,6 +136,9 @@ def install_plugin_cmd(obj: Obj, directory: str | None, name: str, force: bool, 
         kept = plugin_dirs.set_aside(root, target, old) if old else None
         if build is None:
             launcher.install(real_dir, name, paths=paths)
+            cleared = frozen.remove_unused(real_dir)
+            if replaced or cleared["removed"] or cleared["in_use"]:
+                replaced = dict(replaced or {"kind": "build", "what": None}, **cleared)
         else:
             installed = frozen.install(real_dir, name, build)
     except ValueError as e:
@@ -136,6 +154,8 @@ def install_plugin_cmd(obj: Obj, directory: str | None, name: str, force: bool, 
                                  else "copied from %s" % build)
         text += "".join("\nkept %s: a process runs from it" % copy
                         for copy in installed["in_use"])
+    if replaced:
+        text += "\n" + replaced_text(replaced)
     if chosen.why:
         text = "chose %s: %s\n%s" % (directory, chosen.why, text)
     if kept and kept["package"]:
@@ -148,8 +168,23 @@ def install_plugin_cmd(obj: Obj, directory: str | None, name: str, force: bool, 
     emit(obj.output, {"path": target, "directory": directory, "why": chosen.why,
                       "created": created, "python": None if build else sys.executable,
                       "paths": paths, "bundle": bundle_path, "build": installed,
-                      "kept": kept, "warnings": warnings,
+                      "kept": kept, "replaced": replaced, "warnings": warnings,
                       "runtimes": [r.report(name) for r in runtimes if r.present]}, text)
+
+
+def replaced_text(replaced: dict[str, Any]) -> str:
+    """The lines saying which installation of the other kind NAME was, and, for a build
+    a launcher replaced, what of it was removed and what stays in use."""
+    lines = ["replaced %s" % replaced["what"]] if replaced["what"] else []
+    if replaced.get("removed"):
+        lines.append("removed its copies no link uses any more: %s (%.0f MB)" % (
+            ", ".join(replaced["removed"]), replaced["bytes"] / 1e6))
+    lines += ["removed the link %s" % link for link in replaced.get("links", [])]
+    if replaced.get("directory"):
+        lines.append("removed the emptied %s/" % frozen.BUILDS)
+    lines += ["kept %s: a process runs from it (the next install-plugin removes it)" % copy
+              for copy in replaced.get("in_use", [])]
+    return "\n".join(lines)
 
 
 def bin_directory(root: str, directory: str | None, name: str,

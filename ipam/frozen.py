@@ -6,6 +6,7 @@ may run them through a symlink, and ``ipamctl install-plugin``, run from a build
 that build, not a launcher::
 
     DIR/host-local-sqlite.d/<version>-<digest>/   a copy of the build
+    DIR/host-local-sqlite.d/current -> <version>-<digest>   the copy installed last
     DIR/NAME -> host-local-sqlite.d/<version>-<digest>/host_local_sqlite
 
 which is also what the build's tarball unpacks into DIR (``tools/build_dist.py``), so
@@ -45,6 +46,9 @@ for as long as it runs; removing its copy under it would fail the call. How we k
   processes it may inspect (root: all of them): from a DaemonSet's container without
   ``hostPID``, none of the runtime's, so there the lock alone decides.
 
+A Python launcher installed over NAME leaves the copies behind: :func:`remove_unused`
+removes those nothing uses any more, on the same terms.
+
 A call whose copy vanishes all the same (removed by hand, or by an older installer)
 answers code 5, install it again, never a traceback or 999 (:func:`ipam.cni.main`).
 
@@ -68,6 +72,9 @@ INFO = "BUILD-INFO"
 # In a copy: what every process running from it holds a shared flock on (the build's
 # init script, tools/frozen/cx_init.py, names it too); written by make dist.
 IN_USE = "IN-USE.lock"
+# In BUILDS: a symlink to the copy installed last, so that DIR/BUILDS/current/ipamctl is
+# a path that stays (systemd's units, an operator's /usr/local/bin/ipamctl link to it).
+CURRENT = "current"
 # A copy's name (tag()), or one being copied: the only entries of BUILDS ever removed.
 _COPY = re.compile(r"[0-9A-Za-z.+!_-]+-[0-9a-f]{12}(\.tmp-\d+)?")
 
@@ -120,18 +127,74 @@ def install(directory: str, name: str, build: str, proc: str = "/proc") -> dict[
     path = os.path.join(directory, name)
     previous = _target(path)
     link = os.path.join(BUILDS, os.path.basename(copy), PLUGIN)
+    _switch(path, link)
+    current = os.path.join(builds, CURRENT)
+    if _target(current) != os.path.basename(copy):  # a second run changes nothing there
+        _switch(current, os.path.basename(copy))
+    keep = {os.path.basename(copy), previous and copy_of(previous)}
+    removed, in_use = _prune(directory, builds, keep, proc)
+    return {"build": copy, "link": link, "reused": reused, "removed": removed,
+            "in_use": in_use}
+
+
+def _switch(path: str, target: str) -> None:
+    """Make ``path`` a symlink to ``target`` in one rename: whoever opens it meanwhile
+    finds the old link or the new one, never none."""
+    directory, name = os.path.split(path)
     tmp = os.path.join(directory, ".%s.tmp-%d" % (name, os.getpid()))
-    os.symlink(link, tmp)
+    os.symlink(target, tmp)
     try:
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
     _fsync_dir(directory)
-    keep = {os.path.basename(copy), previous and copy_of(previous)}
-    removed, in_use = _prune(directory, builds, keep, proc)
-    return {"build": copy, "link": link, "reused": reused, "removed": removed,
-            "in_use": in_use}
+
+
+def remove_unused(directory: str, proc: str = "/proc") -> dict[str, Any]:
+    """What an installed build leaves in ``directory`` (a real path) once a Python
+    launcher took its name: the copies no plugin link (another NAME) uses any more,
+    the links that pointed into them (the tarball's ``ipamctl``, :data:`CURRENT`), and
+    ``BUILDS`` itself when nothing is left in it. A copy a process runs from stays, as
+    :func:`install` keeps it (its links too); the next install removes it. The copy
+    the name used just before is not kept, as :func:`install` keeps it, for a plugin
+    started through the old link a moment ago: its lock, or its entry in ``/proc``,
+    keeps it here. Returns the copies removed (with their sizes, in bytes), those in
+    use, the links removed, and whether ``BUILDS`` went."""
+    builds = os.path.join(directory, BUILDS)
+    if not os.path.isdir(builds):
+        return {"removed": [], "bytes": 0, "in_use": [], "links": [], "directory": False}
+    sizes = {entry: _size(os.path.join(builds, entry)) for entry in os.listdir(builds)
+             if _COPY.fullmatch(entry)}
+    removed, in_use = _prune(directory, builds, set(), proc, links=_plugin_copy)
+    links = []
+    for path in [os.path.join(directory, entry) for entry in os.listdir(directory)]:
+        copy = copy_of(_target(path) or "")
+        if copy and not os.path.exists(os.path.join(builds, copy)):
+            os.unlink(path)
+            links.append(path)
+    current = os.path.join(builds, CURRENT)
+    target = _target(current)
+    if target is not None and not os.path.exists(os.path.join(builds, target)):
+        os.unlink(current)
+        links.append(current)
+    try:
+        os.rmdir(builds)  # only when empty: an operator's file there stays, and BUILDS
+        gone = True
+    except OSError:
+        gone = False
+    _fsync_dir(directory)
+    return {"removed": removed, "bytes": sum(sizes.get(os.path.basename(p), 0)
+                                             for p in removed),
+            "in_use": in_use, "links": links, "directory": gone}
+
+
+def _plugin_copy(link_target: str) -> str | None:
+    return copy_of(link_target) if is_ours(link_target) else None
+
+
+def _size(path: str) -> int:
+    return sum(os.lstat(os.path.join(d, f)).st_size for d, _, fs in os.walk(path) for f in fs)
 
 
 def _copy(build: str, copy: str) -> None:
@@ -168,16 +231,17 @@ def _target(path: str) -> str | None:
         return None
 
 
-def _prune(directory: str, builds: str, keep: set[str | None],
-           proc: str = "/proc") -> tuple[list[str], list[str]]:
+def _prune(directory: str, builds: str, keep: set[str | None], proc: str = "/proc",
+           links: Callable[[str], str | None] = copy_of) -> tuple[list[str], list[str]]:
     """Remove the copies in ``builds`` that neither ``keep`` names, nor a symlink in
     ``directory`` points to (another NAME, the drop-in's, or the tarball's ``ipamctl``,
-    may use one), nor a process runs from; and leftovers of an interrupted copy or
-    removal, on the same terms; nothing else that is there. Returns the copies
-    removed and those kept because a process runs from them."""
+    may use one; ``links`` says which copy a link's target keeps), nor a process runs
+    from; and leftovers of an interrupted copy or removal, on the same terms; nothing
+    else that is there. Returns the copies removed and those kept because a process
+    runs from them."""
     for entry in os.listdir(directory):
         target = _target(os.path.join(directory, entry))
-        keep.add(target and copy_of(target))
+        keep.add(target and links(target))
     removed: list[str] = []
     in_use: list[str] = []
     running: set[tuple[int, int]] | None = None

@@ -410,6 +410,30 @@ def foreign(root: str, path: str, console_script: str | None = None) -> Foreign 
     return Foreign(what, package_owner(root, path))
 
 
+def ours(root: str, path: str, console_script: str | None = None) -> dict[str, str] | None:
+    """Which of our installations is at ``path``, if one is: ``{"kind", "what"}``,
+    kind "build" (a link to a copy of the self-contained build), "launcher" (with the
+    interpreter it runs) or "console script" (a link to ``console_script``), so that
+    install-plugin can say what it replaces when the kind changes."""
+    real = at(root, path)
+    target = os.readlink(real) if os.path.islink(real) else None
+    if target is not None and frozen.is_ours(target):
+        return {"kind": "build", "what": "the self-contained build %s" % frozen.copy_of(target)}
+    if target is not None and console_script and \
+            os.path.realpath(real) == os.path.realpath(console_script):
+        return {"kind": "console script", "what": "a link to %s" % console_script}
+    try:
+        with open(real, "rb") as f:
+            head = f.read(2048)
+    except OSError:
+        return None
+    if MARKER not in head[:512]:
+        return None
+    python = re.search(rb"\[ -x (\S+) \] && exec", head)
+    return {"kind": "launcher", "what": "the launcher of the Python installation %s" % (
+        python.group(1).decode(errors="replace") if python else "(unknown)")}
+
+
 def package_owner(root: str, path: str) -> str | None:
     """The dpkg package that installed ``path``, from dpkg's own file lists
     (``<root>/var/lib/dpkg/info/<package>[:<arch>].list``); None without dpkg."""

@@ -11,6 +11,7 @@ restarts: the last test gives the daemon such a socket."""
 import configparser
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -170,3 +171,29 @@ def test_the_daemon_on_pid1s_socket_serves_and_leaves_it_listening(tmp_path, net
     text = log_path.read_text()
     assert "ADD network=mynet container=b" in text, text
     assert "accept failed" not in text, text
+
+
+def test_the_readme_copies_each_unit_before_it_says_systemctl_edit():
+    """`systemctl edit` changes an installed unit: wherever the README has one edited,
+    its section has already copied the units into /etc/systemd/system/; and what the
+    units run, /usr/local/bin/ipamctl, is a link the README makes for both kinds of
+    installation."""
+    with open(os.path.join(os.path.dirname(SYSTEMD), "..", "README.md")) as f:
+        readme = f.read()
+    sections = [s for s in readme.split("\n## ") if "systemctl edit" in s]
+    assert len(sections) >= 3
+    for section in sections:
+        title = section.split("\n")[0]
+        section = " ".join(section.split())  # a code span may wrap
+        first_edit = section.index("systemctl edit")
+        copy = section.find("cp deploy/systemd/")
+        assert 0 <= copy < first_edit, "%s: systemctl edit before copying the units" % title
+        assert "/etc/systemd/system/" in section[copy:first_edit], title
+    for unit in os.listdir(SYSTEMD):
+        with open(os.path.join(SYSTEMD, unit)) as f:
+            settings = "".join(line for line in f if not line.startswith("#"))
+        runs = set(re.findall(r"/[\w./-]*/ipamctl\b", settings))
+        assert runs <= {"/usr/local/bin/ipamctl"}, (unit, runs)
+    assert "ln -s /opt/host-local-sqlite/bin/ipamctl /usr/local/bin/ipamctl" in readme
+    assert "host-local-sqlite.d/current/ipamctl /usr/local/bin/ipamctl" in " ".join(
+        readme.split())

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -43,6 +44,7 @@ def test_build_info_states_what_the_node_needs(frozen_build):
     assert members["host-local-sqlite"].issym()
     assert members["host-local-sqlite"].linkname == copy + "/host_local_sqlite"
     assert members["ipamctl"].linkname == copy + "/ipamctl"
+    assert members["host-local-sqlite.d/current"].linkname == copy.split("/")[1]
     assert copy + "/BUILD-INFO" in members
     assert {n.split("/")[0] for n in members} == {"host-local-sqlite", "ipamctl",
                                                   "host-local-sqlite.d"}
@@ -120,7 +122,12 @@ def test_install_plugin_installs_the_build(frozen_build, tmp_path):
     assert [os.path.basename(p) for p in builds[1]["build"]["removed"]] == [
         os.path.basename(first["build"]["build"])]
     assert sorted(os.listdir(bin_dir / "host-local-sqlite.d")) == [
-        "0.1.0-111111111111", "0.1.0-222222222222"]
+        "0.1.0-111111111111", "0.1.0-222222222222", "current"]
+    # current/ipamctl: a path to the ipamctl of the build installed last, that stays.
+    ctl = frozen_build.run(str(bin_dir / "host-local-sqlite.d/current/ipamctl"), "--version")
+    assert ctl.returncode == 0 and b"0.1.0" in ctl.stdout, ctl
+    assert os.path.realpath(bin_dir / "host-local-sqlite.d/current/ipamctl") == \
+        os.path.join(builds[1]["build"]["build"], "ipamctl")
     assert frozen_build.cni(str(bin_dir / "host-local-sqlite"), "DEL", conf(data)) is None
 
     # A drop-in beside it, and a foreign file at the name: refused, untouched.
@@ -175,6 +182,50 @@ def test_a_damaged_build_answers_a_cni_error(frozen_build, tmp_path):
     assert b"Traceback" not in proc.stdout + proc.stderr
     error = json.loads(proc.stdout)
     assert error["code"] == 5 and "unpack it again" in error["msg"]
+
+
+def test_a_damaged_build_s_ipamctl_says_so_without_a_traceback(frozen_build, tmp_path):
+    """ipamctl from a copy missing a module it imports prints one Error line naming the
+    copy, not a traceback with the paths of the machine that built it."""
+    broken = str(tmp_path / "broken")
+    shutil.copytree(frozen_build.directory, broken, symlinks=True)
+    shutil.rmtree(os.path.join(broken, "lib", "click"))
+    for args in (["--version"], ["-o", "json", "list"]):
+        proc = frozen_build.run(os.path.join(broken, "ipamctl"), *args)
+        err = proc.stderr.decode()
+        assert proc.returncode == 1 and "Traceback" not in err, err
+        assert err.startswith("Error: ipamctl cannot load its modules (No module named "
+                              "'click'): the build at %s/lib is damaged" % broken), err
+        assert "unpack it again" in err and REPO not in err and "dist-venv" not in err
+
+
+def test_a_launcher_and_the_build_installed_over_each_other(frozen_build, tmp_path):
+    """This venv's launcher over the installed build says what it replaced and removes
+    the build's copy (and the emptied host-local-sqlite.d/); the build over the launcher
+    names the launcher's interpreter. The plugin works through each."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    venv_ipamctl = os.path.join(os.path.dirname(sys.executable), "ipamctl")
+    data = str(tmp_path / "data")
+
+    def install(ipamctl):
+        proc = subprocess.run([ipamctl, "-o", "json", "install-plugin", str(bin_dir)],
+                              capture_output=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    copy = install(frozen_build.ipamctl)["build"]["build"]
+    assert frozen_build.cni(str(bin_dir / "host-local-sqlite"), "ADD", conf(data))
+    report = install(venv_ipamctl)["replaced"]
+    assert report["what"] == "the self-contained build %s" % os.path.basename(copy)
+    assert report["removed"] == [copy] and report["bytes"] > 10e6
+    assert report["directory"] is True and os.listdir(bin_dir) == ["host-local-sqlite"]
+    assert frozen_build.cni(str(bin_dir / "host-local-sqlite"), "CHECK", conf(data)) is None
+
+    report = install(frozen_build.ipamctl)["replaced"]
+    assert report == {"kind": "launcher", "what": "the launcher of the Python "
+                      "installation %s" % sys.executable}
+    assert frozen_build.cni(str(bin_dir / "host-local-sqlite"), "DEL", conf(data)) is None
 
 
 def start_behind_go(plugin, config, data_dir, network="dist"):

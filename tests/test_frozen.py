@@ -55,7 +55,7 @@ def test_install_copies_links_reuses_and_prunes(tmp_path):
     assert frozen.install(bin_dir, "host-local-sqlite", b)["removed"] == []
     assert frozen.install(bin_dir, "host-local-sqlite", c)["removed"] == []
     assert sorted(os.listdir(os.path.join(bin_dir, frozen.BUILDS))) == [
-        "1.2.3-aaaaaaaaaaaa", "1.2.3-bbbbbbbbbbbb", "1.2.3-cccccccccccc"]
+        "1.2.3-aaaaaaaaaaaa", "1.2.3-bbbbbbbbbbbb", "1.2.3-cccccccccccc", frozen.CURRENT]
     # Once no link uses it and it was not the one just replaced, a copy goes.
     removed = frozen.install(bin_dir, "host-local", c)["removed"]
     assert [os.path.basename(p) for p in removed] == ["1.2.3-bbbbbbbbbbbb"]
@@ -68,7 +68,8 @@ def test_an_interrupted_copy_is_cleared(tmp_path):
     leftover = os.path.join(bin_dir, frozen.BUILDS, "1.2.3-aaaaaaaaaaaa.tmp-99999")
     os.makedirs(leftover)
     frozen.install(bin_dir, "host-local-sqlite", a)
-    assert sorted(os.listdir(os.path.join(bin_dir, frozen.BUILDS))) == ["1.2.3-aaaaaaaaaaaa"]
+    assert sorted(os.listdir(os.path.join(bin_dir, frozen.BUILDS))) == [
+        "1.2.3-aaaaaaaaaaaa", frozen.CURRENT]
 
 
 def test_a_link_to_an_installed_copy_is_not_foreign(tmp_path):
@@ -139,7 +140,7 @@ def test_a_copy_whose_lock_a_process_holds_is_kept_until_it_ends(tmp_path, monke
     assert (report["removed"], report["in_use"]) == ([copy_a], [])
     assert seen == [("%s.tmp-%d" % (copy_a, os.getpid()), False)]  # renamed, locked
     assert sorted(os.listdir(os.path.join(bin_dir, frozen.BUILDS))) == [
-        "1.2.3-bbbbbbbbbbbb", "1.2.3-cccccccccccc"]
+        "1.2.3-bbbbbbbbbbbb", "1.2.3-cccccccccccc", frozen.CURRENT]
 
 
 def test_a_leftover_of_an_interrupted_removal_is_removed_unless_in_use(tmp_path):
@@ -156,7 +157,7 @@ def test_a_leftover_of_an_interrupted_removal_is_removed_unless_in_use(tmp_path)
     finally:
         os.close(call)
     assert frozen.install(bin_dir, "host-local-sqlite", a)["removed"] == [leftover]
-    assert os.listdir(builds) == ["1.2.3-aaaaaaaaaaaa"]
+    assert sorted(os.listdir(builds)) == ["1.2.3-aaaaaaaaaaaa", frozen.CURRENT]
 
 
 def test_a_copy_is_kept_while_proc_shows_a_process_running_from_it(tmp_path):
@@ -196,3 +197,69 @@ def test_proc_is_read_as_the_kernel_shows_it():
     st = os.stat(sys.executable)
     assert (st.st_dev, st.st_ino) in frozen._executables("/proc")
     assert frozen._executables("/nonexistent") == set()
+
+
+def test_current_links_the_copy_installed_last(tmp_path):
+    """DIR/host-local-sqlite.d/current/ipamctl: a path to ipamctl that stays, whichever
+    build and name was installed last."""
+    a, b = (fake_build(tmp_path / n, n * 64) for n in "ab")
+    bin_dir = str(tmp_path / "bin")
+    os.mkdir(bin_dir)
+    current = os.path.join(bin_dir, frozen.BUILDS, frozen.CURRENT)
+    frozen.install(bin_dir, "host-local-sqlite", a)
+    assert os.readlink(current) == "1.2.3-aaaaaaaaaaaa"  # relative, inside BUILDS
+    frozen.install(bin_dir, "host-local", b)
+    assert os.readlink(current) == "1.2.3-bbbbbbbbbbbb"
+    before = os.lstat(current).st_ino
+    frozen.install(bin_dir, "host-local", b)  # again: the link is not even replaced
+    assert os.lstat(current).st_ino == before
+    with open(os.path.join(current, frozen.PLUGIN)) as f:
+        assert f.read() == "b" * 64
+    assert not [n for n in os.listdir(os.path.dirname(current)) if ".tmp-" in n]
+
+
+def test_a_launcher_over_a_build_removes_what_the_build_leaves(tmp_path):
+    """Once a launcher took NAME, the copies no other NAME links to go (the one NAME used
+    just before too), with the tarball's ipamctl link and current, then the emptied
+    host-local-sqlite.d/ itself; a copy another NAME uses stays, with its links."""
+    a, b = (fake_build(tmp_path / n, n * 64) for n in "ab")
+    bin_dir = str(tmp_path / "bin")
+    os.mkdir(bin_dir)
+    frozen.install(bin_dir, "host-local", a)
+    frozen.install(bin_dir, "host-local-sqlite", b)
+    os.symlink("host-local-sqlite.d/1.2.3-bbbbbbbbbbbb/ipamctl",
+               os.path.join(bin_dir, "ipamctl"))
+    os.unlink(os.path.join(bin_dir, "host-local-sqlite"))  # a launcher took the name
+    with open(os.path.join(bin_dir, "host-local-sqlite"), "w") as f:
+        f.write("launcher")
+    report = frozen.remove_unused(bin_dir)
+    builds = os.path.join(bin_dir, frozen.BUILDS)
+    assert report["removed"] == [os.path.join(builds, "1.2.3-bbbbbbbbbbbb")]
+    assert report["bytes"] > 0 and report["in_use"] == []
+    assert report["links"] == [os.path.join(bin_dir, "ipamctl"),
+                               os.path.join(builds, frozen.CURRENT)]
+    assert sorted(os.listdir(builds)) == ["1.2.3-aaaaaaaaaaaa"]  # host-local's
+    assert report["directory"] is False
+
+    os.unlink(os.path.join(bin_dir, "host-local"))  # and the drop-in's name too
+    report = frozen.remove_unused(bin_dir)
+    assert report["removed"] == [os.path.join(builds, "1.2.3-aaaaaaaaaaaa")]
+    assert report["directory"] is True and sorted(os.listdir(bin_dir)) == ["host-local-sqlite"]
+    assert frozen.remove_unused(bin_dir)["removed"] == []  # nothing there: nothing to do
+
+
+def test_a_launcher_over_a_build_keeps_a_copy_in_use_and_its_links(tmp_path):
+    a = fake_build(tmp_path / "a", "a" * 64, lock=True)
+    bin_dir = str(tmp_path / "bin")
+    os.mkdir(bin_dir)
+    copy = frozen.install(bin_dir, "host-local-sqlite", a)["build"]
+    os.unlink(os.path.join(bin_dir, "host-local-sqlite"))
+    call = hold(copy)
+    try:
+        report = frozen.remove_unused(bin_dir)
+        assert (report["removed"], report["in_use"], report["links"]) == ([], [copy], [])
+        assert os.path.isdir(os.path.join(bin_dir, frozen.BUILDS, frozen.CURRENT))
+    finally:
+        os.close(call)
+    report = frozen.remove_unused(bin_dir)  # the call ended: the next install removes it
+    assert report["removed"] == [copy] and report["directory"] is True

@@ -441,6 +441,51 @@ def test_replaces_its_own_launcher_and_the_console_script_link_silently(tmp_path
     assert all(is_launcher(p) for p in (tmp_path / "opt/cni/bin").iterdir())
 
 
+def test_a_launcher_over_a_build_says_so_and_removes_what_the_build_leaves(tmp_path,
+                                                                            install):
+    """The self-contained build installed at NAME (a stand-in: the copies and links of
+    ipam.frozen), then this installation's launcher over it: it says what it replaced,
+    removes the copy, the tarball's ipamctl link and current, and the emptied
+    host-local-sqlite.d/; the replaced installation is named in the text too. Its
+    launcher again over itself replaces nothing."""
+    from test_frozen import fake_build
+
+    from ipam import frozen
+
+    bin_dir = tmp_path / "opt/cni/bin"
+    bin_dir.mkdir(parents=True)
+    copy = frozen.install(str(bin_dir), "host-local-sqlite",
+                          fake_build(tmp_path / "build", "a" * 64))["build"]
+    (bin_dir / "ipamctl").symlink_to("host-local-sqlite.d/1.2.3-aaaaaaaaaaaa/ipamctl")
+    info, _ = install(tmp_path, "/opt/cni/bin")
+    replaced = info["replaced"]
+    assert replaced["kind"] == "build"
+    assert replaced["what"] == "the self-contained build 1.2.3-aaaaaaaaaaaa"
+    assert replaced["removed"] == [copy] and replaced["directory"] is True
+    assert replaced["links"] == [str(bin_dir / "ipamctl"),
+                                 os.path.join(os.path.dirname(copy), frozen.CURRENT)]
+    assert sorted(os.listdir(bin_dir)) == ["host-local-sqlite"]
+    assert is_launcher(bin_dir / "host-local-sqlite")
+    again, _ = install(tmp_path, "/opt/cni/bin")
+    assert again["replaced"] is None
+
+    # In the text: what it replaced, and what it removed.
+    frozen.install(str(bin_dir), "host-local-sqlite", str(tmp_path / "build"))
+    text, _ = install(tmp_path, "/opt/cni/bin", output="table")
+    assert "replaced the self-contained build 1.2.3-aaaaaaaaaaaa" in text
+    assert "removed its copies no link uses any more: %s" % copy in text
+    assert "removed the emptied host-local-sqlite.d/" in text
+
+
+def test_the_build_over_a_launcher_names_the_launcher_it_replaces(tmp_path):
+    (tmp_path / "bin").mkdir()
+    launcher.install(str(tmp_path / "bin"), python=sys.executable, paths=[])
+    found = plugin_dirs.ours(str(tmp_path), "/bin/host-local-sqlite")
+    assert found == {"kind": "launcher", "what": "the launcher of the Python installation "
+                     + sys.executable}
+    assert plugin_dirs.ours(str(tmp_path), "/bin/nothing") is None
+
+
 def test_force_keeps_a_plain_file_as_orig_never_overwriting_one(tmp_path, install):
     go = go_binary(tmp_path, "/opt/cni/bin/host-local")
     before = go.read_bytes()

@@ -182,7 +182,9 @@ def test_the_installer_container_installs_the_build(installer_image, frozen_buil
     data = str(tmp_path / "data")
     plugin = str(host_dir / "host-local-sqlite")
     address = frozen_build.cni(plugin, "ADD", config(data))["ips"][0]["address"]
-    (ipamctl,) = (host_dir / frozen.BUILDS).glob("*/ipamctl")
+    (ipamctl,) = (host_dir / frozen.BUILDS).glob("*-*/ipamctl")  # the one copy
+    current = host_dir / frozen.BUILDS / frozen.CURRENT / "ipamctl"  # the stable path
+    assert os.path.realpath(current) == os.path.realpath(ipamctl)
     listed = frozen_build.run(str(ipamctl), "--data-dir", data, "-o", "json", "list")
     assert listed.returncode == 0, listed.stderr
     assert [lease["ip"] for lease in json.loads(listed.stdout)] == [address.split("/")[0]]

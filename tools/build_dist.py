@@ -24,6 +24,7 @@ installs there (:mod:`ipam.frozen`)::
     ipamctl           -> host-local-sqlite.d/<version>-<digest>/ipamctl
     host-local-sqlite.d/<version>-<digest>/   the executables, lib/, IN-USE.lock,
                                               BUILD-INFO
+    host-local-sqlite.d/current -> <version>-<digest>   (a stable path to ipamctl)
 
 ``IN-USE.lock``: every process running from the copy holds a shared flock on it, so
 that install-plugin removes no copy in use (:mod:`ipam.frozen`); like every file but
@@ -200,6 +201,7 @@ def build(out_dir: str, work: str) -> dict:
         f.write("\n")
     copy = os.path.join(work, frozen.BUILDS, frozen.tag(tree))
     os.rename(tree, copy)
+    os.symlink(os.path.basename(copy), os.path.join(work, frozen.BUILDS, frozen.CURRENT))
     for link, name in LINKS.items():
         os.symlink(os.path.relpath(os.path.join(copy, name), work), os.path.join(work, link))
     os.makedirs(out_dir, exist_ok=True)

@@ -18,7 +18,9 @@ after), and never fails a call: a copy without the file, or a filesystem without
 runs all the same.
 
 A plugin that cannot load its own modules (a damaged or partial copy of the build)
-answers the runtime with a CNI error object, as the launcher does, never a traceback.
+answers the runtime with a CNI error object, as the launcher does, never a traceback;
+``ipamctl`` then prints one ``Error:`` line naming the copy (a traceback would show the
+paths of the machine that built it) and exits 1.
 
 The plugin first ignores the signals that end a call, as the launcher's shell does,
 until :func:`ipam.client.run` sets its handler: a signal while it loads its modules
@@ -83,8 +85,11 @@ def run(name):
     try:
         exec(code, __main__.__dict__)
     except ImportError as e:
-        if name != PLUGIN_MAIN:
-            raise
+        if name != PLUGIN_MAIN:  # ipamctl: an error line, as click's, not a traceback
+            sys.stderr.write("Error: ipamctl cannot load its modules (%s): the build at %s "
+                             "is damaged or incomplete; unpack it again\n" % (e, sys.path[0]))
+            sys.stderr.flush()
+            raise SystemExit(1) from None
         msg = ("host-local-sqlite: cannot load the plugin's modules (%s): the build at %s "
                "is damaged or incomplete; unpack it again" % (e, sys.path[0]))
         sys.stdout.write('{"code": 5, "msg": "%s"}' % msg.replace("\\", "/").replace('"', "'"))

@@ -361,6 +361,7 @@ class _Stopped(Exception):
     pass
 
 
+@pytest.mark.no_entry_path(why="the guard alone, in this process: no plugin call")
 def test_a_signal_python_drops_in_a_callback_is_held_not_a_traceback(capsys):
     """A signal handled inside a weakref callback raises where Python can only print
     "Exception ignored" and a traceback (seen in CI: the import lock's and

@@ -21,7 +21,7 @@ PLUGIN = os.path.join(BIN, PLUGIN_NAME)
 IPAMCTL = os.path.join(BIN, "ipamctl")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DIR = os.path.join(REPO, "build", "demo")
-MARKER = ".host-local-sqlite-demo"  # a directory the demo made, and may empty again
+MARKER = ".made-by-make-demo"  # a directory the demo made, and may empty again
 EXPLORE = ("list", "history", "stats")  # what the demo ends with
 
 

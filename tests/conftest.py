@@ -34,12 +34,19 @@ _skipped = []
 os.environ["IPAM_ROOT"] = helpers.NO_ROOT
 
 
+# What runs once in CI (the ``once`` marker): the build and the runtimes that run it.
+ONCE_MODULES = {"test_podman", "test_containerd", "test_kubernetes", "test_dist"}
+ONCE_FIXTURES = {"frozen_build", "installer_image"}
+
+
 def pytest_collection_modifyitems(items):
     """``postgres`` marks every test that needs the throwaway PostgreSQL server: those
     asking for pg_server or pg_url, and the ``store`` fixture's postgresql instance (which
     asks for pg_url only once it runs). ``network`` marks those run through the
     self-contained build (``make dist`` installs the freezer from the package index).
-    ``make check`` leaves them out."""
+    ``make check`` leaves them out. ``once`` marks what tests the self-contained build,
+    its image and the container runtimes (podman, containerd): .ci/run runs them on the
+    Python the build is frozen with only."""
     for item in items:
         params = getattr(item, "callspec", None)
         if "pg_server" in item.fixturenames or (
@@ -47,6 +54,9 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.postgres)
         if params is not None and params.params.get("through") == "build":
             item.add_marker(pytest.mark.network)
+        if item.module.__name__ in ONCE_MODULES or ONCE_FIXTURES & set(item.fixturenames) \
+                or params is not None and params.params.get("through") == "build":
+            item.add_marker(pytest.mark.once)
 
 
 def entry_paths_of(marks):

@@ -139,6 +139,38 @@ def run_all(invocations, timeout=120):
     return invocations
 
 
+def start_together(invocations, start_timeout=30):
+    """Every process started and waiting on stdin, then all fed at once; waited for."""
+    wait_reading_stdin(invocations, timeout=start_timeout)
+    for inv in invocations:
+        inv.feed()
+    return run_all(invocations)
+
+
+def assert_clean(inv):
+    """Never a crash: no traceback; stdout one JSON object, or empty for a DEL or CHECK
+    that succeeded; a failure is exit 1 and a CNI error object with an integer code and a
+    message."""
+    assert b"Traceback" not in inv.err and b"internal error" not in inv.err, inv
+    if inv.rc == 0 and inv.command in ("DEL", "CHECK"):
+        assert inv.out == b"", inv
+    else:
+        assert isinstance(inv.json, dict), inv
+    if inv.rc != 0:
+        assert inv.rc == 1 and isinstance(inv.json.get("code"), int) and inv.json.get("msg"), inv
+
+
+def all_succeeded(invocations):
+    """Every call clean (:func:`assert_clean`) and successful; for ADDs, each container's
+    address, no address handed out twice."""
+    for inv in invocations:
+        assert_clean(inv)
+        assert inv.rc == 0, inv
+    got = {inv.container_id: inv.address for inv in invocations if inv.command == "ADD"}
+    assert len(set(got.values())) == len(got), "an address was handed out twice"
+    return got
+
+
 def ipamctl(data_dir, *args, timeout=60):
     proc = subprocess.run([IPAMCTL, "--data-dir", str(data_dir), *args], capture_output=True,
                           timeout=timeout)

@@ -16,6 +16,8 @@ from plugin_procs import (
     DB_NAME,
     PENDING,
     Invocation,
+    all_succeeded,
+    assert_clean,
     check_json,
     database_problems,
     expected_mirror,
@@ -25,7 +27,7 @@ from plugin_procs import (
     mirror,
     others,
     run_all,
-    wait_reading_stdin,
+    start_together,
 )
 
 EXHAUSTED = "failed to allocate for range 0: no IP addresses available"
@@ -53,25 +55,6 @@ class ListLoop(threading.Thread):
         return self.runs
 
 
-def start_together(invocations):
-    """Every process is started and waiting on stdin; then all are fed at once."""
-    wait_reading_stdin(invocations, timeout=30)
-    for inv in invocations:
-        inv.feed()
-    return run_all(invocations)
-
-
-def assert_clean_output(inv):
-    """Never a crash: no traceback, stdout one JSON object or empty (DEL/CHECK success)."""
-    assert b"Traceback" not in inv.err and b"internal error" not in inv.err, inv
-    if inv.rc == 0 and inv.command in ("DEL", "CHECK"):
-        assert inv.out == b"", inv
-    else:
-        assert isinstance(inv.json, dict), inv
-    if inv.rc != 0:
-        assert inv.rc == 1 and isinstance(inv.json["code"], int) and inv.json["msg"], inv
-
-
 @pytest.mark.slow
 def test_200_adds_then_200_dels_at_once_beside_ipamctl_list(data_dir, netconf, through):
     n = 200
@@ -83,21 +66,15 @@ def test_200_adds_then_200_dels_at_once_beside_ipamctl_list(data_dir, netconf, t
     lister = ListLoop(data_dir)
     lister.start()
     try:
-        adds = start_together([Invocation("ADD", "c%03d" % i, conf) for i in range(n)])
-        for inv in adds:
-            assert_clean_output(inv)
-            assert inv.rc == 0, inv
-        got = {inv.container_id: inv.address for inv in adds}
-        assert len(set(got.values())) == n, "an address was handed out twice"
+        got = all_succeeded(start_together(
+            [Invocation("ADD", "c%03d" % i, conf) for i in range(n)]))
+        assert len(got) == n
         assert leases(data_dir, net) == got
         assert mirror(data_dir, net) == expected_mirror(got)
         assert others(data_dir, net) == ["last_reserved_ip.0", "lock"]
         assert not (data_dir / (PENDING + net)).exists()
 
-        dels = start_together([Invocation("DEL", "c%03d" % i, conf) for i in range(n)])
-        for inv in dels:
-            assert_clean_output(inv)
-            assert (inv.rc, inv.out) == (0, b""), inv
+        all_succeeded(start_together([Invocation("DEL", "c%03d" % i, conf) for i in range(n)]))
     finally:
         runs = lister.finish()
     assert leases(data_dir, net) == {}
@@ -130,18 +107,12 @@ def test_110_pods_starting_at_once_each_get_an_address(data_dir, netconf, throug
     n = 110
     net = "pods"
     conf = netconf({"subnet": "10.51.0.0/16"}, name=net)
-    adds = start_together([Invocation("ADD", "pod%03d" % i, conf) for i in range(n)])
-    for inv in adds:
-        assert_clean_output(inv)
-        assert inv.rc == 0, inv
-    got = {inv.container_id: inv.address for inv in adds}
-    assert len(set(got.values())) == n, "an address was handed out twice"
+    got = all_succeeded(start_together(
+        [Invocation("ADD", "pod%03d" % i, conf) for i in range(n)]))
+    assert len(got) == n
     assert leases(data_dir, net) == got
     assert mirror(data_dir, net) == expected_mirror(got)
-    dels = start_together([Invocation("DEL", "pod%03d" % i, conf) for i in range(n)])
-    for inv in dels:
-        assert_clean_output(inv)
-        assert (inv.rc, inv.out) == (0, b""), inv
+    all_succeeded(start_together([Invocation("DEL", "pod%03d" % i, conf) for i in range(n)]))
     assert leases(data_dir, net) == {}
     assert mirror(data_dir, net) == {}
     assert database_problems(data_dir, net) == []
@@ -182,7 +153,7 @@ def test_mixed_storm_on_a_nearly_exhausted_pool(data_dir, netconf, through):
         after = leases(data_dir, net)
         assert set(after.values()) <= pool, where
         for inv in invs:
-            assert_clean_output(inv)
+            assert_clean(inv)
             cid = inv.container_id
             if inv.command == "ADD":
                 if inv.rc == 0:

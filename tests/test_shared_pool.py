@@ -17,7 +17,15 @@ import psycopg
 import pytest
 from helpers import IPAMCTL, run_plugin
 from pgserver import free_port
-from plugin_procs import Invocation, mirror, others, run_all, wait_reading_stdin
+from plugin_procs import (
+    Invocation,
+    all_succeeded,
+    assert_clean,
+    mirror,
+    others,
+    run_all,
+    wait_reading_stdin,
+)
 
 NET = "shared"
 SUBNET = "10.60.0.0/16"
@@ -88,16 +96,6 @@ def burst(invocations, timeout=BURST_TIMEOUT, while_running=None):
     return invocations
 
 
-def assert_clean(inv):
-    """No traceback; on failure, a CNI error object with an integer code and a message."""
-    assert b"Traceback" not in inv.err and b"internal error" not in inv.err, inv
-    if inv.rc == 0:
-        assert inv.out == b"" if inv.command == "DEL" else isinstance(inv.json, dict), inv
-    else:
-        assert inv.rc == 1 and isinstance(inv.json, dict), inv
-        assert isinstance(inv.json.get("code"), int) and inv.json.get("msg"), inv
-
-
 def expected_files(rows):
     """A node's mirror as host-local writes it: ``<ip>`` holding ``<id>\\r\\n<ifname>``."""
     return {r["ip"]: ("%s\r\n%s" % (r["container_id"], r["ifname"])).encode() for r in rows}
@@ -129,12 +127,8 @@ def test_four_nodes_200_adds_then_200_dels_at_once(pg_url, tmp_path, through):
     confs = {node: pool_conf(pg_url, d, node, busy_timeout=10) for node, d in dirs.items()}
     work = [(node, cid(node, i)) for i in range(per_node) for node in dirs]
 
-    adds = burst([Invocation("ADD", c, confs[node]) for node, c in work])
-    for inv in adds:
-        assert_clean(inv)
-        assert inv.rc == 0, inv
-    got = {inv.container_id: inv.address for inv in adds}
-    assert len(set(got.values())) == len(work), "an address was handed out twice"
+    got = all_succeeded(burst([Invocation("ADD", c, confs[node]) for node, c in work]))
+    assert len(got) == len(work)
     assert all(ipaddress.ip_address(ip) in ipaddress.ip_network(SUBNET)
                for ip in got.values())
 
@@ -143,10 +137,7 @@ def test_four_nodes_200_adds_then_200_dels_at_once(pg_url, tmp_path, through):
                   for r in rows) == sorted((NET, c, got[c], node, "eth0") for node, c in work)
     assert_mirrors_match(pg_url, dirs, rows)
 
-    dels = burst([Invocation("DEL", c, confs[node]) for node, c in work])
-    for inv in dels:
-        assert_clean(inv)
-        assert (inv.rc, inv.out) == (0, b""), inv
+    all_succeeded(burst([Invocation("DEL", c, confs[node]) for node, c in work]))
     assert listed(pg_url) == []
     assert_mirrors_match(pg_url, dirs, [])
 
@@ -166,19 +157,12 @@ def test_110_pods_starting_at_once_on_a_node_of_the_pool(pg_url, tmp_path, throu
     proc = ipamctl(pg_url, "db", "upgrade")
     assert proc.returncode == 0, proc.stderr.decode()
     conf = pool_conf(pg_url, data_dir, "node-a", busy_timeout=10)
-    adds = burst([Invocation("ADD", cid("node-a", i), conf) for i in range(n)])
-    for inv in adds:
-        assert_clean(inv)
-        assert inv.rc == 0, inv
-    got = {inv.container_id: inv.address for inv in adds}
-    assert len(set(got.values())) == n, "an address was handed out twice"
+    got = all_succeeded(burst([Invocation("ADD", cid("node-a", i), conf) for i in range(n)]))
+    assert len(got) == n
     rows = listed(pg_url)
     assert sorted((r["container_id"], r["ip"]) for r in rows) == sorted(got.items())
     assert_mirrors_match(pg_url, {"node-a": data_dir}, rows)
-    dels = burst([Invocation("DEL", cid("node-a", i), conf) for i in range(n)])
-    for inv in dels:
-        assert_clean(inv)
-        assert (inv.rc, inv.out) == (0, b""), inv
+    all_succeeded(burst([Invocation("DEL", cid("node-a", i), conf) for i in range(n)]))
     assert listed(pg_url) == []
     assert_mirrors_match(pg_url, {"node-a": data_dir}, [])
 
@@ -188,13 +172,9 @@ def test_first_adds_on_an_empty_database_create_the_schema_once(pg_url, tmp_path
     back and their retry finds the winner's tables."""
     dirs = node_dirs(tmp_path, ("node-a", "node-b"))
     work = [(node, cid(node, i)) for i in range(4) for node in dirs]
-    adds = burst([Invocation("ADD", c, pool_conf(pg_url, dirs[node], node))
-                  for node, c in work])
-    for inv in adds:
-        assert_clean(inv)
-        assert inv.rc == 0, inv
-    got = {inv.container_id: inv.address for inv in adds}
-    assert len(set(got.values())) == len(work), "an address was handed out twice"
+    got = all_succeeded(burst([Invocation("ADD", c, pool_conf(pg_url, dirs[node], node))
+                               for node, c in work]))
+    assert len(got) == len(work)
     rows = listed(pg_url)
     assert sorted((r["container_id"], r["ip"], r["node"]) for r in rows) == sorted(
         (c, got[c], node) for node, c in work)

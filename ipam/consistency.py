@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Optional
 from ipam import addr
 from ipam.admin import _RECONCILED, AdminError, _Held, _mend, mirror_for
 from ipam.exporter import is_address_name, mirrored_cursors
+from ipam.paths import is_cursor_name
 from ipam.schema_version import HEAD
 
 if TYPE_CHECKING:
@@ -56,11 +57,14 @@ REPAIR = {
     "restored": "restore",  # an unfinished command's file, redone or undone
     "adopted": "adopt",
     "reassigned": "reassign",
+    "interrupted": "restore",  # an unfinished command's change, finished or undone
 }
 
 # How check names each difference (see ipam.reconcile.differences).
 _KIND = {
     "missing": "missing",
+    "interrupted": "interrupted (an unfinished command's change, which the next call on "
+                   "the network or --repair finishes or undoes)",
     "restored": "missing (an unfinished command's file, written back)",
     "foreign": "foreign (names an owner the database does not know)",
     "conflict": "conflict (names another owner than the database's lease)",
@@ -138,8 +142,22 @@ def _check_network(store: Store, name: str, files: NetworkFiles, repair: bool,
     if not repair:
         diffs = reconcile.differences(files.d, store.leases(name),
                                       mirrored_cursors(store, name), journal=files.pending)
-        return [_finding(name, files.d.path, kind, f, False) for kind, f in diffs]
+        return [_finding(name, files.d.path, _interrupted(files, kind, f), f, False)
+                for kind, f in diffs]
     return [_finding(name, files.d.path, kind, f, True) for kind, f in _mend(store, files, name)]
+
+
+def _interrupted(files: NetworkFiles, kind: str, name: str) -> str:
+    """``interrupted`` for a difference an unfinished command of ours left (a plugin or
+    node daemon killed between its file changes and its COMMIT): a journaled address
+    file missing, stale or rewritten, or a cursor file the command moved. It is real
+    (Go host-local beside us reads these files) and its repair is known: the next call
+    on the network redoes or undoes the journal. Else ``kind`` as found."""
+    if files.pending is None or kind not in ("missing", "stale", "wrong"):
+        return kind
+    if is_cursor_name(name) or any(entry[0] == name for entry in files.pending):
+        return "interrupted"
+    return kind
 
 
 def _finding(network: str, directory: str, kind: str, name: str, repair: bool

@@ -212,6 +212,12 @@ def _fix(data_dir, conf, fixer):
     assert database_problems(data_dir, NET) == []
 
 
+# How check names what a command killed before its journal went left (the journal says
+# what the next call, or check --repair, does about it).
+INTERRUPTED = ("interrupted (an unfinished command's change, which the next call on the "
+               "network or --repair finishes or undoes)")
+
+
 def _problems(data_dir):
     status, report = check_json(data_dir)
     assert status == 1 and not report["ok"], report
@@ -230,10 +236,11 @@ def test_killed_before_commit_leaves_no_trace(data_dir, netconf, command, fixer)
     assert (data_dir / (PENDING + NET)).exists()
     if command == "ADD":  # its file and cursor were written, for a lease that never was
         assert mirror(data_dir, NET)["10.80.0.3"] == b"b\r\neth0"
-        assert _problems(data_dir) == ["10.80.0.3: stale", "last_reserved_ip.0: wrong"]
+        assert _problems(data_dir) == ["10.80.0.3: " + INTERRUPTED,
+                                       "last_reserved_ip.0: " + INTERRUPTED]
     else:  # the file of a lease that is still there was removed
         assert "10.80.0.2" not in mirror(data_dir, NET)
-        assert _problems(data_dir) == ["10.80.0.2: missing"]
+        assert _problems(data_dir) == ["10.80.0.2: " + INTERRUPTED]
     _fix(data_dir, conf, fixer)
     assert leases(data_dir, NET) == dict({"a": "10.80.0.2"},
                                          **({"c": "10.80.0.50"} if fixer == "plugin" else {}))
@@ -262,9 +269,9 @@ def test_killed_after_commit_before_the_marker_goes(data_dir, netconf, command, 
         if fixer == "ipamctl":
             return  # nothing for check --repair to do; the marker case is the plugin's
     elif command == "ADD":
-        assert _problems(data_dir) == ["10.80.0.3: missing"]
+        assert _problems(data_dir) == ["10.80.0.3: " + INTERRUPTED]
     else:
-        assert _problems(data_dir) == ["10.80.0.2: stale"]
+        assert _problems(data_dir) == ["10.80.0.2: " + INTERRUPTED]
     _fix(data_dir, conf, fixer)
     if fixer == "plugin":
         expect["c"] = "10.80.0.50"

@@ -34,7 +34,7 @@ import pytest
 from cniexec import GO_HOST_LOCAL
 from cniexec import run as run_binary
 from helpers import IPAMCTL, PLUGIN
-from plugin_procs import DB_NAME, Invocation, run_all, wait_reading_stdin
+from plugin_procs import DB_NAME, Invocation, run_all, start_together
 
 pytestmark = pytest.mark.reference
 
@@ -67,14 +67,6 @@ def ctl_json(data_dir, *args):
     proc = ctl(data_dir, "-o", "json", *args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout)
-
-
-def start_together(invocations):
-    """Every process started and waiting on stdin, then all fed at once."""
-    wait_reading_stdin(invocations, timeout=30)
-    for inv in invocations:
-        inv.feed()
-    return run_all(invocations)
 
 
 class Pool:
@@ -521,9 +513,21 @@ def test_check_under_a_burst_never_raises_a_false_alarm(data_dir, through):
         runs = checker.finish()
     pool.assert_ok()
     assert len(runs) >= 5, "ipamctl check ran only %d time(s)" % len(runs)
-    alarms = [run for run in runs if run.returncode != 0]
+    alarms = [run for run in runs if run.returncode != 0 and not (
+        through.chaos is not None and _only_interrupted(run))]
     assert alarms == [], "%d of %d check runs failed on a consistent pool; first: %s" % (
         len(alarms), len(runs), alarms[0].stdout + alarms[0].stderr)
+
+
+def _only_interrupted(run):
+    """A check run whose every finding is ``interrupted``: what a node daemon killed
+    between a call's file changes and its COMMIT leaves (the chaos path kills it), real
+    until the next call on the network redoes its journal."""
+    try:
+        findings = json.loads(run.stdout)["findings"]
+    except (ValueError, KeyError):
+        return False
+    return bool(findings) and all(f["kind"] == "interrupted" for f in findings)
 
 
 # -- 7. Go and ours at the same time, ADDs and DELs mixed ---------------------------------

@@ -856,9 +856,11 @@ def collected_entry_paths(modules):
     ``modules`` (file names under tests/): the paths the ids of each function's
     instances begin with (conftest's ``through`` puts its id first). Only a function
     that takes ``through`` has its paths here; another's ids may begin alike."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}  # every test:
+    # .ci/run's other Pythons deselect the `once` marker, which says nothing of the docs
     proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
                            "-p", "no:cacheprovider", *("tests/" + m for m in modules)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     paths = "|".join(re.escape(p) for p in sorted(ENTRY_PATHS, key=len, reverse=True))
     found = {}

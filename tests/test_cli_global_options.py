@@ -1,5 +1,6 @@
 """ipamctl's global options (--data-dir, --database, --node, -o/--output) where an operator
 types them: before the command, after it, after a subcommand; the later one wins."""
+import contextlib
 import json
 import sqlite3
 
@@ -37,7 +38,7 @@ def test_global_options_after_the_command_in_the_installed_ipamctl(add, data_dir
     assert prune["deleted"] == 0
     copy = tmp_path / "copy.db"
     ipamctl("db", "backup", str(copy), "--data-dir", str(data_dir))
-    with sqlite3.connect(copy) as db:
+    with contextlib.closing(sqlite3.connect(copy)) as db:  # `with connect()` never closes
         assert db.execute("SELECT container_id FROM leases").fetchall() == [("a",)]
 
 

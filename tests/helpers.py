@@ -24,6 +24,8 @@ import time
 import traceback
 from datetime import datetime, timezone
 
+import pytest
+
 from ipam import paths
 from ipam.cni import main as cni_main
 from ipam.lease import Lease, NetworkRecord
@@ -670,6 +672,12 @@ GUARANTEE_SUITES = ("test_concurrency", "test_crash", "test_foreign_writers",
 # Calls a test must make through the stopped and killed daemon for some to be bound to
 # meet it stopped or gone (and so fall back in process).
 CHAOS_CALLS = 60
+# The 110-pod bursts (test_concurrency, test_shared_pool) leave out the chaos path.
+NOT_THROUGH_THE_CHAOS_AT_110 = pytest.mark.not_through("daemon-stopped-and-killed", why=(
+    "110 calls through the daemon are served in about a second: the chaos, acting within "
+    "0.6 s of their start, stops the daemon after it took them all as often as not, and "
+    "then no call falls back, which the chaos path counts as a failure; the larger "
+    "bursts (200 calls, four nodes of 50) run through it"))
 
 
 class EntryPath:

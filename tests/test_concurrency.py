@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from helpers import IPAMCTL, LockRelay, run_plugin
+from helpers import IPAMCTL, NOT_THROUGH_THE_CHAOS_AT_110, LockRelay, run_plugin
 from plugin_procs import (
     DB_NAME,
     PENDING,
@@ -95,11 +95,7 @@ def test_200_adds_then_200_dels_at_once_beside_ipamctl_list(data_dir, netconf, t
 
 
 @pytest.mark.slow
-@pytest.mark.not_through("daemon-stopped-and-killed", why=(
-    "110 calls through the daemon are served in about a second: the chaos, acting within "
-    "0.6 s of their start, stops the daemon after it took them all as often as not, and "
-    "then no call falls back, which the chaos path counts as a failure; the larger "
-    "bursts (200 calls, four nodes of 50) run through it"))
+@NOT_THROUGH_THE_CHAOS_AT_110
 def test_110_pods_starting_at_once_each_get_an_address(data_dir, netconf, through):
     """kubelet's default maxPods, 110, starting at once on one network, with the config's
     defaults (busyTimeout 10 s): the last call waits for all the others (a queue that

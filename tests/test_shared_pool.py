@@ -15,7 +15,7 @@ import time
 
 import psycopg
 import pytest
-from helpers import IPAMCTL, run_plugin
+from helpers import IPAMCTL, NOT_THROUGH_THE_CHAOS_AT_110, run_plugin
 from pgserver import free_port
 from plugin_procs import (
     Invocation,
@@ -143,11 +143,7 @@ def test_four_nodes_200_adds_then_200_dels_at_once(pg_url, tmp_path, through):
 
 
 @pytest.mark.slow
-@pytest.mark.not_through("daemon-stopped-and-killed", why=(
-    "110 calls through the daemon are served in about a second: the chaos, acting within "
-    "0.6 s of their start, stops the daemon after it took them all as often as not, and "
-    "then no call falls back, which the chaos path counts as a failure; the larger "
-    "bursts (200 calls, four nodes of 50) run through it"))
+@NOT_THROUGH_THE_CHAOS_AT_110
 def test_110_pods_starting_at_once_on_a_node_of_the_pool(pg_url, tmp_path, through):
     """kubelet's default maxPods, 110, starting at once on one node of a pool: each call
     connects before it takes host-local's lock, the last waits for all the others, and

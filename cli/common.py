@@ -3,18 +3,19 @@ manager: ``with open_store(obj, ...) as store:``) and the options they parse ali
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from typing import Any, TypeVar
 
 import click
 from click.core import ParameterSource
 
-from ipam import access, addr, labels, network_configs, paths, plugin_dirs
+from ipam import access, addr, admin, labels, network_configs, paths, plugin_dirs
 from ipam.backend import POSTGRESQL, locate
 from ipam.backend import open_store as _open_store
 from ipam.errors import IoFailure
 
 T = TypeVar("T")
+SizedT = TypeVar("SizedT", bound=Sized)
 
 
 # The variable naming the tree in which the CNI network configs, and the databases they
@@ -215,15 +216,19 @@ def located(row: dict[str, Any], database: str | None) -> dict[str, Any]:
     return row if database is None else dict(row, database=database)
 
 
-def warn_unknown(found: list[tuple[str | None, tuple[Any, str | None]]]) -> None:
-    """The warning of a read that found nothing, when no database read knows the
-    network it named: ``found`` is :func:`read_all`'s, each result ``(rows, why the
-    network is unknown there or None)`` (:func:`ipam.admin.unknown_network`)."""
+def read_network(obj: Obj, network: str | None,
+                 read: Callable[[Any], SizedT]) -> list[tuple[str | None, SizedT]]:
+    """:func:`read_all` for a read-only command that may name a ``network``: when every
+    database read found nothing, and none knows the network, a warning on stderr says so
+    (:func:`ipam.admin.unknown_network`: a typo lists nothing, which would read as "no
+    leases")."""
+    found = read_all(obj, lambda store: (read(store), admin.unknown_network(store, network)))
     unknown = [why for _, (_, why) in found]
-    if unknown and all(unknown):
+    if not any(len(got) for _, (got, _) in found) and unknown and all(unknown):
         click.echo("warning: %s" % unknown[0] if len(unknown) == 1 else
                    "warning: %s (and in the %d other databases found)"
                    % (unknown[0], len(unknown) - 1), err=True)
+    return [(database, got) for database, (got, _) in found]
 
 
 def columns(obj: Obj, names: list[str]) -> list[str]:

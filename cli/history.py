@@ -16,8 +16,7 @@ from host_local_sqlite_cli.common import (
     lease_filters,
     located,
     open_store,
-    read_all,
-    warn_unknown,
+    read_network,
 )
 from host_local_sqlite_cli.output import (
     EVENT_COLUMNS,
@@ -113,13 +112,12 @@ def history_cmd(ctx: click.Context, network: str | None, ip: IP | Net | None,
 def _history(obj: Obj, network: str | None, ip: IP | Net | None, container_id: str | None,
              since: Any, at: Any, pod: tuple[str | None, str] | None, name: str | None,
              limit: int | None, reverse: bool, no_trunc: bool) -> None:
-    """The events of every database read (:func:`read_all`), merged by time; --limit
-    and --reverse apply to the merge as to one database's events."""
-    found = read_all(obj, lambda store: (
-        admin.history(store, network, ip, container_id, since, at, pod, name, limit,
-                      reverse), admin.unknown_network(store, network)))
+    """The events of every database read (:func:`read_network`), merged by time;
+    --limit and --reverse apply to the merge as to one database's events."""
+    found = read_network(obj, network, lambda store: admin.history(
+        store, network, ip, container_id, since, at, pod, name, limit, reverse))
     timed, shown = [], {}
-    for database, (events, _) in found:
+    for database, events in found:
         note(events.note)
         timed += [(e.time, located(event_row(e), database)) for e in events]
         shown.update(events.shown)
@@ -129,8 +127,6 @@ def _history(obj: Obj, network: str | None, ip: IP | Net | None, container_id: s
             timed = timed[-limit:] if limit else []
         if reverse:
             timed.reverse()
-    if not timed:
-        warn_unknown(found)
     emit_rows(obj.output, [row for _, row in timed], columns(obj, EVENT_COLUMNS),
               "(no events)", id_forms(shown, no_trunc))
 

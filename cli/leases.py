@@ -11,8 +11,7 @@ from host_local_sqlite_cli.common import (
     open_store,
     parse_container,
     parse_ip,
-    read_all,
-    warn_unknown,
+    read_network,
 )
 from host_local_sqlite_cli.output import (
     LEASE_COLUMNS,
@@ -63,15 +62,11 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | N
     """
     table_or_json(obj)
     rows, shown = [], {}
-    found = read_all(obj, lambda store: (
-        admin.list_leases(store, network, container_id, ip, pod, name, sort),
-        admin.unknown_network(store, network)))
-    for database, (leases, _) in found:
+    for database, leases in read_network(obj, network, lambda store: admin.list_leases(
+            store, network, container_id, ip, pod, name, sort)):
         note(leases.note)
         rows += [located(lease_row(x), database) for x in leases]
         shown.update(leases.shown)
-    if not rows:
-        warn_unknown(found)
     emit_rows(obj.output, rows, columns(obj, LEASE_COLUMNS), "(no leases)",
               id_forms(shown, no_trunc), headers=not no_headers)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from host_local_sqlite_cli.common import Obj, columns, located, read_all, warn_unknown
+from host_local_sqlite_cli.common import Obj, columns, located, read_network
 from host_local_sqlite_cli.output import emit_rows
 from ipam import admin, metrics
 
@@ -40,11 +40,8 @@ def stats_cmd(obj: Obj, network: str | None) -> None:
         ipamctl stats
         ipamctl -o prometheus stats > /var/lib/node_exporter/ipam.prom
     """
-    found = read_all(obj, lambda store: (admin.stats(store, network),
-                                         admin.unknown_network(store, network)))
-    rows = [located(row, database) for database, (got, _) in found for row in got]
-    if not rows:
-        warn_unknown(found)
+    rows = [located(row, database) for database, got in read_network(
+        obj, network, lambda store: admin.stats(store, network)) for row in got]
     if obj.output == "prometheus":
         click.echo(metrics.render_ranges(rows), nl=False)
         return

@@ -602,18 +602,20 @@ static int receive(struct conn *c, struct message *m, long long deadline, const 
                      c->path);
             return -1;
         }
-        if (c->cap - c->len < 65536) {
+        /* room for the longest message parse_message takes, and a read past it */
+        const size_t most = MAX_MESSAGE + 65536;
+        if (c->cap - c->len < 65536 && c->cap < most) {
             size_t cap = c->cap ? c->cap * 2 : 131072;
-            if (cap > MAX_MESSAGE + 65536 + 64) cap = MAX_MESSAGE + 65536 + 64;
-            if (cap <= c->cap) {
-                snprintf(why, sizeof why, "the node daemon at %s sent more than a call's "
-                         "answer can hold", c->path);
-                return -1;
-            }
+            if (cap > most) cap = most;
             unsigned char *b = realloc(c->buf, cap);
             if (!b) { snprintf(why, sizeof why, "out of memory"); return -1; }
             c->buf = b;
             c->cap = cap;
+        }
+        if (c->cap == c->len) {  /* cannot happen: a message fits, and is consumed */
+            snprintf(why, sizeof why, "the node daemon at %s sent more than a call's "
+                     "answer can hold", c->path);
+            return -1;
         }
         ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, MSG_DONTWAIT);
         if (r > 0) { c->len += (size_t)r; continue; }
@@ -690,14 +692,18 @@ static int append_blob(struct bytes *b, const void *data, size_t n)
     return append(b, len, 4) || append(b, data, n);
 }
 
-static int key_cmp(const void *a, const void *b)
+struct entry {
+    const char *text;
+    size_t index, key_len;
+};
+
+static int entry_cmp(const void *a, const void *b)
 {
-    const char *x = *(char *const *)a, *y = *(char *const *)b;
-    size_t nx = strcspn(x, "="), ny = strcspn(y, "=");
-    int c = memcmp(x, y, nx < ny ? nx : ny);
+    const struct entry *x = a, *y = b;
+    int c = memcmp(x->text, y->text, x->key_len < y->key_len ? x->key_len : y->key_len);
     if (c) return c;
-    if (nx != ny) return nx < ny ? -1 : 1;
-    return x < y ? -1 : x > y;  /* environ's order among equal keys: the first wins */
+    if (x->key_len != y->key_len) return x->key_len < y->key_len ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;  /* the first in environ first */
 }
 
 /* The environment as posix.environ has it: KEY=VALUE entries with an "=", the first of
@@ -706,32 +712,35 @@ static int encode_environ(struct bytes *out)
 {
     size_t n = 0, kept = 0;
     while (environ[n]) n++;
-    char **sorted = malloc((n + 1) * sizeof *sorted);
-    if (!sorted) return -1;
-    for (size_t i = 0; i < n; i++)
-        if (strchr(environ[i], '=')) sorted[kept++] = environ[i];
-    qsort(sorted, kept, sizeof *sorted, key_cmp);
+    struct entry *sorted = malloc((n + 1) * sizeof *sorted);
+    unsigned char *skip = calloc(n + 1, 1);
+    if (!sorted || !skip) { free(sorted); free(skip); return -1; }
+    for (size_t i = 0; i < n; i++) {
+        const char *eq = strchr(environ[i], '=');
+        if (eq) sorted[kept++] = (struct entry){environ[i], i, (size_t)(eq - environ[i])};
+        else skip[i] = 1;
+    }
+    qsort(sorted, kept, sizeof *sorted, entry_cmp);
+    for (size_t k = 1; k < kept; k++)
+        if (sorted[k].key_len == sorted[k - 1].key_len &&
+            !memcmp(sorted[k].text, sorted[k - 1].text, sorted[k].key_len))
+            skip[sorted[k].index] = 1;
     struct bytes body = {0};
     int first = 1, r = 0;
     for (size_t i = 0; i < n && !r; i++) {
-        const char *e = environ[i];
-        if (!strchr(e, '=')) continue;
-        /* a later duplicate of a key: its sorted predecessor has the same key */
-        char **at = bsearch(&e, sorted, kept, sizeof *sorted, key_cmp);
-        if (at && at > sorted) {
-            size_t nk = strcspn(e, "=");
-            if (strcspn(at[-1], "=") == nk && !memcmp(at[-1], e, nk)) continue;
-        }
+        if (skip[i]) continue;
         if (!first) r = append(&body, "", 1);
         first = 0;
-        if (!r) r = append(&body, e, strlen(e));
+        if (!r) r = append(&body, environ[i], strlen(environ[i]));
     }
     if (!r) r = append_blob(out, body.data ? body.data : "", body.len);
     free(body.data);
     free(sorted);
+    free(skip);
     return r;
 }
 
+static int stdout_closed;  /* the runtime gave no stdout: writing the answer fails */
 static struct bytes stdin_data;
 static int stdin_read;  /* 1 once stdin's bytes are in stdin_data (else it is untouched) */
 
@@ -916,7 +925,7 @@ static int call(const char *path, size_t plen, int named)
     if (got < 0 || expect(&c, &m, 'A')) goto out;
     close(c.fd);
     c.fd = -1;
-    int ok = write_all(1, m.part[0], m.part_len[0]) == 0;
+    int ok = stdout_closed ? m.part_len[0] == 0 : write_all(1, m.part[0], m.part_len[0]) == 0;
     write_all(2, m.part[1], m.part_len[1]);
     status = ok ? m.status : (m.status ? m.status : 1);
 out:
@@ -942,6 +951,16 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < 3; i++) sigaction(end_signals[i], &sa, NULL);
     signal(SIGPIPE, SIG_IGN);  /* EPIPE instead: as Python, which ignores it */
 
+    /* stdout and stderr open, so that no socket of ours takes their numbers */
+    for (int fd = 1; fd <= 2; fd++)
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+            if (fd == 1) stdout_closed = 1;  /* an answer to write cannot be written */
+            int null = open("/dev/null", O_WRONLY);
+            if (null >= 0 && null != fd) {
+                dup2(null, fd);
+                if (null > 2) close(null);
+            }
+        }
     const char *command = getenv("CNI_COMMAND");
     static const char *const forwarded[] = {"ADD", "DEL", "CHECK", "GC", "STATUS"};
     int forward = 0;
@@ -955,7 +974,7 @@ int main(int argc, char **argv)
             if (cap > (size_t)MAX_STDIN + 1) cap = (size_t)MAX_STDIN + 1;
             if (cap > stdin_data.cap) {
                 char *d = realloc(stdin_data.data, cap);
-                if (!d) break;
+                if (!d) fail(999, "out of memory");  /* as the in-process call says it */
                 stdin_data.data = d;
                 stdin_data.cap = cap;
             }

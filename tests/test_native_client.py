@@ -338,6 +338,32 @@ def test_a_daemons_answer_is_written_as_sent(tmp_path, bin_dir, conf):
 
 
 @pytest.mark.root
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536 * 3 + 7, 15 * 1024 * 1024])
+def test_an_answer_of_any_size_a_daemon_sends_is_written_whole(size, tmp_path, bin_dir):
+    out_bytes = bytes(random.Random(size).randbytes(size))
+
+    def script(conn, fake):
+        _prove(conn, fake)
+        conn.sendall(client.TAKEN + client.blob(b"5") + client.ANSWER + b"\0"
+                     + client.blob(out_bytes) + client.blob(b"e" * 1000))
+        _then_close(conn)
+
+    fake = FakeDaemon(tmp_path / "fake.sock", script)
+    try:
+        env = {**SANITIZERS, **cni_env("DEL"), paths.DAEMON_ENV: fake.path}
+        # stdout and stderr closed: the socket must not take their numbers
+        proc = subprocess.run([str(bin_dir / paths.PLUGIN_NAME)], input=b"{}", env=env,
+                              stdout=subprocess.PIPE, timeout=30)
+        closed = subprocess.run(["sh", "-c", '"$0" >&- 2>&-; echo $?',
+                                 str(bin_dir / paths.PLUGIN_NAME)], input=b"{}", env=env,
+                                stdout=subprocess.PIPE, timeout=30)
+    finally:
+        fake.close()
+    assert (proc.returncode, proc.stdout == out_bytes) == (0, True)
+    # the answer not written: 1, as the Python client says (0 when it was empty)
+    assert closed.stdout == (b"1\n" if size else b"0\n")
+
+
 def test_a_daemon_of_another_user_is_not_trusted(tmp_path, bin_dir, conf):
     """A daemon whose peer credentials say uid 65534 (neither root nor this user): not
     trusted, the call runs in process. Needs root, to run it as another user."""

@@ -24,8 +24,6 @@ import pytest
 from ipam import client, launcher, paths
 from tests.helpers import PLUGIN, NodeDaemon, cni_env
 
-pytestmark = pytest.mark.no_entry_path("runs the native client's own executable, not an "
-                                       "entry path of the guarantees suite (yet)")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(REPO, "build", "native")
 SUBNET = {"subnet": "10.9.0.0/24"}
@@ -600,3 +598,34 @@ def test_fuzz_views_are_the_python_clients(builds, tmp_path):
             path = str(tmp_path) + "/" + path
         got = probe(builds, "view", path.encode())
         assert got == client.view(path).decode() + "\n", path
+
+
+def _blocked(pid, signums):
+    """Whether the process ``pid`` blocks all of ``signums`` (/proc's SigBlk)."""
+    with open("/proc/%d/status" % pid) as f:
+        mask = int(re.search(r"^SigBlk:\s*([0-9a-f]+)$", f.read(), re.M).group(1), 16)
+    return all(mask >> (n - 1) & 1 for n in signums)
+
+
+def test_a_signal_before_the_call_starts_answers_code_11_and_runs_nothing(tmp_path, bin_dir,
+                                                                         conf, data_dir):
+    """A signal while the client still reads stdin is held, as the Python client's guard
+    holds it, and ends the call before the in-process plugin would start it."""
+    env = {"PATH": os.environ["PATH"], **SANITIZERS, **cni_env("ADD")}
+    proc = subprocess.Popen([str(bin_dir / paths.PLUGIN_NAME)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 10
+        while not _blocked(proc.pid, (1, 2, 15)):  # its guard is set: it holds them now
+            assert time.monotonic() < deadline, "the client never blocked the signals"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(json.dumps(conf(daemon=False)).encode(), timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert json.loads(out) == {"code": 11, "msg": "interrupted by SIGTERM before the call "
+                               "started; try again"}
+    assert not os.path.exists(data_dir / "nat")

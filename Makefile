@@ -13,7 +13,7 @@ PIP_C  = -m pip install -q -c $(CONSTRAINTS)
 
 .PHONY: install compile demo test check test-all lint typecheck bench soak wheel-smoke wheel dist clean constraints
 
-install: $(STAMP)
+install: $(STAMP) native-if-cc
 
 # setuptools' default (lenient) editable mode: its import finder honours setup.cfg's
 # package_dir, which installs cli/ and migrations/ as host_local_sqlite_cli and
@@ -74,6 +74,44 @@ soak: compile
 .PHONY: bench-cri
 bench-cri: compile dist
 	$(PY) tools/bench_cri.py $(BENCH_CRI_ARGS)
+
+# The plugin's thin client in C (native/client.c): a forwarded call without an
+# interpreter's start. Linked statically, against musl where musl-gcc is there (Debian 12's
+# glibc would need 2.34 at run time; the self-contained build promises 2.17), else with
+# the C compiler's own libc. `make install` builds it where a C compiler exists.
+NATIVE_DIR ?= build/native
+NATIVE_CC  ?= $(shell command -v musl-gcc 2>/dev/null || command -v cc 2>/dev/null)
+# The test build: glibc, AddressSanitizer and UndefinedBehaviorSanitizer, any error fatal.
+ASAN_CC    ?= $(shell command -v gcc 2>/dev/null || command -v clang 2>/dev/null || command -v cc 2>/dev/null)
+NATIVE_CFLAGS := -std=c11 -Wall -Wextra -Werror
+SANITIZE   := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+NATIVE_SRC := native/client.c native/client.h
+.PHONY: native native-if-cc native-asan fuzz
+native: $(NATIVE_DIR)/host-local-sqlite
+$(NATIVE_DIR)/host-local-sqlite: $(NATIVE_SRC)
+	@test -n "$(NATIVE_CC)" || { echo "native: no C compiler (musl-gcc or cc)" >&2; exit 1; }
+	mkdir -p $(NATIVE_DIR)
+	$(NATIVE_CC) -O2 -static $(NATIVE_CFLAGS) -o $@.tmp native/client.c
+	mv $@.tmp $@
+native-if-cc:
+	@if [ -n "$(NATIVE_CC)" ]; then $(MAKE) --no-print-directory native; \
+	else echo "no C compiler: the plugin keeps the Python thin client"; fi
+native-asan: $(NATIVE_DIR)/host-local-sqlite-asan $(NATIVE_DIR)/probe-asan
+$(NATIVE_DIR)/host-local-sqlite-asan: $(NATIVE_SRC)
+	mkdir -p $(NATIVE_DIR)
+	$(ASAN_CC) $(SANITIZE) $(NATIVE_CFLAGS) -o $@ native/client.c
+$(NATIVE_DIR)/probe-asan: $(NATIVE_SRC) native/probe.c
+	mkdir -p $(NATIVE_DIR)
+	$(ASAN_CC) $(SANITIZE) $(NATIVE_CFLAGS) -o $@ native/probe.c
+# The parsers fuzzed for FUZZ_SECONDS: libFuzzer where clang has it, else the tests'
+# Python-driven mutation run (tests/test_native_client.py, NATIVE_FUZZ_SECONDS) alone.
+FUZZ_SECONDS ?= 600
+fuzz: install native-asan
+	mkdir -p $(NATIVE_DIR)/corpus
+	if clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -o $(NATIVE_DIR)/fuzz native/fuzz.c 2>/dev/null; then \
+	  $(NATIVE_DIR)/fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $(NATIVE_DIR)/corpus; \
+	else echo "no libFuzzer: the Python-driven run alone"; fi
+	NATIVE_FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -q -p no:cacheprovider tests/test_native_client.py -k fuzz
 
 # The self-contained build: dist/host-local-sqlite-<version>-linux-<arch>.tgz, both
 # executables frozen with cx_Freeze from $(PYTHON), for nodes with no Python. Its own venv

@@ -491,12 +491,14 @@ def forward() -> "tuple[Optional[int], Optional[bytes]]":
     return (status if ok else status or 1), None
 
 
-def run(bundled: "bool" = False) -> "None":
+def run(bundled: "bool" = False, forwarding: "bool" = True) -> "None":
     """The plugin's entry (the launcher's, the console script's, ``python -m ipam``):
     one CNI call, on the node daemon if it takes it, else in this process
     (:func:`ipam.__main__.in_process`); then the process ends at once. ``bundled``:
     first serve the hot path's modules from the launcher's bundle (:mod:`ipam.bundle`),
-    which a forwarded call never needs.
+    which a forwarded call never needs. ``forwarding`` False: in this process only, for
+    the native thin client's fallback (native/client.c), which has offered the call to
+    the daemon already and said why it did not take it.
 
     First of all, the process's :class:`Guard`: from here on, a signal of
     :data:`SIGNALS` ends the call in one answer, or changes nothing."""
@@ -504,7 +506,7 @@ def run(bundled: "bool" = False) -> "None":
     import gc
 
     gc.disable()  # a one-shot process: collecting cycles at exit buys nothing
-    status, data = forward()
+    status, data = forward() if forwarding else (None, None)
     if status is None:
         if bundled:
             from ipam import bundle

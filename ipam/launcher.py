@@ -55,7 +55,7 @@ except ImportError as e:
            "run 'ipamctl install-plugin' again" % e)
     sys.stdout.write('{{"code": 5, "msg": "%s"}}' % msg.replace("\\\\", "/").replace('"', "'"))
     sys.exit(1)
-run(bundled=True)
+{run}
 '''
 # The error object when the interpreter is missing: code 5 (an I/O failure), as for a
 # launcher whose paths are stale; no "cniVersion", as no error of the plugin has one
@@ -88,8 +88,10 @@ def install_paths(python=None):
     return paths
 
 
-def render(python=None, paths=None):
-    """The launcher's text for ``python`` (default: this interpreter)."""
+def render(python=None, paths=None, forwarding=True):
+    """The launcher's text for ``python`` (default: this interpreter); ``forwarding``
+    False: one that runs the call in process only, the native thin client's fallback
+    (native/client.c execs it after offering the call to the daemon itself)."""
     python = python or sys.executable
     if paths is None:
         paths = install_paths(python)
@@ -102,13 +104,15 @@ def render(python=None, paths=None):
                          "read): use the console script instead" % python)
     missing = json.dumps({"code": 5, "msg": MISSING % python})
     return _TEMPLATE.format(python=python, paths=list(paths), missing=shlex.quote(missing),
-                            signals=" ".join(name[3:] for name in SIGNALS.values()))
+                            signals=" ".join(name[3:] for name in SIGNALS.values()),
+                            run="run(bundled=True)" if forwarding
+                            else "run(bundled=True, forwarding=False)")
 
 
-def install(directory, name=PLUGIN_NAME, python=None, paths=None):
+def install(directory, name=PLUGIN_NAME, python=None, paths=None, forwarding=True):
     """Write the launcher as ``directory/name`` (0755), atomically; returns its path."""
     path = os.path.join(directory, name)
-    replace_file(path, render(python, paths).encode(), 0o755)
+    replace_file(path, render(python, paths, forwarding).encode(), 0o755)
     return path
 
 

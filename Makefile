@@ -75,6 +75,14 @@ soak: compile
 bench-cri: compile dist
 	$(PY) tools/bench_cri.py $(BENCH_CRI_ARGS)
 
+# Every step's cost of a forwarded ADD and DEL (tools/bench_steps.py): a node daemon that
+# traces each call's steps (ipamctl serve --trace-steps), the native and Python clients
+# and Go host-local interleaved, the daemon's syncs counted by strace, bursts of 100
+# against Go's. Containerd's calls per pod too: BENCH_STEPS_ARGS=--cri (root).
+.PHONY: bench-steps
+bench-steps: compile native
+	$(PY) tools/bench_steps.py $(BENCH_STEPS_ARGS)
+
 # The plugin's thin client in C (native/client.c): a forwarded call without an
 # interpreter's start. Linked statically, against musl where musl-gcc is there (Debian 12's
 # glibc would need 2.34 at run time; the self-contained build promises 2.17), else with

@@ -61,11 +61,15 @@ _SOCKET_HELP = "The daemon's unix socket."
               callback=parse_share,
               help="Refuse a run that would release more than this share of a network's "
                    "leases (as 'ipamctl gc --max-share').")
+@click.option("--trace-steps", metavar="PATH",
+              help="Append one JSON line per call to PATH: when the call passed each of "
+                   "its steps (the hand-over, the door, the locks, the transaction, the "
+                   "mirror, COMMIT, the answer), for tools/bench_steps.py.")
 @click.pass_obj
 def serve_cmd(obj: Obj, socket_path: str, pool_size: int, max_calls: int,
               drain_timeout: float, metrics: str | None, gc_interval: float | None,
               gc_cri: str | None, gc_valid_file: str | None, gc_previous_boots: bool,
-              gc_grace: str, gc_max_share: float) -> None:
+              gc_grace: str, gc_max_share: float, trace_steps: str | None) -> None:
     """Run the node daemon: plugin calls are forwarded to it and served by this
     process, which has the plugin loaded and its stores open, instead of each
     loading the plugin anew (on PostgreSQL: a few kept connections instead of a new
@@ -109,7 +113,7 @@ def serve_cmd(obj: Obj, socket_path: str, pool_size: int, max_calls: int,
     usage = (lambda: _usage(obj)) if metrics is not None else None
     raise SystemExit(daemon.serve(socket_path, pool_size, drain_timeout, max_calls,
                                   metrics_address=metrics, usage=usage,
-                                  periodic_gc=periodic))
+                                  periodic_gc=periodic, trace_steps=trace_steps))
 
 
 def _address(value: str | None) -> str | None:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
     from ipam.exporter import NetworkFiles
     from ipam.node_boots import Conflict
     from ipam.ranges import RangeSet
+    from ipam.steps import Steps
     from ipam.store.pool import StorePool
     from ipam.store.protocol import Store
 
@@ -42,17 +43,20 @@ class CallContext:
     ``before_commit``: run last inside each transaction; the node daemon's check that
     the client still waits for this call (raising rolls the call back). ``idle``: what
     the call's lock waits are wrapped in (:class:`ipam.waits.Patience`): the daemon's,
-    which lets another call run meanwhile."""
+    which lets another call run meanwhile. ``steps``: where the call marks each step's
+    end (:mod:`ipam.steps`), when the daemon traces them; None otherwise."""
 
-    __slots__ = ("keep_open", "pool", "before_commit", "idle")
+    __slots__ = ("keep_open", "pool", "before_commit", "idle", "steps")
 
     def __init__(self, keep_open: "bool" = False, pool: "Optional[StorePool]" = None,
                  before_commit: "Optional[Callable[[], None]]" = None,
-                 idle: "Optional[Callable[[], ContextManager[object]]]" = None) -> "None":
+                 idle: "Optional[Callable[[], ContextManager[object]]]" = None,
+                 steps: "Optional[Steps]" = None) -> "None":
         self.keep_open = keep_open
         self.pool = pool
         self.before_commit = before_commit
         self.idle = idle
+        self.steps = steps
 
 
 _DEFAULT = CallContext()
@@ -157,7 +161,9 @@ def _run(opened: "_Opened", conf: "IpamConfig",
     anything fails once files were touched, the transaction rolls back and the files
     this command journaled are put back from the database, still under the lock.
     """
-    patience = opened.patience
+    patience, steps = opened.patience, opened.context.steps
+    if steps is not None:
+        steps.mark("config")
     opened.connect()  # a Retry from it is the attempt's, as any other
     # created, as host-local's store open does
     held = opened.mirror.hold(conf.name, patience=patience)
@@ -168,11 +174,17 @@ def _run(opened: "_Opened", conf: "IpamConfig",
             held.close()
         raise
     files = None if held is None else opened.mirror.files(store, held)
+    if steps is not None:
+        steps.mark("locks")
+        if files is not None:
+            files.steps = steps
     try:
         for alone in (True, False):  # the reconcile alone, if any; then the command
-            after = _AfterCommit(files)
+            after = _AfterCommit(files, steps)
             with store.transaction(after_commit=after, patience=patience,
                                    before_commit=opened.context.before_commit):
+                if steps is not None:
+                    steps.mark("begin")
                 conflict = node_boots.note(store, system.boot_id(),
                                            judge or (files is not None and store.shared))
                 opened.conflict = conflict if judge else None
@@ -190,10 +202,16 @@ def _run(opened: "_Opened", conf: "IpamConfig",
                         after.reconciled_only = True
                         continue  # COMMIT it
                 value, changes = body(store, files)
+                if steps is not None:
+                    steps.mark("body")
                 problems = files.apply(changes) if files is not None else []
                 if files is not None:
                     files.record()
+                if steps is not None:
+                    steps.mark("apply")
             break
+        if steps is not None:
+            steps.mark("after-commit")
     except IpamError as e:
         # After a failed COMMIT only the next process knows whether it landed: the
         # journal stays for it, untouched.
@@ -213,13 +231,17 @@ class _AfterCommit:
     files' journal goes; host-local's lock too, unless the transaction committed only
     the reconcile and the command's own is next."""
 
-    __slots__ = ("files", "reconciled_only")
+    __slots__ = ("files", "reconciled_only", "steps")
 
-    def __init__(self, files: "Optional[NetworkFiles]") -> "None":
+    def __init__(self, files: "Optional[NetworkFiles]", steps: "Optional[Steps]" = None
+                 ) -> "None":
         self.files = files
         self.reconciled_only = False
+        self.steps = steps
 
     def __call__(self) -> "None":
+        if self.steps is not None:
+            self.steps.mark("commit")
         if self.files is not None:
             if self.reconciled_only:
                 self.files.settled()

@@ -68,6 +68,7 @@ from ipam import caller, client, paths, system, writer_lock
 from ipam.commands import CallContext
 from ipam.errors import Interrupted, IoFailure, TryAgain
 from ipam.metrics import Metrics
+from ipam.steps import Steps, TraceFile
 from ipam.store.pool import StorePool
 
 TYPE_CHECKING = False
@@ -276,7 +277,8 @@ class Daemon:
                  max_calls: "int" = DEFAULT_MAX_CALLS,
                  metrics_server: "Optional[MetricsServer]" = None,
                  periodic_gc: "Optional[PeriodicGc]" = None,
-                 metrics: "Optional[Metrics]" = None) -> "None":
+                 metrics: "Optional[Metrics]" = None,
+                 trace_steps: "Optional[str]" = None) -> "None":
         self.socket_path = os.path.abspath(socket_path)
         self.pool_size = pool_size
         self.max_calls = max(max_calls, 1)
@@ -312,6 +314,8 @@ class Daemon:
         self._stderr: "Optional[_Stderr]" = None
         self._stop_at = os.environ.get(STOP_AT_ENV)
         self._powers = caller.Powers()
+        # Each call's step timings, one JSON line each (ipam.steps); None: not traced.
+        self._trace = TraceFile(trace_steps) if trace_steps else None
 
     # -- the log --------------------------------------------------------------------
     def log(self, line: "str") -> "None":
@@ -544,6 +548,8 @@ class Daemon:
             self._lock_fd = None
         with self._idle:
             alive = bool(self._threads)
+        if self._trace is not None and not alive:
+            self._trace.close()
         if self._wake is not None and not alive:
             for fd in self._wake:
                 os.close(fd)
@@ -613,11 +619,12 @@ class Daemon:
 
     # -- one connection ---------------------------------------------------------------
     def _serve_one(self, conn: "socket.socket") -> "None":
+        steps = Steps() if self._trace is not None else None
         with self._idle:
             self._busy += 1
         try:
             conn.setblocking(True)
-            self._handle(conn)
+            self._handle(conn, steps)
         except Exception as e:  # never lose a thread: log it, answer nothing more
             self.log("internal error: %r" % (e,))
         finally:
@@ -634,7 +641,7 @@ class Daemon:
             # process would have the main thread stop it, a moment after this one went on.
             signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
 
-    def _handle(self, conn: "socket.socket") -> "None":
+    def _handle(self, conn: "socket.socket", steps: "Optional[Steps]" = None) -> "None":
         started = time.monotonic()
         pid, uid = client.peer_cred(conn)
         if uid not in (0, os.geteuid()):
@@ -658,20 +665,25 @@ class Daemon:
             return
         with self._idle:
             self._calling += 1
+        if steps is not None:
+            steps.mark("request")
         try:
-            self._answer_call(conn, pid, started, *blobs)
+            self._answer_call(conn, pid, started, steps, *blobs)
         finally:
             with self._idle:
                 self._calling -= 1
 
     def _answer_call(self, conn: "socket.socket", pid: "int", started: "float",
-                     raw_env: "bytes", cwd: "bytes", data: "bytes") -> "None":
+                     steps: "Optional[Steps]", raw_env: "bytes", cwd: "bytes",
+                     data: "bytes") -> "None":
         self._pause("read")
         # The door's own work runs as a call's does (_running), its waits for the
         # client outside it.
         with self._running:
             env = system.environ(client.decode_environ(raw_env))
             conf = _config(data)
+        if steps is not None:
+            steps.mark("parse")
         try:
             with self._running:
                 caller.check_peer(conn, pid, self._powers)
@@ -680,6 +692,8 @@ class Daemon:
                                           "caller's directory (%s)"
                                           % ", ".join(caller.relative_paths(conf)))
                 paths_, bound = caller.plan(env, conf)
+            if steps is not None:
+                steps.mark("door")
             conn.sendall(client.PROVE + client.blob(b"\0".join(
                 p.encode("utf-8", "surrogateescape") for p in paths_)))
             self._pause("proved")
@@ -689,6 +703,8 @@ class Daemon:
                 raise caller.Declined("no views from the caller: %s" % e) from None
             with self._running:
                 caller.check_views(paths_, theirs)
+            if steps is not None:
+                steps.mark("views")
         except caller.Declined as e:
             self.metrics.declined()
             self.log("declined %s pid=%d: %s" % (_call_fields(env, conf), pid, e.args[0]))
@@ -706,18 +722,29 @@ class Daemon:
                      % (_call_fields(env, conf), e.strerror or e))
             return
         self._pause("taken")
+        if steps is not None:
+            steps.mark("taken")
         conn.settimeout(None)  # the call's own waits are bounded
-        status, out, err = self.call(env, data, self._guard(conn, deadline, bound))
+        status, out, err = self.call(env, data, self._guard(conn, deadline, bound), steps)
         self._pause("committed")
+        if steps is not None:
+            steps.mark("render")
         self._send(conn, _reply(status, out.encode("utf-8"),
                                  err.encode("utf-8", "backslashreplace")))
         conn.close()  # the client is done: the log line is ours
+        if steps is not None:
+            steps.mark("answer")
         elapsed = time.monotonic() - started
         answer = _answer(out)
         self.metrics.call(env.get("CNI_COMMAND", "?"), _code(status, answer), elapsed)
         with self._idle:
             self.calls += 1
         self.log("%s ms=%.1f" % (_summary(env, conf, status, answer), elapsed * 1000))
+        if steps is not None and self._trace is not None:
+            steps.mark("logged")
+            self._trace.write(steps.record(
+                command=env.get("CNI_COMMAND", "?"), status=status,
+                container=env.get("CNI_CONTAINERID", ""), client_pid=pid))
 
     def _guard(self, conn: "socket.socket", deadline: "float", bound: "float"
                ) -> "Callable[[], None]":
@@ -736,8 +763,8 @@ class Daemon:
         return guard
 
     def call(self, env: "dict[str, str]", data: "bytes",
-             before_commit: "Optional[Callable[[], None]]" = None
-             ) -> "tuple[int, str, str]":
+             before_commit: "Optional[Callable[[], None]]" = None,
+             steps: "Optional[Steps]" = None) -> "tuple[int, str, str]":
         """One plugin call, as :func:`ipam.cni.main` runs it in a plugin process:
         (exit status, stdout, stderr)."""
         from ipam.cni import main
@@ -750,7 +777,7 @@ class Daemon:
             with self._running:
                 status = main(env, io.BytesIO(data), out,
                               CallContext(pool=self.pool, before_commit=before_commit,
-                                          idle=self._waiting_for_a_lock))
+                                          idle=self._waiting_for_a_lock, steps=steps))
         finally:
             err = stderr.release() if stderr is not None else ""
         return status, out.getvalue(), err
@@ -857,11 +884,13 @@ def serve(socket_path: "str" = paths.DAEMON_SOCKET, pool_size: "int" = DEFAULT_P
           max_calls: "int" = DEFAULT_MAX_CALLS,
           metrics_address: "Optional[str]" = None,
           usage: "Optional[Callable[[], list[dict[str, Any]]]]" = None,
-          periodic_gc: "Optional[PeriodicGc]" = None) -> "int":
+          periodic_gc: "Optional[PeriodicGc]" = None,
+          trace_steps: "Optional[str]" = None) -> "int":
     """Run a daemon until one of :data:`STOP_SIGNALS`; returns the exit status.
 
     ``metrics_address``: serve Prometheus metrics there (``HOST:PORT``), with the range
-    gauges of ``usage()`` (:func:`ipam.admin.stats` rows); ``periodic_gc``: run it."""
+    gauges of ``usage()`` (:func:`ipam.admin.stats` rows); ``periodic_gc``: run it;
+    ``trace_steps``: append each call's step timings to this file (:mod:`ipam.steps`)."""
     server = None
     if metrics_address is not None:
         from ipam.metrics_http import MetricsServer
@@ -869,7 +898,7 @@ def serve(socket_path: "str" = paths.DAEMON_SOCKET, pool_size: "int" = DEFAULT_P
         server = MetricsServer(metrics_address, lambda: daemon.metrics.text())
     daemon = Daemon(socket_path, pool_size, drain_timeout, max_calls=max_calls,
                     metrics_server=server, periodic_gc=periodic_gc,
-                    metrics=Metrics(usage))
+                    metrics=Metrics(usage), trace_steps=trace_steps)
     daemon.metrics.log = daemon.log
     try:
         daemon.start()

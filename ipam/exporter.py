@@ -26,6 +26,8 @@ file is judged as anyone else's would be. All access goes through a directory de
 opened with O_NOFOLLOW: a symlinked network directory or address file is never followed.
 """
 
+from time import monotonic_ns
+
 from ipam import addr, system, writer_lock
 from ipam.errors import IoFailure
 from ipam.paths import (
@@ -57,6 +59,7 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
     from ipam.addr import IP
     from ipam.lease import Changes, Lease
     from ipam.ranges import RangeSet
+    from ipam.steps import Steps
     from ipam.store.protocol import Store
 
     # A journal entry: (file name, its content before, after; None: absent).
@@ -366,6 +369,7 @@ class NetworkFiles:
         # leases are the shared pool's under our name, but their files are on their host.
         self.strangers: "frozenset[str]" = frozenset()
         self.closed = False
+        self.steps: "Optional[Steps]" = None  # a traced call's (ipam.steps)
         try:
             self.pending = self._read_journal()
         except BaseException:
@@ -496,6 +500,15 @@ class NetworkFiles:
         """Create ``lease``'s file. None when it is now ours; otherwise what holds the
         address: a foreign :class:`Lease` (its file names another owner) or False
         (something that is no lease: an empty file, a directory)."""
+        if self.steps is None:
+            return self._claim(lease)
+        since = monotonic_ns()
+        try:
+            return self._claim(lease)
+        finally:
+            self.steps.add_mirror(since)
+
+    def _claim(self, lease: "Lease") -> "Union[None, Literal[False], Lease]":
         name, data = str(lease.ip), lease.mirror_content()
         self.note(name, None, data)
         if self.d.create(name, data):

@@ -82,11 +82,13 @@ def busy_timeout(database, configured=None):
 
 
 def open_store(database, busy_timeout=None, readonly=False, node=None, data_dir=None,
-               scope=True, queue=None):
+               scope=True, queue=None, kept=False):
     """The Store for ``database``. ``node``/``data_dir``/``scope`` matter only to a
     shared (server) database: this node's name, its mirror directory (where its writers
     queue), and whose leases :meth:`leases` walks (True: this node's; None: all).
-    ``queue``: take the writers' queue (default: unless ``readonly``)."""
+    ``queue``: take the writers' queue (default: unless ``readonly``). ``kept``: the
+    store stays open across calls (the node daemon's pool; on SQLite its WAL is then
+    reused in place: :func:`ipam.sqlite_db.reuse_wal`)."""
     queue = not readonly if queue is None else queue
     kind, path = locate(database)
     if kind == POSTGRESQL:
@@ -104,7 +106,7 @@ def open_store(database, busy_timeout=None, readonly=False, node=None, data_dir=
                 raise (access.is_denied(e) and access.denied(path, write=True)) or IoFailure(
                     "cannot create %s: %s" % (parent, e.strerror or e)) from None
     return SqliteStore(path, busy_timeout=busy_timeout, readonly=readonly, node=node,
-                       queue=queue)
+                       queue=queue, kept=kept)
 
 
 def _open_server(url, busy_timeout, readonly, node, data_dir, scope, queue):

@@ -20,7 +20,10 @@ native client, against Go host-local's, interleaved, the median of ``--bursts``.
 With ``--cri`` (root, containerd, runc): the calls containerd makes for a pod
 (RunPodSandbox, StopPodSandbox, RemovePodSandbox), counted and timed by the trace.
 
-    .venv/bin/python tools/bench_steps.py [--rounds 200] [--bursts 5] [--cri]
+With ``--baseline REV``, a daemon of that revision beside ours (tools/bench.py's
+``--baseline``), its calls interleaved with ours: a change's cost, before and after.
+
+    .venv/bin/python tools/bench_steps.py [--rounds 200] [--bursts 5] [--baseline REV] [--cri]
 """
 import argparse
 import json
@@ -96,29 +99,36 @@ def read_trace(path):
         return [json.loads(line) for line in f]
 
 
-def step_rows(daemon, trace, clients, go_conf, rounds):
-    """Each client's median step times for ADD and DEL, and Go's whole call."""
-    seen = len(read_trace(trace))
-    spawned = {}  # pid -> (client, command, spawn ns, exit ns)
+def step_rows(variants, go_conf, rounds):
+    """Each variant's median step times for ADD and DEL, and Go's whole call.
+    ``variants``: name -> (program, config, its daemon's trace file)."""
+    seen = {trace: len(read_trace(trace)) for _, _, trace in variants.values()}
+    spawned = {}  # pid -> (variant, command, spawn ns, exit ns)
     go = {"ADD": [], "DEL": []}
+    names = list(variants)
     for i in range(rounds):
+        order = names[i % len(names):] + names[:i % len(names)]  # none always first
         for command in ("ADD", "DEL"):
-            for name, (program, config) in clients.items():
+            for name in order:
+                program, config, _ = variants[name]
                 start, end, pid = invoke(program, config, command, "%s-%d" % (name, i))
                 spawned[pid] = (name, command, start, end)
             start, end, _ = invoke(GO, go_conf, command, "steps-%d" % i)
             go[command].append((end - start) / 1e6)
-    daemon.calls_served(seen + 2 * rounds * len(clients))
     table = {}
-    for record in read_trace(trace)[seen:]:
-        name, command, start, end = spawned.pop(record["client_pid"])
-        marks = record["marks"]
-        row = steps.durations(record)
-        row["client start"] = (marks["accepted"] - start) / 1e6
-        row["client exit"] = (end - marks["answer"]) / 1e6
-        row["whole call"] = (end - start) / 1e6
-        for step, ms in row.items():
-            table.setdefault((name, command), {}).setdefault(step, []).append(ms)
+    for trace, before in seen.items():
+        wanted = before + 2 * rounds * sum(1 for v in variants.values() if v[2] == trace)
+        while len(read_trace(trace)) < wanted:
+            time.sleep(0.01)  # a call's record follows its answer by microseconds
+        for record in read_trace(trace)[before:]:
+            name, command, start, end = spawned.pop(record["client_pid"])
+            marks = record["marks"]
+            row = steps.durations(record)
+            row["client start"] = (marks["accepted"] - start) / 1e6
+            row["client exit"] = (end - marks["answer"]) / 1e6
+            row["whole call"] = (end - start) / 1e6
+            for step, ms in row.items():
+                table.setdefault((name, command), {}).setdefault(step, []).append(ms)
     out = {key: {step: statistics.median(v) for step, v in row.items()}
            for key, row in table.items()}
     for command, times in go.items():
@@ -126,9 +136,25 @@ def step_rows(daemon, trace, clients, go_conf, rounds):
     return out
 
 
+def baseline_daemon(tmp, rev, trace):
+    """A node daemon of revision ``rev`` (tools/bench.py's --baseline, which must know
+    --trace-steps), tracing into ``trace``: a change's cost, measured beside it."""
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    import bench
+
+    _, ctl = bench.install_baseline(tmp, rev)
+    directory = os.path.join(tmp, "baseline-daemon")
+    os.makedirs(directory)
+    sock = os.path.join(directory, "d.sock")
+    daemon = NodeDaemon(directory, socket=sock,
+                        argv=ctl + ["serve", "--socket", sock, "--trace-steps", trace])
+    daemon.wait_ready(30)
+    return daemon
+
+
 def sync_counts(daemon, program, config, calls):
     """The daemon's syncs over ``calls`` ADDs and as many DELs (strace -f -y -T)."""
-    log = os.path.join(os.path.dirname(daemon.socket), "syncs.strace")
+    log = os.path.join(os.path.dirname(daemon.socket), "syncs-%d.strace" % daemon.pid)
     tracer = subprocess.Popen(["strace", "-f", "-y", "-T", "-e", "trace=" + SYNCS,
                                "-o", log, "-p", str(daemon.pid)],
                               stderr=subprocess.PIPE)
@@ -206,6 +232,9 @@ def cri_calls(daemon_dir, trace):
         c.network("hlss", "10.126.0.0/20", data_dir=os.path.join(c.directory, "ipam"),
                   daemon=daemon.socket)
         c.start()
+        warm = c.run_pod("warm")  # the first ADD creates the database's schema
+        c.stop_pod(warm)
+        c.remove_pod(warm)
         phases = {}
         sid = None
         for phase in ("RunPodSandbox", "StopPodSandbox", "RemovePodSandbox"):
@@ -229,27 +258,28 @@ def cri_calls(daemon_dir, trace):
 
 
 def report(table, syncs, bursts, count):
-    print("\n| step | what | " + " | ".join(
-        "%s %s ms" % (name, command) for name, command in sorted(table)
-        if name != "go") + " |")
     keys = [k for k in sorted(table) if k[0] != "go"]
+    print("\n| step | what | " + " | ".join("%s %s ms" % k for k in keys) + " |")
     print("|---|---|" + "---:|" * len(keys))
     for step, what in ROWS + [("whole call", "spawn to exit")]:
         print("| %s | %s | %s |" % (step, what, " | ".join(
             "%.2f" % table[k][step] if step in table[k] else "" for k in keys)))
     print("\nGo host-local, whole call: ADD %.2f ms, DEL %.2f ms"
           % (table[("go", "ADD")]["whole call"], table[("go", "DEL")]["whole call"]))
-    for command, kinds in syncs.items():
-        print("syncs per %s: %s" % (command, ", ".join(
-            "%s %.2f (%.2f ms)" % (k, n, ms) for k, (n, ms) in sorted(kinds.items()))
-            or "none"))
-    for command in ("ADD", "DEL"):
-        ours = statistics.median(b[command] for b in bursts["native"])
-        go = statistics.median(b[command] for b in bursts["go"])
-        print("burst of %d %ss: native through the daemon %.3f s, Go %.3f s, ratio %.2f"
-              % (count, command, ours, go, ours / go))
-    print("daemon CPU per call in the bursts: %.2f ms"
-          % statistics.median(b["daemon cpu"] for b in bursts["native"]))
+    for name, per in syncs.items():
+        for command, kinds in per.items():
+            print("%s: syncs per %s: %s" % (name, command, ", ".join(
+                "%s %.2f (%.2f ms)" % (k, n, ms) for k, (n, ms) in sorted(kinds.items()))
+                or "none"))
+    go = bursts.pop("go")
+    for name, runs in bursts.items():
+        for command in ("ADD", "DEL"):
+            ours = statistics.median(b[command] for b in runs)
+            theirs = statistics.median(b[command] for b in go)
+            print("burst of %d %ss: %s %.3f s, Go %.3f s, ratio %.2f"
+                  % (count, command, name, ours, theirs, ours / theirs))
+        print("%s: daemon CPU per call in the bursts: %.2f ms"
+              % (name, statistics.median(b["daemon cpu"] for b in runs)))
 
 
 def main():
@@ -258,35 +288,50 @@ def main():
     ap.add_argument("--sync-calls", type=int, default=50)
     ap.add_argument("--bursts", type=int, default=5)
     ap.add_argument("--burst-size", type=int, default=100)
+    ap.add_argument("--baseline", metavar="REV",
+                    help="a daemon of this revision too, its calls interleaved with ours")
     ap.add_argument("--cri", action="store_true", help="count containerd's calls too")
     args = ap.parse_args()
     subprocess.run(["make", "-s", "-C", REPO, "native"], check=True)
     tmp = tempfile.mkdtemp(prefix="bench-steps-")
     trace = os.path.join(tmp, "steps.jsonl")
-    daemon = NodeDaemon(tmp, "--trace-steps", trace)
-    daemon.wait_ready(30)
+    daemons = {"native": NodeDaemon(tmp, "--trace-steps", trace)}
     try:
+        daemons["native"].wait_ready(30)
         launcher.install(tmp, "launcher")
-        ours, theirs = os.path.join(tmp, "ours"), os.path.join(tmp, "go")
-        os.makedirs(ours)
+        theirs = os.path.join(tmp, "go")
         os.makedirs(theirs)
-        forwarded = conf(ours, daemon.socket)
-        clients = {"native": (NATIVE, forwarded),
-                   "python": (os.path.join(tmp, "launcher"), forwarded)}
-        for program, config in list(clients.values()) + [(GO, conf(theirs))]:
+        variants = {}
+        if args.baseline:
+            base_trace = os.path.join(tmp, "baseline-steps.jsonl")
+            daemons["baseline"] = baseline_daemon(tmp, args.baseline, base_trace)
+            base = os.path.join(tmp, "baseline")
+            os.makedirs(base)
+            variants["baseline"] = (NATIVE, conf(base, daemons["baseline"].socket),
+                                    base_trace)
+        ours = os.path.join(tmp, "ours")
+        os.makedirs(ours)
+        forwarded = conf(ours, daemons["native"].socket)
+        variants["native"] = (NATIVE, forwarded, trace)
+        variants["python"] = (os.path.join(tmp, "launcher"), forwarded, trace)
+        for program, config, _ in list(variants.values()) + [(GO, conf(theirs), None)]:
             invoke(program, config, "ADD", "warm")
-        table = step_rows(daemon, trace, clients, conf(theirs), args.rounds)
-        syncs = sync_counts(daemon, NATIVE, forwarded, args.sync_calls)
-        bursts = {"native": [], "go": []}
+        table = step_rows(variants, conf(theirs), args.rounds)
+        syncs = {name: sync_counts(daemons[name], NATIVE, variants[name][1],
+                                   args.sync_calls) for name in daemons}
+        bursts = {name: [] for name in list(daemons) + ["go"]}
         for _ in range(args.bursts):
-            bursts["native"].append(burst(NATIVE, forwarded, args.burst_size, daemon))
-            bursts["go"].append(burst(GO, conf(theirs), args.burst_size, daemon))
+            for name, daemon in daemons.items():
+                bursts[name].append(burst(NATIVE, variants[name][1], args.burst_size,
+                                          daemon))
+            bursts["go"].append(burst(GO, conf(theirs), args.burst_size, daemons["native"]))
         report(table, syncs, bursts, args.burst_size)
         if args.cri:
             print("containerd's calls (command, daemon ms):",
                   json.dumps(cri_calls(tmp, os.path.join(tmp, "cri.jsonl"))))
     finally:
-        daemon.stop(60)
+        for daemon in daemons.values():
+            daemon.stop(60)
     print("\n(%s)" % tmp)
 
 

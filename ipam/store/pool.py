@@ -58,7 +58,8 @@ class StorePool:
                     self._keys[id(store)] = key
                 return store
             store.close()
-        store = open_store(database, busy_timeout, node=node, data_dir=data_dir)
+        store = open_store(database, busy_timeout, node=node, data_dir=data_dir,
+                               kept=True)
         store.prepare_statements()
         with self._lock:
             self.opened += 1
@@ -96,7 +97,8 @@ class StorePool:
                     opening.wait(left)
             return
         try:
-            store = open_store(database, busy_timeout, node=node, data_dir=data_dir)
+            store = open_store(database, busy_timeout, node=node, data_dir=data_dir,
+                                kept=True)
             try:
                 store.prepare_statements()
                 store.connect()

@@ -12,7 +12,7 @@ neither is imported here (they cost 200+ ms): only a missing or old schema loads
 from ipam import system
 from ipam.errors import IoFailure, TryAgain
 from ipam.paths import node_name, writer_queue
-from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT, connect, trim_wal
+from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT, connect, reuse_wal, trim_wal
 from ipam.sqlite_module import sqlite3
 from ipam.store.table import LeaseTable
 
@@ -62,8 +62,11 @@ class SqliteStore(LeaseTable):
 
     def __init__(self, path: "str", busy_timeout: "Optional[float]" = None,
                  readonly: "bool" = False, node: "Optional[str]" = None,
-                 queue: "Optional[bool]" = None) -> "None":
+                 queue: "Optional[bool]" = None, kept: "bool" = False) -> "None":
         self.path = path
+        # Kept open across calls (the node daemon's pool): its WAL is reused in place
+        # (sqlite_db.reuse_wal), not truncated after COMMIT.
+        self.kept = kept
         # Recorded with every lease and event. One file is one node's: nothing filters on
         # it here (a renamed host still owns its leases).
         self.node = node or node_name()
@@ -109,6 +112,8 @@ class SqliteStore(LeaseTable):
                     IoFailure("cannot open database %s: %s" % (path, e.strerror or e)) from None
             after = self._file()
             if after is not None and after == before:
+                if self.kept and not readonly:
+                    reuse_wal(conn)
                 return conn, after
             conn.close()
         raise _replaced_again(path)
@@ -173,7 +178,7 @@ class SqliteStore(LeaseTable):
                 pass
 
     def after_commit(self) -> "None":
-        if not self.readonly:
+        if not self.readonly and not self.kept:
             trim_wal(self.conn, self.path, self.timeout)
 
     def _no_such_table(self, err: "Exception") -> "bool":

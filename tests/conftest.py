@@ -333,6 +333,41 @@ def podman():
     instance.close()
 
 
+# -- the native thin client (native/client.c) ---------------------------------------------
+@pytest.fixture(scope="session")
+def native_program():
+    """``make native`` (as ``make install`` runs it where a C compiler exists): the native
+    thin client a checkout's install-plugin installs, ``build/native/host-local-sqlite``.
+    Skips where no C compiler is (which under CI=true fails the run: .ci/run installs
+    one)."""
+    from helpers import REPO
+
+    from ipam import native
+
+    made = subprocess.run(["make", "-s", "--no-print-directory", "native"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    if made.returncode and "no C compiler" in made.stderr:
+        pytest.skip("no C compiler (musl-gcc or cc) to build the native thin client")
+    assert made.returncode == 0, made.stdout + made.stderr
+    program = native.find()
+    assert program == os.path.join(REPO, native.CHECKOUT_BUILD), program
+    return program
+
+
+@pytest.fixture(scope="session")
+def native_client(native_program, tmp_path_factory):
+    """The native thin client as ``ipamctl install-plugin --client native`` writes it into
+    a CNI bin directory, the launcher beside it as its in-process plugin: its path."""
+    bin_dir = tmp_path_factory.mktemp("native-bin")
+    proc = subprocess.run([IPAMCTL, "-o", "json", "install-plugin", str(bin_dir),
+                           "--client", "native"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert (report["client"], report["native"]) == ("native", native_program), report
+    return report["path"]
+
+
 # -- the self-contained build (make dist) ------------------------------------------------------
 @pytest.fixture(scope="session")
 def frozen_build(tmp_path_factory):

@@ -17,6 +17,7 @@ import select
 import shutil
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -429,6 +430,15 @@ def has_open(pid, path):
         except OSError:  # closed meanwhile
             pass
     return False
+
+
+def elf_segment_types(elf):
+    """The program header types of a 64-bit little-endian ELF file's bytes (1: PT_LOAD,
+    2: PT_DYNAMIC, 3: PT_INTERP): a static program has neither of the last two."""
+    assert elf[:4] == b"\x7fELF" and elf[4:6] == b"\2\1", elf[:6]  # 64-bit, little-endian
+    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    return [struct.unpack_from("<I", elf, phoff + i * phentsize)[0] for i in range(phnum)]
 
 
 def holds_flock(pid, path, kind="READ"):

@@ -40,9 +40,11 @@ PYTHON = os.path.realpath(sys.executable)
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """The launcher ``ipamctl install-plugin`` writes (with the byte-code bundle)."""
+    """The launcher ``ipamctl install-plugin`` writes (with the byte-code bundle), alone:
+    the native client before it is the native entry path's."""
     bin_dir = tmp_path_factory.mktemp("bin")
-    out = subprocess.run([IPAMCTL, "-o", "json", "install-plugin", str(bin_dir)],
+    out = subprocess.run([IPAMCTL, "-o", "json", "install-plugin", str(bin_dir),
+                          "--client", "python"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)["path"]

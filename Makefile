@@ -116,14 +116,16 @@ fuzz: install native-asan
 # The self-contained build: dist/host-local-sqlite-<version>-linux-<arch>.tgz, both
 # executables frozen with cx_Freeze from $(PYTHON), for nodes with no Python. Its own venv
 # holds a regular install of this tree (an editable one maps cli/ by an import hook that
-# a freezer cannot follow).
+# a freezer cannot follow). It carries the native thin client where a C compiler built
+# it (`make native`: static, against musl where musl-gcc is there).
 DIST_VENV ?= build/dist-venv
-dist:
+DIST_CLIENT = $(if $(NATIVE_CC),--client $(NATIVE_DIR)/host-local-sqlite --client-cc $(notdir $(NATIVE_CC)))
+dist: native-if-cc
 	test -x $(DIST_VENV)/bin/python || $(PYTHON) -m venv $(DIST_VENV)
 	$(DIST_VENV)/bin/python $(PIP_C) --upgrade pip
 	$(DIST_VENV)/bin/python $(PIP_C) --force-reinstall --no-deps .
 	$(DIST_VENV)/bin/python $(PIP_C) '.[postgresql,cri,dist]'
-	$(DIST_VENV)/bin/python tools/build_dist.py $(DIST_ARGS)
+	$(DIST_VENV)/bin/python tools/build_dist.py $(DIST_CLIENT) $(DIST_ARGS)
 
 # The installer image of deploy/kubernetes/ (FROM scratch: glibc and the build of
 # `make dist`), built with podman, nothing pulled: localhost/host-local-sqlite:<version>.
@@ -158,9 +160,12 @@ constraints:
 # The wheel, dist/host_local_sqlite-<version>-py3-none-any.whl (pip's name for it), and
 # the sdist it is built from: built from the sdist, so nothing stale under build/ goes in.
 WHEEL_DIR ?= dist
+# It is pure Python, one file for every machine: it ships no native thin client, and its
+# install-plugin writes the Python client (the launcher); the self-contained build has one.
 wheel: install
 	$(PY) -m build --no-isolation --outdir $(WHEEL_DIR) . > /dev/null
 	@ls $(WHEEL_DIR)/host_local_sqlite-*.whl
+	@echo "(pure Python: no native thin client in the wheel; make dist's build has one)"
 
 wheel-smoke: install
 	$(PY) -m pytest tests/test_wheel.py

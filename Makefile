@@ -86,6 +86,7 @@ ASAN_CC    ?= $(shell command -v gcc 2>/dev/null || command -v clang 2>/dev/null
 NATIVE_CFLAGS := -std=c11 -Wall -Wextra -Werror
 SANITIZE   := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 NATIVE_SRC := native/client.c native/client.h
+comma := ,
 .PHONY: native native-if-cc native-asan fuzz
 native: $(NATIVE_DIR)/host-local-sqlite
 $(NATIVE_DIR)/host-local-sqlite: $(NATIVE_SRC)
@@ -103,14 +104,18 @@ $(NATIVE_DIR)/host-local-sqlite-asan: $(NATIVE_SRC)
 $(NATIVE_DIR)/probe-asan: $(NATIVE_SRC) native/probe.c
 	mkdir -p $(NATIVE_DIR)
 	$(ASAN_CC) $(SANITIZE) $(NATIVE_CFLAGS) -o $@ native/probe.c
-# The parsers fuzzed for FUZZ_SECONDS: libFuzzer where clang has it, else the tests'
-# Python-driven mutation run (tests/test_native_client.py, NATIVE_FUZZ_SECONDS) alone.
+# The parsers fuzzed: libFuzzer (clang's -fsanitize=fuzzer, with ASan and UBSan, on
+# native/fuzz.c; its corpus kept in $(NATIVE_DIR)/corpus) and the Python-driven runs that
+# hold them to ipam.client's, each for FUZZ_SECONDS (tests/test_native_client.py, where
+# NATIVE_FUZZ_SECONDS says how long; the tests' own run is about a minute in all).
 FUZZ_SECONDS ?= 600
-fuzz: install native-asan
-	mkdir -p $(NATIVE_DIR)/corpus
-	if clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -o $(NATIVE_DIR)/fuzz native/fuzz.c 2>/dev/null; then \
-	  $(NATIVE_DIR)/fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $(NATIVE_DIR)/corpus; \
-	else echo "no libFuzzer: the Python-driven run alone"; fi
+FUZZ_CC    ?= clang
+.PHONY: native-fuzz
+native-fuzz: $(NATIVE_DIR)/fuzz
+$(NATIVE_DIR)/fuzz: $(NATIVE_SRC) native/fuzz.c
+	mkdir -p $(NATIVE_DIR)
+	$(FUZZ_CC) $(subst -fsanitize=,-fsanitize=fuzzer$(comma),$(SANITIZE)) $(NATIVE_CFLAGS) -o $@ native/fuzz.c
+fuzz: install
 	NATIVE_FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -q -p no:cacheprovider tests/test_native_client.py -k fuzz
 
 # The self-contained build: dist/host-local-sqlite-<version>-linux-<arch>.tgz, both

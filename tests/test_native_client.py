@@ -638,6 +638,50 @@ def test_fuzz_views_are_the_python_clients(builds, tmp_path):
         assert got == client.view(path).decode() + "\n", path
 
 
+def _libfuzzer_seconds():
+    """libFuzzer's run: NATIVE_FUZZ_SECONDS (make fuzz), else about a minute, which CI
+    runs (the Python-driven runs above take another 15 s each)."""
+    return float(os.environ.get("NATIVE_FUZZ_SECONDS", "60"))
+
+
+@pytest.mark.once  # one C program whatever the Python: CI runs it on its main Python only
+def test_fuzz_with_libfuzzer(tmp_path):
+    """libFuzzer, with ASan and UBSan (any report fatal), on the parsers as the client
+    gets their input from outside (native/fuzz.c), from the seeds above (its corpus,
+    build/native/corpus, grows from run to run): no crash, report or hang within the
+    run. Needs clang with its libFuzzer runtime (Debian: clang, with libclang-rt); where
+    there is none it skips, which CI does not allow (.ci/run installs it)."""
+    (tmp_path / "t.c").write_text("#include <stddef.h>\nint LLVMFuzzerTestOneInput("
+                                  "const unsigned char *d, size_t n) { return 0; }\n")
+    try:
+        has = subprocess.run(["clang", "-fsanitize=fuzzer", "-o", str(tmp_path / "t"),
+                              str(tmp_path / "t.c")], capture_output=True, timeout=120)
+    except FileNotFoundError:
+        has = None
+    if has is None or has.returncode:
+        pytest.skip("no libFuzzer here (clang and its runtime): the Python-driven runs "
+                    "alone")
+    made = subprocess.run(["make", "-s", "-C", REPO, "native-fuzz"], capture_output=True,
+                          text=True, timeout=300)
+    assert made.returncode == 0, made.stdout + made.stderr
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    for n, seed in enumerate([b"\0" + c for c in CONFIG_SEEDS] + [
+            b"\1false", b"\1/run/x.sock", b"\2T\0\0\0\0015", b"\3/proc/self/fd/../.."]):
+        (seeds / ("seed-%d" % n)).write_bytes(seed)
+    corpus = os.path.join(BUILD, "corpus")
+    os.makedirs(corpus, exist_ok=True)
+    seconds = _libfuzzer_seconds()
+    proc = subprocess.run([os.path.join(BUILD, "fuzz"), "-max_total_time=%d" % seconds,
+                           "-max_len=65536", "-timeout=10", "-print_final_stats=1",
+                           "-artifact_prefix=%s/" % tmp_path, corpus, str(seeds)],
+                          capture_output=True, text=True, timeout=seconds + 300,
+                          env={**os.environ, **SANITIZERS})
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert re.search(r"^stat::number_of_executed_units: *[1-9]", proc.stderr, re.M), \
+        proc.stderr[-3000:]
+
+
 def _blocked(pid, signums):
     """Whether the process ``pid`` blocks all of ``signums`` (/proc's SigBlk)."""
     with open("/proc/%d/status" % pid) as f:

@@ -674,8 +674,12 @@ class NodeDaemon:
 #   daemon-stopped-and-killed  a daemon that a thread stops (past the client's
 #                              TAKE_TIMEOUT) and kills (then starts anew) at random
 #                              moments: calls may fall back in process, saying so;
+#   native                     the native thin client (native/client.c, as install-plugin
+#                              installs it), which a node daemon serves every call of (a
+#                              call that falls back in process, to the launcher beside
+#                              it, fails the test, as on the daemon path);
 #   build                      the self-contained build's plugin, forwarding off.
-ENTRY_PATHS = ("in-process", "daemon", "daemon-stopped-and-killed", "build")
+ENTRY_PATHS = ("in-process", "daemon", "daemon-stopped-and-killed", "native", "build")
 # The modules whose every test runs through ENTRY_PATHS or says why not.
 GUARANTEE_SUITES = ("test_concurrency", "test_crash", "test_foreign_writers",
                     "test_shared_pool", "test_signals")

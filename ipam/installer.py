@@ -54,12 +54,8 @@ def install(root: str, directory: str | None, name: str, force: bool = False,
     build = frozen.running_build()
     program = native.find(build)
     if client == "native" and program is None:
-        raise InstallError(
-            "no native thin client in this installation (%s): --client python, or %s" % (
-                "the build has none" if build else "a checkout's build/native/%s is not "
-                "built, or a wheel's installation, which has none" % PLUGIN_NAME,
-                "a build made where a C compiler was" if build else
-                "'make native' in the checkout (a C compiler)"))
+        raise InstallError("no native thin client in this installation (%s): --client "
+                           "python writes the Python client" % native.why_none(build))
     use_native = program is not None and client != "python"
     old = plugin_dirs.foreign(root, target, CONSOLE_SCRIPT)
     # The native client of a Python installation execs its neighbour: that name is taken.

@@ -58,6 +58,17 @@ def find(build: str | None = None, package_dir: str = PACKAGE_DIR) -> str | None
     return path if is_native(path) else None
 
 
+def why_none(build: str | None = None, package_dir: str = PACKAGE_DIR) -> str:
+    """Why :func:`find` found none, and what would give one."""
+    if build is not None:
+        return "this build was made without a C compiler; a build made with one has it"
+    checkout = os.path.dirname(package_dir)
+    if not os.path.isfile(os.path.join(checkout, SOURCE)):
+        return "an installation from a wheel has none; the self-contained build has one"
+    return "%s is not built: 'make native' in %s builds it (a C compiler)" % (
+        CHECKOUT_BUILD, checkout)
+
+
 def is_native(path: str) -> bool:
     """Whether ``path`` (symlinks followed) is the native client, by its marker."""
     try:

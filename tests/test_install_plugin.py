@@ -821,3 +821,32 @@ def test_a_stale_in_process_launcher_stays_while_its_client_runs(tmp_path, insta
     info, _ = install(tmp_path, "/opt/cni/bin")
     assert info["stale_in_process"]["removed"] is True
     assert os.listdir(bin_dir) == ["host-local-sqlite"]
+
+
+def test_where_the_native_client_is_found(tmp_path, native_program):
+    """From a checkout, what make native built beside its sources (an older one is
+    said to be stale); from a wheel's site-packages, none (no checkout there); each
+    saying why none."""
+    checkout = tmp_path / "checkout"
+    (checkout / "ipam").mkdir(parents=True)
+    (checkout / "native").mkdir()
+    (checkout / "native" / "client.c").write_text("/* the sources */\n")
+    package = str(checkout / "ipam")
+    assert native.find(package_dir=package) is None
+    assert native.why_none(package_dir=package) == (
+        "build/native/host-local-sqlite is not built: 'make native' in %s builds it (a C "
+        "compiler)" % checkout)
+    built = checkout / "build" / "native" / "host-local-sqlite"
+    built.parent.mkdir(parents=True)
+    shutil.copy(native_program, built)
+    assert native.find(package_dir=package) == str(built)
+    os.utime(built, (1, 1))
+    assert native.stale(str(built)) == ("%s is older than %s: 'make native' builds it "
+                                        "anew" % (built, checkout / "native" / "client.c"))
+    built.write_bytes(b"\x7fELF not ours")
+    assert native.find(package_dir=package) is None
+    site = tmp_path / "site-packages" / "ipam"
+    site.mkdir(parents=True)
+    assert native.find(package_dir=str(site)) is None
+    assert native.why_none(package_dir=str(site)) == (
+        "an installation from a wheel has none; the self-contained build has one")

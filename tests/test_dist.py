@@ -115,7 +115,8 @@ def test_install_plugin_from_the_build_installs_either_client(frozen_build, tmp_
     plugin = str(bin_dir / "host-local-sqlite")
     socket = str(tmp_path / "d.sock")
     data = str(tmp_path / "data")
-    proc = frozen_build.run(plugin, input=conf(data, daemon=socket), env=cni_env("ADD"))
+    proc = frozen_build.run(plugin, input=conf(data, daemon=socket),
+                            env=cni_env("ADD", container_id="c1"))
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.decode() == ("host-local-sqlite: cannot reach the node daemon at %s "
                                     "(No such file or directory); running the call in "

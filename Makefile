@@ -94,6 +94,7 @@ ASAN_CC    ?= $(shell command -v gcc 2>/dev/null || command -v clang 2>/dev/null
 NATIVE_CFLAGS := -std=c11 -Wall -Wextra -Werror
 SANITIZE   := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 NATIVE_SRC := native/client.c native/client.h
+comma := ,
 .PHONY: native native-if-cc native-asan fuzz
 native: $(NATIVE_DIR)/host-local-sqlite
 $(NATIVE_DIR)/host-local-sqlite: $(NATIVE_SRC)
@@ -111,27 +112,33 @@ $(NATIVE_DIR)/host-local-sqlite-asan: $(NATIVE_SRC)
 $(NATIVE_DIR)/probe-asan: $(NATIVE_SRC) native/probe.c
 	mkdir -p $(NATIVE_DIR)
 	$(ASAN_CC) $(SANITIZE) $(NATIVE_CFLAGS) -o $@ native/probe.c
-# The parsers fuzzed for FUZZ_SECONDS: libFuzzer where clang has it, else the tests'
-# Python-driven mutation run (tests/test_native_client.py, NATIVE_FUZZ_SECONDS) alone.
+# The parsers fuzzed: libFuzzer (clang's -fsanitize=fuzzer, with ASan and UBSan, on
+# native/fuzz.c; its corpus kept in $(NATIVE_DIR)/corpus) and the Python-driven runs that
+# hold them to ipam.client's, each for FUZZ_SECONDS (tests/test_native_client.py, where
+# NATIVE_FUZZ_SECONDS says how long; the tests' own run is about a minute in all).
 FUZZ_SECONDS ?= 600
-fuzz: install native-asan
-	mkdir -p $(NATIVE_DIR)/corpus
-	if clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -o $(NATIVE_DIR)/fuzz native/fuzz.c 2>/dev/null; then \
-	  $(NATIVE_DIR)/fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $(NATIVE_DIR)/corpus; \
-	else echo "no libFuzzer: the Python-driven run alone"; fi
+FUZZ_CC    ?= clang
+.PHONY: native-fuzz
+native-fuzz: $(NATIVE_DIR)/fuzz
+$(NATIVE_DIR)/fuzz: $(NATIVE_SRC) native/fuzz.c
+	mkdir -p $(NATIVE_DIR)
+	$(FUZZ_CC) $(subst -fsanitize=,-fsanitize=fuzzer$(comma),$(SANITIZE)) $(NATIVE_CFLAGS) -o $@ native/fuzz.c
+fuzz: install
 	NATIVE_FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -q -p no:cacheprovider tests/test_native_client.py -k fuzz
 
 # The self-contained build: dist/host-local-sqlite-<version>-linux-<arch>.tgz, both
 # executables frozen with cx_Freeze from $(PYTHON), for nodes with no Python. Its own venv
 # holds a regular install of this tree (an editable one maps cli/ by an import hook that
-# a freezer cannot follow).
+# a freezer cannot follow). It carries the native thin client where a C compiler built
+# it (`make native`: static, against musl where musl-gcc is there).
 DIST_VENV ?= build/dist-venv
-dist:
+DIST_CLIENT = $(if $(NATIVE_CC),--client $(NATIVE_DIR)/host-local-sqlite --client-cc $(notdir $(NATIVE_CC)))
+dist: native-if-cc
 	test -x $(DIST_VENV)/bin/python || $(PYTHON) -m venv $(DIST_VENV)
 	$(DIST_VENV)/bin/python $(PIP_C) --upgrade pip
 	$(DIST_VENV)/bin/python $(PIP_C) --force-reinstall --no-deps .
 	$(DIST_VENV)/bin/python $(PIP_C) '.[postgresql,cri,dist]'
-	$(DIST_VENV)/bin/python tools/build_dist.py $(DIST_ARGS)
+	$(DIST_VENV)/bin/python tools/build_dist.py $(DIST_CLIENT) $(DIST_ARGS)
 
 # The installer image of deploy/kubernetes/ (FROM scratch: glibc and the build of
 # `make dist`), built with podman, nothing pulled: localhost/host-local-sqlite:<version>.
@@ -166,9 +173,12 @@ constraints:
 # The wheel, dist/host_local_sqlite-<version>-py3-none-any.whl (pip's name for it), and
 # the sdist it is built from: built from the sdist, so nothing stale under build/ goes in.
 WHEEL_DIR ?= dist
+# It is pure Python, one file for every machine: it ships no native thin client, and its
+# install-plugin writes the Python client (the launcher); the self-contained build has one.
 wheel: install
 	$(PY) -m build --no-isolation --outdir $(WHEEL_DIR) . > /dev/null
 	@ls $(WHEEL_DIR)/host_local_sqlite-*.whl
+	@echo "(pure Python: no native thin client in the wheel; make dist's build has one)"
 
 wheel-smoke: install
 	$(PY) -m pytest tests/test_wheel.py

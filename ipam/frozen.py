@@ -7,10 +7,17 @@ that build, not a launcher::
 
     DIR/host-local-sqlite.d/<version>-<digest>/   a copy of the build
     DIR/host-local-sqlite.d/current -> <version>-<digest>   the copy installed last
-    DIR/NAME -> host-local-sqlite.d/<version>-<digest>/host_local_sqlite
+    DIR/NAME -> host-local-sqlite.d/<version>-<digest>/client
 
 which is also what the build's tarball unpacks into DIR (``tools/build_dist.py``), so
-an unpacked tarball and an installed build are one thing to install over.
+an unpacked tarball and an installed build are one thing to install over. ``client`` is
+the native thin client (native/client.c, :mod:`ipam.native`), in a build compiled where
+``make dist`` had a C compiler: it offers the call to the node daemon and, when none takes
+it, execs ``client.in-process`` beside it, a link to the build's plugin
+(``host_local_sqlite``), which then runs the call in process only (the program name's
+suffix tells it so: ``tools/frozen/plugin.py``). A build without one, or
+``install-plugin --client python``, links NAME to the plugin itself, whose Python client
+offers the call.
 
 The copy is made under a temporary name and renamed into place, and ``NAME`` is a new
 symlink renamed over the old one: a runtime starting the plugin meanwhile runs the old
@@ -65,9 +72,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ipam.paths import IN_PROCESS_SUFFIX
+
 BUILDS = "host-local-sqlite.d"  # in DIR: the installed copies (as the tarball unpacks)
 PLUGIN = "host_local_sqlite"    # the plugin's executable in a build (tools/build_dist.py)
 IPAMCTL = "ipamctl"             # the other one
+CLIENT = "client"               # the native thin client, where the build has one
+# Beside CLIENT: a link to PLUGIN, the in-process plugin the client execs (ipam.paths).
+CLIENT_IN_PROCESS = CLIENT + IN_PROCESS_SUFFIX
 INFO = "BUILD-INFO"
 # In a copy: what every process running from it holds a shared flock on (the build's
 # init script, tools/frozen/cx_init.py, names it too); written by make dist.
@@ -102,20 +114,24 @@ def copy_of(link_target: str) -> str | None:
     """The copy a symlink's target is an executable of (``BUILDS/<copy>/<executable>``,
     as install-plugin and the tarball make them), or None."""
     parts = os.path.normpath(link_target).split(os.sep)
-    if len(parts) == 3 and parts[0] == BUILDS and parts[2] in (PLUGIN, IPAMCTL) \
+    if len(parts) == 3 and parts[0] == BUILDS and parts[2] in (PLUGIN, IPAMCTL, CLIENT) \
             and _COPY.fullmatch(parts[1]):
         return parts[1]
     return None
 
 
 def is_ours(link_target: str) -> bool:
-    """Whether a symlink's target is the plugin of one of the copies installed here."""
-    return copy_of(link_target) is not None and link_target.endswith(PLUGIN)
+    """Whether a symlink's target is the plugin, or the native client, of one of the
+    copies installed here."""
+    return copy_of(link_target) is not None and \
+        os.path.basename(link_target) in (PLUGIN, CLIENT)
 
 
-def install(directory: str, name: str, build: str, proc: str = "/proc") -> dict[str, Any]:
-    """Install ``build`` into ``directory`` (a real path) as ``name``; returns where the
-    copy is, the link, whether the copy was reused, the copies removed and those kept
+def install(directory: str, name: str, build: str, proc: str = "/proc",
+            client: bool = False) -> dict[str, Any]:
+    """Install ``build`` into ``directory`` (a real path) as ``name``, a link to its
+    native client if ``client``, else to its plugin; returns where the copy is, where it
+    came from, the link, whether the copy was reused, the copies removed and those kept
     because a process runs from them (``proc``: where to see processes)."""
     builds = os.path.join(directory, BUILDS)
     os.makedirs(builds, mode=0o755, exist_ok=True)
@@ -126,15 +142,15 @@ def install(directory: str, name: str, build: str, proc: str = "/proc") -> dict[
         _copy(build, copy)
     path = os.path.join(directory, name)
     previous = _target(path)
-    link = os.path.join(BUILDS, os.path.basename(copy), PLUGIN)
+    link = os.path.join(BUILDS, os.path.basename(copy), CLIENT if client else PLUGIN)
     _switch(path, link)
     current = os.path.join(builds, CURRENT)
     if _target(current) != os.path.basename(copy):  # a second run changes nothing there
         _switch(current, os.path.basename(copy))
     keep = {os.path.basename(copy), previous and copy_of(previous)}
     removed, in_use = _prune(directory, builds, keep, proc)
-    return {"build": copy, "link": link, "reused": reused, "removed": removed,
-            "in_use": in_use}
+    return {"build": copy, "source": build, "link": link, "reused": reused,
+            "removed": removed, "in_use": in_use}
 
 
 def _switch(path: str, target: str) -> None:
@@ -249,7 +265,7 @@ def _prune(directory: str, builds: str, keep: set[str | None], proc: str = "/pro
     def executed() -> set[tuple[int, int]]:  # read once, if a copy is to go at all
         nonlocal running
         if running is None:
-            running = _executables(proc)
+            running = executables(proc)
         return running
 
     for entry in sorted(os.listdir(builds)):
@@ -295,7 +311,7 @@ def _remove_unless_running(path: str, executed: Callable[[], set[tuple[int, int]
             os.close(fd)
 
 
-def _executables(proc: str) -> set[tuple[int, int]]:
+def executables(proc: str = "/proc") -> set[tuple[int, int]]:
     """(device, inode) of what each process this one may inspect executes."""
     found: set[tuple[int, int]] = set()
     try:
@@ -313,7 +329,7 @@ def _executables(proc: str) -> set[tuple[int, int]]:
 
 def _executes_from(path: str, executables: set[tuple[int, int]]) -> bool:
     """Whether a process runs one of the copy's executables."""
-    for name in (PLUGIN, IPAMCTL):
+    for name in (PLUGIN, IPAMCTL, CLIENT):
         try:
             st = os.lstat(os.path.join(path, name))
         except OSError:

@@ -54,6 +54,10 @@ TMP_PREFIX = ".host-local-sqlite.tmp."
 # directory, where ``ipamctl install-plugin`` writes the launcher by that name.
 PLUGIN_NAME = "host-local-sqlite"
 DEFAULT_BIN_DIR = "/opt/cni/bin"  # the CNI bin directory of most runtimes
+# The native thin client (native/client.c, installed as PLUGIN_NAME) runs a call the node
+# daemon does not take by exec'ing the file beside its own executable with this suffix:
+# the in-process plugin, ``DIR/host-local-sqlite.in-process`` (native/client.h names it).
+IN_PROCESS_SUFFIX = ".in-process"
 
 # --- the node daemon (``ipamctl serve``, :mod:`ipam.daemon`) ------------------------
 # Where the daemon listens and the plugin looks for it: under /run (a tmpfs, so a

@@ -24,7 +24,8 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
-from ipam import containerd_config, frozen
+from ipam import containerd_config, frozen, native
+from ipam.paths import IN_PROCESS_SUFFIX
 
 # The launcher's second line (ipam.launcher's template; a test keeps the two in step).
 MARKER = b'# host-local-sqlite launcher, written by "ipamctl install-plugin"'
@@ -378,9 +379,10 @@ class Foreign:
 
 
 def foreign(root: str, path: str, console_script: str | None = None) -> Foreign | None:
-    """What is at ``path``, unless nothing or ours: a launcher (by its marker line), a
-    symlink to ``console_script`` (the README's other way to install) or to a copy of
-    the self-contained build (:mod:`ipam.frozen`)."""
+    """What is at ``path``, unless nothing or ours: a launcher (by its marker line), the
+    native thin client (by its marker, :mod:`ipam.native`), a symlink to
+    ``console_script`` (the README's other way to install) or to a copy of the
+    self-contained build (:mod:`ipam.frozen`)."""
     real = at(root, path)
     try:
         if os.path.islink(real):
@@ -399,7 +401,7 @@ def foreign(root: str, path: str, console_script: str | None = None) -> Foreign 
             data = f.read(64 << 20)
     except FileNotFoundError:
         return None
-    if MARKER in data[:512]:
+    if MARKER in data[:512] or native.is_native_bytes(data):
         return None
     if data.startswith(b"\x7fELF"):
         what = "a Go executable" if b"\xff Go buildinf:" in data else "an ELF executable"
@@ -413,8 +415,9 @@ def foreign(root: str, path: str, console_script: str | None = None) -> Foreign 
 def ours(root: str, path: str, console_script: str | None = None) -> dict[str, str] | None:
     """Which of our installations is at ``path``, if one is: ``{"kind", "what"}``,
     kind "build" (a link to a copy of the self-contained build), "launcher" (with the
-    interpreter it runs) or "console script" (a link to ``console_script``), so that
-    install-plugin can say what it replaces when the kind changes."""
+    interpreter it runs; the native thin client with the launcher beside it too) or
+    "console script" (a link to ``console_script``), so that install-plugin can say what
+    it replaces when the kind changes."""
     real = at(root, path)
     target = os.readlink(real) if os.path.islink(real) else None
     if target is not None and frozen.is_ours(target):
@@ -422,6 +425,11 @@ def ours(root: str, path: str, console_script: str | None = None) -> dict[str, s
     if target is not None and console_script and \
             os.path.realpath(real) == os.path.realpath(console_script):
         return {"kind": "console script", "what": "a link to %s" % console_script}
+    if target is None and native.is_native(real):
+        beside = ours(root, path + IN_PROCESS_SUFFIX)
+        what = "the native thin client" + (" and " + beside["what"]
+                                           if beside and beside["kind"] == "launcher" else "")
+        return {"kind": "launcher", "what": what}
     try:
         with open(real, "rb") as f:
             head = f.read(2048)

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -450,6 +451,9 @@ done:
 }
 
 #ifndef CLIENT_NO_MAIN
+/* Kept in the program's bytes, unreferenced: install-plugin looks for it (client.h). */
+__attribute__((used)) static const char install_marker[] = INSTALL_MARKER;
+
 /* --- the call ----------------------------------------------------------------------- */
 static volatile sig_atomic_t caught;  /* the first of SIGINT, SIGTERM, SIGHUP */
 static sigset_t run_mask;             /* the mask to wait with: theirs unblocked */
@@ -744,11 +748,29 @@ static int stdout_closed;  /* the runtime gave no stdout: writing the answer fai
 static struct bytes stdin_data;
 static int stdin_read;  /* 1 once stdin's bytes are in stdin_data (else it is untouched) */
 
+/* This program's path, as /proc/self/exe names it, into buf (PATH_MAX bytes and more):
+ * its length, or -1. A program replaced since it started (install-plugin wrote another
+ * over it) is named "<path> (deleted)" there: the path is what the rest says. */
+static ssize_t self_path(char *buf)
+{
+    static const char deleted[] = " (deleted)";
+    const size_t dn = sizeof deleted - 1;
+    ssize_t n = readlink("/proc/self/exe", buf, PATH_MAX);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    struct stat st;
+    if ((size_t)n > dn && !memcmp(buf + n - dn, deleted, dn) && lstat(buf, &st)) {
+        n -= (ssize_t)dn;
+        buf[n] = 0;
+    }
+    return n;
+}
+
 /* Run the call in process: exec the in-process plugin, stdin as it was. */
 static _Noreturn void in_process(char **argv)
 {
     char self[PATH_MAX + 32];
-    ssize_t n = readlink("/proc/self/exe", self, PATH_MAX);
+    ssize_t n = self_path(self);
     if (n <= 0) {
         if (!argv[0] || !strchr(argv[0], '/') || strlen(argv[0]) >= PATH_MAX)
             fail(5, "host-local-sqlite: cannot find the in-process plugin: /proc/self/exe "
@@ -935,6 +957,27 @@ out:
     return status;
 }
 
+/* Run from a copy of the self-contained build: a shared flock on the copy's IN_USE_FILE
+ * for as long as this process runs, as each of the build's own processes holds one
+ * (ipam.frozen): install-plugin removes no copy a call still runs from, and this one may
+ * yet exec the in-process plugin there. Close-on-exec: that plugin takes its own. Beside
+ * a launcher there is no such file; a failure changes nothing. */
+static void hold_copy(void)
+{
+    char path[PATH_MAX + 32];
+    if (self_path(path) <= 0) return;
+    char *slash = strrchr(path, '/');
+    if (!slash) return;
+    memcpy(slash + 1, IN_USE_FILE, sizeof IN_USE_FILE);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd >= 0 && fd <= 2) {  /* stdin closed: not under its number, or it reads it */
+        int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        close(fd);
+        fd = moved;
+    }
+    if (fd >= 0 && flock(fd, LOCK_SH | LOCK_NB)) close(fd);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -961,6 +1004,7 @@ int main(int argc, char **argv)
                 if (null > 2) close(null);
             }
         }
+    hold_copy();  /* after: its descriptor must not take stdout's or stderr's number */
     const char *command = getenv("CNI_COMMAND");
     static const char *const forwarded[] = {"ADD", "DEL", "CHECK", "GC", "STATUS"};
     int forward = 0;

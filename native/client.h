@@ -14,6 +14,12 @@
 #define DAEMON_ENV "HOST_LOCAL_SQLITE_DAEMON"
 /* The in-process plugin: this program's own path with this suffix. */
 #define IN_PROCESS_SUFFIX ".in-process"
+/* In a copy of the self-contained build, beside this program (ipam.frozen.IN_USE). */
+#define IN_USE_FILE "IN-USE.lock"
+/* What ipamctl install-plugin knows this program by (ipam.native.MARKER): a file at the
+ * plugin's name that holds it is one install-plugin wrote, as the launcher's marker line
+ * says of the launcher. */
+#define INSTALL_MARKER "host-local-sqlite native thin client, installed by \"ipamctl install-plugin\""
 /* The most a daemon's message may hold: its ANSWER's stdout and stderr together. A CNI
  * result is a few KiB; a daemon that sends more is no daemon of ours. */
 #define MAX_MESSAGE (16U * 1024 * 1024)

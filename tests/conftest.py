@@ -34,9 +34,12 @@ _skipped = []
 os.environ["IPAM_ROOT"] = helpers.NO_ROOT
 
 
-# What runs once in CI (the ``once`` marker): the build and the runtimes that run it.
+# What runs once in CI (the ``once`` marker): the build and the runtimes that run it, and
+# the native thin client's entry path: one C program whatever the Python, before a daemon
+# and a launcher that the daemon and in-process paths run on every Python.
 ONCE_MODULES = {"test_podman", "test_containerd", "test_kubernetes", "test_dist"}
 ONCE_FIXTURES = {"frozen_build", "installer_image"}
+ONCE_PATHS = {"build", "native"}
 
 
 def pytest_collection_modifyitems(items):
@@ -46,7 +49,7 @@ def pytest_collection_modifyitems(items):
     self-contained build (``make dist`` installs the freezer from the package index).
     ``make check`` leaves them out. ``once`` marks what tests the self-contained build,
     its image and the container runtimes (podman, containerd): .ci/run runs them on the
-    Python the build is frozen with only."""
+    Python the build is frozen with only; so does the native client's entry path."""
     for item in items:
         params = getattr(item, "callspec", None)
         if "pg_server" in item.fixturenames or (
@@ -55,7 +58,7 @@ def pytest_collection_modifyitems(items):
         if params is not None and params.params.get("through") == "build":
             item.add_marker(pytest.mark.network)
         if item.module.__name__ in ONCE_MODULES or ONCE_FIXTURES & set(item.fixturenames) \
-                or params is not None and params.params.get("through") == "build":
+                or params is not None and params.params.get("through") in ONCE_PATHS:
             item.add_marker(pytest.mark.once)
 
 
@@ -278,11 +281,17 @@ def through(request, monkeypatch, tmp_path_factory):
     - daemon-stopped-and-killed: a :class:`helpers.DaemonChaos` of the test's own. Calls
       may fall back in process (saying so); a test that makes ``CHAOS_CALLS`` calls or
       more must have had some fall back: the chaos hit calls;
+    - native: the native thin client (:func:`native_client`) forwarding to the module's
+      :func:`node_daemon`, held to it as the daemon path is (its fallback, the launcher
+      beside it, runs the calls the client does not forward: VERSION); at least one
+      process of it must have run;
     - build: the self-contained build's plugin (:func:`frozen_build`), forwarding off;
       at least one process of it must have run."""
     name = request.param
-    node_daemon = request.getfixturevalue("node_daemon") if name == "daemon" else None
-    plugin = request.getfixturevalue("frozen_build").plugin if name == "build" else PLUGIN
+    node_daemon = request.getfixturevalue("node_daemon") \
+        if name in ("daemon", "native") else None
+    plugin = request.getfixturevalue("frozen_build").plugin if name == "build" else \
+        request.getfixturevalue("native_client") if name == "native" else PLUGIN
     entry = EntryPath(name, plugin, node_daemon)
     if name == "daemon-stopped-and-killed":
         entry.chaos = DaemonChaos(tmp_path_factory.mktemp("chaos"), random.randrange(1 << 30),
@@ -303,9 +312,10 @@ def through(request, monkeypatch, tmp_path_factory):
             chaos.close()
     if request.node.stash.get(FAILED_KEY, False):
         return  # its calls were cut short: nothing to count
-    if name == "build":
-        assert entry.started > 0, "the test ran no process of the build's plugin"
-    elif chaos is not None:
+    if name in ("build", "native"):
+        assert entry.started > 0, "the test ran no process of the %s" % (
+            "build's plugin" if name == "build" else "native client")
+    if chaos is not None:
         what = ("%d calls, %d fell back in process %s; the chaos (seed %d) stopped the "
                 "daemon %d times, killed it %d times" % (
                     entry.forwarded, entry.fell_back, entry.reasons, chaos.seed,
@@ -331,6 +341,41 @@ def podman():
     instance = Podman()
     yield instance
     instance.close()
+
+
+# -- the native thin client (native/client.c) ---------------------------------------------
+@pytest.fixture(scope="session")
+def native_program():
+    """``make native`` (as ``make install`` runs it where a C compiler exists): the native
+    thin client a checkout's install-plugin installs, ``build/native/host-local-sqlite``.
+    Skips where no C compiler is (which under CI=true fails the run: .ci/run installs
+    one)."""
+    from helpers import REPO
+
+    from ipam import native
+
+    made = subprocess.run(["make", "-s", "--no-print-directory", "native"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    if made.returncode and "no C compiler" in made.stderr:
+        pytest.skip("no C compiler (musl-gcc or cc) to build the native thin client")
+    assert made.returncode == 0, made.stdout + made.stderr
+    program = native.find()
+    assert program == os.path.join(REPO, native.CHECKOUT_BUILD), program
+    return program
+
+
+@pytest.fixture(scope="session")
+def native_client(native_program, tmp_path_factory):
+    """The native thin client as ``ipamctl install-plugin --client native`` writes it into
+    a CNI bin directory, the launcher beside it as its in-process plugin: its path."""
+    bin_dir = tmp_path_factory.mktemp("native-bin")
+    proc = subprocess.run([IPAMCTL, "-o", "json", "install-plugin", str(bin_dir),
+                           "--client", "native"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert (report["client"], report["native"]) == ("native", native_program), report
+    return report["path"]
 
 
 # -- the self-contained build (make dist) ------------------------------------------------------

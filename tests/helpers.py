@@ -17,6 +17,7 @@ import select
 import shutil
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -431,6 +432,15 @@ def has_open(pid, path):
     return False
 
 
+def elf_segment_types(elf):
+    """The program header types of a 64-bit little-endian ELF file's bytes (1: PT_LOAD,
+    2: PT_DYNAMIC, 3: PT_INTERP): a static program has neither of the last two."""
+    assert elf[:4] == b"\x7fELF" and elf[4:6] == b"\2\1", elf[:6]  # 64-bit, little-endian
+    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    return [struct.unpack_from("<I", elf, phoff + i * phentsize)[0] for i in range(phnum)]
+
+
 def holds_flock(pid, path, kind="READ"):
     """Whether /proc/locks shows process ``pid`` holding an flock (``READ``: shared,
     ``WRITE``: exclusive) on the file at ``path`` (by its inode)."""
@@ -664,8 +674,12 @@ class NodeDaemon:
 #   daemon-stopped-and-killed  a daemon that a thread stops (past the client's
 #                              TAKE_TIMEOUT) and kills (then starts anew) at random
 #                              moments: calls may fall back in process, saying so;
+#   native                     the native thin client (native/client.c, as install-plugin
+#                              installs it), which a node daemon serves every call of (a
+#                              call that falls back in process, to the launcher beside
+#                              it, fails the test, as on the daemon path);
 #   build                      the self-contained build's plugin, forwarding off.
-ENTRY_PATHS = ("in-process", "daemon", "daemon-stopped-and-killed", "build")
+ENTRY_PATHS = ("in-process", "daemon", "daemon-stopped-and-killed", "native", "build")
 # The modules whose every test runs through ENTRY_PATHS or says why not.
 GUARANTEE_SUITES = ("test_concurrency", "test_crash", "test_foreign_writers",
                     "test_shared_pool", "test_signals")

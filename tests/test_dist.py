@@ -10,12 +10,14 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from contextlib import contextmanager
 
 import pytest
 from helpers import (
     REPO,
     cni_env,
     counted,
+    elf_segment_types,
     has_open,
     holds_flock,
     image_context,
@@ -23,6 +25,13 @@ from helpers import (
 )
 
 pytestmark = pytest.mark.network  # make dist installs the freezer from the package index
+
+
+@contextmanager
+def tar_member(tarball, name):
+    with tarfile.open(tarball) as tar:
+        f = tar.extractfile(name)
+        yield f.read()
 
 
 def conf(data_dir, ipam_type="host-local-sqlite", **ipam):
@@ -42,13 +51,85 @@ def test_build_info_states_what_the_node_needs(frozen_build):
         members = {m.name: m for m in tar.getmembers()}
     copy = "host-local-sqlite.d/%s-%s" % (info["version"], info["digest"][:12])
     assert members["host-local-sqlite"].issym()
-    assert members["host-local-sqlite"].linkname == copy + "/host_local_sqlite"
+    assert members["host-local-sqlite"].linkname == copy + (
+        "/client" if info["client"] else "/host_local_sqlite")
     assert members["ipamctl"].linkname == copy + "/ipamctl"
     assert members["host-local-sqlite.d/current"].linkname == copy.split("/")[1]
     assert copy + "/BUILD-INFO" in members
     assert {n.split("/")[0] for n in members} == {"host-local-sqlite", "ipamctl",
                                                   "host-local-sqlite.d"}
     assert not [n for n in members if re.search(r"(^|/)python3?(\.\d+)?$", n)]
+
+
+def native_build(frozen_build):
+    """The build's native client (skips for a build made without a C compiler, which
+    CI's is not)."""
+    if frozen_build.info["client"] is None:
+        pytest.skip("the build was made without a C compiler: it has no native client")
+    return os.path.join(frozen_build.directory, "client")
+
+
+def test_the_build_carries_its_native_client_linked_statically(frozen_build):
+    """The tarball's plugin is the native client, static (no program interpreter, no
+    dynamic section: no library of the node's, whatever its libc), and beside it the
+    link to the plugin it runs a call with when no node daemon takes it."""
+    client = native_build(frozen_build)
+    assert frozen_build.info["client"]["static"] is True
+    with tarfile.open(frozen_build.tarball) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    copy = "host-local-sqlite.d/%s-%s" % (frozen_build.info["version"],
+                                          frozen_build.info["digest"][:12])
+    assert members[copy + "/client"].isfile() and members[copy + "/client"].mode & 0o111
+    assert members[copy + "/client.in-process"].issym()
+    assert members[copy + "/client.in-process"].linkname == "host_local_sqlite"
+    with tar_member(frozen_build.tarball, copy + "/client") as data:
+        types = elf_segment_types(data)
+    assert 1 in types and not {2, 3} & set(types), types  # PT_LOAD; no DYNAMIC, INTERP
+    with open(client, "rb") as f:
+        assert f.read() == data
+
+
+def test_install_plugin_from_the_build_installs_either_client(frozen_build, tmp_path,
+                                                               start_daemon):
+    """From the build, NAME links to its native client, by default; it forwards to the
+    build's node daemon, and without one runs the build's plugin, which does not offer
+    the call to a daemon again (one word on stderr that the call runs in process, not
+    two). --client python links NAME to the plugin itself, as a build without a client
+    does."""
+    native_build(frozen_build)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+
+    def install(*args):
+        proc = frozen_build.run(frozen_build.ipamctl, "-o", "json", "install-plugin",
+                                str(bin_dir), *args)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    report = install()
+    copy = report["build"]["build"]
+    assert (report["client"], report["native"]) == (
+        "native", os.path.join(frozen_build.directory, "client"))
+    assert report["in_process"] == os.path.join(copy, "client.in-process")
+    assert report["build"]["link"].endswith("/client")
+    plugin = str(bin_dir / "host-local-sqlite")
+    socket = str(tmp_path / "d.sock")
+    data = str(tmp_path / "data")
+    proc = frozen_build.run(plugin, input=conf(data, daemon=socket),
+                            env=cni_env("ADD", container_id="c1"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.decode() == ("host-local-sqlite: cannot reach the node daemon at %s "
+                                    "(No such file or directory); running the call in "
+                                    "process\n" % socket)
+    daemon = start_daemon(socket=socket, argv=[frozen_build.ipamctl, "serve", "--socket",
+                                               socket])
+    assert frozen_build.cni(plugin, "CHECK", conf(data, daemon=daemon.socket)) is None
+    assert counted(daemon.socket, 1)["calls"] == 1
+    report = install("--client", "python")
+    assert (report["client"], report["in_process"]) == ("python", None)
+    assert report["build"]["link"].endswith("/host_local_sqlite")
+    assert frozen_build.cni(plugin, "DEL", conf(data, daemon=daemon.socket)) is None
+    assert counted(daemon.socket, 2)["calls"] == 2
 
 
 def test_readme_states_the_glibc_and_size_it_needs(frozen_build):
@@ -199,18 +280,21 @@ def test_a_damaged_build_s_ipamctl_says_so_without_a_traceback(frozen_build, tmp
         assert "unpack it again" in err and REPO not in err and "dist-venv" not in err
 
 
-def test_a_launcher_and_the_build_installed_over_each_other(frozen_build, tmp_path):
-    """This venv's launcher over the installed build says what it replaced and removes
-    the build's copy (and the emptied host-local-sqlite.d/); the build over the launcher
-    names the launcher's interpreter. The plugin works through each."""
+def test_a_launcher_and_the_build_installed_over_each_other(frozen_build, tmp_path,
+                                                            native_program):
+    """This venv's native client and launcher over the installed build say what they
+    replaced and remove the build's copy (and the emptied host-local-sqlite.d/); the
+    build over them names the launcher's interpreter, and removes the in-process
+    launcher the build's client does not run. The plugin works through each."""
+    native_build(frozen_build)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     venv_ipamctl = os.path.join(os.path.dirname(sys.executable), "ipamctl")
     data = str(tmp_path / "data")
 
     def install(ipamctl):
-        proc = subprocess.run([ipamctl, "-o", "json", "install-plugin", str(bin_dir)],
-                              capture_output=True, timeout=300)
+        proc = subprocess.run([ipamctl, "-o", "json", "install-plugin", str(bin_dir),
+                               "--client", "native"], capture_output=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 
@@ -219,12 +303,17 @@ def test_a_launcher_and_the_build_installed_over_each_other(frozen_build, tmp_pa
     report = install(venv_ipamctl)["replaced"]
     assert report["what"] == "the self-contained build %s" % os.path.basename(copy)
     assert report["removed"] == [copy] and report["bytes"] > 10e6
-    assert report["directory"] is True and os.listdir(bin_dir) == ["host-local-sqlite"]
+    assert report["directory"] is True
+    assert sorted(os.listdir(bin_dir)) == ["host-local-sqlite", "host-local-sqlite.in-process"]
     assert frozen_build.cni(str(bin_dir / "host-local-sqlite"), "CHECK", conf(data)) is None
 
-    report = install(frozen_build.ipamctl)["replaced"]
-    assert report == {"kind": "launcher", "what": "the launcher of the Python "
-                      "installation %s" % sys.executable}
+    installed = install(frozen_build.ipamctl)
+    assert installed["replaced"] == {"kind": "launcher", "what": "the native thin client and "
+                                     "the launcher of the Python installation %s"
+                                     % sys.executable}
+    assert installed["stale_in_process"] == {
+        "path": str(bin_dir / "host-local-sqlite.in-process"), "removed": True}
+    assert sorted(os.listdir(bin_dir)) == ["host-local-sqlite", "host-local-sqlite.d"]
     assert frozen_build.cni(str(bin_dir / "host-local-sqlite"), "DEL", conf(data)) is None
 
 

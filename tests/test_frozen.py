@@ -195,8 +195,8 @@ def test_a_copy_is_kept_while_proc_shows_a_process_running_from_it(tmp_path):
 def test_proc_is_read_as_the_kernel_shows_it():
     """The real /proc: this test's own interpreter is among what runs."""
     st = os.stat(sys.executable)
-    assert (st.st_dev, st.st_ino) in frozen._executables("/proc")
-    assert frozen._executables("/nonexistent") == set()
+    assert (st.st_dev, st.st_ino) in frozen.executables("/proc")
+    assert frozen.executables("/nonexistent") == set()
 
 
 def test_current_links_the_copy_installed_last(tmp_path):

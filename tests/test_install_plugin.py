@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from helpers import wait_until
 
 from host_local_sqlite_cli.main import cli
-from ipam import containerd_config, launcher, plugin_dirs
+from ipam import containerd_config, launcher, native, plugin_dirs
 
 GO_HOST_LOCAL = "/usr/lib/cni/host-local"  # Debian's containernetworking-plugins
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -64,12 +64,15 @@ def by_name(root, **env):
 @pytest.fixture
 def install(monkeypatch):
     """``install(root, *args, expect=0)``: ipamctl -o json install-plugin --root ROOT
-    ARGS in process; returns (JSON or None, stderr)."""
+    ARGS in process; returns (JSON or None, stderr). ``client``: the --client given
+    ("python" unless said: what these tests check holds for either, and the native
+    client's own tests below say when there is one; None: none given)."""
     monkeypatch.delenv("CONTAINERS_CONF", raising=False)
 
-    def run(root, *args, expect=0, output="json"):
+    def run(root, *args, expect=0, output="json", client="python"):
         result = CliRunner().invoke(cli, ["-o", output, "install-plugin", "--root",
-                                          str(root), *args])
+                                          str(root), *args,
+                                          *(["--client", client] if client else [])])
         exc = result.exception
         if exc is not None and not isinstance(exc, SystemExit):
             raise AssertionError("".join(traceback.format_exception(exc)))
@@ -500,7 +503,8 @@ def test_force_keeps_a_plain_file_as_orig_never_overwriting_one(tmp_path, instal
     put(tmp_path, "/opt/cni/bin/host-local", "#!/bin/sh\n", 0o755)
     text, _ = install(tmp_path, "/opt/cni/bin", "--name", "host-local", "--force",
                       output="table")
-    assert text == ("wrote /opt/cni/bin/host-local\nkept the file it replaced (a script "
+    assert text == ("wrote /opt/cni/bin/host-local\nthe Python thin client (--client python)"
+                    "\nkept the file it replaced (a script "
                     "(#!/bin/sh)) as /opt/cni/bin/host-local.orig.2\n")
 
 
@@ -520,7 +524,8 @@ def test_force_diverts_a_package_file_with_dpkg_divert(tmp_path, install):
     text, stderr = install(tmp_path, "/usr/lib/cni", "--name", "host-local", "--force",
                            output="table")
     assert text == (
-        "wrote /usr/lib/cni/host-local\nkept the host-local file (%s, owned by Debian "
+        "wrote /usr/lib/cni/host-local\nthe Python thin client (--client python)\nkept the "
+        "host-local file (%s, owned by Debian "
         "package containernetworking-plugins) as /usr/lib/cni/host-local.distrib: a local "
         "dpkg diversion, so upgrades of containernetworking-plugins install it there, not "
         "over the launcher (undo: rm /usr/lib/cni/host-local; dpkg-divert --rename --remove "
@@ -618,7 +623,8 @@ def test_without_a_directory_opt_cni_bin_else_usr_lib_cni(tmp_path, install):
     (tmp_path / "opt/cni/bin").mkdir(parents=True)
     text, _ = install(tmp_path, output="table")
     assert text == ("chose /opt/cni/bin: it exists; it is the CNI default; no container "
-                    "runtime found here runs CNI plugins\nwrote /opt/cni/bin/host-local-sqlite\n")
+                    "runtime found here runs CNI plugins\nwrote /opt/cni/bin/host-local-sqlite"
+                    "\nthe Python thin client (--client python)\n")
     # A directory named is not chosen: no "why".
     info, _ = install(tmp_path, "/usr/lib/cni")
     assert (info["directory"], info["why"]) == ("/usr/lib/cni", None)
@@ -677,7 +683,8 @@ def test_create_dir_makes_a_named_directory(tmp_path, install):
     (tmp_path / "usr").mkdir()
     text, _ = install(tmp_path, "/usr/local/lib/cni", "--create-dir", output="table")
     assert text.startswith("created /usr/local\ncreated /usr/local/lib\ncreated "
-                           "/usr/local/lib/cni\nwrote /usr/local/lib/cni/host-local-sqlite\n")
+                           "/usr/local/lib/cni\nwrote /usr/local/lib/cni/host-local-sqlite"
+                           "\nthe Python thin client (--client python)\n")
     assert is_launcher(tmp_path / "usr/local/lib/cni/host-local-sqlite")
 
 
@@ -686,3 +693,160 @@ def test_help_explains_refusal_and_ends_with_examples():
     assert result.exit_code == 0
     assert "--force" in result.stdout and "--root" in result.stdout
     assert result.stdout.index("Example:") > result.stdout.index("refuses to replace")
+
+
+# -- the native thin client (ipam.native) ---------------------------------------------------
+def native_call(program, command, data_dir, container="c1"):
+    """One call of ``program`` as a runtime makes it, no daemon: the native client runs
+    the in-process plugin beside it. Returns (status, stdout, stderr)."""
+    conf = {"cniVersion": "1.0.0", "name": "nat", "type": "bridge",
+            "ipam": {"type": "host-local-sqlite", "dataDir": str(data_dir), "daemon": False,
+                     "subnet": "10.9.0.0/24"}}
+    proc = subprocess.run([str(program)], input=json.dumps(conf).encode(),
+                          env={"PATH": os.environ["PATH"], **cni_env(command, container)},
+                          capture_output=True, timeout=60)
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
+def cni_env(command, container):
+    return {"CNI_COMMAND": command, "CNI_CONTAINERID": container, "CNI_NETNS": "/x",
+            "CNI_IFNAME": "eth0", "CNI_PATH": "/x"}
+
+
+def test_where_a_native_client_is_it_is_the_default(tmp_path, install, native_program):
+    """From a checkout where make native built it: NAME is a copy of the client, the
+    launcher beside it runs the call in process only; again, the same, silently; a
+    call through NAME with no daemon runs in process; the text says what it wrote."""
+    bin_dir = tmp_path / "opt/cni/bin"
+    bin_dir.mkdir(parents=True)
+    info, _ = install(tmp_path, "/opt/cni/bin", client=None)
+    path, in_process = bin_dir / "host-local-sqlite", bin_dir / "host-local-sqlite.in-process"
+    assert (info["client"], info["native"], info["in_process"]) == (
+        "native", native_program, "/opt/cni/bin/host-local-sqlite.in-process")
+    with open(native_program, "rb") as f:
+        assert path.read_bytes() == f.read() and not path.is_symlink()
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(in_process.stat().st_mode) == 0o755
+    assert is_launcher(in_process) and "run(bundled=True, forwarding=False)" in \
+        in_process.read_text()
+    assert sorted(os.listdir(bin_dir)) == ["host-local-sqlite", "host-local-sqlite.in-process"]
+    again, _ = install(tmp_path, "/opt/cni/bin", "--client", "native", client=None)
+    assert (again["kept"], again["kept_in_process"], again["replaced"],
+            again["stale_in_process"]) == (None, None, None, None)
+    status, out, err = native_call(path, "ADD", tmp_path / "data")
+    assert (status, err) == (0, ""), out
+    assert json.loads(out)["ips"][0]["address"] == "10.9.0.2/24"
+    text, _ = install(tmp_path, "/opt/cni/bin", output="table", client=None)
+    assert text == ("wrote /opt/cni/bin/host-local-sqlite\nthe native thin client, which "
+                    "runs /opt/cni/bin/host-local-sqlite.in-process when no node daemon "
+                    "takes a call\n")
+
+
+def test_the_python_client_over_the_native_one_and_back(tmp_path, install, native_program):
+    """--client python: the launcher at NAME, and the in-process launcher of ours beside
+    it removed (said so); back to native, the pair again, the launcher named as what it
+    replaced, nothing said of another kind."""
+    bin_dir = tmp_path / "opt/cni/bin"
+    bin_dir.mkdir(parents=True)
+    install(tmp_path, "/opt/cni/bin", "--name", "host-local", client="native")
+    info, _ = install(tmp_path, "/opt/cni/bin", "--name", "host-local")
+    assert (info["client"], info["native"], info["in_process"]) == (
+        "python", native_program, None)
+    assert info["stale_in_process"] == {"path": "/opt/cni/bin/host-local.in-process",
+                                        "removed": True}
+    assert info["replaced"] is None  # a Python installation's either way
+    assert sorted(os.listdir(bin_dir)) == ["host-local"] and is_launcher(bin_dir / "host-local")
+    status, out, _ = native_call(bin_dir / "host-local", "ADD", tmp_path / "data")
+    assert status == 0, out
+    info, _ = install(tmp_path, "/opt/cni/bin", "--name", "host-local", client="native")
+    assert info["stale_in_process"] is None and info["replaced"] is None
+    assert native.is_native(bin_dir / "host-local")
+    assert plugin_dirs.ours(str(tmp_path), "/opt/cni/bin/host-local") == {
+        "kind": "launcher", "what": "the native thin client and the launcher of the Python "
+        "installation " + sys.executable}
+
+
+def test_a_foreign_file_at_the_in_process_name_is_refused_unless_force(tmp_path, install,
+                                                                      native_program):
+    """NAME.in-process is the native client's to run: a file there that install-plugin did
+    not write is refused, named, untouched; --force keeps it as NAME.in-process.orig. A
+    foreign file there is never removed as a stale one of ours."""
+    script = put(tmp_path, "/opt/cni/bin/host-local-sqlite.in-process", "#!/bin/sh\n", 0o755)
+    _, stderr = install(tmp_path, "/opt/cni/bin", client="native", expect=1)
+    assert stderr == ("Error: /opt/cni/bin/host-local-sqlite.in-process is a script "
+                      "(#!/bin/sh), not one that install-plugin wrote: not replacing it. "
+                      "--force replaces it and keeps it as "
+                      "/opt/cni/bin/host-local-sqlite.in-process.orig\n")
+    assert os.listdir(tmp_path / "opt/cni/bin") == ["host-local-sqlite.in-process"]
+    info, _ = install(tmp_path, "/opt/cni/bin")  # the Python client leaves it alone
+    assert info["stale_in_process"] is None and script.read_text() == "#!/bin/sh\n"
+    info, _ = install(tmp_path, "/opt/cni/bin", "--force", client="native")
+    assert info["kept"] is None
+    assert info["kept_in_process"] == {
+        "path": "/opt/cni/bin/host-local-sqlite.in-process.orig", "how": "renamed",
+        "package": None, "was": "a script (#!/bin/sh)"}
+    assert is_launcher(tmp_path / "opt/cni/bin/host-local-sqlite.in-process")
+
+
+def test_a_stale_in_process_launcher_stays_while_its_client_runs(tmp_path, install,
+                                                                 native_program):
+    """The native client replaced while a process of it runs (here: waiting for its
+    config) keeps the launcher it may yet exec; that call then succeeds, and the next
+    install removes it."""
+    bin_dir = tmp_path / "opt/cni/bin"
+    bin_dir.mkdir(parents=True)
+    install(tmp_path, "/opt/cni/bin", client="native")
+    conf = {"cniVersion": "1.0.0", "name": "nat", "type": "bridge",
+            "ipam": {"type": "host-local-sqlite", "dataDir": str(tmp_path / "data"),
+                     "daemon": False, "subnet": "10.9.0.0/24"}}
+    proc = subprocess.Popen([str(bin_dir / "host-local-sqlite")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={"PATH": os.environ["PATH"], **cni_env("ADD", "c1")})
+    try:
+        wait_until(lambda: os.path.samefile("/proc/%d/exe" % proc.pid,
+                                            bin_dir / "host-local-sqlite"),
+                   "the native client to run")
+        info, _ = install(tmp_path, "/opt/cni/bin")
+        assert info["stale_in_process"] == {
+            "path": "/opt/cni/bin/host-local-sqlite.in-process", "removed": False}
+        text, _ = install(tmp_path, "/opt/cni/bin", output="table")
+        assert ("kept /opt/cni/bin/host-local-sqlite.in-process: a process still runs the "
+                "native client before it (the next install-plugin removes it)") in text
+        out, err = proc.communicate(json.dumps(conf).encode(), timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out + err
+    assert json.loads(out)["ips"][0]["address"] == "10.9.0.2/24"
+    info, _ = install(tmp_path, "/opt/cni/bin")
+    assert info["stale_in_process"]["removed"] is True
+    assert os.listdir(bin_dir) == ["host-local-sqlite"]
+
+
+def test_where_the_native_client_is_found(tmp_path, native_program):
+    """From a checkout, what make native built beside its sources (an older one is
+    said to be stale); from a wheel's site-packages, none (no checkout there); each
+    saying why none."""
+    checkout = tmp_path / "checkout"
+    (checkout / "ipam").mkdir(parents=True)
+    (checkout / "native").mkdir()
+    (checkout / "native" / "client.c").write_text("/* the sources */\n")
+    package = str(checkout / "ipam")
+    assert native.find(package_dir=package) is None
+    assert native.why_none(package_dir=package) == (
+        "build/native/host-local-sqlite is not built: 'make native' in %s builds it (a C "
+        "compiler)" % checkout)
+    built = checkout / "build" / "native" / "host-local-sqlite"
+    built.parent.mkdir(parents=True)
+    shutil.copy(native_program, built)
+    assert native.find(package_dir=package) == str(built)
+    os.utime(built, (1, 1))
+    assert native.stale(str(built)) == ("%s is older than %s: 'make native' builds it "
+                                        "anew" % (built, checkout / "native" / "client.c"))
+    built.write_bytes(b"\x7fELF not ours")
+    assert native.find(package_dir=package) is None
+    site = tmp_path / "site-packages" / "ipam"
+    site.mkdir(parents=True)
+    assert native.find(package_dir=str(site)) is None
+    assert native.why_none(package_dir=str(site)) == (
+        "an installation from a wheel has none; the self-contained build has one")

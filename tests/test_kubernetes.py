@@ -158,7 +158,9 @@ def test_the_image_holds_glibc_and_the_build_only(installer_image, frozen_build)
     finally:
         podman("image", "unmount", tag)
     assert programs == {"opt/host-local-sqlite/ipamctl",
-                        "opt/host-local-sqlite/" + frozen.PLUGIN}
+                        "opt/host-local-sqlite/" + frozen.PLUGIN} | (
+        {"opt/host-local-sqlite/" + name for name in (frozen.CLIENT, frozen.CLIENT_IN_PROCESS)}
+        if frozen_build.info["client"] else set())  # the native client, the link it runs
     assert not [f for f in files if re.match(r"python[\d.]*$|(ba)?sh$|busybox$",
                                              os.path.basename(f))]
     assert {f.split("/")[0] for f in files} == {"etc", "lib", "lib64", "opt", "tmp"}
@@ -170,15 +172,16 @@ def test_the_image_holds_glibc_and_the_build_only(installer_image, frozen_build)
 def test_the_installer_container_installs_the_build(installer_image, frozen_build,
                                                     tmp_path):
     """The initContainer leaves on the host a relative link into the host directory's
-    copy of the build; the plugin runs through it and the copy's ipamctl sees its
-    lease; a second run (the pod restarted) changes nothing."""
+    copy of the build (to its native client, where the build has one); the plugin runs
+    through it and the copy's ipamctl sees its lease; a second run (the pod restarted)
+    changes nothing."""
     host_dir = tmp_path / "cni-bin"
     host_dir.mkdir()  # the manifest's hostPath type Directory: it must exist
     install(installer_image, host_dir)
     link = os.readlink(host_dir / "host-local-sqlite")
     info = frozen_build.info
     assert link == os.path.join(frozen.BUILDS, "%s-%s" % (info["version"], info["digest"][:12]),
-                                frozen.PLUGIN)
+                                frozen.CLIENT if info["client"] else frozen.PLUGIN)
     data = str(tmp_path / "data")
     plugin = str(host_dir / "host-local-sqlite")
     address = frozen_build.cni(plugin, "ADD", config(data))["ips"][0]["address"]

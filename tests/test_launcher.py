@@ -17,9 +17,12 @@ from ipam.schema_version import HEAD
 
 
 def install(tmp_path, *args):
+    """The launcher alone (--client python), as install-plugin writes it: the native
+    thin client's own tests are in test_install_plugin.py and test_native_client.py."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    out = subprocess.run([IPAMCTL, "-o", "json", "install-plugin", str(bin_dir), *args],
+    out = subprocess.run([IPAMCTL, "-o", "json", "install-plugin", str(bin_dir),
+                          "--client", "python", *args],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)

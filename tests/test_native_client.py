@@ -21,8 +21,15 @@ import time
 
 import pytest
 
-from ipam import client, launcher, paths
-from tests.helpers import PLUGIN, NodeDaemon, cni_env
+from ipam import client, frozen, launcher, native, paths
+from tests.helpers import (
+    PLUGIN,
+    NodeDaemon,
+    cni_env,
+    elf_segment_types,
+    holds_flock,
+    wait_until,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(REPO, "build", "native")
@@ -96,17 +103,22 @@ def test_constants_match_the_python_client():
     assert eval(defines["MAX_STDIN"].rstrip("L").replace("L ", " ")) == client.MAX_STDIN
     assert json.loads(defines["DAEMON_SOCKET"]) == paths.DAEMON_SOCKET
     assert json.loads(defines["DAEMON_ENV"]) == paths.DAEMON_ENV
+    assert json.loads(defines["IN_PROCESS_SUFFIX"]) == paths.IN_PROCESS_SUFFIX
+    assert json.loads(defines["IN_USE_FILE"]) == frozen.IN_USE
+    assert json.loads(defines["INSTALL_MARKER"]).encode() == native.MARKER
+
+
+def test_install_plugin_knows_the_shipped_build_by_its_marker(builds):
+    assert native.is_native(builds["host-local-sqlite"])
+    assert not native.is_native(builds["probe-asan"])  # an ELF file of ours, not the client
 
 
 def test_the_shipped_build_is_static(builds):
-    """No program interpreter (PT_INTERP): it needs no libc of the node's."""
+    """No program interpreter (PT_INTERP) nor dynamic section (PT_DYNAMIC): it needs no
+    libc of the node's."""
     with open(builds["host-local-sqlite"], "rb") as f:
-        elf = f.read()
-    assert elf[:4] == b"\x7fELF" and elf[4] == 2  # 64-bit
-    phoff, = struct.unpack_from("<Q", elf, 0x20)
-    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
-    types = [struct.unpack_from("<I", elf, phoff + i * phentsize)[0] for i in range(phnum)]
-    assert 3 not in types
+        types = elf_segment_types(f.read())
+    assert 1 in types and not {2, 3} & set(types), types
 
 
 # -- with a real daemon, and without one ---------------------------------------------
@@ -157,6 +169,32 @@ def test_without_its_in_process_plugin_it_answers_code_5(bin_dir, conf):
     assert status == 1
     assert json.loads(out)["code"] == 5
     assert "in-process plugin" in json.loads(out)["msg"]
+
+
+def test_from_a_copy_of_the_build_it_holds_the_copys_lock(tmp_path, builds, conf):
+    """Run from a copy of the self-contained build, it holds a shared flock on the copy's
+    IN-USE.lock for as long as it runs, as the build's own processes do, so that
+    install-plugin removes no copy it may yet exec the in-process plugin of; beside a
+    launcher (no such file) it runs all the same."""
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / frozen.IN_USE).write_text("")
+    shutil.copy(builds["host-local-sqlite"], copy / frozen.CLIENT)
+    launcher.install(str(copy), frozen.CLIENT_IN_PROCESS, paths=launcher.install_paths(),
+                     forwarding=False)
+    env = {"PATH": os.environ["PATH"], **cni_env("ADD"), paths.DAEMON_ENV: "false"}
+    proc = subprocess.Popen([str(copy / frozen.CLIENT)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:  # it waits for its config: its lock is held by then
+        wait_until(lambda: holds_flock(proc.pid, copy / frozen.IN_USE),
+                   "the client's shared flock on IN-USE.lock")
+        out, err = proc.communicate(json.dumps(conf()).encode(), timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out + err
+    assert json.loads(out)["ips"][0]["address"] == "10.9.0.2/24"
 
 
 # -- hostile daemons ----------------------------------------------------------------------
@@ -598,6 +636,50 @@ def test_fuzz_views_are_the_python_clients(builds, tmp_path):
             path = str(tmp_path) + "/" + path
         got = probe(builds, "view", path.encode())
         assert got == client.view(path).decode() + "\n", path
+
+
+def _libfuzzer_seconds():
+    """libFuzzer's run: NATIVE_FUZZ_SECONDS (make fuzz), else about a minute, which CI
+    runs (the Python-driven runs above take another 15 s each)."""
+    return float(os.environ.get("NATIVE_FUZZ_SECONDS", "60"))
+
+
+@pytest.mark.once  # one C program whatever the Python: CI runs it on its main Python only
+def test_fuzz_with_libfuzzer(tmp_path):
+    """libFuzzer, with ASan and UBSan (any report fatal), on the parsers as the client
+    gets their input from outside (native/fuzz.c), from the seeds above (its corpus,
+    build/native/corpus, grows from run to run): no crash, report or hang within the
+    run. Needs clang with its libFuzzer runtime (Debian: clang, with libclang-rt); where
+    there is none it skips, which CI does not allow (.ci/run installs it)."""
+    (tmp_path / "t.c").write_text("#include <stddef.h>\nint LLVMFuzzerTestOneInput("
+                                  "const unsigned char *d, size_t n) { return 0; }\n")
+    try:
+        has = subprocess.run(["clang", "-fsanitize=fuzzer", "-o", str(tmp_path / "t"),
+                              str(tmp_path / "t.c")], capture_output=True, timeout=120)
+    except FileNotFoundError:
+        has = None
+    if has is None or has.returncode:
+        pytest.skip("no libFuzzer here (clang and its runtime): the Python-driven runs "
+                    "alone")
+    made = subprocess.run(["make", "-s", "-C", REPO, "native-fuzz"], capture_output=True,
+                          text=True, timeout=300)
+    assert made.returncode == 0, made.stdout + made.stderr
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    for n, seed in enumerate([b"\0" + c for c in CONFIG_SEEDS] + [
+            b"\1false", b"\1/run/x.sock", b"\2T\0\0\0\0015", b"\3/proc/self/fd/../.."]):
+        (seeds / ("seed-%d" % n)).write_bytes(seed)
+    corpus = os.path.join(BUILD, "corpus")
+    os.makedirs(corpus, exist_ok=True)
+    seconds = _libfuzzer_seconds()
+    proc = subprocess.run([os.path.join(BUILD, "fuzz"), "-max_total_time=%d" % seconds,
+                           "-max_len=65536", "-timeout=10", "-print_final_stats=1",
+                           "-artifact_prefix=%s/" % tmp_path, corpus, str(seeds)],
+                          capture_output=True, text=True, timeout=seconds + 300,
+                          env={**os.environ, **SANITIZERS})
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert re.search(r"^stat::number_of_executed_units: *[1-9]", proc.stderr, re.M), \
+        proc.stderr[-3000:]
 
 
 def _blocked(pid, signums):

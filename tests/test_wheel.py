@@ -107,3 +107,16 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
     out = check([ipamctl, "--data-dir", str(tmp_path / "plugin-data"), "db", "current"],
                 cwd=work)
     assert out.stdout.strip() == HEAD
+
+    # No native thin client in the wheel (make wheel says so): install-plugin writes the
+    # launcher, the Python client, and --client native says there is none.
+    cni_bin = tmp_path / "cni-bin"
+    cni_bin.mkdir()
+    out = check([ipamctl, "-o", "json", "install-plugin", str(cni_bin)], cwd=work)
+    report = json.loads(out.stdout)
+    assert (report["client"], report["native"], report["in_process"]) == ("python", None, None)
+    assert os.listdir(cni_bin) == ["host-local-sqlite"]
+    refused = subprocess.run([ipamctl, "install-plugin", str(cni_bin), "--client", "native"],
+                             cwd=work, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "no native thin client in this installation" in \
+        refused.stderr, refused.stderr

@@ -16,7 +16,10 @@ The node daemon (``ipamctl serve``, started here on a socket of its own, one per
 and stopped with SIGTERM) gets rows of its own beside the others, with issue 16's targets:
 the launcher forwarding to it, per call and in bursts (its CPU counted with the clients'),
 on SQLite and on the shared pool, and how many server connections one node holds during
-a burst, in process and through the daemon. ``--no-daemon`` leaves them out.
+a burst, in process and through the daemon. ``--no-daemon`` leaves them out. Beside the
+launcher forwarding to it, "native": the native thin client (native/client.c, as
+``ipamctl install-plugin --client native`` installs it, where ``make install`` built it)
+forwarding to the same daemon, interleaved with the others, per call and in bursts.
 
 The self-contained build (``make dist``, which ``make bench`` runs first) gets a row
 too, "frozen": its plugin and its ipamctl, interleaved with the others, and its ratio to
@@ -98,7 +101,22 @@ def install_launcher(tmp):
     """``ipamctl install-plugin``'s launcher (``python -I -S``), beside the console script."""
     bin_dir = os.path.join(tmp, "cni-bin")
     os.makedirs(bin_dir)
-    subprocess.run([IPAMCTL, "install-plugin", bin_dir], check=True, capture_output=True)
+    subprocess.run([IPAMCTL, "install-plugin", bin_dir, "--client", "python"], check=True,
+                   capture_output=True)
+    return os.path.join(bin_dir, "host-local-sqlite")
+
+
+def install_native(tmp):
+    """``ipamctl install-plugin --client native``: the native thin client, the launcher
+    beside it as its in-process plugin; None where this checkout has no client built
+    (``make install`` builds it where a C compiler exists)."""
+    bin_dir = os.path.join(tmp, "native-bin")
+    os.makedirs(bin_dir)
+    proc = subprocess.run([IPAMCTL, "install-plugin", bin_dir, "--client", "native"],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        print("no native thin client: no native rows (%s)" % proc.stderr.strip())
+        return None
     return os.path.join(bin_dir, "host-local-sqlite")
 
 
@@ -166,11 +184,12 @@ def install_baseline(tmp, rev):
     return path, ctl
 
 
-def prepare(tmp, n, with_go, launcher, baseline=None, daemon=None, frozen=None):
+def prepare(tmp, n, with_go, launcher, baseline=None, daemon=None, frozen=None,
+            native=None):
     """A pool of ``n`` leases for each plugin: files for Go, ``ipamctl import`` for ours
     (one copy for the console script, one for the launcher, one for the baseline, one
-    for the launcher forwarding to ``daemon``, one for the ``frozen`` build's plugin and
-    ipamctl)."""
+    for the launcher forwarding to ``daemon``, one for the ``native`` client forwarding
+    to it, one for the ``frozen`` build's plugin and ipamctl)."""
     plugins = {}
     src = os.path.join(tmp, "src-%d" % n)
     write_host_local_dir(src, n)
@@ -180,6 +199,8 @@ def prepare(tmp, n, with_go, launcher, baseline=None, daemon=None, frozen=None):
         ours.append(("baseline", baseline[0], baseline[1], config))
     if daemon is not None:
         ours.append(("daemon", launcher, [IPAMCTL], daemon_config(daemon)))
+        if native is not None:
+            ours.append(("native", native, [IPAMCTL], daemon_config(daemon)))
     if frozen:
         ours.append(("frozen", os.path.join(frozen, "host_local_sqlite"),
                      [os.path.join(frozen, "ipamctl")], config))
@@ -344,10 +365,11 @@ def plot(rows, path, with_go):
 
 
 def shared_pool(tmp, k, count, launcher, baseline=None, nodes=4, with_daemon=True,
-                node_burst=50, node_rounds=3):
+                node_burst=50, node_rounds=3, native=None):
     """PostgreSQL figures on a loopback server: ADD and DEL latency of one process
-    (connection setup included) for the console script, the launcher, the launcher
-    forwarding to a node daemon and, with ``--baseline``, that revision's launcher,
+    (connection setup included) for the console script, the launcher, the launcher and
+    the ``native`` client forwarding to a node daemon and, with ``--baseline``, that
+    revision's launcher,
     interleaved call by call, each on a database of its own; the statements and the
     per-network lock's hold time of our ADD and DEL, measured in process; a burst of
     ``count`` ADDs then DELs spread over ``nodes`` simulated nodes; and the server
@@ -371,6 +393,8 @@ def shared_pool(tmp, k, count, launcher, baseline=None, nodes=4, with_daemon=Tru
             contenders["baseline"] = baseline + (config,)
         if daemon is not None:
             contenders["daemon"] = (launcher, [IPAMCTL], daemon_config(daemon))
+            if native is not None:
+                contenders["native"] = (native, [IPAMCTL], daemon_config(daemon))
         confs = {}
         for name, (binary, ctl, conf) in contenders.items():
             url = server.create_database("bench_%s" % name)
@@ -619,12 +643,13 @@ def main():
     daemon = None
     try:
         launcher = install_launcher(tmp)
+        native = None if args.no_daemon else install_native(tmp)
         baseline = install_baseline(tmp, args.baseline) if args.baseline else None
         if not args.no_daemon:
             daemon = start_daemon(tmp, "sqlite", DAEMON_POOL)
         for n in sizes:
             plugins, import_s = prepare(tmp, n, with_go, launcher, baseline, daemon,
-                                        args.frozen)
+                                        args.frozen, native)
             r = cycles(plugins, args.cycles, n)
             r.update(n=n, import_s=import_s)
             rows.append(r)
@@ -642,6 +667,9 @@ def main():
             if daemon is not None:
                 line += "  daemon ADD %6.1f DEL %6.1f ms" % (r["daemon"]["ADD"],
                                                            r["daemon"]["DEL"])
+            if "native" in r:
+                line += "  native ADD %6.1f DEL %6.1f ms" % (r["native"]["ADD"],
+                                                           r["native"]["DEL"])
             if args.frozen:
                 line += "  frozen ADD %6.1f DEL %6.1f ms (x%.2f, x%.2f the launcher)" % (
                     r["frozen"]["ADD"], r["frozen"]["DEL"],
@@ -652,6 +680,8 @@ def main():
         contenders = {"ours": (OURS, config), "launcher": (launcher, config)}
         if daemon is not None:
             contenders["daemon"] = (launcher, daemon_config(daemon))
+            if native is not None:
+                contenders["native"] = (native, daemon_config(daemon))
         if with_go:
             contenders["go"] = (GO, config)
         rounds = {name: [] for name in contenders}
@@ -659,7 +689,7 @@ def main():
             for name, (binary, conf) in contenders.items():
                 data_dir = os.path.join(burst_dir, "%s-%d" % (name, k))
                 rounds[name].append(burst(binary, conf(data_dir), args.burst,
-                                          daemon if name == "daemon" else None))
+                                          daemon if name in ("daemon", "native") else None))
         bursts = {name: median_burst(r) for name, r in rounds.items()}
         if daemon is not None:
             bursts["daemon"]["health"] = daemon.health()
@@ -671,7 +701,7 @@ def main():
             rss["go"] = peak_rss_kib(GO, config(os.path.join(tmp, "rss-go")), "rss")
         shared = (shared_pool(tmp, args.pg_cycles, args.pg_burst, launcher, baseline,
                               with_daemon=not args.no_daemon, node_burst=args.pg_node_burst,
-                              node_rounds=args.burst_rounds)
+                              node_rounds=args.burst_rounds, native=native)
                   if args.pg_cycles else None)
         sizes = config_size(tmp, launcher, with_go)
     finally:
@@ -774,11 +804,26 @@ def report_daemon(rows, bursts, with_go, args):
             d["DEL"] / lc["DEL"]))
     print("target daemon <= %.2fx launcher per call: worst %.2fx, %s" % (
         TARGET_DAEMON_VS_LAUNCHER, worst, met(worst <= TARGET_DAEMON_VS_LAUNCHER)))
+    if "native" in rows[0]:
+        print()
+        print("the native thin client forwarding to the same daemon (interleaved):")
+        print("| pool size | native ADD / DEL ms | daemon (launcher) ADD / DEL ms | "
+              "native ÷ daemon, ADD / DEL | native ÷ launcher, ADD / DEL |")
+        print("|---:|---:|---:|---:|---:|")
+        for r in rows:
+            nc, d, lc = r["native"], r["daemon"], r["launcher"]
+            print("| %d | %.1f / %.1f | %.1f / %.1f | %.2f / %.2f | %.2f / %.2f |" % (
+                r["n"], nc["ADD"], nc["DEL"], d["ADD"], d["DEL"], nc["ADD"] / d["ADD"],
+                nc["DEL"] / d["DEL"], nc["ADD"] / lc["ADD"], nc["DEL"] / lc["DEL"]))
+    for name, client in (("daemon", "the launcher"), ("native", "the native client")):
+        if name not in bursts:
+            continue
+        b = bursts[name]
+        print("burst of %d through the daemon (%s): CPU %.1f ms per call, of which %.1f "
+              "ms in the daemon; %d calls ran in process instead" % (
+                  args.burst, client, b["cpu_ms_per_call"], b["daemon_cpu_ms_per_call"],
+                  b["ADD"]["in_process"] + b["DEL"]["in_process"]))
     b = bursts["daemon"]
-    print("burst of %d through the daemon: CPU %.1f ms per call, of which %.1f ms in the "
-          "daemon; %d calls ran in process instead" % (
-              args.burst, b["cpu_ms_per_call"], b["daemon_cpu_ms_per_call"],
-              b["ADD"]["in_process"] + b["DEL"]["in_process"]))
     if with_go:
         go = bursts["go"]
         ratio = max(b[op]["wall_s"] / go[op]["wall_s"] for op in ("ADD", "DEL"))
@@ -800,12 +845,12 @@ def report_shared(shared, args):
               "(Debian: apt-get install postgresql)")
         return
     b = shared["burst"]
-    for name in ("ours", "launcher", "baseline", "daemon"):
+    for name in ("ours", "launcher", "baseline", "daemon", "native"):
         if name in shared:
             print("shared pool on PostgreSQL (loopback), %-8s ADD %5.1f ms, DEL %5.1f ms per "
                   "call, median of %d interleaved, %s" % (
                       name, shared[name]["ADD"], shared[name]["DEL"], args.pg_cycles,
-                      "the daemon's connections kept open" if name == "daemon"
+                      "the daemon's connections kept open" if name in ("daemon", "native")
                       else "connection setup included"))
     for op, p in shared["probe"].items():
         print("shared pool %s in process: %d statements; network lock held %.1f ms median, "

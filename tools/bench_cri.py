@@ -3,7 +3,9 @@
 RunPodSandbox latency (median and p90) and the wall time of a burst of 20 sandboxes,
 driven over CRI as kubelet drives them (tests/containerd.py: a private containerd per
 variant, each with its own bridge, subnet and data dir), for Go host-local, ours in
-process, ours through the node daemon and the self-contained build's plugin. The
+process, ours through the node daemon (the launcher's Python client forwarding to it, and
+the native thin client, as ``ipamctl install-plugin --client native`` installs it, where
+``make install`` built it) and the self-contained build's plugin. The
 variants are interleaved (one sandbox of each in turn, the order rotated) so that a
 slow moment of this shared machine falls on all of them; every sandbox is stopped and
 removed before the next, so the pool stays at its size: empty, then ``--leases`` leases
@@ -169,6 +171,20 @@ def count_calls():
         c.close()
 
 
+def install_native(directory):
+    """The native thin client as ``ipamctl install-plugin --client native`` writes it, in
+    ``directory``/native-bin (containerd links to it: the launcher it runs in process is
+    beside the file a link leads to); None, saying so, where none is built."""
+    bin_dir = os.path.join(directory, "native-bin")
+    os.makedirs(bin_dir)
+    proc = subprocess.run([IPAMCTL, "install-plugin", bin_dir, "--client", "native"],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        print("no native thin client: no ours-daemon-native row (%s)" % proc.stderr.strip())
+        return None
+    return os.path.join(bin_dir, "host-local-sqlite")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=30, help="sandboxes per variant and pool")
@@ -192,6 +208,10 @@ def main():
         variants.append(Variant("ours-in-process", 1, "host-local-sqlite"))
         variants.append(Variant("ours-daemon", 2, "host-local-sqlite",
                                 daemon=type("D", (), {"socket": socket})))
+        native = install_native(daemon_dir)
+        if native is not None:
+            variants.append(Variant("ours-daemon-native", 4, "host-local-sqlite",
+                                    program=native, daemon=type("D", (), {"socket": socket})))
         if args.build != "none":
             build = os.path.realpath(args.build)
             assert os.access(build, os.X_OK), "no build at %s (make dist)" % args.build

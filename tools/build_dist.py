@@ -20,17 +20,25 @@ The tarball, like the containernetworking-plugins release, unpacks into a CNI bi
 directory, and what it unpacks is what ``ipamctl install-plugin`` run from the build
 installs there (:mod:`ipam.frozen`)::
 
-    host-local-sqlite -> host-local-sqlite.d/<version>-<digest>/host_local_sqlite
+    host-local-sqlite -> host-local-sqlite.d/<version>-<digest>/client
     ipamctl           -> host-local-sqlite.d/<version>-<digest>/ipamctl
     host-local-sqlite.d/<version>-<digest>/   the executables, lib/, IN-USE.lock,
                                               BUILD-INFO
     host-local-sqlite.d/current -> <version>-<digest>   (a stable path to ipamctl)
 
+``client`` is the native thin client (native/client.c), which ``make dist`` compiles
+first (``make native``) and hands over with ``--client``: linked statically, against musl
+where musl-gcc exists, so it needs no library of the node's and leaves the build's glibc
+floor where the frozen interpreter puts it (Debian 12's gcc, dynamically, would ask for
+glibc 2.34). Beside it, ``client.in-process`` links to the plugin it execs when no node
+daemon takes a call (:mod:`ipam.native`). Without a C compiler the build has neither, and
+``host-local-sqlite`` links to ``host_local_sqlite``, whose Python client offers the call.
+
 ``IN-USE.lock``: every process running from the copy holds a shared flock on it, so
 that install-plugin removes no copy in use (:mod:`ipam.frozen`); like every file but
 BUILD-INFO, it counts in the digest. ``BUILD-INFO`` (JSON) records the version, the
-Python, the freezer and the oldest glibc the build runs on: the newest ``GLIBC_x.y``
-symbol version any of its ELF files requires.
+Python, the freezer, the oldest glibc the build runs on (the newest ``GLIBC_x.y``
+symbol version any of its ELF files requires) and how the client was built.
 """
 from __future__ import annotations
 
@@ -41,6 +49,7 @@ import os
 import platform
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tarfile
@@ -136,6 +145,36 @@ def _elf_files(root: str) -> Iterator[str]:
                         yield path
 
 
+def add_client(tree: str, program: str) -> None:
+    """Put the native client ``program`` into the build as :data:`frozen.CLIENT`, and
+    beside it the link to the plugin it execs. Refused unless statically linked: a
+    program interpreter (PT_INTERP) or a dynamic section would tie the build to the
+    building machine's libc, past the glibc floor BUILD-INFO states."""
+    with open(program, "rb") as f:
+        data = f.read()
+    dynamic = {2, 3} & set(segment_types(data))
+    if dynamic:
+        raise SystemExit("build_dist: %s is not linked statically (%s): the build would "
+                         "need the building machine's libc" % (program, ", ".join(
+                             {2: "a dynamic section", 3: "a program interpreter"}[t]
+                             for t in sorted(dynamic))))
+    path = os.path.join(tree, frozen.CLIENT)
+    with open(path, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o755)
+    os.symlink(frozen.PLUGIN, os.path.join(tree, frozen.CLIENT_IN_PROCESS))
+
+
+def segment_types(elf: bytes) -> list[int]:
+    """The program header types of a 64-bit little-endian ELF file (2: PT_DYNAMIC,
+    3: PT_INTERP)."""
+    if elf[:4] != b"\x7fELF" or elf[4] != 2 or elf[5] != 1:
+        raise SystemExit("build_dist: the client is not a 64-bit little-endian ELF file")
+    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    return [struct.unpack_from("<I", elf, phoff + i * phentsize)[0] for i in range(phnum)]
+
+
 def glibc_needed(root: str) -> str:
     """The newest ``GLIBC_`` symbol version that an ELF file under ``root`` asks for:
     the oldest glibc the build runs on."""
@@ -178,9 +217,11 @@ def size(root: str) -> int:
                for f in fs if not os.path.islink(os.path.join(d, f)))
 
 
-def build(out_dir: str, work: str) -> dict:
-    """Freeze into ``work`` (laid out as the tarball unpacks), then write the tarball into
-    ``out_dir``; returns BUILD-INFO."""
+def build(out_dir: str, work: str, client: str | None = None,
+          client_cc: str | None = None) -> dict:
+    """Freeze into ``work`` (laid out as the tarball unpacks), with the native ``client``
+    (built by ``client_cc``) if given, then write the tarball into ``out_dir``; returns
+    BUILD-INFO."""
     version = metadata.version("host-local-sqlite")
     machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(),
                                                           platform.machine())
@@ -188,6 +229,8 @@ def build(out_dir: str, work: str) -> dict:
     tree = os.path.join(work, frozen.BUILDS, "frozen.tmp")
     freeze(tree)
     vendored = vendor_system_libraries(tree)
+    if client is not None:
+        add_client(tree, client)
     with open(os.path.join(tree, frozen.IN_USE), "w") as f:  # counted in the digest
         f.write(IN_USE_TEXT)
     import cx_Freeze
@@ -195,14 +238,19 @@ def build(out_dir: str, work: str) -> dict:
     info = {"name": "host-local-sqlite", "version": version,
             "python": platform.python_version(), "freezer": "cx_Freeze " + cx_Freeze.__version__,
             "platform": "linux-" + machine, "glibc": glibc_needed(tree),
-            "vendored": vendored, "size_bytes": size(tree), "digest": digest(tree)}
+            "vendored": vendored,
+            # how the native client was built (null: the build has none)
+            "client": None if client is None else {
+                "file": frozen.CLIENT, "static": True, "cc": client_cc},
+            "size_bytes": size(tree), "digest": digest(tree)}
     with open(os.path.join(tree, frozen.INFO), "w") as f:
         json.dump(info, f, indent=2)
         f.write("\n")
     copy = os.path.join(work, frozen.BUILDS, frozen.tag(tree))
     os.rename(tree, copy)
     os.symlink(os.path.basename(copy), os.path.join(work, frozen.BUILDS, frozen.CURRENT))
-    for link, name in LINKS.items():
+    links = dict(LINKS, **({PLUGIN_NAME: frozen.CLIENT} if client is not None else {}))
+    for link, name in links.items():
         os.symlink(os.path.relpath(os.path.join(copy, name), work), os.path.join(work, link))
     os.makedirs(out_dir, exist_ok=True)
     tarball = os.path.join(out_dir, "host-local-sqlite-%s-linux-%s.tgz" % (version, machine))
@@ -222,8 +270,13 @@ def main() -> None:
                         help="where the tarball goes (default: dist/)")
     parser.add_argument("--work", default=os.path.join(ROOT, "build", "frozen"),
                         help="the unpacked build (default: build/frozen/)")
+    parser.add_argument("--client", metavar="PATH",
+                        help="the native thin client, statically linked (make native)")
+    parser.add_argument("--client-cc", metavar="NAME",
+                        help="the compiler that built it, for BUILD-INFO")
     args = parser.parse_args()
-    info = build(os.path.abspath(args.out), os.path.abspath(args.work))
+    info = build(os.path.abspath(args.out), os.path.abspath(args.work),
+                 args.client and os.path.abspath(args.client), args.client_cc)
     json.dump(info, sys.stdout, indent=2)
     sys.stdout.write("\n")
 

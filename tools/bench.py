@@ -499,17 +499,20 @@ def node_connections(server, tmp, launcher, daemon, count, rounds):
 
 
 class _ProbePool:
-    """A stand-in for the daemon's pool (``commands.POOL``) that opens a new store per
-    command and closes it after, as a plugin process does, and keeps the last one for
+    """A stand-in for the daemon's pool (``CallContext.pool``) that opens a new store
+    per command and closes it after, as a plugin process does, and keeps the last one for
     its counters."""
 
     def __init__(self):
         self.last = None
 
-    def take(self, database, busy_timeout, node, data_dir):
+    def ready(self, database, busy_timeout, node, data_dir, patience):
         from ipam.backend import open_store
 
         self.last = open_store(database, busy_timeout, node=node, data_dir=data_dir)
+        self.last.connect()
+
+    def take(self, database, busy_timeout, node, data_dir):
         return self.last
 
     def give(self, store, reuse):
@@ -525,18 +528,15 @@ def lock_probe(conf_of, k):
     from ipam import commands
 
     pool = _ProbePool()
-    commands.POOL = pool
+    context = commands.CallContext(pool=pool)
     stats = {"ADD": ([], []), "DEL": ([], [])}
-    try:
-        for i in range(k + 1):
-            env = {"CNI_CONTAINERID": "probe-%d" % i, "CNI_IFNAME": "eth0", "CNI_ARGS": ""}
-            for command, run in (("ADD", commands.cmd_add), ("DEL", commands.cmd_del)):
-                run(env, json.loads(conf_of(i)))
-                if i:  # the first creates the cursor rows and warms the server
-                    stats[command][0].append(pool.last.round_trips)
-                    stats[command][1].append(pool.last.lock_hold * 1000)
-    finally:
-        commands.POOL = None
+    for i in range(k + 1):
+        env = {"CNI_CONTAINERID": "probe-%d" % i, "CNI_IFNAME": "eth0", "CNI_ARGS": ""}
+        for command, run in (("ADD", commands.cmd_add), ("DEL", commands.cmd_del)):
+            run(env, json.loads(conf_of(i)), context)
+            if i:  # the first creates the cursor rows and warms the server
+                stats[command][0].append(pool.last.round_trips)
+                stats[command][1].append(pool.last.lock_hold * 1000)
     return {op: {"statements": statistics.median(trips), "hold_ms": statistics.median(holds),
                  "hold_max_ms": max(holds)} for op, (trips, holds) in stats.items()}
 

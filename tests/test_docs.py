@@ -12,11 +12,9 @@ import os
 import re
 
 import pytest
+from docs_pages import PAGES, ROOT, read
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCS = ["README.md"] + sorted(os.path.join("docs", name)
-                              for name in os.listdir(os.path.join(ROOT, "docs"))
-                              if name.endswith(".md"))
+DOCS = PAGES
 LINK = re.compile(r"!?\[[^\]]*\]\(([^()\s]+)(?:\s+\"[^\"]*\")?\)")
 
 
@@ -59,8 +57,7 @@ def links():
     """``(document, target)`` of every relative link in the documents."""
     found = []
     for doc in DOCS:
-        with open(os.path.join(ROOT, doc), encoding="utf-8") as f:
-            text = f.read()
+        text = read(doc)
         # Joined again: a link's text may wrap onto the next line.
         for target in LINK.findall("\n".join(_prose(text))):
             if not re.match(r"[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:

@@ -247,7 +247,7 @@ def test_restore_beside_a_burst_of_plugins(conf, data_dir, tmp_path):
 @pytest.mark.parametrize("failing", ["taken", "exhausted"])
 def test_after_a_restore_a_failing_add_and_a_del_leave_check_clean(netconf, data_dir,
                                                                    tmp_path, failing):
-    """The README's promise: the next call on the network reconciles it, whatever the
+    """The promise of docs/backup.md: the next call on the network reconciles it, whatever the
     command and whatever its outcome. An ADD that fails (its requested address is one
     the backup does not know, or the pool is full) still leaves the containers started
     since the backup recorded, and a DEL leaves ``last_reserved_ip.0`` what the

@@ -2,7 +2,7 @@
 it: the installed ipamctl on a database the plugin wrote, on a terminal where it asks.
 
 - ``-o json``: one object per finding (network, ip, path, kind, what ``--repair`` does),
-  the contract the README documents;
+  the contract docs/ipamctl.md documents;
 - ``--network N`` (repeatable): only those networks' mirrors; a name the database does
   not know is an error, never "ok";
 - ``--repair`` asks on a terminal before it writes (``--yes`` does not), and repairs
@@ -11,6 +11,7 @@ import json
 import os
 import re
 
+from docs_pages import every_page
 from helpers import held, on_terminal, run_ipamctl
 
 FINDING_KEYS = {"network", "ip", "path", "kind", "repair", "repaired", "message"}
@@ -121,12 +122,10 @@ def test_repair_asks_on_a_terminal_and_not_in_a_script(add, data_dir):
                                                      expect=2).stderr
 
 
-def test_the_readme_documents_the_shape():
-    """The README's JSON contract names exactly the keys check prints."""
-    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "README.md")
-    with open(readme) as f:
-        [row] = [line for line in f if line.startswith("| `check` | ")]
+def test_the_docs_document_the_shape():
+    """The documented JSON contract (docs/ipamctl.md) names exactly the keys check
+    prints."""
+    [row] = [line for line in every_page().splitlines() if line.startswith("| `check` | ")]
     top, findings = re.match(r'\| `check` \| `\{(.*), "findings": \[\{(.*?)\}\]\}`', row).groups()
     assert re.findall(r'"(\w+)"', top) == ["ok", "problems"]
     assert set(re.findall(r'"(\w+)"', findings)) == FINDING_KEYS

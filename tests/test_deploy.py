@@ -21,6 +21,7 @@ import sys
 import time
 
 import pytest
+from docs_pages import PAGES, every_page, read
 from helpers import IPAMCTL, PLUGIN, cni_env
 
 from ipam import daemon, paths
@@ -173,14 +174,13 @@ def test_the_daemon_on_pid1s_socket_serves_and_leaves_it_listening(tmp_path, net
     assert "accept failed" not in text, text
 
 
-def test_the_readme_copies_each_unit_before_it_says_systemctl_edit():
-    """`systemctl edit` changes an installed unit: wherever the README has one edited,
-    its section has already copied the units into /etc/systemd/system/; and what the
-    units run, /usr/local/bin/ipamctl, is a link the README makes for both kinds of
-    installation."""
-    with open(os.path.join(os.path.dirname(SYSTEMD), "..", "README.md")) as f:
-        readme = f.read()
-    sections = [s for s in readme.split("\n## ") if "systemctl edit" in s]
+def test_the_docs_copy_each_unit_before_they_say_systemctl_edit():
+    """`systemctl edit` changes an installed unit: wherever the README or a page of docs/
+    has one edited, its section has already copied the units into /etc/systemd/system/;
+    and what the units run, /usr/local/bin/ipamctl, is a link the documents make for
+    both kinds of installation."""
+    docs = every_page()
+    sections = [s for page in PAGES for s in read(page).split("\n## ") if "systemctl edit" in s]
     assert len(sections) >= 3
     for section in sections:
         title = section.split("\n")[0]
@@ -194,6 +194,6 @@ def test_the_readme_copies_each_unit_before_it_says_systemctl_edit():
             settings = "".join(line for line in f if not line.startswith("#"))
         runs = set(re.findall(r"/[\w./-]*/ipamctl\b", settings))
         assert runs <= {"/usr/local/bin/ipamctl"}, (unit, runs)
-    assert "ln -s /opt/host-local-sqlite/bin/ipamctl /usr/local/bin/ipamctl" in readme
+    assert "ln -s /opt/host-local-sqlite/bin/ipamctl /usr/local/bin/ipamctl" in docs
     assert "host-local-sqlite.d/current/ipamctl /usr/local/bin/ipamctl" in " ".join(
-        readme.split())
+        docs.split())

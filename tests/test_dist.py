@@ -1,6 +1,6 @@
 """The self-contained build (``make dist``, tools/build_dist.py): it runs where no Python
 is, installs itself with ``ipamctl install-plugin``, serves and forwards like the
-Python installation, and the README states what it needs."""
+Python installation, and docs/install.md states what it needs."""
 import fcntl
 import glob
 import json
@@ -13,6 +13,7 @@ import tarfile
 from contextlib import contextmanager
 
 import pytest
+from docs_pages import every_page
 from helpers import (
     REPO,
     cni_env,
@@ -132,15 +133,15 @@ def test_install_plugin_from_the_build_installs_either_client(frozen_build, tmp_
     assert counted(daemon.socket, 2)["calls"] == 2
 
 
-def test_readme_states_the_glibc_and_size_it_needs(frozen_build):
-    """The README names the oldest glibc the build runs on: this build needs no newer."""
-    with open(os.path.join(REPO, "README.md")) as f:
-        readme = f.read()
-    stated = re.search(r"glibc\s+(2\.\d+)\s+or\s+newer", readme)
-    assert stated, "the README does not say which glibc the self-contained build needs"
+def test_the_docs_state_the_glibc_and_size_it_needs(frozen_build):
+    """The documents (docs/install.md) name the oldest glibc the build runs on: this
+    build needs no newer."""
+    docs = every_page()
+    stated = re.search(r"glibc\s+(2\.\d+)\s+or\s+newer", docs)
+    assert stated, "the documents do not say which glibc the self-contained build needs"
     need = tuple(map(int, frozen_build.info["glibc"].split(".")))
     assert need <= tuple(map(int, stated.group(1).split("."))), frozen_build.info
-    assert re.search(r"\d+ MB\s+unpacked", readme)
+    assert re.search(r"\d+ MB\s+unpacked", docs)
 
 
 @pytest.mark.root

@@ -5,6 +5,10 @@ heading of that file (as GitHub derives anchors from headings).
 Moving a section to another file, or renaming a heading, would otherwise leave a link
 that a reader only finds broken on GitHub.
 
+The README is a front door: short enough to read (at most 25,000 bytes: an overview, the
+quick start, the command table, a short install), and it links every page of docs/, so
+that no page is found only by browsing the repository.
+
 And docs/guarantees.md names real tests, and its entry-path columns say what they run."""
 import importlib
 import inspect
@@ -12,11 +16,9 @@ import os
 import re
 
 import pytest
+from docs_pages import PAGES, README, ROOT, read
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCS = ["README.md"] + sorted(os.path.join("docs", name)
-                              for name in os.listdir(os.path.join(ROOT, "docs"))
-                              if name.endswith(".md"))
+DOCS = PAGES
 LINK = re.compile(r"!?\[[^\]]*\]\(([^()\s]+)(?:\s+\"[^\"]*\")?\)")
 
 
@@ -59,8 +61,7 @@ def links():
     """``(document, target)`` of every relative link in the documents."""
     found = []
     for doc in DOCS:
-        with open(os.path.join(ROOT, doc), encoding="utf-8") as f:
-            text = f.read()
+        text = read(doc)
         # Joined again: a link's text may wrap onto the next line.
         for target in LINK.findall("\n".join(_prose(text))):
             if not re.match(r"[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
@@ -86,6 +87,24 @@ def test_every_relative_link_leads_somewhere(doc, target):
     if anchor:
         assert where.endswith(".md"), (doc, target, "an anchor into a file that is not Markdown")
         assert anchor in anchors(where), (doc, target, sorted(anchors(where)))
+
+
+README_LIMIT = 25_000  # bytes
+
+
+def test_the_readme_is_a_front_door():
+    """What outgrows the README moves to a page under docs/, linked from it."""
+    size = os.path.getsize(os.path.join(ROOT, README))
+    assert size <= README_LIMIT, "README.md is %d bytes, more than %d: move a section to " \
+        "a page under docs/ and link it" % (size, README_LIMIT)
+
+
+def test_the_readme_links_every_page():
+    linked = {os.path.normpath(target.partition("#")[0]) for doc, target in LINKS
+              if doc == README}
+    pages = [page for page in PAGES if page != README]
+    assert len(pages) >= 10, pages  # the README's sections moved there
+    assert [page for page in pages if page not in linked] == []
 
 
 def test_anchors_follow_githubs_rule(tmp_path):

@@ -1,7 +1,7 @@
 """``ipamctl gc`` (ipam/gc.py, ipam/netns.py, cli/gc.py): the plan, the guards, the
 on-the-wire check, gc over every network; in process for the rules, through the
 installed ipamctl and plugin for the guards, a terminal, a real network namespace, the
-README's runtime recipes (against fake runtime commands) and the systemd units."""
+runtime recipes of docs/gc.md (against fake runtime commands) and the systemd units."""
 import contextlib
 import errno
 import json
@@ -17,6 +17,7 @@ import uuid
 from ipaddress import ip_address
 
 import pytest
+from docs_pages import subsections
 from helpers import (
     HOUR,
     IPAMCTL,
@@ -43,7 +44,6 @@ from ipam.store import memory, table
 SUBNET = {"subnet": "10.1.2.0/24"}
 LEASE_KEYS = set(lease_row(Lease("n", "10.1.2.2", 0, "a", "eth0")))
 GC_KEYS = {"candidates", "released", "kept", "refused", "forced", "networks", "conflicts"}
-README = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")
 SYSTEMD = os.path.join(os.path.dirname(os.path.dirname(__file__)), "deploy", "systemd")
 
 
@@ -817,7 +817,7 @@ def test_addresses_read_from_outside_a_namespace(namespace):
         ("2001:db8::77", "eth0"), ("::1", "lo")]
 
 
-# -- the README's recipes, against fake runtime commands -----------------------------------
+# -- the documented recipes, against fake runtime commands ---------------------------------
 FAKE = r'''#!/bin/sh
 # A fake %(name)s: prints what the real one prints for exactly these arguments.
 case "$*" in
@@ -848,23 +848,21 @@ def fake_runtimes(bindir, live):
                     ('"operator api /v1/node/%s/allocations"' % NODE_ID, allocations + "\n")])
 
 
-def readme_recipes():
+def documented_recipes():
     """``{runtime: shell text}``: the first ```sh block that feeds gc a list
-    (``--valid-file``) under each ``####`` heading of README's "Cleaning up after
-    runtimes" (Kubernetes' ``gc --cri`` block before it runs in tests/test_readme.py,
+    (``--valid-file``) under each heading of "Cleaning up after runtimes" (docs/gc.md)
+    that has one (Kubernetes' ``gc --cri`` block before it runs in tests/test_readme.py,
     and against containerd in tests/test_containerd.py)."""
-    with open(README) as f:
-        text = f.read()
-    section = text.split("\n## Cleaning up after runtimes\n", 1)[1].split("\n## ", 1)[0]
     recipes = {}
-    for part in section.split("\n#### ")[1:]:
-        heading, _, body = part.partition("\n")
+    for heading, body in subsections("Cleaning up after runtimes").items():
         blocks = [b.split("```", 1)[0] for b in body.split("```sh\n")[1:]]
-        recipes[heading] = [b for b in blocks if "--valid-file" in b][0]
+        lists = [b for b in blocks if "--valid-file" in b]
+        if lists:
+            recipes[heading] = lists[0]
     return recipes
 
 
-RUNTIMES = {  # README's heading -> the IDs that runtime gives CNI as CNI_CONTAINERID
+RUNTIMES = {  # the recipe's heading -> the IDs that runtime gives CNI as CNI_CONTAINERID
     "Kubernetes (CRI)": ["%064x" % (0xab00 + i) for i in range(4)],
     "podman": ["%064x" % (0xcd00 + i) for i in range(4)],
     "nerdctl": ["default-%064x" % (0xef00 + i) for i in range(4)],
@@ -873,8 +871,8 @@ RUNTIMES = {  # README's heading -> the IDs that runtime gives CNI as CNI_CONTAI
 }
 
 
-def test_readme_has_a_recipe_per_runtime():
-    assert set(readme_recipes()) == set(RUNTIMES)
+def test_the_docs_have_a_recipe_per_runtime():
+    assert set(documented_recipes()) == set(RUNTIMES)
 
 
 def run_shell(text, data_dir, bindir):
@@ -885,14 +883,14 @@ def run_shell(text, data_dir, bindir):
 
 
 @pytest.mark.parametrize("runtime", sorted(RUNTIMES))
-def test_readme_recipe_releases_only_what_is_gone(runtime, data_dir, pool, tmp_path):
+def test_documented_recipe_releases_only_what_is_gone(runtime, data_dir, pool, tmp_path):
     ids = RUNTIMES[runtime]
     live, gone = ids[:3], ids[3:]
     pool("net1", *ids)
     bindir = tmp_path / "bin"
     bindir.mkdir()
     fake_runtimes(bindir, live)
-    proc = run_shell(readme_recipes()[runtime], data_dir, bindir)
+    proc = run_shell(documented_recipes()[runtime], data_dir, bindir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert sorted(c for _, _, c, _ in held(data_dir)) == sorted(live)

@@ -1,5 +1,5 @@
-"""A plugin stopped by its runtime while the node daemon runs its call (README, "Node
-daemon", "When it is down"): the plugin answers a CNI error object (code 11), as an
+"""A plugin stopped by its runtime while the node daemon runs its call (docs/daemon.md, "When
+it is down"): the plugin answers a CNI error object (code 11), as an
 in-process call does, never a traceback; and as in process, the call rolls back: the
 daemon finds its client gone at its last check before COMMIT and commits nothing, so
 the runtime's repeated ADD allocates afresh. Real processes: ``ipamctl serve``, the

@@ -1,4 +1,4 @@
-"""Two hosts given one node name are detected (README "Two hosts, one node name").
+"""Two hosts given one node name are detected (docs/shared-pool.md, "Two hosts, one node name").
 
 Real plugin, node daemon and ipamctl processes on a real database, SQLite and
 PostgreSQL: one machine plays each host with a boot id file of its own
@@ -166,7 +166,7 @@ def test_a_reboot_is_no_conflict_and_gc_takes_its_leftovers(tmp_path, pool):
     out, err = a.cni_gc("new1")
     assert (out.status, err) == (0, ""), (out, err)
     assert holders(a) == ["new1"]
-    # and after another reboot, gc --previous-boots at boot works as the README says
+    # and after another reboot, gc --previous-boots at boot works as docs/gc.md says
     a.add("new2")
     a.reboot()
     a.ipamctl("gc", "--previous-boots", "--grace", "0", "--ignore-netns", "--apply")

@@ -1,4 +1,4 @@
-"""The README's quick starts: the network configs it ships (deploy/quickstart/) are what
+"""The quick starts of docs/runtimes.md: the network configs it ships (deploy/quickstart/) are what
 the runtimes take and what our plugin accepts, and ``ipamctl check-install`` finds out,
 by a real ADD and DEL through the file each runtime would run, whether the install
 works.

@@ -34,7 +34,8 @@ def test_defaults(subnet, start, end, gw):
     ("203.0.113.1/24", "203.0.113.0/24"),
 ])
 def test_host_bits_are_cleared_not_rejected(subnet, net):
-    # Deliberate difference (README): host-local rejects these with "Network has host bits set".
+    # Deliberate difference (docs/differences.md): host-local rejects these with "Network
+    # has host bits set".
     r = rng(subnet)
     assert str(r.subnet) == net
     assert r.start == r.subnet.network_address + 1

@@ -1,6 +1,7 @@
-"""The README's ipamctl commands are real: every command it (or a page under docs/) shows,
-inline or in a shell block, runs with today's options against a pool the installed plugin
-made, and succeeds.
+"""The documents' ipamctl commands are real: every command the README or a page under
+docs/ shows, inline or in a shell block, runs with today's options against a pool the
+installed plugin made, and succeeds. A section moved from the README to a page keeps its
+commands tested: each page is read the same way, and each test is named by its page.
 
 A README that names an option which no longer exists, or a value in a form the option
 refuses, fails here. Placeholders (``N``, ``ID``, ``IP``, ``DIR``, ...) and host paths are
@@ -17,15 +18,11 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
+from docs_pages import PAGES, read
 from helpers import cri_runtime, run_plugin
 
 from host_local_sqlite_cli.main import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The README and the pages it links (docs/performance.md, docs/guarantees.md, ...).
-PAGES = ["README.md"] + sorted(os.path.join("docs", name)
-                               for name in os.listdir(os.path.join(ROOT, "docs"))
-                               if name.endswith(".md"))
 CID = "3f2a9c01b2c4" + "0" * 52  # runtime-sized: 64 hex characters
 POD = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0"
 
@@ -36,8 +33,7 @@ def _examples():
     ``ipamctl``."""
     found = []
     for page in PAGES:
-        with open(os.path.join(ROOT, page)) as f:
-            text = f.read()
+        text = read(page)
         block = False
         for number, line in enumerate(text.splitlines(), 1):
             if line.startswith("```"):
@@ -105,7 +101,8 @@ def pool(tmp_path_factory):
     return data, template
 
 
-@pytest.mark.parametrize("where,example", EXAMPLES, ids=[e for _, e in EXAMPLES])
+@pytest.mark.parametrize("where,example", EXAMPLES,
+                         ids=["%s: %s" % (w.split(":")[0], e) for w, e in EXAMPLES])
 def test_every_readme_command_runs(tmp_path, pool, where, example):
     with contextlib.ExitStack() as stack:
         _run_example(tmp_path, pool, where, example, stack)

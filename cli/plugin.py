@@ -10,12 +10,14 @@ from typing import Any
 import click
 
 from host_local_sqlite_cli.common import Obj
-from host_local_sqlite_cli.output import emit, table_or_json
+from host_local_sqlite_cli.formats import output_formats
+from host_local_sqlite_cli.output import emit
 from ipam import frozen, install_check, installer, plugin_dirs
 from ipam.paths import IN_PROCESS_SUFFIX, PLUGIN_NAME
 
 
 @click.command("install-plugin")
+@output_formats("table", "json")
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
 @click.option("--name", default=PLUGIN_NAME, show_default=True,
               help="The file name: the network config's ipam type (\"host-local\" for a "
@@ -116,7 +118,6 @@ def install_plugin_cmd(obj: Obj, directory: str | None, name: str, client: str |
         ipamctl install-plugin --client python
         ipamctl install-plugin --containerd-config /etc/k3s-containerd.toml
     """
-    table_or_json(obj)
     if "/" in name or name in ("", ".", ".."):
         raise click.BadParameter("a file name, not a path", param_hint="--name")
     try:
@@ -188,6 +189,7 @@ def replaced_text(replaced: dict[str, Any]) -> str:
 
 
 @click.command("check-install")
+@output_formats("table", "json")
 @click.option("--name", default=PLUGIN_NAME, show_default=True,
               help="The plugin's file name: the network config's ipam type.")
 @click.option("--root", default="/", show_default=True, metavar="PATH",
@@ -213,7 +215,6 @@ def check_install_cmd(obj: Obj, name: str, root: str, containerd_config: str | N
         ipamctl check-install
         ipamctl check-install --name host-local
     """
-    table_or_json(obj)
     runtimes = plugin_dirs.runtimes(root, containerd=containerd_config)
     reports = install_check.check(root, name, runtimes, installer.CONSOLE_SCRIPT)
     emit(obj.output, reports, lambda: "\n".join(

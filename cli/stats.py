@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from host_local_sqlite_cli.common import Obj, columns, located, read_network
+from host_local_sqlite_cli.formats import output_formats
 from host_local_sqlite_cli.output import emit_rows
 from ipam import admin, metrics
 
@@ -21,6 +22,7 @@ def _bar(row: dict) -> str:
 
 
 @click.command("stats")
+@output_formats("table", "json", "prometheus")
 @click.option("--network", metavar="N", help="Only this network.")
 @click.pass_obj
 def stats_cmd(obj: Obj, network: str | None) -> None:

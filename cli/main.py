@@ -63,7 +63,8 @@ from ipam import paths
     type=click.Choice(FORMATS),
     default="table",
     show_default=True,
-    help="Output format: each command's --help shows those it prints.",
+    help="Output format: each command's --help shows those it prints (prometheus: "
+    "stats alone, which now says it as stats --prometheus).",
 )
 @click.version_option(package_name="host-local-sqlite", prog_name="ipamctl")
 @click.pass_context

@@ -41,7 +41,7 @@ _SOCKET_HELP = "The daemon's unix socket."
               help="Serve Prometheus metrics at http://HOST:PORT/metrics (':PORT': on "
                    "every address): calls by command and result, their latency, errors "
                    "by CNI code, calls declined, each range's size/used/free (as "
-                   "'ipamctl -o prometheus stats' prints them), gc runs and releases.")
+                   "'ipamctl stats --prometheus' prints them), gc runs and releases.")
 @click.option("--gc-interval", type=click.FloatRange(1), metavar="SECONDS",
               help="Run gc (--apply, every guard, no --force) this often, the first "
                    "time this long after the start; give the live attachments with "

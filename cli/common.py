@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
+from host_local_sqlite_cli.formats import declared
 from ipam import access, addr, admin, labels, network_configs, paths, plugin_dirs
 from ipam.backend import POSTGRESQL, locate
 from ipam.backend import open_store as _open_store
@@ -121,18 +122,23 @@ _GIVEN = "ipamctl.global_options"
 def carry_global_options(root: click.Command, command: click.Command) -> None:
     """Give ``command`` (and, for a group, each of its subcommands) a copy of each of the
     ``root``'s :data:`GLOBAL_OPTIONS`: without an environment variable or a default, so
-    one not given changes nothing.
+    one not given changes nothing. Its ``-o`` shows the formats the command declared
+    (:func:`~host_local_sqlite_cli.formats.output_formats`).
 
     Given in several places, the later one wins, as click's own repeated option does (and
     getopt's): it is the one the operator typed last, and an alias or wrapper that puts
     ``--data-dir`` before the command stays overridable after it. Refusing a
     difference would break exactly that use."""
     names = {p.name for p in command.params}
+    formats = declared(command)
     for param in root.params:
         if param.name in GLOBAL_OPTIONS and param.name not in names \
                 and isinstance(param, click.Option):
+            metavar = param.metavar
+            if param.name == "output" and formats is not None:
+                metavar = "[%s]" % "|".join(formats)  # those it prints (output_formats)
             command.params.append(click.Option(
-                param.opts, type=param.type, metavar=param.metavar, expose_value=False,
+                param.opts, type=param.type, metavar=metavar, expose_value=False,
                 callback=_given_after, is_eager=True,
                 help="As before the command (see ipamctl --help); the later one wins."))
     if isinstance(command, click.Group):

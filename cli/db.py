@@ -7,7 +7,8 @@ from typing import Any
 import click
 
 from host_local_sqlite_cli.common import Obj
-from host_local_sqlite_cli.output import emit, is_terminal, table_or_json
+from host_local_sqlite_cli.formats import output_formats
+from host_local_sqlite_cli.output import emit, is_terminal
 from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
 
 
@@ -22,6 +23,7 @@ def db() -> None:
 
 
 @db.command("upgrade")
+@output_formats("table", "json")
 @click.pass_obj
 def db_upgrade(obj: Obj) -> None:
     """Create the database or bring its schema up to date; print the revision.
@@ -32,7 +34,6 @@ def db_upgrade(obj: Obj) -> None:
     Example:
         ipamctl --database /var/lib/cni/networks/.host-local-sqlite.db db upgrade
     """
-    table_or_json(obj)
     from ipam import migrate
 
     revision = migrate.upgrade(obj.database)
@@ -40,6 +41,7 @@ def db_upgrade(obj: Obj) -> None:
 
 
 @db.command("current")
+@output_formats("table", "json")
 @click.pass_obj
 def db_current(obj: Obj) -> None:
     """Print the database's schema revision (read-only).
@@ -48,7 +50,6 @@ def db_current(obj: Obj) -> None:
     Example:
         ipamctl -o json db current
     """
-    table_or_json(obj)
     from ipam import migrate
 
     revision = migrate.current(obj.database)
@@ -66,6 +67,7 @@ def _timeout_option(waits_for: str) -> Any:
 
 
 @db.command("backup")
+@output_formats("table", "json")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 @_timeout_option("SQLite's locks (a backup never waits for the plugin's writers)")
@@ -84,7 +86,6 @@ def db_backup(obj: Obj, file: str, force: bool, timeout: float) -> None:
     Example:
         ipamctl db backup /var/backups/ipam-$(date +%F).db
     """
-    table_or_json(obj)
     from ipam import backup
 
     info = backup.backup(obj.database, file, timeout=timeout, force=force)
@@ -93,6 +94,7 @@ def db_backup(obj: Obj, file: str, force: bool, timeout: float) -> None:
 
 
 @db.command("restore")
+@output_formats("table", "json")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @_timeout_option("the plugin's writers to finish (their queue) and SQLite's locks")
@@ -112,7 +114,6 @@ def db_restore(obj: Obj, file: str, yes: bool, timeout: float) -> None:
     Example:
         ipamctl db restore /var/backups/ipam-2026-11-28.db --yes
     """
-    table_or_json(obj)
     from ipam import backup
 
     if not yes and is_terminal():

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from host_local_sqlite_cli.common import Obj, open_store
+from host_local_sqlite_cli.formats import output_formats
 from host_local_sqlite_cli.output import (
     LEASE_COLUMNS,
     emit,
@@ -18,7 +19,6 @@ from host_local_sqlite_cli.output import (
     note,
     parse_duration,
     rows_table,
-    table_or_json,
 )
 from ipam import gc
 from ipam.cri.defaults import DEFAULT_ENDPOINT
@@ -36,6 +36,7 @@ def parse_share(ctx: Any, param: Any, value: str) -> float:
 
 
 @click.command("gc")
+@output_formats("table", "json")
 @click.option("--network", "networks", multiple=True, metavar="N",
               help="A network to collect (repeatable).  [default: every network of this "
               "node]")
@@ -112,7 +113,6 @@ def gc_cmd(obj: Obj, networks: tuple[str, ...], cri: str | None, valid: tuple[st
         ipamctl gc --network cbr0 --valid 3f2a9c01b2c4... --valid 77be01a4c2f9.../eth1
         ipamctl gc --previous-boots --grace 0 --apply   # at boot, before the runtime
     """
-    table_or_json(obj)
     if cri is not None and (valid or valid_file is not None):
         raise click.UsageError("--cri asks the runtime for the live sandboxes; not with "
                                "--valid or --valid-file")

@@ -18,6 +18,7 @@ from host_local_sqlite_cli.common import (
     open_store,
     read_network,
 )
+from host_local_sqlite_cli.formats import output_formats
 from host_local_sqlite_cli.output import (
     EVENT_COLUMNS,
     NO_SHORT_IDS,
@@ -30,7 +31,6 @@ from host_local_sqlite_cli.output import (
     note,
     parse_time,
     table,
-    table_or_json,
     warn,
 )
 from ipam import admin
@@ -39,6 +39,7 @@ from ipam.lease import Event
 
 
 @click.group("history", invoke_without_command=True, subcommand_metavar="[prune ...]")
+@output_formats("table", "json")
 @lease_filters
 @click.option("--at", metavar="TIME",
               help="Show the allocations in force at TIME (who held --ip then).")
@@ -83,7 +84,6 @@ def history_cmd(ctx: click.Context, network: str | None, ip: IP | Net | None,
                                    "%s' takes its own options" % ctx.invoked_subcommand)
         return
     obj = ctx.obj
-    table_or_json(obj)
     if follow and (at or reverse):
         raise click.UsageError("--follow prints events as they come: not with --at or "
                                "--reverse")
@@ -167,6 +167,7 @@ def following() -> Iterator[None]:
 
 
 @history_cmd.command("prune")
+@output_formats("table", "json")
 @click.option("--before", metavar="TIME", required=True,
               help="Delete the events stamped before TIME (same forms as --since).")
 @click.option("--dry-run", is_flag=True, help="Only count them.")
@@ -184,7 +185,6 @@ def prune_cmd(obj: Obj, before: str, dry_run: bool) -> None:
         ipamctl history prune --before 90d --dry-run
         ipamctl history prune --before 2026-01-01T00:00:00Z
     """
-    table_or_json(obj)
     cutoff = parse_time(before)
     # Never create a SQLite file to prune nothing in it: a mistyped --data-dir in the
     # timer must fail, not make an empty database and report success. A read-only open

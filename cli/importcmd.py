@@ -7,7 +7,8 @@ from typing import Any
 import click
 
 from host_local_sqlite_cli.common import Obj, open_store
-from host_local_sqlite_cli.output import emit, progress, table_or_json
+from host_local_sqlite_cli.formats import output_formats
+from host_local_sqlite_cli.output import emit, progress
 from ipam import admin
 from ipam.backend import SQLITE, locate
 from ipam.store.memory import MemoryStore
@@ -23,6 +24,7 @@ def _dry_run_store(obj: Obj) -> Any:
 
 
 @click.command("import")
+@output_formats("table", "json")
 @click.option("--network", "networks", multiple=True, metavar="N",
               help="Import only this network (repeatable). Default: every directory.")
 @click.option("--from", "source", metavar="DIR", type=click.Path(file_okay=False),
@@ -48,7 +50,6 @@ def import_cmd(obj: Obj, networks: tuple[str, ...], source: str | None, dry_run:
         ipamctl import --dry-run
         ipamctl import --network cbr0 --from /var/lib/cni/networks
     """
-    table_or_json(obj)
     source = source or obj.data_dir
     store = _dry_run_store(obj) if dry_run else open_store(obj, readonly=False)
     with store, progress("importing", obj.output) as bar:

@@ -13,6 +13,7 @@ from host_local_sqlite_cli.common import (
     parse_ip,
     read_network,
 )
+from host_local_sqlite_cli.formats import output_formats
 from host_local_sqlite_cli.output import (
     LEASE_COLUMNS,
     emit_rows,
@@ -21,13 +22,13 @@ from host_local_sqlite_cli.output import (
     lease_row,
     no_trunc_option,
     note,
-    table_or_json,
 )
 from ipam import admin
 from ipam.addr import IP, Net
 
 
 @click.command("list")
+@output_formats("table", "json")
 @lease_filters
 @click.option("--sort", type=click.Choice(sorted(admin.SORTS)), default="network",
               show_default=True,
@@ -60,7 +61,6 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | N
         ipamctl list --pod default/web-0
         ipamctl -o json list --container 3f2a9c01b2c4...
     """
-    table_or_json(obj)
     rows, shown = [], {}
     for database, leases in read_network(obj, network, lambda store: admin.list_leases(
             store, network, container_id, ip, pod, name, sort)):
@@ -72,6 +72,7 @@ def list_cmd(obj: Obj, network: str | None, container_id: str | None, ip: IP | N
 
 
 @click.command("release")
+@output_formats("table", "json")
 @click.argument("ips", nargs=-1, metavar="[IP]...")
 @click.option("--container", "container_id", metavar="ID", callback=parse_container,
               help="Release every lease of this container (instead of addresses): its "
@@ -104,7 +105,6 @@ def release_cmd(obj: Obj, ips: tuple[str, ...], container_id: str | None,
         ipamctl release 10.22.0.17 --network cbr0
         ipamctl release --container 3f2a9c01b2c4... --ifname eth0 --yes
     """
-    table_or_json(obj)
     if bool(ips) == bool(container_id):
         raise click.UsageError("give either addresses or --container ID")
     if ifname and not container_id:

@@ -27,10 +27,9 @@ from host_local_sqlite_cli import (
     stats,
 )
 from host_local_sqlite_cli.common import ROOT_ENV, make_obj, named_nothing
+from host_local_sqlite_cli.formats import FORMATS
 from host_local_sqlite_cli.output import IpamGroup
 from ipam import paths
-
-OUTPUT_FORMATS = ("table", "json", "prometheus")
 
 
 @click.group(cls=IpamGroup)
@@ -61,10 +60,11 @@ OUTPUT_FORMATS = ("table", "json", "prometheus")
 @click.option(
     "-o",
     "--output",
-    type=click.Choice(OUTPUT_FORMATS),
+    type=click.Choice(FORMATS),
     default="table",
     show_default=True,
-    help="Output format.",
+    help="Output format: each command's --help shows those it prints (prometheus: "
+    "stats alone, which now says it as stats --prometheus).",
 )
 @click.version_option(package_name="host-local-sqlite", prog_name="ipamctl")
 @click.pass_context

@@ -6,12 +6,14 @@ import dataclasses
 import click
 
 from host_local_sqlite_cli.common import Obj, open_store
-from host_local_sqlite_cli.output import emit, failed, is_terminal, progress, table_or_json
+from host_local_sqlite_cli.formats import output_formats
+from host_local_sqlite_cli.output import emit, failed, is_terminal, progress
 from ipam import admin, consistency
 from ipam.reconcile import FIXABLE
 
 
 @click.command("export")
+@output_formats("table", "json")
 @click.option("--network", metavar="N", help="Only this network.")
 @click.option("--to", "to", metavar="DIR", type=click.Path(file_okay=False),
               help="Write the layout under DIR instead of the network's dataDir.")
@@ -33,7 +35,6 @@ def export_cmd(obj: Obj, network: str | None, to: str | None) -> None:
         ipamctl export --network cbr0
         ipamctl export --to /tmp/mirror-copy
     """
-    table_or_json(obj)
     with open_store(obj, readonly=False) as store, progress("exporting", obj.output) as bar:
         result = admin.export(store, obj.data_dir, network, to, progress=bar)
     emit(obj.output, {k: [list(d) for d in v] for k, v in result.items()},
@@ -54,6 +55,7 @@ def _export_text(result: dict[str, list[tuple[str, str]]]) -> str:
 
 
 @click.command("check")
+@output_formats("table", "json")
 @click.option("--network", "networks", multiple=True, metavar="N",
               help="Only this network's mirror (repeatable); the database itself is "
               "checked all the same.  [default: every network]")
@@ -80,7 +82,6 @@ def check_cmd(obj: Obj, networks: tuple[str, ...], repair: bool, yes: bool) -> N
         ipamctl -o json check --network cbr0
         ipamctl check --repair --yes
     """
-    table_or_json(obj)
     if yes and not repair:
         raise click.UsageError("--yes goes with --repair")
     ask = repair and not yes and is_terminal()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from host_local_sqlite_cli.common import Obj, columns, located, open_store, read_all
+from host_local_sqlite_cli.formats import output_formats
 from host_local_sqlite_cli.output import (
     LEASE_COLUMNS,
     emit,
@@ -15,7 +16,6 @@ from host_local_sqlite_cli.output import (
     no_trunc_option,
     rows_table,
     table,
-    table_or_json,
 )
 from ipam import network_admin
 
@@ -45,6 +45,7 @@ def _table_row(row: dict) -> dict:
 
 
 @network.command("list")
+@output_formats("table", "json")
 @click.pass_obj
 def list_cmd(obj: Obj) -> None:
     """List every network the database knows: its lease count, the size and ranges of
@@ -60,7 +61,6 @@ def list_cmd(obj: Obj) -> None:
         ipamctl network list
         ipamctl -o json network list
     """
-    table_or_json(obj)
     rows = [located(row, database) for database, found in read_all(
         obj, network_admin.networks) for row in found]
     emit_rows(obj.output, [network_row(r) for r in rows], columns(obj, COLUMNS),
@@ -68,6 +68,7 @@ def list_cmd(obj: Obj) -> None:
 
 
 @network.command("forget")
+@output_formats("table", "json")
 @click.argument("name", metavar="NETWORK")
 @click.option("--release", is_flag=True,
               help="Release the network's leases first (history reason 'forget').")
@@ -93,7 +94,6 @@ def forget_cmd(obj: Obj, name: str, release: bool, yes: bool, no_trunc: bool) ->
         ipamctl network forget oldnet
         ipamctl network forget oldnet --release --yes
     """
-    table_or_json(obj)
     with open_store(obj, readonly=True) as store:  # a wrong name or path creates nothing
         row = network_admin.find(store, name)
     if not yes and is_terminal() and (release or not row["leases"]):  # else: refused

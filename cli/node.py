@@ -6,13 +6,13 @@ from typing import Any
 import click
 
 from host_local_sqlite_cli.common import Obj, open_store
+from host_local_sqlite_cli.formats import output_formats
 from host_local_sqlite_cli.output import (
     emit,
     emit_rows,
     is_terminal,
     iso,
     rows_table,
-    table_or_json,
 )
 from ipam import node_admin, system
 
@@ -48,6 +48,7 @@ def node() -> None:
 
 
 @node.command("list")
+@output_formats("table", "json")
 @click.pass_obj
 def list_cmd(obj: Obj) -> None:
     """List the boots recorded under each node name (--node: one name): the host name,
@@ -64,7 +65,6 @@ def list_cmd(obj: Obj) -> None:
         ipamctl node list
         ipamctl -o json --node worker-7 node list
     """
-    table_or_json(obj)
     with open_store(obj, readonly=True, every_node=True) as store:
         rows, conflicts = node_admin.boots(store, obj.node, system.boot_id())
     emit_rows(obj.output, [_json_row(r) for r in rows], COLUMNS, "(no boots recorded)",
@@ -74,6 +74,7 @@ def list_cmd(obj: Obj) -> None:
 
 
 @node.command("claim")
+@output_formats("table", "json")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def claim_cmd(obj: Obj, yes: bool) -> None:
@@ -90,7 +91,6 @@ def claim_cmd(obj: Obj, yes: bool) -> None:
     Example:
         ipamctl --node worker-7 node claim
     """
-    table_or_json(obj)
     me = system.boot_id()
     if not yes and is_terminal():
         with open_store(obj, readonly=True) as store:

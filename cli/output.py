@@ -1,7 +1,8 @@
 """Everything ipamctl prints: tables for people, JSON for programs (a stable contract),
 library errors as ``Error: ...`` with exit 1, and the time parsing and formatting the
 commands share. Each command prints its result through :func:`emit` or :func:`emit_rows`
-(stats' Prometheus text aside), so that ``-o json`` means the same everywhere."""
+(stats' Prometheus text aside), so that ``-o json`` means the same everywhere; which
+formats a command prints, it declares (:mod:`host_local_sqlite_cli.formats`)."""
 from __future__ import annotations
 
 import contextlib
@@ -42,12 +43,6 @@ class IpamGroup(click.Group):
             raise click.ClickException(f"{database}: {e}") from e
         except OSError as e:
             raise click.ClickException(str(e)) from e
-
-
-def table_or_json(obj: Any) -> None:
-    """Refuse ``-o prometheus`` before a command does anything: only stats speaks it."""
-    if obj.output not in ("table", "json"):
-        raise click.UsageError("-o %s is only for 'ipamctl stats'" % obj.output)
 
 
 def emit(output: str, data: Any, text: str | Callable[[], str]) -> None:

@@ -1,7 +1,7 @@
 """``ipamctl install-plugin``: put the plugin into a CNI bin directory (the native thin
-client and a fast launcher, or the launcher alone: :func:`ipam.installer.install`), and
-say what it wrote and whether the runtimes here would run it; ``check-install``: call it
-as each runtime would."""
+client and a fast launcher, or the launcher alone), and say what it wrote and whether the
+runtimes here would run it: one library call (:func:`ipam.installer.install`), its report
+rendered (:func:`render`); ``check-install``: call it as each runtime would."""
 from __future__ import annotations
 
 import os
@@ -10,12 +10,14 @@ from typing import Any
 import click
 
 from host_local_sqlite_cli.common import Obj
-from host_local_sqlite_cli.output import emit, table_or_json
+from host_local_sqlite_cli.formats import output_formats
+from host_local_sqlite_cli.output import emit, warn
 from ipam import frozen, install_check, installer, plugin_dirs
 from ipam.paths import IN_PROCESS_SUFFIX, PLUGIN_NAME
 
 
 @click.command("install-plugin")
+@output_formats("table", "json")
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
 @click.option("--name", default=PLUGIN_NAME, show_default=True,
               help="The file name: the network config's ipam type (\"host-local\" for a "
@@ -116,9 +118,6 @@ def install_plugin_cmd(obj: Obj, directory: str | None, name: str, client: str |
         ipamctl install-plugin --client python
         ipamctl install-plugin --containerd-config /etc/k3s-containerd.toml
     """
-    table_or_json(obj)
-    if "/" in name or name in ("", ".", ".."):
-        raise click.BadParameter("a file name, not a path", param_hint="--name")
     try:
         report = installer.install(root, directory, name, force=force,
                                    create_dir=create_dir,
@@ -127,40 +126,40 @@ def install_plugin_cmd(obj: Obj, directory: str | None, name: str, client: str |
         if e.param:
             raise click.BadParameter(str(e), param_hint=e.param) from None
         raise click.ClickException(str(e)) from None
-    for warning in report["warnings"]:
-        click.echo("warning: " + warning, err=True)
-    emit(obj.output, report, lambda: installed_text(report))
+    for warning in report.warnings:
+        warn(warning)
+    emit(obj.output, report.json(), lambda: render(report))
 
 
-def installed_text(report: dict[str, Any]) -> str:
+def render(report: installer.Installed) -> str:
     """install-plugin's report for people: where and why, what it wrote (which client),
     and what it kept, replaced and removed."""
-    installed, target = report["build"], report["path"]
-    text = "".join("created %s\n" % d for d in report["created"]) + "wrote %s" % target
+    installed, target = report.build, report.path
+    text = "".join("created %s\n" % d for d in report.created) + "wrote %s" % target
     if installed:
         text += " -> %s (%s)" % (installed["link"], "already there" if installed["reused"]
                                  else "copied from %s" % installed["source"])
         text += "".join("\nkept %s: a process runs from it" % copy
                         for copy in installed["in_use"])
-    if report["client"] == "native":
+    if report.client == "native":
         text += "\nthe native thin client, which runs %s when no node daemon takes a " \
-            "call" % report["in_process"]
+            "call" % report.in_process
     else:
         text += "\nthe Python thin client (%s)" % (
-            "--client python" if report["native"] else
+            "--client python" if report.native else
             "this installation has no native thin client")
-    stale = report["stale_in_process"]
+    stale = report.stale_in_process
     if stale:
         text += "\n" + ("removed %s: %s no longer runs it" % (stale["path"], target)
                         if stale["removed"] else "kept %s: a process still runs the native "
                         "client before it (the next install-plugin removes it)"
                         % stale["path"])
-    if report["replaced"]:
-        text += "\n" + replaced_text(report["replaced"])
-    if report["why"]:
-        text = "chose %s: %s\n%s" % (report["directory"], report["why"], text)
-    for kept, path in ((report["kept"], target),
-                       (report["kept_in_process"], target + IN_PROCESS_SUFFIX)):
+    if report.replaced:
+        text += "\n" + replaced_text(report.replaced)
+    if report.why:
+        text = "chose %s: %s\n%s" % (report.directory, report.why, text)
+    for kept, path in ((report.kept, target),
+                       (report.kept_in_process, target + IN_PROCESS_SUFFIX)):
         if kept and kept["package"]:
             text += ("\nkept the %s file (%s) as %s: a local dpkg diversion, so upgrades "
                      "of %s install it there, not over the launcher (undo: rm %s; "
@@ -188,6 +187,7 @@ def replaced_text(replaced: dict[str, Any]) -> str:
 
 
 @click.command("check-install")
+@output_formats("table", "json")
 @click.option("--name", default=PLUGIN_NAME, show_default=True,
               help="The plugin's file name: the network config's ipam type.")
 @click.option("--root", default="/", show_default=True, metavar="PATH",
@@ -213,7 +213,6 @@ def check_install_cmd(obj: Obj, name: str, root: str, containerd_config: str | N
         ipamctl check-install
         ipamctl check-install --name host-local
     """
-    table_or_json(obj)
     runtimes = plugin_dirs.runtimes(root, containerd=containerd_config)
     reports = install_check.check(root, name, runtimes, installer.CONSOLE_SCRIPT)
     emit(obj.output, reports, lambda: "\n".join(

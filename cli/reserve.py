@@ -4,7 +4,8 @@ from __future__ import annotations
 import click
 
 from host_local_sqlite_cli.common import Obj, open_store, parse_ip
-from host_local_sqlite_cli.output import LEASE_COLUMNS, emit_rows, lease_row, table_or_json
+from host_local_sqlite_cli.formats import output_formats
+from host_local_sqlite_cli.output import LEASE_COLUMNS, emit_rows, lease_row
 from ipam import reservations
 from ipam.addr import IP
 
@@ -16,6 +17,7 @@ def _done(obj: Obj, lease: object, problems: list[str]) -> None:
 
 
 @click.command("reserve")
+@output_formats("table", "json")
 @click.argument("ip", metavar="IP", callback=parse_ip)
 @click.option("--network", metavar="N", required=True, help="The network it is reserved in.")
 @click.option("--note", metavar="TEXT",
@@ -36,13 +38,13 @@ def reserve_cmd(obj: Obj, ip: IP, network: str, note: str | None) -> None:
     Example:
         ipamctl reserve 10.22.0.250 --network cbr0 --note "router"
     """
-    table_or_json(obj)
     with open_store(obj, readonly=False) as store:
         lease, problems = reservations.reserve(store, network, ip, note, obj.data_dir)
     _done(obj, lease, problems)
 
 
 @click.command("unreserve")
+@output_formats("table", "json")
 @click.argument("ip", metavar="IP", callback=parse_ip)
 @click.option("--network", metavar="N", required=True, help="The network it is reserved in.")
 @click.pass_obj
@@ -57,7 +59,6 @@ def unreserve_cmd(obj: Obj, ip: IP, network: str) -> None:
     Example:
         ipamctl unreserve 10.22.0.250 --network cbr0
     """
-    table_or_json(obj)
     with open_store(obj, readonly=False) as store:
         lease, problems = reservations.unreserve(store, network, ip, obj.data_dir)
     _done(obj, lease, problems)

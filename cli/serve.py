@@ -6,8 +6,9 @@ from typing import Any
 import click
 
 from host_local_sqlite_cli.common import Obj, open_store
+from host_local_sqlite_cli.formats import output_formats
 from host_local_sqlite_cli.gc import parse_share
-from host_local_sqlite_cli.output import emit, parse_duration, table_or_json
+from host_local_sqlite_cli.output import emit, parse_duration
 from ipam import admin, daemon, gc_periodic
 from ipam.cri.defaults import DEFAULT_ENDPOINT
 from ipam.metrics_http import parse_address
@@ -40,7 +41,7 @@ _SOCKET_HELP = "The daemon's unix socket."
               help="Serve Prometheus metrics at http://HOST:PORT/metrics (':PORT': on "
                    "every address): calls by command and result, their latency, errors "
                    "by CNI code, calls declined, each range's size/used/free (as "
-                   "'ipamctl -o prometheus stats' prints them), gc runs and releases.")
+                   "'ipamctl stats --prometheus' prints them), gc runs and releases.")
 @click.option("--gc-interval", type=click.FloatRange(1), metavar="SECONDS",
               help="Run gc (--apply, every guard, no --force) this often, the first "
                    "time this long after the start; give the live attachments with "
@@ -156,6 +157,7 @@ def _usage(obj: Obj) -> list[dict[str, Any]]:
 
 
 @click.command("health")
+@output_formats("table", "json")
 @click.option("--socket", "socket_path", default=DAEMON_SOCKET, show_default=True,
               metavar="PATH", help=_SOCKET_HELP)
 @click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0),
@@ -174,6 +176,5 @@ def health_cmd(obj: Obj, socket_path: str, timeout: float) -> None:
         ipamctl health
         ipamctl -o json health --socket /run/ipam/daemon.sock --timeout 2
     """
-    table_or_json(obj)
     health = daemon.check_health(socket_path, timeout)
     emit(obj.output, health, lambda: "\n".join("%s: %s" % kv for kv in health.items()))

@@ -20,9 +20,10 @@ exec it; the next install removes it). Off the plugin's hot path.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
-from typing import Any
+from typing import Any, TypedDict
 
 from ipam import bundle, frozen, launcher, native, plugin_dirs
 from ipam.paths import IN_PROCESS_SUFFIX, PLUGIN_NAME
@@ -30,6 +31,42 @@ from ipam.paths import IN_PROCESS_SUFFIX, PLUGIN_NAME
 # pip's console script of this installation: a link to it at NAME is ours to replace.
 CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), PLUGIN_NAME)
 CLIENTS = ("native", "python")
+
+
+class StaleInProcess(TypedDict):
+    """A ``NAME.in-process`` of ours that NAME no longer runs: removed, or kept while a
+    process still runs the native client it served."""
+
+    path: str
+    removed: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Installed:
+    """What :func:`install` did: install-plugin's report, its fields in the order of the
+    JSON (:meth:`json`) whose keys the command's help lists. The nested dicts are the
+    JSON's too, as the modules that made them return them."""
+
+    path: str                         # DIRECTORY/NAME, as the runtimes see it
+    directory: str
+    why: str | None                   # why this directory, when none was named
+    created: list[str]                # the directories --create-dir made
+    client: str                       # "native" or "python": the one written
+    native: str | None                # the native client this installation has
+    in_process: str | None            # what the native client runs when no daemon takes a call
+    stale_in_process: StaleInProcess | None
+    python: str | None                # None from the self-contained build
+    paths: list[str] | None           # the launcher's sys.path; None from the build
+    bundle: str | None                # None: not written (or the build)
+    build: dict[str, Any] | None      # the build's copy (frozen.install); None: a launcher
+    kept: dict[str, Any] | None       # where the replaced file went (plugin_dirs.set_aside)
+    kept_in_process: dict[str, Any] | None
+    replaced: dict[str, Any] | None   # the other kind's installation replaced, if any
+    warnings: list[str]
+    runtimes: list[dict[str, Any]]    # those found here (plugin_dirs.Runtime.report)
+
+    def json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 class InstallError(Exception):
@@ -43,9 +80,11 @@ class InstallError(Exception):
 
 def install(root: str, directory: str | None, name: str, force: bool = False,
             create_dir: bool = False, containerd_config: str | None = None,
-            client: str | None = None) -> dict[str, Any]:
-    """Install the plugin as ``directory/name``; returns the report (install-plugin's
-    JSON, whose keys its help lists)."""
+            client: str | None = None) -> Installed:
+    """Install the plugin as ``directory/name``; returns what it did. ``name`` is a file
+    name, never a path (refused, as ``--name``, before anything is looked at)."""
+    if "/" in name or name in ("", ".", ".."):
+        raise InstallError("a file name, not a path", param="--name")
     runtimes = plugin_dirs.runtimes(root, containerd=containerd_config)
     chosen = bin_directory(root, directory, name, runtimes, create_dir)
     directory, real_dir = chosen.directory, plugin_dirs.at(root, chosen.directory)
@@ -114,16 +153,14 @@ def install(root: str, directory: str | None, name: str, force: bool = False,
     except OSError as e:
         raise InstallError("cannot install into %s: %s" % (directory, e)) from None
     warnings += plugin_dirs.warnings(root, directory, name, runtimes)
-    return {"path": target, "directory": directory, "why": chosen.why, "created": created,
-            "client": "native" if use_native else "python",
-            "native": program,
-            "in_process": in_process_of(directory, target, installed, use_native),
-            "stale_in_process": stale,
-            "python": None if build else sys.executable, "paths": paths,
-            "bundle": bundle_path, "build": installed,
-            "kept": kept, "kept_in_process": kept_in_process, "replaced": replaced,
-            "warnings": warnings,
-            "runtimes": [r.report(name) for r in runtimes if r.present]}
+    return Installed(
+        path=target, directory=directory, why=chosen.why, created=created,
+        client="native" if use_native else "python", native=program,
+        in_process=in_process_of(directory, target, installed, use_native),
+        stale_in_process=stale, python=None if build else sys.executable, paths=paths,
+        bundle=bundle_path, build=installed, kept=kept, kept_in_process=kept_in_process,
+        replaced=replaced, warnings=warnings,
+        runtimes=[r.report(name) for r in runtimes if r.present])
 
 
 def in_process_of(directory: str, target: str, installed: dict[str, Any] | None,
@@ -137,7 +174,7 @@ def in_process_of(directory: str, target: str, installed: dict[str, Any] | None,
                         frozen.CLIENT_IN_PROCESS)
 
 
-def remove_stale_in_process(root: str, target: str) -> dict[str, Any] | None:
+def remove_stale_in_process(root: str, target: str) -> StaleInProcess | None:
     """``target`` is no longer a Python installation's native client: remove the
     in-process launcher beside it, if one of ours is there (a file of anyone else's
     stays), unless a process still runs a client that was ``target``, which may exec it

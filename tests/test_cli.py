@@ -535,6 +535,25 @@ def test_stats_prometheus(ctl, pools):
     }
 
 
+def test_stats_prometheus_is_stats_own_option(ctl, pools):
+    """--prometheus says it where only stats can use it; -o prometheus, the older
+    spelling, prints the very same bytes, with nothing on stderr (a scraping script's
+    timer would mail or log a note at every run: the deprecation is in the help)."""
+    text = ctl("-o", "prometheus", "stats")
+    for args in (["stats", "--prometheus"], ["stats", "--prometheus", "-o", "table"],
+                 ["stats", "-o", "prometheus"], ["-o", "prometheus", "stats",
+                                                 "--prometheus"]):
+        result = ctl(*args)
+        assert (result.stdout, result.stderr) == (text.stdout, ""), args
+    assert "host_local_sqlite_range_used" in text.stdout
+    result = ctl("stats", "--prometheus", "-o", "json", expect=2)
+    assert "--prometheus is an output format: not with -o json" in result.stderr
+    assert result.stdout == ""
+    help_text = " ".join(ctl("stats", "--help").stdout.split())  # as wrapped
+    assert "--prometheus" in help_text and "deprecated, use --prometheus" in help_text
+    assert "-o, --output [table|json|prometheus]" in help_text
+
+
 def test_stats_of_a_network_without_recorded_ranges(ctl, ctl_json, pools, data_dir):
     sql(data_dir, "DELETE FROM networks WHERE network = 'small'")
     rows = ctl_json("stats", "--network", "small")

@@ -5,6 +5,7 @@ import json
 import sqlite3
 
 import click
+import pytest
 from helpers import checked, ipamctl, owners
 
 from host_local_sqlite_cli.main import cli
@@ -81,3 +82,39 @@ def test_every_command_takes_and_shows_the_global_options(runner):
             assert flag in text, (path, flag)
         seen += 1
     assert seen >= 20
+
+
+# Commands that print no result of their own: groups, and the daemon (a log on stderr).
+PRINT_NOTHING = {("db",), ("network",), ("node",), ("serve",)}
+
+
+def test_each_command_declares_the_formats_it_prints_and_its_help_shows_them(runner):
+    """One declaration per command (host_local_sqlite_cli.formats.output_formats), not a
+    guard in each body: its -o help lists what it prints, and a format it does not print
+    is refused, given before the command or after it, before anything is done."""
+    from host_local_sqlite_cli.formats import declared
+
+    for path, command in _commands(cli):
+        formats = declared(command)
+        if path in PRINT_NOTHING:
+            assert formats is None, path
+            continue
+        expected = ("table", "json", "prometheus") if path == ("stats",) else ("table", "json")
+        assert formats == expected, path
+        text = checked(runner.invoke(cli, [*path, "--help"])).stdout
+        assert "-o, --output [%s]" % "|".join(expected) in text, (path, text)
+
+
+@pytest.mark.parametrize("args", [["list"], ["db", "current"], ["history", "prune",
+                                                                  "--before", "1d"]])
+def test_a_format_the_command_does_not_print_is_refused_after_it_too(runner, add,
+                                                                      data_dir, args):
+    add("a")
+    before = checked(runner.invoke(cli, ["--data-dir", str(data_dir), "-o", "json", "history"]))
+    for where in (["-o", "prometheus", *args], [*args, "-o", "prometheus"]):
+        result = checked(runner.invoke(cli, ["--data-dir", str(data_dir), *where]))
+        assert result.exit_code == 2, (where, result.output)
+        assert "Usage: " in result.stderr and result.stdout == ""
+        assert "Error: -o prometheus is only for 'ipamctl stats'" in result.stderr, where
+    after = checked(runner.invoke(cli, ["--data-dir", str(data_dir), "-o", "json", "history"]))
+    assert after.stdout == before.stdout

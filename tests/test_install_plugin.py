@@ -688,6 +688,36 @@ def test_create_dir_makes_a_named_directory(tmp_path, install):
     assert is_launcher(tmp_path / "usr/local/lib/cni/host-local-sqlite")
 
 
+def test_install_is_one_library_call_whose_typed_report_the_command_renders(tmp_path,
+                                                                            install):
+    """The orchestration is the library's (ipam.installer.install, a typed report); the
+    command parses, calls it, and prints the report's JSON or its rendering."""
+    import dataclasses
+
+    from host_local_sqlite_cli.plugin import render
+    from ipam import installer
+
+    (tmp_path / "opt/cni/bin").mkdir(parents=True)
+    report = installer.install(str(tmp_path), "/opt/cni/bin", "host-local", client="python")
+    assert isinstance(report, installer.Installed)
+    assert (report.path, report.client, report.kept) == (
+        "/opt/cni/bin/host-local", "python", None)
+    data, _ = install(tmp_path, "/opt/cni/bin", "--name", "host-local")
+    assert list(data) == [f.name for f in dataclasses.fields(installer.Installed)]
+    assert data == report.json()
+    text, _ = install(tmp_path, "/opt/cni/bin", "--name", "host-local", output="table")
+    assert text == render(report) + "\n"
+    # A name that is a path is the library's refusal too, as --name's: nothing written.
+    for name in ("a/b", "", ".", ".."):
+        with pytest.raises(installer.InstallError) as caught:
+            installer.install(str(tmp_path), "/opt/cni/bin", name, client="python")
+        assert (str(caught.value), caught.value.param) == ("a file name, not a path",
+                                                           "--name")
+        _, stderr = install(tmp_path, "/opt/cni/bin", "--name", name, expect=2)
+        assert "Invalid value for --name: a file name, not a path" in stderr, stderr
+    assert sorted(os.listdir(tmp_path / "opt/cni/bin")) == ["host-local"]
+
+
 def test_help_explains_refusal_and_ends_with_examples():
     result = CliRunner().invoke(cli, ["install-plugin", "--help"])
     assert result.exit_code == 0

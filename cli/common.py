@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sized
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -14,6 +14,9 @@ from ipam import access, addr, admin, labels, network_configs, paths, plugin_dir
 from ipam.backend import POSTGRESQL, locate
 from ipam.backend import open_store as _open_store
 from ipam.errors import IoFailure
+
+if TYPE_CHECKING:
+    from ipam.store.protocol import AdminStore
 
 T = TypeVar("T")
 SizedT = TypeVar("SizedT", bound=Sized)
@@ -166,7 +169,7 @@ def _given_after(ctx: click.Context, param: click.Parameter, value: Any) -> None
 
 
 def open_store(obj: Obj, readonly: bool, every_node: bool = False,
-               queue: bool | None = None) -> Any:
+               queue: bool | None = None) -> AdminStore:
     """Read-only commands never create a database or a directory.
 
     On a shared database, ``every_node`` commands (list, stats, history) see every
@@ -180,7 +183,7 @@ def open_store(obj: Obj, readonly: bool, every_node: bool = False,
 
 
 def _open(obj: Obj, database: str, data_dir: str, readonly: bool, every_node: bool = False,
-          queue: bool | None = None) -> Any:
+          queue: bool | None = None) -> AdminStore:
     scope = obj.node if every_node else True
     if readonly:
         kind, path = locate(database)
@@ -191,7 +194,7 @@ def _open(obj: Obj, database: str, data_dir: str, readonly: bool, every_node: bo
                        scope=scope, queue=queue)
 
 
-def read_all(obj: Obj, read: Callable[[Any], T]) -> list[tuple[str | None, T]]:
+def read_all(obj: Obj, read: Callable[[AdminStore], T]) -> list[tuple[str | None, T]]:
     """``read(store)`` on the named database, ``[(None, result)]``; with none named
     (``obj.discover``), on every database found that exists, ``[(label, result)...]``,
     a database that cannot be read left out with a warning on stderr."""
@@ -223,7 +226,7 @@ def located(row: dict[str, Any], database: str | None) -> dict[str, Any]:
 
 
 def read_network(obj: Obj, network: str | None,
-                 read: Callable[[Any], SizedT]) -> list[tuple[str | None, SizedT]]:
+                 read: Callable[[AdminStore], SizedT]) -> list[tuple[str | None, SizedT]]:
     """:func:`read_all` for a read-only command that may name a ``network``: when every
     database read found nothing, and none knows the network, a warning on stderr says so
     (:func:`ipam.admin.unknown_network`: a typo lists nothing, which would read as "no

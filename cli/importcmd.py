@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -11,15 +12,17 @@ from host_local_sqlite_cli.formats import output_formats
 from host_local_sqlite_cli.output import emit, progress
 from ipam import admin
 from ipam.backend import SQLITE, locate
-from ipam.store.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from ipam.store.protocol import AdminStore
 
 
-def _dry_run_store(obj: Obj) -> Any:
+def _dry_run_store(obj: Obj) -> AbstractContextManager[AdminStore]:
     """A dry run changes nothing: the database read-only, or, where there is none yet,
-    an empty one in memory (a dry run never creates the database)."""
+    an empty throwaway one (a dry run never creates the database)."""
     kind, path = locate(obj.database)
     if kind == SQLITE and not os.path.exists(path):
-        return MemoryStore()
+        return admin.empty_store(obj.node)
     return open_store(obj, readonly=True, queue=True)
 
 
@@ -51,8 +54,8 @@ def import_cmd(obj: Obj, networks: tuple[str, ...], source: str | None, dry_run:
         ipamctl import --network cbr0 --from /var/lib/cni/networks
     """
     source = source or obj.data_dir
-    store = _dry_run_store(obj) if dry_run else open_store(obj, readonly=False)
-    with store, progress("importing", obj.output) as bar:
+    opened = _dry_run_store(obj) if dry_run else open_store(obj, readonly=False)
+    with opened as store, progress("importing", obj.output) as bar:
         result = admin.import_networks(store, source, networks, dry_run, progress=bar)
     emit(obj.output, result, lambda: _text(result, source, dry_run))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional
 
 from ipam import addr
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from ipam.exporter import NetworkFiles
     from ipam.lease import Event, Lease, NetworkRecord
     from ipam.ranges import RangeSet
-    from ipam.store.protocol import Store
+    from ipam.store.protocol import AdminStore, Store
 
     # progress(total) -> step, called with 1 per file (a progress bar's update)
     Progress = Callable[[int], Callable[[int], object]]
@@ -37,7 +38,7 @@ class AdminError(IpamError):
 
 
 # -- which networks ---------------------------------------------------------------------
-def unknown_network(store: Store, network: Optional[str]) -> Optional[str]:
+def unknown_network(store: AdminStore, network: Optional[str]) -> Optional[str]:
     """Why ``network`` names nothing the database knows (no lease, cursor or recorded
     config), or None: also for None (every network). A read-only command warns with it
     (a typo lists nothing, which would read as "no leases"); a command that changes
@@ -52,7 +53,7 @@ def unknown_network(store: Store, network: Optional[str]) -> Optional[str]:
         if known else "it has none")
 
 
-def require_networks(store: Store, networks: Iterable[str]) -> None:
+def require_networks(store: AdminStore, networks: Iterable[str]) -> None:
     """Refuse (:class:`AdminError`) a network the database does not know, before a
     command changes anything: a typo must not 'release nothing' and exit 0."""
     for network in networks:
@@ -89,7 +90,7 @@ SORTS: dict[str, Callable[[Lease], Any]] = {
 }
 
 
-def list_leases(store: Store, network: Optional[str] = None,
+def list_leases(store: AdminStore, network: Optional[str] = None,
                 container_id: Optional[str] = None, ip: Optional[IP | Net] = None,
                 pod: Optional[tuple[Optional[str], str]] = None, name: Optional[str] = None,
                 sort: str = "network") -> Found[Lease]:
@@ -105,7 +106,7 @@ def list_leases(store: Store, network: Optional[str] = None,
         return found(store, sorted(leases, key=SORTS[sort]), note)
 
 
-def _known(store: Store, text: str) -> set[str]:
+def _known(store: AdminStore, text: str) -> set[str]:
     """The IDs the database knows that start with ``text``'s (a start's or a whole ID's)."""
     return store.container_ids([container_ref(text)[0]])
 
@@ -120,7 +121,7 @@ def range_sets_in(info: Optional[NetworkRecord]) -> Optional[tuple[RangeSet, ...
     return from_description(json.loads(info.range_sets)) if info else None
 
 
-def stats(store: Store, network: Optional[str] = None) -> list[dict[str, Any]]:
+def stats(store: AdminStore, network: Optional[str] = None) -> list[dict[str, Any]]:
     """Per network and range set: the range, its size (gateway and exclusions not
     counted), and how many of those addresses are leased (``used``) and reserved
     (``reserved``: ``ipamctl reserve``), apart: a reservation is no container's."""
@@ -153,7 +154,7 @@ def _allocatable(rs: RangeSet, ip: IP) -> bool:
     return r is not None and ip != r.gateway and r.excluded(ip) is None
 
 
-def history(store: Store, network: Optional[str] = None, ip: Optional[IP | Net] = None,
+def history(store: AdminStore, network: Optional[str] = None, ip: Optional[IP | Net] = None,
             container_id: Optional[str] = None, since: Optional[float] = None,
             at: Optional[float] = None, pod: Optional[tuple[Optional[str], str]] = None,
             name: Optional[str] = None, limit: Optional[int] = None, reverse: bool = False
@@ -196,7 +197,7 @@ GAP_WAIT = 60.0
 FOLLOW_BATCH = 1000
 
 
-def follow(store: Store, network: Optional[str] = None, ip: Optional[IP | Net] = None,
+def follow(store: AdminStore, network: Optional[str] = None, ip: Optional[IP | Net] = None,
            container_id: Optional[str] = None, pod: Optional[tuple[Optional[str], str]] = None,
            name: Optional[str] = None, poll: float = FOLLOW_POLL,
            after: Optional[int] = None) -> Iterator[list[Event]]:
@@ -385,7 +386,7 @@ def _release_all(store: Store, leases: Iterable[Lease], reason: str, held: _Held
     return released, [p for f in held.files.values() for p in f.problems + f.notes]
 
 
-def select_release(store: Store, ips: Iterable[IP] = (), container_id: Optional[str] = None,
+def select_release(store: AdminStore, ips: Iterable[IP] = (), container_id: Optional[str] = None,
                    ifname: Optional[str] = None, network: Optional[str] = None
                    ) -> Found[Lease]:
     """The leases ``ipamctl release`` would free. An address not leased is an error, and
@@ -415,7 +416,7 @@ def select_release(store: Store, ips: Iterable[IP] = (), container_id: Optional[
         return found(store, chosen)
 
 
-def _of_container(store: Store, text: str, ifname: Optional[str], network: Optional[str]
+def _of_container(store: AdminStore, text: str, ifname: Optional[str], network: Optional[str]
                   ) -> list[Lease]:
     start, marked = container_ref(text)
     leases = store.leases()
@@ -457,7 +458,7 @@ def release(store: Store, leases: list[Lease], data_dir: str, reason: str = "adm
         held.close()
 
 
-def export(store: Store, data_dir: str, network: Optional[str] = None,
+def export(store: AdminStore, data_dir: str, network: Optional[str] = None,
            to: Optional[str] = None, progress: Optional[Progress] = None
            ) -> dict[str, list[tuple[str, str]]]:
     """Rewrite the mirror from the database; returns ``{network: differences}`` (see
@@ -512,6 +513,24 @@ def _mend(store: Store, files: NetworkFiles, name: str,
 _RECONCILED = ("stale", "restored", "wrong", "temporary", "adopted", "reassigned", "missing")
 
 # -- import from host-local ---------------------------------------------------------
+@contextmanager
+def empty_store(node: Optional[str] = None) -> Iterator[AdminStore]:
+    """``with empty_store() as store:`` an empty database of the current schema, in a
+    temporary directory removed afterwards: what ``import --dry-run`` plans against
+    where the database does not exist yet, since a dry run never creates it. The real
+    engine, so that the plan is the one a real import would make."""
+    import tempfile
+
+    from ipam.store.sqlite import SqliteStore
+
+    with tempfile.TemporaryDirectory(prefix="ipamctl-dry-run-") as scratch:
+        store = SqliteStore(os.path.join(scratch, "leases.db"), node=node, queue=False)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
 def import_networks(store: Store, source: str, networks: Optional[Iterable[str]] = None,
                     dry_run: bool = False, progress: Optional[Progress] = None
                     ) -> list[dict[str, Any]]:

@@ -3,6 +3,13 @@ from ipam import system
 from ipam.errors import ConfigError, IoFailure
 from ipam.paths import makedirs, shared_queue
 
+TYPE_CHECKING = False  # typing costs a plugin call ~2 ms: read by type checkers only
+if TYPE_CHECKING:
+    from typing import Optional, Union
+
+    from ipam.store.postgres import PostgresStore
+    from ipam.store.protocol import AdminStore
+
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
 # The schemes a ``database`` URL may have, compared without case (RFC 3986). A SQLAlchemy
@@ -14,7 +21,7 @@ _POSTGRESQL_SCHEMES = ("postgresql", "postgres")
 _SUPPORTED = "a SQLite file path, sqlite:///path or a postgresql:// URL"
 
 
-def locate(database):
+def locate(database: "str") -> "tuple[str, str]":
     """What a ``database`` value names: ``(SQLITE, file)`` or ``(POSTGRESQL, url)``,
     ``url`` in libpq's own ``postgresql://`` form (driver suffix and alias dropped).
 
@@ -52,7 +59,7 @@ def locate(database):
     return kind, where
 
 
-def _check_server(rest):
+def _check_server(rest: "str") -> "None":
     """Refuse a port that is no number or a bracket left open, which the drivers answer
     with a bare ValueError, and port 0, where no server listens. libpq's
     ``host1:port1,host2:port2`` is checked host by host."""
@@ -67,7 +74,7 @@ def _check_server(rest):
         raise ConfigError("invalid PostgreSQL URL: %s" % e) from None
 
 
-def busy_timeout(database, configured=None):
+def busy_timeout(database: "str", configured: "Optional[float]" = None) -> "float":
     """Seconds a wait for a lock's holder may last for ``database``: the config's
     ``busyTimeout``, else its engine's default (what its store's ``timeout`` will be)."""
     if configured is not None:
@@ -81,8 +88,10 @@ def busy_timeout(database, configured=None):
     return DEFAULT_BUSY_TIMEOUT
 
 
-def open_store(database, busy_timeout=None, readonly=False, node=None, data_dir=None,
-               scope=True, queue=None, kept=False):
+def open_store(database: "str", busy_timeout: "Optional[float]" = None,
+               readonly: "bool" = False, node: "Optional[str]" = None,
+               data_dir: "Optional[str]" = None, scope: "Union[bool, str, None]" = True,
+               queue: "Optional[bool]" = None, kept: "bool" = False) -> "AdminStore":
     """The Store for ``database``. ``node``/``data_dir``/``scope`` matter only to a
     shared (server) database: this node's name, its mirror directory (where its writers
     queue), and whose leases :meth:`leases` walks (True: this node's; None: all).
@@ -109,7 +118,9 @@ def open_store(database, busy_timeout=None, readonly=False, node=None, data_dir=
                        queue=queue, kept=kept)
 
 
-def _open_server(url, busy_timeout, readonly, node, data_dir, scope, queue):
+def _open_server(url: "str", busy_timeout: "Optional[float]", readonly: "bool",
+                 node: "Optional[str]", data_dir: "Optional[str]",
+                 scope: "Union[bool, str, None]", queue: "bool") -> "PostgresStore":
     """A shared database (``url`` from :func:`locate`): its driver, imported only here."""
     from ipam.store.postgres import PostgresStore
 

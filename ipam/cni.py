@@ -133,8 +133,8 @@ def dispatch(env: "Mapping[str, str]", stdin: "BinaryIO",
                if not env.get(v) and (v == "CNI_COMMAND" or v in _REQUIRED.get(command, ()))]
     if missing:
         if not command:
-            sys.stderr.write("%s\nCNI protocol versions supported: %s\n"
-                             % (ABOUT, ", ".join(SUPPORTED_VERSIONS)))
+            _stderr(context).write("%s\nCNI protocol versions supported: %s\n"
+                                   % (ABOUT, ", ".join(SUPPORTED_VERSIONS)))
             return ""
         raise EnvError("required env variables [%s] missing" % ",".join(missing))
     if command == "VERSION":
@@ -158,6 +158,12 @@ def dispatch(env: "Mapping[str, str]", stdin: "BinaryIO",
     return handler(env, conf, context)
 
 
+
+
+def _stderr(context: "Optional[CallContext]") -> "TextIO":
+    """Where the call's diagnostics go: its context's stream, else the process's."""
+    stream = context.stderr if context is not None else None
+    return sys.stderr if stream is None else stream
 
 
 def changed_under_us(err: "ImportError") -> "IoFailure":
@@ -203,7 +209,7 @@ def main(env: "Optional[Mapping[str, str]]" = None, stdin: "Optional[BinaryIO]" 
     except ImportError as e:  # a module imported on the way: see changed_under_us
         out, status = result.error_output(changed_under_us(e)), 1
     except Exception as e:  # never a traceback on the runtime's stdout
-        sys.stderr.write("host-local-sqlite: internal error: %r\n" % (e,))
+        system.warn("internal error: %r" % (e,), _stderr(context))
         out, status = result.error_output(IpamError("internal error: %s" % e)), 1
     try:
         out.encode("utf-8")
@@ -213,6 +219,6 @@ def main(env: "Optional[Mapping[str, str]]" = None, stdin: "Optional[BinaryIO]" 
         stdout.write(out)
         stdout.flush()
     except (OSError, ValueError) as e:  # the runtime stopped reading (EPIPE): no one to tell
-        system.warn("cannot write the answer: %s" % e)
+        system.warn("cannot write the answer: %s" % e, _stderr(context))
         return status or 1
     return status

@@ -20,7 +20,7 @@ TRIM_BATCH = 64
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
-    from typing import Any, Callable, ContextManager, Iterator, Mapping, Optional, TypeVar
+    from typing import Any, Callable, ContextManager, Iterator, Mapping, Optional, TextIO, TypeVar
 
     from ipam.addr import IP
     from ipam.config import IpamConfig
@@ -44,19 +44,27 @@ class CallContext:
     the client still waits for this call (raising rolls the call back). ``idle``: what
     the call's lock waits are wrapped in (:class:`ipam.waits.Patience`): the daemon's,
     which lets another call run meanwhile. ``steps``: where the call marks each step's
-    end (:mod:`ipam.steps`), when the daemon traces them; None otherwise."""
+    end (:mod:`ipam.steps`), when the daemon traces them; None otherwise. ``stderr``:
+    where the call's diagnostics go (None: the process's stderr); the node daemon
+    gives each call its own, which its client prints."""
 
-    __slots__ = ("keep_open", "pool", "before_commit", "idle", "steps")
+    __slots__ = ("keep_open", "pool", "before_commit", "idle", "steps", "stderr")
 
     def __init__(self, keep_open: "bool" = False, pool: "Optional[StorePool]" = None,
                  before_commit: "Optional[Callable[[], None]]" = None,
                  idle: "Optional[Callable[[], ContextManager[object]]]" = None,
-                 steps: "Optional[Steps]" = None) -> "None":
+                 steps: "Optional[Steps]" = None, stderr: "Optional[TextIO]" = None
+                 ) -> "None":
         self.keep_open = keep_open
         self.pool = pool
         self.before_commit = before_commit
         self.idle = idle
         self.steps = steps
+        self.stderr = stderr
+
+    def warn(self, text: "str") -> "None":
+        """A diagnostic line for whoever made the call (:func:`ipam.system.warn`)."""
+        system.warn(text, self.stderr)
 
 
 _DEFAULT = CallContext()
@@ -84,7 +92,7 @@ class _Opened:
         if context.pool is None:
             self._store = open_store(conf.database, conf.busy_timeout, node=conf.node,
                                      data_dir=conf.data_dir)
-        self.mirror = Mirror(conf.data_dir, conf.export, conf.busy_timeout)
+        self.mirror = Mirror(conf.data_dir, conf.export, conf.busy_timeout, context.warn)
         self.patience = Patience(busy_timeout(conf.database, conf.busy_timeout),
                                  conf.lock_wait_limit, context.idle)
 
@@ -222,7 +230,7 @@ def _run(opened: "_Opened", conf: "IpamConfig",
         if files is not None:
             files.close()
     for p in problems:
-        system.warn(p)
+        opened.context.warn(p)
     return value, problems
 
 
@@ -259,7 +267,7 @@ def trim_history(store: "Store", conf: "IpamConfig") -> "None":
 def cmd_add(env: "Env", conf_obj: "dict[str, Any]",
             context: "Optional[CallContext]" = None) -> "str":
     conf = config.load(conf_obj, env.get("CNI_ARGS", ""))
-    pod = config.recorded_pod(conf.pod, system.warn)
+    pod = config.recorded_pod(conf.pod, (context or _DEFAULT).warn)
     dns: dict[str, Any] = {}
     if conf.resolv_conf:
         from ipam.dns import parse_resolv_conf
@@ -274,7 +282,7 @@ def cmd_add(env: "Env", conf_obj: "dict[str, Any]",
                                  pod=pod)
         allocations, _ = _attempts(opened, lambda: _run(opened, conf, body, judge=True))
         if opened.conflict is not None:  # committed all the same: the pod needs its address
-            system.warn(opened.conflict.warning())
+            opened.context.warn(opened.conflict.warning())
     return result.render(conf.cni_version, [a.as_tuple() for a in allocations], conf.routes, dns)
 
 
@@ -359,7 +367,7 @@ def _repair_quietly(store: "Store", files: "NetworkFiles") -> "None":
         with store.transaction(after_commit=files.committed):
             reconcile.redo_journal(files)
     except IpamError as e:
-        system.warn("mirror of %s left for repair: %s" % (files.network, e.msg))
+        files.warn("mirror of %s left for repair: %s" % (files.network, e.msg))
 
 
 def prev_result_ips(prev: "object") -> "Optional[list[IP]]":

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     from ipam.exporter import NetworkFiles
-    from ipam.store.protocol import Store
+    from ipam.store.protocol import AdminStore, Store
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +75,7 @@ _KIND = {
 }
 
 
-def check(store: Store, data_dir: str, repair: bool = False,
+def check(store: AdminStore, data_dir: str, repair: bool = False,
           networks: Optional[Iterable[str]] = None,
           confirm: Optional[Callable[[list[Finding]], bool]] = None) -> list[Finding]:
     """Integrity, schema revision and mirror consistency: the findings, empty when all
@@ -97,7 +97,7 @@ def check(store: Store, data_dir: str, repair: bool = False,
     return _check(store, data_dir, repair, networks)
 
 
-def _check(store: Store, data_dir: str, repair: bool, networks: Optional[Iterable[str]]
+def _check(store: AdminStore, data_dir: str, repair: bool, networks: Optional[Iterable[str]]
            ) -> list[Finding]:
     from ipam import reconcile
 

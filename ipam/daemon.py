@@ -7,8 +7,8 @@ the calls that thin clients (:mod:`ipam.client`) forward over a unix socket: the
 thing Multus' thick plugin, Cilium's ``cilium-cni`` and CNI's own ``dhcp`` plugin do.
 
 Each call runs through :func:`ipam.cni.main`, the in-process entry itself, with the
-client's environment and stdin; its stderr is captured for the client
-(:class:`_Stderr`). It is one store transaction with the same locks and the same waits
+client's environment and stdin, and a stderr of its own (the call's context's), which
+goes back to the client. It is one store transaction with the same locks and the same waits
 (:mod:`ipam.waits`) as ever, so plugin processes, ipamctl and the daemon can all run at
 once.
 
@@ -102,38 +102,6 @@ _SD_LISTEN_FDS_START = 3  # systemd's first passed descriptor (sd_listen_fds(3))
 # daemon (tests: the client's bounds and the one-lease promise, step by step).
 STEPS = ("read", "proved", "taken", "before-commit", "committed")
 STOP_AT_ENV = "HOST_LOCAL_SQLITE_DAEMON_STOP_AT"
-class _Stderr:
-    """``sys.stderr`` for a process whose threads serve calls: what a call writes (the
-    plugin's warnings, :func:`ipam.system.warn`) goes to that call's client; anything
-    else to the real stderr, the daemon's log."""
-
-    def __init__(self, real: "TextIO") -> "None":
-        self.real = real
-        self._local = threading.local()
-
-    def capture(self) -> "None":
-        self._local.parts = []
-
-    def release(self) -> "str":
-        parts = self._local.parts
-        self._local.parts = None
-        return "".join(parts)
-
-    def write(self, text: "str") -> "int":
-        parts = getattr(self._local, "parts", None)
-        if parts is None:
-            return self.real.write(text)
-        parts.append(text)
-        return len(text)
-
-    def flush(self) -> "None":
-        if getattr(self._local, "parts", None) is None:
-            self.real.flush()
-
-    def __getattr__(self, name: "str") -> "Any":
-        return getattr(self.real, name)
-
-
 def _logfmt(value: "object") -> "str":
     text = str(value)
     if text and not any(c in text for c in ' "=\\') and text.isprintable():
@@ -311,7 +279,6 @@ class Daemon:
         self._started = time.monotonic()
         self._stamp = not os.environ.get("JOURNAL_STREAM")
         self._cwd = os.getcwd().encode("utf-8", "surrogateescape")
-        self._stderr: "Optional[_Stderr]" = None
         self._stop_at = os.environ.get(STOP_AT_ENV)
         self._powers = caller.Powers()
         # Each call's step timings, one JSON line each (ipam.steps); None: not traced.
@@ -319,7 +286,7 @@ class Daemon:
 
     # -- the log --------------------------------------------------------------------
     def log(self, line: "str") -> "None":
-        stream = self._log_stream or (self._stderr.real if self._stderr else sys.stderr)
+        stream = self._log_stream or sys.stderr
         if self._stamp:
             now = time.time()
             line = "%s.%03dZ %s" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)),
@@ -347,8 +314,6 @@ class Daemon:
         self._listener.setblocking(False)  # the threads' epoll says when to accept
         self._wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         writer_lock.share_between_threads()
-        self._stderr = _Stderr(sys.stderr)
-        sys.stderr = self._stderr  # type: ignore[assignment]
         self.log("serving on %s (pid %d, up to %d calls at a time%s)"
                  % (self.socket_path, os.getpid(), self.max_calls,
                     ", socket from systemd" if self._activated else ""))
@@ -541,8 +506,6 @@ class Daemon:
         self._stop_gc(time.monotonic())
         if self.metrics_server is not None:
             self.metrics_server.close()
-        if self._stderr is not None and sys.stderr is self._stderr:
-            sys.stderr = self._stderr.real  # type: ignore[assignment]
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -769,18 +732,13 @@ class Daemon:
         (exit status, stdout, stderr)."""
         from ipam.cni import main
 
-        out = io.StringIO()
-        stderr = self._stderr
-        if stderr is not None:
-            stderr.capture()
-        try:
-            with self._running:
-                status = main(env, io.BytesIO(data), out,
-                              CallContext(pool=self.pool, before_commit=before_commit,
-                                          idle=self._waiting_for_a_lock, steps=steps))
-        finally:
-            err = stderr.release() if stderr is not None else ""
-        return status, out.getvalue(), err
+        out, err = io.StringIO(), io.StringIO()  # both go back to the client
+        with self._running:
+            status = main(env, io.BytesIO(data), out,
+                          CallContext(pool=self.pool, before_commit=before_commit,
+                                      idle=self._waiting_for_a_lock, steps=steps,
+                                      stderr=err))
+        return status, out.getvalue(), err.getvalue()
 
     @contextlib.contextmanager
     def _waiting_for_a_lock(self) -> "Iterator[None]":

@@ -54,7 +54,7 @@ from ipam.waits import Patience
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
     from os import stat_result
-    from typing import Literal, Optional, Union
+    from typing import Callable, Literal, Optional, Union
 
     from ipam.addr import IP
     from ipam.lease import Changes, Lease
@@ -308,10 +308,13 @@ class Mirror:
     """Where, whether and how patiently a network's files are kept."""
 
     def __init__(self, data_dir: "str", enabled: "bool" = True,
-                 timeout: "Optional[float]" = None) -> "None":
+                 timeout: "Optional[float]" = None,
+                 warn: "Callable[[str], None]" = system.warn) -> "None":
         self.data_dir = data_dir
         self.enabled = enabled
         self.timeout = DEFAULT_BUSY_TIMEOUT if timeout is None else timeout
+        # Where what is said about the files goes: the call's (CallContext.warn)
+        self.warn = warn
 
     def marker(self, network: "str") -> "str":
         name = PENDING_PREFIX + network
@@ -359,6 +362,7 @@ class NetworkFiles:
     def __init__(self, mirror: "Mirror", store: "Store", held: "NetworkDir") -> "None":
         self.mirror = mirror
         self.store = store
+        self.warn = mirror.warn
         self.d = held  # locked by Mirror.hold
         self.network = held.network
         self.problems: list[str] = []  # files that could not be changed: the journal stays
@@ -455,7 +459,7 @@ class NetworkFiles:
         except FileNotFoundError:
             pass
         except OSError as e:
-            system.warn("cannot remove %s: %s" % (path, e))
+            self.warn("cannot remove %s: %s" % (path, e))
 
     def touched(self) -> "bool":
         """Did this command journal (so create or remove) any address file?"""
@@ -518,8 +522,8 @@ class NetworkFiles:
             return None
         owner = owner_of(have)
         if owner is None:
-            system.warn("%s/%s exists and names no owner (%s): skipped the address, as "
-                        "host-local does" % (self.d.path, name, _what(self.d, name, have)))
+            self.warn("%s/%s exists and names no owner (%s): skipped the address, as "
+                      "host-local does" % (self.d.path, name, _what(self.d, name, have)))
             return False
         from ipam import reconcile  # lazy: only when another writer was here
 

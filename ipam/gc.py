@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ipam.addr import IP
     from ipam.lease import Lease
     from ipam.node_boots import Conflict
-    from ipam.store.protocol import Store
+    from ipam.store.protocol import AdminStore, Store
 
 NOT_LISTED, EARLIER_BOOT = "not listed", "earlier boot"
 # Said (on stderr) when the list looks like `docker ps -q`'s or `podman ps -q`'s.
@@ -58,7 +58,7 @@ class Valid:
         return {cid for cid in self.any_if | {cid for cid, _ in self.pairs}
                 if container_ref(cid)[1]}
 
-    def resolve(self, store: Store) -> None:
+    def resolve(self, store: AdminStore) -> None:
         """Replace each marked start with the whole ID it names (inside the caller's
         transaction); a start that fits several containers raises, and nothing goes."""
         starts = self.starts()
@@ -75,7 +75,7 @@ class Valid:
         self.pairs = {(n, ifname) for cid, ifname in self.pairs
                       if (n := named(cid)) is not None}
 
-    def truncated(self, store: Store) -> bool:
+    def truncated(self, store: AdminStore) -> bool:
         """Does the list look like a runtime's short IDs (``podman ps -q`` without
         ``--no-trunc``): every ID unmarked, exactly :data:`SHORT_ID` characters, and none
         an ID the database knows (inside the caller's transaction)? Such a list names
@@ -247,7 +247,7 @@ class Report:
         return [k for p in self.plans for k in p.kept]
 
 
-def gc(store: Store, networks: Optional[Iterable[str]], valid: Optional[Valid],
+def gc(store: AdminStore, networks: Optional[Iterable[str]], valid: Optional[Valid],
        grace: float, previous_boots: bool = False, apply: bool = False,
        data_dir: Optional[str] = None,
        force: bool = False, max_share: float = 0.5, netns: bool = True,
@@ -309,7 +309,7 @@ def gc(store: Store, networks: Optional[Iterable[str]], valid: Optional[Valid],
     return report
 
 
-def name_conflicts(store: Store) -> list[Conflict]:
+def name_conflicts(store: AdminStore) -> list[Conflict]:
     """The node names whose leases this gc would judge that two hosts use at once: the
     store's node's on a shared database (``--node``, else this host's), every name in
     a SQLite file (whose gc walks every lease in it). This host's boot counts as active

@@ -26,7 +26,7 @@ from ipam import gc
 
 if TYPE_CHECKING:
     from ipam.metrics import Metrics
-    from ipam.store.protocol import Store
+    from ipam.store.protocol import AdminStore
 
 # Seconds a CRI runtime has to list its pod sandboxes.
 CRI_TIMEOUT = 10.0
@@ -94,7 +94,7 @@ class PeriodicGc:
     ``source``: the live attachments, or None with ``previous_boots`` alone (only
     leases of earlier boots go)."""
 
-    def __init__(self, open_store: Callable[[], ContextManager[Store]], data_dir: str,
+    def __init__(self, open_store: Callable[[], ContextManager[AdminStore]], data_dir: str,
                  interval: float, source: Optional[Source], previous_boots: bool = False,
                  grace: float = 600.0, max_share: float = 0.5) -> None:
         if source is None and not previous_boots:

@@ -18,12 +18,12 @@ from ipam.selection import Found, found
 if TYPE_CHECKING:
     from ipam.exporter import NetworkFiles
     from ipam.lease import Lease
-    from ipam.store.protocol import Store
+    from ipam.store.protocol import AdminStore
 
 FORGET = "forget"  # the history reason of a lease released by ``network forget --release``
 
 
-def networks(store: Store) -> list[dict[str, Any]]:
+def networks(store: AdminStore) -> list[dict[str, Any]]:
     """One row per network, in name order: where and how the plugin last saw it, its
     leases (in the store's scope, as ``list`` and ``stats`` count them) and when it was
     last seen: the later of that record's time (an ADD that found the config changed)
@@ -46,7 +46,7 @@ def networks(store: Store) -> list[dict[str, Any]]:
     return rows
 
 
-def find(store: Store, network: str) -> dict[str, Any]:
+def find(store: AdminStore, network: str) -> dict[str, Any]:
     """The :func:`networks` row of ``network``; an unknown one is an error."""
     for row in networks(store):
         if row["network"] == network:
@@ -59,7 +59,7 @@ def _listed(counts: dict[Optional[str], int]) -> str:
                      for node, n in sorted(counts.items(), key=lambda x: str(x[0])))
 
 
-def _others(store: Store, network: str, leases: list[Lease]) -> dict[Optional[str], int]:
+def _others(store: AdminStore, network: str, leases: list[Lease]) -> dict[Optional[str], int]:
     """``{node: leases}`` that other nodes hold in ``network`` (a shared store's
     ``leases`` are this node's; its records are the whole pool's)."""
     counts = store.lease_counts(network)
@@ -68,7 +68,7 @@ def _others(store: Store, network: str, leases: list[Lease]) -> dict[Optional[st
     return {node: n for node, n in counts.items() if n > 0}
 
 
-def forget(store: Store, network: str, data_dir: str, release: bool = False
+def forget(store: AdminStore, network: str, data_dir: str, release: bool = False
            ) -> tuple[Found[Lease], list[str], list[str], dict[Optional[str], int]]:
     """Remove ``network``'s records: its ``networks`` row, cursors and every node's
     mirror stamp. The history stays (it is the audit log). Refused while it holds

@@ -16,7 +16,7 @@ from ipam.lease import Boot
 
 if TYPE_CHECKING:
     from ipam.node_boots import Conflict
-    from ipam.store.protocol import Store
+    from ipam.store.protocol import AdminStore, Store
 
 
 def boot_row(b: Boot, now: float, leases: int, me: Optional[str], conflict: bool
@@ -43,7 +43,7 @@ def boots(store: Store, node: Optional[str], me: Optional[str]
                      (b.node, b.boot_id) in involved) for b in rows], found
 
 
-def claim(store: Store, me: Optional[str], host: str) -> tuple[str, list[dict[str, Any]]]:
+def claim(store: AdminStore, me: Optional[str], host: str) -> tuple[str, list[dict[str, Any]]]:
     """Take the store's node name back for this host's boot ``me``: the records of
     every other boot of the name go, and ``me`` is stamped as its latest. Returns the
     name and the boots dropped (with the leases they made, which stay: the name's GC

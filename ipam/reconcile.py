@@ -26,7 +26,7 @@ The rules, each the one that can never put two containers on one address:
   the database: they were ours.
 """
 
-from ipam import addr, system
+from ipam import addr
 from ipam.exporter import (
     is_address_name,
     mirrored_cursors,
@@ -69,8 +69,8 @@ def found_lease(files: "NetworkFiles", ip: "IP", range_set: "int", owner: "Owner
     lease = _foreign(files, ip, range_set, owner, mtime)
     if not files.store.reserve(lease, ADOPT):
         return False
-    system.warn("%s/%s names %s: recorded it (another writer's lease) and skipped the "
-                "address" % (files.d.path, ip, _owner_text(owner)))
+    files.warn("%s/%s names %s: recorded it (another writer's lease) and skipped the "
+               "address" % (files.d.path, ip, _owner_text(owner)))
     return lease
 
 
@@ -192,7 +192,7 @@ def reconcile(files: "NetworkFiles", range_sets: "Optional[tuple[RangeSet, ...]]
     # leases' files on its own host: written here, they would outlive its DELs.
     gone = [_write_back(files, leases[name]) for name in sorted(leases)
             if leases[name].boot_id not in files.strangers]
-    _summarise(d.path, found[len(redone):] + gone)
+    _summarise(files.warn, d.path, found[len(redone):] + gone)
     if store.shared:
         return found + gone
     return found + gone + _cursors(files, cursors, file_cursors, cursor_files)
@@ -254,12 +254,12 @@ _SAY = {
 }
 
 
-def _summarise(path: "str", found: "list[Found]") -> "None":
+def _summarise(warn: "Callable[[str], None]", path: "str", found: "list[Found]") -> "None":
     for kind, text in _SAY.items():
         names = [name for k, name in found if k == kind]
         if names:
-            system.warn("%s: %s: %s" % (path, text % len(names), " ".join(names[:8])
-                                        + (" ..." if len(names) > 8 else "")))
+            warn("%s: %s: %s" % (path, text % len(names), " ".join(names[:8])
+                                 + (" ..." if len(names) > 8 else "")))
 
 
 def differences(d: "NetworkDir", leases: "Iterable[Lease]",

@@ -25,7 +25,7 @@ from ipam.lease import RESERVED_ID, Lease, note_problem
 
 if TYPE_CHECKING:
     from ipam.addr import IP
-    from ipam.store.protocol import Store
+    from ipam.store.protocol import AdminStore, Store
 
 RESERVE = "reserve"  # the history reasons
 UNRESERVE = "unreserve"
@@ -123,7 +123,7 @@ def reserve(store: Store, network: str, ip: IP, note: Optional[str], data_dir: s
     return made, [p for f in held.files.values() for p in f.problems + f.notes]
 
 
-def unreserve(store: Store, network: str, ip: IP, data_dir: str) -> tuple[Lease, list[str]]:
+def unreserve(store: AdminStore, network: str, ip: IP, data_dir: str) -> tuple[Lease, list[str]]:
     """Free a reserved address (history reason ``unreserve``, its file removed); an
     address that is not reserved is an error, a container's lease above all (``release``
     frees those). On a shared store only the node whose mirror has its file may: its

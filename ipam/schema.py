@@ -33,7 +33,7 @@ metadata = MetaData(
     }
 )
 
-def pod_columns():
+def pod_columns() -> "list[Column[str]]":
     """Who the attachment is, as the runtime said in CNI_ARGS on ADD (``K8S_POD_NAMESPACE``,
     ``K8S_POD_NAME``, ``K8S_POD_UID``; podman sends its container name as the pod name).
     For people and ``ipamctl`` filters only: the owner is (container_id, ifname). NULL
@@ -45,7 +45,7 @@ def pod_columns():
             Column("pod_uid", String, nullable=True)]
 
 
-def id_column():
+def id_column() -> "Column[int]":
     """A 64-bit id on PostgreSQL (bigint, from revision 0007: a serial's 2^31 ids run out
     after as many ADDs and DELs); on SQLite ``INTEGER PRIMARY KEY``, the rowid, which
     is 64-bit already and must stay spelled INTEGER to be the rowid."""

@@ -24,7 +24,7 @@ from ipam.labels import PREFIX, container_ref, least, pod_label, short_ids
 from ipam.lease import Event, Lease
 
 if TYPE_CHECKING:
-    from ipam.store.protocol import Store
+    from ipam.store.protocol import AdminStore
 
 Held = TypeVar("Held", Lease, Event)
 T = TypeVar("T")
@@ -47,7 +47,7 @@ class Found(list[T]):
         self.shown = shown if shown is not None else {}
 
 
-def found(store: Store, items: Iterable[Held], note: Optional[str] = None) -> Found[Held]:
+def found(store: AdminStore, items: Iterable[Held], note: Optional[str] = None) -> Found[Held]:
     """``items`` with the short form of each ID, unique among every ID the database
     knows (inside the caller's transaction): a table's ID works as ``--container``."""
     items = list(items)

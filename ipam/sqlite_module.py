@@ -33,7 +33,7 @@ def _statement_cache(maxsize: "int" = 128
     return wrap
 
 
-def load():
+def load() -> "Any":  # the _sqlite3 module, used as sqlite3
     if "_sqlite3" in sys.modules or "functools" in sys.modules:
         import _sqlite3
 

@@ -42,7 +42,7 @@ from posix import environ as _environ
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
-    from typing import Optional
+    from typing import Optional, TextIO
 
 _S_IFMT = 0o170000
 S_IFDIR = 0o040000
@@ -82,12 +82,14 @@ def boot_clock():
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-def warn(text: "str") -> "None":
-    """A diagnostic line on stderr, best effort: a runtime that closed its end (EPIPE)
-    or a full disk behind stderr must never fail the call, nor roll it back."""
+def warn(text: "str", stream: "Optional[TextIO]" = None) -> "None":
+    """A diagnostic line on ``stream`` (default: stderr), best effort: a runtime that
+    closed its end (EPIPE) or a full disk behind stderr must never fail the call, nor
+    roll it back. The node daemon gives each call its own stream (its client's)."""
+    stream = sys.stderr if stream is None else stream
     try:
-        sys.stderr.write("host-local-sqlite: %s\n" % text)
-        sys.stderr.flush()
+        stream.write("host-local-sqlite: %s\n" % text)
+        stream.flush()
     except (OSError, ValueError):
         pass
 

@@ -1,5 +1,6 @@
-"""A queue for writers: an flock on a file beside the database, with a timeout; and the
-waits for host-local's ``lock``, which another program owns.
+"""A queue for writers: an flock on a file beside a SQLite database (or, for a shared
+database, in this node's dataDir), with a timeout; and the waits for host-local's
+``lock``, which another program owns.
 
 SQLite's own busy handler polls with sleeps of up to 100 ms, so under a burst of plugin
 processes (a node starting 100 pods) most of the wall time would be spent asleep. The
@@ -16,7 +17,7 @@ import fcntl
 
 from ipam import system
 from ipam.errors import IoFailure, TryAgain
-from ipam.paths import WRITER_QUEUE_SUFFIX
+from ipam.paths import SHARED_QUEUE_NAME, WRITER_QUEUE_SUFFIX
 from ipam.system import O_CLOEXEC, O_CREAT, O_NOFOLLOW, O_RDONLY, O_RDWR
 
 TYPE_CHECKING = False
@@ -70,23 +71,33 @@ def share_between_threads() -> "None":
     _THREAD_LOCKS = {}
 
 
+def _queued_for(path: "str") -> "str":
+    """What waits behind the queue at ``path``, for its errors: a SQLite database (its
+    queue ``<database>.lock``), or this node's writers to a shared database (the queue
+    in dataDir: the database is the server's, and other nodes' writers do not queue
+    here)."""
+    if path.rpartition("/")[2] == SHARED_QUEUE_NAME:
+        return "this node's writers' queue %s (of a shared database)" % path
+    return "database %s" % path.removesuffix(WRITER_QUEUE_SUFFIX)
+
+
 def acquire(path: "str", patience: "Patience", create: "bool" = True) -> "Optional[int]":
     """Hold an exclusive flock on ``path`` (created 0600), waiting as ``patience`` allows
     (:mod:`ipam.waits`); returns the fd to release.
 
     A reader that queues (``create`` False: ipamctl check) creates nothing: where the
     file does not exist no writer has ever queued, and the answer is None."""
-    database = path.removesuffix(WRITER_QUEUE_SUFFIX)
+    what = _queued_for(path)
     queue = None
     if _THREAD_LOCKS is not None:
-        queue = _threads_queue(path, patience, "database %s is locked by another call "
-                               "past %%s; try again later" % database)
+        queue = _threads_queue(path, patience, "%s is locked by another call past %%s; try "
+                               "again later" % what)
     fd = None
     try:
         fd = _open(path, create)
         if fd is not None:
-            _take(fd, patience, queue, True, path, "database %s is locked by another "
-                  "process past %%s; try again later" % database)
+            _take(fd, patience, queue, True, path, "%s is locked by another process past "
+                  "%%s; try again later" % what)
     except BaseException:
         if fd is not None:
             system.close(fd)

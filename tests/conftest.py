@@ -10,6 +10,7 @@ import sys
 import helpers
 import pytest
 from click.testing import CliRunner
+from fake_store import FakeStore
 from helpers import (
     CHAOS_CALLS,
     ENTRY_PATHS,
@@ -25,7 +26,6 @@ from helpers import (
 
 from host_local_sqlite_cli.main import cli
 from ipam.paths import DAEMON_ENV
-from ipam.store.memory import MemoryStore
 from ipam.store.sqlite import SqliteStore
 
 _skipped = []
@@ -139,7 +139,7 @@ def pg_url(pg_server):
 def store(request, tmp_path):
     """The Store contract's implementations, driven by the same tests."""
     if request.param == "memory":
-        s = MemoryStore()
+        s = FakeStore()
     elif request.param == "sqlite":
         s = SqliteStore(str(tmp_path / "leases.db"))
     else:

@@ -327,7 +327,7 @@ def serve_daemon(socket_path, **kw):
     """An :class:`ipam.daemon.Daemon` on ``socket_path`` in this process, its workers on
     threads (its ``serve()`` waits for signals, which only the main thread gets): yields
     the daemon; drains and closes it after, and puts back the state it set for the
-    process (stderr, the writers' thread locks)."""
+    process (the writers' thread locks)."""
     from ipam import daemon, writer_lock
 
     saved = writer_lock._THREAD_LOCKS

@@ -4,12 +4,13 @@ import os
 import time
 import types
 
+import fake_store
 import pytest
 from helpers import note, owners, put
 
 from ipam import admin, consistency, system
 from ipam.schema_version import HEAD
-from ipam.store import memory, table
+from ipam.store import table
 
 ip = ipaddress.ip_address
 
@@ -20,7 +21,7 @@ def clock(monkeypatch):
     now = [1_000_000.0]
     fake = types.SimpleNamespace(time=lambda: now[0], clock_gettime=lambda clock: now[0],
                                  CLOCK_BOOTTIME=time.CLOCK_BOOTTIME)
-    for module in (table, memory, system):
+    for module in (table, fake_store, system):
         monkeypatch.setattr(module, "time", fake)
     return now
 

@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from fake_store import FakeStore
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +16,6 @@ from ipam.config import load
 from ipam.errors import ConfigError
 from ipam.lease import Lease
 from ipam.ranges import Range, RangeSet, canonicalize, clip, first_overlap, make_set, merge
-from ipam.store.memory import MemoryStore
 
 ip = ipaddress.ip_address
 PROPERTY = settings(max_examples=300, deadline=None)
@@ -184,7 +184,7 @@ def test_allocation_skips_exclusions_as_a_scan_does(blocks, taken):
     base = int(ip("10.0.0.0"))
     rs = make_set([canonicalize("10.0.0.0/25", None, ip(base + 40), None,
                                 [(base + a, base + b) for a, b in blocks])])
-    store = MemoryStore()
+    store = FakeStore()
     for k in taken:
         store.reserve(Lease("n", ip(base + 2 + k), 0, "c%d" % k, "eth0"), "add")
     free = [n for n in range(base + 2, base + 41)  # .1, the first address, is the gateway
@@ -294,7 +294,7 @@ def test_twenty_thousand_exclusions_load_and_allocate_in_a_few_steps():
     assert took < 1.0  # 40 ms here; 3 s before, one scan of the list per address
     r = cfg.range_sets[0][0]
     assert r.exclude == ((base, base + 19999),)
-    store = MemoryStore()
+    store = FakeStore()
     with store.transaction():
         (a,), _ = allocator.add(store, "n", cfg.range_sets, [], "c", "eth0")
     assert a.ip == ip(base + 20000)

@@ -1,6 +1,6 @@
 """The node daemon (ipam.daemon) in this process: its threads serving calls, called through
 its socket by the client's own call() or by the real plugin. Its log line, the
-stderr it captures per call, the calls it declines, its health answer, how it takes its
+stderr each call gets, the calls it declines, its health answer, how it takes its
 socket (and refuses to take another's) and what a drain leaves behind. A daemon as a
 process of its own (ipamctl serve: signals, SIGKILL mid-burst) is tested elsewhere."""
 import contextlib
@@ -47,30 +47,35 @@ def sock(tmp_path):
 
 
 # -- stderr per call -------------------------------------------------------------------
-def test_stderr_is_captured_per_thread():
-    real = io.StringIO()
-    stderr = daemon._Stderr(real)
-    both = threading.Barrier(2, timeout=10)
-    got = {}
-
-    def one_call(name):
-        stderr.capture()
-        both.wait()  # both capturing at once, writing in turns
-        for i in range(100):
-            stderr.write("%s%d;" % (name, i))
-        both.wait()
-        got[name] = stderr.release()
-        stderr.write("after %s\n" % name)  # released: the daemon's log again
-
-    threads = [threading.Thread(target=one_call, args=(n,)) for n in "ab"]
-    for t in threads:
-        t.start()
-    stderr.write("main\n")
-    for t in threads:
-        t.join(10)
-    assert got == {n: "".join("%s%d;" % (n, i) for i in range(100)) for n in "ab"}
-    assert sorted(real.getvalue().splitlines()) == ["after a", "after b", "main"]
-    assert stderr.getvalue() == real.getvalue()  # anything else is the real stream's
+def test_calls_at_once_each_get_their_own_warnings(sock, netconf, data_dir):
+    """Each call's diagnostics are passed into it (its context's stderr), never a swap
+    of the process's ``sys.stderr``: a call that warned and then waits for its network's
+    lock, while another call warns and is answered, gets its own line alone; the
+    daemon leaves ``sys.stderr`` as it found it, while it serves and after."""
+    stderr = sys.stderr
+    conf_a = netconf(dict(SUBNET, busyTimeout=30), name="a")
+    conf_b = netconf(dict(SUBNET, busyTimeout=30), name="b")
+    args = "IgnoreUnknown=1;K8S_POD_UID=%s\x01"
+    waited = []
+    with serve_daemon(sock, log=io.StringIO()) as d:
+        assert sys.stderr is stderr
+        assert call(sock, "ADD", conf_a, container_id="a0")[0] == 0  # a's lock file exists
+        lock = _hold(data_dir / "a" / "lock")
+        try:
+            caller = threading.Thread(target=lambda: waited.append(call(
+                sock, "ADD", conf_a, container_id="a1", args=args % "a")))
+            caller.start()
+            _in_flight(d, 1)
+            answered = call(sock, "ADD", conf_b, container_id="b1", args=args % "b")
+            assert sys.stderr is stderr
+        finally:
+            os.close(lock)
+        caller.join(30)
+    line = 'host-local-sqlite: CNI_ARGS K8S_POD_UID not recorded: unprintable ' \
+           'characters: "%s\\x01"\n'
+    assert answered == (0, answered[1], line % "b")
+    assert [(status, err) for status, _, err in waited] == [(0, line % "a")]
+    assert sys.stderr is stderr
 
 
 def test_a_calls_warnings_go_to_its_client_not_the_log(sock, netconf):
@@ -82,6 +87,20 @@ def test_a_calls_warnings_go_to_its_client_not_the_log(sock, netconf):
     assert err == 'host-local-sqlite: CNI_ARGS K8S_POD_UID not recorded: unprintable ' \
                   'characters: "a\\x01b"\n'
     assert "K8S_POD_UID" not in log.getvalue()
+
+
+def test_the_mirrors_warnings_go_to_its_client_not_the_log(sock, netconf, data_dir):
+    """What the mirror says about files it found (ipam.reconcile, through the call's
+    NetworkFiles) reaches the call's client too, as a plugin process's stderr."""
+    (data_dir / "mynet").mkdir()
+    (data_dir / "mynet" / "10.8.0.2").write_bytes(b"")  # names no owner
+    log = io.StringIO()
+    with serve_daemon(sock, log=log):
+        status, out, err = call(sock, "ADD", netconf(SUBNET), container_id="c1")
+    assert status == 0, out
+    assert "10.8.0.3/24" in out
+    assert "address file(s) name no owner" in err and "10.8.0.2" in err, err
+    assert "no owner" not in log.getvalue()
 
 
 # -- the log line ------------------------------------------------------------------------
@@ -371,7 +390,7 @@ def test_the_process_state_is_put_back_after_close(sock):
 
     stderr, locks = sys.stderr, writer_lock._THREAD_LOCKS
     with serve_daemon(sock, log=io.StringIO()):
-        assert isinstance(sys.stderr, daemon._Stderr)
+        assert sys.stderr is stderr  # each call's stderr is passed in, never swapped
         assert writer_lock._THREAD_LOCKS is not None
     assert sys.stderr is stderr
     assert writer_lock._THREAD_LOCKS is locks

@@ -7,6 +7,7 @@ import os
 import time
 
 import pytest
+from fake_store import FakeStore
 
 from ipam import allocator, reconcile
 from ipam.errors import IoFailure, TryAgain
@@ -14,7 +15,6 @@ from ipam.exporter import Mirror, NetworkDir
 from ipam.lease import Changes, Lease
 from ipam.paths import PENDING_PREFIX
 from ipam.ranges import canonicalize, make_set
-from ipam.store.memory import MemoryStore
 
 ip = ipaddress.ip_address
 
@@ -42,7 +42,7 @@ def commit(files):
 
 
 def test_claim_writes_host_local_layout(tmp_path):
-    store = MemoryStore()
+    store = FakeStore()
     files = hold(tmp_path, store)
     for x in (lease("10.1.2.2"), lease("2001:db8::2", idx=1), lease("10.1.2.9", "legacy", None)):
         assert files.claim(x) is None
@@ -65,7 +65,7 @@ def test_claim_writes_host_local_layout(tmp_path):
 def test_claim_never_replaces_another_owners_file(tmp_path):
     """Go's O_EXCL: an existing file is a taken address. One naming an owner is
     recorded as a lease (history reason adopt); one naming no one is just skipped."""
-    store = MemoryStore()
+    store = FakeStore()
     d = tmp_path / "net"
     with store.transaction():
         files = hold(tmp_path, store)
@@ -85,7 +85,7 @@ def test_claim_never_replaces_another_owners_file(tmp_path):
 
 
 def test_allocator_skips_addresses_whose_files_are_taken(tmp_path, capsys):
-    store = MemoryStore()
+    store = FakeStore()
     d = tmp_path / "net"
     d.mkdir()
     (d / "10.1.2.2").write_bytes(b"go\r\neth0")
@@ -110,7 +110,7 @@ def test_allocator_skips_addresses_whose_files_are_taken(tmp_path, capsys):
 
 
 def test_release_removes_only_a_file_naming_that_owner(tmp_path):
-    store = MemoryStore()
+    store = FakeStore()
     files = hold(tmp_path, store)
     a, b = lease("10.1.2.2"), lease("10.1.2.3", "b")
     assert files.claim(a) is None and files.claim(b) is None
@@ -131,7 +131,7 @@ def test_a_link_is_never_followed_nor_replaced(tmp_path):
     d = tmp_path / "data" / "net"
     d.mkdir(parents=True)
     (d / "10.1.2.2").symlink_to(target)
-    files = hold(tmp_path / "data", MemoryStore())
+    files = hold(tmp_path / "data", FakeStore())
     assert files.claim(lease("10.1.2.2")) is False
     assert files.apply(released(lease("10.1.2.2"))) == [
         "left %s/10.1.2.2: not a regular file, so not a/eth0's lease file" % d]
@@ -146,7 +146,7 @@ def test_symlinked_network_dir_is_refused(tmp_path):
     data.mkdir()
     (data / "net").symlink_to(outside)
     with pytest.raises(IoFailure, match="symbolic link"):
-        hold(data, MemoryStore())
+        hold(data, FakeStore())
     assert list(outside.iterdir()) == []
 
 
@@ -159,16 +159,16 @@ def test_changes_are_made_under_host_locals_lock_with_a_bounded_wait(tmp_path):
         start = time.monotonic()
         with pytest.raises(TryAgain, match="net/lock .host-local's lock. is held by another "
                                            "process past the busy timeout"):
-            hold(tmp_path, MemoryStore(), timeout=0.3)
+            hold(tmp_path, FakeStore(), timeout=0.3)
         assert 0.3 <= time.monotonic() - start < 2
         fcntl.flock(fd, fcntl.LOCK_UN)
-        hold(tmp_path, MemoryStore(), timeout=0.3).close()
+        hold(tmp_path, FakeStore(), timeout=0.3).close()
     finally:
         os.close(fd)
 
 
 def test_the_stamp_notices_another_writer_and_our_own_change_does_not(tmp_path):
-    store = MemoryStore()
+    store = FakeStore()
     files = hold(tmp_path, store)
     assert files.changed()  # never recorded: reconcile once
     assert files.claim(lease("10.1.2.2")) is None
@@ -185,7 +185,7 @@ def test_the_stamp_notices_another_writer_and_our_own_change_does_not(tmp_path):
 def test_an_unfinished_commands_journal_is_undone_from_the_database(tmp_path):
     """Files the dead command journaled are ours: removed where the database has no such
     lease, written back where it does. A file that changed since is someone else's."""
-    store = MemoryStore()
+    store = FakeStore()
     with store.transaction():
         store.reserve(lease("10.1.2.2"), "add")
     d = tmp_path / "net"
@@ -210,7 +210,7 @@ def test_a_reconcile_writes_back_our_files_and_cursors_never_over_anothers(tmp_p
     owner is released and that owner recorded (the file is never replaced); the cursor
     files show the database's cursors (one it has none for goes, as check --repair
     removes it); a directory under a cursor's name is left."""
-    store = MemoryStore()
+    store = FakeStore()
     with store.transaction():
         for addr, cid in (("10.1.2.2", "a"), ("10.1.2.3", "b"), ("10.1.2.4", "c")):
             store.reserve(lease(addr, cid), "add")
@@ -260,7 +260,7 @@ def test_differences_and_sync(tmp_path):
     (d / "subdir").mkdir()
     (d / "10.1.2.10").mkdir()  # a directory under an address's name: no one's lease
     leases = [lease("10.1.2.2"), lease("10.1.2.3", "b"), lease("10.1.2.4", "b", "eth1")]
-    files = Mirror(str(tmp_path)).open(MemoryStore(), "net", create=False)
+    files = Mirror(str(tmp_path)).open(FakeStore(), "net", create=False)
     try:
         dry = reconcile.differences(files.d, leases, {0: ip("10.1.2.3")})
         diffs = reconcile.sync(files, leases, {0: ip("10.1.2.3")})
@@ -280,16 +280,16 @@ def test_differences_and_sync(tmp_path):
 
 def test_a_reader_creates_nothing(tmp_path):
     (tmp_path / "net").mkdir()
-    files = Mirror(str(tmp_path)).open(MemoryStore(), "net", create=False)
+    files = Mirror(str(tmp_path)).open(FakeStore(), "net", create=False)
     files.close()
     assert os.listdir(tmp_path / "net") == []
     with pytest.raises(IoFailure, match="cannot open"):
-        Mirror(str(tmp_path)).open(MemoryStore(), "absent", create=False)
+        Mirror(str(tmp_path)).open(FakeStore(), "absent", create=False)
 
 
 def test_disabled_mirror_touches_nothing(tmp_path):
     m = Mirror(str(tmp_path), enabled=False)
-    assert m.open(MemoryStore(), "net") is None
+    assert m.open(FakeStore(), "net") is None
     assert os.listdir(tmp_path) == []
 
 

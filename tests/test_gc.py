@@ -16,6 +16,7 @@ import time
 import uuid
 from ipaddress import ip_address
 
+import fake_store
 import pytest
 from docs_pages import subsections
 from helpers import (
@@ -39,7 +40,7 @@ from helpers import (
 from host_local_sqlite_cli.output import lease_row
 from ipam import admin, gc, system
 from ipam.lease import Lease
-from ipam.store import memory, table
+from ipam.store import table
 
 SUBNET = {"subnet": "10.1.2.0/24"}
 LEASE_KEYS = set(lease_row(Lease("n", "10.1.2.2", 0, "a", "eth0")))
@@ -132,7 +133,7 @@ def test_a_lease_is_aged_on_the_boot_clock(store, monkeypatch):
     wall, boot = [1_000_000.0], [5_000.0]
     fake = types.SimpleNamespace(time=lambda: wall[0], clock_gettime=lambda c: boot[0],
                                  CLOCK_BOOTTIME=time.CLOCK_BOOTTIME)
-    for module in (table, memory, system, gc):
+    for module in (table, fake_store, system, gc):
         monkeypatch.setattr(module, "time", fake)
     with store.transaction():
         assert store.reserve(Lease("n", ip_address("10.1.2.2"), 0, "young", "eth0"), "add")

@@ -1,4 +1,5 @@
-"""The Store contract, run against the in-memory fake and SQLite alike."""
+"""The Store contracts, run against the in-memory fake (tests/fake_store.py), SQLite and
+PostgreSQL alike."""
 import ipaddress
 import random
 import time
@@ -122,16 +123,16 @@ def test_first_free_ipv6_top_of_prefix(store):
         assert store.first_free("n", lo, hi) is None
 
 
-@pytest.mark.parametrize("cls", ["ipam.store.memory.MemoryStore", "ipam.store.sqlite.SqliteStore",
+@pytest.mark.parametrize("cls", ["fake_store.FakeStore", "ipam.store.sqlite.SqliteStore",
                                  "ipam.store.postgres.PostgresStore"])
 def test_implementations_have_every_protocol_method(cls):
     import importlib
 
-    from ipam.store.protocol import Store
+    from ipam.store.protocol import AdminStore, Store
 
     module, _, name = cls.rpartition(".")
     impl = getattr(importlib.import_module(module), name)
-    wanted = [m for m in vars(Store) if not m.startswith("_")]
+    wanted = [m for p in (Store, AdminStore) for m in vars(p) if not m.startswith("_")]
     assert wanted and all(callable(getattr(impl, m, None)) for m in wanted)
 
 

@@ -248,3 +248,27 @@ def test_a_waiter_in_another_process_sees_the_daemons_turns(tmp_path):
             if t.is_alive():
                 t.join(30)
         writer_lock._THREAD_LOCKS = saved
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["sqlite", "shared"])
+def test_a_queue_past_its_wait_says_whose_queue_it_is(tmp_path, shared):
+    """A SQLite database's queue names the database; a shared database's node queue (in
+    dataDir) is this node's, not a database: its error says so."""
+    from ipam import writer_lock
+    from ipam.errors import TryAgain
+
+    if shared:
+        path, what = paths.shared_queue(str(tmp_path)), "this node's writers' queue %s (of " \
+            "a shared database)" % paths.shared_queue(str(tmp_path))
+    else:
+        db = str(tmp_path / "leases.db")
+        path, what = paths.writer_queue(db), "database %s" % db
+    holder = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with pytest.raises(TryAgain) as e:
+            writer_lock.acquire(path, Patience(0.2, 10.0))
+    finally:
+        os.close(holder)
+    assert e.value.msg == ("%s is locked by another process past the busy timeout (0.2s); "
+                           "try again later" % what)

@@ -1,12 +1,22 @@
-"""The Store contract: every operation the plugin needs, and nothing about SQL.
+"""The Store contracts: what a CNI command needs, and what ipamctl needs beside it.
+
+:class:`Store` is the plugin's: every operation one CNI command (ADD, DEL, CHECK, GC,
+STATUS) makes, with the mirror it keeps and the boots it stamps, and nothing more.
+host-local's own store (``backend/store.go``) has seven methods; ours adds what host-local
+does without a database (the transaction instead of lock/unlock, its files reconciled
+as leases, the config a network was added with, the history a call trims) and nothing
+that only an operator asks. :class:`AdminStore` adds what ipamctl asks: the history and
+its follow, every network and node, the engine's health, forgetting networks and boots.
+Each function is typed with the narrower one it needs, so the type checker keeps
+operator queries out of the plugin's path.
 
 Implementations: :class:`ipam.store.sqlite.SqliteStore` (the embedded default, stdlib
-sqlite3), :class:`ipam.store.postgres.PostgresStore` (a PostgreSQL database shared by many
-nodes), both the one algorithm of :class:`ipam.store.table.LeaseTable`, and
-:class:`ipam.store.memory.MemoryStore` (an in-memory fake for the rules' unit tests). All
-pass the same contract tests (tests/test_store_contract.py), and mypy checks each
-against this protocol (the assignments at the end of this module). A plugin call never
-imports this module: it exists for type checkers and readers.
+sqlite3) and :class:`ipam.store.postgres.PostgresStore` (a PostgreSQL database shared by
+many nodes), both the one algorithm of :class:`ipam.store.table.LeaseTable`; the tests
+add an in-memory fake (tests/fake_store.py). All pass the same contract tests
+(tests/test_store_contract.py), and mypy checks each against :class:`AdminStore` (the
+engines at the end of this module; the fake in its own module, which ``make typecheck``
+reads). A plugin call never imports this module: it exists for type checkers and readers.
 """
 from contextlib import AbstractContextManager
 from types import TracebackType
@@ -18,18 +28,16 @@ from ipam.waits import Patience
 
 
 class Store(Protocol):
+    """What one CNI command needs (:mod:`ipam.commands` and the rules and mirror it
+    runs: :mod:`ipam.allocator`, :mod:`ipam.exporter`, :mod:`ipam.reconcile`,
+    :mod:`ipam.node_boots`), and the node daemon's pool (:mod:`ipam.store.pool`)."""
+
     # True when many nodes share the store: a node's mirror, GC and ipamctl then walk
     # its own leases (leases() is scoped), and its dataDir and cursor files are its own.
     shared: bool
-    # Whose leases leases() walks: a node's name (a shared store's, by default its own
-    # node), or None for every lease in the store.
-    scope: Optional[str]
-    # This node's name: recorded with each lease and event it makes (None: a memory store
-    # made without one).
+    # This node's name: recorded with each lease and event it makes (None: a store made
+    # without one).
     node: Optional[str]
-    # Seconds a wait for a lock's holder may last (the config's busyTimeout, else the
-    # engine's default): a plugin call's Patience starts from it (ipam.waits).
-    timeout: float
 
     def close(self) -> None:
         """Release the connection; the store is not used again."""
@@ -99,38 +107,9 @@ class Store(Protocol):
     def release(self, lease: Lease, reason: str) -> None:
         """Delete ``lease`` and record the release, with its pod identity, in the history."""
 
-    def history(self, network: Optional[str] = None, ip: Optional[IP] = None,
-                container_id: Optional[str] = None, since: Optional[float] = None,
-                until: Optional[float] = None, container_prefix: Optional[str] = None,
-                pod_name: Optional[str] = None) -> list[Event]:
-        """Allocation and release events in commit order (the wall clock may step), each
-        with the lease's pod identity; ``container_prefix`` selects every container ID
-        that starts with it."""
-
-    def events_after(self, after: int, limit: int) -> list[tuple[int, Event]]:
-        """``(id, event)`` of at most ``limit`` events whose id is above ``after``, in id
-        order. Ids grow with each event inserted; on a shared store a transaction that
-        began earlier may commit a smaller one later (see :func:`ipam.admin.follow`)."""
-
-    def last_event_id(self) -> int:
-        """The largest event id (0: no event)."""
-
-    def container_ids(self, starts: Iterable[str]) -> set[str]:
-        """Every container ID the database knows that begins with one of ``starts``: a
-        lease's, of any node whatever the scope, or a history event's."""
-
     def prune_history(self, before: float, limit: int) -> int:
         """Delete at most ``limit`` of the oldest events stamped before ``before`` (every
         node's, on a shared store: the history is the pool's); how many went."""
-
-    def count_history(self, before: float) -> int:
-        """How many events are stamped before ``before`` (every node's)."""
-
-    def integrity(self) -> list[str]:
-        """Problems the database engine finds in itself; empty when healthy."""
-
-    def revision(self) -> Optional[str]:
-        """The schema revision (alembic's)."""
 
     def first_free(self, network: str, lo: IP, hi: IP) -> Optional[IP]:
         """The lowest address in [lo, hi] not leased in ``network``, found without a walk."""
@@ -154,20 +133,6 @@ class Store(Protocol):
 
     def set_mirror_stamp(self, network: str, stamp: str) -> None: ...
 
-    def networks(self) -> Iterable[str]:
-        """Networks with a lease or a cursor."""
-
-    def lease_counts(self, network: str) -> dict[Optional[str], int]:
-        """``{node: leases held in network}`` over every node, whatever the scope."""
-
-    def network_times(self, network: str) -> tuple[Optional[float], Optional[float]]:
-        """When the ``networks`` row was last written (None: no row, or not recorded),
-        and the time of the network's newest history event (None: none)."""
-
-    def forget_network(self, network: str) -> None:
-        """Delete the network's ``networks`` row, cursors and every node's mirror stamp;
-        its history stays. The caller has released its leases first."""
-
     def boots(self, node: Optional[str] = None) -> tuple[float, list[Boot]]:
         """The database clock's now (seconds since the epoch; on a shared store the
         server's, one clock for every node), and the recorded boots of ``node`` (None:
@@ -184,14 +149,69 @@ class Store(Protocol):
         name and boot unless given (a walk of the leases: ipamctl's, and a call's only
         while a conflict stands)."""
 
+
+class AdminStore(Store, Protocol):
+    """What ipamctl needs beside a command's operations (:mod:`ipam.admin` and the
+    modules behind the other commands): the history, every network and node, the
+    engine's health, forgetting a network or a node's boots."""
+
+    # Whose leases leases() walks: a node's name (a shared store's, by default its own
+    # node), or None for every lease in the store.
+    scope: Optional[str]
+
+    def __enter__(self) -> "AdminStore": ...
+
+    def history(self, network: Optional[str] = None, ip: Optional[IP] = None,
+                container_id: Optional[str] = None, since: Optional[float] = None,
+                until: Optional[float] = None, container_prefix: Optional[str] = None,
+                pod_name: Optional[str] = None) -> list[Event]:
+        """Allocation and release events in commit order (the wall clock may step), each
+        with the lease's pod identity; ``container_prefix`` selects every container ID
+        that starts with it."""
+
+    def events_after(self, after: int, limit: int) -> list[tuple[int, Event]]:
+        """``(id, event)`` of at most ``limit`` events whose id is above ``after``, in id
+        order. Ids grow with each event inserted; on a shared store a transaction that
+        began earlier may commit a smaller one later (see :func:`ipam.admin.follow`)."""
+
+    def last_event_id(self) -> int:
+        """The largest event id (0: no event)."""
+
+    def container_ids(self, starts: Iterable[str]) -> set[str]:
+        """Every container ID the database knows that begins with one of ``starts``: a
+        lease's, of any node whatever the scope, or a history event's."""
+
+    def count_history(self, before: float) -> int:
+        """How many events are stamped before ``before`` (every node's)."""
+
+    def integrity(self) -> list[str]:
+        """Problems the database engine finds in itself; empty when healthy."""
+
+    def revision(self) -> Optional[str]:
+        """The schema revision (alembic's)."""
+
+    def networks(self) -> Iterable[str]:
+        """Every network the store knows, in name order: one with a lease, a cursor, or
+        a ``networks`` row (its config recorded by an ADD, kept after its last DEL)."""
+
+    def lease_counts(self, network: str) -> dict[Optional[str], int]:
+        """``{node: leases held in network}`` over every node, whatever the scope."""
+
+    def network_times(self, network: str) -> tuple[Optional[float], Optional[float]]:
+        """When the ``networks`` row was last written (None: no row, or not recorded),
+        and the time of the network's newest history event (None: none)."""
+
+    def forget_network(self, network: str) -> None:
+        """Delete the network's ``networks`` row, cursors and every node's mirror stamp;
+        its history stays. The caller has released its leases first."""
+
     def forget_boots(self, node: str, keep: Optional[str]) -> int:
         """Drop the records of every boot of ``node`` but ``keep``; how many went."""
 
 
-if TYPE_CHECKING:  # each implementation must satisfy the protocol: mypy checks these
-    from ipam.store.memory import MemoryStore
+if TYPE_CHECKING:  # each engine must satisfy the contracts: mypy checks these
     from ipam.store.postgres import PostgresStore
     from ipam.store.sqlite import SqliteStore
 
-    def _conforms(a: MemoryStore, b: SqliteStore, c: PostgresStore) -> list[Store]:
-        return [a, b, c]
+    def _conforms(b: SqliteStore, c: PostgresStore) -> list[AdminStore]:
+        return [b, c]

@@ -24,12 +24,12 @@ except ImportError:  # pragma: no cover - another implementation
 
 # The modules a plugin call runs in process (ADD with resolvConf, CHECK, DEL), besides
 # those imported before the bundle is read: the package, this module, ipam.system, and
-# the client's (ipam.client, ipam.paths), which a call forwarded to the node daemon runs
-# alone. A test keeps the list exact.
+# the client's (ipam.client, ipam.process, ipam.paths), which a call forwarded to the
+# node daemon runs alone. A test keeps the list exact.
 HOT_PATH = (
     "ipam.errors", "ipam.addr", "ipam.lease", "ipam.allocator", "ipam.ranges",
     "ipam.config", "ipam.jsonio", "ipam.result", "ipam.backend",
-    "ipam.exporter", "ipam.commands", "ipam.cni", "ipam.__main__", "ipam.writer_lock",
+    "ipam.exporter", "ipam.commands", "ipam.cni", "ipam.writer_lock",
     "ipam.waits",
     "ipam.schema_version", "ipam.sqlite_module", "ipam.sqlite_db", "ipam.store",
     "ipam.store.table", "ipam.store.sqlite",

@@ -64,7 +64,7 @@ import sys
 import threading
 import time
 
-from ipam import caller, client, paths, system, writer_lock
+from ipam import caller, client, paths, process, system, writer_lock
 from ipam.commands import CallContext
 from ipam.errors import Interrupted, IoFailure, TryAgain
 from ipam.metrics import Metrics
@@ -218,7 +218,7 @@ def _read_request(conn: "socket.socket", deadline: "float"
             continue
         except ValueError:
             pass
-        if len(buf) - at >= 4 and int.from_bytes(buf[at:at + 4], "big") > client.MAX_STDIN * 2:
+        if len(buf) - at >= 4 and int.from_bytes(buf[at:at + 4], "big") > process.MAX_STDIN * 2:
             raise ValueError("the request is too large")
         buf += _recv(conn, 1 << 20, deadline, "request")
     return kind, blobs

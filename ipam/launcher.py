@@ -20,8 +20,8 @@ import shlex
 import subprocess
 import sys
 
-from ipam.client import SIGNALS
 from ipam.paths import PLUGIN_NAME, temp_affixes
+from ipam.process import SIGNALS
 
 # The launcher is a shell script and a Python script at once. The kernel runs it with
 # /bin/sh, which execs the interpreter only once it has seen it there: with a
@@ -33,8 +33,8 @@ from ipam.paths import PLUGIN_NAME, temp_affixes
 # /bin/sh (dash on Debian) costs each call about 0.65 ms (docs/performance.md): the
 # price of an answer the runtime can show.
 # The shell's first real command ignores the signals that end a call
-# (ipam.client.SIGNALS), and the interpreter it execs keeps them ignored (and sets no
-# KeyboardInterrupt handler) until the plugin sets its own (ipam.client.Guard): a signal
+# (ipam.process.SIGNALS), and the interpreter it execs keeps them ignored (and sets no
+# KeyboardInterrupt handler) until the plugin sets its own (ipam.process.Guard): a signal
 # during the start-up changes nothing, where it would kill the shell, or stop the
 # interpreter with a traceback.
 _TEMPLATE = '''#!/bin/sh

@@ -821,7 +821,7 @@ static _Noreturn void in_process(char **argv)
         }
     }
     /* As the launcher's shell does first thing: these signals ignored until the plugin
-     * sets its own guard (ipam.client.Guard); the rest as this process found them. */
+     * sets its own guard (ipam.process.Guard); the rest as this process found them. */
     for (size_t i = 0; i < 3; i++) signal(end_signals[i], SIG_IGN);
     signal(SIGPIPE, SIG_DFL);
     sigprocmask(SIG_SETMASK, &start_mask, NULL);

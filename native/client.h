@@ -4,7 +4,8 @@
 #define HOST_LOCAL_SQLITE_CLIENT_H
 #include <stddef.h>
 
-/* ipam.client's constants, which tests/test_native_client.py checks against these. */
+/* ipam.client's constants (MAX_STDIN: ipam.process's), which tests/test_native_client.py
+ * checks against these. */
 #define MAGIC "host-local-sqlite/2\n"
 #define TAKE_TIMEOUT_MS 1000
 #define ANSWER_MARGIN_MS 2000

@@ -32,7 +32,7 @@ import sys
 sys.frozen = True  # what frozen-aware code checks: ipamctl install-plugin copies the build
 
 PLUGIN_MAIN = "__main__host_local_sqlite"  # the executable host_local_sqlite's
-# ipam.client.SIGNALS (SIGINT, SIGTERM, SIGHUP), before the plugin's modules are loaded;
+# ipam.process.SIGNALS (SIGINT, SIGTERM, SIGHUP), before the plugin's modules are loaded;
 # tests/test_signals.py checks that they are the same.
 SIGNALS = (2, 15, 1)
 IN_USE = "IN-USE.lock"  # ipam.frozen.IN_USE, in the copy beside the executables

@@ -10,9 +10,9 @@ import click
 from click.core import ParameterSource
 
 from ipam import access, addr, admin, labels, network_configs, paths, plugin_dirs
-from ipam.backend import POSTGRESQL, locate
 from ipam.backend import open_store as _open_store
 from ipam.errors import IoFailure
+from ipam.store.location import POSTGRESQL, locate
 
 T = TypeVar("T")
 SizedT = TypeVar("SizedT", bound=Sized)

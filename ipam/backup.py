@@ -25,9 +25,9 @@ from typing import Any
 from urllib.parse import quote
 
 from ipam import paths, sqlite_db, writer_lock
-from ipam.backend import SQLITE, locate
 from ipam.errors import ConfigError, IoFailure, SchemaError, TryAgain
 from ipam.schema_version import HEAD, REVISIONS
+from ipam.store.location import SQLITE, locate
 from ipam.waits import Patience
 
 _MAGIC = b"SQLite format 3\0"

@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - another implementation
 # node daemon runs alone. A test keeps the list exact.
 HOT_PATH = (
     "ipam.errors", "ipam.addr", "ipam.lease", "ipam.allocator", "ipam.ranges",
-    "ipam.config", "ipam.jsonio", "ipam.result", "ipam.backend",
+    "ipam.config", "ipam.jsonio", "ipam.result", "ipam.backend", "ipam.store.location",
     "ipam.exporter", "ipam.commands", "ipam.cni", "ipam.writer_lock",
     "ipam.waits",
     "ipam.schema_version", "ipam.sqlite_module", "ipam.sqlite_db", "ipam.store",

@@ -94,16 +94,17 @@ def plan(env: dict[str, str], conf: dict[str, Any]) -> tuple[list[str], float]:
     directory, where its -wal, -shm and writers' queue are; resolvConf), and its bound
     (:func:`ipam.waits.call_bound`). No paths where the config does not load: the call
     answers its error at once, touching nothing."""
-    from ipam import backend, config
+    from ipam import config
+    from ipam.store import location
 
     try:
         c = config.load(conf, env.get("CNI_ARGS", ""))
-        kind, where = backend.locate(c.database)
+        kind, where = location.locate(c.database)
     except IpamError:
         return [], call_bound(DEFAULT_LOCK_WAIT_LIMIT)
     found = [c.data_dir]
     allowance = 0.0
-    if kind == backend.SQLITE:
+    if kind == location.SQLITE:
         found += [os.path.dirname(where) or "/", where]
     else:
         from ipam.store import postgres

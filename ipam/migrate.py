@@ -22,10 +22,9 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ipam import paths, sqlite_db
-from ipam.backend import SQLITE, locate
 from ipam.errors import IoFailure, IpamError, SchemaError
 from ipam.schema_version import HEAD, REVISIONS
-from ipam.store.postgres import redacted
+from ipam.store.location import SQLITE, locate, redacted
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -223,7 +222,7 @@ def fresh_sqlite_schema(revision: str) -> dict[tuple[str, str], tuple[str, str |
 
 
 def upgrade(database: str) -> str:
-    """Bring ``database`` (anything :func:`ipam.backend.locate` accepts) to head; return
+    """Bring ``database`` (anything :func:`ipam.store.location.locate` accepts) to head; return
     the revision.
 
     A database stamped by a newer version is refused with :class:`SchemaError` and left

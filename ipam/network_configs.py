@@ -24,8 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from ipam import cni, config, paths, plugin_dirs
-from ipam.backend import POSTGRESQL, locate
 from ipam.errors import IpamError
+from ipam.store.location import POSTGRESQL, locate
 
 CONF_EXTENSIONS = (".conf", ".conflist", ".json")  # libcni's ConfFiles
 DROP_IN_TYPE = "host-local"  # ``ipamctl install-plugin --name host-local``
@@ -136,7 +136,7 @@ def label(database: str) -> str:
     """A database as tables and messages show it: a path, or a URL without its
     password (the config may hold one; a table is read over shoulders)."""
     if locate(database)[0] == POSTGRESQL:
-        from ipam.store.postgres import redacted
+        from ipam.store.location import redacted
 
         return redacted(database)
     return database

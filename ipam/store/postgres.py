@@ -32,11 +32,11 @@ mirrors and collects only its own leases, while allocation sees the whole pool.
 import random
 import time
 from time import monotonic  # not time.monotonic: tests replace the module's clock
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
-from ipam.backend import POSTGRESQL, locate
 from ipam.errors import ConfigError, IoFailure, Retry, TryAgain
 from ipam.paths import node_name
+from ipam.store.location import POSTGRESQL, locate, redacted
 from ipam.store.table import LeaseTable
 
 TYPE_CHECKING = False
@@ -74,21 +74,12 @@ _REVISION = ("SELECT version_num, (SELECT count(*) FROM networks WHERE network =
 
 
 def conninfo(url: str) -> str:
-    """The libpq connection URI for ``url``, as :func:`ipam.backend.locate` gives it (a
+    """The libpq connection URI for ``url``, as :func:`ipam.store.location.locate` gives it (a
     SQLAlchemy driver suffix dropped); anything else is a ConfigError."""
     kind, server = locate(url)
     if kind != POSTGRESQL:
         raise ConfigError("database %s is not a PostgreSQL URL" % redacted(url))
     return server
-
-
-def redacted(url: str) -> str:
-    """``url`` for messages: the password hidden."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user, _, host = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc="%s:***@%s" % (user.partition(":")[0], host)))
 
 
 def server_name(url: str) -> str:

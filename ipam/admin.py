@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Op
 
 from ipam import addr
 from ipam.errors import IpamError
-from ipam.exporter import Mirror, NetworkDir, mirrored_cursors
+from ipam.exporter import Mirror, NetworkDir
 from ipam.labels import PREFIX, container_ref
+from ipam.mirror.contents import mirrored_cursors
 from ipam.ranges import from_description
 from ipam.selection import Found, found, of_container, of_pod, the_container
 from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT

@@ -29,8 +29,8 @@ except ImportError:  # pragma: no cover - another implementation
 HOT_PATH = (
     "ipam.errors", "ipam.addr", "ipam.lease", "ipam.allocator", "ipam.ranges",
     "ipam.config", "ipam.jsonio", "ipam.result", "ipam.backend", "ipam.store.location",
-    "ipam.exporter", "ipam.commands", "ipam.cni", "ipam.writer_lock",
-    "ipam.waits",
+    "ipam.exporter", "ipam.mirror", "ipam.mirror.contents", "ipam.commands", "ipam.cni",
+    "ipam.writer_lock", "ipam.waits",
     "ipam.schema_version", "ipam.sqlite_module", "ipam.sqlite_db", "ipam.store",
     "ipam.store.table", "ipam.store.sqlite",
     "ipam.dns", "ipam.node_boots",

@@ -28,8 +28,9 @@ opened with O_NOFOLLOW: a symlinked network directory or address file is never f
 
 from time import monotonic_ns
 
-from ipam import addr, system, writer_lock
+from ipam import system, writer_lock
 from ipam.errors import IoFailure
+from ipam.mirror.contents import owner_of, same_owner
 from ipam.paths import (
     MIRROR_LOCK,
     PENDING_PREFIX,
@@ -56,7 +57,6 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
     from os import stat_result
     from typing import Literal, Optional, Union
 
-    from ipam.addr import IP
     from ipam.lease import Changes, Lease
     from ipam.ranges import RangeSet
     from ipam.steps import Steps
@@ -285,23 +285,6 @@ def _read_all(fd: "int") -> "bytes":
 
 def _is_regular(st: "stat_result") -> "bool":
     return system.file_type(st) == system.S_IFREG
-
-
-def owner_of(data: "Optional[bytes]") -> "Optional[tuple[str, Optional[str]]]":
-    """``(container_id, ifname or None)`` that a file's bytes name, or None (empty,
-    garbage). Parsed only when the bytes are not what we would write ourselves."""
-    from ipam.importer import parse_content  # lazy: re, off the common path
-
-    owner, _ = parse_content(data) if data is not None else (None, None)
-    return owner
-
-
-def same_owner(data: "Optional[bytes]", lease: "Lease") -> "bool":
-    """Does a file's content name ``lease``'s owner (in any host-local spelling)?"""
-    if data is None:
-        return False
-    return data == lease.mirror_content() or \
-        owner_of(data) == (lease.container_id, lease.ifname)
 
 
 class Mirror:
@@ -599,20 +582,3 @@ def _what(d: "NetworkDir", name: "str", data: "Optional[bytes]") -> "str":
 
 def _show(data: "bytes") -> "str":
     return data.decode("utf-8", "replace").replace("\r\n", "/").replace("\n", "/")
-
-
-def mirrored_cursors(store: "Store", network: "str") -> "Optional[dict[int, IP]]":
-    """The cursors a network's mirror must show, or None to leave its cursor files alone.
-
-    None on a shared store: there the pool's cursor moves with every node's allocations,
-    while a node's ``last_reserved_ip.N`` means what host-local's does, the last address
-    this node reserved, which its own ADDs write.
-    """
-    return None if store.shared else store.cursors(network)
-
-
-def is_address_name(name: "str") -> "bool":
-    """A name the mirror can own: a canonical address (as Go's net.IP String() writes)."""
-    ip = addr.parse_ip(name)
-    return ip is not None and str(ip) == name
-

@@ -27,13 +27,8 @@ The rules, each the one that can never put two containers on one address:
 """
 
 from ipam import addr, system
-from ipam.exporter import (
-    is_address_name,
-    mirrored_cursors,
-    owner_of,
-    same_owner,
-)
 from ipam.lease import Lease
+from ipam.mirror.contents import is_address_name, mirrored_cursors, owner_of, same_owner
 from ipam.paths import TMP_PREFIX, cursor_index, cursor_name, is_cursor_name
 from ipam.system import S_IFREG
 

@@ -10,8 +10,8 @@ import click
 from click.core import ParameterSource
 
 from ipam import access, addr, admin, labels, network_configs, paths, plugin_dirs
-from ipam.backend import open_store as _open_store
 from ipam.errors import IoFailure
+from ipam.store.backend import open_store as _open_store
 from ipam.store.location import POSTGRESQL, locate
 
 T = TypeVar("T")

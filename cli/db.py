@@ -8,7 +8,7 @@ import click
 
 from host_local_sqlite_cli.common import Obj
 from host_local_sqlite_cli.output import emit, is_terminal, table_or_json
-from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
+from ipam.store.sqlite_db import DEFAULT_BUSY_TIMEOUT
 
 
 @click.group()
@@ -33,7 +33,7 @@ def db_upgrade(obj: Obj) -> None:
         ipamctl --database /var/lib/cni/networks/.host-local-sqlite.db db upgrade
     """
     table_or_json(obj)
-    from ipam import migrate
+    from ipam.store import migrate
 
     revision = migrate.upgrade(obj.database)
     emit(obj.output, {"database": obj.database, "revision": revision}, revision)
@@ -49,7 +49,7 @@ def db_current(obj: Obj) -> None:
         ipamctl -o json db current
     """
     table_or_json(obj)
-    from ipam import migrate
+    from ipam.store import migrate
 
     revision = migrate.current(obj.database)
     if revision is None:

@@ -18,7 +18,7 @@ from ipam.labels import PREFIX, container_ref
 from ipam.mirror.contents import mirrored_cursors
 from ipam.ranges import from_description
 from ipam.selection import Found, found, of_container, of_pod, the_container
-from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
+from ipam.store.sqlite_db import DEFAULT_BUSY_TIMEOUT
 from ipam.waits import Patience
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ A backup reads in one read transaction, so the copy is the database as one commi
 it. It does not queue with the writers: in WAL mode a reader never blocks a writer nor
 waits for one, and a burst of plugin processes would otherwise keep it waiting (the
 kernel's flock queue is not first come, first served). A restore does queue
-(:mod:`ipam.writer_lock`): no plugin is then half-way through a command or its mirror,
+(:mod:`ipam.store.writer_lock`): no plugin is then half-way through a command or its mirror,
 and the live database's pages are replaced in one write transaction, so every process
 sees the old contents or the restored ones, never a mixture.
 
@@ -24,10 +24,11 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from ipam import paths, sqlite_db, writer_lock
+from ipam import paths
 from ipam.errors import ConfigError, IoFailure, SchemaError, TryAgain
-from ipam.schema_version import HEAD, REVISIONS
+from ipam.store import sqlite_db, writer_lock
 from ipam.store.location import SQLITE, locate
+from ipam.store.schema_version import HEAD, REVISIONS
 from ipam.waits import Patience
 
 _MAGIC = b"SQLite format 3\0"
@@ -174,7 +175,7 @@ def _stage(source: str, stage: str, page_size: int | None) -> dict[str, Any]:
                 conn.execute("PRAGMA page_size=%d" % page_size)
                 conn.execute("VACUUM")
             if info["revision"] != HEAD:
-                from ipam import migrate
+                from ipam.store import migrate
 
                 conn.execute("BEGIN IMMEDIATE")
                 migrate.upgrade_sqlite_connection(conn)
@@ -272,7 +273,7 @@ def _check_schema(conn: sqlite3.Connection, revision: str, name: str) -> None:
     holds them: a trigger, a dropped unique index or a changed table would go on acting
     on every later ADD and DEL. Checked at the backup's own revision, before any
     migration, so an older backup is held to what its version created."""
-    from ipam import migrate  # alembic: an admin command, off the plugin's path
+    from ipam.store import migrate  # alembic: an admin command, off the plugin's path
 
     have, want = migrate.sqlite_schema(conn), migrate.fresh_sqlite_schema(revision)
     problems = []

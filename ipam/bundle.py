@@ -28,10 +28,10 @@ except ImportError:  # pragma: no cover - another implementation
 # node daemon runs alone. A test keeps the list exact.
 HOT_PATH = (
     "ipam.errors", "ipam.addr", "ipam.lease", "ipam.allocator", "ipam.ranges",
-    "ipam.config", "ipam.jsonio", "ipam.result", "ipam.backend", "ipam.store.location",
+    "ipam.config", "ipam.jsonio", "ipam.result", "ipam.store.backend", "ipam.store.location",
     "ipam.exporter", "ipam.mirror", "ipam.mirror.contents", "ipam.commands", "ipam.cni",
-    "ipam.writer_lock", "ipam.waits",
-    "ipam.schema_version", "ipam.sqlite_module", "ipam.sqlite_db", "ipam.store",
+    "ipam.store.writer_lock", "ipam.waits",
+    "ipam.store.schema_version", "ipam.store.sqlite_module", "ipam.store.sqlite_db", "ipam.store",
     "ipam.store.table", "ipam.store.sqlite",
     "ipam.dns", "ipam.node_boots",
 )

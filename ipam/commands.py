@@ -7,11 +7,11 @@ and the result is returned only after COMMIT: the database is the truth.
 import time
 
 from ipam import addr, allocator, config, jsonio, node_boots, result, system
-from ipam.backend import busy_timeout, open_store
 from ipam.errors import ConfigError, IoFailure, IpamError, NodeConflict, Retry, Unavailable
 from ipam.exporter import Mirror
 from ipam.lease import Changes, NetworkRecord
 from ipam.ranges import describe
+from ipam.store.backend import busy_timeout, open_store
 from ipam.waits import Patience
 
 # Events a call with historyRetention deletes at most: each ADD or DEL writes one, so

@@ -17,7 +17,7 @@ from ipam import addr
 from ipam.admin import _RECONCILED, AdminError, _Held, _mend, mirror_for
 from ipam.mirror.contents import is_address_name, mirrored_cursors
 from ipam.paths import is_cursor_name
-from ipam.schema_version import HEAD
+from ipam.store.schema_version import HEAD
 
 if TYPE_CHECKING:
     from types import ModuleType

@@ -64,11 +64,12 @@ import sys
 import threading
 import time
 
-from ipam import caller, client, paths, process, system, writer_lock
+from ipam import caller, client, paths, process, system
 from ipam.commands import CallContext
 from ipam.errors import Interrupted, IoFailure, TryAgain
 from ipam.metrics import Metrics
 from ipam.steps import Steps, TraceFile
+from ipam.store import writer_lock
 from ipam.store.pool import StorePool
 
 TYPE_CHECKING = False

@@ -28,7 +28,7 @@ opened with O_NOFOLLOW: a symlinked network directory or address file is never f
 
 from time import monotonic_ns
 
-from ipam import system, writer_lock
+from ipam import system
 from ipam.errors import IoFailure
 from ipam.mirror.contents import owner_of, same_owner
 from ipam.paths import (
@@ -38,7 +38,8 @@ from ipam.paths import (
     cursor_name,
     makedirs,
 )
-from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
+from ipam.store import writer_lock
+from ipam.store.sqlite_db import DEFAULT_BUSY_TIMEOUT
 from ipam.system import (
     O_APPEND,
     O_CLOEXEC,

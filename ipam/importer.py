@@ -100,8 +100,8 @@ def scan(path: "str", network: "str", step: "Optional[Callable[[int], object]]" 
     The lock (host-local's ``lock``, when it exists) is waited for ``timeout`` seconds at
     most (the busy timeout by default), unless the caller holds it (``locked``).
     ``step(1)`` is called per directory entry, for a progress bar."""
-    from ipam import writer_lock
-    from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
+    from ipam.store import writer_lock
+    from ipam.store.sqlite_db import DEFAULT_BUSY_TIMEOUT
     from ipam.waits import Patience
 
     result = Scan(network)

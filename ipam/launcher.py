@@ -74,7 +74,7 @@ def install_paths(python=None):
     An editable install (setuptools' default mode) adds no path for ``ipam``: a ``.pth``
     file installs an import finder, which ``-S`` skips. The hot path imports only
     ``ipam`` (the first ADD's migrations find their directory without an import: see
-    :func:`ipam.migrate.script_location`)."""
+    :func:`ipam.store.migrate.script_location`)."""
     python = python or sys.executable
     probe = ("import sys, importlib.util; spec = importlib.util.find_spec('ipam'); "
              "print(repr((sys.path, spec.submodule_search_locations[0] if spec else None)))")

@@ -21,7 +21,7 @@ DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 # name it to ipamctl (--database) and to their backups.
 DB_NAME = ".host-local-sqlite.db"
 # A shared (PostgreSQL) database's node-local writers' queue, in dataDir beside the
-# mirror (:mod:`ipam.writer_lock`); ours alone. A leading dot, as for DB_NAME.
+# mirror (:mod:`ipam.store.writer_lock`); ours alone. A leading dot, as for DB_NAME.
 SHARED_QUEUE_NAME = ".host-local-sqlite-shared.lock"
 # The mirror's crash journal, ``<dataDir>/<prefix><network>`` (the network's SHA-256
 # when that is too long a name: :meth:`ipam.exporter.NetworkDir.marker`); ours alone,
@@ -29,7 +29,7 @@ SHARED_QUEUE_NAME = ".host-local-sqlite-shared.lock"
 PENDING_PREFIX = ".host-local-sqlite-pending-"
 
 # --- beside the SQLite database ------------------------------------------------------
-# The SQLite writers' queue, ``<database>.lock`` (:mod:`ipam.writer_lock`): every writer
+# The SQLite writers' queue, ``<database>.lock`` (:mod:`ipam.store.writer_lock`): every writer
 # of ours (plugin, ipamctl, backup and restore) takes it before SQLite's own lock.
 WRITER_QUEUE_SUFFIX = ".lock"
 # SQLite's own files beside a database (its WAL, its shared memory, its rollback journal)

@@ -165,7 +165,7 @@ def wait_queued(path, pid, polling=False, timeout=30.0):
     """Wait until process ``pid`` waits for the flock the test holds on ``path`` (the
     writers' queue). A plugin process waits in the kernel's queue: /proc/locks shows a
     blocked entry (``->``) of its pid on the file's device and inode. The node daemon
-    (``polling``) does not: its worker threads poll the flock (ipam.writer_lock), so the
+    (``polling``) does not: its worker threads poll the flock (ipam.store.writer_lock), so the
     sign there is the file open in the daemon, which opens it only to queue and closes
     it after its transaction."""
     wait_queued_in(path, [(pid, polling)], timeout)
@@ -220,7 +220,7 @@ def upgrade_pg_to(url, revision):
     import sqlalchemy
     from alembic import command
 
-    from ipam import migrate
+    from ipam.store import migrate
 
     engine = sqlalchemy.create_engine(url)
     try:
@@ -328,7 +328,8 @@ def serve_daemon(socket_path, **kw):
     threads (its ``serve()`` waits for signals, which only the main thread gets): yields
     the daemon; drains and closes it after, and puts back the state it set for the
     process (stderr, the writers' thread locks)."""
-    from ipam import daemon, writer_lock
+    from ipam import daemon
+    from ipam.store import writer_lock
 
     saved = writer_lock._THREAD_LOCKS
     d = daemon.Daemon(str(socket_path), **kw)

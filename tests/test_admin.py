@@ -8,8 +8,8 @@ import pytest
 from helpers import note, owners, put
 
 from ipam import admin, consistency, system
-from ipam.schema_version import HEAD
 from ipam.store import memory, table
+from ipam.store.schema_version import HEAD
 
 ip = ipaddress.ip_address
 

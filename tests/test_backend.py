@@ -14,8 +14,8 @@ from helpers import run_inprocess
 
 from host_local_sqlite_cli.main import cli
 from ipam.errors import ConfigError
-from ipam.schema_version import HEAD
 from ipam.store import location
+from ipam.store.schema_version import HEAD
 
 # (database value, the file it names relative to the working directory) for SQLite.
 FILES = [

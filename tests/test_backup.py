@@ -22,9 +22,10 @@ from plugin_procs import (
 )
 
 from host_local_sqlite_cli.main import cli
-from ipam import backup, migrate, writer_lock
+from ipam import backup
 from ipam.errors import IoFailure, SchemaError, TryAgain
-from ipam.schema_version import HEAD
+from ipam.store import migrate, writer_lock
+from ipam.store.schema_version import HEAD
 from ipam.waits import Patience
 
 NET = "mynet"

@@ -367,7 +367,7 @@ def test_after_the_drain_the_socket_is_gone_and_the_stores_closed(sock, netconf,
 
 
 def test_the_process_state_is_put_back_after_close(sock):
-    from ipam import writer_lock
+    from ipam.store import writer_lock
 
     stderr, locks = sys.stderr, writer_lock._THREAD_LOCKS
     with serve_daemon(sock, log=io.StringIO()):
@@ -409,7 +409,7 @@ def test_a_call_in_flight_is_answered_before_the_drain_ends(sock, netconf, data_
 def test_serve_drains_on_sigterm_and_puts_the_handlers_back(sock, netconf):
     """serve() on the main thread (signals reach no other), SIGTERM sent to this process
     once its handler is in place: the call answered, the drain clean, the handlers back."""
-    from ipam import writer_lock
+    from ipam.store import writer_lock
 
     before = signal.getsignal(signal.SIGTERM)
     saved = writer_lock._THREAD_LOCKS

@@ -165,7 +165,7 @@ def test_the_daemons_wal_is_reused_in_place_never_truncated(tmp_path):
     from the start: a COMMIT overwrites blocks the file has, and its sync (still
     synchronous=FULL) writes no metadata. Truncating the WAL, as a plugin process must
     (sqlite_db.trim_wal), would make each COMMIT extend the file again."""
-    from ipam.sqlite_db import WAL_TRIM_BYTES
+    from ipam.store.sqlite_db import WAL_TRIM_BYTES
 
     assert shutil.which("strace"), "strace is needed (Debian: apt-get install strace)"
     daemon = NodeDaemon(tmp_path)

@@ -12,8 +12,9 @@ import threading
 import pytest
 from helpers import IPAMCTL, PLUGIN, cni_env, launcher_probe
 
-from ipam import bundle, launcher, migrate, paths
-from ipam.schema_version import HEAD
+from ipam import bundle, launcher, paths
+from ipam.store import migrate
+from ipam.store.schema_version import HEAD
 
 
 def install(tmp_path, *args):

@@ -507,7 +507,7 @@ class _ProbePool:
         self.last = None
 
     def ready(self, database, busy_timeout, node, data_dir, patience):
-        from ipam.backend import open_store
+        from ipam.store.backend import open_store
 
         self.last = open_store(database, busy_timeout, node=node, data_dir=data_dir)
         self.last.connect()

@@ -2,7 +2,7 @@
 
 The one reading of the value for the plugin, every ipamctl command, the migrations and
 both engines, and the one way a URL is shown (its password hidden). A leaf: the store's
-modules and :mod:`ipam.migrate` import it, and it imports none of them.
+modules and :mod:`ipam.store.migrate` import it, and it imports none of them.
 """
 from ipam.errors import ConfigError
 

@@ -189,7 +189,7 @@ class MemoryStore:
         return invariant.problems(rows)
 
     def revision(self):
-        from ipam.schema_version import HEAD
+        from ipam.store.schema_version import HEAD
 
         return HEAD
 

@@ -18,7 +18,7 @@ from here may wait in that queue while the file is replaced.
 import threading
 from time import monotonic
 
-from ipam.backend import open_store
+from ipam.store.backend import open_store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ the same database and network. The lease-table algorithm is
 :class:`ipam.store.table.LeaseTable`'s, as on SQLite; this module adds the connection,
 the transactions, the per-network lock and the error classification. SQLAlchemy is not
 imported (it cost ~0.5 s per plugin call, and compiled every statement inside the
-network's lock); only a missing or older schema loads :mod:`ipam.migrate`.
+network's lock); only a missing or older schema loads :mod:`ipam.store.migrate`.
 
 Correctness comes from the database alone, with nothing an engine that merely speaks
 PostgreSQL's dialect would lack (no advisory locks, no SERIALIZABLE):
@@ -308,7 +308,7 @@ class PostgresStore(LeaseTable):
         transactional, so the losers' CREATE TABLE fails on the catalog's unique index
         and rolls back whole; they then find the winner's schema.
         """
-        from ipam import migrate
+        from ipam.store import migrate
 
         self.rollback()
         for delay in retry_delays() + [None]:

@@ -15,7 +15,7 @@ def busy_timeout(database, configured=None):
         from ipam.store.postgres import DEFAULT_LOCK_TIMEOUT
 
         return DEFAULT_LOCK_TIMEOUT
-    from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
+    from ipam.store.sqlite_db import DEFAULT_BUSY_TIMEOUT
 
     return DEFAULT_BUSY_TIMEOUT
 
@@ -27,7 +27,7 @@ def open_store(database, busy_timeout=None, readonly=False, node=None, data_dir=
     queue), and whose leases :meth:`leases` walks (True: this node's; None: all).
     ``queue``: take the writers' queue (default: unless ``readonly``). ``kept``: the
     store stays open across calls (the node daemon's pool; on SQLite its WAL is then
-    reused in place: :func:`ipam.sqlite_db.reuse_wal`)."""
+    reused in place: :func:`ipam.store.sqlite_db.reuse_wal`)."""
     queue = not readonly if queue is None else queue
     kind, path = locate(database)
     if kind == POSTGRESQL:

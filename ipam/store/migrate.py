@@ -21,10 +21,11 @@ import sqlite3
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ipam import paths, sqlite_db
+from ipam import paths
 from ipam.errors import IoFailure, IpamError, SchemaError
-from ipam.schema_version import HEAD, REVISIONS
+from ipam.store import sqlite_db
 from ipam.store.location import SQLITE, locate, redacted
+from ipam.store.schema_version import HEAD, REVISIONS
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -49,8 +50,8 @@ def script_location() -> str:
     spec = importlib.util.find_spec(MIGRATIONS)
     if spec is not None and spec.submodule_search_locations:
         return os.path.abspath(list(spec.submodule_search_locations)[0])
-    checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            "migrations")
+    here = os.path.dirname(os.path.abspath(__file__))  # ipam/store/
+    checkout = os.path.join(os.path.dirname(os.path.dirname(here)), "migrations")
     if os.path.isfile(os.path.join(checkout, "env.py")):
         return checkout
     raise IpamError(f"cannot find the schema migrations (package {MIGRATIONS}, or "
@@ -112,7 +113,7 @@ class _Borrowed:
 def upgrade_sqlite_connection(conn: sqlite3.Connection, database: str = "") -> None:
     """Run ``upgrade head`` inside ``conn``'s open ``BEGIN IMMEDIATE``, then COMMIT it.
 
-    ``conn`` comes from :func:`ipam.sqlite_db.connect` (autocommit mode, so every
+    ``conn`` comes from :func:`ipam.store.sqlite_db.connect` (autocommit mode, so every
     statement runs in the transaction the caller began). On any error the transaction is
     rolled back and the error re-raised; either way ``conn`` is left outside a
     transaction. WAL is switched on after the commit: the journal mode cannot change

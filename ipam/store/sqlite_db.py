@@ -5,7 +5,7 @@ database is always created the same way (mode 0600, WAL).
 """
 from ipam import system
 from ipam.paths import SQLITE_SIDECARS, SQLITE_WAL
-from ipam.sqlite_module import sqlite3
+from ipam.store.sqlite_module import sqlite3
 
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds
 _MAGIC = b"SQLite format 3\0"

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Op
 
 from ipam import addr
 from ipam.errors import IpamError
-from ipam.exporter import Mirror, NetworkDir
 from ipam.labels import PREFIX, container_ref
 from ipam.mirror.contents import mirrored_cursors
+from ipam.mirror.files import Mirror, NetworkDir
 from ipam.ranges import from_description
 from ipam.selection import Found, found, of_container, of_pod, the_container
 from ipam.store.sqlite_db import DEFAULT_BUSY_TIMEOUT
@@ -24,8 +24,8 @@ from ipam.waits import Patience
 if TYPE_CHECKING:
 
     from ipam.addr import IP, Net
-    from ipam.exporter import NetworkFiles
     from ipam.lease import Event, Lease, NetworkRecord
+    from ipam.mirror.files import NetworkFiles
     from ipam.ranges import RangeSet
     from ipam.store.protocol import Store
 
@@ -462,12 +462,12 @@ def export(store: Store, data_dir: str, network: Optional[str] = None,
            to: Optional[str] = None, progress: Optional[Progress] = None
            ) -> dict[str, list[tuple[str, str]]]:
     """Rewrite the mirror from the database; returns ``{network: differences}`` (see
-    :func:`ipam.reconcile.differences`; files naming other owners are reported, kept).
+    :func:`ipam.mirror.reconcile.differences`; files naming other owners are reported, kept).
 
     ``progress(total)`` is called once with the number of files to check, and the
     callable it returns is called with 1 per file: for a progress bar on big pools.
     """
-    from ipam import reconcile
+    from ipam.mirror import reconcile
 
     out = {}
     with store.transaction():
@@ -498,7 +498,7 @@ def _mend(store: Store, files: NetworkFiles, name: str,
     """An operator's repair of one network (export, check --repair): reconcile the whole
     directory whatever its stamp says, then write what the database has wherever that
     harms nobody. Returns what was done and what is left, as ``[(kind, file)]``."""
-    from ipam import reconcile
+    from ipam.mirror import reconcile
 
     done = [(k, f) for k, f in reconcile.reconcile(files, range_sets_of(store, name))
             if k in _RECONCILED]
@@ -522,7 +522,7 @@ def import_networks(store: Store, source: str, networks: Optional[Iterable[str]]
     database wins conflicts; the source files are only read. ``progress`` works as in
     :func:`export`, counting directory entries.
     """
-    from ipam import importer
+    from ipam.mirror import importer
 
     if networks:
         names = list(networks)

@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - another implementation
 HOT_PATH = (
     "ipam.errors", "ipam.addr", "ipam.lease", "ipam.allocator", "ipam.ranges",
     "ipam.config", "ipam.jsonio", "ipam.result", "ipam.store.backend", "ipam.store.location",
-    "ipam.exporter", "ipam.mirror", "ipam.mirror.contents", "ipam.commands", "ipam.cni",
+    "ipam.mirror.files", "ipam.mirror", "ipam.mirror.contents", "ipam.commands", "ipam.cni",
     "ipam.store.writer_lock", "ipam.waits",
     "ipam.store.schema_version", "ipam.store.sqlite_module", "ipam.store.sqlite_db", "ipam.store",
     "ipam.store.table", "ipam.store.sqlite",

@@ -161,7 +161,7 @@ def dispatch(env: "Mapping[str, str]", stdin: "BinaryIO",
 
 
 def changed_under_us(err: "ImportError") -> "IoFailure":
-    """A module the call imports lazily (``ipam.reconcile`` after a foreign change, the
+    """A module the call imports lazily (``ipam.mirror.reconcile`` after a foreign change, the
     migrations, a driver) cannot be loaded: the plugin's own files changed or vanished
     under the running call (its build's copy removed, the package upgraded or removed
     meanwhile) or are damaged. Not a bug of the call: code 5, saying what to do, as

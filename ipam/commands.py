@@ -8,8 +8,8 @@ import time
 
 from ipam import addr, allocator, config, jsonio, node_boots, result, system
 from ipam.errors import ConfigError, IoFailure, IpamError, NodeConflict, Retry, Unavailable
-from ipam.exporter import Mirror
 from ipam.lease import Changes, NetworkRecord
+from ipam.mirror.files import Mirror
 from ipam.ranges import describe
 from ipam.store.backend import busy_timeout, open_store
 from ipam.waits import Patience
@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
 
     from ipam.addr import IP
     from ipam.config import IpamConfig
-    from ipam.exporter import NetworkFiles
+    from ipam.mirror.files import NetworkFiles
     from ipam.node_boots import Conflict
     from ipam.ranges import RangeSet
     from ipam.steps import Steps
@@ -352,7 +352,7 @@ def note_network(store: "Store", conf: "IpamConfig") -> "None":
 
 def _repair_quietly(store: "Store", files: "NetworkFiles") -> "None":
     """After a rollback, undo or redo the files the failed command journaled."""
-    from ipam import reconcile
+    from ipam.mirror import reconcile
 
     files.replay()
     try:

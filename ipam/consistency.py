@@ -22,7 +22,7 @@ from ipam.store.schema_version import HEAD
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from ipam.exporter import NetworkFiles
+    from ipam.mirror.files import NetworkFiles
     from ipam.store.protocol import Store
 
 
@@ -60,7 +60,7 @@ REPAIR = {
     "interrupted": "restore",  # an unfinished command's change, finished or undone
 }
 
-# How check names each difference (see ipam.reconcile.differences).
+# How check names each difference (see ipam.mirror.reconcile.differences).
 _KIND = {
     "missing": "missing",
     "interrupted": "interrupted (an unfinished command's change, which the next call on "
@@ -99,7 +99,7 @@ def check(store: Store, data_dir: str, repair: bool = False,
 
 def _check(store: Store, data_dir: str, repair: bool, networks: Optional[Iterable[str]]
            ) -> list[Finding]:
-    from ipam import reconcile
+    from ipam.mirror import reconcile
 
     with store.transaction():
         known = list(store.networks())

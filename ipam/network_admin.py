@@ -16,8 +16,8 @@ from ipam.paths import MIRROR_LOCK, TMP_PREFIX, is_cursor_name
 from ipam.selection import Found, found
 
 if TYPE_CHECKING:
-    from ipam.exporter import NetworkFiles
     from ipam.lease import Lease
+    from ipam.mirror.files import NetworkFiles
     from ipam.store.protocol import Store
 
 FORGET = "forget"  # the history reason of a lease released by ``network forget --release``

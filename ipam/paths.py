@@ -24,7 +24,7 @@ DB_NAME = ".host-local-sqlite.db"
 # mirror (:mod:`ipam.store.writer_lock`); ours alone. A leading dot, as for DB_NAME.
 SHARED_QUEUE_NAME = ".host-local-sqlite-shared.lock"
 # The mirror's crash journal, ``<dataDir>/<prefix><network>`` (the network's SHA-256
-# when that is too long a name: :meth:`ipam.exporter.NetworkDir.marker`); ours alone,
+# when that is too long a name: :meth:`ipam.mirror.files.NetworkDir.marker`); ours alone,
 # but an operator may find one left by a crash.
 PENDING_PREFIX = ".host-local-sqlite-pending-"
 

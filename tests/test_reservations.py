@@ -15,8 +15,8 @@ from cniexec import run as run_binary
 from helpers import checked, run_inprocess, run_ipamctl, run_plugin
 
 from host_local_sqlite_cli.main import cli
-from ipam.importer import parse_content
 from ipam.lease import RESERVED_ID, note_problem
+from ipam.mirror.importer import parse_content
 
 SMALL = {"subnet": "10.1.2.0/29"}  # .1 the gateway, .2-.6 handed out
 RESERVED_FILE = b"ipam:reserved\r\nrouter vm"

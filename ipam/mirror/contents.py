@@ -2,8 +2,8 @@
 are address files, whose lease a file's bytes name, and which cursors a network's
 mirror shows.
 
-A leaf of the mirror: the files' writer (:mod:`ipam.exporter`), the reconcile after a
-foreign change (:mod:`ipam.reconcile`) and ``ipamctl check`` all import it, and it
+A leaf of the mirror: the files' writer (:mod:`ipam.mirror.files`), the reconcile after a
+foreign change (:mod:`ipam.mirror.reconcile`) and ``ipamctl check`` all import it, and it
 imports none of them.
 """
 from ipam import addr
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
 def owner_of(data: "Optional[bytes]") -> "Optional[tuple[str, Optional[str]]]":
     """``(container_id, ifname or None)`` that a file's bytes name, or None (empty,
     garbage). Parsed only when the bytes are not what we would write ourselves."""
-    from ipam.importer import parse_content  # lazy: re, off the common path
+    from ipam.mirror.importer import parse_content  # lazy: re, off the common path
 
     owner, _ = parse_content(data) if data is not None else (None, None)
     return owner

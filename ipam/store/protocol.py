@@ -150,7 +150,7 @@ class Store(Protocol):
 
     def mirror_stamp(self, network: str) -> Optional[str]:
         """This node's record of its mirror directory right after our last change to it
-        (see :meth:`ipam.exporter.NetworkDir.stamp`); None before the first."""
+        (see :meth:`ipam.mirror.files.NetworkDir.stamp`); None before the first."""
 
     def set_mirror_stamp(self, network: str, stamp: str) -> None: ...
 

@@ -5,9 +5,9 @@ Other tools read ``<dataDir>/<network>/<ip>`` (``containerID\\r\\nifname``), the
 host-local 1.1.1 would. Go host-local (before a swap, after a rollback), a restored
 backup and operators write the same layout, and host-local treats an existing address
 file as taken. So the mirror is not only output: it is read back when a new address
-file meets an existing one (:meth:`NetworkFiles.claim`), by :mod:`ipam.reconcile` when a
+file meets an existing one (:meth:`NetworkFiles.claim`), by :mod:`ipam.mirror.reconcile` when a
 network is first served (adoption) or someone else changed its directory, by
-``ipamctl check`` and ``export``, and by :mod:`ipam.importer` for ``ipamctl import``.
+``ipamctl check`` and ``export``, and by :mod:`ipam.mirror.importer` for ``ipamctl import``.
 Hence:
 
 - every change of a network's files happens under host-local's own ``<network>/lock``
@@ -17,7 +17,7 @@ Hence:
   allocator records it and moves on, as Go's ``O_EXCL`` does;
 - a file is removed only when it names the owner whose lease we release;
 - a foreign change is noticed by one ``fstat`` of the directory against the stamp we
-  recorded after our own last change (:mod:`ipam.reconcile` then re-scans).
+  recorded after our own last change (:mod:`ipam.mirror.reconcile` then re-scans).
 
 Crash safety: a journal ``<dataDir>/.host-local-sqlite-pending-<network>`` lists every
 address file this command creates or removes, before it does so, and goes after COMMIT.
@@ -348,7 +348,7 @@ class NetworkFiles:
         self.problems: list[str] = []  # files that could not be changed: the journal stays
         self.notes: list[str] = []  # files left alone because they are someone else's
         self._journal: Optional[int] = None
-        self.redone = False  # the pending journal was replayed (ipam.reconcile)
+        self.redone = False  # the pending journal was replayed (ipam.mirror.reconcile)
         # Boot ids of other hosts using this node's name at once (ipam.node_boots): their
         # leases are the shared pool's under our name, but their files are on their host.
         self.strangers: "frozenset[str]" = frozenset()
@@ -459,11 +459,11 @@ class NetworkFiles:
                              ) -> "Optional[list[tuple[str, str]]]":
         """Inside the transaction, first thing: reconcile the network if someone else
         changed its files (``always``: whatever the stamp says, for an operator's
-        repair). Returns what was reconciled (see :func:`ipam.reconcile.reconcile`), or
+        repair). Returns what was reconciled (see :func:`ipam.mirror.reconcile.reconcile`), or
         None when nothing needed it."""
         if not always and (not self.changed() or self.new()):
             return None
-        from ipam import reconcile  # lazy: only after a foreign change
+        from ipam.mirror import reconcile  # lazy: only after a foreign change
 
         return reconcile.reconcile(self, range_sets, adopt)
 
@@ -505,7 +505,7 @@ class NetworkFiles:
             system.warn("%s/%s exists and names no owner (%s): skipped the address, as "
                         "host-local does" % (self.d.path, name, _what(self.d, name, have)))
             return False
-        from ipam import reconcile  # lazy: only when another writer was here
+        from ipam.mirror import reconcile  # lazy: only when another writer was here
 
         return reconcile.found_lease(self, lease.ip, lease.range_set, owner)
 

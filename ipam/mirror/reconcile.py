@@ -1,6 +1,6 @@
 """The database against the files others write: reconcile a network after a foreign change.
 
-Loaded only when :meth:`ipam.exporter.NetworkFiles.changed` says someone else touched a
+Loaded only when :meth:`ipam.mirror.files.NetworkFiles.changed` says someone else touched a
 network's directory (Go host-local, an operator, a database restored to an older state,
 a command of ours that died): the common call never imports it. Everything here runs
 inside the caller's transaction, under host-local's ``lock``.
@@ -22,7 +22,7 @@ The rules, each the one that can never put two containers on one address:
 - the cursor files show the database's cursors (a network we never served takes the
   files'): round robin goes on where the database says, and Go beside us goes on from
   there too;
-- files a command of ours journaled (see :mod:`ipam.exporter`) are undone or redone from
+- files a command of ours journaled (see :mod:`ipam.mirror.files`) are undone or redone from
   the database: they were ours.
 """
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
     from typing import Callable, Iterable, Literal, Optional, Union
 
     from ipam.addr import IP
-    from ipam.exporter import JournalEntry, NetworkDir, NetworkFiles
+    from ipam.mirror.files import JournalEntry, NetworkDir, NetworkFiles
     from ipam.ranges import RangeSet
 
     Owner = tuple[str, Optional[str]]  # (container ID, ifname or None: legacy)
@@ -231,7 +231,7 @@ def _range_set_index(ip: "IP", range_sets: "Optional[tuple[RangeSet, ...]]",
                      lease: "Optional[Lease]", cursors: "dict[int, IP]") -> "int":
     if lease is not None:
         return lease.range_set
-    from ipam.importer import range_set_index
+    from ipam.mirror.importer import range_set_index
 
     return range_set_index(ip, range_sets, cursors)
 

@@ -1,6 +1,6 @@
 """The plugin as a thin client of the node daemon, and the wire format the two speak.
 
-When ``ipamctl serve`` runs (:mod:`ipam.daemon`), a plugin call need not load the plugin
+When ``ipamctl serve`` runs (:mod:`ipam.daemon.server`), a plugin call need not load the plugin
 at all. This module runs first: it sends the call (the whole environment, the working
 directory and stdin) over the daemon's unix socket and copies the answer (stdout,
 stderr, exit status) back. It imports only modules that are built into the interpreter
@@ -73,7 +73,7 @@ NOT_SERVED = b"N"
 # and the call runs in process at once rather than waiting with it.
 TAKE_TIMEOUT = 1.0
 # Seconds a taken call's answer may come after its bound: the COMMIT and the answer
-# itself, after the daemon's last check of its bound (ipam.daemon).
+# itself, after the daemon's last check of its bound (ipam.daemon.server).
 ANSWER_MARGIN = 2.0
 # The most bound a daemon may give (kubelet's CRI timeout is 120 s): anything else is not
 # a daemon of this version, and the call runs in process.

@@ -24,11 +24,11 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
 
     from ipam.addr import IP
     from ipam.config import IpamConfig
+    from ipam.daemon.pool import StorePool
+    from ipam.daemon.steps import Steps
     from ipam.mirror.files import NetworkFiles
     from ipam.node_boots import Conflict
     from ipam.ranges import RangeSet
-    from ipam.steps import Steps
-    from ipam.store.pool import StorePool
     from ipam.store.protocol import Store
 
     T = TypeVar("T")
@@ -39,12 +39,12 @@ class CallContext:
 
     ``keep_open``: a plugin process, which ends with ``os._exit`` right after the
     answer: closing the database there would only checkpoint and delete the WAL.
-    ``pool``: the node daemon's stores, kept open across calls (:mod:`ipam.daemon`).
+    ``pool``: the node daemon's stores, kept open across calls (:mod:`ipam.daemon.server`).
     ``before_commit``: run last inside each transaction; the node daemon's check that
     the client still waits for this call (raising rolls the call back). ``idle``: what
     the call's lock waits are wrapped in (:class:`ipam.waits.Patience`): the daemon's,
     which lets another call run meanwhile. ``steps``: where the call marks each step's
-    end (:mod:`ipam.steps`), when the daemon traces them; None otherwise."""
+    end (:mod:`ipam.daemon.steps`), when the daemon traces them; None otherwise."""
 
     __slots__ = ("keep_open", "pool", "before_commit", "idle", "steps")
 

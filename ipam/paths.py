@@ -59,7 +59,7 @@ DEFAULT_BIN_DIR = "/opt/cni/bin"  # the CNI bin directory of most runtimes
 # the in-process plugin, ``DIR/host-local-sqlite.in-process`` (native/client.h names it).
 IN_PROCESS_SUFFIX = ".in-process"
 
-# --- the node daemon (``ipamctl serve``, :mod:`ipam.daemon`) ------------------------
+# --- the node daemon (``ipamctl serve``, :mod:`ipam.daemon.server`) ------------------------
 # Where the daemon listens and the plugin looks for it: under /run (a tmpfs, so a
 # socket left by a crash goes with the boot), in a directory of its own, 0700, that
 # only the daemon's user can enter. The systemd socket unit and the DaemonSet name it too.

@@ -324,11 +324,11 @@ def plugin_process(command, conf, env_extra=None, cwd=None, **kw):
 
 @contextlib.contextmanager
 def serve_daemon(socket_path, **kw):
-    """An :class:`ipam.daemon.Daemon` on ``socket_path`` in this process, its workers on
+    """An :class:`ipam.daemon.server.Daemon` on ``socket_path`` in this process, its workers on
     threads (its ``serve()`` waits for signals, which only the main thread gets): yields
     the daemon; drains and closes it after, and puts back the state it set for the
     process (stderr, the writers' thread locks)."""
-    from ipam import daemon
+    from ipam.daemon import server as daemon
     from ipam.store import writer_lock
 
     saved = writer_lock._THREAD_LOCKS
@@ -545,7 +545,7 @@ def wait_health(socket, exited, log, timeout=DAEMON_READY):
     """Wait until a node daemon answers a health check on ``socket`` (the check
     ``ipamctl health`` makes); its health. ``exited()``: how the daemon ended, or None
     while it runs; ``log()``: its log, shown when it ends or does not answer in time."""
-    from ipam.daemon import check_health
+    from ipam.daemon.server import check_health
     from ipam.errors import IpamError
 
     deadline = time.monotonic() + timeout
@@ -567,7 +567,7 @@ def wait_health(socket, exited, log, timeout=DAEMON_READY):
 def counted(socket, calls, timeout=10.0):
     """The health of the daemon on ``socket`` once it has counted ``calls`` calls: it
     counts a call just after answering it, so its client may be back first."""
-    from ipam.daemon import check_health
+    from ipam.daemon.server import check_health
 
     deadline = time.monotonic() + timeout
     while True:
@@ -607,7 +607,7 @@ class NodeDaemon:
         return wait_health(self.socket, exited, self.log, timeout)
 
     def health(self):
-        from ipam.daemon import check_health
+        from ipam.daemon.server import check_health
 
         return check_health(self.socket, 5.0)
 

@@ -1,4 +1,4 @@
-"""The node daemon (ipam.daemon) in this process: its threads serving calls, called through
+"""The node daemon (ipam.daemon.server) in this process: its threads serving calls, called through
 its socket by the client's own call() or by the real plugin. Its log line, the
 stderr it captures per call, the calls it declines, its health answer, how it takes its
 socket (and refuses to take another's) and what a drain leaves behind. A daemon as a
@@ -26,7 +26,8 @@ from importlib.metadata import version
 import pytest
 from helpers import cni_env, held, plugin_process, serve_daemon
 
-from ipam import client, daemon, paths
+from ipam import client, paths
+from ipam.daemon import server as daemon
 from ipam.errors import IoFailure
 
 SUBNET = {"subnet": "10.8.0.0/24"}
@@ -602,7 +603,7 @@ def test_a_caller_that_sees_other_files_is_declined(sock, netconf, data_dir):
     ({}, b"63"), ({"lockWaitLimit": 5}, b"8"),
     ({"database": "postgresql://127.0.0.1:1/none"}, None)])
 def test_the_bound_given_is_the_calls_own(sock, netconf, ipam, bound):
-    from ipam import caller
+    from ipam.daemon import caller
 
     conf = netconf(dict(SUBNET, **ipam))
     with serve_daemon(sock, log=io.StringIO()):
@@ -684,7 +685,7 @@ def test_periodic_gc_of_earlier_boots_alone(store, tmp_path):
     this boot's, with no list; its log line and counts say so."""
     from helpers import note, put
 
-    from ipam import gc_periodic, metrics
+    from ipam.daemon import gc_periodic, metrics
 
     data = str(tmp_path)
     note(store, "net", data, "10.5.0.0/24")

@@ -23,7 +23,8 @@ import time
 import pytest
 from helpers import IPAMCTL, PLUGIN, cni_env
 
-from ipam import daemon, paths
+from ipam import paths
+from ipam.daemon import server as daemon
 
 SYSTEMD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy",
                        "systemd")

@@ -19,7 +19,8 @@ import stat
 import pytest
 from helpers import REPO, cni_env, counted, read_manifest, wait_health
 
-from ipam import daemon, frozen, paths
+from ipam import frozen, paths
+from ipam.daemon import server as daemon
 
 MANIFEST = os.path.join(REPO, "deploy", "kubernetes", "daemonset.yaml")
 POD = read_manifest(MANIFEST)["spec"]["template"]["spec"]

@@ -350,7 +350,7 @@ def test_a_kept_connection_survives_a_schema_change_under_its_prepared_statement
     import psycopg
 
     from ipam.commands import CallContext
-    from ipam.store.pool import StorePool
+    from ipam.daemon.pool import StorePool
 
     migrate.upgrade(pg_url)
     pool = StorePool(1)

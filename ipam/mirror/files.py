@@ -58,9 +58,9 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
     from os import stat_result
     from typing import Literal, Optional, Union
 
+    from ipam.daemon.steps import Steps
     from ipam.lease import Changes, Lease
     from ipam.ranges import RangeSet
-    from ipam.steps import Steps
     from ipam.store.protocol import Store
 
     # A journal entry: (file name, its content before, after; None: absent).
@@ -353,7 +353,7 @@ class NetworkFiles:
         # leases are the shared pool's under our name, but their files are on their host.
         self.strangers: "frozenset[str]" = frozenset()
         self.closed = False
-        self.steps: "Optional[Steps]" = None  # a traced call's (ipam.steps)
+        self.steps: "Optional[Steps]" = None  # a traced call's (ipam.daemon.steps)
         try:
             self.pending = self._read_journal()
         except BaseException:

@@ -2,7 +2,7 @@
 
 A runtime starts the plugin once per container and network, and most of such a call is
 the interpreter's start and the plugin's imports, not its transaction. The daemon loads
-the plugin once, keeps its stores open (:class:`ipam.store.pool.StorePool`), and serves
+the plugin once, keeps its stores open (:class:`ipam.daemon.pool.StorePool`), and serves
 the calls that thin clients (:mod:`ipam.client`) forward over a unix socket: the same
 thing Multus' thick plugin, Cilium's ``cilium-cni`` and CNI's own ``dhcp`` plugin do.
 
@@ -64,20 +64,21 @@ import sys
 import threading
 import time
 
-from ipam import caller, client, paths, process, system
+from ipam import client, paths, process, system
 from ipam.commands import CallContext
+from ipam.daemon import caller
+from ipam.daemon.metrics import Metrics
+from ipam.daemon.pool import StorePool
+from ipam.daemon.steps import Steps, TraceFile
 from ipam.errors import Interrupted, IoFailure, TryAgain
-from ipam.metrics import Metrics
-from ipam.steps import Steps, TraceFile
 from ipam.store import writer_lock
-from ipam.store.pool import StorePool
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterator, Optional, TextIO
 
-    from ipam.gc_periodic import PeriodicGc
-    from ipam.metrics_http import MetricsServer
+    from ipam.daemon.gc_periodic import PeriodicGc
+    from ipam.daemon.metrics_http import MetricsServer
 
 DEFAULT_POOL_SIZE = 4
 # Calls served at once, at most (threads): kubelet starts up to 110 pods on a node at
@@ -315,7 +316,7 @@ class Daemon:
         self._stderr: "Optional[_Stderr]" = None
         self._stop_at = os.environ.get(STOP_AT_ENV)
         self._powers = caller.Powers()
-        # Each call's step timings, one JSON line each (ipam.steps); None: not traced.
+        # Each call's step timings, one JSON line each (ipam.daemon.steps); None: not traced.
         self._trace = TraceFile(trace_steps) if trace_steps else None
 
     # -- the log --------------------------------------------------------------------
@@ -891,10 +892,10 @@ def serve(socket_path: "str" = paths.DAEMON_SOCKET, pool_size: "int" = DEFAULT_P
 
     ``metrics_address``: serve Prometheus metrics there (``HOST:PORT``), with the range
     gauges of ``usage()`` (:func:`ipam.admin.stats` rows); ``periodic_gc``: run it;
-    ``trace_steps``: append each call's step timings to this file (:mod:`ipam.steps`)."""
+    ``trace_steps``: append each call's step timings to this file (:mod:`ipam.daemon.steps`)."""
     server = None
     if metrics_address is not None:
-        from ipam.metrics_http import MetricsServer
+        from ipam.daemon.metrics_http import MetricsServer
 
         server = MetricsServer(metrics_address, lambda: daemon.metrics.text())
     daemon = Daemon(socket_path, pool_size, drain_timeout, max_calls=max_calls,

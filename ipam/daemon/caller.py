@@ -1,5 +1,5 @@
 """What the node daemon knows of a caller before it takes the call: could the caller make
-this call itself, on the same files? The daemon's door rules (:mod:`ipam.daemon`), each
+this call itself, on the same files? The daemon's door rules (:mod:`ipam.daemon.server`), each
 read from the kernel or proven by the caller's own view, never taken from its word.
 
 - **Powers.** The peer's pid from ``SO_PEERCRED``, then its ``/proc/<pid>/status`` and

@@ -1,4 +1,4 @@
-"""Stores kept open across calls: the node daemon's (:mod:`ipam.daemon`).
+"""Stores kept open across calls: the node daemon's (:mod:`ipam.daemon.server`).
 
 A plugin process opens its store, runs one transaction and exits. The daemon runs many
 calls, at most ``size`` at a time, and keeps each store it opened for the next call to

@@ -14,7 +14,7 @@ a time, ``interval`` seconds apart (the first one ``interval`` after the start):
 a few short store transactions, so calls wait for it no longer than for another call,
 and its own waits are bounded (the store's busy timeout, the source's timeout, the
 namespace check's :data:`ipam.netns.TIMEOUT`). A run that fails is logged and counted
-(:meth:`ipam.metrics.Metrics.gc_run`), and the next goes ahead.
+(:meth:`ipam.daemon.metrics.Metrics.gc_run`), and the next goes ahead.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, ContextManager, Optional, Protocol
 from ipam import gc
 
 if TYPE_CHECKING:
-    from ipam.metrics import Metrics
+    from ipam.daemon.metrics import Metrics
     from ipam.store.protocol import Store
 
 # Seconds a CRI runtime has to list its pod sandboxes.

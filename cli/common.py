@@ -9,8 +9,9 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from ipam import access, addr, admin, labels, network_configs, paths, plugin_dirs
+from ipam import access, addr, admin, labels, network_configs, paths
 from ipam.errors import IoFailure
+from ipam.install import plugin_dirs
 from ipam.store.backend import open_store as _open_store
 from ipam.store.location import POSTGRESQL, locate
 

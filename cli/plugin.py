@@ -1,5 +1,5 @@
 """``ipamctl install-plugin``: put the plugin into a CNI bin directory (the native thin
-client and a fast launcher, or the launcher alone: :func:`ipam.installer.install`), and
+client and a fast launcher, or the launcher alone: :func:`ipam.install.installer.install`), and
 say what it wrote and whether the runtimes here would run it; ``check-install``: call it
 as each runtime would."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import click
 
 from host_local_sqlite_cli.common import Obj
 from host_local_sqlite_cli.output import emit, table_or_json
-from ipam import frozen, install_check, installer, plugin_dirs
+from ipam.install import frozen, install_check, installer, plugin_dirs
 from ipam.paths import IN_PROCESS_SUFFIX, PLUGIN_NAME
 
 

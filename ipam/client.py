@@ -385,7 +385,7 @@ def run(bundled: "bool" = False, forwarding: "bool" = True) -> "None":
     """The plugin's entry (the launcher's, the console script's, ``python -m ipam``):
     one CNI call, on the node daemon if it takes it, else in this process
     (:func:`ipam.cni.in_process`); then the process ends at once. ``bundled``:
-    first serve the hot path's modules from the launcher's bundle (:mod:`ipam.bundle`),
+    first serve the hot path's modules from the launcher's bundle (:mod:`ipam.install.bundle`),
     which a forwarded call never needs. ``forwarding`` False: in this process only, for
     the native thin client's fallback (native/client.c), which has offered the call to
     the daemon already and said why it did not take it.
@@ -400,7 +400,7 @@ def run(bundled: "bool" = False, forwarding: "bool" = True) -> "None":
     status, data = forward() if forwarding else (None, None)
     if status is None:
         if bundled:
-            from ipam import bundle
+            from ipam.install import bundle
 
             bundle.load()
         from ipam.cni import in_process

@@ -4,14 +4,14 @@ databases they name.
 Without ``--data-dir`` or ``--database``, ``ipamctl`` used to look at the default dataDir
 alone and say that the database does not exist, when the plugin's networks had put it
 elsewhere. The configs say where: each runtime reads its network configs from its own
-directories (:attr:`ipam.plugin_dirs.Runtime.conf_dirs`, from the same config files as
+directories (:attr:`ipam.install.plugin_dirs.Runtime.conf_dirs`, from the same config files as
 its plugin directories), libcni's way (``.conf``, ``.conflist`` and ``.json`` files); a
 plugin whose ``ipam.type`` is ours names its dataDir and database as the plugin reads
 them (:func:`ipam.config.storage`). The drop-in's type, ``host-local``, is also Go's: such
 a network counts when its database exists (only our plugin creates one), or its config
 names a ``database`` (a key only we read).
 
-Paths are as the runtimes see them, looked up under ``root`` (as :mod:`ipam.plugin_dirs`
+Paths are as the runtimes see them, looked up under ``root`` (as :mod:`ipam.install.plugin_dirs`
 does); each database is given as a path or URL to open from here, so the ``root`` is in
 it. Off the plugin's hot path.
 """
@@ -23,8 +23,9 @@ import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
-from ipam import cni, config, paths, plugin_dirs
+from ipam import cni, config, paths
 from ipam.errors import IpamError
+from ipam.install import plugin_dirs
 from ipam.store.location import POSTGRESQL, locate
 
 CONF_EXTENSIONS = (".conf", ".conflist", ".json")  # libcni's ConfFiles

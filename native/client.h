@@ -15,9 +15,9 @@
 #define DAEMON_ENV "HOST_LOCAL_SQLITE_DAEMON"
 /* The in-process plugin: this program's own path with this suffix. */
 #define IN_PROCESS_SUFFIX ".in-process"
-/* In a copy of the self-contained build, beside this program (ipam.frozen.IN_USE). */
+/* In a copy of the self-contained build, beside this program (ipam.install.frozen.IN_USE). */
 #define IN_USE_FILE "IN-USE.lock"
-/* What ipamctl install-plugin knows this program by (ipam.native.MARKER): a file at the
+/* What ipamctl install-plugin knows this program by (ipam.install.native.MARKER): a file at the
  * plugin's name that holds it is one install-plugin wrote, as the launcher's marker line
  * says of the launcher. */
 #define INSTALL_MARKER "host-local-sqlite native thin client, installed by \"ipamctl install-plugin\""

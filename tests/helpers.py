@@ -348,7 +348,7 @@ def launcher_probe(path, report):
     """The installed launcher's text at ``path`` (0755), made to write ``report`` (the
     source of an expression giving text, e.g. over ``sys.modules``) on stderr as the
     process exits: what a plugin call loaded, seen from inside."""
-    from ipam import launcher
+    from ipam.install import launcher
 
     path.write_text(launcher.render().replace("\nrun(bundled=True)\n", (
         "\nimport posix\n"

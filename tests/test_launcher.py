@@ -12,7 +12,8 @@ import threading
 import pytest
 from helpers import IPAMCTL, PLUGIN, cni_env, launcher_probe
 
-from ipam import bundle, launcher, paths
+from ipam import paths
+from ipam.install import bundle, launcher
 from ipam.store import migrate
 from ipam.store.schema_version import HEAD
 
@@ -190,8 +191,8 @@ def test_the_launchers_commands_import_only_the_lean_set(tmp_path, netconf):
                 "json", "re", "enum", "typing", "__future__", "importlib", "sqlalchemy", "alembic",
                 "click", "contextlib", "_socket",  # _socket: only a call the daemon takes
                 "h2", "hpack", "hyperframe"}  # ipam.cri's HTTP/2: ipamctl gc --cri only
-    before_the_bundle = {"ipam", "ipam.bundle", "ipam.system", "ipam.client", "ipam.process",
-                         "ipam.paths"}
+    before_the_bundle = {"ipam", "ipam.install", "ipam.install.bundle", "ipam.system",
+                         "ipam.client", "ipam.process", "ipam.paths"}
     seen = set()
     for command, waits in (("ADD", False), ("CHECK", False), ("DEL", False), ("ADD", True)):
         env = {"PATH": os.environ.get("PATH", "")}

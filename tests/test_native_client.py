@@ -21,7 +21,8 @@ import time
 
 import pytest
 
-from ipam import client, frozen, launcher, native, paths, process
+from ipam import client, paths, process
+from ipam.install import frozen, launcher, native
 from tests.helpers import (
     PLUGIN,
     NodeDaemon,

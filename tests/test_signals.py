@@ -30,7 +30,8 @@ from helpers import (
 )
 from plugin_procs import database_problems, expected_mirror, leases, mirror
 
-from ipam import launcher, paths, process
+from ipam import paths, process
+from ipam.install import launcher
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SUBNET = {"subnet": "10.7.0.0/24"}

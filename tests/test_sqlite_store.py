@@ -182,7 +182,7 @@ def test_hot_path_loads_sqlite_without_functools_and_leaves_the_real_one(tmp_pat
     import subprocess
     import sys
 
-    from ipam import launcher
+    from ipam.install import launcher
 
     # As the launcher runs the plugin: an editable install's import finder, which site
     # would install, imports functools itself.

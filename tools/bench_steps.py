@@ -41,8 +41,8 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from helpers import NodeDaemon  # noqa: E402
 
-from ipam import launcher  # noqa: E402
 from ipam.daemon import steps  # noqa: E402
+from ipam.install import launcher  # noqa: E402
 
 NATIVE = os.path.join(REPO, "build", "native", "host-local-sqlite")
 GO = os.environ.get("HLS_GO_PLUGIN", "/usr/lib/cni/host-local")

@@ -2,7 +2,7 @@
 
 A written launcher proves little: a runtime may search another directory first, or
 another one altogether, or the launcher may not start for want of its interpreter. So
-for each runtime found (:mod:`ipam.plugin_dirs`, containerd from the config it runs
+for each runtime found (:mod:`ipam.install.plugin_dirs`, containerd from the config it runs
 with) this takes the file it would run for the plugin's name, says whose it is, and runs
 it as the runtime would: a real ADD and DEL (CNI_* environment, the config on stdin,
 CNI_PATH its directories) on a throwaway network in a temporary dataDir, so nothing an
@@ -20,7 +20,7 @@ import tempfile
 import time
 from typing import Any
 
-from ipam import plugin_dirs
+from ipam.install import plugin_dirs
 
 NETWORK = "ipamctl-check-install"
 SUBNET = "192.0.2.0/29"  # TEST-NET-1 (RFC 5737): never a real network's

@@ -24,10 +24,10 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
-from ipam import containerd_config, frozen, native
+from ipam.install import containerd_config, frozen, native
 from ipam.paths import IN_PROCESS_SUFFIX
 
-# The launcher's second line (ipam.launcher's template; a test keeps the two in step).
+# The launcher's second line (ipam.install.launcher's template; a test keeps the two in step).
 MARKER = b'# host-local-sqlite launcher, written by "ipamctl install-plugin"'
 PODMAN_DIRS = ["/usr/local/libexec/cni", "/usr/libexec/cni", "/usr/local/lib/cni",
                "/usr/lib/cni", "/opt/cni/bin"]  # containers/common, podman 4.x
@@ -380,9 +380,9 @@ class Foreign:
 
 def foreign(root: str, path: str, console_script: str | None = None) -> Foreign | None:
     """What is at ``path``, unless nothing or ours: a launcher (by its marker line), the
-    native thin client (by its marker, :mod:`ipam.native`), a symlink to
+    native thin client (by its marker, :mod:`ipam.install.native`), a symlink to
     ``console_script`` (the README's other way to install) or to a copy of the
-    self-contained build (:mod:`ipam.frozen`)."""
+    self-contained build (:mod:`ipam.install.frozen`)."""
     real = at(root, path)
     try:
         if os.path.islink(real):

@@ -23,9 +23,9 @@ except ImportError:  # pragma: no cover - another implementation
     from importlib.machinery import ModuleSpec
 
 # The modules a plugin call runs in process (ADD with resolvConf, CHECK, DEL), besides
-# those imported before the bundle is read: the package, this module, ipam.system, and
-# the client's (ipam.client, ipam.process, ipam.paths), which a call forwarded to the
-# node daemon runs alone. A test keeps the list exact.
+# those imported before the bundle is read: the package, this module and its package,
+# ipam.system, and the client's (ipam.client, ipam.process, ipam.paths), which a call
+# forwarded to the node daemon runs alone. A test keeps the list exact.
 HOT_PATH = (
     "ipam.errors", "ipam.addr", "ipam.lease", "ipam.allocator", "ipam.ranges",
     "ipam.config", "ipam.jsonio", "ipam.result", "ipam.store.backend", "ipam.store.location",
@@ -35,7 +35,7 @@ HOT_PATH = (
     "ipam.store.table", "ipam.store.sqlite",
     "ipam.dns", "ipam.node_boots",
 )
-PACKAGE_DIR = system.dirname(__file__)
+PACKAGE_DIR = system.dirname(system.dirname(__file__))  # ipam/, whose modules it serves
 
 
 def path(package_dir=PACKAGE_DIR):
@@ -82,7 +82,7 @@ def build(package_dir=PACKAGE_DIR):
         with open(src, "rb") as f:
             code = compile(_unannotated(f.read(), src), src, "exec", dont_inherit=True)
         entries.append((name, src, st.st_mtime_ns, st.st_size, code))
-    from ipam.launcher import replace_file  # ipamctl only: not on the launcher's path
+    from ipam.install.launcher import replace_file  # ipamctl only: not on the launcher's path
 
     target = path(package_dir)
     os.makedirs(os.path.dirname(target), exist_ok=True)

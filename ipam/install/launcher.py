@@ -6,7 +6,7 @@ about 3.5 ms on every start: it scans site-packages, runs the ``.pth`` files, an
 a distutils shim. The launcher runs ``python -I -S`` instead and puts on ``sys.path``
 only the directories this installation needs, recorded when it is written. That is
 what ``ipamctl install-plugin`` writes, together with the hot path's byte-code in one
-file (:mod:`ipam.bundle`), which the launcher loads without importlib's search.
+file (:mod:`ipam.install.bundle`), which the launcher loads without importlib's search.
 
 The recorded paths pin one installation. After rebuilding the virtualenv or upgrading
 Python, write the launcher again. Until then it answers with a CNI error object naming

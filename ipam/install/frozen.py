@@ -11,7 +11,7 @@ that build, not a launcher::
 
 which is also what the build's tarball unpacks into DIR (``tools/build_dist.py``), so
 an unpacked tarball and an installed build are one thing to install over. ``client`` is
-the native thin client (native/client.c, :mod:`ipam.native`), in a build compiled where
+the native thin client (native/client.c, :mod:`ipam.install.native`), in a build compiled where
 ``make dist`` had a C compiler: it offers the call to the node daemon and, when none takes
 it, execs ``client.in-process`` beside it, a link to the build's plugin
 (``host_local_sqlite``), which then runs the call in process only (the program name's

@@ -13,7 +13,7 @@ writes a pair::
     DIR/NAME.in-process   the launcher, rendered to run the call in process only
 
 and, from the self-contained build, NAME a link to the client in the build's copy,
-beside which ``client.in-process`` links to the build's plugin (:mod:`ipam.frozen`).
+beside which ``client.in-process`` links to the build's plugin (:mod:`ipam.install.frozen`).
 
 Where the client comes from (:func:`find`):
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 
-from ipam import frozen, launcher
+from ipam.install import frozen, launcher
 from ipam.paths import IN_PROCESS_SUFFIX, PLUGIN_NAME
 
 # native/client.h's INSTALL_MARKER, kept in the program's bytes (a test keeps the two in
@@ -42,7 +42,7 @@ CHECKOUT_BUILD = os.path.join("build", "native", PLUGIN_NAME)
 # More than the client ever is (86 KB against musl, 0.8 MB against glibc): a bigger file at
 # its place is not read whole to be told apart.
 MAX_SIZE = 8 << 20
-PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # ipam/
 
 
 def find(build: str | None = None, package_dir: str = PACKAGE_DIR) -> str | None:

@@ -2,21 +2,23 @@
 
 What is written, by what this installation is and has:
 
-- a Python installation: the launcher (:mod:`ipam.launcher`) with its byte-code bundle
-  (:mod:`ipam.bundle`); where the native thin client is at hand (:mod:`ipam.native`),
-  that client at NAME and the launcher beside it as ``NAME.in-process``, in process only;
-- the self-contained build (:mod:`ipam.frozen`): a copy of the build, and NAME a link to
-  its native client, or to its plugin where the build has no client.
+- a Python installation: the launcher (:mod:`ipam.install.launcher`) with its byte-code
+  bundle (:mod:`ipam.install.bundle`); where the native thin client is at hand
+  (:mod:`ipam.install.native`), that client at NAME and the launcher beside it as
+  ``NAME.in-process``, in process only;
+- the self-contained build (:mod:`ipam.install.frozen`): a copy of the build, and NAME a
+  link to its native client, or to its plugin where the build has no client.
 
 ``client``: "native", "python", or None for native where one is at hand. The directory
-is the one named, or the one chosen for the runtimes here (:mod:`ipam.plugin_dirs`); a
-file at NAME (or at ``NAME.in-process``) that no install-plugin wrote is refused unless
-``force``, which keeps it beside. Each file is written in one rename, the in-process
-plugin before the client that execs it, so a runtime starting the plugin meanwhile runs
-the old file or the new, never half of one. Installing one kind over another says what
-it replaced and removes what the other leaves: the build's unused copies, or a stale
-``NAME.in-process`` of ours (kept while a process still runs the native client that may
-exec it; the next install removes it). Off the plugin's hot path.
+is the one named, or the one chosen for the runtimes here
+(:mod:`ipam.install.plugin_dirs`); a file at NAME (or at ``NAME.in-process``) that no
+install-plugin wrote is refused unless ``force``, which keeps it beside. Each file is
+written in one rename, the in-process plugin before the client that execs it, so a
+runtime starting the plugin meanwhile runs the old file or the new, never half of one.
+Installing one kind over another says what it replaced and removes what the other
+leaves: the build's unused copies, or a stale ``NAME.in-process`` of ours (kept while a
+process still runs the native client that may exec it; the next install removes it).
+Off the plugin's hot path.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import os
 import sys
 from typing import Any
 
-from ipam import bundle, frozen, launcher, native, plugin_dirs
+from ipam.install import bundle, frozen, launcher, native, plugin_dirs
 from ipam.paths import IN_PROCESS_SUFFIX, PLUGIN_NAME
 
 # pip's console script of this installation: a link to it at NAME is ours to replace.

@@ -1,5 +1,5 @@
 """``ipamctl db``: create, upgrade and inspect the schema (alembic, loaded lazily); back
-up and restore a SQLite database (:mod:`ipam.backup`)."""
+up and restore a SQLite database (:mod:`ipam.admin.backup`)."""
 from __future__ import annotations
 
 from typing import Any
@@ -85,7 +85,7 @@ def db_backup(obj: Obj, file: str, force: bool, timeout: float) -> None:
         ipamctl db backup /var/backups/ipam-$(date +%F).db
     """
     table_or_json(obj)
-    from ipam import backup
+    from ipam.admin import backup
 
     info = backup.backup(obj.database, file, timeout=timeout, force=force)
     emit(obj.output, info, "%s: %d lease(s), schema revision %s"
@@ -113,7 +113,7 @@ def db_restore(obj: Obj, file: str, yes: bool, timeout: float) -> None:
         ipamctl db restore /var/backups/ipam-2026-11-28.db --yes
     """
     table_or_json(obj)
-    from ipam import backup
+    from ipam.admin import backup
 
     if not yes and is_terminal():
         plan = backup.plan_restore(obj.database, file)

@@ -8,7 +8,7 @@ import click
 
 from host_local_sqlite_cli.common import Obj, open_store
 from host_local_sqlite_cli.output import emit, progress, table_or_json
-from ipam import admin
+from ipam.admin import leases as admin
 from ipam.store.location import SQLITE, locate
 from ipam.store.memory import MemoryStore
 

@@ -7,7 +7,8 @@ import click
 
 from host_local_sqlite_cli.common import Obj, open_store
 from host_local_sqlite_cli.output import emit, failed, is_terminal, progress, table_or_json
-from ipam import admin, consistency
+from ipam.admin import consistency
+from ipam.admin import leases as admin
 from ipam.mirror.reconcile import FIXABLE
 
 

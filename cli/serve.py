@@ -8,7 +8,7 @@ import click
 from host_local_sqlite_cli.common import Obj, open_store
 from host_local_sqlite_cli.gc import parse_share
 from host_local_sqlite_cli.output import emit, parse_duration, table_or_json
-from ipam import admin
+from ipam.admin import leases as admin
 from ipam.cri.defaults import DEFAULT_ENDPOINT
 from ipam.daemon import gc_periodic
 from ipam.daemon import server as daemon

@@ -5,7 +5,7 @@ import click
 
 from host_local_sqlite_cli.common import Obj, columns, located, read_network
 from host_local_sqlite_cli.output import emit_rows
-from ipam import admin
+from ipam.admin import leases as admin
 from ipam.daemon import metrics
 
 COLUMNS = ["network", "range_set", "range", "size", "used", "reserved", "free"]

@@ -8,8 +8,8 @@ node daemon's thin client (:mod:`ipam.client`), for two names: the functions imp
 
 Not here, on purpose: the launcher's byte-code bundle (``launcher-bundle.<tag>.marshal``,
 :func:`ipam.install.bundle.path`), because the launcher reads it before it may import this
-module from the bundle; the kernel's ``/proc`` files (:mod:`ipam.nsfind` and
-:mod:`ipam.nsaddr`, through which gc finds the network namespaces, at no fixed path);
+module from the bundle; the kernel's ``/proc`` files (:mod:`ipam.admin.nsfind` and
+:mod:`ipam.admin.nsaddr`, through which gc finds the network namespaces, at no fixed path);
 and the container runtimes' own config files, looked up by :mod:`ipam.install.plugin_dirs`.
 """
 # --- dataDir: the directory host-local uses, and we share with it ---------------------

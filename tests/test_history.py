@@ -10,7 +10,8 @@ import time
 import pytest
 from helpers import IPAMCTL, ipamctl, js, run_inprocess, run_plugin, upgrade_pg_to
 
-from ipam import addr, admin, config, paths
+from ipam import addr, config, paths
+from ipam.admin import leases as admin
 from ipam.errors import ConfigError
 from ipam.lease import Lease
 from ipam.store import migrate, schema_version

@@ -17,7 +17,9 @@ import time
 
 import pytest
 
-from ipam import admin, allocator, gc
+from ipam import allocator
+from ipam.admin import gc
+from ipam.admin import leases as admin
 from ipam.lease import Lease, NetworkRecord
 from ipam.mirror import importer
 from ipam.ranges import canonicalize, describe, make_set

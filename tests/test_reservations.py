@@ -1,6 +1,6 @@
 """``ipamctl reserve`` / ``unreserve``: an address the plugin never hands out.
 
-A reservation is a lease row owned by ``ipam:reserved`` (ipam/reservations.py says why),
+A reservation is a lease row owned by ``ipam:reserved`` (ipam/admin/reservations.py says why),
 so these tests prove each place that must know it from a container's lease: the
 allocator (a /29 filled by real plugin processes, and by Go host-local beside us), list,
 stats, check, history, release, gc (ipamctl's and CNI GC), the mirror read back

@@ -1,7 +1,7 @@
 """``ipamctl serve --gc-interval``: the node daemon runs gc itself, so that a node needs
 no systemd timer (nor crictl) to release the leases of containers that are gone.
 
-Each run is :func:`ipam.gc.gc` with ``apply`` and every guard, as ``ipamctl gc --apply``
+Each run is :func:`ipam.admin.gc.gc` with ``apply`` and every guard, as ``ipamctl gc --apply``
 run by hand without ``--force``: the list guards (empty list, no lease listed,
 ``max_share``), the on-the-wire check of the host's network namespaces, two hosts
 using the node's name, ``grace``. A refusing guard releases nothing; the run says why in
@@ -13,7 +13,7 @@ runs"; the empty-list guard says so). Runs take place on a thread of their own, 
 a time, ``interval`` seconds apart (the first one ``interval`` after the start): each is
 a few short store transactions, so calls wait for it no longer than for another call,
 and its own waits are bounded (the store's busy timeout, the source's timeout, the
-namespace check's :data:`ipam.netns.TIMEOUT`). A run that fails is logged and counted
+namespace check's :data:`ipam.admin.netns.TIMEOUT`). A run that fails is logged and counted
 (:meth:`ipam.daemon.metrics.Metrics.gc_run`), and the next goes ahead.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable, ContextManager, Optional, Protocol
 
-from ipam import gc
+from ipam.admin import gc
 
 if TYPE_CHECKING:
     from ipam.daemon.metrics import Metrics

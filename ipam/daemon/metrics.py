@@ -2,7 +2,7 @@
 
 One concept in one place: the names and help of every metric we expose. The range
 gauges (size, used, free per network and range set) are built here from
-:func:`ipam.admin.stats` rows, for ``ipamctl -o prometheus stats`` (node_exporter's
+:func:`ipam.admin.leases.stats` rows, for ``ipamctl -o prometheus stats`` (node_exporter's
 textfile collector) and for the daemon's ``/metrics`` alike.
 
 The daemon's call path only calls :meth:`Metrics.call` and :meth:`Metrics.declined`:
@@ -33,8 +33,9 @@ RANGE_GAUGES = (
 
 
 def range_families(rows: Iterable[dict[str, Any]]) -> list[Any]:
-    """``host_local_sqlite_range_{size,used,reserved,free}`` from :func:`ipam.admin.stats` rows
-    (a network the plugin never served, with no range set, has none)."""
+    """``host_local_sqlite_range_{size,used,reserved,free}`` from
+    :func:`ipam.admin.leases.stats` rows (a network the plugin never served, with no
+    range set, has none)."""
     from prometheus_client.core import GaugeMetricFamily
 
     families = {key: GaugeMetricFamily(PREFIX + "range_" + key, text, labels=RANGE_LABELS)
@@ -84,7 +85,7 @@ class _Histogram:
 class Metrics:
     """The daemon's counters, updated by its threads, rendered at scrape time.
 
-    ``usage()``: :func:`ipam.admin.stats` rows for the range gauges, read at each scrape
+    ``usage()``: :func:`ipam.admin.leases.stats` rows for the range gauges, read at each scrape
     (None: not exported). Gc runs and releases are counted by :meth:`gc_run`."""
 
     def __init__(self, usage: Optional[Callable[[], list[dict[str, Any]]]] = None,

@@ -891,7 +891,7 @@ def serve(socket_path: "str" = paths.DAEMON_SOCKET, pool_size: "int" = DEFAULT_P
     """Run a daemon until one of :data:`STOP_SIGNALS`; returns the exit status.
 
     ``metrics_address``: serve Prometheus metrics there (``HOST:PORT``), with the range
-    gauges of ``usage()`` (:func:`ipam.admin.stats` rows); ``periodic_gc``: run it;
+    gauges of ``usage()`` (:func:`ipam.admin.leases.stats` rows); ``periodic_gc``: run it;
     ``trace_steps``: append each call's step timings to this file (:mod:`ipam.daemon.steps`)."""
     server = None
     if metrics_address is not None:

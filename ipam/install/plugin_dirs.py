@@ -9,7 +9,7 @@ or with ``--force`` set aside, a file it would replace: a package's file through
 diversion, so that the package's upgrades land beside the launcher, not over it.
 
 The same files name each runtime's network config directories (``Runtime.conf_dirs``),
-which :mod:`ipam.network_configs` reads to find the networks, and the leases, that are
+which :mod:`ipam.admin.network_configs` reads to find the networks, and the leases, that are
 ours. Paths are as the runtimes see them, looked up under ``root`` ("/", or a tree a test
 or an image build prepared). Off the plugin's hot path.
 """
@@ -35,7 +35,7 @@ _SYSTEM_BIN = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/s
 _CNI_PATH = re.compile(r'^\s*"?cni_path"?\s*[=:]\s*"([^"]*)"')  # HCL or JSON
 _CNI_CONFIG_DIR = re.compile(r'^\s*"?cni_config_dir"?\s*[=:]\s*"([^"]*)"')
 # Where the runtimes read their network configs by default (libcni's CNI_CONF_DIR; Nomad's
-# own); :mod:`ipam.network_configs` reads them to find the networks whose IPAM is ours.
+# own); :mod:`ipam.admin.network_configs` reads them to find the networks whose IPAM is ours.
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 NOMAD_CONF_DIR = "/opt/cni/config"
 ROOTLESS_CONF_DIR = ".config/cni/net.d"  # under $HOME: podman run by a user

@@ -110,7 +110,7 @@ class Store(Protocol):
     def events_after(self, after: int, limit: int) -> list[tuple[int, Event]]:
         """``(id, event)`` of at most ``limit`` events whose id is above ``after``, in id
         order. Ids grow with each event inserted; on a shared store a transaction that
-        began earlier may commit a smaller one later (see :func:`ipam.admin.follow`)."""
+        began earlier may commit a smaller one later (see :func:`ipam.admin.leases.follow`)."""
 
     def last_event_id(self) -> int:
         """The largest event id (0: no event)."""

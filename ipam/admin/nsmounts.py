@@ -4,7 +4,7 @@ entering a mount namespace that no thread is in, to read its mounts.
 A namespace is identified by its nsfs file's device and inode (:data:`Key`), as
 ``stat`` of ``/proc/<pid>/ns/net`` and the mount's root (``net:[4026532177]``) both
 give it. :func:`entered_mounts` forks: run it only in a single-threaded process (gc's
-child, :mod:`ipam.netns`).
+child, :mod:`ipam.admin.netns`).
 """
 import ctypes
 import functools

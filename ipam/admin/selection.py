@@ -4,7 +4,7 @@ container ID, a pod (``NS/NAME``) or a name. Shared by ``ipamctl list``, ``histo
 and ``pod_name`` (:class:`~ipam.lease.Lease`, :class:`~ipam.lease.Event`).
 
 A container ID is taken whole unless the operator marks it as the start of one
-(``3f2a9c...``, :data:`ipam.labels.PREFIX`). What a start may choose depends on the
+(``3f2a9c...``, :data:`ipam.admin.labels.PREFIX`). What a start may choose depends on the
 command:
 
 - reading (``list``, ``history``): a whole ID selects only itself, even where it starts
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable, Mapping, Optional, TypeVar
 
+from ipam.admin.labels import PREFIX, container_ref, least, pod_label, short_ids
 from ipam.errors import IpamError
-from ipam.labels import PREFIX, container_ref, least, pod_label, short_ids
 from ipam.lease import Event, Lease
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class Found(list[T]):
     """Leases or events chosen for ipamctl to show. ``note``: how a container ID's start
     was read, for the operator (None: it was not). ``shown``: ``{container ID: the
     short form a table prints}`` for the IDs a table shortens (see
-    :func:`ipam.labels.short_ids`); the others print whole."""
+    :func:`ipam.admin.labels.short_ids`); the others print whole."""
 
     def __init__(self, items: Iterable[T] = (), note: Optional[str] = None,
                  shown: Optional[dict[str, str]] = None) -> None:

@@ -12,12 +12,12 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional
 
 from ipam import addr
+from ipam.admin.labels import PREFIX, container_ref
+from ipam.admin.selection import Found, found, of_container, of_pod, the_container
 from ipam.errors import IpamError
-from ipam.labels import PREFIX, container_ref
 from ipam.mirror.contents import mirrored_cursors
 from ipam.mirror.files import Mirror, NetworkDir
 from ipam.ranges import from_description
-from ipam.selection import Found, found, of_container, of_pod, the_container
 from ipam.store.sqlite_db import DEFAULT_BUSY_TIMEOUT
 from ipam.waits import Patience
 
@@ -96,7 +96,7 @@ def list_leases(store: Store, network: Optional[str] = None,
                 sort: str = "network") -> Found[Lease]:
     """Leases sorted by :data:`SORTS` ``sort`` (network, then address numerically).
     ``container_id`` is a whole ID, or the start of one among the leases the other
-    filters keep (see :mod:`ipam.selection`); ``ip`` an address or a subnet."""
+    filters keep (see :mod:`ipam.admin.selection`); ``ip`` an address or a subnet."""
     with store.transaction():
         leases = of_pod([lease for lease in store.leases(network) if within(lease.ip, ip)],
                         pod, name)
@@ -162,7 +162,7 @@ def history(store: Store, network: Optional[str] = None, ip: Optional[IP | Net] 
     """Lease events in commit order. With ``at``: the allocations in force at that
     moment, i.e. after the last event stamped at or before it. ``container_id`` is a
     whole ID, or the start of one among the events the other filters keep (see
-    :mod:`ipam.selection`); ``ip`` an address or a subnet. ``limit``: only the last
+    :mod:`ipam.admin.selection`); ``ip`` an address or a subnet. ``limit``: only the last
     ``limit`` (the newest, as ``tail -n``); ``reverse``: the newest first.
 
     Commit order, not the wall clock, orders them: after the clock stepped back, a
@@ -393,7 +393,7 @@ def select_release(store: Store, ips: Iterable[IP] = (), container_id: Optional[
     so is a reserved one (``unreserve`` frees it: a release must never free one by
     accident).
     ``container_id`` is a whole ID, or a marked start (``3f2a...``) that fits exactly one
-    container in the whole database (:func:`~ipam.selection.the_container`); a
+    container in the whole database (:func:`~ipam.admin.selection.the_container`); a
     container with no lease that the other options keep is an error."""
     with store.transaction():
         require_networks(store, [network] if network is not None else [])

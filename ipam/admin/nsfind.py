@@ -1,7 +1,7 @@
 """Where this host's network namespaces are: every holder ``/proc`` shows, no fixed path.
 
 A network namespace, and the addresses in it, live while something holds it. gc's
-on-the-wire check (:mod:`ipam.netns`) finds each through the holders ``/proc`` shows:
+on-the-wire check (:mod:`ipam.admin.netns`) finds each through the holders ``/proc`` shows:
 
 - a thread in it: ``/proc/<pid>/task/<tid>/ns/net`` of every thread, not only each
   process's main one (a thread that entered a namespace with ``setns`` holds it when
@@ -16,14 +16,14 @@ on-the-wire check (:mod:`ipam.netns`) finds each through the holders ``/proc`` s
 Not shown: a namespace held only by an open descriptor or a socket (``/proc`` shows
 neither as a namespace). A thread root may not look at (ptrace's read access, which root
 lacks towards a process more privileged than itself) is read from outside instead
-(:func:`ipam.nsaddr.proc_addresses`); a namespace found but not opened is reported, and
+(:func:`ipam.admin.nsaddr.proc_addresses`); a namespace found but not opened is reported, and
 gc then keeps every candidate. A thread or mount that vanishes meanwhile held nothing.
 """
 import errno
 import functools
 import os
 
-from ipam.nsmounts import Key, entered_mounts, ns_fkey, ns_key, nsfs_mounts
+from ipam.admin.nsmounts import Key, entered_mounts, ns_fkey, ns_key, nsfs_mounts
 
 _GONE = (FileNotFoundError, ProcessLookupError)
 Task = tuple[int, int, str]  # (pid, tid, "/proc/PID/task/TID")

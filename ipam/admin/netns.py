@@ -5,14 +5,14 @@ A lease whose container is gone may still have its address on the wire: a killed
 given that address would share it with the orphan (two MACs answer ARP). So before
 releasing, ``ipamctl gc`` asks every namespace of this host.
 
-Every namespace ``/proc`` shows a holder of (:mod:`ipam.nsfind`: every thread's, every
+Every namespace ``/proc`` shows a holder of (:mod:`ipam.admin.nsfind`: every thread's, every
 bind mount in every mount namespace, rootless podman's included), deduplicated, our own
 left out; each asked from inside, or read from outside where root may not look inside
-(:mod:`ipam.nsaddr`). Not seen: other hosts' namespaces, and one held only by an open
+(:mod:`ipam.admin.nsaddr`). Not seen: other hosts' namespaces, and one held only by an open
 descriptor or a socket. What is found but cannot be read makes the check incomplete:
 releasing would then be a guess.
 
-The reading runs in a child process (``python -m ipam.netns``): entering a namespace
+The reading runs in a child process (``python -m ipam.admin.netns``): entering a namespace
 (``setns``) changes the calling thread, and ipamctl must stay where it is. The parent
 bounds it with a timeout; a namespace that vanishes meanwhile is skipped, not an error.
 """
@@ -22,7 +22,7 @@ import os
 import subprocess
 import sys
 
-from ipam import nsaddr, nsfind, nsmounts
+from ipam.admin import nsaddr, nsfind, nsmounts
 
 TIMEOUT = 10.0  # seconds for the whole check (docs/performance.md: ~1 s, 2,000 namespaces)
 
@@ -36,7 +36,7 @@ def holders(timeout=TIMEOUT):
     excluded). Raises :class:`Incomplete`, saying what it waited for or could not read,
     when it could not look everywhere: releasing would then be a guess."""
     try:
-        proc = subprocess.run([sys.executable, "-I", "-m", "ipam.netns"], capture_output=True,
+        proc = subprocess.run([sys.executable, "-I", "-m", "ipam.admin.netns"], capture_output=True,
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise Incomplete("reading the network namespaces did not finish in %g s" % timeout

@@ -19,9 +19,9 @@ import time
 from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from ipam import node_boots, system
-from ipam.admin import _Held, _mirrors, _release_all, require_networks
-from ipam.labels import SHORT_ID, container_ref
-from ipam.selection import found, the_container
+from ipam.admin.labels import SHORT_ID, container_ref
+from ipam.admin.leases import _Held, _mirrors, _release_all, require_networks
+from ipam.admin.selection import found, the_container
 
 if TYPE_CHECKING:
     from ipam.addr import IP
@@ -226,7 +226,7 @@ class Report:
         self.released: list[Lease] = []
         self.problems: list[str] = []
         self.forced = False
-        # {container ID: its short form in a table} (see ipam.selection.found)
+        # {container ID: its short form in a table} (see ipam.admin.selection.found)
         self.shown: dict[str, str] = {}
         # A remark on the list for the operator (:data:`SHORT_LIST`), or None.
         self.hint: Optional[str] = None
@@ -277,7 +277,7 @@ def gc(store: Store, networks: Optional[Iterable[str]], valid: Optional[Valid],
     report = Report(plans, apply, conflicts)
     report.shown, report.hint = shown, hint
     if netns and any(p.candidates for p in plans):
-        from ipam import netns as wire
+        from ipam.admin import netns as wire
 
         try:
             keep_held_addresses(plans, wire.holders())

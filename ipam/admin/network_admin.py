@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Optional
 
-from ipam.admin import AdminError, _Held, _mirrors, range_sets_in, range_sets_of
+from ipam.admin.leases import AdminError, _Held, _mirrors, range_sets_in, range_sets_of
+from ipam.admin.selection import Found, found
 from ipam.errors import IoFailure
 from ipam.paths import MIRROR_LOCK, TMP_PREFIX, is_cursor_name
-from ipam.selection import Found, found
 
 if TYPE_CHECKING:
     from ipam.lease import Lease

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Optional
 
-from ipam.admin import AdminError, _Held, _mirrors, _release_all, range_sets_of
+from ipam.admin.leases import AdminError, _Held, _mirrors, _release_all, range_sets_of
 from ipam.lease import RESERVED_ID, Lease, note_problem
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import os
 from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from ipam import addr
-from ipam.admin import _RECONCILED, AdminError, _Held, _mend, mirror_for
+from ipam.admin.leases import _RECONCILED, AdminError, _Held, _mend, mirror_for
 from ipam.mirror.contents import is_address_name, mirrored_cursors
 from ipam.paths import is_cursor_name
 from ipam.store.schema_version import HEAD

@@ -10,10 +10,13 @@ import click
 from click.core import ParameterSource
 
 from host_local_sqlite_cli.formats import declared
-from ipam import access, addr, admin, labels, network_configs, paths, plugin_dirs
-from ipam.backend import POSTGRESQL, locate
-from ipam.backend import open_store as _open_store
+from ipam import access, addr, paths
+from ipam.admin import labels, network_configs
+from ipam.admin import leases as admin
 from ipam.errors import IoFailure
+from ipam.install import plugin_dirs
+from ipam.store.backend import open_store as _open_store
+from ipam.store.location import POSTGRESQL, locate
 
 if TYPE_CHECKING:
     from ipam.store.protocol import AdminStore
@@ -34,7 +37,7 @@ class Obj:
 
     ``discover``: neither --data-dir nor --database (nor their variables) named the
     database, so the CNI network configs say where the leases are
-    (:mod:`ipam.network_configs`, looked up under ``root``). Read-only commands that
+    (:mod:`ipam.admin.network_configs`, looked up under ``root``). Read-only commands that
     list leases read every database found (:func:`read_all`); any other command's
     ``data_dir`` and ``database`` are those of the one database it acts on, chosen at
     their first use from the networks the command names (:func:`named_networks`), so
@@ -229,7 +232,7 @@ def read_network(obj: Obj, network: str | None,
                  read: Callable[[AdminStore], SizedT]) -> list[tuple[str | None, SizedT]]:
     """:func:`read_all` for a read-only command that may name a ``network``: when every
     database read found nothing, and none knows the network, a warning on stderr says so
-    (:func:`ipam.admin.unknown_network`: a typo lists nothing, which would read as "no
+    (:func:`ipam.admin.leases.unknown_network`: a typo lists nothing, which would read as "no
     leases")."""
     found = read_all(obj, lambda store: (read(store), admin.unknown_network(store, network)))
     unknown = [why for _, (_, why) in found]
@@ -295,7 +298,7 @@ def parse_name(ctx: Any, param: Any, value: str | None) -> str | None:
 
 def parse_container(ctx: Any, param: Any, value: str | None) -> str | None:
     """``--container ID`` or ``--container START...``: refused here when empty or a bare
-    mark; the library reads the mark (:mod:`ipam.selection`)."""
+    mark; the library reads the mark (:mod:`ipam.admin.selection`)."""
     if value is None:
         return None
     try:

@@ -1,5 +1,5 @@
 """``ipamctl db``: create, upgrade and inspect the schema (alembic, loaded lazily); back
-up and restore a SQLite database (:mod:`ipam.backup`)."""
+up and restore a SQLite database (:mod:`ipam.admin.backup`)."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,7 +9,7 @@ import click
 from host_local_sqlite_cli.common import Obj
 from host_local_sqlite_cli.formats import output_formats
 from host_local_sqlite_cli.output import emit, is_terminal
-from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT
+from ipam.store.sqlite_db import DEFAULT_BUSY_TIMEOUT
 
 
 @click.group()
@@ -34,7 +34,7 @@ def db_upgrade(obj: Obj) -> None:
     Example:
         ipamctl --database /var/lib/cni/networks/.host-local-sqlite.db db upgrade
     """
-    from ipam import migrate
+    from ipam.store import migrate
 
     revision = migrate.upgrade(obj.database)
     emit(obj.output, {"database": obj.database, "revision": revision}, revision)
@@ -50,7 +50,7 @@ def db_current(obj: Obj) -> None:
     Example:
         ipamctl -o json db current
     """
-    from ipam import migrate
+    from ipam.store import migrate
 
     revision = migrate.current(obj.database)
     if revision is None:
@@ -86,7 +86,7 @@ def db_backup(obj: Obj, file: str, force: bool, timeout: float) -> None:
     Example:
         ipamctl db backup /var/backups/ipam-$(date +%F).db
     """
-    from ipam import backup
+    from ipam.admin import backup
 
     info = backup.backup(obj.database, file, timeout=timeout, force=force)
     emit(obj.output, info, "%s: %d lease(s), schema revision %s"
@@ -114,7 +114,7 @@ def db_restore(obj: Obj, file: str, yes: bool, timeout: float) -> None:
     Example:
         ipamctl db restore /var/backups/ipam-2026-11-28.db --yes
     """
-    from ipam import backup
+    from ipam.admin import backup
 
     if not yes and is_terminal():
         plan = backup.plan_restore(obj.database, file)

@@ -20,7 +20,7 @@ from host_local_sqlite_cli.output import (
     parse_duration,
     rows_table,
 )
-from ipam import gc
+from ipam.admin import gc
 from ipam.cri.defaults import DEFAULT_ENDPOINT
 
 

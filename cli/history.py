@@ -33,8 +33,8 @@ from host_local_sqlite_cli.output import (
     table,
     warn,
 )
-from ipam import admin
 from ipam.addr import IP, Net
+from ipam.admin import leases as admin
 from ipam.lease import Event
 
 

@@ -10,8 +10,8 @@ import click
 from host_local_sqlite_cli.common import Obj, open_store
 from host_local_sqlite_cli.formats import output_formats
 from host_local_sqlite_cli.output import emit, progress
-from ipam import admin
-from ipam.backend import SQLITE, locate
+from ipam.admin import leases as admin
+from ipam.store.location import SQLITE, locate
 
 if TYPE_CHECKING:
     from ipam.store.protocol import AdminStore

@@ -23,8 +23,8 @@ from host_local_sqlite_cli.output import (
     no_trunc_option,
     note,
 )
-from ipam import admin
 from ipam.addr import IP, Net
+from ipam.admin import leases as admin
 
 
 @click.command("list")

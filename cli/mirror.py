@@ -8,8 +8,9 @@ import click
 from host_local_sqlite_cli.common import Obj, open_store
 from host_local_sqlite_cli.formats import output_formats
 from host_local_sqlite_cli.output import emit, failed, is_terminal, progress
-from ipam import admin, consistency
-from ipam.reconcile import FIXABLE
+from ipam.admin import consistency
+from ipam.admin import leases as admin
+from ipam.mirror.reconcile import FIXABLE
 
 
 @click.command("export")

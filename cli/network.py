@@ -17,7 +17,7 @@ from host_local_sqlite_cli.output import (
     rows_table,
     table,
 )
-from ipam import network_admin
+from ipam.admin import network_admin
 
 COLUMNS = ["network", "leases", "size", "ranges", "export", "data_dir", "last_seen"]
 

@@ -14,7 +14,8 @@ from host_local_sqlite_cli.output import (
     iso,
     rows_table,
 )
-from ipam import node_admin, system
+from ipam import system
+from ipam.admin import node_admin
 
 COLUMNS = ["node", "boot_id", "host", "first_seen", "last_seen", "leases", "state"]
 

@@ -19,8 +19,8 @@ from typing import Any, NoReturn
 import click
 
 from host_local_sqlite_cli.common import carry_global_options
+from ipam.admin.labels import pod_label
 from ipam.errors import IpamError
-from ipam.labels import pod_label
 
 
 class IpamGroup(click.Group):
@@ -190,7 +190,7 @@ def table(rows: list[dict[str, Any]], columns: list[str], ids: Mapping[str, str]
     None prints as '-', big counts as :func:`count`.
     A container ID prints as ``ids`` has it (the short forms a library call returned with
     its rows: ``Found.shown``), else whole, and ``pod`` reads ``NS/NAME``, quoted where
-    needed (:mod:`ipam.labels`). The JSON has every field whole."""
+    needed (:mod:`ipam.admin.labels`). The JSON has every field whole."""
     cells = [[_cell(_shown(r, c, ids)) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))

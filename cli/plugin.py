@@ -1,7 +1,7 @@
 """``ipamctl install-plugin``: put the plugin into a CNI bin directory (the native thin
 client and a fast launcher, or the launcher alone), and say what it wrote and whether the
-runtimes here would run it: one library call (:func:`ipam.installer.install`), its report
-rendered (:func:`render`); ``check-install``: call it as each runtime would."""
+runtimes here would run it: one library call (:func:`ipam.install.installer.install`), its
+report rendered (:func:`render`); ``check-install``: call it as each runtime would."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,7 @@ import click
 from host_local_sqlite_cli.common import Obj
 from host_local_sqlite_cli.formats import output_formats
 from host_local_sqlite_cli.output import emit, warn
-from ipam import frozen, install_check, installer, plugin_dirs
+from ipam.install import frozen, install_check, installer, plugin_dirs
 from ipam.paths import IN_PROCESS_SUFFIX, PLUGIN_NAME
 
 

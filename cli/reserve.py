@@ -6,8 +6,8 @@ import click
 from host_local_sqlite_cli.common import Obj, open_store, parse_ip
 from host_local_sqlite_cli.formats import output_formats
 from host_local_sqlite_cli.output import LEASE_COLUMNS, emit_rows, lease_row
-from ipam import reservations
 from ipam.addr import IP
+from ipam.admin import reservations
 
 
 def _done(obj: Obj, lease: object, problems: list[str]) -> None:

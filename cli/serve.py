@@ -9,9 +9,11 @@ from host_local_sqlite_cli.common import Obj, open_store
 from host_local_sqlite_cli.formats import output_formats
 from host_local_sqlite_cli.gc import parse_share
 from host_local_sqlite_cli.output import emit, parse_duration
-from ipam import admin, daemon, gc_periodic
+from ipam.admin import leases as admin
 from ipam.cri.defaults import DEFAULT_ENDPOINT
-from ipam.metrics_http import parse_address
+from ipam.daemon import gc_periodic
+from ipam.daemon import server as daemon
+from ipam.daemon.metrics_http import parse_address
 from ipam.paths import DAEMON_SOCKET
 
 _SOCKET_HELP = "The daemon's unix socket."

@@ -6,7 +6,8 @@ import click
 from host_local_sqlite_cli.common import Obj, columns, located, read_network
 from host_local_sqlite_cli.formats import output_formats
 from host_local_sqlite_cli.output import emit_rows
-from ipam import admin, metrics
+from ipam.admin import leases as admin
+from ipam.daemon import metrics
 
 COLUMNS = ["network", "range_set", "range", "size", "used", "reserved", "free"]
 BAR = 20

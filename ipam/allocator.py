@@ -15,8 +15,8 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
     from typing import Iterable, Optional
 
     from ipam.addr import IP
-    from ipam.exporter import NetworkFiles
     from ipam.lease import Pod
+    from ipam.mirror.files import NetworkFiles
     from ipam.ranges import Range, RangeSet
     from ipam.store.protocol import Store
 

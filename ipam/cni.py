@@ -9,7 +9,6 @@ README says so.
 import sys
 
 from ipam import jsonio, result, system
-from ipam.client import MAX_STDIN, SIGNALS, armed
 from ipam.config import SUPPORTED_VERSIONS, go_quote, json_type, version_tuple
 from ipam.errors import (
     ConfigError,
@@ -21,6 +20,7 @@ from ipam.errors import (
     IpamError,
     VersionError,
 )
+from ipam.process import MAX_STDIN, SIGNALS, armed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
@@ -167,7 +167,7 @@ def _stderr(context: "Optional[CallContext]") -> "TextIO":
 
 
 def changed_under_us(err: "ImportError") -> "IoFailure":
-    """A module the call imports lazily (``ipam.reconcile`` after a foreign change, the
+    """A module the call imports lazily (``ipam.mirror.reconcile`` after a foreign change, the
     migrations, a driver) cannot be loaded: the plugin's own files changed or vanished
     under the running call (its build's copy removed, the package upgraded or removed
     meanwhile) or are damaged. Not a bug of the call: code 5, saying what to do, as
@@ -194,7 +194,7 @@ def main(env: "Optional[Mapping[str, str]]" = None, stdin: "Optional[BinaryIO]" 
 
     SIGINT, SIGTERM and SIGHUP become an error object too (code 11), raised where the
     call is, so that its transaction rolls back on the way out; once the answer is
-    decided, they change nothing (:class:`ipam.client.Guard`)."""
+    decided, they change nothing (:class:`ipam.process.Guard`)."""
     env = dict(env) if env is not None else system.environ()
     stdin = stdin if stdin is not None else sys.stdin.buffer
     stdout = stdout if stdout is not None else sys.stdout
@@ -222,3 +222,35 @@ def main(env: "Optional[Mapping[str, str]]" = None, stdin: "Optional[BinaryIO]" 
         system.warn("cannot write the answer: %s" % e, _stderr(context))
         return status or 1
     return status
+
+
+def in_process(data: "Optional[bytes]") -> "int":
+    """The call in this process, for the plugin's entry (:func:`ipam.client.run`) when no
+    daemon took it; ``data``: stdin, if the client read it already. Returns the exit
+    status.
+
+    The result is on stdout and COMMITted (durable: synchronous=FULL) before this
+    returns, and the caller ends the process at once, skipping the interpreter's
+    teardown and the database close: a close would checkpoint the WAL and delete it
+    (one more fsync), only for the next invocation to create it again. Nor can
+    SQLite's automatic checkpoints keep the WAL short across one-shot processes (each
+    rebuilds the WAL index and forgets what was checkpointed), so the SQLite store
+    truncates it itself, after COMMIT and still in the writers' queue, once it passes
+    1 MiB (``trim_wal`` in the SQLite store's ``sqlite_db`` module).
+    """
+    from ipam.commands import CallContext
+
+    context = CallContext(keep_open=True)
+    if data is None:
+        status = main(context=context)
+    else:
+        import io
+
+        status = main(stdin=io.BytesIO(data), context=context)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # EPIPE: the answer was reported lost already
+            status = status or 1
+    return status
+

@@ -7,11 +7,11 @@ and the result is returned only after COMMIT: the database is the truth.
 import time
 
 from ipam import addr, allocator, config, jsonio, node_boots, result, system
-from ipam.backend import busy_timeout, open_store
 from ipam.errors import ConfigError, IoFailure, IpamError, NodeConflict, Retry, Unavailable
-from ipam.exporter import Mirror
 from ipam.lease import Changes, NetworkRecord
+from ipam.mirror.files import Mirror
 from ipam.ranges import describe
+from ipam.store.backend import busy_timeout, open_store
 from ipam.waits import Patience
 
 # Events a call with historyRetention deletes at most: each ADD or DEL writes one, so
@@ -24,11 +24,11 @@ if TYPE_CHECKING:  # annotations are strings, so this costs nothing at run time
 
     from ipam.addr import IP
     from ipam.config import IpamConfig
-    from ipam.exporter import NetworkFiles
+    from ipam.daemon.pool import StorePool
+    from ipam.daemon.steps import Steps
+    from ipam.mirror.files import NetworkFiles
     from ipam.node_boots import Conflict
     from ipam.ranges import RangeSet
-    from ipam.steps import Steps
-    from ipam.store.pool import StorePool
     from ipam.store.protocol import Store
 
     T = TypeVar("T")
@@ -39,12 +39,12 @@ class CallContext:
 
     ``keep_open``: a plugin process, which ends with ``os._exit`` right after the
     answer: closing the database there would only checkpoint and delete the WAL.
-    ``pool``: the node daemon's stores, kept open across calls (:mod:`ipam.daemon`).
+    ``pool``: the node daemon's stores, kept open across calls (:mod:`ipam.daemon.server`).
     ``before_commit``: run last inside each transaction; the node daemon's check that
     the client still waits for this call (raising rolls the call back). ``idle``: what
     the call's lock waits are wrapped in (:class:`ipam.waits.Patience`): the daemon's,
     which lets another call run meanwhile. ``steps``: where the call marks each step's
-    end (:mod:`ipam.steps`), when the daemon traces them; None otherwise. ``stderr``:
+    end (:mod:`ipam.daemon.steps`), when the daemon traces them; None otherwise. ``stderr``:
     where the call's diagnostics go (None: the process's stderr); the node daemon
     gives each call its own, which its client prints."""
 
@@ -360,7 +360,7 @@ def note_network(store: "Store", conf: "IpamConfig") -> "None":
 
 def _repair_quietly(store: "Store", files: "NetworkFiles") -> "None":
     """After a rollback, undo or redo the files the failed command journaled."""
-    from ipam import reconcile
+    from ipam.mirror import reconcile
 
     files.replay()
     try:

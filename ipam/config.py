@@ -356,7 +356,7 @@ def _routes(value: "object", path: "str") -> "list[dict[str, Any]]":
 def storage(ipam: "dict[str, Any]") -> "tuple[str, str]":
     """(dataDir, database) of an ``ipam`` object (keys lower-cased): the one reading of
     where a network's leases live, for the plugin and for ``ipamctl``, which finds the
-    databases in the runtimes' network configs (:mod:`ipam.network_configs`)."""
+    databases in the runtimes' network configs (:mod:`ipam.admin.network_configs`)."""
     data_dir = _path(ipam.get("datadir"), "ipam.dataDir") or DEFAULT_DATA_DIR
     database = _path(ipam.get("database"), "ipam.database") or default_database(data_dir)
     return data_dir, database

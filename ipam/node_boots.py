@@ -23,7 +23,7 @@ command's transaction, and reads the name's other boots:
 
 Two live boots of one name whose spans overlap (the calling boot's reaches now) are a
 conflict. While it stands, ADD goes on with a warning and every GC for the name is
-refused (CNI GC here, ``ipamctl gc`` in :mod:`ipam.gc`); ``ipamctl node list`` shows it
+refused (CNI GC here, ``ipamctl gc`` in :mod:`ipam.admin.gc`); ``ipamctl node list`` shows it
 and ``ipamctl node claim`` lets the host that keeps the name drop the other's records.
 
 What it cannot see: a host that makes no call at all after the other started (its

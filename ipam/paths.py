@@ -7,10 +7,10 @@ node daemon's thin client (:mod:`ipam.client`), for two names: the functions imp
 :mod:`ipam.system` themselves, so that the client does not.
 
 Not here, on purpose: the launcher's byte-code bundle (``launcher-bundle.<tag>.marshal``,
-:func:`ipam.bundle.path`), because the launcher reads it before it may import this
-module from the bundle; the kernel's ``/proc`` files (:mod:`ipam.nsfind` and
-:mod:`ipam.nsaddr`, through which gc finds the network namespaces, at no fixed path);
-and the container runtimes' own config files, looked up by :mod:`ipam.plugin_dirs`.
+:func:`ipam.install.bundle.path`), because the launcher reads it before it may import this
+module from the bundle; the kernel's ``/proc`` files (:mod:`ipam.admin.nsfind` and
+:mod:`ipam.admin.nsaddr`, through which gc finds the network namespaces, at no fixed path);
+and the container runtimes' own config files, looked up by :mod:`ipam.install.plugin_dirs`.
 """
 # --- dataDir: the directory host-local uses, and we share with it ---------------------
 # host-local's default dataDir (plugins/ipam/host-local/backend/disk); operators' scripts
@@ -21,15 +21,15 @@ DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 # name it to ipamctl (--database) and to their backups.
 DB_NAME = ".host-local-sqlite.db"
 # A shared (PostgreSQL) database's node-local writers' queue, in dataDir beside the
-# mirror (:mod:`ipam.writer_lock`); ours alone. A leading dot, as for DB_NAME.
+# mirror (:mod:`ipam.store.writer_lock`); ours alone. A leading dot, as for DB_NAME.
 SHARED_QUEUE_NAME = ".host-local-sqlite-shared.lock"
 # The mirror's crash journal, ``<dataDir>/<prefix><network>`` (the network's SHA-256
-# when that is too long a name: :meth:`ipam.exporter.NetworkDir.marker`); ours alone,
+# when that is too long a name: :meth:`ipam.mirror.files.NetworkDir.marker`); ours alone,
 # but an operator may find one left by a crash.
 PENDING_PREFIX = ".host-local-sqlite-pending-"
 
 # --- beside the SQLite database ------------------------------------------------------
-# The SQLite writers' queue, ``<database>.lock`` (:mod:`ipam.writer_lock`): every writer
+# The SQLite writers' queue, ``<database>.lock`` (:mod:`ipam.store.writer_lock`): every writer
 # of ours (plugin, ipamctl, backup and restore) takes it before SQLite's own lock.
 WRITER_QUEUE_SUFFIX = ".lock"
 # SQLite's own files beside a database (its WAL, its shared memory, its rollback journal)
@@ -59,7 +59,7 @@ DEFAULT_BIN_DIR = "/opt/cni/bin"  # the CNI bin directory of most runtimes
 # the in-process plugin, ``DIR/host-local-sqlite.in-process`` (native/client.h names it).
 IN_PROCESS_SUFFIX = ".in-process"
 
-# --- the node daemon (``ipamctl serve``, :mod:`ipam.daemon`) ------------------------
+# --- the node daemon (``ipamctl serve``, :mod:`ipam.daemon.server`) ------------------------
 # Where the daemon listens and the plugin looks for it: under /run (a tmpfs, so a
 # socket left by a crash goes with the boot), in a directory of its own, 0700, that
 # only the daemon's user can enter. The systemd socket unit and the DaemonSet name it too.

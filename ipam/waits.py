@@ -2,7 +2,7 @@
 node daemon may count on.
 
 A plugin call may wait for three locks in turn: host-local's ``<network>/lock``, our
-writers' queue beside the database (:mod:`ipam.writer_lock`), and the database's own.
+writers' queue beside the database (:mod:`ipam.store.writer_lock`), and the database's own.
 Each wait gives up once one holder has kept the lock for ``busyTimeout`` seconds (a stuck
 holder: code 11 naming the lock). A queue whose holder keeps changing is progress, not a
 stall (a node starting 110 pods on one network: each call holds the lock for

@@ -1,6 +1,6 @@
 """Alembic environment, usable without an alembic.ini.
 
-:mod:`ipam.migrate` builds the ``Config`` in code and usually hands over its own
+:mod:`ipam.store.migrate` builds the ``Config`` in code and usually hands over its own
 connection in ``config.attributes["connection"]`` (already inside the caller's
 transaction, so alembic must not begin or commit one of its own). Without it, the URL in
 ``sqlalchemy.url`` is used, as the stock ``alembic`` command line would.
@@ -8,7 +8,7 @@ transaction, so alembic must not begin or commit one of its own). Without it, th
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from ipam.schema import metadata
+from ipam.store.schema import metadata
 
 config = context.config
 target_metadata = metadata

@@ -4,7 +4,7 @@ Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 
-Remember: add the new revision to ipam/schema_version.py's REVISIONS.
+Remember: add the new revision to ipam/store/schema_version.py's REVISIONS.
 """
 from __future__ import annotations
 

@@ -821,7 +821,7 @@ static _Noreturn void in_process(char **argv)
         }
     }
     /* As the launcher's shell does first thing: these signals ignored until the plugin
-     * sets its own guard (ipam.client.Guard); the rest as this process found them. */
+     * sets its own guard (ipam.process.Guard); the rest as this process found them. */
     for (size_t i = 0; i < 3; i++) signal(end_signals[i], SIG_IGN);
     signal(SIGPIPE, SIG_DFL);
     sigprocmask(SIG_SETMASK, &start_mask, NULL);
@@ -959,7 +959,7 @@ out:
 
 /* Run from a copy of the self-contained build: a shared flock on the copy's IN_USE_FILE
  * for as long as this process runs, as each of the build's own processes holds one
- * (ipam.frozen): install-plugin removes no copy a call still runs from, and this one may
+ * (ipam.install.frozen): install-plugin removes no copy a call still runs from, and this one may
  * yet exec the in-process plugin there. Close-on-exec: that plugin takes its own. Beside
  * a launcher there is no such file; a failure changes nothing. */
 static void hold_copy(void)

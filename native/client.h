@@ -4,7 +4,8 @@
 #define HOST_LOCAL_SQLITE_CLIENT_H
 #include <stddef.h>
 
-/* ipam.client's constants, which tests/test_native_client.py checks against these. */
+/* ipam.client's constants (MAX_STDIN: ipam.process's), which tests/test_native_client.py
+ * checks against these. */
 #define MAGIC "host-local-sqlite/2\n"
 #define TAKE_TIMEOUT_MS 1000
 #define ANSWER_MARGIN_MS 2000
@@ -14,9 +15,9 @@
 #define DAEMON_ENV "HOST_LOCAL_SQLITE_DAEMON"
 /* The in-process plugin: this program's own path with this suffix. */
 #define IN_PROCESS_SUFFIX ".in-process"
-/* In a copy of the self-contained build, beside this program (ipam.frozen.IN_USE). */
+/* In a copy of the self-contained build, beside this program (ipam.install.frozen.IN_USE). */
 #define IN_USE_FILE "IN-USE.lock"
-/* What ipamctl install-plugin knows this program by (ipam.native.MARKER): a file at the
+/* What ipamctl install-plugin knows this program by (ipam.install.native.MARKER): a file at the
  * plugin's name that holds it is one install-plugin wrote, as the launcher's marker line
  * says of the launcher. */
 #define INSTALL_MARKER "host-local-sqlite native thin client, installed by \"ipamctl install-plugin\""

@@ -352,7 +352,7 @@ def native_program():
     one)."""
     from helpers import REPO
 
-    from ipam import native
+    from ipam.install import native
 
     made = subprocess.run(["make", "-s", "--no-print-directory", "native"], cwd=REPO,
                           capture_output=True, text=True, timeout=300)

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Literal, Optional
 
 from ipam import addr, system
 from ipam.lease import NO_POD, Boot, Event, Lease, NetworkRecord, new_boot_time
-from ipam.schema_version import HEAD
 from ipam.store import invariant
+from ipam.store.schema_version import HEAD
 
 if TYPE_CHECKING:
     from ipam.addr import IP

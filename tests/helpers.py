@@ -165,7 +165,7 @@ def wait_queued(path, pid, polling=False, timeout=30.0):
     """Wait until process ``pid`` waits for the flock the test holds on ``path`` (the
     writers' queue). A plugin process waits in the kernel's queue: /proc/locks shows a
     blocked entry (``->``) of its pid on the file's device and inode. The node daemon
-    (``polling``) does not: its worker threads poll the flock (ipam.writer_lock), so the
+    (``polling``) does not: its worker threads poll the flock (ipam.store.writer_lock), so the
     sign there is the file open in the daemon, which opens it only to queue and closes
     it after its transaction."""
     wait_queued_in(path, [(pid, polling)], timeout)
@@ -220,7 +220,7 @@ def upgrade_pg_to(url, revision):
     import sqlalchemy
     from alembic import command
 
-    from ipam import migrate
+    from ipam.store import migrate
 
     engine = sqlalchemy.create_engine(url)
     try:
@@ -324,11 +324,12 @@ def plugin_process(command, conf, env_extra=None, cwd=None, **kw):
 
 @contextlib.contextmanager
 def serve_daemon(socket_path, **kw):
-    """An :class:`ipam.daemon.Daemon` on ``socket_path`` in this process, its workers on
+    """An :class:`ipam.daemon.server.Daemon` on ``socket_path`` in this process, its workers on
     threads (its ``serve()`` waits for signals, which only the main thread gets): yields
     the daemon; drains and closes it after, and puts back the state it set for the
     process (the writers' thread locks)."""
-    from ipam import daemon, writer_lock
+    from ipam.daemon import server as daemon
+    from ipam.store import writer_lock
 
     saved = writer_lock._THREAD_LOCKS
     d = daemon.Daemon(str(socket_path), **kw)
@@ -347,7 +348,7 @@ def launcher_probe(path, report):
     """The installed launcher's text at ``path`` (0755), made to write ``report`` (the
     source of an expression giving text, e.g. over ``sys.modules``) on stderr as the
     process exits: what a plugin call loaded, seen from inside."""
-    from ipam import launcher
+    from ipam.install import launcher
 
     path.write_text(launcher.render().replace("\nrun(bundled=True)\n", (
         "\nimport posix\n"
@@ -544,7 +545,7 @@ def wait_health(socket, exited, log, timeout=DAEMON_READY):
     """Wait until a node daemon answers a health check on ``socket`` (the check
     ``ipamctl health`` makes); its health. ``exited()``: how the daemon ended, or None
     while it runs; ``log()``: its log, shown when it ends or does not answer in time."""
-    from ipam.daemon import check_health
+    from ipam.daemon.server import check_health
     from ipam.errors import IpamError
 
     deadline = time.monotonic() + timeout
@@ -566,7 +567,7 @@ def wait_health(socket, exited, log, timeout=DAEMON_READY):
 def counted(socket, calls, timeout=10.0):
     """The health of the daemon on ``socket`` once it has counted ``calls`` calls: it
     counts a call just after answering it, so its client may be back first."""
-    from ipam.daemon import check_health
+    from ipam.daemon.server import check_health
 
     deadline = time.monotonic() + timeout
     while True:
@@ -606,7 +607,7 @@ class NodeDaemon:
         return wait_health(self.socket, exited, self.log, timeout)
 
     def health(self):
-        from ipam.daemon import check_health
+        from ipam.daemon.server import check_health
 
         return check_health(self.socket, 5.0)
 

@@ -18,7 +18,7 @@ enumeration is exact, not a sample), and checks what the run left (see
 The copy is patched (its recorded dataDir and mirror stamp) with a connection that,
 closing, removes the WAL, as every ipamctl command's does: so each path also creates
 the WAL, and those calls are failed too. A lazy import's own file failing (``re``,
-``ipam.reconcile``) is the interpreter's ImportError; the plugin answers it with code
+``ipam.mirror.reconcile``) is the interpreter's ImportError; the plugin answers it with code
 999 ``internal error`` naming the errno and file, which is accepted there only.
 
 Syscall names: Python's ``os.rename``, ``os.unlink``, ``os.link`` and ``os.mkdir`` with
@@ -441,7 +441,7 @@ PATHS = {p.name: p for p in (
 # -- judging one run ---------------------------------------------------------------------
 def _interpreter_file(call, data_dir):
     """A file of the interpreter or of our sources, opened by a lazy import on the way
-    (``re``, ``ipam.reconcile``): its failure is the interpreter's ImportError, which the
+    (``re``, ``ipam.mirror.reconcile``): its failure is the interpreter's ImportError, which the
     plugin reports as code 999 ``internal error: [Errno N] ... <file>``."""
     path = call.path() if call is not None and call.name == "openat" else None
     return path is not None and str(data_dir) not in path and path.startswith(

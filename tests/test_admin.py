@@ -1,4 +1,4 @@
-"""ipam.admin, the library behind ipamctl, on both Store implementations."""
+"""ipam.admin.leases, the library behind ipamctl, on both Store implementations."""
 import ipaddress
 import os
 import time
@@ -8,9 +8,11 @@ import fake_store
 import pytest
 from helpers import note, owners, put
 
-from ipam import admin, consistency, system
-from ipam.schema_version import HEAD
+from ipam import system
+from ipam.admin import consistency
+from ipam.admin import leases as admin
 from ipam.store import table
+from ipam.store.schema_version import HEAD
 
 ip = ipaddress.ip_address
 

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from helpers import run_inprocess
 
 from host_local_sqlite_cli.main import cli
-from ipam import backend
 from ipam.errors import ConfigError
-from ipam.schema_version import HEAD
+from ipam.store import location
+from ipam.store.schema_version import HEAD
 
 # (database value, the file it names relative to the working directory) for SQLite.
 FILES = [
@@ -79,7 +79,7 @@ def cwd(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("database,file", FILES)
 def test_both_open_the_same_sqlite_file(database, file, cwd, tmp_path):
-    assert backend.locate(database) == (backend.SQLITE, file)
+    assert location.locate(database) == (location.SQLITE, file)
     data = tmp_path / "data"
     upgraded = ipamctl(data, database, "db", "upgrade")
     assert upgraded.exit_code == 0, upgraded.output
@@ -96,7 +96,7 @@ def test_both_open_the_same_sqlite_file(database, file, cwd, tmp_path):
 @pytest.mark.parametrize("database,says", REFUSED)
 def test_both_refuse_alike(database, says, cwd, tmp_path):
     with pytest.raises(ConfigError) as refused:
-        backend.locate(database)
+        location.locate(database)
     assert says in refused.value.msg
     assert "secret" not in refused.value.msg  # a URL's password never reaches a message
     data = tmp_path / "data"
@@ -112,8 +112,8 @@ def test_both_refuse_alike(database, says, cwd, tmp_path):
 @pytest.mark.parametrize("scheme", SERVER_SCHEMES)
 def test_both_reach_the_same_server(scheme, pg_server, pg_url, tmp_path):
     database = scheme + "://" + pg_url.partition("://")[2]
-    kind, url = backend.locate(database)
-    assert (kind, url) == (backend.POSTGRESQL, "postgresql://" + pg_url.partition("://")[2])
+    kind, url = location.locate(database)
+    assert (kind, url) == (location.POSTGRESQL, "postgresql://" + pg_url.partition("://")[2])
     data = tmp_path / "data"
     upgraded = ipamctl(data, database, "db", "upgrade")
     assert upgraded.exit_code == 0, upgraded.output

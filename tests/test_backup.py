@@ -1,4 +1,4 @@
-"""ipamctl db backup and db restore (ipam.backup): real plugin processes where they are
+"""ipamctl db backup and db restore (ipam.admin.backup): real plugin processes where they are
 the point (a burst during the copy, commits still in the WAL), CliRunner elsewhere."""
 import json
 import os
@@ -22,9 +22,10 @@ from plugin_procs import (
 )
 
 from host_local_sqlite_cli.main import cli
-from ipam import backup, migrate, writer_lock
+from ipam.admin import backup
 from ipam.errors import IoFailure, SchemaError, TryAgain
-from ipam.schema_version import HEAD
+from ipam.store import migrate, writer_lock
+from ipam.store.schema_version import HEAD
 from ipam.waits import Patience
 
 NET = "mynet"

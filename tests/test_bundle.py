@@ -1,4 +1,4 @@
-"""ipam.bundle: the launcher's byte-code file is served only while it matches the
+"""ipam.install.bundle: the launcher's byte-code file is served only while it matches the
 sources and the interpreter, and anything else falls back to the usual imports."""
 import json
 import marshal
@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from host_local_sqlite_cli.main import cli
-from ipam import bundle
+from ipam.install import bundle
 
 PROBE = """
 import sys
 sys.path.insert(0, %r)
-from ipam import bundle
+from ipam.install import bundle
 served = bundle.load()
 import ipam.cni, ipam.store.sqlite
 print(served, type(ipam.cni.__spec__.loader).__name__, ipam.cni.__file__)

@@ -1,4 +1,4 @@
-"""What the node daemon knows of a caller before it takes a call (ipam.caller): the powers
+"""What the node daemon knows of a caller before it takes a call (ipam.daemon.caller): the powers
 the kernel shows for the peer of a real connection (a child process with its
 capabilities dropped, one in another user namespace), the paths a call may touch, and
 views compared. Through the daemon and the real plugin: tests/test_daemon_process.py."""
@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from ipam import caller, client, paths
+from ipam import client, paths
 from ipam.cni import decode_config
+from ipam.daemon import caller
 
 CONNECT = """
 import socket, sys

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from host_local_sqlite_cli.main import cli
 from ipam import paths
-from ipam.schema_version import HEAD
+from ipam.store.schema_version import HEAD
 
 
 @pytest.fixture

@@ -216,7 +216,8 @@ def _next_within(iterator, timeout=30.0):
 def test_follow_on_postgresql_gives_an_event_committed_after_a_later_id(pg_url, tmp_path):
     """A sequence hands ids out at INSERT: a's transaction takes the smaller id and
     commits after b's. The follower has given b's event meanwhile, and still gives a's."""
-    from ipam import addr, admin
+    from ipam import addr
+    from ipam.admin import leases as admin
     from ipam.lease import Lease
     from ipam.store.postgres import PostgresStore
 

@@ -15,7 +15,8 @@ import time
 import pytest
 from helpers import plugin_process
 
-from ipam import client, daemon
+from ipam import client
+from ipam.daemon import server as daemon
 from ipam.paths import DAEMON_ENV, DAEMON_SOCKET
 
 SUBNET = {"subnet": "10.9.0.0/24"}

@@ -138,22 +138,22 @@ def test_gc_and_status_need_no_container(data_dir, netconf):
 def test_a_module_gone_mid_call_is_code_5_saying_to_reinstall(data_dir, netconf,
                                                                monkeypatch, capsys):
     """The package upgraded or removed under a running call: a module it imports
-    lazily (``ipam.reconcile``, after Go host-local wrote a lease file) cannot be
+    lazily (``ipam.mirror.reconcile``, after Go host-local wrote a lease file) cannot be
     loaded. Not an internal error (999) but code 5, saying what to do. The build's
     own case, a copy removed under its call, is tests/test_dist.py's."""
     import sys
 
-    import ipam
+    import ipam.mirror
 
     conf = netconf({"subnet": "10.1.2.0/24"})
     assert run_inprocess("ADD", conf, container_id="a").status == 0
     (data_dir / "mynet" / "10.1.2.50").write_bytes(b"go-owned\r\neth0")  # foreign
-    monkeypatch.delattr(ipam, "reconcile", raising=False)
-    monkeypatch.setitem(sys.modules, "ipam.reconcile", None)  # its file gone
+    monkeypatch.delattr(ipam.mirror, "reconcile", raising=False)
+    monkeypatch.setitem(sys.modules, "ipam.mirror.reconcile", None)  # its file gone
     out = run_inprocess("ADD", conf, container_id="b")
     assert out.status == 1 and out.json["code"] == 5, out.out
     assert out.json["msg"].startswith(
-        "host-local-sqlite: cannot load the plugin's modules (import of ipam.reconcile "
+        "host-local-sqlite: cannot load the plugin's modules (import of ipam.mirror.reconcile "
         "halted; None in sys.modules): this installation changed or is damaged under "
         "this call; reinstall it, then run 'ipamctl install-plugin' again"), out.json
     assert "internal error" not in capsys.readouterr().err

@@ -138,7 +138,7 @@ table.Transaction.__exit__ = _patched
 """
 
 AFTER_COMMIT = """
-from ipam import exporter
+from ipam.mirror import files as exporter
 exporter.NetworkFiles.committed = lambda self: die()
 """
 

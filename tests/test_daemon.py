@@ -1,4 +1,4 @@
-"""The node daemon (ipam.daemon) in this process: its threads serving calls, called through
+"""The node daemon (ipam.daemon.server) in this process: its threads serving calls, called through
 its socket by the client's own call() or by the real plugin. Its log line, the
 stderr each call gets, the calls it declines, its health answer, how it takes its
 socket (and refuses to take another's) and what a drain leaves behind. A daemon as a
@@ -26,7 +26,8 @@ from importlib.metadata import version
 import pytest
 from helpers import cni_env, held, plugin_process, serve_daemon
 
-from ipam import client, daemon, paths
+from ipam import client, paths
+from ipam.daemon import server as daemon
 from ipam.errors import IoFailure
 
 SUBNET = {"subnet": "10.8.0.0/24"}
@@ -90,7 +91,7 @@ def test_a_calls_warnings_go_to_its_client_not_the_log(sock, netconf):
 
 
 def test_the_mirrors_warnings_go_to_its_client_not_the_log(sock, netconf, data_dir):
-    """What the mirror says about files it found (ipam.reconcile, through the call's
+    """What the mirror says about files it found (ipam.mirror.reconcile, through the call's
     NetworkFiles) reaches the call's client too, as a plugin process's stderr."""
     (data_dir / "mynet").mkdir()
     (data_dir / "mynet" / "10.8.0.2").write_bytes(b"")  # names no owner
@@ -386,7 +387,7 @@ def test_after_the_drain_the_socket_is_gone_and_the_stores_closed(sock, netconf,
 
 
 def test_the_process_state_is_put_back_after_close(sock):
-    from ipam import writer_lock
+    from ipam.store import writer_lock
 
     stderr, locks = sys.stderr, writer_lock._THREAD_LOCKS
     with serve_daemon(sock, log=io.StringIO()):
@@ -428,7 +429,7 @@ def test_a_call_in_flight_is_answered_before_the_drain_ends(sock, netconf, data_
 def test_serve_drains_on_sigterm_and_puts_the_handlers_back(sock, netconf):
     """serve() on the main thread (signals reach no other), SIGTERM sent to this process
     once its handler is in place: the call answered, the drain clean, the handlers back."""
-    from ipam import writer_lock
+    from ipam.store import writer_lock
 
     before = signal.getsignal(signal.SIGTERM)
     saved = writer_lock._THREAD_LOCKS
@@ -621,7 +622,7 @@ def test_a_caller_that_sees_other_files_is_declined(sock, netconf, data_dir):
     ({}, b"63"), ({"lockWaitLimit": 5}, b"8"),
     ({"database": "postgresql://127.0.0.1:1/none"}, None)])
 def test_the_bound_given_is_the_calls_own(sock, netconf, ipam, bound):
-    from ipam import caller
+    from ipam.daemon import caller
 
     conf = netconf(dict(SUBNET, **ipam))
     with serve_daemon(sock, log=io.StringIO()):
@@ -703,7 +704,7 @@ def test_periodic_gc_of_earlier_boots_alone(store, tmp_path):
     this boot's, with no list; its log line and counts say so."""
     from helpers import note, put
 
-    from ipam import gc_periodic, metrics
+    from ipam.daemon import gc_periodic, metrics
 
     data = str(tmp_path)
     note(store, "net", data, "10.5.0.0/24")

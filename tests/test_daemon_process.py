@@ -364,7 +364,7 @@ def test_peers_that_trickle_their_requests_hold_no_call_up(start_daemon, data_di
     is served at once meanwhile, and each trickler is refused once REQUEST_TIMEOUT has
     passed since it connected."""
     from ipam import client
-    from ipam import daemon as daemon_module
+    from ipam.daemon import server as daemon_module
 
     daemon = start_daemon()
     peers = []
@@ -443,7 +443,7 @@ def test_a_call_given_up_at_any_step_ends_with_one_lease(start_daemon, data_dir,
     and runs the call in process, then continued: either the daemon never commits the
     call, or the client's own run finds what it committed; one lease for the container
     either way, the address the client answered, and the mirror the database."""
-    from ipam import daemon as daemon_module
+    from ipam.daemon import server as daemon_module
 
     assert step in daemon_module.STEPS
     daemon = start_daemon(env_extra={daemon_module.STOP_AT_ENV: step})

@@ -1,7 +1,7 @@
 """Every step's cost of a forwarded call, and the syncs it makes (issue 28).
 
 A real ``ipamctl serve`` and real plugin processes: ``--trace-steps`` records when each
-call passed each step (:mod:`ipam.steps`, read by ``tools/bench_steps.py``); strace on
+call passed each step (:mod:`ipam.daemon.steps`, read by ``tools/bench_steps.py``); strace on
 the daemon counts the syncs a call makes, and proves that none is answered before the
 sync that makes its COMMIT durable.
 """
@@ -16,7 +16,8 @@ from contextlib import contextmanager
 import pytest
 from helpers import NodeDaemon, run_plugin, wait_until
 
-from ipam import paths, steps
+from ipam import paths
+from ipam.daemon import steps
 
 SUBNET = {"subnet": "10.9.0.0/24"}
 
@@ -165,7 +166,7 @@ def test_the_daemons_wal_is_reused_in_place_never_truncated(tmp_path):
     from the start: a COMMIT overwrites blocks the file has, and its sync (still
     synchronous=FULL) writes no metadata. Truncating the WAL, as a plugin process must
     (sqlite_db.trim_wal), would make each COMMIT extend the file again."""
-    from ipam.sqlite_db import WAL_TRIM_BYTES
+    from ipam.store.sqlite_db import WAL_TRIM_BYTES
 
     assert shutil.which("strace"), "strace is needed (Debian: apt-get install strace)"
     daemon = NodeDaemon(tmp_path)

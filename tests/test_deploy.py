@@ -24,7 +24,8 @@ import pytest
 from docs_pages import PAGES, every_page, read
 from helpers import IPAMCTL, PLUGIN, cni_env
 
-from ipam import daemon, paths
+from ipam import paths
+from ipam.daemon import server as daemon
 
 SYSTEMD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy",
                        "systemd")

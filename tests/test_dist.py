@@ -321,7 +321,7 @@ def test_a_launcher_and_the_build_installed_over_each_other(frozen_build, tmp_pa
 def start_behind_go(plugin, config, data_dir, network="dist"):
     """Start an ADD (container c1) of ``plugin`` that waits for the network's lock, held
     as Go host-local holds it for a command of its own, in which it writes a lease file:
-    so the call, once it has the lock, reconciles, which loads ``ipam.reconcile``, a
+    so the call, once it has the lock, reconciles, which loads ``ipam.mirror.reconcile``, a
     module no call had imported before. Returns the call (a process) and the lock's
     descriptor: closing it lets the call go on."""
     directory = os.path.join(data_dir, network)

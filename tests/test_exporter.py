@@ -9,10 +9,11 @@ import time
 import pytest
 from fake_store import FakeStore
 
-from ipam import allocator, reconcile
+from ipam import allocator
 from ipam.errors import IoFailure, TryAgain
-from ipam.exporter import Mirror, NetworkDir
 from ipam.lease import Changes, Lease
+from ipam.mirror import reconcile
+from ipam.mirror.files import Mirror, NetworkDir
 from ipam.paths import PENDING_PREFIX
 from ipam.ranges import canonicalize, make_set
 

@@ -769,7 +769,7 @@ def test_another_applications_database_is_refused_untouched(tmp_path):
     ("postgresql+psycopg://u@h:5432/db", None),
 ])
 def test_one_function_says_what_a_database_value_names(value, path):
-    from ipam.backend import POSTGRESQL, SQLITE, locate
+    from ipam.store.location import POSTGRESQL, SQLITE, locate
 
     assert locate(value) == ((SQLITE, path) if path else (POSTGRESQL, locate(value)[1]))
 

@@ -1,4 +1,4 @@
-"""ipam.frozen, in process, on stand-in builds (a BUILD-INFO and a few files): the
+"""ipam.install.frozen, in process, on stand-in builds (a BUILD-INFO and a few files): the
 copies, links and pruning that install-plugin performs from a self-contained build. A
 process running from a copy is stood for by what it leaves for the installer to see:
 a shared flock on the copy's lock file (taken here by the test), or an entry of /proc
@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from ipam import frozen, plugin_dirs
+from ipam.install import frozen, plugin_dirs
 
 
 def fake_build(path, digest, lock=False):

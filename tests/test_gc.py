@@ -1,4 +1,4 @@
-"""``ipamctl gc`` (ipam/gc.py, ipam/netns.py, cli/gc.py): the plan, the guards, the
+"""``ipamctl gc`` (ipam/admin/gc.py, ipam/admin/netns.py, cli/gc.py): the plan, the guards, the
 on-the-wire check, gc over every network; in process for the rules, through the
 installed ipamctl and plugin for the guards, a terminal, a real network namespace, the
 runtime recipes of docs/gc.md (against fake runtime commands) and the systemd units."""
@@ -38,7 +38,9 @@ from helpers import (
 )
 
 from host_local_sqlite_cli.output import lease_row
-from ipam import admin, gc, system
+from ipam import system
+from ipam.admin import gc
+from ipam.admin import leases as admin
 from ipam.lease import Lease
 from ipam.store import table
 
@@ -524,7 +526,7 @@ def test_a_leftover_namespace_name_is_skipped(data_dir, pool, namespace):
 
 def test_the_wire_check_is_bounded_and_survives_vanishing_namespaces(store, monkeypatch,
                                                                     tmp_path):
-    from ipam import netns
+    from ipam.admin import netns
 
     put(store, "n", "10.1.2.9", "gone", at=time.time() - HOUR)
     monkeypatch.setattr(netns, "TIMEOUT", 0.001)
@@ -541,7 +543,7 @@ def test_a_task_that_exits_between_two_reads_is_gone_not_unreadable():
     thread that exits in between (containerd's shims and runc start and end many) is
     answered EINVAL there, as a zombie is; it held nothing, and is no reason to keep
     every candidate."""
-    from ipam import nsfind
+    from ipam.admin import nsfind
 
     zombie = subprocess.Popen(["true"])
     task = "/proc/%d/task/%d" % (zombie.pid, zombie.pid)
@@ -567,7 +569,7 @@ def test_what_is_found_is_a_namespace_and_opens_as_itself(namespace):
     """Only holders are found: a bind-mounted namespace by its path, never a leftover
     name (its bind mount undone, the file left: what a failed 'ip netns del' leaves);
     each opens as the namespace it was found as, and root leaves nothing unread."""
-    from ipam import nsfind
+    from ipam.admin import nsfind
 
     leftover = namespace + "x"
     ip("netns", "add", leftover)
@@ -800,7 +802,7 @@ def test_addresses_read_from_outside_a_namespace(namespace):
     """What /proc/PID/task/TID/net shows of a thread's namespace (read where root may
     not look inside): IPv6 addresses with their interface (if_inet6), IPv4 ones without
     (fib_trie's local routes), those of an interface that is down included."""
-    from ipam import nsaddr
+    from ipam.admin import nsaddr
 
     ip("-n", namespace, "addr", "add", "10.1.2.77/24", "dev", "eth0")
     ip("-n", namespace, "addr", "add", "2001:db8::77/64", "dev", "eth0")

@@ -10,9 +10,11 @@ import time
 import pytest
 from helpers import IPAMCTL, ipamctl, js, run_inprocess, run_plugin, upgrade_pg_to
 
-from ipam import addr, admin, config, migrate, paths, schema_version
+from ipam import addr, config, paths
+from ipam.admin import leases as admin
 from ipam.errors import ConfigError
 from ipam.lease import Lease
+from ipam.store import migrate, schema_version
 from ipam.store.sqlite import SqliteStore
 
 DAY = 86400.0

@@ -20,9 +20,9 @@ import sys
 import pytest
 from helpers import cni_env, launcher_probe
 
-from ipam import bundle
+from ipam.install import bundle
 
-PACKAGE_DIR = os.path.dirname(bundle.__file__)
+PACKAGE_DIR = bundle.PACKAGE_DIR
 
 
 def _source(module):
@@ -132,7 +132,7 @@ def test_the_bundle_serves_the_code_without_its_annotations(tmp_path):
     bundle.build(str(root / "ipam"))
     out = subprocess.run([sys.executable, "-I", "-S", "-c",
                           "import sys; sys.path.insert(0, %r)\n"
-                          "from ipam import bundle\n"
+                          "from ipam.install import bundle\n"
                           "assert bundle.load()\n"
                           "from ipam import allocator, cni\n"
                           "print(type(allocator.__spec__.loader).__name__,\n"

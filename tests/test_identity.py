@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from helpers import PLUGIN, cni_env, ipamctl, js, run_plugin, upgrade_pg_to
 
 from host_local_sqlite_cli.main import cli
-from ipam import addr, migrate, paths, schema_version
+from ipam import addr, paths
+from ipam.store import migrate, schema_version
 
 SUBNET = {"subnet": "10.1.2.0/24"}
 CRI = ("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;"

@@ -1,4 +1,4 @@
-"""ipam.importer and admin.import_networks: host-local's files, of every version, read into
+"""ipam.mirror.importer and admin.import_networks: host-local's files, of every version, read into
 the store (both Store implementations, through the ``store`` fixture).
 
 The end-to-end side (ipamctl, the plugin's adoption, Go's own directories) is in
@@ -17,8 +17,11 @@ import time
 
 import pytest
 
-from ipam import admin, allocator, gc, importer
+from ipam import allocator
+from ipam.admin import gc
+from ipam.admin import leases as admin
 from ipam.lease import Lease, NetworkRecord
+from ipam.mirror import importer
 from ipam.ranges import canonicalize, describe, make_set
 
 ip = ipaddress.ip_address

@@ -1,5 +1,5 @@
 """``ipamctl install-plugin`` tells the truth about what will run: each runtime's plugin
-search order (ipam.plugin_dirs, read from real config files in a temporary root), the
+search order (ipam.install.plugin_dirs, read from real config files in a temporary root), the
 refusal to replace a file that is not ours, ``--force`` keeping it (a real dpkg-divert on
 the temporary root), and the warnings when a runtime would run another file."""
 import json
@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from helpers import wait_until
 
 from host_local_sqlite_cli.main import cli
-from ipam import containerd_config, launcher, native, plugin_dirs
+from ipam.install import containerd_config, launcher, native, plugin_dirs
 
 GO_HOST_LOCAL = "/usr/lib/cni/host-local"  # Debian's containernetworking-plugins
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -447,13 +447,13 @@ def test_replaces_its_own_launcher_and_the_console_script_link_silently(tmp_path
 def test_a_launcher_over_a_build_says_so_and_removes_what_the_build_leaves(tmp_path,
                                                                             install):
     """The self-contained build installed at NAME (a stand-in: the copies and links of
-    ipam.frozen), then this installation's launcher over it: it says what it replaced,
+    ipam.install.frozen), then this installation's launcher over it: it says what it replaced,
     removes the copy, the tarball's ipamctl link and current, and the emptied
     host-local-sqlite.d/; the replaced installation is named in the text too. Its
     launcher again over itself replaces nothing."""
     from test_frozen import fake_build
 
-    from ipam import frozen
+    from ipam.install import frozen
 
     bin_dir = tmp_path / "opt/cni/bin"
     bin_dir.mkdir(parents=True)
@@ -690,12 +690,12 @@ def test_create_dir_makes_a_named_directory(tmp_path, install):
 
 def test_install_is_one_library_call_whose_typed_report_the_command_renders(tmp_path,
                                                                             install):
-    """The orchestration is the library's (ipam.installer.install, a typed report); the
+    """The orchestration is the library's (ipam.install.installer.install, a typed report); the
     command parses, calls it, and prints the report's JSON or its rendering."""
     import dataclasses
 
     from host_local_sqlite_cli.plugin import render
-    from ipam import installer
+    from ipam.install import installer
 
     (tmp_path / "opt/cni/bin").mkdir(parents=True)
     report = installer.install(str(tmp_path), "/opt/cni/bin", "host-local", client="python")
@@ -725,7 +725,7 @@ def test_help_explains_refusal_and_ends_with_examples():
     assert result.stdout.index("Example:") > result.stdout.index("refuses to replace")
 
 
-# -- the native thin client (ipam.native) ---------------------------------------------------
+# -- the native thin client (ipam.install.native) -------------------------------------------
 def native_call(program, command, data_dir, container="c1"):
     """One call of ``program`` as a runtime makes it, no daemon: the native client runs
     the in-process plugin beside it. Returns (status, stdout, stderr)."""

@@ -15,7 +15,8 @@ import time
 import pytest
 from helpers import IPAMCTL, PLUGIN, cni_env, held, run_inprocess, wait_queued
 
-from ipam import daemon, paths
+from ipam import paths
+from ipam.daemon import server as daemon
 
 SUBNET = {"subnet": "10.1.2.0/24"}
 

@@ -19,7 +19,9 @@ import stat
 import pytest
 from helpers import REPO, cni_env, counted, read_manifest, wait_health
 
-from ipam import daemon, frozen, paths
+from ipam import paths
+from ipam.daemon import server as daemon
+from ipam.install import frozen
 
 MANIFEST = os.path.join(REPO, "deploy", "kubernetes", "daemonset.yaml")
 POD = read_manifest(MANIFEST)["spec"]["template"]["spec"]

@@ -1,4 +1,4 @@
-"""How ipamctl prints who holds a lease (ipam/labels.py): no two identities print alike,
+"""How ipamctl prints who holds a lease (ipam/admin/labels.py): no two identities print alike,
 and each printed form parses back to what it shows. The commands that use it:
 tests/test_cli.py ("who holds a lease")."""
 import itertools
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ipam.labels import BadLabel, container_ref, parse_name, parse_pod, pod_label, short_ids
+from ipam.admin.labels import BadLabel, container_ref, parse_name, parse_pod, pod_label, short_ids
 
 TRICKY = ["web-0", "kube-system", "kube-system/coredns", "a/b/c", "-", "--", '"quoted"',
           'a"b', "back\\slash", "two words", " lead", "tab\there", "new\nline", "bell\x07",

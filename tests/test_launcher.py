@@ -12,8 +12,10 @@ import threading
 import pytest
 from helpers import IPAMCTL, PLUGIN, cni_env, launcher_probe
 
-from ipam import bundle, launcher, migrate, paths
-from ipam.schema_version import HEAD
+from ipam import paths
+from ipam.install import bundle, launcher
+from ipam.store import migrate
+from ipam.store.schema_version import HEAD
 
 
 def install(tmp_path, *args):
@@ -189,7 +191,8 @@ def test_the_launchers_commands_import_only_the_lean_set(tmp_path, netconf):
                 "json", "re", "enum", "typing", "__future__", "importlib", "sqlalchemy", "alembic",
                 "click", "contextlib", "_socket",  # _socket: only a call the daemon takes
                 "h2", "hpack", "hyperframe"}  # ipam.cri's HTTP/2: ipamctl gc --cri only
-    before_the_bundle = {"ipam", "ipam.bundle", "ipam.system", "ipam.client", "ipam.paths"}
+    before_the_bundle = {"ipam", "ipam.install", "ipam.install.bundle", "ipam.system",
+                         "ipam.client", "ipam.process", "ipam.paths"}
     seen = set()
     for command, waits in (("ADD", False), ("CHECK", False), ("DEL", False), ("ADD", True)):
         env = {"PATH": os.environ.get("PATH", "")}
@@ -227,7 +230,7 @@ def test_a_call_forwarded_to_the_daemon_loads_only_the_client(tmp_path, netconf,
         assert proc.returncode == 0, (command, proc.stdout, proc.stderr)
         loaded = set(proc.stderr.decode().rsplit("LOADED=", 1)[1].split()[0].split(","))
         ours = {n for n in loaded if n.split(".")[0] == "ipam"}
-        assert ours == {"ipam", "ipam.client", "ipam.paths",
+        assert ours == {"ipam", "ipam.client", "ipam.process", "ipam.paths",
                         "ipam.jsonio"}, (command, ours)  # jsonio: the config's key
         assert not loaded & {"os", "sqlite3", "json", "re", "typing", "enum"}, command
     assert daemon.stop() == 0

@@ -1,4 +1,5 @@
-"""ipam.migrate: the migrations agree with ipam.schema, and upgrades are safe to race."""
+"""ipam.store.migrate: the migrations agree with ipam.store.schema, and upgrades are safe to
+race."""
 import os
 import pathlib
 import sqlite3
@@ -16,9 +17,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 
-from ipam import migrate, schema, schema_version, sqlite_db
 from ipam.errors import SchemaError
-from ipam.schema_version import HEAD
+from ipam.store import migrate, schema, schema_version, sqlite_db
+from ipam.store.schema_version import HEAD
 
 TABLES = ["alembic_version", "cursors", "history", "leases", "mirror_stamps", "networks",
           "node_boots"]
@@ -72,7 +73,8 @@ def test_alembic_config_points_at_installed_migrations():
 
 
 def test_importing_migrate_does_not_import_alembic():
-    code = "import sys, ipam.migrate; print(sorted({'alembic', 'sqlalchemy'} & set(sys.modules)))"
+    code = ("import sys, ipam.store.migrate; "
+            "print(sorted({'alembic', 'sqlalchemy'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -86,7 +88,7 @@ def test_upgraded_database_matches_schema(db, tmp_path):
     finally:
         engine.dispose()
     # compare_metadata ignores partial-index predicates and primary key names: compare
-    # the stored DDL with what create_all makes from ipam.schema as well.
+    # the stored DDL with what create_all makes from ipam.store.schema as well.
     reference = str(tmp_path / "reference.db")
     engine = create_engine("sqlite:///" + reference)
     schema.metadata.create_all(engine)
@@ -198,7 +200,7 @@ RACER = textwrap.dedent(
     """
     import logging, os, sys, time
     from alembic import command  # the slow imports, before the start line
-    from ipam import migrate
+    from ipam.store import migrate
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     while not os.path.exists(sys.argv[2]):
         time.sleep(0.001)

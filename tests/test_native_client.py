@@ -21,7 +21,8 @@ import time
 
 import pytest
 
-from ipam import client, frozen, launcher, native, paths
+from ipam import client, paths, process
+from ipam.install import frozen, launcher, native
 from tests.helpers import (
     PLUGIN,
     NodeDaemon,
@@ -100,7 +101,7 @@ def test_constants_match_the_python_client():
     assert int(defines["TAKE_TIMEOUT_MS"]) == client.TAKE_TIMEOUT * 1000
     assert int(defines["ANSWER_MARGIN_MS"]) == client.ANSWER_MARGIN * 1000
     assert float(defines["MAX_BOUND"]) == client.MAX_BOUND
-    assert eval(defines["MAX_STDIN"].rstrip("L").replace("L ", " ")) == client.MAX_STDIN
+    assert eval(defines["MAX_STDIN"].rstrip("L").replace("L ", " ")) == process.MAX_STDIN
     assert json.loads(defines["DAEMON_SOCKET"]) == paths.DAEMON_SOCKET
     assert json.loads(defines["DAEMON_ENV"]) == paths.DAEMON_ENV
     assert json.loads(defines["IN_PROCESS_SUFFIX"]) == paths.IN_PROCESS_SUFFIX

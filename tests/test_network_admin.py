@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from host_local_sqlite_cli.main import cli
 from host_local_sqlite_cli.output import count, iso, table
-from ipam import network_admin
-from ipam.admin import AdminError
+from ipam.admin import network_admin
+from ipam.admin.leases import AdminError
 
 NETWORK_KEYS = {"network", "data_dir", "export", "ranges", "size", "leases", "last_seen"}
 V6 = {"subnet": "fd00::/64"}

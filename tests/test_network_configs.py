@@ -1,4 +1,4 @@
-"""Where the leases are: the runtimes' CNI network configs (ipam.network_configs), and
+"""Where the leases are: the runtimes' CNI network configs (ipam.admin.network_configs), and
 ipamctl without --data-dir or --database, as an operator meets it.
 
 Every tree here is a test's own (``root``, given to ipamctl as IPAM_ROOT): the configs
@@ -13,8 +13,8 @@ import types
 import pytest
 from helpers import ipamctl, owners, run_inprocess
 
-from ipam import network_configs
-from ipam.network_configs import NotChosen
+from ipam.admin import network_configs
+from ipam.admin.network_configs import NotChosen
 
 PG = "postgresql://ipam:s3cret@127.0.0.1:1/ipam"  # port 1: no server answers
 

@@ -95,7 +95,7 @@ def test_a_quiet_host_still_holding_leases_keeps_the_conflict(store):
 def test_a_call_writes_its_stamp_once_a_minute(engine, tmp_path, request):
     """The hot path's cost: one read per call, and a write only when the stamp is
     STAMP_EVERY old (or another boot began after it)."""
-    from ipam.backend import open_store
+    from ipam.store.backend import open_store
 
     database = (str(tmp_path / "leases.db") if engine == "sqlite"
                 else request.getfixturevalue("pg_url"))

@@ -23,7 +23,7 @@ CONTAINED = [".host-local-sqlite", paths.LEGACY_CURSOR, paths.DEFAULT_DATA_DIR,
 # Short names, found only as a whole string (a message may well say "lock").
 WHOLE = [paths.MIRROR_LOCK, paths.WRITER_QUEUE_SUFFIX, *paths.SQLITE_SIDECARS]
 # The launcher reads its bundle before it may import ipam.paths (see paths' docstring).
-ALLOWED = {"ipam/bundle.py": {"launcher-bundle"}}
+ALLOWED = {"ipam/install/bundle.py": {"launcher-bundle"}}
 
 
 def _docstrings(tree):

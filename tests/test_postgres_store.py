@@ -12,9 +12,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from helpers import run_inprocess, upgrade_pg_to
 
-from ipam import migrate, schema, schema_version
 from ipam.errors import Retry
 from ipam.lease import Lease
+from ipam.store import migrate, schema, schema_version
 from ipam.store.postgres import PostgresStore, conninfo
 
 ip = ipaddress.ip_address
@@ -350,7 +350,7 @@ def test_a_kept_connection_survives_a_schema_change_under_its_prepared_statement
     import psycopg
 
     from ipam.commands import CallContext
-    from ipam.store.pool import StorePool
+    from ipam.daemon.pool import StorePool
 
     migrate.upgrade(pg_url)
     pool = StorePool(1)

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from helpers import Podman, checked, run_plugin
 
 from host_local_sqlite_cli.main import cli
-from ipam import install_check, paths
+from ipam import paths
+from ipam.install import install_check
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(REPO, "deploy", "quickstart")

@@ -1,6 +1,6 @@
 """``ipamctl reserve`` / ``unreserve``: an address the plugin never hands out.
 
-A reservation is a lease row owned by ``ipam:reserved`` (ipam/reservations.py says why),
+A reservation is a lease row owned by ``ipam:reserved`` (ipam/admin/reservations.py says why),
 so these tests prove each place that must know it from a container's lease: the
 allocator (a /29 filled by real plugin processes, and by Go host-local beside us), list,
 stats, check, history, release, gc (ipamctl's and CNI GC), the mirror read back
@@ -15,8 +15,8 @@ from cniexec import run as run_binary
 from helpers import checked, run_inprocess, run_ipamctl, run_plugin
 
 from host_local_sqlite_cli.main import cli
-from ipam.importer import parse_content
 from ipam.lease import RESERVED_ID, note_problem
+from ipam.mirror.importer import parse_content
 
 SMALL = {"subnet": "10.1.2.0/29"}  # .1 the gateway, .2-.6 handed out
 RESERVED_FILE = b"ipam:reserved\r\nrouter vm"

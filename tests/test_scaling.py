@@ -146,7 +146,7 @@ def test_the_wal_stays_short_across_plugin_processes(tmp_path):
     ADD and DEL here). Real processes, as a runtime starts them."""
     from helpers import run_plugin
 
-    from ipam.sqlite_db import WAL_TRIM_BYTES
+    from ipam.store.sqlite_db import WAL_TRIM_BYTES
 
     conf = {"cniVersion": "1.0.0", "name": "net", "type": "bridge",
             "ipam": {"type": "host-local-sqlite", "subnet": SUBNET,

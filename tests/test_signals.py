@@ -1,7 +1,7 @@
 """A signal at any moment of a plugin process (SIGINT, SIGTERM, SIGHUP: the signals that
-end a call, ``ipam.client.SIGNALS``) ends in exactly one answer, never a traceback: a
+end a call, ``ipam.process.SIGNALS``) ends in exactly one answer, never a traceback: a
 result, or one CNI error object with code 11. A signal is ignored only before the plugin
-sets its handler (``ipam.client.Guard``: the launcher's shell ignores them, and the
+sets its handler (``ipam.process.Guard``: the launcher's shell ignores them, and the
 interpreter it execs inherits that) and once the answer is out; before our first
 instruction (a shell's start) it may end the process with no answer at all, as it would
 any program. Real processes, as a runtime starts them: the launcher as
@@ -30,7 +30,8 @@ from helpers import (
 )
 from plugin_procs import database_problems, expected_mirror, leases, mirror
 
-from ipam import client, launcher, paths
+from ipam import paths, process
+from ipam.install import launcher
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SUBNET = {"subnet": "10.7.0.0/24"}
@@ -147,7 +148,7 @@ POINTS = {
     "the launcher's interpreter, before run()": ("ipam/client.py", "call", "run", "result"),
     "run(), before forward()": ("ipam/client.py", "call", "forward", "interrupted"),
     "after forward(), before cni.main's handlers": (
-        "ipam/__main__.py", "call", "in_process", "interrupted"),
+        "ipam/cni.py", "call", "in_process", "interrupted"),
     "cni.main, at the call": ("ipam/cni.py", "call", "dispatch", "interrupted"),
     "cni.main, writing the answer": ("ipam/cni.py", "c_call", "write", "result"),
     "cni.main returned: the answer is out": ("ipam/cni.py", "return", "main", "result"),
@@ -331,13 +332,13 @@ def test_the_launchers_first_command_ignores_the_signals():
     shell = launcher.render().split("\n''':'\n", 1)[1]
     assert shell.startswith("trap '' INT TERM HUP\n"), shell
     assert {getattr(signal, "SIG" + n) for n in shell.split("\n")[0].split()[2:]} == set(
-        client.SIGNALS)
+        process.SIGNALS)
 
 
 @pytest.mark.no_entry_path(why="runs the build's init script alone, in this Python")
 def test_the_frozen_builds_init_script_ignores_them_for_the_plugin_only(tmp_path):
     """cx_init.py run as cx_Freeze runs it, with main scripts that report what they find:
-    the plugin's finds the signals of ipam.client.SIGNALS ignored, ipamctl's finds
+    the plugin's finds the signals of ipam.process.SIGNALS ignored, ipamctl's finds
     Python's own handlers (Ctrl-C stops an admin command)."""
     import py_compile
 
@@ -361,7 +362,7 @@ def test_the_frozen_builds_init_script_ignores_them_for_the_plugin_only(tmp_path
                              text=True, timeout=60)
         assert out.returncode == 0, out
         ignored[name] = set(json.loads(out.stdout))
-    assert ignored["host_local_sqlite"] - ignored["ipamctl"] == set(client.SIGNALS), ignored
+    assert ignored["host_local_sqlite"] - ignored["ipamctl"] == set(process.SIGNALS), ignored
 
 
 class _Stopped(Exception):
@@ -381,7 +382,7 @@ def test_a_signal_python_drops_in_a_callback_is_held_not_a_traceback(capsys):
         pass
 
     with pytest.raises(_Stopped):
-        with client.armed(_Stopped):
+        with process.armed(_Stopped):
             thing = Thing()
             ref = weakref.ref(thing, lambda _: _signal.raise_signal(signal.SIGTERM))
             del thing  # the callback runs here, and the handler inside it
@@ -390,4 +391,4 @@ def test_a_signal_python_drops_in_a_callback_is_held_not_a_traceback(capsys):
             assert "Traceback" not in err and "SIGTERM came inside a callback" in err, err
             _signal.raise_signal(signal.SIGTERM)
     assert sys.unraisablehook is sys.__unraisablehook__ or \
-        not isinstance(getattr(sys.unraisablehook, "__self__", None), client.Guard)
+        not isinstance(getattr(sys.unraisablehook, "__self__", None), process.Guard)

@@ -8,7 +8,7 @@ from helpers import put
 
 from ipam.errors import IoFailure, SchemaError
 from ipam.lease import Lease
-from ipam.schema_version import HEAD
+from ipam.store.schema_version import HEAD
 from ipam.store.sqlite import SqliteStore
 
 ip = ipaddress.ip_address
@@ -114,8 +114,8 @@ def test_plugin_upgrades_an_old_schema_keeping_leases(tmp_path):
     invocation, under the write lock, and its leases survive."""
     from alembic import command
 
-    from ipam import migrate
-    from ipam.sqlite_db import connect
+    from ipam.store import migrate
+    from ipam.store.sqlite_db import connect
 
     path = str(tmp_path / "db")
     conn = connect(path)
@@ -178,11 +178,11 @@ def test_writers_queue_on_a_lock_file_with_a_timeout(tmp_path):
 
 
 def test_hot_path_loads_sqlite_without_functools_and_leaves_the_real_one(tmp_path):
-    """ipam.sqlite_module lends _sqlite3 a stand-in functools only while it loads."""
+    """ipam.store.sqlite_module lends _sqlite3 a stand-in functools only while it loads."""
     import subprocess
     import sys
 
-    from ipam import launcher
+    from ipam.install import launcher
 
     # As the launcher runs the plugin: an editable install's import finder, which site
     # would install, imports functools itself.

@@ -303,7 +303,7 @@ def test_integrity_holds_through_churn(store):
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
 def test_integrity_finds_a_wrong_flag_on_every_engine(engine, tmp_path, request):
     """``ipamctl check`` runs the same invariant on SQLite as on PostgreSQL."""
-    from ipam.backend import open_store
+    from ipam.store.backend import open_store
 
     database = (str(tmp_path / "leases.db") if engine == "sqlite"
                 else request.getfixturevalue("pg_url"))
@@ -321,8 +321,8 @@ def test_integrity_finds_a_wrong_flag_on_every_engine(engine, tmp_path, request)
 
 
 def test_a_sqlite_store_closes_as_a_context_manager(tmp_path):
-    from ipam.sqlite_module import sqlite3
     from ipam.store.sqlite import SqliteStore
+    from ipam.store.sqlite_module import sqlite3
 
     with SqliteStore(str(tmp_path / "leases.db")) as store:
         with store.transaction():

@@ -1,4 +1,4 @@
-"""The node daemon's stores kept open across calls (ipam.store.pool.StorePool), in
+"""The node daemon's stores kept open across calls (ipam.daemon.pool.StorePool), in
 process: what goes back, what is closed, what is opened anew; on PostgreSQL, statements
 prepared at first use and one server connection for many calls."""
 import os
@@ -11,7 +11,7 @@ from helpers import held, put, run_inprocess
 
 from ipam import paths
 from ipam.commands import CallContext
-from ipam.store.pool import StorePool
+from ipam.daemon.pool import StorePool
 from ipam.store.sqlite import SqliteStore
 from ipam.waits import Patience
 

@@ -10,8 +10,8 @@ import inspect
 from ipam.store.protocol import AdminStore, Store
 
 # What one CNI command runs, and the node daemon's pool of its stores.
-PLUGIN_MODULES = ("ipam.commands", "ipam.allocator", "ipam.exporter", "ipam.reconcile",
-                  "ipam.node_boots", "ipam.store.pool")
+PLUGIN_MODULES = ("ipam.commands", "ipam.allocator", "ipam.mirror.files",
+                  "ipam.mirror.reconcile", "ipam.node_boots", "ipam.daemon.pool")
 
 
 def _names_a_store(node: ast.expr) -> bool:

@@ -115,11 +115,11 @@ def test_all_of_a_calls_waits_end_at_its_limit(netconf, data_dir):
 # -- the node daemon's own queue: its calls share one pid -------------------------------
 def _take_turns(tmp_path, lock, holds, stall):
     """Threads of one process, as the node daemon's calls are, each taking ``lock``
-    ("host-local's lock" or "writers' queue") through ipam.writer_lock in turn and holding
+    ("host-local's lock" or "writers' queue") through ipam.store.writer_lock in turn and holding
     it ``holds[i]`` seconds, the rest started at once when the first has its turn: who
     had a turn, and the errors."""
-    from ipam import writer_lock
     from ipam.errors import TryAgain
+    from ipam.store import writer_lock
 
     path = str(tmp_path / "lock")
     open(path, "w").close()
@@ -176,7 +176,7 @@ def test_a_turn_past_busy_timeout_is_a_stall_for_the_daemons_calls_behind(tmp_pa
 
 
 WAITER = """import os, sys
-from ipam import writer_lock
+from ipam.store import writer_lock
 from ipam.errors import TryAgain
 from ipam.waits import Patience
 fd = os.open(sys.argv[1], os.O_RDONLY)
@@ -197,7 +197,7 @@ def test_a_waiter_in_another_process_sees_the_daemons_turns(tmp_path):
     import subprocess
     import sys
 
-    from ipam import writer_lock
+    from ipam.store import writer_lock
 
     path = str(tmp_path / "lock")
     open(path, "w").close()
@@ -254,8 +254,8 @@ def test_a_waiter_in_another_process_sees_the_daemons_turns(tmp_path):
 def test_a_queue_past_its_wait_says_whose_queue_it_is(tmp_path, shared):
     """A SQLite database's queue names the database; a shared database's node queue (in
     dataDir) is this node's, not a database: its error says so."""
-    from ipam import writer_lock
     from ipam.errors import TryAgain
+    from ipam.store import writer_lock
 
     if shared:
         path, what = paths.shared_queue(str(tmp_path)), "this node's writers' queue %s (of " \

@@ -15,7 +15,7 @@ import zipfile
 
 import pytest
 
-from ipam.schema_version import HEAD
+from ipam.store.schema_version import HEAD
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,8 +74,9 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
     assert out.stdout.strip() == HEAD
 
     out = check(
-        [str(bin_ / "python"), "-c", "import host_local_sqlite_migrations as m, ipam.migrate; "
-         "print(m.__path__[0]); print(ipam.migrate.script_location())"],
+        [str(bin_ / "python"), "-c",
+         "import host_local_sqlite_migrations as m, ipam.store.migrate; "
+         "print(m.__path__[0]); print(ipam.store.migrate.script_location())"],
         cwd=work,
     )
     installed, located = out.stdout.split()

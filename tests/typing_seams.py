@@ -5,7 +5,7 @@ stay an error: were the seam to go (the plugin's Store grew an operator's query,
 """
 from __future__ import annotations
 
-from ipam.backend import open_store
+from ipam.store.backend import open_store
 from ipam.store.protocol import AdminStore, Store
 
 

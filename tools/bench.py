@@ -157,7 +157,7 @@ def install_baseline(tmp, rev):
     """Another revision's plugin (``--baseline REV``), as a launcher of this interpreter,
     and the argv of its ipamctl: the cost of a change, measured beside it in one run.
     Its hot path gets its own byte-code bundle, as ``install-plugin`` would write it."""
-    from ipam import launcher as launchers
+    from ipam.install import launcher as launchers
 
     src = os.path.join(tmp, "baseline-src")
     os.makedirs(src)
@@ -173,8 +173,11 @@ def install_baseline(tmp, rev):
             os.symlink("cli", os.path.join(src, ctl_package))
             os.symlink("migrations", os.path.join(src, "host_local_sqlite_migrations"))
     site = [p for p in launchers.install_paths() if os.path.realpath(p) != REPO]
-    subprocess.run([sys.executable, "-I", "-S", "-c", "import sys; sys.path[:0] = %r; "
-                    "from ipam import bundle; bundle.build()" % ([src] + site)], check=True)
+    subprocess.run([sys.executable, "-I", "-S", "-c", "import sys; sys.path[:0] = %r\n"
+                    "try:\n    from ipam.install import bundle\n"
+                    "except ImportError:  # a revision from before ipam/install/\n"
+                    "    from ipam import bundle\n"
+                    "bundle.build()" % ([src] + site)], check=True)
     bin_dir = os.path.join(tmp, "baseline-bin")
     os.makedirs(bin_dir)
     path = os.path.join(bin_dir, "host-local-sqlite")
@@ -507,7 +510,7 @@ class _ProbePool:
         self.last = None
 
     def ready(self, database, busy_timeout, node, data_dir, patience):
-        from ipam.backend import open_store
+        from ipam.store.backend import open_store
 
         self.last = open_store(database, busy_timeout, node=node, data_dir=data_dir)
         self.last.connect()

@@ -1,4 +1,4 @@
-"""What gc's on-the-wire check costs on a busy node: ``python -m ipam.netns`` (the child
+"""What gc's on-the-wire check costs on a busy node: ``python -m ipam.admin.netns`` (the child
 ``ipamctl gc`` runs) timed on this host as it is, then with 2,000 threads, 2,000
 processes, 2,000 mount namespaces and 2,000 network namespaces added. Needs root and
 util-linux's ``unshare``; prints a Markdown table (docs/performance.md).
@@ -19,7 +19,7 @@ def probe_seconds():
     times = []
     for _ in range(RUNS):
         start = time.monotonic()
-        proc = subprocess.run([sys.executable, "-I", "-m", "ipam.netns"], capture_output=True,
+        proc = subprocess.run([sys.executable, "-I", "-m", "ipam.admin.netns"], capture_output=True,
                               text=True, check=True)
         times.append(time.monotonic() - start)
         if '"unreadable": []' not in proc.stdout:

@@ -1,7 +1,7 @@
 """Every step's cost of a forwarded ADD and DEL (``make bench-steps``).
 
 One node daemon runs with ``--trace-steps``: each call it serves appends when it passed
-each step (:mod:`ipam.steps`), on CLOCK_MONOTONIC, which this process reads too. Each
+each step (:mod:`ipam.daemon.steps`), on CLOCK_MONOTONIC, which this process reads too. Each
 round spawns one client of each kind in turn (interleaved, so the machine's load falls
 on all alike: the native thin client, the Python launcher, and Go host-local for the
 yardstick), ADD then DEL of a new container, and notes its spawn and its exit beside the
@@ -41,7 +41,8 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from helpers import NodeDaemon  # noqa: E402
 
-from ipam import launcher, steps  # noqa: E402
+from ipam.daemon import steps  # noqa: E402
+from ipam.install import launcher  # noqa: E402
 
 NATIVE = os.path.join(REPO, "build", "native", "host-local-sqlite")
 GO = os.environ.get("HLS_GO_PLUGIN", "/usr/lib/cni/host-local")

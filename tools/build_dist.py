@@ -18,7 +18,7 @@ finder without ``zipimport``. Those two were worth 12 ms a call.
 
 The tarball, like the containernetworking-plugins release, unpacks into a CNI bin
 directory, and what it unpacks is what ``ipamctl install-plugin`` run from the build
-installs there (:mod:`ipam.frozen`)::
+installs there (:mod:`ipam.install.frozen`)::
 
     host-local-sqlite -> host-local-sqlite.d/<version>-<digest>/client
     ipamctl           -> host-local-sqlite.d/<version>-<digest>/ipamctl
@@ -31,11 +31,11 @@ first (``make native``) and hands over with ``--client``: linked statically, aga
 where musl-gcc exists, so it needs no library of the node's and leaves the build's glibc
 floor where the frozen interpreter puts it (Debian 12's gcc, dynamically, would ask for
 glibc 2.34). Beside it, ``client.in-process`` links to the plugin it execs when no node
-daemon takes a call (:mod:`ipam.native`). Without a C compiler the build has neither, and
+daemon takes a call (:mod:`ipam.install.native`). Without a C compiler the build has neither, and
 ``host-local-sqlite`` links to ``host_local_sqlite``, whose Python client offers the call.
 
 ``IN-USE.lock``: every process running from the copy holds a shared flock on it, so
-that install-plugin removes no copy in use (:mod:`ipam.frozen`); like every file but
+that install-plugin removes no copy in use (:mod:`ipam.install.frozen`); like every file but
 BUILD-INFO, it counts in the digest. ``BUILD-INFO`` (JSON) records the version, the
 Python, the freezer, the oldest glibc the build runs on (the newest ``GLIBC_x.y``
 symbol version any of its ELF files requires) and how the client was built.
@@ -56,7 +56,7 @@ import tarfile
 from collections.abc import Iterator
 from importlib import metadata
 
-from ipam import frozen  # the installed copy's layout, which the tarball's is
+from ipam.install import frozen  # the installed copy's layout, which the tarball's is
 from ipam.paths import PLUGIN_NAME
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -78,7 +78,7 @@ EXCLUDES = ["tkinter", "unittest", "pydoc_data", "test", "lib2to3", "ensurepip",
 GLIBC_SONAMES = ("libc.so", "libm.so", "libmvec.so", "libpthread.so", "libdl.so", "librt.so",
                  "libutil.so", "libresolv.so", "libanl.so", "libnsl.so", "libnss_",
                  "libBrokenLocale.so", "libthread_db.so", "ld-linux")
-# The copy's lock file (ipam.frozen.IN_USE): what it says to whoever opens it.
+# The copy's lock file (ipam.install.frozen.IN_USE): what it says to whoever opens it.
 IN_USE_TEXT = ("Each process running from this copy of host-local-sqlite holds a shared "
                "flock on this file until it exits.\nipamctl install-plugin removes the "
                "copy only when it can lock the file exclusively.\n")

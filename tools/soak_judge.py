@@ -32,7 +32,7 @@ calls, so each window has ten). The limits, and why each:
 - **Mirror bytes**: the last within 1.25 times the first plus :data:`SLACK`: a live
   pod's file, the networks' directories, nothing kept by time.
 - **WAL**: the same, of the first or of the length past which a commit truncates it
-  (:data:`ipam.sqlite_db.WAL_TRIM_BYTES`, 1 MiB), whichever is more: it grows from
+  (:data:`ipam.store.sqlite_db.WAL_TRIM_BYTES`, 1 MiB), whichever is more: it grows from
   nothing to that length and starts again, so ten samples of a short window may all
   miss its longest.
 - **Daemon RSS**: the last within 1.10 times the first plus 2 MiB. The interpreter's
@@ -46,7 +46,7 @@ calls, so each window has ten). The limits, and why each:
 """
 import statistics
 
-from ipam.sqlite_db import WAL_TRIM_BYTES
+from ipam.store.sqlite_db import WAL_TRIM_BYTES
 
 TIME_RATIO = 1.5
 SIZE_RATIO = 1.25

@@ -6,7 +6,7 @@ the same database and network. The lease-table algorithm is
 :class:`ipam.store.table.LeaseTable`'s, as on SQLite; this module adds the connection,
 the transactions, the per-network lock and the error classification. SQLAlchemy is not
 imported (it cost ~0.5 s per plugin call, and compiled every statement inside the
-network's lock); only a missing or older schema loads :mod:`ipam.migrate`.
+network's lock); only a missing or older schema loads :mod:`ipam.store.migrate`.
 
 Correctness comes from the database alone, with nothing an engine that merely speaks
 PostgreSQL's dialect would lack (no advisory locks, no SERIALIZABLE):
@@ -32,11 +32,11 @@ mirrors and collects only its own leases, while allocation sees the whole pool.
 import random
 import time
 from time import monotonic  # not time.monotonic: tests replace the module's clock
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
-from ipam.backend import POSTGRESQL, locate
 from ipam.errors import ConfigError, IoFailure, Retry, TryAgain
 from ipam.paths import node_name
+from ipam.store.location import POSTGRESQL, locate, redacted
 from ipam.store.table import LeaseTable
 
 TYPE_CHECKING = False
@@ -74,21 +74,12 @@ _REVISION = ("SELECT version_num, (SELECT count(*) FROM networks WHERE network =
 
 
 def conninfo(url: str) -> str:
-    """The libpq connection URI for ``url``, as :func:`ipam.backend.locate` gives it (a
+    """The libpq connection URI for ``url``, as :func:`ipam.store.location.locate` gives it (a
     SQLAlchemy driver suffix dropped); anything else is a ConfigError."""
     kind, server = locate(url)
     if kind != POSTGRESQL:
         raise ConfigError("database %s is not a PostgreSQL URL" % redacted(url))
     return server
-
-
-def redacted(url: str) -> str:
-    """``url`` for messages: the password hidden."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user, _, host = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc="%s:***@%s" % (user.partition(":")[0], host)))
 
 
 def server_name(url: str) -> str:
@@ -317,7 +308,7 @@ class PostgresStore(LeaseTable):
         transactional, so the losers' CREATE TABLE fails on the catalog's unique index
         and rolls back whole; they then find the winner's schema.
         """
-        from ipam import migrate
+        from ipam.store import migrate
 
         self.rollback()
         for delay in retry_delays() + [None]:

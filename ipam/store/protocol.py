@@ -29,8 +29,9 @@ from ipam.waits import Patience
 
 class Store(Protocol):
     """What one CNI command needs (:mod:`ipam.commands` and the rules and mirror it
-    runs: :mod:`ipam.allocator`, :mod:`ipam.exporter`, :mod:`ipam.reconcile`,
-    :mod:`ipam.node_boots`), and the node daemon's pool (:mod:`ipam.store.pool`)."""
+    runs: :mod:`ipam.allocator`, :mod:`ipam.mirror.files`,
+    :mod:`ipam.mirror.reconcile`, :mod:`ipam.node_boots`), and the node daemon's pool
+    (:mod:`ipam.daemon.pool`)."""
 
     # True when many nodes share the store: a node's mirror, GC and ipamctl then walk
     # its own leases (leases() is scoped), and its dataDir and cursor files are its own.
@@ -129,7 +130,7 @@ class Store(Protocol):
 
     def mirror_stamp(self, network: str) -> Optional[str]:
         """This node's record of its mirror directory right after our last change to it
-        (see :meth:`ipam.exporter.NetworkDir.stamp`); None before the first."""
+        (see :meth:`ipam.mirror.files.NetworkDir.stamp`); None before the first."""
 
     def set_mirror_stamp(self, network: str, stamp: str) -> None: ...
 
@@ -172,7 +173,7 @@ class AdminStore(Store, Protocol):
     def events_after(self, after: int, limit: int) -> list[tuple[int, Event]]:
         """``(id, event)`` of at most ``limit`` events whose id is above ``after``, in id
         order. Ids grow with each event inserted; on a shared store a transaction that
-        began earlier may commit a smaller one later (see :func:`ipam.admin.follow`)."""
+        began earlier may commit a smaller one later (see :func:`ipam.admin.leases.follow`)."""
 
     def last_event_id(self) -> int:
         """The largest event id (0: no event)."""

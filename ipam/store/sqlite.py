@@ -1,19 +1,19 @@
 """The Store on SQLite through the stdlib's C module: the default, one node's file.
 
 The lease-table algorithm is :class:`ipam.store.table.LeaseTable`'s; this module adds the
-engine: opening the file (:mod:`ipam.sqlite_db`) and knowing which file it opened,
+engine: opening the file (:mod:`ipam.store.sqlite_db`) and knowing which file it opened,
 ``BEGIN IMMEDIATE`` on the file now at the path (every command is one, so concurrent
 plugin processes serialize on SQLite's lock and a crash before COMMIT leaves no trace),
 the WAL trim after COMMIT, and sqlite3's errors as CNI errors.
-The tables are those :mod:`ipam.schema` declares and the alembic migrations create;
+The tables are those :mod:`ipam.store.schema` declares and the alembic migrations create;
 neither is imported here (they cost 200+ ms): only a missing or old schema loads
-:mod:`ipam.migrate`, under the write lock.
+:mod:`ipam.store.migrate`, under the write lock.
 """
 from ipam import system
 from ipam.errors import IoFailure, TryAgain
 from ipam.paths import node_name, writer_queue
-from ipam.sqlite_db import DEFAULT_BUSY_TIMEOUT, connect, reuse_wal, trim_wal
-from ipam.sqlite_module import sqlite3
+from ipam.store.sqlite_db import DEFAULT_BUSY_TIMEOUT, connect, reuse_wal, trim_wal
+from ipam.store.sqlite_module import sqlite3
 from ipam.store.table import LeaseTable
 
 TYPE_CHECKING = False  # typing costs a plugin call ~2 ms: read by type checkers only
@@ -185,7 +185,7 @@ class SqliteStore(LeaseTable):
         return isinstance(err, sqlite3.OperationalError) and "no such table" in str(err)
 
     def _upgrade(self) -> "None":
-        from ipam import migrate  # lazy: alembic only when creating or upgrading
+        from ipam.store import migrate  # lazy: alembic only when creating or upgrading
 
         migrate.upgrade_sqlite_connection(self.conn, self.path)  # commits
         self._begin()

@@ -18,10 +18,11 @@ the lease and of its predecessor right in the same transaction.
 import time
 from time import monotonic  # not time.monotonic: tests replace the module's clock
 
-from ipam import addr, system, writer_lock
+from ipam import addr, system
 from ipam.errors import SchemaError
 from ipam.lease import NO_POD, Boot, Event, Lease, NetworkRecord, new_boot_time
-from ipam.schema_version import HEAD, REVISIONS
+from ipam.store import writer_lock
+from ipam.store.schema_version import HEAD, REVISIONS
 from ipam.waits import Patience
 
 TYPE_CHECKING = False  # typing costs a plugin call ~2 ms: read by type checkers only
@@ -178,7 +179,7 @@ class LeaseTable:
         return []  # one writer at a time: an attempt never needs repeating
 
     def begin(self, patience: "Optional[Patience]" = None) -> "None":
-        """Queue (node-local writers, :mod:`ipam.writer_lock`; as long as ``patience``
+        """Queue (node-local writers, :mod:`ipam.store.writer_lock`; as long as ``patience``
         allows, else the busy timeout), BEGIN on the database the store names now
         (:meth:`_begin`), and make sure the schema is current: one
         cheap read in the steady state; alembic only for a missing or older schema."""

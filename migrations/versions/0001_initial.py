@@ -4,8 +4,8 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-28
 
-Written out in full rather than built from ipam.schema: a migration is history and must
-not change when the tables do. tests/test_migrate.py proves the two agree at head.
+Written out in full rather than built from ipam.store.schema: a migration is history and
+must not change when the tables do. tests/test_migrate.py proves the two agree at head.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ name.
 
 Each process holds a shared flock on its copy's ``IN-USE.lock`` until it exits:
 ``ipamctl install-plugin`` removes a copy only once it can lock that file exclusively
-(:mod:`ipam.frozen`), so a call that waits on a network's lock, or the node daemon,
+(:mod:`ipam.install.frozen`), so a call that waits on a network's lock, or the node daemon,
 keeps its modules. It costs 0.13 ms (median of 200 starts: loading ``fcntl``, which an
 in-process ADD or DEL loads anyway, 0.12 ms; the open and the flock 0.01 ms), lost in a
 start's noise (500 VERSION calls of each build, interleaved: medians 9.86 ms before, 9.77
@@ -32,10 +32,10 @@ import sys
 sys.frozen = True  # what frozen-aware code checks: ipamctl install-plugin copies the build
 
 PLUGIN_MAIN = "__main__host_local_sqlite"  # the executable host_local_sqlite's
-# ipam.client.SIGNALS (SIGINT, SIGTERM, SIGHUP), before the plugin's modules are loaded;
+# ipam.process.SIGNALS (SIGINT, SIGTERM, SIGHUP), before the plugin's modules are loaded;
 # tests/test_signals.py checks that they are the same.
 SIGNALS = (2, 15, 1)
-IN_USE = "IN-USE.lock"  # ipam.frozen.IN_USE, in the copy beside the executables
+IN_USE = "IN-USE.lock"  # ipam.install.frozen.IN_USE, in the copy beside the executables
 
 
 def hold_copy():

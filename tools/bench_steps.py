@@ -41,6 +41,7 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from helpers import NodeDaemon  # noqa: E402
 
+from ipam import paths  # noqa: E402
 from ipam.daemon import steps  # noqa: E402
 from ipam.install import launcher  # noqa: E402
 
@@ -178,7 +179,7 @@ def sync_counts(daemon, program, config, calls):
         for line in lines:
             call = line.split(None, 1)[1].split("(", 1)[0]
             target = line.split("<", 1)[1].split(">", 1)[0] if "<" in line else "?"
-            what = "WAL" if target.endswith("-wal") else (
+            what = "WAL" if target.endswith(paths.SQLITE_WAL) else (
                 "database" if target.endswith(".db") else
                 "address file" if ".tmp." in target else os.path.basename(target))
             took = float(line.rsplit("<", 1)[1].rstrip(">")) * 1000

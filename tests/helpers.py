@@ -173,7 +173,9 @@ def wait_queued(path, pid, polling=False, timeout=30.0):
 
 def wait_queued_in(path, waiters, timeout=30.0):
     """:func:`wait_queued` for the first of ``waiters`` (``(pid, polling)`` pairs, or a
-    function giving them, read again at each look) to queue."""
+    function giving them, read again at each look) to queue. The first waiter is the
+    call's own process: once it has ended, the call will never queue, and the wait fails
+    at once rather than at ``timeout``."""
     path = os.path.realpath(path)  # as /proc/PID/fd names it
     st = os.stat(path)
     file_id = "%02x:%02x:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
@@ -183,10 +185,23 @@ def wait_queued_in(path, waiters, timeout=30.0):
         if any(_opened_by(pid, path) if polling else _blocked_on(pid, file_id)
                for pid, polling in now):
             return
+        if not running(now[0][0]):
+            raise AssertionError("process %d ended before it queued for %s"
+                                 % (now[0][0], path))
         if time.monotonic() > deadline:
             raise AssertionError("none of %s queued for %s in %g s"
                                  % ([pid for pid, _ in now], path, timeout))
         time.sleep(0.005)
+
+
+def running(pid):
+    """Whether process ``pid`` still runs: neither gone nor a zombie (ended, not yet
+    waited for), as /proc/PID/stat tells."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def _blocked_on(pid, file_id):

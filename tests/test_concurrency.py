@@ -232,12 +232,13 @@ def test_writer_waits_in_the_queue_while_the_holder_finishes_in_time(data_dir, n
     net = "queued"
     conf = netconf({"subnet": "10.1.2.0/24", "busyTimeout": 30}, name=net)
     assert run_plugin("ADD", conf, container_id="a").status == 0
-    fd = os.open(str(data_dir / (DB_NAME + ".lock")), os.O_RDWR)
+    queue = data_dir / (DB_NAME + ".lock")
+    fd = os.open(str(queue), os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         inv = Invocation("ADD", "c", conf)
         inv.feed()
-        time.sleep(0.5)
+        through.wait_queued(queue, inv.proc)
         assert inv.proc.poll() is None, "the ADD did not wait for the lock"
     finally:
         os.close(fd)
@@ -365,7 +366,7 @@ def test_a_signal_is_an_error_object_and_changes_nothing(data_dir, netconf, sign
         fcntl.flock(fd, fcntl.LOCK_EX)
         inv = Invocation("ADD", "b", conf)
         inv.feed()
-        time.sleep(0.5)
+        through.wait_queued(held, inv.proc, polling=waiting_on == "host-local's lock")
         assert inv.proc.poll() is None, "the ADD did not wait"
         inv.proc.send_signal(signum)
         inv.finish(timeout=10)
@@ -405,7 +406,7 @@ def test_a_stuck_holder_of_one_networks_lock_stalls_that_network_only(data_dir, 
         fcntl.flock(fd, fcntl.LOCK_EX)
         waiting = Invocation("ADD", "b", stuck)
         waiting.feed()
-        time.sleep(0.3)
+        through.wait_queued(data_dir / "stuck" / "lock", waiting.proc, polling=True)
         t0 = time.monotonic()
         for cid in "bcd":
             out = run_plugin("ADD", other, container_id=cid)

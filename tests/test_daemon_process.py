@@ -35,6 +35,8 @@ from helpers import (
     plugin_process,
     run_inprocess,
     run_plugin,
+    wait_queued,
+    wait_until,
 )
 from plugin_procs import (
     Invocation,
@@ -61,20 +63,15 @@ def via(daemon):
 @contextmanager
 def writers_queue_held(data_dir):
     """Hold the database's writers' queue (its flock), as a long transaction would: a
-    call then waits inside, in the daemon or in process, until the block ends."""
-    with open(paths.writer_queue(paths.default_database(str(data_dir))), "a") as f:
+    call then waits inside, in the daemon or in process, until the block ends. Yields
+    the queue's path."""
+    path = paths.writer_queue(paths.default_database(str(data_dir)))
+    with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            yield
+            yield path
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def wait_until(predicate, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "waited %g s for %s" % (timeout, what)
-        time.sleep(0.01)
 
 
 def wait_in_flight(daemon, count=1):
@@ -199,7 +196,10 @@ def test_sigterm_drains(start_daemon, data_dir, netconf):
             after = Invocation("ADD", "after", conf, env_extra=via(daemon))
             calls.append(after)
             after.feed()
-            time.sleep(0.2)
+            # The new call, in process, waits for host-local's lock, which the call inside
+            # holds while it waits for the queue: by then the drain has had that long to
+            # end early; it must still wait for the call inside.
+            wait_queued(data_dir / "mynet" / "lock", after.proc.pid, polling=True)
             assert daemon.proc.poll() is None and inside.proc.poll() is None  # waiting
     finally:
         run_all(calls)
@@ -219,13 +219,12 @@ def test_sigterm_past_the_drain_timeout(start_daemon, data_dir, netconf):
     assert run_inprocess("ADD", conf, container_id="first").status == 0
     inv = Invocation("ADD", "cut", conf, env_extra=via(daemon))
     try:
-        with writers_queue_held(data_dir):
+        with writers_queue_held(data_dir) as queue:
             inv.feed()
             wait_in_flight(daemon)
             assert daemon.stop() == 1
             assert "stopping with 1 call unanswered after 0.5 s" in daemon.log()
-            time.sleep(0.2)
-            assert inv.proc.poll() is None  # now in process, waiting for the queue
+            wait_queued(queue, inv.proc.pid)  # now in process, waiting for the queue
     finally:
         inv.finish()
     assert inv.rc == 0 and FALLBACK.encode() in inv.err, inv

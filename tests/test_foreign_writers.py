@@ -289,12 +289,13 @@ def test_ours_waits_for_host_locals_lock(data_dir, through):
     pool = Pool(data_dir, subnet="10.80.0.0/24", busyTimeout=30)
     pool.add("ours", "first")
     before = pool.files()
-    fd = os.open(os.path.join(pool.dir, "lock"), os.O_RDONLY)
+    lock = os.path.join(pool.dir, "lock")
+    fd = os.open(lock, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         inv = pool.invocation("ours", "ADD", "second")
         inv.feed()
-        time.sleep(1.0)
+        through.wait_queued(lock, inv.proc, polling=True)
         assert inv.proc.poll() is None, "ours ADD ended while the lock was held: %r" % (
             inv.finish(),)
         assert pool.files() == before, "ours wrote while host-local's lock was held"

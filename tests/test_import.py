@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 from cniexec import GO_HOST_LOCAL, contents, snapshot_networks
 from cniexec import run as run_binary
-from helpers import IPAMCTL, run_plugin
+from helpers import IPAMCTL, run_plugin, wait_queued
 
 from host_local_sqlite_cli.main import cli
 from ipam import addr
@@ -410,7 +410,7 @@ def test_import_waits_for_host_locals_lock(tmp_path):
     proc = subprocess.Popen([IPAMCTL, "--data-dir", str(data), "-o", "json", "import"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)
+        wait_queued(data / "net" / "lock", proc.pid, polling=True)
         assert proc.poll() is None, "import finished while host-local held the lock"
     finally:
         fcntl.flock(holder, fcntl.LOCK_UN)

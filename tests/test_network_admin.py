@@ -6,10 +6,9 @@ import json
 import os
 import re
 import subprocess
-import time
 
 import pytest
-from helpers import IPAMCTL, checked, events, held, note, owners, put, run_plugin, sql
+from helpers import IPAMCTL, checked, events, held, note, owners, put, run_plugin, sql, wait_queued
 from helpers import run_ipamctl as ipamctl
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -349,7 +348,7 @@ def test_installed_forget_waits_for_host_locals_lock(data_dir, netconf):
         proc = subprocess.Popen([IPAMCTL, "--data-dir", str(data_dir), "network", "forget",
                                  "mynet", "--release"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        time.sleep(1.0)
+        wait_queued(mine / "lock", proc.pid, polling=True)
         assert proc.poll() is None, proc.communicate()
         assert sorted(os.listdir(mine)) == before
         assert held(data_dir) == [("mynet", "10.1.2.2", "a", "eth0")]

@@ -44,17 +44,33 @@ NO_ROOT = "/nonexistent/ipamctl-test-root"
 
 # -- the plugin, in process and as a process ---------------------------------------------
 class Outcome:
-    def __init__(self, status, out):
+    """What one plugin call answered, in process or as a process (ours or Go's): its
+    exit ``status``, ``stdout`` and ``stderr`` as written (bytes; a call in process has
+    no stderr of its own), ``out`` (stdout as text) and ``json`` (stdout parsed; None
+    when empty). Stdout that is not JSON fails at once, unless ``lenient`` (a reference
+    run, where Go's answer is compared with ours byte for byte): json is None then."""
+
+    def __init__(self, status, stdout, stderr=b"", lenient=False):
         self.status = status
-        self.out = out
-        self.json = json.loads(out) if out.strip() else None
+        self.stdout = stdout
+        self.stderr = stderr
+        try:
+            self.json = json.loads(stdout) if stdout.strip() else None
+        except ValueError:
+            if not lenient:
+                raise
+            self.json = None
+
+    @property
+    def out(self):
+        return self.stdout.decode()
 
     @property
     def error(self):
         return self.json if self.status else None
 
     def __repr__(self):
-        return "Outcome(%d, %s)" % (self.status, self.out)
+        return "Outcome(%d, %r, stderr=%r)" % (self.status, self.stdout, self.stderr[-2000:])
 
 
 def cni_env(command, container_id="dummy", ifname="eth0", netns="/some/where", args=None,
@@ -80,7 +96,7 @@ def run_inprocess(command, conf, context=None, **kw):
     ``context``: an :class:`ipam.commands.CallContext` (the node daemon's store pool)."""
     out = io.StringIO()
     status = cni_main(cni_env(command, **kw), io.BytesIO(_stdin_bytes(conf)), out, context)
-    return Outcome(status, out.getvalue())
+    return Outcome(status, out.getvalue().encode())
 
 
 def _plugin(command, conf, env_extra, cwd, kw, daemon_from_environ):
@@ -103,7 +119,7 @@ def run_plugin(command, conf, env_extra=None, **kw):
     the node daemon the tests' environment names, if any (``through`` in conftest.py)."""
     env, proc = _plugin(command, conf, env_extra, None, kw, daemon_from_environ=True)
     note_plugin_run(env, command, proc.stderr)
-    return Outcome(proc.returncode, proc.stdout.decode())
+    return Outcome(proc.returncode, proc.stdout, proc.stderr)
 
 
 def run_ipamctl(data_dir, *args, input="", expect=0):
@@ -334,7 +350,7 @@ def plugin_process(command, conf, env_extra=None, cwd=None, **kw):
     in process), and names no daemon but ``env_extra``'s: ``(Outcome, stderr text)``;
     ``cwd``: the runtime's working directory."""
     _, proc = _plugin(command, conf, env_extra, cwd, kw, daemon_from_environ=False)
-    return Outcome(proc.returncode, proc.stdout.decode()), proc.stderr.decode()
+    return Outcome(proc.returncode, proc.stdout, proc.stderr), proc.stderr.decode()
 
 
 @contextlib.contextmanager

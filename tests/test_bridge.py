@@ -155,7 +155,7 @@ def test_bridge_two_namespaces(tmp_path: Path, namespaces: list[str], bridge_nam
         addresses = []
         for ns in namespaces:
             out = bridge("ADD", ns)
-            assert out.rc == 0, out
+            assert out.status == 0, out
             added.append(ns)
             ips = [ipaddress.ip_interface(i["address"]) for i in out.json["ips"]]
             assert len(ips) == 1 and ips[0].network == SUBNET, out
@@ -173,7 +173,7 @@ def test_bridge_two_namespaces(tmp_path: Path, namespaces: list[str], bridge_nam
 
         for ns in namespaces:
             out = bridge("DEL", ns)
-            assert out.rc == 0 and out.stdout == b"", out
+            assert out.status == 0 and out.stdout == b"", out
             added.remove(ns)
         assert ip_files(data_dir / "hlsbr") == []
         if not ours_is_go:

@@ -629,7 +629,7 @@ def run_plugin_umask(command, conf, umask, **kw):
     proc = subprocess.run([PLUGIN], input=json.dumps(conf).encode(), env=env,
                           capture_output=True, timeout=60, umask=umask)
     assert b"Traceback" not in proc.stderr, proc.stderr.decode()
-    return Outcome(proc.returncode, proc.stdout.decode())
+    return Outcome(proc.returncode, proc.stdout, proc.stderr)
 
 
 def assert_modes(data_dir, seen):

@@ -92,7 +92,7 @@ class Pool:
 
     def add(self, who, cid, args=None):
         out = self.call(who, "ADD", cid, args)
-        assert out.rc == 0 and out.json and out.json.get("ips"), "%s ADD %s: %s" % (
+        assert out.status == 0 and out.json and out.json.get("ips"), "%s ADD %s: %s" % (
             who, cid, out)
         ip = out.json["ips"][0]["address"].split("/")[0]
         self.live[cid] = (ip, who)
@@ -100,7 +100,7 @@ class Pool:
 
     def delete(self, who, cid):
         out = self.call(who, "DEL", cid)
-        assert (out.rc, out.stdout) == (0, b""), "%s DEL %s: %s" % (who, cid, out)
+        assert (out.status, out.stdout) == (0, b""), "%s DEL %s: %s" % (who, cid, out)
         self.live.pop(cid, None)
 
     # -- many at once ---------------------------------------------------------------
@@ -262,7 +262,7 @@ def test_a_lease_whose_file_go_removed_is_kept(data_dir, through):
     a_ip = pool.add("ours", "a")
     pool.delete("go", "a")
     out = pool.call("ours", "ADD", "b")
-    assert out.rc == 0, out
+    assert out.status == 0, out
     b_ip = out.json["ips"][0]["address"].split("/")[0]
     assert b_ip != a_ip
     assert a_ip in out.stderr.decode(), "the missing file of %s was not reported: %s" % (
@@ -270,9 +270,9 @@ def test_a_lease_whose_file_go_removed_is_kept(data_dir, through):
     assert (a_ip, "a", "eth0") in listed(data_dir, NET)
     assert pool.files().get(a_ip) == content("a"), "a's file was not written back"
     out = pool.call("ours", "ADD", "c")   # a's address stays taken: the pool is full
-    assert out.rc != 0, "ours gave c %s" % out.json
+    assert out.status != 0, "ours gave c %s" % out.json
     out = pool.call("go", "ADD", "x")   # for Go too: it sees a's file
-    assert out.rc != 0, "Go gave x %s" % out.json
+    assert out.status != 0, "Go gave x %s" % out.json
     pool.assert_ok("after ours ADD c and Go ADD x on a full pool")
     proc = ctl(data_dir, "check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -396,7 +396,7 @@ def test_files_restored_from_a_copy_are_written_back(data_dir, through):
     assert pool.files().get(b0_ip) == content("b0"), "b0's file was not written back"
     assert pool.add("go", "x") != b0_ip   # round robin from the cursor file
     out = pool.call("go", "ADD", "y", args="IP=%s" % b0_ip)
-    assert out.rc != 0, "Go gave y %s" % out.json
+    assert out.status != 0, "Go gave y %s" % out.json
     pool.assert_ok("after Go ADD x and y")
     pool.add("ours", "z")   # adopts x
     pool.assert_ok("after ours ADD z")
@@ -431,7 +431,7 @@ def test_admin_command_on_a_stale_lease_leaves_the_new_owners_file(data_dir, com
     assert other != a_ip
     pool.assert_ok("after ours ADD c")
     out = pool.call("ours", "ADD", "d")   # the pool is full: b holds the other address
-    assert out.rc != 0, "ours gave d %s" % out.json
+    assert out.status != 0, "ours gave d %s" % out.json
     assert pool.files().get(a_ip) == content("b")
     pool.assert_ok("after ours ADD d")
 

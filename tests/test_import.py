@@ -72,7 +72,7 @@ def conf(name, data_dir, **ipam):
 def go(command, name, data_dir, cid, ifname="eth0"):
     out = run_binary(GO_HOST_LOCAL, command, conf(name, data_dir), container_id=cid,
                      ifname=ifname)
-    return out.rc, out.json
+    return out.status, out.json
 
 
 def ours(command, name, data_dir, cid, ifname="eth0", **ipam):
@@ -542,7 +542,7 @@ def test_adoption_reports_skipped_files(tmp_path):
 
     data = go_made(tmp_path / "data")
     out = run(OURS, "ADD", conf("v4", data), container_id="new")
-    assert out.rc == 0, out
+    assert out.status == 0, out
     err = out.stderr.decode()
     assert "address file(s) name no owner: their addresses stay unused" in err
     for name in JUNK:  # files not named like an address are nobody's lease: not mentioned

@@ -244,7 +244,7 @@ def test_go_host_local_beside_us_never_hands_it_out(data_dir, netconf):
     got = []
     for i in range(5):
         out = run_binary(GO_HOST_LOCAL, "ADD", go_conf, container_id="go%d" % i)
-        if out.rc != 0:
+        if out.status != 0:
             assert b"no IP addresses available" in out.stdout, out
             break
         got.append(out.json["ips"][0]["address"])
@@ -252,7 +252,7 @@ def test_go_host_local_beside_us_never_hands_it_out(data_dir, netconf):
     assert (data_dir / "mynet" / "10.1.2.3").read_bytes() == RESERVED_FILE
     # Go's DEL of every container it knows leaves it too.
     for i in range(3):
-        assert run_binary(GO_HOST_LOCAL, "DEL", go_conf, container_id="go%d" % i).rc == 0
+        assert run_binary(GO_HOST_LOCAL, "DEL", go_conf, container_id="go%d" % i).status == 0
     assert (data_dir / "mynet" / "10.1.2.3").read_bytes() == RESERVED_FILE
     rows = json.loads(run_ipamctl(data_dir, "-o", "json", "list").stdout)
     assert [(r["ip"], r["kind"]) for r in rows] == [("10.1.2.2", "lease"),

@@ -5,6 +5,7 @@ one test at a time.
   a guess at how long something takes, which a loaded machine makes wrong (the test
   then fails, or passes without testing anything). The few whose duration is the
   subject are listed here, each with why.
+- One concept, one helper (helpers.py): one ``Outcome`` of a plugin call.
 """
 import ast
 import pathlib
@@ -96,3 +97,15 @@ def test_a_wait_for_a_queue_ends_when_the_process_did(tmp_path):
     with pytest.raises(AssertionError, match="process %d ended before it queued" % proc.pid):
         wait_queued(lock, proc.pid, timeout=30)
     assert time.monotonic() - t0 < 5
+
+
+def classes_named(name):
+    """``(module, line)`` of each class ``name`` defined in tests/."""
+    return [(module, node.lineno) for module in modules()
+            for node in ast.walk(ast.parse((TESTS / module).read_text(), module))
+            if isinstance(node, ast.ClassDef) and node.name == name]
+
+
+def test_one_outcome_of_a_plugin_call():
+    found = classes_named("Outcome")
+    assert [module for module, _ in found] == ["helpers.py"], found

@@ -122,19 +122,6 @@ def run_plugin(command, conf, env_extra=None, **kw):
     return Outcome(proc.returncode, proc.stdout, proc.stderr)
 
 
-def run_ipamctl(data_dir, *args, input="", expect=0):
-    """The installed ipamctl on ``data_dir``, as an operator runs it; its exit status
-    checked. stdin is ``input``, never the terminal the tests run from (a command that
-    asks on a terminal would wait for an answer)."""
-    env = {"PATH": os.environ.get("PATH", ""), "IPAM_DATA_DIR": str(data_dir),
-           "IPAM_ROOT": NO_ROOT}
-    proc = subprocess.run([IPAMCTL, *args], input=input, env=env, capture_output=True,
-                          text=True, timeout=60)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == expect, (args, proc.stdout, proc.stderr)
-    return proc
-
-
 def on_terminal(data_dir, *args, answer=None, prompt=b"[y/N]"):
     """The installed ipamctl with a terminal as stdin, stdout and stderr, as an operator
     at a shell runs it; ``answer`` (bytes) typed when ``prompt`` shows, None: never.
@@ -324,18 +311,30 @@ def note(store, network, data_dir, *subnets, export=True, exclude=()):
                                                       json.dumps(describe(sets))))
 
 
-def ipamctl(*args, data_dir=None, database=None, root=NO_ROOT, expect=0, env_extra=None):
-    """The installed ipamctl, as an operator runs it. Its CNI configs are looked up under
-    ``root`` (``IPAM_ROOT``): by default an empty tree, never the host's own."""
-    env = {"PATH": os.environ.get("PATH", ""), "IPAM_ROOT": str(root), **(env_extra or {})}
+def ipamctl(*args, data_dir=None, database=None, root=NO_ROOT, expect=0, env=None,
+            input="", timeout=60, umask=None, cwd=None):
+    """The installed ipamctl, as an operator runs it: the one way tests run it to the
+    end (a daemon, or a command raced against, is a Popen of its own). ``data_dir``
+    and ``database`` are given as an operator's environment gives them
+    (``IPAM_DATA_DIR``, ``IPAM_DATABASE``), so that an option in ``args`` still wins.
+    The rest of its environment is PATH, ``IPAM_ROOT`` (``root``: where it looks for
+    CNI network configs, by default an empty tree, never the host's own) and ``env``:
+    never the tests' own, whose variables would change what it does. stdin is
+    ``input``, never the terminal the tests run from (a command that asks would wait
+    for an answer); ``umask`` and ``cwd`` its own, if given. The finished process (text),
+    which never shows a traceback; its exit status checked against ``expect`` (None: the
+    caller looks)."""
+    environ = {"PATH": os.environ.get("PATH", ""), "IPAM_ROOT": str(root)}
     if data_dir is not None:
-        env["IPAM_DATA_DIR"] = str(data_dir)
+        environ["IPAM_DATA_DIR"] = str(data_dir)
     if database is not None:
-        env["IPAM_DATABASE"] = database
-    proc = subprocess.run([IPAMCTL, *args], env=env, capture_output=True, text=True,
-                          timeout=60)
+        environ["IPAM_DATABASE"] = str(database)
+    environ.update(env or {})
+    proc = subprocess.run([IPAMCTL, *args], env=environ, input=input, capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd,
+                          **({} if umask is None else {"umask": umask}))
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == expect, (args, proc.stdout, proc.stderr)
+    assert expect is None or proc.returncode == expect, (args, proc.stdout, proc.stderr)
     return proc
 
 

@@ -5,7 +5,9 @@ one test at a time.
   a guess at how long something takes, which a loaded machine makes wrong (the test
   then fails, or passes without testing anything). The few whose duration is the
   subject are listed here, each with why.
-- One concept, one helper (helpers.py): one ``Outcome`` of a plugin call.
+- One concept, one helper (helpers.py): one ``Outcome`` of a plugin call; one runner
+  of the installed ipamctl to its end (``helpers.ipamctl``: its environment, stdin and
+  checks decided once; a Popen, of a daemon or of a command raced against, is apart).
 """
 import ast
 import pathlib
@@ -109,3 +111,42 @@ def classes_named(name):
 def test_one_outcome_of_a_plugin_call():
     found = classes_named("Outcome")
     assert [module for module, _ in found] == ["helpers.py"], found
+
+
+RUNS = {"run", "check_output", "check_call", "call"}  # subprocess's, to the end
+
+
+def ipamctl_runs(source, name="<test>"):
+    """``(line, function)`` of each ``subprocess.run([IPAMCTL, ...])`` (or check_output,
+    call, check_call) in ``source``."""
+    found = []
+
+    def visit(node, function):
+        for child in ast.iter_child_nodes(node):
+            inner = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) \
+                else function
+            if isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute) \
+                    and child.func.attr in RUNS and child.args \
+                    and isinstance(child.args[0], ast.List) and child.args[0].elts \
+                    and isinstance(child.args[0].elts[0], ast.Name) \
+                    and child.args[0].elts[0].id == "IPAMCTL":
+                found.append((child.lineno, function))
+            visit(child, inner)
+
+    visit(ast.parse(source, name), None)
+    return found
+
+
+@pytest.mark.parametrize("module", modules())
+def test_ipamctl_runs_through_the_one_helper(module):
+    found = [f for f in ipamctl_runs((TESTS / module).read_text(), module)
+             if (module, f[1]) != ("helpers.py", "ipamctl")]
+    assert not found, "%s runs ipamctl itself (%s): use helpers.ipamctl" % (
+        module, ", ".join("line %d in %s" % f for f in found))
+
+
+def test_the_check_finds_an_ipamctl_run():
+    source = ("def ctl(d, *args):\n"
+              "    return subprocess.run([IPAMCTL, '--data-dir', d, *args])\n"
+              "daemon = subprocess.Popen([IPAMCTL, 'serve'])\n")
+    assert ipamctl_runs(source) == [(2, "ctl")]

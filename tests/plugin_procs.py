@@ -14,11 +14,8 @@ import time
 
 from helpers import cni_env, feeding, ipamctl, note_plugin_run, plugin_program
 
-from ipam.paths import DAEMON_ENV
+from ipam.paths import DAEMON_ENV, DB_NAME
 
-DB_NAME = ".host-local-sqlite.db"
-PENDING = ".host-local-sqlite-pending-"
-TMP_PREFIX = ".host-local-sqlite.tmp."
 _CNI_VARS = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS",
              "CNI_PATH")
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from ipam.paths import DB_NAME
+
 try:  # tests/ may or may not become a package
     from .cniexec import CONSOLE_SCRIPT, GO_BRIDGE, GO_HOST_LOCAL, OURS, run
     from .helpers import plugin_program
@@ -27,7 +29,6 @@ except ImportError:
     from helpers import plugin_program
 
 SUBNET = ipaddress.ip_network("10.99.0.0/24")
-DB_NAME = ".host-local-sqlite.db"
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 # Concurrent runs of this test (several checkouts on one host) would put 10.99.0.1/24 on
 # two bridges at once: serialise them.

@@ -24,9 +24,8 @@ import pytest
 from helpers import PLUGIN, Outcome, cni_env, ipamctl, run_plugin
 from plugin_procs import Invocation, leases
 
-from ipam.paths import PENDING_PREFIX, TMP_PREFIX
+from ipam.paths import DB_NAME, PENDING_PREFIX, TMP_PREFIX
 
-DB_NAME = ".host-local-sqlite.db"
 SUBNET = {"subnet": "10.1.2.0/24"}
 QUERIES = {
     # leases: network, ip, container_id, ifname first (mirror_of_db), then the rest

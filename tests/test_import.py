@@ -25,7 +25,7 @@ from cniexec import run as run_binary
 from helpers import IPAMCTL, ipamctl, run_plugin, wait_queued
 
 from host_local_sqlite_cli.main import cli
-from ipam import addr
+from ipam import addr, paths
 
 needs_go = pytest.mark.skipif(not os.access(GO_HOST_LOCAL, os.X_OK),
                               reason=f"Go reference {GO_HOST_LOCAL} missing: "
@@ -185,7 +185,7 @@ def test_continue_where_go_left_off(tmp_path, how):
             assert s["conflicts"] == []
         assert db_leases(mine) == expected
     else:
-        assert not (mine / ".host-local-sqlite.db").exists()
+        assert not (mine / paths.DB_NAME).exists()
     handed_out = {}
     for name in NETS:
         for step, (command, cid, ifname) in enumerate(CONTINUE):
@@ -368,7 +368,7 @@ def test_dry_run_changes_nothing(tmp_path):
         assert dict(d, dry_run=False) == r
     # With a database that already holds them: nothing to do, nothing changed.
     leases, events = ctl_json(data, "list"), ctl_json(data, "history")
-    db = data / ".host-local-sqlite.db"
+    db = data / paths.DB_NAME
     db_bytes = db.read_bytes()
     again = ctl_json(data, "import", "--dry-run")
     assert [s["imported"] for s in again] == [[]] * len(NETS)

@@ -13,7 +13,7 @@ import types
 import pytest
 from helpers import ipamctl, owners, run_inprocess
 
-from ipam import network_configs
+from ipam import network_configs, paths
 from ipam.network_configs import NotChosen
 
 PG = "postgresql://ipam:s3cret@127.0.0.1:1/ipam"  # port 1: no server answers
@@ -49,7 +49,7 @@ def add(root, name, ipam, container):
 
 
 def db_of(root, data_dir="/var/lib/cni/networks"):
-    return str(root / data_dir.lstrip("/") / ".host-local-sqlite.db")
+    return str(root / data_dir.lstrip("/") / paths.DB_NAME)
 
 
 # -- the library --------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from helpers import cri_runtime, run_plugin
 
 from host_local_sqlite_cli.main import cli
+from ipam import paths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The README and the pages it links (docs/performance.md, docs/guarantees.md, ...).
@@ -62,7 +63,7 @@ def _argv(example, tmp, data):
     directory = os.path.join(tmp, "host-local" if "import" in words else "bin")
     values = {"N": "mynet", "ID": CID, "X": CID[:12], "IP": "10.22.0.17", "IF": "eth0",
               "NS/NAME": "default/web-0", "NAME": "web-0", "old-name": "old-node",
-              "URL": os.path.join(data, ".host-local-sqlite.db"),
+              "URL": os.path.join(data, paths.DB_NAME),
               "FILE": os.path.join(tmp, "backup.db"), "now.db": os.path.join(tmp, "backup.db"),
               "DIR": directory}
     if words[:1] in (["install-plugin"], ["check-install"]):

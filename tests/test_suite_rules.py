@@ -8,6 +8,8 @@ one test at a time.
 - One concept, one helper (helpers.py): one ``Outcome`` of a plugin call; one runner
   of the installed ipamctl to its end (``helpers.ipamctl``: its environment, stdin and
   checks decided once; a Popen, of a daemon or of a command raced against, is apart).
+- Our on-disk names are spelled in ipam.paths alone: a test that spells the database's
+  file name keeps passing after a rename that strands every operator's backup.
 """
 import ast
 import pathlib
@@ -16,6 +18,8 @@ import time
 
 import pytest
 from helpers import wait_queued
+
+from ipam import paths
 
 TESTS = pathlib.Path(__file__).resolve().parent
 
@@ -150,3 +154,17 @@ def test_the_check_finds_an_ipamctl_run():
               "    return subprocess.run([IPAMCTL, '--data-dir', d, *args])\n"
               "daemon = subprocess.Popen([IPAMCTL, 'serve'])\n")
     assert ipamctl_runs(source) == [(2, "ctl")]
+
+
+# Whole names of ours a test may otherwise spell as a string of its own (a message that
+# names one, in part of a longer string, is expected output).
+OUR_NAMES = (paths.DB_NAME, paths.PENDING_PREFIX, paths.TMP_PREFIX)
+
+
+@pytest.mark.parametrize("module", modules())
+def test_our_file_names_come_from_ipam_paths(module):
+    tree = ast.parse((TESTS / module).read_text(), module)
+    found = sorted({(node.lineno, node.value) for node in ast.walk(tree)
+                    if isinstance(node, ast.Constant) and node.value in OUR_NAMES})
+    assert not found, "%s spells %s: take it from ipam.paths" % (
+        module, ", ".join("%r (line %d)" % (name, line) for line, name in found))

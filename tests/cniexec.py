@@ -15,13 +15,12 @@ import stat
 import subprocess
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 try:  # tests/ may or may not become a package
-    from .helpers import note_plugin_run, plugin_program
+    from .helpers import Outcome, note_plugin_run, plugin_program
 except ImportError:
-    from helpers import note_plugin_run, plugin_program
+    from helpers import Outcome, note_plugin_run, plugin_program
 
 GO_HOST_LOCAL = "/usr/lib/cni/host-local"
 GO_BRIDGE = "/usr/lib/cni/bridge"
@@ -35,19 +34,6 @@ OURS = os.environ.get("HLS_PLUGIN") or CONSOLE_SCRIPT
 CNI_ENV = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
 
 Config = Mapping[str, Any] | str | bytes
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one invocation produced. ``json`` is stdout parsed, or None if it is not JSON."""
-
-    rc: int
-    stdout: bytes
-    stderr: bytes
-    json: Any
-
-    def __str__(self) -> str:
-        return f"rc={self.rc} stdout={self.stdout!r} stderr={self.stderr[-2000:]!r}"
 
 
 def run(
@@ -89,11 +75,7 @@ def run(
     )
     if binary != GO_HOST_LOCAL and command is not None:  # ours, or a plugin delegating to it
         note_plugin_run(env, command, proc.stderr)
-    try:
-        parsed = _json.loads(proc.stdout) if proc.stdout.strip() else None
-    except ValueError:
-        parsed = None
-    return Outcome(proc.returncode, proc.stdout, proc.stderr, parsed)
+    return Outcome(proc.returncode, proc.stdout, proc.stderr, lenient=True)
 
 
 Snapshot = dict[str, tuple[bytes | None, int]]

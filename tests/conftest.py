@@ -14,7 +14,6 @@ from fake_store import FakeStore
 from helpers import (
     CHAOS_CALLS,
     ENTRY_PATHS,
-    IPAMCTL,
     PLUGIN,
     DaemonChaos,
     EntryPath,
@@ -254,9 +253,8 @@ def node_daemon(tmp_path_factory):
     daemon = NodeDaemon(tmp_path_factory.mktemp("node-daemon"))
     try:
         daemon.wait_ready()
-        probe = subprocess.run([IPAMCTL, "-o", "json", "health", "--socket", daemon.socket],
-                               capture_output=True, text=True, timeout=60, env=daemon_env())
-        assert probe.returncode == 0, probe.stderr
+        probe = helpers.ipamctl("-o", "json", "health", "--socket", daemon.socket,
+                                env=daemon_env())
         assert json.loads(probe.stdout)["pid"] == daemon.pid
         yield daemon
     finally:
@@ -369,10 +367,8 @@ def native_client(native_program, tmp_path_factory):
     """The native thin client as ``ipamctl install-plugin --client native`` writes it into
     a CNI bin directory, the launcher beside it as its in-process plugin: its path."""
     bin_dir = tmp_path_factory.mktemp("native-bin")
-    proc = subprocess.run([IPAMCTL, "-o", "json", "install-plugin", str(bin_dir),
-                           "--client", "native"], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    proc = helpers.ipamctl("-o", "json", "install-plugin", str(bin_dir), "--client", "native",
+                           timeout=120)
     report = json.loads(proc.stdout)
     assert (report["client"], report["native"]) == ("native", native_program), report
     return report["path"]

@@ -44,17 +44,33 @@ NO_ROOT = "/nonexistent/ipamctl-test-root"
 
 # -- the plugin, in process and as a process ---------------------------------------------
 class Outcome:
-    def __init__(self, status, out):
+    """What one plugin call answered, in process or as a process (ours or Go's): its
+    exit ``status``, ``stdout`` and ``stderr`` as written (bytes; a call in process has
+    no stderr of its own), ``out`` (stdout as text) and ``json`` (stdout parsed; None
+    when empty). Stdout that is not JSON fails at once, unless ``lenient`` (a reference
+    run, where Go's answer is compared with ours byte for byte): json is None then."""
+
+    def __init__(self, status, stdout, stderr=b"", lenient=False):
         self.status = status
-        self.out = out
-        self.json = json.loads(out) if out.strip() else None
+        self.stdout = stdout
+        self.stderr = stderr
+        try:
+            self.json = json.loads(stdout) if stdout.strip() else None
+        except ValueError:
+            if not lenient:
+                raise
+            self.json = None
+
+    @property
+    def out(self):
+        return self.stdout.decode()
 
     @property
     def error(self):
         return self.json if self.status else None
 
     def __repr__(self):
-        return "Outcome(%d, %s)" % (self.status, self.out)
+        return "Outcome(%d, %r, stderr=%r)" % (self.status, self.stdout, self.stderr[-2000:])
 
 
 def cni_env(command, container_id="dummy", ifname="eth0", netns="/some/where", args=None,
@@ -80,7 +96,7 @@ def run_inprocess(command, conf, context=None, **kw):
     ``context``: an :class:`ipam.commands.CallContext` (the node daemon's store pool)."""
     out = io.StringIO()
     status = cni_main(cni_env(command, **kw), io.BytesIO(_stdin_bytes(conf)), out, context)
-    return Outcome(status, out.getvalue())
+    return Outcome(status, out.getvalue().encode())
 
 
 def _plugin(command, conf, env_extra, cwd, kw, daemon_from_environ):
@@ -103,20 +119,7 @@ def run_plugin(command, conf, env_extra=None, **kw):
     the node daemon the tests' environment names, if any (``through`` in conftest.py)."""
     env, proc = _plugin(command, conf, env_extra, None, kw, daemon_from_environ=True)
     note_plugin_run(env, command, proc.stderr)
-    return Outcome(proc.returncode, proc.stdout.decode())
-
-
-def run_ipamctl(data_dir, *args, input="", expect=0):
-    """The installed ipamctl on ``data_dir``, as an operator runs it; its exit status
-    checked. stdin is ``input``, never the terminal the tests run from (a command that
-    asks on a terminal would wait for an answer)."""
-    env = {"PATH": os.environ.get("PATH", ""), "IPAM_DATA_DIR": str(data_dir),
-           "IPAM_ROOT": NO_ROOT}
-    proc = subprocess.run([IPAMCTL, *args], input=input, env=env, capture_output=True,
-                          text=True, timeout=60)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == expect, (args, proc.stdout, proc.stderr)
-    return proc
+    return Outcome(proc.returncode, proc.stdout, proc.stderr)
 
 
 def on_terminal(data_dir, *args, answer=None, prompt=b"[y/N]"):
@@ -173,7 +176,9 @@ def wait_queued(path, pid, polling=False, timeout=30.0):
 
 def wait_queued_in(path, waiters, timeout=30.0):
     """:func:`wait_queued` for the first of ``waiters`` (``(pid, polling)`` pairs, or a
-    function giving them, read again at each look) to queue."""
+    function giving them, read again at each look) to queue. The first waiter is the
+    call's own process: once it has ended, the call will never queue, and the wait fails
+    at once rather than at ``timeout``."""
     path = os.path.realpath(path)  # as /proc/PID/fd names it
     st = os.stat(path)
     file_id = "%02x:%02x:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
@@ -183,10 +188,23 @@ def wait_queued_in(path, waiters, timeout=30.0):
         if any(_opened_by(pid, path) if polling else _blocked_on(pid, file_id)
                for pid, polling in now):
             return
+        if not running(now[0][0]):
+            raise AssertionError("process %d ended before it queued for %s"
+                                 % (now[0][0], path))
         if time.monotonic() > deadline:
             raise AssertionError("none of %s queued for %s in %g s"
                                  % ([pid for pid, _ in now], path, timeout))
         time.sleep(0.005)
+
+
+def running(pid):
+    """Whether process ``pid`` still runs: neither gone nor a zombie (ended, not yet
+    waited for), as /proc/PID/stat tells."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def _blocked_on(pid, file_id):
@@ -293,18 +311,30 @@ def note(store, network, data_dir, *subnets, export=True, exclude=()):
                                                       json.dumps(describe(sets))))
 
 
-def ipamctl(*args, data_dir=None, database=None, root=NO_ROOT, expect=0, env_extra=None):
-    """The installed ipamctl, as an operator runs it. Its CNI configs are looked up under
-    ``root`` (``IPAM_ROOT``): by default an empty tree, never the host's own."""
-    env = {"PATH": os.environ.get("PATH", ""), "IPAM_ROOT": str(root), **(env_extra or {})}
+def ipamctl(*args, data_dir=None, database=None, root=NO_ROOT, expect=0, env=None,
+            input="", timeout=60, umask=None, cwd=None):
+    """The installed ipamctl, as an operator runs it: the one way tests run it to the
+    end (a daemon, or a command raced against, is a Popen of its own). ``data_dir``
+    and ``database`` are given as an operator's environment gives them
+    (``IPAM_DATA_DIR``, ``IPAM_DATABASE``), so that an option in ``args`` still wins.
+    The rest of its environment is PATH, ``IPAM_ROOT`` (``root``: where it looks for
+    CNI network configs, by default an empty tree, never the host's own) and ``env``:
+    never the tests' own, whose variables would change what it does. stdin is
+    ``input``, never the terminal the tests run from (a command that asks would wait
+    for an answer); ``umask`` and ``cwd`` its own, if given. The finished process (text),
+    which never shows a traceback; its exit status checked against ``expect`` (None: the
+    caller looks)."""
+    environ = {"PATH": os.environ.get("PATH", ""), "IPAM_ROOT": str(root)}
     if data_dir is not None:
-        env["IPAM_DATA_DIR"] = str(data_dir)
+        environ["IPAM_DATA_DIR"] = str(data_dir)
     if database is not None:
-        env["IPAM_DATABASE"] = database
-    proc = subprocess.run([IPAMCTL, *args], env=env, capture_output=True, text=True,
-                          timeout=60)
+        environ["IPAM_DATABASE"] = str(database)
+    environ.update(env or {})
+    proc = subprocess.run([IPAMCTL, *args], env=environ, input=input, capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd,
+                          **({} if umask is None else {"umask": umask}))
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == expect, (args, proc.stdout, proc.stderr)
+    assert expect is None or proc.returncode == expect, (args, proc.stdout, proc.stderr)
     return proc
 
 
@@ -319,7 +349,7 @@ def plugin_process(command, conf, env_extra=None, cwd=None, **kw):
     in process), and names no daemon but ``env_extra``'s: ``(Outcome, stderr text)``;
     ``cwd``: the runtime's working directory."""
     _, proc = _plugin(command, conf, env_extra, cwd, kw, daemon_from_environ=False)
-    return Outcome(proc.returncode, proc.stdout.decode()), proc.stderr.decode()
+    return Outcome(proc.returncode, proc.stdout, proc.stderr), proc.stderr.decode()
 
 
 @contextlib.contextmanager

@@ -12,13 +12,10 @@ import subprocess
 import sys
 import time
 
-from helpers import IPAMCTL, cni_env, feeding, note_plugin_run, plugin_program
+from helpers import cni_env, feeding, ipamctl, note_plugin_run, plugin_program
 
-from ipam.paths import DAEMON_ENV
+from ipam.paths import DAEMON_ENV, DB_NAME
 
-DB_NAME = ".host-local-sqlite.db"
-PENDING = ".host-local-sqlite-pending-"
-TMP_PREFIX = ".host-local-sqlite.tmp."
 _CNI_VARS = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS",
              "CNI_PATH")
 
@@ -171,16 +168,10 @@ def all_succeeded(invocations):
     return got
 
 
-def ipamctl(data_dir, *args, timeout=60):
-    proc = subprocess.run([IPAMCTL, "--data-dir", str(data_dir), *args], capture_output=True,
-                          timeout=timeout)
-    assert b"Traceback" not in proc.stderr, proc.stderr.decode()
-    return proc
-
-
 def check_json(data_dir, repair=False):
     """``ipamctl -o json check [--repair]``: (exit status, parsed output)."""
-    proc = ipamctl(data_dir, "-o", "json", "check", *(["--repair"] if repair else []))
+    proc = ipamctl("-o", "json", "check", *(["--repair"] if repair else []), data_dir=data_dir,
+                   expect=None)
     return proc.returncode, json.loads(proc.stdout)
 
 

@@ -39,14 +39,14 @@ import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from ipam.paths import DB_NAME, TMP_PREFIX
+from ipam.paths import PENDING_PREFIX as PENDING
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 BIN = os.path.dirname(sys.executable)
 PLUGIN = os.path.join(BIN, "host-local-sqlite")
 IPAMCTL = os.path.join(BIN, "ipamctl")
-DB_NAME = ".host-local-sqlite.db"
-PENDING = ".host-local-sqlite-pending-"
-TMP_PREFIX = ".host-local-sqlite.tmp."
 NET = "net1"
 GONET = "gonet"
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from ipam.paths import DB_NAME
+
 try:  # tests/ may or may not become a package
     from .cniexec import CONSOLE_SCRIPT, GO_BRIDGE, GO_HOST_LOCAL, OURS, run
     from .helpers import plugin_program
@@ -27,7 +29,6 @@ except ImportError:
     from helpers import plugin_program
 
 SUBNET = ipaddress.ip_network("10.99.0.0/24")
-DB_NAME = ".host-local-sqlite.db"
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 # Concurrent runs of this test (several checkouts on one host) would put 10.99.0.1/24 on
 # two bridges at once: serialise them.
@@ -155,7 +156,7 @@ def test_bridge_two_namespaces(tmp_path: Path, namespaces: list[str], bridge_nam
         addresses = []
         for ns in namespaces:
             out = bridge("ADD", ns)
-            assert out.rc == 0, out
+            assert out.status == 0, out
             added.append(ns)
             ips = [ipaddress.ip_interface(i["address"]) for i in out.json["ips"]]
             assert len(ips) == 1 and ips[0].network == SUBNET, out
@@ -173,7 +174,7 @@ def test_bridge_two_namespaces(tmp_path: Path, namespaces: list[str], bridge_nam
 
         for ns in namespaces:
             out = bridge("DEL", ns)
-            assert out.rc == 0 and out.stdout == b"", out
+            assert out.status == 0 and out.stdout == b"", out
             added.remove(ns)
         assert ip_files(data_dir / "hlsbr") == []
         if not ours_is_go:

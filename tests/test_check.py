@@ -12,14 +12,14 @@ import os
 import re
 
 from docs_pages import every_page
-from helpers import held, on_terminal, run_ipamctl
+from helpers import held, ipamctl, on_terminal
 
 FINDING_KEYS = {"network", "ip", "path", "kind", "repair", "repaired", "message"}
 
 
 def check(data_dir, *args, expect=0):
-    return json.loads(run_ipamctl(data_dir, "-o", "json", "check", *args,
-                                  expect=expect).stdout)
+    return json.loads(ipamctl("-o", "json", "check", *args, data_dir=data_dir,
+                              expect=expect).stdout)
 
 
 def by_path(answer):
@@ -40,7 +40,7 @@ def test_json_has_one_object_per_finding_saying_what_repair_does(add, data_dir):
     (net / "10.1.2.9").write_bytes(b"go-made\r\neth0")  # foreign
     (net / ".host-local-sqlite.tmp.10.1.2.77.1.1").write_bytes(b"half")  # temporary
     (net / "last_reserved_ip.5").write_bytes(b"10.1.2.9")  # stale
-    answer = json.loads(run_ipamctl(data_dir, "-o", "json", "check", expect=1).stdout)
+    answer = json.loads(ipamctl("-o", "json", "check", data_dir=data_dir, expect=1).stdout)
     assert answer["ok"] is False
     p = "%s/" % net
     assert by_path(answer) == {
@@ -77,7 +77,7 @@ def test_network_checks_only_the_networks_named(add, data_dir):
         "findings"]] == ["other"]
     assert [f["network"] for f in check(data_dir, "--network", "third", "--network", "other",
                                         expect=1)["findings"]] == ["other", "third"]
-    proc = run_ipamctl(data_dir, "check", "--network", "nosuch", expect=1)
+    proc = ipamctl("check", "--network", "nosuch", data_dir=data_dir, expect=1)
     assert proc.stderr == "Error: no network nosuch in the database\n"
 
     answer = check(data_dir, "--network", "other", "--repair")
@@ -115,11 +115,11 @@ def test_repair_asks_on_a_terminal_and_not_in_a_script(add, data_dir):
 
     # No terminal (a timer, a script): it repairs without asking, as before.
     (net / "10.1.2.2").unlink()
-    proc = run_ipamctl(data_dir, "check", "--repair")
+    proc = ipamctl("check", "--repair", data_dir=data_dir)
     assert proc.stdout == "%s/10.1.2.2: missing (repaired)\n1 problem(s), repaired\n" % net
     assert held(data_dir)[0][2] == "a" and os.path.exists(net / "10.1.2.2")
-    assert "--yes goes with --repair" in run_ipamctl(data_dir, "check", "--yes",
-                                                     expect=2).stderr
+    proc = ipamctl("check", "--yes", data_dir=data_dir, expect=2)
+    assert "--yes goes with --repair" in proc.stderr
 
 
 def test_the_docs_document_the_shape():

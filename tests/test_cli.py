@@ -14,10 +14,10 @@ from helpers import (
     checked,
     events,
     held,
+    ipamctl,
     iso_z,
     lease_rows,
     owners,
-    run_ipamctl,
     run_plugin,
     sql,
 )
@@ -898,7 +898,6 @@ def test_version(runner):
 
 
 # -- the installed ipamctl against the installed plugin --------------------------------
-ipamctl = run_ipamctl
 
 
 def test_installed_ipamctl_on_a_plugin_database(data_dir, netconf):
@@ -907,7 +906,7 @@ def test_installed_ipamctl_on_a_plugin_database(data_dir, netconf):
         assert run_plugin("ADD", conf, container_id=cid).status == 0
 
     def js(*args, **kw):
-        return json.loads(ipamctl(data_dir, "-o", "json", *args, **kw).stdout)
+        return json.loads(ipamctl("-o", "json", *args, data_dir=data_dir, **kw).stdout)
 
     assert owners(js("list")) == [("mynet", "10.1.2.2", "a", "eth0"),
                                   ("mynet", "10.1.2.3", "b", "eth0"),
@@ -915,7 +914,7 @@ def test_installed_ipamctl_on_a_plugin_database(data_dir, netconf):
     assert js("stats") == [{"network": "mynet", "range_set": 0,
                             "range": "10.1.2.1-10.1.2.254", "size": 253, "used": 3,
                             "reserved": 0, "free": 250}]
-    text = ipamctl(data_dir, "-o", "prometheus", "stats").stdout
+    text = ipamctl("-o", "prometheus", "stats", data_dir=data_dir).stdout
     used = [s for f in text_string_to_metric_families(text) for s in f.samples
             if s.name == "host_local_sqlite_range_used"]
     assert [(s.labels["network"], s.labels["range_set"], s.value) for s in used] == [
@@ -951,12 +950,12 @@ def test_installed_ipamctl_on_a_plugin_database(data_dir, netconf):
 
 def test_installed_ipamctl_errors_and_version(tmp_path):
     missing = tmp_path / "missing"
-    proc = ipamctl(missing, "list", expect=1)
+    proc = ipamctl("list", data_dir=missing, expect=1)
     assert proc.stderr.startswith(f"Error: database {missing}/.host-local-sqlite.db ")
     assert not missing.exists()
-    proc = ipamctl(missing, "-o", "prometheus", "list", expect=2)
+    proc = ipamctl("-o", "prometheus", "list", data_dir=missing, expect=2)
     assert "Usage: ipamctl list" in proc.stderr
-    proc = ipamctl(missing, "--version")
+    proc = ipamctl("--version", data_dir=missing)
     assert proc.stdout.startswith("ipamctl, version ")
-    proc = ipamctl(missing, "gc", "--help")
+    proc = ipamctl("gc", "--help", data_dir=missing)
     assert "Example:" in proc.stdout

@@ -2,7 +2,7 @@
 ipamctl on a pool the installed plugin made (stdout for programs, stderr for people)."""
 import json
 
-from helpers import events, held, run_ipamctl, run_plugin
+from helpers import events, held, ipamctl, run_plugin
 
 SUBNET = {"subnet": "10.1.2.0/24"}
 TYPO = "warning: no network mynte in the database (known: mynet)\n"
@@ -17,14 +17,14 @@ def pool(netconf, *cids):
 
 def test_release_says_released_or_would_release(data_dir, netconf):
     pool(netconf, "a", "b")
-    dry = run_ipamctl(data_dir, "release", "10.1.2.2", "--dry-run")
-    real = run_ipamctl(data_dir, "release", "10.1.2.2")
+    dry = ipamctl("release", "10.1.2.2", "--dry-run", data_dir=data_dir)
+    real = ipamctl("release", "10.1.2.2", data_dir=data_dir)
     assert dry.stdout == real.stdout  # the same table: the lease
     assert dry.stderr == "would release 1 lease(s); dry run: nothing changed\n"
     assert real.stderr == "released 1 lease(s)\n"
     # -o json: stdout is the leases and nothing else, as before.
-    dry = run_ipamctl(data_dir, "-o", "json", "release", "10.1.2.3", "--dry-run")
-    real = run_ipamctl(data_dir, "release", "10.1.2.3", "-o", "json")
+    dry = ipamctl("-o", "json", "release", "10.1.2.3", "--dry-run", data_dir=data_dir)
+    real = ipamctl("release", "10.1.2.3", "-o", "json", data_dir=data_dir)
     assert json.loads(dry.stdout) == json.loads(real.stdout)
     assert [r["ip"] for r in json.loads(real.stdout)] == ["10.1.2.3"]
     assert (dry.stderr, real.stderr) == ("would release 1 lease(s); dry run: nothing changed\n",
@@ -34,23 +34,23 @@ def test_release_says_released_or_would_release(data_dir, netconf):
 def test_a_refused_gc_apply_says_refused_not_dry_run(data_dir, netconf):
     pool(netconf, "a", "b", "c")
     before = held(data_dir)
-    proc = run_ipamctl(data_dir, "gc", "--valid-file", "-", "--grace", "0", "--apply",
-                       input="", expect=1)
+    proc = ipamctl("gc", "--valid-file", "-", "--grace", "0", "--apply", data_dir=data_dir,
+                   input="", expect=1)
     assert "dry run" not in proc.stderr and "add --apply" not in proc.stderr
     assert proc.stderr.startswith("Error: gc refused, nothing released in any network:\n"
                                   "network mynet: the list of live containers is empty")
     assert "refused: " in proc.stdout  # the guards' verdicts in the report
     assert held(data_dir) == before
-    dry = run_ipamctl(data_dir, "gc", "--valid-file", "-", "--grace", "0", input="")
+    dry = ipamctl("gc", "--valid-file", "-", "--grace", "0", data_dir=data_dir, input="")
     assert dry.stderr == "dry run: --apply would refuse (see guards); nothing released\n"
 
 
 def test_an_unknown_network_is_a_warning_when_reading(data_dir, netconf):
     pool(netconf, "a")
     for args in (["list"], ["stats"], ["history"]):
-        proc = run_ipamctl(data_dir, *args, "--network", "mynte")
+        proc = ipamctl(*args, "--network", "mynte", data_dir=data_dir)
         assert proc.stdout == "" and proc.stderr.startswith(TYPO), args
-        proc = run_ipamctl(data_dir, *args, "--network", "mynte", "-o", "json")
+        proc = ipamctl(*args, "--network", "mynte", "-o", "json", data_dir=data_dir)
         assert (json.loads(proc.stdout), proc.stderr) == ([], TYPO), args
 
 
@@ -65,7 +65,7 @@ def test_an_unknown_network_is_an_error_when_changing(data_dir, netconf, tmp_pat
                  ["export", "--network", "mynte"],
                  ["export", "--network", "mynte", "--to", str(tmp_path / "copy")],
                  ["network", "forget", "mynte"]):
-        proc = run_ipamctl(data_dir, *args, expect=1)
+        proc = ipamctl(*args, data_dir=data_dir, expect=1)
         assert proc.stdout == "", args
         assert proc.stderr.startswith("Error: no network mynte in the database"), args
     assert (held(data_dir), events(data_dir)) == before
@@ -74,10 +74,10 @@ def test_an_unknown_network_is_an_error_when_changing(data_dir, netconf, tmp_pat
 
 def test_an_empty_result_leaves_stdout_parseable(data_dir, netconf):
     pool(netconf, "a")
-    run_ipamctl(data_dir, "release", "10.1.2.2")
+    ipamctl("release", "10.1.2.2", data_dir=data_dir)
     for args, empty in ((["list"], "(no leases)"), (["list", "--no-headers"], "(no leases)"),
                         (["history", "--container", "nobody"], "(no events)")):
-        proc = run_ipamctl(data_dir, *args)
+        proc = ipamctl(*args, data_dir=data_dir)
         assert (proc.stdout, proc.stderr) == ("", empty + "\n"), args
-        proc = run_ipamctl(data_dir, "-o", "json", *args)
+        proc = ipamctl("-o", "json", *args, data_dir=data_dir)
         assert (proc.stdout, proc.stderr) == ("[]\n", ""), args

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from helpers import IPAMCTL, NOT_THROUGH_THE_CHAOS_AT_110, LockRelay, run_plugin
+from helpers import IPAMCTL, NOT_THROUGH_THE_CHAOS_AT_110, LockRelay, ipamctl, run_plugin
 from plugin_procs import (
     DB_NAME,
     PENDING,
@@ -22,7 +22,6 @@ from plugin_procs import (
     database_problems,
     expected_mirror,
     integrity,
-    ipamctl,
     leases,
     mirror,
     others,
@@ -44,8 +43,8 @@ class ListLoop(threading.Thread):
 
     def run(self):
         while not self.stop.is_set():
-            proc = subprocess.run([IPAMCTL, "--data-dir", str(self.data_dir), "-o", "json",
-                                   "list"], capture_output=True, timeout=120)
+            proc = ipamctl("-o", "json", "list", data_dir=self.data_dir, expect=None,
+                           timeout=120)
             self.runs.append(proc)
 
     def finish(self):
@@ -62,7 +61,7 @@ def test_200_adds_then_200_dels_at_once_beside_ipamctl_list(data_dir, netconf, t
     conf = netconf({"subnet": "10.50.0.0/16", "busyTimeout": 60}, name=net)
     # The schema exists before the storm, so that `ipamctl list` (read-only, never
     # creates a database) can run from the first moment.
-    assert ipamctl(data_dir, "db", "upgrade").returncode == 0
+    ipamctl("db", "upgrade", data_dir=data_dir)
     lister = ListLoop(data_dir)
     lister.start()
     try:
@@ -82,11 +81,11 @@ def test_200_adds_then_200_dels_at_once_beside_ipamctl_list(data_dir, netconf, t
     assert others(data_dir, net) == ["last_reserved_ip.0", "lock"]
     assert database_problems(data_dir, net) == []
     assert integrity(data_dir) == ["ok"]
-    assert ipamctl(data_dir, "check").returncode == 0
+    ipamctl("check", data_dir=data_dir)
     # The reader ran the whole time, and every run saw a consistent snapshot.
     assert len(runs) >= 3, "ipamctl list ran only %d time(s)" % len(runs)
     for proc in runs:
-        assert proc.returncode == 0, proc.stderr.decode()
+        assert proc.returncode == 0, proc.stderr
         rows = json.loads(proc.stdout)
         assert isinstance(rows, list)
         ips = [r["ip"] for r in rows]
@@ -190,8 +189,7 @@ def test_mixed_storm_on_a_nearly_exhausted_pool(data_dir, netconf, through):
     assert exhausted > 0, "the storm never exhausted the pool"
     assert database_problems(data_dir, net) == []
     assert integrity(data_dir) == ["ok"]
-    proc = ipamctl(data_dir, "check")
-    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    ipamctl("check", data_dir=data_dir)
 
 
 # -- a writer that holds the lock ----------------------------------------------------
@@ -202,8 +200,7 @@ def _after_lock_checks(data_dir, conf, net, expect_ip):
     assert not (data_dir / (PENDING + net)).exists()
     out = run_plugin("ADD", conf, container_id="b")
     assert out.status == 0 and out.json["ips"][0]["address"].split("/")[0] == expect_ip, out
-    proc = ipamctl(data_dir, "check")
-    assert proc.returncode == 0, proc.stdout.decode()
+    ipamctl("check", data_dir=data_dir)
 
 
 def test_writer_flock_held_past_busy_timeout_is_code_11(data_dir, netconf, through):
@@ -232,12 +229,13 @@ def test_writer_waits_in_the_queue_while_the_holder_finishes_in_time(data_dir, n
     net = "queued"
     conf = netconf({"subnet": "10.1.2.0/24", "busyTimeout": 30}, name=net)
     assert run_plugin("ADD", conf, container_id="a").status == 0
-    fd = os.open(str(data_dir / (DB_NAME + ".lock")), os.O_RDWR)
+    queue = data_dir / (DB_NAME + ".lock")
+    fd = os.open(str(queue), os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         inv = Invocation("ADD", "c", conf)
         inv.feed()
-        time.sleep(0.5)
+        through.wait_queued(queue, inv.proc)
         assert inv.proc.poll() is None, "the ADD did not wait for the lock"
     finally:
         os.close(fd)
@@ -323,7 +321,7 @@ def test_ipamctl_stopped_mid_transaction_makes_add_code_11(data_dir, netconf, th
     n = 4000
     for i in range(n):
         (src / ("10.9.%d.%d" % (10 + i // 250, 2 + i % 250))).write_bytes(b"x%d\r\neth0" % i)
-    assert ipamctl(data_dir, "import").returncode == 0
+    ipamctl("import", data_dir=data_dir)
     lock_path = str(data_dir / (DB_NAME + ".lock"))
     deadline = time.monotonic() + 60
     while True:
@@ -365,7 +363,7 @@ def test_a_signal_is_an_error_object_and_changes_nothing(data_dir, netconf, sign
         fcntl.flock(fd, fcntl.LOCK_EX)
         inv = Invocation("ADD", "b", conf)
         inv.feed()
-        time.sleep(0.5)
+        through.wait_queued(held, inv.proc, polling=waiting_on == "host-local's lock")
         assert inv.proc.poll() is None, "the ADD did not wait"
         inv.proc.send_signal(signum)
         inv.finish(timeout=10)
@@ -405,7 +403,7 @@ def test_a_stuck_holder_of_one_networks_lock_stalls_that_network_only(data_dir, 
         fcntl.flock(fd, fcntl.LOCK_EX)
         waiting = Invocation("ADD", "b", stuck)
         waiting.feed()
-        time.sleep(0.3)
+        through.wait_queued(data_dir / "stuck" / "lock", waiting.proc, polling=True)
         t0 = time.monotonic()
         for cid in "bcd":
             out = run_plugin("ADD", other, container_id=cid)

@@ -136,7 +136,7 @@ def test_each_call_syncs_its_commit_and_new_file_and_answers_after_them(tmp_path
         assert daemon.stop() == 0, daemon.log()
     events = _events(log)
     syncs = [(call, path) for _, call, path, _ in events if "sync" in call]
-    address_files = [s for s in syncs if ".host-local-sqlite.tmp." in s[1]]
+    address_files = [s for s in syncs if paths.TMP_PREFIX in s[1]]
     wal = [s for s in syncs if s[1].endswith("-wal")]
     database = [s for s in syncs if s[1].endswith(".db")]
     assert len(address_files) == calls and {c for c, _ in address_files} == {"fdatasync"}

@@ -9,6 +9,8 @@ import sys
 
 from helpers import REPO
 
+from ipam import paths
+
 BIN = os.path.dirname(sys.executable)
 
 
@@ -41,7 +43,7 @@ def test_the_demo_ends_with_ipamctl_on_data_it_keeps_and_its_lines_paste(tmp_pat
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     data_dir = str(top / "networks")
-    assert os.path.isfile(os.path.join(data_dir, ".host-local-sqlite.db"))  # kept
+    assert os.path.isfile(os.path.join(data_dir, paths.DB_NAME))  # kept
     assert "The data stays in %s" % top in out
 
     lines = commands(out)

@@ -21,12 +21,11 @@ import subprocess
 from urllib.parse import quote
 
 import pytest
-from helpers import IPAMCTL, PLUGIN, Outcome, cni_env, run_plugin
+from helpers import PLUGIN, Outcome, cni_env, ipamctl, run_plugin
 from plugin_procs import Invocation, leases
 
-from ipam.paths import PENDING_PREFIX, TMP_PREFIX
+from ipam.paths import DB_NAME, PENDING_PREFIX, TMP_PREFIX
 
-DB_NAME = ".host-local-sqlite.db"
 SUBNET = {"subnet": "10.1.2.0/24"}
 QUERIES = {
     # leases: network, ip, container_id, ifname first (mirror_of_db), then the rest
@@ -65,18 +64,6 @@ def assert_error(out, code, *needles):
     assert "Traceback" not in out.out
     for needle in needles:
         assert needle in out.json["msg"], (needle, out)
-
-
-def ipamctl(data_dir, *args, umask=None, database=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IPAM_")}
-    cmd = [IPAMCTL, "--data-dir", str(data_dir)]
-    if database is not None:
-        cmd += ["--database", str(database)]
-    kw = {} if umask is None else {"umask": umask}
-    proc = subprocess.run(cmd + list(args), env=env, capture_output=True, text=True,
-                          input="", timeout=60, **kw)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
 
 
 def db_state(path):
@@ -217,7 +204,7 @@ def test_disk_full_while_allocating(where, tmp_path):
             assert not (data / "mynet" / "10.1.2.5").exists()
             assert sorted(n for n in os.listdir(data) if n != "big") == top_before
             no_temp_files(data)
-            proc = ipamctl(data, "check")  # read-only: works on a full disk
+            proc = ipamctl("check", data_dir=data, expect=None)  # read-only: works on a full disk
             assert proc.returncode == 0, proc.stdout + proc.stderr
             # A repeated ADD changes nothing, so it needs no space: it still answers.
             again = run_plugin("ADD", conf, container_id="a")
@@ -236,7 +223,7 @@ def test_disk_full_while_allocating(where, tmp_path):
         assert [r[1] for r in after["leases"]] == ["10.1.2.2", "10.1.2.3", "10.1.2.4",
                                                   "10.1.2.5"]
         assert tree(data / "mynet") == mirror_of_db(after)
-        proc = ipamctl(data, "check")
+        proc = ipamctl("check", data_dir=data, expect=None)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         no_temp_files(data)
 
@@ -258,9 +245,9 @@ def test_read_only_directory(tmp_path):
             for command, cid in (("ADD", "c"), ("ADD", "a"), ("DEL", "a")):
                 out = run_plugin(command, conf, container_id=cid)
                 assert_error(out, 5, str(db), "Read-only file system")
-            proc = ipamctl(data, "release", "--yes", "10.1.2.2")
+            proc = ipamctl("release", "--yes", "10.1.2.2", data_dir=data, expect=None)
             assert proc.returncode == 1 and "Read-only file system" in proc.stderr
-            proc = ipamctl(data, "check")  # reading still works
+            proc = ipamctl("check", data_dir=data, expect=None)  # reading still works
             assert proc.returncode == 0, proc.stdout + proc.stderr
         finally:
             subprocess.run(["mount", "-o", "remount,rw", str(data)], check=True)
@@ -317,10 +304,10 @@ def test_read_only_database_file(how, tmp_path):
             out = run_plugin(command, conf, container_id=cid)
             assert_error(out, 5, str(db), "readonly database")
             assert identity(db) == ident
-        proc = ipamctl(data, "release", "--yes", "10.1.2.2")
+        proc = ipamctl("release", "--yes", "10.1.2.2", data_dir=data, expect=None)
         assert proc.returncode == 1 and "readonly database" in proc.stderr, proc.stderr
         for args in (["db", "upgrade"], ["check"], ["list"]):  # no write needed: fine
-            proc = ipamctl(data, *args)
+            proc = ipamctl(*args, data_dir=data, expect=None)
             assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
         assert identity(db) == ident
     assert identity(db) == ident
@@ -352,7 +339,7 @@ def test_garbage_database_file_is_refused_and_left_alone(kind, tmp_path):
         assert_error(out, 5, str(db), "not a SQLite database")
         assert identity(db) == ident
     for args in (["list"], ["check"], ["check", "--repair"], ["db", "upgrade"]):
-        proc = ipamctl(data, *args, database=db)
+        proc = ipamctl(*args, data_dir=data, database=db, expect=None)
         assert proc.returncode == 1 and str(db) in proc.stderr, (args, proc.stderr)
         assert "not a database" in proc.stderr, (args, proc.stderr)
     assert identity(db) == ident
@@ -377,7 +364,7 @@ def test_newer_schema_is_refused_untouched_and_never_downgraded(tmp_path):
         assert identity(db) == ident
     for args in (["db", "upgrade"], ["check", "--repair"], ["export"],
                  ["release", "--yes", "10.1.2.2"]):
-        proc = ipamctl(data, *args)
+        proc = ipamctl(*args, data_dir=data, expect=None)
         assert proc.returncode == 1 and str(db) in proc.stderr, (args, proc.stderr)
         assert "newer" in proc.stderr and "9999" in proc.stderr, (args, proc.stderr)
     assert identity(db) == ident
@@ -402,7 +389,7 @@ def test_damaged_mirror_cursor_is_never_read_back(junk, tmp_path):
     assert cursor.read_bytes() == b"10.1.2.5"
     assert oct(cursor.stat().st_mode & 0o777) == "0o600"
     assert db_state(data / DB_NAME)["cursors"] == [("mynet", 0, "10.1.2.5")]
-    assert ipamctl(data, "check").returncode == 0
+    assert ipamctl("check", data_dir=data, expect=None).returncode == 0
 
 
 @pytest.mark.parametrize("junk", ["nonsense", "10.1.2", ""])
@@ -422,7 +409,7 @@ def test_damaged_database_cursor_counts_as_no_cursor(junk, tmp_path):
     assert (data / "mynet" / "last_reserved_ip.0").read_bytes() == b"10.1.2.2"
     assert add_ip(conf, "e") == "10.1.2.5"  # and on from the good cursor
     assert (data / "mynet" / "last_reserved_ip.0").read_bytes() == b"10.1.2.5"
-    assert ipamctl(data, "check").returncode == 0
+    assert ipamctl("check", data_dir=data, expect=None).returncode == 0
 
 
 @pytest.mark.parametrize("junk", ["nonsense", "10.1.2", ""])
@@ -445,10 +432,10 @@ def test_damaged_database_cursor_is_never_written_to_the_mirror(junk, tmp_path):
     def cursor_ok():
         return not cursor.exists() or cursor.read_bytes() in (b"10.1.2.2", b"10.1.2.3")
 
-    proc = ipamctl(data, "export")
+    proc = ipamctl("export", data_dir=data, expect=None)
     assert proc.returncode == 0, proc.stderr
     assert cursor_ok(), cursor.read_bytes()
-    assert ipamctl(data, "check").returncode == 0
+    assert ipamctl("check", data_dir=data, expect=None).returncode == 0
     # The plugin's own resync: a pending marker left by a crash, then a DEL.
     (data / (PENDING_PREFIX + "mynet")).touch()
     cursor.write_bytes(b"10.1.2.3")
@@ -487,10 +474,10 @@ def test_symlinked_network_directory_is_refused(history, tmp_path):
         assert "leases" not in tables or db_state(db)["leases"] == db_state(db)["history"] == []
     if state is not None:  # ipamctl knows the network: it refuses the link too
         for args in (["export"], ["check", "--repair"], ["check"]):
-            proc = ipamctl(data, *args)
+            proc = ipamctl(*args, data_dir=data, expect=None)
             assert proc.returncode == 1, (args, proc.stdout, proc.stderr)
             assert "symbolic link" in proc.stdout + proc.stderr
-        proc = ipamctl(data, "release", "--yes", "10.1.2.2")
+        proc = ipamctl("release", "--yes", "10.1.2.2", data_dir=data, expect=None)
         assert proc.returncode == 1 and "symbolic link" in proc.stderr
         assert db_state(db) == state
     assert tree(outside) == target
@@ -531,18 +518,18 @@ def test_symlinked_files_in_the_network_directory_are_never_followed(admin, tmp_
     assert (net / "10.1.2.3").is_symlink()
     assert tree(outside) == before
 
-    proc = ipamctl(data, *admin)
+    proc = ipamctl(*admin, data_dir=data, expect=None)
     assert proc.returncode == (0 if admin == ["export"] else 1), proc.stdout + proc.stderr
     assert "10.1.2.2: blocked" in proc.stdout.replace("left      ", "")
     for name in ("10.1.2.2", "10.1.2.3", "10.1.2.4", "10.1.2.77"):
         assert (net / name).is_symlink(), name
     assert tree(outside) == before
-    check = ipamctl(data, "check")
+    check = ipamctl("check", data_dir=data, expect=None)
     assert check.returncode == 1 and "10.1.2.2: blocked" in check.stdout, check.stdout
     (net / "10.1.2.2").unlink()  # the operator's fix
-    assert ipamctl(data, "check", "--repair").returncode == 0
+    assert ipamctl("check", "--repair", data_dir=data, expect=None).returncode == 0
     assert (net / "10.1.2.2").read_bytes() == b"a\r\neth0"
-    assert ipamctl(data, "check").returncode == 0
+    assert ipamctl("check", data_dir=data, expect=None).returncode == 0
 
 
 def foreign_files(net, outside):
@@ -599,7 +586,7 @@ def test_foreign_files_are_never_touched(tmp_path):
     assert run_plugin("GC", gc, container_id=None, ifname=None, netns=None).status == 0
     unchanged()
     for args in (["export"], ["check", "--repair"], ["release", "--yes", "10.1.2.3"]):
-        proc = ipamctl(data, *args)
+        proc = ipamctl(*args, data_dir=data, expect=None)
         assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
         unchanged()
     assert sorted(set(os.listdir(net)) - set(before)) == ["last_reserved_ip.0", "lock"]
@@ -615,8 +602,8 @@ def test_check_repair_claims_no_repair_it_did_not_make(tmp_path):
     net = data / "mynet"
     (net / "10.1.2.200").mkdir()
     (net / "10.1.2.200" / "keep").write_bytes(b"keep")
-    repair = ipamctl(data, "check", "--repair")
-    check = ipamctl(data, "check")
+    repair = ipamctl("check", "--repair", data_dir=data, expect=None)
+    check = ipamctl("check", data_dir=data, expect=None)
     assert (net / "10.1.2.200" / "keep").read_bytes() == b"keep"
     assert (repair.returncode, check.returncode) == (0, 0), (repair.stdout, check.stdout)
     assert "10.1.2.200" not in repair.stdout + check.stdout
@@ -629,7 +616,7 @@ def run_plugin_umask(command, conf, umask, **kw):
     proc = subprocess.run([PLUGIN], input=json.dumps(conf).encode(), env=env,
                           capture_output=True, timeout=60, umask=umask)
     assert b"Traceback" not in proc.stderr, proc.stderr.decode()
-    return Outcome(proc.returncode, proc.stdout.decode())
+    return Outcome(proc.returncode, proc.stdout, proc.stderr)
 
 
 def assert_modes(data_dir, seen):
@@ -685,12 +672,12 @@ def test_file_modes(umask, tmp_path):
                   "--apply", "--force"]):
         # Something for the repairing commands to write.
         (data / "mynet" / "last_reserved_ip.0").unlink(missing_ok=True)
-        proc = ipamctl(data, *args, umask=umask)
+        proc = ipamctl(*args, data_dir=data, umask=umask, expect=None)
         assert proc.returncode in (0, 1), (args, proc.stdout, proc.stderr)
         assert_modes(data, seen)
     plugin("ADD", container_id="d")
     copy = tmp_path / "copy"
-    proc = ipamctl(data, "export", "--to", str(copy), umask=umask)
+    proc = ipamctl("export", "--to", str(copy), data_dir=data, umask=umask, expect=None)
     assert proc.returncode == 0, proc.stderr
     assert_modes(copy, set())
     assert_modes(data, seen)
@@ -706,7 +693,7 @@ def test_directories_created_above_the_data_dir_are_not_world_writable(how, tmp_
         out = run_plugin_umask("ADD", make_conf(data), 0, container_id="a")
         assert out.status == 0, out
     else:
-        proc = ipamctl(data, "db", "upgrade", umask=0)
+        proc = ipamctl("db", "upgrade", data_dir=data, umask=0, expect=None)
         assert proc.returncode == 0, proc.stderr
     for d in (tmp_path / "var", tmp_path / "var" / "lib", tmp_path / "var" / "lib" / "cni",
               data):
@@ -728,9 +715,8 @@ def test_a_symbolic_link_at_the_database_path_is_never_followed(tmp_path, link):
     assert_error(out, 5, "symbolic link", DB_NAME + link)
     assert sorted(os.listdir(outside)) == ["victim"]
     assert (outside / "victim").read_bytes() == b"precious"
-    proc = subprocess.run([IPAMCTL, "--data-dir", str(data), "db", "upgrade"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 1 and "symbolic link" in proc.stderr, proc.stderr
+    proc = ipamctl("db", "upgrade", data_dir=data, expect=1)
+    assert "symbolic link" in proc.stderr, proc.stderr
     assert (outside / "victim").read_bytes() == b"precious"
 
 
@@ -752,9 +738,8 @@ def test_another_applications_database_is_refused_untouched(tmp_path):
     # Nothing beside it but our writers' queue file, empty (no -wal, no -shm).
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db", "app.db.lock", "data"]
     assert (tmp_path / "app.db.lock").read_bytes() == b""
-    proc = subprocess.run([IPAMCTL, "--database", str(other), "db", "upgrade"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 1 and "not a host-local-sqlite database" in proc.stderr
+    proc = ipamctl("db", "upgrade", database=other, expect=1)
+    assert "not a host-local-sqlite database" in proc.stderr
     assert other.read_bytes() == before
 
 
@@ -780,9 +765,8 @@ def test_a_sqlite_url_that_names_no_plain_file_is_refused_alike(tmp_path, value)
     data = tmp_path / "data"
     out = run_plugin("ADD", make_conf(data, dict(SUBNET, database=value)), container_id="a")
     assert_error(out, 7, "invalid SQLite URL")
-    proc = subprocess.run([IPAMCTL, "--data-dir", str(data), "--database", value, "db",
-                           "upgrade"], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 1 and "invalid SQLite URL" in proc.stderr, proc.stderr
+    proc = ipamctl("db", "upgrade", data_dir=data, database=value, cwd=tmp_path, expect=1)
+    assert "invalid SQLite URL" in proc.stderr, proc.stderr
     assert list(tmp_path.iterdir()) == [data] or not any(tmp_path.glob("*.db"))
 
 

@@ -33,7 +33,7 @@ import time
 import pytest
 from cniexec import GO_HOST_LOCAL
 from cniexec import run as run_binary
-from helpers import IPAMCTL, PLUGIN
+from helpers import IPAMCTL, PLUGIN, ipamctl
 from plugin_procs import DB_NAME, Invocation, run_all, start_together
 
 pytestmark = pytest.mark.reference
@@ -56,15 +56,8 @@ def owner_of(data):
     return text.replace("\r\n", "\n").split("\n", 1)[0].strip() or None
 
 
-def ctl(data_dir, *args, timeout=60):
-    proc = subprocess.run([IPAMCTL, "--data-dir", str(data_dir), *args], capture_output=True,
-                          text=True, timeout=timeout)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
-
-
 def ctl_json(data_dir, *args):
-    proc = ctl(data_dir, "-o", "json", *args)
+    proc = ipamctl("-o", "json", *args, data_dir=data_dir, expect=None)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout)
 
@@ -92,7 +85,7 @@ class Pool:
 
     def add(self, who, cid, args=None):
         out = self.call(who, "ADD", cid, args)
-        assert out.rc == 0 and out.json and out.json.get("ips"), "%s ADD %s: %s" % (
+        assert out.status == 0 and out.json and out.json.get("ips"), "%s ADD %s: %s" % (
             who, cid, out)
         ip = out.json["ips"][0]["address"].split("/")[0]
         self.live[cid] = (ip, who)
@@ -100,7 +93,7 @@ class Pool:
 
     def delete(self, who, cid):
         out = self.call(who, "DEL", cid)
-        assert (out.rc, out.stdout) == (0, b""), "%s DEL %s: %s" % (who, cid, out)
+        assert (out.status, out.stdout) == (0, b""), "%s DEL %s: %s" % (who, cid, out)
         self.live.pop(cid, None)
 
     # -- many at once ---------------------------------------------------------------
@@ -222,7 +215,7 @@ def test_rollback_to_go_then_forward(data_dir, through):
     adopted = {(e["ip"], e["container_id"]) for e in history(data_dir, NET)
                if e["reason"] == "adopt"}
     assert {(ip, cid) for cid, ip in go_ips.items()} <= adopted
-    proc = ctl(data_dir, "check")
+    proc = ipamctl("check", data_dir=data_dir, expect=None)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -262,7 +255,7 @@ def test_a_lease_whose_file_go_removed_is_kept(data_dir, through):
     a_ip = pool.add("ours", "a")
     pool.delete("go", "a")
     out = pool.call("ours", "ADD", "b")
-    assert out.rc == 0, out
+    assert out.status == 0, out
     b_ip = out.json["ips"][0]["address"].split("/")[0]
     assert b_ip != a_ip
     assert a_ip in out.stderr.decode(), "the missing file of %s was not reported: %s" % (
@@ -270,13 +263,13 @@ def test_a_lease_whose_file_go_removed_is_kept(data_dir, through):
     assert (a_ip, "a", "eth0") in listed(data_dir, NET)
     assert pool.files().get(a_ip) == content("a"), "a's file was not written back"
     out = pool.call("ours", "ADD", "c")   # a's address stays taken: the pool is full
-    assert out.rc != 0, "ours gave c %s" % out.json
+    assert out.status != 0, "ours gave c %s" % out.json
     out = pool.call("go", "ADD", "x")   # for Go too: it sees a's file
-    assert out.rc != 0, "Go gave x %s" % out.json
+    assert out.status != 0, "Go gave x %s" % out.json
     pool.assert_ok("after ours ADD c and Go ADD x on a full pool")
-    proc = ctl(data_dir, "check")
+    proc = ipamctl("check", data_dir=data_dir, expect=None)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    proc = ctl(data_dir, "release", a_ip, "--network", NET, "--yes")
+    proc = ipamctl("release", a_ip, "--network", NET, "--yes", data_dir=data_dir, expect=None)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert a_ip not in pool.files()
     assert pool.add("go", "x") == a_ip
@@ -289,12 +282,13 @@ def test_ours_waits_for_host_locals_lock(data_dir, through):
     pool = Pool(data_dir, subnet="10.80.0.0/24", busyTimeout=30)
     pool.add("ours", "first")
     before = pool.files()
-    fd = os.open(os.path.join(pool.dir, "lock"), os.O_RDONLY)
+    lock = os.path.join(pool.dir, "lock")
+    fd = os.open(lock, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         inv = pool.invocation("ours", "ADD", "second")
         inv.feed()
-        time.sleep(1.0)
+        through.wait_queued(lock, inv.proc, polling=True)
         assert inv.proc.poll() is None, "ours ADD ended while the lock was held: %r" % (
             inv.finish(),)
         assert pool.files() == before, "ours wrote while host-local's lock was held"
@@ -325,7 +319,7 @@ def test_go_adds_queued_at_the_swap_beside_ours(data_dir, through):
     pool = _swap_burst(data_dir, "ours")
     pool.add("ours", "last")   # sees everything Go wrote
     pool.assert_ok("after one more ours ADD")
-    proc = ctl(data_dir, "check")
+    proc = ipamctl("check", data_dir=data_dir, expect=None)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -371,7 +365,7 @@ def test_database_restored_from_a_backup_by_copy(data_dir, through):
 
 def test_database_restored_with_ipamctl_db_restore(data_dir, through):
     def restore(pool, backup):
-        proc = ctl(pool.data_dir, "db", "restore", backup, "--yes")
+        proc = ipamctl("db", "restore", backup, "--yes", data_dir=pool.data_dir, expect=None)
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
     _back_in_time(data_dir, restore)
@@ -395,11 +389,11 @@ def test_files_restored_from_a_copy_are_written_back(data_dir, through):
     assert pool.files().get(b0_ip) == content("b0"), "b0's file was not written back"
     assert pool.add("go", "x") != b0_ip   # round robin from the cursor file
     out = pool.call("go", "ADD", "y", args="IP=%s" % b0_ip)
-    assert out.rc != 0, "Go gave y %s" % out.json
+    assert out.status != 0, "Go gave y %s" % out.json
     pool.assert_ok("after Go ADD x and y")
     pool.add("ours", "z")   # adopts x
     pool.assert_ok("after ours ADD z")
-    proc = ctl(data_dir, "check")
+    proc = ipamctl("check", data_dir=data_dir, expect=None)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -423,14 +417,15 @@ def test_admin_command_on_a_stale_lease_leaves_the_new_owners_file(data_dir, com
     a_ip = pool.add("ours", "a")
     pool.delete("go", "a")
     assert pool.add("go", "b", args="IP=%s" % a_ip) == a_ip
-    ctl(data_dir, *ADMIN[command](a_ip))   # its status: whatever it is, no harm done
+    # its status: whatever it is, no harm done
+    ipamctl(*ADMIN[command](a_ip), data_dir=data_dir, expect=None)
     assert pool.files().get(a_ip) == content("b"), "ipamctl %s touched b's file" % command
     pool.assert_ok("after ipamctl %s" % command)
     other = pool.add("ours", "c")
     assert other != a_ip
     pool.assert_ok("after ours ADD c")
     out = pool.call("ours", "ADD", "d")   # the pool is full: b holds the other address
-    assert out.rc != 0, "ours gave d %s" % out.json
+    assert out.status != 0, "ours gave d %s" % out.json
     assert pool.files().get(a_ip) == content("b")
     pool.assert_ok("after ours ADD d")
 
@@ -463,7 +458,7 @@ def test_import_beside_dels_brings_no_lease_back(data_dir, through):
     containers, the imports take them in, then ours DELs all 30 at once: an import that
     read the directory before a DEL and wrote after it brings a deleted lease back."""
     pool = Pool(data_dir, subnet="10.76.0.0/24")
-    proc = ctl(data_dir, "db", "upgrade")
+    proc = ipamctl("db", "upgrade", data_dir=data_dir, expect=None)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     importers = [Loop([IPAMCTL, "--data-dir", str(data_dir), "import", "--network", NET])
                  for _ in range(2)]
@@ -499,7 +494,7 @@ def test_check_under_a_burst_never_raises_a_false_alarm(data_dir, through):
     pool = Pool(data_dir, subnet="10.77.0.0/24", busyTimeout=60)
     for i in range(5):
         pool.add("ours", "base%d" % i)
-    assert ctl(data_dir, "check").returncode == 0
+    assert ipamctl("check", data_dir=data_dir, expect=None).returncode == 0
     checker = Loop([IPAMCTL, "--data-dir", str(data_dir), "-o", "json", "check"])
     checker.start()
     try:

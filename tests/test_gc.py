@@ -24,11 +24,11 @@ from helpers import (
     IPAMCTL,
     events,
     held,
+    ipamctl,
     lease_rows,
     on_terminal,
     owners,
     put,
-    run_ipamctl,
     run_plugin,
     sql,
     unit_environment,
@@ -340,7 +340,6 @@ def test_gc_usage_errors(ctl, add, data_dir, args):
 
 
 # -- the guards, through the installed binaries ----------------------------------------
-ipamctl = run_ipamctl
 
 
 @pytest.fixture
@@ -357,7 +356,7 @@ def pool(data_dir, netconf):
 
 
 def gc_json(data_dir, *args, input="", expect=0):
-    return json.loads(ipamctl(data_dir, "-o", "json", "gc", *args, input=input,
+    return json.loads(ipamctl("-o", "json", "gc", *args, data_dir=data_dir, input=input,
                               expect=expect).stdout)
 
 
@@ -368,7 +367,7 @@ CONTAINERS = ["%064x" % (0xc0e1 + i) for i in range(6)]  # what 'crictl ps -q' p
 def test_guard_refuses_an_empty_list_and_force_overrides(data_dir, pool):
     pool("cbr0", *SANDBOXES[:3])
     before = held(data_dir)
-    proc = ipamctl(data_dir, "gc", "--valid-file", "-", "--apply", input="", expect=1)
+    proc = ipamctl("gc", "--valid-file", "-", "--apply", data_dir=data_dir, input="", expect=1)
     assert "Error: gc refused, nothing released in any network:" in proc.stderr
     assert "network cbr0: the list of live containers is empty" in proc.stderr
     assert "did the command feeding it fail?" in proc.stderr and "--force" in proc.stderr
@@ -388,13 +387,13 @@ def test_guard_refuses_container_ids_where_cri_gives_sandboxes(data_dir, pool):
     pool("other", "x", "y")
     before = held(data_dir)
     crictl_ps_q = "".join(c + "\n" for c in CONTAINERS)
-    proc = ipamctl(data_dir, "gc", "--valid-file", "-", "--apply", input=crictl_ps_q,
+    proc = ipamctl("gc", "--valid-file", "-", "--apply", data_dir=data_dir, input=crictl_ps_q,
                    expect=1)
     assert "network cbr0: the list names none of its 6 leases' containers" in proc.stderr
     assert "'crictl pods -q', not 'crictl ps -q'" in proc.stderr
     assert "network other:" in proc.stderr
     assert held(data_dir) == before   # nothing, in any network
-    text = ipamctl(data_dir, "gc", "--valid-file", "-", input=crictl_ps_q).stdout
+    text = ipamctl("gc", "--valid-file", "-", data_dir=data_dir, input=crictl_ps_q).stdout
     assert "  cbr0 (leases 6, candidates 6, kept 0): refused: the list names none" in text
     # The right list: nothing to release, no refusal.
     answer = gc_json(data_dir, "--valid-file", "-", "--apply",
@@ -411,7 +410,7 @@ def test_guard_refuses_more_than_max_share(data_dir, pool):
     pool("small", "s1", "s2", "s3", "s4")
     before = held(data_dir)
     live = "\n".join(SANDBOXES[:2] + ["s1"])
-    proc = ipamctl(data_dir, "gc", "--valid-file", "-", "--apply", input=live, expect=1)
+    proc = ipamctl("gc", "--valid-file", "-", "--apply", data_dir=data_dir, input=live, expect=1)
     assert ("network cbr0: 4 of its 6 leases would go, more than --max-share 50%"
             in proc.stderr)
     assert "network small" not in proc.stderr   # 3 leases going: small, allowed
@@ -479,7 +478,7 @@ def test_an_address_held_by_a_namespace_is_kept(data_dir, pool, namespace):
     assert [r["container_id"] for r in answer["released"]] == ["gone"]
     assert [(r["container_id"], r["reason"]) for r in answer["kept"]] == [
         ("orphan", "namespace /run/netns/%s (eth0) holds %s" % (namespace, address))]
-    text = ipamctl(data_dir, "gc", "--valid", "live").stdout
+    text = ipamctl("gc", "--valid", "live", data_dir=data_dir).stdout
     assert "namespace /run/netns/%s (eth0) holds %s" % (namespace, address) in text
     answer = gc_json(data_dir, "--valid", "live", "--apply", "--ignore-netns")
     assert [r["container_id"] for r in answer["released"]] == ["orphan"]
@@ -519,7 +518,7 @@ def test_a_leftover_namespace_name_is_skipped(data_dir, pool, namespace):
     pool("podnet", "gone", "live")
     subprocess.run(["umount", "/run/netns/" + namespace], check=True)
     assert os.path.exists("/run/netns/" + namespace)
-    proc = ipamctl(data_dir, "-o", "json", "gc", "--valid", "live", "--apply")
+    proc = ipamctl("-o", "json", "gc", "--valid", "live", "--apply", data_dir=data_dir)
     assert namespace not in proc.stderr
     assert [r["container_id"] for r in json.loads(proc.stdout)["released"]] == ["gone"]
 

@@ -38,9 +38,9 @@ from hypothesis import strategies as st
 
 from ipam.cni import main as cni_main
 from ipam.cni import valid_name
+from ipam.paths import DB_NAME as DB
+from ipam.paths import PENDING_PREFIX as PENDING
 
-DB = ".host-local-sqlite.db"
-PENDING = ".host-local-sqlite-pending-"
 SEED_SUBNET = "10.1.2.0/24"
 MIB = 1024 * 1024
 

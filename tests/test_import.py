@@ -22,10 +22,10 @@ import pytest
 from click.testing import CliRunner
 from cniexec import GO_HOST_LOCAL, contents, snapshot_networks
 from cniexec import run as run_binary
-from helpers import IPAMCTL, run_plugin
+from helpers import IPAMCTL, ipamctl, run_plugin, wait_queued
 
 from host_local_sqlite_cli.main import cli
-from ipam import addr
+from ipam import addr, paths
 
 needs_go = pytest.mark.skipif(not os.access(GO_HOST_LOCAL, os.X_OK),
                               reason=f"Go reference {GO_HOST_LOCAL} missing: "
@@ -72,7 +72,7 @@ def conf(name, data_dir, **ipam):
 def go(command, name, data_dir, cid, ifname="eth0"):
     out = run_binary(GO_HOST_LOCAL, command, conf(name, data_dir), container_id=cid,
                      ifname=ifname)
-    return out.rc, out.json
+    return out.status, out.json
 
 
 def ours(command, name, data_dir, cid, ifname="eth0", **ipam):
@@ -123,17 +123,8 @@ def cursors_in(data_dir, name):
             if f.startswith("last_reserved_ip.")}
 
 
-def ctl(data_dir, *args, expect=0):
-    """The installed ipamctl, as an operator runs it."""
-    proc = subprocess.run([IPAMCTL, "--data-dir", str(data_dir), *args], capture_output=True,
-                          text=True, timeout=60, env={"PATH": os.environ.get("PATH", "")})
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == expect, proc.stdout + proc.stderr
-    return proc
-
-
 def ctl_json(data_dir, *args, expect=0):
-    return json.loads(ctl(data_dir, "-o", "json", *args, expect=expect).stdout)
+    return json.loads(ipamctl("-o", "json", *args, data_dir=data_dir, expect=expect).stdout)
 
 
 def db_leases(data_dir):
@@ -194,7 +185,7 @@ def test_continue_where_go_left_off(tmp_path, how):
             assert s["conflicts"] == []
         assert db_leases(mine) == expected
     else:
-        assert not (mine / ".host-local-sqlite.db").exists()
+        assert not (mine / paths.DB_NAME).exists()
     handed_out = {}
     for name in NETS:
         for step, (command, cid, ifname) in enumerate(CONTINUE):
@@ -254,7 +245,7 @@ def test_import_reports_per_network(tmp_path):
     assert [(e["event"], e["reason"], e["network"], e["container_id"], e["ifname"])
             for e in ctl_json(data, "history", "--ip", "10.1.2.12")] == [
         ("allocate", "import", "v4", "old", None)]
-    table = ctl(data, "history", "--network", "v6").stdout
+    table = ipamctl("history", "--network", "v6", data_dir=data).stdout
     assert "import" in table and "2001:db8:0:1::1:2" in table
 
 
@@ -266,18 +257,20 @@ def test_import_table_output_and_options(tmp_path):
         (src / name / "10.1.2.2").write_bytes(b"x-%s\r\neth0" % name.encode())
         (src / name / "10.1.2.3").write_bytes(b"")
         (src / name / "last_reserved_ip.0").write_bytes(b"10.1.2.2")
-    out = ctl(data, "import", "--from", str(src), "--network", "a", "--network", "c").stdout
+    out = ipamctl("import", "--from", str(src), "--network", "a", "--network", "c",
+                  data_dir=data).stdout
     assert "a: imported 1, unchanged 0, skipped 1, conflicts 0, cursors 0=10.1.2.2" in out
     assert "skipped   10.1.2.3" in out and "empty" in out
     assert "\nb:" not in out and "c: imported 1" in out
     assert {x[0] for x in db_leases(data)} == {"a", "c"}
-    out = ctl(data, "import", "--from", str(src), "--dry-run").stdout
+    out = ipamctl("import", "--from", str(src), "--dry-run", data_dir=data).stdout
     assert "a: would import 0, unchanged 1" in out and "b: would import 1" in out
-    assert ctl(data, "import", "--from", str(src), "--network", "zz", expect=1).stderr.startswith(
-        "Error: ")
+    proc = ipamctl("import", "--from", str(src), "--network", "zz", data_dir=data, expect=1)
+    assert proc.stderr.startswith("Error: ")
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert "(no host-local directories under" in ctl(data, "import", "--from", str(empty)).stdout
+    proc = ipamctl("import", "--from", str(empty), data_dir=data)
+    assert "(no host-local directories under" in proc.stdout
 
 
 def test_from_defaults_to_the_data_dir(tmp_path):
@@ -355,7 +348,7 @@ def test_conflict_database_wins(tmp_path):
     assert [e["reason"] for e in ctl_json(data, "history", "--ip", "10.1.2.2")] == ["add"]
     assert networks_fingerprint(src) == before_src
     assert contents(snapshot_networks(data)) == before_mirror  # import writes no mirror
-    table = ctl(data, "import", "--from", str(src), "--network", "v4").stdout
+    table = ipamctl("import", "--from", str(src), "--network", "v4", data_dir=data).stdout
     assert "conflict  10.1.2.2: file says c1/eth0, database has mine/eth0" in table
     # Our next ADD goes on from the database's cursor, not from the file's.
     assert ours("ADD", "v4", data, "next")[1]["ips"][0]["address"] == "10.1.2.3/28"
@@ -375,7 +368,7 @@ def test_dry_run_changes_nothing(tmp_path):
         assert dict(d, dry_run=False) == r
     # With a database that already holds them: nothing to do, nothing changed.
     leases, events = ctl_json(data, "list"), ctl_json(data, "history")
-    db = data / ".host-local-sqlite.db"
+    db = data / paths.DB_NAME
     db_bytes = db.read_bytes()
     again = ctl_json(data, "import", "--dry-run")
     assert [s["imported"] for s in again] == [[]] * len(NETS)
@@ -390,13 +383,13 @@ def test_source_files_never_modified(tmp_path):
     os.mkfifo(src / "v4" / "10.1.2.104")
     before = networks_fingerprint(src)
     time.sleep(0.01)
-    ctl(tmp_path / "a", "import", "--from", str(src), "--dry-run")
-    ctl(tmp_path / "a", "import", "--from", str(src))
-    ctl(tmp_path / "a", "import", "--from", str(src))
+    ipamctl("import", "--from", str(src), "--dry-run", data_dir=tmp_path / "a")
+    ipamctl("import", "--from", str(src), data_dir=tmp_path / "a")
+    ipamctl("import", "--from", str(src), data_dir=tmp_path / "a")
     assert networks_fingerprint(src) == before
     # In place (the default): the network directories stay exactly as Go left them.
-    ctl(src, "import")
-    ctl(src, "import")
+    ipamctl("import", data_dir=src)
+    ipamctl("import", data_dir=src)
     assert networks_fingerprint(src) == before
 
 
@@ -410,7 +403,7 @@ def test_import_waits_for_host_locals_lock(tmp_path):
     proc = subprocess.Popen([IPAMCTL, "--data-dir", str(data), "-o", "json", "import"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)
+        wait_queued(data / "net" / "lock", proc.pid, polling=True)
         assert proc.poll() is None, "import finished while host-local held the lock"
     finally:
         fcntl.flock(holder, fcntl.LOCK_UN)
@@ -448,7 +441,7 @@ def test_imported_legacy_lease(tmp_path):
     (data / "v4").mkdir(parents=True)
     (data / "v4" / "10.1.2.12").write_bytes(b"old")
     (data / "v4" / "10.1.2.13").write_bytes(b"new\r\neth0")
-    ctl(data, "import")
+    ipamctl("import", data_dir=data)
     assert db_leases(data) == {("v4", "10.1.2.12", "old", None),
                                ("v4", "10.1.2.13", "new", "eth0")}
     out = tmp_path / "out"
@@ -472,9 +465,9 @@ def test_export_after_import_reproduces_go_byte_for_byte(tmp_path):
     src = go_made(tmp_path / "go", extras=False)
     (src / "v4" / "10.1.2.12").write_bytes(b"old")  # modern host-local still keeps these
     data = tmp_path / "data"
-    ctl(data, "import", "--from", str(src))
+    ipamctl("import", "--from", str(src), data_dir=data)
     out = tmp_path / "out"
-    ctl(data, "export", "--to", str(out))
+    ipamctl("export", "--to", str(out), data_dir=data)
     exported = contents(snapshot_networks(out))
     assert exported == contents(snapshot_networks(src))
     assert exported["v4/lock"] == b"" and exported["v4/10.1.2.2"] == b"c1\r\neth0"
@@ -489,7 +482,7 @@ def test_import_after_export_reproduces_the_database(tmp_path):
             ours(command, name, first, cid, ifname)
     ours("DEL", "dual", first, "c6")
     out = tmp_path / "out"
-    ctl(first, "export", "--to", str(out))
+    ipamctl("export", "--to", str(out), data_dir=first)
     second = tmp_path / "second"
     summaries = ctl_json(second, "import", "--from", str(out))
 
@@ -504,7 +497,7 @@ def test_import_after_export_reproduces_the_database(tmp_path):
         assert s["skipped"] == [] and s["conflicts"] == []
         assert s["cursors"] == cursors_in(first, s["network"])
     again = tmp_path / "again"
-    ctl(second, "export", "--to", str(again))
+    ipamctl("export", "--to", str(again), data_dir=second)
     assert contents(snapshot_networks(again)) == contents(snapshot_networks(out))
 
 
@@ -542,7 +535,7 @@ def test_adoption_reports_skipped_files(tmp_path):
 
     data = go_made(tmp_path / "data")
     out = run(OURS, "ADD", conf("v4", data), container_id="new")
-    assert out.rc == 0, out
+    assert out.status == 0, out
     err = out.stderr.decode()
     assert "address file(s) name no owner: their addresses stay unused" in err
     for name in JUNK:  # files not named like an address are nobody's lease: not mentioned

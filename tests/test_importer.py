@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from ipam import allocator
+from ipam import allocator, paths
 from ipam.admin import gc
 from ipam.admin import leases as admin
 from ipam.lease import Lease, NetworkRecord
@@ -326,7 +326,7 @@ def source(tmp_path, made_at):
     make_dir(src / "alpha", EVERY_LAYOUT, mtime=an_hour_ago)
     make_dir(src / "beta", {"10.9.0.5": b"z\r\neth0", "10.9.0.6": b"",
                             "last_reserved_ip.0": b"10.9.0.6", "lock": b""}, mtime=an_hour_ago)
-    (src / ".host-local-sqlite.db").write_bytes(b"")   # ours: not a network
+    (src / paths.DB_NAME).write_bytes(b"")   # ours: not a network
     (src / ".snapshot").mkdir()                         # hidden: not a network
     (src / "README").write_bytes(b"a file is not a network")
     return src

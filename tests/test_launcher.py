@@ -10,7 +10,7 @@ import sys
 import threading
 
 import pytest
-from helpers import IPAMCTL, PLUGIN, cni_env, launcher_probe
+from helpers import PLUGIN, cni_env, ipamctl, launcher_probe
 
 from ipam import paths
 from ipam.install import bundle, launcher
@@ -23,10 +23,7 @@ def install(tmp_path, *args):
     thin client's own tests are in test_install_plugin.py and test_native_client.py."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    out = subprocess.run([IPAMCTL, "-o", "json", "install-plugin", str(bin_dir),
-                          "--client", "python", *args],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
+    out = ipamctl("-o", "json", "install-plugin", str(bin_dir), "--client", "python", *args)
     return json.loads(out.stdout)
 
 
@@ -97,12 +94,8 @@ def test_a_stale_launcher_is_a_cni_error_not_a_traceback(tmp_path, netconf):
 
 def test_refuses_bad_names_and_directories(tmp_path):
     for args in (["--name", "a/b"], ["--name", ".."]):
-        out = subprocess.run([IPAMCTL, "install-plugin", str(tmp_path), *args],
-                             capture_output=True, text=True, timeout=60)
-        assert out.returncode == 2 and "Traceback" not in out.stderr, out
-    out = subprocess.run([IPAMCTL, "install-plugin", str(tmp_path / "missing")],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2 and "Traceback" not in out.stderr, out
+        ipamctl("install-plugin", str(tmp_path), *args, expect=2)
+    ipamctl("install-plugin", str(tmp_path / "missing"), expect=2)
 
 
 def test_an_interpreter_path_the_shell_would_read_is_refused():

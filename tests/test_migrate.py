@@ -2,6 +2,7 @@
 race."""
 import os
 import pathlib
+import select
 import sqlite3
 import stat
 import subprocess
@@ -196,34 +197,59 @@ def test_upgrade_sqlite_connection_needs_a_transaction(db):
         conn.close()
 
 
+# Each racer does the slow imports first, says so, and waits for the start: the end of a
+# pipe both share, which the test closes once both said ready (one event, seen by both).
 RACER = textwrap.dedent(
     """
-    import logging, os, sys, time
+    import logging, os, sys
     from alembic import command  # the slow imports, before the start line
-    from ipam.store import migrate
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-    while not os.path.exists(sys.argv[2]):
-        time.sleep(0.001)
+    import %s as migrate
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%%(message)s")
+    print("ready", flush=True)
+    os.read(int(sys.argv[2]), 1)  # the start: end of file once the test closes its end
     print(migrate.upgrade(sys.argv[1]))
     """
-)
+) % migrate.__name__
+READY_TIMEOUT = 60.0  # seconds a racer may take to import alembic and the schema
+
+
+def _ready(racers):
+    """Wait for each racer's ready line; else fail saying what it said instead, every
+    racer killed."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    for racer in racers:
+        left = max(deadline - time.monotonic(), 0)
+        line = racer.stdout.readline() if select.select([racer.stdout], [], [], left)[0] \
+            else ""
+        if line != "ready\n":
+            for r in racers:
+                r.kill()
+            said = [r.communicate(timeout=30) for r in racers]
+            raise AssertionError("racer %d was not ready within %g s (said %r):\n%s" % (
+                racer.pid, READY_TIMEOUT, line, said))
 
 
 @pytest.mark.parametrize("round_", range(3))
 def test_racing_first_upgrades_migrate_once(tmp_path, round_):
     path = str(tmp_path / "ipam.db")
-    go = tmp_path / "go"
-    racers = [
-        subprocess.Popen(
-            [sys.executable, "-c", RACER, path, str(go)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    time.sleep(1.5)  # let both finish importing
-    go.touch()
+    start, go = os.pipe()
+    try:
+        racers = [
+            subprocess.Popen(
+                [sys.executable, "-c", RACER, path, str(start)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                pass_fds=(start,),
+            )
+            for _ in range(2)
+        ]
+    finally:
+        os.close(start)
+    try:
+        _ready(racers)
+    finally:
+        os.close(go)  # the start, for both at once (or the end, for a racer not ready)
     results = [(p.wait(timeout=60), *p.communicate()) for p in racers]
     for code, out, err in results:
         assert code == 0, err

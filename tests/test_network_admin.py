@@ -6,11 +6,21 @@ import json
 import os
 import re
 import subprocess
-import time
 
 import pytest
-from helpers import IPAMCTL, checked, events, held, note, owners, put, run_plugin, sql
-from helpers import run_ipamctl as ipamctl
+from helpers import (
+    IPAMCTL,
+    checked,
+    events,
+    held,
+    ipamctl,
+    note,
+    owners,
+    put,
+    run_plugin,
+    sql,
+    wait_queued,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from host_local_sqlite_cli.main import cli
@@ -259,25 +269,17 @@ def test_forget_asks_on_a_terminal_unless_yes(ctl, add, data_dir, monkeypatch):
 def test_installed_ipamctl_network_list_and_forget(data_dir, netconf):
     conf = netconf(V6, name="v6")
     assert run_plugin("ADD", conf, container_id="a").status == 0
-    rows = json.loads(ipamctl(data_dir, "-o", "json", "network", "list").stdout)
+    rows = json.loads(ipamctl("-o", "json", "network", "list", data_dir=data_dir).stdout)
     assert [(r["network"], r["size"], r["leases"]) for r in rows] == [("v6", 2 ** 64 - 2, 1)]
-    assert "2^64-2" in ipamctl(data_dir, "stats").stdout
-    proc = ipamctl(data_dir, "network", "forget", "v6", expect=1)
+    assert "2^64-2" in ipamctl("stats", data_dir=data_dir).stdout
+    proc = ipamctl("network", "forget", "v6", data_dir=data_dir, expect=1)
     assert proc.stderr.startswith("Error: network v6 holds 1 lease; ")
-    proc = ipamctl(data_dir, "network", "forget", "v6", "--release")
+    proc = ipamctl("network", "forget", "v6", "--release", data_dir=data_dir)
     assert proc.stdout.endswith("forgot network v6\n")
-    proc = ipamctl(data_dir, "network", "list")
+    proc = ipamctl("network", "list", data_dir=data_dir)
     assert (proc.stdout, proc.stderr) == ("", "(no networks)\n")
-    assert ipamctl(data_dir, "-o", "prometheus", "stats").stdout.count("v6") == 0
+    assert ipamctl("-o", "prometheus", "stats", data_dir=data_dir).stdout.count("v6") == 0
     assert not (data_dir / "v6").exists()
-
-
-def pg(url, *args, expect=0):
-    proc = subprocess.run([IPAMCTL, "--database", url, *args], capture_output=True,
-                          text=True, timeout=120)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.returncode == expect, (args, proc.stdout, proc.stderr)
-    return proc
 
 
 def test_installed_ipamctl_network_forget_on_postgresql(pg_server, pg_url, tmp_path):
@@ -292,44 +294,46 @@ def test_installed_ipamctl_network_forget_on_postgresql(pg_server, pg_url, tmp_p
 
     for node, cid in (("a", "a1"), ("a", "a2"), ("b", "b1")):
         assert run_plugin("ADD", conf(node), container_id=cid).status == 0
-    rows = json.loads(pg(pg_url, "-o", "json", "network", "list").stdout)
+    rows = json.loads(ipamctl("-o", "json", "network", "list", database=pg_url).stdout)
     assert [(r["network"], r["leases"], r["size"]) for r in rows] == [("shared", 3, 65533)]
-    rows = json.loads(pg(pg_url, "--node", "b", "-o", "json", "network", "list").stdout)
+    rows = json.loads(ipamctl("--node", "b", "-o", "json", "network", "list",
+                              database=pg_url).stdout)
     assert [r["leases"] for r in rows] == [1]
 
     a = ["--node", "a", "--data-dir", str(dirs["a"])]
     b = ["--node", "b", "--data-dir", str(dirs["b"])]
-    proc = pg(pg_url, *a, "network", "forget", "shared", expect=1)
+    proc = ipamctl(*a, "network", "forget", "shared", database=pg_url, expect=1)
     assert proc.stderr == ("Error: network shared holds 2 leases here; release them first, "
                            "or forget it with --release\n")
-    assert len(json.loads(pg(pg_url, "-o", "json", "list").stdout)) == 3  # nothing changed
+    rows = json.loads(ipamctl("-o", "json", "list", database=pg_url).stdout)
+    assert len(rows) == 3  # nothing changed
     assert sorted(os.listdir(dirs["a"] / "shared")) == [
         "10.60.0.2", "10.60.0.3", "last_reserved_ip.0", "lock"]
 
     # a's part: its leases and its directory go; b's lease keeps the records.
-    proc = pg(pg_url, *a, "-o", "json", "network", "forget", "shared", "--release")
+    proc = ipamctl(*a, "-o", "json", "network", "forget", "shared", "--release", database=pg_url)
     answer = json.loads(proc.stdout)
     assert (answer["forgotten"], answer["others"]) == (False, {"b": 1})
     assert owners(answer["released"]) == [("shared", "10.60.0.2", "a1", "eth0"),
                                           ("shared", "10.60.0.3", "a2", "eth0")]
     assert "network shared still holds leases of other nodes: b (1)" in proc.stderr
     assert not (dirs["a"] / "shared").exists()
-    rows = json.loads(pg(pg_url, "-o", "json", "network", "list").stdout)
+    rows = json.loads(ipamctl("-o", "json", "network", "list", database=pg_url).stdout)
     assert [(r["network"], r["leases"]) for r in rows] == [("shared", 1)]
-    proc = pg(pg_url, *a, "network", "forget", "shared", expect=1)
+    proc = ipamctl(*a, "network", "forget", "shared", database=pg_url, expect=1)
     assert proc.stderr == ("Error: network shared holds leases of other nodes: b (1); run "
                            "'ipamctl network forget shared --release' on each of them (the "
                            "last one removes the records)\n")
 
     # b's part, the last: the records go, from every view.
-    answer = json.loads(pg(pg_url, *b, "-o", "json", "network", "forget", "shared",
-                           "--release").stdout)
+    answer = json.loads(ipamctl(*b, "-o", "json", "network", "forget", "shared", "--release",
+                                database=pg_url).stdout)
     assert (answer["forgotten"], answer["others"]) == (True, {})
     assert owners(answer["released"]) == [("shared", "10.60.0.4", "b1", "eth0")]
     assert not (dirs["b"] / "shared").exists()
-    assert json.loads(pg(pg_url, "-o", "json", "network", "list").stdout) == []
-    assert json.loads(pg(pg_url, "-o", "json", "stats").stdout) == []
-    assert "shared" not in pg(pg_url, "-o", "prometheus", "stats").stdout
+    assert json.loads(ipamctl("-o", "json", "network", "list", database=pg_url).stdout) == []
+    assert json.loads(ipamctl("-o", "json", "stats", database=pg_url).stdout) == []
+    assert "shared" not in ipamctl("-o", "prometheus", "stats", database=pg_url).stdout
     for table_ in ("networks", "cursors", "mirror_stamps", "leases"):
         assert pg_server.sql(pg_url, f"SELECT count(*) FROM {table_}") == [(0,)], table_
     reasons = pg_server.sql(pg_url, "SELECT reason, container_id FROM history "
@@ -349,7 +353,7 @@ def test_installed_forget_waits_for_host_locals_lock(data_dir, netconf):
         proc = subprocess.Popen([IPAMCTL, "--data-dir", str(data_dir), "network", "forget",
                                  "mynet", "--release"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        time.sleep(1.0)
+        wait_queued(mine / "lock", proc.pid, polling=True)
         assert proc.poll() is None, proc.communicate()
         assert sorted(os.listdir(mine)) == before
         assert held(data_dir) == [("mynet", "10.1.2.2", "a", "eth0")]

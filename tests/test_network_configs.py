@@ -13,6 +13,7 @@ import types
 import pytest
 from helpers import ipamctl, owners, run_inprocess
 
+from ipam import paths
 from ipam.admin import network_configs
 from ipam.admin.network_configs import NotChosen
 
@@ -49,7 +50,7 @@ def add(root, name, ipam, container):
 
 
 def db_of(root, data_dir="/var/lib/cni/networks"):
-    return str(root / data_dir.lstrip("/") / ".host-local-sqlite.db")
+    return str(root / data_dir.lstrip("/") / paths.DB_NAME)
 
 
 # -- the library --------------------------------------------------------------------------

@@ -11,13 +11,11 @@ a boot's last stamp in the database, as test_gc.py plays earlier boots.
 """
 import contextlib
 import json
-import os
 import sqlite3
-import subprocess
 import uuid
 
 import pytest
-from helpers import IPAMCTL, NodeDaemon, plugin_process
+from helpers import NodeDaemon, ipamctl, plugin_process
 
 from ipam import node_boots
 from ipam.system import BOOT_ID_FILE_ENV
@@ -67,13 +65,9 @@ class Host:
             {"containerID": cid, "ifname": "eth0"} for cid in valid]})
 
     def ipamctl(self, *args, expect=0):
-        env = dict(self.env, PATH=os.environ.get("PATH", ""), IPAM_DATABASE=self.database,
-                   IPAM_DATA_DIR=str(self.data_dir), IPAM_NODE=NODE)
-        proc = subprocess.run([IPAMCTL, *args], env=env, capture_output=True, text=True,
-                              timeout=60, stdin=subprocess.DEVNULL)
-        assert "Traceback" not in proc.stderr, proc.stderr
-        assert proc.returncode == expect, (args, proc.stdout, proc.stderr)
-        return proc
+        """The installed ipamctl on this host's database, as its node."""
+        return ipamctl(*args, data_dir=self.data_dir, database=self.database,
+                       env=dict(self.env, IPAM_NODE=NODE), expect=expect)
 
 
 def holders(host):

@@ -16,7 +16,7 @@ from helpers import (
     run_plugin,
 )
 
-from ipam import system
+from ipam import paths, system
 
 DUAL = {"ranges": [[{"subnet": "10.1.2.0/24"}, {"subnet": "10.2.2.0/24"}],
                    [{"subnet": "2001:db8:1::0/64"}]],
@@ -26,7 +26,7 @@ DUAL = {"ranges": [[{"subnet": "10.1.2.0/24"}, {"subnet": "10.2.2.0/24"}],
 
 
 def leases(data_dir):
-    db = sqlite3.connect(str(data_dir / ".host-local-sqlite.db"))
+    db = sqlite3.connect(str(data_dir / paths.DB_NAME))
     try:
         return db.execute("SELECT network, ip, container_id, ifname FROM leases "
                           "ORDER BY network, ip_key").fetchall()
@@ -81,7 +81,7 @@ def test_add_check_del_every_version(version, data_dir, netconf, tmp_path):
 
 def test_database_file_mode_and_location(data_dir, netconf, tmp_path):
     run_inprocess("ADD", netconf({"subnet": "10.1.2.0/24"}))
-    db = data_dir / ".host-local-sqlite.db"
+    db = data_dir / paths.DB_NAME
     assert oct(db.stat().st_mode & 0o777) == "0o600"
     other = tmp_path / "elsewhere" / "pool.db"
     out = run_inprocess("ADD", netconf({"subnet": "10.1.2.0/24", "database": str(other),
@@ -172,7 +172,7 @@ def test_status(data_dir, netconf):
 def test_locked_database_is_code_11(data_dir, netconf):
     conf = netconf({"subnet": "10.1.2.0/24", "busyTimeout": 0.2})
     assert run_inprocess("ADD", conf).status == 0
-    holder = sqlite3.connect(str(data_dir / ".host-local-sqlite.db"), isolation_level=None)
+    holder = sqlite3.connect(str(data_dir / paths.DB_NAME), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
         out = run_plugin("ADD", conf, container_id="b")
@@ -180,7 +180,7 @@ def test_locked_database_is_code_11(data_dir, netconf):
         holder.execute("ROLLBACK")
         holder.close()
     assert out.status == 1 and out.json["code"] == 11
-    assert "locked" in out.json["msg"] and ".host-local-sqlite.db" in out.json["msg"]
+    assert "locked" in out.json["msg"] and paths.DB_NAME in out.json["msg"]
     assert run_plugin("ADD", conf, container_id="b").json["ips"][0]["address"] == "10.1.2.3/24"
 
 

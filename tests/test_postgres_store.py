@@ -230,9 +230,8 @@ def test_each_node_mirrors_its_own_cursor_and_check_agrees(pg_url, tmp_path):
     """The pool's cursor moves with every node; a node's last_reserved_ip.0 is, as in
     host-local, the last address that node reserved, and check/export leave it be."""
     import json
-    import subprocess
 
-    from helpers import IPAMCTL
+    from helpers import ipamctl
 
     migrate.upgrade(pg_url)
     dirs = {n: tmp_path / n for n in ("node-a", "node-b")}
@@ -242,10 +241,8 @@ def test_each_node_mirrors_its_own_cursor_and_check_agrees(pg_url, tmp_path):
     assert (dirs["node-b"] / "shared" / "last_reserved_ip.0").read_text() == "10.70.0.3"
     for n, d in dirs.items():
         for args in (["check"], ["export"], ["check"]):
-            out = subprocess.run([IPAMCTL, "--database", pg_url, "--node", n, "--data-dir",
-                                  str(d), "-o", "json", *args], capture_output=True,
-                                 text=True, timeout=60)
-            assert out.returncode == 0, (n, args, out.stdout, out.stderr)
+            out = ipamctl("--node", n, "--data-dir", str(d), "-o", "json", *args,
+                          database=pg_url)
             if args == ["check"]:
                 assert json.loads(out.stdout) == {"ok": True, "problems": [], "findings": []}
     assert (dirs["node-a"] / "shared" / "last_reserved_ip.0").read_text() == "10.70.0.2"

@@ -22,6 +22,7 @@ from docs_pages import PAGES, read
 from helpers import cri_runtime, run_plugin
 
 from host_local_sqlite_cli.main import cli
+from ipam import paths
 
 CID = "3f2a9c01b2c4" + "0" * 52  # runtime-sized: 64 hex characters
 POD = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0"
@@ -58,7 +59,7 @@ def _argv(example, tmp, data):
     directory = os.path.join(tmp, "host-local" if "import" in words else "bin")
     values = {"N": "mynet", "ID": CID, "X": CID[:12], "IP": "10.22.0.17", "IF": "eth0",
               "NS/NAME": "default/web-0", "NAME": "web-0", "old-name": "old-node",
-              "URL": os.path.join(data, ".host-local-sqlite.db"),
+              "URL": os.path.join(data, paths.DB_NAME),
               "FILE": os.path.join(tmp, "backup.db"), "now.db": os.path.join(tmp, "backup.db"),
               "DIR": directory}
     if words[:1] in (["install-plugin"], ["check-install"]):

@@ -197,10 +197,10 @@ class Step:
         expected: dict[str, Any] = {"code": code, "msg": msg}
         if details is not None:
             expected["details"] = details
-        assert self.go.rc == 1 and self.go.json == expected, f"{self.label}\n go: {self.go}"
+        assert self.go.status == 1 and self.go.json == expected, f"{self.label}\n go: {self.go}"
 
     def go_addresses(self) -> list[str]:
-        assert self.go.rc == 0, f"{self.label}\n go: {self.go}"
+        assert self.go.status == 0, f"{self.label}\n go: {self.go}"
         return addresses(self.go.json)
 
     def go_file(self, rel: str) -> bytes | None:
@@ -288,15 +288,15 @@ class Diff:
         if repeat_of is not None and not OURS_IS_GO:
             # (a) A repeated ADD for the same (ID, ifname) in the same network returns the
             # existing allocation, byte for byte the first ADD's result; Go refuses it.
-            assert go.rc == 1 and DUPLICATE.search(go.json["msg"]), ctx
+            assert go.status == 1 and DUPLICATE.search(go.json["msg"]), ctx
             assert go.json["code"] == 999, ctx
-            assert ours.rc == 0, ctx
+            assert ours.status == 0, ctx
             assert ours.stdout == repeat_of.ours.stdout, ctx
             return
         if leftover is not None:
             # (h) Request order: ours is deterministic, Go is random.
-            assert go.rc == 1 and go.json["code"] == 999, ctx
-            assert ours.rc == 1, ctx
+            assert go.status == 1 and go.json["code"] == 999, ctx
+            assert ours.status == 1, ctx
             count = len(leftover.ours_msg[len(LEFTOVER_PREFIX):].split(" "))
             check_go_leftover(go.json["msg"], leftover, count)
             if OURS_IS_GO:
@@ -304,8 +304,8 @@ class Diff:
             else:
                 assert ours.json == {"code": 999, "msg": leftover.ours_msg}, ctx
             return
-        assert ours.rc == go.rc, ctx
-        if go.rc == 0:
+        assert ours.status == go.status, ctx
+        if go.status == 0:
             # Successes: ADD results byte-identical (4-space indent, key order, no
             # trailing newline); DEL and CHECK print nothing.
             assert ours.stdout == go.stdout, ctx
@@ -396,7 +396,7 @@ def test_add_del_dual_stack(diff: Diff) -> None:
     assert add.go_file("mynet/last_reserved_ip.1") == b"2001:db8:1::2"
     assert add.go.json["dns"] == {"nameservers": ["192.0.2.3"]}
     dele = diff.step("DEL", config)
-    assert dele.go.rc == 0 and dele.go.stdout == b""
+    assert dele.go.status == 0 and dele.go.stdout == b""
     assert "mynet/10.1.2.2" not in dele.go_files and "mynet/2001:db8:1::2" not in dele.go_files
 
 
@@ -422,7 +422,7 @@ def test_interface_name_length_counts_bytes(diff: Diff, ifname: str) -> None:
     counts them: 8 two-byte letters are too long although they are 8 characters."""
     config = diff.net({"ranges": [[{"subnet": "10.1.2.0/24"}]]})
     s = diff.step("ADD", config, ifname=ifname)
-    assert (s.go.rc == 0) == (len(ifname.encode()) <= 15), s.go
+    assert (s.go.status == 0) == (len(ifname.encode()) <= 15), s.go
 
 
 def test_repeat_add(diff: Diff) -> None:
@@ -463,7 +463,7 @@ def test_pod_identity_no_runtime_sends(tmp_path: Path, cni_args: str) -> None:
     config = {"cniVersion": "1.0.0", "name": "mynet", "ipam": {"subnet": "10.1.2.0/24"}}
     go = run(GO_HOST_LOCAL, "ADD", with_data_dir(config, go_dir), args=cni_args)
     ours = run(OURS, "ADD", with_data_dir(config, ours_dir), args=cni_args)
-    assert go.rc == ours.rc == 0, (go, ours)
+    assert go.status == ours.status == 0, (go, ours)
     assert ours.stdout == go.stdout
     assert contents(snapshot_networks(ours_dir)) == contents(snapshot_networks(go_dir))
 
@@ -474,10 +474,10 @@ def test_repeat_add_returns_existing_allocation_ours(tmp_path: Path) -> None:
     config = {"cniVersion": "1.0.0", "name": "mynet",
               "ipam": {"subnet": "10.1.2.0/24", "dataDir": str(tmp_path)}}
     first = run(OURS, "ADD", config)
-    assert first.rc == 0, first
+    assert first.status == 0, first
     files = contents(snapshot_networks(tmp_path))
     second = run(OURS, "ADD", config)
-    assert second.rc == 0 and second.stdout == first.stdout, second
+    assert second.status == 0 and second.stdout == first.stdout, second
     assert contents(snapshot_networks(tmp_path)) == files
 
 
@@ -486,7 +486,7 @@ def test_del_unknown_id(diff: Diff) -> None:
     idempotence; DEL creates the directory and lock (New in backend/disk/backend.go)."""
     config = diff.net({"subnet": "10.1.2.0/24"})
     s = diff.step("DEL", config)
-    assert s.go.rc == 0 and s.go.stdout == b"" and s.go_file("mynet/lock") == b""
+    assert s.go.status == 0 and s.go.stdout == b"" and s.go_file("mynet/lock") == b""
     diff.step("DEL", config)
     diff.step("ADD", config)
     diff.step("DEL", config)
@@ -990,7 +990,7 @@ def test_host_bits(diff: Diff, written: str, network: str, go_msg: str) -> None:
     as Go does with the network address written out."""
     config = diff.net({"subnet": written})
     go = run(GO_HOST_LOCAL, "ADD", with_data_dir(config, diff.tmp_path / "go-hostbits"))
-    assert go.rc == 1 and go.json == {"code": 999, "msg": go_msg}, go
+    assert go.status == 1 and go.json == {"code": 999, "msg": go_msg}, go
     if OURS_IS_GO:
         pytest.skip("HLS_PLUGIN points at Go: (b) is ours-only")
     canonical = diff.net({"subnet": network})
@@ -1013,7 +1013,7 @@ def test_range_start_beyond_defaulted_end(diff10: Diff) -> None:
         pytest.skip("HLS_PLUGIN points at Go: (c) is ours-only")
     ours_dir = diff10.tmp_path / "ours"
     ours = run(OURS, "ADD", with_data_dir(config, ours_dir), container_id="a")
-    assert ours.rc == 1 and ours.json["code"] == 7, ours
+    assert ours.status == 1 and ours.json["code"] == 7, ours
     leases = [p for p in contents(snapshot_networks(ours_dir))
               if re.search(r"/(\d|last_reserved)", p)]
     assert leases == [], leases
@@ -1083,7 +1083,7 @@ def test_resolv_conf_missing(diff10: Diff) -> None:
     config = diff10.net({"subnet": "10.1.2.0/24", "resolvConf": "/nonexistent/resolv.conf"})
     diff10.step("ADD", config).go_error("open /nonexistent/resolv.conf: no such file or directory")
     s = diff10.step("DEL", config)
-    assert s.go.rc == 0
+    assert s.go.status == 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -1110,7 +1110,7 @@ def test_del_without_netns(diff10: Diff) -> None:
     config = diff10.net({"subnet": "10.1.2.0/24"})
     diff10.step("ADD", config)
     s = diff10.step("DEL", config, netns=None)
-    assert s.go.rc == 0 and s.go_file("mynet/10.1.2.2") is None
+    assert s.go.status == 0 and s.go_file("mynet/10.1.2.2") is None
 
 
 @every_version
@@ -1124,7 +1124,7 @@ def test_check(diff: Diff) -> None:
     other_if = diff.step("CHECK", config, ifname="eth1")
     unknown = diff.step("CHECK", config, container_id="zz")
     if diff.version in CHECK_VERSIONS:
-        assert found.go.rc == 0 and found.go.stdout == b""
+        assert found.go.status == 0 and found.go.stdout == b""
         unknown.go_error("host-local: Failed to find address added by container zz")
         other_if.go_error("host-local: Failed to find address added by container dummy")
         # CHECK creates the directory (New in backend/disk/backend.go)
@@ -1219,7 +1219,7 @@ def test_skel_checks(diff10: Diff, command: str | None, kwargs: dict[str, Any],
             config[key] = value
     s = diff10.step(command, config, **kwargs)
     if expected is None:
-        assert s.go.rc == 0, s.go
+        assert s.go.status == 0, s.go
     else:
         code, msg, details = expected
         s.go_error(msg, code=code, details=details)
@@ -1239,10 +1239,10 @@ def test_version(tmp_path: Path) -> None:
     """(f) VERSION: compact JSON plus newline; stdin and the other variables ignored."""
     for env in ({}, {"container_id": None, "ifname": None, "netns": None, "path": None}):
         go = run(GO_HOST_LOCAL, "VERSION", "not json", **env)
-        assert go.rc == 0 and go.stdout == GO_VERSION_OUT, go
+        assert go.status == 0 and go.stdout == GO_VERSION_OUT, go
         if not OURS_IS_GO:
             ours = run(OURS, "VERSION", "not json", **env)
-            assert ours.rc == 0 and ours.stdout == OURS_VERSION_OUT, ours
+            assert ours.status == 0 and ours.stdout == OURS_VERSION_OUT, ours
 
 
 def test_cni_1_1_0(tmp_path: Path) -> None:
@@ -1253,17 +1253,17 @@ def test_cni_1_1_0(tmp_path: Path) -> None:
     config = d.net({"ranges": [[{"subnet": "10.1.2.0/24"}], [{"subnet": "2001:db8::/64"}]],
                     "routes": DUAL_ROUTES})
     go = run(GO_HOST_LOCAL, "ADD", with_data_dir(config, d.go_dir))
-    assert go.rc == 1 and go.json["code"] == 1 and go.json["msg"] == "incompatible CNI versions"
+    assert go.status == 1 and go.json["code"] == 1 and go.json["msg"] == "incompatible CNI versions"
     for command in ("GC", "STATUS"):
         go = run(GO_HOST_LOCAL, command, with_data_dir(dict(config, cniVersion="1.0.0"),
                                                         d.go_dir))
-        assert go.rc == 1 and go.json == {"code": 4, "msg": "unknown CNI_COMMAND: " + command}
+        assert go.status == 1 and go.json == {"code": 4, "msg": "unknown CNI_COMMAND: " + command}
     if OURS_IS_GO:
         pytest.skip("HLS_PLUGIN points at Go: (f) is ours-only")
 
     go10 = run(GO_HOST_LOCAL, "ADD", with_data_dir(dict(config, cniVersion="1.0.0"), d.go_dir))
     ours = run(OURS, "ADD", with_data_dir(config, d.ours_dir), container_id="a")
-    assert ours.rc == 0, ours
+    assert ours.status == 0, ours
     expected = dict(go10.json, cniVersion="1.1.0")
     got = dict(ours.json)
     if expected.get("dns") == {}:  # HEAD's 1.x rendering omits an empty dns
@@ -1271,19 +1271,19 @@ def test_cni_1_1_0(tmp_path: Path) -> None:
         got.pop("dns", None)
     assert got == expected
 
-    assert run(OURS, "ADD", with_data_dir(config, d.ours_dir), container_id="b").rc == 0
+    assert run(OURS, "ADD", with_data_dir(config, d.ours_dir), container_id="b").status == 0
     files = contents(snapshot_networks(d.ours_dir))
     assert files["mynet/10.1.2.3"] == b"b\r\neth0"
 
     status = run(OURS, "STATUS", with_data_dir(config, d.ours_dir),
                  container_id=None, ifname=None, netns=None)
-    assert status.rc == 0 and status.stdout == b"", status
+    assert status.status == 0 and status.stdout == b"", status
 
     gc_config = dict(config, **{"cni.dev/valid-attachments": [
         {"containerID": "a", "ifname": "eth0"}]})
     gc = run(OURS, "GC", with_data_dir(gc_config, d.ours_dir),
              container_id=None, ifname=None, netns=None)
-    assert gc.rc == 0 and gc.stdout == b"", gc
+    assert gc.status == 0 and gc.stdout == b"", gc
     files = contents(snapshot_networks(d.ours_dir))
     assert files["mynet/10.1.2.2"] == b"a\r\neth0"
     assert files["mynet/2001:db8::2"] == b"a\r\neth0"

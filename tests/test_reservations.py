@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from cniexec import GO_HOST_LOCAL
 from cniexec import run as run_binary
-from helpers import checked, run_inprocess, run_ipamctl, run_plugin
+from helpers import checked, ipamctl, run_inprocess, run_plugin
 
 from host_local_sqlite_cli.main import cli
 from ipam.lease import RESERVED_ID, note_problem
@@ -221,7 +221,7 @@ def test_installed_plugin_processes_never_get_a_reserved_address(data_dir, netco
     """The installed ipamctl reserves; real plugin processes fill the /29 around it."""
     conf = netconf(SMALL)
     assert run_plugin("ADD", conf, container_id="first").status == 0
-    run_ipamctl(data_dir, "reserve", "10.1.2.5", "--network", "mynet", "--note", "vm")
+    ipamctl("reserve", "10.1.2.5", "--network", "mynet", "--note", "vm", data_dir=data_dir)
     got = []
     for cid in ("p1", "p2", "p3"):
         out = run_plugin("ADD", conf, container_id=cid)
@@ -229,7 +229,7 @@ def test_installed_plugin_processes_never_get_a_reserved_address(data_dir, netco
         got.append(json.loads(out.out)["ips"][0]["address"])
     assert got == ["10.1.2.3/29", "10.1.2.4/29", "10.1.2.6/29"]
     assert run_plugin("ADD", conf, container_id="p4").status != 0
-    rows = json.loads(run_ipamctl(data_dir, "-o", "json", "list").stdout)
+    rows = json.loads(ipamctl("-o", "json", "list", data_dir=data_dir).stdout)
     assert [r["ip"] for r in rows if r["kind"] == "reservation"] == ["10.1.2.5"]
 
 
@@ -239,12 +239,12 @@ def test_go_host_local_beside_us_never_hands_it_out(data_dir, netconf):
     taken (it creates address files with O_EXCL), and leaves it as it was."""
     conf = netconf(SMALL)
     assert run_plugin("ADD", conf, container_id="ours").status == 0  # .2; records ranges
-    run_ipamctl(data_dir, "reserve", "10.1.2.3", "--network", "mynet", "--note", "router vm")
+    ipamctl("reserve", "10.1.2.3", "--network", "mynet", "--note", "router vm", data_dir=data_dir)
     go_conf = dict(conf, ipam=dict(conf["ipam"], type="host-local"))
     got = []
     for i in range(5):
         out = run_binary(GO_HOST_LOCAL, "ADD", go_conf, container_id="go%d" % i)
-        if out.rc != 0:
+        if out.status != 0:
             assert b"no IP addresses available" in out.stdout, out
             break
         got.append(out.json["ips"][0]["address"])
@@ -252,8 +252,8 @@ def test_go_host_local_beside_us_never_hands_it_out(data_dir, netconf):
     assert (data_dir / "mynet" / "10.1.2.3").read_bytes() == RESERVED_FILE
     # Go's DEL of every container it knows leaves it too.
     for i in range(3):
-        assert run_binary(GO_HOST_LOCAL, "DEL", go_conf, container_id="go%d" % i).rc == 0
+        assert run_binary(GO_HOST_LOCAL, "DEL", go_conf, container_id="go%d" % i).status == 0
     assert (data_dir / "mynet" / "10.1.2.3").read_bytes() == RESERVED_FILE
-    rows = json.loads(run_ipamctl(data_dir, "-o", "json", "list").stdout)
+    rows = json.loads(ipamctl("-o", "json", "list", data_dir=data_dir).stdout)
     assert [(r["ip"], r["kind"]) for r in rows] == [("10.1.2.2", "lease"),
                                                     ("10.1.2.3", "reservation")]

@@ -15,7 +15,7 @@ import time
 
 import psycopg
 import pytest
-from helpers import IPAMCTL, NOT_THROUGH_THE_CHAOS_AT_110, run_plugin
+from helpers import NOT_THROUGH_THE_CHAOS_AT_110, ipamctl, run_plugin
 from pgserver import free_port
 from plugin_procs import (
     Invocation,
@@ -45,17 +45,9 @@ def node_dirs(tmp_path, names):
     return {name: tmp_path / name for name in names}
 
 
-def ipamctl(url, *args, timeout=120):
-    proc = subprocess.run([IPAMCTL, "--database", url, *args], capture_output=True,
-                          timeout=timeout)
-    assert b"Traceback" not in proc.stderr, proc.stderr.decode()
-    return proc
-
-
 def listed(url):
     """``ipamctl -o json list``: every node's leases."""
-    proc = ipamctl(url, "-o", "json", "list")
-    assert proc.returncode == 0, proc.stderr.decode()
+    proc = ipamctl("-o", "json", "list", database=url, timeout=120)
     rows = json.loads(proc.stdout)
     assert isinstance(rows, list), rows
     return rows
@@ -63,8 +55,8 @@ def listed(url):
 
 def check(url, node, data_dir, repair=False):
     """``ipamctl --node N --data-dir D -o json check [--repair]``: (status, output)."""
-    proc = ipamctl(url, "--node", node, "--data-dir", str(data_dir), "-o", "json", "check",
-                   *(["--repair"] if repair else []))
+    proc = ipamctl("--node", node, "--data-dir", str(data_dir), "-o", "json", "check",
+                   *(["--repair"] if repair else []), database=url, expect=None, timeout=120)
     return proc.returncode, json.loads(proc.stdout)
 
 
@@ -122,8 +114,7 @@ def test_four_nodes_200_adds_then_200_dels_at_once(pg_url, tmp_path, through):
     a busyTimeout of 10 s (SQLite's default) is enough."""
     per_node = 50
     dirs = node_dirs(tmp_path, ("node-a", "node-b", "node-c", "node-d"))
-    proc = ipamctl(pg_url, "db", "upgrade")
-    assert proc.returncode == 0, proc.stderr.decode()
+    ipamctl("db", "upgrade", database=pg_url, timeout=120)
     confs = {node: pool_conf(pg_url, d, node, busy_timeout=10) for node, d in dirs.items()}
     work = [(node, cid(node, i)) for i in range(per_node) for node in dirs]
 
@@ -150,8 +141,7 @@ def test_110_pods_starting_at_once_on_a_node_of_the_pool(pg_url, tmp_path, throu
     with a busyTimeout of 10 s every ADD, then every DEL, succeeds."""
     n = 110
     data_dir = tmp_path / "node-a"
-    proc = ipamctl(pg_url, "db", "upgrade")
-    assert proc.returncode == 0, proc.stderr.decode()
+    ipamctl("db", "upgrade", database=pg_url, timeout=120)
     conf = pool_conf(pg_url, data_dir, "node-a", busy_timeout=10)
     got = all_succeeded(burst([Invocation("ADD", cid("node-a", i), conf) for i in range(n)]))
     assert len(got) == n
@@ -175,8 +165,8 @@ def test_first_adds_on_an_empty_database_create_the_schema_once(pg_url, tmp_path
     assert sorted((r["container_id"], r["ip"], r["node"]) for r in rows) == sorted(
         (c, got[c], node) for node, c in work)
     assert_mirrors_match(pg_url, dirs, rows)
-    proc = ipamctl(pg_url, "db", "current")
-    assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr.decode()
+    proc = ipamctl("db", "current", database=pg_url, timeout=120)
+    assert proc.stdout.strip(), proc.stderr
 
 
 def test_a_call_connects_before_it_takes_host_locals_lock(pg_server, pg_url, tmp_path,
@@ -187,8 +177,7 @@ def test_a_call_connects_before_it_takes_host_locals_lock(pg_server, pg_url, tmp
     connected by then, which the call takes once it holds the lock. The database is
     new to the daemon: no call of ours has connected to it before."""
     data_dir = tmp_path / "node-a"
-    proc = ipamctl(pg_url, "db", "upgrade")
-    assert proc.returncode == 0, proc.stderr.decode()
+    ipamctl("db", "upgrade", database=pg_url, timeout=120)
     conf = pool_conf(pg_url, data_dir, "node-a")
     lock = data_dir / NET / "lock"
     lock.parent.mkdir(parents=True)
@@ -251,8 +240,7 @@ def test_server_stopped_mid_burst_gives_code_11_and_leaves_a_consistent_pool(
         pg_server, pg_url, tmp_path, mode, through):
     dirs = node_dirs(tmp_path, ("node-a", "node-b"))
     confs = {node: pool_conf(pg_url, d, node) for node, d in dirs.items()}
-    proc = ipamctl(pg_url, "db", "upgrade")
-    assert proc.returncode == 0, proc.stderr.decode()
+    ipamctl("db", "upgrade", database=pg_url, timeout=120)
     work = [(node, cid(node, i)) for i in range(20) for node in dirs]
     invs = [Invocation("ADD", c, confs[node]) for node, c in work]
     try:

@@ -20,10 +20,10 @@ import time
 
 import pytest
 from helpers import (
-    IPAMCTL,
     PLUGIN,
     REPO,
     cni_env,
+    ipamctl,
     note_plugin_run,
     run_inprocess,
     starting,
@@ -44,10 +44,7 @@ def installed(tmp_path_factory):
     """The launcher ``ipamctl install-plugin`` writes (with the byte-code bundle), alone:
     the native client before it is the native entry path's."""
     bin_dir = tmp_path_factory.mktemp("bin")
-    out = subprocess.run([IPAMCTL, "-o", "json", "install-plugin", str(bin_dir),
-                          "--client", "python"],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
+    out = ipamctl("-o", "json", "install-plugin", str(bin_dir), "--client", "python")
     return json.loads(out.stdout)["path"]
 
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import IPAMCTL, REPO
+from helpers import REPO, ipamctl
 
 TOOLS = os.path.join(REPO, "tools")
 sys.path.insert(0, TOOLS)
@@ -164,9 +164,7 @@ def test_the_audit_passes_a_sound_node(node):
 
 def test_the_audit_finds_a_lease_lost(node):
     pod = node.live[1][0]
-    subprocess.run([IPAMCTL, "--data-dir", node.data_dir, "release", "--yes",
-                    "--network", node.names[1], pod.ip], check=True, capture_output=True,
-                   timeout=60)
+    ipamctl("release", "--yes", "--network", node.names[1], pod.ip, data_dir=node.data_dir)
     probe = soak_probe.Probe(node)
     with pytest.raises(soak_node.Failed, match="pod %d on soak1 .* lost its lease of %s"
                        % (pod.serial, pod.ip)):

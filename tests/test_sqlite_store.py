@@ -4,7 +4,7 @@ import os
 import sqlite3
 
 import pytest
-from helpers import put
+from helpers import put, wait_queued
 
 from ipam.errors import IoFailure, SchemaError
 from ipam.lease import Lease
@@ -136,10 +136,24 @@ def test_plugin_upgrades_an_old_schema_keeping_leases(tmp_path):
     s.close()
 
 
+# A second writer in a process of its own, as the plugin's calls are (a thread would poll
+# the lock: only the main thread gets the signal that ends a wait in the kernel's queue):
+# it prints when its transaction began.
+SECOND_WRITER = """
+import sys, time
+from %s import SqliteStore
+c = SqliteStore(sys.argv[1], busy_timeout=5)
+with c.transaction():
+    print(time.monotonic())
+c.close()
+""" % SqliteStore.__module__
+
+
 def test_writers_queue_on_a_lock_file_with_a_timeout(tmp_path):
     """A second writer waits in the kernel's queue, and gives up with code 11 after the
     busy timeout; the lock file is 0600 and does not block readers."""
-    import threading
+    import subprocess
+    import sys
     import time
 
     from ipam.errors import TryAgain
@@ -158,21 +172,16 @@ def test_writers_queue_on_a_lock_file_with_a_timeout(tmp_path):
         with reader.transaction():
             assert reader.leases() == []
         reader.close()
-    done = []
-
-    def second():
-        c = SqliteStore(path, busy_timeout=5)
-        with c.transaction():
-            done.append(time.monotonic())
-        c.close()
-
-    with a.transaction():
-        th = threading.Thread(target=second)
-        th.start()
-        time.sleep(0.1)
-        released = time.monotonic()
-    th.join(5)
-    assert done and done[0] >= released
+    second = subprocess.Popen([sys.executable, "-c", SECOND_WRITER, path],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with a.transaction():
+            wait_queued(path + ".lock", second.pid)
+            released = time.monotonic()
+    finally:
+        out, err = second.communicate(timeout=30)
+    assert second.returncode == 0, err
+    assert float(out) >= released
     a.close()
     b.close()
 

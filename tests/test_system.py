@@ -5,14 +5,14 @@ import sys
 
 import pytest
 
-from ipam import system
+from ipam import paths, system
 
 PATHS = ["", "/", "//", "a", "a/", "a//", "/a", "/a/", "a/b", "a/b/", "a//b", "/a/b/c",
          "/var/lib/cni/networks/", "./x", "../x/y", "a/./b", "/a/../b", ".", ".."]
 
 
 @pytest.mark.parametrize("base", PATHS)
-@pytest.mark.parametrize("name", ["n", "n/", "/abs", "x/y", ".host-local-sqlite.db"])
+@pytest.mark.parametrize("name", ["n", "n/", "/abs", "x/y", paths.DB_NAME])
 def test_join_is_os_path_join(base, name):
     assert system.join(base, name) == os.path.join(base, name)
 

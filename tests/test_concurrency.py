@@ -14,7 +14,6 @@ import pytest
 from helpers import IPAMCTL, NOT_THROUGH_THE_CHAOS_AT_110, LockRelay, ipamctl, run_plugin
 from plugin_procs import (
     DB_NAME,
-    PENDING,
     Invocation,
     all_succeeded,
     assert_clean,
@@ -28,6 +27,8 @@ from plugin_procs import (
     run_all,
     start_together,
 )
+
+from ipam.paths import PENDING_PREFIX
 
 EXHAUSTED = "failed to allocate for range 0: no IP addresses available"
 
@@ -71,7 +72,7 @@ def test_200_adds_then_200_dels_at_once_beside_ipamctl_list(data_dir, netconf, t
         assert leases(data_dir, net) == got
         assert mirror(data_dir, net) == expected_mirror(got)
         assert others(data_dir, net) == ["last_reserved_ip.0", "lock"]
-        assert not (data_dir / (PENDING + net)).exists()
+        assert not (data_dir / (PENDING_PREFIX + net)).exists()
 
         all_succeeded(start_together([Invocation("DEL", "c%03d" % i, conf) for i in range(n)]))
     finally:
@@ -183,7 +184,7 @@ def test_mixed_storm_on_a_nearly_exhausted_pool(data_dir, netconf, through):
             assert after.get(cid) == held.get(cid), (where, cid, held, after)
         assert mirror(data_dir, net) == expected_mirror(after), where
         assert set(others(data_dir, net)) <= {"last_reserved_ip.0", "lock"}, where
-        assert not (data_dir / (PENDING + net)).exists(), where
+        assert not (data_dir / (PENDING_PREFIX + net)).exists(), where
         held = after
     assert total >= 250
     assert exhausted > 0, "the storm never exhausted the pool"
@@ -197,7 +198,7 @@ def _after_lock_checks(data_dir, conf, net, expect_ip):
     """Nothing corrupted: SQLite's check, our invariants, the mirror, and a working ADD."""
     assert integrity(data_dir) == ["ok"]
     assert database_problems(data_dir, net) == []
-    assert not (data_dir / (PENDING + net)).exists()
+    assert not (data_dir / (PENDING_PREFIX + net)).exists()
     out = run_plugin("ADD", conf, container_id="b")
     assert out.status == 0 and out.json["ips"][0]["address"].split("/")[0] == expect_ip, out
     ipamctl("check", data_dir=data_dir)

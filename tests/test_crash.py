@@ -9,8 +9,6 @@ import time
 import pytest
 from helpers import run_plugin
 from plugin_procs import (
-    PENDING,
-    TMP_PREFIX,
     Invocation,
     check_json,
     child_argv,
@@ -24,6 +22,8 @@ from plugin_procs import (
     run_all,
     wait_reading_stdin,
 )
+
+from ipam.paths import PENDING_PREFIX, TMP_PREFIX
 
 MIRROR_EXTRAS = {"last_reserved_ip.0", "lock"}
 
@@ -105,7 +105,7 @@ def test_random_sigkills_never_corrupt_or_duplicate(data_dir, netconf, through):
             out = run_plugin("ADD", conf, container_id="fix%02d" % rnd)
             assert out.status == 0, (where, out)
             owned["fix%02d" % rnd] = out.json["ips"][0]["address"].split("/")[0]
-            assert not (data_dir / (PENDING + net)).exists(), where
+            assert not (data_dir / (PENDING_PREFIX + net)).exists(), where
         else:
             # So does `ipamctl check --repair`, alone.
             status, report = check_json(data_dir, repair=True)
@@ -202,7 +202,7 @@ def _fix(data_dir, conf, fixer):
     if fixer == "plugin":
         out = run_plugin("ADD", conf, container_id="c", args="IP=10.80.0.50")
         assert out.status == 0, out
-        assert not (data_dir / (PENDING + NET)).exists()
+        assert not (data_dir / (PENDING_PREFIX + NET)).exists()
     else:
         status, report = check_json(data_dir, repair=True)
         assert status == 0 and report["ok"] and report["problems"], report
@@ -233,7 +233,7 @@ def test_killed_before_commit_leaves_no_trace(data_dir, netconf, command, fixer)
     cid = "b" if command == "ADD" else "a"
     _crash(conf, command, cid, BEFORE_COMMIT)
     assert _state(data_dir) == before  # no lease, no history row, cursor unchanged
-    assert (data_dir / (PENDING + NET)).exists()
+    assert (data_dir / (PENDING_PREFIX + NET)).exists()
     if command == "ADD":  # its file and cursor were written, for a lease that never was
         assert mirror(data_dir, NET)["10.80.0.3"] == b"b\r\neth0"
         assert _problems(data_dir) == ["10.80.0.3: " + INTERRUPTED,
@@ -263,7 +263,7 @@ def test_killed_after_commit_before_the_marker_goes(data_dir, netconf, command, 
                            "ORDER BY id DESC LIMIT 1")
     assert last == [("allocate", "add", "10.80.0.3", "b") if command == "ADD"
                     else ("release", "del", "10.80.0.2", "a")]
-    assert (data_dir / (PENDING + NET)).exists()
+    assert (data_dir / (PENDING_PREFIX + NET)).exists()
     if files == "written":
         assert mirror(data_dir, NET) == expected_mirror(expect)
         if fixer == "ipamctl":

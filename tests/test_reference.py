@@ -29,27 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-try:  # tests/ may or may not become a package
-    from .cniexec import (
-        GO_HOST_LOCAL,
-        OURS,
-        Outcome,
-        Snapshot,
-        contents,
-        run,
-        snapshot_networks,
-    )
-except ImportError:
-    from cniexec import (
-        GO_HOST_LOCAL,
-        OURS,
-        Outcome,
-        Snapshot,
-        contents,
-        run,
-        snapshot_networks,
-    )
+from cniexec import (
+    GO_HOST_LOCAL,
+    OURS,
+    Outcome,
+    Snapshot,
+    contents,
+    run,
+    snapshot_networks,
+)
 
 pytestmark = [
     pytest.mark.reference,

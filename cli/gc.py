@@ -90,7 +90,7 @@ def gc_cmd(obj: Obj, networks: tuple[str, ...], cri: str | None, valid: tuple[st
     list of 12-character IDs that names nothing gets a note on stderr). To
     list a container by the start of its ID, mark it: '3f2a9c01b2c4...' (as tables
     print IDs) stands for the one container of the whole database whose ID starts so.
-    README's "Cleaning up after runtimes" has the recipe of each runtime.
+    docs/gc.md ("Cleaning up after runtimes") has the recipe of each runtime.
 
     A --network the database does not know is an error, dry run or not.
 
@@ -158,7 +158,7 @@ def _with_reason(lease: Any, reason: str) -> dict[str, Any]:
 
 
 def _json(report: gc.Report) -> dict[str, Any]:
-    """The JSON contract of ``ipamctl -o json gc`` (documented in the README)."""
+    """The JSON contract of ``ipamctl -o json gc`` (documented in docs/ipamctl.md)."""
     return {"candidates": [_with_reason(x, why) for x, why in report.candidates()],
             "released": [lease_row(x) for x in report.released],
             "kept": [_with_reason(x, why) for x, why in report.kept()],

@@ -34,7 +34,7 @@ def network() -> None:
 
 
 def network_row(row: dict) -> dict:
-    """The JSON shape of a network (documented in the README)."""
+    """The JSON shape of a network (documented in docs/ipamctl.md)."""
     return dict(row, last_seen=iso(row["last_seen"]))
 
 

@@ -21,7 +21,7 @@ COLUMNS = ["node", "boot_id", "host", "first_seen", "last_seen", "leases", "stat
 
 
 def _json_row(row: dict[str, Any]) -> dict[str, Any]:
-    """The JSON shape of a boot (documented in the README)."""
+    """The JSON shape of a boot (documented in docs/ipamctl.md)."""
     return dict(row, first_seen=iso(row["first_seen"]), last_seen=iso(row["last_seen"]))
 
 

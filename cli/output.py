@@ -224,7 +224,7 @@ def _pod_fields(x: Any) -> dict[str, Any]:
 
 
 def lease_row(lease: Any) -> dict[str, Any]:
-    """The JSON shape of a lease (documented in the README). ``kind``: "lease", or
+    """The JSON shape of a lease (documented in docs/ipamctl.md). ``kind``: "lease", or
     "reservation" (``ipamctl reserve``: owner ``ipam:reserved``, its note as the ifname,
     as in its mirror file; ``note`` has it too, null for a lease)."""
     reserved = lease.is_reservation()
@@ -240,7 +240,7 @@ LEASE_COLUMNS = ["network", "ip", "container_id", "ifname", "range_set", "alloca
 
 
 def event_row(event: Any) -> dict[str, Any]:
-    """The JSON shape of a history event (documented in the README)."""
+    """The JSON shape of a history event (documented in docs/ipamctl.md)."""
     return {"time": iso(event.time), "event": event.event, "reason": event.reason,
             "network": event.network, "ip": event.ip, "container_id": event.container_id,
             "ifname": event.ifname, "node": event.node, **_pod_fields(event)}

@@ -3,8 +3,8 @@ the one place where exceptions become CNI error objects.
 
 Everything a runtime sees is decided here or in :mod:`ipam.result`: the order of the
 checks and their messages follow cni's ``skel`` (v1.0.1, with GC and STATUS as routed
-by later versions), so that a runtime cannot tell us from host-local except where the
-README says so.
+by later versions), so that a runtime cannot tell us from host-local except where
+docs/differences.md says so.
 """
 import sys
 

@@ -140,7 +140,7 @@ def canonicalize(subnet_text: "str", start: "Optional[IP]", end: "Optional[IP]",
     or None (``parsed``: what ``addr.parse_cidr`` made of the subnet, if known);
     ``exclude`` is the range's own ``(first, last)`` blocks, ``shared`` the config-wide
     ones already merged (:func:`merge`), of which only the part inside the range is
-    taken. Deliberate differences from host-local, listed in the README: host
+    taken. Deliberate differences from host-local, listed in docs/differences.md: host
     bits in the subnet are cleared instead of rejected, and a rangeStart beyond a
     defaulted rangeEnd is rejected instead of allocating outside the subnet.
     """

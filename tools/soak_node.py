@@ -12,7 +12,7 @@ Every pair of the churn ADDs a new pod and DELs the oldest of its network, so ea
 stays as occupied as a node's and its cursor goes round many times. Go ADDs pods of its
 own and DELs half of them; ours DELs the other half (a pod started before a swap). A
 pod Go DELs leaves the lease ours adopted from its file, which ours keeps until a DEL
-or GC (README, "Automatic adoption"): the runtime's CNI GC, with its valid attachments,
+or GC (docs/switching.md, "Automatic adoption"): the runtime's CNI GC, with its valid attachments,
 runs through the daemon after each twentieth of the run.
 """
 import collections

@@ -6,7 +6,7 @@ the database file and its WAL, the mirror's bytes and entries (the networks' dir
 and any journal or temporary file beside them), the leases and history rows. The audit
 stops the run at the first problem: a live pod whose lease is gone or at another
 address, a lease held for a pod that was DELed (one Go DELed is kept, its file written
-back, until the next GC: README, "Automatic adoption"), an address file that names no
+back, until the next GC: docs/switching.md, "Automatic adoption"), an address file that names no
 live pod or names another, an address told to two live pods.
 """
 import collections

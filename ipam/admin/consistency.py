@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
-    """One problem ``check`` found: ``kind`` (see :data:`REPAIR` and the README's JSON
+    """One problem ``check`` found: ``kind`` (see :data:`REPAIR` and docs/ipamctl.md's JSON
     section), ``repair`` (what ``--repair`` does, or did when ``repaired``; None:
     nothing) and ``message`` (the line a table prints)."""
 

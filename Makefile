@@ -36,8 +36,9 @@ test: compile
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The fast edit loop: lint, types, and every test that needs nothing beyond this venv (no
-# PostgreSQL server, root, Go host-local, strace or package index: setup.cfg's markers).
-CHECK_MARKERS ?= not (postgres or root or reference or strace or network)
+# PostgreSQL server, root, Go host-local, strace or package index: setup.cfg's markers)
+# and is not one of the long ones (`slow`: bursts, kill storms, power-cut sweeps).
+CHECK_MARKERS ?= not (postgres or root or reference or strace or network or slow)
 check: lint typecheck compile
 	$(PY) -m pytest -q -m "$(CHECK_MARKERS)" $(PYTEST_ARGS)
 

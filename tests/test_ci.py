@@ -65,3 +65,29 @@ def test_two_suites_building_the_native_programs_at_once_never_share_a_file(
         "native": ["host-local-sqlite"], "native-asan": ["host-local-sqlite-asan",
                                                          "probe-asan"],
         "native-fuzz": ["fuzz"]}[target]
+
+
+@pytest.mark.postgres
+def test_a_server_whose_port_was_taken_meanwhile_starts_on_another(tmp_path):
+    """A suite beside this one may take the port pgserver found free before the server
+    binds it (initdb runs in between): the first start tries another."""
+    import socket
+
+    import pgserver
+
+    bindir = pgserver.find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries not found (Debian: apt-get install "
+                    "postgresql)")
+    server = pgserver.PgServer(bindir).init()
+    try:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            server.port = taken.getsockname()[1]
+            server.start()
+            assert server.port != taken.getsockname()[1]
+        url = server.create_database()
+        assert server.sql(url, "SELECT 1") == [(1,)]
+    finally:
+        server.cleanup()

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO
+from helpers import ENTRY_PATHS, REPO
 
 
 def test_make_check_leaves_out_the_slow_tests():
@@ -91,3 +91,37 @@ def test_a_server_whose_port_was_taken_meanwhile_starts_on_another(tmp_path):
         assert server.sql(url, "SELECT 1") == [(1,)]
     finally:
         server.cleanup()
+
+
+def test_the_daemon_runs_one_scenario_of_each_class_of_the_differential_suite():
+    """Every scenario in process; through the daemon, each scenario's first instance and
+    one of each further class (test_reference.door_class), and an instance named on the
+    command line whatever its class."""
+    import test_reference
+
+    def collected(*args):
+        proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                               "-p", "no:cacheprovider", *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=300,
+                              env={k: v for k, v in os.environ.items()
+                                   if k != "PYTEST_ADDOPTS"})
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return [line for line in proc.stdout.splitlines() if "::" in line]
+
+    ids = collected("tests/test_reference.py")
+    by_path = {}
+    for nodeid in ids:
+        function, _, rest = nodeid.split("::")[1].partition("[")
+        path = [p for p in ENTRY_PATHS if rest.startswith((p + "-", p + "]"))]
+        by_path.setdefault(max(path, key=len, default=None), []).append(function)
+    in_process, daemon = by_path["in-process"], by_path["daemon"]
+    assert set(daemon) == set(in_process), set(in_process) - set(daemon)
+    skel = test_reference.SKEL_CASES
+    assert daemon.count("test_skel_checks") == len({
+        (case[1], 0 if case[4] is None else case[4][0]) for case in skel}) < len(skel)
+    assert daemon.count("test_routes") == 1 < in_process.count("test_routes")
+    assert len(daemon) < len(in_process) / 2, (len(daemon), len(in_process))
+    one = [i for i in ids if i.startswith("tests/test_reference.py::test_routes[daemon-")][0]
+    other = one.replace("[daemon-%s]" % one.split("daemon-")[1][:-1], "[daemon-0.4.0]")
+    assert other not in ids
+    assert collected(other) == [other]

@@ -6,12 +6,15 @@ nothing two suites do at once collides (issue 29).
 first on PATH: a suite is that make's ``test``, which says what it sees (its
 namespaces, whether an orphan of it is reaped, the other suites) instead of running
 pytest. The namespaces, ``unshare``, ``.ci/init`` and gc's namespace finder are real."""
+import json
 import os
+import shutil
 import subprocess
 import sys
+import uuid
 
 import pytest
-from helpers import ENTRY_PATHS, REPO
+from helpers import ENTRY_PATHS, REPO, wait_until
 
 
 def test_make_check_leaves_out_the_slow_tests():
@@ -125,3 +128,208 @@ def test_the_daemon_runs_one_scenario_of_each_class_of_the_differential_suite():
     other = one.replace("[daemon-%s]" % one.split("daemon-")[1][:-1], "[daemon-0.4.0]")
     assert other not in ids
     assert collected(other) == [other]
+
+
+PYTHONS = ["3.11", "3.12", "3.13"]  # .ci/run's PYTHONS
+MAIN = "3.12"  # the main Python the copy is given (PYTHON)
+OTHERS = "-m 'not once and not slow' -p no:cacheprovider"
+
+# The make of the copy: records each call; `lint` fails when asked to; `test` is a suite.
+FAKE_MAKE = r'''#!%(python)s
+import json, os, subprocess, sys, time
+state = os.environ["CI_PROBE"]
+args = sys.argv[1:]
+with open(os.path.join(state, "calls"), "a") as f:
+    f.write(" ".join(a for a in args if not a.startswith("PYTHON=")) + "\n")
+if "lint" in args:
+    sys.exit(int(os.environ.get("CI_PROBE_LINT", "0")))
+if args[0] != "test":
+    sys.exit(0)
+venv = ([a[5:] for a in args if a.startswith("VENV=")] or [".venv"])[0]
+
+
+def ns(kind):
+    return os.stat("/proc/self/ns/" + kind).st_ino
+
+
+def until(predicate, seconds):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def there(name):
+    return os.path.exists(os.path.join(state, name))
+
+
+def touch(name, text=""):
+    with open(os.path.join(state, name + ".tmp"), "w") as f:
+        f.write(text)
+    os.rename(os.path.join(state, name + ".tmp"), os.path.join(state, name))
+
+
+with open("/proc/1/cmdline", "rb") as f:
+    init = f.read().split(b"\0")
+record = {"ppid": os.getppid(), "init": [a.decode() for a in init if a.endswith(b"init")],
+          "pidns": ns("pid"), "mntns": ns("mnt"),
+          "addopts": os.environ.get("PYTEST_ADDOPTS")}
+# An orphan: its parent exits at once, and it is the namespace's pid 1's to reap.
+orphan = int(subprocess.run(["sh", "-c", "sleep 0.2 & echo $!"], capture_output=True,
+                            text=True).stdout)
+record["orphan_reaped"] = until(lambda: not os.path.exists("/proc/%%d" %% orphan), 10)
+role = os.environ.get("CI_PROBE_ROLE_" + venv.replace("-", "_").replace(".", "_"), "")
+if role == "maker":  # namespaces of this suite: one mounted, one a process is in
+    name = os.environ["CI_PROBE_NETNS"]
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    holder = subprocess.Popen(["unshare", "--net", "sh", "-c", "echo ready; exec cat"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder.stdout.readline()
+    keys = [[st.st_dev, st.st_ino] for st in (
+        os.stat("/run/netns/" + name), os.stat("/proc/%%d/ns/net" %% holder.pid))]
+    touch("made", json.dumps(keys))
+    record["looked_at"] = until(lambda: there("looked") and there("outside-looked"), 30)
+    holder.stdin.close()
+    holder.wait()
+    subprocess.run(["ip", "netns", "del", name], check=True)
+    touch("released")
+elif role == "finder":  # what gc's finder sees from here while the maker holds them
+    from ipam import nsfind
+    record["made_seen"] = until(lambda: there("made"), 30)
+    found = nsfind.find()
+    record["found"] = [list(key) for key in found.spaces]
+    found.close()
+    record["while_held"] = not there("released")
+    touch("looked")
+# Every suite starts before any ends.
+touch("started" + venv)
+record["all_started"] = until(
+    lambda: sum(n.startswith("started") for n in os.listdir(state)) == %(suites)d, 15)
+touch(venv + ".json", json.dumps(record))
+print("=" * 20 + " 7 passed in 0.01s " + "=" * 20)
+sys.exit(1 if venv == os.environ.get("CI_PROBE_FAIL") else 0)
+'''
+
+
+@pytest.fixture
+def ci(tmp_path):
+    """``ci(**env)``: .ci/run --no-packages of a copy of .ci/ whose make and Pythons are
+    the test's (the host's Pythons play no part), started; returns (process, state dir,
+    calls(), record(venv))."""
+    top = tmp_path / "tree"
+    shutil.copytree(os.path.join(REPO, ".ci"), top / ".ci")
+    (top / "tools").mkdir()
+    find = top / "tools" / "find-python"
+    find.write_text('#!/bin/sh\necho "/nowhere/python$1"\n')
+    fakes = tmp_path / "bin"
+    fakes.mkdir()
+    (fakes / "make").write_text(FAKE_MAKE % {"python": sys.executable,
+                                             "suites": len(PYTHONS)})
+    (fakes / "python-main").write_text("#!/bin/sh\necho %s\n" % MAIN)
+    # Never the host's packages: a copy of the old .ci/run would run apt-get as root.
+    (fakes / "apt-get").write_text('#!/bin/sh\necho "$@" >> "$CI_PROBE/apt-get"; exit 1\n')
+    for f in (find, fakes / "make", fakes / "python-main", fakes / "apt-get"):
+        f.chmod(0o755)
+    state = tmp_path / "state"
+    state.mkdir()
+
+    def start(**env):
+        return subprocess.Popen(
+            [str(top / ".ci" / "run"), "--no-packages"], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PATH": "%s:%s" % (fakes, os.environ["PATH"]), "CI": "true",
+                 "PYTHON": str(fakes / "python-main"), "CI_PROBE": str(state),
+                 **env})
+
+    def calls():
+        return (state / "calls").read_text().splitlines()
+
+    def record(venv):
+        return json.loads((state / (venv + ".json")).read_text())
+    yield start, state, calls, record
+    assert not (state / "apt-get").exists()
+
+
+def finish(proc):
+    out, _ = proc.communicate(timeout=180)
+    return proc.returncode, out
+
+
+def test_the_gates_come_first_and_a_failed_one_ends_the_run(ci):
+    start, _, calls, _ = ci
+    status, out = finish(start(CI_PROBE_LINT="2"))
+    assert status != 0, out
+    assert calls() == ["lint typecheck"], out
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                                reason="needs root and unshare (a pid namespace per suite)")
+
+
+@pytest.mark.root
+@needs_root
+def test_the_pythons_run_side_by_side_each_in_namespaces_of_its_own(ci):
+    """The gates, the venvs one after another, then every suite at once: each as the
+    child of a pid 1 (.ci/init) that reaps orphans, in its own pid and mount namespace;
+    the other Pythons without the `once` and `slow` tests. A failed suite is named."""
+    start, _, calls, record = ci
+    status, out = finish(start(CI_PROBE_FAIL=".venv-3.13"))
+    assert status == 1, out
+    others = [v for v in PYTHONS if v != MAIN]
+    venvs = [".venv"] + [".venv-" + v for v in others]
+    assert calls()[:4] == ["lint typecheck", "compile"] + [
+        "compile VENV=.venv-%s" % v for v in others], out
+    assert sorted(calls()[4:]) == sorted(["test"] + ["test VENV=.venv-%s" % v
+                                                     for v in others]), out
+    records = {venv: record(venv) for venv in venvs}
+    for venv, r in records.items():
+        assert r["all_started"] and r["orphan_reaped"], (venv, r, out)
+        assert r["ppid"] == 1 and r["init"][0].endswith("/.ci/init"), (venv, r)
+        assert r["addopts"] == ("" if venv == ".venv" else OTHERS), (venv, r)
+    own = os.stat("/proc/self/ns/pid").st_ino, os.stat("/proc/self/ns/mnt").st_ino
+    for kind, index in (("pidns", 0), ("mntns", 1)):
+        seen = {r[kind] for r in records.values()}
+        assert len(seen) == len(venvs) and own[index] not in seen, (kind, records)
+    summary = out[out.index("=== Every promised Python:"):].splitlines()[1:]
+    assert [line.split(" (")[0] for line in summary] == [
+        "Python %s: %s" % (v, "FAILED" if v == "3.13" else "ok") for v in [MAIN] + others]
+    assert all(line.endswith("= 7 passed in 0.01s " + "=" * 20) for line in summary), out
+
+
+@pytest.mark.root
+@needs_root
+@pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2's ip")
+def test_gc_in_one_suite_finds_no_namespace_of_another(ci):
+    """gc's finder reads every process and mount it can see: one suite's namespaces (one
+    mounted with ip netns, one a process is in), which this test finds from outside,
+    are not found from another suite while the first holds them."""
+    from ipam import nsfind
+
+    start, state, _, record = ci
+    name = "hlsci" + uuid.uuid4().hex[:8]
+    proc = start(CI_PROBE_NETNS=name, CI_PROBE_ROLE__venv="maker",
+                 CI_PROBE_ROLE__venv_3_11="finder")
+    try:
+        wait_until(lambda: (state / "made").exists() or proc.poll() is not None,
+                   "the first suite's namespaces", timeout=60)
+        made = json.loads((state / "made").read_text())
+        found = nsfind.find()
+        try:
+            assert all(tuple(key) in found.spaces for key in made), (made, found.spaces)
+        finally:
+            found.close()
+            (state / "outside-looked").touch()
+        status, out = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if os.path.lexists("/run/netns/" + name):  # only a name: its mount went with
+            os.unlink("/run/netns/" + name)        # the suite's mount namespace
+    assert status == 0, out
+    maker, finder = record(".venv"), record(".venv-3.11")
+    assert maker["looked_at"] and finder["made_seen"] and finder["while_held"], (
+        maker, finder)
+    assert not [key for key in made if key in finder["found"]], (made, finder["found"])

@@ -36,8 +36,9 @@ test: compile
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The fast edit loop: lint, types, and every test that needs nothing beyond this venv (no
-# PostgreSQL server, root, Go host-local, strace or package index: setup.cfg's markers).
-CHECK_MARKERS ?= not (postgres or root or reference or strace or network)
+# PostgreSQL server, root, Go host-local, strace or package index: setup.cfg's markers)
+# and is not one of the long ones (`slow`: bursts, kill storms, power-cut sweeps).
+CHECK_MARKERS ?= not (postgres or root or reference or strace or network or slow)
 check: lint typecheck compile
 	$(PY) -m pytest -q -m "$(CHECK_MARKERS)" $(PYTEST_ARGS)
 
@@ -86,7 +87,10 @@ bench-steps: compile native
 # The plugin's thin client in C (native/client.c): a forwarded call without an
 # interpreter's start. Linked statically, against musl where musl-gcc is there (Debian 12's
 # glibc would need 2.34 at run time; the self-contained build promises 2.17), else with
-# the C compiler's own libc. `make install` builds it where a C compiler exists.
+# the C compiler's own libc. `make install` builds it where a C compiler exists. Each
+# program is linked under a name of its own make's (pid) and moved into place: test
+# suites run side by side (.ci/run) build these at the same moment, and a program another
+# suite runs must never be half written.
 NATIVE_DIR ?= build/native
 NATIVE_CC  ?= $(shell command -v musl-gcc 2>/dev/null || command -v cc 2>/dev/null)
 # The test build: glibc, AddressSanitizer and UndefinedBehaviorSanitizer, any error fatal.
@@ -100,18 +104,20 @@ native: $(NATIVE_DIR)/host-local-sqlite
 $(NATIVE_DIR)/host-local-sqlite: $(NATIVE_SRC)
 	@test -n "$(NATIVE_CC)" || { echo "native: no C compiler (musl-gcc or cc)" >&2; exit 1; }
 	mkdir -p $(NATIVE_DIR)
-	$(NATIVE_CC) -O2 -static $(NATIVE_CFLAGS) -o $@.tmp native/client.c
-	mv $@.tmp $@
+	$(NATIVE_CC) -O2 -static $(NATIVE_CFLAGS) -o $@.$$$$.tmp native/client.c \
+	  && mv $@.$$$$.tmp $@
 native-if-cc:
 	@if [ -n "$(NATIVE_CC)" ]; then $(MAKE) --no-print-directory native; \
 	else echo "no C compiler: the plugin keeps the Python thin client"; fi
 native-asan: $(NATIVE_DIR)/host-local-sqlite-asan $(NATIVE_DIR)/probe-asan
 $(NATIVE_DIR)/host-local-sqlite-asan: $(NATIVE_SRC)
 	mkdir -p $(NATIVE_DIR)
-	$(ASAN_CC) $(SANITIZE) $(NATIVE_CFLAGS) -o $@ native/client.c
+	$(ASAN_CC) $(SANITIZE) $(NATIVE_CFLAGS) -o $@.$$$$.tmp native/client.c \
+	  && mv $@.$$$$.tmp $@
 $(NATIVE_DIR)/probe-asan: $(NATIVE_SRC) native/probe.c
 	mkdir -p $(NATIVE_DIR)
-	$(ASAN_CC) $(SANITIZE) $(NATIVE_CFLAGS) -o $@ native/probe.c
+	$(ASAN_CC) $(SANITIZE) $(NATIVE_CFLAGS) -o $@.$$$$.tmp native/probe.c \
+	  && mv $@.$$$$.tmp $@
 # The parsers fuzzed: libFuzzer (clang's -fsanitize=fuzzer, with ASan and UBSan, on
 # native/fuzz.c; its corpus kept in $(NATIVE_DIR)/corpus) and the Python-driven runs that
 # hold them to ipam.client's, each for FUZZ_SECONDS (tests/test_native_client.py, where
@@ -122,7 +128,8 @@ FUZZ_CC    ?= clang
 native-fuzz: $(NATIVE_DIR)/fuzz
 $(NATIVE_DIR)/fuzz: $(NATIVE_SRC) native/fuzz.c
 	mkdir -p $(NATIVE_DIR)
-	$(FUZZ_CC) $(subst -fsanitize=,-fsanitize=fuzzer$(comma),$(SANITIZE)) $(NATIVE_CFLAGS) -o $@ native/fuzz.c
+	$(FUZZ_CC) $(subst -fsanitize=,-fsanitize=fuzzer$(comma),$(SANITIZE)) $(NATIVE_CFLAGS) -o $@.$$$$.tmp native/fuzz.c \
+	  && mv $@.$$$$.tmp $@
 fuzz: install
 	NATIVE_FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -q -p no:cacheprovider tests/test_native_client.py -k fuzz
 

@@ -41,14 +41,17 @@ ONCE_FIXTURES = {"frozen_build", "installer_image"}
 ONCE_PATHS = {"build", "native"}
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
     """``postgres`` marks every test that needs the throwaway PostgreSQL server: those
     asking for pg_server or pg_url, and the ``store`` fixture's postgresql instance (which
     asks for pg_url only once it runs). ``network`` marks those run through the
     self-contained build (``make dist`` installs the freezer from the package index).
     ``make check`` leaves them out. ``once`` marks what tests the self-contained build,
     its image and the container runtimes (podman, containerd): .ci/run runs them on the
-    Python the build is frozen with only; so does the native client's entry path."""
+    Python the build is frozen with only; so does the native client's entry path.
+    Through the daemon, a module that defines ``door_class`` (the differential suite)
+    runs one instance of each class of each scenario: the rest are deselected."""
+    one_per_door_class(config, items)
     for item in items:
         params = getattr(item, "callspec", None)
         if "pg_server" in item.fixturenames or (
@@ -59,6 +62,29 @@ def pytest_collection_modifyitems(items):
         if item.module.__name__ in ONCE_MODULES or ONCE_FIXTURES & set(item.fixturenames) \
                 or params is not None and params.params.get("through") in ONCE_PATHS:
             item.add_marker(pytest.mark.once)
+
+
+def one_per_door_class(config, items):
+    """Deselect each ``daemon`` instance of a scenario whose class (its module's
+    ``door_class(function name, parameters)``) an earlier instance has, but one named on
+    the command line."""
+    named = [arg.rsplit("/", 1)[-1] for arg in config.args if "[" in arg]
+    seen, kept, left_out = set(), [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        door_class = getattr(item.module, "door_class", None)
+        if door_class is not None and params is not None \
+                and params.params.get("through") == "daemon" \
+                and not any(item.nodeid.endswith(arg) for arg in named):
+            key = (item.originalname, repr(door_class(item.originalname, params.params)))
+            if key in seen:
+                left_out.append(item)
+                continue
+            seen.add(key)
+        kept.append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
 
 
 def entry_paths_of(marks):

@@ -32,6 +32,13 @@ def free_port():
         return s.getsockname()[1]
 
 
+# Starts of a new server, each on a port found free: another process (a suite running
+# beside this one, any connection's ephemeral port) may take the port between
+# free_port() and the server's bind, a window as long as initdb.
+PORT_TRIES = 5
+PORT_TAKEN = "Address already in use"
+
+
 class PgServer:
     def __init__(self, bindir, max_connections=400):
         self.bindir = bindir
@@ -46,6 +53,7 @@ class PgServer:
             os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
         os.chmod(self.root, 0o700)
         self._n = 0
+        self.started = False
 
     def _run(self, *args, check=True):
         kw = {}
@@ -61,12 +69,26 @@ class PgServer:
         return self
 
     def start(self):
-        opts = ("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=%d "
-                "-c fsync=off -c full_page_writes=off"
-                % (self.port, self.root, self.max_connections))
-        self._run("pg_ctl", "-D", self.data, "-l", self.log, "-o", opts, "-w", "-t", "60",
-                  "start")
-        return self
+        """Start the server. A first start whose port was taken meanwhile (its log says
+        so) tries another free one, up to PORT_TRIES; a restart keeps its port, which
+        the URLs handed out name."""
+        for _ in range(1 if self.started else PORT_TRIES):
+            logged = os.path.getsize(self.log) if os.path.exists(self.log) else 0
+            opts = ("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=%d "
+                    "-c fsync=off -c full_page_writes=off"
+                    % (self.port, self.root, self.max_connections))
+            proc = self._run("pg_ctl", "-D", self.data, "-l", self.log, "-o", opts, "-w",
+                             "-t", "60", "start", check=False)
+            if proc.returncode == 0:
+                self.started = True
+                return self
+            with open(self.log, errors="replace") as f:
+                f.seek(logged)
+                if self.started or PORT_TAKEN not in f.read():
+                    break
+            self.port = free_port()
+        raise subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout,
+                                            proc.stderr)
 
     def stop(self, mode="fast"):
         self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "-t", "60", "stop",

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 from click.testing import CliRunner
@@ -100,10 +101,15 @@ def check(root, *args, expect):
     return json.loads(result.stdout)
 
 
-def test_check_install_runs_what_containerd_would_run(tmp_path):
+def test_check_install_runs_what_containerd_would_run(tmp_path, monkeypatch):
     """Debian's containerd (bin_dir /usr/lib/cni): nothing installed there, then the
     launcher (a real ADD and DEL, in a temporary dataDir removed after), then a file that
-    is not ours, then one that fails."""
+    is not ours, then one that fails. Its temporary directories go to one of the test's
+    own: in /tmp, another suite's check-install (.ci/run runs them side by side) would
+    show as ours left behind."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     config = tmp_path / "etc/containerd/config.toml"
     config.parent.mkdir(parents=True)
     config.write_text('version = 2\n[plugins."io.containerd.grpc.v1.cri".cni]\n'
@@ -117,12 +123,10 @@ def test_check_install_runs_what_containerd_would_run(tmp_path):
                       "ms": None, "problem": "no host-local-sqlite in /usr/lib/cni"}
 
     checked(CliRunner().invoke(cli, ["install-plugin", "--root", str(tmp_path)]))
-    before = set(os.listdir("/tmp"))
     [report] = check(tmp_path, expect=0)
     assert report["problem"] is None and report["add"] == "192.0.2.2/29"
     assert report["runs"] == "/usr/lib/cni/host-local-sqlite" and report["ms"] > 0
-    assert not [n for n in set(os.listdir("/tmp")) - before
-                if n.startswith("ipamctl-check-install.")]
+    assert os.listdir(temp) == []
 
     script = tmp_path / "usr/lib/cni/host-local"
     script.write_text('#!/bin/sh\necho \'{"cniVersion": "1.0.0", "ips": '

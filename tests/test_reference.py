@@ -143,6 +143,29 @@ def same_error(ours: Any, expected: Mapping[str, Any]) -> bool:
             and "details" not in ours)
 
 
+# Through the node daemon, one scenario of each class (conftest.py deselects the rest):
+# the daemon is a door before the same code (docs/architecture.md), and what can change
+# the door's own work is what the client and the daemon read before that code runs: the
+# command (forwarded, or answered by the client: VERSION, none, an unknown one), whether
+# the config loads (the daemon loads it to name the paths its caller must see alike; a
+# config or CNI_ARGS error names none), the config's shape where they read it (``ipam``
+# present, an object), and the bytes carried. The values the rules judge (cniVersion, the
+# addresses, ranges, routes, an interface name's length) change none of it; the
+# in-process path runs every scenario with each of them.
+def door_class(function: str, params: Mapping[str, Any]) -> object:
+    """The class of one instance of the scenario ``function`` (its parameters ``params``)
+    on the daemon path: its first instance runs, and each of another class."""
+    if function == "test_skel_checks":  # the command, and which check answers it
+        expected = params["expected"]
+        return params["command"], 0 if expected is None else expected[0]
+    if function == "test_config_validation_top_level":  # the config's own shape
+        return sorted((key, type(value).__name__) for key, value in params["top"].items())
+    expected = params.get("expected")
+    if isinstance(expected, str):  # a config or CNI_ARGS error, or an allocation's
+        return ours_error_code({"code": 999, "msg": expected})
+    return None
+
+
 def cursor_files(snap: Mapping[str, Any]) -> dict[str, Any]:
     return {p: v for p, v in snap.items() if os.path.basename(p).startswith("last_reserved_ip.")}
 

@@ -196,7 +196,7 @@ if role == "maker":  # namespaces of this suite: one mounted, one a process is i
     subprocess.run(["ip", "netns", "del", name], check=True)
     touch("released")
 elif role == "finder":  # what gc's finder sees from here while the maker holds them
-    from ipam import nsfind
+    from ipam.admin import nsfind
     record["made_seen"] = until(lambda: there("made"), 30)
     found = nsfind.find()
     record["found"] = [list(key) for key in found.spaces]
@@ -305,7 +305,7 @@ def test_gc_in_one_suite_finds_no_namespace_of_another(ci):
     """gc's finder reads every process and mount it can see: one suite's namespaces (one
     mounted with ip netns, one a process is in), which this test finds from outside,
     are not found from another suite while the first holds them."""
-    from ipam import nsfind
+    from ipam.admin import nsfind
 
     start, state, _, record = ci
     name = "hlsci" + uuid.uuid4().hex[:8]

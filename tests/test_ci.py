@@ -173,7 +173,11 @@ def touch(name, text=""):
 
 with open("/proc/1/cmdline", "rb") as f:
     init = f.read().split(b"\0")
-record = {"ppid": os.getppid(), "init": [a.decode() for a in init if a.endswith(b"init")],
+with open("/proc/self/status") as f:
+    status = dict(line.split(":\t", 1) for line in f.read().splitlines())
+record = {"ignored": [n for n in range(1, 65) if int(status["SigIgn"], 16) >> (n - 1) & 1],
+          "blocked": int(status["SigBlk"], 16), "ppid": os.getppid(),
+          "init": [a.decode() for a in init if a.endswith(b"init")],
           "pidns": ns("pid"), "mntns": ns("mnt"),
           "addopts": os.environ.get("PYTEST_ADDOPTS")}
 # An orphan: its parent exits at once, and it is the namespace's pid 1's to reap.
@@ -287,6 +291,8 @@ def test_the_pythons_run_side_by_side_each_in_namespaces_of_its_own(ci):
     for venv, r in records.items():
         assert r["all_started"] and r["orphan_reaped"], (venv, r, out)
         assert r["ppid"] == 1 and r["init"][0].endswith("/.ci/init"), (venv, r)
+        # Python (this make) ignores SIGPIPE and SIGXFSZ itself; nothing else is.
+        assert r["ignored"] == [13, 25] and r["blocked"] == 0, (venv, r)
         assert r["addopts"] == ("" if venv == ".venv" else OTHERS), (venv, r)
     own = os.stat("/proc/self/ns/pid").st_ino, os.stat("/proc/self/ns/mnt").st_ino
     for kind, index in (("pidns", 0), ("mntns", 1)):

@@ -1,6 +1,7 @@
 """CI itself (.ci/run, the Makefile's targets it runs): the gates come first, the
-Pythons' suites run side by side, each in a pid and mount namespace of its own, and
-nothing two suites do at once collides (issue 29).
+Pythons' suites run each in a pid and mount namespace of its own (side by side with
+CI_SIDE_BY_SIDE=yes, which these tests set), and nothing two suites do at once collides
+(issue 29).
 
 .ci/run runs here for real, in a copy of its directory with a ``make`` of the test's
 first on PATH: a suite is that make's ``test``, which says what it sees (its
@@ -247,6 +248,7 @@ def ci(tmp_path):
             [str(top / ".ci" / "run"), "--no-packages"], stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "PATH": "%s:%s" % (fakes, os.environ["PATH"]), "CI": "true",
+                 "CI_SIDE_BY_SIDE": "yes",
                  "PYTHON": str(fakes / "python-main"), "CI_PROBE": str(state),
                  **env})
 

@@ -11,7 +11,14 @@ import threading
 import time
 
 import pytest
-from helpers import IPAMCTL, NOT_THROUGH_THE_CHAOS_AT_110, LockRelay, ipamctl, run_plugin
+from helpers import (
+    IPAMCTL,
+    NOT_THROUGH_THE_CHAOS_AT_110,
+    LockRelay,
+    ipamctl,
+    run_plugin,
+    wait_until,
+)
 from plugin_procs import (
     DB_NAME,
     Invocation,
@@ -28,6 +35,7 @@ from plugin_procs import (
     start_together,
 )
 
+from ipam.errors import IoFailure
 from ipam.paths import PENDING_PREFIX
 
 EXHAUSTED = "failed to allocate for range 0: no IP addresses available"
@@ -348,6 +356,17 @@ def test_ipamctl_stopped_mid_transaction_makes_add_code_11(data_dir, netconf, th
     _after_lock_checks(data_dir, conf, net, "10.9.0.2")
 
 
+def _daemon_settled(through):
+    """No call in flight in the daemon the plugin processes name, or no daemon."""
+    daemon = through.daemon
+    if daemon is None:
+        return True
+    try:
+        return daemon.health()["in_flight"] == 0
+    except (IoFailure, OSError):  # stopped or killed: its calls ended with it
+        return True
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize("waiting_on", ["writers' queue", "host-local's lock"])
 def test_a_signal_is_an_error_object_and_changes_nothing(data_dir, netconf, signum,
@@ -381,6 +400,10 @@ def test_a_signal_is_an_error_object_and_changes_nothing(data_dir, netconf, sign
         answers.append("interrupted by %s while the node daemon ran the call; try again"
                        % name)
     assert inv.json in [{"code": 11, "msg": msg} for msg in answers], inv
+    # The daemon rolls the call back once it sees its client gone, after the client has
+    # answered: wait until it has, or until it is gone (the chaos stops daemons).
+    wait_until(lambda: _daemon_settled(through), "the daemon's call to roll back",
+               timeout=30)
     assert leases(data_dir, net) == {"a": "10.1.2.2"}
     assert mirror(data_dir, net) == {"10.1.2.2": b"a\r\neth0"}
     assert run_plugin("ADD", conf, container_id="b").status == 0

@@ -106,16 +106,18 @@ def install_launcher(tmp):
     return os.path.join(bin_dir, "host-local-sqlite")
 
 
-def install_native(tmp):
-    """``ipamctl install-plugin --client native``: the native thin client, the launcher
-    beside it as its in-process plugin; None where this checkout has no client built
-    (``make install`` builds it where a C compiler exists)."""
+def install_native(tmp, rows="native rows"):
+    """``ipamctl install-plugin --client native`` into ``tmp``/native-bin: the native
+    thin client, the launcher beside it as its in-process plugin (a link to the client
+    runs that launcher: it is beside the file the link leads to); None, saying the
+    ``rows`` left out, where this checkout has no client built (``make install`` builds
+    it where a C compiler exists). tools/bench_cri.py installs it this way too."""
     bin_dir = os.path.join(tmp, "native-bin")
     os.makedirs(bin_dir)
     proc = subprocess.run([IPAMCTL, "install-plugin", bin_dir, "--client", "native"],
                           capture_output=True, text=True)
     if proc.returncode:
-        print("no native thin client: no native rows (%s)" % proc.stderr.strip())
+        print("no native thin client: no %s (%s)" % (rows, proc.stderr.strip()))
         return None
     return os.path.join(bin_dir, "host-local-sqlite")
 

@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
+from bench import install_native  # noqa: E402
 from containerd import Containerd  # noqa: E402
 from helpers import GO_PLUGINS, IPAMCTL, PLUGIN, cni_env  # noqa: E402
 
@@ -171,20 +172,6 @@ def count_calls():
         c.close()
 
 
-def install_native(directory):
-    """The native thin client as ``ipamctl install-plugin --client native`` writes it, in
-    ``directory``/native-bin (containerd links to it: the launcher it runs in process is
-    beside the file a link leads to); None, saying so, where none is built."""
-    bin_dir = os.path.join(directory, "native-bin")
-    os.makedirs(bin_dir)
-    proc = subprocess.run([IPAMCTL, "install-plugin", bin_dir, "--client", "native"],
-                          capture_output=True, text=True)
-    if proc.returncode:
-        print("no native thin client: no ours-daemon-native row (%s)" % proc.stderr.strip())
-        return None
-    return os.path.join(bin_dir, "host-local-sqlite")
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=30, help="sandboxes per variant and pool")
@@ -208,7 +195,7 @@ def main():
         variants.append(Variant("ours-in-process", 1, "host-local-sqlite"))
         variants.append(Variant("ours-daemon", 2, "host-local-sqlite",
                                 daemon=type("D", (), {"socket": socket})))
-        native = install_native(daemon_dir)
+        native = install_native(daemon_dir, rows="ours-daemon-native row")
         if native is not None:
             variants.append(Variant("ours-daemon-native", 4, "host-local-sqlite",
                                     program=native, daemon=type("D", (), {"socket": socket})))

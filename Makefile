@@ -143,6 +143,7 @@ DIST_CLIENT = $(if $(NATIVE_CC),--client $(NATIVE_DIR)/host-local-sqlite --clien
 dist: native-if-cc
 	test -x $(DIST_VENV)/bin/python || $(PYTHON) -m venv $(DIST_VENV)
 	$(DIST_VENV)/bin/python $(PIP_C) --upgrade pip
+	rm -rf build/lib  # setuptools' copy would keep modules this tree moved or removed
 	$(DIST_VENV)/bin/python $(PIP_C) --force-reinstall --no-deps .
 	$(DIST_VENV)/bin/python $(PIP_C) '.[postgresql,cri,dist]'
 	$(DIST_VENV)/bin/python tools/build_dist.py $(DIST_CLIENT) $(DIST_ARGS)
@@ -183,6 +184,7 @@ WHEEL_DIR ?= dist
 # It is pure Python, one file for every machine: it ships no native thin client, and its
 # install-plugin writes the Python client (the launcher); the self-contained build has one.
 wheel: install
+	rm -rf build/lib  # see dist
 	$(PY) -m build --no-isolation --outdir $(WHEEL_DIR) . > /dev/null
 	@ls $(WHEEL_DIR)/host_local_sqlite-*.whl
 	@echo "(pure Python: no native thin client in the wheel; make dist's build has one)"

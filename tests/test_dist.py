@@ -369,13 +369,13 @@ def test_a_copy_in_use_is_kept_until_its_call_ends(frozen_build, tmp_path):
     try:
         assert install(v2)["removed"] == []
         report = install(v3)
-        assert os.path.isfile(os.path.join(v1, "lib", "ipam", "reconcile.pyc")), \
+        assert os.path.isfile(os.path.join(v1, "lib", "ipam", "mirror", "reconcile.pyc")), \
             "the copy the call runs from was removed under it"
         assert (report["removed"], report["in_use"]) == ([], [v1])
         assert holds_flock(call.pid, os.path.join(v1, "IN-USE.lock"), "READ")
     finally:
         os.close(lock)  # the call goes on
-    out, err = call.communicate(timeout=300)
+        out, err = call.communicate(timeout=300)
     assert (call.returncode, b"Traceback" in err) == (0, False), (out, err)
     assert json.loads(out)["ips"][0]["address"] == "10.66.0.3/24"
     report = install(v2)  # v3 was the one just replaced
@@ -397,7 +397,7 @@ def test_a_build_whose_files_vanish_mid_call_answers_code_5(frozen_build, tmp_pa
         shutil.rmtree(copy)
     finally:
         os.close(lock)
-    out, err = call.communicate(timeout=300)
+        out, err = call.communicate(timeout=300)
     assert call.returncode == 1
     assert b"Traceback" not in err and b"internal error" not in err, err
     error = json.loads(out)
@@ -417,15 +417,32 @@ def test_the_node_daemon_of_the_build_serves_its_plugin(frozen_build, start_daem
     daemon.wait_log(lambda log: "ADD network=dist container=c1" in log, "the call's log line")
 
 
-def test_a_rebuild_of_the_same_sources_is_the_same_build(tmp_path):
-    """The digest that names an installed copy ignores what differs between two builds
-    of the same sources: the .pyc headers' source mtimes, cx_Freeze's build stamp."""
+def load_build_dist():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
         "build_dist", os.path.join(REPO, "tools", "build_dist.py"))
     build_dist = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build_dist)
+    return build_dist
+
+
+def test_a_module_this_tree_no_longer_has_is_found(frozen_build, tmp_path):
+    """A module left in the build venv's install by an earlier layout (setuptools'
+    build/lib keeps one the tree has moved) is named, so make dist fails rather than ship
+    it; the session's build has none."""
+    build_dist = load_build_dist()
+    assert build_dist.stale_modules(frozen_build.directory) == []
+    copy = frozen_build.variant(tmp_path / "copy", "c")
+    shutil.copy(os.path.join(copy, "lib", "ipam", "mirror", "reconcile.pyc"),
+                os.path.join(copy, "lib", "ipam", "reconcile.pyc"))
+    assert build_dist.stale_modules(copy) == ["ipam.reconcile"]
+
+
+def test_a_rebuild_of_the_same_sources_is_the_same_build(tmp_path):
+    """The digest that names an installed copy ignores what differs between two builds
+    of the same sources: the .pyc headers' source mtimes, cx_Freeze's build stamp."""
+    build_dist = load_build_dist()
 
     def tree(name, mtime, stamp, code=b"code"):
         lib = tmp_path / name / "lib"

@@ -212,6 +212,25 @@ def digest(root: str) -> str:
     return h.hexdigest()
 
 
+def stale_modules(root: str) -> list[str]:
+    """The build's modules of this project (``ipam``, ``cli``) with no source in this
+    tree: left over from an earlier layout. pip builds the venv's install through
+    setuptools' ``build/lib``, which keeps a module this tree has since moved or removed,
+    and the freezer would ship it (the Makefile empties ``build/lib`` first; this check
+    says so if anything else brings one back)."""
+    lib = os.path.join(root, "lib")
+    stale = []
+    for package in ("ipam", "cli"):
+        for d, _, files in os.walk(os.path.join(lib, package)):
+            for name in files:
+                if not name.endswith(".pyc"):
+                    continue
+                module = os.path.relpath(os.path.join(d, name[:-len(".pyc")]), lib)
+                if not os.path.isfile(os.path.join(ROOT, module + ".py")):
+                    stale.append(module.replace(os.sep, "."))
+    return sorted(stale)
+
+
 def size(root: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root)
                for f in fs if not os.path.islink(os.path.join(d, f)))
@@ -228,6 +247,10 @@ def build(out_dir: str, work: str, client: str | None = None,
     shutil.rmtree(work, ignore_errors=True)
     tree = os.path.join(work, frozen.BUILDS, "frozen.tmp")
     freeze(tree)
+    stale = stale_modules(tree)
+    if stale:
+        sys.exit("make dist: the build venv's install holds modules this tree no longer"
+                 " has (%s): empty build/lib and run it again" % ", ".join(stale))
     vendored = vendor_system_libraries(tree)
     if client is not None:
         add_client(tree, client)

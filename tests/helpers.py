@@ -568,7 +568,11 @@ def daemon_env():
     behaviour (the CNI protocol's variables, a systemd's, another daemon named)."""
     drop = ("JOURNAL_STREAM", "NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES",
             paths.DAEMON_ENV)
-    return {k: v for k, v in os.environ.items() if not k.startswith("CNI_") and k not in drop}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_") and k not in drop}
+    # A daemon that does not stop in time is sent SIGABRT (NodeDaemon.stop): Python's
+    # fault handler then writes every thread's stack into its log.
+    env["PYTHONFAULTHANDLER"] = "1"
+    return env
 
 
 def wait_health(socket, exited, log, timeout=DAEMON_READY):
@@ -678,9 +682,14 @@ class NodeDaemon:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            raise AssertionError("the daemon did not stop within %g s of SIGTERM:\n%s"
+            self.proc.send_signal(signal.SIGABRT)  # its threads' stacks, into the log
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            raise AssertionError("the daemon did not stop within %g s of SIGTERM (then "
+                                 "SIGABRT: its threads' stacks at the end):\n%s"
                                  % (timeout, self.log())) from None
 
     def kill(self):

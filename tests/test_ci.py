@@ -1,6 +1,6 @@
 """CI itself (.ci/run, the Makefile's targets it runs): the gates come first, the
-Pythons' suites run each in a pid and mount namespace of its own (side by side with
-CI_SIDE_BY_SIDE=yes, which these tests set), and nothing two suites do at once collides
+Pythons' suites run each in a pid and mount namespace of its own (side by side, one per
+lane: CI_LANES, which these tests set), and nothing two suites do at once collides
 (issue 29).
 
 .ci/run runs here for real, in a copy of its directory with a ``make`` of the test's
@@ -174,6 +174,8 @@ def touch(name, text=""):
 
 with open("/proc/1/cmdline", "rb") as f:
     init = f.read().split(b"\0")
+with open("/proc/%%d/cmdline" %% os.getppid(), "rb") as f:
+    parent = f.read().split(b"\0")
 with open("/proc/self/status") as f:
     status = dict(line.split(":\t", 1) for line in f.read().splitlines())
 # Of the signals a program can set (not glibc's own 32 and 33, which GNU make leaves
@@ -182,6 +184,7 @@ record = {"ignored": [n for n in range(1, 65) if int(status["SigIgn"], 16) >> (n
                       and n in signal.valid_signals()],
           "blocked": int(status["SigBlk"], 16), "ppid": os.getppid(),
           "init": [a.decode() for a in init if a.endswith(b"init")],
+          "parent": [a.decode() for a in parent if a.endswith(b"init")],
           "pidns": ns("pid"), "mntns": ns("mnt"),
           "addopts": os.environ.get("PYTEST_ADDOPTS")}
 # An orphan: its parent exits at once, and it is the namespace's pid 1's to reap.
@@ -211,11 +214,16 @@ elif role == "finder":  # what gc's finder sees from here while the maker holds 
     found.close()
     record["while_held"] = not there("released")
     touch("looked")
-# Every suite starts before any ends.
+# The suites of a lane's worth (CI_PROBE_TOGETHER, default: every one) start before any
+# ends; how many run at once is counted as each starts.
 touch("started" + venv)
+touch("running" + venv)
+together = int(os.environ.get("CI_PROBE_TOGETHER", "%(suites)d"))
 record["all_started"] = until(
-    lambda: sum(n.startswith("started") for n in os.listdir(state)) == %(suites)d, 15)
+    lambda: sum(n.startswith("started") for n in os.listdir(state)) >= together, 15)
+record["running"] = sum(n.startswith("running") for n in os.listdir(state))
 touch(venv + ".json", json.dumps(record))
+os.unlink(os.path.join(state, "running" + venv))
 print("=" * 20 + " 7 passed in 0.01s " + "=" * 20)
 sys.exit(1 if venv == os.environ.get("CI_PROBE_FAIL") else 0)
 '''
@@ -248,7 +256,7 @@ def ci(tmp_path):
             [str(top / ".ci" / "run"), "--no-packages"], stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "PATH": "%s:%s" % (fakes, os.environ["PATH"]), "CI": "true",
-                 "CI_SIDE_BY_SIDE": "yes",
+                 "CI_LANES": str(len(PYTHONS)),
                  "PYTHON": str(fakes / "python-main"), "CI_PROBE": str(state),
                  **env})
 
@@ -303,10 +311,41 @@ def test_the_pythons_run_side_by_side_each_in_namespaces_of_its_own(ci):
     for kind, index in (("pidns", 0), ("mntns", 1)):
         seen = {r[kind] for r in records.values()}
         assert len(seen) == len(venvs) and own[index] not in seen, (kind, records)
-    summary = out[out.index("=== Every promised Python:"):].splitlines()[1:]
+    summary = out[out.index("=== Every promised Python:"):].splitlines()[1:len(PYTHONS) + 1]
     assert [line.split(" (")[0] for line in summary] == [
         "Python %s: %s" % (v, "FAILED" if v == "3.13" else "ok") for v in [MAIN] + others]
     assert all(line.endswith("= 7 passed in 0.01s " + "=" * 20) for line in summary), out
+
+
+@pytest.mark.root
+@needs_root
+def test_no_more_suites_run_at_once_than_there_are_lanes(ci):
+    """CI_LANES=2 (one per CPU on CI's 2 cores): the main Python's suite and the next
+    start together, the third once one of them has ended; each in its own namespaces."""
+    start, _, calls, record = ci
+    status, out = finish(start(CI_LANES="2", CI_PROBE_TOGETHER="2"))
+    assert status == 0, out
+    venvs = [".venv"] + [".venv-" + v for v in PYTHONS if v != MAIN]
+    records = [record(venv) for venv in venvs]
+    assert [r["all_started"] for r in records] == [True, True, True], records
+    assert max(r["running"] for r in records) == 2, records
+    assert len({r["pidns"] for r in records}) == 3, records
+    assert "=== The suites: 2 at a time" in out, out
+
+
+@pytest.mark.root
+@needs_root
+def test_one_after_another_when_asked(ci):
+    """CI_SIDE_BY_SIDE=no: one suite at a time, in this host's namespaces, still under
+    .ci/init."""
+    start, _, _, record = ci
+    status, out = finish(start(CI_SIDE_BY_SIDE="no", CI_PROBE_TOGETHER="1"))
+    assert status == 0, out
+    for venv in [".venv"] + [".venv-" + v for v in PYTHONS if v != MAIN]:
+        r = record(venv)
+        assert r["running"] == 1 and r["parent"][0].endswith("/.ci/init"), (venv, r)
+        assert r["pidns"] == os.stat("/proc/self/ns/pid").st_ino, (venv, r)
+    assert "=== The suites: 1 at a time" in out, out
 
 
 @pytest.mark.root

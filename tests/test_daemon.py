@@ -463,6 +463,34 @@ def test_serve_drains_on_sigterm_and_puts_the_handlers_back(sock, netconf):
     assert signal.getsignal(signal.SIGTERM) is before and not sock.exists()
 
 
+def test_the_signal_handler_takes_no_lock_the_interrupted_thread_may_hold(sock):
+    """A handler runs in the main thread between two of its byte-codes: here, as if
+    SIGTERM came while that thread held the idle condition (draining), the stop event's
+    lock (inside its timed wait) and its log stream's. The first signal must still mark
+    the stop, and wake the wait for it, without waiting for any of them: a handler that
+    took one waited for itself, and the daemon never stopped."""
+    log = io.StringIO()
+    d = daemon.Daemon(str(sock), log=log)
+    marked = threading.Event()
+
+    def interrupted():
+        with d._idle, d._stopping._cond:
+            d._on_signal(signal.SIGTERM, None)
+        marked.set()
+
+    d.start()
+    try:
+        d._stop_pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        threading.Thread(target=interrupted, daemon=True).start()
+        assert marked.wait(10), "the handler waited for a lock its thread held"
+        assert d._signalled and os.read(d._stop_pipe[0], 16) == b"x"
+        d._wait_for_stop()  # returns at once: the stop was marked
+        assert d._stopping.is_set()
+    finally:
+        if marked.is_set():  # else the stuck thread holds the locks close() takes
+            d.close()
+
+
 def test_a_refusal_reaches_a_client_still_sending(sock):
     """A request refused before it was read whole (here: not ours, 1 MiB of it): the
     client, which reads only once it has sent everything, still gets the refusal."""

@@ -274,6 +274,8 @@ class Daemon:
         self._names = itertools.count()
         self._wake: "Optional[tuple[int, int]]" = None  # the stop's wake-up pipe
         self._stopping = threading.Event()
+        self._signalled = False  # a stop signal came (set by the handler, which locks nothing)
+        self._stop_pipe: "Optional[tuple[int, int]]" = None  # wakes _wait_for_stop
         self._listener: "Optional[socket.socket]" = None
         self._activated = False
         self._lock_fd: "Optional[int]" = None
@@ -289,15 +291,31 @@ class Daemon:
     # -- the log --------------------------------------------------------------------
     def log(self, line: "str") -> "None":
         stream = self._log_stream or sys.stderr
+        try:
+            stream.write(self._stamped(line))
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a log that cannot be written must not stop the calls
+
+    def _log_at_once(self, line: "str") -> "None":
+        """:meth:`log` from a signal handler: one write(2) of the line, past the stream's
+        buffer and its lock, which the interrupted thread may hold."""
+        stream = self._log_stream or sys.stderr
+        try:
+            stream.flush()
+        except (OSError, ValueError, RuntimeError):  # RuntimeError: a reentrant flush
+            pass
+        try:
+            os.write(stream.fileno(), self._stamped(line).encode("utf-8", "backslashreplace"))
+        except (OSError, ValueError, AttributeError):  # AttributeError: no fileno
+            pass
+
+    def _stamped(self, line: "str") -> "str":
         if self._stamp:
             now = time.time()
             line = "%s.%03dZ %s" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)),
                                     int(now * 1000) % 1000, line)
-        try:
-            stream.write(line + "\n")
-            stream.flush()
-        except (OSError, ValueError):
-            pass  # a log that cannot be written must not stop the calls
+        return line + "\n"
 
     # -- start ----------------------------------------------------------------------
     def start(self) -> "None":
@@ -404,6 +422,8 @@ class Daemon:
     def serve(self) -> "int":
         """Accept until told to stop, then drain; returns the exit status (0, or 1 if
         calls were still running at the drain's end)."""
+        if self._stop_pipe is None:  # closed by close()
+            self._stop_pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         try:
             self._wait_for_stop()
@@ -415,23 +435,45 @@ class Daemon:
     def _on_signal(self, signum: "int", frame: "Any") -> "None":
         """The first signal drains; a second one, during the drain, stops at once (an
         operator's second Ctrl-C): the calls still running are cut off, and their
-        clients run them in process."""
-        if not self._stopping.is_set():
-            self.stop()
+        clients run them in process.
+
+        A handler runs in the main thread between two of its byte-codes, maybe while
+        that thread holds a lock: the idle condition's (draining), a stream's, an
+        event's (setting the stop event here once met the main thread inside that
+        event's timed wait, between its wake-up and its return). Taking one here would
+        wait for itself for ever: a daemon that never stops on SIGTERM. So the handler
+        takes none: the first signal marks the stop and writes to a pipe, and the main
+        thread's :meth:`_wait_for_stop` carries it out; the second reads the count
+        unlocked and writes its line with one write(2)."""
+        if not self._signalled and not self._stopping.is_set():
+            self._signalled = True
+            self._wake_stop()
             return
-        with self._idle:
-            left = self._busy
-        self.log("second signal: stopping now with %d call%s unanswered: their clients "
-                 "run them in process" % (left, "" if left == 1 else "s"))
+        left = self._busy  # unlocked: a count for the log line
+        self._log_at_once("second signal: stopping now with %d call%s unanswered: their "
+                          "clients run them in process" % (left, "" if left == 1 else "s"))
         self._unlink()
         os._exit(1)
 
     def stop(self) -> "None":
         self._stopping.set()
+        self._wake_stop()
+
+    def _wake_stop(self) -> "None":
+        pipe = self._stop_pipe
+        if pipe is not None:
+            try:
+                os.write(pipe[1], b"x")
+            except OSError:  # full (woken already) or closed (stopped already)
+                pass
 
     def _wait_for_stop(self) -> "None":
-        while not self._stopping.wait(0.5):  # a timed wait: signal handlers run between
-            pass
+        """Until a stop signal or :meth:`stop`: each writes to a pipe this waits on (an
+        interrupted select is resumed, and then finds it readable)."""
+        assert self._stop_pipe is not None
+        while not self._signalled and not self._stopping.is_set():
+            select.select([self._stop_pipe[0]], [], [], 1.0)
+        self.stop()
 
     def _drain(self) -> "int":
         """Stop taking calls, answer those taken (``drain_timeout`` at most), close."""
@@ -515,6 +557,10 @@ class Daemon:
             alive = bool(self._threads)
         if self._trace is not None and not alive:
             self._trace.close()
+        pipe, self._stop_pipe = self._stop_pipe, None
+        if pipe is not None:
+            for fd in pipe:
+                os.close(fd)
         if self._wake is not None and not alive:
             for fd in self._wake:
                 os.close(fd)

@@ -110,10 +110,15 @@ class NetworkDir:
         self._seq = 0
 
     def close(self) -> "None":
-        if self.lock_fd is not None:
-            writer_lock.release(self.lock_fd)  # closing drops the flock
-            self.lock_fd = None
-        system.close(self.fd)
+        # Each descriptor is forgotten before it is closed: a signal's exception between
+        # the two (the plugin's guard raises one) must not leave a number that a later
+        # cleanup closes again, by then maybe another file's.
+        lock_fd, self.lock_fd = self.lock_fd, None
+        if lock_fd is not None:
+            writer_lock.release(lock_fd)  # closing drops the flock
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            system.close(fd)
 
     def lock(self, patience: "Patience") -> "None":
         """Hold host-local's ``lock`` (flock, as Go's disk backend takes it for a whole
@@ -366,9 +371,9 @@ class NetworkFiles:
 
     def close(self) -> "None":
         """Release host-local's lock (idempotent)."""
-        if self._journal is not None:
-            system.close(self._journal)
-            self._journal = None
+        journal, self._journal = self._journal, None  # forgotten first, as in Directory.close
+        if journal is not None:
+            system.close(journal)
         if not self.closed:
             self.closed = True
             self.d.close()
@@ -427,9 +432,9 @@ class NetworkFiles:
         the journal goes as in :meth:`committed`, but host-local's lock stays held for
         the command's own transaction, which starts a journal of its own."""
         journaled = self._journal is not None or self.redone
-        if self._journal is not None:
-            system.close(self._journal)
-            self._journal = None
+        journal, self._journal = self._journal, None  # forgotten first, as in Directory.close
+        if journal is not None:
+            system.close(journal)
         self.redone = False
         self._remove_journal(journaled)
         self.pending = self._read_journal()  # None, unless it had to stay
@@ -452,9 +457,9 @@ class NetworkFiles:
     def replay(self) -> "None":
         """After a failed command: read the journal again (its entries now included) for
         a repair in a new transaction, still under host-local's lock."""
-        if self._journal is not None:
-            system.close(self._journal)
-            self._journal = None
+        journal, self._journal = self._journal, None  # forgotten first, as in Directory.close
+        if journal is not None:
+            system.close(journal)
         self.pending = self._read_journal()
         self.problems = []
 

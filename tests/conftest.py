@@ -109,6 +109,17 @@ def pytest_generate_tests(metafunc):
             metafunc.definition.iter_markers("not_through")), indirect=True)
 
 
+@pytest.fixture(autouse=True)
+def no_thread_queues_left():
+    """Every test leaves this process's writers' thread queues off, as a plugin process
+    has them: a daemon run in process sets them, and left set they made every later
+    lock taken here queue and stamp its lock file (test_importer once met one)."""
+    yield
+    from ipam.store import writer_lock
+
+    assert writer_lock._THREAD_LOCKS is None, "the test left the writers' thread queues on"
+
+
 ENTRY_KEY = pytest.StashKey()  # the daemon logs of a test's entry path
 FAILED_KEY = pytest.StashKey()  # the test itself failed
 

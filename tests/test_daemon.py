@@ -387,12 +387,21 @@ def test_after_the_drain_the_socket_is_gone_and_the_stores_closed(sock, netconf,
 
 
 def test_the_process_state_is_put_back_after_close(sock):
+    """The daemon itself, not a test's helper, puts back what it set for the process:
+    left set, the writers' thread queues made every later lock in the process queue
+    and stamp its lock file's mtime (test_importer met it, after a test here)."""
     from ipam.store import writer_lock
 
     stderr, locks = sys.stderr, writer_lock._THREAD_LOCKS
-    with serve_daemon(sock, log=io.StringIO()):
+    d = daemon.Daemon(str(sock), log=io.StringIO())
+    try:
+        d.start()
         assert sys.stderr is stderr  # each call's stderr is passed in, never swapped
         assert writer_lock._THREAD_LOCKS is not None
+        d.stop()
+        assert d._drain() == 0
+    finally:
+        d.close()
     assert sys.stderr is stderr
     assert writer_lock._THREAD_LOCKS is locks
 
@@ -486,6 +495,7 @@ def test_the_signal_handler_takes_no_lock_the_interrupted_thread_may_hold(sock):
         assert d._signalled and os.read(d._stop_pipe[0], 16) == b"x"
         d._wait_for_stop()  # returns at once: the stop was marked
         assert d._stopping.is_set()
+        assert d._drain() == 0
     finally:
         if marked.is_set():  # else the stuck thread holds the locks close() takes
             d.close()

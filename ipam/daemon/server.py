@@ -276,6 +276,10 @@ class Daemon:
         self._stopping = threading.Event()
         self._signalled = False  # a stop signal came (set by the handler, which locks nothing)
         self._stop_pipe: "Optional[tuple[int, int]]" = None  # wakes _wait_for_stop
+        # The writers' thread queues this daemon set for the process, and what it replaced
+        # (put back by close()).
+        self._sharing = False
+        self._locks_before: "Optional[dict[str, Any]]" = None
         self._listener: "Optional[socket.socket]" = None
         self._activated = False
         self._lock_fd: "Optional[int]" = None
@@ -333,7 +337,9 @@ class Daemon:
             self._listener = self._bind()
         self._listener.setblocking(False)  # the threads' epoll says when to accept
         self._wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        writer_lock.share_between_threads()
+        if not self._sharing:
+            self._locks_before = writer_lock.share_between_threads()
+            self._sharing = True
         self.log("serving on %s (pid %d, up to %d calls at a time%s)"
                  % (self.socket_path, os.getpid(), self.max_calls,
                     ", socket from systemd" if self._activated else ""))
@@ -557,6 +563,9 @@ class Daemon:
             alive = bool(self._threads)
         if self._trace is not None and not alive:
             self._trace.close()
+        if self._sharing and not alive:
+            self._sharing = False
+            writer_lock.stop_sharing(self._locks_before)
         pipe, self._stop_pipe = self._stop_pipe, None
         if pipe is not None:
             for fd in pipe:

@@ -64,11 +64,21 @@ _THREAD_LOCKS: "Optional[dict[str, _Queue]]" = None
 _HELD: "dict[int, _Queue]" = {}  # fd -> the queue taken with it
 
 
-def share_between_threads() -> "None":
+def share_between_threads() -> "Optional[dict[str, _Queue]]":
     """Let this process's threads queue on a lock per path before the flock (the node
-    daemon calls it once, before its threads start)."""
+    daemon calls it once, before its threads start); returns what was there before, for
+    :func:`stop_sharing`."""
     global _THREAD_LOCKS
-    _THREAD_LOCKS = {}
+    before, _THREAD_LOCKS = _THREAD_LOCKS, {}
+    return before
+
+
+def stop_sharing(before: "Optional[dict[str, _Queue]]") -> "None":
+    """Put back what :func:`share_between_threads` replaced (the daemon, closed): left
+    set, every later lock this process takes would queue and stamp its lock file's
+    mtime (:func:`_mark_turn`) as the daemon's calls do."""
+    global _THREAD_LOCKS
+    _THREAD_LOCKS = before
 
 
 def _queued_for(path: "str") -> "str":

@@ -436,7 +436,11 @@ def test_a_module_this_tree_no_longer_has_is_found(frozen_build, tmp_path):
     copy = frozen_build.variant(tmp_path / "copy", "c")
     shutil.copy(os.path.join(copy, "lib", "ipam", "mirror", "reconcile.pyc"),
                 os.path.join(copy, "lib", "ipam", "reconcile.pyc"))
-    assert build_dist.stale_modules(copy) == ["ipam.reconcile"]
+    # The CLI installs as host_local_sqlite_cli, from the tree's cli/.
+    shutil.copy(os.path.join(copy, "lib", "host_local_sqlite_cli", "main.pyc"),
+                os.path.join(copy, "lib", "host_local_sqlite_cli", "old_main.pyc"))
+    assert build_dist.stale_modules(copy) == ["host_local_sqlite_cli.old_main",
+                                              "ipam.reconcile"]
 
 
 def test_a_rebuild_of_the_same_sources_is_the_same_build(tmp_path):

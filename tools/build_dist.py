@@ -212,22 +212,29 @@ def digest(root: str) -> str:
     return h.hexdigest()
 
 
+# The packages the freezer takes from the build venv's install, each with the directory
+# of this tree it comes from (setup.cfg's package_dir). The migrations are copied from
+# the tree itself (freeze's include_files), so none of theirs can be stale.
+INSTALLED_PACKAGES = {"ipam": "ipam", "host_local_sqlite_cli": "cli"}
+
+
 def stale_modules(root: str) -> list[str]:
-    """The build's modules of this project (``ipam``, ``cli``) with no source in this
-    tree: left over from an earlier layout. pip builds the venv's install through
+    """The build's modules of this project (:data:`INSTALLED_PACKAGES`) with no source in
+    this tree: left over from an earlier layout. pip builds the venv's install through
     setuptools' ``build/lib``, which keeps a module this tree has since moved or removed,
     and the freezer would ship it (the Makefile empties ``build/lib`` first; this check
     says so if anything else brings one back)."""
     lib = os.path.join(root, "lib")
     stale = []
-    for package in ("ipam", "cli"):
-        for d, _, files in os.walk(os.path.join(lib, package)):
+    for package, source in INSTALLED_PACKAGES.items():
+        top = os.path.join(lib, package)
+        for d, _, files in os.walk(top):
             for name in files:
                 if not name.endswith(".pyc"):
                     continue
-                module = os.path.relpath(os.path.join(d, name[:-len(".pyc")]), lib)
-                if not os.path.isfile(os.path.join(ROOT, module + ".py")):
-                    stale.append(module.replace(os.sep, "."))
+                module = os.path.relpath(os.path.join(d, name[:-len(".pyc")]), top)
+                if not os.path.isfile(os.path.join(ROOT, source, module + ".py")):
+                    stale.append(".".join([package, *module.split(os.sep)]))
     return sorted(stale)
 
 

@@ -428,7 +428,7 @@ class Daemon:
     def serve(self) -> "int":
         """Accept until told to stop, then drain; returns the exit status (0, or 1 if
         calls were still running at the drain's end)."""
-        if self._stop_pipe is None:  # closed by close()
+        if self._stop_pipe is None:  # made once, closed by close()
             self._stop_pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         try:

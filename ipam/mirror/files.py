@@ -369,11 +369,14 @@ class NetworkFiles:
             self.d.close()
             raise
 
-    def close(self) -> "None":
-        """Release host-local's lock (idempotent)."""
-        journal, self._journal = self._journal, None  # forgotten first, as in Directory.close
+    def _close_journal(self) -> "None":
+        journal, self._journal = self._journal, None  # forgotten first, as in NetworkDir.close
         if journal is not None:
             system.close(journal)
+
+    def close(self) -> "None":
+        """Release host-local's lock (idempotent)."""
+        self._close_journal()
         if not self.closed:
             self.closed = True
             self.d.close()
@@ -432,9 +435,7 @@ class NetworkFiles:
         the journal goes as in :meth:`committed`, but host-local's lock stays held for
         the command's own transaction, which starts a journal of its own."""
         journaled = self._journal is not None or self.redone
-        journal, self._journal = self._journal, None  # forgotten first, as in Directory.close
-        if journal is not None:
-            system.close(journal)
+        self._close_journal()
         self.redone = False
         self._remove_journal(journaled)
         self.pending = self._read_journal()  # None, unless it had to stay
@@ -457,9 +458,7 @@ class NetworkFiles:
     def replay(self) -> "None":
         """After a failed command: read the journal again (its entries now included) for
         a repair in a new transaction, still under host-local's lock."""
-        journal, self._journal = self._journal, None  # forgotten first, as in Directory.close
-        if journal is not None:
-            system.close(journal)
+        self._close_journal()
         self.pending = self._read_journal()
         self.problems = []
 

@@ -322,7 +322,7 @@ def test_the_pythons_run_side_by_side_each_in_namespaces_of_its_own(ci):
 def test_no_more_suites_run_at_once_than_there_are_lanes(ci):
     """CI_LANES=2 (one per CPU on CI's 2 cores): the main Python's suite and the next
     start together, the third once one of them has ended; each in its own namespaces."""
-    start, _, calls, record = ci
+    start, _, _, record = ci
     status, out = finish(start(CI_LANES="2", CI_PROBE_TOGETHER="2"))
     assert status == 0, out
     venvs = [".venv"] + [".venv-" + v for v in PYTHONS if v != MAIN]

@@ -474,10 +474,10 @@ def test_serve_drains_on_sigterm_and_puts_the_handlers_back(sock, netconf):
 
 def test_the_signal_handler_takes_no_lock_the_interrupted_thread_may_hold(sock):
     """A handler runs in the main thread between two of its byte-codes: here, as if
-    SIGTERM came while that thread held the idle condition (draining), the stop event's
-    lock (inside its timed wait) and its log stream's. The first signal must still mark
-    the stop, and wake the wait for it, without waiting for any of them: a handler that
-    took one waited for itself, and the daemon never stopped."""
+    SIGTERM came while that thread held the idle condition (draining) and the stop
+    event's lock (inside its timed wait). The first signal must still mark the stop, and
+    wake the wait for it, without waiting for either: a handler that took one waited for
+    itself, and the daemon never stopped."""
     log = io.StringIO()
     d = daemon.Daemon(str(sock), log=log)
     marked = threading.Event()
